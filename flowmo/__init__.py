@@ -1,0 +1,1 @@
+"""flowmo: FlowMo image tokenizers."""
