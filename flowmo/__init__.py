@@ -1,1 +1,61 @@
-"""flowmo: FlowMo image tokenizers."""
+"""flowmo: FlowMo image tokenizers (Sargent et al., "Flow to the Mode", ICCV 2025).
+
+The public surface: specs and presets, ``build``, the model, and the component registries.
+"""
+
+from .registry import (
+    BACKBONES,
+    FLOW_LOSSES,
+    PERCEPTUAL_DISTANCES,
+    POSTTRAIN_OBJECTIVES,
+    QUANTIZERS,
+    REGISTRIES,
+    SOLVERS,
+    TIME_GRIDS,
+    TIME_SAMPLERS,
+    Registry,
+    RegistryError,
+)
+from .spec import (
+    BackboneSpec,
+    FatLogitNormalTimeSpec,
+    FlowLossSpec,
+    FlowMoSpec,
+    FSQSpec,
+    GuidanceSpec,
+    LFQSpec,
+    LogitNormalTimeSpec,
+    MMDiTSpec,
+    ModeSeekingSpec,
+    PerceptualSpec,
+    PosttrainSpec,
+    PowGridSpec,
+    QuantizerSpec,
+    RectifiedFlowLossSpec,
+    SamplerSpec,
+    ShiftedGridSpec,
+    SolverSpec,
+    TimeGridSpec,
+    TimeSamplerSpec,
+    UniformTimeSpec,
+)
+
+# importing the component packages registers the built-in components
+from . import blocks, losses, quantizers, samplers  # noqa: E402,F401  isort: skip
+from .model import FlowMo, LossOutput, StateDictMismatchError, build  # noqa: E402
+from .presets import PRESETS, flowmo_hi, flowmo_lo, flowmo_medium, flowmo_small, flowmo_tiny, get_preset, release_spec  # noqa: E402
+from .quantizers import FSQ, LFQ, Quantizer, QuantizerOutput  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FlowMo", "FlowMoSpec", "build", "LossOutput", "StateDictMismatchError",
+    "PRESETS", "get_preset", "flowmo_lo", "flowmo_hi", "flowmo_tiny", "flowmo_small", "flowmo_medium", "release_spec",
+    "Registry", "RegistryError", "REGISTRIES", "BACKBONES", "QUANTIZERS", "TIME_SAMPLERS", "FLOW_LOSSES",
+    "TIME_GRIDS", "SOLVERS", "POSTTRAIN_OBJECTIVES", "PERCEPTUAL_DISTANCES",
+    "Quantizer", "QuantizerOutput", "LFQ", "FSQ",
+    "BackboneSpec", "MMDiTSpec", "QuantizerSpec", "LFQSpec", "FSQSpec", "TimeSamplerSpec", "UniformTimeSpec",
+    "LogitNormalTimeSpec", "FatLogitNormalTimeSpec", "PerceptualSpec", "FlowLossSpec", "RectifiedFlowLossSpec",
+    "TimeGridSpec", "PowGridSpec", "ShiftedGridSpec", "SolverSpec", "GuidanceSpec", "SamplerSpec",
+    "PosttrainSpec", "ModeSeekingSpec",
+]

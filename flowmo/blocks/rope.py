@@ -1,0 +1,78 @@
+"""Multi-axis rotary position embeddings (RoPE).
+
+Each token has one position per axis; axis a with dim d_a contributes d_a / 2 frequencies
+theta^(-2k/d_a). The angles (position x frequency, computed in float64, stored in float32)
+rotate consecutive pairs (x[2k], x[2k+1]) of queries and keys.
+
+:class:`RopeTable` caches the cos/sin tables per (positions key, device): a backbone
+computes them once per input shape and device and reuses them in every block and step.
+"""
+
+from __future__ import annotations
+
+from typing import Hashable
+
+import torch
+from torch import Tensor
+
+__all__ = ["rope_angles", "apply_rope", "RopeTable", "flowmo_positions"]
+
+
+def rope_angles(positions: Tensor, axes_dim: tuple[int, ...], theta: float = 10000.0) -> Tensor:
+    """positions (N, n_axes) -> angles (N, sum(axes_dim) / 2), float32 (computed in float64)."""
+    if positions.shape[-1] != len(axes_dim):
+        raise ValueError(f"positions has {positions.shape[-1]} axes but axes_dim has {len(axes_dim)}")
+    pos = positions.to(torch.float64)
+    parts = []
+    for a, d in enumerate(axes_dim):
+        omega = 1.0 / theta ** (torch.arange(0, d, 2, dtype=torch.float64, device=pos.device) / d)
+        parts.append(pos[:, a, None] * omega[None])
+    return torch.cat(parts, dim=-1).to(torch.float32)
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate pairs (x[2k], x[2k+1]) of x (..., N, D) by the angles whose cos/sin are (N, D/2).
+
+    The rotation is done in float32 and the result cast back to x's dtype.
+    """
+    xf = x.float().unflatten(-1, (-1, 2))
+    x0, x1 = xf[..., 0], xf[..., 1]
+    out = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
+    return out.flatten(-2).to(x.dtype)
+
+
+def flowmo_positions(code_length: int, grid: tuple[int, int], device: torch.device | None = None) -> Tensor:
+    """FlowMo's 3-axis positions, latent tokens first: latent i -> (i, i, i); image (r, c) -> (0, r, c)."""
+    gh, gw = grid
+    i = torch.arange(code_length, device=device)
+    latent = torch.stack((i, i, i), dim=-1)
+    rr, cc = torch.meshgrid(torch.arange(gh, device=device), torch.arange(gw, device=device), indexing="ij")
+    image = torch.stack((torch.zeros_like(rr), rr, cc), dim=-1).reshape(-1, 3)
+    return torch.cat((latent, image), dim=0)
+
+
+class RopeTable:
+    """Caches (cos, sin) tables by a hashable key and device; counts how many it built."""
+
+    def __init__(self, axes_dim: tuple[int, ...], theta: float = 10000.0, max_entries: int = 16):
+        self.axes_dim = tuple(axes_dim)
+        self.theta = theta
+        self.max_entries = max_entries
+        self.builds = 0
+        self._cache: dict[tuple[Hashable, str], tuple[Tensor, Tensor]] = {}
+
+    def get(self, key: Hashable, device: torch.device, make_positions) -> tuple[Tensor, Tensor]:
+        ck = (key, str(device))
+        hit = self._cache.get(ck)
+        if hit is None:
+            # float64 on the CPU (not every device has float64), then float32 on ``device``
+            angles = rope_angles(make_positions(torch.device("cpu")), self.axes_dim, self.theta)
+            hit = (torch.cos(angles).to(device), torch.sin(angles).to(device))
+            if len(self._cache) >= self.max_entries:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[ck] = hit
+            self.builds += 1
+        return hit
+
+    def clear(self) -> None:
+        self._cache.clear()

@@ -1,0 +1,65 @@
+"""The rectified-flow (Stage 1A) loss in the release's convention, and CFG dropout."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+
+from ..registry import FLOW_LOSSES
+from ..spec import RectifiedFlowLossSpec
+from .perceptual import build_distance
+
+__all__ = ["RectifiedFlowLoss", "cfg_dropout", "VelocityFn"]
+
+# (x_t (B, 3, H, W), t (B,), conditioning (B, T, C + 1)) -> velocity (B, 3, H, W)
+VelocityFn = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+
+def cfg_dropout(cond: Tensor, p: float, generator: Optional[torch.Generator] = None) -> Tensor:
+    """Zero the whole conditioning of each sample with probability ``p`` (classifier-free guidance)."""
+    if p <= 0:
+        return cond
+    keep = torch.rand(cond.shape[0], generator=generator, device=cond.device) >= p
+    return cond * keep.to(cond.dtype).view(-1, *([1] * (cond.ndim - 1)))
+
+
+def _bcast(t: Tensor, like: Tensor) -> Tensor:
+    return t.to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
+
+
+@FLOW_LOSSES.register("rectified_flow", spec=RectifiedFlowLossSpec)
+class RectifiedFlowLoss:
+    """x_t = (1 - t) x + t eps, target v = eps - x, diffusion = mean((eps - v - x)^2).
+
+    With a perceptual distance, adds ``perceptual_weight * mean(d(x_hat, x))`` on the one-step
+    estimate x_hat = x_t - t v.
+    """
+
+    def __init__(self, spec: RectifiedFlowLossSpec):
+        self.spec = spec
+        self.perceptual = build_distance(spec.perceptual) if spec.perceptual is not None else None
+
+    def __call__(
+        self,
+        velocity: VelocityFn,
+        x: Tensor,
+        cond: Tensor,
+        t: Tensor,
+        noise: Tensor,
+        *,
+        dropout: bool = True,
+        generator: Optional[torch.Generator] = None,
+    ) -> dict[str, Tensor]:
+        if dropout:
+            cond = cfg_dropout(cond, self.spec.cfg_dropout, generator)
+        tb = _bcast(t, x)
+        x_t = (1 - tb) * x + tb * noise
+        v = velocity(x_t, t, cond)
+        terms = {"diffusion": (noise.float() - v.float() - x.float()).pow(2).mean()}
+        if self.perceptual is not None and self.spec.perceptual_weight > 0:
+            x_hat = x_t - tb * v
+            dist = self.perceptual.to(x.device)(x_hat, x)
+            terms["perceptual"] = self.spec.perceptual_weight * dist.mean()
+        return terms

@@ -1,0 +1,347 @@
+"""FlowMo: an MM-DiT encoder, a quantizer and an MM-DiT flow-matching decoder, composed from a spec."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+from torch import Tensor, nn
+
+from ._state import StateDictMismatchError, check_state_dict
+from .blocks.embeddings import patchify, unpatchify
+from .quantizers.base import Quantizer, QuantizerOutput
+from .registry import BACKBONES, FLOW_LOSSES, POSTTRAIN_OBJECTIVES, QUANTIZERS, TIME_SAMPLERS
+from .samplers.sampler import SampleOutput, sample
+from .spec import FlowMoSpec, SamplerSpec
+
+__all__ = ["FlowMo", "LossOutput", "build"]
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass
+class LossOutput:
+    """A training loss: ``total`` (what to backpropagate) and its named terms (weighted)."""
+
+    total: Tensor
+    terms: dict[str, Tensor]
+
+    def detached(self) -> dict[str, float]:
+        out = {"total": float(self.total.detach())}
+        out.update({k: float(v.detach()) for k, v in self.terms.items()})
+        return out
+
+
+def build(spec: Union[FlowMoSpec, dict, str]) -> "FlowMo":
+    """Build the model a spec (a FlowMoSpec, a dict or a JSON string) describes."""
+    if isinstance(spec, str):
+        spec = FlowMoSpec.model_validate_json(spec)
+    elif isinstance(spec, dict):
+        spec = FlowMoSpec.model_validate(spec)
+    elif not isinstance(spec, FlowMoSpec):
+        raise TypeError(f"spec must be a FlowMoSpec, dict or JSON string, got {type(spec).__name__}")
+    return FlowMo(spec)
+
+
+class FlowMo(nn.Module):
+    """The FlowMo tokenizer.
+
+    Images are float tensors (B, 3, H, W) in [-1, 1] with H = W = ``spec.image_size``.
+    ``encode`` gives the continuous code (B, T, C); ``quantize`` the discrete one; ``tokenize``
+    integer tokens (B, T); ``detokenize`` / ``decode`` sample images with the spec's sampler
+    (override per call with ``sampler=``); ``reconstruct`` does both. ``loss`` is the Stage 1A
+    training loss, ``posttrain_loss`` the Stage 1B one.
+
+    State-dict keys are the release's (``encoder.*``, ``decoder.*``).
+    """
+
+    def __init__(self, spec: FlowMoSpec):
+        super().__init__()
+        self.spec = spec
+        p, c = spec.patch_size, spec.code_channels
+        patch_dim = 3 * p * p
+        self.encoder = BACKBONES.create(spec.encoder.name, spec.encoder, patch_dim=patch_dim,
+                                        txt_in_dim=c, txt_out_dim=c)
+        # the decoder's latent stream gets the code plus one channel of ones (the "mask")
+        self.decoder = BACKBONES.create(spec.decoder.name, spec.decoder, patch_dim=patch_dim,
+                                        txt_in_dim=c + 1, txt_out_dim=c + 1)
+        self.quantizer: Quantizer = QUANTIZERS.create(spec.quantizer.name, spec.quantizer, channels=c)
+        self.time_sampler = TIME_SAMPLERS.create(spec.time_sampler.name, spec.time_sampler)
+        # loss objects may need weight files (network distances): built on first use only
+        self._flow_loss: Any = None
+        self._posttrain: Any = None
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def flow_loss(self) -> Any:
+        if self._flow_loss is None:
+            self._flow_loss = FLOW_LOSSES.create(self.spec.flow_loss.name, self.spec.flow_loss)
+        return self._flow_loss
+
+    @property
+    def posttrain_objective(self) -> Any:
+        if self._posttrain is None:
+            self._posttrain = POSTTRAIN_OBJECTIVES.create(self.spec.posttrain.name, self.spec.posttrain)
+        return self._posttrain
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        g = self.spec.grid_size
+        return (g, g)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # ------------------------------------------------------------------ input checks
+    def _check_images(self, images: Any, name: str = "images") -> Tensor:
+        if not isinstance(images, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(images).__name__}")
+        if not images.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor in [-1, 1], got dtype {images.dtype}")
+        s = self.spec.image_size
+        if images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != s or images.shape[3] != s:
+            raise ValueError(f"{name} must have shape (batch, 3, {s}, {s}), got {tuple(images.shape)}")
+        if images.shape[0] == 0:
+            raise ValueError(f"{name} is an empty batch (shape {tuple(images.shape)})")
+        if not bool(torch.isfinite(images).all()):
+            raise ValueError(f"{name} contains NaN or Inf values")
+        lo, hi = float(images.min()), float(images.max())
+        if lo < -1.05 or hi > 1.05:
+            raise ValueError(
+                f"{name} must lie in [-1, 1], got values in [{lo:.3g}, {hi:.3g}] "
+                "(convert uint8 images with x / 127.5 - 1)"
+            )
+        return images.to(self._input_dtype())
+
+    def _input_dtype(self) -> torch.dtype:
+        return self.dtype
+
+    def _check_code(self, code: Any, name: str = "code") -> Tensor:
+        t, c = self.spec.code_length, self.spec.code_channels
+        if not isinstance(code, Tensor) or not code.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point torch.Tensor of shape (batch, {t}, {c})")
+        if code.ndim != 3 or code.shape[1:] != (t, c):
+            raise ValueError(f"{name} must have shape (batch, {t}, {c}), got {tuple(code.shape)}")
+        if not bool(torch.isfinite(code).all()):
+            raise ValueError(f"{name} contains NaN or Inf values")
+        return code.to(self._input_dtype())
+
+    def _check_tokens(self, tokens: Any) -> Tensor:
+        t = self.spec.code_length
+        if not isinstance(tokens, Tensor):
+            raise TypeError(f"tokens must be an int64 torch.Tensor of shape (batch, {t}), got {type(tokens).__name__}")
+        if tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool:
+            raise TypeError(f"tokens must be an integer tensor, got dtype {tokens.dtype}")
+        if tokens.ndim != 2 or tokens.shape[1] != t or tokens.shape[0] == 0:
+            raise ValueError(f"tokens must have shape (batch, {t}) with batch >= 1, got {tuple(tokens.shape)}")
+        return tokens
+
+    # ------------------------------------------------------------------ encoder and quantizer
+    def encode(self, images: Tensor) -> Tensor:
+        """Images (B, 3, H, W) in [-1, 1] -> continuous code (B, T, C)."""
+        images = self._check_images(images)
+        b = images.shape[0]
+        txt = images.new_zeros(b, self.spec.code_length, self.spec.code_channels)
+        _, code = self.encoder(patchify(images, self.spec.patch_size), txt, None, self.grid, outputs=("txt",))
+        return code
+
+    def quantize(self, code: Tensor) -> QuantizerOutput:
+        """Continuous code -> :class:`QuantizerOutput` (losses only in training mode)."""
+        return self.quantizer(code)
+
+    @torch.no_grad()
+    def tokenize(self, images: Tensor, *, groups: bool = False) -> Tensor:
+        """Images -> int64 tokens (B, T); with ``groups=True`` (LFQ only) indices per entropy
+        group (B, T, C/G) in the release's layout."""
+        q = self.quantize(self.encode(images))
+        if groups:
+            fn = getattr(self.quantizer, "codes_to_group_indices", None)
+            if fn is None:
+                raise ValueError(f"groups=True needs a quantizer with entropy groups; {self.spec.quantizer.name} has none")
+            return fn(q.values)
+        return q.indices
+
+    def tokens_to_code(self, tokens: Tensor) -> Tensor:
+        """Tokens (B, T) -> quantized code (B, T, C)."""
+        return self.quantizer.indices_to_codes(self._check_tokens(tokens)).to(self.dtype)
+
+    # ------------------------------------------------------------------ decoder
+    def conditioning(self, code: Optional[Tensor], batch: Optional[int] = None) -> Tensor:
+        """The decoder's latent input: code (B, T, C) plus a channel of ones; None gives the
+        all-zero (unconditional) input, mask included."""
+        if code is None:
+            if batch is None:
+                raise ValueError("batch is needed for the unconditional (code=None) input")
+            return torch.zeros(batch, self.spec.code_length, self.spec.code_channels + 1,
+                               device=self.device, dtype=self.dtype)
+        return torch.cat((code, torch.ones_like(code[..., :1])), dim=-1)
+
+    def decoder_velocity(self, x_t: Tensor, t: Tensor, cond: Tensor) -> Tensor:
+        """The raw decoder: noisy image (B, 3, H, W), t (B,), conditioning (B, T, C + 1) -> velocity."""
+        img, _ = self.decoder(patchify(x_t, self.spec.patch_size), cond, t, self.grid, outputs=("img",))
+        return unpatchify(img, self.spec.patch_size, self.grid)
+
+    def velocity(self, x_t: Tensor, t: Union[Tensor, float], code: Optional[Tensor] = None, *,
+                 guidance_scale: float = 1.0) -> Tensor:
+        """Decoder velocity at (x_t, t) given a quantized code (B, T, C) (None: unconditional).
+
+        With ``guidance_scale`` != 1: v_u + scale (v_c - v_u).
+        """
+        if not isinstance(x_t, Tensor) or x_t.ndim != 4:
+            raise ValueError(f"x_t must be a (batch, 3, H, W) tensor, got {getattr(x_t, 'shape', type(x_t))}")
+        b = x_t.shape[0]
+        t = torch.as_tensor(t, dtype=torch.float32, device=x_t.device)
+        t = t.expand(b) if t.ndim == 0 else t
+        if t.shape != (b,):
+            raise ValueError(f"t must be a scalar or have shape ({b},), got {tuple(t.shape)}")
+        cond = self.conditioning(self._check_code(code) if code is not None else None, b)
+        v = self.decoder_velocity(x_t, t, cond)
+        if guidance_scale != 1.0 and code is not None:
+            v_u = self.decoder_velocity(x_t, t, torch.zeros_like(cond))
+            v = v_u + guidance_scale * (v - v_u)
+        return v
+
+    def _sampler_spec(self, sampler: Union[SamplerSpec, dict, None]) -> SamplerSpec:
+        if sampler is None:
+            return self.spec.sampler
+        if isinstance(sampler, dict):
+            return SamplerSpec.model_validate({**self.spec.sampler.model_dump(), **sampler})
+        if isinstance(sampler, SamplerSpec):
+            return sampler
+        raise TypeError(f"sampler must be a SamplerSpec, a dict of its fields or None, got {type(sampler).__name__}")
+
+    def decode(self, code: Tensor, *, noise: Optional[Tensor] = None, generator: Optional[torch.Generator] = None,
+               sampler: Union[SamplerSpec, dict, None] = None, return_intermediates: bool = False,
+               enable_grad: bool = False) -> SampleOutput:
+        """Sample images from a quantized code (B, T, C) with the spec's sampler (or ``sampler``)."""
+        code = self._check_code(code)
+        b = code.shape[0]
+        s = self.spec.image_size
+        if noise is None:
+            noise = torch.randn(b, 3, s, s, generator=generator, device=code.device, dtype=code.dtype)
+        elif noise.shape != (b, 3, s, s):
+            raise ValueError(f"noise must have shape ({b}, 3, {s}, {s}), got {tuple(noise.shape)}")
+        cond = self.conditioning(code)
+        return sample(self.decoder_velocity, noise.to(code.dtype), cond, self._sampler_spec(sampler),
+                      null_cond=torch.zeros_like(cond), return_intermediates=return_intermediates,
+                      enable_grad=enable_grad)
+
+    def detokenize(self, tokens: Tensor, **kw: Any) -> Tensor:
+        """Tokens (B, T) -> images (B, 3, H, W). Keyword arguments as for :meth:`decode`."""
+        return self.decode(self.tokens_to_code(tokens), **kw).images
+
+    def reconstruct(self, images: Tensor, **kw: Any) -> Tensor:
+        """Encode, quantize and decode. Keyword arguments as for :meth:`decode`."""
+        with torch.no_grad():
+            code = self.quantize(self.encode(images)).values
+        return self.decode(code, **kw).images
+
+    # ------------------------------------------------------------------ training losses
+    def loss(self, images: Tensor, *, t: Optional[Tensor] = None, noise: Optional[Tensor] = None,
+             cfg_dropout: bool = True, generator: Optional[torch.Generator] = None) -> LossOutput:
+        """Stage 1A: rectified flow on the decoder plus the quantizer's (and perceptual) terms.
+
+        ``t`` (B,) and ``noise`` (like images) default to draws from the spec's time sampler and N(0, I).
+        """
+        images = self._check_images(images)
+        b = images.shape[0]
+        q = self.quantize(self.encode(images))
+        if t is None:
+            t = self.time_sampler.sample(b, generator=generator, device=images.device)
+        if noise is None:
+            noise = torch.randn(images.shape, generator=generator, device=images.device, dtype=images.dtype)
+        terms = dict(self.flow_loss(self.decoder_velocity, images, self.conditioning(q.values), t, noise,
+                                    dropout=cfg_dropout, generator=generator))
+        terms.update({f"quantizer/{k}": v for k, v in q.losses.items()})
+        return LossOutput(torch.stack([v.float() for v in terms.values()]).sum(), terms)
+
+    def posttrain_loss(self, images: Tensor, *, generator: Optional[torch.Generator] = None,
+                       noise: Optional[Tensor] = None, u: Optional[Tensor] = None) -> LossOutput:
+        """Stage 1B: the flow loss (weighted by ``posttrain.flow_weight``) plus the mode-seeking term,
+        with the encoder and quantizer frozen."""
+        images = self._check_images(images)
+        with torch.no_grad():
+            code = self.quantizer(self.encode(images)).values
+        cond = self.conditioning(code)
+        spec = self.spec.posttrain
+        terms: dict[str, Tensor] = {}
+        flow_weight = getattr(spec, "flow_weight", 1.0)
+        if flow_weight > 0:
+            b = images.shape[0]
+            t = self.time_sampler.sample(b, generator=generator, device=images.device)
+            eps = torch.randn(images.shape, generator=generator, device=images.device, dtype=images.dtype)
+            flow = self.flow_loss(self.decoder_velocity, images, cond, t, eps, generator=generator)
+            terms.update({k: flow_weight * v for k, v in flow.items()})
+        terms.update(self.posttrain_objective(self.decoder_velocity, images, cond, noise=noise, u=u,
+                                              generator=generator))
+        return LossOutput(torch.stack([v.float() for v in terms.values()]).sum(), terms)
+
+    # ------------------------------------------------------------------ saving and loading
+    def save_pretrained(self, directory: Union[str, os.PathLike]) -> Path:
+        """Write ``config.json`` (the spec) and ``model.safetensors`` (atomically) into ``directory``."""
+        from safetensors.torch import save_file
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        _atomic_write(d / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt", "library": "flowmo"}))
+        _atomic_write(d / CONFIG_NAME, lambda p: Path(p).write_text(self.spec.to_json() + "\n"))
+        return d
+
+    @classmethod
+    def from_pretrained(cls, directory: Union[str, os.PathLike], *, device: Union[str, torch.device, None] = None,
+                        dtype: Optional[torch.dtype] = None) -> "FlowMo":
+        """Load a folder written by :meth:`save_pretrained` (or ``flowmo convert``)."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        d = Path(directory)
+        if not d.is_dir():
+            raise FileNotFoundError(f"directory {str(d)!r} does not exist (expected {CONFIG_NAME} and {WEIGHTS_NAME})")
+        cfg, weights = d / CONFIG_NAME, d / WEIGHTS_NAME
+        for f in (cfg, weights):
+            if not f.is_file():
+                raise FileNotFoundError(f"{str(f)!r} is missing; a FlowMo folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+        try:
+            spec = FlowMoSpec.model_validate_json(cfg.read_text())
+        except ValueError as e:
+            raise ValueError(f"{cfg} is not a valid FlowMo spec: {e}") from None
+        model = cls(spec)
+        try:
+            state = load_file(str(weights))
+        except (SafetensorError, OSError, ValueError) as e:
+            raise ValueError(f"{weights} is not a readable safetensors file: {e}") from None
+        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        check_state_dict(expected, state, str(weights))
+        model.load_state_dict(state, strict=True)
+        if device is not None or dtype is not None:
+            model.to(device=device, dtype=dtype)
+        return model.eval()
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write via a temporary file in the same folder, fsync, then rename over ``path``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+__all__ += ["StateDictMismatchError", "CONFIG_NAME", "WEIGHTS_NAME"]

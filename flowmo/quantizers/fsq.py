@@ -1,0 +1,73 @@
+"""Finite scalar quantization (FSQ; Mentzer et al., 2023)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ..registry import QUANTIZERS
+from ..spec import FSQSpec
+from .base import Quantizer, QuantizerOutput
+
+__all__ = ["FSQ"]
+
+
+class FSQ(Quantizer):
+    """Each channel i is bounded to L_i levels and rounded (straight-through gradients).
+
+    Bounding: tanh(z + shift) * (L - 1)(1 + 1e-3)/2 - offset, with offset 1/2 for even L (so
+    that rounding gives exactly L integers, -L/2 .. L/2 - 1) and 0 for odd L (-(L-1)/2 .. (L-1)/2).
+    Values are normalised by L // 2 into [-1, 1]. Token index: mixed radix over channels,
+    channel 0 least significant. No loss terms.
+    """
+
+    def __init__(self, spec: FSQSpec, *, channels: int):
+        super().__init__()
+        spec.check_channels(channels)
+        self.spec = spec
+        self.channels = channels
+        self.levels = tuple(spec.levels)
+        self.codebook_size = math.prod(self.levels)
+        levels = torch.tensor(self.levels, dtype=torch.float64)
+        half_l = (levels - 1) * (1 + 1e-3) / 2
+        offset = torch.where(levels % 2 == 0, 0.5, 0.0)
+        basis = torch.cumprod(torch.tensor((1,) + self.levels[:-1], dtype=torch.int64), 0)
+        self.register_buffer("_half_l", half_l.float(), persistent=False)
+        self.register_buffer("_offset_buf", offset.float(), persistent=False)
+        self.register_buffer("_shift", torch.atanh(offset / half_l).float(), persistent=False)
+        self.register_buffer("_half_width", (levels // 2).float(), persistent=False)
+        self.register_buffer("_levels", levels.long(), persistent=False)
+        self.register_buffer("_basis", basis, persistent=False)
+
+    def extra_repr(self) -> str:
+        return f"levels={list(self.levels)}"
+
+    def bound(self, z: Tensor) -> Tensor:
+        zf = z.float()
+        return torch.tanh(zf + self._shift) * self._half_l - self._offset_buf
+
+    def forward(self, z: Tensor) -> QuantizerOutput:
+        self._check_code(z)
+        b = self.bound(z)
+        rounded = b + (torch.round(b) - b).detach()
+        values = (rounded / self._half_width).to(z.dtype)
+        indices = self.codes_to_indices(values.detach())
+        return QuantizerOutput(values, indices)
+
+    def codes_to_indices(self, codes: Tensor) -> Tensor:
+        """(..., C) normalised codes -> (...) int64 indices (codes are snapped to the nearest level)."""
+        self._check_code(codes, "codes")
+        level = torch.round(codes.float() * self._half_width + self._half_width).long()
+        level = torch.minimum(level.clamp_min(0), self._levels - 1)
+        return (level * self._basis).sum(-1)
+
+    def indices_to_codes(self, indices: Tensor) -> Tensor:
+        """(...) int64 indices -> (..., C) normalised codes (float32)."""
+        self._check_indices(indices)
+        level = (indices.long()[..., None] // self._basis) % self._levels
+        return (level.float() - self._half_width) / self._half_width
+
+
+QUANTIZERS.add("fsq", FSQ, spec=FSQSpec)

@@ -1,0 +1,123 @@
+"""Lookup-free quantization (LFQ) as in the FlowMo release."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..registry import QUANTIZERS
+from ..spec import LFQSpec
+from .base import Quantizer, QuantizerOutput
+
+__all__ = ["LFQ", "lfq_entropy_terms"]
+
+
+def _bit_weights(n: int, device: torch.device) -> Tensor:
+    return torch.pow(2, torch.arange(n, device=device, dtype=torch.int64))
+
+
+class LFQ(Quantizer):
+    """Sign quantization of each channel to {-1, +1} (0 maps to -1), straight-through gradients.
+
+    Token index: bit j = [channel j > 0], least significant first (up to 62 channels).
+    Entropy groups: the C channels form C/G groups of G bits, STRIDED: bit j of group h is
+    channel j * (C/G) + h. Group indices use the same bit order; their flat order is
+    (batch, token, group), group fastest.
+
+    In training mode the losses are ``entropy`` (weight * (per-sample entropy - codebook entropy),
+    over softmax(2 <x, c> / temperature) against all 2^G codewords of each group) and
+    ``commitment`` (weight * mean((x - q)^2)). Memory of the entropy term is
+    tokens x groups x 2^G; it never materialises 2^C.
+    """
+
+    def __init__(self, spec: LFQSpec, *, channels: int):
+        super().__init__()
+        spec.check_channels(channels)
+        self.spec = spec
+        self.channels = channels
+        self.group_bits = spec.group_bits
+        self.groups = channels // spec.group_bits
+        self.codebook_size = 2**channels
+        self.group_codebook_size = 2**spec.group_bits
+        # codeword k of a group: +1 at bit j where (k >> j) & 1, else -1 -> (2^G, G)
+        k = torch.arange(self.group_codebook_size)[:, None]
+        bits = (k >> torch.arange(spec.group_bits)[None]) & 1
+        self.register_buffer("group_codebook", bits.float() * 2 - 1, persistent=False)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, group_bits={self.group_bits}, groups={self.groups}"
+
+    # -- layout helpers
+    def to_groups(self, z: Tensor) -> Tensor:
+        """(..., C) -> (..., C/G, G): group h, bit j is channel j * (C/G) + h."""
+        return z.unflatten(-1, (self.group_bits, self.groups)).transpose(-1, -2)
+
+    def from_groups(self, g: Tensor) -> Tensor:
+        """Inverse of :meth:`to_groups`."""
+        return g.transpose(-1, -2).flatten(-2)
+
+    # -- quantization
+    def forward(self, z: Tensor) -> QuantizerOutput:
+        self._check_code(z)
+        q = torch.where(z > 0, 1.0, -1.0).to(z.dtype)
+        values = z + (q - z).detach()
+        indices = self.codes_to_indices(q)
+        losses: dict[str, Tensor] = {}
+        stats: dict[str, Tensor] = {}
+        if self.training:
+            per_sample, codebook = lfq_entropy_terms(
+                self.to_groups(z.float()).reshape(-1, self.group_bits), self.group_codebook, self.spec.temperature
+            )
+            commit = (z.float() - q.detach().float()).pow(2).mean()
+            losses["entropy"] = self.spec.entropy_weight * (per_sample - codebook)
+            losses["commitment"] = self.spec.commit_weight * commit
+            stats = {"per_sample_entropy": per_sample.detach(), "codebook_entropy": codebook.detach(),
+                     "commitment": commit.detach()}
+        return QuantizerOutput(values, indices, losses, stats)
+
+    # -- codes <-> indices
+    def codes_to_indices(self, codes: Tensor) -> Tensor:
+        """(..., C) codes (sign taken) -> (...) int64 token indices."""
+        self._check_code(codes, "codes")
+        return ((codes > 0).long() * _bit_weights(self.channels, codes.device)).sum(-1)
+
+    def indices_to_codes(self, indices: Tensor) -> Tensor:
+        """(...) int64 token indices -> (..., C) codes in {-1, +1} (float32)."""
+        self._check_indices(indices)
+        bits = (indices.long()[..., None] >> torch.arange(self.channels, device=indices.device)) & 1
+        return bits.float() * 2 - 1
+
+    def codes_to_group_indices(self, codes: Tensor) -> Tensor:
+        """(..., C) codes -> (..., C/G) int64 indices per entropy group (the release's layout)."""
+        self._check_code(codes, "codes")
+        g = self.to_groups(codes > 0).long()
+        return (g * _bit_weights(self.group_bits, codes.device)).sum(-1)
+
+    def group_indices_to_codes(self, group_indices: Tensor) -> Tensor:
+        """(..., C/G) group indices -> (..., C) codes in {-1, +1} (float32)."""
+        if not isinstance(group_indices, Tensor) or group_indices.is_floating_point():
+            raise TypeError("group_indices must be an integer torch.Tensor")
+        if group_indices.ndim < 1 or group_indices.shape[-1] != self.groups:
+            raise ValueError(f"group_indices must have shape (..., {self.groups}), got {tuple(group_indices.shape)}")
+        if group_indices.numel() and (int(group_indices.min()) < 0 or int(group_indices.max()) >= self.group_codebook_size):
+            raise ValueError(f"group_indices must lie in [0, {self.group_codebook_size})")
+        bits = (group_indices.long()[..., None] >> torch.arange(self.group_bits, device=group_indices.device)) & 1
+        return self.from_groups(bits.float() * 2 - 1)
+
+
+def lfq_entropy_terms(x: Tensor, codebook: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
+    """Per-sample entropy and codebook entropy of softmax(2 <x, c> / temperature).
+
+    x: (N, G) continuous group vectors; codebook: (2^G, G). Returns (mean_n H(p_n), H(mean_n p_n)),
+    the latter as -sum pbar log(pbar + 1e-5) (the release's form). Computed in float32.
+    """
+    logits = (2.0 / temperature) * (x.float() @ codebook.to(x.device, torch.float32).t())
+    log_p = torch.log_softmax(logits, dim=-1)
+    p = log_p.exp()
+    per_sample = -(p * log_p).sum(-1).mean()
+    pbar = p.mean(0)
+    codebook_entropy = -(pbar * torch.log(pbar + 1e-5)).sum()
+    return per_sample, codebook_entropy
+
+
+QUANTIZERS.add("lfq", LFQ, spec=LFQSpec)

@@ -1,0 +1,55 @@
+"""Time grids: ``grid(steps)`` -> (steps + 1,) float64 times running from 1 (noise) to 0 (data)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..registry import TIME_GRIDS
+from ..spec import PowGridSpec, ShiftedGridSpec
+
+__all__ = ["TimeGrid", "LinearGrid", "PowGrid", "ShiftedGrid", "build_grid"]
+
+
+class TimeGrid:
+    def __init__(self, spec=None):
+        self.spec = spec
+
+    def fractions(self, steps: int) -> Tensor:
+        """k / n for k = n .. 0 (float64)."""
+        if not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be a positive int, got {steps!r}")
+        return torch.arange(steps, -1, -1, dtype=torch.float64) / steps
+
+    def __call__(self, steps: int) -> Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+@TIME_GRIDS.register("linear")
+class LinearGrid(TimeGrid):
+    """t_k = k / n."""
+
+    def __call__(self, steps: int) -> Tensor:
+        return self.fractions(steps)
+
+
+@TIME_GRIDS.register("pow", spec=PowGridSpec)
+class PowGrid(TimeGrid):
+    """t_k = (k / n) ** (1 / p) (the release: p = 0.25, small steps near the data)."""
+
+    def __call__(self, steps: int) -> Tensor:
+        return self.fractions(steps) ** (1.0 / self.spec.p)
+
+
+@TIME_GRIDS.register("shifted", spec=ShiftedGridSpec)
+class ShiftedGrid(TimeGrid):
+    """t_k = s u / (1 + (s - 1) u) with u = k / n."""
+
+    def __call__(self, steps: int) -> Tensor:
+        u = self.fractions(steps)
+        s = self.spec.shift
+        return s * u / (1 + (s - 1) * u)
+
+
+def build_grid(spec) -> TimeGrid:
+    return TIME_GRIDS.create(spec.name, spec)

@@ -1,0 +1,454 @@
+"""Typed specs: one pydantic model per component kind, composed into :class:`FlowMoSpec`.
+
+A component spec is tagged by its ``name``, the name its factory is registered under.
+Validating a kind's base class (e.g. ``QuantizerSpec.model_validate({"name": "fsq", ...})``)
+dispatches on that name to the spec class the factory was registered with, so a component
+registered from user code is usable by name in a FlowMoSpec, and JSON round-trips keep
+every field of every component.
+
+Specs are data: a FlowMoSpec fully determines the model's architecture, its training
+losses and its default sampler, and round-trips through JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, ClassVar, Literal, Optional, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    field_validator,
+    model_validator,
+)
+
+from .registry import (
+    BACKBONES,
+    FLOW_LOSSES,
+    PERCEPTUAL_DISTANCES,
+    POSTTRAIN_OBJECTIVES,
+    QUANTIZERS,
+    SOLVERS,
+    TIME_GRIDS,
+    TIME_SAMPLERS,
+    Registry,
+)
+
+__all__ = [
+    "ComponentSpec",
+    "BackboneSpec",
+    "MMDiTSpec",
+    "QuantizerSpec",
+    "LFQSpec",
+    "FSQSpec",
+    "TimeSamplerSpec",
+    "UniformTimeSpec",
+    "LogitNormalTimeSpec",
+    "FatLogitNormalTimeSpec",
+    "PerceptualSpec",
+    "FlowLossSpec",
+    "RectifiedFlowLossSpec",
+    "TimeGridSpec",
+    "PowGridSpec",
+    "ShiftedGridSpec",
+    "SolverSpec",
+    "GuidanceSpec",
+    "SamplerSpec",
+    "PosttrainSpec",
+    "ModeSeekingSpec",
+    "FlowMoSpec",
+    "sigma_to_t",
+]
+
+
+class ComponentSpec(BaseModel):
+    """Base of every component spec: frozen, no unknown fields, tagged by ``name``.
+
+    Subclasses that stand for a whole component kind set ``kind_base = True`` and
+    ``registry``; validating such a class dispatches on ``name`` to the registered spec.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    registry: ClassVar[Optional[Registry]] = None
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _dispatch_on_name(cls, data: Any, handler: Any) -> Any:
+        if not cls.__dict__.get("kind_base", False):
+            return handler(data)
+        if isinstance(data, cls) and type(data) is not cls:
+            return data  # already a concrete spec of this kind
+        if isinstance(data, str):
+            data = {"name": data}
+        elif isinstance(data, BaseModel):
+            data = data.model_dump()
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a mapping with a 'name' field, got {type(data).__name__}")
+        reg = cls.registry
+        assert reg is not None
+        if "name" not in data:
+            raise ValueError(f"missing 'name' of the {reg.kind}; registered: {', '.join(reg.names())}")
+        entry = reg.get(data["name"])  # RegistryError (a ValueError) lists the registered names
+        spec_cls = entry.spec
+        if spec_cls is None or spec_cls is cls:
+            return handler(data)
+        return spec_cls.model_validate(data)
+
+
+# ----------------------------------------------------------------------------- backbones
+class BackboneSpec(ComponentSpec):
+    """Spec of a backbone component; validating this class dispatches on ``name``."""
+
+    kind_base: ClassVar[bool] = True
+    registry: ClassVar[Optional[Registry]] = BACKBONES
+
+
+class MMDiTSpec(BackboneSpec):
+    """The release's double-stream (MM-DiT) transformer."""
+
+    name: Literal["mmdit"] = "mmdit"
+    width: int = Field(gt=0, description="hidden size")
+    heads: int = Field(gt=0)
+    depth: int = Field(gt=0, description="number of double-stream blocks")
+    axes_dim: tuple[int, int, int] = Field(description="RoPE dims per position axis; sums to the head dim")
+    mlp_ratio: float = Field(4.0, gt=0)
+    qkv_bias: bool = True
+    rope_theta: float = Field(10000.0, gt=0)
+    attn_scale: Union[Literal["mup", "standard"], float] = Field(
+        "mup", description="softmax scale: 'mup' = 8/head_dim (the release), 'standard' = head_dim**-0.5, or a number"
+    )
+    time_factor: float = Field(1000.0, gt=0, description="t is multiplied by this before the sinusoidal embedding")
+    gradient_checkpointing: bool = Field(False, description="recompute each block in backward (saves memory)")
+
+    @property
+    def head_dim(self) -> int:
+        return self.width // self.heads
+
+    @property
+    def softmax_scale(self) -> float:
+        if self.attn_scale == "mup":
+            return 8.0 / self.head_dim
+        if self.attn_scale == "standard":
+            return self.head_dim**-0.5
+        return float(self.attn_scale)
+
+    @model_validator(mode="after")
+    def _check(self) -> "MMDiTSpec":
+        if self.width % self.heads:
+            raise ValueError(f"width ({self.width}) must be divisible by heads ({self.heads})")
+        hd = self.width // self.heads
+        if any(d <= 0 or d % 2 for d in self.axes_dim):
+            raise ValueError(f"every entry of axes_dim must be positive and even, got {list(self.axes_dim)}")
+        if sum(self.axes_dim) != hd:
+            raise ValueError(
+                f"axes_dim {list(self.axes_dim)} sums to {sum(self.axes_dim)} but the head dim "
+                f"width/heads = {self.width}/{self.heads} = {hd}; they must be equal"
+            )
+        if isinstance(self.attn_scale, float) and not self.attn_scale > 0:
+            raise ValueError(f"attn_scale must be > 0, got {self.attn_scale}")
+        return self
+
+
+# ----------------------------------------------------------------------------- quantizers
+class QuantizerSpec(ComponentSpec):
+    """Spec of a quantizer; validating this class dispatches on ``name``.
+
+    ``check_channels`` validates it against the code's channel count.
+    """
+
+    kind_base: ClassVar[bool] = True
+    registry: ClassVar[Optional[Registry]] = QUANTIZERS
+
+    def check_channels(self, channels: int) -> None:
+        """Raise ValueError if this quantizer cannot quantize ``channels`` channels per token."""
+
+
+class LFQSpec(QuantizerSpec):
+    """Lookup-free quantization (sign), with the release's strided entropy groups."""
+
+    name: Literal["lfq"] = "lfq"
+    group_bits: int = Field(9, gt=0, le=20, description="bits per entropy group (the release's codebook_size_for_entropy)")
+    temperature: float = Field(0.1, gt=0)
+    entropy_weight: float = Field(0.0025, ge=0)
+    commit_weight: float = Field(0.000625, ge=0)
+
+    def check_channels(self, channels: int) -> None:
+        if channels > 62:
+            raise ValueError(f"code_channels ({channels}) must be <= 62 for LFQ (one int64 index per token)")
+        if channels % self.group_bits:
+            raise ValueError(
+                f"code_channels ({channels}) must be divisible by quantizer.group_bits ({self.group_bits})"
+            )
+
+
+class FSQSpec(QuantizerSpec):
+    """Finite scalar quantization with per-channel level counts."""
+
+    name: Literal["fsq"] = "fsq"
+    levels: tuple[int, ...] = Field((8, 8, 8, 5, 5, 5), min_length=1)
+
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(n < 2 for n in v):
+            raise ValueError(f"every level count must be >= 2, got {list(v)}")
+        size = 1
+        for n in v:
+            size *= n
+        if size > 2**62:
+            raise ValueError(f"the product of levels ({size}) must be <= 2**62 (one int64 index per token)")
+        return v
+
+    def check_channels(self, channels: int) -> None:
+        if len(self.levels) != channels:
+            raise ValueError(
+                f"quantizer.levels has {len(self.levels)} entries but code_channels is {channels}; they must be equal"
+            )
+
+
+# ----------------------------------------------------------------------------- time samplers
+class TimeSamplerSpec(ComponentSpec):
+    """Spec of a timesampler component; validating this class dispatches on ``name``."""
+
+    kind_base: ClassVar[bool] = True
+    registry: ClassVar[Optional[Registry]] = TIME_SAMPLERS
+
+
+class UniformTimeSpec(TimeSamplerSpec):
+    name: Literal["uniform"] = "uniform"
+    shift: float = Field(1.0, gt=0, description="t -> s t / (1 + (s - 1) t); 1 = no shift")
+
+
+class LogitNormalTimeSpec(TimeSamplerSpec):
+    name: Literal["logit_normal"] = "logit_normal"
+    mean: float = 0.0
+    std: float = Field(1.0, gt=0)
+    shift: float = Field(1.0, gt=0)
+
+
+class FatLogitNormalTimeSpec(TimeSamplerSpec):
+    """The release's "fat lognormal": logit-normal, replaced by U(0, 1) with probability ``uniform_fraction``."""
+
+    name: Literal["fat_logit_normal"] = "fat_logit_normal"
+    mean: float = 0.0
+    std: float = Field(1.0, gt=0)
+    uniform_fraction: float = Field(0.1, ge=0, le=1)
+    shift: float = Field(1.0, gt=0)
+
+
+# ----------------------------------------------------------------------------- perceptual distances
+class PerceptualSpec(ComponentSpec):
+    """Spec of a perceptual component; validating this class dispatches on ``name``."""
+
+    kind_base: ClassVar[bool] = True
+    registry: ClassVar[Optional[Registry]] = PERCEPTUAL_DISTANCES
+
+
+# ----------------------------------------------------------------------------- flow losses
+class FlowLossSpec(ComponentSpec):
+    """Spec of a flowloss component; validating this class dispatches on ``name``."""
+
+    kind_base: ClassVar[bool] = True
+    registry: ClassVar[Optional[Registry]] = FLOW_LOSSES
+
+
+class RectifiedFlowLossSpec(FlowLossSpec):
+    """Rectified flow in the release's convention (t = 1 noise, target eps - x)."""
+
+    name: Literal["rectified_flow"] = "rectified_flow"
+    cfg_dropout: float = Field(0.1, ge=0, le=1, description="probability of zeroing a sample's code")
+    perceptual: Optional[SerializeAsAny[PerceptualSpec]] = Field(
+        None, description="distance on the one-step estimate x_hat = x_t - t v (release: lpips_vgg)"
+    )
+    perceptual_weight: float = Field(0.1, ge=0)
+
+
+# ----------------------------------------------------------------------------- sampling
+class TimeGridSpec(ComponentSpec):
+    """Spec of a timegrid component; validating this class dispatches on ``name``."""
+
+    kind_base: ClassVar[bool] = True
+    registry: ClassVar[Optional[Registry]] = TIME_GRIDS
+
+
+class PowGridSpec(TimeGridSpec):
+    """t_k = (k / n) ** (1 / p); the release uses p = 0.25."""
+
+    name: Literal["pow"] = "pow"
+    p: float = Field(0.25, gt=0)
+
+
+class ShiftedGridSpec(TimeGridSpec):
+    """The linear grid under t -> s t / (1 + (s - 1) t) (s > 1 puts more steps near t = 1)."""
+
+    name: Literal["shifted"] = "shifted"
+    shift: float = Field(3.0, gt=0)
+
+
+class SolverSpec(ComponentSpec):
+    """Spec of a solver component; validating this class dispatches on ``name``."""
+
+    kind_base: ClassVar[bool] = True
+    registry: ClassVar[Optional[Registry]] = SOLVERS
+
+
+def sigma_to_t(sigma: float) -> float:
+    """EDM sigma -> rectified-flow time: t = sigma / (1 + sigma)."""
+    return sigma / (1.0 + sigma)
+
+
+class GuidanceSpec(BaseModel):
+    """Classifier-free guidance: v = v_u + scale (v_c - v_u) when t lies in ``interval``.
+
+    ``interval`` is in t (inclusive; None = everywhere). The release's EDM sigma interval
+    can be given instead as ``interval_sigma``; it is converted with t = sigma / (1 + sigma).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    scale: float = 1.5
+    interval: Optional[tuple[float, float]] = (sigma_to_t(0.17), sigma_to_t(1.02))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_sigma(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "interval_sigma" in data:
+            data = dict(data)
+            sig = data.pop("interval_sigma")
+            if "interval" in data:
+                raise ValueError("give guidance.interval (in t) or guidance.interval_sigma, not both")
+            if sig is not None:
+                lo, hi = sig
+                if lo < 0 or hi < lo:
+                    raise ValueError(f"interval_sigma must satisfy 0 <= lo <= hi, got {sig}")
+                data["interval"] = (sigma_to_t(lo), sigma_to_t(hi))
+            else:
+                data["interval"] = None
+        return data
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, v: Optional[tuple[float, float]]) -> Optional[tuple[float, float]]:
+        if v is not None and not (0.0 <= v[0] <= v[1] <= 1.0):
+            raise ValueError(f"guidance.interval must satisfy 0 <= lo <= hi <= 1 (in t), got {v}")
+        return v
+
+
+class SamplerSpec(BaseModel):
+    """How images are decoded: an ODE solver on a time grid, with guidance."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    steps: int = Field(25, gt=0)
+    grid: SerializeAsAny[TimeGridSpec] = Field(default_factory=lambda: PowGridSpec())
+    solver: SerializeAsAny[SolverSpec] = Field(default_factory=lambda: SolverSpec(name="euler"))
+    guidance: GuidanceSpec = Field(default_factory=GuidanceSpec)
+    clip: bool = Field(True, description="clamp the output to [-1, 1]")
+
+
+# ----------------------------------------------------------------------------- post-training
+class PosttrainSpec(ComponentSpec):
+    """Spec of a posttrain component; validating this class dispatches on ``name``."""
+
+    kind_base: ClassVar[bool] = True
+    registry: ClassVar[Optional[Registry]] = POSTTRAIN_OBJECTIVES
+
+
+class ModeSeekingSpec(PosttrainSpec):
+    """Stage 1B: a K-step Euler chain from noise with random step sizes, distance to the input."""
+
+    name: Literal["mode_seeking"] = "mode_seeking"
+    k: int = Field(8, gt=0, description="Euler steps in the chain")
+    distance: SerializeAsAny[PerceptualSpec] = Field(
+        default_factory=lambda: PerceptualSpec(name="mse"),
+        description="sample-level distance (release: resnet50_logits)",
+    )
+    weight: float = Field(0.01, ge=0)
+    flow_weight: float = Field(1.0, ge=0, description="weight of the flow loss kept during post-training")
+    checkpoint: bool = Field(True, description="gradient checkpointing on each decoder call of the chain")
+
+
+# ----------------------------------------------------------------------------- the whole model
+class FlowMoSpec(BaseModel):
+    """Everything that determines a FlowMo model. Round-trips through JSON."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    image_size: int = Field(256, gt=0)
+    patch_size: int = Field(4, gt=0)
+    code_length: int = Field(256, gt=0, description="latent tokens per image")
+    code_channels: int = Field(18, gt=0, description="channels (bits, for LFQ) per latent token")
+    encoder: SerializeAsAny[BackboneSpec]
+    decoder: SerializeAsAny[BackboneSpec]
+    quantizer: SerializeAsAny[QuantizerSpec] = Field(default_factory=lambda: LFQSpec())
+    time_sampler: SerializeAsAny[TimeSamplerSpec] = Field(
+        default_factory=lambda: FatLogitNormalTimeSpec()
+    )
+    flow_loss: SerializeAsAny[FlowLossSpec] = Field(
+        default_factory=lambda: RectifiedFlowLossSpec()
+    )
+    sampler: SamplerSpec = Field(default_factory=SamplerSpec)
+    posttrain: SerializeAsAny[PosttrainSpec] = Field(
+        default_factory=lambda: ModeSeekingSpec()
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> "FlowMoSpec":
+        if self.image_size % self.patch_size:
+            raise ValueError(
+                f"image_size ({self.image_size}) must be divisible by patch_size ({self.patch_size})"
+            )
+        try:
+            self.quantizer.check_channels(self.code_channels)
+        except ValueError as e:
+            raise ValueError(f"quantizer: {e}") from None
+        return self
+
+    # -- conveniences
+    @property
+    def grid_size(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def bits_per_pixel(self) -> float:
+        """Bits of the discrete code per image pixel (for LFQ: code_length * code_channels / H / W)."""
+        bits = _token_bits(self.quantizer, self.code_channels)
+        return self.code_length * bits / (self.image_size**2)
+
+    def to_json(self, **kw: Any) -> str:
+        return self.model_dump_json(indent=kw.pop("indent", 2), **kw)
+
+    @classmethod
+    def from_json(cls, text: str) -> "FlowMoSpec":
+        return cls.model_validate_json(text)
+
+    def fingerprint(self) -> str:
+        """A short hash of the architecture-relevant fields (tokens are only valid between equal fingerprints)."""
+        d = self.model_dump(mode="json", include={"image_size", "patch_size", "code_length", "code_channels",
+                                                  "encoder", "decoder", "quantizer"})
+        for k in ("encoder", "decoder"):
+            d[k].pop("gradient_checkpointing", None)
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def replace(self, **changes: Any) -> "FlowMoSpec":
+        """A copy with top-level fields replaced, validated again."""
+        data = self.model_dump()
+        data.update({k: (v.model_dump() if isinstance(v, BaseModel) else v) for k, v in changes.items()})
+        return FlowMoSpec.model_validate(data)
+
+
+def _token_bits(q: Any, channels: int) -> float:
+    import math
+
+    if isinstance(q, FSQSpec):
+        return sum(math.log2(n) for n in q.levels)
+    if isinstance(q, LFQSpec):
+        return float(channels)
+    bits = getattr(q, "bits_per_token", None)
+    return float(bits(channels)) if callable(bits) else float(channels)
