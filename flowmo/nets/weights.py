@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
@@ -250,6 +249,21 @@ def resolve_weights(key: str, weights_path: str | os.PathLike | None = None) -> 
     raise MissingWeightsError("\n".join(lines))
 
 
+def _reason(e: Exception) -> str:
+    """The informative part of a torch.load error (not torch's advice to bypass safety)."""
+    for ln in str(e).splitlines():
+        if "Unsupported" in ln:
+            ln = ln[ln.index("Unsupported"):]
+            return ln.split(". Please")[0].strip()
+    inner = e.__cause__ or e.__context__
+    if inner is not None and str(inner):
+        return f"{type(inner).__name__}: {str(inner).splitlines()[0]}"
+    first = str(e).splitlines()[0] if str(e) else ""
+    if "Weights only load failed" in first:
+        first = "weights_only load failed"
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a state dict with ``torch.load(..., map_location="cpu", weights_only=True)``.
 
@@ -260,12 +274,13 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError, OSError) as e:
-        if isinstance(e, (FileNotFoundError, IsADirectoryError)):
-            raise
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except Exception as e:  # any failure of the restricted load means: not acceptable
         raise WeightsFormatError(
             f"Refused to load weight file {path}: it is not a plain tensor state dict that "
-            f"torch.load(weights_only=True) accepts ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})."
+            f"torch.load(weights_only=True) accepts ({_reason(e)}). Nothing in it was executed; "
+            "get a genuine copy of the file instead of loading it unrestricted."
         ) from e
     if not isinstance(obj, Mapping):
         raise WeightsFormatError(
