@@ -139,9 +139,10 @@ def load_release_state_dict(path: PathLike, *, weights: str = "ema") -> dict[str
     try:
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        detail = str(e).split("WeightsUnpickler error:")[-1].strip().splitlines()[0] if str(e) else ""
         raise NotACheckpointError(
-            f"{p} was refused: it holds objects other than tensors and plain containers, and is read "
-            f"with weights_only=True so that no code in it runs ({str(e).splitlines()[0]})"
+            f"{p} was refused: it is not a checkpoint of plain tensors and containers (it was read with "
+            f"weights_only=True, so nothing in it ran; loader said: {detail})"
         ) from None
     except Exception as e:  # truncated zip, random bytes, wrong format, ...
         raise NotACheckpointError(f"{p} is not a readable PyTorch checkpoint: {type(e).__name__}: {e}") from None

@@ -57,7 +57,8 @@ class RectifiedFlowLoss:
         tb = _bcast(t, x)
         x_t = (1 - tb) * x + tb * noise
         v = velocity(x_t, t, cond)
-        terms = {"diffusion": (noise.float() - v.float() - x.float()).pow(2).mean()}
+        target = noise.float() - x.float()
+        terms = {"diffusion": (target - v.float()).pow(2).mean()}
         if self.perceptual is not None and self.spec.perceptual_weight > 0:
             x_hat = x_t - tb * v
             dist = self.perceptual.to(x.device)(x_hat, x)

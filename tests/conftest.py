@@ -1,0 +1,42 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+VENDORED_REFERENCE = REPO / "tests" / "data" / "reference"
+SHARED_REFERENCE = REPO.parent / "shared" / "reference"
+
+
+def reference_roots() -> list[Path]:
+    """Where reference folders are looked for: $FLOWMO_REFERENCE_DIR alone when set, else the
+    shared folder beside the checkout (when present) and the vendored copy."""
+    env = os.environ.get("FLOWMO_REFERENCE_DIR")
+    if env:
+        return [Path(env)]
+    return [p for p in (SHARED_REFERENCE, VENDORED_REFERENCE) if p.is_dir()]
+
+
+def reference_folders() -> list[Path]:
+    """Every folder holding meta.json + tensors.safetensors, one per name (the first root wins)."""
+    found: dict[str, Path] = {}
+    for root in reference_roots():
+        for meta in sorted(root.glob("*/meta.json")):
+            d = meta.parent
+            if (d / "tensors.safetensors").is_file():
+                found.setdefault(d.name, d)
+    return list(found.values())
+
+
+def reference_file(name: str) -> Path:
+    for root in reference_roots():
+        if (root / name).is_file():
+            return root / name
+    raise FileNotFoundError(f"{name} not found in {reference_roots()}")
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    yield
