@@ -40,3 +40,10 @@ def reference_file(name: str) -> Path:
 def _deterministic():
     torch.manual_seed(0)
     yield
+
+
+def pytest_configure(config):
+    # one intra-op thread per test process: with pytest-xdist two processes share the two
+    # cores, and oversubscribed OpenMP threads slow small matmuls down ten-fold
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
