@@ -342,7 +342,7 @@ def test_malicious_pickle_refused_and_not_executed(lpips_alex_files, tmp_path, f
         torch.save(payload, p)
     else:
         with open(p, "wb") as f:
-            pickle.dump(payload, f)
+            pickle.dump(payload, f, protocol=2)
     # sanity: an unrestricted unpickler would have run the payload
     assert not marker.exists()
     with pytest.raises(WeightsFormatError, match="weights_only") as ei:
