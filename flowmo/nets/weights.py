@@ -28,7 +28,7 @@ import importlib.util
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping, TypeVar
 
 import torch
 from torch import nn
@@ -52,6 +52,8 @@ __all__ = [
 ]
 
 ENV_VAR = "FLOWMO_WEIGHTS_DIR"
+
+M = TypeVar("M", bound=nn.Module)
 
 
 class MissingWeightsError(FileNotFoundError):
@@ -361,14 +363,14 @@ def load_weights(
 
 
 def instantiate(
-    factory: Callable[[], nn.Module],
+    factory: Callable[[], M],
     key: str,
     weights_path: str | os.PathLike | None = None,
     pretrained: bool = True,
     *,
     frozen: bool = True,
     ignore_prefixes: Iterable[str] = (),
-) -> nn.Module:
+) -> M:
     """Build ``factory()`` with weight file ``key`` (``pretrained=True``) or with its own
     random initialisation (``pretrained=False``, explicit), then :func:`freeze` it if
     ``frozen``.

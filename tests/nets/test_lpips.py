@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from flowmo.nets.lpips import LPIPS, lpips_alex, lpips_vgg

@@ -361,3 +361,45 @@ def test_payload_really_would_execute_without_weights_only(tmp_path):
     data = pickle.dumps({"k": _Payload(marker)})
     pickle.loads(data)
     assert marker.exists()
+
+
+# ---------------------------------------------------------------------- VGG trunk files
+@pytest.fixture(scope="module")
+def vgg_features_file(tmp_path_factory):
+    """Random VGG16 features plus a (deliberately tiny, fake) classifier entry, the way a
+    full torchvision file carries classifier.* keys next to features.*."""
+    net = vgg16(pretrained=False, include_classifier=False)
+    sd = dict(net.state_dict())
+    sd["classifier.6.bias"] = torch.zeros(3)
+    d = tmp_path_factory.mktemp("vgg")
+    torch.save(sd, d / "vgg16-397923af.pth")
+    return net, d
+
+
+def test_vgg_features_only_ignores_classifier_keys(vgg_features_file):
+    net, d = vgg_features_file
+    loaded = vgg16(weights_path=d / "vgg16-397923af.pth", include_classifier=False)
+    x = _images(1, 32, 32)
+    for a, b in zip(loaded.lpips_features(x), net.lpips_features(x)):
+        assert torch.equal(a, b)
+
+
+def test_full_vgg_refuses_a_file_without_the_full_classifier(vgg_features_file):
+    _, d = vgg_features_file
+    with pytest.raises(WeightsFormatError) as ei:
+        vgg16(weights_path=d)
+    msg = str(ei.value)
+    assert "classifier.0.weight" in msg and "classifier.6.weight" in msg
+    assert "shape mismatches (1)" in msg and "classifier.6.bias: file (3,) vs network (1000,)" in msg
+
+
+def test_lpips_vgg_round_trip_folder(vgg_features_file, tmp_path):
+    net, d = vgg_features_file
+    heads = {f"lin{k}.model.1.weight": torch.rand(1, c, 1, 1) for k, c in enumerate((64, 128, 256, 512, 512))}
+    torch.save(heads, tmp_path / "vgg.pth")
+    model = lpips_vgg(weights_path=tmp_path / "vgg.pth", trunk_weights_path=d)
+    for k, v in heads.items():
+        assert torch.equal(model.heads().state_dict()[k], v)
+    assert torch.equal(model.net.features[0].weight, net.features[0].weight)
+    x, y = _images(1, 32, 32, 1), _images(1, 32, 32, 2)
+    assert model(x, y) > 0 and model(x, x) == 0
