@@ -266,7 +266,8 @@ class FlowMo(nn.Module):
         return LossOutput(torch.stack([v.float() for v in terms.values()]).sum(), terms)
 
     def posttrain_loss(self, images: Tensor, *, generator: Optional[torch.Generator] = None,
-                       noise: Optional[Tensor] = None, u: Optional[Tensor] = None) -> LossOutput:
+                       noise: Optional[Tensor] = None, u: Optional[Tensor] = None,
+                       cfg_dropout: bool = True) -> LossOutput:
         """Stage 1B: the flow loss (weighted by ``posttrain.flow_weight``) plus the mode-seeking term,
         with the encoder and quantizer frozen."""
         images = self._check_images(images)
@@ -280,11 +281,21 @@ class FlowMo(nn.Module):
             b = images.shape[0]
             t = self.time_sampler.sample(b, generator=generator, device=images.device)
             eps = torch.randn(images.shape, generator=generator, device=images.device, dtype=images.dtype)
-            flow = self.flow_loss(self.decoder_velocity, images, cond, t, eps, generator=generator)
+            flow = self.flow_loss(self.decoder_velocity, images, cond, t, eps, dropout=cfg_dropout,
+                                  generator=generator)
             terms.update({k: flow_weight * v for k, v in flow.items()})
         terms.update(self.posttrain_objective(self.decoder_velocity, images, cond, noise=noise, u=u,
                                               generator=generator))
         return LossOutput(torch.stack([v.float() for v in terms.values()]).sum(), terms)
+
+    def forward(self, images: Tensor, *, objective: str = "flow", **kw: Any) -> LossOutput:
+        """The training loss (so that DistributedDataParallel sees the computation):
+        ``objective="flow"`` is :meth:`loss`, ``"posttrain"`` is :meth:`posttrain_loss`."""
+        if objective == "flow":
+            return self.loss(images, **kw)
+        if objective == "posttrain":
+            return self.posttrain_loss(images, **kw)
+        raise ValueError(f"objective must be 'flow' or 'posttrain', got {objective!r}")
 
     # ------------------------------------------------------------------ saving and loading
     def save_pretrained(self, directory: Union[str, os.PathLike]) -> Path:

@@ -1,0 +1,97 @@
+"""`flowmo train` and `flowmo export` (also `python -m flowmo.train.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+__all__ = ["main", "export_main", "export_checkpoint"]
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flowmo train", description="Train a FlowMo tokenizer (Stage 1A or 1B).")
+    p.add_argument("--config", help="YAML/JSON file with 'model' (a FlowMoSpec or preset name) and 'train' sections")
+    p.add_argument("--out", required=True, help="output folder (checkpoints, metrics.jsonl, images, eval)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="dotted override, e.g. --set train.optim.lr=5e-5 (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--export", metavar="DIR", help="after training, write the EMA weights as a model folder here")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _train_parser().parse_args(argv)
+    from .config import load_config
+    from .trainer import Trainer
+
+    if args.config is None and not args.overrides:
+        raise ValueError("give --config FILE (see configs/) and/or --set overrides")
+    config = load_config(args.config, args.overrides)
+    trainer = Trainer(config, args.out, resume=args.resume)
+    try:
+        summary = trainer.fit()
+    finally:
+        trainer.close()
+    if trainer.ctx.main:
+        if args.export:
+            path = export_checkpoint(Path(args.out), Path(args.export))
+            print(f"exported the EMA weights to {path}")
+        s, e = summary.get("eval_start"), summary.get("eval_end")
+        if s and e:
+            print(f"held-out PSNR {s['eval/psnr']:.2f} dB -> {e['eval/psnr']:.2f} dB "
+                  f"({e['eval/psnr'] - s['eval/psnr']:+.2f} dB); SSIM {s['eval/ssim']:.4f} -> {e['eval/ssim']:.4f}")
+        (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return 0
+
+
+def export_checkpoint(source: Path, out: Path, *, weights: str = "ema", step: Optional[int] = None) -> Path:
+    """A run folder (newest or given step) or a checkpoint folder -> a ``from_pretrained`` folder."""
+    from ..model import FlowMo
+    from .checkpoint import CheckpointError, list_checkpoints, load_checkpoint
+    from .config import TrainConfig
+
+    if weights not in ("ema", "raw"):
+        raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
+    source = Path(source)
+    if (source / "checkpoints").is_dir():
+        ckpts = dict(list_checkpoints(source / "checkpoints"))
+        if not ckpts:
+            raise FileNotFoundError(f"{source} has no complete checkpoint")
+        if step is not None and step not in ckpts:
+            raise ValueError(f"{source} has no checkpoint of step {step}; it has {sorted(ckpts)}")
+        ckpt, run = ckpts[step if step is not None else max(ckpts)], source
+    elif (source / "state.json").is_file():
+        ckpt, run = source, source.parent.parent
+    else:
+        raise FileNotFoundError(f"{source} is neither a run folder nor a checkpoint folder")
+    cfg_file = run / "config.json"
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"{cfg_file} is missing (the run's config)")
+    config = TrainConfig.model_validate_json(cfg_file.read_text())
+    part = "ema" if weights == "ema" and (ckpt / "ema.safetensors").is_file() else "model"
+    if weights == "ema" and part == "model":
+        raise CheckpointError(f"{ckpt} has no EMA weights (EMA was disabled); use --raw")
+    parts, _ = load_checkpoint(ckpt, [part])
+    model = FlowMo(config.model)
+    sd = model.state_dict()
+    model.load_state_dict({k: parts[part][k].to(v.dtype) for k, v in sd.items()})
+    return model.save_pretrained(out)
+
+
+def export_main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="flowmo export", description="Write a run's weights as a from_pretrained folder.")
+    p.add_argument("run", help="a run folder (its newest checkpoint) or a checkpoint folder")
+    p.add_argument("--output", required=True)
+    p.add_argument("--raw", action="store_true", help="the raw weights instead of the EMA")
+    p.add_argument("--step", type=int, help="a specific checkpoint step")
+    a = p.parse_args(argv)
+    path = export_checkpoint(Path(a.run), Path(a.output), weights="raw" if a.raw else "ema", step=a.step)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""The trainer: what one step changes, EMA and renormalisation formulas, exact resume,
+atomic checkpoints, corrupt images, Stage 1B, export."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import flowmo
+from flowmo.train import Trainer, load_config
+from flowmo.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from flowmo.train.cli import export_checkpoint, main as train_main
+from flowmo.train.trainer import StepBatchSampler, block_linear_weights, ema_update_, renormalize_
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        sub = root / f"class{i % 2}"
+        sub.mkdir(exist_ok=True)
+        arr = rng.integers(0, 256, size=(40, 48, 3), dtype=np.uint8)
+        Image.fromarray(arr).save(sub / f"img{i}.png")
+    return root
+
+
+def config(folder, **train):
+    base = {
+        "model": "tiny",
+        "train": {
+            "steps": 4, "seed": 3,
+            "data": {"folder": str(folder)},
+            "optim": {"lr": 1e-3, "batch_size": 2},
+            "ema": {"decay": 0.9, "every": 2},
+            "checkpoint": {"every": 2, "keep_last": 10},
+            "log": {"every": 1, "images_every": 1000, "tensorboard": False, "progress": False},
+            "eval": {"enabled": False},
+        },
+    }
+    for k, v in train.items():
+        if isinstance(v, dict):
+            base["train"].setdefault(k, {}).update(v)
+        else:
+            base["train"][k] = v
+    return load_config(base)
+
+
+def params(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def test_one_stage1a_step_changes_exactly_the_trainable_parameters(tmp_path, image_folder):
+    t = Trainer(config(image_folder), tmp_path / "run")
+    before = params(t.model)
+    t.train_step()
+    after = params(t.model)
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    trainable = {n for n, p in t.model.named_parameters() if p.requires_grad}
+    assert changed == trainable
+    assert any(n.startswith("encoder.") for n in changed) and any(n.startswith("decoder.") for n in changed)
+    # the frozen ones are exactly those no loss reaches (e.g. the encoder's time embedding)
+    assert "encoder.time_in.in_layer.weight" in t.unused and "decoder.final_layer_txt.linear.weight" in t.unused
+
+
+def test_encoder_frozen_after_the_freeze_step(tmp_path, image_folder):
+    t = Trainer(config(image_folder, freeze_encoder_at=1), tmp_path / "run")
+    t.train_step()
+    assert not any(p.requires_grad for p in t.model.encoder.parameters())
+    assert all(n.startswith("decoder.") for group in [t._opt_names.values()] for n in group)
+    before = params(t.model)
+    t.train_step()
+    after = params(t.model)
+    assert all(torch.equal(before[n], after[n]) for n in before if n.startswith("encoder."))
+    assert any(not torch.equal(before[n], after[n]) for n in before if n.startswith("decoder."))
+
+
+def test_renormalisation_keeps_initial_norms(tmp_path, image_folder):
+    t = Trainer(config(image_folder), tmp_path / "run")
+    t.train_step()
+    t.train_step()
+    for n, w in block_linear_weights(t.model).items():
+        assert torch.allclose(torch.linalg.vector_norm(w.detach()), t.targets[n], rtol=1e-5), n
+    # the function itself
+    w = {"a": torch.randn(4, 5)}
+    renormalize_(w, {"a": torch.tensor(3.0)})
+    assert torch.allclose(torch.linalg.vector_norm(w["a"]), torch.tensor(3.0))
+
+
+def test_ema_formula(tmp_path, image_folder):
+    ema = {"w": torch.tensor([1.0, 2.0])}
+    ema_update_(ema, {"w": torch.tensor([3.0, 0.0])}, decay=0.9, every=2)
+    d = 0.9**2
+    assert torch.allclose(ema["w"], torch.tensor([d * 1 + (1 - d) * 3, d * 2 + (1 - d) * 0]))
+    t = Trainer(config(image_folder), tmp_path / "run")
+    e0 = {k: v.clone() for k, v in t.ema.items()}
+    t.train_step()
+    assert all(torch.equal(e0[k], t.ema[k]) for k in e0)  # every 2 steps: not yet
+    t.train_step()
+    p2 = params(t.model)
+    for k in e0:
+        assert torch.allclose(t.ema[k], d * e0[k] + (1 - d) * p2[k], atol=1e-7)
+
+
+def _states(t):
+    return params(t.model), {k: v.clone() for k, v in t.ema.items()}, t.optimizer.state_dict()
+
+
+def test_interrupted_and_resumed_equals_uninterrupted_bitwise(tmp_path, image_folder):
+    cfg = config(image_folder, steps=5, freeze_encoder_at=3)
+    full = Trainer(cfg, tmp_path / "full")
+    full.fit()
+    # interrupted after step 2 (checkpoint every 2), resumed in a new Trainer
+    part = Trainer(cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": 2})}), tmp_path / "part")
+    part.fit()
+    resumed = Trainer(cfg, tmp_path / "part", resume=True)
+    assert resumed.step == 2
+    resumed.fit()
+    (p1, e1, o1), (p2, e2, o2) = _states(full), _states(resumed)
+    assert all(torch.equal(p1[k], p2[k]) for k in p1)
+    assert all(torch.equal(e1[k], e2[k]) for k in e1)
+    for k, st in o1["state"].items():
+        for f, v in st.items():
+            assert torch.equal(v, o2["state"][k][f])
+
+
+def test_checkpoint_write_killed_midway_leaves_the_previous_one(tmp_path, monkeypatch):
+    root = tmp_path / "ckpts"
+    save_checkpoint(root, 1, {"model": {"w": torch.ones(3)}}, {"step": 1})
+    import safetensors.torch as st
+
+    calls = {"n": 0}
+    real = st.save_file
+
+    def dying(tensors, path, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("killed")  # dies between two files of the checkpoint
+        return real(tensors, path, *a, **k)
+
+    monkeypatch.setattr(st, "save_file", dying)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(root, 2, {"model": {"w": torch.zeros(3)}, "ema": {"w": torch.zeros(3)}}, {"step": 2})
+    assert [s for s, _ in list_checkpoints(root)] == [1]
+    parts, state = load_checkpoint(latest_checkpoint(root))
+    assert state["step"] == 1 and torch.equal(parts["model"]["w"], torch.ones(3))
+    assert not any(p.name.startswith(".tmp") for p in root.iterdir())
+
+
+def test_retention_keeps_last_n_and_every_m(tmp_path, image_folder):
+    cfg = config(image_folder, steps=8, checkpoint={"every": 1, "keep_last": 2, "keep_every": 4})
+    Trainer(cfg, tmp_path / "run").fit()
+    assert [s for s, _ in list_checkpoints(tmp_path / "run" / "checkpoints")] == [4, 7, 8]
+
+
+def test_corrupt_images_are_skipped_and_counted(tmp_path, image_folder):
+    import shutil
+
+    folder = tmp_path / "data"
+    shutil.copytree(image_folder, folder)
+    (folder / "class0" / "broken.png").write_bytes(b"not a png at all")
+    jpg = folder / "class1" / "truncated.jpg"
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(jpg)
+    jpg.write_bytes(jpg.read_bytes()[:100])
+    t = Trainer(config(folder, steps=6, optim={"batch_size": 4}), tmp_path / "run")
+    summary = t.fit()
+    assert sorted(summary["skipped_images"]) == sorted([str(folder / "class0" / "broken.png"), str(jpg)])
+    last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["skipped_images"] == 2
+
+
+def test_stage1b_from_a_stage1a_run(tmp_path, image_folder):
+    Trainer(config(image_folder, steps=2), tmp_path / "a").fit()
+    cfg = config(image_folder, stage="1b", steps=2, init_from=str(tmp_path / "a"))
+    cfg = cfg.model_copy(update={"model": cfg.model.replace(posttrain={"name": "mode_seeking", "k": 2})})
+    t = Trainer(cfg, tmp_path / "b")
+    start = params(t.model)
+    a_parts, _ = load_checkpoint(latest_checkpoint(tmp_path / "a" / "checkpoints"), ["model"])
+    assert all(torch.equal(start[k], a_parts["model"][k]) for k in start)
+    t.train_step()
+    after = params(t.model)
+    assert all(torch.equal(start[n], after[n]) for n in start if n.startswith("encoder."))
+    assert any(not torch.equal(start[n], after[n]) for n in start if n.startswith("decoder."))
+    with pytest.raises(ValueError, match="init_from"):
+        config(image_folder, stage="1b")
+
+
+def test_data_order_shards_like_gradient_accumulation():
+    one = StepBatchSampler(10, 2, 2, world=1, rank=0, seed=1)
+    two = [StepBatchSampler(10, 2, 1, world=2, rank=r, seed=1) for r in range(2)]
+    for step in range(7):
+        assert one.micro_batch(step, 0) == two[0].micro_batch(step, 0)
+        assert one.micro_batch(step, 1) == two[1].micro_batch(step, 0)
+    # every epoch visits every item once
+    items = [k for s in range(5) for a in range(2) for k in one.micro_batch(s, a)]
+    assert sorted(i for e, i in items if e == 0) == list(range(10))
+
+
+def test_cli_train_and_export(tmp_path, image_folder):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(config(image_folder, steps=2).model_dump_json())
+    assert train_main(["--config", str(cfg), "--out", str(tmp_path / "run"), "--set", "train.steps=3",
+                       "--export", str(tmp_path / "model")]) == 0
+    model = flowmo.FlowMo.from_pretrained(tmp_path / "model")
+    parts, state = load_checkpoint(latest_checkpoint(tmp_path / "run" / "checkpoints"), ["ema"])
+    assert state["step"] == 3
+    assert all(torch.equal(v, parts["ema"][k]) for k, v in model.state_dict().items())
+    raw = export_checkpoint(tmp_path / "run", tmp_path / "raw", weights="raw")
+    assert flowmo.FlowMo.from_pretrained(raw).spec == model.spec
