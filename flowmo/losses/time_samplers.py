@@ -17,7 +17,7 @@ def shift_time(t: Tensor, shift: float) -> Tensor:
     """t -> s t / (1 + (s - 1) t): s > 1 moves mass towards t = 1 (noise); maps [0, 1] onto itself."""
     if shift == 1.0:
         return t
-    return shift * t / (1 + (shift - 1) * t)
+    return shift * t / (shift * t + (1 - t))  # same map, written so that t = 1 gives exactly 1
 
 
 class TimeSampler:

@@ -51,9 +51,12 @@ class FSQ(Quantizer):
     def forward(self, z: Tensor) -> QuantizerOutput:
         self._check_code(z)
         b = self.bound(z)
-        rounded = b + (torch.round(b) - b).detach()
-        values = (rounded / self._half_width).to(z.dtype)
-        indices = self.codes_to_indices(values.detach())
+        # clamp: for large L the (1 + 1e-3) margin lets round() leave the L levels
+        r = torch.round(b).clamp(-(self._levels // 2).float(), ((self._levels - 1) // 2).float())
+        rounded = b + (r - b).detach()
+        codes = rounded / self._half_width
+        values = codes.to(z.dtype)
+        indices = self.codes_to_indices(codes.detach())  # from the float32 codes: a bfloat16 cast may round them
         return QuantizerOutput(values, indices)
 
     def codes_to_indices(self, codes: Tensor) -> Tensor:

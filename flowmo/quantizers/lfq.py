@@ -60,7 +60,7 @@ class LFQ(Quantizer):
     def forward(self, z: Tensor) -> QuantizerOutput:
         self._check_code(z)
         q = torch.where(z > 0, 1.0, -1.0).to(z.dtype)
-        values = z + (q - z).detach()
+        values = q + (z - z.detach())  # exactly q (z + (q - z) is not, e.g. for |z| > 256 in bfloat16)
         indices = self.codes_to_indices(q)
         losses: dict[str, Tensor] = {}
         stats: dict[str, Tensor] = {}

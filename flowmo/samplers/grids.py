@@ -48,7 +48,7 @@ class ShiftedGrid(TimeGrid):
     def __call__(self, steps: int) -> Tensor:
         u = self.fractions(steps)
         s = self.spec.shift
-        return s * u / (1 + (s - 1) * u)
+        return s * u / (s * u + (1 - u))  # same map; exactly 1 at u = 1 and 0 at u = 0
 
 
 def build_grid(spec) -> TimeGrid:
