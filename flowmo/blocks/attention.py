@@ -20,9 +20,8 @@ class RMSNorm(nn.Module):
         self.scale = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return xf.to(x.dtype) * self.scale.to(x.dtype)
+        y = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)  # x * rsqrt(mean(x^2) + eps)
+        return y.to(x.dtype) * self.scale.to(x.dtype)
 
 
 class QKNorm(nn.Module):
@@ -60,10 +59,10 @@ class SelfAttention(nn.Module):
         return q, k, qkv[2]
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, cos: Tensor, sin: Tensor, scale: float) -> Tensor:
+def attention(q: Tensor, k: Tensor, v: Tensor, freqs: Tensor, scale: float) -> Tensor:
     """RoPE on q and k, SDPA with the given softmax scale, heads merged: (B, H, N, D) -> (B, N, H*D)."""
-    q = apply_rope(q, cos, sin).to(v.dtype)
-    k = apply_rope(k, cos, sin).to(v.dtype)
+    q = apply_rope(q, freqs).to(v.dtype)
+    k = apply_rope(k, freqs).to(v.dtype)
     out = F.scaled_dot_product_attention(q, k, v, scale=scale)
     b, h, n, d = out.shape
     return out.transpose(1, 2).reshape(b, n, h * d)

@@ -48,8 +48,9 @@ class MMDiT(nn.Module):
         self.final_layer_txt = FinalLayer(w, txt_out_dim)
         self.rope = RopeTable(spec.axes_dim, spec.rope_theta)
 
-    def rope_tables(self, code_length: int, grid: tuple[int, int], device: torch.device) -> tuple[Tensor, Tensor]:
-        """(cos, sin) for this token layout, built once per (layout, device) and cached."""
+    def rope_tables(self, code_length: int, grid: tuple[int, int], device: torch.device) -> Tensor:
+        """The complex rotation table (N, head_dim / 2) for this token layout, built once per
+        (layout, device) and cached."""
         return self.rope.get((code_length, tuple(grid)), device,
                              lambda dev: flowmo_positions(code_length, grid, dev))
 
@@ -61,16 +62,16 @@ class MMDiT(nn.Module):
         grid: tuple[int, int],
         outputs: tuple[str, ...] = ("img", "txt"),
     ) -> tuple[Optional[Tensor], Optional[Tensor]]:
-        cos, sin = self.rope_tables(txt.shape[1], grid, img.device)
+        freqs = self.rope_tables(txt.shape[1], grid, img.device)
         vec = self.time_in(t) if t is not None else None
         img = self.img_in(img)
         txt = self.txt_in(txt)
         ckpt = self.spec.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.double_blocks:
             if ckpt:
-                img, txt = checkpoint(block, img, txt, vec, cos, sin, use_reentrant=False)
+                img, txt = checkpoint(block, img, txt, vec, freqs, use_reentrant=False)
             else:
-                img, txt = block(img, txt, vec, cos, sin)
+                img, txt = block(img, txt, vec, freqs)
         img_out = self.final_layer_img(img, vec) if "img" in outputs else None
         txt_out = self.final_layer_txt(txt, vec) if "txt" in outputs else None
         return img_out, txt_out

@@ -37,7 +37,7 @@ class DoubleStreamBlock(nn.Module):
             setattr(self, f"{s}_norm2", nn.LayerNorm(width, elementwise_affine=False, eps=1e-6))
             setattr(self, f"{s}_mlp", mlp(width, mlp_ratio))
 
-    def forward(self, img: Tensor, txt: Tensor, vec: Optional[Tensor], cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, img: Tensor, txt: Tensor, vec: Optional[Tensor], freqs: Tensor) -> tuple[Tensor, Tensor]:
         if vec is not None:
             img_m1, img_m2 = self.img_mod(vec)
             txt_m1, txt_m2 = self.txt_mod(vec)
@@ -50,15 +50,16 @@ class DoubleStreamBlock(nn.Module):
         q = torch.cat((tq, iq), dim=2)
         k = torch.cat((tk, ik), dim=2)
         v = torch.cat((tv, iv), dim=2)
-        out = attention(q, k, v, cos, sin, self.softmax_scale)
+        out = attention(q, k, v, freqs, self.softmax_scale)
         n_txt = txt.shape[1]
         txt_a, img_a = out[:, :n_txt], out[:, n_txt:]
 
-        img = img + _gate(self.img_attn.proj(img_a), img_m1)
-        img = img + _gate(self.img_mlp(modulate(self.img_norm2(img), img_m2)), img_m2)
-        txt = txt + _gate(self.txt_attn.proj(txt_a), txt_m1)
-        txt = txt + _gate(self.txt_mlp(modulate(self.txt_norm2(txt), txt_m2)), txt_m2)
+        img = _residual(img, self.img_attn.proj(img_a), img_m1)
+        img = _residual(img, self.img_mlp(modulate(self.img_norm2(img), img_m2)), img_m2)
+        txt = _residual(txt, self.txt_attn.proj(txt_a), txt_m1)
+        txt = _residual(txt, self.txt_mlp(modulate(self.txt_norm2(txt), txt_m2)), txt_m2)
         return img, txt
 
-def _gate(x: Tensor, mod: Optional[ModulationOut]) -> Tensor:
-    return x if mod is None else mod.gate * x
+def _residual(res: Tensor, x: Tensor, mod: Optional[ModulationOut]) -> Tensor:
+    """res + gate * x in one pass (res + x without conditioning)."""
+    return res + x if mod is None else torch.addcmul(res, mod.gate, x)

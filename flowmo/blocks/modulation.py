@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple, Optional
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -33,4 +34,4 @@ def modulate(x: Tensor, mod: Optional[ModulationOut]) -> Tensor:
     """(1 + scale) * x + shift; identity when there is no conditioning (mod is None)."""
     if mod is None:
         return x
-    return x * (1 + mod.scale) + mod.shift
+    return torch.addcmul(mod.shift, x, 1 + mod.scale)

@@ -1,10 +1,10 @@
 """Multi-axis rotary position embeddings (RoPE).
 
 Each token has one position per axis; axis a with dim d_a contributes d_a / 2 frequencies
-theta^(-2k/d_a). The angles (position x frequency, computed in float64, stored in float32)
+theta^(-2k/d_a). The angles (position x frequency, computed in float64, cast to float32)
 rotate consecutive pairs (x[2k], x[2k+1]) of queries and keys.
 
-:class:`RopeTable` caches the cos/sin tables per (positions key, device): a backbone
+:class:`RopeTable` caches the rotation tables per (positions key, device): a backbone
 computes them once per input shape and device and reuses them in every block and step.
 """
 
@@ -15,7 +15,7 @@ from typing import Hashable
 import torch
 from torch import Tensor
 
-__all__ = ["rope_angles", "apply_rope", "RopeTable", "flowmo_positions"]
+__all__ = ["rope_angles", "rope_freqs", "apply_rope", "RopeTable", "flowmo_positions"]
 
 
 def rope_angles(positions: Tensor, axes_dim: tuple[int, ...], theta: float = 10000.0) -> Tensor:
@@ -30,15 +30,19 @@ def rope_angles(positions: Tensor, axes_dim: tuple[int, ...], theta: float = 100
     return torch.cat(parts, dim=-1).to(torch.float32)
 
 
-def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate pairs (x[2k], x[2k+1]) of x (..., N, D) by the angles whose cos/sin are (N, D/2).
+def apply_rope(x: Tensor, freqs: Tensor) -> Tensor:
+    """Rotate pairs (x[2k], x[2k+1]) of x (..., N, D) by the angles whose unit complex numbers
+    ``freqs`` = cos + i sin are (N, D/2): (x0 cos - x1 sin, x0 sin + x1 cos), one complex product.
 
     The rotation is done in float32 and the result cast back to x's dtype.
     """
-    xf = x.float().unflatten(-1, (-1, 2))
-    x0, x1 = xf[..., 0], xf[..., 1]
-    out = torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1)
-    return out.flatten(-2).to(x.dtype)
+    xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+    return torch.view_as_real(xc * freqs).flatten(-2).to(x.dtype)
+
+
+def rope_freqs(angles: Tensor) -> Tensor:
+    """Angles (N, D/2) -> complex64 cos + i sin."""
+    return torch.polar(torch.ones_like(angles), angles)
 
 
 def flowmo_positions(code_length: int, grid: tuple[int, int], device: torch.device | None = None) -> Tensor:
@@ -52,22 +56,22 @@ def flowmo_positions(code_length: int, grid: tuple[int, int], device: torch.devi
 
 
 class RopeTable:
-    """Caches (cos, sin) tables by a hashable key and device; counts how many it built."""
+    """Caches complex rotation tables (N, D/2) by a hashable key and device; counts how many it built."""
 
     def __init__(self, axes_dim: tuple[int, ...], theta: float = 10000.0, max_entries: int = 16):
         self.axes_dim = tuple(axes_dim)
         self.theta = theta
         self.max_entries = max_entries
         self.builds = 0
-        self._cache: dict[tuple[Hashable, str], tuple[Tensor, Tensor]] = {}
+        self._cache: dict[tuple[Hashable, str], Tensor] = {}
 
-    def get(self, key: Hashable, device: torch.device, make_positions) -> tuple[Tensor, Tensor]:
+    def get(self, key: Hashable, device: torch.device, make_positions) -> Tensor:
         ck = (key, str(device))
         hit = self._cache.get(ck)
         if hit is None:
             # float64 on the CPU (not every device has float64), then float32 on ``device``
             angles = rope_angles(make_positions(torch.device("cpu")), self.axes_dim, self.theta)
-            hit = (torch.cos(angles).to(device), torch.sin(angles).to(device))
+            hit = rope_freqs(angles).to(device)
             if len(self._cache) >= self.max_entries:
                 self._cache.pop(next(iter(self._cache)))
             self._cache[ck] = hit
