@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flowmo.spec import FlowMoSpec, MMDiTSpec
 
-__all__ = ["backbone_flops", "decoder_flops", "encoder_flops"]
+__all__ = ["backbone_flops", "decoder_flops", "encoder_flops", "attention_flops"]
 
 
 def backbone_flops(b: MMDiTSpec, n_img: int, n_txt: int, patch_dim: int, txt_in: int, txt_out: int,
@@ -36,3 +36,9 @@ def decoder_flops(spec: FlowMoSpec) -> int:
 def encoder_flops(spec: FlowMoSpec) -> int:
     g, p, c = spec.grid_size, spec.patch_size, spec.code_channels
     return backbone_flops(spec.encoder, g * g, spec.code_length, 3 * p * p, c, c, False, ("txt",))
+
+
+def attention_flops(b: MMDiTSpec, spec: FlowMoSpec) -> int:
+    """The QK^T and AV part of one image's forward pass (inside the SDPA kernel)."""
+    n = spec.grid_size**2 + spec.code_length
+    return b.depth * 2 * 2 * n * n * b.width

@@ -288,6 +288,18 @@ class FlowMo(nn.Module):
                                               generator=generator))
         return LossOutput(torch.stack([v.float() for v in terms.values()]).sum(), terms)
 
+    def compile(self, **kwargs: Any) -> "FlowMo":
+        """Compile every transformer block with ``torch.compile`` (in place; off unless called).
+
+        Only the blocks are compiled: the backbone's loop, its cached RoPE tables and the
+        samplers stay in Python, so one compiled block serves every block, step and batch
+        size. ``kwargs`` go to ``torch.compile`` (e.g. ``mode="max-autotune"``).
+        """
+        for backbone in (self.encoder, self.decoder):
+            for block in getattr(backbone, "double_blocks", ()):
+                block.compile(**kwargs)
+        return self
+
     def forward(self, images: Tensor, *, objective: str = "flow", **kw: Any) -> LossOutput:
         """The training loss (so that DistributedDataParallel sees the computation):
         ``objective="flow"`` is :meth:`loss`, ``"posttrain"`` is :meth:`posttrain_loss`."""

@@ -36,6 +36,11 @@ def apply_rope(x: Tensor, freqs: Tensor) -> Tensor:
 
     The rotation is done in float32 and the result cast back to x's dtype.
     """
+    if torch.compiler.is_compiling():
+        # inductor does not generate code for complex ops; the real form fuses into one kernel
+        x0, x1 = x.float().unflatten(-1, (-1, 2)).unbind(-1)
+        cos, sin = freqs.real, freqs.imag
+        return torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1).flatten(-2).to(x.dtype)
     xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
     return torch.view_as_real(xc * freqs).flatten(-2).to(x.dtype)
 
