@@ -42,7 +42,13 @@ class L1Distance(_PixelDistance):
 
 
 def build_distance(spec) -> nn.Module:
-    """The registered distance for ``spec`` (a PerceptualSpec), frozen and in eval mode."""
+    """The registered distance for ``spec`` (a PerceptualSpec), frozen and in eval mode.
+
+    The network distances (``lpips_vgg``, ``lpips_alex``, ``resnet50_logits``, ``ssim``) are
+    registered by :mod:`flowmo.nets`; an unregistered name imports it once and retries.
+    """
+    if spec.name not in PERCEPTUAL_DISTANCES:
+        import flowmo.nets  # noqa: F401  registers the network distances
     module = PERCEPTUAL_DISTANCES.create(spec.name, spec)
     module.eval()
     for p in module.parameters():

@@ -4,6 +4,9 @@ state-dict keys: VGG16, AlexNet, ResNet-50, the FID InceptionV3 and LPIPS.
 Pretrained weights are never downloaded: see :mod:`flowmo.nets.weights` for where the
 files are looked for. ``pretrained=False`` in any constructor gives random weights
 explicitly (for tests).
+
+Importing this package registers the perceptual distances ``lpips_vgg``, ``lpips_alex``,
+``resnet50_logits`` and ``ssim`` (see :mod:`flowmo.nets.distances`).
 """
 
 from .alexnet import AlexNet, alexnet
@@ -11,6 +14,7 @@ from .inception import FIDInceptionV3, inception_fid
 from .lpips import LPIPS, lpips_alex, lpips_vgg
 from .resnet import ResNet50, resnet50
 from .vgg import VGG16, vgg16
+from . import distances  # noqa: F401  registers lpips_vgg, lpips_alex, resnet50_logits, ssim
 from .weights import (
     ENV_VAR,
     MissingWeightsError,
