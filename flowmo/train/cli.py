@@ -35,6 +35,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         summary = trainer.fit()
     finally:
         trainer.close()
+    if summary.get("interrupted"):
+        return 0
     if trainer.ctx.main:
         if args.export:
             path = export_checkpoint(Path(args.out), Path(args.export))

@@ -81,6 +81,7 @@ class TrainSpec(_Strict):
     autocast: Literal["auto", "bf16", "off"] = Field("auto", description="auto: bf16 on CUDA, off on CPU")
     device: str = Field("auto", description="auto: cuda (LOCAL_RANK) when available, else cpu")
     max_nonfinite: int = Field(10, gt=0, description="stop after this many non-finite losses in a row")
+    dist_timeout_s: int = Field(600, gt=0, description="a collective waiting longer than this (a dead rank) fails the run")
     data: DataConfig = Field(default_factory=DataConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     ema: EMAConfig = Field(default_factory=EMAConfig)

@@ -202,7 +202,9 @@ class Trainer:
         self.ctx = DistContext.from_env()
         if self.ctx.enabled and not dist.is_initialized():
             backend = "nccl" if torch.cuda.is_available() and self.tc.device in ("auto", "cuda") else "gloo"
-            dist.init_process_group(backend)
+            import datetime
+
+            dist.init_process_group(backend, timeout=datetime.timedelta(seconds=self.tc.dist_timeout_s))
         self.device = _resolve_device(self.tc.device, self.ctx)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
@@ -568,11 +570,20 @@ class Trainer:
             bar = tqdm(total=tc.steps, initial=self.step, desc=f"stage {tc.stage}", dynamic_ncols=True)
         t0, seen0 = time.perf_counter(), self.counters.images_seen
         last_terms: dict[str, float] = {}
+        self._stop_requested = False
+        previous = self._install_sigterm()
         try:
             while self.step < tc.steps:
                 last_terms = self.train_step()
                 if bar is not None:
                     bar.update(1)
+                if self._should_stop():
+                    self.save()
+                    summary["interrupted"] = True
+                    if self.ctx.main:
+                        self._log(f"SIGTERM: saved a checkpoint at step {self.step} and stopped; "
+                                  "continue with --resume")
+                    break
                 if self.step % tc.log.every == 0 or self.step == tc.steps:
                     dt = max(time.perf_counter() - t0, 1e-9)
                     ips = (self.counters.images_seen - seen0) / dt
@@ -593,6 +604,10 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
+            self._restore_sigterm(previous)
+        if summary.get("interrupted"):
+            summary.update({"end_step": self.step, "last_terms": last_terms})
+            return summary
         if ev.enabled:
             m = self.evaluate()
             summary["eval_end"] = m
@@ -605,6 +620,34 @@ class Trainer:
         if self._writer:
             self._writer.flush()
         return summary
+
+    # ---------------------------------------------------------------- SIGTERM
+    def _install_sigterm(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def handler(signum, frame):
+            self._stop_requested = True
+
+        return signal.signal(signal.SIGTERM, handler)
+
+    def _restore_sigterm(self, previous) -> None:
+        import signal
+
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _should_stop(self) -> bool:
+        """SIGTERM seen here or on any rank (all ranks stop after the same step)."""
+        stop = self._stop_requested
+        if self.ctx.enabled:
+            flag = torch.tensor([1.0 if stop else 0.0], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            stop = bool(flag.item() > 0)
+        return stop
 
     def _held_out_or_batch(self) -> Tensor:
         if not hasattr(self, "_held_out"):
