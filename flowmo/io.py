@@ -1,0 +1,335 @@
+"""File helpers shared by the command line: image files in and out, models from folders or
+released checkpoints, token files.
+
+Images are float32 tensors (3, H, W) in [-1, 1]. Input images are decoded fully (EXIF
+orientation applied, transparency composited onto white, converted to RGB), their short
+side resized to the model's image size (bicubic, antialiased when shrinking) and centre
+cropped. Output images are written as 8-bit PNGs.
+
+A token file is a safetensors file with one int64 tensor ``tokens`` ((N, T), or (N, T, G)
+for entropy-group indices) and string metadata: ``format`` (``flowmo-tokens``),
+``version``, ``fingerprint`` (the model spec's :meth:`~flowmo.FlowMoSpec.fingerprint`),
+``spec`` (the full spec JSON), ``sources`` (a JSON list of the source images' relative
+names) and ``groups`` (``"true"``/``"false"``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ImageFile",
+    "list_images",
+    "output_names",
+    "load_image",
+    "check_image_header",
+    "save_image",
+    "resolve_device",
+    "load_model",
+    "TokenFile",
+    "TOKEN_FORMAT",
+    "write_tokens",
+    "read_tokens",
+]
+
+PathLike = Union[str, os.PathLike]
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp")
+TOKEN_FORMAT = "flowmo-tokens"
+TOKEN_FORMAT_VERSION = "1"
+
+
+# ----------------------------------------------------------------------------- listing
+@dataclass(frozen=True)
+class ImageFile:
+    """An input image: its ``path`` and its ``name`` relative to the input it was found in
+    (POSIX separators; a file given directly is named by its file name)."""
+
+    path: Path
+    name: str
+
+
+def _is_image_name(p: Path) -> bool:
+    return p.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def list_images(inputs: Union[PathLike, Sequence[PathLike]]) -> list[ImageFile]:
+    """The images named by ``inputs`` (files, or folders searched recursively for
+    jpg/jpeg/png/webp, case-insensitive, hidden files and folders skipped), in order:
+    inputs in the order given, a folder's files sorted by relative name.
+
+    Raises FileNotFoundError for a path that does not exist, ValueError for a folder
+    without images, for no inputs, or when two images get the same relative name.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    if not inputs:
+        raise ValueError("no input images given")
+    found: list[ImageFile] = []
+    for raw in inputs:
+        p = Path(raw).expanduser()
+        if p.is_dir():
+            files = []
+            for f in p.rglob("*"):
+                rel = f.relative_to(p)
+                if any(part.startswith(".") for part in rel.parts):
+                    continue
+                if f.is_file() and _is_image_name(f):
+                    files.append(ImageFile(f, rel.as_posix()))
+            if not files:
+                raise ValueError(f"no images ({', '.join(e[1:] for e in IMAGE_EXTENSIONS)}) found in folder {str(p)!r}")
+            found.extend(sorted(files, key=lambda i: i.name))
+        elif p.is_file():
+            found.append(ImageFile(p, p.name))
+        elif p.exists():
+            raise ValueError(f"{str(p)!r} is neither a file nor a folder")
+        else:
+            raise FileNotFoundError(f"input {str(p)!r} does not exist")
+    output_names([f.name for f in found])  # refuse collisions before any work is done
+    return found
+
+
+def output_names(names: Iterable[str], suffix: str = ".png") -> list[str]:
+    """Relative output names: each name with its extension replaced by ``suffix``.
+
+    Raises ValueError when two names map to the same output (e.g. ``a.jpg`` and ``a.png``,
+    or equal names from two input folders)."""
+    out: list[str] = []
+    seen: dict[str, str] = {}
+    for n in names:
+        p = Path(n)
+        if p.is_absolute() or ".." in p.parts:
+            raise ValueError(f"image name {n!r} must be a relative path inside the output folder")
+        o = p.with_suffix(suffix).as_posix()
+        if o in seen:
+            raise ValueError(f"images {seen[o]!r} and {n!r} would both be written as {o!r}; rename one of them")
+        seen[o] = n
+        out.append(o)
+    return out
+
+
+# ----------------------------------------------------------------------------- images
+def check_image_header(path: PathLike) -> None:
+    """Cheap check that ``path`` looks like an image PIL can read (header only).
+
+    Raises ValueError naming the file otherwise."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.size  # noqa: B018  header parsed by open()
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise ValueError(f"{str(path)!r} is not a readable image ({_reason(e)})") from None
+
+
+def _reason(e: BaseException) -> str:
+    msg = str(e).splitlines()[0] if str(e) else ""
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+
+
+def _decode_rgb(path: Path):
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        im.load()
+        im = ImageOps.exif_transpose(im)
+        if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+            rgba = im.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(white, rgba).convert("RGB")
+        return im.convert("RGB")
+
+
+def load_image(path: PathLike, size: int) -> Tensor:
+    """Decode ``path``, resize its short side to ``size`` (bicubic), centre crop to
+    ``size`` x ``size``: float32 (3, size, size) in [-1, 1]. Raises ValueError naming the
+    file for anything PIL cannot decode (corrupt, truncated, not an image)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image {str(path)!r} does not exist")
+    try:
+        img = _decode_rgb(path)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ValueError(f"{str(path)!r} is not a readable image ({_reason(e)})") from None
+    w, h = img.size
+    if min(w, h) != size:
+        scale = size / min(w, h)
+        nw = size if w <= h else max(size, round(w * scale))
+        nh = size if h < w else max(size, round(h * scale))
+        img = img.resize((nw, nh), Image.Resampling.BICUBIC)
+        w, h = img.size
+    left, top = (w - size) // 2, (h - size) // 2
+    img = img.crop((left, top, left + size, top + size))
+    arr = np.asarray(img, dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).to(torch.float32) / 127.5 - 1.0
+
+
+def save_image(image: Tensor, path: PathLike) -> Path:
+    """Write a (3, H, W) image in [-1, 1] (clamped) as an 8-bit PNG, creating parent folders."""
+    from PIL import Image
+
+    if not isinstance(image, Tensor) or image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(f"image must be a (3, H, W) tensor, got {getattr(image, 'shape', type(image))}")
+    arr = ((image.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr.permute(1, 2, 0).numpy()).save(path, format="PNG")
+    return path
+
+
+# ----------------------------------------------------------------------------- devices and models
+def resolve_device(name: Optional[str] = "auto") -> torch.device:
+    """``auto`` (CUDA, then MPS, then CPU) or a torch device string; ValueError if the
+    device is unknown or not available here."""
+    if name is None or name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise ValueError(f"unknown device {name!r} ({_reason(e)})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} is not available (no CUDA device)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r} is not available ({torch.cuda.device_count()} CUDA devices)")
+    if dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"device {name!r} is not available (no MPS device)")
+    return dev
+
+
+def load_model(
+    path: PathLike,
+    *,
+    device: Union[str, torch.device, None] = None,
+    code_length: int = 256,
+    image_size: int = 256,
+    weights: str = "ema",
+) -> Any:
+    """A FlowMo model (eval mode) from a ``from_pretrained`` folder (or its
+    ``model.safetensors``), or from a released ``.pth``/``.pt`` checkpoint (``weights``:
+    ``ema`` or ``raw``; ``code_length`` and ``image_size`` are not stored in those files
+    and default to the release's 256).
+
+    Imports :mod:`flowmo.nets` first, so specs naming network distances validate.
+    """
+    import flowmo.nets  # noqa: F401  registers the network perceptual distances
+    from .model import CONFIG_NAME, WEIGHTS_NAME, FlowMo
+
+    p = Path(path).expanduser()
+    if p.is_file() and p.name == WEIGHTS_NAME:
+        p = p.parent
+    if p.is_dir():
+        model = FlowMo.from_pretrained(p)
+    elif p.is_file() and p.suffix.lower() in (".pth", ".pt", ".ckpt", ".bin"):
+        from .compat import load_release_checkpoint
+
+        model = load_release_checkpoint(p, weights=weights, code_length=code_length, image_size=image_size)
+    elif p.exists():
+        raise ValueError(
+            f"model {str(p)!r} is neither a model folder ({CONFIG_NAME} + {WEIGHTS_NAME}) nor a released "
+            ".pth checkpoint"
+        )
+    else:
+        raise FileNotFoundError(f"model {str(p)!r} does not exist (give a model folder or a released .pth checkpoint)")
+    if device is not None:
+        model.to(device)
+    return model.eval()
+
+
+# ----------------------------------------------------------------------------- token files
+@dataclass(frozen=True)
+class TokenFile:
+    tokens: Tensor  # int64 (N, T) or (N, T, G)
+    fingerprint: str
+    spec_json: str
+    sources: list[str]
+    groups: bool
+
+
+def write_tokens(path: PathLike, tokens: Tensor, *, spec: Any, sources: Sequence[str], groups: bool) -> Path:
+    """Write a token file (see module docstring), atomically, creating parent folders."""
+    from safetensors.torch import save_file
+
+    if tokens.dtype != torch.int64:
+        raise TypeError(f"tokens must be int64, got {tokens.dtype}")
+    if tokens.ndim != (3 if groups else 2):
+        raise ValueError(f"tokens must have {3 if groups else 2} dimensions, got shape {tuple(tokens.shape)}")
+    if len(sources) != tokens.shape[0]:
+        raise ValueError(f"{len(sources)} source names for {tokens.shape[0]} token rows")
+    meta = {
+        "format": TOKEN_FORMAT,
+        "version": TOKEN_FORMAT_VERSION,
+        "fingerprint": spec.fingerprint(),
+        "spec": spec.to_json(),
+        "sources": json.dumps(list(sources)),
+        "groups": "true" if groups else "false",
+    }
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"token output {str(path)!r} is a folder; give a file name such as tokens.safetensors")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        save_file({"tokens": tokens.detach().cpu().contiguous()}, str(tmp), metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def read_tokens(path: PathLike) -> TokenFile:
+    """Read a token file written by :func:`write_tokens`; ValueError (naming the file) for
+    anything else."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"token file {str(path)!r} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            keys = list(f.keys())
+            if "tokens" not in keys:
+                raise ValueError(f"{str(path)!r} holds no 'tokens' tensor (it has: {', '.join(keys) or 'nothing'})")
+            tokens = f.get_tensor("tokens")
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{str(path)!r} is not a readable safetensors file ({_reason(e)})") from None
+    except Exception as e:  # safetensors raises plain exceptions for some malformed headers
+        if isinstance(e, ValueError) and str(path) in str(e):
+            raise
+        raise ValueError(f"{str(path)!r} is not a readable safetensors file ({_reason(e)})") from None
+    if meta.get("format") != TOKEN_FORMAT or "fingerprint" not in meta:
+        raise ValueError(f"{str(path)!r} is not a flowmo token file (no '{TOKEN_FORMAT}' metadata); "
+                         "write one with 'flowmo tokenize'")
+    groups = meta.get("groups", "false") == "true"
+    if tokens.dtype != torch.int64 or tokens.ndim != (3 if groups else 2):
+        raise ValueError(f"{str(path)!r}: tokens must be int64 with {3 if groups else 2} dimensions, "
+                         f"got {tokens.dtype} {tuple(tokens.shape)}")
+    try:
+        sources = json.loads(meta.get("sources", "null"))
+    except json.JSONDecodeError:
+        sources = None
+    if sources is None:
+        sources = [f"{i:06d}" for i in range(tokens.shape[0])]
+    if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources) or len(sources) != tokens.shape[0]:
+        raise ValueError(f"{str(path)!r}: the 'sources' metadata must list one name per token row "
+                         f"({tokens.shape[0]})")
+    return TokenFile(tokens, meta["fingerprint"], meta.get("spec", ""), sources, groups)
