@@ -209,3 +209,22 @@ def test_cli_train_and_export(tmp_path, image_folder):
     assert all(torch.equal(v, parts["ema"][k]) for k, v in model.state_dict().items())
     raw = export_checkpoint(tmp_path / "run", tmp_path / "raw", weights="raw")
     assert flowmo.FlowMo.from_pretrained(raw).spec == model.spec
+
+
+def test_missing_perceptual_weights_are_refused_before_training(tmp_path, image_folder, monkeypatch):
+    from flowmo.nets.weights import MissingWeightsError
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("TORCH_HOME", str(empty))
+    monkeypatch.setenv("FLOWMO_WEIGHTS_DIR", str(empty))
+    cfg = config(image_folder)
+    lpips = cfg.model.replace(flow_loss={"name": "rectified_flow", "perceptual": {"name": "lpips_vgg"}})
+    with pytest.raises(MissingWeightsError) as e:
+        Trainer(cfg.model_copy(update={"model": lpips}), tmp_path / "run")
+    assert "vgg16-397923af.pth" in str(e.value) and "vgg.pth" in str(e.value)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    resnet = cfg.model.replace(posttrain={"name": "mode_seeking", "distance": {"name": "resnet50_logits"}})
+    stage1b = cfg.train.model_copy(update={"stage": "1b", "init_from": str(tmp_path)})
+    with pytest.raises(MissingWeightsError, match="resnet50-0676ba61.pth"):
+        Trainer(cfg.model_copy(update={"model": resnet, "train": stage1b}), tmp_path / "run1b")
