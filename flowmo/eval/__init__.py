@@ -1,0 +1,19 @@
+"""Reconstruction metrics (:mod:`flowmo.eval.metrics`), the streaming evaluator
+(:mod:`flowmo.eval.evaluator`) and ``flowmo eval`` (:mod:`flowmo.eval.cli`).
+See docs/evaluation.md for the protocol and its conventions."""
+
+from .evaluator import Evaluator, codebook_statistics, evaluate_model, image_noise
+from .metrics import FeatureStats, feature_statistics, frechet_distance, psnr, ssim, to_uint8
+
+__all__ = [
+    "Evaluator",
+    "evaluate_model",
+    "image_noise",
+    "codebook_statistics",
+    "FeatureStats",
+    "feature_statistics",
+    "frechet_distance",
+    "psnr",
+    "ssim",
+    "to_uint8",
+]
