@@ -1,0 +1,364 @@
+"""``flowmo eval``: reconstruction metrics of a tokenizer on an image folder or the built-in photos.
+
+Also ``python -m flowmo.eval.cli`` and, for several processes,
+``torchrun --nproc_per_node N -m flowmo.eval.cli ...`` (each rank reconstructs every N-th
+image; the metrics are gathered and equal those of one process). See docs/evaluation.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+
+__all__ = ["main", "build_parser", "load_model", "sampler_from_args"]
+
+SUMMARY_KEYS = ("psnr", "ssim", "lpips_vgg", "lpips_alex", "rfid")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="flowmo eval",
+        description="Reconstruction metrics (PSNR, SSIM, LPIPS, rFID, bits per pixel, codebook usage) of a "
+                    "FlowMo tokenizer. Writes metrics.json (metrics + protocol), best_worst.png and per_image.csv.")
+    p.add_argument("--model", required=True, metavar="DIR_OR_PTH",
+                   help="a from_pretrained folder (config.json + model.safetensors) or a released .pth checkpoint")
+    p.add_argument("--raw", action="store_true", help="for a released .pth: the raw instead of the EMA weights")
+    p.add_argument("--data", required=True, metavar="FOLDER|builtin",
+                   help="an image folder (searched recursively; short side resized to the model's image size, "
+                        "centre crop) or 'builtin' (the held-out built-in photos)")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images (sorted order)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per batch and rank (default 16)")
+    p.add_argument("--workers", type=int, default=2, help="data-loading processes per rank for a folder (default 2)")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's sampler)")
+    p.add_argument("--solver", choices=("euler", "heun"), default=None, help="ODE solver")
+    p.add_argument("--grid", choices=("pow", "linear", "shifted"), default=None, help="time grid")
+    p.add_argument("--cfg-scale", type=float, default=None, help="classifier-free guidance scale (1 = off)")
+    p.add_argument("--sampler", default=None, metavar="JSON",
+                   help="sampler fields as JSON (or @file.json), applied before --steps/--solver/--grid/--cfg-scale")
+    p.add_argument("--seed", type=int, default=0, help="noise seed: image i decodes from SeedSequence([seed, i])")
+    p.add_argument("--output", default="flowmo_eval", metavar="DIR", help="output folder (default ./flowmo_eval)")
+    p.add_argument("--weights-dir", default=None, metavar="DIR",
+                   help="folder with the LPIPS/Inception weight files (default: $FLOWMO_WEIGHTS_DIR, torch hub cache)")
+    p.add_argument("--lpips", default="vgg,alex", help="LPIPS heads: 'vgg,alex' (default), 'vgg', 'alex' or 'none'")
+    p.add_argument("--no-fid", action="store_true", help="skip rFID")
+    p.add_argument("--examples", type=int, default=8, metavar="K", help="best and worst K in best_worst.png (default 8)")
+    p.add_argument("--rank-by", choices=("auto", "lpips_vgg", "lpips_alex", "psnr", "ssim"), default="auto",
+                   help="metric ordering best_worst.png (auto: LPIPS-VGG, else LPIPS-Alex, else PSNR)")
+    p.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK if available, else cpu), cpu, cuda, ...")
+    p.add_argument("--bf16", action="store_true", help="reconstruct under bfloat16 autocast (metrics stay float32/64)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (shown on a terminal) and no summary")
+    return p
+
+
+# ---------------------------------------------------------------------------------------------- pieces
+def _hash(path: Path) -> str:
+    from .evaluator import file_sha256
+
+    return file_sha256(path)
+
+
+def load_model(path: str, *, raw: bool = False) -> tuple[Any, dict]:
+    """A FlowMo from a from_pretrained folder or a released .pth, and a description of its files."""
+    from ..model import CONFIG_NAME, WEIGHTS_NAME, FlowMo
+
+    p = Path(path).expanduser()
+    if p.is_dir():
+        if raw:
+            raise ValueError("--raw applies to a released .pth checkpoint, not to a model folder")
+        model = FlowMo.from_pretrained(p)
+        return model, {"path": str(p), "kind": "from_pretrained folder", "files": [p / CONFIG_NAME, p / WEIGHTS_NAME]}
+    if p.is_file():
+        if p.suffix.lower() not in (".pth", ".pt", ".ckpt"):
+            raise ValueError(f"--model {str(p)!r}: expected a from_pretrained folder or a released .pth checkpoint")
+        from ..compat import load_release_checkpoint
+
+        model = load_release_checkpoint(p, weights="raw" if raw else "ema")
+        return model, {"path": str(p), "kind": f"released checkpoint ({'raw' if raw else 'EMA'} weights)",
+                       "files": [p]}
+    raise FileNotFoundError(f"--model {str(p)!r} does not exist (give a from_pretrained folder or a released .pth)")
+
+
+def sampler_from_args(model: Any, args: argparse.Namespace):
+    """The model's sampler with the command line's overrides, validated."""
+    from ..spec import SamplerSpec
+
+    d = model.spec.sampler.model_dump(mode="json")
+    if args.sampler:
+        text = args.sampler
+        if text.startswith("@"):
+            f = Path(text[1:])
+            if not f.is_file():
+                raise FileNotFoundError(f"--sampler file {str(f)!r} does not exist")
+            text = f.read_text()
+        try:
+            extra = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--sampler is not valid JSON: {e}") from None
+        if not isinstance(extra, dict):
+            raise ValueError("--sampler must be a JSON object of sampler fields")
+        d.update(extra)
+    if args.steps is not None:
+        d["steps"] = args.steps
+    if args.solver is not None:
+        d["solver"] = {"name": args.solver}
+    if args.grid is not None:
+        d["grid"] = {"name": args.grid}
+    if args.cfg_scale is not None:
+        d["guidance"] = {**dict(d.get("guidance") or {}), "scale": args.cfg_scale}
+    try:
+        return SamplerSpec.model_validate(d)
+    except ValueError as e:
+        raise ValueError(f"invalid sampler settings: {e}") from None
+
+
+class _Items(torch.utils.data.Dataset):
+    """(image, index, readable) for the given indices of an ImageFolderDataset; a substitute
+    returned for an unreadable file is flagged, so it is dropped rather than counted twice."""
+
+    def __init__(self, ds: Any, indices: Sequence[int]):
+        self.ds, self.indices = ds, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int):
+        i = self.indices[k]
+        img = self.ds[i]
+        ok = self.ds.files[i] not in self.ds.bad_paths
+        return img, i, ok
+
+
+def _folder_batches(ds: Any, indices: Sequence[int], batch_size: int, workers: int, skipped: list):
+    loader = torch.utils.data.DataLoader(_Items(ds, indices), batch_size=batch_size, shuffle=False,
+                                         num_workers=workers)
+    for images, ids, ok in loader:
+        for i in ids[~ok].tolist():
+            skipped.append(str(ds.files[i]))
+        if bool(ok.any()):
+            yield images[ok], ids[ok]
+
+
+def _builtin_names() -> list[str]:
+    from ..train.data import DEFAULT_HOLDOUT, available_photos
+
+    parts = ("full", "top_left", "top_right", "bottom_left", "bottom_right")
+    return [f"{n}/{p}" for n in available_photos(DEFAULT_HOLDOUT) for p in parts]
+
+
+def _dist_setup(device_arg: str) -> tuple[int, int, torch.device, bool]:
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device_arg == "auto":
+        device = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
+    else:
+        device = torch.device(device_arg)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", local)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device_arg}: CUDA is not available")
+        torch.cuda.set_device(device)
+    started = False
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        started = True
+    if dist.is_available() and dist.is_initialized():
+        world, rank = dist.get_world_size(), dist.get_rank()
+    return world, rank, device, started
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _png(examples: dict, path: Path) -> Optional[Path]:
+    from ..train.visual import save_image_rows
+
+    best, worst = examples["best"], examples["worst"]
+    if not best:
+        return None
+    as_float = (lambda xs: torch.stack(xs).float() / 127.5 - 1.0)
+    rows = [as_float([e["original"] for e in best]), as_float([e["reconstruction"] for e in best]),
+            as_float([e["original"] for e in worst]), as_float([e["reconstruction"] for e in worst])]
+    return save_image_rows(rows, path)
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    return f"{v:.{digits}f}" if isinstance(v, float) else "unavailable"
+
+
+# ---------------------------------------------------------------------------------------------- main
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    t_start = time.time()
+    if args.limit is not None and args.limit <= 0:
+        raise ValueError(f"--limit must be a positive number of images, got {args.limit}")
+    if args.batch_size <= 0:
+        raise ValueError(f"--batch-size must be positive, got {args.batch_size}")
+    if args.workers < 0:
+        raise ValueError(f"--workers must be >= 0, got {args.workers}")
+    if args.examples < 0:
+        raise ValueError(f"--examples must be >= 0, got {args.examples}")
+    heads: tuple[str, ...] = () if args.lpips.strip().lower() == "none" else tuple(
+        h.strip() for h in args.lpips.split(",") if h.strip())
+    for h in heads:
+        if h not in ("vgg", "alex"):
+            raise ValueError(f"--lpips takes 'vgg', 'alex', 'vgg,alex' or 'none', got {args.lpips!r}")
+    if args.weights_dir is not None and not Path(args.weights_dir).expanduser().is_dir():
+        raise FileNotFoundError(f"--weights-dir {args.weights_dir!r} is not a folder")
+    data_arg = args.data
+    if data_arg != "builtin" and not Path(data_arg).expanduser().exists():
+        raise FileNotFoundError(f"--data {data_arg!r} does not exist (give an image folder or 'builtin')")
+
+    from .. import __version__
+    from .evaluator import Evaluator, evaluate_model
+
+    model, model_info = load_model(args.model, raw=args.raw)
+    sampler = sampler_from_args(model, args)
+    size = model.spec.image_size
+
+    # the data: every image gets a global id (its index in sorted order)
+    folder_ds = None
+    if data_arg == "builtin":
+        from ..train.data import held_out_photos
+
+        images = held_out_photos(size)
+        names = _builtin_names()
+        data_info: dict[str, Any] = {
+            "source": "builtin",
+            "description": "the held-out built-in photos (scikit-image chelsea and coffee): per photo the centred "
+                           "square of the full short side, then half-size squares centred on the four quadrant "
+                           "centres, each resized to the image size (PIL bicubic, antialiased)",
+            "images_available": len(names),
+        }
+        crop = {"image_size": size, "method": "builtin held-out crops (see data.description)"}
+    else:
+        from ..train.data import ImageFolderDataset
+
+        folder_ds = ImageFolderDataset(Path(data_arg).expanduser(), size, train=False)
+        names = [p.relative_to(folder_ds.root).as_posix() for p in folder_ds.files]
+        data_info = {"source": "folder", "folder": str(folder_ds.root), "images_available": len(names),
+                     "extensions": list(folder_ds.extensions)}
+        crop = {"image_size": size,
+                "method": f"RGB (EXIF orientation applied, transparency on white), short side resized to {size} "
+                          f"(PIL bicubic, antialiased), centre crop {size}x{size}"}
+    n_total = len(names) if args.limit is None else min(args.limit, len(names))
+    data_info["limit"] = args.limit
+
+    world, rank, device, started = _dist_setup(args.device)
+    try:
+        model.to(device)
+        local_ids = list(range(n_total))[rank::world]
+        skipped: list[str] = []
+        if folder_ds is None:
+            sel = torch.tensor(local_ids, dtype=torch.long)
+            data = [(images[sel[s:s + args.batch_size]], sel[s:s + args.batch_size])
+                    for s in range(0, len(local_ids), args.batch_size)]
+        else:
+            data = _folder_batches(folder_ds, local_ids, args.batch_size, args.workers, skipped)
+        k = min(args.examples, max(1, n_total // 2)) if args.examples else 0
+        evaluator = Evaluator(lpips=heads, fid=not args.no_fid, weights_dir=args.weights_dir, device=device,
+                              keep_examples=k, rank_by=None if args.rank_by == "auto" else args.rank_by)
+        autocast = torch.bfloat16 if args.bf16 else None
+        metrics = evaluate_model(model, data, evaluator=evaluator, sampler=sampler, seed=args.seed, device=device,
+                                 batch_size=args.batch_size, autocast_dtype=autocast, progress=not args.quiet and sys.stderr.isatty(),
+                                 total=len(local_ids))
+        per_image = evaluator.per_image()
+        examples = evaluator.examples()
+        if world > 1:
+            import torch.distributed as dist
+
+            gathered: list = [None] * world
+            dist.all_gather_object(gathered, skipped)
+            skipped = sorted(s for part in gathered for s in part)
+        if rank != 0:
+            return 0
+
+        out = Path(args.output).expanduser()
+        out.mkdir(parents=True, exist_ok=True)
+        png = _png(examples, out / "best_worst.png")
+        csv_path = out / "per_image.csv"
+        cols = [c for c in ("psnr", "ssim", "lpips_vgg", "lpips_alex", "mse") if c in per_image]
+        with open(csv_path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["id", "image"] + cols)
+            for j, i in enumerate(per_image["id"].tolist()):
+                w.writerow([i, names[i]] + [repr(float(per_image[c][j])) for c in cols])
+
+        data_info["skipped_unreadable"] = skipped
+        describe = (lambda e: {"id": e["id"], "image": names[e["id"]], examples["ranked_by"]: e["value"]})
+        protocol = {
+            "n_images": metrics["n_images"],
+            "data": data_info,
+            "crop": crop,
+            "quantisation": "every metric on uint8 images: round((x + 1) * 127.5) clamped to 0..255",
+            "sampler": sampler.model_dump(mode="json"),
+            "seed": args.seed,
+            "noise": "image i decodes from torch.randn(3, S, S) of a CPU torch.Generator seeded from "
+                     "numpy SeedSequence([seed, i]) (flowmo.eval.image_noise)",
+            "weights": evaluator.weight_files(hashes=True),
+            "model": {
+                "path": model_info["path"], "kind": model_info["kind"],
+                "fingerprint": model.spec.fingerprint(),
+                "parameters": sum(p.numel() for p in model.parameters()),
+                "files": [{"path": str(f), "sha256": _hash(f)} for f in model_info["files"]],
+                "spec": model.spec.model_dump(mode="json"),
+            },
+            "device": str(device), "world_size": world, "batch_size_per_rank": args.batch_size,
+            "autocast": "bfloat16" if args.bf16 else None,
+            "versions": {"flowmo": __version__, "torch": torch.__version__, "python": platform.python_version()},
+            "command": ["flowmo", "eval", *(sys.argv[1:] if argv is None else list(argv))],
+            "wall_seconds": time.time() - t_start,
+        }
+        result = {
+            "metrics": metrics,
+            "protocol": protocol,
+            "best_worst": {"ranked_by": examples["ranked_by"],
+                           "png_rows": "best originals, best reconstructions, worst originals, worst reconstructions",
+                           "best": [describe(e) for e in examples["best"]],
+                           "worst": [describe(e) for e in examples["worst"]]},
+            "outputs": {"metrics": str(out / "metrics.json"), "best_worst_png": None if png is None else str(png),
+                        "per_image_csv": str(csv_path)},
+        }
+        _write_json(out / "metrics.json", result)
+        if not args.quiet:
+            line = ", ".join(f"{k.upper().replace('_', '-')} {_fmt(metrics.get(k), 3 if k in ('psnr', 'rfid') else 4)}"
+                             for k in SUMMARY_KEYS if k in metrics)
+            print(f"{metrics['n_images']} images, {metrics['bits_per_pixel']:.4f} bpp: {line}")
+            for k in SUMMARY_KEYS:
+                v = metrics.get(k)
+                if isinstance(v, dict) and v.get("missing"):
+                    print(f"  {k} unavailable: missing {', '.join(v['missing'])}")
+            print(f"wrote {out / 'metrics.json'}" + (f", {png}" if png else "") + f", {csv_path}")
+        return 0
+    finally:
+        if started:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _cli() -> int:
+    try:
+        return main()
+    except (ValueError, FileNotFoundError) as e:
+        print(f"flowmo eval: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(_cli())

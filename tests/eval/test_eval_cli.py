@@ -1,0 +1,147 @@
+"""`flowmo eval` end to end on a tiny model: the built-in photos, an image folder, weight files
+found in --weights-dir (random ones: the numbers test the plumbing only), bad input."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import flowmo
+from flowmo.eval.cli import main
+from flowmo.eval.metrics import psnr
+from flowmo.nets.alexnet import AlexNet
+from flowmo.nets.lpips import LPIPS
+from flowmo.nets.weights import WEIGHT_SPECS
+from flowmo.train.data import held_out_photos
+
+
+@pytest.fixture(autouse=True)
+def _no_weight_files(tmp_path_factory, monkeypatch):
+    from flowmo.nets import weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
+    monkeypatch.delenv("FLOWMO_WEIGHTS_DIR", raising=False)
+    monkeypatch.setattr(torch.hub, "_hub_dir", None, raising=False)
+    monkeypatch.setattr(weights, "_lpips_package_dir", lambda: None)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    torch.manual_seed(0)
+    return flowmo.build(flowmo.flowmo_tiny()).save_pretrained(tmp_path_factory.mktemp("m") / "tiny")
+
+
+def _sha(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def test_eval_builtin_photos_end_to_end(tiny_model, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["--model", str(tiny_model), "--data", "builtin", "--limit", "4", "--steps", "2",
+                 "--output", str(out), "--seed", "3"]) == 0
+    res = json.loads((out / "metrics.json").read_text())
+    m, p = res["metrics"], res["protocol"]
+    assert m["n_images"] == p["n_images"] == 4
+    assert isinstance(m["psnr"], float) and isinstance(m["ssim"], float)
+    for k, files in (("lpips_vgg", ["vgg16-397923af.pth", "vgg.pth"]),
+                     ("lpips_alex", ["alexnet-owt-7be5be79.pth", "alex.pth"]),
+                     ("rfid", ["pt_inception-2015-12-05-6726825d.pth"])):
+        assert m[k]["available"] is False and m[k]["missing"] == files
+    assert m["bits_per_pixel"] == pytest.approx(16 * 18 / 32**2)
+    assert m["codebook"]["groups"] == 2 and m["decoder_calls_per_image"] >= 2
+    assert p["sampler"]["steps"] == 2 and p["seed"] == 3 and p["crop"]["image_size"] == 32
+    assert p["weights"] == [] and p["world_size"] == 1
+    assert p["model"]["fingerprint"] == flowmo.flowmo_tiny().fingerprint()
+    for f in p["model"]["files"]:
+        assert f["sha256"] == _sha(f["path"])
+    assert res["best_worst"]["ranked_by"] == "psnr"
+    assert len(res["best_worst"]["best"]) == len(res["best_worst"]["worst"]) == 2
+    # the PNG: best originals, best reconstructions, worst originals, worst reconstructions
+    png = np.asarray(Image.open(out / "best_worst.png"))
+    assert png.shape == (4 * 34 + 2, 2 * 34 + 2, 3)
+    worst = res["best_worst"]["worst"][0]["id"]
+    x = held_out_photos(32)
+    assert np.array_equal(png[2 + 2 * 34:2 + 2 * 34 + 32, 2:34],
+                          ((x[worst] + 1) * 127.5).round().clamp(0, 255).byte().permute(1, 2, 0).numpy())
+    rows = (out / "per_image.csv").read_text().splitlines()
+    assert rows[0].startswith("id,image,psnr,ssim") and rows[1].startswith("0,chelsea/full,") and len(rows) == 5
+    assert "4 images" in capsys.readouterr().out
+
+    # the reconstruction the JSON describes is the one the API gives for the same seed
+    from flowmo.eval import image_noise
+
+    model = flowmo.FlowMo.from_pretrained(tiny_model)
+    with torch.no_grad():
+        code = model.quantize(model.encode(x[:4])).values
+        rec = model.decode(code, noise=image_noise(3, range(4), (3, 32, 32)), sampler={"steps": 2}).images
+    assert m["psnr"] == pytest.approx(float(psnr(x[:4], rec).mean()), abs=1e-3)
+
+
+def _alex_weights(folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(7)
+    torch.save(AlexNet(include_classifier=False).state_dict(), folder / WEIGHT_SPECS["alexnet"].filename)
+    torch.save(LPIPS("alex").heads().state_dict(), folder / WEIGHT_SPECS["lpips_alex_heads"].filename)
+    return folder
+
+
+def test_eval_image_folder_with_weight_files_and_a_corrupt_file(tiny_model, tmp_path):
+    data = tmp_path / "images"
+    (data / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 256, (40 + i, 48, 3), dtype=np.uint8)).save(data / "sub" / f"{i}.png")
+    (data / "bad.jpg").write_bytes(b"not an image")
+    weights = _alex_weights(tmp_path / "weights")
+    out = tmp_path / "out"
+    assert main(["--model", str(tiny_model), "--data", str(data), "--steps", "1", "--output", str(out),
+                 "--weights-dir", str(weights), "--lpips", "alex", "--no-fid", "--workers", "0",
+                 "--batch-size", "2", "--solver", "heun", "--grid", "linear", "--cfg-scale", "1", "--quiet"]) == 0
+    res = json.loads((out / "metrics.json").read_text())
+    m, p = res["metrics"], res["protocol"]
+    assert m["n_images"] == 5 and p["data"]["images_available"] == 6
+    assert [os.path.basename(s) for s in p["data"]["skipped_unreadable"]] == ["bad.jpg"]
+    assert isinstance(m["lpips_alex"], float) and m["lpips_alex"] > 0
+    assert "lpips_vgg" not in m and "rfid" not in m
+    assert res["best_worst"]["ranked_by"] == "lpips_alex"
+    assert {w["file"] for w in p["weights"]} == {"alexnet-owt-7be5be79.pth", "alex.pth"}
+    for w in p["weights"]:
+        assert w["sha256"] == _sha(w["path"])
+    assert p["sampler"]["solver"]["name"] == "heun" and p["sampler"]["grid"]["name"] == "linear"
+    assert p["sampler"]["guidance"]["scale"] == 1.0 and m["decoder_calls_per_image"] == 2  # Heun, 1 step
+    assert "centre crop" in p["crop"]["method"]
+    names = [r.split(",")[1] for r in (out / "per_image.csv").read_text().splitlines()[1:]]
+    assert names == [f"sub/{i}.png" for i in range(5)]
+
+
+def test_eval_bad_input(tiny_model, tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        main(["--model", str(tmp_path / "nope"), "--data", "builtin"])
+    with pytest.raises(FileNotFoundError, match="--data"):
+        main(["--model", str(tiny_model), "--data", str(tmp_path / "nope")])
+    with pytest.raises(ValueError, match="--limit"):
+        main(["--model", str(tiny_model), "--data", "builtin", "--limit", "0"])
+    with pytest.raises(ValueError, match="--sampler"):
+        main(["--model", str(tiny_model), "--data", "builtin", "--sampler", "{steps"])
+    with pytest.raises(ValueError, match="sampler"):
+        main(["--model", str(tiny_model), "--data", "builtin", "--steps", "0"])
+    with pytest.raises(ValueError, match="--lpips"):
+        main(["--model", str(tiny_model), "--data", "builtin", "--lpips", "squeeze"])
+    (tmp_path / "model.txt").write_text("x")
+    with pytest.raises(ValueError, match="released .pth"):
+        main(["--model", str(tmp_path / "model.txt"), "--data", "builtin"])
+    with pytest.raises(SystemExit):
+        main(["--data", "builtin"])  # --model is required
+
+
+def test_python_m_reports_bad_input_in_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "flowmo.eval.cli", "--model", str(tmp_path / "nope"),
+                           "--data", "builtin"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "flowmo eval: error:" in proc.stderr
