@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder with the LPIPS/Inception weight files (default: $FLOWMO_WEIGHTS_DIR, torch hub cache)")
     p.add_argument("--lpips", default="vgg,alex", help="LPIPS heads: 'vgg,alex' (default), 'vgg', 'alex' or 'none'")
     p.add_argument("--no-fid", action="store_true", help="skip rFID")
-    p.add_argument("--examples", type=int, default=8, metavar="K", help="best and worst K in best_worst.png (default 8)")
+    p.add_argument("--examples", type=int, default=8, metavar="K",
+                   help="best and worst K in best_worst.png (default 8)")
     p.add_argument("--rank-by", choices=("auto", "lpips_vgg", "lpips_alex", "psnr", "ssim"), default="auto",
                    help="metric ordering best_worst.png (auto: LPIPS-VGG, else LPIPS-Alex, else PSNR)")
     p.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK if available, else cpu), cpu, cuda, ...")
@@ -275,7 +276,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                               keep_examples=k, rank_by=None if args.rank_by == "auto" else args.rank_by)
         autocast = torch.bfloat16 if args.bf16 else None
         metrics = evaluate_model(model, data, evaluator=evaluator, sampler=sampler, seed=args.seed, device=device,
-                                 batch_size=args.batch_size, autocast_dtype=autocast, progress=not args.quiet and sys.stderr.isatty(),
+                                 batch_size=args.batch_size, autocast_dtype=autocast,
+                                 progress=not args.quiet and sys.stderr.isatty(),
                                  total=len(local_ids))
         per_image = evaluator.per_image()
         examples = evaluator.examples()

@@ -733,15 +733,17 @@ def evaluate_model(
     """Reconstruct every image of ``data`` with ``model`` and return ``evaluator.compute()``.
 
     ``model`` is a :class:`~flowmo.FlowMo` (encoded, quantized and decoded with ``sampler``;
-    image ``i`` is decoded from the noise :func:`image_noise` ``(seed, i)``, so results do not
-    depend on batching or ranks; tokens, decoder calls and bits per pixel are recorded) or any
+    image ``i`` is decoded from the noise :func:`image_noise` ``(seed, i)``, so results depend on
+    batching or ranks only through float rounding; tokens, decoder calls and bits per pixel are
+    recorded) or any
     callable ``images -> reconstructions`` (a tensor, or an object with ``.images`` and
     optionally ``.decoder_calls``, or a dict with ``"images"``), with ``tokens_fn`` giving tokens.
 
     ``data`` is an (N, 3, H, W) tensor (ids 0..N-1, batches of ``batch_size``) or an iterable of
     tensors, ``(images, ids)`` pairs or dicts ``{"images", "ids"}``. ``limit`` stops after that
-    many images (on this rank); ``total`` is the progress bar's image count. Reconstruction time (encoder + decoder, synchronised) is
-    recorded per batch; ``autocast_dtype`` (e.g. ``torch.bfloat16``) runs it under autocast.
+    many images (on this rank); ``total`` is the progress bar's image count. Reconstruction time
+    (encoder + decoder, synchronised) is recorded per batch; ``autocast_dtype`` (e.g.
+    ``torch.bfloat16``) runs the reconstruction under autocast.
     Without ``evaluator`` one is built from ``evaluator_kwargs``.
     """
     from tqdm.auto import tqdm

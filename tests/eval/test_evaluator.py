@@ -329,3 +329,15 @@ def test_evaluate_model_with_any_callable():
     assert res["psnr"] == pytest.approx(float(psnr(x, r).mean()), abs=1e-12)
     assert res["codebook"]["per_group"][0]["codes_used"] == 1
     assert res["decoder_calls_per_image"] is None and res["bits_per_pixel"] is None
+
+
+def test_random_inception_plugs_in_with_2048_features():
+    """The FID InceptionV3 (random here, explicitly) feeds 2048-d features; the 2048x2048 square
+    root itself is left out (tens of seconds on two CPU cores)."""
+    from flowmo.nets import inception_fid
+
+    torch.manual_seed(0)
+    x, r = _photos(3)
+    ev = Evaluator(lpips=(), inception=inception_fid(pretrained=False))
+    ev.update(x, r)
+    assert {k: (s.count, s.dim) for k, s in ev._feats.items()} == {"real": (3, 2048), "fake": (3, 2048)}
