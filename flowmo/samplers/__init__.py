@@ -1,9 +1,9 @@
 """Samplers: time grids, ODE solvers and classifier-free guidance."""
 
-from .presets import SAMPLER_PRESETS
 from .grids import LinearGrid, PowGrid, ShiftedGrid, TimeGrid, build_grid
 from .sampler import GuidedVelocity, SampleOutput, sample
 from .solvers import Euler, Heun, Solver, build_solver
+from .presets import SAMPLER_PRESETS  # after the solvers and grids: it builds specs naming them
 
 __all__ = [
     "TimeGrid", "LinearGrid", "PowGrid", "ShiftedGrid", "build_grid", "Solver", "Euler", "Heun",
