@@ -137,16 +137,9 @@ def _reason(e: BaseException) -> str:
 
 
 def _decode_rgb(path: Path):
-    from PIL import Image, ImageOps
+    from .train.data import _load_rgb  # one decoder for training, evaluation and the CLI
 
-    with Image.open(path) as im:
-        im.load()
-        im = ImageOps.exif_transpose(im)
-        if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
-            rgba = im.convert("RGBA")
-            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            return Image.alpha_composite(white, rgba).convert("RGB")
-        return im.convert("RGB")
+    return _load_rgb(path)
 
 
 def load_image(path: PathLike, size: int) -> Tensor:

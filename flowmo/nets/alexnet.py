@@ -20,7 +20,7 @@ import os
 import torch
 from torch import nn
 
-from .weights import Freezable, instantiate
+from .weights import TappedTrunk, instantiate
 
 __all__ = ["AlexNet", "ALEXNET_LPIPS_TAPS", "ALEXNET_LPIPS_CHANNELS", "alexnet"]
 
@@ -28,9 +28,11 @@ ALEXNET_LPIPS_TAPS = (1, 4, 7, 9, 11)
 ALEXNET_LPIPS_CHANNELS = (64, 192, 384, 256, 256)
 
 
-class AlexNet(Freezable):
+class AlexNet(TappedTrunk):
     """AlexNet (torchvision "one weird trick" variant). ``include_classifier=False``
     builds only ``features`` (enough for LPIPS)."""
+
+    TAPS = ALEXNET_LPIPS_TAPS
 
     def __init__(self, num_classes: int = 1000, include_classifier: bool = True) -> None:
         super().__init__()
@@ -63,32 +65,6 @@ class AlexNet(Freezable):
             )
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.include_classifier:
-            raise RuntimeError("this AlexNet was built without its classifier; use lpips_features()")
-        x = self.avgpool(self.features(x))
-        return self.classifier(torch.flatten(x, 1))
-
-    def lpips_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Activations after the ReLU of each of the 5 convs (5 tensors)."""
-        taps = set(ALEXNET_LPIPS_TAPS)
-        out: list[torch.Tensor] = []
-        for i, layer in enumerate(self.features):
-            x = layer(x)
-            if i in taps:
-                out.append(x)
-                if len(out) == len(ALEXNET_LPIPS_TAPS):
-                    break
-        return out
 
 
 def alexnet(

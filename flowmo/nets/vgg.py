@@ -24,7 +24,7 @@ import os
 import torch
 from torch import nn
 
-from .weights import Freezable, instantiate
+from .weights import TappedTrunk, instantiate
 
 __all__ = ["VGG16", "VGG16_CFG", "VGG16_LPIPS_TAPS", "VGG16_LPIPS_CHANNELS", "vgg16"]
 
@@ -49,9 +49,11 @@ def _make_features() -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class VGG16(Freezable):
+class VGG16(TappedTrunk):
     """VGG16 (no batch norm). ``include_classifier=False`` builds only ``features``
     (enough for LPIPS; the classifier keys of a full file are then ignored on load)."""
+
+    TAPS = VGG16_LPIPS_TAPS
 
     def __init__(self, num_classes: int = 1000, include_classifier: bool = True) -> None:
         super().__init__()
@@ -70,32 +72,6 @@ class VGG16(Freezable):
             )
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.include_classifier:
-            raise RuntimeError("this VGG16 was built without its classifier; use lpips_features()")
-        x = self.avgpool(self.features(x))
-        return self.classifier(torch.flatten(x, 1))
-
-    def lpips_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Activations relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 (5 tensors)."""
-        taps = set(VGG16_LPIPS_TAPS)
-        out: list[torch.Tensor] = []
-        for i, layer in enumerate(self.features):
-            x = layer(x)
-            if i in taps:
-                out.append(x)
-                if len(out) == len(VGG16_LPIPS_TAPS):
-                    break
-        return out
 
 
 def vgg16(
