@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-__all__ = ["StateDictMismatchError", "check_state_dict"]
+__all__ = ["StateDictMismatchError", "check_state_dict", "check_finite"]
 
 
 class StateDictMismatchError(ValueError):
@@ -38,3 +38,14 @@ def check_state_dict(expected: Mapping[str, Sequence[int]], got: Mapping[str, ob
         if shapes:
             parts.append(f"{len(shapes)} shape mismatch(es): {'; '.join(shapes[:8])}")
         raise StateDictMismatchError(f"{source} does not fit the model: " + "; ".join(parts))
+
+
+def check_finite(state: Mapping[str, object], source: str) -> None:
+    """Raise StateDictMismatchError naming the tensors of ``state`` that hold NaN or Inf values
+    (a trained model has none; a damaged file may)."""
+    import torch
+
+    bad = [k for k, v in state.items()
+           if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise StateDictMismatchError(f"{source} holds non-finite values (NaN or Inf) in {len(bad)} tensor(s): {_fmt(bad)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ from typing import Any, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from ._state import StateDictMismatchError, check_state_dict
+from ._state import StateDictMismatchError, check_finite, check_state_dict
 from .blocks.embeddings import patchify, unpatchify
 from .quantizers.base import Quantizer, QuantizerOutput
 from .registry import BACKBONES, FLOW_LOSSES, POSTTRAIN_OBJECTIVES, QUANTIZERS, TIME_SAMPLERS
@@ -113,6 +114,7 @@ class FlowMo(nn.Module):
             raise ValueError(f"{name} must have shape (batch, 3, {s}, {s}), got {tuple(images.shape)}")
         if images.shape[0] == 0:
             raise ValueError(f"{name} is an empty batch (shape {tuple(images.shape)})")
+        self._check_device(images, name)
         if not bool(torch.isfinite(images).all()):
             raise ValueError(f"{name} contains NaN or Inf values")
         lo, hi = float(images.min()), float(images.max())
@@ -126,12 +128,31 @@ class FlowMo(nn.Module):
     def _input_dtype(self) -> torch.dtype:
         return self.dtype
 
+    def _check_device(self, x: Tensor, name: str) -> None:
+        if x.device != self.device:
+            raise ValueError(f"{name} is on device {x.device} but the model is on {self.device}; "
+                             f"move it with .to(model.device)")
+
+    def _check_noisy(self, x: Any, name: str) -> Tensor:
+        """A noisy image or noise (B, 3, H, W): any finite float values (no [-1, 1] range)."""
+        s = self.spec.image_size
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point torch.Tensor of shape (batch, 3, {s}, {s}), "
+                            f"got {type(x).__name__ if not isinstance(x, Tensor) else x.dtype}")
+        if x.ndim != 4 or x.shape[1:] != (3, s, s) or x.shape[0] == 0:
+            raise ValueError(f"{name} must have shape (batch, 3, {s}, {s}) with batch >= 1, got {tuple(x.shape)}")
+        self._check_device(x, name)
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} contains NaN or Inf values")
+        return x.to(self._input_dtype())
+
     def _check_code(self, code: Any, name: str = "code") -> Tensor:
         t, c = self.spec.code_length, self.spec.code_channels
         if not isinstance(code, Tensor) or not code.is_floating_point():
             raise TypeError(f"{name} must be a floating-point torch.Tensor of shape (batch, {t}, {c})")
-        if code.ndim != 3 or code.shape[1:] != (t, c):
-            raise ValueError(f"{name} must have shape (batch, {t}, {c}), got {tuple(code.shape)}")
+        if code.ndim != 3 or code.shape[1:] != (t, c) or code.shape[0] == 0:
+            raise ValueError(f"{name} must have shape (batch, {t}, {c}) with batch >= 1, got {tuple(code.shape)}")
+        self._check_device(code, name)
         if not bool(torch.isfinite(code).all()):
             raise ValueError(f"{name} contains NaN or Inf values")
         return code.to(self._input_dtype())
@@ -144,6 +165,7 @@ class FlowMo(nn.Module):
             raise TypeError(f"tokens must be an integer tensor, got dtype {tokens.dtype}")
         if tokens.ndim != 2 or tokens.shape[1] != t or tokens.shape[0] == 0:
             raise ValueError(f"tokens must have shape (batch, {t}) with batch >= 1, got {tuple(tokens.shape)}")
+        self._check_device(tokens, "tokens")
         return tokens
 
     # ------------------------------------------------------------------ encoder and quantizer
@@ -197,19 +219,45 @@ class FlowMo(nn.Module):
 
         With ``guidance_scale`` != 1: v_u + scale (v_c - v_u).
         """
-        if not isinstance(x_t, Tensor) or x_t.ndim != 4:
-            raise ValueError(f"x_t must be a (batch, 3, H, W) tensor, got {getattr(x_t, 'shape', type(x_t))}")
+        x_t = self._check_noisy(x_t, "x_t")
         b = x_t.shape[0]
-        t = torch.as_tensor(t, dtype=torch.float32, device=x_t.device)
-        t = t.expand(b) if t.ndim == 0 else t
-        if t.shape != (b,):
-            raise ValueError(f"t must be a scalar or have shape ({b},), got {tuple(t.shape)}")
-        cond = self.conditioning(self._check_code(code) if code is not None else None, b)
+        t = self._check_times(t, b, "t")
+        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)):
+            raise TypeError(f"guidance_scale must be a real number, got {type(guidance_scale).__name__}")
+        if not math.isfinite(guidance_scale):
+            raise ValueError(f"guidance_scale must be finite, got {guidance_scale}")
+        if code is not None:
+            code = self._check_code(code)
+            if code.shape[0] != b:
+                raise ValueError(f"code has batch {code.shape[0]} but x_t has batch {b}")
+        cond = self.conditioning(code, b)
         v = self.decoder_velocity(x_t, t, cond)
         if guidance_scale != 1.0 and code is not None:
             v_u = self.decoder_velocity(x_t, t, torch.zeros_like(cond))
             v = v_u + guidance_scale * (v - v_u)
+        if not bool(torch.isfinite(v).all()):
+            raise ValueError(
+                f"the velocity is not finite: x_t (max |x_t| = {float(x_t.abs().max()):.3g}), code or "
+                f"guidance_scale ({guidance_scale}) is too large for {self.dtype}, or the weights are not finite"
+            )
         return v
+
+    def _check_times(self, t: Any, b: int, name: str) -> Tensor:
+        """Flow times: a number or a real tensor, scalar or (B,), finite, in [0, 1] -> float32 (B,)."""
+        if isinstance(t, Tensor):
+            if t.is_complex() or t.dtype == torch.bool:
+                raise TypeError(f"{name} must be a real tensor, got dtype {t.dtype}")
+            if t.device != self.device and t.ndim > 0:
+                raise ValueError(f"{name} is on device {t.device} but the model is on {self.device}")
+        elif isinstance(t, bool) or not isinstance(t, (int, float)):
+            raise TypeError(f"{name} must be a number or a torch.Tensor, got {type(t).__name__}")
+        t = torch.as_tensor(t, dtype=torch.float32).to(self.device)
+        t = t.expand(b) if t.ndim == 0 else t
+        if t.shape != (b,):
+            raise ValueError(f"{name} must be a scalar or have shape ({b},), got {tuple(t.shape)}")
+        if not bool(torch.isfinite(t).all()) or float(t.min()) < 0 or float(t.max()) > 1:
+            raise ValueError(f"{name} must lie in [0, 1] (finite), got values in [{float(t.min()):.3g}, {float(t.max()):.3g}]")
+        return t
 
     def _sampler_spec(self, sampler: Union[SamplerSpec, dict, None]) -> SamplerSpec:
         if sampler is None:
@@ -229,8 +277,10 @@ class FlowMo(nn.Module):
         s = self.spec.image_size
         if noise is None:
             noise = torch.randn(b, 3, s, s, generator=generator, device=code.device, dtype=code.dtype)
-        elif noise.shape != (b, 3, s, s):
-            raise ValueError(f"noise must have shape ({b}, 3, {s}, {s}), got {tuple(noise.shape)}")
+        else:
+            noise = self._check_noisy(noise, "noise")
+            if noise.shape != (b, 3, s, s):
+                raise ValueError(f"noise must have shape ({b}, 3, {s}, {s}), got {tuple(noise.shape)}")
         cond = self.conditioning(code)
         return sample(self.decoder_velocity, noise.to(code.dtype), cond, self._sampler_spec(sampler),
                       null_cond=torch.zeros_like(cond), return_intermediates=return_intermediates,
@@ -258,12 +308,28 @@ class FlowMo(nn.Module):
         q = self.quantize(self.encode(images))
         if t is None:
             t = self.time_sampler.sample(b, generator=generator, device=images.device)
+        elif not isinstance(t, Tensor):
+            raise TypeError(f"t must be a ({b},) torch.Tensor of times in [0, 1] or None, got {type(t).__name__}")
+        else:
+            t = self._check_times(t, b, "t")
         if noise is None:
             noise = torch.randn(images.shape, generator=generator, device=images.device, dtype=images.dtype)
+        else:
+            noise = self._check_noisy(noise, "noise")
+            if noise.shape != images.shape:
+                raise ValueError(f"noise must have the shape of images {tuple(images.shape)}, got {tuple(noise.shape)}")
         terms = dict(self.flow_loss(self.decoder_velocity, images, self.conditioning(q.values), t, noise,
                                     dropout=cfg_dropout, generator=generator))
         terms.update({f"quantizer/{k}": v for k, v in q.losses.items()})
-        return LossOutput(torch.stack([v.float() for v in terms.values()]).sum(), terms)
+        total = torch.stack([v.float() for v in terms.values()]).sum()
+        # in training mode a non-finite total is returned: a training loop must see it (the trainer
+        # skips and counts such steps, and all ranks must agree on that), not an exception
+        if not self.training and not bool(torch.isfinite(total)):
+            raise ValueError(
+                f"the loss is not finite: noise (max |noise| = {float(noise.abs().max()):.3g}) or the images "
+                f"are too large for {self.dtype}, or the weights are not finite"
+            )
+        return LossOutput(total, terms)
 
     def posttrain_loss(self, images: Tensor, *, generator: Optional[torch.Generator] = None,
                        noise: Optional[Tensor] = None, u: Optional[Tensor] = None,
@@ -344,8 +410,11 @@ class FlowMo(nn.Module):
             state = load_file(str(weights))
         except (SafetensorError, OSError, ValueError) as e:
             raise ValueError(f"{weights} is not a readable safetensors file: {e}") from None
+        except Exception as e:  # safetensors raises plain exceptions for some malformed headers
+            raise ValueError(f"{weights} is not a readable safetensors file: {type(e).__name__}: {e}") from None
         expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         check_state_dict(expected, state, str(weights))
+        check_finite(state, str(weights))
         model.load_state_dict(state, strict=True)
         if device is not None or dtype is not None:
             model.to(device=device, dtype=dtype)

@@ -20,7 +20,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from .._state import check_state_dict
+from .._state import check_finite, check_state_dict
 from ..model import FlowMo
 from ..presets import release_spec
 from ..spec import FlowMoSpec, LFQSpec, MMDiTSpec
@@ -226,6 +226,7 @@ def load_release_checkpoint(
                                   codebook_size_for_entropy=codebook_size_for_entropy)
     model = FlowMo(spec)
     check_state_dict({k: tuple(v.shape) for k, v in model.state_dict().items()}, state, str(path))
+    check_finite(state, str(path))
     model.load_state_dict(state, strict=True)
     return model.eval()
 

@@ -60,6 +60,8 @@ def _check_images(images, name: str) -> torch.Tensor:
         raise ValueError(f"{name} must be a floating-point tensor in [-1, 1], got dtype {images.dtype}")
     if images.shape[1] == 0 or images.shape[2] == 0 or images.shape[3] == 0:
         raise ValueError(f"{name} has an empty channel/spatial dimension: shape {tuple(images.shape)}")
+    if images.device.type == "meta":
+        raise ValueError(f"{name} is a meta tensor (it has no values)")
     if not bool(torch.isfinite(images).all()):
         raise ValueError(f"{name} contains non-finite values (NaN or inf)")
     return images
@@ -72,6 +74,11 @@ def _check_pair(originals, reconstructions) -> Tuple[torch.Tensor, torch.Tensor]
         raise ValueError(
             "reconstructions must have the same shape as originals: "
             f"got originals {tuple(originals.shape)}, reconstructions {tuple(reconstructions.shape)}"
+        )
+    if originals.device != reconstructions.device:
+        raise ValueError(
+            f"reconstructions must be on the device of originals: got originals on {originals.device}, "
+            f"reconstructions on {reconstructions.device}"
         )
     return originals, reconstructions
 

@@ -60,13 +60,26 @@ class Quantizer(nn.Module):
         if z.ndim < 1 or z.shape[-1] != self.channels:
             raise ValueError(f"{name} must have shape (..., {self.channels}), got {tuple(z.shape)}")
 
-    def _check_indices(self, indices: Tensor, name: str = "indices") -> None:
+    def _check_values(self, x: Tensor, name: str) -> None:
+        """The values of a code tensor can be read (not a meta tensor) and are finite."""
+        if x.device.type == "meta":
+            raise ValueError(f"{name} is a meta tensor (it has no values)")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} contains NaN or Inf values")
+
+    def _check_indices(self, indices: Tensor, name: str = "indices", size: int | None = None) -> None:
+        size = self.codebook_size if size is None else size
         if not isinstance(indices, Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(indices).__name__}")
         if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
             raise TypeError(f"{name} must be an integer tensor, got {indices.dtype}")
-        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.codebook_size):
+        if indices.dtype == torch.uint64:
+            raise TypeError(f"{name} must be a signed integer tensor (int64), got {indices.dtype}")
+        if indices.device.type == "meta":
+            raise ValueError(f"{name} is a meta tensor (it has no values)")
+        wide = indices if indices.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64) \
+            else indices.to(torch.int64)  # uint16 / uint32: no min/max kernels
+        if wide.numel() and (int(wide.min()) < 0 or int(wide.max()) >= size):
             raise ValueError(
-                f"{name} must lie in [0, {self.codebook_size}), got values in "
-                f"[{int(indices.min())}, {int(indices.max())}]"
+                f"{name} must lie in [0, {size}), got values in [{int(wide.min())}, {int(wide.max())}]"
             )

@@ -56,12 +56,16 @@ class FSQ(Quantizer):
         rounded = b + (r - b).detach()
         codes = rounded / self._half_width
         values = codes.to(z.dtype)
-        indices = self.codes_to_indices(codes.detach())  # from the float32 codes: a bfloat16 cast may round them
+        indices = self._indices(codes.detach())  # from the float32 codes: a bfloat16 cast may round them
         return QuantizerOutput(values, indices)
 
     def codes_to_indices(self, codes: Tensor) -> Tensor:
         """(..., C) normalised codes -> (...) int64 indices (codes are snapped to the nearest level)."""
         self._check_code(codes, "codes")
+        self._check_values(codes, "codes")
+        return self._indices(codes)
+
+    def _indices(self, codes: Tensor) -> Tensor:
         level = torch.round(codes.float() * self._half_width + self._half_width).long()
         level = torch.minimum(level.clamp_min(0), self._levels - 1)
         return (level * self._basis).sum(-1)

@@ -61,7 +61,7 @@ class LFQ(Quantizer):
         self._check_code(z)
         q = torch.where(z > 0, 1.0, -1.0).to(z.dtype)
         values = q + (z - z.detach())  # exactly q (z + (q - z) is not, e.g. for |z| > 256 in bfloat16)
-        indices = self.codes_to_indices(q)
+        indices = self._indices(q)
         losses: dict[str, Tensor] = {}
         stats: dict[str, Tensor] = {}
         if self.training:
@@ -79,6 +79,10 @@ class LFQ(Quantizer):
     def codes_to_indices(self, codes: Tensor) -> Tensor:
         """(..., C) codes (sign taken) -> (...) int64 token indices."""
         self._check_code(codes, "codes")
+        self._check_values(codes, "codes")
+        return self._indices(codes)
+
+    def _indices(self, codes: Tensor) -> Tensor:
         return ((codes > 0).long() * _bit_weights(self.channels, codes.device)).sum(-1)
 
     def indices_to_codes(self, indices: Tensor) -> Tensor:
@@ -90,17 +94,15 @@ class LFQ(Quantizer):
     def codes_to_group_indices(self, codes: Tensor) -> Tensor:
         """(..., C) codes -> (..., C/G) int64 indices per entropy group (the release's layout)."""
         self._check_code(codes, "codes")
+        self._check_values(codes, "codes")
         g = self.to_groups(codes > 0).long()
         return (g * _bit_weights(self.group_bits, codes.device)).sum(-1)
 
     def group_indices_to_codes(self, group_indices: Tensor) -> Tensor:
         """(..., C/G) group indices -> (..., C) codes in {-1, +1} (float32)."""
-        if not isinstance(group_indices, Tensor) or group_indices.is_floating_point():
-            raise TypeError("group_indices must be an integer torch.Tensor")
-        if group_indices.ndim < 1 or group_indices.shape[-1] != self.groups:
+        if isinstance(group_indices, Tensor) and (group_indices.ndim < 1 or group_indices.shape[-1] != self.groups):
             raise ValueError(f"group_indices must have shape (..., {self.groups}), got {tuple(group_indices.shape)}")
-        if group_indices.numel() and (int(group_indices.min()) < 0 or int(group_indices.max()) >= self.group_codebook_size):
-            raise ValueError(f"group_indices must lie in [0, {self.group_codebook_size})")
+        self._check_indices(group_indices, "group_indices", self.group_codebook_size)
         bits = (group_indices.long()[..., None] >> torch.arange(self.group_bits, device=group_indices.device)) & 1
         return self.from_groups(bits.float() * 2 - 1)
 

@@ -71,9 +71,11 @@ def sample(
 ) -> SampleOutput:
     """Integrate from ``noise`` (t = 1) to an image (t = 0) conditioned on ``cond``.
 
-    ``null_cond`` is the unconditional input (default: zeros like ``cond``). Runs without
-    autograd unless ``enable_grad``.
+    ``null_cond`` is the unconditional input (default: zeros like ``cond``). ``spec`` may also
+    be a dict of SamplerSpec fields. Runs without autograd unless ``enable_grad``. Bad
+    arguments raise ValueError / TypeError naming them; a non-finite result raises ValueError.
     """
+    spec = _check_inputs(decoder, noise, cond, spec, null_cond)
     if null_cond is None:
         null_cond = torch.zeros_like(cond)
     times = build_grid(spec.grid)(spec.steps)
@@ -83,6 +85,42 @@ def sample(
     cb = (lambda i, z: inter.append(z)) if return_intermediates else None
     with (nullcontext() if enable_grad else torch.no_grad()):
         z = solver.solve(velocity, noise, times, cb)
+        if not bool(torch.isfinite(z).all()):
+            raise ValueError(
+                f"sampling produced non-finite images: the noise (max |noise| = {float(noise.abs().max()):.3g}), "
+                f"the conditioning code (max |cond| = {float(cond.abs().max()):.3g}) or the sampler's guidance "
+                f"scale ({spec.guidance.scale}) is too large for {noise.dtype}, or the decoder's weights are not finite"
+            )
         if spec.clip:
             z = z.clamp(-1.0, 1.0)
     return SampleOutput(z, velocity.calls, times, inter)
+
+
+def _check_inputs(decoder, noise, cond, spec, null_cond) -> SamplerSpec:
+    """Validate sample()'s arguments (ValueError / TypeError naming the argument); returns the spec."""
+    if isinstance(spec, dict):
+        spec = SamplerSpec.model_validate(spec)
+    elif not isinstance(spec, SamplerSpec):
+        raise TypeError(f"spec must be a SamplerSpec or a dict of its fields, got {type(spec).__name__}")
+    if not callable(decoder):
+        raise TypeError(f"decoder must be callable (x_t, t, cond) -> velocity, got {type(decoder).__name__}")
+    for name, x in (("noise", noise), ("cond", cond), ("null_cond", null_cond)):
+        if x is None and name == "null_cond":
+            continue
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point torch.Tensor, got "
+                            f"{x.dtype if isinstance(x, Tensor) else type(x).__name__}")
+        if x.ndim < 1 or x.shape[0] == 0:
+            raise ValueError(f"{name} must have a batch dimension of size >= 1, got shape {tuple(x.shape)}")
+        if x.device.type == "meta":
+            raise ValueError(f"{name} is a meta tensor (it has no values)")
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"{name} contains NaN or Inf values")
+    if cond.shape[0] != noise.shape[0]:
+        raise ValueError(f"cond has batch {cond.shape[0]} but noise has batch {noise.shape[0]}")
+    if cond.device != noise.device:
+        raise ValueError(f"cond is on {cond.device} but noise is on {noise.device}")
+    if null_cond is not None and (null_cond.shape != cond.shape or null_cond.device != cond.device):
+        raise ValueError(f"null_cond must have the shape and device of cond {tuple(cond.shape)} ({cond.device}), "
+                         f"got {tuple(null_cond.shape)} ({null_cond.device})")
+    return spec
