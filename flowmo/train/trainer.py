@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .._state import check_state_dict
+from .._state import check_finite, check_state_dict
 from ..model import CONFIG_NAME, WEIGHTS_NAME, FlowMo
 from .checkpoint import (
     CheckpointError,
@@ -385,7 +385,21 @@ class Trainer:
         return path
 
     def _restore(self, path: Path) -> None:
-        parts, state = load_checkpoint(path)
+        try:
+            self._restore_from(path)
+        except CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
+            # a complete-looking folder with damaged contents: name it, never resume from it
+            raise CheckpointError(
+                f"{path} is damaged ({type(e).__name__}: {e}); move it away to resume from the previous checkpoint"
+            ) from e
+
+    def _restore_from(self, path: Path) -> None:
+        ema = self.tc.ema.enabled or (path / "ema.safetensors").is_file()
+        required = ["model", "optimizer", "renorm"] + (["ema"] if ema else [])
+        parts, state = load_checkpoint(path, required)
+        check_finite(parts["model"], str(path / "model.safetensors"))
         if state.get("model_fingerprint") not in (None, self.config.model.fingerprint()):
             raise CheckpointError(f"{path} was written for a different model architecture")
         check_state_dict({k: tuple(v.shape) for k, v in self.model.state_dict().items()}, parts["model"], str(path))
@@ -567,7 +581,10 @@ class Trainer:
         if self.ctx.main and tc.log.progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=tc.steps, initial=self.step, desc=f"stage {tc.stage}", dynamic_ncols=True)
+            import sys
+
+            bar = tqdm(total=tc.steps, initial=self.step, desc=f"stage {tc.stage}", dynamic_ncols=True,
+                       mininterval=0.2 if sys.stderr.isatty() else 15.0)  # fewer lines in log files
         t0, seen0 = time.perf_counter(), self.counters.images_seen
         last_terms: dict[str, float] = {}
         self._stop_requested = False
