@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import tempfile
@@ -166,6 +167,9 @@ class FlowMo(nn.Module):
         if tokens.ndim != 2 or tokens.shape[1] != t or tokens.shape[0] == 0:
             raise ValueError(f"tokens must have shape (batch, {t}) with batch >= 1, got {tuple(tokens.shape)}")
         self._check_device(tokens, "tokens")
+        check = getattr(self.quantizer, "_check_indices", None)
+        if check is not None:  # range check under the argument's name
+            check(tokens, "tokens (indices)")
         return tokens
 
     # ------------------------------------------------------------------ encoder and quantizer
@@ -402,9 +406,16 @@ class FlowMo(nn.Module):
             if not f.is_file():
                 raise FileNotFoundError(f"{str(f)!r} is missing; a FlowMo folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
         try:
-            spec = FlowMoSpec.model_validate_json(cfg.read_text())
+            text = cfg.read_text()
+            spec = FlowMoSpec.model_validate_json(text)
         except ValueError as e:
             raise ValueError(f"{cfg} is not a valid FlowMo spec: {e}") from None
+        # save_pretrained writes every field; a missing one would silently take its default
+        # (image_size, code_length, the sampler, ... are not visible in the weights)
+        missing = [k for k in FlowMoSpec.model_fields if k not in json.loads(text)]
+        if missing:
+            raise ValueError(f"{cfg} is missing the field(s) {', '.join(missing)} (save_pretrained writes every "
+                             "field of the spec; the file was edited or damaged)")
         model = cls(spec)
         try:
             state = load_file(str(weights))

@@ -111,8 +111,10 @@ def load_checkpoint(path: Path, parts: Optional[list[str]] = None) -> tuple[dict
         raise CheckpointError(f"{path} is not a complete checkpoint (no {STATE})")
     try:
         state = json.loads((path / STATE).read_text())
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path / STATE} is not valid JSON: {e}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path / STATE} does not hold a JSON object (it holds a {type(state).__name__})")
     names = parts if parts is not None else [p.stem for p in sorted(path.glob("*.safetensors"))]
     out = {}
     for name in names:
