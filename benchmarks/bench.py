@@ -72,7 +72,6 @@ def child_step(preset: str, stage: str, batch: int, device: str) -> dict:
         for p in model.parameters():
             p.grad = None
 
-    saved = saved_activation_bytes(lambda: model(x, objective=objective, generator=g))
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
         base = torch.cuda.memory_allocated(dev)
@@ -83,6 +82,7 @@ def child_step(preset: str, stage: str, batch: int, device: str) -> dict:
         peak = torch.cuda.max_memory_allocated(dev) - base
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    saved = saved_activation_bytes(lambda: model(x, objective=objective, generator=g))  # after the peak
     return {"seconds": t, "peak_bytes": peak, "saved_bytes": saved}
 
 

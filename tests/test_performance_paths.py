@@ -63,3 +63,13 @@ def test_analytic_flops_match_the_counter(name):
     with torch.no_grad(), FlopCounterMode(display=False) as fc:
         model.encode(x)
     assert fc.get_total_flops() in (encoder_flops(spec) - attention_flops(spec.encoder, spec), encoder_flops(spec))
+
+
+def test_sampler_presets_decoder_calls(pair):
+    from flowmo.samplers import SAMPLER_PRESETS
+
+    model, x = pair
+    code = model.quantize(model.encode(x)).values
+    calls = {name: model.decode(code, sampler=spec).decoder_calls for name, spec in SAMPLER_PRESETS.items()}
+    assert calls["release"] == 31
+    assert calls["fast"] <= 31 / 3
