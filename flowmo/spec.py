@@ -71,7 +71,7 @@ class ComponentSpec(BaseModel):
     ``registry``; validating such a class dispatches on ``name`` to the registered spec.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str
     registry: ClassVar[Optional[Registry]] = None
@@ -309,7 +309,7 @@ class GuidanceSpec(BaseModel):
     can be given instead as ``interval_sigma``; it is converted with t = sigma / (1 + sigma).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     scale: float = 1.5
     interval: Optional[tuple[float, float]] = (sigma_to_t(0.17), sigma_to_t(1.02))
@@ -342,7 +342,7 @@ class GuidanceSpec(BaseModel):
 class SamplerSpec(BaseModel):
     """How images are decoded: an ODE solver on a time grid, with guidance."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     steps: int = Field(25, gt=0)
     grid: SerializeAsAny[TimeGridSpec] = Field(default_factory=lambda: PowGridSpec())
@@ -377,7 +377,7 @@ class ModeSeekingSpec(PosttrainSpec):
 class FlowMoSpec(BaseModel):
     """Everything that determines a FlowMo model. Round-trips through JSON."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     image_size: int = Field(256, gt=0)
     patch_size: int = Field(4, gt=0)
