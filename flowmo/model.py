@@ -251,7 +251,7 @@ class FlowMo(nn.Module):
         if isinstance(t, Tensor):
             if t.is_complex() or t.dtype == torch.bool:
                 raise TypeError(f"{name} must be a real tensor, got dtype {t.dtype}")
-            if t.device != self.device and t.ndim > 0:
+            if t.device != self.device and (t.ndim > 0 or t.device.type == "meta"):  # a scalar may be moved
                 raise ValueError(f"{name} is on device {t.device} but the model is on {self.device}")
         elif isinstance(t, bool) or not isinstance(t, (int, float)):
             raise TypeError(f"{name} must be a number or a torch.Tensor, got {type(t).__name__}")

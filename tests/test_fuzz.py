@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -386,6 +386,7 @@ def velocity_inputs(draw):
 
 
 @given(inputs=velocity_inputs())
+@example(inputs=(torch.zeros(1, 3, S, S), torch.tensor(0.5, device="meta"), None, 1.0))  # found by fuzzing
 @settings(max_examples=examples(100), **SETTINGS)
 def _fuzz_velocity(model, inputs):
     x, t, code, scale = inputs
@@ -557,6 +558,7 @@ def spec_inputs(draw):
 
 
 @given(inputs=spec_inputs())
+@example(inputs=({**VALID, "encoder": {**VALID["encoder"], "mlp_ratio": math.inf}}, ("encoder", "mlp_ratio")))  # found
 @settings(max_examples=examples(300), **SETTINGS)
 def _fuzz_spec(inputs):
     data, path = inputs
