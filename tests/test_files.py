@@ -37,6 +37,15 @@ CONFIG = "config.json"
 
 
 # ------------------------------------------------------------------ fixtures and helpers
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread is several times faster than two on a busy 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
