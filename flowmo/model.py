@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from ._state import StateDictMismatchError, check_finite, check_state_dict
@@ -351,7 +352,13 @@ class FlowMo(nn.Module):
             b = images.shape[0]
             t = self.time_sampler.sample(b, generator=generator, device=images.device)
             eps = torch.randn(images.shape, generator=generator, device=images.device, dtype=images.dtype)
-            flow = self.flow_loss(self.decoder_velocity, images, cond, t, eps, dropout=cfg_dropout,
+            velocity = self.decoder_velocity
+            if getattr(spec, "checkpoint", False) and torch.is_grad_enabled():
+                # recompute this decoder call in backward too: the chain's calls are checkpointed,
+                # and holding this one's activations would set the step's memory peak
+                def velocity(x_t: Tensor, t_: Tensor, c: Tensor) -> Tensor:
+                    return torch.utils.checkpoint.checkpoint(self.decoder_velocity, x_t, t_, c, use_reentrant=False)
+            flow = self.flow_loss(velocity, images, cond, t, eps, dropout=cfg_dropout,
                                   generator=generator)
             terms.update({k: flow_weight * v for k, v in flow.items()})
         terms.update(self.posttrain_objective(self.decoder_velocity, images, cond, noise=noise, u=u,
