@@ -47,3 +47,15 @@ def pytest_configure(config):
     # cores, and oversubscribed OpenMP threads slow small matmuls down ten-fold
     if os.environ.get("PYTEST_XDIST_WORKER"):
         torch.set_num_threads(1)
+
+
+def random_png_folder(root: Path, n: int, seed: int, size: int = 36) -> Path:
+    """``n`` random RGB PNGs of ``size`` x ``size`` named 0.png ... in ``root`` (for training tests)."""
+    import numpy as np
+    from PIL import Image
+
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / f"{i}.png")
+    return root

@@ -35,6 +35,8 @@ SPEC = flowmo.flowmo_tiny()
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 
+from conftest import random_png_folder
+
 
 # ------------------------------------------------------------------ fixtures and helpers
 @pytest.fixture(scope="module", autouse=True)
@@ -396,9 +398,7 @@ def test_malicious_pickle_is_refused_without_running(tmp_path, model, container)
 @pytest.fixture(scope="module")
 def images_folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("imgs")
-    rng = np.random.default_rng(3)
-    for i in range(4):
-        Image.fromarray(rng.integers(0, 256, (36, 36, 3), dtype=np.uint8)).save(root / f"{i}.png")
+    random_png_folder(root, 4, seed=3)
     return root
 
 

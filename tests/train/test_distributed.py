@@ -5,13 +5,12 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
-import torch
-from PIL import Image
 
 from flowmo.train import Trainer, load_config
 from flowmo.train.checkpoint import latest_checkpoint, load_checkpoint
+
+from conftest import random_png_folder
 
 
 def _config(folder, accum, fast_paths=False):
@@ -38,10 +37,7 @@ def _config(folder, accum, fast_paths=False):
 @pytest.mark.parametrize("fast_paths, tol", [(False, 1e-5), (True, 2e-3)], ids=["float32", "checkpointing+bf16"])
 def test_two_gloo_ranks_equal_one_process_with_accumulation(tmp_path, fast_paths, tol):
     folder = tmp_path / "images"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(8):
-        Image.fromarray(rng.integers(0, 256, (36, 36, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    random_png_folder(folder, 8, seed=0)
 
     import json
 

@@ -9,22 +9,20 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from flowmo.model import LossOutput
 from flowmo.train import Trainer, TrainingStopped, load_config
 from flowmo.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 
+from conftest import random_png_folder
+
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("imgs")
-    rng = np.random.default_rng(1)
-    for i in range(6):
-        Image.fromarray(rng.integers(0, 256, (36, 36, 3), dtype=np.uint8)).save(root / f"{i}.png")
+    random_png_folder(root, 6, seed=1)
     return root
 
 

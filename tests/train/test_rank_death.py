@@ -15,13 +15,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 DIST_TIMEOUT_S = 30  # train.dist_timeout_s of the jobs: the collective timeout, the backstop for a hung rank
 HUNG_TIMEOUT_S = 10  # a shorter one for the hung-rank test
 TORCHRUN_GRACE_S = 30  # torchrun's agent: SIGTERM to the other workers, SIGKILL after this
+
+from conftest import random_png_folder
 
 
 def _config(folder: Path, dist_timeout_s: int) -> dict:
@@ -43,10 +43,7 @@ def job(tmp_path, request):
     """Start a 2-rank training job; yields (process, out dir, log file); kills what is left.
     Indirect parameter: train.dist_timeout_s (default DIST_TIMEOUT_S)."""
     folder = tmp_path / "images"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        Image.fromarray(rng.integers(0, 256, (36, 36, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    random_png_folder(folder, 6, seed=0)
     cfg = tmp_path / "cfg.json"
     cfg.write_text(json.dumps(_config(folder, getattr(request, "param", DIST_TIMEOUT_S))))
     out = tmp_path / "run"
