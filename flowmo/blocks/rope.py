@@ -31,23 +31,27 @@ def rope_angles(positions: Tensor, axes_dim: tuple[int, ...], theta: float = 100
 
 
 def apply_rope(x: Tensor, freqs: Tensor) -> Tensor:
-    """Rotate pairs (x[2k], x[2k+1]) of x (..., N, D) by the angles whose unit complex numbers
-    ``freqs`` = cos + i sin are (N, D/2): (x0 cos - x1 sin, x0 sin + x1 cos), one complex product.
+    """Rotate pairs (x[2k], x[2k+1]) of x (..., N, D) by the angles whose cosines and sines
+    ``freqs`` holds as (N, D/2, 2): (x0 cos - x1 sin, x0 sin + x1 cos).
 
-    The rotation is done in float32 and the result cast back to x's dtype.
+    Eager mode does it as one complex product (one pass over x); under ``torch.compile`` the
+    real form is used, since inductor generates no code for complex tensors. The rotation is
+    done in float32 and the result cast back to x's dtype.
     """
+    if freqs.shape[-1] != 2 or freqs.shape[-2] * 2 != x.shape[-1] or freqs.dtype != torch.float32:
+        raise ValueError(f"freqs must be float32 (N, {x.shape[-1] // 2}, 2) for x (..., N, {x.shape[-1]}), "
+                         f"got {freqs.dtype} {tuple(freqs.shape)}")
     if torch.compiler.is_compiling():
-        # inductor does not generate code for complex ops; the real form fuses into one kernel
         x0, x1 = x.float().unflatten(-1, (-1, 2)).unbind(-1)
-        cos, sin = freqs.real, freqs.imag
+        cos, sin = freqs.unbind(-1)
         return torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1).flatten(-2).to(x.dtype)
     xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
-    return torch.view_as_real(xc * freqs).flatten(-2).to(x.dtype)
+    return torch.view_as_real(xc * torch.view_as_complex(freqs)).flatten(-2).to(x.dtype)
 
 
 def rope_freqs(angles: Tensor) -> Tensor:
-    """Angles (N, D/2) -> complex64 cos + i sin."""
-    return torch.polar(torch.ones_like(angles), angles)
+    """Angles (N, D/2) -> float32 (N, D/2, 2) of (cos, sin), contiguous (a complex view is free)."""
+    return torch.stack((torch.cos(angles), torch.sin(angles)), dim=-1).contiguous()
 
 
 def flowmo_positions(code_length: int, grid: tuple[int, int], device: torch.device | None = None) -> Tensor:
@@ -61,7 +65,7 @@ def flowmo_positions(code_length: int, grid: tuple[int, int], device: torch.devi
 
 
 class RopeTable:
-    """Caches complex rotation tables (N, D/2) by a hashable key and device; counts how many it built."""
+    """Caches rotation tables (N, D/2, 2) by a hashable key and device; counts how many it built."""
 
     def __init__(self, axes_dim: tuple[int, ...], theta: float = 10000.0, max_entries: int = 16):
         self.axes_dim = tuple(axes_dim)
