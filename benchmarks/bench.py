@@ -4,9 +4,11 @@
     python benchmarks/bench.py --presets medium --batch 4 --compile --device cuda
 
 Prints a markdown table. Every speed is measured in this run next to the dense-matmul
-FLOP/s of the same device and dtype, so the "of matmul" column is comparable between
-(noisy, shared) machines. Peak memory of each training step is measured in a fresh
-subprocess (CPU: growth of the resident set; CUDA: max_memory_allocated).
+FLOP/s of the same device and dtype: each "of matmul" figure is the median over rounds of
+(achieved FLOP/s) / (matmul FLOP/s timed just before and after, within seconds), so it is
+comparable between (noisy, shared) machines. Peak memory of each training step is measured
+in a fresh subprocess after a warm-up step (CPU: growth of the resident set; CUDA:
+max_memory_allocated), with the bytes autograd keeps for backward.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -40,10 +43,53 @@ def best_time(fn, reps: int, sync) -> float:
     return best
 
 
-def matmul_flops(device, dtype, n: int = 2048, reps: int = 5) -> float:
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    return 2 * n**3 / best_time(lambda: a @ b, reps, _sync(device))
+def _timed(fn, sync) -> float:
+    t0 = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - t0
+
+
+class Matmul:
+    """The reference: a dense n x n x n matmul of one dtype on one device (output preallocated)."""
+
+    def __init__(self, device, dtype, n: int = 2048):
+        self.a = torch.randn(n, n, device=device, dtype=dtype)
+        self.b = torch.randn(n, n, device=device, dtype=dtype)
+        self.c = torch.empty(n, n, device=device, dtype=dtype)
+        self.flops = 2 * n**3
+        self.sync = _sync(torch.device(device))
+
+    def __call__(self):
+        torch.mm(self.a, self.b, out=self.c)
+
+    def rate(self, reps: int = 5) -> float:
+        return self.flops / best_time(self, reps, self.sync)
+
+
+def ratio_to_matmul(fn, flops: float, ref: Matmul, rounds: int) -> dict:
+    """Time ``fn`` in ``rounds`` rounds, each between two timings of the reference matmul.
+
+    On a shared machine the matmul rate drifts by tens of percent within minutes; a ratio taken
+    within one round (seconds) cancels that drift. Returns the median and range of the per-round
+    ratios and the best time of ``fn``.
+    """
+    fn()
+    ref()
+    ref.sync()
+    ratios, best = [], float("inf")
+    for _ in range(rounds):
+        before = min(_timed(ref, ref.sync) for _ in range(2))
+        t = _timed(fn, ref.sync)
+        after = _timed(ref, ref.sync)
+        ratios.append((flops / t) / (ref.flops / min(before, after)))
+        best = min(best, t)
+    ratios.sort()
+    return {"median": statistics.median(ratios), "low": ratios[0], "high": ratios[-1], "best_s": best}
+
+
+def _fmt_ratio(r: dict) -> str:
+    return f"{r['median']:.0%} (rounds {r['low']:.0%}-{r['high']:.0%})"
 
 
 def _sync(device):
@@ -53,7 +99,8 @@ def _sync(device):
 
 
 def child_step(preset: str, stage: str, batch: int, device: str) -> dict:
-    """One training step of a stage in this (fresh) process; returns time and peak memory."""
+    """One training step of a stage in this (fresh) process: time, peak memory and the bytes
+    autograd keeps for backward. A Stage 1A step first warms up allocator and kernels."""
     dev = torch.device(device)
     spec = flowmo.get_preset(preset)
     if stage == "1b":
@@ -63,27 +110,32 @@ def child_step(preset: str, stage: str, batch: int, device: str) -> dict:
     s = spec.image_size
     x = torch.rand(batch, 3, s, s, device=dev) * 2 - 1
     g = torch.Generator(dev).manual_seed(0)
-    objective = "posttrain" if stage == "1b" else "flow"
     sync = _sync(dev)
 
-    def step():
-        out = model(x, objective=objective, generator=g)
+    def step(objective, saved=None):
+        if saved is None:
+            out = model(x, objective=objective, generator=g)
+        else:
+            with torch.autograd.graph.saved_tensors_hooks(saved, lambda t: t):
+                out = model(x, objective=objective, generator=g)
         out.total.backward()
         for p in model.parameters():
             p.grad = None
 
+    step("flow")  # warm-up
+    sync()
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
         base = torch.cuda.memory_allocated(dev)
     else:
         base = _reset_peak_rss()
-    t = best_time(step, 1, sync)  # one warm-up step, one timed step (Stage 1B steps are long on CPUs)
-    if dev.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(dev) - base
-    else:
-        peak = _peak_rss() - base
-    saved = saved_activation_bytes(lambda: model(x, objective=objective, generator=g))  # after the peak
-    return {"seconds": t, "peak_bytes": peak, "saved_bytes": saved}
+    counter = SavedBytes()
+    t0 = time.perf_counter()
+    step("posttrain" if stage == "1b" else "flow", counter)
+    sync()
+    t = time.perf_counter() - t0
+    peak = (torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else _peak_rss()) - base
+    return {"seconds": t, "peak_bytes": peak, "saved_bytes": counter.total}
 
 
 def _status_kib(field: str) -> int:
@@ -110,24 +162,21 @@ def _peak_rss() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def saved_activation_bytes(forward) -> int:
-    """Bytes of the distinct storages autograd keeps for backward after ``forward()``
-    (what gradient checkpointing reduces; tensors inside checkpointed regions are not kept)."""
-    seen: set[int] = set()
-    total = 0
+class SavedBytes:
+    """A pack hook for ``saved_tensors_hooks`` that adds up the bytes of the distinct storages
+    autograd keeps for backward (what gradient checkpointing reduces: tensors inside a
+    checkpointed region are not kept)."""
 
-    def pack(t):
-        nonlocal total
+    def __init__(self):
+        self.seen: set[int] = set()
+        self.total = 0
+
+    def __call__(self, t):
         st = t.untyped_storage()
-        if st.data_ptr() not in seen:
-            seen.add(st.data_ptr())
-            total += st.nbytes()
+        if st.data_ptr() not in self.seen:
+            self.seen.add(st.data_ptr())
+            self.total += st.nbytes()
         return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = forward()
-    del out
-    return total
 
 
 def run_child(preset, stage, batch, device) -> dict:
@@ -139,7 +188,7 @@ def run_child(preset, stage, batch, device) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def bench_preset(name: str, batch: int, device: torch.device, do_compile: bool, mm32: float, mm16: float):
+def bench_preset(name: str, batch: int, device: torch.device, do_compile: bool, rounds: int):
     """Yields table rows as they are measured."""
     spec = flowmo.get_preset(name)
     torch.manual_seed(0)
@@ -149,36 +198,39 @@ def bench_preset(name: str, batch: int, device: torch.device, do_compile: bool, 
     t = torch.rand(batch, device=device)
     cond = torch.randn(batch, spec.code_length, spec.code_channels + 1, device=device)
     sync = _sync(device)
+    ref32 = Matmul(device, torch.float32)
+    fl = decoder_flops(spec) * batch
     with torch.no_grad():
-        enc = best_time(lambda: model.encode(x), 3, sync)
-        dec = best_time(lambda: model.decoder_velocity(x, t, cond), 3, sync)
-        fl = decoder_flops(spec) * batch
-        yield ((name, "encode", f"{batch / enc:.1f} images/s",
-                     f"{encoder_flops(spec) * batch / enc / mm32:.0%}"))
-        yield ((name, "decoder call, float32", f"{batch / dec:.1f} images x calls/s",
-                     f"{fl / dec / mm32:.0%} ({fl / dec / 1e9:.1f} GFLOP/s)"))
+        enc = ratio_to_matmul(lambda: model.encode(x), encoder_flops(spec) * batch, ref32, rounds)
+        yield (name, "encode", f"{batch / enc['best_s']:.1f} images/s", _fmt_ratio(enc))
+        dec = ratio_to_matmul(lambda: model.decoder_velocity(x, t, cond), fl, ref32, rounds)
+        yield (name, "decoder call, float32", f"{batch / dec['best_s']:.1f} images x calls/s",
+               f"{_fmt_ratio(dec)}; {fl / dec['best_s'] / 1e9:.0f} GFLOP/s")
+        ref16 = Matmul(device, torch.bfloat16)
         with torch.autocast(device.type, dtype=torch.bfloat16):
-            dec16 = best_time(lambda: model.decoder_velocity(x, t, cond), 3, sync)
-        yield ((name, "decoder call, bf16 autocast", f"{batch / dec16:.1f} images x calls/s",
-                     f"{fl / dec16 / mm16:.0%} of bf16 matmul; {dec / dec16:.2f}x float32"))
+            d16 = ratio_to_matmul(lambda: model.decoder_velocity(x, t, cond), fl, ref16, max(2, rounds // 2))
+        del ref16
+        yield (name, "decoder call, bf16 autocast", f"{batch / d16['best_s']:.1f} images x calls/s",
+               f"{_fmt_ratio(d16)} of bf16 matmul; {dec['best_s'] / d16['best_s']:.2f}x float32")
         if do_compile:
             compiled = flowmo.build(spec).to(device).eval()
             compiled.load_state_dict(model.state_dict())
             compiled.compile()
-            t0 = time.perf_counter()
-            compiled.decoder_velocity(x, t, cond)
-            sync()
-            ctime = time.perf_counter() - t0
-            decc = best_time(lambda: compiled.decoder_velocity(x, t, cond), 3, sync)
-            yield ((name, "decoder call, compiled", f"{batch / decc:.1f} images x calls/s",
-                         f"{fl / decc / mm32:.0%}; {dec / decc:.2f}x eager (compile {ctime:.0f} s)"))
-        code = model.quantize(model.encode(x)).values
+            ctime = _timed(lambda: compiled.decoder_velocity(x, t, cond), sync)
+            dc = ratio_to_matmul(lambda: compiled.decoder_velocity(x, t, cond), fl, ref32, rounds)
+            yield (name, "decoder call, compiled", f"{batch / dc['best_s']:.1f} images x calls/s",
+                   f"{_fmt_ratio(dc)}; {dec['best_s'] / dc['best_s']:.2f}x eager (compile {ctime:.0f} s)")
+            del compiled
+        # the latency of one image through the default sampler (the paper's "seconds to decode")
+        code = model.quantize(model.encode(x[:1])).values
         g = torch.Generator(device).manual_seed(0)
-        t0 = time.perf_counter()  # one decode (the decoder calls were warmed up above)
+        model.decoder_velocity(x[:1], t[:1], cond[:1])  # warm-up at batch 1
+        t0 = time.perf_counter()
         out = model.decode(code, generator=g)
         sync()
         rec = time.perf_counter() - t0
-        yield ((name, f"reconstruction ({out.decoder_calls} decoder calls)", f"{rec / batch:.3f} s/image", ""))
+        yield (name, f"reconstruction of one image ({out.decoder_calls} decoder calls)", f"{rec:.3f} s", "")
+    del model, ref32
     a = run_child(name, "1a", batch, str(device))
     b = run_child(name, "1b", batch, str(device))
     mib = lambda v: f"{v / 2**20:.0f} MiB"
@@ -193,6 +245,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--presets", nargs="+", default=["small", "medium"])
     p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=5, help="timing rounds per ratio (each between two matmuls)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd blocks (slow to compile on CPUs)")
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -202,16 +255,20 @@ def main(argv=None) -> None:
         print(json.dumps(child_step(preset, stage, int(batch), device)))
         return
     device = torch.device(a.device)
-    mm32 = matmul_flops(device, torch.float32)
-    mm16 = matmul_flops(device, torch.bfloat16)
+    start = time.perf_counter()
+    rates = lambda: (f"float32 {Matmul(device, torch.float32).rate() / 1e9:.0f} GFLOP/s, "
+                     f"bfloat16 {Matmul(device, torch.bfloat16).rate() / 1e9:.0f} GFLOP/s")
     print(f"device: {device} ({torch.get_num_threads()} threads), torch {torch.__version__}, batch {a.batch}")
-    print(f"dense matmul 2048^3: float32 {mm32 / 1e9:.1f} GFLOP/s, bfloat16 {mm16 / 1e9:.1f} GFLOP/s\n")
+    print(f"dense matmul 2048^3 at the start: {rates()}")
+    print("'of matmul': achieved FLOP/s (analytic count) / the matmul FLOP/s of the same dtype, median of "
+          f"{a.rounds} rounds each timed between two matmuls (range in brackets)\n")
     print("| preset | measurement | result | of matmul FLOP/s / notes |")
     print("|---|---|---|---|")
     for name in a.presets:
-        for row in bench_preset(name, a.batch, device, a.compile, mm32, mm16):
+        for row in bench_preset(name, a.batch, device, a.compile, a.rounds):
             print("| " + " | ".join(row) + " |", flush=True)
-    print(f"\nmatmul again at the end: float32 {matmul_flops(device, torch.float32) / 1e9:.1f} GFLOP/s")
+    print(f"\ndense matmul 2048^3 at the end: {rates()}")
+    print(f"benchmark wall time: {time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":

@@ -5,17 +5,33 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import SelfAttention, attention
 from .modulation import Modulation, ModulationOut, modulate
 
-__all__ = ["DoubleStreamBlock", "mlp"]
+__all__ = ["DoubleStreamBlock", "mlp", "TanhGELU"]
+
+
+class TanhGELU(nn.Module):
+    """GELU with the tanh approximation; in place when autograd will not need its input.
+
+    In place saves allocating (and, for large blocks, page-faulting) one hidden-sized tensor
+    per MLP call during sampling; with autograd recording it is the ordinary out-of-place op.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            return F.gelu(x, approximate="tanh")
+        return torch.ops.aten.gelu_(x, approximate="tanh")
+
 
 def mlp(width: int, ratio: float) -> nn.Sequential:
     """Linear -> GELU(tanh) -> Linear (keys ``0`` and ``2``)."""
     hidden = int(width * ratio)
-    return nn.Sequential(nn.Linear(width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, width))
+    return nn.Sequential(nn.Linear(width, hidden), TanhGELU(), nn.Linear(hidden, width))
+
 
 class DoubleStreamBlock(nn.Module):
     """Image stream (``img_*``) and latent stream (``txt_*``) attend jointly over [latent, image].
@@ -59,6 +75,7 @@ class DoubleStreamBlock(nn.Module):
         txt = _residual(txt, self.txt_attn.proj(txt_a), txt_m1)
         txt = _residual(txt, self.txt_mlp(modulate(self.txt_norm2(txt), txt_m2)), txt_m2)
         return img, txt
+
 
 def _residual(res: Tensor, x: Tensor, mod: Optional[ModulationOut]) -> Tensor:
     """res + gate * x in one pass (res + x without conditioning)."""
