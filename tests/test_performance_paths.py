@@ -73,3 +73,23 @@ def test_sampler_presets_decoder_calls(pair):
     calls = {name: model.decode(code, sampler=spec).decoder_calls for name, spec in SAMPLER_PRESETS.items()}
     assert calls["release"] == 31
     assert calls["fast"] <= 31 / 3
+
+
+def test_tanh_gelu_in_place_only_without_autograd():
+    from flowmo.blocks.double_block import TanhGELU
+
+    act = TanhGELU()
+    x = torch.randn(3, 5, 8)
+    expected = torch.nn.functional.gelu(x, approximate="tanh")
+    with torch.no_grad():
+        y = x.clone()
+        out = act(y)
+        assert out.data_ptr() == y.data_ptr()  # in place during sampling
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    w = x.clone().requires_grad_(True)
+    out = act(w)
+    assert out.data_ptr() != w.data_ptr()
+    out.square().sum().backward()
+    w2 = x.clone().requires_grad_(True)
+    torch.nn.functional.gelu(w2, approximate="tanh").square().sum().backward()
+    torch.testing.assert_close(w.grad, w2.grad, rtol=0, atol=0)
