@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import flowmo  # noqa: E402
-from flowmo.flops import decoder_flops, encoder_flops  # noqa: E402
+from flowmo.flops import attention_flops, decoder_flops, encoder_flops  # noqa: E402
 
 
 def best_time(fn, reps: int, sync) -> float:
@@ -188,7 +188,25 @@ def run_child(preset, stage, batch, device) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def bench_preset(name: str, batch: int, device: torch.device, do_compile: bool, rounds: int):
+def decoder_parts(spec, batch: int, device: torch.device):
+    """The decoder's two kinds of heavy kernel alone, at its shapes: the MLP's first linear over
+    all image tokens, and the joint attention. Shows where a decoder's "of matmul" comes from."""
+    import torch.nn.functional as F
+
+    w, h = spec.decoder.width, spec.decoder.heads
+    n_img, n = spec.grid_size**2, spec.grid_size**2 + spec.code_length
+    hidden = int(w * spec.decoder.mlp_ratio)
+    x = torch.randn(batch * n_img, w, device=device)
+    weight = torch.randn(hidden, w, device=device)
+    bias = torch.randn(hidden, device=device)
+    yield (f"MLP linear {batch * n_img}x{w}->{hidden}", lambda: F.linear(x, weight, bias),
+           2 * batch * n_img * w * hidden)
+    q, k, v = (torch.randn(batch, h, n, w // h, device=device) for _ in range(3))
+    yield (f"attention {batch}x{h} heads x {n} tokens", lambda: F.scaled_dot_product_attention(q, k, v),
+           2 * 2 * batch * n * n * w)
+
+
+def bench_preset(name: str, batch: int, device: torch.device, do_compile: bool, rounds: int, train: bool = True):
     """Yields table rows as they are measured."""
     spec = flowmo.get_preset(name)
     torch.manual_seed(0)
@@ -206,6 +224,17 @@ def bench_preset(name: str, batch: int, device: torch.device, do_compile: bool, 
         dec = ratio_to_matmul(lambda: model.decoder_velocity(x, t, cond), fl, ref32, rounds)
         yield (name, "decoder call, float32", f"{batch / dec['best_s']:.1f} images x calls/s",
                f"{_fmt_ratio(dec)}; {fl / dec['best_s'] / 1e9:.0f} GFLOP/s")
+        parts = []
+        for part, fn, pfl in decoder_parts(spec, batch, device):
+            r = ratio_to_matmul(fn, pfl, ref32, rounds)
+            parts.append(r["median"])
+            note = _fmt_ratio(r)
+            if len(parts) == 2:
+                # the decoder's ratio if all its matmul FLOPs ran at the linear's rate, its attention
+                # FLOPs at the attention kernel's, and everything else (norms, GELU, RoPE...) were free
+                att = attention_flops(spec.decoder, spec) * batch / fl
+                note += f"; kernels-only ceiling for the decoder call: {1 / ((1 - att) / parts[0] + att / parts[1]):.0%}"
+            yield (name, f"  decoder part: {part}", f"{r['best_s'] * 1e3:.1f} ms", note)
         ref16 = Matmul(device, torch.bfloat16)
         with torch.autocast(device.type, dtype=torch.bfloat16):
             d16 = ratio_to_matmul(lambda: model.decoder_velocity(x, t, cond), fl, ref16, max(2, rounds // 2))
@@ -231,6 +260,8 @@ def bench_preset(name: str, batch: int, device: torch.device, do_compile: bool, 
         rec = time.perf_counter() - t0
         yield (name, f"reconstruction of one image ({out.decoder_calls} decoder calls)", f"{rec:.3f} s", "")
     del model, ref32
+    if not train:
+        return
     a = run_child(name, "1a", batch, str(device))
     b = run_child(name, "1b", batch, str(device))
     mib = lambda v: f"{v / 2**20:.0f} MiB"
@@ -248,6 +279,7 @@ def main(argv=None) -> None:
     p.add_argument("--rounds", type=int, default=5, help="timing rounds per ratio (each between two matmuls)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd blocks (slow to compile on CPUs)")
+    p.add_argument("--no-train", action="store_true", help="skip the Stage 1A/1B training-step rows")
     p.add_argument("--child", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.child:
@@ -265,7 +297,7 @@ def main(argv=None) -> None:
     print("| preset | measurement | result | of matmul FLOP/s / notes |")
     print("|---|---|---|---|")
     for name in a.presets:
-        for row in bench_preset(name, a.batch, device, a.compile, a.rounds):
+        for row in bench_preset(name, a.batch, device, a.compile, a.rounds, train=not a.no_train):
             print("| " + " | ".join(row) + " |", flush=True)
     print(f"\ndense matmul 2048^3 at the end: {rates()}")
     print(f"benchmark wall time: {time.perf_counter() - start:.0f} s")
