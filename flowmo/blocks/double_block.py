@@ -19,6 +19,8 @@ class TanhGELU(nn.Module):
 
     In place saves allocating (and, for large blocks, page-faulting) one hidden-sized tensor
     per MLP call during sampling; with autograd recording it is the ordinary out-of-place op.
+    (A forward hook on the preceding ``Linear`` that keeps its output sees it after GELU when
+    autograd is off: clone it in the hook.)
     """
 
     def forward(self, x: Tensor) -> Tensor:
