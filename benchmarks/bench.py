@@ -14,6 +14,7 @@ max_memory_allocated), with the bytes autograd keeps for backward.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -31,18 +32,6 @@ import flowmo  # noqa: E402
 from flowmo.flops import attention_flops, decoder_flops, encoder_flops  # noqa: E402
 
 
-def best_time(fn, reps: int, sync) -> float:
-    fn()
-    sync()
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def _timed(fn, sync) -> float:
     t0 = time.perf_counter()
     fn()
@@ -50,13 +39,23 @@ def _timed(fn, sync) -> float:
     return time.perf_counter() - t0
 
 
+def best_time(fn, reps: int, sync) -> float:
+    """The fastest of ``reps`` timings after one warm-up call."""
+    fn()
+    sync()
+    return min(_timed(fn, sync) for _ in range(reps))
+
+
+def matmul_size(device) -> int:
+    """The reference matmul's n: 8192 to reach a GPU's peak; 2048 on CPUs (about 0.1 s each there)."""
+    return 8192 if torch.device(device).type == "cuda" else 2048
+
+
 class Matmul:
     """The reference: a dense n x n x n matmul of one dtype on one device (output preallocated)."""
 
     def __init__(self, device, dtype, n: int | None = None):
-        if n is None:  # 8192 to reach a GPU's peak; 2048 on CPUs (about 0.1 s each there)
-            n = 8192 if torch.device(device).type == "cuda" else 2048
-        self.n = n
+        n = matmul_size(device) if n is None else n
         self.a = torch.randn(n, n, device=device, dtype=dtype)
         self.b = torch.randn(n, n, device=device, dtype=dtype)
         self.c = torch.empty(n, n, device=device, dtype=dtype)
@@ -116,11 +115,9 @@ def child_step(preset: str, stage: str, batch: int, device: str) -> dict:
     sync = _sync(dev)
 
     def step(objective, saved=None):
-        if saved is None:
+        hooks = torch.autograd.graph.saved_tensors_hooks(saved, lambda t: t) if saved else contextlib.nullcontext()
+        with hooks:
             out = model(x, objective=objective, generator=g)
-        else:
-            with torch.autograd.graph.saved_tensors_hooks(saved, lambda t: t):
-                out = model(x, objective=objective, generator=g)
         out.total.backward()
         for p in model.parameters():
             p.grad = None
@@ -206,7 +203,7 @@ def decoder_parts(spec, batch: int, device: torch.device):
            2 * batch * n_img * w * hidden)
     q, k, v = (torch.randn(batch, h, n, w // h, device=device) for _ in range(3))
     yield (f"attention {batch}x{h} heads x {n} tokens", lambda: F.scaled_dot_product_attention(q, k, v),
-           2 * 2 * batch * n * n * w)
+           attention_flops(spec.decoder, spec) // spec.decoder.depth * batch)
 
 
 def bench_preset(name: str, batch: int, device: torch.device, do_compile: bool, rounds: int, train: bool = True):
@@ -262,7 +259,6 @@ def bench_preset(name: str, batch: int, device: torch.device, do_compile: bool, 
         sync()
         rec = time.perf_counter() - t0
         yield (name, f"reconstruction of one image ({out.decoder_calls} decoder calls)", f"{rec:.3f} s", "")
-    del model, ref32
     if not train:
         return
     a = run_child(name, "1a", batch, str(device))
@@ -291,7 +287,7 @@ def main(argv=None) -> None:
         return
     device = torch.device(a.device)
     start = time.perf_counter()
-    n = Matmul(device, torch.float32).n
+    n = matmul_size(device)
     rates = lambda: (f"float32 {Matmul(device, torch.float32).rate() / 1e9:.0f} GFLOP/s, "
                      f"bfloat16 {Matmul(device, torch.bfloat16).rate() / 1e9:.0f} GFLOP/s")
     print(f"device: {device} ({torch.get_num_threads()} threads), torch {torch.__version__}, batch {a.batch}")
