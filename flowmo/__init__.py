@@ -25,6 +25,7 @@ from .spec import (
     GuidanceSpec,
     LFQSpec,
     LogitNormalTimeSpec,
+    LossTerm,
     MMDiTSpec,
     ModeSeekingSpec,
     PerceptualSpec,
@@ -58,5 +59,5 @@ __all__ = [
     "BackboneSpec", "MMDiTSpec", "QuantizerSpec", "LFQSpec", "FSQSpec", "TimeSamplerSpec", "UniformTimeSpec",
     "LogitNormalTimeSpec", "FatLogitNormalTimeSpec", "PerceptualSpec", "FlowLossSpec", "RectifiedFlowLossSpec",
     "TimeGridSpec", "PowGridSpec", "ShiftedGridSpec", "SolverSpec", "GuidanceSpec", "SamplerSpec",
-    "PosttrainSpec", "ModeSeekingSpec",
+    "PosttrainSpec", "ModeSeekingSpec", "LossTerm",
 ]

@@ -339,15 +339,18 @@ class FlowMo(nn.Module):
     def posttrain_loss(self, images: Tensor, *, generator: Optional[torch.Generator] = None,
                        noise: Optional[Tensor] = None, u: Optional[Tensor] = None,
                        cfg_dropout: bool = True) -> LossOutput:
-        """Stage 1B: the flow loss (weighted by ``posttrain.flow_weight``) plus the mode-seeking term,
-        with the encoder and quantizer frozen."""
+        """Stage 1B (the release's recipe): the flow loss (weighted by ``posttrain.flow_weight``),
+        the quantizer's terms and the post-training objective's terms, with the encoder and
+        quantizer frozen. The quantizer's terms are computed without gradients (nothing they
+        depend on trains in Stage 1B); they are reported, as the release's Stage 1B loss holds
+        them. ``spec.loss_terms("1b")`` lists the terms."""
         images = self._check_images(images)
         with torch.no_grad():
-            code = self.quantizer(self.encode(images)).values
-        cond = self.conditioning(code)
+            q = self.quantizer(self.encode(images))
+        cond = self.conditioning(q.values)
         spec = self.spec.posttrain
         terms: dict[str, Tensor] = {}
-        flow_weight = getattr(spec, "flow_weight", 1.0)
+        flow_weight = spec.flow_weight
         if flow_weight > 0:
             b = images.shape[0]
             t = self.time_sampler.sample(b, generator=generator, device=images.device)
@@ -361,6 +364,7 @@ class FlowMo(nn.Module):
             flow = self.flow_loss(velocity, images, cond, t, eps, dropout=cfg_dropout,
                                   generator=generator)
             terms.update({k: flow_weight * v for k, v in flow.items()})
+        terms.update({f"quantizer/{k}": v for k, v in q.losses.items()})
         terms.update(self.posttrain_objective(self.decoder_velocity, images, cond, noise=noise, u=u,
                                               generator=generator))
         return LossOutput(torch.stack([v.float() for v in terms.values()]).sum(), terms)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, ClassVar, Literal, Optional, Union
+from typing import Any, ClassVar, Literal, NamedTuple, Optional, Union
 
 from pydantic import (
     BaseModel,
@@ -60,8 +60,22 @@ __all__ = [
     "PosttrainSpec",
     "ModeSeekingSpec",
     "FlowMoSpec",
+    "LossTerm",
     "sigma_to_t",
 ]
+
+
+class LossTerm(NamedTuple):
+    """One term of a training loss, as declared by a spec (see :meth:`FlowMoSpec.loss_terms`).
+
+    ``name`` is the key of the term in :class:`flowmo.model.LossOutput` ``.terms``;
+    ``weight`` is the factor already applied to that term (the total is the plain sum of
+    the terms); ``what`` says what the unweighted term is, in words.
+    """
+
+    name: str
+    weight: float
+    what: str
 
 
 class ComponentSpec(BaseModel):
@@ -167,6 +181,11 @@ class QuantizerSpec(ComponentSpec):
     def check_channels(self, channels: int) -> None:
         """Raise ValueError if this quantizer cannot quantize ``channels`` channels per token."""
 
+    def loss_terms(self) -> Optional[list[LossTerm]]:
+        """The loss terms the quantizer adds in training mode (names without the
+        ``quantizer/`` prefix), or None when the component does not declare them."""
+        return None
+
 
 class LFQSpec(QuantizerSpec):
     """Lookup-free quantization (sign), with the release's strided entropy groups."""
@@ -176,6 +195,13 @@ class LFQSpec(QuantizerSpec):
     temperature: float = Field(0.1, gt=0)
     entropy_weight: float = Field(0.0025, ge=0)
     commit_weight: float = Field(0.000625, ge=0)
+
+    def loss_terms(self) -> list[LossTerm]:
+        return [
+            LossTerm("entropy", self.entropy_weight,
+                     "per-sample entropy - codebook entropy of the entropy groups (release's LFQ entropy loss)"),
+            LossTerm("commitment", self.commit_weight, "mean((z - sign(z))^2)"),
+        ]
 
     def check_channels(self, channels: int) -> None:
         if channels > 62:
@@ -203,6 +229,9 @@ class FSQSpec(QuantizerSpec):
         if size > 2**62:
             raise ValueError(f"the product of levels ({size}) must be <= 2**62 (one int64 index per token)")
         return v
+
+    def loss_terms(self) -> list[LossTerm]:
+        return []  # FSQ has no auxiliary loss
 
     def check_channels(self, channels: int) -> None:
         if len(self.levels) != channels:
@@ -256,6 +285,10 @@ class FlowLossSpec(ComponentSpec):
     kind_base: ClassVar[bool] = True
     registry: ClassVar[Optional[Registry]] = FLOW_LOSSES
 
+    def loss_terms(self) -> Optional[list[LossTerm]]:
+        """The terms this flow loss returns, or None when the component does not declare them."""
+        return None
+
 
 class RectifiedFlowLossSpec(FlowLossSpec):
     """Rectified flow in the release's convention (t = 1 noise, target eps - x)."""
@@ -266,6 +299,13 @@ class RectifiedFlowLossSpec(FlowLossSpec):
         None, description="distance on the one-step estimate x_hat = x_t - t v (release: lpips_vgg)"
     )
     perceptual_weight: float = Field(0.1, ge=0)
+
+    def loss_terms(self) -> list[LossTerm]:
+        terms = [LossTerm("diffusion", 1.0, "mean((eps - x - v(x_t, t))^2), rectified flow")]
+        if self.perceptual is not None and self.perceptual_weight > 0:
+            terms.append(LossTerm("perceptual", self.perceptual_weight,
+                                  f"{self.perceptual.name} distance between x and x_hat = x_t - t v"))
+        return terms
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -358,6 +398,13 @@ class PosttrainSpec(ComponentSpec):
     kind_base: ClassVar[bool] = True
     registry: ClassVar[Optional[Registry]] = POSTTRAIN_OBJECTIVES
 
+    flow_weight: float = Field(1.0, ge=0, description="weight of the flow loss kept during post-training")
+
+    def loss_terms(self) -> Optional[list[LossTerm]]:
+        """The objective's own terms (the kept flow loss not included), or None when the
+        component does not declare them."""
+        return None
+
 
 class ModeSeekingSpec(PosttrainSpec):
     """Stage 1B: a K-step Euler chain from noise with random step sizes, distance to the input."""
@@ -369,8 +416,11 @@ class ModeSeekingSpec(PosttrainSpec):
         description="sample-level distance (release: resnet50_logits)",
     )
     weight: float = Field(0.01, ge=0)
-    flow_weight: float = Field(1.0, ge=0, description="weight of the flow loss kept during post-training")
     checkpoint: bool = Field(True, description="gradient checkpointing on each decoder call of the chain")
+
+    def loss_terms(self) -> list[LossTerm]:
+        return [LossTerm("mode_seeking", self.weight,
+                         f"{self.distance.name} distance between x and the {self.k}-step chain sample")]
 
 
 # ----------------------------------------------------------------------------- the whole model
@@ -419,6 +469,36 @@ class FlowMoSpec(BaseModel):
         """Bits of the discrete code per image pixel (for LFQ: code_length * code_channels / H / W)."""
         bits = _token_bits(self.quantizer, self.code_channels)
         return self.code_length * bits / (self.image_size**2)
+
+    def loss_terms(self, stage: Literal["1a", "1b"] = "1a") -> list[LossTerm]:
+        """The terms of the training loss of ``stage``, as :meth:`flowmo.FlowMo.loss` ("1a")
+        and :meth:`flowmo.FlowMo.posttrain_loss` ("1b") return them in training mode.
+
+        Stage 1A: the flow loss's terms plus the quantizer's (``quantizer/...``). Stage 1B
+        (the release's recipe): the flow loss's terms times ``posttrain.flow_weight``
+        (omitted when 0), the quantizer's terms (reported; they carry no gradient, since
+        the encoder is frozen) and the post-training objective's terms.
+
+        Raises ValueError if ``stage`` is not "1a"/"1b" or a component (e.g. a user-registered
+        one) does not declare its terms (its spec's ``loss_terms()`` returns None).
+        """
+        if stage not in ("1a", "1b"):
+            raise ValueError(f"stage must be '1a' or '1b', got {stage!r}")
+
+        def declared(part: str, spec: Any) -> list[LossTerm]:
+            terms = spec.loss_terms()
+            if terms is None:
+                raise ValueError(f"{part} {spec.name!r} does not declare its loss terms "
+                                 f"(its spec's loss_terms() returns None)")
+            return list(terms)
+
+        flow = declared("flow_loss", self.flow_loss)
+        quant = [LossTerm(f"quantizer/{t.name}", t.weight, t.what) for t in declared("quantizer", self.quantizer)]
+        if stage == "1a":
+            return flow + quant
+        fw = self.posttrain.flow_weight
+        kept = [LossTerm(t.name, t.weight * fw, t.what) for t in flow] if fw > 0 else []
+        return kept + quant + declared("posttrain", self.posttrain)
 
     def to_json(self, **kw: Any) -> str:
         return self.model_dump_json(indent=kw.pop("indent", 2), **kw)

@@ -1,0 +1,163 @@
+"""Every shipped config states and produces exactly the loss terms of the recipe it names.
+
+The recipes below are written from the paper and the release's facts
+(shared/reference/README.md, "Stage 1A loss" / "Stage 1B"), not from our code.
+"""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import flowmo
+from flowmo.nets.weights import MissingWeightsError
+from flowmo.train import load_config
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+# name -> weight (the factor applied to the term), and the distance each network term uses
+QUANT = {"quantizer/entropy": 0.0025, "quantizer/commitment": 0.000625}
+RECIPES = {
+    # the release's Stage 1A: rectified flow + LPIPS-VGG 0.1 on x_hat + LFQ terms
+    "flowmo_lo_stage1a.yaml": dict(stage="1a", terms={"diffusion": 1.0, "perceptual": 0.1, **QUANT},
+                                   distances={"perceptual": "lpips_vgg"},
+                                   files={"vgg16-397923af.pth", "vgg.pth"}),
+    # the release's Stage 1B: flow loss + quantizer terms + 0.01 ResNet-50 logits on the K=8 sample
+    "flowmo_lo_stage1b.yaml": dict(stage="1b", terms={"diffusion": 1.0, "mode_seeking": 0.01, **QUANT},
+                                   distances={"mode_seeking": "resnet50_logits"}, k=8,
+                                   files={"resnet50-0676ba61.pth"}),
+    # the CPU demo: rectified flow + LFQ terms, no network distance
+    "demo.yaml": dict(stage="1a", terms={"diffusion": 1.0, **QUANT}, distances={}, files=set()),
+}
+
+
+def _config_files():
+    return sorted(p.name for p in CONFIGS.glob("*.yaml"))
+
+
+def test_every_shipped_config_has_a_recipe():
+    assert set(_config_files()) == set(RECIPES), "add the recipe of every config in configs/ to RECIPES"
+
+
+def _shrunk(spec: flowmo.FlowMoSpec) -> flowmo.FlowMoSpec:
+    """The config's losses on the tiny architecture (so the test builds in a second)."""
+    tiny = flowmo.flowmo_tiny()
+    return spec.replace(image_size=tiny.image_size, patch_size=tiny.patch_size, code_length=tiny.code_length,
+                        code_channels=tiny.code_channels, encoder=tiny.encoder, decoder=tiny.decoder)
+
+
+def _with_mse(spec: flowmo.FlowMoSpec) -> flowmo.FlowMoSpec:
+    """Network distances replaced by MSE (no weight files here); everything else unchanged."""
+    changes = {}
+    if getattr(spec.flow_loss, "perceptual", None) is not None:
+        changes["flow_loss"] = spec.flow_loss.model_copy(update={"perceptual": flowmo.PerceptualSpec(name="mse")})
+    if hasattr(spec.posttrain, "distance"):
+        changes["posttrain"] = spec.posttrain.model_copy(update={"distance": flowmo.PerceptualSpec(name="mse")})
+    return spec.replace(**changes)
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_config_states_the_recipe_terms(name):
+    recipe = RECIPES[name]
+    cfg = load_config(CONFIGS / name)
+    assert cfg.train.stage == recipe["stage"]
+    terms = cfg.model.loss_terms(cfg.train.stage)
+    assert {t.name: t.weight for t in terms} == pytest.approx(recipe["terms"])
+    spec = cfg.model
+    used = {}
+    if "perceptual" in recipe["terms"]:
+        used["perceptual"] = spec.flow_loss.perceptual.name
+    if "mode_seeking" in recipe["terms"]:
+        used["mode_seeking"] = spec.posttrain.distance.name
+        assert spec.posttrain.k == recipe["k"]
+    assert used == recipe["distances"]
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_config_needs_exactly_the_recipe_weight_files(name, tmp_path, monkeypatch):
+    """Building the losses of the stage asks for exactly the recipe's weight files (none
+    present here): the Stage 1B config must not ask for the LPIPS files."""
+    from flowmo.nets import weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.delenv("FLOWMO_WEIGHTS_DIR", raising=False)
+    monkeypatch.setattr(torch.hub, "_hub_dir", None, raising=False)
+    monkeypatch.setattr(weights, "_lpips_package_dir", lambda: None)
+    recipe = RECIPES[name]
+    cfg = load_config(CONFIGS / name)
+    model = flowmo.FlowMo(_shrunk(cfg.model))
+    asked: set[str] = set()
+    for part in ("flow_loss", "posttrain_objective") if recipe["stage"] == "1b" else ("flow_loss",):
+        try:
+            getattr(model, part)
+        except MissingWeightsError as e:
+            msg = str(e)
+            asked |= {f for f in ("vgg16-397923af.pth", "vgg.pth", "alexnet-owt-7be5be79.pth", "alex.pth",
+                                  "resnet50-0676ba61.pth") if f in msg}
+    assert asked == recipe["files"]
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_config_produces_the_terms_it_states(name):
+    """The loss the model computes for the config's stage has exactly the stated terms, each
+    scaled by its stated weight (checked by doubling the component weights)."""
+    recipe = RECIPES[name]
+    cfg = load_config(CONFIGS / name)
+    spec = _with_mse(_shrunk(cfg.model))
+    images = torch.rand(2, 3, spec.image_size, spec.image_size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+    def terms_of(s):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(1)
+            model = flowmo.FlowMo(s).train()
+        g = torch.Generator().manual_seed(2)
+        if recipe["stage"] == "1a":
+            out = model.loss(images, generator=g)
+        else:
+            out = model.posttrain_loss(images, generator=g)
+        assert torch.allclose(out.total, torch.stack([v.float() for v in out.terms.values()]).sum())
+        return {k: float(v.detach()) for k, v in out.terms.items()}
+
+    base = terms_of(spec)
+    assert set(base) == set(recipe["terms"]) == {t.name for t in spec.loss_terms(recipe["stage"])}
+    # each weighted term scales with the weight the spec declares for it
+    doubled = spec.replace(
+        quantizer=spec.quantizer.model_copy(update={"entropy_weight": 2 * spec.quantizer.entropy_weight,
+                                                    "commit_weight": 2 * spec.quantizer.commit_weight}),
+        flow_loss=spec.flow_loss.model_copy(update={"perceptual_weight": 2 * spec.flow_loss.perceptual_weight}),
+        posttrain=spec.posttrain.model_copy(update={"weight": 2 * spec.posttrain.weight}),
+    )
+    twice = terms_of(doubled)
+    for k in ("quantizer/entropy", "quantizer/commitment", "perceptual", "mode_seeking"):
+        if k in base:
+            assert twice[k] == pytest.approx(2 * base[k], rel=1e-5), k
+    assert twice["diffusion"] == pytest.approx(base["diffusion"], rel=1e-5)
+
+
+def test_stage_1b_flow_weight_scales_the_kept_flow_terms():
+    spec = flowmo.flowmo_tiny().replace(posttrain={"name": "mode_seeking", "k": 2, "flow_weight": 0.5})
+    terms = {t.name: t.weight for t in spec.loss_terms("1b")}
+    assert terms == pytest.approx({"diffusion": 0.5, "mode_seeking": 0.01, **QUANT})
+    spec0 = spec.replace(posttrain={"name": "mode_seeking", "k": 2, "flow_weight": 0.0})
+    assert "diffusion" not in {t.name for t in spec0.loss_terms("1b")}
+    model = flowmo.FlowMo(spec0).train()
+    out = model.posttrain_loss(torch.zeros(1, 3, 32, 32), generator=torch.Generator().manual_seed(0))
+    assert set(out.terms) == {"mode_seeking", *QUANT}
+
+
+def test_loss_terms_refuses_bad_stage_and_undeclared_components():
+    with pytest.raises(ValueError, match="stage"):
+        flowmo.flowmo_tiny().loss_terms("2")
+    from typing import Literal
+
+    class _SilentQuantizerSpec(flowmo.QuantizerSpec):  # a user component that declares no terms
+        name: Literal["test_configs_silent"] = "test_configs_silent"
+
+    from flowmo.quantizers import FSQ
+
+    if "test_configs_silent" not in flowmo.QUANTIZERS.names():
+        flowmo.QUANTIZERS.add("test_configs_silent", lambda spec, channels: FSQ(flowmo.FSQSpec(levels=(2,) * channels)),
+                              spec=_SilentQuantizerSpec)
+    spec = flowmo.flowmo_tiny().replace(quantizer={"name": "test_configs_silent"})
+    with pytest.raises(ValueError, match="quantizer 'test_configs_silent' does not declare"):
+        spec.loss_terms("1a")
