@@ -33,8 +33,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     trainer = Trainer(config, args.out, resume=args.resume)
     try:
         summary = trainer.fit()
-    finally:
-        trainer.close()
+    except BaseException:
+        trainer.close(barrier=False)
+        raise
+    trainer.close()
     if summary.get("interrupted"):
         return 0
     if trainer.ctx.main:
