@@ -18,7 +18,7 @@ from ._state import StateDictMismatchError, check_finite, check_state_dict
 from .blocks.embeddings import patchify, unpatchify
 from .quantizers.base import Quantizer, QuantizerOutput
 from .registry import BACKBONES, FLOW_LOSSES, POSTTRAIN_OBJECTIVES, QUANTIZERS, TIME_SAMPLERS
-from .samplers.sampler import SampleOutput, sample
+from .samplers.sampler import SampleOutput, sample, state_dtype
 from .spec import FlowMoSpec, SamplerSpec
 
 __all__ = ["FlowMo", "LossOutput", "build"]
@@ -222,7 +222,9 @@ class FlowMo(nn.Module):
                  guidance_scale: float = 1.0) -> Tensor:
         """Decoder velocity at (x_t, t) given a quantized code (B, T, C) (None: unconditional).
 
-        With ``guidance_scale`` != 1: v_u + scale (v_c - v_u).
+        With ``guidance_scale`` != 1: v_u + scale (v_c - v_u), computed in
+        ``state_dtype(self.dtype)`` (float32 for a bfloat16 / float16 model) and rounded once to
+        the model's dtype. Returns (B, 3, H, W) in the model's dtype.
         """
         x_t = self._check_noisy(x_t, "x_t")
         b = x_t.shape[0]
@@ -239,7 +241,8 @@ class FlowMo(nn.Module):
         v = self.decoder_velocity(x_t, t, cond)
         if guidance_scale != 1.0 and code is not None:
             v_u = self.decoder_velocity(x_t, t, torch.zeros_like(cond))
-            v = v_u + guidance_scale * (v - v_u)
+            work = state_dtype(v.dtype)
+            v = (v_u.to(work) + guidance_scale * (v.to(work) - v_u.to(work))).to(v.dtype)
         if not bool(torch.isfinite(v).all()):
             raise ValueError(
                 f"the velocity is not finite: x_t (max |x_t| = {float(x_t.abs().max()):.3g}), code or "
@@ -276,20 +279,31 @@ class FlowMo(nn.Module):
     def decode(self, code: Tensor, *, noise: Optional[Tensor] = None, generator: Optional[torch.Generator] = None,
                sampler: Union[SamplerSpec, dict, None] = None, return_intermediates: bool = False,
                enable_grad: bool = False) -> SampleOutput:
-        """Sample images from a quantized code (B, T, C) with the spec's sampler (or ``sampler``)."""
+        """Sample images from a quantized code (B, T, C) with the spec's sampler (or ``sampler``).
+
+        Precision: the decoder runs in the model's dtype; the ODE state, the solver's step
+        arithmetic and the guidance combination run in ``state_dtype(self.dtype)`` (float32 for
+        a float32, bfloat16 or float16 model; float64 for a float64 one). The returned
+        ``images`` (B, 3, H, W) and intermediates are in that dtype, so a bfloat16 model's
+        output is *float32* and carries only the model's own rounding, not a per-step rounding
+        of the state. ``noise`` defaults to N(0, I) drawn in that dtype (the same draws for a
+        float32 and a bfloat16 model given the same generator); a given ``noise`` is validated
+        and used at that precision (not rounded to the model's dtype).
+        """
         code = self._check_code(code)
         b = code.shape[0]
         s = self.spec.image_size
+        work = state_dtype(self.dtype)
         if noise is None:
-            noise = torch.randn(b, 3, s, s, generator=generator, device=code.device, dtype=code.dtype)
+            noise = torch.randn(b, 3, s, s, generator=generator, device=code.device, dtype=work)
         else:
-            noise = self._check_noisy(noise, "noise")
+            self._check_noisy(noise, "noise")
             if noise.shape != (b, 3, s, s):
                 raise ValueError(f"noise must have shape ({b}, 3, {s}, {s}), got {tuple(noise.shape)}")
         cond = self.conditioning(code)
-        return sample(self.decoder_velocity, noise.to(code.dtype), cond, self._sampler_spec(sampler),
+        return sample(self.decoder_velocity, noise.to(work), cond, self._sampler_spec(sampler),
                       null_cond=torch.zeros_like(cond), return_intermediates=return_intermediates,
-                      enable_grad=enable_grad)
+                      enable_grad=enable_grad, decoder_dtype=self.dtype)
 
     def detokenize(self, tokens: Tensor, **kw: Any) -> Tensor:
         """Tokens (B, T) -> images (B, 3, H, W). Keyword arguments as for :meth:`decode`."""

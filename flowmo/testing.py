@@ -477,6 +477,11 @@ def check_solver(solver: Any, *, order: int = 1, max_examples: int = 25) -> dict
     - ``linear_in_t`` (``order >= 2``): exact to 1e-5 for v = a + b t on the same grids.
     - ``convergence``: on dz/dt = lam z the error at t = 0 decreases as the steps double
       (8, 16, 32, 64 on the linear grid) and the observed order is at least ``order - 0.5``.
+    - ``float32_state``: a float32 state with a float32 (constant) velocity, as
+      :func:`flowmo.samplers.sample` hands every solver for a bfloat16 / float16 model: the
+      output is float32 and within float32 accumulation error (4 (steps + 1) eps32 (1 + |z| +
+      |a|)) of the exact z - a, i.e. the solver does not round the state or its steps to a
+      lower precision (a bfloat16 state would be ~2**-9 |z| off).
 
     Returns ``{property: examples run}``.
     """
@@ -572,7 +577,30 @@ def check_solver(solver: Any, *, order: int = 1, max_examples: int = 25) -> dict
         if observed < order - 0.5:
             raise AssertionError(f"dz/dt = {lam} z: observed order {observed:.2f} < {order} - 0.5 (errors {errs})")
 
+    def p_float32_state(ex) -> None:
+        shape, times, seed = ex
+        g = _seeded(seed)
+        z64, a64 = (torch.randn(shape, generator=g, dtype=torch.float64) * 3 for _ in range(2))
+        z, a = z64.float(), a64.float()
+
+        def velocity(z_, t):
+            as_float(t)
+            if z_.dtype != torch.float32:
+                raise AssertionError(f"velocity called with a {z_.dtype} state; the state given was float32")
+            return a.clone()
+
+        out = solve(velocity, z, times)
+        exact = z.double() - a.double()
+        err = (out.double() - exact).abs()
+        eps = torch.finfo(torch.float32).eps
+        bound = 4 * len(times) * eps * (1 + z.double().abs() + a.double().abs())
+        if (err > bound).any():
+            raise AssertionError(f"float32 state, constant velocity: max error {float(err.max()):.3g} exceeds "
+                                 f"float32 accumulation error (max bound {float(bound.max()):.3g}) on a grid of "
+                                 f"{len(times) - 1} steps: the solver rounds the state or its steps below float32")
+
     ck.run("constant", fields, p_constant)
+    ck.run("float32_state", fields, p_float32_state)
     if order >= 2:
         ck.run("linear_in_t", fields, p_linear_in_t)
     lams = st.sampled_from((-2.0, -1.0, -0.5, 0.5, 1.0, 2.0))

@@ -1,4 +1,13 @@
-"""Decoding: an ODE solver on a time grid with classifier-free guidance."""
+"""Decoding: an ODE solver on a time grid with classifier-free guidance.
+
+Precision: the ODE state and every piece of step arithmetic (the solver's updates, Heun's
+averaging, the guidance combination) run in the *state dtype*, ``state_dtype(noise.dtype)``:
+float32 for float32, bfloat16 and float16 noise, float64 for float64 noise. The decoder is
+called with its inputs cast to its own dtype (``decoder_dtype``, e.g. a bfloat16 model's)
+and its velocity is cast back to the state dtype before any arithmetic. So a model loaded in
+bfloat16 or float16 rounds only its own computation; the solver does not round the state to
+8 (or 11) bits on every step, and the returned images are in the state dtype (float32).
+"""
 
 from __future__ import annotations
 
@@ -13,14 +22,29 @@ from ..spec import GuidanceSpec, SamplerSpec
 from .grids import build_grid
 from .solvers import build_solver
 
-__all__ = ["sample", "SampleOutput", "GuidedVelocity"]
+__all__ = ["sample", "SampleOutput", "GuidedVelocity", "state_dtype"]
 
 # (x_t, t (B,), cond (B, T, C + 1)) -> v
 DecoderFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
+def state_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the ODE state and the step arithmetic use for inputs of ``dtype``: at least
+    float32 (float16 / bfloat16 -> float32, float32 -> float32, float64 -> float64)."""
+    if not dtype.is_floating_point:
+        raise TypeError(f"the sampler's state needs a floating-point dtype, got {dtype}")
+    return torch.promote_types(dtype, torch.float32)
+
+
 @dataclass
 class SampleOutput:
+    """What :func:`sample` returns.
+
+    ``images`` (B, ...) like the noise, in the state dtype (float32 for float32, bfloat16 and
+    float16 noise; float64 for float64), whatever the decoder's dtype; ``intermediates`` z
+    after each step, same dtype (only with ``return_intermediates``).
+    """
+
     images: Tensor
     decoder_calls: int  # decoder evaluations per image (a guided step counts 2)
     times: Tensor  # the grid used, float64
@@ -32,14 +56,29 @@ class GuidedVelocity:
 
     The guided evaluation runs conditional and unconditional inputs as one batch.
     Counts decoder evaluations in ``calls``.
+
+    ``decoder_dtype``: the dtype the decoder is called with (z is cast to it for the call;
+    None: z's own dtype). Whatever the decoder returns is cast back to z's dtype *before*
+    the guidance combination, so ``__call__(z, t)`` returns a tensor of z's shape and dtype
+    and the combination runs in z's precision (float32 for a bfloat16 model).
     """
 
-    def __init__(self, decoder: DecoderFn, cond: Tensor, null_cond: Tensor, guidance: GuidanceSpec):
+    def __init__(self, decoder: DecoderFn, cond: Tensor, null_cond: Tensor, guidance: GuidanceSpec,
+                 decoder_dtype: Optional[torch.dtype] = None):
         self.decoder = decoder
         self.cond = cond
         self.null_cond = null_cond
         self.guidance = guidance
+        self.decoder_dtype = decoder_dtype
         self.calls = 0
+
+    def _decode(self, z: Tensor, t: Tensor, cond: Tensor) -> Tensor:
+        x = z if self.decoder_dtype is None else z.to(self.decoder_dtype)
+        v = self.decoder(x, t, cond)
+        if not isinstance(v, Tensor) or v.shape != z.shape:
+            raise ValueError(f"the decoder must return a velocity tensor of the input's shape {tuple(z.shape)}, "
+                             f"got {tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__}")
+        return v.to(z.dtype)
 
     def guided_at(self, t: float) -> bool:
         g = self.guidance
@@ -51,12 +90,12 @@ class GuidedVelocity:
         b = z.shape[0]
         if self.guided_at(t):
             tt = torch.full((2 * b,), t, device=z.device, dtype=torch.float32)
-            v = self.decoder(torch.cat((z, z)), tt, torch.cat((self.cond, self.null_cond)))
+            v = self._decode(torch.cat((z, z)), tt, torch.cat((self.cond, self.null_cond)))
             v_c, v_u = v[:b], v[b:]
             self.calls += 2
-            return v_u + self.guidance.scale * (v_c - v_u)
+            return v_u + self.guidance.scale * (v_c - v_u)  # in z's dtype: v was cast back
         self.calls += 1
-        return self.decoder(z, torch.full((b,), t, device=z.device, dtype=torch.float32), self.cond)
+        return self._decode(z, torch.full((b,), t, device=z.device, dtype=torch.float32), self.cond)
 
 
 def sample(
@@ -68,28 +107,46 @@ def sample(
     null_cond: Optional[Tensor] = None,
     return_intermediates: bool = False,
     enable_grad: bool = False,
+    decoder_dtype: Optional[torch.dtype] = None,
 ) -> SampleOutput:
     """Integrate from ``noise`` (t = 1) to an image (t = 0) conditioned on ``cond``.
 
-    ``null_cond`` is the unconditional input (default: zeros like ``cond``). ``spec`` may also
-    be a dict of SamplerSpec fields. Runs without autograd unless ``enable_grad``. Bad
-    arguments raise ValueError / TypeError naming them; a non-finite result raises ValueError.
+    ``decoder(x_t, t, cond)`` gets x_t in ``decoder_dtype`` (default: noise's dtype), t a
+    float32 (B,) tensor and ``cond`` (B, T, C + 1) as given; it returns a velocity of x_t's
+    shape (any floating dtype). ``null_cond`` is the unconditional input (default: zeros like
+    ``cond``). ``spec`` may also be a dict of SamplerSpec fields.
+
+    The solver integrates a state of dtype ``state_dtype(noise.dtype)`` (float32 for float32,
+    bfloat16 and float16 noise) and sees a velocity function that returns that dtype, so a
+    solver's arithmetic (built-in or registered by a user) and the guidance combination never
+    round to the decoder's precision. ``images`` and ``intermediates`` are in that dtype.
+
+    Runs without autograd unless ``enable_grad``. Bad arguments raise ValueError / TypeError
+    naming them; a non-finite result raises ValueError.
     """
     spec = _check_inputs(decoder, noise, cond, spec, null_cond)
+    if decoder_dtype is not None and (not isinstance(decoder_dtype, torch.dtype) or not decoder_dtype.is_floating_point):
+        raise TypeError(f"decoder_dtype must be a floating-point torch.dtype or None, got {decoder_dtype!r}")
     if null_cond is None:
         null_cond = torch.zeros_like(cond)
     times = build_grid(spec.grid)(spec.steps)
     solver = build_solver(spec.solver)
-    velocity = GuidedVelocity(decoder, cond, null_cond, spec.guidance)
+    velocity = GuidedVelocity(decoder, cond, null_cond, spec.guidance, decoder_dtype or noise.dtype)
+    work = state_dtype(noise.dtype)
     inter: list[Tensor] = []
     cb = (lambda i, z: inter.append(z)) if return_intermediates else None
     with (nullcontext() if enable_grad else torch.no_grad()):
-        z = solver.solve(velocity, noise, times, cb)
+        z = solver.solve(velocity, noise.to(work), times, cb)
+        if not isinstance(z, Tensor) or z.shape != noise.shape or z.dtype != work:
+            raise TypeError(f"solver {spec.solver.name!r} returned "
+                            f"{tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__} "
+                            f"{getattr(z, 'dtype', '')}; expected the state's shape {tuple(noise.shape)} and dtype {work}")
         if not bool(torch.isfinite(z).all()):
             raise ValueError(
                 f"sampling produced non-finite images: the noise (max |noise| = {float(noise.abs().max()):.3g}), "
                 f"the conditioning code (max |cond| = {float(cond.abs().max()):.3g}) or the sampler's guidance "
-                f"scale ({spec.guidance.scale}) is too large for {noise.dtype}, or the decoder's weights are not finite"
+                f"scale ({spec.guidance.scale}) is too large for the decoder's dtype "
+                f"({decoder_dtype or noise.dtype}), or the decoder's weights are not finite"
             )
         if spec.clip:
             z = z.clamp(-1.0, 1.0)

@@ -1,4 +1,12 @@
-"""ODE solvers integrating dz/dt = v(z, t) from t = 1 down to t = 0 on any time grid."""
+"""ODE solvers integrating dz/dt = v(z, t) from t = 1 down to t = 0 on any time grid.
+
+Precision contract: a solver keeps the state in the dtype of the ``z`` it is given and does
+its arithmetic in that dtype. :func:`flowmo.samplers.sample` hands every solver (built-in or
+registered by a user) a float32 state (float64 for float64 noise) and a velocity function
+that returns that dtype, whatever the decoder's own dtype (bfloat16, float16), so a solver
+written with plain tensor arithmetic gets full-precision steps for free.
+:func:`flowmo.testing.check_solver` checks this (property ``float32_state``).
+"""
 
 from __future__ import annotations
 
@@ -12,14 +20,18 @@ from ..spec import SolverSpec
 
 __all__ = ["Solver", "Euler", "Heun", "build_solver", "Velocity"]
 
-# (z, t as a python float) -> velocity
+# (z, t as a python float) -> velocity of z's shape (and, from the sampler, z's dtype)
 Velocity = Callable[[Tensor, float], Tensor]
 
 
 class Solver:
     """Base: ``step(v, z, t, t_next)`` advances z from t to t_next; ``solve`` runs a whole grid.
 
-    ``solve`` calls ``callback(i, z)`` after every step (for intermediates).
+    ``solve(velocity, z, times, callback)``: z any shape, floating dtype; times a float64
+    (steps + 1,) grid from 1 to 0. Returns z at t = 0, same shape and dtype (the input is not
+    modified). Calls ``callback(i, z)`` after every step (for intermediates). The built-in
+    solvers cast each velocity to z's dtype, so a lower-precision velocity (a bfloat16
+    decoder called directly) does not lower the precision of the step.
     """
 
     def __init__(self, spec: Optional[SolverSpec] = None):
@@ -43,7 +55,7 @@ class Euler(Solver):
     """z <- z + (t_next - t) v(z, t). One velocity call per step."""
 
     def step(self, velocity: Velocity, z: Tensor, t: float, t_next: float) -> Tensor:
-        return z + (t_next - t) * velocity(z, t)
+        return z + (t_next - t) * velocity(z, t).to(z.dtype)
 
 
 @SOLVERS.register("heun")
@@ -53,9 +65,9 @@ class Heun(Solver):
 
     def step(self, velocity: Velocity, z: Tensor, t: float, t_next: float) -> Tensor:
         dt = t_next - t
-        v1 = velocity(z, t)
+        v1 = velocity(z, t).to(z.dtype)
         z_pred = z + dt * v1
-        v2 = velocity(z_pred, t_next)
+        v2 = velocity(z_pred, t_next).to(z.dtype)
         return z + dt * 0.5 * (v1 + v2)
 
 
