@@ -9,9 +9,12 @@ distances of shape (B,), is 0 on identical inputs and lets gradients flow to its
   heads file (``vgg.pth`` / ``alex.pth``).
 * ``resnet50_logits``: the release's Stage 1B distance, the mean squared difference of a
   frozen ImageNet ResNet-50's 1000 logits of ``x`` and ``y``. Inputs are mapped from
-  [-1, 1] to [0, 1], resized to 224x224 (bilinear, ``align_corners=False``, no
-  antialiasing; skipped when ``resize=False`` or the images are already 224x224) and
-  normalised with the ImageNet mean (0.485, 0.456, 0.406) and std (0.229, 0.224, 0.225).
+  [-1, 1] to [0, 1], resized to exactly 224x224 with ANTIALIASED bilinear resampling
+  (``F.interpolate(mode="bilinear", align_corners=False, antialias=True)``, the
+  resampling of the release's perceptual loss and of torchvision's tensor ``Resize``;
+  skipped when ``resize=False`` or the images are already 224x224, where it is the
+  identity) and normalised with torchvision's ImageNet mean (0.485, 0.456, 0.406) and
+  std (0.229, 0.224, 0.225). See :meth:`ResNet50LogitsDistance.preprocess`.
   Needs ``resnet50-0676ba61.pth``.
 * ``ssim``: 1 - SSIM per image (11x11 Gaussian window, sigma 1.5, population covariances,
   K1 = 0.01, K2 = 0.03, data range 1, on the [0, 1]-scaled images without uint8
@@ -86,7 +89,18 @@ class ResNet50LogitsSpec(PerceptualSpec):
     weights_path: Optional[str] = None
     """``resnet50-0676ba61.pth`` (or an accepted alternative) or a folder holding it."""
     resize: bool = True
-    """Resize inputs to 224x224 (bilinear) before the network, as the release does."""
+    """True (default, the release): resize inputs to exactly 224x224 before the network
+    (how: ``antialias``); images already 224x224 are passed unchanged. False: the network
+    sees the images at their own size (NOT what the release does)."""
+    antialias: bool = True
+    """With ``resize``: True (default) resamples with antialiased bilinear interpolation
+    (``F.interpolate(..., mode="bilinear", align_corners=False, antialias=True)``: PIL's
+    triangle filter, widened by the factor when shrinking), as the release's perceptual
+    loss and torchvision's tensor ``Resize`` do. False: plain bilinear without
+    antialiasing, which aliases when shrinking 256 -> 224; that was this library's
+    behaviour before the fix of issue 16 and does NOT match the release (on a 256 px
+    photo the network inputs differ by up to ~0.4). Only for reproducing runs made with
+    that old behaviour. Specs saved before this field existed load with True."""
 
 
 class SSIMSpec(PerceptualSpec):
@@ -167,7 +181,13 @@ PERCEPTUAL_DISTANCES.add("lpips_alex", LPIPSDistance, spec=LPIPSAlexSpec)
 # ----------------------------------------------------------------------------- ResNet-50 logits
 @PERCEPTUAL_DISTANCES.register("resnet50_logits", spec=ResNet50LogitsSpec)
 class ResNet50LogitsDistance(nn.Module):
-    """Per-sample mean over the 1000 logits of (resnet(x) - resnet(y))^2 (see module docstring)."""
+    """The release's Stage 1B distance: ``forward(x, y)`` -> per-sample mean over the 1000
+    logits of ``(resnet(preprocess(x)) - resnet(preprocess(y)))^2``, shape (B,), float32.
+
+    ``x, y``: float tensors of shape (B, 3, H, W) in [-1, 1] (any H, W; FlowMo images are
+    square). The release averages the squared logit difference over batch and logits
+    (``mse_loss(reduction="mean")``); the mean of this (B,) result is that number.
+    """
 
     size = 224
 
@@ -180,13 +200,54 @@ class ResNet50LogitsDistance(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def preprocess(self, x: Tensor) -> Tensor:
-        """[-1, 1] images -> resized (optionally), ImageNet-normalised network inputs."""
-        x = (x.to(_param_dtype(self.net)) + 1) / 2
+        """Network inputs from images, as the release's ResNet-50 perceptual loss makes them.
+
+        Args:
+            x: float tensor (B, 3, H, W), values in [-1, 1] (not checked; no clamping).
+
+        Returns:
+            (B, 3, 224, 224) (or (B, 3, H, W) with ``spec.resize=False``) in the network's
+            parameter dtype, on ``x``'s device: ``((x + 1) / 2 - mean) / std`` after the
+            resize, with torchvision's ImageNet mean (0.485, 0.456, 0.406) and std
+            (0.229, 0.224, 0.225).
+
+        Steps:
+
+        1. ``(x + 1) / 2`` -> [0, 1];
+        2. if ``spec.resize`` and (H, W) != (224, 224): resize to EXACTLY 224x224 with
+           ``F.interpolate(mode="bilinear", align_corners=False, antialias=spec.antialias)``.
+           ``antialias=True`` (default) is the release's resampling (and torchvision's
+           tensor ``Resize`` default): a separable triangle filter whose support is widened
+           by the downscale factor, matching PIL's ``Image.resize(..., BILINEAR)`` to float
+           rounding; when enlarging it equals plain bilinear. Non-square inputs are
+           stretched to 224x224 (aspect ratio NOT kept, no crop); this is our choice: the
+           release's resize of non-square images was not checked (its training images are
+           square, where every variant agrees). A 224x224 input is passed unchanged (the
+           release's resize is the identity there);
+        3. ImageNet normalisation per channel.
+
+        Steps 1-3 run in float32 (float64 for a float64 network), then the result is cast
+        to the network's parameter dtype: torch has no CPU antialiased resize for
+        float16/bfloat16. Differentiable in ``x``.
+        """
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"x must have shape (B, 3, H, W), got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise TypeError(f"x must be a floating-point tensor with values in [-1, 1], got dtype {x.dtype}")
+        out_dtype = _param_dtype(self.net)
+        work = torch.promote_types(out_dtype, torch.float32)
+        x = (x.to(work) + 1) / 2
         if self.spec.resize and tuple(x.shape[-2:]) != (self.size, self.size):
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=False)
-        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False,
+                              antialias=self.spec.antialias)
+        x = (x - self.mean.to(work)) / self.std.to(work)
+        return x.to(out_dtype)
 
     def logits(self, x: Tensor) -> Tensor:
+        """The network's 1000 ImageNet logits of ``preprocess(x)``, shape (B, 1000), in the
+        network's dtype; ``x`` as :meth:`preprocess`."""
         return self.net(self.preprocess(x))
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:

@@ -11,14 +11,23 @@ ReLU. The blocks are the FID variants of the TF graph:
 * ``Mixed_7c`` (E_2): the pool branch uses a 3x3 *max* pool (stride 1, pad 1).
 
 Preprocessing (as the standard FID feature extractor, pytorch-fid ``InceptionV3`` with
-``resize_input=True``, ``normalize_input`` already done by the caller):
+``resize_input=True`` and ``normalize_input=True``, whose forward resizes [0, 1] images
+to 299x299 and then maps them to [-1, 1] by ``2 * x - 1``):
 
 * input: float RGB images, shape (B, 3, H, W), values in **[-1, 1]**
-  (i.e. ``2 * img01 - 1``; pass ``input_range="01"`` to give [0, 1] images instead);
-* resize to 299x299 with ``F.interpolate(mode="bilinear", align_corners=False)``
-  (no antialiasing), whatever H, W are; no ImageNet mean/std normalisation;
+  (i.e. ``2 * img01 - 1``; pass ``input_range="01"`` to give [0, 1] images instead,
+  mapped by ``2 * x - 1`` here);
+* resize to exactly 299x299 with ``F.interpolate(mode="bilinear", align_corners=False,
+  antialias=False)`` (plain bilinear, NO antialiasing: pytorch-fid's resize; source
+  coordinate ``(i + 0.5) * H / 299 - 0.5`` clamped at 0, the two nearest pixels, edge
+  replicated), whatever H, W are, aspect ratio not kept; a 299x299 input is unchanged.
+  The order (pytorch-fid resizes, then rescales) does not matter: bilinear weights sum
+  to 1, so resizing commutes with ``2 * x - 1`` up to float rounding;
+* no ImageNet mean/std normalisation, no crop;
 * output: the 2048-d pool3 features (adaptive average pool to 1x1 after ``Mixed_7c``),
   shape (B, 2048). ``fc`` is kept only so the weight file loads strictly.
+
+This is NOT clean-fid's resize (antialiased PIL bicubic); numbers from the two differ.
 """
 
 from __future__ import annotations
@@ -231,12 +240,20 @@ class FIDInceptionV3(Freezable):
                 nn.init.zeros_(m.bias)
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """Network input from images: float (B, 3, H, W) in [-1, 1] (or [0, 1] with
+        ``input_range="01"``, mapped by ``2 * x - 1``) -> (B, 3, 299, 299) in [-1, 1], same
+        dtype, resized by plain bilinear interpolation (``align_corners=False``, no
+        antialiasing) as pytorch-fid's ``InceptionV3`` (see the module docstring)."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
         if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(x.shape)}")
+            raise ValueError(f"x must have shape (B, 3, H, W), got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
         if self.input_range == "01":
             x = 2 * x - 1
         s = self.INPUT_SIZE
-        return F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False)
+        return F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.preprocess(x)

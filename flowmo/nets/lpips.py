@@ -1,9 +1,14 @@
 """LPIPS perceptual distance (v0.1) with VGG16 or AlexNet trunks.
 
-For images ``x, y`` of shape (B, 3, H, W) in [-1, 1]:
+For float images ``x, y`` of shape (B, 3, H, W) in [-1, 1] (the lpips package's input
+convention; ``normalize=True`` takes [0, 1] images and maps them by ``2 * x - 1``, as
+the package's ``LPIPS.forward(..., normalize=True)`` does):
 
 1. fixed scaling layer: ``(x - shift) / scale`` with shift ``[-.030, -.088, -.188]``
-   and scale ``[.458, .448, .450]``;
+   and scale ``[.458, .448, .450]`` per RGB channel (the lpips package's
+   ``ScalingLayer`` constants, i.e. the ImageNet mean/std re-expressed for [-1, 1]
+   inputs); no resize and no crop: the trunk runs at the images' own size, as in the
+   package;
 2. trunk activations at 5 taps (VGG16: relu1_2 .. relu5_3; AlexNet: relu1 .. relu5);
 3. channel-unit normalisation ``f / (sqrt(sum_c f^2) + 1e-10)``;
 4. squared difference, weighted sum over channels by a 1x1 conv without bias
@@ -93,7 +98,10 @@ class LPIPS(Freezable):
         return self.net.lpips_features(x)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor, normalize: bool = False) -> torch.Tensor:
-        """Distance per image. Inputs in [-1, 1]; ``normalize=True`` takes [0, 1]."""
+        """Distance per image, shape (B,), in the inputs' dtype. ``x, y``: float
+        (B, 3, H, W) in [-1, 1]; ``normalize=True`` takes [0, 1] (mapped by ``2 * x - 1``)."""
+        if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+            raise TypeError(f"x and y must be torch.Tensors, got {type(x).__name__} and {type(y).__name__}")
         if x.shape != y.shape:
             raise ValueError(f"inputs must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
         if x.ndim != 4 or x.shape[1] != 3:

@@ -136,11 +136,13 @@ def test_resnet50_logits_with_weights(with_weights):
     out = d(x, y)
     assert out.shape == (2,) and bool((out >= 0).all()) and bool((out > 0).any())
     assert torch.equal(d(x, x), torch.zeros(2))
-    # the documented preprocessing: [0, 1], bilinear 224, ImageNet normalisation, MSE of logits
+    # the documented preprocessing: [0, 1], antialiased bilinear 224, ImageNet normalisation,
+    # MSE of logits (independent checks of the resampling: tests/nets/test_preprocessing.py)
     mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
     def logits(z):
-        z = torch.nn.functional.interpolate((z + 1) / 2, size=(224, 224), mode="bilinear", align_corners=False)
+        z = torch.nn.functional.interpolate((z + 1) / 2, size=(224, 224), mode="bilinear", align_corners=False,
+                                            antialias=True)
         return d.net((z - mean) / std)
 
     torch.testing.assert_close(out, (logits(x) - logits(y)).pow(2).mean(1), rtol=1e-4, atol=1e-6)
