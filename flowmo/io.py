@@ -1,8 +1,9 @@
 """File helpers shared by the command line: image files in and out, models from folders or
 released checkpoints, token files.
 
-Images are float32 tensors (3, H, W) in [-1, 1]. Input images are decoded fully (EXIF
-orientation applied, transparency composited onto white, converted to RGB), their short
+Images are float32 tensors (3, H, W) in [-1, 1]. Input images are decoded fully by
+:func:`flowmo.images.decode_image` (EXIF orientation applied, transparency composited onto
+white, every Pillow mode converted to RGB by documented rules), their short
 side resized to the model's image size (bicubic, antialiased when shrinking) and centre
 cropped. Output images are written as 8-bit PNGs.
 
@@ -21,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence, Union
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -119,14 +119,19 @@ def output_names(names: Iterable[str], suffix: str = ".png") -> list[str]:
 
 # ----------------------------------------------------------------------------- images
 def check_image_header(path: PathLike) -> None:
-    """Cheap check that ``path`` looks like an image PIL can read (header only).
+    """Cheap check that ``path`` looks like an image flowmo can read (header only): Pillow
+    identifies it and its pixel mode has an RGB conversion under :mod:`flowmo.images` (a
+    float image's range, and the pixel data itself, are only checked by :func:`load_image`).
 
     Raises ValueError naming the file otherwise."""
     from PIL import Image, UnidentifiedImageError
 
+    from .images import check_convertible
+
     try:
         with Image.open(path) as im:
             im.size  # noqa: B018  header parsed by open()
+            check_convertible(im)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise ValueError(f"{str(path)!r} is not a readable image ({_reason(e)})") from None
 
@@ -136,36 +141,27 @@ def _reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
 
 
-def _decode_rgb(path: Path):
-    from .train.data import _load_rgb  # one decoder for training, evaluation and the CLI
-
-    return _load_rgb(path)
-
-
 def load_image(path: PathLike, size: int) -> Tensor:
-    """Decode ``path``, resize its short side to ``size`` (bicubic), centre crop to
-    ``size`` x ``size``: float32 (3, size, size) in [-1, 1]. Raises ValueError naming the
-    file for anything PIL cannot decode (corrupt, truncated, not an image)."""
+    """Decode ``path`` with :func:`flowmo.images.decode_image` (the library's one decoder:
+    every Pillow mode by documented rules, EXIF orientation, transparency over white, 16-bit
+    grey at full precision), resize its short side to ``size`` (bicubic, antialiased when
+    shrinking), centre crop to ``size`` x ``size``: float32 (3, size, size) in [-1, 1].
+
+    Raises FileNotFoundError if ``path`` is not a file, and ValueError naming the file for
+    anything that cannot be decoded (corrupt, truncated, not an image) or converted to RGB
+    (e.g. float samples outside [0, 1]; :class:`flowmo.images.UnsupportedImageError`)."""
     from PIL import Image, UnidentifiedImageError
+
+    from .images import center_crop, decode_image, image_to_tensor, resize_short_side
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image {str(path)!r} does not exist")
     try:
-        img = _decode_rgb(path)
+        img = decode_image(path)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise ValueError(f"{str(path)!r} is not a readable image ({_reason(e)})") from None
-    w, h = img.size
-    if min(w, h) != size:
-        scale = size / min(w, h)
-        nw = size if w <= h else max(size, round(w * scale))
-        nh = size if h < w else max(size, round(h * scale))
-        img = img.resize((nw, nh), Image.Resampling.BICUBIC)
-        w, h = img.size
-    left, top = (w - size) // 2, (h - size) // 2
-    img = img.crop((left, top, left + size, top + size))
-    arr = np.asarray(img, dtype=np.uint8)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).to(torch.float32) / 127.5 - 1.0
+    return image_to_tensor(center_crop(resize_short_side(img, size), size))
 
 
 def save_image(image: Tensor, path: PathLike) -> Path:

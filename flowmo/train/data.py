@@ -4,7 +4,8 @@ Every dataset here returns float32 tensors of shape ``(3, S, S)`` in [-1, 1].
 
 * :class:`ImageFolderDataset` - all images under a folder (recursive), short
   side resized to ``image_size`` (bicubic, antialiased) then a random (train)
-  or centre (eval) square crop.  Corrupt files are skipped, never a crash.
+  or centre (eval) square crop.  Corrupt files, and files whose pixels
+  :mod:`flowmo.images` cannot convert, are skipped and counted, never a crash.
 * :class:`BuiltinPhotos` - random crops of real photos that ship inside
   installed wheels (scikit-image, scikit-learn, matplotlib), for demos and
   smoke tests when the user gives no data.
@@ -28,8 +29,10 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tupl
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch.utils.data import Dataset
+
+from ..images import decode_image, image_to_tensor, resize_short_side
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -84,47 +87,29 @@ def _uniform(generator: torch.Generator) -> float:
 
 
 def _pil_to_tensor(img: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> float32 (3, H, W) in [-1, 1]."""
-    arr = np.asarray(img, dtype=np.uint8)
-    if arr.ndim != 3 or arr.shape[2] != 3:
-        raise ValueError(f"expected an RGB image, got array of shape {arr.shape}")
-    t = torch.from_numpy(arr.copy()).permute(2, 0, 1).to(torch.float32)
-    return t / 127.5 - 1.0
+    """Decoded PIL image (``RGB`` or ``F``, see :func:`flowmo.images.decode_image`) -> float32 (3, H, W) in [-1, 1]."""
+    return image_to_tensor(img)
 
 
 def _resize_short_side(img: Image.Image, size: int) -> Image.Image:
     """Resize so the short side is exactly ``size`` (bicubic; PIL antialiases when shrinking)."""
-    w, h = img.size
-    if min(w, h) == size:
-        return img
-    scale = size / min(w, h)
-    new_w = size if w <= h else max(size, round(w * scale))
-    new_h = size if h < w else max(size, round(h * scale))
-    return img.resize((new_w, new_h), _BICUBIC)
+    return resize_short_side(img, size)
 
 
 def _load_rgb(path: Path) -> Image.Image:
-    """Fully decode ``path`` as an RGB image (raises on corrupt/truncated files)."""
-    with Image.open(path) as im:
-        im.load()
-        im = ImageOps.exif_transpose(im)
-        if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
-            # Composite transparency onto white rather than leaving junk colours.
-            rgba = im.convert("RGBA")
-            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            return Image.alpha_composite(background, rgba).convert("RGB")
-        return im.convert("RGB")
+    """Fully decode ``path`` by :func:`flowmo.images.decode_image` (mode ``RGB``, or ``F`` for
+    high-bit-depth grey); raises on corrupt, truncated or unconvertible files."""
+    return decode_image(path)
 
 
 def _verify_image(path: Path) -> Optional[str]:
-    """None if ``path`` decodes fully, else a short reason."""
+    """None if ``path`` decodes fully and converts to RGB, else a short reason."""
     try:
         with Image.open(path) as im:
             im.verify()  # structural checks (e.g. PNG chunk CRCs)
-        with Image.open(path) as im:
-            im.load()  # full decode (catches truncation)
-            if im.size[0] <= 0 or im.size[1] <= 0:
-                return "empty image"
+        img = decode_image(path)  # full decode (truncation) and the mode rules (unconvertible pixels)
+        if img.size[0] <= 0 or img.size[1] <= 0:
+            return "empty image"
     except Exception as exc:  # noqa: BLE001 - any decoder error means "unreadable"
         return f"{type(exc).__name__}: {exc}"
     return None
@@ -144,14 +129,17 @@ class ImageFolderDataset(Dataset):
     folders are followed.  The list is sorted by relative path, so it is the
     same on every run and machine.
 
-    Each image is converted to RGB (EXIF orientation applied, transparency
-    composited onto white), its short side resized to ``image_size`` with
+    Each image is decoded by :func:`flowmo.images.decode_image` (every mode
+    Pillow opens, by its documented rules: EXIF orientation applied,
+    transparency composited onto white, 16-bit grey scaled by 1/65535 at full
+    precision, ...), its short side resized to ``image_size`` with
     antialiased bicubic resampling, and a square ``image_size`` crop taken:
     uniformly random when ``train`` (plus a random horizontal flip when
     ``hflip``), centred otherwise.  Random draws depend only on
     ``(seed, epoch, index)``; see :meth:`set_epoch`.
 
-    Corrupt or unreadable files never crash ``__getitem__``: the next readable
+    Corrupt or unreadable files, and files whose pixels the decoding rules
+    refuse (e.g. float samples outside [0, 1]), never crash ``__getitem__``: the next readable
     file (cyclically) is returned instead, the bad path is added to
     :attr:`bad_paths` and :attr:`skipped` counts them.  In DataLoader workers
     those records live in the worker processes, so a trainer that wants an
@@ -351,8 +339,7 @@ def _load_matplotlib(name: str) -> np.ndarray:
     from matplotlib.cbook import get_sample_data
 
     with get_sample_data("grace_hopper.jpg", asfileobj=True) as fh:
-        with Image.open(fh) as im:
-            return np.asarray(im.convert("RGB"))
+        return np.asarray(decode_image(fh))  # an 8-bit JPEG: mode RGB
 
 
 def _as_rgb_uint8(img) -> np.ndarray:
