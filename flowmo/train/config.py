@@ -1,4 +1,12 @@
-"""The training configuration: a FlowMoSpec plus a TrainSpec, from YAML/JSON with dotted overrides."""
+"""The training configuration: a FlowMoSpec plus a TrainSpec, from YAML/JSON with dotted overrides.
+
+Step-valued fields count *optimizer steps* (one step = ``optim.grad_accum`` micro-batches on
+every rank; a step skipped for a non-finite loss counts too). Step k is the k-th step, k = 1
+.. ``train.steps``; "after step k" means once the step counter reads k. Every accepted value
+means what its description says, boundary values (0 where accepted, 1, ``train.steps``,
+larger than ``train.steps``) included; a value that would be meaningless is refused when
+the config is validated.
+"""
 
 from __future__ import annotations
 
@@ -36,26 +44,57 @@ class OptimConfig(_Strict):
     eps: float = Field(1e-8, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     batch_size: int = Field(8, gt=0, description="images per device per micro-step")
-    grad_accum: int = Field(1, gt=0, description="micro-steps per optimizer step")
+    grad_accum: int = Field(1, gt=0, description="micro-batches per optimizer step (1: none accumulated)")
     grad_clip: Optional[float] = Field(None, gt=0, description="clip the global gradient norm to this")
-    warmup_steps: int = Field(0, ge=0, description="linear learning-rate warm-up")
+    warmup_steps: int = Field(
+        0, ge=0,
+        description="linear learning-rate warm-up: step k (1-based) uses lr * min(1, k / N), so the lr "
+                    "reaches its full value at step N; 0 and 1: the full lr from step 1; N > train.steps: "
+                    "the run ends before the lr reaches its full value",
+    )
 
 
 class EMAConfig(_Strict):
     enabled: bool = True
     decay: float = Field(0.9999, ge=0, lt=1)
-    every: int = Field(10, gt=0, description="update every N steps with decay**N")
+    every: int = Field(
+        10, gt=0,
+        description="after steps N, 2N, 3N, ... one EMA update standing for N steps: ema <- decay**N ema + "
+                    "(1 - decay**N) weights; 1: after every step; train.steps: once, after the last step. Steps "
+                    "after the last multiple of N are not in the EMA. Must be <= train.steps when enabled "
+                    "(a larger value would never update the EMA)",
+    )
 
 
 class CheckpointConfig(_Strict):
-    every: int = Field(1000, gt=0, description="save every N steps (and at the end)")
-    keep_last: int = Field(3, gt=0)
-    keep_every: Optional[int] = Field(None, gt=0, description="also keep every checkpoint whose step is a multiple of this")
+    every: int = Field(
+        1000, gt=0,
+        description="save after steps N, 2N, 3N, ... and after the last step (train.steps); 1: after every "
+                    "step; N >= train.steps: only after the last step (a SIGTERM also saves)",
+    )
+    keep_last: int = Field(
+        3, gt=0,
+        description="after each save, keep the newest N checkpoints (and those keep_every keeps), delete the "
+                    "others; 1: only the newest",
+    )
+    keep_every: Optional[int] = Field(
+        None, gt=0,
+        description="also keep every saved checkpoint whose step is a multiple of M; 1: keep every checkpoint; "
+                    "M > train.steps: none beyond keep_last; None: keep_last alone",
+    )
 
 
 class LogConfig(_Strict):
-    every: int = Field(10, gt=0, description="metrics every N steps")
-    images_every: int = Field(500, gt=0, description="a PNG of inputs next to reconstructions every N steps")
+    every: int = Field(
+        10, gt=0,
+        description="a metrics record after steps N, 2N, 3N, ... and after the last step; 1: after every step; "
+                    "N >= train.steps: only after the last step",
+    )
+    images_every: int = Field(
+        500, gt=0,
+        description="a PNG of inputs next to reconstructions after steps N, 2N, 3N, ... (not forced at the "
+                    "end); 1: after every step; N > train.steps: none",
+    )
     images: int = Field(4, gt=0, description="images in that PNG")
     tensorboard: bool = True
     progress: bool = True
@@ -64,23 +103,44 @@ class LogConfig(_Strict):
 class EvalConfig(_Strict):
     """Held-out PSNR/SSIM during training (built-in photos: the held-out photos; a folder: its first images)."""
 
-    every: Optional[int] = Field(None, gt=0, description="evaluate every N steps (always at step 0 and at the end when enabled)")
+    every: Optional[int] = Field(
+        None, gt=0,
+        description="when enabled: evaluate before step 1 (a run starting at step 0), after steps N, 2N, 3N, "
+                    "... and after the last step (once, even when it is a multiple of N); N >= train.steps or "
+                    "None: only before step 1 and after the last step",
+    )
     enabled: bool = True
     images: int = Field(10, gt=0)
-    steps: Optional[int] = Field(None, gt=0, description="sampler steps for evaluation (default: the spec's)")
+    steps: Optional[int] = Field(
+        None, gt=0, description="sampler steps for evaluation decodes (1: one step); None: the model spec's sampler",
+    )
     use_ema: bool = False
 
 
 class TrainSpec(_Strict):
     stage: Literal["1a", "1b"] = "1a"
-    steps: int = Field(gt=0, description="optimizer steps to train to")
+    steps: int = Field(
+        gt=0,
+        description="train until the step counter reads N: N optimizer steps from scratch; a resumed run "
+                    "continues to N (one already at or past N trains no further step)",
+    )
     seed: int = Field(0, ge=0)
     init_from: Optional[str] = Field(None, description="Stage 1B: a Stage 1A run folder, checkpoint folder or model folder")
-    freeze_encoder_at: Optional[int] = Field(None, ge=0, description="Stage 1A: freeze the encoder after this step")
+    freeze_encoder_at: Optional[int] = Field(
+        None, ge=0,
+        description="Stage 1A: the encoder is trained for exactly N optimizer steps (steps 1 .. N update it), "
+                    "then frozen and the optimizer rebuilt for the rest; 0: never trained (frozen from the "
+                    "start); N >= train.steps: trained for the whole run; None: never frozen. Stage 1B always "
+                    "freezes the encoder (this field is then unused)",
+    )
     renormalize: bool = Field(True, description="rescale block Linear weights to their initial norms after each step")
     autocast: Literal["auto", "bf16", "off"] = Field("auto", description="auto: bf16 on CUDA, off on CPU")
     device: str = Field("auto", description="auto: cuda (LOCAL_RANK) when available, else cpu")
-    max_nonfinite: int = Field(10, gt=0, description="stop after this many non-finite losses in a row")
+    max_nonfinite: int = Field(
+        10, gt=0,
+        description="stop the run (TrainingStopped) once N consecutive steps had a non-finite loss (each is "
+                    "skipped: no weight change); 1: at the first one; N > train.steps: never within the run",
+    )
     dist_timeout_s: int = Field(600, gt=0, description="a collective waiting longer than this (a dead rank) fails the run")
     data: DataConfig = Field(default_factory=DataConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
@@ -93,6 +153,12 @@ class TrainSpec(_Strict):
     def _check(self) -> "TrainSpec":
         if self.stage == "1b" and self.init_from is None:
             raise ValueError("stage '1b' needs train.init_from (a Stage 1A run, checkpoint or model folder)")
+        if self.ema.enabled and self.ema.every > self.steps:
+            raise ValueError(
+                f"train.ema.every ({self.ema.every}) is larger than train.steps ({self.steps}): the EMA would "
+                f"never be updated (it updates after steps every, 2 every, ...); use ema.every <= {self.steps} "
+                "or ema.enabled: false"
+            )
         return self
 
 

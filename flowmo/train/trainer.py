@@ -239,6 +239,9 @@ class Trainer:
         self.optimizer = self._make_optimizer()
         if ckpt is not None:
             self._restore(ckpt)
+        # freeze_encoder_at = 0, or a resumed run already at/past the freeze step whose checkpoint
+        # was written before the freeze: frozen before any (further) step
+        self._apply_encoder_freeze(wrap=False)
         self.ddp = self._wrap()
         self._data_iter: Optional[Iterator] = None
         self._writer = None
@@ -313,6 +316,28 @@ class Trainer:
         for p in self.model.encoder.parameters():
             p.requires_grad_(False)
 
+    @property
+    def encoder_frozen(self) -> bool:
+        """True when no encoder parameter is trained any more."""
+        return not any(p.requires_grad for p in self.model.encoder.parameters())
+
+    def _apply_encoder_freeze(self, *, wrap: bool = True) -> None:
+        """Stage 1A's ``train.freeze_encoder_at = N``: once the step counter reads N (N steps
+        done; at construction for N = 0 or a resumed run already past N), freeze the encoder and
+        rebuild the optimizer (and the DDP wrapper, with ``wrap``) for the parameters left.
+        Idempotent: nothing happens when the encoder is frozen already."""
+        f = self.tc.freeze_encoder_at
+        if self.tc.stage != "1a" or f is None or self.step < f or self.encoder_frozen:
+            return
+        self._freeze_encoder()
+        self.optimizer = self._make_optimizer()
+        if wrap:
+            self.ddp = self._wrap()
+        if self.ctx.main:
+            what = "the encoder is never trained" if f == 0 else f"the encoder was trained for {f} steps"
+            self._log(f"step {self.step}: encoder frozen (train.freeze_encoder_at={f}: {what}); "
+                      "optimizer rebuilt for the decoder")
+
     def _trainable(self) -> list[tuple[str, nn.Parameter]]:
         return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
 
@@ -369,7 +394,7 @@ class Trainer:
             "step": self.step,
             "stage": self.tc.stage,
             "optimizer": opt_meta,
-            "encoder_frozen": not any(p.requires_grad for p in self.model.encoder.parameters()),
+            "encoder_frozen": self.encoder_frozen,
             "data_position": self.step * self.ctx.world * self.tc.optim.grad_accum * self.tc.optim.batch_size,
             "counters": {"nonfinite_total": self.counters.nonfinite_total,
                          "nonfinite_streak": self.counters.nonfinite_streak,
@@ -428,6 +453,8 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     def _lr(self, step: int) -> float:
+        """The learning rate of the step taken when the counter reads ``step`` (0-based): step
+        k = step + 1 uses lr * min(1, k / warmup_steps) (the full lr when warmup_steps is 0)."""
         o = self.tc.optim
         if o.warmup_steps and step < o.warmup_steps:
             return o.lr * (step + 1) / o.warmup_steps
@@ -480,13 +507,7 @@ class Trainer:
         e = self.tc.ema
         if self.ema and self.step % e.every == 0:
             ema_update_(self.ema, dict(self.model.named_parameters()), e.decay, e.every)
-        f = self.tc.freeze_encoder_at
-        if self.tc.stage == "1a" and f is not None and self.step == f:
-            self._freeze_encoder()
-            self.optimizer = self._make_optimizer()
-            self.ddp = self._wrap()
-            if self.ctx.main:
-                self._log(f"step {self.step}: encoder frozen; optimizer rebuilt for the decoder")
+        self._apply_encoder_freeze()
         if self.counters.nonfinite_streak >= self.tc.max_nonfinite:
             raise TrainingStopped(
                 f"{self.counters.nonfinite_streak} non-finite losses in a row at step {self.step}; "
@@ -606,7 +627,8 @@ class Trainer:
                     ips = (self.counters.images_seen - seen0) / dt
                     t0, seen0 = time.perf_counter(), self.counters.images_seen
                     rec = {f"loss/{k}": v for k, v in last_terms.items()}
-                    rec.update({"images_per_s": ips, "lr": self.optimizer.param_groups[0]["lr"],
+                    # the lr the step just taken used (the optimizer may have been rebuilt since)
+                    rec.update({"images_per_s": ips, "lr": self._lr(self.step - 1),
                                 "skipped_images": len(self.counters.skipped_images)})
                     self._record(rec)
                     if bar is not None:
