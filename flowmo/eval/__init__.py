@@ -3,7 +3,18 @@
 See docs/evaluation.md for the protocol and its conventions."""
 
 from .evaluator import Evaluator, codebook_statistics, evaluate_model, image_noise
-from .metrics import FeatureStats, feature_statistics, frechet_distance, psnr, ssim, to_uint8
+from .metrics import (
+    PROTOCOLS,
+    FeatureStats,
+    batched_psnr,
+    feature_statistics,
+    frechet_distance,
+    psnr,
+    quantise_pair,
+    release_originals,
+    ssim,
+    to_uint8,
+)
 
 __all__ = [
     "Evaluator",
@@ -16,4 +27,8 @@ __all__ = [
     "psnr",
     "ssim",
     "to_uint8",
+    "PROTOCOLS",
+    "batched_psnr",
+    "quantise_pair",
+    "release_originals",
 ]

@@ -19,7 +19,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-__all__ = ["main", "build_parser", "load_model", "sampler_from_args"]
+__all__ = ["main", "build_parser", "load_model", "sampler_from_args", "release_image_folder", "RELEASE_CROP"]
 
 SUMMARY_KEYS = ("psnr", "ssim", "lpips_vgg", "lpips_alex", "rfid")
 
@@ -50,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder with the LPIPS/Inception weight files (default: $FLOWMO_WEIGHTS_DIR, torch hub cache)")
     p.add_argument("--lpips", default="vgg,alex", help="LPIPS heads: 'vgg,alex' (default), 'vgg', 'alex' or 'none'")
     p.add_argument("--no-fid", action="store_true", help="skip rFID")
+    p.add_argument("--protocol", choices=("standard", "release"), default="standard",
+                   help="standard (default): 8 bits by rounding, Gaussian-window SSIM, PSNR averaged over images, "
+                        "bicubic resize; release: as the released FlowMo evaluation (paper Table 1): 8 bits by "
+                        "float32 truncation, scikit-image's default SSIM (7x7 uniform window), PSNR over batches of "
+                        "5, LPIPS/Inception on the float images, torchvision-style bilinear resize + centre crop "
+                        "for a folder. See docs/evaluation.md")
     p.add_argument("--examples", type=int, default=8, metavar="K",
                    help="best and worst K in best_worst.png (default 8)")
     p.add_argument("--rank-by", choices=("auto", "lpips_vgg", "lpips_alex", "psnr", "ssim"), default="auto",
@@ -148,6 +154,51 @@ def _folder_batches(ds: Any, indices: Sequence[int], batch_size: int, workers: i
             yield images[ok], ids[ok]
 
 
+def release_image_folder(root: Any, size: int) -> Any:
+    """An ImageFolderDataset (``root``: folder, searched as by ``ImageFolderDataset``; ``size``:
+    positive int) whose items, float32 (3, size, size) tensors in [-1, 1], are made as the
+    release's evaluation loader makes them
+    (``flowmo/data.py`` of the release: ``T.Resize(size)``, ``T.CenterCrop(size)`` on the PIL image,
+    then ``(np.array(image) / 127.5 - 1.0).astype(np.float32)``), which is, for a PIL image:
+
+    * the short side resized to ``size`` and the long side to ``int(size * long / short)``
+      (truncated), PIL BILINEAR (torchvision's default interpolation; PIL antialiases when
+      shrinking);
+    * the crop offsets ``int(round((H - size) / 2.0))`` and ``int(round((W - size) / 2.0))``
+      (torchvision's center_crop; Python's round, half to even);
+    * float32 of ``u / 127.5 - 1`` computed in float64.
+
+    Files are listed and decoded as by the standard loader (EXIF orientation applied,
+    transparency on white; the release only calls ``.convert("RGB")``, which matters only for
+    files with an EXIF orientation tag or transparency). Raises as ``ImageFolderDataset``
+    (``FileNotFoundError`` / ``ValueError``) for a missing or empty folder or a bad size."""
+    import numpy as np
+    from PIL import Image
+
+    from ..train.data import ImageFolderDataset
+
+    class _ReleaseImageFolder(ImageFolderDataset):
+        def _transform(self, img: Image.Image, index: int) -> torch.Tensor:
+            s = self.image_size
+            w, h = img.size
+            short, long = (w, h) if w <= h else (h, w)
+            new_long = int(s * long / short)
+            img = img.resize((s, new_long) if w <= h else (new_long, s), Image.Resampling.BILINEAR)
+            w, h = img.size
+            top, left = int(round((h - s) / 2.0)), int(round((w - s) / 2.0))
+            arr = np.asarray(img.crop((left, top, left + s, top + s)), dtype=np.uint8)
+            x = (arr / 127.5 - 1.0).astype(np.float32)
+            return torch.from_numpy(x).permute(2, 0, 1).contiguous()
+
+    return _ReleaseImageFolder(root, size, train=False)
+
+
+RELEASE_CROP = ("RGB (EXIF orientation applied, transparency on white), as the release's loader: short side "
+                "resized to {s} and long side to int({s} * long / short) with PIL bilinear (torchvision "
+                "Resize), centre crop {s}x{s} at offsets int(round((H - {s}) / 2)), int(round((W - {s}) / 2)) "
+                "(torchvision CenterCrop), float32(u / 127.5 - 1) computed in float64")
+
+
 def _builtin_names() -> list[str]:
     from ..train.data import DEFAULT_HOLDOUT, available_photos
 
@@ -226,7 +277,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise FileNotFoundError(f"--data {data_arg!r} does not exist (give an image folder or 'builtin')")
 
     from .. import __version__
-    from .evaluator import Evaluator, evaluate_model
+    from .evaluator import CONVENTIONS, QUANTISATION, Evaluator, evaluate_model
 
     model, model_info = load_model(args.model, raw=args.raw)
     sampler = sampler_from_args(model, args)
@@ -250,13 +301,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     else:
         from ..train.data import ImageFolderDataset
 
-        folder_ds = ImageFolderDataset(Path(data_arg).expanduser(), size, train=False)
+        if args.protocol == "release":
+            folder_ds = release_image_folder(Path(data_arg).expanduser(), size)
+        else:
+            folder_ds = ImageFolderDataset(Path(data_arg).expanduser(), size, train=False)
         names = [p.relative_to(folder_ds.root).as_posix() for p in folder_ds.files]
         data_info = {"source": "folder", "folder": str(folder_ds.root), "images_available": len(names),
                      "extensions": list(folder_ds.extensions)}
         crop = {"image_size": size,
                 "method": f"RGB (EXIF orientation applied, transparency on white), short side resized to {size} "
                           f"(PIL bicubic, antialiased), centre crop {size}x{size}"}
+        if args.protocol == "release":
+            crop["method"] = RELEASE_CROP.format(s=size)
     n_total = len(names) if args.limit is None else min(args.limit, len(names))
     data_info["limit"] = args.limit
 
@@ -273,7 +329,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             data = _folder_batches(folder_ds, local_ids, args.batch_size, args.workers, skipped)
         k = min(args.examples, max(1, n_total // 2)) if args.examples else 0
         evaluator = Evaluator(lpips=heads, fid=not args.no_fid, weights_dir=args.weights_dir, device=device,
-                              keep_examples=k, rank_by=None if args.rank_by == "auto" else args.rank_by)
+                              keep_examples=k, rank_by=None if args.rank_by == "auto" else args.rank_by,
+                              protocol=args.protocol)
         autocast = torch.bfloat16 if args.bf16 else None
         metrics = evaluate_model(model, data, evaluator=evaluator, sampler=sampler, seed=args.seed, device=device,
                                  batch_size=args.batch_size, autocast_dtype=autocast,
@@ -307,7 +364,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "n_images": metrics["n_images"],
             "data": data_info,
             "crop": crop,
-            "quantisation": "every metric on uint8 images: round((x + 1) * 127.5) clamped to 0..255",
+            "metric_protocol": {
+                "name": args.protocol,
+                "description": ("the released FlowMo evaluation's conventions (flowmo/evaluate.py of the release, "
+                                "the paper's Table 1)" if args.protocol == "release" else
+                                "this library's standard conventions"),
+                "quantisation": QUANTISATION[args.protocol],
+                "conventions": dict(CONVENTIONS[args.protocol]),
+            },
+            "quantisation": QUANTISATION[args.protocol],
             "sampler": sampler.model_dump(mode="json"),
             "seed": args.seed,
             "noise": "image i decodes from torch.randn(3, S, S) of a CPU torch.Generator seeded from "
@@ -340,7 +405,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not args.quiet:
             line = ", ".join(f"{k.upper().replace('_', '-')} {_fmt(metrics.get(k), 3 if k in ('psnr', 'rfid') else 4)}"
                              for k in SUMMARY_KEYS if k in metrics)
-            print(f"{metrics['n_images']} images, {metrics['bits_per_pixel']:.4f} bpp: {line}")
+            print(f"{metrics['n_images']} images, {metrics['bits_per_pixel']:.4f} bpp, "
+                  f"{args.protocol} protocol: {line}")
             for k in SUMMARY_KEYS:
                 v = metrics.get(k)
                 if isinstance(v, dict) and v.get("missing"):

@@ -3,25 +3,36 @@
 :class:`Evaluator` takes batches of originals and reconstructions (float tensors
 (B, 3, H, W) in [-1, 1]) with ``update`` and reports, with ``compute``:
 
-* ``psnr``: PSNR per image on the uint8-quantised images (data range 255, MSE over all
-  channels and pixels of the image), averaged over images. An exact reconstruction
-  (MSE 0) has infinite PSNR; in the mean it counts as the PSNR of the smallest non-zero
-  MSE an image of that size can have (one channel of one pixel off by one level), and
-  ``psnr_exact_images`` says how many there were. ``psnr_batches_of_5`` is the PSNR of
-  the pooled MSE of consecutive groups of 5 images (in id order) averaged over groups,
-  the release's way of averaging, for comparison only.
-* ``ssim``: SSIM per image on the uint8 images, as ``skimage.metrics.structural_similarity
-  (gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255)``,
-  averaged over images.
-* ``lpips_vgg`` / ``lpips_alex``: LPIPS v0.1 per image on the uint8 images, averaged.
+Two protocols (``protocol=``; see :mod:`flowmo.eval.metrics` and docs/evaluation.md):
+``"standard"`` (default) and ``"release"``, the released FlowMo evaluation's conventions
+(``flowmo/evaluate.py`` of the release), so that figures compare with the paper's Table 1.
+
+* ``psnr``: standard: PSNR per image on the 8-bit images (data range 255, MSE over all
+  channels and pixels of the image), averaged over images (``psnr_mean_over_images``).
+  An exact reconstruction (MSE 0) has infinite PSNR; in the mean it counts as the PSNR of
+  the smallest non-zero MSE an image of that size can have (one channel of one pixel off
+  by one level), and ``psnr_exact_images`` says how many there were.
+  ``psnr_batches_of_5`` is the PSNR of the pooled MSE of consecutive groups of 5 images
+  (in id order) averaged over groups (:func:`~flowmo.eval.metrics.batched_psnr`), the
+  release's averaging; under ``"release"`` it is the headline ``psnr``.
+* ``ssim``: SSIM per image on the 8-bit images, averaged over images. Standard:
+  ``skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5,
+  use_sample_covariance=False, data_range=255)``; release: scikit-image's defaults as
+  the release calls them (7x7 uniform window, sample covariances, data range 1 on
+  ``u8 / 255``).
+* ``lpips_vgg`` / ``lpips_alex``: LPIPS v0.1 per image, averaged. Standard: on the 8-bit
+  images; release: on the float images as the release does (originals as its loader
+  gives them, reconstructions clamped to [-1, 1]).
 * ``rfid``: the Frechet distance between InceptionV3 pool3 (2048-d) features of the
   originals and of the reconstructions (pt_inception-2015-12-05 weights, float64
-  statistics, ``eps * I`` fallback for a singular product).
+  statistics, the exact distance of :func:`~flowmo.eval.metrics.frechet_distance`,
+  never negative). Network inputs per protocol as for LPIPS.
 * ``bits_per_pixel``, ``codebook`` (per token group: fraction of codes used, entropy in
   bits, perplexity), ``decoder_calls_per_image`` and ``seconds_per_image`` when known.
 
-Every metric is computed on the uint8-quantised images (``round((x + 1) * 127.5)``), so
-results do not depend on sub-quantisation noise and equal those on saved PNGs.
+8 bits: standard rounds (``round((x + 1) * 127.5)``), so results do not depend on
+sub-quantisation noise and equal those on saved PNGs; release truncates in float32 as the
+release does (:func:`~flowmo.eval.metrics.quantise_pair`).
 
 A network metric whose weight files are absent is reported as
 ``{"available": False, "missing": [file names], "how": "..."}`` and never computed with
@@ -53,7 +64,19 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .metrics import FeatureStats, frechet_distance, psnr, ssim, to_uint8
+from .metrics import (
+    RELEASE_PSNR_BATCH,
+    FeatureStats,
+    _check_protocol,
+    _compute_device,
+    _psnr_from_mse,
+    _ssim_min_size,
+    _ssim_quantised,
+    batched_psnr,
+    frechet_distance,
+    quantise_pair,
+    release_originals,
+)
 
 __all__ = [
     "Evaluator",
@@ -71,28 +94,54 @@ LPIPS_NETS = {"vgg": "lpips_vgg", "alex": "lpips_alex"}
 #: Codebooks up to this size are counted in a dense array; larger ones sparsely.
 DENSE_CODEBOOK_LIMIT = 2**20
 
-_RELEASE_PSNR_GROUP = 5
 _DATA_RANGE = 255.0
 
-PSNR_CONVENTION = (
-    "per image on uint8-quantised images (round((x + 1) * 127.5)), data range 255, MSE over all "
-    "channels and pixels of the image, then averaged over images; an exact reconstruction counts as "
-    "the PSNR of one channel of one pixel off by one level"
-)
-PSNR5_CONVENTION = (
-    "PSNR of the pooled uint8 MSE of consecutive groups of 5 images (in id order), averaged over groups "
-    "(the release averages PSNR over batches of 5); for comparison only"
-)
-SSIM_CONVENTION = (
-    "per image on uint8 images as skimage structural_similarity(gaussian_weights=True, sigma=1.5, "
-    "use_sample_covariance=False, data_range=255, channel_axis), averaged over images"
-)
-LPIPS_CONVENTION = "LPIPS v0.1 per image on the uint8 images (as [-1, 1] floats), averaged over images"
-FID_CONVENTION = (
-    "Frechet distance between Gaussians fitted (float64, N - 1 covariance) to the 2048-d pool3 features of "
-    "the FID InceptionV3 (pt_inception-2015-12-05) of the uint8 originals and reconstructions, each resized "
-    "to 299x299 bilinearly; sqrtm with eps=1e-6 * I added on a non-finite root"
-)
+#: What "8 bits" means under each protocol (also written to metrics.json by ``flowmo eval``).
+QUANTISATION = {
+    "standard": "8 bits by rounding: round((x + 1) * 127.5) clamped to 0..255 (float64, half to even), "
+                "originals and reconstructions alike",
+    "release": "8 bits as the released evaluation (flowmo/evaluate.py): originals re-expressed as its data "
+               "loader makes them, float32(u / 127.5 - 1) with u = round((x + 1) * 127.5); reconstructions "
+               "clamped to [-1, 1]; then uint8(((x + 1) / 2) * 255.0) in float32, TRUNCATED by the cast",
+}
+_PSNR_EXACT = ("an exact reconstruction counts as the PSNR of one channel of one pixel off by one level "
+               "(the release would give inf)")
+CONVENTIONS = {
+    "standard": {
+        "psnr": "per image on the rounded 8-bit images, data range 255, MSE over all channels and pixels of "
+                "the image, then averaged over images; " + _PSNR_EXACT,
+        "psnr_batches_of_5": "PSNR of the pooled 8-bit MSE of consecutive groups of 5 images (in id order), "
+                             "averaged over groups (the release's averaging); for comparison only",
+        "ssim": "per image on the rounded 8-bit images as skimage structural_similarity(gaussian_weights=True, "
+                "sigma=1.5, use_sample_covariance=False, data_range=255, channel_axis), averaged over images",
+        "lpips": "LPIPS v0.1 per image on the rounded 8-bit images (as [-1, 1] floats), averaged over images",
+        "rfid": "exact Frechet distance (never negative) between Gaussians fitted (float64, N - 1 covariance) "
+                "to the 2048-d pool3 features of the FID InceptionV3 (pt_inception-2015-12-05) of the rounded "
+                "8-bit originals and reconstructions, each resized to 299x299 bilinearly",
+    },
+    "release": {
+        "psnr": "the release's PSNR: PSNR of the pooled 8-bit MSE (truncated images) of consecutive batches "
+                "of 5 images in id order, averaged over batches (its eval_batch_size 5, one process); "
+                + _PSNR_EXACT,
+        "psnr_batches_of_5": "the same as psnr",
+        "psnr_mean_over_images": "per-image PSNR on the truncated 8-bit images, averaged over images",
+        "ssim": "per image on the truncated 8-bit images as the release's skimage structural_similarity(rec, "
+                "gt, data_range=1.0, channel_axis=-1) on u8 / 255: 7x7 uniform window, sample covariances, "
+                "K1 0.01, K2 0.03, 3-pixel crop; averaged over images",
+        "lpips": "LPIPS v0.1 per image on the float images as the release: originals as its loader makes them, "
+                 "reconstructions clamped to [-1, 1], each through (x + 1) / 2 * 2 - 1 in float32; averaged",
+        "rfid": "exact Frechet distance (never negative) between Gaussians fitted (float64, N - 1 covariance) "
+                "to the 2048-d pool3 features of the FID InceptionV3 (pt_inception-2015-12-05) of the float "
+                "images as for LPIPS, each resized to 299x299 bilinearly (the release's scipy sqrtm formula "
+                "gives the same value up to its round-off where it does not fail)",
+    },
+}
+# the standard protocol's strings under their former names
+PSNR_CONVENTION = CONVENTIONS["standard"]["psnr"]
+PSNR5_CONVENTION = CONVENTIONS["standard"]["psnr_batches_of_5"]
+SSIM_CONVENTION = CONVENTIONS["standard"]["ssim"]
+LPIPS_CONVENTION = CONVENTIONS["standard"]["lpips"]
+FID_CONVENTION = CONVENTIONS["standard"]["rfid"]
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -195,7 +244,8 @@ def codebook_statistics(counts: np.ndarray, codebook_size: int) -> dict:
 
     ``counts`` holds the occurrences of each used code (zeros allowed). ``usage`` is the
     fraction of the ``codebook_size`` codes seen at least once; ``entropy_bits`` is
-    ``-sum p log2 p`` of the empirical code distribution and ``perplexity`` ``2 ** entropy``.
+    ``-sum p log2 p`` of the empirical code distribution (>= 0; one code used gives 0.0, never
+    -0.0) and ``perplexity`` ``2 ** entropy``.
     """
     counts = np.asarray(counts, dtype=np.int64)
     total = int(counts.sum())
@@ -203,7 +253,8 @@ def codebook_statistics(counts: np.ndarray, codebook_size: int) -> dict:
     if total == 0:
         return {"codes_used": 0, "usage": 0.0, "entropy_bits": 0.0, "perplexity": 1.0, "tokens": 0}
     p = counts[counts > 0].astype(np.float64) / total
-    h = float(-(p * np.log2(p)).sum())
+    # each term p * log2(1 / p) >= 0, so the sum is >= 0; "+ 0.0" turns a -0.0 (p = 1) into 0.0
+    h = float((p * -np.log2(p)).sum()) + 0.0
     return {"codes_used": used, "usage": used / codebook_size, "entropy_bits": h, "perplexity": float(2.0**h),
             "tokens": total}
 
@@ -259,6 +310,9 @@ class Evaluator:
             ``lpips_alex``, else ``psnr``, whichever is available first).
         distributed: gather over the default process group in ``compute`` (None: when one
             is initialised with more than one rank).
+        protocol: ``"standard"`` (default) or ``"release"``: how images become 8 bits, the SSIM
+            window, the headline PSNR and the network inputs (see the module docstring,
+            :mod:`flowmo.eval.metrics` and docs/evaluation.md).
     """
 
     def __init__(
@@ -275,7 +329,9 @@ class Evaluator:
         keep_examples: int = 0,
         rank_by: Optional[str] = None,
         distributed: Optional[bool] = None,
+        protocol: str = "standard",
     ):
+        self.protocol = _check_protocol(protocol)
         if isinstance(lpips, str):
             lpips = (lpips,)
         lpips = tuple(lpips)
@@ -377,7 +433,7 @@ class Evaluator:
     def reset(self) -> None:
         """Forget every image seen."""
         self._ids: list[np.ndarray] = []
-        self._values: dict[str, list[np.ndarray]] = {k: [] for k in ("psnr", "ssim", "mse", "psnr_cap")}
+        self._values: dict[str, list[np.ndarray]] = {k: [] for k in ("psnr", "ssim", "mse", "psnr_cap", "npix")}
         for m in self.nets:
             if m.startswith("lpips"):
                 self._values[m] = []
@@ -440,17 +496,24 @@ class Evaluator:
         if tokens is not None:
             self._update_codes(tokens, b, codebook)
 
-        o8, r8 = to_uint8(originals), to_uint8(reconstructions)  # validates finiteness and dtype
-        self._values["psnr"].append(psnr(originals, reconstructions).cpu().numpy())
-        self._values["ssim"].append(ssim(originals, reconstructions).cpu().numpy())
-        d = o8.cpu().double() - r8.cpu().double()
-        self._values["mse"].append(d.square().flatten(1).mean(1).numpy())
+        # 8 bits under the protocol (validates finiteness, dtype and device)
+        o8, r8 = quantise_pair(originals, reconstructions, self.protocol)
+        win = _ssim_min_size(self.protocol)
+        if min(originals.shape[-2:]) < win:
+            raise ValueError(f"images must be at least {win}x{win} pixels for SSIM ({self.protocol} protocol), "
+                             f"got {tuple(originals.shape[-2:])}")
+        cdev = _compute_device(o8.device)
+        a, b8 = o8.to(device=cdev, dtype=torch.float64), r8.to(device=cdev, dtype=torch.float64)
+        mse = (a - b8).square().flatten(1).mean(1)
+        self._values["psnr"].append(_psnr_from_mse(mse).cpu().numpy())
+        self._values["ssim"].append(_ssim_quantised(a, b8, self.protocol).cpu().numpy())
+        self._values["mse"].append(mse.cpu().numpy())
         npix = originals[0].numel()
         self._values["psnr_cap"].append(np.full(b, 10.0 * math.log10(_DATA_RANGE**2 * npix)))
+        self._values["npix"].append(np.full(b, npix, dtype=np.int64))
 
         dev = self.device or originals.device
-        of = o8.to(dev).float() / 127.5 - 1.0
-        rf = r8.to(dev).float() / 127.5 - 1.0
+        of, rf = self._network_inputs(originals, reconstructions, o8, r8, dev)
         for m in self.nets:
             if m.startswith("lpips"):
                 v = self._net(m, dev)(of, rf)
@@ -472,6 +535,17 @@ class Evaluator:
             key = self._values[self.rank_by][-1] if self.rank_by in self._values else None
             self._keep(ids_arr, key, o8.cpu(), r8.cpu())
         self._merged = None
+
+    def _network_inputs(self, originals: Tensor, reconstructions: Tensor, o8: Tensor, r8: Tensor,
+                        dev: torch.device) -> tuple[Tensor, Tensor]:
+        """The [-1, 1] float32 images LPIPS and Inception see under the protocol."""
+        if self.protocol == "release":
+            # the release feeds its float images: loader originals, clamped reconstructions, both
+            # through (x + 1) / 2 (and back by 2 * y - 1 for LPIPS / inside the FID Inception)
+            of = release_originals(originals).to(dev)
+            rf = reconstructions.to(device=dev, dtype=torch.float32).clamp(-1.0, 1.0)
+            return ((of + 1.0) / 2.0) * 2.0 - 1.0, ((rf + 1.0) / 2.0) * 2.0 - 1.0
+        return o8.to(dev).float() / 127.5 - 1.0, r8.to(dev).float() / 127.5 - 1.0
 
     def _update_codes(self, tokens: Tensor, b: int, codebook: Optional[int]) -> None:
         if not isinstance(tokens, Tensor) or tokens.is_floating_point() or tokens.dtype == torch.bool:
@@ -572,7 +646,7 @@ class Evaluator:
         process group."""
         m = self._merge()
         out = {"id": m["ids"].copy()}
-        out.update({k: v.copy() for k, v in m["values"].items() if k != "psnr_cap"})
+        out.update({k: v.copy() for k, v in m["values"].items() if k not in ("psnr_cap", "npix")})
         return out
 
     def examples(self) -> dict[str, list[dict]]:
@@ -614,11 +688,15 @@ class Evaluator:
         out: dict[str, Any] = {"n_images": n}
         if n == 0:
             raise ValueError("no images were given to the evaluator (update was never called with a non-empty batch)")
+        out["protocol"] = self.protocol
         p = v["psnr"]
         exact = ~np.isfinite(p)
-        out["psnr"] = _mean(np.where(exact, v["psnr_cap"], p))
+        per_image_mean = _mean(np.where(exact, v["psnr_cap"], p))
+        batches = batched_psnr(v["mse"], RELEASE_PSNR_BATCH, values_per_image=v["npix"])
+        out["psnr"] = batches if self.protocol == "release" else per_image_mean
+        out["psnr_mean_over_images"] = per_image_mean
         out["psnr_exact_images"] = int(exact.sum())
-        out["psnr_batches_of_5"] = self._psnr_groups(v["mse"], v["psnr_cap"])
+        out["psnr_batches_of_5"] = batches
         out["ssim"] = _mean(v["ssim"])
         for name in self.metric_names:
             if name in self.unavailable:
@@ -635,22 +713,8 @@ class Evaluator:
         out["decoder_calls_per_image"] = m["calls"][0] / m["calls"][1] if m["calls"][1] else None
         out["seconds_per_image"] = m["seconds"] / m["timed"] if m["timed"] else None
         out["networks"] = {k: dict(i) for k, i in self.net_info.items()}
-        out["conventions"] = {"psnr": PSNR_CONVENTION, "psnr_batches_of_5": PSNR5_CONVENTION, "ssim": SSIM_CONVENTION,
-                              "lpips": LPIPS_CONVENTION, "rfid": FID_CONVENTION}
+        out["conventions"] = dict(CONVENTIONS[self.protocol])
         return out
-
-    @staticmethod
-    def _psnr_groups(mse: np.ndarray, cap: np.ndarray) -> float:
-        vals = []
-        for s in range(0, len(mse), _RELEASE_PSNR_GROUP):
-            chunk = mse[s:s + _RELEASE_PSNR_GROUP]
-            pooled = math.fsum(chunk.tolist()) / len(chunk)
-            if pooled == 0:
-                # smallest non-zero pooled MSE: one level in one channel of one pixel of the group
-                vals.append(float(cap[s]) + 10.0 * math.log10(len(chunk)))
-            else:
-                vals.append(10.0 * math.log10(_DATA_RANGE**2 / pooled))
-        return _mean(np.array(vals))
 
     @staticmethod
     def _fid(feats: Optional[dict]) -> Any:
@@ -728,6 +792,7 @@ def evaluate_model(
     tokens_fn: Optional[Callable[[Tensor], Tensor]] = None,
     progress: bool = True,
     total: Optional[int] = None,
+    protocol: Optional[str] = None,
     **evaluator_kwargs: Any,
 ) -> dict:
     """Reconstruct every image of ``data`` with ``model`` and return ``evaluator.compute()``.
@@ -745,13 +810,21 @@ def evaluate_model(
     (encoder + decoder, synchronised) is recorded per batch; ``autocast_dtype`` (e.g.
     ``torch.bfloat16``) runs the reconstruction under autocast.
     Without ``evaluator`` one is built from ``evaluator_kwargs``.
+
+    ``protocol`` (``"standard"`` or ``"release"``, see :class:`Evaluator`) is passed to the
+    evaluator that is built (default ``"standard"``); with an ``evaluator`` it must equal
+    ``evaluator.protocol`` (or be None), else ``ValueError``.
     """
     from tqdm.auto import tqdm
 
+    if protocol is not None:
+        _check_protocol(protocol)
     if evaluator is None:
-        evaluator = Evaluator(**evaluator_kwargs)
+        evaluator = Evaluator(**evaluator_kwargs, **({} if protocol is None else {"protocol": protocol}))
     elif evaluator_kwargs:
         raise ValueError(f"evaluator_kwargs {sorted(evaluator_kwargs)} given together with an evaluator")
+    elif protocol is not None and protocol != evaluator.protocol:
+        raise ValueError(f"protocol={protocol!r} but the evaluator given uses protocol {evaluator.protocol!r}")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
         raise ValueError(f"limit must be a positive int, got {limit!r}")
     is_flowmo = all(hasattr(model, a) for a in ("encode", "quantize", "decode", "spec"))

@@ -1,18 +1,49 @@
 """Reconstruction and distribution metrics for FlowMo tokenizers.
 
 Images are float tensors in [-1, 1] of shape ``(B, C, H, W)``.  PSNR and SSIM
-are computed on uint8-quantised images (see :func:`to_uint8`) with a data range
-of 255, the convention used when reporting tokenizer reconstruction quality.
+are computed on 8-bit images (see :func:`to_uint8`) with a data range of 255,
+under one of two protocols (:data:`PROTOCOLS`, keyword ``protocol``):
 
+``"standard"`` (the default)
+    8 bits by ROUNDING, ``round((x + 1) * 127.5)`` in float64; SSIM with an
+    11x11 Gaussian window (sigma 1.5) and population covariances, numerically
+    matching ``skimage.metrics.structural_similarity(a, b, channel_axis=...,
+    gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+    data_range=255)`` (the settings of Wang et al. 2004).
+
+``"release"``
+    what the released FlowMo evaluation code (``flowmo/evaluate.py`` of
+    kylesargent/FlowMo, whose figures are the paper's Table 1) does:
+
+    * 8 bits by TRUNCATION in float32: reconstructions are clamped to [-1, 1],
+      then ``uint8(((x + 1) / 2) * 255.0)`` with each operation rounded to
+      float32 and the cast truncating (e.g. ``(x + 1) / 2 = 0.999`` -> 254,
+      where rounding gives 255);
+    * originals are taken to be 8-bit images (as every data set is):
+      ``u = round((x + 1) * 127.5)`` is re-expressed as the release's data
+      loader makes it, ``float32(u / 127.5 - 1.0)`` (computed in float64), and
+      then truncated like the reconstructions.  In float32 that chain gives
+      ``u - 1`` for 95 of the 256 levels (see :func:`release_originals`);
+    * SSIM is scikit-image's ``structural_similarity`` with its DEFAULT window:
+      the release calls ``structural_similarity(rec, gt, data_range=1.0,
+      channel_axis=-1)`` on float32 HWC arrays ``u8 / 255``, i.e. a 7x7
+      uniform window (scipy ``uniform_filter``, 'reflect' borders), SAMPLE
+      covariances (x 49/48), K1 = 0.01, K2 = 0.03, the map cropped by 3
+      pixels, per-channel means averaged;
+    * its PSNR is that of the pooled MSE of each batch of 5 images, averaged
+      over batches (:func:`batched_psnr`).
+
+Functions:
+
+* :func:`to_uint8`, :func:`release_originals` - the 8-bit conversions.
 * :func:`psnr` - per-image peak signal-to-noise ratio over all channels/pixels.
-* :func:`ssim` - per-image structural similarity with an 11x11 Gaussian window
-  (sigma 1.5), numerically matching ``skimage.metrics.structural_similarity(a,
-  b, channel_axis=..., gaussian_weights=True, sigma=1.5,
-  use_sample_covariance=False, data_range=255)`` on the quantised images.
+* :func:`batched_psnr` - the release's batch-pooled PSNR from per-image MSEs.
+* :func:`ssim` - per-image structural similarity (window per protocol).
 * :func:`frechet_distance`, :func:`feature_statistics`, :class:`FeatureStats` -
   the Frechet distance between Gaussians fitted to feature sets (the FID
-  formula), plus streaming/mergeable feature statistics.  No network weights
-  are involved here; feature extraction is the caller's business.
+  formula), exact and non-negative (see its docstring), plus streaming /
+  mergeable feature statistics.  No network weights are involved here;
+  feature extraction is the caller's business.
 
 Metric computations run in float64.  Devices without float64 support (Apple
 MPS) fall back to the CPU; elsewhere the result stays on the input's device.
@@ -21,15 +52,20 @@ MPS) fall back to the CPU; elsewhere the result stays on the input's device.
 from __future__ import annotations
 
 import math
-from typing import Tuple, Union
+from typing import Sequence, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 __all__ = [
+    "PROTOCOLS",
     "to_uint8",
+    "release_originals",
     "psnr",
+    "batched_psnr",
+    "quantise_pair",
+    "RELEASE_PSNR_BATCH",
     "ssim",
     "frechet_distance",
     "feature_statistics",
@@ -38,17 +74,30 @@ __all__ = [
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
+#: The metric protocols: ``"standard"`` (default) and ``"release"`` (see the module docstring).
+PROTOCOLS = ("standard", "release")
+
 # SSIM constants (Wang et al. 2004, as used by scikit-image).
 _SSIM_K1 = 0.01
 _SSIM_K2 = 0.03
 _SSIM_SIGMA = 1.5
 _SSIM_TRUNCATE = 3.5
+# scikit-image's default window when gaussian_weights=False (the release's SSIM).
+_SSIM_UNIFORM_WIN = 7
 _DATA_RANGE = 255.0
+#: Images per PSNR batch in the release (``data.eval_batch_size: 5`` in its configs/base.yaml).
+RELEASE_PSNR_BATCH = 5
 
 
 # --------------------------------------------------------------------------
 # input handling
 # --------------------------------------------------------------------------
+
+
+def _check_protocol(protocol) -> str:
+    if not isinstance(protocol, str) or protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {list(PROTOCOLS)}, got {protocol!r}")
+    return protocol
 
 
 def _check_images(images, name: str) -> torch.Tensor:
@@ -88,30 +137,106 @@ def _compute_device(device: torch.device) -> torch.device:
     return torch.device("cpu") if device.type == "mps" else device
 
 
-def _quantised_float64(images: torch.Tensor) -> torch.Tensor:
-    """uint8 quantisation of ``images`` as float64 values in 0..255."""
-    device = _compute_device(images.device)
-    return to_uint8(images).to(device=device, dtype=torch.float64)
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Quantise [-1, 1] float images to uint8: ``round((x + 1) / 2 * 255)`` clamped to 0..255.
-
-    The arithmetic is done in float64 so float32 inputs produced as
-    ``u / 127.5 - 1`` from uint8 ``u`` map back to exactly ``u``.  Rounding is
-    round-half-to-even (``torch.round``).  Returns a ``torch.uint8`` tensor of
-    the same shape (on the input's device).
-    """
+def _check_float_images(images, name: str = "images") -> None:
     if not isinstance(images, torch.Tensor):
-        raise ValueError(f"images must be a torch.Tensor, got {type(images).__name__}")
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(images).__name__}")
     if not images.is_floating_point():
-        raise ValueError(f"images must be a floating-point tensor in [-1, 1], got dtype {images.dtype}")
+        raise ValueError(f"{name} must be a floating-point tensor in [-1, 1], got dtype {images.dtype}")
     if not bool(torch.isfinite(images).all()):
-        raise ValueError("images contains non-finite values (NaN or inf)")
+        raise ValueError(f"{name} contains non-finite values (NaN or inf)")
+
+
+def to_uint8(images: torch.Tensor, protocol: str = "standard") -> torch.Tensor:
+    """Convert [-1, 1] float images to 8 bits, as the given protocol does.
+
+    Args:
+        images: floating-point tensor of any shape (values outside [-1, 1] are clamped).
+        protocol: ``"standard"`` or ``"release"``.
+
+    * ``"standard"``: ``round((x + 1) / 2 * 255)`` clamped to 0..255, in float64
+      (round half to even, ``torch.round``).  Float32 inputs made as
+      ``u / 127.5 - 1`` from uint8 ``u`` (in float32 or float64) map back to
+      exactly ``u``.
+    * ``"release"``: the released FlowMo evaluation's conversion
+      (``flowmo/evaluate.py``: ``x.clamp(-1, 1)``, ``(x + 1) / 2``, ``* 255.0``,
+      ``.to(torch.uint8)``): in float32 (other dtypes are cast to float32 first,
+      the release's tensors being float32), each operation rounded to float32,
+      then TRUNCATED (the float -> uint8 cast).  E.g. ``(x + 1) / 2 = 0.999``
+      gives 254 (standard: 255); float32 ``u / 127.5 - 1`` gives ``u - 1`` for
+      some levels ``u``.  This function applies the chain to the given values
+      as they are; for originals the release's loader values come first, see
+      :func:`release_originals`.
+
+    Returns a ``torch.uint8`` tensor of the input's shape, on the input's device.
+    Raises ``ValueError`` for a non-tensor, a non-floating dtype, non-finite values
+    or an unknown protocol.
+    """
+    protocol = _check_protocol(protocol)
+    _check_float_images(images)
+    if protocol == "release":
+        x = images.to(torch.float32).clamp(-1.0, 1.0)
+        v = ((x + 1.0) / 2.0) * 255.0  # three float32 roundings, as the release's tensors
+        # the cast truncates toward zero; v is in [0, 255] so that is floor
+        return torch.floor(v).clamp_(0.0, 255.0).to(torch.uint8)
     device = _compute_device(images.device)
     x = images.to(device=device, dtype=torch.float64)
     q = torch.round((x + 1.0) * 0.5 * 255.0).clamp_(0.0, 255.0)
     return q.to(torch.uint8).to(images.device)
+
+
+def release_originals(originals: torch.Tensor) -> torch.Tensor:
+    """The float32 values the release's data loader gives for the 8-bit images ``originals`` show.
+
+    ``originals`` (float, any shape, [-1, 1]) are taken to be 8-bit images:
+    ``u = round((x + 1) * 127.5)`` clamped to 0..255 (exact for any float made
+    from uint8 pixels, whichever way it was computed), then re-expressed as the
+    release's loader does (``flowmo/data.py``: ``(image / 127.5 - 1.0).astype(
+    np.float32)``, float64 arithmetic, one rounding to float32).  Our own loaders
+    compute ``u / 127.5 - 1`` in float32, which differs in the last bit for
+    levels 64..191; the release's truncating 8-bit conversion
+    (:func:`to_uint8` with ``protocol="release"``) turns 95 of the 256 loader
+    values into ``u - 1`` (63 of ours), so the originals must be exactly the
+    release's to reproduce its numbers (0.01-0.03 dB of PSNR on a blurred photo).
+    Reconstructions are not re-expressed (they are a model's float output), so
+    under ``"release"`` a reconstruction equal to the originals is exact only if
+    it holds the release loader's values (``release_originals(x)``), as in the
+    release itself.
+
+    Returns a float32 tensor of the input's shape on the input's device.
+    Raises ``ValueError`` for a non-tensor, a non-floating dtype or non-finite values.
+    """
+    _check_float_images(originals, "originals")
+    u = to_uint8(originals, "standard")
+    device = _compute_device(originals.device)
+    x = u.to(device=device, dtype=torch.float64) / 127.5 - 1.0
+    return x.to(torch.float32).to(originals.device)
+
+
+def _quantised_pair(originals: torch.Tensor, reconstructions: torch.Tensor,
+                    protocol: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Both images in 8 bits under ``protocol``, as float64 values 0..255 on the compute device."""
+    if protocol == "release":
+        a, b = to_uint8(release_originals(originals), "release"), to_uint8(reconstructions, "release")
+    else:
+        a, b = to_uint8(originals), to_uint8(reconstructions)
+    device = _compute_device(originals.device)
+    return a.to(device=device, dtype=torch.float64), b.to(device=device, dtype=torch.float64)
+
+
+def quantise_pair(originals: torch.Tensor, reconstructions: torch.Tensor,
+                  protocol: str = "standard") -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(originals, reconstructions)`` as the uint8 images the protocol measures.
+
+    ``"standard"``: :func:`to_uint8` of each.  ``"release"``: ``to_uint8(
+    release_originals(originals), "release")`` and ``to_uint8(reconstructions,
+    "release")``.  Inputs as for :func:`psnr`; returns two ``torch.uint8``
+    tensors of the inputs' shape on their device.
+    """
+    protocol = _check_protocol(protocol)
+    originals, reconstructions = _check_pair(originals, reconstructions)
+    if protocol == "release":
+        return to_uint8(release_originals(originals), "release"), to_uint8(reconstructions, "release")
+    return to_uint8(originals), to_uint8(reconstructions)
 
 
 # --------------------------------------------------------------------------
@@ -119,23 +244,93 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------
 
 
-def psnr(originals: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR in dB on uint8-quantised images with data range 255.
-
-    ``10 * log10(255**2 / MSE)`` where the MSE is taken over all channels and
-    pixels of each image.  Identical quantised images (MSE 0) give ``+inf``;
-    callers averaging over a data set should decide how to treat those (e.g.
-    ``torch.isfinite`` mask or clamp).  Returns a float64 tensor of shape ``(B,)``.
-
-    Raises ``ValueError`` (naming the argument) unless both inputs are finite
-    4-D floating-point tensors of the same shape.
-    """
-    originals, reconstructions = _check_pair(originals, reconstructions)
-    a = _quantised_float64(originals)
-    b = _quantised_float64(reconstructions)
-    mse = (a - b).square().flatten(1).mean(dim=1)
+def _psnr_from_mse(mse: torch.Tensor) -> torch.Tensor:
     # 255^2 / 0 -> inf, log10(inf) -> inf: no special casing needed.
     return 10.0 * torch.log10((_DATA_RANGE**2) / mse)
+
+
+def psnr(originals: torch.Tensor, reconstructions: torch.Tensor, protocol: str = "standard") -> torch.Tensor:
+    """Per-image PSNR in dB on 8-bit images with data range 255.
+
+    ``10 * log10(255**2 / MSE)`` where the MSE is taken over all channels and
+    pixels of each image, on the images converted to 8 bits as ``protocol``
+    says (:func:`quantise_pair`: rounding for ``"standard"``, the release's
+    truncation for ``"release"``).  Identical 8-bit images (MSE 0) give
+    ``+inf``; callers averaging over a data set should decide how to treat
+    those.  (The release's reported PSNR pools the MSE of batches of 5 images:
+    :func:`batched_psnr` of these images' MSEs.)
+
+    Args:
+        originals, reconstructions: finite floating-point tensors (B, C, H, W) in
+            [-1, 1] of the same shape and device.
+        protocol: ``"standard"`` (default) or ``"release"``.
+
+    Returns a float64 tensor of shape ``(B,)``.  Raises ``ValueError`` (naming the
+    argument) for anything else.
+    """
+    protocol = _check_protocol(protocol)
+    originals, reconstructions = _check_pair(originals, reconstructions)
+    a, b = _quantised_pair(originals, reconstructions, protocol)
+    return _psnr_from_mse((a - b).square().flatten(1).mean(dim=1))
+
+
+def batched_psnr(mse: Union[ArrayLike, Sequence[float]], batch_size: int = RELEASE_PSNR_BATCH,
+                 values_per_image: Union[int, ArrayLike, Sequence[int], None] = None) -> float:
+    """The release's PSNR: PSNR of each batch's pooled MSE, averaged over batches.
+
+    The released evaluation (``flowmo/evaluate.py``) adds, for every image of a
+    batch, ``peak_signal_noise_ratio(rgb_gt, rgb_restored)`` of the WHOLE batch
+    arrays (float32 ``u8 / 255``, so data range 1), divides by the batch size and
+    averages over batches: per batch ``10 log10(1 / mean over the batch's pixels
+    of the squared difference)``, which is ``10 log10(255^2 / mean(mse))`` of the
+    batch's per-image 8-bit MSEs (all images have the same size).  Its eval batch
+    size is 5 (``configs/base.yaml``).
+
+    Args:
+        mse: per-image MSEs on the 0..255 scale (1-D, finite, >= 0), in the order
+            that forms the batches: images ``0..batch_size-1`` are the first batch
+            and so on; a last, smaller batch counts as one batch (the release
+            requires the image count to be a multiple of the batch size).
+        batch_size: images per batch (positive int; the release: 5).
+        values_per_image: channels x pixels per image (an int, or one per image).
+            When given, a batch whose pooled MSE is 0 (every image exact) counts as
+            the smallest non-zero pooled MSE, one level in one value of its largest
+            image; when None it gives ``+inf`` as in the release.
+
+    Returns the mean over batches (float).  Raises ``ValueError`` for an empty or
+    non-1-D ``mse``, negative or non-finite values, or a bad ``batch_size`` /
+    ``values_per_image``.
+    """
+    m = _as_float64_array(mse, "mse")
+    if m.ndim != 1 or m.size == 0:
+        raise ValueError(f"mse must be a non-empty 1-D sequence of per-image MSEs, got shape {m.shape}")
+    if not np.all(np.isfinite(m)) or np.any(m < 0):
+        raise ValueError("mse must hold finite, non-negative values")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    counts = None
+    if values_per_image is not None:
+        if isinstance(values_per_image, bool):
+            raise ValueError(f"values_per_image must be positive int(s) or None, got {values_per_image!r}")
+        counts = np.asarray(values_per_image)
+        if counts.ndim == 0:
+            counts = np.full(m.size, counts)
+        if (counts.shape != m.shape or not np.issubdtype(counts.dtype, np.integer) or np.any(counts <= 0)):
+            raise ValueError("values_per_image must be a positive int or one positive int per image "
+                             f"({m.size}), got {values_per_image!r}")
+    vals = []
+    for s in range(0, m.size, int(batch_size)):
+        chunk = m[s:s + int(batch_size)]
+        pooled = math.fsum(chunk.tolist()) / chunk.size
+        if pooled == 0:
+            if counts is None:
+                vals.append(math.inf)
+            else:
+                most = int(counts[s:s + int(batch_size)].max())
+                vals.append(10.0 * math.log10(_DATA_RANGE**2 * most * chunk.size))
+        else:
+            vals.append(10.0 * math.log10(_DATA_RANGE**2 / pooled))
+    return math.fsum(vals) / len(vals)
 
 
 # --------------------------------------------------------------------------
@@ -162,7 +357,9 @@ def _symmetric_indices(n: int, pad: int, device) -> torch.Tensor:
 
 
 def _gaussian_filter_reflect(maps: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Separable Gaussian filter of ``maps`` (N, 1, H, W), scipy 'reflect' boundary."""
+    """Separable filter of ``maps`` (N, 1, H, W) by the odd-length 1-D ``kernel`` along
+    both axes, scipy 'reflect' boundary (a Gaussian kernel: scipy's gaussian_filter; a
+    constant one: scipy's uniform_filter)."""
     pad = (kernel.numel() - 1) // 2
     _, _, h, w = maps.shape
     rows = _symmetric_indices(h, pad, maps.device)
@@ -174,43 +371,28 @@ def _gaussian_filter_reflect(maps: torch.Tensor, kernel: torch.Tensor) -> torch.
     return out
 
 
-def ssim(originals: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor:
-    """Per-image SSIM on uint8-quantised images (Gaussian window, data range 255).
+def _ssim_window(protocol: str, device) -> Tuple[torch.Tensor, float]:
+    """(1-D kernel, covariance normalisation) of the protocol's SSIM window."""
+    if protocol == "release":
+        win = _SSIM_UNIFORM_WIN
+        np_ = win * win  # values per 2-D window
+        return torch.full((win,), 1.0 / win, dtype=torch.float64, device=device), np_ / (np_ - 1.0)
+    return _gaussian_kernel_1d(_SSIM_SIGMA, _SSIM_TRUNCATE, device=device), 1.0
 
-    Matches ``skimage.metrics.structural_similarity(a, b, channel_axis=...,
-    gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-    data_range=255)`` applied to the quantised images as float64:
 
-    * local statistics are Gaussian-weighted, sigma 1.5, truncated at 3.5 sigma
-      (an 11x11 window), with scipy.ndimage 'reflect' (edge-repeating) borders;
-    * population (not sample) covariances, K1 = 0.01, K2 = 0.03;
-    * the SSIM map is cropped by ``(11 - 1) // 2 = 5`` pixels on each border,
-      averaged per channel, then averaged over channels.
-
-    Computed in float64, vectorised over the batch.  Both spatial sizes must
-    be at least 11.  Returns a float64 tensor of shape ``(B,)``.
-    """
-    originals, reconstructions = _check_pair(originals, reconstructions)
-    kernel = _gaussian_kernel_1d(_SSIM_SIGMA, _SSIM_TRUNCATE, device="cpu")
+def _ssim_quantised(x: torch.Tensor, y: torch.Tensor, protocol: str) -> torch.Tensor:
+    """SSIM per image of float64 8-bit-valued images (B, C, H, W) under ``protocol``."""
+    kernel, cov_norm = _ssim_window(protocol, x.device)
     win = kernel.numel()
-    b, c, h, w = originals.shape
-    if h < win or w < win:
-        raise ValueError(
-            f"originals/reconstructions must be at least {win}x{win} pixels for SSIM "
-            f"(Gaussian window size {win}), got {h}x{w}"
-        )
-    x = _quantised_float64(originals)
-    y = _quantised_float64(reconstructions)
-    kernel = kernel.to(x.device)
-
+    b, c, h, w = x.shape
     # (B, 5, C, H, W) -> (B*5*C, 1, H, W): one filter pass for all statistics.
     stats = torch.stack([x, y, x * x, y * y, x * y], dim=1)
     filtered = _gaussian_filter_reflect(stats.reshape(-1, 1, h, w), kernel)
     ux, uy, uxx, uyy, uxy = filtered.reshape(b, 5, c, h, w).unbind(dim=1)
 
-    vx = uxx - ux * ux
-    vy = uyy - uy * uy
-    vxy = uxy - ux * uy
+    vx = cov_norm * (uxx - ux * ux)
+    vy = cov_norm * (uyy - uy * uy)
+    vxy = cov_norm * (uxy - ux * uy)
     c1 = (_SSIM_K1 * _DATA_RANGE) ** 2
     c2 = (_SSIM_K2 * _DATA_RANGE) ** 2
     a1 = 2.0 * ux * uy + c1
@@ -223,6 +405,57 @@ def ssim(originals: torch.Tensor, reconstructions: torch.Tensor) -> torch.Tensor
     cropped = ssim_map[..., pad : h - pad, pad : w - pad]
     per_channel = cropped.mean(dim=(-2, -1))  # (B, C)
     return per_channel.mean(dim=1)
+
+
+def _ssim_min_size(protocol: str) -> int:
+    return _SSIM_UNIFORM_WIN if protocol == "release" else 2 * int(_SSIM_TRUNCATE * _SSIM_SIGMA + 0.5) + 1
+
+
+def ssim(originals: torch.Tensor, reconstructions: torch.Tensor, protocol: str = "standard") -> torch.Tensor:
+    """Per-image SSIM on 8-bit images (data range 255), window per ``protocol``.
+
+    ``"standard"`` matches ``skimage.metrics.structural_similarity(a, b,
+    channel_axis=..., gaussian_weights=True, sigma=1.5,
+    use_sample_covariance=False, data_range=255)`` on the rounded 8-bit images:
+
+    * local statistics Gaussian-weighted, sigma 1.5, truncated at 3.5 sigma
+      (an 11x11 window), scipy.ndimage 'reflect' (edge-repeating) borders;
+    * population covariances, K1 = 0.01, K2 = 0.03;
+    * the map cropped by 5 pixels on each border, averaged per channel, then
+      over channels.
+
+    ``"release"`` matches the release's call ``structural_similarity(rec, gt,
+    data_range=1.0, channel_axis=-1)`` on ``u8 / 255`` of its truncated 8-bit
+    images (:func:`quantise_pair`), i.e. scikit-image's defaults: a 7x7 uniform
+    window (scipy ``uniform_filter``, 'reflect' borders), sample covariances
+    (``49 / 48`` times the population ones), K1 = 0.01, K2 = 0.03, the map
+    cropped by 3 pixels, per-channel means averaged.  (SSIM is unchanged by
+    scaling the images and the data range together, so data range 255 on 0..255
+    equals data range 1 on ``u8 / 255``.)  The release's arrays are float32, so
+    scikit-image computes in float32 there; this function computes in float64
+    (differences of order 1e-6).
+
+    Args:
+        originals, reconstructions: finite floating-point tensors (B, C, H, W) in
+            [-1, 1] of the same shape and device, at least 11x11 (``"standard"``)
+            or 7x7 (``"release"``) pixels.
+        protocol: ``"standard"`` (default) or ``"release"``.
+
+    Returns a float64 tensor of shape ``(B,)`` in [-1, 1].  Raises ``ValueError``
+    (naming the argument) for anything else.
+    """
+    protocol = _check_protocol(protocol)
+    originals, reconstructions = _check_pair(originals, reconstructions)
+    win = _ssim_min_size(protocol)
+    _, _, h, w = originals.shape
+    if h < win or w < win:
+        kind = "uniform" if protocol == "release" else "Gaussian"
+        raise ValueError(
+            f"originals/reconstructions must be at least {win}x{win} pixels for SSIM "
+            f"({protocol} protocol: {kind} window size {win}), got {h}x{w}"
+        )
+    x, y = _quantised_pair(originals, reconstructions, protocol)
+    return _ssim_quantised(x, y, protocol)
 
 
 # --------------------------------------------------------------------------
@@ -368,64 +601,126 @@ class FeatureStats:
         return out
 
 
+#: Relative tolerances of :func:`frechet_distance`'s input checks: a covariance may be
+#: asymmetric by up to ``_SYM_RTOL * max|entry|`` and have eigenvalues down to
+#: ``-_PSD_RTOL * max|eigenvalue|`` (round-off, e.g. from float32 accumulation);
+#: anything beyond is refused as not a covariance.
+_SYM_RTOL = 1e-5
+_PSD_RTOL = 1e-5
+
+
 def _check_gaussian(mu, sigma, idx: int) -> Tuple[np.ndarray, np.ndarray]:
     mu_name, sigma_name = f"mu{idx}", f"sigma{idx}"
     mu = np.atleast_1d(_as_float64_array(mu, mu_name))
     sigma = np.atleast_2d(_as_float64_array(sigma, sigma_name))
     if mu.ndim != 1:
         raise ValueError(f"{mu_name} must be 1-D, got shape {mu.shape}")
+    if mu.shape[0] == 0:
+        raise ValueError(f"{mu_name} is empty (zero feature dimensions)")
     if sigma.ndim != 2 or sigma.shape[0] != sigma.shape[1]:
         raise ValueError(f"{sigma_name} must be a square 2-D matrix, got shape {sigma.shape}")
     if sigma.shape[0] != mu.shape[0]:
         raise ValueError(f"{sigma_name} has shape {sigma.shape} but {mu_name} has length {mu.shape[0]}")
     if not np.all(np.isfinite(mu)):
-        raise ValueError(f"{mu_name} contains non-finite values")
+        raise ValueError(f"{mu_name} contains non-finite values (NaN or inf)")
     if not np.all(np.isfinite(sigma)):
-        raise ValueError(f"{sigma_name} contains non-finite values")
-    return mu, sigma
+        raise ValueError(f"{sigma_name} contains non-finite values (NaN or inf)")
+    scale = float(np.max(np.abs(sigma)))
+    asym = float(np.max(np.abs(sigma - sigma.T)))
+    if asym > _SYM_RTOL * scale:
+        raise ValueError(
+            f"{sigma_name} is not symmetric (max |S - S^T| = {asym:.3g}, {asym / scale:.3g} of its largest "
+            "entry): not a covariance matrix"
+        )
+    return mu, 0.5 * (sigma + sigma.T)
 
 
-def _sqrtm(a: np.ndarray) -> np.ndarray:
-    import warnings
+def _psd_factor(sigma: np.ndarray, name: str) -> Tuple[np.ndarray, float]:
+    """``(B, trace)`` with ``B @ B.T`` the covariance ``sigma`` (D, D) as a PSD matrix.
 
-    from scipy import linalg
+    ``B = V_r sqrt(L_r)`` (D, r) from the eigendecomposition, keeping the eigenvalues
+    above ``D * eps * max|eigenvalue|`` (the numerical rank r): smaller ones, and
+    negative ones down to ``-_PSD_RTOL * max|eigenvalue|``, are round-off of zero
+    eigenvalues and dropped.  ``trace`` is the sum of the kept eigenvalues, the trace
+    of ``B @ B.T``.  Raises ``ValueError`` (naming ``name``) if a more negative
+    eigenvalue shows the matrix is not positive semi-definite.
+    """
+    d = sigma.shape[0]
+    w, v = np.linalg.eigh(sigma)
+    scale = float(np.max(np.abs(w)))
+    if scale == 0.0:
+        return np.zeros((d, 0)), 0.0
+    if w[0] < -_PSD_RTOL * scale:
+        raise ValueError(
+            f"{name} is not positive semi-definite (smallest eigenvalue {w[0]:.6g}, largest {w[-1]:.6g}): "
+            "not a covariance matrix, so the Frechet distance is undefined"
+        )
+    keep = w > d * np.finfo(np.float64).eps * scale
+    wk = w[keep]
+    return v[:, keep] * np.sqrt(wk), float(math.fsum(wk.tolist()))
 
-    with warnings.catch_warnings():
-        # Singular/ill-conditioned products warn; we check finiteness ourselves.
-        warnings.simplefilter("ignore", RuntimeWarning)
-        warnings.simplefilter("ignore", linalg.LinAlgWarning)
-        return np.asarray(linalg.sqrtm(a))
 
+def frechet_distance(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: ArrayLike) -> float:
+    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2) (the FID formula), exact.
 
-def frechet_distance(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: ArrayLike, eps: float = 1e-6) -> float:
-    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2) (the FID formula).
+    ``d^2 = ||mu1 - mu2||^2 + tr(sigma1) + tr(sigma2) - 2 tr((sigma1^1/2 sigma2 sigma1^1/2)^1/2)``,
+    the squared 2-Wasserstein distance between the Gaussians (Dowson & Landau 1982;
+    Heusel et al. 2017 use it as FID with ``tr(sqrtm(sigma1 sigma2))``, which is the same
+    trace).  It is defined for every pair of positive semi-definite covariances,
+    including singular (rank-deficient) ones, e.g. from fewer samples than dimensions.
 
-    ``||mu1 - mu2||^2 + tr(sigma1) + tr(sigma2) - 2 tr(sqrtm(sigma1 @ sigma2))``
-    in float64, with the matrix square root from ``scipy.linalg.sqrtm``.  If
-    that root is not finite (near-singular product), ``eps * I`` is added to
-    both covariances and the root recomputed.  A negligible imaginary part from
-    numerical error is dropped; one larger than 1e-3 (max absolute value)
-    raises ``ValueError``.
+    Method (float64): each covariance is factored as ``S_i = B_i B_i^T`` from its
+    symmetric eigendecomposition (``B_i = V sqrt(L)``, eigenvalues at round-off level
+    of zero dropped, see below); then ``tr((S1^1/2 S2 S1^1/2)^1/2)`` is the sum of the
+    singular values (nuclear norm) of the small matrix ``B1^T B2`` (r1 x r2, the
+    numerical ranks), since ``S1^1/2 S2 S1^1/2 = M M^T`` with ``M = S1^1/2 S2^1/2``,
+    whose singular values equal those of ``B1^T B2``.  No matrix square root of a
+    non-symmetric product, no imaginary parts, no ``eps * I`` regularisation: the
+    result is the exact distance up to float64 round-off RELATIVE to the
+    covariances' magnitude (e.g. 2 samples of 4-d features spread over +-100: the
+    exact 49932.18..., where ``scipy.linalg.sqrtm`` of the product gave a complex
+    root and the usual absolute 1e-3 test on its imaginary part raised).
+
+    Round-off: eigenvalues in ``[-1e-5 * s, D * eps * s]`` (``s`` the largest
+    eigenvalue magnitude, ``D`` the dimension, ``eps`` float64's) are treated as 0,
+    i.e. the distance is that of the nearest PSD covariances within round-off; the
+    traces are those of the PSD matrices used.  The true distance is >= 0 (a squared
+    distance between distributions), so a negative result can only be round-off and
+    is returned as 0.0; identical inputs give exactly 0.0.
+
+    Args:
+        mu1, mu2: means, shape (D,) (numpy arrays, torch tensors or sequences).
+        sigma1, sigma2: covariances, shape (D, D), symmetric positive semi-definite.
+
+    Returns a finite Python float >= 0.
+
+    Raises ``ValueError`` naming the argument and the reason: non-numeric input,
+    wrong shapes or mismatched dimensions, non-finite values, a covariance that is
+    not symmetric (beyond relative 1e-5) or not positive semi-definite (an
+    eigenvalue below -1e-5 of the largest), or a result that overflows float64.
+    Covariances need at least 2 samples: see :func:`feature_statistics`.
     """
     mu1, sigma1 = _check_gaussian(mu1, sigma1, 1)
     mu2, sigma2 = _check_gaussian(mu2, sigma2, 2)
     if mu1.shape != mu2.shape:
-        raise ValueError(f"mu2 has length {mu2.shape[0]} but mu1 has length {mu1.shape[0]}")
+        raise ValueError(f"mu2 has length {mu2.shape[0]} but mu1 has length {mu1.shape[0]}: "
+                         "the two feature sets have different dimensions")
 
+    b1, tr1 = _psd_factor(sigma1, "sigma1")
+    if np.array_equal(mu1, mu2) and np.array_equal(sigma1, sigma2):
+        return 0.0
+    b2, tr2 = _psd_factor(sigma2, "sigma2")
     diff = mu1 - mu2
-    covmean = _sqrtm(sigma1 @ sigma2)
-    if not np.all(np.isfinite(covmean)):
-        offset = np.eye(sigma1.shape[0]) * eps
-        covmean = _sqrtm((sigma1 + offset) @ (sigma2 + offset))
-        if not np.all(np.isfinite(covmean)):
-            raise ValueError("matrix square root of sigma1 @ sigma2 is not finite even after adding eps * I")
-    if np.iscomplexobj(covmean):
-        max_imag = float(np.max(np.abs(covmean.imag)))
-        if max_imag > 1e-3:
-            raise ValueError(f"sqrtm(sigma1 @ sigma2) has a significant imaginary part (max |imag| = {max_imag:.3g})")
-        covmean = covmean.real
-
-    value = float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
-    if math.isnan(value):
-        raise ValueError("Frechet distance evaluated to NaN")
-    return value
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean_term = float(diff @ diff)
+        if b1.shape[1] == 0 or b2.shape[1] == 0:
+            cross = 0.0
+        else:
+            sv = np.linalg.svd(b1.T @ b2, compute_uv=False)
+            cross = float(math.fsum(sv.tolist()))
+        value = mean_term + tr1 + tr2 - 2.0 * cross
+    if not math.isfinite(value):
+        raise ValueError("the Frechet distance overflows float64 (means or covariances too large); "
+                         "rescale the features")
+    # d^2 >= 0 exactly; a negative value is round-off (of order eps * (tr1 + tr2)).
+    return max(value, 0.0)

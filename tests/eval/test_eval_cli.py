@@ -145,3 +145,46 @@ def test_python_m_reports_bad_input_in_one_line(tmp_path):
                            "--data", "builtin"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "flowmo eval: error:" in proc.stderr
+
+
+def test_eval_release_protocol_loader_and_record(tiny_model, tmp_path):
+    """--protocol release: the release's loader (torchvision Resize + CenterCrop on PIL, bilinear),
+    its metric conventions, and the record in metrics.json."""
+    from flowmo.eval.cli import release_image_folder
+
+    data = tmp_path / "images"
+    data.mkdir()
+    rng = np.random.default_rng(1)
+    arrays = {"a.png": rng.integers(0, 256, (30, 40, 3), dtype=np.uint8),   # W 40, H 30
+              "b.png": rng.integers(0, 256, (45, 33, 3), dtype=np.uint8)}   # W 33, H 45
+    for name, arr in arrays.items():
+        Image.fromarray(arr).save(data / name)
+    # by hand: a: short 30 -> 32, long int(32 * 40 / 30) = 42, crop left int(round(10 / 2)) = 5;
+    # b: short 33 -> 32, long int(32 * 45 / 33) = 43, crop top int(round(11 / 2)) = round(5.5) = 6
+    boxes = {"a.png": ((42, 32), (5, 0)), "b.png": ((32, 43), (0, 6))}
+    ds = release_image_folder(data, 32)
+    for i, name in enumerate(["a.png", "b.png"]):
+        (w, h), (left, top) = boxes[name]
+        img = Image.fromarray(arrays[name]).resize((w, h), Image.Resampling.BILINEAR)
+        u = np.asarray(img.crop((left, top, left + 32, top + 32)))
+        want = (u / 127.5 - 1.0).astype(np.float32).transpose(2, 0, 1)
+        assert np.array_equal(ds[i].numpy(), want)
+
+    out = tmp_path / "out"
+    assert main(["--model", str(tiny_model), "--data", str(data), "--steps", "1", "--output", str(out),
+                 "--lpips", "none", "--no-fid", "--workers", "0", "--protocol", "release", "--quiet"]) == 0
+    res = json.loads((out / "metrics.json").read_text())
+    m, p = res["metrics"], res["protocol"]
+    assert m["protocol"] == "release" and p["metric_protocol"]["name"] == "release"
+    assert "TRUNCATED" in p["quantisation"] and p["metric_protocol"]["quantisation"] == p["quantisation"]
+    assert "7x7 uniform" in p["metric_protocol"]["conventions"]["ssim"]
+    assert "bilinear" in p["crop"]["method"] and "CenterCrop" in p["crop"]["method"]
+    assert m["psnr"] == m["psnr_batches_of_5"]
+    rows = [r.split(",") for r in (out / "per_image.csv").read_text().splitlines()[1:]]
+    mse = np.array([float(r[-1]) for r in rows])
+    assert m["psnr"] == pytest.approx(10 * np.log10(255**2 / mse.mean()), abs=1e-9)  # one batch of 2
+    std = tmp_path / "std"
+    assert main(["--model", str(tiny_model), "--data", str(data), "--steps", "1", "--output", str(std),
+                 "--lpips", "none", "--no-fid", "--workers", "0", "--quiet"]) == 0
+    sp = json.loads((std / "metrics.json").read_text())["protocol"]
+    assert sp["metric_protocol"]["name"] == "standard" and "rounding" in sp["quantisation"]
