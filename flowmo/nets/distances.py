@@ -289,7 +289,12 @@ def ssim_map_torch(x: Tensor, y: Tensor, *, data_range: float = 1.0) -> Tensor:
 
 @PERCEPTUAL_DISTANCES.register("ssim", spec=SSIMSpec)
 class SSIMDistance(nn.Module):
-    """1 - SSIM per image on the [0, 1]-scaled images (data range 1); float32 result."""
+    """1 - SSIM per image on the [0, 1]-scaled images (data range 1); float32 result.
+
+    SSIM <= 1 by definition, so a negative 1 - SSIM can only be float round-off (seen:
+    -3.7e-5 on nearly flat, nearly identical float32 images): it is clamped to 0. The
+    clamp zeroes the gradient only where the distance is at round-off level.
+    """
 
     def __init__(self, spec: Optional[SSIMSpec] = None):
         super().__init__()
@@ -297,4 +302,4 @@ class SSIMDistance(nn.Module):
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         _check_pair(x, y)
-        return (1.0 - ssim_map_torch((x + 1) / 2, (y + 1) / 2, data_range=1.0)).float()
+        return (1.0 - ssim_map_torch((x + 1) / 2, (y + 1) / 2, data_range=1.0)).float().clamp_min(0.0)

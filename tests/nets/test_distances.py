@@ -200,3 +200,16 @@ def test_both_stages_run_with_ssim_and_no_weights(no_weights):
     b = model.posttrain_loss(_images())
     b.total.backward()
     assert all(torch.isfinite(v) for v in b.terms.values())
+
+
+def test_weightless_distances_are_never_negative_on_near_identical_flat_images():
+    """1 - SSIM, MSE and L1 are >= 0 by definition; round-off must not make them negative
+    (1 - SSIM reached -3.7e-5 on nearly flat, nearly identical float32 images)."""
+    g = torch.Generator().manual_seed(0)
+    for name in ("ssim", "mse", "l1"):
+        d = build_distance(PerceptualSpec.model_validate({"name": name}))
+        for _ in range(50):
+            base = torch.rand(1, 1, 1, 1, generator=g) * 2 - 1
+            x = (base + torch.randn(4, 3, 16, 16, generator=g) * 1e-3).clamp(-1, 1)
+            y = (x + torch.randn(4, 3, 16, 16, generator=g) * 1e-4).clamp(-1, 1)
+            assert float(d(x, y).min()) >= 0.0, name
