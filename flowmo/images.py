@@ -72,6 +72,7 @@ import torch
 from PIL import Image, ImageOps
 
 __all__ = [
+    "IMAGE_EXTENSIONS",
     "BACKGROUND",
     "UnsupportedImageError",
     "check_convertible",
@@ -80,6 +81,10 @@ __all__ = [
     "resize_short_side",
     "center_crop",
 ]
+
+#: File extensions (lower case, without the dot) read from image folders by training, ``flowmo
+#: eval`` and the CLI's folder inputs: the formats Pillow decodes that hold photos or scans.
+IMAGE_EXTENSIONS: Tuple[str, ...] = ("jpg", "jpeg", "png", "webp", "tif", "tiff", "bmp", "gif", "ppm", "pgm")
 
 #: The colour transparent pixels are composited over: white, 8-bit RGB.
 BACKGROUND: Tuple[int, int, int] = (255, 255, 255)

@@ -25,6 +25,8 @@ from typing import Any, Iterable, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
+from .images import IMAGE_EXTENSIONS as _EXTENSIONS
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageFile",
@@ -43,7 +45,7 @@ __all__ = [
 
 PathLike = Union[str, os.PathLike]
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp")
+IMAGE_EXTENSIONS: tuple[str, ...] = tuple(f".{e}" for e in _EXTENSIONS)  # with the dot, as Path.suffix
 TOKEN_FORMAT = "flowmo-tokens"
 TOKEN_FORMAT_VERSION = "1"
 
@@ -64,7 +66,8 @@ def _is_image_name(p: Path) -> bool:
 
 def list_images(inputs: Union[PathLike, Sequence[PathLike]]) -> list[ImageFile]:
     """The images named by ``inputs`` (files, or folders searched recursively for
-    jpg/jpeg/png/webp, case-insensitive, hidden files and folders skipped), in order:
+    the extensions of :data:`flowmo.images.IMAGE_EXTENSIONS`, case-insensitive, hidden files
+    and folders skipped), in order:
     inputs in the order given, a folder's files sorted by relative name.
 
     Raises FileNotFoundError for a path that does not exist, ValueError for a folder

@@ -598,3 +598,34 @@ def test_decoder_argument_errors(tmp_path):
     Image.fromarray(np.full((2, 2), 65535, np.uint16)).save(buf, format="PNG")
     buf.seek(0)
     torch.testing.assert_close(decoded(buf), torch.ones(3, 2, 2), atol=ATOL, rtol=0)  # file objects work too
+
+
+def test_folders_read_every_listed_extension_by_default(tmp_path):
+    """Training, `flowmo eval --data` and the CLI's folder inputs list the same extensions
+    (flowmo.images.IMAGE_EXTENSIONS); TIFF, GIF, BMP and PGM were silently left out before."""
+    from flowmo.images import IMAGE_EXTENSIONS
+    from flowmo.io import list_images
+
+    grey = np.full((8, 8), 32768, np.uint16)
+    Image.fromarray(grey).save(tmp_path / "a.tif")
+    Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(tmp_path / "b.gif")
+    Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(tmp_path / "c.bmp")
+    Image.fromarray(np.full((8, 8), 200, np.uint8)).save(tmp_path / "d.pgm")
+    Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(tmp_path / "e.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    assert {"tif", "tiff", "gif", "bmp", "pgm", "png", "jpg", "jpeg", "webp"} <= set(IMAGE_EXTENSIONS)
+    ds = ImageFolderDataset(tmp_path, 8, train=False)
+    assert sorted(p.name for p in ds.files) == ["a.tif", "b.gif", "c.bmp", "d.pgm", "e.png"]
+    torch.testing.assert_close(ds[0], torch.full((3, 8, 8), 32768 / 65535 * 2 - 1), atol=ATOL, rtol=0)
+    assert sorted(f.path.name for f in list_images(tmp_path)) == ["a.tif", "b.gif", "c.bmp", "d.pgm", "e.png"]
+
+
+def test_release_protocol_loader_keeps_16bit_grey(tmp_path):
+    """`flowmo eval --protocol release` crashed on a 16-bit grey PNG (mode F after decoding);
+    it now gives 2 v - 1 on all three channels, as the standard loader."""
+    from flowmo.eval.cli import release_image_folder
+
+    Image.fromarray(np.full((40, 48), 32768, np.uint16)).save(tmp_path / "grey16.png")
+    x = release_image_folder(tmp_path, 32)[0]
+    assert x.shape == (3, 32, 32) and x.dtype == torch.float32
+    torch.testing.assert_close(x, torch.full((3, 32, 32), 32768 / 65535 * 2 - 1), atol=ATOL, rtol=0)

@@ -170,7 +170,9 @@ def release_image_folder(root: Any, size: int) -> Any:
 
     Files are listed and decoded as by the standard loader (EXIF orientation applied,
     transparency on white; the release only calls ``.convert("RGB")``, which matters only for
-    files with an EXIF orientation tag or transparency). Raises as ``ImageFolderDataset``
+    files with an EXIF orientation tag or transparency, and for 16/32-bit grey files, which
+    the release's conversion clips to white: here they stay float, ``2 v - 1`` after the same
+    resize and crop, with ``v`` in [0, 1] as :func:`flowmo.images.decode_image` gives it). Raises as ``ImageFolderDataset``
     (``FileNotFoundError`` / ``ValueError``) for a missing or empty folder or a bad size."""
     import numpy as np
     from PIL import Image
@@ -186,7 +188,12 @@ def release_image_folder(root: Any, size: int) -> Any:
             img = img.resize((s, new_long) if w <= h else (new_long, s), Image.Resampling.BILINEAR)
             w, h = img.size
             top, left = int(round((h - s) / 2.0)), int(round((w - s) / 2.0))
-            arr = np.asarray(img.crop((left, top, left + s, top + s)), dtype=np.uint8)
+            img = img.crop((left, top, left + s, top + s))
+            if img.mode == "F":  # 16/32-bit grey sources keep their precision (the release's
+                # .convert("RGB") would clip them to white): 2 v - 1, the grey band on R, G, B
+                grey = (np.asarray(img, dtype=np.float64).clip(0.0, 1.0) * 2.0 - 1.0).astype(np.float32)
+                return torch.from_numpy(grey).unsqueeze(0).expand(3, -1, -1).contiguous()
+            arr = np.asarray(img, dtype=np.uint8)
             x = (arr / 127.5 - 1.0).astype(np.float32)
             return torch.from_numpy(x).permute(2, 0, 1).contiguous()
 

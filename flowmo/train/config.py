@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -32,7 +33,7 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    folder: Optional[str] = Field(None, description="image folder (recursive jpg/png/webp); None: the built-in photos")
+    folder: Optional[str] = Field(None, description="image folder (recursive; the extensions of flowmo.images.IMAGE_EXTENSIONS); None: the built-in photos")
     workers: int = Field(0, ge=0, description="DataLoader worker processes")
     builtin_length: int = Field(4096, gt=0, description="items per epoch of the built-in photo crops")
     hflip: bool = True
@@ -59,10 +60,10 @@ class EMAConfig(_Strict):
     decay: float = Field(0.9999, ge=0, lt=1)
     every: int = Field(
         10, gt=0,
-        description="after steps N, 2N, 3N, ... one EMA update standing for N steps: ema <- decay**N ema + "
-                    "(1 - decay**N) weights; 1: after every step; train.steps: once, after the last step. Steps "
-                    "after the last multiple of N are not in the EMA. Must be <= train.steps when enabled "
-                    "(a larger value would never update the EMA)",
+        description="after steps N, 2N, 3N, ... and after the last step (train.steps), one EMA update "
+                    "standing for the k steps since the previous one: ema <- decay**k ema + (1 - decay**k) "
+                    "weights (k = N except at the last step); 1: after every step; >= train.steps: once, "
+                    "after the last step. So every step is in the EMA, whatever N and train.steps are",
     )
 
 
@@ -153,12 +154,6 @@ class TrainSpec(_Strict):
     def _check(self) -> "TrainSpec":
         if self.stage == "1b" and self.init_from is None:
             raise ValueError("stage '1b' needs train.init_from (a Stage 1A run, checkpoint or model folder)")
-        if self.ema.enabled and self.ema.every > self.steps:
-            raise ValueError(
-                f"train.ema.every ({self.ema.every}) is larger than train.steps ({self.steps}): the EMA would "
-                f"never be updated (it updates after steps every, 2 every, ...); use ema.every <= {self.steps} "
-                "or ema.enabled: false"
-            )
         return self
 
 
@@ -196,6 +191,32 @@ def _deep_merge(base: dict, extra: dict) -> dict:
     return out
 
 
+class _Yaml12BoolLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 booleans and exponent floats (see parse_yaml)."""
+
+
+_Yaml12BoolLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12BoolLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+# YAML 1.2 floats without a dot (1e-3, 5E+2), which PyYAML's YAML 1.1 rules read as strings
+_Yaml12BoolLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse config YAML (files and ``--set`` values) with YAML 1.2 booleans and floats:
+    ``true``/``false`` only are booleans (``on``/``off``/``yes``/``no`` stay strings; PyYAML's
+    default YAML 1.1 rules would turn ``autocast: off`` into ``False`` and fail validation),
+    and ``1e-3`` is a float (YAML 1.1 reads it as a string)."""
+    return yaml.load(text, Loader=_Yaml12BoolLoader)
+
+
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a raw config dict."""
     raw = copy.deepcopy(raw)
@@ -215,7 +236,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
                 if not isinstance(node[k], dict):
                     raise ValueError(f"override {item!r}: {k!r} is not a section")
             node = node[k]
-        node[keys[-1]] = yaml.safe_load(value)
+        node[keys[-1]] = parse_yaml(value)
     return raw
 
 
@@ -230,7 +251,7 @@ def load_config(source: Union[str, Path, dict, None] = None, overrides: Optional
         if not p.is_file():
             raise FileNotFoundError(f"config file {str(p)!r} does not exist")
         text = p.read_text()
-        raw = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+        raw = json.loads(text) if p.suffix == ".json" else parse_yaml(text)
         if not isinstance(raw, dict):
             raise ValueError(f"{p} must hold a mapping with 'model' and 'train' sections")
     raw = apply_overrides(raw, overrides or [])

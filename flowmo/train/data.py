@@ -32,7 +32,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..images import decode_image, image_to_tensor, resize_short_side
+from ..images import IMAGE_EXTENSIONS, decode_image, image_to_tensor, resize_short_side
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -47,7 +47,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS: Tuple[str, ...] = ("jpg", "jpeg", "png", "webp")
 
 _BICUBIC = Image.Resampling.BICUBIC
 

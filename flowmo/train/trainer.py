@@ -222,6 +222,7 @@ class Trainer:
             _ = self.model.posttrain_objective
         self.targets: dict[str, Tensor] = {}
         self.ema: dict[str, Tensor] = {}
+        self.ema_step = 0  # the step of the EMA's last update (or of its initialisation)
 
         ckpt = latest_checkpoint(self.ckpt_dir) if resume else None
         if resume and ckpt is None and self.ctx.main:
@@ -395,6 +396,7 @@ class Trainer:
             "stage": self.tc.stage,
             "optimizer": opt_meta,
             "encoder_frozen": self.encoder_frozen,
+            "ema_step": self.ema_step,
             "data_position": self.step * self.ctx.world * self.tc.optim.grad_accum * self.tc.optim.batch_size,
             "counters": {"nonfinite_total": self.counters.nonfinite_total,
                          "nonfinite_streak": self.counters.nonfinite_streak,
@@ -432,6 +434,8 @@ class Trainer:
         self.step = int(state["step"])
         if "ema" in parts:
             self.ema = {k: v.to(self.device) for k, v in parts["ema"].items()}
+        # checkpoints written before ema_step was recorded: the last multiple of ema.every
+        self.ema_step = int(state.get("ema_step", self.step - self.step % self.tc.ema.every))
         self.targets = parts.get("renorm", self.targets)
         if state.get("encoder_frozen"):
             self._freeze_encoder()
@@ -505,8 +509,11 @@ class Trainer:
             self.counters.nonfinite_streak += 1
         self.step += 1
         e = self.tc.ema
-        if self.ema and self.step % e.every == 0:
-            ema_update_(self.ema, dict(self.model.named_parameters()), e.decay, e.every)
+        due = self.step % e.every == 0 or self.step == self.tc.steps
+        if self.ema and due and self.step > self.ema_step:
+            # one update standing for every step since the previous one (train.ema.every)
+            ema_update_(self.ema, dict(self.model.named_parameters()), e.decay, self.step - self.ema_step)
+            self.ema_step = self.step
         self._apply_encoder_freeze()
         if self.counters.nonfinite_streak >= self.tc.max_nonfinite:
             raise TrainingStopped(

@@ -90,11 +90,16 @@ def test_negative_values_are_refused(folder, kw):
         load_config(raw(folder, **kw))
 
 
-def test_ema_every_beyond_steps_is_refused_unless_the_ema_is_off(folder):
-    with pytest.raises(ValueError, match=r"train.ema.every \(4\) is larger than train.steps \(3\).*never be updated"):
-        load_config(raw(folder, ema={"every": STEPS + 1}))
-    assert load_config(raw(folder, ema={"every": STEPS + 1, "enabled": False})).train.ema.every == STEPS + 1
-    assert load_config(raw(folder, ema={"every": STEPS})).train.ema.every == STEPS
+def test_ema_every_beyond_steps_is_accepted_and_updates_once_at_the_end(folder, tmp_path):
+    """every > steps used to leave the EMA at the initial weights (exported as the model):
+    now the last step makes one update standing for all the steps."""
+    t = trainer(folder, tmp_path / "run", ema={"every": STEPS + 1, "decay": 0.9})
+    start = {k: v.double() for k, v in t.ema.items()}
+    t.fit()
+    p = params(t.model)
+    d = 0.9 ** STEPS
+    for n, e in start.items():
+        torch.testing.assert_close(t.ema[n].double(), d * e + (1 - d) * p[n].double(), rtol=0, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- train.steps
@@ -188,14 +193,16 @@ def test_logged_lr_is_the_lr_of_the_step_even_when_the_optimizer_is_rebuilt(fold
 
 
 # ----------------------------------------------------------------------------- ema.every
-@pytest.mark.parametrize("every", [1, 2, STEPS])
-def test_ema_every_updates_after_multiples_of_n(folder, tmp_path, every):
+@pytest.mark.parametrize("every", [1, 2, STEPS, STEPS + 4])
+def test_ema_every_updates_after_multiples_of_n_and_the_last_step(folder, tmp_path, every):
     t = trainer(folder, tmp_path / "run", ema={"every": every, "decay": 0.9})
     expected = {k: v.double() for k, v in t.ema.items()}
-    d = 0.9 ** every
+    last = 0
     for k in range(1, STEPS + 1):
         t.train_step()
-        if k % every == 0:  # by hand, in float64
+        if k % every == 0 or k == STEPS:  # by hand, in float64: decay**(steps since the last update)
+            d = 0.9 ** (k - last)
+            last = k
             p = params(t.model)
             expected = {n: d * e + (1 - d) * p[n].double() for n, e in expected.items()}
         for n, e in expected.items():
@@ -304,3 +311,19 @@ def test_grad_accum_one_and_two_micro_batches(folder, tmp_path):
         t = trainer(folder, tmp_path / f"run{accum}", steps=1, optim={"grad_accum": accum})
         t.fit()
         assert t.counters.images_seen == 2 * accum  # batch_size 2 per micro-batch
+
+
+def test_ema_after_extending_a_finished_run_counts_each_step_once(folder, tmp_path):
+    """A run of 3 steps with ema.every=2 updates after steps 2 and 3; extended to 4 steps
+    (--resume with a larger train.steps) the update after step 4 stands for 1 step, not 2."""
+    out = tmp_path / "run"
+    first = trainer(folder, out, ema={"every": 2, "decay": 0.9})
+    first.fit()
+    ema3 = {k: v.double() for k, v in first.ema.items()}
+    assert first.ema_step == STEPS
+    more = trainer(folder, out, resume=True, steps=STEPS + 1, ema={"every": 2, "decay": 0.9})
+    assert more.ema_step == STEPS
+    more.fit()
+    p = params(more.model)
+    for n, e in ema3.items():
+        torch.testing.assert_close(more.ema[n].double(), 0.9 * e + 0.1 * p[n].double(), rtol=0, atol=1e-6)
