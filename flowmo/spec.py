@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, ClassVar, Literal, NamedTuple, Optional, Union
+import math
+import numbers
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple, Optional, Union
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SerializeAsAny,
@@ -63,6 +66,69 @@ __all__ = [
     "LossTerm",
     "sigma_to_t",
 ]
+
+
+# ----------------------------------------------------------------------------- strict scalars
+# pydantic's lax mode turns True into 1, "3" / " 4 " / "1_000" into ints, "no" / "off" / 0 into
+# False and "1e-3" / True into floats. A config override like ``freeze_encoder_at=false`` would then
+# silently mean 0. The field types below refuse booleans and strings where a number is expected
+# and accept only real booleans where a boolean is expected. Integer fields accept ints (numpy ints
+# too) and floats with an integral value (1.0, 1e5: what YAML gives for ``1e5``); 1.5 is refused.
+# Float fields accept ints and floats. User component specs may use them too.
+
+def _is_bool(v: Any) -> bool:
+    return isinstance(v, bool) or type(v).__name__ in ("bool_", "bool") and type(v).__module__ == "numpy"
+
+
+def _bool_hint(v: Any) -> str:
+    return f"got the boolean {v!r} (a boolean is not a number: write a number, or null where the field accepts none)"
+
+
+def _strict_int(v: Any) -> Any:
+    if _is_bool(v):
+        raise ValueError(f"expected an integer, {_bool_hint(v)}")
+    if isinstance(v, (str, bytes)):
+        raise ValueError(f"expected an integer, got the string {v!r} (write the number without quotes)")
+    return v
+
+
+def _strict_float(v: Any) -> Any:
+    if _is_bool(v):
+        raise ValueError(f"expected a number, {_bool_hint(v)}")
+    if isinstance(v, (str, bytes)):
+        raise ValueError(f"expected a number, got the string {v!r} (write the number without quotes)")
+    return v
+
+
+def _strict_bool(v: Any) -> Any:
+    if _is_bool(v):
+        return bool(v)
+    raise ValueError(f"expected true or false, got {type(v).__name__} {v!r}")
+
+
+SpecInt = Annotated[int, BeforeValidator(_strict_int)]
+"""An int field refusing booleans and strings (see the note above)."""
+SpecFloat = Annotated[float, BeforeValidator(_strict_float)]
+"""A float field refusing booleans and strings (ints are accepted)."""
+SpecBool = Annotated[bool, BeforeValidator(_strict_bool)]
+"""A bool field accepting only true/false (not 0/1, "no", "off", ...)."""
+
+# Upper bounds of size fields: far beyond any real model, low enough that a typo (2**63) is
+# refused at validation instead of overflowing torch's int64 shapes or exhausting memory.
+MAX_IMAGE_SIZE = 2**16
+"""Largest image_size / patch_size (pixels per side)."""
+MAX_TOKENS = 2**16
+"""Largest code_length and code_channels."""
+MAX_WIDTH = 2**16
+"""Largest backbone width (and heads)."""
+MAX_DEPTH = 1024
+"""Most blocks in a backbone."""
+MAX_MLP_RATIO = 64.0
+"""Largest backbone mlp_ratio."""
+MAX_SAMPLER_STEPS = 2**16
+"""Most sampler (ODE) steps of one decode."""
+MAX_CHAIN_STEPS = 1024
+"""Most Euler steps in the mode-seeking chain (each keeps its activations for the backward)."""
 
 
 class LossTerm(NamedTuple):
@@ -126,18 +192,21 @@ class MMDiTSpec(BackboneSpec):
     """The release's double-stream (MM-DiT) transformer."""
 
     name: Literal["mmdit"] = "mmdit"
-    width: int = Field(gt=0, description="hidden size")
-    heads: int = Field(gt=0)
-    depth: int = Field(gt=0, description="number of double-stream blocks")
-    axes_dim: tuple[int, int, int] = Field(description="RoPE dims per position axis; sums to the head dim")
-    mlp_ratio: float = Field(4.0, gt=0)
-    qkv_bias: bool = True
-    rope_theta: float = Field(10000.0, gt=0)
-    attn_scale: Union[Literal["mup", "standard"], float] = Field(
+    width: SpecInt = Field(gt=0, le=MAX_WIDTH, description=f"hidden size (at most {MAX_WIDTH})")
+    heads: SpecInt = Field(gt=0, le=MAX_WIDTH, description="attention heads; divides width")
+    depth: SpecInt = Field(gt=0, le=MAX_DEPTH, description=f"number of double-stream blocks (at most {MAX_DEPTH})")
+    axes_dim: tuple[SpecInt, SpecInt, SpecInt] = Field(description="RoPE dims per position axis; sums to the head dim")
+    mlp_ratio: SpecFloat = Field(
+        4.0, gt=0, le=MAX_MLP_RATIO,
+        description=f"MLP hidden size / width (at most {MAX_MLP_RATIO:g}; int(width * mlp_ratio) must be >= 1)",
+    )
+    qkv_bias: SpecBool = True
+    rope_theta: SpecFloat = Field(10000.0, gt=0)
+    attn_scale: Union[Literal["mup", "standard"], SpecFloat] = Field(
         "mup", description="softmax scale: 'mup' = 8/head_dim (the release), 'standard' = head_dim**-0.5, or a number"
     )
-    time_factor: float = Field(1000.0, gt=0, description="t is multiplied by this before the sinusoidal embedding")
-    gradient_checkpointing: bool = Field(False, description="recompute each block in backward (saves memory)")
+    time_factor: SpecFloat = Field(1000.0, gt=0, description="t is multiplied by this before the sinusoidal embedding")
+    gradient_checkpointing: SpecBool = Field(False, description="recompute each block in backward (saves memory)")
 
     @property
     def head_dim(self) -> int:
@@ -165,6 +234,11 @@ class MMDiTSpec(BackboneSpec):
             )
         if isinstance(self.attn_scale, float) and not self.attn_scale > 0:
             raise ValueError(f"attn_scale must be > 0, got {self.attn_scale}")
+        if int(self.width * self.mlp_ratio) < 1:
+            raise ValueError(
+                f"mlp_ratio ({self.mlp_ratio}) gives an MLP hidden size int(width * mlp_ratio) = "
+                f"{int(self.width * self.mlp_ratio)}; it must be >= 1"
+            )
         return self
 
 
@@ -191,10 +265,10 @@ class LFQSpec(QuantizerSpec):
     """Lookup-free quantization (sign), with the release's strided entropy groups."""
 
     name: Literal["lfq"] = "lfq"
-    group_bits: int = Field(9, gt=0, le=20, description="bits per entropy group (the release's codebook_size_for_entropy)")
-    temperature: float = Field(0.1, gt=0)
-    entropy_weight: float = Field(0.0025, ge=0)
-    commit_weight: float = Field(0.000625, ge=0)
+    group_bits: SpecInt = Field(9, gt=0, le=20, description="bits per entropy group (the release's codebook_size_for_entropy)")
+    temperature: SpecFloat = Field(0.1, gt=0)
+    entropy_weight: SpecFloat = Field(0.0025, ge=0)
+    commit_weight: SpecFloat = Field(0.000625, ge=0)
 
     def loss_terms(self) -> list[LossTerm]:
         return [
@@ -216,7 +290,10 @@ class FSQSpec(QuantizerSpec):
     """Finite scalar quantization with per-channel level counts."""
 
     name: Literal["fsq"] = "fsq"
-    levels: tuple[int, ...] = Field((8, 8, 8, 5, 5, 5), min_length=1)
+    levels: tuple[SpecInt, ...] = Field(
+        (8, 8, 8, 5, 5, 5), min_length=1,
+        description="levels per channel, each >= 2; their product (the codebook size) at most 2**62",
+    )
 
     @field_validator("levels")
     @classmethod
@@ -250,24 +327,24 @@ class TimeSamplerSpec(ComponentSpec):
 
 class UniformTimeSpec(TimeSamplerSpec):
     name: Literal["uniform"] = "uniform"
-    shift: float = Field(1.0, gt=0, description="t -> s t / (1 + (s - 1) t); 1 = no shift")
+    shift: SpecFloat = Field(1.0, gt=0, description="t -> s t / (1 + (s - 1) t); 1 = no shift")
 
 
 class LogitNormalTimeSpec(TimeSamplerSpec):
     name: Literal["logit_normal"] = "logit_normal"
-    mean: float = 0.0
-    std: float = Field(1.0, gt=0)
-    shift: float = Field(1.0, gt=0)
+    mean: SpecFloat = 0.0
+    std: SpecFloat = Field(1.0, gt=0)
+    shift: SpecFloat = Field(1.0, gt=0)
 
 
 class FatLogitNormalTimeSpec(TimeSamplerSpec):
     """The release's "fat lognormal": logit-normal, replaced by U(0, 1) with probability ``uniform_fraction``."""
 
     name: Literal["fat_logit_normal"] = "fat_logit_normal"
-    mean: float = 0.0
-    std: float = Field(1.0, gt=0)
-    uniform_fraction: float = Field(0.1, ge=0, le=1)
-    shift: float = Field(1.0, gt=0)
+    mean: SpecFloat = 0.0
+    std: SpecFloat = Field(1.0, gt=0)
+    uniform_fraction: SpecFloat = Field(0.1, ge=0, le=1)
+    shift: SpecFloat = Field(1.0, gt=0)
 
 
 # ----------------------------------------------------------------------------- perceptual distances
@@ -294,11 +371,11 @@ class RectifiedFlowLossSpec(FlowLossSpec):
     """Rectified flow in the release's convention (t = 1 noise, target eps - x)."""
 
     name: Literal["rectified_flow"] = "rectified_flow"
-    cfg_dropout: float = Field(0.1, ge=0, le=1, description="probability of zeroing a sample's code")
+    cfg_dropout: SpecFloat = Field(0.1, ge=0, le=1, description="probability of zeroing a sample's code")
     perceptual: Optional[SerializeAsAny[PerceptualSpec]] = Field(
         None, description="distance on the one-step estimate x_hat = x_t - t v (release: lpips_vgg)"
     )
-    perceptual_weight: float = Field(0.1, ge=0)
+    perceptual_weight: SpecFloat = Field(0.1, ge=0)
 
     def loss_terms(self) -> list[LossTerm]:
         terms = [LossTerm("diffusion", 1.0, "mean((eps - x - v(x_t, t))^2), rectified flow")]
@@ -320,14 +397,14 @@ class PowGridSpec(TimeGridSpec):
     """t_k = (k / n) ** (1 / p); the release uses p = 0.25."""
 
     name: Literal["pow"] = "pow"
-    p: float = Field(0.25, gt=0)
+    p: SpecFloat = Field(0.25, gt=0)
 
 
 class ShiftedGridSpec(TimeGridSpec):
     """The linear grid under t -> s t / (1 + (s - 1) t) (s > 1 puts more steps near t = 1)."""
 
     name: Literal["shifted"] = "shifted"
-    shift: float = Field(3.0, gt=0)
+    shift: SpecFloat = Field(3.0, gt=0)
 
 
 class SolverSpec(ComponentSpec):
@@ -351,8 +428,8 @@ class GuidanceSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    scale: float = 1.5
-    interval: Optional[tuple[float, float]] = (sigma_to_t(0.17), sigma_to_t(1.02))
+    scale: SpecFloat = 1.5
+    interval: Optional[tuple[SpecFloat, SpecFloat]] = (sigma_to_t(0.17), sigma_to_t(1.02))
 
     @model_validator(mode="before")
     @classmethod
@@ -363,9 +440,12 @@ class GuidanceSpec(BaseModel):
             if "interval" in data:
                 raise ValueError("give guidance.interval (in t) or guidance.interval_sigma, not both")
             if sig is not None:
-                lo, hi = sig
-                if lo < 0 or hi < lo:
-                    raise ValueError(f"interval_sigma must satisfy 0 <= lo <= hi, got {sig}")
+                if (not isinstance(sig, (list, tuple)) or len(sig) != 2
+                        or not all(isinstance(x, numbers.Real) and not _is_bool(x) for x in sig)):
+                    raise ValueError(f"interval_sigma must be a pair [lo, hi] of numbers, got {sig!r}")
+                lo, hi = (float(x) for x in sig)
+                if not (math.isfinite(lo) and math.isfinite(hi)) or lo < 0 or hi < lo:
+                    raise ValueError(f"interval_sigma must satisfy 0 <= lo <= hi < inf, got {sig!r}")
                 data["interval"] = (sigma_to_t(lo), sigma_to_t(hi))
             else:
                 data["interval"] = None
@@ -384,11 +464,12 @@ class SamplerSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    steps: int = Field(25, gt=0)
+    steps: SpecInt = Field(25, gt=0, le=MAX_SAMPLER_STEPS,
+                           description=f"ODE steps of one decode (1 .. {MAX_SAMPLER_STEPS})")
     grid: SerializeAsAny[TimeGridSpec] = Field(default_factory=lambda: PowGridSpec())
     solver: SerializeAsAny[SolverSpec] = Field(default_factory=lambda: SolverSpec(name="euler"))
     guidance: GuidanceSpec = Field(default_factory=GuidanceSpec)
-    clip: bool = Field(True, description="clamp the output to [-1, 1]")
+    clip: SpecBool = Field(True, description="clamp the output to [-1, 1]")
 
 
 # ----------------------------------------------------------------------------- post-training
@@ -398,7 +479,7 @@ class PosttrainSpec(ComponentSpec):
     kind_base: ClassVar[bool] = True
     registry: ClassVar[Optional[Registry]] = POSTTRAIN_OBJECTIVES
 
-    flow_weight: float = Field(1.0, ge=0, description="weight of the flow loss kept during post-training")
+    flow_weight: SpecFloat = Field(1.0, ge=0, description="weight of the flow loss kept during post-training")
 
     def loss_terms(self) -> Optional[list[LossTerm]]:
         """The objective's own terms (the kept flow loss not included), or None when the
@@ -410,13 +491,13 @@ class ModeSeekingSpec(PosttrainSpec):
     """Stage 1B: a K-step Euler chain from noise with random step sizes, distance to the input."""
 
     name: Literal["mode_seeking"] = "mode_seeking"
-    k: int = Field(8, gt=0, description="Euler steps in the chain")
+    k: SpecInt = Field(8, gt=0, le=MAX_CHAIN_STEPS, description=f"Euler steps in the chain (1 .. {MAX_CHAIN_STEPS})")
     distance: SerializeAsAny[PerceptualSpec] = Field(
         default_factory=lambda: PerceptualSpec(name="mse"),
         description="sample-level distance (release: resnet50_logits)",
     )
-    weight: float = Field(0.01, ge=0)
-    checkpoint: bool = Field(True, description="gradient checkpointing on each decoder call of the chain")
+    weight: SpecFloat = Field(0.01, ge=0)
+    checkpoint: SpecBool = Field(True, description="gradient checkpointing on each decoder call of the chain")
 
     def loss_terms(self) -> list[LossTerm]:
         return [LossTerm("mode_seeking", self.weight,
@@ -429,10 +510,12 @@ class FlowMoSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    image_size: int = Field(256, gt=0)
-    patch_size: int = Field(4, gt=0)
-    code_length: int = Field(256, gt=0, description="latent tokens per image")
-    code_channels: int = Field(18, gt=0, description="channels (bits, for LFQ) per latent token")
+    image_size: SpecInt = Field(256, gt=0, le=MAX_IMAGE_SIZE, description=f"pixels per side (at most {MAX_IMAGE_SIZE})")
+    patch_size: SpecInt = Field(4, gt=0, le=MAX_IMAGE_SIZE, description="pixels per patch side; divides image_size")
+    code_length: SpecInt = Field(256, gt=0, le=MAX_TOKENS, description=f"latent tokens per image (at most {MAX_TOKENS})")
+    code_channels: SpecInt = Field(
+        18, gt=0, le=MAX_TOKENS, description=f"channels (bits, for LFQ) per latent token (at most {MAX_TOKENS})"
+    )
     encoder: SerializeAsAny[BackboneSpec]
     decoder: SerializeAsAny[BackboneSpec]
     quantizer: SerializeAsAny[QuantizerSpec] = Field(default_factory=lambda: LFQSpec())
@@ -479,26 +562,37 @@ class FlowMoSpec(BaseModel):
         (omitted when 0), the quantizer's terms (reported; they carry no gradient, since
         the encoder is frozen) and the post-training objective's terms.
 
-        Raises ValueError if ``stage`` is not "1a"/"1b" or a component (e.g. a user-registered
-        one) does not declare its terms (its spec's ``loss_terms()`` returns None).
+        Raises ValueError if ``stage`` is not "1a"/"1b", or a component (e.g. a user-registered
+        one) does not declare its terms (its spec's ``loss_terms()`` returns None) or declares
+        them wrongly: the declaration must be a list or tuple of :class:`LossTerm` (or of
+        ``(name, weight, what)`` triples) with non-empty str names, finite real weights and str
+        descriptions, and the names of the stage's terms must be unique across the components
+        (a quantizer's names count with their ``quantizer/`` prefix).
         """
-        if stage not in ("1a", "1b"):
+        if not isinstance(stage, str) or stage not in ("1a", "1b"):
             raise ValueError(f"stage must be '1a' or '1b', got {stage!r}")
 
-        def declared(part: str, spec: Any) -> list[LossTerm]:
-            terms = spec.loss_terms()
-            if terms is None:
-                raise ValueError(f"{part} {spec.name!r} does not declare its loss terms "
-                                 f"(its spec's loss_terms() returns None)")
-            return list(terms)
-
-        flow = declared("flow_loss", self.flow_loss)
-        quant = [LossTerm(f"quantizer/{t.name}", t.weight, t.what) for t in declared("quantizer", self.quantizer)]
+        flow = _declared_terms("flow_loss", self.flow_loss)
+        quant = [LossTerm(f"quantizer/{t.name}", t.weight, t.what) for t in _declared_terms("quantizer", self.quantizer)]
         if stage == "1a":
-            return flow + quant
-        fw = self.posttrain.flow_weight
-        kept = [LossTerm(t.name, t.weight * fw, t.what) for t in flow] if fw > 0 else []
-        return kept + quant + declared("posttrain", self.posttrain)
+            parts = [("flow_loss", self.flow_loss, flow), ("quantizer", self.quantizer, quant)]
+        else:
+            fw = self.posttrain.flow_weight
+            kept = [LossTerm(t.name, t.weight * fw, t.what) for t in flow] if fw > 0 else []
+            parts = [("flow_loss", self.flow_loss, kept), ("quantizer", self.quantizer, quant),
+                     ("posttrain", self.posttrain, _declared_terms("posttrain", self.posttrain))]
+        owner: dict[str, str] = {}
+        out: list[LossTerm] = []
+        for part, spec, terms in parts:
+            for t in terms:
+                if t.name in owner:
+                    raise ValueError(
+                        f"{part} {spec.name!r} declares the loss term {t.name!r}, which {owner[t.name]} "
+                        f"also declares; the terms of stage {stage} must have distinct names"
+                    )
+                owner[t.name] = f"{part} {spec.name!r}"
+                out.append(t)
+        return out
 
     def to_json(self, **kw: Any) -> str:
         return self.model_dump_json(indent=kw.pop("indent", 2), **kw)
@@ -523,9 +617,40 @@ class FlowMoSpec(BaseModel):
         return FlowMoSpec.model_validate(data)
 
 
-def _token_bits(q: Any, channels: int) -> float:
-    import math
+def _declared_terms(part: str, spec: Any) -> list[LossTerm]:
+    """``spec.loss_terms()`` checked (see :meth:`FlowMoSpec.loss_terms`), as a list of LossTerm."""
+    where = f"{part} {getattr(spec, 'name', type(spec).__name__)!r}"
+    terms = spec.loss_terms()
+    if terms is None:
+        raise ValueError(f"{where} does not declare its loss terms (its spec's loss_terms() returns None)")
+    if isinstance(terms, LossTerm):
+        raise ValueError(f"{where}: loss_terms() returned one LossTerm ({terms.name!r}); it must return a list of them")
+    if not isinstance(terms, (list, tuple)):
+        raise ValueError(f"{where}: loss_terms() must return a list of LossTerm(name, weight, what), "
+                         f"got {type(terms).__name__} {terms!r}")
+    out: list[LossTerm] = []
+    for i, t in enumerate(terms):
+        if not isinstance(t, (list, tuple)) or len(t) != 3:
+            raise ValueError(f"{where}: loss_terms() entry {i} must be a LossTerm(name, weight, what) "
+                             f"(or a 3-tuple), got {type(t).__name__} {t!r}")
+        name, weight, what = t
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{where}: loss_terms() entry {i}: the name must be a non-empty str, got {name!r}")
+        try:
+            w = float(weight) if isinstance(weight, numbers.Real) and not _is_bool(weight) else math.nan
+        except (OverflowError, TypeError, ValueError):
+            w = math.nan
+        if not math.isfinite(w):
+            raise ValueError(f"{where}: loss term {name!r}: the weight must be a finite number, got {weight!r}")
+        if not isinstance(what, str):
+            raise ValueError(f"{where}: loss term {name!r}: the description must be a str, got {what!r}")
+        if any(o.name == name for o in out):
+            raise ValueError(f"{where}: loss_terms() declares the term {name!r} twice")
+        out.append(LossTerm(name, w, what))
+    return out
 
+
+def _token_bits(q: Any, channels: int) -> float:
     if isinstance(q, FSQSpec):
         return sum(math.log2(n) for n in q.levels)
     if isinstance(q, LFQSpec):

@@ -6,21 +6,28 @@ every rank; a step skipped for a non-finite loss counts too). Step k is the k-th
 means what its description says, boundary values (0 where accepted, 1, ``train.steps``,
 larger than ``train.steps``) included; a value that would be meaningless is refused when
 the config is validated.
+
+Types are strict: integer fields refuse booleans and strings (``freeze_encoder_at: false`` is
+an error, not 0; write ``null`` for none), boolean fields accept only true/false, float fields
+accept numbers only and refuse NaN and infinities. Every count has an upper bound (e.g. step
+counts at most ``MAX_STEPS`` = 2**40), stated in its description.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..presets import get_preset
-from ..spec import FlowMoSpec
+from ..spec import MAX_SAMPLER_STEPS, FlowMoSpec, SpecBool, SpecFloat, SpecInt
 
 __all__ = [
     "DataConfig", "OptimConfig", "EMAConfig", "CheckpointConfig", "LogConfig", "EvalConfig", "TrainSpec",
@@ -28,38 +35,63 @@ __all__ = [
 ]
 
 
+MAX_STEPS = 2**40
+"""Largest value of a step-valued field (train.steps, every-N fields, warm-up, ...)."""
+MAX_SEED = 2**63 - 1
+MAX_WORKERS = 1024
+MAX_BUILTIN_LENGTH = 2**24
+MAX_BATCH = 2**16
+"""Largest optim.batch_size and optim.grad_accum."""
+MAX_IMAGES = 2**20
+"""Most images of one evaluation."""
+MAX_LOG_IMAGES = 1024
+MAX_TIMEOUT_S = 365 * 24 * 3600
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DataConfig(_Strict):
     folder: Optional[str] = Field(None, description="image folder (recursive; the extensions of flowmo.images.IMAGE_EXTENSIONS); None: the built-in photos")
-    workers: int = Field(0, ge=0, description="DataLoader worker processes")
-    builtin_length: int = Field(4096, gt=0, description="items per epoch of the built-in photo crops")
-    hflip: bool = True
+    workers: SpecInt = Field(0, ge=0, le=MAX_WORKERS, description=f"DataLoader worker processes (0 .. {MAX_WORKERS})")
+    builtin_length: SpecInt = Field(
+        4096, gt=0, le=MAX_BUILTIN_LENGTH,
+        description=f"items per epoch of the built-in photo crops (1 .. 2**24 = {MAX_BUILTIN_LENGTH})",
+    )
+    hflip: SpecBool = True
 
 
 class OptimConfig(_Strict):
-    lr: float = Field(1e-4, gt=0)
-    betas: tuple[float, float] = (0.9, 0.95)
-    eps: float = Field(1e-8, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    batch_size: int = Field(8, gt=0, description="images per device per micro-step")
-    grad_accum: int = Field(1, gt=0, description="micro-batches per optimizer step (1: none accumulated)")
-    grad_clip: Optional[float] = Field(None, gt=0, description="clip the global gradient norm to this")
-    warmup_steps: int = Field(
-        0, ge=0,
+    lr: SpecFloat = Field(1e-4, gt=0, description="learning rate (finite, > 0)")
+    betas: tuple[SpecFloat, SpecFloat] = Field((0.9, 0.95), description="Adam betas, each in [0, 1)")
+    eps: SpecFloat = Field(1e-8, gt=0, description="Adam epsilon (finite, > 0)")
+    weight_decay: SpecFloat = Field(0.0, ge=0, description="weight decay (finite, >= 0)")
+    batch_size: SpecInt = Field(8, gt=0, le=MAX_BATCH, description=f"images per device per micro-step (1 .. {MAX_BATCH})")
+    grad_accum: SpecInt = Field(
+        1, gt=0, le=MAX_BATCH, description=f"micro-batches per optimizer step (1: none accumulated; at most {MAX_BATCH})"
+    )
+    grad_clip: Optional[SpecFloat] = Field(None, gt=0, description="clip the global gradient norm to this (finite, > 0)")
+    warmup_steps: SpecInt = Field(
+        0, ge=0, le=MAX_STEPS,
         description="linear learning-rate warm-up: step k (1-based) uses lr * min(1, k / N), so the lr "
                     "reaches its full value at step N; 0 and 1: the full lr from step 1; N > train.steps: "
                     "the run ends before the lr reaches its full value",
     )
 
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in v):
+            raise ValueError(f"each of betas must be in [0, 1), got {list(v)}")
+        return v
+
 
 class EMAConfig(_Strict):
-    enabled: bool = True
-    decay: float = Field(0.9999, ge=0, lt=1)
-    every: int = Field(
-        10, gt=0,
+    enabled: SpecBool = True
+    decay: SpecFloat = Field(0.9999, ge=0, lt=1, description="in [0, 1)")
+    every: SpecInt = Field(
+        10, gt=0, le=MAX_STEPS,
         description="after steps N, 2N, 3N, ... and after the last step (train.steps), one EMA update "
                     "standing for the k steps since the previous one: ema <- decay**k ema + (1 - decay**k) "
                     "weights (k = N except at the last step); 1: after every step; >= train.steps: once, "
@@ -68,81 +100,86 @@ class EMAConfig(_Strict):
 
 
 class CheckpointConfig(_Strict):
-    every: int = Field(
-        1000, gt=0,
+    every: SpecInt = Field(
+        1000, gt=0, le=MAX_STEPS,
         description="save after steps N, 2N, 3N, ... and after the last step (train.steps); 1: after every "
                     "step; N >= train.steps: only after the last step (a SIGTERM also saves)",
     )
-    keep_last: int = Field(
-        3, gt=0,
+    keep_last: SpecInt = Field(
+        3, gt=0, le=MAX_STEPS,
         description="after each save, keep the newest N checkpoints (and those keep_every keeps), delete the "
                     "others; 1: only the newest",
     )
-    keep_every: Optional[int] = Field(
-        None, gt=0,
+    keep_every: Optional[SpecInt] = Field(
+        None, gt=0, le=MAX_STEPS,
         description="also keep every saved checkpoint whose step is a multiple of M; 1: keep every checkpoint; "
                     "M > train.steps: none beyond keep_last; None: keep_last alone",
     )
 
 
 class LogConfig(_Strict):
-    every: int = Field(
-        10, gt=0,
+    every: SpecInt = Field(
+        10, gt=0, le=MAX_STEPS,
         description="a metrics record after steps N, 2N, 3N, ... and after the last step; 1: after every step; "
                     "N >= train.steps: only after the last step",
     )
-    images_every: int = Field(
-        500, gt=0,
+    images_every: SpecInt = Field(
+        500, gt=0, le=MAX_STEPS,
         description="a PNG of inputs next to reconstructions after steps N, 2N, 3N, ... (not forced at the "
                     "end); 1: after every step; N > train.steps: none",
     )
-    images: int = Field(4, gt=0, description="images in that PNG")
-    tensorboard: bool = True
-    progress: bool = True
+    images: SpecInt = Field(4, gt=0, le=MAX_LOG_IMAGES, description=f"images in that PNG (1 .. {MAX_LOG_IMAGES})")
+    tensorboard: SpecBool = True
+    progress: SpecBool = True
 
 
 class EvalConfig(_Strict):
     """Held-out PSNR/SSIM during training (built-in photos: the held-out photos; a folder: its first images)."""
 
-    every: Optional[int] = Field(
-        None, gt=0,
+    every: Optional[SpecInt] = Field(
+        None, gt=0, le=MAX_STEPS,
         description="when enabled: evaluate before step 1 (a run starting at step 0), after steps N, 2N, 3N, "
                     "... and after the last step (once, even when it is a multiple of N); N >= train.steps or "
                     "None: only before step 1 and after the last step",
     )
-    enabled: bool = True
-    images: int = Field(10, gt=0)
-    steps: Optional[int] = Field(
-        None, gt=0, description="sampler steps for evaluation decodes (1: one step); None: the model spec's sampler",
+    enabled: SpecBool = True
+    images: SpecInt = Field(10, gt=0, le=MAX_IMAGES, description=f"held-out images evaluated (1 .. 2**20 = {MAX_IMAGES})")
+    steps: Optional[SpecInt] = Field(
+        None, gt=0, le=MAX_SAMPLER_STEPS,
+        description=f"sampler steps for evaluation decodes (1: one step; at most {MAX_SAMPLER_STEPS}); "
+                    "None: the model spec's sampler",
     )
-    use_ema: bool = False
+    use_ema: SpecBool = False
 
 
 class TrainSpec(_Strict):
     stage: Literal["1a", "1b"] = "1a"
-    steps: int = Field(
-        gt=0,
+    steps: SpecInt = Field(
+        gt=0, le=MAX_STEPS,
         description="train until the step counter reads N: N optimizer steps from scratch; a resumed run "
                     "continues to N (one already at or past N trains no further step)",
     )
-    seed: int = Field(0, ge=0)
+    seed: SpecInt = Field(0, ge=0, le=MAX_SEED, description="0 .. 2**63 - 1")
     init_from: Optional[str] = Field(None, description="Stage 1B: a Stage 1A run folder, checkpoint folder or model folder")
-    freeze_encoder_at: Optional[int] = Field(
-        None, ge=0,
+    freeze_encoder_at: Optional[SpecInt] = Field(
+        None, ge=0, le=MAX_STEPS,
         description="Stage 1A: the encoder is trained for exactly N optimizer steps (steps 1 .. N update it), "
                     "then frozen and the optimizer rebuilt for the rest; 0: never trained (frozen from the "
                     "start); N >= train.steps: trained for the whole run; None: never frozen. Stage 1B always "
                     "freezes the encoder (this field is then unused)",
     )
-    renormalize: bool = Field(True, description="rescale block Linear weights to their initial norms after each step")
+    renormalize: SpecBool = Field(True, description="rescale block Linear weights to their initial norms after each step")
     autocast: Literal["auto", "bf16", "off"] = Field("auto", description="auto: bf16 on CUDA, off on CPU")
     device: str = Field("auto", description="auto: cuda (LOCAL_RANK) when available, else cpu")
-    max_nonfinite: int = Field(
-        10, gt=0,
+    max_nonfinite: SpecInt = Field(
+        10, gt=0, le=MAX_STEPS,
         description="stop the run (TrainingStopped) once N consecutive steps had a non-finite loss (each is "
                     "skipped: no weight change); 1: at the first one; N > train.steps: never within the run",
     )
-    dist_timeout_s: int = Field(600, gt=0, description="a collective waiting longer than this (a dead rank) fails the run")
+    dist_timeout_s: SpecInt = Field(
+        600, gt=0, le=MAX_TIMEOUT_S,
+        description="a collective waiting longer than this many seconds (a dead rank) fails the run; at most a year",
+    )
     data: DataConfig = Field(default_factory=DataConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     ema: EMAConfig = Field(default_factory=EMAConfig)
@@ -175,6 +212,8 @@ def expand_model(model: Any) -> Any:
     if isinstance(model, str):
         return get_preset(model)
     if isinstance(model, dict) and "preset" in model:
+        if not isinstance(model["preset"], str):
+            raise ValueError(f"model.preset must be a preset name (a str), got {model['preset']!r}")
         rest = {k: v for k, v in model.items() if k != "preset"}
         base = get_preset(model["preset"]).model_dump(mode="json")
         return _deep_merge(base, rest)
@@ -217,14 +256,43 @@ def parse_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Yaml12BoolLoader)
 
 
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """A one-line description of a YAML error."""
+    problem = getattr(e, "problem", None)
+    mark = getattr(e, "problem_mark", None)
+    if not problem:
+        return " ".join(str(e).split())
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
+
+
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a raw config dict."""
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a raw config dict.
+
+    Raises TypeError if ``raw`` is not a dict or ``overrides`` not a list of strings, and
+    ValueError naming the override if one is malformed (no ``=``, an empty key, a value
+    that is not valid YAML, a key below a value that is not a section)."""
+    if not isinstance(raw, dict):
+        raise TypeError(f"the config must be a mapping (dict), got {type(raw).__name__}")
+    if isinstance(overrides, (str, bytes, dict)) or not isinstance(overrides, Iterable):
+        raise TypeError(f"overrides must be a list of 'key.path=value' strings, got {type(overrides).__name__} "
+                        f"{overrides!r}")
     raw = copy.deepcopy(raw)
-    for item in overrides:
+    for item in list(overrides):
+        if not isinstance(item, str):
+            raise TypeError(f"override {item!r} must be a 'key.path=value' string, got {type(item).__name__}")
         if "=" not in item:
             raise ValueError(f"override {item!r} must look like key.path=value")
-        path, value = item.split("=", 1)
+        path, text = item.split("=", 1)
         keys = path.strip().split(".")
+        if not all(k.strip() for k in keys):
+            raise ValueError(f"override {item!r}: the key path {path.strip()!r} has an empty part "
+                             f"(it must look like key.path=value)")
+        keys = [k.strip() for k in keys]
+        try:
+            value = parse_yaml(text)
+        except yaml.YAMLError as e:
+            raise ValueError(f"override {item!r}: the value {text!r} is not valid YAML ({_yaml_problem(e)}); "
+                             f"quote it to pass a string") from None
         if keys[0] == "model":
             raw["model"] = expand_model(raw.get("model", {}))
             if hasattr(raw["model"], "model_dump"):
@@ -236,24 +304,44 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
                 if not isinstance(node[k], dict):
                     raise ValueError(f"override {item!r}: {k!r} is not a section")
             node = node[k]
-        node[keys[-1]] = parse_yaml(value)
+        node[keys[-1]] = value
     return raw
 
 
 def load_config(source: Union[str, Path, dict, None] = None, overrides: Optional[list[str]] = None) -> TrainConfig:
-    """A TrainConfig from a YAML/JSON file (or a dict), with dotted overrides applied."""
+    """A TrainConfig from a YAML/JSON file (or a dict), with dotted overrides applied.
+
+    ``source``: a path (str or os.PathLike) of a ``.yaml``/``.yml``/``.json`` file, a dict, or
+    None (an empty config). Raises TypeError for another kind of ``source``,
+    FileNotFoundError / IsADirectoryError for a missing file / a folder, ValueError for a
+    file that cannot be parsed or does not hold a mapping, and pydantic's ValidationError
+    (a ValueError) naming the fields of an invalid config."""
     if source is None:
         raw: dict = {}
     elif isinstance(source, dict):
         raw = source
-    else:
+    elif isinstance(source, (str, os.PathLike)):
         p = Path(source)
+        if p.is_dir():
+            raise IsADirectoryError(f"config file {str(p)!r} is a folder, not a file")
         if not p.is_file():
             raise FileNotFoundError(f"config file {str(p)!r} does not exist")
-        text = p.read_text()
-        raw = json.loads(text) if p.suffix == ".json" else parse_yaml(text)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"config file {str(p)!r} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+        try:
+            raw = json.loads(text) if p.suffix == ".json" else parse_yaml(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"config file {str(p)!r} is not valid JSON ({e.msg} at line {e.lineno}, "
+                             f"column {e.colno})") from None
+        except yaml.YAMLError as e:
+            raise ValueError(f"config file {str(p)!r} is not valid YAML ({_yaml_problem(e)})") from None
         if not isinstance(raw, dict):
             raise ValueError(f"{p} must hold a mapping with 'model' and 'train' sections")
+    else:
+        raise TypeError(f"source must be a config file path (str or pathlib.Path), a dict or None, "
+                        f"got {type(source).__name__} {source!r}")
     raw = apply_overrides(raw, overrides or [])
     return TrainConfig.model_validate(raw)
 
