@@ -24,7 +24,8 @@ Pillow mode (typical files)                Rule
 ``HSV``                                    Pillow's conversion.
 ``LA``, ``PA``, ``RGBA``, ``RGBa``, and    composited over white (below).
 ``1``/``L``/``P``/``RGB`` with a
-transparent colour (PNG ``tRNS``, GIF)
+transparent colour (PNG ``tRNS``, GIF;
+keys compared at the file's bit depth)
 ``I;16``, ``I;16L``, ``I;16B``, ``I;16N``  ``x = v / 65535`` (the full range of the type) at float32
 (16-bit grey PNG, TIFF, JPEG 2000)         precision, not rounded to 8 bits. A ``tRNS`` transparent
                                            grey level becomes white.
@@ -53,9 +54,32 @@ graphics, logos and scans made to be shown on a white page (a browser's default
 background); over black, dark content on a transparent background would vanish. Fully
 transparent pixels therefore come out white, whatever colour they store.
 
-Also: the EXIF orientation tag is applied (``ImageOps.exif_transpose``), so photos load
-upright; embedded ICC profiles are not applied (values are taken as sRGB); of a multi-frame
+A transparent colour (PNG ``tRNS`` colour key, grey or RGB) is compared with the stored
+samples at the file's own bit depth, as libpng does (key bits above the depth ignored): a
+1/2/4-bit grey key against the stored 1/2/4-bit value (Pillow scales the pixels to 8 bits,
+not the key), a 16-bit grey or RGB key against all 16 bits of each sample (for 16-bit RGB,
+whose pixels Pillow keeps as their high byte, the low bytes are decoded from the file a
+second time). Matching pixels become white; the others keep their colour.
+
+The EXIF orientation tag (values 1-8) is applied, so photos load upright: the decoded pixels
+are rotated/flipped as ``ImageOps.exif_transpose`` would. Files are always decoded through a
+file object: given a path, Pillow 13 memory-maps uncompressed 8-bit grey, palette, 16-bit
+grey, RGBA and CMYK TIFFs and scrambles those with orientations 5-8; a TIFF whose decoded
+size does not match its header and orientation is refused rather than returned scrambled.
+
+Also: embedded ICC profiles are not applied (values are taken as sRGB); of a multi-frame
 file (animated GIF/PNG/WebP, multi-page TIFF) the first frame is used.
+
+Only regular files are read (:func:`open_image_file`): a named pipe, socket, device or
+folder with an image name raises ``ValueError`` naming it, without reading (a named pipe
+would block forever). Pillow's decompression-bomb check applies when a file is opened
+(more than twice ``PIL.Image.MAX_IMAGE_PIXELS`` pixels: ``DecompressionBombError``). Resizing
+(:func:`resize_short_side`, and the datasets and ``flowmo.io.load_image`` through it) is
+bounded by the same limit, :func:`pixel_limit` (89,478,485 pixels by default): a target
+short side ``size`` must satisfy ``size * size <= pixel_limit()`` (at most 9,459;
+``ValueError`` naming ``size``), and an image whose resized size would exceed it (a very
+long, thin image such as 1,000,000 x 1, which would become 256 x 256,000,000 at size 256)
+is refused with :class:`UnsupportedImageError` naming the file, see :func:`resized_size`.
 
 What the rules refuse raises :class:`UnsupportedImageError`, a ``ValueError`` naming the file;
 the datasets skip, count and log such files exactly as they do corrupt ones, and the command
@@ -64,20 +88,27 @@ line refuses them like a corrupt file (exit status 2, one line naming the file).
 
 from __future__ import annotations
 
+import math
 import os
+import stat
 from typing import IO, Optional, Tuple, Union
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "BACKGROUND",
+    "DEFAULT_PIXEL_LIMIT",
     "UnsupportedImageError",
     "check_convertible",
+    "check_size",
     "decode_image",
     "image_to_tensor",
+    "open_image_file",
+    "pixel_limit",
+    "resized_size",
     "resize_short_side",
     "center_crop",
 ]
@@ -104,13 +135,117 @@ Source = Union[str, "os.PathLike[str]", IO[bytes]]
 
 class UnsupportedImageError(ValueError):
     """The file decodes, but its pixels have no defined RGB meaning under the rules of
-    :mod:`flowmo.images` (e.g. 32-bit float samples outside [0, 1], signed integer samples)."""
+    :mod:`flowmo.images` (e.g. 32-bit float samples outside [0, 1], signed integer samples),
+    or cannot be used as flowmo uses images (resized beyond :func:`pixel_limit` pixels, an
+    EXIF orientation Pillow did not apply correctly). The message names the file."""
 
 
 def _name(source: Source) -> str:
     if isinstance(source, (str, os.PathLike)):
         return repr(os.fspath(source))
     return repr(getattr(source, "name", "<file object>"))
+
+
+# ----------------------------------------------------------------------------- regular files
+def _file_kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def _not_regular(name: str, mode: int) -> ValueError:
+    return ValueError(f"{name} is {_file_kind(mode)}, not a regular file; only regular files are read as images")
+
+
+def open_image_file(path: Union[str, "os.PathLike[str]"]) -> IO[bytes]:
+    """Open the file ``path`` for binary reading, refusing anything but a regular file.
+
+    A named pipe, socket, device or folder with an image name raises ``ValueError`` naming
+    the path (reading a FIFO would block until some other process writes to it; a device
+    may never end); the check is made on the opened descriptor (opened non-blocking), so a
+    file swapped for a FIFO after a listing cannot block either. Raises ``FileNotFoundError``
+    (an ``OSError``) if ``path`` does not exist, other ``OSError`` if it cannot be opened."""
+    name = repr(os.fspath(path))
+    mode = os.stat(path).st_mode  # follows symlinks: a link to a regular file is fine
+    if not stat.S_ISREG(mode):
+        raise _not_regular(name, mode)  # refused before opening (opening a device may act)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):  # replaced between the stat and the open
+            raise _not_regular(name, mode)
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+# ----------------------------------------------------------------------------- size limits
+#: Pillow's default ``Image.MAX_IMAGE_PIXELS`` (its decompression-bomb warning threshold),
+#: used as the resize limit when ``Image.MAX_IMAGE_PIXELS`` has been set to ``None``.
+DEFAULT_PIXEL_LIMIT = 89_478_485
+
+
+def pixel_limit() -> int:
+    """The most pixels a resized image may have: Pillow's decompression-bomb limit
+    ``PIL.Image.MAX_IMAGE_PIXELS`` (89,478,485 by default; read at each call, so raising it
+    raises this too), or :data:`DEFAULT_PIXEL_LIMIT` if it was set to ``None`` (a resize
+    target is never unbounded)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit > 0 or not math.isfinite(limit):
+        return DEFAULT_PIXEL_LIMIT
+    return max(1, int(limit))
+
+
+def check_size(size, name: str = "size") -> int:
+    """``size`` as an int if it is a usable square side: a positive int whose square
+    ``size x size`` is at most :func:`pixel_limit` (9,459 at Pillow's default); else
+    ``ValueError`` naming ``name``."""
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size <= 0:
+        raise ValueError(f"{name} must be a positive int, got {size!r}")
+    limit = pixel_limit()
+    if int(size) > math.isqrt(limit):
+        raise ValueError(
+            f"{name} must be a positive int of at most {math.isqrt(limit)} ({name} x {name} pixels within Pillow's "
+            f"decompression-bomb limit PIL.Image.MAX_IMAGE_PIXELS = {limit}), got {size!r}")
+    return int(size)
+
+
+def resized_size(width: int, height: int, size, name: str = "img") -> Tuple[int, int]:
+    """The ``(width, height)`` that :func:`resize_short_side` gives an image of
+    ``width x height`` pixels for short side ``size``, computed without touching pixels.
+
+    Raises ``ValueError`` naming ``size`` if :func:`check_size` refuses it, and
+    :class:`UnsupportedImageError` naming ``name`` (the file, for callers that have one) for
+    an empty image or one whose resized size would exceed :func:`pixel_limit` pixels: a very
+    long, thin image (e.g. 1,000,000 x 1 upscaled to a short side of 256 would be 256 x
+    256,000,000 pixels), refused instead of failing with ``MemoryError``."""
+    size = check_size(size)
+    w, h = int(width), int(height)
+    if w <= 0 or h <= 0:
+        raise UnsupportedImageError(f"{name}: the image has no pixels ({w}x{h})")
+    short = min(w, h)
+    if short == size:
+        new_w, new_h = w, h
+    else:
+        scale = size / short
+        new_w = size if w <= h else max(size, round(w * scale))
+        new_h = size if h < w else max(size, round(h * scale))
+    limit = pixel_limit()
+    if new_w * new_h > limit:
+        raise UnsupportedImageError(
+            f"{name}: an image of {w}x{h} pixels resized to a short side of {size} would have {new_w}x{new_h} = "
+            f"{new_w * new_h} pixels, more than Pillow's decompression-bomb limit PIL.Image.MAX_IMAGE_PIXELS = "
+            f"{limit} (aspect ratio {max(w, h) / short:.4g}:1)")
+    return new_w, new_h
 
 
 def _tiff_tag(im: Image.Image, tag: int):
@@ -180,21 +315,104 @@ def _grey_float(im: Image.Image, unit: np.ndarray) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(unit, dtype=np.float32))
 
 
-def _to_rgb(im: Image.Image, name: str) -> Image.Image:
-    """Apply the decoding rules to a loaded image (see the module docstring)."""
+# ----------------------------------------------------------------------------- PNG colour keys
+# Sample bits of a PNG by Pillow's raw mode: a tRNS colour key is a value at this depth.
+_PNG_KEY_BITS = {"1": 1, "L;2": 2, "L;4": 4, "L": 8, "I;16B": 16, "RGB": 8, "RGB;16B": 16}
+
+
+def _png_rawmode(im: Image.Image) -> Optional[str]:
+    """The raw sample layout of a PNG (``"L;4"``, ``"RGB;16B"``, ...), read before loading."""
+    if im.format != "PNG" or not im.tile:
+        return None
+    args = im.tile[0][3]
+    if isinstance(args, tuple):
+        args = args[0] if args else None
+    return args if isinstance(args, str) else None
+
+
+def _png_low_bytes(fp: IO[bytes], name: str) -> np.ndarray:
+    """The low bytes of a 16-bit RGB PNG's samples, (H, W, 3) uint8, in stored orientation.
+
+    Pillow keeps only the high byte of 16-bit colour (raw mode ``RGB;16B``); decoding the
+    same stream once more as little-endian (``RGB;16L``, same bits per pixel, so the same
+    unfiltering and de-interlacing) takes the other byte of each sample."""
+    fp.seek(0)
+    with Image.open(fp, formats=["PNG"]) as im:
+        tile = list(im.tile)
+        if len(tile) != 1 or _png_rawmode(im) != "RGB;16B":
+            raise UnsupportedImageError(
+                f"{name}: a 16-bit colour PNG with a transparent colour (tRNS) whose samples could not be "
+                "read at 16 bits to find the transparent pixels")
+        first = tile[0]
+        im.tile = [first._replace(args="RGB;16L") if hasattr(first, "_replace") else first[:3] + ("RGB;16L",)]
+        im.load()
+        return np.asarray(im, dtype=np.uint8)
+
+
+def _colour_key_mask(im: Image.Image, rawmode: Optional[str], fp: Optional[IO[bytes]], name: str):
+    """Boolean (H, W) mask of the pixels equal to the transparent colour of a ``1``/``L``/
+    ``RGB``/``I;16`` image (PNG ``tRNS``; GIF/other ``L`` keys), compared at the file's own bit
+    depth; None when there is no usable key (other modes: Pillow's conversion applies).
+
+    PNG keys are values at the image's sample depth (a 4-bit grey key 5 is the stored 5,
+    which Pillow scales to 85; a 16-bit RGB key is matched against all 16 bits of each
+    sample, which Pillow's 8-bit view of the pixels lacks); as in libpng, key bits above
+    the sample depth are ignored."""
+    key = im.info.get("transparency")
     mode = im.mode
+    if key is None or mode not in ("1", "L", "RGB") and mode not in _UINT16:
+        return None
+    png = im.format == "PNG"
+    bits = _PNG_KEY_BITS.get(rawmode) if png else None
+    if png and bits is None:
+        raise UnsupportedImageError(
+            f"{name}: PNG with a transparent colour (tRNS) and an unknown sample layout {rawmode!r}")
+    if mode == "RGB":
+        if not (isinstance(key, tuple) and len(key) == 3 and all(isinstance(k, int) for k in key)):
+            return None
+        arr = np.asarray(im, dtype=np.uint8)
+        if bits == 16:
+            if fp is None:
+                raise UnsupportedImageError(f"{name}: cannot re-read the file to find its 16-bit transparent colour")
+            full = (arr.astype(np.uint16) << 8) | _png_low_bytes(fp, name)
+            return np.all(full == np.asarray([k & 0xFFFF for k in key], dtype=np.uint16), axis=-1)
+        k8 = [k & 0xFF for k in key] if png else list(key)
+        return np.all(arr == np.asarray(k8, dtype=np.int64), axis=-1)
+    if isinstance(key, bool) or not isinstance(key, int):
+        return None
+    if mode == "1":  # Pillow's PNG reader gives 0 or 255; pixels are 0 or 255 too
+        return np.asarray(im.convert("L"), dtype=np.uint8) == (255 if key else 0)
+    if mode == "L":
+        arr = np.asarray(im, dtype=np.uint8)
+        if bits is not None and bits < 8:  # Pillow scales 2/4-bit samples to 8 bits, not the key
+            top = 2**bits - 1
+            return arr == (key & top) * (255 // top)
+        return arr == ((key & 0xFF) if png else key)
+    return np.asarray(im) == (key & 0xFFFF if png else key)  # 16-bit grey: the stored values
+
+
+# ----------------------------------------------------------------------------- the rules
+def _to_rgb(im: Image.Image, name: str, rawmode: Optional[str] = None, fp: Optional[IO[bytes]] = None) -> Image.Image:
+    """Apply the decoding rules to a loaded image (see the module docstring). ``rawmode``
+    and ``fp`` (the PNG's raw mode read before loading, and its open file) let transparent
+    colours be compared at the file's bit depth."""
+    mode = im.mode
+    mask = _colour_key_mask(im, rawmode, fp, name)
     if mode in _EIGHT_BIT or mode in _ALPHA:
+        if mask is not None:  # transparent colour: those pixels become the background
+            rgb = np.array(im.convert("RGB"), dtype=np.uint8)
+            rgb[mask] = np.asarray(BACKGROUND, dtype=np.uint8)
+            return Image.fromarray(rgb)
         if _has_transparency(im):
             return _composite_over_background(im)
         return im.convert("RGB")
     if mode in _UINT16:
         raw = np.asarray(im)  # uint16 in the mode's byte order
         unit = raw.astype(np.float32) / np.float32(65535)
-        key = im.info.get("transparency")
         grey = _grey_float(im, unit)
-        if isinstance(key, int) and not isinstance(key, bool):
+        if mask is not None and mask.any():
             unit = np.asarray(grey, dtype=np.float32).copy()
-            unit[raw == key] = 1.0  # transparent grey level -> white background
+            unit[mask] = 1.0  # transparent grey level -> white background
             grey = Image.fromarray(unit)
         return grey
     if mode == "I":
@@ -223,6 +441,34 @@ def _to_rgb(im: Image.Image, name: str) -> Image.Image:
     raise UnsupportedImageError(f"{name}: pixel mode {mode!r} has no RGB conversion in flowmo")
 
 
+# ----------------------------------------------------------------------------- orientation
+_ORIENTATION = 0x0112
+# EXIF orientation -> the transpose that makes the stored pixels upright.
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _orientation(im: Image.Image) -> Optional[int]:
+    try:
+        value = im.getexif().get(_ORIENTATION)
+    except Exception:  # noqa: BLE001 - a damaged EXIF block: no orientation (as exif_transpose)
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _tiff_stored_size(im: Image.Image) -> Optional[Tuple[int, int]]:
+    """A TIFF's stored (width, height) from its header, before any orientation."""
+    w, h = _tiff_tag(im, 256), _tiff_tag(im, 257)
+    return (w, h) if isinstance(w, int) and isinstance(h, int) else None
+
+
 def decode_image(source: Source) -> Image.Image:
     """Decode an image file fully and convert it to RGB by the module's rules.
 
@@ -236,28 +482,49 @@ def decode_image(source: Source) -> Image.Image:
       than 8 bits per sample (16-bit grey PNG/TIFF, 32-bit integer or float TIFF), kept at
       full precision. Resampling may overshoot [0, 1]; :func:`image_to_tensor` clamps.
 
-    Raises ``FileNotFoundError`` for a missing path; ``PIL.UnidentifiedImageError`` (an
-    ``OSError``), ``OSError``, ``ValueError``, ``SyntaxError`` or
-    ``PIL.Image.DecompressionBombError`` for unreadable, corrupt or truncated data (whatever
-    Pillow raises); :class:`UnsupportedImageError` (a ``ValueError`` naming the file) for
-    pixels the rules refuse.
+    Raises ``FileNotFoundError`` for a missing path; ``ValueError`` naming the path for one
+    that is not a regular file (a named pipe, socket, device or folder: refused without
+    reading, see :func:`open_image_file`); ``PIL.UnidentifiedImageError`` (an ``OSError``),
+    ``OSError``, ``ValueError``, ``SyntaxError`` or ``PIL.Image.DecompressionBombError`` (more
+    than twice ``PIL.Image.MAX_IMAGE_PIXELS`` pixels) for unreadable, corrupt, truncated or
+    oversized data (whatever Pillow raises); :class:`UnsupportedImageError` (a ``ValueError``
+    naming the file) for pixels the rules refuse.
     """
     if not isinstance(source, (str, os.PathLike)) and not hasattr(source, "read"):
         raise TypeError(f"source must be a path or a binary file object, got {type(source).__name__}")
     name = _name(source)
-    with Image.open(source) as opened:
+    if isinstance(source, (str, os.PathLike)):
+        with open_image_file(source) as fp:
+            return _decode(fp, name)
+    return _decode(source, name)
+
+
+def _decode(fp: IO[bytes], name: str) -> Image.Image:
+    # Always decoded from a file object: given a path, Pillow 13 memory-maps uncompressed
+    # L/P/I;16/RGBA/CMYK TIFFs and then applies their EXIF orientation 5-8 to a buffer of
+    # the already-rotated shape, scrambling the pixels; read through a file object it
+    # applies the orientation correctly while loading (and removes the tag).
+    with Image.open(fp) as opened:
+        rawmode = _png_rawmode(opened)  # the tile is gone after load()
+        tiff_size = _tiff_stored_size(opened) if opened.format == "TIFF" else None
+        tiff_orientation = _tiff_tag(opened, 274) if opened.format == "TIFF" else None
         opened.load()  # full decode: raises on truncated or corrupt data
         try:
             check_convertible(opened)
         except UnsupportedImageError as e:
             raise UnsupportedImageError(f"{name}: {e}") from None
-        oriented = ImageOps.exif_transpose(opened)
-        if oriented is not opened:
-            # exif_transpose returns a new image without the format and TIFF tags the rules read
-            oriented.format = opened.format
-            if hasattr(opened, "tag_v2"):
-                oriented.tag_v2 = opened.tag_v2  # type: ignore[attr-defined]
-        return _to_rgb(oriented, name)
+        rgb = _to_rgb(opened, name, rawmode, fp)  # per pixel, so before or after orienting alike
+        method = _UPRIGHT.get(_orientation(opened))  # None if none, or if Pillow applied it already
+        if method is not None:
+            rgb = rgb.transpose(method)
+        if tiff_size is not None and tiff_orientation in (5, 6, 7, 8):
+            tiff_size = tiff_size[::-1]
+        if tiff_size is not None and isinstance(tiff_orientation, int) and 1 <= tiff_orientation <= 8 \
+                and rgb.size != tiff_size:
+            raise UnsupportedImageError(
+                f"{name}: the TIFF's EXIF orientation {tiff_orientation} was not applied correctly by this Pillow "
+                f"version (decoded {rgb.size[0]}x{rgb.size[1]}, expected {tiff_size[0]}x{tiff_size[1]})")
+        return rgb
 
 
 def image_to_tensor(img: Image.Image) -> torch.Tensor:
@@ -274,6 +541,9 @@ def image_to_tensor(img: Image.Image) -> torch.Tensor:
         return t / 127.5 - 1.0
     if img.mode == "F":
         arr = np.asarray(img, dtype=np.float32)
+        if not np.isfinite(arr).all():
+            raise ValueError("img (mode 'F') holds NaN or infinite values; decoded images hold finite grey values "
+                             "in [0, 1]")
         grey = torch.from_numpy(arr.copy()).clamp_(0.0, 1.0).mul_(2.0).sub_(1.0)
         return grey.unsqueeze(0).expand(3, -1, -1).contiguous()
     raise ValueError(f"img must be a decoded image of mode 'RGB' or 'F', got mode {img.mode!r}")
@@ -282,15 +552,15 @@ def image_to_tensor(img: Image.Image) -> torch.Tensor:
 def resize_short_side(img: Image.Image, size: int) -> Image.Image:
     """Resize ``img`` (any PIL mode) so its short side is exactly ``size`` pixels, keeping the
     aspect ratio (bicubic; Pillow antialiases when shrinking). Returned unchanged if the short
-    side is already ``size``. Raises ``ValueError`` naming ``size`` unless it is a positive int."""
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size <= 0:
-        raise ValueError(f"size must be a positive int, got {size!r}")
+    side is already ``size``. Raises ``ValueError`` naming ``size`` unless it is a positive int
+    with ``size x size`` within :func:`pixel_limit`, and :class:`UnsupportedImageError` naming
+    ``img`` if the result would exceed :func:`pixel_limit` pixels (see :func:`resized_size`)."""
+    if not isinstance(img, Image.Image):
+        raise TypeError(f"img must be a PIL.Image.Image, got {type(img).__name__}")
     w, h = img.size
-    if min(w, h) == size:
+    new_w, new_h = resized_size(w, h, size, name="img")
+    if (new_w, new_h) == (w, h):
         return img
-    scale = size / min(w, h)
-    new_w = size if w <= h else max(size, round(w * scale))
-    new_h = size if h < w else max(size, round(h * scale))
     return img.resize((new_w, new_h), Image.Resampling.BICUBIC)
 
 

@@ -121,27 +121,44 @@ def output_names(names: Iterable[str], suffix: str = ".png") -> list[str]:
 
 
 # ----------------------------------------------------------------------------- images
-def check_image_header(path: PathLike) -> None:
-    """Cheap check that ``path`` looks like an image flowmo can read (header only): Pillow
-    identifies it and its pixel mode has an RGB conversion under :mod:`flowmo.images` (a
-    float image's range, and the pixel data itself, are only checked by :func:`load_image`).
+def check_image_header(path: PathLike, size: Optional[int] = None) -> None:
+    """Cheap check that ``path`` looks like an image flowmo can read (header only): a regular
+    file (a named pipe, socket, device or folder is refused without reading it), which
+    Pillow identifies, within Pillow's decompression-bomb limit, whose pixel mode has an RGB
+    conversion under :mod:`flowmo.images` and, if ``size`` is given, whose short side can be
+    resized to ``size`` within :func:`flowmo.images.pixel_limit` pixels (a float image's range,
+    and the pixel data itself, are only checked by :func:`load_image`).
 
-    Raises ValueError naming the file otherwise."""
-    from PIL import Image, UnidentifiedImageError
+    Raises ValueError naming ``size`` for a bad ``size``, and ValueError naming the file
+    otherwise (``'...' is not a readable image (<reason>)``)."""
+    from PIL import Image
 
-    from .images import check_convertible
+    from .images import check_convertible, check_size, open_image_file, resized_size
 
+    if size is not None:
+        check_size(size)
+    name = repr(str(path))
     try:
-        with Image.open(path) as im:
-            im.size  # noqa: B018  header parsed by open()
+        with open_image_file(path) as fp, Image.open(fp) as im:
+            w, h = im.size  # header parsed by open()
             check_convertible(im)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise ValueError(f"{str(path)!r} is not a readable image ({_reason(e)})") from None
+            if size is not None:
+                resized_size(w, h, size, name=name)
+    except Exception as e:  # noqa: BLE001 - Pillow raises many kinds for damaged headers
+        raise _unreadable(path, e) from None
 
 
 def _reason(e: BaseException) -> str:
     msg = str(e).splitlines()[0] if str(e) else ""
     return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+
+
+def _unreadable(path: PathLike, e: BaseException) -> ValueError:
+    """``'<path>' is not a readable image (<reason>)``: every failure to read one image file,
+    whatever the decoder raised (Pillow raises ``OSError``, ``ValueError``, ``SyntaxError``,
+    ``TypeError``, ``struct.error``, ``DecompressionBombError``, ... for damaged or hostile
+    files; ``MemoryError`` for an image too large for this machine)."""
+    return ValueError(f"{str(path)!r} is not a readable image ({_reason(e)})")
 
 
 def load_image(path: PathLike, size: int) -> Tensor:
@@ -150,21 +167,25 @@ def load_image(path: PathLike, size: int) -> Tensor:
     grey at full precision), resize its short side to ``size`` (bicubic, antialiased when
     shrinking), centre crop to ``size`` x ``size``: float32 (3, size, size) in [-1, 1].
 
-    Raises FileNotFoundError if ``path`` is not a file, and ValueError naming the file for
-    anything that cannot be decoded (corrupt, truncated, not an image) or converted to RGB
-    (e.g. float samples outside [0, 1]; :class:`flowmo.images.UnsupportedImageError`)."""
-    from PIL import Image, UnidentifiedImageError
+    Raises ValueError naming ``size`` unless it is a positive int with ``size x size`` within
+    :func:`flowmo.images.pixel_limit` (9,459 at Pillow's default limit);
+    FileNotFoundError if ``path`` does not exist; and ValueError naming the file for anything
+    that is not a regular file (a named pipe, ...), cannot be decoded (corrupt, truncated, not
+    an image, a decompression bomb), converted to RGB (e.g. float samples outside [0, 1];
+    :class:`flowmo.images.UnsupportedImageError`) or resized to ``size`` within the pixel limit
+    (a very long, thin image)."""
+    from .images import center_crop, check_size, decode_image, image_to_tensor, resize_short_side, resized_size
 
-    from .images import center_crop, decode_image, image_to_tensor, resize_short_side
-
+    size = check_size(size)
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"image {str(path)!r} does not exist")
     try:
         img = decode_image(path)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ValueError(f"{str(path)!r} is not a readable image ({_reason(e)})") from None
-    return image_to_tensor(center_crop(resize_short_side(img, size), size))
+        resized_size(*img.size, size, name=repr(str(path)))  # refused before any pixel is resized
+        return image_to_tensor(center_crop(resize_short_side(img, size), size))
+    except Exception as e:  # noqa: BLE001 - any failure of this one file
+        raise _unreadable(path, e) from None
 
 
 def save_image(image: Tensor, path: PathLike) -> Path:

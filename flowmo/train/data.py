@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
@@ -32,7 +33,16 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..images import IMAGE_EXTENSIONS, decode_image, image_to_tensor, resize_short_side
+from ..images import (
+    IMAGE_EXTENSIONS,
+    _file_kind,
+    check_size,
+    decode_image,
+    image_to_tensor,
+    open_image_file,
+    resize_short_side,
+    resized_size,
+)
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -57,9 +67,10 @@ _BICUBIC = Image.Resampling.BICUBIC
 
 
 def _check_image_size(image_size) -> int:
-    if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size <= 0:
-        raise ValueError(f"image_size must be a positive int, got {image_size!r}")
-    return int(image_size)
+    """A positive int whose square is within Pillow's decompression-bomb limit
+    (:func:`flowmo.images.check_size`: at most 9,459 by default); else ValueError naming
+    ``image_size``."""
+    return check_size(image_size, "image_size")
 
 
 def _check_nonneg_int(value, name: str) -> int:
@@ -101,14 +112,19 @@ def _load_rgb(path: Path) -> Image.Image:
     return decode_image(path)
 
 
-def _verify_image(path: Path) -> Optional[str]:
-    """None if ``path`` decodes fully and converts to RGB, else a short reason."""
+def _verify_image(path: Path, size: Optional[int] = None) -> Optional[str]:
+    """None if ``path`` is a regular file that decodes fully, converts to RGB and (``size``
+    given) resizes to short side ``size`` within Pillow's pixel limit, else a short reason."""
     try:
-        with Image.open(path) as im:
+        with open_image_file(path) as fp, Image.open(fp) as im:  # refuses named pipes, devices, ...
+            if size is not None:
+                resized_size(*im.size, size, name=repr(str(path)))  # from the header: before any decoding
             im.verify()  # structural checks (e.g. PNG chunk CRCs)
         img = decode_image(path)  # full decode (truncation) and the mode rules (unconvertible pixels)
         if img.size[0] <= 0 or img.size[1] <= 0:
             return "empty image"
+        if size is not None:
+            resized_size(*img.size, size, name=repr(str(path)))
     except Exception as exc:  # noqa: BLE001 - any decoder error means "unreadable"
         return f"{type(exc).__name__}: {exc}"
     return None
@@ -126,7 +142,14 @@ class ImageFolderDataset(Dataset):
     given with or without the dot); hidden files and folders (names starting
     with ``.``, e.g. macOS ``._*`` resource forks) are ignored; symlinked
     folders are followed.  The list is sorted by relative path, so it is the
-    same on every run and machine.
+    same on every run and machine: folders are walked in sorted order, a
+    folder reached by several paths (symlinks) is read once, under the first
+    of them in that order, and a file reached by several names (symlinks) is
+    listed once, under the first of its relative names in sorted order.
+    Entries with an image extension that are not regular files (named pipes,
+    sockets, devices, broken symlinks) are left out of :attr:`files` and
+    recorded, logged and counted like unreadable files (reading a named pipe
+    would block forever).
 
     Each image is decoded by :func:`flowmo.images.decode_image` (every mode
     Pillow opens, by its documented rules: EXIF orientation applied,
@@ -137,15 +160,20 @@ class ImageFolderDataset(Dataset):
     ``hflip``), centred otherwise.  Random draws depend only on
     ``(seed, epoch, index)``; see :meth:`set_epoch`.
 
-    Corrupt or unreadable files, and files whose pixels the decoding rules
-    refuse (e.g. float samples outside [0, 1]), never crash ``__getitem__``: the next readable
-    file (cyclically) is returned instead, the bad path is added to
+    Corrupt or unreadable files, files whose pixels the decoding rules
+    refuse (e.g. float samples outside [0, 1]), and files whose resized size
+    would exceed Pillow's decompression-bomb pixel limit (a very long, thin
+    image: see :func:`flowmo.images.resized_size`) never crash
+    ``__getitem__``: any error decoding or transforming one file makes the next
+    readable file (cyclically) be returned instead, the bad path is added to
     :attr:`bad_paths` and :attr:`skipped` counts them.  In DataLoader workers
     those records live in the worker processes, so a trainer that wants an
     exact count should call :meth:`scan_corrupt` once before training.
 
     Raises ``FileNotFoundError`` if ``root`` does not exist and ``ValueError``
-    if it is not a folder or contains no matching files.
+    if it is not a folder or contains no matching regular files, or if
+    ``image_size`` is not a positive int with ``image_size ** 2`` within Pillow's
+    pixel limit (:func:`flowmo.images.check_size`).
     """
 
     def __init__(
@@ -175,32 +203,59 @@ class ImageFolderDataset(Dataset):
             )
         if not self.root.is_dir():
             raise ValueError(f"image folder path is not a directory: {str(self.root)!r}")
-        self.files: List[Path] = self._list_files()
+        self.bad_paths: Set[Path] = set()
+        self.files: List[Path]
+        self.files, not_regular = self._list_files()
+        for path, reason in not_regular:
+            self._record_bad(path, reason)
+        self._not_regular: List[Path] = [p for p, _ in not_regular]
         if not self.files:
+            extra = f"; {len(not_regular)} entries that are not regular files skipped" if not_regular else ""
             raise ValueError(
                 f"no image files with extensions {', '.join(exts)} found under {str(self.root)!r} "
-                "(searched recursively, hidden files ignored)"
+                f"(searched recursively, hidden files ignored{extra})"
             )
-        self.bad_paths: Set[Path] = set()
 
-    def _list_files(self) -> List[Path]:
+    def _list_files(self) -> Tuple[List[Path], List[Tuple[Path, str]]]:
+        """(regular image files, sorted by relative name and de-duplicated; the entries with an
+        image extension that are not regular files, each with the reason)."""
         found: List[Tuple[str, Path]] = []
+        not_regular: List[Tuple[str, Path, str]] = []
         seen_dirs: Set[str] = set()
         for dirpath, dirnames, filenames in os.walk(self.root, followlinks=True):
             real = os.path.realpath(dirpath)
-            if real in seen_dirs:  # symlink loop
+            if real in seen_dirs:  # reached before by a path that sorts first, or a symlink loop
                 dirnames[:] = []
                 continue
             seen_dirs.add(real)
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            for name in filenames:
-                if name.startswith("."):
+            # Sorted walk: the first path to reach a folder is the same on every machine.
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                if name.startswith(".") or os.path.splitext(name)[1].lower() not in self.extensions:
                     continue
-                if os.path.splitext(name)[1].lower() in self.extensions:
-                    path = Path(dirpath) / name
-                    found.append((path.relative_to(self.root).as_posix(), path))
+                path = Path(dirpath) / name
+                rel = path.relative_to(self.root).as_posix()
+                try:
+                    mode = os.stat(path).st_mode
+                except OSError as exc:
+                    not_regular.append((rel, path, f"cannot be read: {type(exc).__name__}: {exc}"
+                                        if not isinstance(exc, FileNotFoundError) else "a broken symbolic link"))
+                    continue
+                if not stat.S_ISREG(mode):
+                    not_regular.append((rel, path, f"{_file_kind(mode)}, not a regular file"))
+                    continue
+                found.append((rel, path))
         found.sort(key=lambda item: item[0])
-        return [p for _, p in found]
+        files: List[Path] = []
+        seen_files: Set[str] = set()
+        for _, path in found:  # one name per file: the first relative name in sorted order
+            real = os.path.realpath(path)
+            if real in seen_files:
+                continue
+            seen_files.add(real)
+            files.append(path)
+        not_regular.sort(key=lambda item: item[0])
+        return files, [(p, reason) for _, p, reason in not_regular]
 
     # -- bookkeeping -------------------------------------------------------
 
@@ -219,16 +274,20 @@ class ImageFolderDataset(Dataset):
             logger.warning("skipping unreadable image %s (%s)", path, reason)
 
     def scan_corrupt(self, drop: bool = True) -> List[Path]:
-        """Try to decode every file once; return the unreadable ones (sorted).
+        """Try to decode every file once; return the unreadable ones (sorted by
+        relative name), including the entries left out of :attr:`files` for not
+        being regular files.
 
-        Bad files are added to :attr:`bad_paths` (so :attr:`skipped` counts
-        them) and, when ``drop`` is true, removed from :attr:`files` so that
-        indices only cover readable images.  Raises ``ValueError`` if no
-        readable file is left.
+        A file is unreadable if it does not decode, its pixels cannot be
+        converted to RGB, or its resized size would exceed Pillow's pixel limit
+        (see :func:`flowmo.images.resized_size`).  Bad files are added to
+        :attr:`bad_paths` (so :attr:`skipped` counts them) and, when ``drop`` is
+        true, removed from :attr:`files` so that indices only cover readable
+        images.  Raises ``ValueError`` if no readable file is left.
         """
         bad: List[Path] = []
         for path in self.files:
-            reason = "previously failed" if path in self.bad_paths else _verify_image(path)
+            reason = "previously failed" if path in self.bad_paths else _verify_image(path, self.image_size)
             if reason is not None:
                 self._record_bad(path, reason)
                 bad.append(path)
@@ -238,7 +297,7 @@ class ImageFolderDataset(Dataset):
             if not remaining:
                 raise ValueError(f"all {len(self.files)} image files under {str(self.root)!r} are unreadable")
             self.files = remaining
-        return bad
+        return sorted(bad + self._not_regular, key=lambda p: p.relative_to(self.root).as_posix())
 
     # -- data --------------------------------------------------------------
 
@@ -266,18 +325,23 @@ class ImageFolderDataset(Dataset):
         if not -n <= index < n:
             raise IndexError(f"index {index} out of range for dataset of length {n}")
         index = index % n
+        last = ""
         for k in range(n):
             path = self.files[(index + k) % n]
             if path in self.bad_paths:
                 continue
             try:
                 img = _load_rgb(path)
-            except Exception as exc:  # noqa: BLE001 - any decoder error: skip the file
-                self._record_bad(path, f"{type(exc).__name__}: {exc}")
+                # Refused before resizing: a 1,000,000 x 1 image would be upscaled to 256 x 256,000,000.
+                resized_size(*img.size, self.image_size, name=repr(str(path)))
+                # Crops are keyed on the requested index, so a substitution is still deterministic.
+                return self._transform(img, index)
+            except Exception as exc:  # noqa: BLE001 - any decode/transform error: skip the file
+                last = f"{type(exc).__name__}: {exc}"
+                self._record_bad(path, last)
                 continue
-            # Crops are keyed on the requested index, so a substitution is still deterministic.
-            return self._transform(img, index)
-        raise RuntimeError(f"no readable image files under {str(self.root)!r}: all {n} failed to load")
+        detail = f" (last error: {last})" if last else ""
+        raise RuntimeError(f"no readable image files under {str(self.root)!r}: all {n} failed to load{detail}")
 
 
 # --------------------------------------------------------------------------
