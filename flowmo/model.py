@@ -8,7 +8,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 import torch
 import torch.utils.checkpoint
@@ -135,8 +135,10 @@ class FlowMo(nn.Module):
             raise ValueError(f"{name} is on device {x.device} but the model is on {self.device}; "
                              f"move it with .to(model.device)")
 
-    def _check_noisy(self, x: Any, name: str) -> Tensor:
-        """A noisy image or noise (B, 3, H, W): any finite float values (no [-1, 1] range)."""
+    def _check_noisy(self, x: Any, name: str, *, cast: bool = True) -> Tensor:
+        """A noisy image or noise (B, 3, H, W): any finite float values (no [-1, 1] range).
+        Returned in the model's input dtype (``cast``; ValueError if a value overflows it)
+        or as given."""
         s = self.spec.image_size
         if not isinstance(x, Tensor) or not x.is_floating_point():
             raise TypeError(f"{name} must be a floating-point torch.Tensor of shape (batch, 3, {s}, {s}), "
@@ -146,7 +148,18 @@ class FlowMo(nn.Module):
         self._check_device(x, name)
         if not bool(torch.isfinite(x).all()):
             raise ValueError(f"{name} contains NaN or Inf values")
-        return x.to(self._input_dtype())
+        return self._cast_input(x, name) if cast else x
+
+    def _cast_input(self, x: Tensor, name: str, dtype: Optional[torch.dtype] = None,
+                    what: str = "the model's dtype") -> Tensor:
+        """Finite ``x`` cast to ``dtype`` (default: the model's input dtype); ValueError naming
+        ``name`` if a finite value overflows the cast (e.g. 1e300 in float64 to bfloat16)."""
+        dtype = dtype or self._input_dtype()
+        y = x.to(dtype)
+        if y.dtype != x.dtype and not bool(torch.isfinite(y).all()):
+            raise ValueError(f"{name} has values beyond the range of {what} {dtype} (max |{name}| = "
+                             f"{float(x.abs().max()):.3g}, finite in {x.dtype}); scale it down")
+        return y
 
     def _check_code(self, code: Any, name: str = "code") -> Tensor:
         t, c = self.spec.code_length, self.spec.code_channels
@@ -157,7 +170,7 @@ class FlowMo(nn.Module):
         self._check_device(code, name)
         if not bool(torch.isfinite(code).all()):
             raise ValueError(f"{name} contains NaN or Inf values")
-        return code.to(self._input_dtype())
+        return self._cast_input(code, name)
 
     def _check_tokens(self, tokens: Any) -> Tensor:
         t = self.spec.code_length
@@ -281,14 +294,38 @@ class FlowMo(nn.Module):
                enable_grad: bool = False) -> SampleOutput:
         """Sample images from a quantized code (B, T, C) with the spec's sampler (or ``sampler``).
 
+        Args:
+            code: the quantized code (B, T, C), a floating-point tensor on the model's device
+                (e.g. ``quantize(encode(x)).values`` or ``tokens_to_code(tokens)``), finite.
+            noise: the starting point at t = 1, (B, 3, H, W), finite, any floating dtype, on the
+                model's device. Default: N(0, I) drawn in the state dtype (below) from
+                ``generator``.
+            generator: the ``torch.Generator`` for the default noise (ignored when ``noise`` is
+                given); None: torch's global generator.
+            sampler: the sampler (grid, steps, solver, guidance, clip): a
+                :class:`~flowmo.spec.SamplerSpec`, a dict of fields that override the spec's
+                sampler, or None for ``spec.sampler``.
+            return_intermediates: also return the state after every step
+                (``SampleOutput.intermediates``).
+            enable_grad: run with autograd (default: without).
+
+        Returns:
+            a :class:`~flowmo.samplers.SampleOutput` (not a tensor, unlike :meth:`reconstruct`
+            and :meth:`detokenize`, which return its ``images``): ``images`` (B, 3, H, W),
+            ``decoder_calls`` (decoder evaluations per image, a guided step counting 2),
+            ``times`` (the time grid used) and ``intermediates`` (on request).
+
         Precision: the decoder runs in the model's dtype; the ODE state, the solver's step
         arithmetic and the guidance combination run in ``state_dtype(self.dtype)`` (float32 for
         a float32, bfloat16 or float16 model; float64 for a float64 one). The returned
         ``images`` (B, 3, H, W) and intermediates are in that dtype, so a bfloat16 model's
         output is *float32* and carries only the model's own rounding, not a per-step rounding
         of the state. ``noise`` defaults to N(0, I) drawn in that dtype (the same draws for a
-        float32 and a bfloat16 model given the same generator); a given ``noise`` is validated
-        and used at that precision (not rounded to the model's dtype).
+        float32 and a bfloat16 model given the same generator). A given ``noise`` is validated
+        and converted to that state dtype: lower-precision noise (bfloat16, float16) exactly,
+        float64 noise for a float32 / bfloat16 / float16 model rounded to float32 (it is never
+        rounded to the model's own dtype). Finite noise beyond the state dtype's range (e.g.
+        1e300 in float64 for a float32 state) raises ``ValueError`` saying so.
         """
         code = self._check_code(code)
         b = code.shape[0]
@@ -297,11 +334,12 @@ class FlowMo(nn.Module):
         if noise is None:
             noise = torch.randn(b, 3, s, s, generator=generator, device=code.device, dtype=work)
         else:
-            self._check_noisy(noise, "noise")
+            self._check_noisy(noise, "noise", cast=False)
             if noise.shape != (b, 3, s, s):
                 raise ValueError(f"noise must have shape ({b}, 3, {s}, {s}), got {tuple(noise.shape)}")
+            noise = self._cast_input(noise, "noise", work, f"the sampler's state dtype (for a {self.dtype} model)")
         cond = self.conditioning(code)
-        return sample(self.decoder_velocity, noise.to(work), cond, self._sampler_spec(sampler),
+        return sample(self.decoder_velocity, noise, cond, self._sampler_spec(sampler),
                       null_cond=torch.zeros_like(cond), return_intermediates=return_intermediates,
                       enable_grad=enable_grad, decoder_dtype=self.dtype)
 
@@ -337,9 +375,10 @@ class FlowMo(nn.Module):
             noise = self._check_noisy(noise, "noise")
             if noise.shape != images.shape:
                 raise ValueError(f"noise must have the shape of images {tuple(images.shape)}, got {tuple(noise.shape)}")
-        terms = dict(self.flow_loss(self.decoder_velocity, images, self.conditioning(q.values), t, noise,
-                                    dropout=cfg_dropout, generator=generator))
-        terms.update({f"quantizer/{k}": v for k, v in q.losses.items()})
+        terms: dict[str, Tensor] = {}
+        _merge_terms(terms, dict(self.flow_loss(self.decoder_velocity, images, self.conditioning(q.values), t,
+                                                noise, dropout=cfg_dropout, generator=generator)), "the flow loss")
+        _merge_terms(terms, {f"quantizer/{k}": v for k, v in q.losses.items()}, "the quantizer")
         total = torch.stack([v.float() for v in terms.values()]).sum()
         # in training mode a non-finite total is returned: a training loop must see it (the trainer
         # skips and counts such steps, and all ranks must agree on that), not an exception
@@ -357,8 +396,33 @@ class FlowMo(nn.Module):
         the quantizer's terms and the post-training objective's terms, with the encoder and
         quantizer frozen. The quantizer's terms are computed without gradients (nothing they
         depend on trains in Stage 1B); they are reported, as the release's Stage 1B loss holds
-        them. ``spec.loss_terms("1b")`` lists the terms."""
+        them. ``spec.loss_terms("1b")`` lists the terms.
+
+        ``noise`` (the chain's starting noise) must be a finite floating tensor of the images'
+        shape on the model's device; ``u`` (the objective's draws; for ``mode_seeking`` (B, K + 1),
+        finite, non-negative, each row's entries 1..K with a positive sum) a finite floating
+        tensor with batch B on the model's device; both default to draws from ``generator``.
+        Bad values raise TypeError / ValueError naming the argument. A post-training objective
+        whose term names collide with the flow loss's or the quantizer's raises ValueError (a
+        term would silently replace another). As in :meth:`loss`, a non-finite total raises
+        ValueError in eval mode and is returned in training mode.
+        """
         images = self._check_images(images)
+        b = images.shape[0]
+        if noise is not None:
+            self._check_noisy(noise, "noise", cast=False)
+            if noise.shape != images.shape:
+                raise ValueError(f"noise must have the shape of images {tuple(images.shape)}, got {tuple(noise.shape)}")
+        if u is not None:
+            if not isinstance(u, Tensor):
+                raise TypeError(f"u must be a torch.Tensor of draws with batch {b} or None, got {type(u).__name__}")
+            if not u.is_floating_point():
+                raise TypeError(f"u must be a real floating-point tensor, got dtype {u.dtype}")
+            if u.ndim < 1 or u.shape[0] != b:
+                raise ValueError(f"u must have batch {b} (the images'), got shape {tuple(u.shape)}")
+            self._check_device(u, "u")
+            if not bool(torch.isfinite(u).all()):
+                raise ValueError("u contains NaN or Inf values")
         with torch.no_grad():
             q = self.quantizer(self.encode(images))
         cond = self.conditioning(q.values)
@@ -366,7 +430,6 @@ class FlowMo(nn.Module):
         terms: dict[str, Tensor] = {}
         flow_weight = spec.flow_weight
         if flow_weight > 0:
-            b = images.shape[0]
             t = self.time_sampler.sample(b, generator=generator, device=images.device)
             eps = torch.randn(images.shape, generator=generator, device=images.device, dtype=images.dtype)
             velocity = self.decoder_velocity
@@ -377,11 +440,18 @@ class FlowMo(nn.Module):
                     return torch.utils.checkpoint.checkpoint(self.decoder_velocity, x_t, t_, c, use_reentrant=False)
             flow = self.flow_loss(velocity, images, cond, t, eps, dropout=cfg_dropout,
                                   generator=generator)
-            terms.update({k: flow_weight * v for k, v in flow.items()})
-        terms.update({f"quantizer/{k}": v for k, v in q.losses.items()})
-        terms.update(self.posttrain_objective(self.decoder_velocity, images, cond, noise=noise, u=u,
-                                              generator=generator))
-        return LossOutput(torch.stack([v.float() for v in terms.values()]).sum(), terms)
+            _merge_terms(terms, {k: flow_weight * v for k, v in flow.items()}, "the flow loss")
+        _merge_terms(terms, {f"quantizer/{k}": v for k, v in q.losses.items()}, "the quantizer")
+        extra = self.posttrain_objective(self.decoder_velocity, images, cond, noise=noise, u=u,
+                                         generator=generator)
+        _merge_terms(terms, extra, f"the post-training objective {spec.name!r}")
+        total = torch.stack([v.float() for v in terms.values()]).sum()
+        if not self.training and not bool(torch.isfinite(total)):
+            raise ValueError(
+                f"the Stage 1B loss is not finite: noise or the images are too large for {self.dtype}, "
+                "or the weights are not finite"
+            )
+        return LossOutput(total, terms)
 
     def compile(self, **kwargs: Any) -> "FlowMo":
         """Compile every transformer block with ``torch.compile`` (in place; off unless called).
@@ -455,6 +525,18 @@ class FlowMo(nn.Module):
         if device is not None or dtype is not None:
             model.to(device=device, dtype=dtype)
         return model.eval()
+
+
+def _merge_terms(terms: dict, new: Any, source: str) -> None:
+    """Add ``new`` (a mapping name -> tensor from ``source``) to ``terms``; ValueError naming
+    the key if a name is already taken (a term would silently replace another)."""
+    if not isinstance(new, Mapping) or not all(isinstance(v, Tensor) for v in new.values()):
+        raise TypeError(f"{source} must return a dict of named tensors, got {type(new).__name__}")
+    for k in new:
+        if k in terms:
+            raise ValueError(f"{source} returns a term named {k!r}, which another part of the loss already "
+                             "uses; rename the term (loss terms must have distinct names)")
+    terms.update(new)
 
 
 def _atomic_write(path: Path, write) -> None:

@@ -468,7 +468,11 @@ class Evaluator:
         """Add a batch.
 
         Args:
-            originals, reconstructions: (B, 3, H, W) float tensors in [-1, 1] (clamped when quantised).
+            originals, reconstructions: (B, 3, H, W) float tensors in [-1, 1]. The value range rule
+                of :mod:`flowmo.eval.metrics`: originals may exceed [-1, 1] by at most 1e-3;
+                reconstructions are clamped to it (an unclipped sampler's overshoot is fine) unless
+                their range shows [0, 255] data (nothing negative, something above 2); anything else
+                raises ``ValueError`` naming the argument.
             ids: one unique integer per image (e.g. its index in the data set); default: a running
                 count (``count * world_size + rank`` under a process group).
             tokens: the images' codes: (B, T) token indices or (B, T, G) indices per token group.
@@ -803,6 +807,9 @@ def evaluate_model(
     recorded) or any
     callable ``images -> reconstructions`` (a tensor, or an object with ``.images`` and
     optionally ``.decoder_calls``, or a dict with ``"images"``), with ``tokens_fn`` giving tokens.
+    A FlowMo's reconstructions are clamped to [-1, 1] (any sampler, ``clip=False`` included: the
+    metrics clamp them anyway); a callable's go to :meth:`Evaluator.update` as returned, under the
+    metrics' value range rule (clamped to [-1, 1]; [0, 255] output raises ``ValueError``).
 
     ``data`` is an (N, 3, H, W) tensor (ids 0..N-1, batches of ``batch_size``) or an iterable of
     tensors, ``(images, ids)`` pairs or dicts ``{"images", "ids"}``. ``limit`` stops after that
@@ -870,7 +877,9 @@ def evaluate_model(
                     q = model.quantize(model.encode(x))
                     noise = image_noise(seed, ids_arr.tolist(), x.shape[1:], device=device, dtype=q.values.dtype)
                     out = model.decode(q.values, noise=noise, sampler=sampler)
-                    recon, calls = out.images, out.decoder_calls
+                    # the model's own [-1, 1] output: clamped here (as a clipping sampler does), so
+                    # an unclipped sampler's overshoot never trips the metrics' value range check
+                    recon, calls = out.images.clamp(-1.0, 1.0), out.decoder_calls
                 else:
                     out = model(x)
                     if isinstance(out, Mapping):

@@ -33,6 +33,23 @@ under one of two protocols (:data:`PROTOCOLS`, keyword ``protocol``):
     * its PSNR is that of the pooled MSE of each batch of 5 images, averaged
       over batches (:func:`batched_psnr`).
 
+Value range (:func:`psnr`, :func:`ssim`, :func:`quantise_pair` and the
+:class:`~flowmo.eval.Evaluator`):
+
+* ``originals`` are data: they must lie in [-1, 1] up to a tolerance of
+  :data:`ORIGINALS_TOL` (1e-3) (values within it are clamped); anything beyond
+  raises ``ValueError`` naming ``originals`` (e.g. images still in [0, 255]).
+* ``reconstructions`` are a model's output: they are clamped to [-1, 1] before
+  the 8-bit conversion, as decoding with a clipping sampler and saving to PNG
+  do, so an unclipped sampler's overshoot (or an untrained model's output) is
+  measured as the image it would save.  Values whose range shows data on the
+  [0, 255] scale (none below -1e-3 and some above 2) raise ``ValueError``
+  naming ``reconstructions``.  (:func:`~flowmo.eval.evaluate_model` clamps a
+  FlowMo's own output to [-1, 1] first, so ``flowmo eval`` never trips this,
+  whatever the sampler.)
+* Images in [0, 1] cannot be told from bright [-1, 1] images by their values,
+  so that mistake is NOT detected: convert with ``2 * x - 1``.
+
 Functions:
 
 * :func:`to_uint8`, :func:`release_originals` - the 8-bit conversions.
@@ -66,6 +83,7 @@ __all__ = [
     "batched_psnr",
     "quantise_pair",
     "RELEASE_PSNR_BATCH",
+    "ORIGINALS_TOL",
     "ssim",
     "frechet_distance",
     "feature_statistics",
@@ -87,6 +105,8 @@ _SSIM_UNIFORM_WIN = 7
 _DATA_RANGE = 255.0
 #: Images per PSNR batch in the release (``data.eval_batch_size: 5`` in its configs/base.yaml).
 RELEASE_PSNR_BATCH = 5
+#: How far ``originals`` may lie outside [-1, 1] (round-off of a conversion); beyond: ValueError.
+ORIGINALS_TOL = 1e-3
 
 
 # --------------------------------------------------------------------------
@@ -129,7 +149,39 @@ def _check_pair(originals, reconstructions) -> Tuple[torch.Tensor, torch.Tensor]
             f"reconstructions must be on the device of originals: got originals on {originals.device}, "
             f"reconstructions on {reconstructions.device}"
         )
+    _check_originals_range(originals)
+    _check_reconstructions_scale(reconstructions)
     return originals, reconstructions
+
+
+_U8_HINT = "they look like images in [0, 255]: convert them with x / 127.5 - 1"
+
+
+def _looks_like_u8(vmin: float, vmax: float) -> bool:
+    """The range of [0, 255] data: nothing negative, something above 2 (beyond any [-1, 1] image)."""
+    return vmin >= -ORIGINALS_TOL and vmax > 2.0
+
+
+def _check_originals_range(originals: torch.Tensor) -> None:
+    """ValueError naming ``originals`` unless they lie in [-1, 1] within ORIGINALS_TOL."""
+    if originals.numel() == 0:
+        return
+    vmin, vmax = float(originals.min()), float(originals.max())
+    if vmin >= -1.0 - ORIGINALS_TOL and vmax <= 1.0 + ORIGINALS_TOL:
+        return
+    hint = f"; {_U8_HINT}" if _looks_like_u8(vmin, vmax) else ""
+    raise ValueError(f"originals must be images in [-1, 1] (within {ORIGINALS_TOL:g}): got values in "
+                     f"[{vmin:.6g}, {vmax:.6g}]{hint}")
+
+
+def _check_reconstructions_scale(reconstructions: torch.Tensor) -> None:
+    """ValueError naming ``reconstructions`` if their range shows [0, 255] data (else they are clamped)."""
+    if reconstructions.numel() == 0:
+        return
+    vmin, vmax = float(reconstructions.min()), float(reconstructions.max())
+    if _looks_like_u8(vmin, vmax):
+        raise ValueError(f"reconstructions must be images in [-1, 1] (values outside are clamped to it): got "
+                         f"values in [{vmin:.6g}, {vmax:.6g}]; {_U8_HINT}")
 
 
 def _compute_device(device: torch.device) -> torch.device:
@@ -229,8 +281,9 @@ def quantise_pair(originals: torch.Tensor, reconstructions: torch.Tensor,
 
     ``"standard"``: :func:`to_uint8` of each.  ``"release"``: ``to_uint8(
     release_originals(originals), "release")`` and ``to_uint8(reconstructions,
-    "release")``.  Inputs as for :func:`psnr`; returns two ``torch.uint8``
-    tensors of the inputs' shape on their device.
+    "release")``.  Inputs as for :func:`psnr` (the same value range rule and
+    ``ValueError``s); returns two ``torch.uint8`` tensors of the inputs' shape on
+    their device.
     """
     protocol = _check_protocol(protocol)
     originals, reconstructions = _check_pair(originals, reconstructions)
@@ -261,12 +314,14 @@ def psnr(originals: torch.Tensor, reconstructions: torch.Tensor, protocol: str =
     :func:`batched_psnr` of these images' MSEs.)
 
     Args:
-        originals, reconstructions: finite floating-point tensors (B, C, H, W) in
-            [-1, 1] of the same shape and device.
+        originals, reconstructions: finite floating-point tensors (B, C, H, W) of the
+            same shape and device, in [-1, 1]: originals within 1e-3 of it,
+            reconstructions clamped to it (but refused on the [0, 255] scale); see
+            the module docstring's value range rule.
         protocol: ``"standard"`` (default) or ``"release"``.
 
     Returns a float64 tensor of shape ``(B,)``.  Raises ``ValueError`` (naming the
-    argument) for anything else.
+    argument) for anything else, e.g. images in [0, 255].
     """
     protocol = _check_protocol(protocol)
     originals, reconstructions = _check_pair(originals, reconstructions)
@@ -297,9 +352,11 @@ def batched_psnr(mse: Union[ArrayLike, Sequence[float]], batch_size: int = RELEA
             the smallest non-zero pooled MSE, one level in one value of its largest
             image; when None it gives ``+inf`` as in the release.
 
-    Returns the mean over batches (float).  Raises ``ValueError`` for an empty or
-    non-1-D ``mse``, negative or non-finite values, or a bad ``batch_size`` /
-    ``values_per_image``.
+    Returns the mean over batches (float; finite unless a batch is exact and
+    ``values_per_image`` is None), for any finite MSEs (huge ones whose sum overflows,
+    subnormal ones whose ``255^2 / mse`` overflows).  Raises ``ValueError`` for an empty
+    or non-1-D ``mse``, negative, non-finite, complex or boolean values, or a bad
+    ``batch_size`` / ``values_per_image``.
     """
     m = _as_float64_array(mse, "mse")
     if m.ndim != 1 or m.size == 0:
@@ -321,7 +378,7 @@ def batched_psnr(mse: Union[ArrayLike, Sequence[float]], batch_size: int = RELEA
     vals = []
     for s in range(0, m.size, int(batch_size)):
         chunk = m[s:s + int(batch_size)]
-        pooled = math.fsum(chunk.tolist()) / chunk.size
+        pooled = _pooled_mean(chunk)
         if pooled == 0:
             if counts is None:
                 vals.append(math.inf)
@@ -329,8 +386,26 @@ def batched_psnr(mse: Union[ArrayLike, Sequence[float]], batch_size: int = RELEA
                 most = int(counts[s:s + int(batch_size)].max())
                 vals.append(10.0 * math.log10(_DATA_RANGE**2 * most * chunk.size))
         else:
-            vals.append(10.0 * math.log10(_DATA_RANGE**2 / pooled))
+            vals.append(_psnr_of(pooled))
     return math.fsum(vals) / len(vals)
+
+
+def _pooled_mean(chunk: np.ndarray) -> float:
+    """The mean of finite non-negative values (``math.fsum`` / n), without overflow: the mean
+    of finite values is finite even when their sum is not."""
+    try:
+        return math.fsum(chunk.tolist()) / chunk.size
+    except OverflowError:  # the exact sum exceeds float64: sum in units of 2^64 (exact scaling)
+        return float(np.ldexp(math.fsum(np.ldexp(chunk, -64).tolist()) / chunk.size, 64))
+
+
+def _psnr_of(mse: float) -> float:
+    """``10 log10(255^2 / mse)`` for a finite mse > 0, also where ``255^2 / mse`` overflows
+    (subnormal mse) or underflows: as a difference of logarithms there."""
+    q = _DATA_RANGE**2 / mse
+    if math.isfinite(q) and q > 0.0:
+        return 10.0 * math.log10(q)
+    return 10.0 * (2.0 * math.log10(_DATA_RANGE) - math.log10(mse))
 
 
 # --------------------------------------------------------------------------
@@ -436,9 +511,11 @@ def ssim(originals: torch.Tensor, reconstructions: torch.Tensor, protocol: str =
     (differences of order 1e-6).
 
     Args:
-        originals, reconstructions: finite floating-point tensors (B, C, H, W) in
-            [-1, 1] of the same shape and device, at least 11x11 (``"standard"``)
-            or 7x7 (``"release"``) pixels.
+        originals, reconstructions: finite floating-point tensors (B, C, H, W) of the
+            same shape and device, at least 11x11 (``"standard"``) or 7x7
+            (``"release"``) pixels, in [-1, 1]: originals within 1e-3 of it,
+            reconstructions clamped to it (but refused on the [0, 255] scale); see
+            the module docstring's value range rule.
         protocol: ``"standard"`` (default) or ``"release"``.
 
     Returns a float64 tensor of shape ``(B,)`` in [-1, 1].  Raises ``ValueError``
@@ -464,20 +541,83 @@ def ssim(originals: torch.Tensor, reconstructions: torch.Tensor, protocol: str =
 
 
 def _as_float64_array(x, name: str) -> np.ndarray:
+    """``x`` (array-like of real numbers) as a float64 numpy array; ``ValueError`` naming
+    ``name`` for anything else: complex, boolean or string values, objects, meta tensors."""
     if isinstance(x, torch.Tensor):
+        if x.device.type == "meta":
+            raise ValueError(f"{name} is a meta tensor (it has no values)")
+        if x.is_complex() or x.dtype == torch.bool:
+            raise ValueError(f"{name} must hold real numbers, got a tensor of dtype {x.dtype}")
         x = x.detach().to("cpu", dtype=torch.float64).numpy()
     try:
-        arr = np.asarray(x, dtype=np.float64)
+        arr = np.asarray(x)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name} must be numeric array-like: {exc}") from None
-    return arr
+    if arr.dtype.kind in "biuf":
+        if arr.dtype.kind == "b":
+            raise ValueError(f"{name} must hold real numbers, got booleans")
+        return arr.astype(np.float64, copy=False)
+    if arr.dtype.kind == "c":
+        raise ValueError(f"{name} must hold real numbers, got complex values (dtype {arr.dtype}); "
+                         "take the real part or the magnitude yourself if that is what you mean")
+    if arr.dtype.kind == "O":
+        # mixed Python numbers, tensors or ragged nesting: real numbers only
+        flat = arr.ravel().tolist() if arr.ndim else [arr.item()]
+        for v in flat:
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+                raise ValueError(f"{name} must be numeric array-like of real numbers, got an element of type "
+                                 f"{type(v).__name__}")
+        try:
+            return np.asarray(x, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{name} must be numeric array-like: {exc}") from None
+    raise ValueError(f"{name} must be numeric array-like of real numbers, got dtype {arr.dtype}")
+
+
+def _scaled_mean_cov(feats: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """``(mean, np.cov)`` of finite (N, D) features without intermediate overflow: each column
+    is scaled by a power of two ``2^-e_j`` near its largest magnitude (exact), and the results
+    are scaled back (``mean_j * 2^e_j``, ``cov_ij * 2^(e_i + e_j)``; inf where they overflow)."""
+    _, e = np.frexp(np.max(np.abs(feats), axis=0))
+    scaled = np.ldexp(feats, -e)
+    mu = np.ldexp(scaled.mean(axis=0), e)
+    with np.errstate(over="ignore"):
+        sigma = np.ldexp(np.atleast_2d(np.cov(scaled, rowvar=False)), e[:, None] + e[None, :])
+    return mu, sigma
+
+
+def _column_mean(feats: np.ndarray) -> np.ndarray:
+    """``feats.mean(axis=0)`` of finite features, recomputed on power-of-two-scaled columns
+    (exact) where the plain sum overflows; the mean of finite values is finite."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        mu = feats.mean(axis=0)
+    if np.all(np.isfinite(mu)):
+        return mu
+    _, e = np.frexp(np.max(np.abs(feats), axis=0))
+    return np.ldexp(np.ldexp(feats, -e).mean(axis=0), e)
+
+
+def _symmetrise(sigma: np.ndarray) -> np.ndarray:
+    """``(S + S^T) / 2`` without overflow (S + S^T near float64's max) or underflow (halving a
+    subnormal): computed in units of a power of two near the largest entry."""
+    if np.array_equal(sigma, sigma.T):
+        return sigma
+    big = float(np.max(np.abs(sigma)))
+    if big == 0.0 or not math.isfinite(big):
+        return 0.5 * sigma + 0.5 * sigma.T
+    e = int(np.frexp(big)[1])
+    scaled = np.ldexp(sigma, -e)
+    return np.ldexp(0.5 * (scaled + scaled.T), e)
 
 
 def feature_statistics(features: ArrayLike) -> Tuple[np.ndarray, np.ndarray]:
     """Mean and covariance of ``features`` (N, D) in float64.
 
-    The covariance is ``np.cov(features, rowvar=False)`` (unbiased, N - 1).
-    Requires N >= 2 and finite values.
+    The covariance is ``np.cov(features, rowvar=False)`` (unbiased, N - 1), computed
+    without intermediate overflow.  Requires N >= 2 and finite real values (complex,
+    boolean or string values are refused, not cast).  Raises ``ValueError`` naming
+    ``features`` for anything else, including features so large that their mean or
+    covariance overflows float64 (rescale them).
     """
     feats = _as_float64_array(features, "features")
     if feats.ndim != 2:
@@ -488,8 +628,15 @@ def feature_statistics(features: ArrayLike) -> Tuple[np.ndarray, np.ndarray]:
         raise ValueError("features has zero feature dimensions")
     if not np.all(np.isfinite(feats)):
         raise ValueError("features contains non-finite values (NaN or inf)")
-    mu = feats.mean(axis=0)
-    sigma = np.atleast_2d(np.cov(feats, rowvar=False))
+    with np.errstate(over="ignore", invalid="ignore"):
+        mu = feats.mean(axis=0)
+        sigma = np.atleast_2d(np.cov(feats, rowvar=False))
+    if not (np.all(np.isfinite(mu)) and np.all(np.isfinite(sigma))):
+        mu, sigma = _scaled_mean_cov(feats)  # an intermediate overflowed: redo without it
+        if not (np.all(np.isfinite(mu)) and np.all(np.isfinite(sigma))):
+            raise ValueError(
+                f"features are too large (max |features| = {float(np.max(np.abs(feats))):.3g}): their "
+                "covariance overflows float64; rescale the features")
     return mu, sigma
 
 
@@ -514,9 +661,10 @@ class FeatureStats:
     """
 
     def __init__(self, dim: int | None = None):
-        if dim is not None and (not isinstance(dim, int) or dim <= 0):
+        if dim is not None and (isinstance(dim, (bool, np.bool_)) or not isinstance(dim, (int, np.integer))
+                                or dim <= 0):
             raise ValueError(f"dim must be a positive int or None, got {dim!r}")
-        self.dim = dim
+        self.dim = None if dim is None else int(dim)
         self.count = 0
         self.shift: np.ndarray | None = None
         self.sum: np.ndarray | None = None
@@ -529,7 +677,11 @@ class FeatureStats:
         self.sum_outer = np.zeros((dim, dim), dtype=np.float64)
 
     def update(self, features: ArrayLike) -> "FeatureStats":
-        """Add a batch of features of shape (N, D) (N may be 0). Returns ``self``."""
+        """Add a batch of features of shape (N, D) (N may be 0). Returns ``self``.
+
+        Raises ``ValueError`` naming ``features`` for non-real (complex, boolean, string) or
+        non-finite values, a wrong shape, or features so large that the accumulated sums of
+        outer products overflow float64 (the accumulator is left unchanged)."""
         feats = _as_float64_array(features, "features")
         if feats.ndim != 2:
             raise ValueError(f"features must be 2-D (N, D), got shape {feats.shape}")
@@ -543,12 +695,20 @@ class FeatureStats:
             if self.dim is None:
                 self.dim = feats.shape[1]
             return self
+        with np.errstate(over="ignore", invalid="ignore"):
+            shift = _column_mean(feats) if self.shift is None else self.shift
+            centred = feats - shift
+            s1 = self.sum + centred.sum(axis=0) if self.sum is not None else centred.sum(axis=0)
+            outer = centred.T @ centred
+            s2 = self.sum_outer + outer if self.sum_outer is not None else outer
+        if not (np.all(np.isfinite(shift)) and np.all(np.isfinite(s1)) and np.all(np.isfinite(s2))):
+            raise ValueError(
+                f"features are too large (max |features| = {float(np.max(np.abs(feats))):.3g}): their "
+                "sums of outer products overflow float64; rescale the features")
         if self.shift is None:
-            self._init(feats.shape[1], feats.mean(axis=0))
-        centred = feats - self.shift
+            self._init(feats.shape[1], shift)
         self.count += feats.shape[0]
-        self.sum += centred.sum(axis=0)
-        self.sum_outer += centred.T @ centred
+        self.sum, self.sum_outer = s1, s2
         return self
 
     def _sums_about(self, shift: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -570,10 +730,14 @@ class FeatureStats:
             return self
         if self.count == 0:
             self._init(other.dim, other.shift)
-        s1, s2 = other._sums_about(self.shift)
+        with np.errstate(over="ignore", invalid="ignore"):
+            s1, s2 = other._sums_about(self.shift)
+            s1, s2 = self.sum + s1, self.sum_outer + s2
+        if not (np.all(np.isfinite(s1)) and np.all(np.isfinite(s2))):
+            raise ValueError("merging other overflows float64 (features too large or too far apart); "
+                             "rescale the features")
         self.count += other.count
-        self.sum += s1
-        self.sum_outer += s2
+        self.sum, self.sum_outer = s1, s2
         return self
 
     def statistics(self) -> Tuple[np.ndarray, np.ndarray]:
@@ -581,10 +745,14 @@ class FeatureStats:
         if self.count < 2:
             raise ValueError(f"need at least 2 feature vectors for a covariance, have {self.count}")
         n = self.count
-        mean_c = self.sum / n
-        cov = (self.sum_outer - n * np.outer(mean_c, mean_c)) / (n - 1)
-        cov = 0.5 * (cov + cov.T)
-        return self.shift + mean_c, cov
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean_c = self.sum / n
+            cov = (self.sum_outer - n * np.outer(mean_c, mean_c)) / (n - 1)
+            cov = _symmetrise(cov)
+            mu = self.shift + mean_c
+        if not (np.all(np.isfinite(mu)) and np.all(np.isfinite(cov))):
+            raise ValueError("the features' mean or covariance overflows float64; rescale the features")
+        return mu, cov
 
     def state_dict(self) -> dict:
         """Plain arrays, e.g. to gather across processes and rebuild with :meth:`from_state_dict`."""
@@ -592,12 +760,44 @@ class FeatureStats:
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "FeatureStats":
-        out = cls(state.get("dim"))
-        if state["count"] > 0:
-            out._init(int(state["dim"]), np.asarray(state["shift"], dtype=np.float64))
-            out.count = int(state["count"])
-            out.sum = np.array(state["sum"], dtype=np.float64)
-            out.sum_outer = np.array(state["sum_outer"], dtype=np.float64)
+        """Rebuild an accumulator from :meth:`state_dict`'s dict.
+
+        ``state`` needs ``count`` (int >= 0) and ``dim`` (positive int, or None when count
+        is 0); with count > 0 also ``shift`` and ``sum`` of shape (dim,) and ``sum_outer``
+        of shape (dim, dim), all finite. Raises ``ValueError`` naming the key otherwise.
+        """
+        if not isinstance(state, dict):
+            raise ValueError(f"state must be a dict from FeatureStats.state_dict(), got {type(state).__name__}")
+        if "count" not in state:
+            raise ValueError("state is missing the key 'count' (a FeatureStats.state_dict() has "
+                             "count, dim, shift, sum, sum_outer)")
+        count, dim = state["count"], state.get("dim")
+        if isinstance(count, torch.Tensor) and count.numel() == 1 and not count.is_floating_point():
+            count = count.item()
+        if isinstance(count, (bool, np.bool_)) or not isinstance(count, (int, np.integer)) or count < 0:
+            raise ValueError(f"state['count'] must be a non-negative int, got {count!r}")
+        if dim is not None and (isinstance(dim, (bool, np.bool_)) or not isinstance(dim, (int, np.integer))
+                                or dim <= 0):
+            raise ValueError(f"state['dim'] must be a positive int or None, got {dim!r}")
+        out = cls(dim)
+        if count > 0:
+            if dim is None:
+                raise ValueError("state['dim'] is None but state['count'] is positive")
+            d = int(dim)
+            arrays = {}
+            for key, shape in (("shift", (d,)), ("sum", (d,)), ("sum_outer", (d, d))):
+                if key not in state:
+                    raise ValueError(f"state is missing the key {key!r} (needed when count > 0)")
+                a = _as_float64_array(state[key], f"state[{key!r}]")
+                if a.shape != shape:
+                    raise ValueError(f"state[{key!r}] must have shape {shape}, got {a.shape}")
+                if not np.all(np.isfinite(a)):
+                    raise ValueError(f"state[{key!r}] contains non-finite values (NaN or inf)")
+                arrays[key] = np.array(a, dtype=np.float64)
+            out._init(d, arrays["shift"])
+            out.count = int(count)
+            out.sum = arrays["sum"]
+            out.sum_outer = arrays["sum_outer"]
         return out
 
 
@@ -626,13 +826,16 @@ def _check_gaussian(mu, sigma, idx: int) -> Tuple[np.ndarray, np.ndarray]:
     if not np.all(np.isfinite(sigma)):
         raise ValueError(f"{sigma_name} contains non-finite values (NaN or inf)")
     scale = float(np.max(np.abs(sigma)))
-    asym = float(np.max(np.abs(sigma - sigma.T)))
-    if asym > _SYM_RTOL * scale:
-        raise ValueError(
-            f"{sigma_name} is not symmetric (max |S - S^T| = {asym:.3g}, {asym / scale:.3g} of its largest "
-            "entry): not a covariance matrix"
-        )
-    return mu, 0.5 * (sigma + sigma.T)
+    if scale > 0.0:
+        # compared in units of a power of two near the largest entry: S - S^T cannot overflow
+        e = int(np.frexp(scale)[1])
+        rel = float(np.max(np.abs(np.ldexp(sigma, -e) - np.ldexp(sigma.T, -e)))) / float(np.ldexp(scale, -e))
+        if rel > _SYM_RTOL:
+            raise ValueError(
+                f"{sigma_name} is not symmetric (max |S - S^T| is {rel:.3g} of its largest entry "
+                f"{scale:.3g}): not a covariance matrix"
+            )
+    return mu, _symmetrise(sigma)
 
 
 def _psd_factor(sigma: np.ndarray, name: str) -> Tuple[np.ndarray, float]:
@@ -646,7 +849,14 @@ def _psd_factor(sigma: np.ndarray, name: str) -> Tuple[np.ndarray, float]:
     eigenvalue shows the matrix is not positive semi-definite.
     """
     d = sigma.shape[0]
-    w, v = np.linalg.eigh(sigma)
+    try:
+        w, v = np.linalg.eigh(sigma)
+    except np.linalg.LinAlgError as exc:
+        raise ValueError(f"the eigendecomposition of {name} failed ({exc}); the Frechet distance "
+                         "cannot be computed") from None
+    if not (np.all(np.isfinite(w)) and np.all(np.isfinite(v))):
+        raise ValueError(f"the eigendecomposition of {name} gave non-finite values (its entries are too "
+                         "large or too small for float64); rescale the features")
     scale = float(np.max(np.abs(w)))
     if scale == 0.0:
         return np.zeros((d, 0)), 0.0
@@ -694,10 +904,18 @@ def frechet_distance(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: 
 
     Returns a finite Python float >= 0.
 
-    Raises ``ValueError`` naming the argument and the reason: non-numeric input,
-    wrong shapes or mismatched dimensions, non-finite values, a covariance that is
-    not symmetric (beyond relative 1e-5) or not positive semi-definite (an
-    eigenvalue below -1e-5 of the largest), or a result that overflows float64.
+    Range: covariance entries anywhere up to float64's maximum are handled.  The
+    covariance part (homogeneous of degree 1 in the pair) is computed on both
+    matrices scaled by one power of two near their largest entry (exact), and scaled
+    back; symmetrisation and the symmetry test run in such units too, so nothing
+    overflows on the way (e.g. ``S1 = [[1e308]], S2 = [[0]]`` gives 1e308).  A NaN or
+    inf arising anywhere inside raises ``ValueError``; it is never compared away.
+
+    Raises ``ValueError`` naming the argument and the reason: non-numeric, complex or
+    boolean input, wrong shapes or mismatched dimensions, non-finite values, a
+    covariance that is not symmetric (beyond relative 1e-5) or not positive
+    semi-definite (an eigenvalue below -1e-5 of the largest), a failed or non-finite
+    decomposition, or a result that overflows float64.
     Covariances need at least 2 samples: see :func:`feature_statistics`.
     """
     mu1, sigma1 = _check_gaussian(mu1, sigma1, 1)
@@ -705,22 +923,39 @@ def frechet_distance(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: 
     if mu1.shape != mu2.shape:
         raise ValueError(f"mu2 has length {mu2.shape[0]} but mu1 has length {mu1.shape[0]}: "
                          "the two feature sets have different dimensions")
-
-    b1, tr1 = _psd_factor(sigma1, "sigma1")
     if np.array_equal(mu1, mu2) and np.array_equal(sigma1, sigma2):
+        _psd_factor(sigma1, "sigma1")  # still refuse a matrix that is not a covariance
         return 0.0
-    b2, tr2 = _psd_factor(sigma2, "sigma2")
+
+    # The covariance part tr S1 + tr S2 - 2 tr(...) is homogeneous of degree 1 in (S1, S2):
+    # compute it on both matrices scaled by one power of two 2^-e (exact), so that nothing
+    # overflows for entries near the float64 maximum, and scale the result back.
+    big = max(float(np.max(np.abs(sigma1))), float(np.max(np.abs(sigma2))))
+    e = int(np.frexp(big)[1]) if big > 0.0 else 0
+    b1, tr1 = _psd_factor(np.ldexp(sigma1, -e), "sigma1")
+    b2, tr2 = _psd_factor(np.ldexp(sigma2, -e), "sigma2")
     diff = mu1 - mu2
     with np.errstate(over="ignore", invalid="ignore"):
         mean_term = float(diff @ diff)
         if b1.shape[1] == 0 or b2.shape[1] == 0:
             cross = 0.0
         else:
-            sv = np.linalg.svd(b1.T @ b2, compute_uv=False)
+            try:
+                sv = np.linalg.svd(b1.T @ b2, compute_uv=False)
+            except np.linalg.LinAlgError as exc:
+                raise ValueError(f"the singular value decomposition of the covariances' cross term failed "
+                                 f"({exc}); the Frechet distance cannot be computed") from None
+            if not np.all(np.isfinite(sv)):
+                raise ValueError("the covariances' cross term is not finite; the Frechet distance cannot "
+                                 "be computed (rescale the features)")
             cross = float(math.fsum(sv.tolist()))
-        value = mean_term + tr1 + tr2 - 2.0 * cross
+        # d^2 >= 0 exactly; a negative covariance part is round-off (of order eps * (tr1 + tr2)).
+        cov_part = max(tr1 + tr2 - 2.0 * cross, 0.0)
+        value = mean_term + float(np.ldexp(cov_part, e))
+    if math.isnan(value):
+        raise ValueError("the Frechet distance computation produced NaN; the inputs are too large or too "
+                         "small for float64 (rescale the features)")
     if not math.isfinite(value):
         raise ValueError("the Frechet distance overflows float64 (means or covariances too large); "
                          "rescale the features")
-    # d^2 >= 0 exactly; a negative value is round-off (of order eps * (tr1 + tr2)).
     return max(value, 0.0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
@@ -17,15 +17,58 @@ from .perceptual import build_distance
 __all__ = ["ModeSeeking", "random_chain_times"]
 
 
+def _check_u(u: Any, *, batch: Optional[int] = None, steps: Optional[int] = None,
+             device: Optional[torch.device] = None) -> Tensor:
+    """Validate chain draws ``u`` (B, K + 1); TypeError / ValueError naming ``u``.
+
+    Real floating dtype, 2-D with B >= 1 rows and K + 1 >= 2 columns (``batch`` / ``steps``
+    = K when given), on ``device`` when given, finite, non-negative, and each row's entries
+    1..K summing to a positive number (the times need a positive total to run from 1 to 0).
+    """
+    if not isinstance(u, Tensor):
+        raise TypeError(f"u must be a torch.Tensor of non-negative draws, shape (batch, K + 1), "
+                        f"got {type(u).__name__}")
+    if not u.is_floating_point():
+        raise TypeError(f"u must be a real floating-point tensor (uniform draws), got dtype {u.dtype}")
+    if u.device.type == "meta":
+        raise ValueError("u is a meta tensor (it has no values)")
+    want = (batch if batch is not None else "batch", steps + 1 if steps is not None else "K + 1")
+    if (u.ndim != 2 or u.shape[0] == 0 or u.shape[1] < 2 or (batch is not None and u.shape[0] != batch)
+            or (steps is not None and u.shape[1] != steps + 1)):
+        raise ValueError(f"u must have shape ({want[0]}, {want[1]}) with at least one row and two columns, "
+                         f"got {tuple(u.shape)}")
+    if device is not None and u.device != device:
+        raise ValueError(f"u is on {u.device} but must be on {device} (the noise's / images' device)")
+    if not bool(torch.isfinite(u).all()):
+        raise ValueError("u contains NaN or Inf values")
+    if bool((u < 0).any()):
+        raise ValueError(f"u must be non-negative (its entries are step sizes), got a minimum of {float(u.min()):.3g}")
+    rows = (u[:, 1:] > 0).any(dim=1)
+    if not bool(rows.all()):
+        bad = int((~rows).nonzero()[0, 0])
+        raise ValueError(f"u[{bad}, 1:] is all zero: each row's entries 1..K must have a positive sum for the "
+                         "chain's times to run from 1 to 0")
+    return u
+
+
 def random_chain_times(u: Tensor) -> Tensor:
     """Per-sample times of a K-step chain from uniform draws u (B, K + 1).
 
     s = cumsum(u), normalised to run from 0 to 1; the times are s in reversed order
-    (t_0 = 1, ..., t_K = 0). Returns (B, K + 1).
+    (t_0 = 1, ..., t_K = 0), non-increasing. ``u[:, 0]`` cancels in the normalisation:
+    the step sizes are proportional to ``u[:, 1:]`` (computed as the cumulative sum of
+    those, so a large ``u[:, 0]`` cannot swamp them). Computed in float64 on each row
+    divided by its largest entry, so no sum overflows; returned in u's dtype, (B, K + 1).
+
+    ``u`` must be a real floating tensor (B, K + 1), B >= 1, K >= 1, finite, non-negative,
+    with each row's entries 1..K summing to a positive number; otherwise TypeError /
+    ValueError naming ``u``.
     """
-    s = torch.cumsum(u, dim=1)
-    s = (s - s[:, :1]) / (s[:, -1:] - s[:, :1])
-    return s.flip(1)
+    u = _check_u(u)
+    w = u[:, 1:].double()
+    c = torch.cumsum(w / w.amax(dim=1, keepdim=True), dim=1)  # entries <= 1 each: no overflow
+    s = torch.cat((torch.zeros_like(c[:, :1]), c), dim=1) / c[:, -1:]
+    return s.flip(1).to(u.dtype)
 
 
 @POSTTRAIN_OBJECTIVES.register("mode_seeking", spec=ModeSeekingSpec)
@@ -45,14 +88,31 @@ class ModeSeeking:
         """The K-step Euler sample from ``noise`` (B, ...) with per-sample times from ``u`` (B, K + 1).
 
         ``velocity(x_t, t, cond)`` is called with x_t cast to ``decoder_dtype`` (default: noise's
-        dtype), t float32 (B,) and ``cond`` as given. The state and the step arithmetic
-        z <- z - (t_i - t_{i+1}) v run in ``state_dtype(noise.dtype)`` (float32 for float32,
-        bfloat16 and float16; float64 for float64): each velocity is cast to it before use and
-        the step sizes are differences of the float64 times. Returns (B, ...) in that dtype.
-        Raises ValueError for a ``u`` of the wrong shape.
+        dtype), t float32 (B,) and ``cond`` as given; it must return a real floating tensor of
+        x_t's shape. The state and the step arithmetic z <- z - (t_i - t_{i+1}) v run in
+        ``state_dtype(noise.dtype)`` (float32 for float32, bfloat16 and float16; float64 for
+        float64): each velocity is cast to it before use and the step sizes are differences of
+        the float64 times. Returns (B, ...) in that dtype.
+
+        Arguments: ``noise`` a finite floating tensor with a batch dimension B >= 1 (not meta);
+        ``cond`` a tensor with batch B on noise's device; ``u`` as :func:`random_chain_times`
+        requires, of shape (B, K + 1) and on noise's device (the times then run from 1 to 0,
+        monotonically). Anything else raises TypeError / ValueError naming the argument.
         """
-        if u.shape != (noise.shape[0], self.spec.k + 1):
-            raise ValueError(f"u must have shape ({noise.shape[0]}, {self.spec.k + 1}), got {tuple(u.shape)}")
+        _check_noise(noise, "noise")
+        b = noise.shape[0]
+        if not isinstance(cond, Tensor):
+            raise TypeError(f"cond must be a torch.Tensor, got {type(cond).__name__}")
+        if cond.ndim < 1 or cond.shape[0] != b:
+            raise ValueError(f"cond must have batch {b} (noise's), got shape {tuple(cond.shape)}")
+        if cond.device != noise.device:
+            raise ValueError(f"cond is on {cond.device} but noise is on {noise.device}")
+        if not callable(velocity):
+            raise TypeError(f"velocity must be callable (x_t, t, cond) -> v, got {type(velocity).__name__}")
+        if decoder_dtype is not None and (not isinstance(decoder_dtype, torch.dtype)
+                                          or not decoder_dtype.is_floating_point):
+            raise TypeError(f"decoder_dtype must be a floating-point torch.dtype or None, got {decoder_dtype!r}")
+        u = _check_u(u, batch=b, steps=self.spec.k, device=noise.device)
         work = state_dtype(noise.dtype)
         dd = decoder_dtype or noise.dtype
         times64 = random_chain_times(u.double())
@@ -65,6 +125,9 @@ class ModeSeeking:
             dt = (times64[:, i] - times64[:, i + 1]).to(work).view(view)
             x = z.to(dd)
             v = checkpoint(velocity, x, t, cond, use_reentrant=False) if use_ckpt else velocity(x, t, cond)
+            if not isinstance(v, Tensor) or v.shape != z.shape or not v.is_floating_point():
+                raise TypeError(f"velocity must return a real floating-point tensor of shape {tuple(z.shape)}, got "
+                                f"{f'{tuple(v.shape)} {v.dtype}' if isinstance(v, Tensor) else type(v).__name__}")
             z = z - dt * v.to(work)
         return z
 
@@ -76,8 +139,19 @@ class ModeSeeking:
         does): the decoder is called in that dtype, the chain runs in ``state_dtype(x.dtype)``
         (float32 for a bfloat16 model) and the distance compares the float32 sample with x
         cast up (exactly). ``noise`` defaults to N(0, I) drawn in the state dtype, so a
-        bfloat16 and a float32 model draw the same noise from the same generator.
+        bfloat16 and a float32 model draw the same noise from the same generator; a given
+        ``noise`` must be a finite floating tensor of x's shape on x's device. ``u`` (B, K + 1)
+        as :meth:`chain` requires, on x's device; default: uniform draws.
         """
+        _check_noise(x, "x")
+        if noise is not None:
+            _check_noise(noise, "noise")
+            if noise.shape != x.shape:
+                raise ValueError(f"noise must have the shape of x {tuple(x.shape)}, got {tuple(noise.shape)}")
+            if noise.device != x.device:
+                raise ValueError(f"noise is on {noise.device} but x is on {x.device}")
+        if u is not None:
+            _check_u(u, batch=x.shape[0], steps=self.spec.k, device=x.device)
         work = state_dtype(x.dtype)
         if noise is None:
             noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=work)
@@ -86,3 +160,16 @@ class ModeSeeking:
         sample = self.chain(velocity, noise, cond, u, decoder_dtype=x.dtype)
         dist = self.distance.to(x.device)(sample, x.to(sample.dtype))
         return {"mode_seeking": self.spec.weight * dist.mean()}
+
+
+def _check_noise(x: Any, name: str) -> None:
+    """A finite real floating tensor with a batch dimension >= 1, not on the meta device."""
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise TypeError(f"{name} must be a real floating-point torch.Tensor, got "
+                        f"{x.dtype if isinstance(x, Tensor) else type(x).__name__}")
+    if x.ndim < 1 or x.shape[0] == 0:
+        raise ValueError(f"{name} must have a batch dimension of size >= 1, got shape {tuple(x.shape)}")
+    if x.device.type == "meta":
+        raise ValueError(f"{name} is a meta tensor (it has no values)")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or Inf values")

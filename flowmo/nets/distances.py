@@ -2,7 +2,11 @@
 :data:`flowmo.registry.PERCEPTUAL_DISTANCES` (importing :mod:`flowmo.nets` registers them).
 
 Every distance maps images ``x, y`` of shape (B, 3, H, W) in [-1, 1] to per-sample
-distances of shape (B,), is 0 on identical inputs and lets gradients flow to its inputs:
+distances of shape (B,), is 0 on identical inputs and lets gradients flow to its inputs.
+Inputs must be floating-point tensors of one shape on one (real, not meta) device, with
+at least one pixel (TypeError / ValueError otherwise). Their values are not checked: a
+non-finite input gives a non-finite distance (NaN), never a finite one, so that a
+training loop sees a diverged model's loss as non-finite rather than an exception.
 
 * ``lpips_vgg`` / ``lpips_alex``: LPIPS v0.1 (the release's Stage 1A term is ``lpips_vgg``).
   Needs the trunk file (``vgg16-397923af.pth`` / ``alexnet-owt-7be5be79.pth``) and the
@@ -132,12 +136,28 @@ def _require_files(distance: str, wanted: Sequence[tuple[str, Optional[str]]], f
 
 
 def _check_pair(x: Tensor, y: Tensor) -> None:
+    """Both real floating tensors (B, 3, H, W) of one shape, H, W >= 1, on one real device.
+
+    Values are not checked: a non-finite input gives a non-finite (NaN) distance, never a
+    finite one, so that a training loop sees a diverged model's loss as non-finite (the
+    trainer counts and skips such steps; an exception here would bypass that).
+    """
     if not isinstance(x, Tensor) or not isinstance(y, Tensor):
         raise TypeError("x and y must be torch.Tensors")
+    for name, t in (("x", x), ("y", y)):
+        if not t.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point tensor with values in [-1, 1], got dtype {t.dtype}")
     if x.shape != y.shape:
         raise ValueError(f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
     if x.ndim != 4 or x.shape[1] != 3:
         raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(x.shape)}")
+    if x.shape[2] == 0 or x.shape[3] == 0:
+        raise ValueError(f"x and y have no pixels: shape {tuple(x.shape)}")
+    for name, t in (("x", x), ("y", y)):
+        if t.device.type == "meta":
+            raise ValueError(f"{name} is a meta tensor (it has no values)")
+    if x.device != y.device:
+        raise ValueError(f"x and y must be on one device, got {x.device} and {y.device}")
 
 
 def _param_dtype(module: nn.Module) -> torch.dtype:
@@ -203,7 +223,9 @@ class ResNet50LogitsDistance(nn.Module):
         """Network inputs from images, as the release's ResNet-50 perceptual loss makes them.
 
         Args:
-            x: float tensor (B, 3, H, W), values in [-1, 1] (not checked; no clamping).
+            x: float tensor (B, 3, H, W), H, W >= 1, on the network's device, values in
+                [-1, 1] (not checked; no clamping). Anything else raises TypeError /
+                ValueError naming ``x``.
 
         Returns:
             (B, 3, 224, 224) (or (B, 3, H, W) with ``spec.resize=False``) in the network's
@@ -236,6 +258,14 @@ class ResNet50LogitsDistance(nn.Module):
             raise ValueError(f"x must have shape (B, 3, H, W), got {tuple(x.shape)}")
         if not x.is_floating_point():
             raise TypeError(f"x must be a floating-point tensor with values in [-1, 1], got dtype {x.dtype}")
+        if x.shape[2] == 0 or x.shape[3] == 0:
+            raise ValueError(f"x must have at least 1x1 pixels, got shape {tuple(x.shape)}")
+        if x.device.type == "meta":
+            raise ValueError("x is a meta tensor (it has no values)")
+        net_device = next(self.net.parameters(), self.mean).device
+        if x.device != net_device:
+            raise ValueError(f"x is on {x.device} but the network is on {net_device}; move one of them "
+                             "(e.g. distance.to(x.device))")
         out_dtype = _param_dtype(self.net)
         work = torch.promote_types(out_dtype, torch.float32)
         x = (x.to(work) + 1) / 2
@@ -294,6 +324,10 @@ class SSIMDistance(nn.Module):
     SSIM <= 1 by definition, so a negative 1 - SSIM can only be float round-off (seen:
     -3.7e-5 on nearly flat, nearly identical float32 images): it is clamped to 0. The
     clamp zeroes the gradient only where the distance is at round-off level.
+
+    Non-finite inputs give NaN for the images concerned (the clamp keeps NaN), never a
+    finite value: a training loop must see a diverged model's loss as non-finite (see
+    ``_check_pair``). The result is otherwise always >= 0.
     """
 
     def __init__(self, spec: Optional[SSIMSpec] = None):

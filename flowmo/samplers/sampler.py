@@ -57,17 +57,19 @@ class GuidedVelocity:
     The guided evaluation runs conditional and unconditional inputs as one batch.
     Counts decoder evaluations in ``calls``.
 
-    ``decoder_dtype``: the dtype the decoder is called with (z is cast to it for the call;
-    None: z's own dtype). Whatever the decoder returns is cast back to z's dtype *before*
-    the guidance combination, so ``__call__(z, t)`` returns a tensor of z's shape and dtype
-    and the combination runs in z's precision (float32 for a bfloat16 model).
+    ``decoder_dtype``: the dtype the decoder is called with: z, ``cond`` and ``null_cond``
+    are cast to it for the call (None: z's own dtype, and the conditioning as given).
+    Whatever the decoder returns (a real floating-point tensor of z's shape; anything else
+    raises ``TypeError`` / ``ValueError``) is cast back to z's dtype *before* the guidance
+    combination, so ``__call__(z, t)`` returns a tensor of z's shape and dtype and the
+    combination runs in z's precision (float32 for a bfloat16 model).
     """
 
     def __init__(self, decoder: DecoderFn, cond: Tensor, null_cond: Tensor, guidance: GuidanceSpec,
                  decoder_dtype: Optional[torch.dtype] = None):
         self.decoder = decoder
-        self.cond = cond
-        self.null_cond = null_cond
+        self.cond = cond if decoder_dtype is None else cond.to(decoder_dtype)
+        self.null_cond = null_cond if decoder_dtype is None else null_cond.to(decoder_dtype)
         self.guidance = guidance
         self.decoder_dtype = decoder_dtype
         self.calls = 0
@@ -78,6 +80,9 @@ class GuidedVelocity:
         if not isinstance(v, Tensor) or v.shape != z.shape:
             raise ValueError(f"the decoder must return a velocity tensor of the input's shape {tuple(z.shape)}, "
                              f"got {tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__}")
+        if not v.is_floating_point():
+            raise TypeError(f"the decoder must return a real floating-point velocity, got dtype {v.dtype} "
+                            "(an integer, boolean or complex velocity is not a flow's)")
         return v.to(z.dtype)
 
     def guided_at(self, t: float) -> bool:
@@ -111,10 +116,18 @@ def sample(
 ) -> SampleOutput:
     """Integrate from ``noise`` (t = 1) to an image (t = 0) conditioned on ``cond``.
 
-    ``decoder(x_t, t, cond)`` gets x_t in ``decoder_dtype`` (default: noise's dtype), t a
-    float32 (B,) tensor and ``cond`` (B, T, C + 1) as given; it returns a velocity of x_t's
-    shape (any floating dtype). ``null_cond`` is the unconditional input (default: zeros like
-    ``cond``). ``spec`` may also be a dict of SamplerSpec fields.
+    ``decoder(x_t, t, cond)`` gets x_t and ``cond`` (B, T, C + 1) in ``decoder_dtype`` and t
+    a float32 (B,) tensor. ``decoder_dtype`` defaults to the decoder's own dtype when the
+    decoder is an ``nn.Module`` or a method of one (e.g. ``model.decoder_velocity``) whose
+    floating parameters share one dtype, else to noise's dtype; given explicitly, it must
+    equal that parameter dtype (``ValueError`` otherwise, unless autocast is enabled on
+    noise's device, where the module casts for itself). The decoder returns a velocity of x_t's
+    shape (any real floating dtype; integer, boolean or complex velocities raise
+    ``TypeError``). ``null_cond`` is the unconditional input (default: zeros like ``cond``),
+    of cond's shape and device; ``cond`` and ``null_cond`` may be of any floating dtype
+    (e.g. float64 conditioning for a bfloat16 decoder): both are cast to ``decoder_dtype``,
+    and a value that overflows that dtype raises ``ValueError`` naming the argument.
+    ``spec`` may also be a dict of SamplerSpec fields.
 
     The solver integrates a state of dtype ``state_dtype(noise.dtype)`` (float32 for float32,
     bfloat16 and float16 noise) and sees a velocity function that returns that dtype, so a
@@ -127,11 +140,18 @@ def sample(
     spec = _check_inputs(decoder, noise, cond, spec, null_cond)
     if decoder_dtype is not None and (not isinstance(decoder_dtype, torch.dtype) or not decoder_dtype.is_floating_point):
         raise TypeError(f"decoder_dtype must be a floating-point torch.dtype or None, got {decoder_dtype!r}")
+    own = _module_dtype(decoder)
+    if (decoder_dtype is not None and own is not None and decoder_dtype != own
+            and not torch.is_autocast_enabled(noise.device.type)):
+        raise ValueError(f"decoder_dtype is {decoder_dtype} but the decoder's parameters are {own}: it would be "
+                         f"called with inputs it cannot take; pass decoder_dtype={own} (or None)")
     if null_cond is None:
         null_cond = torch.zeros_like(cond)
+    dd = decoder_dtype or own or noise.dtype
+    cond, null_cond = _to_decoder_dtype(cond, "cond", dd), _to_decoder_dtype(null_cond, "null_cond", dd)
     times = build_grid(spec.grid)(spec.steps)
     solver = build_solver(spec.solver)
-    velocity = GuidedVelocity(decoder, cond, null_cond, spec.guidance, decoder_dtype or noise.dtype)
+    velocity = GuidedVelocity(decoder, cond, null_cond, spec.guidance, dd)
     work = state_dtype(noise.dtype)
     inter: list[Tensor] = []
     cb = (lambda i, z: inter.append(z)) if return_intermediates else None
@@ -146,11 +166,31 @@ def sample(
                 f"sampling produced non-finite images: the noise (max |noise| = {float(noise.abs().max()):.3g}), "
                 f"the conditioning code (max |cond| = {float(cond.abs().max()):.3g}) or the sampler's guidance "
                 f"scale ({spec.guidance.scale}) is too large for the decoder's dtype "
-                f"({decoder_dtype or noise.dtype}), or the decoder's weights are not finite"
+                f"({dd}), or the decoder's weights are not finite"
             )
         if spec.clip:
             z = z.clamp(-1.0, 1.0)
     return SampleOutput(z, velocity.calls, times, inter)
+
+
+def _module_dtype(decoder) -> Optional[torch.dtype]:
+    """The floating dtype of the decoder's parameters when the decoder is an ``nn.Module`` or a
+    method of one and all its floating parameters share one dtype; else None."""
+    mod = decoder if isinstance(decoder, torch.nn.Module) else getattr(decoder, "__self__", None)
+    if not isinstance(mod, torch.nn.Module):
+        return None
+    dtypes = {p.dtype for p in mod.parameters() if p.is_floating_point()}
+    return dtypes.pop() if len(dtypes) == 1 else None
+
+
+def _to_decoder_dtype(x: Tensor, name: str, dtype: torch.dtype) -> Tensor:
+    """``x`` (finite) cast to the decoder's dtype; ValueError naming ``name`` if that overflows."""
+    y = x.to(dtype)
+    if y.dtype != x.dtype and not bool(torch.isfinite(y).all()):
+        raise ValueError(f"{name} has values beyond the range of the decoder's dtype {dtype} "
+                         f"(max |{name}| = {float(x.abs().max()):.3g}, finite in {x.dtype}): it cannot be "
+                         "passed to the decoder")
+    return y
 
 
 def _check_inputs(decoder, noise, cond, spec, null_cond) -> SamplerSpec:

@@ -147,7 +147,8 @@ def _random_pair(spec):
     if mode == 0:
         y = torch.rand(b, c, h, w, generator=g) * 2 - 1
     elif mode == 1:
-        y = x + 0.1 * torch.randn(b, c, h, w, generator=g)
+        # clamped: the symmetry tests pass y as originals too, which must lie in [-1, 1]
+        y = (x + 0.1 * torch.randn(b, c, h, w, generator=g)).clamp(-1, 1)
     else:
         y = -x  # anti-correlated
     return x, y
