@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..registry import PERCEPTUAL_DISTANCES
-from ..spec import PerceptualSpec
+from ..spec import PerceptualSpec, SpecBool
 from .lpips import lpips_alex, lpips_vgg
 from .resnet import resnet50
 from .weights import WEIGHT_SPECS, MissingWeightsError, resolve_weights
@@ -92,11 +92,11 @@ class ResNet50LogitsSpec(PerceptualSpec):
     name: Literal["resnet50_logits"] = "resnet50_logits"
     weights_path: Optional[str] = None
     """``resnet50-0676ba61.pth`` (or an accepted alternative) or a folder holding it."""
-    resize: bool = True
+    resize: SpecBool = True
     """True (default, the release): resize inputs to exactly 224x224 before the network
     (how: ``antialias``); images already 224x224 are passed unchanged. False: the network
     sees the images at their own size (NOT what the release does)."""
-    antialias: bool = True
+    antialias: SpecBool = True
     """With ``resize``: True (default) resamples with antialiased bilinear interpolation
     (``F.interpolate(..., mode="bilinear", align_corners=False, antialias=True)``: PIL's
     triangle filter, widened by the factor when shrinking), as the release's perceptual

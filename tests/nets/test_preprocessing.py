@@ -294,3 +294,15 @@ def test_lpips_trunk_input_is_scaled_photo_at_native_size(factory, monkeypatch):
     np.testing.assert_allclose(seen[2][0].double().numpy(), want, rtol=0, atol=1e-5)
     with pytest.raises(TypeError, match="x and y must be torch.Tensors"):
         model(np.zeros((1, 3, 8, 8)), torch.zeros(1, 3, 8, 8))
+
+
+@pytest.mark.parametrize("field", ["resize", "antialias"])
+@pytest.mark.parametrize("value", ["no", "off", 0, 1, "true", None])
+def test_resnet_spec_bool_fields_take_only_booleans(field, value):
+    from pydantic import ValidationError
+
+    from flowmo.nets.distances import ResNet50LogitsSpec
+
+    with pytest.raises(ValidationError, match=field):
+        ResNet50LogitsSpec(**{field: value})
+    assert getattr(ResNet50LogitsSpec(**{field: False}), field) is False
