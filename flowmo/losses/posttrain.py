@@ -9,7 +9,7 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from ..registry import POSTTRAIN_OBJECTIVES
-from ..samplers.sampler import state_dtype
+from ..samplers.sampler import check_float_batch, state_dtype
 from ..spec import ModeSeekingSpec
 from .flow import VelocityFn
 from .perceptual import build_distance
@@ -99,7 +99,7 @@ class ModeSeeking:
         requires, of shape (B, K + 1) and on noise's device (the times then run from 1 to 0,
         monotonically). Anything else raises TypeError / ValueError naming the argument.
         """
-        _check_noise(noise, "noise")
+        check_float_batch(noise, "noise")
         b = noise.shape[0]
         if not isinstance(cond, Tensor):
             raise TypeError(f"cond must be a torch.Tensor, got {type(cond).__name__}")
@@ -143,9 +143,9 @@ class ModeSeeking:
         ``noise`` must be a finite floating tensor of x's shape on x's device. ``u`` (B, K + 1)
         as :meth:`chain` requires, on x's device; default: uniform draws.
         """
-        _check_noise(x, "x")
+        check_float_batch(x, "x")
         if noise is not None:
-            _check_noise(noise, "noise")
+            check_float_batch(noise, "noise")
             if noise.shape != x.shape:
                 raise ValueError(f"noise must have the shape of x {tuple(x.shape)}, got {tuple(noise.shape)}")
             if noise.device != x.device:
@@ -161,15 +161,3 @@ class ModeSeeking:
         dist = self.distance.to(x.device)(sample, x.to(sample.dtype))
         return {"mode_seeking": self.spec.weight * dist.mean()}
 
-
-def _check_noise(x: Any, name: str) -> None:
-    """A finite real floating tensor with a batch dimension >= 1, not on the meta device."""
-    if not isinstance(x, Tensor) or not x.is_floating_point():
-        raise TypeError(f"{name} must be a real floating-point torch.Tensor, got "
-                        f"{x.dtype if isinstance(x, Tensor) else type(x).__name__}")
-    if x.ndim < 1 or x.shape[0] == 0:
-        raise ValueError(f"{name} must have a batch dimension of size >= 1, got shape {tuple(x.shape)}")
-    if x.device.type == "meta":
-        raise ValueError(f"{name} is a meta tensor (it has no values)")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} contains NaN or Inf values")

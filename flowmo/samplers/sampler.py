@@ -22,7 +22,7 @@ from ..spec import GuidanceSpec, SamplerSpec
 from .grids import build_grid
 from .solvers import build_solver
 
-__all__ = ["sample", "SampleOutput", "GuidedVelocity", "state_dtype"]
+__all__ = ["sample", "SampleOutput", "GuidedVelocity", "state_dtype", "check_float_batch"]
 
 # (x_t, t (B,), cond (B, T, C + 1)) -> v
 DecoderFn = Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -102,6 +102,21 @@ class GuidedVelocity:
         self.calls += 1
         return self._decode(z, torch.full((b,), t, device=z.device, dtype=torch.float32), self.cond)
 
+
+
+def check_float_batch(x: object, name: str) -> None:
+    """Check that ``x`` is a real floating-point tensor with a batch dimension of size >= 1,
+    with values (not on the meta device), all finite. Raises TypeError (not a real float
+    tensor) or ValueError (no batch, meta, NaN/Inf), naming ``name``."""
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise TypeError(f"{name} must be a real floating-point torch.Tensor, got "
+                        f"{x.dtype if isinstance(x, Tensor) else type(x).__name__}")
+    if x.ndim < 1 or x.shape[0] == 0:
+        raise ValueError(f"{name} must have a batch dimension of size >= 1, got shape {tuple(x.shape)}")
+    if x.device.type == "meta":
+        raise ValueError(f"{name} is a meta tensor (it has no values)")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains NaN or Inf values")
 
 def sample(
     decoder: DecoderFn,
@@ -204,15 +219,7 @@ def _check_inputs(decoder, noise, cond, spec, null_cond) -> SamplerSpec:
     for name, x in (("noise", noise), ("cond", cond), ("null_cond", null_cond)):
         if x is None and name == "null_cond":
             continue
-        if not isinstance(x, Tensor) or not x.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point torch.Tensor, got "
-                            f"{x.dtype if isinstance(x, Tensor) else type(x).__name__}")
-        if x.ndim < 1 or x.shape[0] == 0:
-            raise ValueError(f"{name} must have a batch dimension of size >= 1, got shape {tuple(x.shape)}")
-        if x.device.type == "meta":
-            raise ValueError(f"{name} is a meta tensor (it has no values)")
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError(f"{name} contains NaN or Inf values")
+        check_float_batch(x, name)
     if cond.shape[0] != noise.shape[0]:
         raise ValueError(f"cond has batch {cond.shape[0]} but noise has batch {noise.shape[0]}")
     if cond.device != noise.device:
