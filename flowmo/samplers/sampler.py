@@ -103,7 +103,6 @@ class GuidedVelocity:
         return self._decode(z, torch.full((b,), t, device=z.device, dtype=torch.float32), self.cond)
 
 
-
 def check_float_batch(x: object, name: str) -> None:
     """Check that ``x`` is a real floating-point tensor with a batch dimension of size >= 1,
     with values (not on the meta device), all finite. Raises TypeError (not a real float
@@ -117,6 +116,7 @@ def check_float_batch(x: object, name: str) -> None:
         raise ValueError(f"{name} is a meta tensor (it has no values)")
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or Inf values")
+
 
 def sample(
     decoder: DecoderFn,
