@@ -171,6 +171,14 @@ class TrainSpec(_Strict):
     renormalize: SpecBool = Field(True, description="rescale block Linear weights to their initial norms after each step")
     autocast: Literal["auto", "bf16", "off"] = Field("auto", description="auto: bf16 on CUDA, off on CPU")
     device: str = Field("auto", description="auto: cuda (LOCAL_RANK) when available, else cpu")
+    threads: Optional[SpecInt] = Field(
+        None, gt=0, le=1024,
+        description="intra-op CPU threads of this process (torch.set_num_threads, set when the Trainer is "
+                    "built; process-wide); None: PyTorch's default (the number of cores). The thread count "
+                    "does not change the numbers (docs/reliability.md, section 6). 1 is the robust choice on "
+                    "a machine shared with other CPU-heavy work: measured on 2 cores beside one busy process, "
+                    "the demo ran 0.8 steps/s with 2 threads and 2.4 with 1 (alone: 3.5-4.1 and 2.3)",
+    )
     max_nonfinite: SpecInt = Field(
         10, gt=0, le=MAX_STEPS,
         description="stop the run (TrainingStopped) once N consecutive steps had a non-finite loss (each is "

@@ -205,6 +205,8 @@ class Trainer:
             import datetime
 
             dist.init_process_group(backend, timeout=datetime.timedelta(seconds=self.tc.dist_timeout_s))
+        if self.tc.threads is not None:
+            torch.set_num_threads(self.tc.threads)
         self.device = _resolve_device(self.tc.device, self.ctx)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)

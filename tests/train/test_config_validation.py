@@ -48,6 +48,7 @@ INT_FIELDS = [
     ("train.freeze_encoder_at", MAX_STEPS),
     ("train.max_nonfinite", MAX_STEPS),
     ("train.dist_timeout_s", MAX_TIMEOUT_S),
+    ("train.threads", 1024),
     ("train.data.workers", MAX_WORKERS),
     ("train.data.builtin_length", MAX_BUILTIN_LENGTH),
     ("train.optim.batch_size", MAX_BATCH),
@@ -94,7 +95,7 @@ def _fields_of(model, prefix, kind):
 
 def test_the_lists_cover_every_int_bool_float_field_of_the_train_spec():
     found = _fields_of(TrainSpec, "train", int)
-    assert len(found) == 20 and found == {k for k, _ in INT_FIELDS if k.startswith("train.")}
+    assert len(found) == 21 and found == {k for k, _ in INT_FIELDS if k.startswith("train.")}
     assert _fields_of(TrainSpec, "train", bool) == {k for k in BOOL_FIELDS if k.startswith("train.")}
     assert _fields_of(TrainSpec, "train", float) == {k for k in FLOAT_FIELDS if k.startswith("train.")}
 

@@ -327,3 +327,16 @@ def test_ema_after_extending_a_finished_run_counts_each_step_once(folder, tmp_pa
     p = params(more.model)
     for n, e in ema3.items():
         torch.testing.assert_close(more.ema[n].double(), 0.9 * e + 0.1 * p[n].double(), rtol=0, atol=1e-6)
+
+
+def test_threads_sets_the_intra_op_thread_count_and_none_leaves_it(folder, tmp_path):
+    before = torch.get_num_threads()
+    wanted = 2 if before == 1 else 1
+    try:
+        trainer(folder, tmp_path / "a", threads=wanted)
+        assert torch.get_num_threads() == wanted
+        torch.set_num_threads(before)
+        trainer(folder, tmp_path / "b")
+        assert torch.get_num_threads() == before
+    finally:
+        torch.set_num_threads(before)
