@@ -84,20 +84,20 @@ def _bool_hint(v: Any) -> str:
     return f"got the boolean {v!r} (a boolean is not a number: write a number, or null where the field accepts none)"
 
 
-def _strict_int(v: Any) -> Any:
+def _refuse_bool_and_str(v: Any, expected: str) -> Any:
     if _is_bool(v):
-        raise ValueError(f"expected an integer, {_bool_hint(v)}")
+        raise ValueError(f"expected {expected}, {_bool_hint(v)}")
     if isinstance(v, (str, bytes)):
-        raise ValueError(f"expected an integer, got the string {v!r} (write the number without quotes)")
+        raise ValueError(f"expected {expected}, got the string {v!r} (write the number without quotes)")
     return v
+
+
+def _strict_int(v: Any) -> Any:
+    return _refuse_bool_and_str(v, "an integer")
 
 
 def _strict_float(v: Any) -> Any:
-    if _is_bool(v):
-        raise ValueError(f"expected a number, {_bool_hint(v)}")
-    if isinstance(v, (str, bytes)):
-        raise ValueError(f"expected a number, got the string {v!r} (write the number without quotes)")
-    return v
+    return _refuse_bool_and_str(v, "a number")
 
 
 def _strict_bool(v: Any) -> Any:
