@@ -7,7 +7,8 @@ training), then decodes the held-out photo crops (``flowmo.train.data.held_out_p
 with the EMA weights under several samplers, from the same noise (seed 0), and prints one
 JSON line: training seconds, bits per image and per pixel, parameters, PSNR / SSIM /
 decoder calls per sampler, and the thumbnail baseline at the same number of bits (area
-downsampling to the largest k x k thumbnail with 24 k^2 <= bits, bicubic upsampling).
+downsampling to the largest k x k 8-bit thumbnail with 24 k^2 <= bits, bicubic upsampling:
+:func:`flowmo.eval.baselines.thumbnail_baseline`).
 The line is also appended to ``--results`` (default ``runs/demo_experiments.jsonl``).
 Used for the table in docs/demo.md.
 """
@@ -16,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
+from flowmo.eval.baselines import thumbnail_baseline
 from flowmo.eval.metrics import psnr, ssim
 from flowmo.train import Trainer, load_config
 from flowmo.train.data import held_out_photos
@@ -35,14 +35,6 @@ SAMPLERS = {
     "euler_4_linear": {"steps": 4, "grid": {"name": "linear"}, "guidance": {"scale": 1.0}},
     "fast_10": {"steps": 8},
 }
-
-
-def thumbnail_baseline(x: torch.Tensor, bits: int) -> tuple[int, float, float]:
-    """PSNR/SSIM of the largest k x k 8-bit RGB thumbnail that fits in ``bits`` (24 k^2 <= bits)."""
-    k = max(1, int(math.floor(math.sqrt(bits / 24))))
-    small = F.interpolate(x, size=(k, k), mode="area")
-    up = F.interpolate(small, size=x.shape[-2:], mode="bicubic", align_corners=False).clamp(-1, 1)
-    return k, float(psnr(x, up).mean()), float(ssim(x, up).mean())
 
 
 def main() -> None:
@@ -72,8 +64,8 @@ def main() -> None:
             out = model.decode(code, sampler=sampler, generator=torch.Generator().manual_seed(0))
             row[key] = [round(float(psnr(x, out.images).mean()), 2), round(float(ssim(x, out.images).mean()), 3),
                         out.decoder_calls]
-    k, tp, ts = thumbnail_baseline(x, bits)
-    row["thumbnail"] = [k, round(tp, 2), round(ts, 3)]
+    t = thumbnail_baseline(x, bits)
+    row["thumbnail"] = [t.side, round(float(psnr(x, t.images).mean()), 2), round(float(ssim(x, t.images).mean()), 3)]
     line = json.dumps(row)
     print(line)
     Path(a.results).parent.mkdir(parents=True, exist_ok=True)

@@ -21,9 +21,17 @@ def to_uint8_hwc(images: Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).numpy()
 
 
-def save_image_rows(rows: Sequence[Tensor], path: Path, pad: int = 2) -> Path:
-    """One row per tensor (all (B, 3, H, W) with the same H, W), written atomically as a PNG."""
+def save_image_rows(rows: Sequence[Tensor], path: Path, pad: int = 2, scale: int = 1) -> Path:
+    """One row per tensor (all (B, 3, H, W) with the same H, W), written atomically as a PNG.
+
+    ``scale``: an int >= 1; every image is enlarged ``scale`` times with nearest neighbour
+    (each pixel becomes a ``scale x scale`` block) so that small images can be seen.
+    """
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise ValueError(f"scale must be an int >= 1, got {scale!r}")
     arrays = [to_uint8_hwc(r) for r in rows]
+    if scale > 1:
+        arrays = [a.repeat(scale, axis=1).repeat(scale, axis=2) for a in arrays]
     b = max(a.shape[0] for a in arrays)
     h, w = arrays[0].shape[1:3]
     grid = np.full((len(arrays) * (h + pad) + pad, b * (w + pad) + pad, 3), 255, dtype=np.uint8)

@@ -1,0 +1,120 @@
+"""The demo's final report (flowmo.train.demo): figures, PNGs, report.json, CLI."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip("skimage", reason="the demo report needs the built-in photos (scikit-image)")
+
+from flowmo import FlowMo  # noqa: E402
+from flowmo.eval.baselines import thumbnail_baseline  # noqa: E402
+from flowmo.eval.metrics import psnr, ssim  # noqa: E402
+from flowmo.presets import flowmo_tiny  # noqa: E402
+from flowmo.spec import SamplerSpec  # noqa: E402
+from flowmo.train.data import BuiltinPhotos, held_out_photos  # noqa: E402
+from flowmo.train.demo import demo_report, describe_sampler, format_report, main  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    spec = flowmo_tiny().model_copy(update={"sampler": SamplerSpec(steps=1, guidance={"scale": 1.0})})
+    return FlowMo(spec).eval()
+
+
+def test_describe_sampler():
+    assert describe_sampler(SamplerSpec(steps=1, guidance={"scale": 1.0})) == "1 Euler step, no guidance"
+    assert describe_sampler(SamplerSpec()) == "25 Euler steps (pow grid), CFG 1.5"
+
+
+def test_report_figures_are_the_decodes(model, tmp_path):
+    r = demo_report(model, tmp_path, images=3)
+    spec = model.spec
+    assert r.bits_per_image == spec.code_length * spec.code_channels == 16 * 18
+    assert r.bits_per_pixel == round(288 / 32**2, 4)
+    assert (r.thumbnail_side, r.thumbnail_bits) == (3, 216)
+    names = [f.name for f in r.held_out]
+    assert names == ["FlowMo, 1 Euler step, no guidance",
+                     "FlowMo, release sampler: 25 Euler steps (pow grid), CFG 1.5",
+                     "thumbnail 3x3, 8-bit RGB (216 bits)"]
+    assert [f.calls for f in r.held_out] == [1, 31, 0]
+    # recompute the held-out figures from the public API
+    x = held_out_photos(32)[:3]
+    with torch.no_grad():
+        code = model.quantize(model.encode(x)).values
+        y = model.decode(code, generator=torch.Generator().manual_seed(0)).images
+    assert r.held_out[0].psnr == round(float(psnr(x, y).mean()), 2)
+    assert r.held_out[0].ssim == round(float(ssim(x, y).mean()), 4)
+    t = thumbnail_baseline(x, 288).images
+    assert r.held_out[2].psnr == round(float(psnr(x, t).mean()), 2)
+    # training crops: the run's first-epoch crops
+    crops = BuiltinPhotos(32, train=False, length=3, seed=0)
+    xt = torch.stack([crops[i] for i in range(3)])
+    with torch.no_grad():
+        yt = model.decode(model.quantize(model.encode(xt)).values, generator=torch.Generator().manual_seed(0)).images
+    assert r.training[0].psnr == round(float(psnr(xt, yt).mean()), 2)
+    # the PNGs: 3 rows (originals, reconstructions, thumbnails) of 3 tiles, 32 px upscaled 4x
+    for png in (r.held_out_png, r.training_png):
+        a = np.asarray(Image.open(png))
+        assert a.shape == (3 * (128 + 2) + 2, 3 * (128 + 2) + 2, 3)
+        tile = a[2:130, 2:130]
+        assert (tile[::4, ::4].repeat(4, 0).repeat(4, 1) == tile).all()  # nearest neighbour
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["held_out"][0]["psnr"] == r.held_out[0].psnr
+    text = format_report(r)
+    assert "288 bits per image = 16 tokens x 18 bits (0.2812 bits per pixel)" in text
+    assert "thumbnail 3x3" in text and "held_out.png" in text
+
+
+def test_release_row_is_omitted_when_the_model_uses_the_release_sampler(tmp_path):
+    torch.manual_seed(0)
+    r = demo_report(FlowMo(flowmo_tiny()).eval(), tmp_path, images=2)
+    assert [f.calls for f in r.held_out] == [31, 0]
+
+
+@pytest.mark.parametrize("images", [0, -1, True, 2.0, "3"])
+def test_bad_images(model, tmp_path, images):
+    with pytest.raises(ValueError, match="images must be a positive int"):
+        demo_report(model, tmp_path, images=images)
+
+
+def test_cli(model, tmp_path, capsys):
+    model.save_pretrained(tmp_path / "m")
+    assert main(["--model", str(tmp_path / "m"), "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "held-out photos (chelsea, coffee; never trained on): 10 crops" in out
+    assert (tmp_path / "o" / "held_out.png").is_file() and (tmp_path / "o" / "training_crops.png").is_file()
+
+
+@pytest.mark.parametrize("scale", [0, -2, True, 1.5, "2"])
+def test_save_image_rows_bad_scale(tmp_path, scale):
+    from flowmo.train.visual import save_image_rows
+
+    with pytest.raises(ValueError, match="scale must be an int >= 1"):
+        save_image_rows([torch.zeros(1, 3, 4, 4)], tmp_path / "x.png", scale=scale)
+
+
+def test_cli_run_folder(model, tmp_path, capsys):
+    run = tmp_path / "run"
+    model.save_pretrained(run / "model")
+    (run / "config.json").write_text(json.dumps({"train": {"seed": 3}}))
+    assert main(["--run", str(run)]) == 0
+    assert "held-out photos" in capsys.readouterr().out
+    r = json.loads((run / "report.json").read_text())
+    crops = BuiltinPhotos(32, train=False, length=10, seed=3)
+    xt = torch.stack([crops[i] for i in range(10)])
+    with torch.no_grad():
+        yt = model.decode(model.quantize(model.encode(xt)).values, generator=torch.Generator().manual_seed(0)).images
+    assert r["training"][0]["psnr"] == round(float(psnr(xt, yt).mean()), 2)
+
+
+@pytest.mark.parametrize("argv, match", [([], "give --run RUN"), (["--model", "m"], "give --run RUN"),
+                                         (["--run", "nowhere"], "no config.json")])
+def test_cli_bad_arguments(tmp_path, capsys, argv, match, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert match in capsys.readouterr().err
