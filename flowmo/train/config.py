@@ -78,6 +78,17 @@ class OptimConfig(_Strict):
                     "reaches its full value at step N; 0 and 1: the full lr from step 1; N > train.steps: "
                     "the run ends before the lr reaches its full value",
     )
+    decay: Literal["constant", "cosine", "linear"] = Field(
+        "constant",
+        description="after the warm-up: constant (the release's schedule) keeps lr; cosine and linear "
+                    "decay it from lr at step warmup_steps to lr * final_lr_fraction at the last step "
+                    "(train.steps). Step k (1-based, k > warmup_steps) uses lr * (f + (1 - f) * s) with "
+                    "u = (k - W) / (steps - W), s = (1 + cos(pi u)) / 2 (cosine) or 1 - u (linear); the "
+                    "last step runs at lr * f",
+    )
+    final_lr_fraction: SpecFloat = Field(
+        0.0, ge=0, le=1, description="the lr of the last step as a fraction of lr, in [0, 1] (decay only)",
+    )
 
     @field_validator("betas")
     @classmethod

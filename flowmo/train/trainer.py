@@ -460,11 +460,20 @@ class Trainer:
 
     def _lr(self, step: int) -> float:
         """The learning rate of the step taken when the counter reads ``step`` (0-based): step
-        k = step + 1 uses lr * min(1, k / warmup_steps) (the full lr when warmup_steps is 0)."""
+        k = step + 1 uses lr * min(1, k / warmup_steps) during the warm-up (the full lr when
+        warmup_steps is 0), then ``optim.decay``'s schedule down to lr * final_lr_fraction at
+        step ``train.steps`` (see OptimConfig.decay)."""
         o = self.tc.optim
-        if o.warmup_steps and step < o.warmup_steps:
-            return o.lr * (step + 1) / o.warmup_steps
-        return o.lr
+        k = step + 1
+        if o.warmup_steps and k < o.warmup_steps:
+            return o.lr * k / o.warmup_steps
+        if o.decay == "constant":
+            return o.lr
+        start, end = max(o.warmup_steps, 0), self.tc.steps
+        u = 1.0 if end <= start else min(1.0, max(0.0, (k - start) / (end - start)))
+        shape = (1 + math.cos(math.pi * u)) / 2 if o.decay == "cosine" else 1 - u
+        f = o.final_lr_fraction
+        return o.lr * (f + (1 - f) * shape)
 
     def train_step(self) -> dict[str, float]:
         """One optimizer step (``grad_accum`` micro-batches). Returns the mean loss terms."""

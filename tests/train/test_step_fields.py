@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -185,6 +186,48 @@ def test_warmup_steps_reaches_the_full_lr_at_step_n(folder, tmp_path, w, monkeyp
     expected = [LR * min(1.0, k / w) if w else LR for k in range(1, STEPS + 1)]
     assert used == pytest.approx(expected, rel=1e-12)
     assert [r["lr"] for r in records(tmp_path / "run")] == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("decay", ["cosine", "linear"])
+@pytest.mark.parametrize("w", [0, 1, 2, STEPS, STEPS + 2])
+@pytest.mark.parametrize("f", [0.0, 0.25, 1.0])
+def test_lr_decay_schedules(folder, tmp_path, decay, w, f, monkeypatch):
+    t = trainer(folder, tmp_path / "run", optim={"warmup_steps": w, "decay": decay, "final_lr_fraction": f})
+    used = []
+    real = t.optimizer.step
+
+    def step(*a, **k):
+        used.append(t.optimizer.param_groups[0]["lr"])
+        return real(*a, **k)
+
+    monkeypatch.setattr(t.optimizer, "step", step)
+    t.fit()
+    # written out per step for STEPS = 3 (k = 1, 2, 3), independently of the trainer's formula
+    assert STEPS == 3
+    cos_or_lin = {"cosine": lambda u: (1 + np.cos(np.pi * u)) / 2, "linear": lambda u: 1 - u}[decay]
+    table = {
+        0: [cos_or_lin(1 / 3), cos_or_lin(2 / 3), cos_or_lin(1.0)],   # decay from step 0 to step 3
+        1: [1.0, cos_or_lin(1 / 2), cos_or_lin(1.0)],                 # full at step 1, then decay
+        2: [0.5, 1.0, cos_or_lin(1.0)],                                # warm-up to step 2, decay to 3
+        STEPS: [1 / 3, 2 / 3, cos_or_lin(1.0)],                        # the last step is both: it decays
+        STEPS + 2: [1 / 5, 2 / 5, 3 / 5],                              # warm-up never ends
+    }
+    expected = [LR * ((f + (1 - f) * s) if (k > w or (k == w == STEPS)) else s)
+                for k, s in zip(range(1, STEPS + 1), table[w])]
+    assert used == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    assert [r["lr"] for r in records(tmp_path / "run")] == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    if w <= STEPS:
+        assert used[-1] == pytest.approx(LR * f, abs=1e-15)
+
+
+@pytest.mark.parametrize("kw, match", [({"decay": "exp"}, "decay"), ({"final_lr_fraction": 1.5}, "final_lr_fraction"),
+                                       ({"final_lr_fraction": -0.1}, "final_lr_fraction"),
+                                       ({"final_lr_fraction": True}, "final_lr_fraction")])
+def test_lr_decay_bad_values(kw, match):
+    from flowmo.train.config import OptimConfig
+
+    with pytest.raises(ValueError, match=match):
+        OptimConfig(**kw)
 
 
 def test_logged_lr_is_the_lr_of_the_step_even_when_the_optimizer_is_rebuilt(folder, tmp_path):
