@@ -11,7 +11,9 @@ Subcommands::
     flowmo export ...  (flowmo.train.cli.export_main)
 
 ``M`` is a model folder (``FlowMo.save_pretrained``/``flowmo convert``) or a released
-``.pth`` checkpoint. Global options come before the subcommand (``--debug``, ``--quiet``
+``.pth`` checkpoint. Every command takes ``--import MODULE`` (repeatable): modules to import
+first, so that the components they register (a quantizer, a time grid, ...) are known; a
+model folder whose ``config.json`` names an unknown component says which module to import. Global options come before the subcommand (``--debug``, ``--quiet``
 are also accepted after it): ``--debug`` shows full tracebacks, ``--quiet`` hides progress
 bars and summaries. Progress bars are shown only on a terminal.
 
@@ -28,6 +30,8 @@ import sys
 import traceback
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
+
+from .imports import add_import_argument, import_modules
 
 __all__ = ["main", "CLIError"]
 
@@ -109,6 +113,7 @@ def _common() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
     p.add_argument("--quiet", "-q", action="store_true", default=argparse.SUPPRESS,
                    help="no progress bars or summaries")
+    add_import_argument(p)
     return p
 
 
@@ -279,7 +284,7 @@ def _cmd_tokenize(args: argparse.Namespace, ctx: _Ctx) -> int:
 
     files = _images(args)
     model, device = _load(args)
-    if args.groups and not hasattr(model.quantizer, "codes_to_group_indices"):
+    if args.groups and not model.quantizer.has_groups:
         raise CLIError(f"--groups needs a quantizer with entropy groups; this model's {model.spec.quantizer.name!r} has none")
     size = model.spec.image_size
     parts = []
@@ -312,7 +317,7 @@ def _cmd_detokenize(args: argparse.Namespace, ctx: _Ctx) -> int:
     t = model.spec.code_length
     if tf.tokens.shape[1] != t:
         raise CLIError(f"tokens have {tf.tokens.shape[1]} per image but the model expects {t}")
-    if tf.groups and not hasattr(model.quantizer, "group_indices_to_codes"):
+    if tf.groups and not model.quantizer.has_groups:
         raise CLIError(f"the tokens are entropy-group indices but the model's quantizer "
                        f"{model.spec.quantizer.name!r} has no groups")
     out = _output_dir(args.output)
@@ -415,6 +420,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if command is None:
             build_parser().print_help(sys.stderr)
             return 2
+        import_modules(args.imports)
         return _COMMANDS[command](args, _Ctx(command, bool(getattr(args, "quiet", False))))
     except SystemExit as e:  # argparse (usage errors: 2, --help: 0) or a delegate's sys.exit
         if e.code is None or isinstance(e.code, int):

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
@@ -16,6 +17,11 @@ from torch import Tensor, nn
 
 from ._state import StateDictMismatchError, check_finite, check_state_dict
 from .blocks.embeddings import patchify, unpatchify
+from .blocks.base import Backbone
+from .imports import IMPORTS_KEY, check_module_names, component_modules, unknown_component_message, unknown_components
+from .losses.flow import FlowLoss
+from .losses.posttrain import PosttrainObjective
+from .losses.time_samplers import TimeSampler
 from .quantizers.base import Quantizer, QuantizerOutput
 from .registry import BACKBONES, FLOW_LOSSES, POSTTRAIN_OBJECTIVES, QUANTIZERS, TIME_SAMPLERS
 from .samplers.sampler import SampleOutput, sample, state_dtype
@@ -68,28 +74,29 @@ class FlowMo(nn.Module):
         self.spec = spec
         p, c = spec.patch_size, spec.code_channels
         patch_dim = 3 * p * p
-        self.encoder = BACKBONES.create(spec.encoder.name, spec.encoder, patch_dim=patch_dim,
-                                        txt_in_dim=c, txt_out_dim=c)
+        self.encoder: Backbone = BACKBONES.build(spec.encoder, patch_dim=patch_dim, txt_in_dim=c, txt_out_dim=c)
         # the decoder's latent stream gets the code plus one channel of ones (the "mask")
-        self.decoder = BACKBONES.create(spec.decoder.name, spec.decoder, patch_dim=patch_dim,
-                                        txt_in_dim=c + 1, txt_out_dim=c + 1)
-        self.quantizer: Quantizer = QUANTIZERS.create(spec.quantizer.name, spec.quantizer, channels=c)
-        self.time_sampler = TIME_SAMPLERS.create(spec.time_sampler.name, spec.time_sampler)
+        self.decoder: Backbone = BACKBONES.build(spec.decoder, patch_dim=patch_dim, txt_in_dim=c + 1,
+                                                 txt_out_dim=c + 1)
+        self.quantizer: Quantizer = QUANTIZERS.build(spec.quantizer, channels=c)
+        self.time_sampler: TimeSampler = TIME_SAMPLERS.build(spec.time_sampler)
         # loss objects may need weight files (network distances): built on first use only
-        self._flow_loss: Any = None
-        self._posttrain: Any = None
+        self._flow_loss: Optional[FlowLoss] = None
+        self._posttrain: Optional[PosttrainObjective] = None
 
     # ------------------------------------------------------------------ properties
     @property
-    def flow_loss(self) -> Any:
+    def flow_loss(self) -> FlowLoss:
+        """The spec's flow loss (:class:`flowmo.losses.FlowLoss`), built on first use."""
         if self._flow_loss is None:
-            self._flow_loss = FLOW_LOSSES.create(self.spec.flow_loss.name, self.spec.flow_loss)
+            self._flow_loss = FLOW_LOSSES.build(self.spec.flow_loss)
         return self._flow_loss
 
     @property
-    def posttrain_objective(self) -> Any:
+    def posttrain_objective(self) -> PosttrainObjective:
+        """The spec's post-training objective (:class:`flowmo.losses.PosttrainObjective`), built on first use."""
         if self._posttrain is None:
-            self._posttrain = POSTTRAIN_OBJECTIVES.create(self.spec.posttrain.name, self.spec.posttrain)
+            self._posttrain = POSTTRAIN_OBJECTIVES.build(self.spec.posttrain)
         return self._posttrain
 
     @property
@@ -181,9 +188,7 @@ class FlowMo(nn.Module):
         if tokens.ndim != 2 or tokens.shape[1] != t or tokens.shape[0] == 0:
             raise ValueError(f"tokens must have shape (batch, {t}) with batch >= 1, got {tuple(tokens.shape)}")
         self._check_device(tokens, "tokens")
-        check = getattr(self.quantizer, "_check_indices", None)
-        if check is not None:  # range check under the argument's name
-            check(tokens, "tokens (indices)")
+        self.quantizer.check_indices(tokens, "tokens (indices)")  # range check under the argument's name
         return tokens
 
     # ------------------------------------------------------------------ encoder and quantizer
@@ -205,10 +210,9 @@ class FlowMo(nn.Module):
         group (B, T, C/G) in the release's layout."""
         q = self.quantize(self.encode(images))
         if groups:
-            fn = getattr(self.quantizer, "codes_to_group_indices", None)
-            if fn is None:
+            if not self.quantizer.has_groups:
                 raise ValueError(f"groups=True needs a quantizer with entropy groups; {self.spec.quantizer.name} has none")
-            return fn(q.values)
+            return self.quantizer.codes_to_group_indices(q.values)
         return q.indices
 
     def tokens_to_code(self, tokens: Tensor) -> Tensor:
@@ -433,7 +437,7 @@ class FlowMo(nn.Module):
             t = self.time_sampler.sample(b, generator=generator, device=images.device)
             eps = torch.randn(images.shape, generator=generator, device=images.device, dtype=images.dtype)
             velocity = self.decoder_velocity
-            if getattr(spec, "checkpoint", False) and torch.is_grad_enabled():
+            if self.posttrain_objective.checkpoints_decoder and torch.is_grad_enabled():
                 # recompute this decoder call in backward too: the chain's calls are checkpointed,
                 # and holding this one's activations would set the step's memory peak
                 def velocity(x_t: Tensor, t_: Tensor, c: Tensor) -> Tensor:
@@ -456,13 +460,13 @@ class FlowMo(nn.Module):
     def compile(self, **kwargs: Any) -> "FlowMo":
         """Compile every transformer block with ``torch.compile`` (in place; off unless called).
 
-        Only the blocks are compiled: the backbone's loop, its cached RoPE tables and the
-        samplers stay in Python, so one compiled block serves every block, step and batch
-        size. ``kwargs`` go to ``torch.compile`` (e.g. ``mode="max-autotune"``).
+        Only each backbone's :meth:`~flowmo.blocks.Backbone.compile_units` are compiled (the
+        MM-DiT's blocks): the backbone's loop, its cached RoPE tables and the samplers stay in
+        Python, so one compiled block serves every block, step and batch size. ``kwargs`` go to ``torch.compile`` (e.g. ``mode="max-autotune"``).
         """
         for backbone in (self.encoder, self.decoder):
-            for block in getattr(backbone, "double_blocks", ()):
-                block.compile(**kwargs)
+            for unit in backbone.compile_units():
+                unit.compile(**kwargs)
         return self
 
     def forward(self, images: Tensor, *, objective: str = "flow", **kw: Any) -> LossOutput:
@@ -476,14 +480,21 @@ class FlowMo(nn.Module):
 
     # ------------------------------------------------------------------ saving and loading
     def save_pretrained(self, directory: Union[str, os.PathLike]) -> Path:
-        """Write ``config.json`` (the spec) and ``model.safetensors`` (atomically) into ``directory``."""
+        """Write ``config.json`` (the spec) and ``model.safetensors`` (atomically) into ``directory``.
+
+        When the spec names components registered outside flowmo, ``config.json`` also lists
+        the modules that registered them (key ``"imports"``; see :mod:`flowmo.imports`), so that
+        loading it elsewhere can say what to import. A component defined in ``__main__`` (a
+        script or notebook) cannot be imported elsewhere: a warning says so.
+        """
         from safetensors.torch import save_file
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         _atomic_write(d / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt", "library": "flowmo"}))
-        _atomic_write(d / CONFIG_NAME, lambda p: Path(p).write_text(self.spec.to_json() + "\n"))
+        text = config_json(self.spec)
+        _atomic_write(d / CONFIG_NAME, lambda p: Path(p).write_text(text + "\n"))
         return d
 
     @classmethod
@@ -500,14 +511,10 @@ class FlowMo(nn.Module):
         for f in (cfg, weights):
             if not f.is_file():
                 raise FileNotFoundError(f"{str(f)!r} is missing; a FlowMo folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
-        try:
-            text = cfg.read_text()
-            spec = FlowMoSpec.model_validate_json(text)
-        except ValueError as e:
-            raise ValueError(f"{cfg} is not a valid FlowMo spec: {e}") from None
+        spec, raw = read_config(cfg)
         # save_pretrained writes every field; a missing one would silently take its default
         # (image_size, code_length, the sampler, ... are not visible in the weights)
-        missing = [k for k in FlowMoSpec.model_fields if k not in json.loads(text)]
+        missing = [k for k in FlowMoSpec.model_fields if k not in raw]
         if missing:
             raise ValueError(f"{cfg} is missing the field(s) {', '.join(missing)} (save_pretrained writes every "
                              "field of the spec; the file was edited or damaged)")
@@ -525,6 +532,53 @@ class FlowMo(nn.Module):
         if device is not None or dtype is not None:
             model.to(device=device, dtype=dtype)
         return model.eval()
+
+
+def config_json(spec: FlowMoSpec) -> str:
+    """The text of a model folder's ``config.json``: the spec's JSON, plus ``"imports"`` (the
+    modules that registered its non-built-in components) when there are any."""
+    text = spec.to_json()
+    modules = component_modules(spec)
+    if "__main__" in modules:
+        warnings.warn("the spec names a component defined in __main__ (a script or notebook): the saved folder "
+                      "loads only where that component is registered again; define it in an importable module "
+                      "to load the folder anywhere (with --import MODULE)", stacklevel=3)
+        modules = [m for m in modules if m != "__main__"]
+    if not modules:
+        return text
+    return json.dumps({**json.loads(text), IMPORTS_KEY: modules}, indent=2)
+
+
+def read_config(path: Path) -> tuple[FlowMoSpec, dict]:
+    """The spec in a model folder's ``config.json`` and the file's raw mapping (without ``"imports"``).
+
+    Raises ValueError naming the file if it is not a valid spec; when it names components that
+    are not registered, the message names the modules its ``"imports"`` lists (import them first:
+    this function never imports a module named in a file).
+    """
+    try:
+        text = path.read_text()
+        raw = json.loads(text)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"{path} is not a valid FlowMo spec: {e}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path} is not a valid FlowMo spec: expected a JSON object, got {type(raw).__name__}")
+    recorded: list = []
+    if IMPORTS_KEY in raw:
+        raw = dict(raw)
+        try:
+            recorded = check_module_names(raw.pop(IMPORTS_KEY), f"{path}: {IMPORTS_KEY!r}")
+        except (TypeError, ValueError) as e:
+            raise ValueError(str(e)) from None
+        text = json.dumps(raw)
+    try:
+        spec = FlowMoSpec.model_validate_json(text)
+    except ValueError as e:
+        unknown = unknown_components(e)
+        if unknown:
+            raise ValueError(unknown_component_message(unknown, recorded, str(path))) from None
+        raise ValueError(f"{path} is not a valid FlowMo spec: {e}") from None
+    return spec, raw
 
 
 def _merge_terms(terms: dict, new: Any, source: str) -> None:

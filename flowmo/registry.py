@@ -1,86 +1,272 @@
-"""One small generic registry: names -> component factories (plus the spec type they take).
+"""One small generic registry per component kind: names -> factories, and the spec type each takes.
 
-Every component kind (backbones, quantizers, time samplers, ...) has one ``Registry``.
-A factory is registered with a decorator and found again by name::
+Registering a component takes one line, with its name written once::
+
+    @QUANTIZERS.register("my_vq")
+    class MyVQ(Quantizer):
+        def __init__(self, *, codebook_size: int = 1024, beta: float = 0.25, channels: int):
+            ...
+
+The factory's keyword-only, annotated arguments are the component's configuration: the
+registry derives the spec type from them (here a ``QuantizerSpec`` subclass with the fields
+``name: Literal["my_vq"] = "my_vq"``, ``codebook_size`` and ``beta``), so
+``{"name": "my_vq", "beta": 0.5}`` is usable wherever a FlowMoSpec takes a quantizer and
+round-trips through JSON. Plain ``int``, ``float`` and ``bool`` annotations become the
+strict spec types (:data:`flowmo.spec.SpecInt`, ...: no booleans or strings for numbers).
+The kind's *wiring* arguments (``channels`` for a quantizer) are what the model passes in;
+they are never part of the spec. ``build`` calls the factory with the spec's fields as
+keyword arguments plus the wiring::
+
+    QUANTIZERS.build({"name": "my_vq", "beta": 0.5}, channels=18)   # -> MyVQ(codebook_size=1024, beta=0.5, channels=18)
+
+Where the configuration needs cross-field validation, register an explicit spec class (a
+subclass of the kind's spec base, e.g. :class:`flowmo.spec.QuantizerSpec`, whose ``name``
+defaults to the registered name); the factory is then called as ``factory(spec, **wiring)``::
 
     @QUANTIZERS.register("my_vq", spec=MyVQSpec)
-    class MyVQ(Quantizer): ...
 
-    QUANTIZERS.get("my_vq")          # -> the Entry (factory and spec class)
-    QUANTIZERS.names("f*")           # wildcard listing
-
-Registering a name twice is an error; an unknown name is an error that lists the
-registered ones. The registry stores nothing else.
+Rules: a spec of another kind is refused at registration, naming the expected base class; a
+class that does not derive from the kind's interface (e.g. :class:`flowmo.quantizers.Quantizer`)
+is refused at registration, and a factory whose result does not is refused by ``build``.
+Registering the same object again under its name is harmless (so is re-running a notebook
+cell or reloading a module: an object with the same module and qualified name replaces the
+old entry); a different object under a taken name is refused unless ``replace=True``.
+Each entry records the module that defined it (``Entry.module``), so a saved model can name
+the modules to import before it loads (see :mod:`flowmo.imports`).
 """
 
 from __future__ import annotations
 
 import fnmatch
+import importlib
+import inspect
+import types
+import typing
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from typing import Any, Callable, Generic, Iterator, Optional, TypeVar, Union
 
 T = TypeVar("T")
 
-__all__ = ["Registry", "RegistryError", "Entry"]
+__all__ = ["Registry", "RegistryError", "UnknownComponentError", "Entry", "REGISTRIES"]
 
 
 class RegistryError(ValueError):
-    """An unknown or duplicate name in a registry."""
+    """A registration that is refused, or an unknown name."""
+
+
+class UnknownComponentError(RegistryError):
+    """A name that is not registered in a registry (``kind``, ``name`` say which)."""
+
+    def __init__(self, message: str, kind: str, name: Any):
+        super().__init__(message)
+        self.kind = kind
+        self.name = name
 
 
 @dataclass(frozen=True)
 class Entry(Generic[T]):
+    """One registered component.
+
+    ``spec``: the spec class its configuration validates with (derived from the factory's
+    keyword-only arguments when ``derived``, else the explicit class given at registration).
+    ``fields``: for a derived spec, the spec fields passed to the factory as keyword arguments.
+    ``module``: the module that defined the factory (``factory.__module__``).
+    """
+
     name: str
     factory: T
-    spec: type | None  # the pydantic spec class this factory takes (None: takes none)
+    spec: Optional[type] = None
+    module: str = ""
+    derived: bool = False
+    fields: tuple[str, ...] = ()
+
+    @property
+    def builtin(self) -> bool:
+        """Whether flowmo itself registers this component (no module to import for it)."""
+        return self.module == "flowmo" or self.module.startswith("flowmo.")
+
+
+Ref = Union[type, str, None]
+
+
+def _resolve(ref: Ref) -> Optional[type]:
+    """A class, or ``"package.module:Name"`` imported on first use (the registries are declared
+    below everything else, so they name their kind's classes instead of importing them)."""
+    if ref is None or isinstance(ref, type):
+        return ref
+    module, _, name = ref.partition(":")
+    return vars(importlib.import_module(module))[name]
 
 
 class Registry(Generic[T]):
-    """A named collection of factories of one component kind."""
+    """A named collection of factories of one component kind.
 
-    def __init__(self, kind: str):
+    Args:
+        kind: the kind in words, used in messages ("quantizer").
+        interface: the kind's abstract base class (or ``"module:Name"``); registered classes
+            must derive from it and ``build`` checks what a factory returns. None: any object.
+        spec_base: the kind's spec base class (or ``"module:Name"``), a subclass of
+            :class:`flowmo.spec.ComponentSpec`; None: ComponentSpec itself.
+        wiring: the keyword arguments the model passes to every factory of this kind (never
+            part of the spec), e.g. ``("channels",)`` for quantizers.
+    """
+
+    def __init__(self, kind: str, *, interface: Ref = None, spec_base: Ref = None, wiring: tuple[str, ...] = ()):
+        if not isinstance(kind, str) or not kind:
+            raise TypeError(f"kind must be a non-empty string, got {kind!r}")
+        if isinstance(wiring, str) or not all(isinstance(w, str) and w.isidentifier() for w in wiring):
+            raise TypeError(f"wiring must be a tuple of argument names, got {wiring!r}")
         self.kind = kind
+        self.wiring = tuple(wiring)
+        self._interface = interface
+        self._spec_base = spec_base
         self._entries: dict[str, Entry[T]] = {}
 
-    def register(self, name: str, *, spec: type | None = None) -> Callable[[T], T]:
-        """Decorator: register ``obj`` under ``name`` (taking an instance of ``spec``)."""
-        if not isinstance(name, str) or not name:
-            raise RegistryError(f"{self.kind} registry: name must be a non-empty string, got {name!r}")
+    # ------------------------------------------------------------------ declared classes
+    @property
+    def interface(self) -> Optional[type]:
+        """The kind's abstract base class (None: not declared)."""
+        return _resolve(self._interface)
+
+    @property
+    def spec_base(self) -> type:
+        """The base class of every spec of this kind (for a registry declared without one, a
+        ComponentSpec subclass made for it, which dispatches on ``name`` to this registry)."""
+        base = _resolve(self._spec_base)
+        if base is None:
+            self._spec_base = base = _generic_spec_base(self)
+        return base
+
+    # ------------------------------------------------------------------ registration
+    def register(self, name: str, *, spec: Optional[type] = None, replace: bool = False) -> Callable[[T], T]:
+        """Decorator: register the decorated class (or factory function) under ``name``.
+
+        ``spec``: an explicit spec class (a subclass of :attr:`spec_base` whose ``name``
+        defaults to ``name``); without it the spec is derived from the factory's keyword-only
+        annotated arguments. ``replace``: allow replacing another object registered under
+        ``name``. Raises :class:`RegistryError` (a ValueError) naming what is wrong.
+        """
+        self._check_name(name)
 
         def decorator(obj: T) -> T:
-            self.add(name, obj, spec=spec)
+            self.add(name, obj, spec=spec, replace=replace)
             return obj
 
         return decorator
 
-    def add(self, name: str, obj: T, *, spec: type | None = None) -> None:
-        if name in self._entries:
+    def add(self, name: str, obj: T, *, spec: Optional[type] = None, replace: bool = False) -> None:
+        """``register(name, spec=spec, replace=replace)(obj)``, for a factory defined elsewhere."""
+        self._check_name(name)
+        if not callable(obj):
+            raise RegistryError(f"{self.kind} {name!r}: expected a class or factory function, got {obj!r}")
+        old = self._entries.get(name)
+        if old is not None and not replace:
+            if old.factory is obj and (spec is None and old.derived or spec is old.spec):
+                return  # the same registration again: harmless
+            if not _same_definition(old.factory, obj):
+                raise RegistryError(
+                    f"{self.kind} {name!r} is already registered (by {_describe(old.factory)}); pick another "
+                    f"name, or pass replace=True to replace it with {_describe(obj)}"
+                )
+        iface = self.interface
+        if iface is not None and isinstance(obj, type) and not issubclass(obj, iface):
             raise RegistryError(
-                f"{self.kind} {name!r} is already registered (by {self._entries[name].factory!r}); "
-                "pick another name"
+                f"{self.kind} {name!r}: {obj.__qualname__} must derive from {iface.__module__}.{iface.__qualname__} "
+                f"(the interface of every {self.kind})"
             )
-        if spec is not None:
-            _check_spec_name(self.kind, name, spec)
-        self._entries[name] = Entry(name, obj, spec)
+        self._check_wiring_accepted(name, obj)
+        module = str(getattr(obj, "__module__", None) or "")
+        if spec is None:
+            spec_cls, fields = self._derive_spec(name, obj)
+            entry = Entry(name, obj, spec_cls, module, True, fields)
+        else:
+            self._check_spec(name, spec)
+            entry = Entry(name, obj, spec, module, False, ())
+        self._entries[name] = entry
 
     def unregister(self, name: str) -> None:
-        """Remove ``name`` (for tests and notebooks that re-run a registration)."""
+        """Remove ``name`` (for tests and notebooks)."""
         self.get(name)
         del self._entries[name]
 
+    # ------------------------------------------------------------------ lookup and building
     def get(self, name: str) -> Entry[T]:
+        """The entry of ``name``; :class:`UnknownComponentError` (a ValueError) listing the
+        registered names if there is none."""
         try:
             return self._entries[name]
         except (KeyError, TypeError):
             known = ", ".join(sorted(self._entries)) or "(none)"
-            raise RegistryError(f"unknown {self.kind} {name!r}; registered: {known}") from None
+            raise UnknownComponentError(
+                f"unknown {self.kind} {name!r}; registered: {known} (a component registered in your own "
+                "module is known once that module is imported; on the command line: --import MODULE)",
+                self.kind, name,
+            ) from None
+
+    def spec_type(self, name: str) -> type:
+        """The spec class of the component registered under ``name``."""
+        return self.get(name).spec  # type: ignore[return-value]
+
+    def build(self, spec: Any, /, **wiring: Any) -> Any:
+        """Build the component a spec describes, passing the kind's wiring arguments.
+
+        Args:
+            spec: a spec of this kind (an instance of :attr:`spec_base`), a dict with its
+                ``name`` and fields, or a bare name (all fields at their defaults).
+            **wiring: exactly the kind's wiring arguments (:attr:`wiring`).
+
+        Returns:
+            the component: ``factory(**fields, **wiring)`` for a derived spec,
+            ``factory(spec, **wiring)`` for an explicit one.
+
+        Raises:
+            TypeError: ``spec`` is of another kind, the wiring arguments are not exactly the
+                declared ones, or the factory returned something that is not an instance of
+                the kind's interface.
+            ValueError: an unknown name (:class:`UnknownComponentError`) or invalid fields.
+        """
+        base = self.spec_base
+        if isinstance(spec, (str, dict)):
+            spec = base.model_validate(spec)
+        elif not isinstance(spec, base):
+            raise TypeError(f"{self.kind} spec must be a {base.__name__}, a dict with a 'name' or a registered "
+                            f"name, got {type(spec).__name__}")
+        got, want = set(wiring), set(self.wiring)
+        if got != want:
+            parts = []
+            if want - got:
+                parts.append(f"missing {', '.join(sorted(want - got))}")
+            if got - want:
+                parts.append(f"unexpected {', '.join(sorted(got - want))}")
+            declared = ", ".join(self.wiring) or "none"
+            raise TypeError(f"{self.kind} {spec.name!r}: wiring arguments {'; '.join(parts)} "
+                            f"(a {self.kind} takes: {declared})")
+        entry = self.get(spec.name)
+        if not isinstance(spec, entry.spec):  # e.g. a spec of a since re-registered class
+            spec = entry.spec.model_validate(spec.model_dump())
+        if entry.derived:
+            values = dict(spec)
+            obj = entry.factory(**{f: values[f] for f in entry.fields}, **wiring)
+        else:
+            obj = entry.factory(spec, **wiring)
+        iface = self.interface
+        if iface is not None and not isinstance(obj, iface):
+            raise TypeError(f"{self.kind} {spec.name!r}: the factory {_describe(entry.factory)} returned a "
+                            f"{type(obj).__name__}, which is not a {iface.__module__}.{iface.__qualname__}")
+        return obj
 
     def create(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        """Call the factory registered under ``name``."""
+        """Call the factory registered under ``name`` with these arguments as they are
+        (prefer :meth:`build`, which validates the spec and the wiring)."""
         return self.get(name).factory(*args, **kwargs)  # type: ignore[operator]
 
     def names(self, pattern: str = "*") -> list[str]:
+        """The registered names matching a shell-style wildcard ``pattern``, sorted."""
         return sorted(n for n in self._entries if fnmatch.fnmatchcase(n, pattern))
+
+    def entries(self) -> list[Entry[T]]:
+        """Every entry, sorted by name."""
+        return [self._entries[n] for n in sorted(self._entries)]
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
@@ -94,26 +280,162 @@ class Registry(Generic[T]):
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {self.names()})"
 
+    # ------------------------------------------------------------------ checks
+    def _check_name(self, name: Any) -> None:
+        if not isinstance(name, str) or not name:
+            raise RegistryError(f"{self.kind} registry: name must be a non-empty string, got {name!r}")
 
-def _check_spec_name(kind: str, name: str, spec: type) -> None:
-    fields = getattr(spec, "model_fields", None)
-    if fields is None or "name" not in fields:
-        raise RegistryError(f"{kind} {name!r}: spec {spec.__name__} must be a pydantic model with a 'name' field")
-    default = fields["name"].default
-    if default != name:
-        raise RegistryError(
-            f"{kind} {name!r}: spec {spec.__name__}.name defaults to {default!r}; it must default to {name!r}"
-        )
+    def _check_spec(self, name: str, spec: Any) -> None:
+        base = self.spec_base
+        if not isinstance(spec, type) or not issubclass(spec, base):
+            shown = spec.__name__ if isinstance(spec, type) else repr(spec)
+            raise RegistryError(f"{self.kind} {name!r}: spec {shown} must be a subclass of "
+                                f"{base.__module__}.{base.__name__} (the spec base of every {self.kind})")
+        default = spec.model_fields["name"].default
+        if default != name:
+            raise RegistryError(f"{self.kind} {name!r}: spec {spec.__name__}.name defaults to {default!r}; "
+                                f"it must default to {name!r}")
+
+    def _check_wiring_accepted(self, name: str, obj: Any) -> None:
+        if not self.wiring:
+            return
+        params = _signature(self.kind, name, obj).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            return
+        bad = [w for w in self.wiring if w not in params or params[w].kind is inspect.Parameter.POSITIONAL_ONLY]
+        if bad:
+            raise RegistryError(f"{self.kind} {name!r}: {_describe(obj)} must take the keyword argument(s) "
+                                f"{', '.join(bad)}, which the model passes to every {self.kind}")
+
+    def _derive_spec(self, name: str, obj: Any) -> tuple[type, tuple[str, ...]]:
+        """The spec class of ``obj``'s keyword-only annotated arguments (wiring excluded)."""
+        from pydantic import TypeAdapter, ValidationError, create_model
+
+        sig = _signature(self.kind, name, obj)
+        target = obj.__init__ if isinstance(obj, type) else obj
+        try:
+            hints = typing.get_type_hints(target, include_extras=True)
+        except Exception as e:  # an annotation naming something undefined
+            raise RegistryError(f"{self.kind} {name!r}: the annotations of {_describe(obj)} cannot be "
+                                f"resolved ({type(e).__name__}: {e})") from None
+        where = f"{self.kind} {name!r}: {_describe(obj)}"
+        fields: dict[str, Any] = {}
+        for p in sig.parameters.values():
+            if p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD) or p.name in self.wiring:
+                continue
+            if p.kind is inspect.Parameter.POSITIONAL_ONLY and p.default is not inspect.Parameter.empty:
+                continue  # never passed by build (e.g. an interface's optional positional spec)
+            if p.kind is not inspect.Parameter.KEYWORD_ONLY:
+                raise RegistryError(
+                    f"{where}: argument {p.name!r} must be keyword-only (after `*`): a component's configuration "
+                    "is its keyword-only arguments" + (f"; the model passes {', '.join(self.wiring)}" if self.wiring
+                                                       else "")
+                    + " (or register an explicit spec class with spec=...)")
+            if p.name == "name":
+                raise RegistryError(f"{where}: argument 'name' is reserved (every spec's 'name' is the registered name)")
+            if p.name not in hints:
+                raise RegistryError(f"{where}: argument {p.name!r} has no type annotation; annotate it "
+                                    f"(e.g. `{p.name}: float = 0.1`) so that its spec can validate it")
+            default = ... if p.default is inspect.Parameter.empty else p.default
+            fields[p.name] = (_strict_type(hints[p.name]), default)
+        base = self.spec_base
+        cls_name = f"{getattr(obj, '__name__', 'Component')}Spec"
+        try:
+            spec_cls = create_model(  # type: ignore[call-overload]
+                cls_name, __base__=base, __module__=str(getattr(obj, "__module__", __name__)),
+                __doc__=f"The spec of the {self.kind} {name!r}, derived from the arguments of {_describe(obj)}.",
+                name=(typing.Literal[name], name), **fields,
+            )
+        except Exception as e:  # a type pydantic cannot validate (e.g. torch.dtype)
+            raise RegistryError(f"{where}: its arguments cannot form a spec ({type(e).__name__}: {e}); specs are "
+                                "JSON data: use int, float, bool, str, tuples, lists, Literal, Optional, ...") from None
+        for field, (_, default) in fields.items():  # pydantic does not validate defaults
+            if default is ...:
+                continue
+            info = spec_cls.model_fields[field]
+            tp = typing.Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+            try:
+                TypeAdapter(tp).validate_python(default)
+            except ValidationError as e:
+                raise RegistryError(f"{where}: the default value {default!r} of {field!r} is invalid for its "
+                                    f"annotation: {'; '.join(err['msg'] for err in e.errors())}") from None
+        return spec_cls, tuple(fields)
 
 
-BACKBONES: Registry = Registry("backbone")
-QUANTIZERS: Registry = Registry("quantizer")
-TIME_SAMPLERS: Registry = Registry("time sampler")
-FLOW_LOSSES: Registry = Registry("flow loss")
-TIME_GRIDS: Registry = Registry("time grid")
-SOLVERS: Registry = Registry("ODE solver")
-POSTTRAIN_OBJECTIVES: Registry = Registry("post-training objective")
-PERCEPTUAL_DISTANCES: Registry = Registry("perceptual distance")
+def _generic_spec_base(registry: Registry) -> type:
+    from .spec import ComponentSpec
+
+    class KindSpec(ComponentSpec):
+        kind_base: typing.ClassVar[bool] = True
+        registry: typing.ClassVar[Optional[Registry]] = None
+
+    KindSpec.registry = registry
+    KindSpec.__name__ = KindSpec.__qualname__ = "".join(w.title() for w in registry.kind.split()) + "Spec"
+    KindSpec.__doc__ = f"Spec of a {registry.kind}; validating this class dispatches on ``name``."
+    return KindSpec
+
+
+def _signature(kind: str, name: str, obj: Any) -> inspect.Signature:
+    try:
+        return inspect.signature(obj)
+    except (TypeError, ValueError) as e:
+        raise RegistryError(f"{kind} {name!r}: cannot read the arguments of {_describe(obj)} ({e})") from None
+
+
+def _describe(obj: Any) -> str:
+    module = getattr(obj, "__module__", None)
+    qual = getattr(obj, "__qualname__", None) or repr(obj)
+    return f"{module}.{qual}" if module else qual
+
+
+def _same_definition(a: Any, b: Any) -> bool:
+    """``b`` is ``a`` defined again (a re-run notebook cell, a reloaded module): same module and
+    qualified name, not a lambda or a nested function (whose names are not unique)."""
+    qa, qb = getattr(a, "__qualname__", None), getattr(b, "__qualname__", None)
+    if not qa or qa != qb or "<" in qa:
+        return False
+    return getattr(a, "__module__", None) == getattr(b, "__module__", None)
+
+
+def _strict_type(tp: Any) -> Any:
+    """``int``/``float``/``bool`` -> the strict spec types, inside tuples, lists, unions too."""
+    from .spec import SpecBool, SpecFloat, SpecInt
+
+    if tp is bool:
+        return SpecBool
+    if tp is int:
+        return SpecInt
+    if tp is float:
+        return SpecFloat
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if not args:
+        return tp
+    if origin is tuple:
+        return tuple[tuple(a if a is Ellipsis else _strict_type(a) for a in args)]  # type: ignore[misc]
+    if origin is list:
+        return list[_strict_type(args[0])]  # type: ignore[misc]
+    if origin is Union or origin is types.UnionType:
+        return Union[tuple(_strict_type(a) for a in args)]  # type: ignore[return-value]
+    return tp
+
+
+BACKBONES: Registry = Registry("backbone", interface="flowmo.blocks.base:Backbone",
+                               spec_base="flowmo.spec:BackboneSpec", wiring=("patch_dim", "txt_in_dim", "txt_out_dim"))
+QUANTIZERS: Registry = Registry("quantizer", interface="flowmo.quantizers.base:Quantizer",
+                                spec_base="flowmo.spec:QuantizerSpec", wiring=("channels",))
+TIME_SAMPLERS: Registry = Registry("time sampler", interface="flowmo.losses.time_samplers:TimeSampler",
+                                   spec_base="flowmo.spec:TimeSamplerSpec")
+FLOW_LOSSES: Registry = Registry("flow loss", interface="flowmo.losses.flow:FlowLoss",
+                                 spec_base="flowmo.spec:FlowLossSpec")
+TIME_GRIDS: Registry = Registry("time grid", interface="flowmo.samplers.grids:TimeGrid",
+                                spec_base="flowmo.spec:TimeGridSpec")
+SOLVERS: Registry = Registry("ODE solver", interface="flowmo.samplers.solvers:Solver",
+                             spec_base="flowmo.spec:SolverSpec")
+POSTTRAIN_OBJECTIVES: Registry = Registry("post-training objective",
+                                          interface="flowmo.losses.posttrain:PosttrainObjective",
+                                          spec_base="flowmo.spec:PosttrainSpec")
+PERCEPTUAL_DISTANCES: Registry = Registry("perceptual distance", interface="flowmo.losses.perceptual:PerceptualDistance",
+                                          spec_base="flowmo.spec:PerceptualSpec")
 
 REGISTRIES = {
     "backbone": BACKBONES,

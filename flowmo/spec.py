@@ -156,6 +156,13 @@ class ComponentSpec(BaseModel):
     name: str
     registry: ClassVar[Optional[Registry]] = None
 
+    def __new__(cls, *args: Any, **data: Any) -> Any:
+        # ``QuantizerSpec(name="fsq", levels=...)`` is the registered spec of "fsq" (an FSQSpec):
+        # calling a kind's base class dispatches on the name, as validating one does
+        if data and cls.__dict__.get("kind_base", False):
+            return cls.model_validate(data)
+        return super().__new__(cls)
+
     @model_validator(mode="wrap")
     @classmethod
     def _dispatch_on_name(cls, data: Any, handler: Any) -> Any:
@@ -549,9 +556,18 @@ class FlowMoSpec(BaseModel):
 
     @property
     def bits_per_pixel(self) -> float:
-        """Bits of the discrete code per image pixel (for LFQ: code_length * code_channels / H / W)."""
-        bits = _token_bits(self.quantizer, self.code_channels)
-        return self.code_length * bits / (self.image_size**2)
+        """Bits of the discrete code per image pixel: code_length * bits per token / image_size**2.
+
+        Bits per token are the quantizer's :attr:`flowmo.quantizers.Quantizer.bits_per_token`
+        (log2 of its codebook size unless the quantizer declares otherwise; LFQ: code_channels,
+        FSQ: sum of log2 of its levels), read from the quantizer this spec builds.
+        """
+        return self.code_length * self.bits_per_token / (self.image_size**2)
+
+    @property
+    def bits_per_token(self) -> float:
+        """Bits of one token: the quantizer's ``bits_per_token`` (built from this spec, no weights loaded)."""
+        return float(QUANTIZERS.build(self.quantizer, channels=self.code_channels).bits_per_token)
 
     def loss_terms(self, stage: Literal["1a", "1b"] = "1a") -> list[LossTerm]:
         """The terms of the training loss of ``stage``, as :meth:`flowmo.FlowMo.loss` ("1a")
@@ -648,12 +664,3 @@ def _declared_terms(part: str, spec: Any) -> list[LossTerm]:
             raise ValueError(f"{where}: loss_terms() declares the term {name!r} twice")
         out.append(LossTerm(name, w, what))
     return out
-
-
-def _token_bits(q: Any, channels: int) -> float:
-    if isinstance(q, FSQSpec):
-        return sum(math.log2(n) for n in q.levels)
-    if isinstance(q, LFQSpec):
-        return float(channels)
-    bits = getattr(q, "bits_per_token", None)
-    return float(bits(channels)) if callable(bits) else float(channels)

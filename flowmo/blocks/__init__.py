@@ -2,6 +2,7 @@
 
 from .attention import QKNorm, RMSNorm, SelfAttention, attention
 from .backbone import MMDiT
+from .base import Backbone
 from .double_block import DoubleStreamBlock, mlp
 from .embeddings import TimeEmbedding, patchify, timestep_embedding, unpatchify
 from .modulation import Modulation, ModulationOut, modulate
@@ -9,7 +10,7 @@ from .output import FinalLayer
 from .rope import RopeTable, apply_rope, flowmo_positions, rope_angles, rope_freqs
 
 __all__ = [
-    "MMDiT", "DoubleStreamBlock", "mlp", "SelfAttention", "QKNorm", "RMSNorm", "attention",
+    "Backbone", "MMDiT", "DoubleStreamBlock", "mlp", "SelfAttention", "QKNorm", "RMSNorm", "attention",
     "TimeEmbedding", "timestep_embedding", "patchify", "unpatchify", "Modulation", "ModulationOut",
     "modulate", "FinalLayer", "RopeTable", "apply_rope", "rope_angles", "rope_freqs", "flowmo_positions",
 ]

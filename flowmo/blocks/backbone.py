@@ -10,6 +10,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..registry import BACKBONES
 from ..spec import MMDiTSpec
+from .base import Backbone
 from .double_block import DoubleStreamBlock
 from .embeddings import TimeEmbedding
 from .output import FinalLayer
@@ -19,7 +20,7 @@ __all__ = ["MMDiT"]
 
 
 @BACKBONES.register("mmdit", spec=MMDiTSpec)
-class MMDiT(nn.Module):
+class MMDiT(Backbone):
     """Double-stream transformer over [latent tokens, image patches].
 
     Args:
@@ -47,6 +48,10 @@ class MMDiT(nn.Module):
         self.final_layer_img = FinalLayer(w, patch_dim)
         self.final_layer_txt = FinalLayer(w, txt_out_dim)
         self.rope = RopeTable(spec.axes_dim, spec.rope_theta)
+
+    def compile_units(self) -> tuple[nn.Module, ...]:
+        """The double-stream blocks: one compiled block serves every block, step and batch size."""
+        return tuple(self.double_blocks)
 
     def rope_tables(self, code_length: int, grid: tuple[int, int], device: torch.device) -> Tensor:
         """The complex rotation table (N, head_dim / 2) for this token layout, built once per

@@ -19,6 +19,8 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from ..imports import add_import_argument, import_modules
+
 __all__ = ["main", "build_parser", "load_model", "sampler_from_args", "release_image_folder", "RELEASE_CROP"]
 
 SUMMARY_KEYS = ("psnr", "ssim", "lpips_vgg", "lpips_alex", "rfid")
@@ -39,8 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="images per batch and rank (default 16)")
     p.add_argument("--workers", type=int, default=2, help="data-loading processes per rank for a folder (default 2)")
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's sampler)")
-    p.add_argument("--solver", choices=("euler", "heun"), default=None, help="ODE solver")
-    p.add_argument("--grid", choices=("pow", "linear", "shifted"), default=None, help="time grid")
+    p.add_argument("--solver", default=None, metavar="NAME",
+                   help="a registered ODE solver: euler, heun, or one registered by an --import module")
+    p.add_argument("--grid", default=None, metavar="NAME",
+                   help="a registered time grid: pow, linear, shifted, or one registered by an --import module")
     p.add_argument("--cfg-scale", type=float, default=None, help="classifier-free guidance scale (1 = off)")
     p.add_argument("--sampler", default=None, metavar="JSON",
                    help="sampler fields as JSON (or @file.json), applied before --steps/--solver/--grid/--cfg-scale")
@@ -63,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK if available, else cpu), cpu, cuda, ...")
     p.add_argument("--bf16", action="store_true", help="reconstruct under bfloat16 autocast (metrics stay float32/64)")
     p.add_argument("--quiet", action="store_true", help="no progress bar (shown on a terminal) and no summary")
+    add_import_argument(p)
     return p
 
 
@@ -263,6 +268,7 @@ def _fmt(v: Any, digits: int = 4) -> str:
 # ---------------------------------------------------------------------------------------------- main
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    import_modules(args.imports)
     t_start = time.time()
     if args.limit is not None and args.limit <= 0:
         raise ValueError(f"--limit must be a positive number of images, got {args.limit}")

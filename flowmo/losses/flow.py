@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Callable, Optional
 
 import torch
@@ -11,7 +12,7 @@ from ..registry import FLOW_LOSSES
 from ..spec import RectifiedFlowLossSpec
 from .perceptual import build_distance
 
-__all__ = ["RectifiedFlowLoss", "cfg_dropout", "VelocityFn"]
+__all__ = ["FlowLoss", "RectifiedFlowLoss", "cfg_dropout", "VelocityFn"]
 
 # (x_t (B, 3, H, W), t (B,), conditioning (B, T, C + 1)) -> velocity (B, 3, H, W)
 VelocityFn = Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -29,8 +30,47 @@ def _bcast(t: Tensor, like: Tensor) -> Tensor:
     return t.to(like.dtype).view(-1, *([1] * (like.ndim - 1)))
 
 
+class FlowLoss(ABC):
+    """The interface of every flow loss (the Stage 1A training loss of the decoder).
+
+    Registered with :data:`flowmo.FLOW_LOSSES`; built as ``FLOW_LOSSES.build(spec)`` (no
+    wiring) on first use by :attr:`flowmo.FlowMo.flow_loss`. Check a new loss with
+    :func:`flowmo.testing.check_flow_loss`.
+    """
+
+    @abstractmethod
+    def __call__(
+        self,
+        velocity: VelocityFn,
+        x: Tensor,
+        cond: Tensor,
+        t: Tensor,
+        noise: Tensor,
+        *,
+        dropout: bool = True,
+        generator: Optional[torch.Generator] = None,
+    ) -> dict[str, Tensor]:
+        """The loss terms of one batch.
+
+        Args:
+            velocity: ``velocity(x_t, t, cond)`` -> v (B, 3, H, W), the decoder: x_t (B, 3, H, W)
+                in x's dtype, t (B,) float in [0, 1], cond (B, T, C + 1).
+            x: clean images (B, 3, H, W), floating, in [-1, 1].
+            cond: the decoder's conditioning (B, T, C + 1) (the code plus a channel of ones).
+            t: flow times (B,) in [0, 1] (t = 0 data, t = 1 noise).
+            noise: N(0, I) draws of x's shape (the t = 1 end of the path).
+            dropout: whether to apply classifier-free-guidance dropout to ``cond``.
+            generator: the only source of randomness of the dropout (None: global RNG).
+
+        Returns:
+            dict of named, already-weighted scalar float tensors (the model sums them);
+            differentiable through ``velocity``. The same arguments (and generator state)
+            give the same terms.
+        """
+
+
 @FLOW_LOSSES.register("rectified_flow", spec=RectifiedFlowLossSpec)
-class RectifiedFlowLoss:
+class RectifiedFlowLoss(FlowLoss):
     """x_t = (1 - t) x + t eps, target v = eps - x, diffusion = mean((eps - v - x)^2).
 
     With a perceptual distance, adds ``perceptual_weight * mean(d(x_hat, x))`` on the one-step

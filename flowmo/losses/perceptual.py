@@ -6,18 +6,39 @@ Pixel distances live here; network distances (LPIPS, ResNet-50 logits) are regis
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from torch import Tensor, nn
 
 from ..registry import PERCEPTUAL_DISTANCES
 
-__all__ = ["MSEDistance", "L1Distance", "build_distance"]
+__all__ = ["PerceptualDistance", "MSEDistance", "L1Distance", "build_distance"]
 
 
-class _PixelDistance(nn.Module):
-    def __init__(self, spec=None):
-        super().__init__()
-        self.spec = spec
+class PerceptualDistance(nn.Module, ABC):
+    """The interface of every sample-level distance (the flow loss's perceptual term, the
+    post-training objective's distance).
 
+    Registered with :data:`flowmo.PERCEPTUAL_DISTANCES`; built by :func:`build_distance`
+    (``PERCEPTUAL_DISTANCES.build(spec)``, no wiring), which freezes its parameters and puts
+    it in eval mode. Check a new distance with :func:`flowmo.testing.check_distance`.
+    """
+
+    @abstractmethod
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        """Per-sample distances.
+
+        Args:
+            x, y: images (B, 3, H, W), floating, values in [-1, 1], of one shape on one device.
+
+        Returns:
+            (B,) floating tensor (float32 for float32 inputs) of distances >= 0, 0 where
+            x = y, differentiable in x and y; sample b depends only on x[b], y[b].
+            A shape mismatch raises ValueError.
+        """
+
+
+class _PixelDistance(PerceptualDistance):
     def _check(self, x: Tensor, y: Tensor) -> None:
         if x.shape != y.shape:
             raise ValueError(f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
@@ -41,7 +62,7 @@ class L1Distance(_PixelDistance):
         return (x.float() - y.float()).abs().flatten(1).mean(1)
 
 
-def build_distance(spec) -> nn.Module:
+def build_distance(spec) -> PerceptualDistance:
     """The registered distance for ``spec`` (a PerceptualSpec), frozen and in eval mode.
 
     The network distances (``lpips_vgg``, ``lpips_alex``, ``resnet50_logits``, ``ssim``) are
@@ -49,7 +70,7 @@ def build_distance(spec) -> nn.Module:
     """
     if spec.name not in PERCEPTUAL_DISTANCES:
         import flowmo.nets  # noqa: F401  registers the network distances
-    module = PERCEPTUAL_DISTANCES.create(spec.name, spec)
+    module = PERCEPTUAL_DISTANCES.build(spec)
     module.eval()
     for p in module.parameters():
         p.requires_grad_(False)

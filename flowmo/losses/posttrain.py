@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, Optional
 
 import torch
@@ -14,7 +15,7 @@ from ..spec import ModeSeekingSpec
 from .flow import VelocityFn
 from .perceptual import build_distance
 
-__all__ = ["ModeSeeking", "random_chain_times"]
+__all__ = ["PosttrainObjective", "ModeSeeking", "random_chain_times"]
 
 
 def _check_u(u: Any, *, batch: Optional[int] = None, steps: Optional[int] = None,
@@ -71,13 +72,53 @@ def random_chain_times(u: Tensor) -> Tensor:
     return s.flip(1).to(u.dtype)
 
 
+class PosttrainObjective(ABC):
+    """The interface of every post-training (Stage 1B) objective.
+
+    Registered with :data:`flowmo.POSTTRAIN_OBJECTIVES`; built as
+    ``POSTTRAIN_OBJECTIVES.build(spec)`` (no wiring) on first use by
+    :attr:`flowmo.FlowMo.posttrain_objective`. The spec's ``flow_weight`` (a field of every
+    :class:`flowmo.spec.PosttrainSpec`) is the model's business, not the objective's. Check a
+    new objective with :func:`flowmo.testing.check_posttrain`.
+
+    Optional capability: ``checkpoints_decoder`` (default False): True when the objective
+    recomputes its decoder calls in backward (gradient checkpointing); the model then also
+    checkpoints the kept flow loss's decoder call, whose activations would otherwise set the
+    step's memory peak.
+    """
+
+    checkpoints_decoder: bool = False
+
+    @abstractmethod
+    def __call__(self, velocity: VelocityFn, x: Tensor, cond: Tensor, *, noise: Optional[Tensor] = None,
+                 u: Optional[Tensor] = None, generator: Optional[torch.Generator] = None) -> dict[str, Tensor]:
+        """The objective's terms for one batch.
+
+        Args:
+            velocity: ``velocity(x_t, t, cond)`` -> v, the decoder (as for :class:`FlowLoss`).
+            x: clean images (B, 3, H, W) in [-1, 1], in the decoder's dtype.
+            cond: the decoder's conditioning (B, T, C + 1).
+            noise: optional starting noise of x's shape (default: drawn from ``generator``).
+            u: optional per-sample random draws (B, ...) the objective documents (default:
+                drawn from ``generator``).
+            generator: the only source of randomness.
+
+        Returns:
+            dict of named, already-weighted scalar float tensors, differentiable through
+            ``velocity``; the same arguments (and generator state) give the same terms.
+        """
+
+
 @POSTTRAIN_OBJECTIVES.register("mode_seeking", spec=ModeSeekingSpec)
-class ModeSeeking:
+class ModeSeeking(PosttrainObjective):
     """Sample K Euler steps from noise with random per-sample step sizes, through the decoder
-    (gradient checkpointing on each call), and penalise ``weight * d(sample, x)``."""
+    (gradient checkpointing on each call), and penalise ``weight * d(sample, x)``.
+
+    ``checkpoints_decoder`` is the spec's ``checkpoint``."""
 
     def __init__(self, spec: ModeSeekingSpec):
         self.spec = spec
+        self.checkpoints_decoder = spec.checkpoint
         self.distance = build_distance(spec.distance)
 
     def draw_u(self, batch: int, *, generator: Optional[torch.Generator] = None, device=None) -> Tensor:

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..losses.perceptual import PerceptualDistance
 from ..registry import PERCEPTUAL_DISTANCES
 from ..spec import PerceptualSpec, SpecBool
 from .lpips import lpips_alex, lpips_vgg
@@ -167,7 +168,9 @@ def _param_dtype(module: nn.Module) -> torch.dtype:
 
 
 # ----------------------------------------------------------------------------- LPIPS
-class LPIPSDistance(nn.Module):
+@PERCEPTUAL_DISTANCES.register("lpips_vgg", spec=LPIPSVGGSpec)
+@PERCEPTUAL_DISTANCES.register("lpips_alex", spec=LPIPSAlexSpec)
+class LPIPSDistance(PerceptualDistance):
     """LPIPS as a registered distance: ``forward(x, y)`` -> (B,), inputs in [-1, 1].
 
     Inputs are cast to the network's parameter dtype (under autocast the convolutions
@@ -194,13 +197,9 @@ class LPIPSDistance(nn.Module):
         return self.lpips(x.to(dt), y.to(dt)).float()
 
 
-PERCEPTUAL_DISTANCES.add("lpips_vgg", LPIPSDistance, spec=LPIPSVGGSpec)
-PERCEPTUAL_DISTANCES.add("lpips_alex", LPIPSDistance, spec=LPIPSAlexSpec)
-
-
 # ----------------------------------------------------------------------------- ResNet-50 logits
 @PERCEPTUAL_DISTANCES.register("resnet50_logits", spec=ResNet50LogitsSpec)
-class ResNet50LogitsDistance(nn.Module):
+class ResNet50LogitsDistance(PerceptualDistance):
     """The release's Stage 1B distance: ``forward(x, y)`` -> per-sample mean over the 1000
     logits of ``(resnet(preprocess(x)) - resnet(preprocess(y)))^2``, shape (B,), float32.
 
@@ -318,7 +317,7 @@ def ssim_map_torch(x: Tensor, y: Tensor, *, data_range: float = 1.0) -> Tensor:
 
 
 @PERCEPTUAL_DISTANCES.register("ssim", spec=SSIMSpec)
-class SSIMDistance(nn.Module):
+class SSIMDistance(PerceptualDistance):
     """1 - SSIM per image on the [0, 1]-scaled images (data range 1); float32 result.
 
     SSIM <= 1 by definition, so a negative 1 - SSIM can only be float round-off (seen:

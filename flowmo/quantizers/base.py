@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -32,24 +35,99 @@ class QuantizerOutput:
         return torch.stack([v.float() for v in self.losses.values()]).sum()
 
 
-class Quantizer(nn.Module):
-    """Base class: maps a continuous code (B, T, C) to a discrete one.
+class Quantizer(nn.Module, ABC):
+    """The interface of every quantizer: a continuous code (B, T, C) -> a discrete one.
 
-    Subclasses implement ``forward`` (-> :class:`QuantizerOutput`), ``codes_to_indices`` and
-    ``indices_to_codes``, and set ``channels`` and ``codebook_size`` (the per-token vocabulary).
+    Registered with :data:`flowmo.QUANTIZERS`; the model builds it as
+    ``QUANTIZERS.build(spec.quantizer, channels=spec.code_channels)`` (``channels`` is the
+    wiring argument: every quantizer's constructor takes it).
+
+    Attributes a subclass sets in its constructor:
+        channels (int): C, the channels of one token (the ``channels`` argument).
+        codebook_size (int): the vocabulary of one token: indices lie in [0, codebook_size),
+            a python int of at most 2**63.
+
+    Optional capabilities, declared here with defaults that hold for any quantizer (override
+    them where a quantizer knows better; nothing probes for them by name):
+        bits_per_token: log2(codebook_size) (the information of one token if every codeword
+            can occur). :attr:`flowmo.FlowMoSpec.bits_per_pixel` and ``flowmo eval`` use it.
+        has_groups: False. A quantizer with entropy groups (LFQ) sets it and implements
+            :meth:`codes_to_group_indices` / :meth:`group_indices_to_codes`, which otherwise
+            raise ValueError.
+        check_indices: raises TypeError / ValueError unless the indices are an integer tensor
+            with values in [0, codebook_size).
+
+    Check a new quantizer with :func:`flowmo.testing.check_quantizer`.
     """
 
     channels: int
     codebook_size: int
+    has_groups: ClassVar[bool] = False
 
-    def forward(self, z: Tensor) -> QuantizerOutput:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    def forward(self, z: Tensor) -> QuantizerOutput:
+        """Quantize a continuous code.
 
-    def codes_to_indices(self, codes: Tensor) -> Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
+        Args:
+            z: (B, T, C) floating tensor (any floating dtype), finite, any range.
 
-    def indices_to_codes(self, indices: Tensor) -> Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
+        Returns:
+            QuantizerOutput: ``values`` (B, T, C) in z's dtype, each token a codeword, with
+            straight-through gradients to z; ``indices`` (B, T) int64 in [0, codebook_size),
+            the index of each token's codeword (``codes_to_indices(values)``); ``losses``:
+            named, already-weighted scalar terms (training mode; may be empty in eval mode);
+            ``stats``: named detached diagnostics. The same z gives the same result
+            (deterministic).
+        """
+
+    @abstractmethod
+    def codes_to_indices(self, codes: Tensor) -> Tensor:
+        """Codewords -> token indices.
+
+        Args:
+            codes: (..., C) floating tensor of codewords (finite).
+
+        Returns:
+            (...) int64 tensor of indices in [0, codebook_size).
+        """
+
+    @abstractmethod
+    def indices_to_codes(self, indices: Tensor) -> Tensor:
+        """Token indices -> codewords, the inverse of :meth:`codes_to_indices`.
+
+        Args:
+            indices: (...) integer tensor, values in [0, codebook_size).
+
+        Returns:
+            (..., C) floating tensor (float32) of codewords.
+        """
+
+    # -- optional capabilities
+    @property
+    def bits_per_token(self) -> float:
+        """Bits of information in one token: log2(codebook_size) unless overridden."""
+        return math.log2(self.codebook_size)
+
+    def codes_to_group_indices(self, codes: Tensor) -> Tensor:
+        """(..., C) codes -> (..., groups) indices per entropy group (only where ``has_groups``).
+
+        Raises:
+            ValueError: this quantizer has no entropy groups (the default).
+        """
+        raise ValueError(f"the quantizer {type(self).__name__} has no entropy groups (has_groups is False)")
+
+    def group_indices_to_codes(self, group_indices: Tensor) -> Tensor:
+        """(..., groups) entropy-group indices -> (..., C) codes (only where ``has_groups``).
+
+        Raises:
+            ValueError: this quantizer has no entropy groups (the default).
+        """
+        raise ValueError(f"the quantizer {type(self).__name__} has no entropy groups (has_groups is False)")
+
+    def check_indices(self, indices: Tensor, name: str = "indices") -> None:
+        """Raise TypeError / ValueError (naming ``name``) unless ``indices`` is a signed or
+        small unsigned integer tensor with values in [0, codebook_size)."""
+        self._check_indices(indices, name)
 
     # -- input checks shared by every quantizer
     def _check_code(self, z: Tensor, name: str = "z") -> None:

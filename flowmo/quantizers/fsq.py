@@ -14,6 +14,7 @@ from .base import Quantizer, QuantizerOutput
 __all__ = ["FSQ"]
 
 
+@QUANTIZERS.register("fsq", spec=FSQSpec)
 class FSQ(Quantizer):
     """Each channel i is bounded to L_i levels and rounded (straight-through gradients).
 
@@ -76,5 +77,3 @@ class FSQ(Quantizer):
         level = (indices.long()[..., None] // self._basis) % self._levels
         return (level.float() - self._half_width) / self._half_width
 
-
-QUANTIZERS.add("fsq", FSQ, spec=FSQSpec)

@@ -16,6 +16,7 @@ def _bit_weights(n: int, device: torch.device) -> Tensor:
     return torch.pow(2, torch.arange(n, device=device, dtype=torch.int64))
 
 
+@QUANTIZERS.register("lfq", spec=LFQSpec)
 class LFQ(Quantizer):
     """Sign quantization of each channel to {-1, +1} (0 maps to -1), straight-through gradients.
 
@@ -28,7 +29,11 @@ class LFQ(Quantizer):
     over softmax(2 <x, c> / temperature) against all 2^G codewords of each group) and
     ``commitment`` (weight * mean((x - q)^2)). Memory of the entropy term is
     tokens x groups x 2^G; it never materialises 2^C.
+
+    Capabilities: ``has_groups`` (the entropy groups above); ``bits_per_token`` = C.
     """
+
+    has_groups = True
 
     def __init__(self, spec: LFQSpec, *, channels: int):
         super().__init__()
@@ -121,5 +126,3 @@ def lfq_entropy_terms(x: Tensor, codebook: Tensor, temperature: float) -> tuple[
     codebook_entropy = -(pbar * torch.log(pbar + 1e-5)).sum()
     return per_sample, codebook_entropy
 
-
-QUANTIZERS.add("lfq", LFQ, spec=LFQSpec)

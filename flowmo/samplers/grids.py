@@ -2,27 +2,72 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 from torch import Tensor
 
 from ..registry import TIME_GRIDS
 from ..spec import PowGridSpec, ShiftedGridSpec
 
-__all__ = ["TimeGrid", "LinearGrid", "PowGrid", "ShiftedGrid", "build_grid"]
+__all__ = ["TimeGrid", "LinearGrid", "PowGrid", "ShiftedGrid", "build_grid", "check_times"]
 
 
-class TimeGrid:
-    def __init__(self, spec=None):
-        self.spec = spec
+class TimeGrid(ABC):
+    """The interface of every time grid: the times a sampler integrates through.
 
-    def fractions(self, steps: int) -> Tensor:
-        """k / n for k = n .. 0 (float64)."""
-        if not isinstance(steps, int) or steps < 1:
+    Registered with :data:`flowmo.TIME_GRIDS`; built as ``TIME_GRIDS.build(spec)`` (no wiring).
+    Check a new grid with :func:`flowmo.testing.check_time_grid`; :func:`flowmo.samplers.sample`
+    validates every grid's output with :func:`check_times`.
+    """
+
+    @abstractmethod
+    def __call__(self, steps: int) -> Tensor:
+        """The grid of ``steps`` ODE steps.
+
+        Args:
+            steps: a positive int, the number of steps (ValueError otherwise).
+
+        Returns:
+            (steps + 1,) float64 tensor of times, t[0] = 1 exactly (noise), t[-1] = 0 exactly
+            (data), strictly decreasing (t = 0 is data, t = 1 noise: the release's convention).
+        """
+
+    @staticmethod
+    def fractions(steps: int) -> Tensor:
+        """k / n for k = n .. 0 (float64), the linear grid most grids are a map of.
+
+        Raises ValueError unless ``steps`` is a positive int.
+        """
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
             raise ValueError(f"steps must be a positive int, got {steps!r}")
         return torch.arange(steps, -1, -1, dtype=torch.float64) / steps
 
-    def __call__(self, steps: int) -> Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
+
+def check_times(times: Tensor, steps: int, what: str = "the time grid") -> Tensor:
+    """Validate what a grid returned for ``steps`` steps; returns it.
+
+    Raises:
+        TypeError: not a real floating-point tensor.
+        ValueError: not of shape (steps + 1,), not finite, not starting at exactly 1 and
+            ending at exactly 0, or not strictly decreasing (naming the first offending step).
+    """
+    if not isinstance(times, Tensor) or not times.is_floating_point():
+        raise TypeError(f"{what} must return a floating-point tensor of {steps + 1} times, got "
+                        f"{times.dtype if isinstance(times, Tensor) else type(times).__name__}")
+    if tuple(times.shape) != (steps + 1,):
+        raise ValueError(f"{what} returned shape {tuple(times.shape)} for {steps} steps; expected ({steps + 1},)")
+    if times.device.type == "meta" or not bool(torch.isfinite(times).all()):
+        raise ValueError(f"{what} returned times that are not all finite")
+    if float(times[0]) != 1.0 or float(times[-1]) != 0.0:
+        raise ValueError(f"{what} must run from t = 1 (noise) to t = 0 (data), got t[0] = {float(times[0])!r} "
+                         f"and t[-1] = {float(times[-1])!r}")
+    steps_ok = times[1:] < times[:-1]
+    if not bool(steps_ok.all()):
+        i = int((~steps_ok).nonzero()[0, 0])
+        raise ValueError(f"{what} must be strictly decreasing from 1 to 0, but t[{i}] = {float(times[i])!r} and "
+                         f"t[{i + 1}] = {float(times[i + 1])!r}")
+    return times
 
 
 @TIME_GRIDS.register("linear")
@@ -37,6 +82,9 @@ class LinearGrid(TimeGrid):
 class PowGrid(TimeGrid):
     """t_k = (k / n) ** (1 / p) (the release: p = 0.25, small steps near the data)."""
 
+    def __init__(self, spec: PowGridSpec):
+        self.spec = spec
+
     def __call__(self, steps: int) -> Tensor:
         return self.fractions(steps) ** (1.0 / self.spec.p)
 
@@ -45,6 +93,9 @@ class PowGrid(TimeGrid):
 class ShiftedGrid(TimeGrid):
     """t_k = s u / (1 + (s - 1) u) with u = k / n."""
 
+    def __init__(self, spec: ShiftedGridSpec):
+        self.spec = spec
+
     def __call__(self, steps: int) -> Tensor:
         u = self.fractions(steps)
         s = self.spec.shift
@@ -52,4 +103,5 @@ class ShiftedGrid(TimeGrid):
 
 
 def build_grid(spec) -> TimeGrid:
-    return TIME_GRIDS.create(spec.name, spec)
+    """The registered time grid a :class:`flowmo.spec.TimeGridSpec` describes (``TIME_GRIDS.build``)."""
+    return TIME_GRIDS.build(spec)

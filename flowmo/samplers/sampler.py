@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from ..spec import GuidanceSpec, SamplerSpec
-from .grids import build_grid
+from .grids import build_grid, check_times
 from .solvers import build_solver
 
 __all__ = ["sample", "SampleOutput", "GuidedVelocity", "state_dtype", "check_float_batch"]
@@ -150,7 +150,10 @@ def sample(
     round to the decoder's precision. ``images`` and ``intermediates`` are in that dtype.
 
     Runs without autograd unless ``enable_grad``. Bad arguments raise ValueError / TypeError
-    naming them; a non-finite result raises ValueError.
+    naming them; a non-finite result raises ValueError, and so does a time grid whose output is
+    not (steps + 1,) times running strictly down from exactly 1 to exactly 0
+    (:func:`flowmo.samplers.grids.check_times`; a grid running 0 -> 1 would integrate the
+    wrong way).
     """
     spec = _check_inputs(decoder, noise, cond, spec, null_cond)
     if decoder_dtype is not None and (not isinstance(decoder_dtype, torch.dtype) or not decoder_dtype.is_floating_point):
@@ -164,7 +167,7 @@ def sample(
         null_cond = torch.zeros_like(cond)
     dd = decoder_dtype or own or noise.dtype
     cond, null_cond = _to_decoder_dtype(cond, "cond", dd), _to_decoder_dtype(null_cond, "null_cond", dd)
-    times = build_grid(spec.grid)(spec.steps)
+    times = check_times(build_grid(spec.grid)(spec.steps), spec.steps, f"time grid {spec.grid.name!r}")
     solver = build_solver(spec.solver)
     velocity = GuidedVelocity(decoder, cond, null_cond, spec.guidance, dd)
     work = state_dtype(noise.dtype)

@@ -10,13 +10,12 @@ written with plain tensor arithmetic gets full-precision steps for free.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Callable, Optional
 
-import torch
 from torch import Tensor
 
 from ..registry import SOLVERS
-from ..spec import SolverSpec
 
 __all__ = ["Solver", "Euler", "Heun", "build_solver", "Velocity"]
 
@@ -24,8 +23,12 @@ __all__ = ["Solver", "Euler", "Heun", "build_solver", "Velocity"]
 Velocity = Callable[[Tensor, float], Tensor]
 
 
-class Solver:
-    """Base: ``step(v, z, t, t_next)`` advances z from t to t_next; ``solve`` runs a whole grid.
+class Solver(ABC):
+    """The interface of every ODE solver: integrates dz/dt = v(z, t) along a time grid.
+
+    Registered with :data:`flowmo.SOLVERS`; built as ``SOLVERS.build(spec)`` (no wiring).
+    Subclasses implement :meth:`step`; :meth:`solve` runs a whole grid and may be overridden
+    (a multistep method). Check a new solver with :func:`flowmo.testing.check_solver`.
 
     ``solve(velocity, z, times, callback)``: z any shape, floating dtype; times a float64
     (steps + 1,) grid from 1 to 0. Returns z at t = 0, same shape and dtype (the input is not
@@ -34,11 +37,18 @@ class Solver:
     decoder called directly) does not lower the precision of the step.
     """
 
-    def __init__(self, spec: Optional[SolverSpec] = None):
-        self.spec = spec
+    @abstractmethod
+    def step(self, velocity: Velocity, z: Tensor, t: float, t_next: float) -> Tensor:
+        """One step from ``t`` to ``t_next`` (< t).
 
-    def step(self, velocity: Velocity, z: Tensor, t: float, t_next: float) -> Tensor:  # pragma: no cover
-        raise NotImplementedError
+        Args:
+            velocity: ``velocity(z, t)`` -> dz/dt, a tensor of z's shape (t a python float).
+            z: the state at time ``t``, any shape, floating dtype (float32 from the sampler).
+            t, t_next: python floats in [0, 1], t_next < t.
+
+        Returns:
+            The state at ``t_next``: a new tensor of z's shape and dtype (z is not modified).
+        """
 
     def solve(self, velocity: Velocity, z: Tensor, times: Tensor,
               callback: Optional[Callable[[int, Tensor], None]] = None) -> Tensor:
@@ -72,4 +82,5 @@ class Heun(Solver):
 
 
 def build_solver(spec) -> Solver:
-    return SOLVERS.create(spec.name, spec)
+    """The registered solver a :class:`flowmo.spec.SolverSpec` describes (``SOLVERS.build``)."""
+    return SOLVERS.build(spec)

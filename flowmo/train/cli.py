@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from ..imports import add_import_argument, import_modules
+
 __all__ = ["main", "export_main", "export_checkpoint"]
 
 
@@ -19,6 +21,7 @@ def _train_parser() -> argparse.ArgumentParser:
                    help="dotted override, e.g. --set train.optim.lr=5e-5 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--export", metavar="DIR", help="after training, write the EMA weights as a model folder here")
+    add_import_argument(p)
     return p
 
 
@@ -29,7 +32,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     if args.config is None and not args.overrides:
         raise ValueError("give --config FILE (see configs/) and/or --set overrides")
-    config = load_config(args.config, args.overrides)
+    config = load_config(args.config, args.overrides, imports=args.imports)
     trainer = Trainer(config, args.out, resume=args.resume)
     try:
         summary = trainer.fit()
@@ -55,7 +58,7 @@ def export_checkpoint(source: Path, out: Path, *, weights: str = "ema", step: Op
     """A run folder (newest or given step) or a checkpoint folder -> a ``from_pretrained`` folder."""
     from ..model import FlowMo
     from .checkpoint import CheckpointError, list_checkpoints, load_checkpoint
-    from .config import TrainConfig
+    from .config import read_train_config
 
     if weights not in ("ema", "raw"):
         raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
@@ -74,7 +77,7 @@ def export_checkpoint(source: Path, out: Path, *, weights: str = "ema", step: Op
     cfg_file = run / "config.json"
     if not cfg_file.is_file():
         raise FileNotFoundError(f"{cfg_file} is missing (the run's config)")
-    config = TrainConfig.model_validate_json(cfg_file.read_text())
+    config = read_train_config(cfg_file)
     part = "ema" if weights == "ema" and (ckpt / "ema.safetensors").is_file() else "model"
     if weights == "ema" and part == "model":
         raise CheckpointError(f"{ckpt} has no EMA weights (EMA was disabled); use --raw")
@@ -91,7 +94,9 @@ def export_main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--output", required=True)
     p.add_argument("--raw", action="store_true", help="the raw weights instead of the EMA")
     p.add_argument("--step", type=int, help="a specific checkpoint step")
+    add_import_argument(p)
     a = p.parse_args(argv)
+    import_modules(a.imports)
     path = export_checkpoint(Path(a.run), Path(a.output), weights="raw" if a.raw else "ema", step=a.step)
     print(f"wrote {path}")
     return 0

@@ -26,12 +26,13 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..imports import check_module_names, import_modules, unknown_component_message, unknown_components
 from ..presets import get_preset
 from ..spec import MAX_SAMPLER_STEPS, FlowMoSpec, SpecBool, SpecFloat, SpecInt
 
 __all__ = [
     "DataConfig", "OptimConfig", "EMAConfig", "CheckpointConfig", "LogConfig", "EvalConfig", "TrainSpec",
-    "TrainConfig", "load_config", "apply_overrides",
+    "TrainConfig", "load_config", "apply_overrides", "read_train_config",
 ]
 
 
@@ -214,8 +215,17 @@ class TrainSpec(_Strict):
 
 
 class TrainConfig(_Strict):
+    imports: tuple[str, ...] = Field(
+        (), description="modules to import before the model is validated: those that register the config's own "
+                        "components (load_config imports them; so does --import MODULE on the command line)",
+    )
     model: FlowMoSpec
     train: TrainSpec
+
+    @field_validator("imports", mode="before")
+    @classmethod
+    def _imports(cls, v: Any) -> Any:
+        return tuple(check_module_names(v, "imports"))
 
     @model_validator(mode="before")
     @classmethod
@@ -327,8 +337,13 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-def load_config(source: Union[str, Path, dict, None] = None, overrides: Optional[list[str]] = None) -> TrainConfig:
+def load_config(source: Union[str, Path, dict, None] = None, overrides: Optional[list[str]] = None,
+                imports: Iterable[str] = ()) -> TrainConfig:
     """A TrainConfig from a YAML/JSON file (or a dict), with dotted overrides applied.
+
+    ``imports`` (e.g. from ``--import``) and the config's own ``imports`` list (after the
+    overrides) are imported first, in that order, so that the components they register are
+    known when the model is validated; the result's ``imports`` lists both.
 
     ``source``: a path (str or os.PathLike) of a ``.yaml``/``.yml``/``.json`` file, a dict, or
     None (an empty config). Raises TypeError for another kind of ``source``,
@@ -361,6 +376,27 @@ def load_config(source: Union[str, Path, dict, None] = None, overrides: Optional
     else:
         raise TypeError(f"source must be a config file path (str or pathlib.Path), a dict or None, "
                         f"got {type(source).__name__} {source!r}")
+    given = import_modules(imports, what="--import")
     raw = apply_overrides(raw, overrides or [])
+    listed = import_modules(raw.get("imports", []), what="imports")
+    raw = {**raw, "imports": list(dict.fromkeys(given + listed))}
     return TrainConfig.model_validate(raw)
+
+
+def read_train_config(path: Union[str, Path]) -> TrainConfig:
+    """The TrainConfig a run wrote (``RUN/config.json``). Does not import the modules it lists:
+    when it names components that are not registered, the ValueError names those modules."""
+    path = Path(path)
+    text = path.read_text()
+    try:
+        return TrainConfig.model_validate_json(text)
+    except ValueError as e:
+        unknown = unknown_components(e)
+        if not unknown:
+            raise
+        try:
+            recorded = check_module_names(json.loads(text).get("imports", []))
+        except (TypeError, ValueError, AttributeError):
+            recorded = []
+        raise ValueError(unknown_component_message(unknown, recorded, str(path))) from None
 

@@ -35,7 +35,7 @@ from .checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
-from .config import TrainConfig
+from .config import TrainConfig, read_train_config
 
 __all__ = ["Trainer", "derive_seed", "StepBatchSampler", "TrainingStopped", "renormalize_", "ema_update_"]
 
@@ -265,7 +265,7 @@ class Trainer:
         path = self.out / "config.json"
         text = self.config.model_dump_json(indent=2)
         if path.is_file():
-            old = TrainConfig.model_validate_json(path.read_text())
+            old = read_train_config(path)
             if old.model.fingerprint() != self.config.model.fingerprint():
                 raise CheckpointError(
                     f"{self.out} holds a run of a different model architecture; use another output folder"

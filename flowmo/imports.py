@@ -1,0 +1,142 @@
+"""Modules that register your own components: importing them by name, recording them in saved models.
+
+A component registered in your own module (``@flowmo.QUANTIZERS.register("my_vq")`` in
+``my_pkg/vq.py``) is known once that module is imported. So:
+
+- every ``flowmo`` command takes ``--import MODULE`` (repeatable), and a training config
+  file can list ``imports: [my_pkg.vq]``; :func:`import_modules` imports them;
+- :meth:`flowmo.FlowMo.save_pretrained` records in ``config.json`` (key ``"imports"``, absent
+  when every component is built in) the modules that registered the model's non-built-in
+  components (:func:`component_modules`);
+- loading a folder whose component is unknown raises a ValueError naming the module(s) to
+  import (:func:`unknown_component_message`). Loading never imports a module by itself: a
+  ``config.json`` may come from anywhere, and importing runs the module's code.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Iterable, Iterator
+
+from pydantic import BaseModel, ValidationError
+
+from .registry import RegistryError, UnknownComponentError
+
+__all__ = ["import_modules", "component_modules", "unknown_components", "unknown_component_message",
+           "check_module_names", "add_import_argument", "IMPORTS_KEY"]
+
+IMPORTS_KEY = "imports"
+"""The key of ``config.json`` listing the modules that register a model's non-built-in components."""
+
+
+def check_module_names(names: Any, what: str = "imports") -> list[str]:
+    """``names`` as a list of dotted module names; TypeError / ValueError naming ``what`` otherwise."""
+    if isinstance(names, (str, bytes)) or not isinstance(names, (list, tuple)):
+        raise TypeError(f"{what} must be a list of module names, got {type(names).__name__} {names!r}")
+    out: list[str] = []
+    for n in names:
+        if not isinstance(n, str) or not n or not all(part.isidentifier() for part in n.split(".")):
+            raise ValueError(f"{what}: {n!r} is not a module name (dotted Python identifiers, e.g. my_pkg.vq)")
+        if n not in out:
+            out.append(n)
+    return out
+
+
+def import_modules(names: Iterable[str], *, what: str = "--import") -> list[str]:
+    """Import each module of ``names`` (in order), so that the components it registers are known.
+
+    Args:
+        names: dotted module names (importable from ``sys.path``: installed, or on PYTHONPATH).
+        what: how the caller names the argument in messages (``--import``, ``imports``).
+
+    Returns:
+        The names imported, without repeats.
+
+    Raises:
+        TypeError / ValueError: a name that is not a dotted module name.
+        ValueError: a module that cannot be found (naming it and where Python looked).
+        ImportError: importing the module raised an error (chained to it).
+    """
+    mods = check_module_names(list(names), what)
+    for name in mods:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            parents = {name.rsplit(".", k)[0] for k in range(name.count(".") + 1)}
+            if e.name in parents:
+                raise ValueError(f"{what} {name}: no module named {e.name!r} (install it, or put its folder on "
+                                 "PYTHONPATH or run from the folder that holds it)") from None
+            raise ImportError(f"{what} {name}: importing it failed: {e}") from e
+        except RegistryError as e:
+            raise ValueError(f"{what} {name}: a registration in it was refused: {e}") from e
+        except Exception as e:
+            raise ImportError(f"{what} {name}: importing it raised {type(e).__name__}: {e}") from e
+    return mods
+
+
+def add_import_argument(parser: Any) -> None:
+    """Add ``--import MODULE`` (repeatable; ``args.imports``, default []) to an argparse parser."""
+    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                        help="import this module first, so that the components it registers are known "
+                             "(repeatable; e.g. --import my_pkg.vq)")
+
+
+def _component_specs(value: Any) -> Iterator[Any]:
+    """Every component spec inside ``value`` (a spec, or containers of specs), outermost first."""
+    from .spec import ComponentSpec
+
+    if isinstance(value, ComponentSpec):
+        yield value
+    if isinstance(value, BaseModel):
+        for _, v in value:
+            yield from _component_specs(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _component_specs(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _component_specs(v)
+
+
+def component_modules(spec: Any) -> list[str]:
+    """The modules that registered the non-built-in components named in ``spec`` (a FlowMoSpec
+    or any spec), in order of appearance, without repeats; ``"__main__"`` included when a
+    component was defined in a script or notebook."""
+    out: list[str] = []
+    for s in _component_specs(spec):
+        registry = type(s).registry
+        if registry is None or s.name not in registry:
+            continue
+        entry = registry.get(s.name)
+        if not entry.builtin and entry.module not in out:
+            out.append(entry.module)
+    return out
+
+
+def unknown_components(error: BaseException) -> list[UnknownComponentError]:
+    """The unknown-name errors inside ``error`` (a pydantic ValidationError or the error itself)."""
+    if isinstance(error, UnknownComponentError):
+        return [error]
+    found: list[UnknownComponentError] = []
+    if isinstance(error, ValidationError):
+        for item in error.errors():
+            inner = (item.get("ctx") or {}).get("error")
+            if isinstance(inner, UnknownComponentError):
+                found.append(inner)
+    return found
+
+
+def unknown_component_message(unknown: list[UnknownComponentError], recorded: list[str], source: str) -> str:
+    """Why ``source`` cannot be read: the components it names that are not registered, and the
+    modules to import (``recorded``: those the file lists; else a general hint)."""
+    names = ", ".join(f"{u.kind} {u.name!r}" for u in unknown)
+    if recorded:
+        first = recorded[0]
+        return (f"{source} names the {names}, which {'is' if len(unknown) == 1 else 'are'} not registered. It lists "
+                f"the module(s) that register its components: {', '.join(recorded)}. Import them first "
+                f"(Python: import {first}; flowmo commands: --import {first}); flowmo does not import "
+                "modules named in a file by itself")
+    return (f"{source} names the {names}, which {'is' if len(unknown) == 1 else 'are'} not registered (and the file "
+            "lists no module registering it). Import the module that registers it first (Python: import it; "
+            "flowmo commands: --import MODULE); a component defined in a script or notebook must be registered "
+            "again, or moved into an importable module")
