@@ -1,20 +1,37 @@
-"""A conformance kit for people writing their own components.
+"""A conformance kit for people writing their own components: one check per component kind.
 
 Each ``check_*`` function runs property-based tests (with `hypothesis`_) against one
-component and raises ``AssertionError`` naming the first property that failed; on success
-it returns a small report, ``{property name: examples run}``. Use them in your own test
-suite::
+component and raises ``AssertionError`` naming the first property that failed (a component
+that gives different results for the same input is reported as "non-deterministic"); on
+success it returns a small report, ``{property name: examples run}``. The kinds and their
+checks:
 
-    from flowmo.testing import check_quantizer, check_solver, check_time_sampler
+=========================  ==========================  =====================================
+kind (registry)            interface                   check
+=========================  ==========================  =====================================
+backbone                   flowmo.blocks.Backbone       :func:`check_backbone`
+quantizer                  flowmo.quantizers.Quantizer  :func:`check_quantizer`
+time sampler               flowmo.losses.TimeSampler    :func:`check_time_sampler`
+flow loss                  flowmo.losses.FlowLoss       :func:`check_flow_loss`
+time grid                  flowmo.samplers.TimeGrid     :func:`check_time_grid`
+ODE solver                 flowmo.samplers.Solver       :func:`check_solver`
+post-training objective    flowmo.losses.PosttrainObjective  :func:`check_posttrain`
+perceptual distance        flowmo.losses.PerceptualDistance  :func:`check_distance`
+=========================  ==========================  =====================================
+
+:func:`check_component` builds any registered component from its spec and runs the right
+check. Use them in your own test suite::
+
+    from flowmo.testing import check_component, check_quantizer, check_solver, check_time_grid
 
     def test_my_quantizer():
-        check_quantizer(lambda: MyVQ(MyVQSpec(), channels=16), channels=16)
+        check_quantizer(lambda: MyVQ(codebook_size=256, channels=16), channels=16)
+
+    def test_my_registered_grid():
+        check_component(flowmo.TimeGridSpec.model_validate({"name": "my_grid"}))
 
     def test_my_solver():
         check_solver(MyRK4(), order=2)   # order: the highest order the kit should hold it to
-
-    def test_my_time_sampler():
-        check_time_sampler(MyTimeSampler(MyTimeSpec()))
 
 The checks run deterministically (``derandomize=True``) on the CPU (a quantizer is fed
 on the device of its parameters/buffers). hypothesis is imported only when a check runs;
@@ -25,13 +42,15 @@ install it with ``pip install hypothesis``.
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, Callable, Optional, Union
 
 import torch
 from torch import Tensor
 
-__all__ = ["check_quantizer", "check_time_sampler", "check_solver"]
+__all__ = ["check_quantizer", "check_time_sampler", "check_solver", "check_time_grid", "check_backbone",
+           "check_flow_loss", "check_distance", "check_posttrain", "check_component"]
 
 
 # ----------------------------------------------------------------------------- machinery
@@ -122,13 +141,18 @@ def _mismatch(a: Tensor, b: Tensor) -> str:
     return f"{int(diff.sum())} of {diff.numel()} entries differ, first at {pos}: {a[pos].item()!r} vs {b[pos].item()!r}"
 
 
+def _shape(x: Any) -> Any:
+    """A tensor's shape as a tuple, or the type name of anything else (for messages)."""
+    return tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+
+
 def _seeded(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
 # ----------------------------------------------------------------------------- quantizers
 def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_examples: int = 25,
-                    forward_idempotent: bool = True) -> dict[str, int]:
+                    forward_idempotent: Optional[bool] = None) -> dict[str, int]:
     """Check a :class:`flowmo.quantizers.Quantizer` (an instance, or a zero-argument factory).
 
     Properties (each run on ``max_examples`` drawn examples; inputs (B, T, channels) of
@@ -142,18 +166,31 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
       indices_to_codes(indices) == values exactly (the values are codewords).
     - ``idempotent``: quantizing the values again gives the same values and indices. The
       values are always re-quantized through the codebook (codes_to_indices then
-      indices_to_codes); with ``forward_idempotent`` (the default) also through ``forward``.
-      Pass ``forward_idempotent=False`` for quantizers whose forward bounds its input by a map
-      that is not the identity on the codewords (FSQ's tanh bound), so that forward(values)
-      may land on another codeword.
+      indices_to_codes); with ``forward_idempotent`` also through ``forward``. Its default
+      (None) is the quantizer's own declaration, :attr:`Quantizer.forward_idempotent` (False
+      for quantizers whose forward bounds its input by a map that is not the identity on the
+      codewords, like FSQ's tanh, so that forward(values) may land on another codeword).
     - ``gradients``: straight-through: values.sum().backward() gives finite, not all-zero
       gradients on the input, of the input's shape.
     - ``losses``: in train() and eval() mode, ``losses`` (and ``stats``) are dicts of named,
       finite, scalar tensors (eval may give none) and ``loss`` is a finite scalar.
-    - ``deterministic``: the same input gives the same values, indices and losses.
+    - ``deterministic``: the same input gives the same values, indices and losses (a failure
+      says "non-deterministic" and where the two calls differ).
     - ``bfloat16``: a bfloat16 input gives bfloat16 values and the indices of the float32
       version of the same (bfloat16-representable) input; its values are those codewords
       to bfloat16 precision.
+    - ``all_zero``: tokens whose channels are all exactly 0 (the whole batch, or some tokens
+      among others) give finite codewords and valid indices (codes round-trip) in eval mode,
+      and finite losses in training mode (e.g. no 0 / 0 from normalising a zero vector).
+    - ``extreme``: inputs of huge magnitude (1e4 up to half the float32 maximum, mixed with
+      ordinary values) give finite codewords and valid indices (codes round-trip) in eval mode
+      (e.g. no overflow of squared distances into inf / NaN).
+    - ``groups`` (when ``has_groups``): group_indices_to_codes(codes_to_group_indices(values))
+      == values.
+
+    Also checked first (property ``attributes``): ``channels`` equals ``channels``,
+    ``codebook_size`` is a python int in [1, 2**63], ``bits_per_token`` a finite number in
+    (0, log2(codebook_size)] (or 0 for a codebook of one), ``has_groups`` a bool.
 
     Returns ``{property: examples run}``. Restores the module's train/eval mode.
     """
@@ -171,13 +208,25 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
         raise AssertionError(f"check_quantizer: expected a flowmo.quantizers.Quantizer, got {type(q).__name__}")
     if not isinstance(channels, int) or channels < 1:
         raise ValueError(f"channels must be a positive int, got {channels!r}")
-    if getattr(q, "channels", channels) != channels:
-        ck.fail("attributes", f"quantizer.channels is {q.channels} but channels={channels} was given")
-    cs = getattr(q, "codebook_size", None)
+    try:
+        q_channels, cs = q.channels, q.codebook_size
+    except AttributeError as e:  # the interface's required attributes
+        ck.fail("attributes", f"the quantizer must set channels and codebook_size in its constructor ({e})")
+    if q_channels != channels:
+        ck.fail("attributes", f"quantizer.channels is {q_channels} but channels={channels} was given")
     if isinstance(cs, bool) or not isinstance(cs, int) or cs < 1:
         ck.fail("attributes", f"codebook_size must be a positive python int, got {cs!r}")
     if cs > 2**63:
         ck.fail("attributes", f"codebook_size {cs} does not fit in int64 indices")
+    bits = q.bits_per_token
+    if (isinstance(bits, bool) or not isinstance(bits, (int, float)) or not math.isfinite(bits) or bits < 0
+            or bits > math.log2(cs) + 1e-9 or (bits == 0 and cs > 1)):
+        ck.fail("attributes", f"bits_per_token must be a number in (0, log2(codebook_size) = {math.log2(cs):g}], "
+                              f"got {bits!r}")
+    if not isinstance(q.has_groups, bool):
+        ck.fail("attributes", f"has_groups must be a bool, got {q.has_groups!r}")
+    if forward_idempotent is None:
+        forward_idempotent = q.forward_idempotent
     device = next((t.device for t in list(q.parameters()) + list(q.buffers())), torch.device("cpu"))
     was_training = q.training
     C = channels
@@ -326,12 +375,65 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
         for mode in ("eval", "train"):
             q.train(mode == "train")
             a, b = quantize(z.clone()), quantize(z.clone())
+            where = f"non-deterministic: two {mode}-mode calls on the same input gave different"
             if not torch.equal(a.indices, b.indices):
-                raise AssertionError(f"{mode} mode: indices differ between two calls: {_mismatch(a.indices, b.indices)}")
+                raise AssertionError(f"{where} indices: {_mismatch(a.indices, b.indices)}")
             if not torch.equal(a.values, b.values):
-                raise AssertionError(f"{mode} mode: values differ between two calls: {_mismatch(a.values, b.values)}")
-            if set(a.losses) != set(b.losses) or any(not torch.equal(a.losses[k], b.losses[k]) for k in a.losses):
-                raise AssertionError(f"{mode} mode: losses differ between two calls: {a.losses} vs {b.losses}")
+                raise AssertionError(f"{where} values: {_mismatch(a.values, b.values)}")
+            if set(a.losses) != set(b.losses) or any(not _same(a.losses[k], b.losses[k]) for k in a.losses):
+                raise AssertionError(f"{where} losses: {a.losses} vs {b.losses}")
+
+    def check_codes(out: QuantizerOutput, z: Tensor, what: str) -> None:
+        """Valid output whose values and indices round-trip through the codebook."""
+        try:
+            check_output(out, z)
+            v = out.values.detach()
+            idx = to_indices(v)
+            if not torch.equal(idx, out.indices):
+                raise AssertionError(f"codes_to_indices(values) != indices: {_mismatch(idx, out.indices)}")
+            codes = codewords(out.indices)
+            if not torch.equal(codes.float(), v.float()):
+                raise AssertionError(f"indices_to_codes(indices) != values: {_mismatch(codes.float(), v.float())}")
+        except AssertionError as e:
+            raise AssertionError(f"{what}: {e}") from None
+
+    def p_all_zero(ex) -> None:
+        (b, t), seed, whole = ex
+        z = torch.randn(b, t, C, generator=_seeded(seed)).to(device)
+        if whole:
+            z.zero_()
+        else:
+            z[:, 0] = 0.0  # the first token of every sample
+        what = "an all-zero batch" if whole else "all-zero tokens among others"
+        q.eval()
+        check_codes(quantize(z), z, f"{what} (eval mode)")
+        q.train()
+        out = quantize(z)
+        check_output(out, z)
+        check_terms(out.losses, f"training-mode losses on {what}")
+        if not torch.isfinite(out.loss):
+            raise AssertionError(f"training-mode loss on {what} is {float(out.loss)!r}")
+
+    def p_extreme(ex) -> None:
+        (b, t), seed, magnitude = ex
+        g = _seeded(seed)
+        z = torch.randn(b, t, C, generator=g, dtype=torch.float64)
+        huge = torch.rand(b, t, C, generator=g) < 0.5
+        z = torch.where(huge, torch.sign(z) * magnitude, z).float().to(device)
+        q.eval()
+        check_codes(quantize(z), z, f"inputs of magnitude {magnitude:.3g}")
+
+    def p_groups(z: Tensor) -> None:
+        q.eval()
+        v = quantize(z).values.detach()
+        gi = q.codes_to_group_indices(v)
+        if not isinstance(gi, Tensor) or gi.dtype != torch.int64 or tuple(gi.shape[:-1]) != tuple(v.shape[:-1]):
+            raise AssertionError(f"codes_to_group_indices must return int64 (..., groups) indices, got "
+                                 f"{tuple(gi.shape) if isinstance(gi, Tensor) else type(gi).__name__}")
+        back = q.group_indices_to_codes(gi)
+        if not torch.equal(back.float(), v.float()):
+            raise AssertionError(f"group_indices_to_codes(codes_to_group_indices(values)) != values: "
+                                 f"{_mismatch(back.float(), v.float())}")
 
     def p_bfloat16(z: Tensor) -> None:
         q.eval()
@@ -347,14 +449,21 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
             raise AssertionError(f"bfloat16 values are not the codewords of their indices: {_mismatch(vb, codes)}")
 
     try:
+        sizes = st.tuples(st.integers(1, 3), st.integers(1, 4))
         ck.run("output", inputs(), p_output)
+        ck.run("deterministic", inputs(), p_deterministic)
         ck.run("indices_roundtrip", index_lists, p_indices_roundtrip)
         ck.run("codes_roundtrip", inputs(), p_codes_roundtrip)
         ck.run("idempotent", inputs(), p_idempotent)
         ck.run("gradients", inputs(scales=(0.1, 0.5, 1.0), specials=("none",)), p_gradients)
         ck.run("losses", inputs(), p_losses)
-        ck.run("deterministic", inputs(), p_deterministic)
         ck.run("bfloat16", inputs(), p_bfloat16)
+        ck.run("all_zero", st.tuples(sizes, st.integers(0, 2**32 - 1), st.booleans()), p_all_zero,
+               max_examples=min(max_examples, 10))
+        magnitudes = st.sampled_from((1e4, 1e8, 1e15, 1e30, float(torch.finfo(torch.float32).max) / 2))
+        ck.run("extreme", st.tuples(sizes, st.integers(0, 2**32 - 1), magnitudes), p_extreme)
+        if q.has_groups:
+            ck.run("groups", inputs(), p_groups)
     finally:
         q.train(was_training)
     return ck.report
@@ -375,11 +484,20 @@ def check_time_sampler(sampler: Any, *, max_examples: int = 25, large_n: int = 1
     one generator differ); ``mean`` (the mean of ``large_n`` draws is finite, in [0, 1]).
     Returns ``{property: examples run}``.
     """
+    from .losses.time_samplers import TimeSampler
+
     ck = _Checker("check_time_sampler", max_examples)
     st = ck.st
-    draw_fn = getattr(sampler, "sample", sampler)
-    if not callable(draw_fn):
-        raise TypeError(f"sampler must have a .sample method or be callable, got {type(sampler).__name__}")
+    if isinstance(sampler, TimeSampler):
+        draw_fn = sampler.sample
+        shift = sampler.shift
+        if isinstance(shift, bool) or not isinstance(shift, (int, float)) or not (math.isfinite(shift) and shift > 0):
+            ck.fail("attributes", f"shift must be a finite number > 0, got {shift!r}")
+    elif callable(sampler):
+        draw_fn = sampler
+    else:
+        raise TypeError(f"sampler must be a flowmo.losses.TimeSampler or a callable (n, generator=, dtype=) -> "
+                        f"times, got {type(sampler).__name__}")
 
     def draw(n: int, seed: Optional[int], dtype: torch.dtype = torch.float32) -> Tensor:
         g = _seeded(seed) if seed is not None else None
@@ -414,8 +532,8 @@ def check_time_sampler(sampler: Any, *, max_examples: int = 25, large_n: int = 1
         torch.rand(7)
         b = draw(n, seed)
         if not torch.equal(a, b):
-            raise AssertionError(f"the same seed gave different draws (the generator must be the only "
-                                 f"source of randomness): {_mismatch(a, b)}")
+            raise AssertionError(f"non-deterministic: the same seed gave different draws (the generator must be "
+                                 f"the only source of randomness): {_mismatch(a, b)}")
 
     def p_seeds_differ(ex) -> None:
         s1, s2 = ex
@@ -487,12 +605,14 @@ def check_solver(solver: Any, *, order: int = 1, max_examples: int = 25) -> dict
     """
     if not isinstance(order, int) or order < 1:
         raise ValueError(f"order must be a positive int, got {order!r}")
+    from .samplers.solvers import Solver
+
     ck = _Checker("check_solver", max_examples)
     st = ck.st
-    if not hasattr(solver, "solve") and callable(solver):
-        solver = solver()
-    if not callable(getattr(solver, "solve", None)):
-        raise TypeError(f"solver must have a .solve(velocity, z, times, callback) method, got {type(solver).__name__}")
+    if not isinstance(solver, Solver) and callable(solver) and not isinstance(solver, torch.nn.Module):
+        solver = solver()  # a zero-argument factory
+    if not isinstance(solver, Solver):
+        raise AssertionError(f"check_solver: expected a flowmo.samplers.Solver, got {type(solver).__name__}")
 
     def as_float(t: Any) -> float:
         if isinstance(t, Tensor):
@@ -608,3 +728,584 @@ def check_solver(solver: Any, *, order: int = 1, max_examples: int = 25) -> dict
     ck.run("convergence", st.tuples(nonempty, lams, st.integers(0, 2**32 - 1)), p_convergence,
            max_examples=min(max_examples, 10))
     return ck.report
+
+
+# ----------------------------------------------------------------------------- time grids
+def check_time_grid(grid: Any, *, max_examples: int = 25, max_steps: int = 4096) -> dict[str, int]:
+    """Check a time grid (a :class:`flowmo.samplers.TimeGrid` or a zero-argument factory):
+    ``grid(steps)`` -> the (steps + 1,) times a sampler integrates through, from 1 to 0.
+
+    Properties, for steps drawn from 1 .. ``max_steps``:
+
+    - ``shape``: a float64 tensor of shape (steps + 1,), all finite.
+    - ``endpoints``: t[0] == 1 exactly (noise) and t[-1] == 0 exactly (data); a grid that runs
+      0 -> 1 is reported as reversed.
+    - ``monotone``: strictly decreasing (a repeated time is a wasted decoder call; an
+      increase integrates the wrong way), naming the first offending step.
+    - ``deterministic``: two calls give the same grid, whatever the global RNG state.
+    - ``bad_steps``: steps = 0 and -1 raise ValueError or TypeError.
+
+    Returns ``{property: examples run}``.
+    """
+    from .samplers.grids import TimeGrid
+
+    ck = _Checker("check_time_grid", max_examples)
+    st = ck.st
+    if not isinstance(grid, TimeGrid) and callable(grid):
+        grid = grid()
+    if not isinstance(grid, TimeGrid):
+        raise AssertionError(f"check_time_grid: expected a flowmo.samplers.TimeGrid, got {type(grid).__name__}")
+    if not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
+
+    def times(steps: int) -> Tensor:
+        t = grid(steps)
+        if not isinstance(t, Tensor):
+            raise AssertionError(f"grid({steps}) returned {type(t).__name__}, not a tensor")
+        return t
+
+    def p_shape(steps: int) -> None:
+        t = times(steps)
+        if tuple(t.shape) != (steps + 1,):
+            raise AssertionError(f"grid({steps}) has shape {tuple(t.shape)}; expected ({steps + 1},)")
+        if t.dtype != torch.float64:
+            raise AssertionError(f"grid({steps}) has dtype {t.dtype}; expected torch.float64 (the sampler's times)")
+        if not bool(torch.isfinite(t).all()):
+            raise AssertionError(f"grid({steps}) has non-finite times")
+
+    def p_endpoints(steps: int) -> None:
+        t = times(steps).double()
+        first, last = float(t[0]), float(t[-1])
+        if first == 0.0 and last == 1.0:
+            raise AssertionError(f"grid({steps}) runs from 0 to 1: it is reversed (t = 1 is noise, where sampling "
+                                 "starts; t = 0 is data, where it ends)")
+        if first != 1.0 or last != 0.0:
+            raise AssertionError(f"grid({steps}) must start at exactly 1 and end at exactly 0, got t[0] = {first!r}, "
+                                 f"t[-1] = {last!r}")
+
+    def p_monotone(steps: int) -> None:
+        t = times(steps).double()
+        ok = t[1:] < t[:-1]
+        if not bool(ok.all()):
+            i = int((~ok).nonzero()[0, 0])
+            raise AssertionError(f"grid({steps}) is not strictly decreasing: t[{i}] = {float(t[i])!r}, "
+                                 f"t[{i + 1}] = {float(t[i + 1])!r}")
+
+    def p_deterministic(steps: int) -> None:
+        torch.manual_seed(steps)
+        a = times(steps)
+        torch.manual_seed(steps + 1)
+        b = times(steps)
+        if not torch.equal(a, b):
+            raise AssertionError(f"non-deterministic: two calls grid({steps}) gave different times: {_mismatch(a, b)}")
+
+    def p_bad_steps() -> None:
+        for bad in (0, -1):
+            try:
+                grid(bad)
+            except (ValueError, TypeError):
+                continue
+            raise AssertionError(f"grid({bad}) did not raise ValueError (steps must be a positive int)")
+
+    steps = st.one_of(st.integers(1, min(64, max_steps)), st.integers(1, max_steps))
+    ck.run("shape", steps, p_shape)
+    ck.run("endpoints", steps, p_endpoints)
+    ck.run("monotone", steps, p_monotone)
+    ck.run("deterministic", steps, p_deterministic, max_examples=min(max_examples, 10))
+    ck.once("bad_steps", p_bad_steps)
+    return ck.report
+
+
+# ----------------------------------------------------------------------------- shared pieces
+def _instance(make: Any, cls: type, what: str) -> Any:
+    """``make`` if it is a ``cls``, else ``make()`` (a zero-argument factory) checked to be one."""
+    obj = make
+    if not isinstance(make, cls) and callable(make) and not isinstance(make, torch.nn.Module):
+        try:
+            inspect.signature(make).bind()
+        except TypeError:
+            pass  # not a zero-argument factory: reported below
+        except ValueError:
+            obj = make()  # a builtin without a signature
+        else:
+            obj = make()
+    if not isinstance(obj, cls):
+        raise AssertionError(f"{what}: expected a {cls.__module__}.{cls.__qualname__} (or a zero-argument factory "
+                             f"returning one), got {type(obj).__name__}")
+    return obj
+
+
+def _check_terms(terms: Any, what: str) -> dict[str, Tensor]:
+    """A non-empty dict of named, finite, scalar floating tensors."""
+    if not isinstance(terms, dict) or not terms:
+        raise AssertionError(f"{what} must return a non-empty dict of named scalar tensors, got {terms!r:.100}")
+    for k, v in terms.items():
+        if not isinstance(k, str) or not k:
+            raise AssertionError(f"{what}: term names must be non-empty strings, got {k!r}")
+        if not isinstance(v, Tensor) or v.ndim != 0 or not v.is_floating_point():
+            raise AssertionError(f"{what}: term {k!r} must be a scalar floating tensor, got "
+                                 f"{tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__}")
+        if not bool(torch.isfinite(v)):
+            raise AssertionError(f"{what}: term {k!r} is {float(v)!r}")
+    return terms
+
+
+def _same(a: Tensor, b: Tensor) -> bool:
+    """Equal shapes and values, NaN equal to NaN (a NaN in both is not non-determinism)."""
+    a, b = a.detach(), b.detach()
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    same = a == b
+    if a.is_floating_point():
+        same = same | (a.isnan() & b.isnan())
+    return bool(same.all())
+
+
+def _same_terms(a: dict[str, Tensor], b: dict[str, Tensor], what: str) -> None:
+    if set(a) != set(b) or any(not _same(a[k], b[k]) for k in a):
+        shown = {k: float(v.detach()) for k, v in a.items()}, {k: float(v.detach()) for k, v in b.items()}
+        raise AssertionError(f"non-deterministic: {what} gave different terms: {shown[0]} vs {shown[1]}")
+
+
+class _ToyDecoder(torch.nn.Module):
+    """A decoder stand-in for the loss checks: v = a * x_t + b * (2 t - 1) + c * mean(cond), with
+    learnable a, b, c; it checks every call's arguments and counts the calls."""
+
+    def __init__(self, x_shape: tuple[int, ...], cond_shape: tuple[int, ...], kind: str):
+        super().__init__()
+        self.a = torch.nn.Parameter(torch.tensor(0.3))
+        self.b = torch.nn.Parameter(torch.tensor(-0.2))
+        self.c = torch.nn.Parameter(torch.tensor(0.5))
+        self.x_shape, self.cond_shape, self.kind, self.calls = tuple(x_shape), tuple(cond_shape), kind, 0
+
+    def forward(self, x_t: Tensor, t: Tensor, cond: Tensor) -> Tensor:
+        self.calls += 1
+        b = self.x_shape[0]
+        if not isinstance(x_t, Tensor) or tuple(x_t.shape) != self.x_shape or not x_t.is_floating_point():
+            raise AssertionError(f"the {self.kind} called velocity with x_t of shape "
+                                 f"{_shape(x_t)}; expected {self.x_shape}, floating")
+        if not isinstance(t, Tensor) or tuple(t.shape) != (b,) or not t.is_floating_point():
+            raise AssertionError(f"the {self.kind} called velocity with t of shape "
+                                 f"{_shape(t)}; expected ({b},), floating")
+        if not bool(((t >= 0) & (t <= 1)).all()):
+            raise AssertionError(f"the {self.kind} called velocity with t outside [0, 1]: {t.tolist()}")
+        if not isinstance(cond, Tensor) or tuple(cond.shape) != self.cond_shape:
+            raise AssertionError(f"the {self.kind} called velocity with cond of shape "
+                                 f"{_shape(cond)}; expected {self.cond_shape}")
+        view = (-1,) + (1,) * (x_t.ndim - 1)
+        m = cond.float().flatten(1).mean(1).view(view)
+        return (self.a * x_t.float() + self.b * (2 * t.float().view(view) - 1) + self.c * m).to(x_t.dtype)
+
+
+def _loss_inputs(seed: int, batch: int, image_size: int, code_shape: tuple[int, int]):
+    g = _seeded(seed)
+    x = torch.rand(batch, 3, image_size, image_size, generator=g) * 2 - 1
+    cond = torch.cat((torch.randn(batch, *code_shape, generator=g).sign(), torch.ones(batch, code_shape[0], 1)), -1)
+    return x, cond
+
+
+def _backward(terms: dict[str, Tensor], what: str) -> None:
+    total = torch.stack([v.float() for v in terms.values()]).sum()
+    if not total.requires_grad:
+        raise AssertionError(f"{what}: no gradient reached the velocity (the terms are detached from it)")
+    total.backward()
+
+
+def _check_velocity_grads(decoder: _ToyDecoder, what: str) -> None:
+    grads = [p.grad for p in decoder.parameters()]
+    if all(g is None for g in grads):
+        raise AssertionError(f"{what}: no gradient reached the velocity (the decoder would not train)")
+    if any(g is not None and not bool(torch.isfinite(g).all()) for g in grads):
+        raise AssertionError(f"{what}: the velocity's gradient is not finite")
+    if all(g is None or not bool(g.any()) for g in grads):
+        raise AssertionError(f"{what}: the velocity's gradient is all zero")
+
+
+# ----------------------------------------------------------------------------- flow losses
+def check_flow_loss(loss: Any, *, image_size: int = 8, code_shape: tuple[int, int] = (4, 6),
+                    max_examples: int = 10) -> dict[str, int]:
+    """Check a flow loss (a :class:`flowmo.losses.FlowLoss` or a zero-argument factory) with a
+    small learnable stand-in decoder, on images (B, 3, image_size, image_size) in [-1, 1],
+    conditioning (B, T, C + 1) for ``code_shape`` = (T, C), t in [0, 1] (0 and 1 included).
+
+    Properties:
+
+    - ``terms``: a non-empty dict of named, finite, scalar floating tensors, with and without
+      CFG dropout; the velocity is called with x_t of x's shape, t of shape (B,) in [0, 1] and
+      cond of cond's shape.
+    - ``gradients``: the summed terms give the decoder finite, not all-zero gradients.
+    - ``deterministic``: the same arguments and seeded generator give the same terms (the
+      generator must be the only source of randomness).
+
+    Returns ``{property: examples run}``.
+    """
+    from .losses.flow import FlowLoss
+
+    ck = _Checker("check_flow_loss", max_examples)
+    st = ck.st
+    fn = _instance(loss, FlowLoss, "check_flow_loss")
+    t_values = st.sampled_from(("random", "zero", "one"))
+    examples = st.tuples(st.integers(1, 3), st.integers(0, 2**32 - 1), t_values, st.booleans())
+
+    def run(ex, dropout_seed: Optional[int] = None):
+        batch, seed, t_kind, dropout = ex
+        x, cond = _loss_inputs(seed, batch, image_size, code_shape)
+        g = _seeded(seed + 1)
+        t = {"random": torch.rand(batch, generator=g), "zero": torch.zeros(batch), "one": torch.ones(batch)}[t_kind]
+        noise = torch.randn(x.shape, generator=g)
+        dec = _ToyDecoder(x.shape, cond.shape, "flow loss")
+        gen = _seeded(seed if dropout_seed is None else dropout_seed)
+        terms = fn(dec, x, cond, t, noise, dropout=dropout, generator=gen)
+        return _check_terms(terms, "the flow loss"), dec
+
+    def p_terms(ex) -> None:
+        _, dec = run(ex)
+        if dec.calls == 0:
+            raise AssertionError("the flow loss never called the velocity")
+
+    def p_gradients(ex) -> None:
+        terms, dec = run(ex)
+        _backward(terms, "the flow loss")
+        _check_velocity_grads(dec, "the flow loss")
+
+    def p_deterministic(ex) -> None:
+        torch.manual_seed(1)
+        a, _ = run(ex)
+        torch.manual_seed(2)
+        b, _ = run(ex)
+        _same_terms(a, b, "two calls with the same arguments and generator seed")
+
+    ck.run("terms", examples, p_terms)
+    ck.run("gradients", examples, p_gradients)
+    ck.run("deterministic", examples, p_deterministic)
+    return ck.report
+
+
+# ----------------------------------------------------------------------------- post-training objectives
+def check_posttrain(objective: Any, *, image_size: int = 8, code_shape: tuple[int, int] = (4, 6),
+                    max_examples: int = 5) -> dict[str, int]:
+    """Check a post-training objective (a :class:`flowmo.losses.PosttrainObjective` or a
+    zero-argument factory) with a small learnable stand-in decoder, on images
+    (B, 3, image_size, image_size) in [-1, 1] and conditioning (B, T, C + 1).
+
+    Properties:
+
+    - ``terms``: a non-empty dict of named, finite, scalar floating tensors; every velocity
+      call gets x_t of x's shape, t (B,) in [0, 1] and cond of cond's shape; ``checkpoints_decoder``
+      is a bool.
+    - ``gradients``: the summed terms give the decoder finite, not all-zero gradients.
+    - ``deterministic``: the same arguments and seeded generator give the same terms.
+    - ``noise``: a given ``noise`` of x's shape is used (two different noises give different
+      terms for the same generator seed).
+
+    Returns ``{property: examples run}``.
+    """
+    from .losses.posttrain import PosttrainObjective
+
+    ck = _Checker("check_posttrain", max_examples)
+    st = ck.st
+    obj = _instance(objective, PosttrainObjective, "check_posttrain")
+    if not isinstance(obj.checkpoints_decoder, bool):
+        ck.fail("attributes", f"checkpoints_decoder must be a bool, got {obj.checkpoints_decoder!r}")
+    examples = st.tuples(st.integers(1, 3), st.integers(0, 2**32 - 1))
+
+    def run(ex, noise: Optional[Tensor] = None):
+        batch, seed = ex
+        x, cond = _loss_inputs(seed, batch, image_size, code_shape)
+        dec = _ToyDecoder(x.shape, cond.shape, "post-training objective")
+        terms = obj(dec, x, cond, noise=noise, generator=_seeded(seed))
+        return _check_terms(terms, "the post-training objective"), dec, x
+
+    def p_terms(ex) -> None:
+        _, dec, _ = run(ex)
+        if dec.calls == 0:
+            raise AssertionError("the post-training objective never called the velocity")
+
+    def p_gradients(ex) -> None:
+        terms, dec, _ = run(ex)
+        _backward(terms, "the post-training objective")
+        _check_velocity_grads(dec, "the post-training objective")
+
+    def p_deterministic(ex) -> None:
+        torch.manual_seed(1)
+        a, _, _ = run(ex)
+        torch.manual_seed(2)
+        b, _, _ = run(ex)
+        _same_terms(a, b, "two calls with the same arguments and generator seed")
+
+    def p_noise(ex) -> None:
+        batch, seed = ex
+        shape = (batch, 3, image_size, image_size)
+        g = _seeded(seed + 7)
+        a, _, _ = run(ex, noise=torch.randn(shape, generator=g))
+        b, _, _ = run(ex, noise=torch.randn(shape, generator=g) * 2)
+        if all(torch.equal(a[k], b[k]) for k in a if k in b):
+            raise AssertionError("two different noise tensors gave the same terms: the given noise is not used")
+
+    ck.run("terms", examples, p_terms)
+    ck.run("gradients", examples, p_gradients)
+    ck.run("deterministic", examples, p_deterministic)
+    ck.run("noise", examples, p_noise, max_examples=min(max_examples, 3))
+    return ck.report
+
+
+# ----------------------------------------------------------------------------- perceptual distances
+def check_distance(distance: Any, *, image_size: int = 16, max_examples: int = 10,
+                   atol: float = 1e-5) -> dict[str, int]:
+    """Check a sample-level distance (a :class:`flowmo.losses.PerceptualDistance` or a
+    zero-argument factory) on images (B, 3, image_size, image_size) in [-1, 1].
+
+    Properties:
+
+    - ``output``: (B,) floating, finite, >= 0.
+    - ``identity``: d(x, x) is 0 (within ``atol``).
+    - ``batch_independent``: each sample's distance is the one it gets alone (rtol 1e-4).
+    - ``gradients``: d(x, y).sum() gives x finite, not all-zero gradients where x != y.
+    - ``deterministic``: two calls give the same distances.
+    - ``mismatch``: images of different shapes raise ValueError (or TypeError).
+
+    Returns ``{property: examples run}``. Runs on the device of the distance's parameters.
+    """
+    from .losses.perceptual import PerceptualDistance
+
+    ck = _Checker("check_distance", max_examples)
+    st = ck.st
+    d = _instance(distance, PerceptualDistance, "check_distance")
+    device = next((t.device for t in list(d.parameters()) + list(d.buffers())), torch.device("cpu"))
+    examples = st.tuples(st.integers(1, 3), st.integers(0, 2**32 - 1))
+
+    def pair(ex):
+        batch, seed = ex
+        g = _seeded(seed)
+        x = torch.rand(batch, 3, image_size, image_size, generator=g) * 2 - 1
+        y = (x + 0.5 * torch.randn(x.shape, generator=g)).clamp(-1, 1)
+        return x.to(device), y.to(device)
+
+    def dist(x: Tensor, y: Tensor) -> Tensor:
+        out = d(x, y)
+        if not isinstance(out, Tensor) or tuple(out.shape) != (x.shape[0],) or not out.is_floating_point():
+            raise AssertionError(f"the distance must return a ({x.shape[0]},) floating tensor, got "
+                                 f"{tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__}")
+        return out
+
+    def p_output(ex) -> None:
+        out = dist(*pair(ex))
+        if not bool(torch.isfinite(out).all()):
+            raise AssertionError(f"distances are not all finite: {out.tolist()}")
+        if bool((out < 0).any()):
+            raise AssertionError(f"distances must be >= 0, got {out.tolist()}")
+
+    def p_identity(ex) -> None:
+        x, _ = pair(ex)
+        out = dist(x, x.clone())
+        if bool((out.abs() > atol).any()):
+            raise AssertionError(f"d(x, x) must be 0 (within {atol:g}), got {out.tolist()}")
+
+    def p_batch_independent(ex) -> None:
+        x, y = pair(ex)
+        together = dist(x, y).detach().double()
+        alone = torch.cat([dist(x[i:i + 1], y[i:i + 1]).detach() for i in range(x.shape[0])]).double()
+        if not torch.allclose(together, alone, rtol=1e-4, atol=atol):
+            raise AssertionError(f"a sample's distance depends on the rest of the batch: {together.tolist()} in a "
+                                 f"batch vs {alone.tolist()} alone")
+
+    def p_gradients(ex) -> None:
+        x, y = pair(ex)
+        x = x.clone().requires_grad_(True)
+        dist(x, y).sum().backward()
+        if x.grad is None or not bool(torch.isfinite(x.grad).all()) or not bool(x.grad.any()):
+            raise AssertionError("d(x, y).sum() gives x no finite, non-zero gradient (the distance would not train "
+                                 "the model)")
+
+    def p_deterministic(ex) -> None:
+        x, y = pair(ex)
+        a, b = dist(x, y), dist(x, y)
+        if not torch.equal(a, b):
+            raise AssertionError(f"non-deterministic: two calls gave different distances: {_mismatch(a, b)}")
+
+    def p_mismatch() -> None:
+        x, y = pair((2, 0))
+        try:
+            d(x, y[:, :, :-1])
+        except (ValueError, TypeError):
+            return
+        raise AssertionError("images of shapes (2, 3, H, W) and (2, 3, H - 1, W) did not raise ValueError")
+
+    with torch.no_grad():
+        ck.run("output", examples, p_output)
+        ck.run("identity", examples, p_identity)
+        ck.run("batch_independent", examples, p_batch_independent)
+        ck.run("deterministic", examples, p_deterministic, max_examples=min(max_examples, 5))
+        ck.once("mismatch", p_mismatch)
+    ck.run("gradients", examples, p_gradients, max_examples=min(max_examples, 5))
+    return ck.report
+
+
+# ----------------------------------------------------------------------------- backbones
+def check_backbone(make: Any, *, patch_dim: int, txt_in_dim: int, txt_out_dim: int, max_examples: int = 8,
+                   atol: float = 1e-4) -> dict[str, int]:
+    """Check a backbone (a :class:`flowmo.blocks.Backbone` or a zero-argument factory) built
+    with the wiring ``patch_dim``, ``txt_in_dim``, ``txt_out_dim``, on batches of 1 .. 3
+    samples, 1 .. 4 latent tokens and patch grids of 1 .. 3 x 1 .. 3, with t = None and t in
+    [0, 1] (0 and 1 included).
+
+    Properties:
+
+    - ``output``: (B, N, patch_dim) and (B, T, txt_out_dim) in the parameters' dtype, finite;
+      a head left out of ``outputs`` is None and the other is unchanged.
+    - ``deterministic``: eval mode, two calls give the same outputs.
+    - ``batch_independent``: each sample's outputs are those it gets alone (within ``atol``).
+    - ``cross_stream``: the image output depends on the latent tokens and the latent output on
+      the image tokens (FlowMo's decoder reads the code, its encoder writes it).
+    - ``gradients``: train mode, the summed outputs give finite gradients to both inputs and,
+      with t given, to every parameter.
+    - ``compile_units``: a non-empty tuple of submodules (or the backbone itself).
+
+    Returns ``{property: examples run}``. Restores the module's train/eval mode.
+    """
+    from .blocks.base import Backbone
+
+    ck = _Checker("check_backbone", max_examples)
+    st = ck.st
+    for name, v in (("patch_dim", patch_dim), ("txt_in_dim", txt_in_dim), ("txt_out_dim", txt_out_dim)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    net = _instance(make, Backbone, "check_backbone")
+    params = list(net.parameters())
+    device = params[0].device if params else torch.device("cpu")
+    dtype = params[0].dtype if params else torch.float32
+    was_training = net.training
+    examples = st.tuples(st.integers(1, 3), st.integers(1, 4), st.integers(1, 3), st.integers(1, 3),
+                         st.sampled_from(("none", "random", "zero", "one")), st.integers(0, 2**32 - 1))
+
+    def inputs(ex):
+        b, t_len, rows, cols, t_kind, seed = ex
+        g = _seeded(seed)
+        img = torch.randn(b, rows * cols, patch_dim, generator=g)
+        txt = torch.randn(b, t_len, txt_in_dim, generator=g)
+        t = {"none": None, "random": torch.rand(b, generator=g), "zero": torch.zeros(b), "one": torch.ones(b)}[t_kind]
+        move = (lambda x: None if x is None else x.to(device=device, dtype=dtype))
+        return move(img), move(txt), move(t), (rows, cols)
+
+    def run(img, txt, t, grid, outputs=("img", "txt")):
+        out = net(img, txt, t, grid, outputs=outputs)
+        if not isinstance(out, tuple) or len(out) != 2:
+            raise AssertionError(f"forward must return a pair (img_out, txt_out), got {type(out).__name__}")
+        return out
+
+    def p_output(ex) -> None:
+        net.eval()
+        img, txt, t, grid = inputs(ex)
+        io, to = run(img, txt, t, grid)
+        for what, x, shape in (("img_out", io, (img.shape[0], img.shape[1], patch_dim)),
+                               ("txt_out", to, (txt.shape[0], txt.shape[1], txt_out_dim))):
+            if not isinstance(x, Tensor) or tuple(x.shape) != shape:
+                raise AssertionError(f"{what} has shape {_shape(x)}; expected {shape}")
+            if x.dtype != dtype:
+                raise AssertionError(f"{what} has dtype {x.dtype}; expected the parameters' {dtype}")
+            if not bool(torch.isfinite(x).all()):
+                raise AssertionError(f"{what} is not finite")
+        only_img = run(img, txt, t, grid, outputs=("img",))
+        only_txt = run(img, txt, t, grid, outputs=("txt",))
+        if only_img[1] is not None or only_txt[0] is not None:
+            raise AssertionError("a head left out of `outputs` must be returned as None")
+        if not torch.allclose(only_img[0], io, atol=atol, rtol=0) or not torch.allclose(only_txt[1], to, atol=atol,
+                                                                                       rtol=0):
+            raise AssertionError("asking for one head changes its output")
+
+    def p_deterministic(ex) -> None:
+        net.eval()
+        img, txt, t, grid = inputs(ex)
+        a, b = run(img, txt, t, grid), run(img, txt, t, grid)
+        for k in range(2):
+            if not torch.equal(a[k], b[k]):
+                raise AssertionError(f"non-deterministic: two eval-mode calls gave different "
+                                     f"{('img_out', 'txt_out')[k]}: {_mismatch(a[k], b[k])}")
+
+    def p_batch_independent(ex) -> None:
+        net.eval()
+        img, txt, t, grid = inputs(ex)
+        together = run(img, txt, t, grid)
+        for i in range(img.shape[0]):
+            alone = run(img[i:i + 1], txt[i:i + 1], None if t is None else t[i:i + 1], grid)
+            for k in range(2):
+                if not torch.allclose(together[k][i:i + 1], alone[k], atol=atol, rtol=0):
+                    raise AssertionError(f"sample {i}'s {('img_out', 'txt_out')[k]} depends on the rest of the batch "
+                                         f"(max difference {float((together[k][i:i + 1] - alone[k]).abs().max()):.3g})")
+
+    def p_cross_stream(ex) -> None:
+        net.eval()
+        img, txt, t, grid = inputs(ex)
+        io, to = run(img, txt, t, grid)
+        io2, _ = run(img, txt + 1.0, t, grid)
+        _, to2 = run(img + 1.0, txt, t, grid)
+        if torch.equal(io, io2):
+            raise AssertionError("the image output does not depend on the latent tokens (a decoder must read the code)")
+        if torch.equal(to, to2):
+            raise AssertionError("the latent output does not depend on the image tokens (an encoder must see the image)")
+
+    def p_gradients(ex) -> None:
+        net.train()
+        net.zero_grad(set_to_none=True)
+        img, txt, t, grid = inputs(ex)
+        img, txt = img.clone().requires_grad_(True), txt.clone().requires_grad_(True)
+        io, to = run(img, txt, t, grid)
+        (io.float().sum() + to.float().sum()).backward()
+        for what, x in (("img", img), ("txt", txt)):
+            if x.grad is None or not bool(torch.isfinite(x.grad).all()):
+                raise AssertionError(f"no finite gradient reached the {what} input")
+        if t is not None:
+            missing = [n for n, p in net.named_parameters() if p.requires_grad and p.grad is None]
+            if missing:
+                raise AssertionError(f"with t given, parameters get no gradient: {missing[:5]}")
+            bad = [n for n, p in net.named_parameters() if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
+            if bad:
+                raise AssertionError(f"non-finite gradients of {bad[:5]}")
+        net.zero_grad(set_to_none=True)
+
+    def p_compile_units() -> None:
+        units = net.compile_units()
+        if not isinstance(units, tuple) or not units or not all(isinstance(u, torch.nn.Module) for u in units):
+            raise AssertionError(f"compile_units() must return a non-empty tuple of modules, got {units!r:.100}")
+
+    try:
+        ck.once("compile_units", p_compile_units)
+        with torch.no_grad():
+            ck.run("deterministic", examples, p_deterministic, max_examples=min(max_examples, 4))
+            ck.run("output", examples, p_output)
+            ck.run("batch_independent", examples, p_batch_independent, max_examples=min(max_examples, 4))
+            ck.run("cross_stream", examples, p_cross_stream, max_examples=min(max_examples, 4))
+        ck.run("gradients", examples, p_gradients, max_examples=min(max_examples, 4))
+    finally:
+        net.train(was_training)
+    return ck.report
+
+
+# ----------------------------------------------------------------------------- any registered component
+def check_component(spec: Any, *, max_examples: Optional[int] = None, **wiring: Any) -> dict[str, int]:
+    """Build the component a spec describes with its registry (``REGISTRY.build(spec, **wiring)``)
+    and run the kit's check for its kind.
+
+    ``spec``: a component spec (e.g. ``QuantizerSpec.model_validate({"name": "my_vq"})`` or a
+    registered spec class's instance). ``wiring``: the kind's wiring arguments (``channels``
+    for a quantizer; ``patch_dim``, ``txt_in_dim``, ``txt_out_dim`` for a backbone).
+    ``max_examples``: passed on (default: each check's own). Returns the check's report.
+    """
+    from .registry import REGISTRIES
+    from .spec import ComponentSpec
+
+    if not isinstance(spec, ComponentSpec) or type(spec).registry is None:
+        raise TypeError(f"spec must be a component spec (e.g. a QuantizerSpec), got {type(spec).__name__}")
+    registry = type(spec).registry
+    kind = next((k for k, r in REGISTRIES.items() if r is registry), None)
+    if kind is None:
+        raise ValueError(f"the {registry.kind} registry has no check in flowmo.testing")
+    extra = {} if max_examples is None else {"max_examples": max_examples}
+    obj = registry.build(spec, **wiring)
+    if kind == "quantizer":
+        return check_quantizer(obj, wiring["channels"], **extra)
+    if kind == "backbone":
+        return check_backbone(obj, **wiring, **extra)
+    check = {"time_sampler": check_time_sampler, "flow_loss": check_flow_loss, "time_grid": check_time_grid,
+             "solver": check_solver, "posttrain": check_posttrain, "perceptual": check_distance}[kind]
+    return check(obj, **extra)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import flowmo
-from flowmo.losses.posttrain import ModeSeeking, random_chain_times
+from flowmo.losses.posttrain import ModeSeeking, PosttrainObjective, random_chain_times
 from flowmo.nets.distances import ResNet50LogitsDistance, ResNet50LogitsSpec, SSIMDistance
 from flowmo.samplers import sample
 from flowmo.spec import ModeSeekingSpec, SamplerSpec
@@ -257,7 +257,7 @@ def test_mixed_sign_u_no_longer_runs_the_decoder_outside_0_1(stage1b):
     assert seen == []
 
 
-class _Colliding:
+class _Colliding(PosttrainObjective):
     """A user's post-training objective whose term is named like the flow loss's."""
 
     def __init__(self, spec):

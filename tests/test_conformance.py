@@ -12,7 +12,7 @@ from flowmo.spec import FatLogitNormalTimeSpec, FSQSpec, LFQSpec, LogitNormalTim
 from flowmo.testing import check_quantizer, check_solver, check_time_sampler
 
 QUANTIZER_PROPERTIES = {"output", "indices_roundtrip", "codes_roundtrip", "idempotent", "gradients", "losses",
-                        "deterministic", "bfloat16"}
+                        "deterministic", "bfloat16", "all_zero", "extreme"}
 
 
 # ----------------------------------------------------------------------------- our components pass
@@ -20,7 +20,7 @@ QUANTIZER_PROPERTIES = {"output", "indices_roundtrip", "codes_roundtrip", "idemp
 def test_lfq_conforms(channels, group_bits):
     report = check_quantizer(lambda: LFQ(LFQSpec(group_bits=group_bits), channels=channels), channels,
                              max_examples=15)
-    assert set(report) == QUANTIZER_PROPERTIES
+    assert set(report) == QUANTIZER_PROPERTIES | {"groups"}  # LFQ has entropy groups
     assert all(n >= 1 for n in report.values())
 
 
@@ -29,7 +29,7 @@ def test_fsq_conforms(levels):
     # FSQ bounds its input with tanh, which is not the identity on its codewords: forward(values)
     # may land on a neighbouring codeword, so only codebook idempotence is asked of it.
     q = FSQ(FSQSpec(levels=levels), channels=len(levels))
-    report = check_quantizer(q, len(levels), max_examples=15, forward_idempotent=False)
+    report = check_quantizer(q, len(levels), max_examples=15)  # FSQ declares forward_idempotent = False
     assert set(report) == QUANTIZER_PROPERTIES
 
 
@@ -120,7 +120,7 @@ class _Int32IndicesLFQ(LFQ):
     (_OffByOneLFQ, "indices_roundtrip"),
     (_NoStraightThroughLFQ, "gradients"),
     (_Float32OnlyLFQ, "bfloat16"),
-    (_NoisyLFQ, "idempotent"),
+    (_NoisyLFQ, "deterministic"),
     (_NanLossLFQ, "losses"),
     (_OldStraightThroughLFQ, "bfloat16"),
     (_Int32IndicesLFQ, "output"),
@@ -131,8 +131,15 @@ def test_kit_catches_broken_quantizers(cls, prop):
 
 
 def test_kit_catches_fsq_without_forward_idempotence():
+    assert FSQ.forward_idempotent is False and LFQ.forward_idempotent is True  # declared on the interface
     with pytest.raises(AssertionError, match="property 'idempotent' failed.*forward_idempotent=False"):
-        check_quantizer(FSQ(FSQSpec(levels=(8, 5)), channels=2), 2, max_examples=25)
+        check_quantizer(FSQ(FSQSpec(levels=(8, 5)), channels=2), 2, max_examples=25, forward_idempotent=True)
+
+
+def test_non_determinism_is_reported_plainly():
+    with pytest.raises(AssertionError, match="property 'deterministic' failed: non-deterministic: two eval-mode "
+                                             "calls on the same input gave different"):
+        check_quantizer(lambda: _NoisyLFQ(LFQSpec(group_bits=9), channels=18), 18, max_examples=15)
 
 
 def test_kit_rejects_wrong_channels_and_non_quantizers():

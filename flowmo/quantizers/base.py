@@ -56,6 +56,10 @@ class Quantizer(nn.Module, ABC):
             raise ValueError.
         check_indices: raises TypeError / ValueError unless the indices are an integer tensor
             with values in [0, codebook_size).
+        forward_idempotent: True: ``forward`` maps a codeword to itself (quantizing the values
+            again changes nothing). A quantizer whose forward first bounds its input by a map
+            that is not the identity on the codewords (FSQ's tanh) sets it to False; the
+            conformance kit then checks idempotence through the codebook only.
 
     Check a new quantizer with :func:`flowmo.testing.check_quantizer`.
     """
@@ -63,6 +67,7 @@ class Quantizer(nn.Module, ABC):
     channels: int
     codebook_size: int
     has_groups: ClassVar[bool] = False
+    forward_idempotent: ClassVar[bool] = True
 
     @abstractmethod
     def forward(self, z: Tensor) -> QuantizerOutput:

@@ -22,7 +22,12 @@ class FSQ(Quantizer):
     that rounding gives exactly L integers, -L/2 .. L/2 - 1) and 0 for odd L (-(L-1)/2 .. (L-1)/2).
     Values are normalised by L // 2 into [-1, 1]. Token index: mixed radix over channels,
     channel 0 least significant. No loss terms.
+
+    ``forward_idempotent`` is False: the tanh bound is not the identity on the codewords, so
+    forward(values) may land on a neighbouring codeword.
     """
+
+    forward_idempotent = False
 
     def __init__(self, spec: FSQSpec, *, channels: int):
         super().__init__()
