@@ -15,6 +15,7 @@ from .registry import (
     TIME_SAMPLERS,
     Registry,
     RegistryError,
+    UnknownComponentError,
 )
 from .spec import (
     BackboneSpec,
@@ -53,7 +54,7 @@ __version__ = "0.1.0"
 __all__ = [
     "FlowMo", "FlowMoSpec", "build", "LossOutput", "StateDictMismatchError",
     "PRESETS", "get_preset", "flowmo_lo", "flowmo_hi", "flowmo_tiny", "flowmo_small", "flowmo_medium", "release_spec",
-    "Registry", "RegistryError", "REGISTRIES", "BACKBONES", "QUANTIZERS", "TIME_SAMPLERS", "FLOW_LOSSES",
+    "Registry", "RegistryError", "UnknownComponentError", "REGISTRIES", "BACKBONES", "QUANTIZERS", "TIME_SAMPLERS", "FLOW_LOSSES",
     "TIME_GRIDS", "SOLVERS", "POSTTRAIN_OBJECTIVES", "PERCEPTUAL_DISTANCES",
     "Quantizer", "QuantizerOutput", "LFQ", "FSQ",
     "BackboneSpec", "MMDiTSpec", "QuantizerSpec", "LFQSpec", "FSQSpec", "TimeSamplerSpec", "UniformTimeSpec",

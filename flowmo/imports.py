@@ -57,6 +57,8 @@ def import_modules(names: Iterable[str], *, what: str = "--import") -> list[str]
         ValueError: a module that cannot be found (naming it and where Python looked).
         ImportError: importing the module raised an error (chained to it).
     """
+    if isinstance(names, (str, bytes)):
+        raise TypeError(f"{what} must be a list of module names, got the string {names!r}")
     mods = check_module_names(list(names), what)
     for name in mods:
         try:

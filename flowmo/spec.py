@@ -635,7 +635,7 @@ class FlowMoSpec(BaseModel):
 
 def _declared_terms(part: str, spec: Any) -> list[LossTerm]:
     """``spec.loss_terms()`` checked (see :meth:`FlowMoSpec.loss_terms`), as a list of LossTerm."""
-    where = f"{part} {getattr(spec, 'name', type(spec).__name__)!r}"
+    where = f"{part} {spec.name!r}"
     terms = spec.loss_terms()
     if terms is None:
         raise ValueError(f"{where} does not declare its loss terms (its spec's loss_terms() returns None)")

@@ -122,7 +122,7 @@ def test_velocity_linear_in_z_every_solver_ends_within_one_rounding(dtype, solve
     if solver in BY_HAND:
         exact = BY_HAND[solver](noise.double(), times, f)
     else:
-        exact = SOLVERS.create(solver, spec.solver).solve(f, noise.double(), torch.tensor(times, dtype=torch.float64))
+        exact = SOLVERS.build(spec.solver).solve(f, noise.double(), torch.tensor(times, dtype=torch.float64))
     out = sample(model, noise, _conds(SHAPE[0]), spec, decoder_dtype=dtype)
     assert out.images.dtype == torch.float32
     err = float((out.images.double() - exact).abs().max())
@@ -157,7 +157,7 @@ class _Midpoint(Solver):
 
 @pytest.fixture
 def midpoint():
-    SOLVERS.add("test_midpoint", _Midpoint)
+    SOLVERS.register("test_midpoint")(_Midpoint)
     _Midpoint.seen = []
     try:
         yield "test_midpoint"

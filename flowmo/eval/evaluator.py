@@ -834,7 +834,9 @@ def evaluate_model(
         raise ValueError(f"protocol={protocol!r} but the evaluator given uses protocol {evaluator.protocol!r}")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
         raise ValueError(f"limit must be a positive int, got {limit!r}")
-    is_flowmo = all(hasattr(model, a) for a in ("encode", "quantize", "decode", "spec"))
+    from ..model import FlowMo
+
+    is_flowmo = isinstance(model, FlowMo)
     if device is None:
         device = model.device if is_flowmo else (evaluator.device or torch.device("cpu"))
     device = torch.device(device)
@@ -843,7 +845,7 @@ def evaluate_model(
         model.eval()
     if is_flowmo and evaluator.bits_per_pixel is None:
         evaluator.bits_per_pixel = float(model.spec.bits_per_pixel)
-    group_fn = getattr(getattr(model, "quantizer", None), "codes_to_group_indices", None) if is_flowmo else None
+    group_fn = model.quantizer.codes_to_group_indices if is_flowmo and model.quantizer.has_groups else None
     world, rank = evaluator._world()
     amp = (torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype is not None
            else nullcontext())

@@ -51,9 +51,10 @@ class Quantizer(nn.Module, ABC):
     them where a quantizer knows better; nothing probes for them by name):
         bits_per_token: log2(codebook_size) (the information of one token if every codeword
             can occur). :attr:`flowmo.FlowMoSpec.bits_per_pixel` and ``flowmo eval`` use it.
-        has_groups: False. A quantizer with entropy groups (LFQ) sets it and implements
-            :meth:`codes_to_group_indices` / :meth:`group_indices_to_codes`, which otherwise
-            raise ValueError.
+        has_groups: False. A quantizer with entropy groups (LFQ) sets it, sets
+            ``group_codebook_size`` (the vocabulary of one group; 0 without groups) and
+            implements :meth:`codes_to_group_indices` / :meth:`group_indices_to_codes`, which
+            otherwise raise ValueError.
         check_indices: raises TypeError / ValueError unless the indices are an integer tensor
             with values in [0, codebook_size).
         forward_idempotent: True: ``forward`` maps a codeword to itself (quantizing the values
@@ -67,6 +68,7 @@ class Quantizer(nn.Module, ABC):
     channels: int
     codebook_size: int
     has_groups: ClassVar[bool] = False
+    group_codebook_size: int = 0
     forward_idempotent: ClassVar[bool] = True
 
     @abstractmethod

@@ -11,6 +11,7 @@ bfloat16 or float16 rounds only its own computation; the solver does not round t
 
 from __future__ import annotations
 
+import inspect
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -194,7 +195,7 @@ def sample(
 def _module_dtype(decoder) -> Optional[torch.dtype]:
     """The floating dtype of the decoder's parameters when the decoder is an ``nn.Module`` or a
     method of one and all its floating parameters share one dtype; else None."""
-    mod = decoder if isinstance(decoder, torch.nn.Module) else getattr(decoder, "__self__", None)
+    mod = decoder if isinstance(decoder, torch.nn.Module) else (decoder.__self__ if inspect.ismethod(decoder) else None)
     if not isinstance(mod, torch.nn.Module):
         return None
     dtypes = {p.dtype for p in mod.parameters() if p.is_floating_point()}
