@@ -298,7 +298,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     the model section starting from its preset: ``model.sampler.steps=4`` keeps the rest of
     the sampler; ``model.sampler.guidance.interval_sigma=[0.2,1.0]`` replaces the preset's
     ``interval``; ``model.quantizer.name=fsq`` drops LFQ's fields (FSQ's defaults fill the
-    rest; ``model.quantizer.levels=[...]`` in the same command gives its own); a dict value
+    rest; a later ``model.quantizer.levels=[...]`` gives its own); a dict value
     (``model.encoder={depth: 3}``) merges; ``model=NAME`` replaces the whole model with a
     preset. The result is validated once, after the last override (load_config), so
     overrides that are only valid together (``model.code_channels=6`` with
