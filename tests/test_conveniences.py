@@ -208,3 +208,25 @@ def test_trainer_refuses_an_unavailable_device(tmp_path):
     cfg = load_config({"model": "tiny", "train": {"steps": 1, "device": UNAVAILABLE}})
     with pytest.raises(ValueError, match="train.device 'cuda:99' is not available"):
         Trainer(cfg, tmp_path / "run", log=lambda s: None)
+
+
+def test_eval_cli_sampler_takes_a_preset_name_and_merges_edits():
+    import argparse
+
+    from flowmo.eval.cli import sampler_from_args
+
+    model = flowmo.build(flowmo.flowmo_tiny().replace(sampler={"solver": "heun", "guidance": {"scale": 2.0}}))
+
+    def args(**kw):
+        base = dict(sampler=None, steps=None, solver=None, grid=None, cfg_scale=None)
+        return argparse.Namespace(**{**base, **kw})
+
+    assert sampler_from_args(model, args(sampler="fast")) == SAMPLER_PRESETS["fast"]
+    assert sampler_from_args(model, args(sampler="fast", steps=3)) == SAMPLER_PRESETS["fast"].replace(steps=3)
+    s = sampler_from_args(model, args(sampler='{"guidance": {"scale": 1.5}}', steps=4))
+    assert s == SamplerSpec(steps=4, solver=SolverSpec(name="heun"), guidance={"scale": 1.5})  # heun and interval kept
+    assert sampler_from_args(model, args(cfg_scale=1.0)).guidance.interval == model.spec.sampler.guidance.interval
+    with pytest.raises(ValueError, match="invalid sampler settings: (.|\n)*unknown sampler preset 'slow'"):
+        sampler_from_args(model, args(sampler="slow"))
+    with pytest.raises(ValueError, match="invalid sampler settings: .*'stepz'"):
+        sampler_from_args(model, args(sampler='{"stepz": 3}'))
