@@ -17,6 +17,7 @@ from torch import Tensor
 
 from ..registry import SOLVERS
 from ..spec import SolverSpec
+from .grids import _as_spec
 
 __all__ = ["Solver", "Euler", "Heun", "build_solver", "Velocity"]
 
@@ -72,4 +73,9 @@ class Heun(Solver):
 
 
 def build_solver(spec) -> Solver:
+    """The ODE solver ``spec`` names: a :class:`~flowmo.spec.SolverSpec`, a dict of its fields
+    (``{"name": "heun"}``) or a registered name (``"euler"``). Raises TypeError for another
+    type and pydantic's ValidationError (a ValueError) naming the problem for an unknown name
+    or invalid fields."""
+    spec = _as_spec(SolverSpec, spec, "ODE solver")
     return SOLVERS.create(spec.name, spec)
