@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 from torch import Tensor
 
-__all__ = ["check_tensor", "check_tokens", "check_vec", "check_grid", "check_positive_int"]
+__all__ = ["check_tensor", "check_tokens", "check_vec", "check_grid", "check_positive_int", "check_streams"]
 
 
 def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> int:
@@ -75,3 +75,13 @@ def check_grid(grid: Any, name: str = "grid") -> tuple[int, int]:
             raise ValueError(f"{name} must be a pair (rows, cols) of positive ints, got {tuple(grid)!r} "
                              f"({what} = {v!r})")
     return int(rows), int(cols)
+
+
+def check_streams(streams: Any, name: str, allowed: tuple[str, ...] = ("img", "txt")) -> tuple[str, ...]:
+    """``streams`` as a non-empty tuple of distinct names from ``allowed`` (a single name is accepted)."""
+    if isinstance(streams, str):
+        streams = (streams,)
+    if (not isinstance(streams, (tuple, list)) or not streams or len(set(streams)) != len(streams)
+            or any(not isinstance(o, str) or o not in allowed for o in streams)):
+        raise ValueError(f"{name} must be a non-empty subset of {allowed}, got {streams!r}")
+    return tuple(streams)

@@ -10,7 +10,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..registry import BACKBONES
 from ..spec import MMDiTSpec
-from ._checks import check_grid, check_positive_int, check_tokens
+from ._checks import check_grid, check_positive_int, check_streams, check_tokens
 from .double_block import DoubleStreamBlock
 from .embeddings import TimeEmbedding
 from .output import FinalLayer
@@ -34,9 +34,13 @@ class MMDiT(nn.Module):
             ``t=None``: an encoder for your own tokenizer whose parameters all get gradients.
             FlowMo's own encoder keeps the default True (it runs with ``t=None`` but holds the
             release's ``time_in`` / ``*_mod`` / ``adaLN_modulation`` keys so released weights load).
-        outputs: the output heads to build, a subset of ("img", "txt"); ``forward`` can compute
-            only these. FlowMo builds both in each backbone (the release's layout) and skips
-            the unused one in ``forward``.
+        outputs: the output heads to build, a non-empty subset of ("img", "txt"); ``forward``
+            can compute only these. A stream without a head has no ``final_layer_*`` and, in the
+            last block, no output projection, MLP or queries (it only gives keys and values),
+            so with ``time_conditioning=False, outputs=("txt",)`` every parameter of an encoder
+            gets a gradient. FlowMo builds both heads in each backbone (the release's layout)
+            and skips the unused one in ``forward``, so there that head and the last block's
+            weights of that stream get no gradient (the trainer freezes them).
 
     Keys follow the release (``img_in``, ``txt_in``, ``time_in``, ``double_blocks.N``,
     ``final_layer_img``, ``final_layer_txt``).
@@ -49,15 +53,17 @@ class MMDiT(nn.Module):
             raise TypeError(f"time_conditioning must be a bool, got {type(time_conditioning).__name__}")
         self.spec = spec
         self.time_conditioning = time_conditioning
-        self.outputs = _check_outputs(outputs, ("img", "txt"), "outputs")
+        self.outputs = check_streams(outputs, "outputs")
         w = spec.width
         self.time_in = TimeEmbedding(w, time_factor=spec.time_factor) if time_conditioning else None
         self.img_in = nn.Linear(check_positive_int(patch_dim, "patch_dim"), w)
         self.txt_in = nn.Linear(check_positive_int(txt_in_dim, "txt_in_dim"), w)
+        # a stream without an output head only gives keys and values in the last block
         self.double_blocks = nn.ModuleList(
             DoubleStreamBlock(w, spec.heads, spec.mlp_ratio, spec.qkv_bias, spec.softmax_scale,
-                              modulation=time_conditioning)
-            for _ in range(spec.depth)
+                              modulation=time_conditioning,
+                              outputs=self.outputs if i == spec.depth - 1 else ("img", "txt"))
+            for i in range(spec.depth)
         )
         if "img" in self.outputs:
             self.final_layer_img = FinalLayer(w, patch_dim, modulation=time_conditioning)
@@ -78,7 +84,7 @@ class MMDiT(nn.Module):
         txt: Tensor,
         t: Optional[Tensor],
         grid: tuple[int, int],
-        outputs: Sequence[str] = ("img", "txt"),
+        outputs: Optional[Sequence[str]] = None,
     ) -> tuple[Optional[Tensor], Optional[Tensor]]:
         """Run the transformer over [latent, image] tokens.
 
@@ -90,8 +96,9 @@ class MMDiT(nn.Module):
                 for no time conditioning (FlowMo's encoder; the only choice when built with
                 ``time_conditioning=False``).
             grid: (rows, cols) of the image patches; rows * cols must equal img's token count.
-            outputs: which heads to compute, a subset of the built ones (pass only what you use:
-                the release computes and discards the other; skipping it changes nothing).
+            outputs: which heads to compute, a non-empty subset of the built ones (default: all
+                built; pass only what you use: the release computes and discards the other,
+                skipping it changes nothing).
 
         Returns:
             (img_out (B, rows * cols, patch_dim) or None, txt_out (B, T, txt_out_dim) or None).
@@ -101,7 +108,7 @@ class MMDiT(nn.Module):
             matching the number of patches, ``t`` not (B,) or given without time
             conditioning, an unknown or unbuilt output head.
         """
-        outputs = _check_outputs(outputs, self.outputs, "outputs")
+        outputs = self.outputs if outputs is None else check_streams(outputs, "outputs", self.outputs)
         rows, cols = grid = check_grid(grid)
         check_tokens(img, "img", self.img_in.in_features)
         b = img.shape[0]
@@ -129,11 +136,3 @@ class MMDiT(nn.Module):
         txt_out = self.final_layer_txt(txt, vec) if "txt" in outputs else None
         return img_out, txt_out
 
-
-def _check_outputs(outputs: Sequence[str], allowed: tuple[str, ...], name: str) -> tuple[str, ...]:
-    """``outputs`` as a tuple of names, each in ``allowed``."""
-    if isinstance(outputs, str):
-        outputs = (outputs,)
-    if not isinstance(outputs, (tuple, list)) or any(o not in allowed for o in outputs):
-        raise ValueError(f"{name} must be a subset of {allowed} (the heads this MMDiT has), got {outputs!r}")
-    return tuple(outputs)

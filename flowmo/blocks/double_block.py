@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checks import check_positive_int, check_tokens, check_vec
+from ._checks import check_positive_int, check_streams, check_tokens, check_vec
 from .attention import SelfAttention, attention
 from .modulation import Modulation, ModulationOut, modulate
 
@@ -67,6 +67,12 @@ class DoubleStreamBlock(nn.Module):
             head_dim**-0.5; FlowMo's spec default (``MMDiTSpec.attn_scale="mup"``, the
             release's) is 8 / head_dim: the two agree only at head_dim 64. Pass
             ``8 / head_dim`` to match the release.
+        outputs: the streams this block updates and returns, a subset (not empty) of
+            ("img", "txt"). A stream left out only offers keys and values (SD3's
+            "context_pre_only"): it has no output projection, MLP or queries and ``forward``
+            returns None for it. Use it for a last block whose output of that stream is never
+            used (an encoder reading only the latent tokens), so that no parameter of it goes
+            without a gradient. The default updates both (the release's layout).
         modulation: with False the block has no ``img_mod`` / ``txt_mod`` layers and takes only
             ``vec=None``: every parameter gets a gradient, so an encoder without time
             conditioning trains under DDP without ``find_unused_parameters``. The default
@@ -75,7 +81,8 @@ class DoubleStreamBlock(nn.Module):
     """
 
     def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 softmax_scale: Optional[float] = None, *, modulation: bool = True):
+                 softmax_scale: Optional[float] = None, *, modulation: bool = True,
+                 outputs: Sequence[str] = ("img", "txt")):
         super().__init__()
         width = check_positive_int(width, "width")
         heads = check_positive_int(heads, "heads")
@@ -93,16 +100,20 @@ class DoubleStreamBlock(nn.Module):
         self.heads = heads
         self.head_dim = width // heads
         self.modulation = modulation
+        self.outputs = check_streams(outputs, "outputs")
         self.softmax_scale = float(softmax_scale) if softmax_scale is not None else self.head_dim ** -0.5
         for s in ("img", "txt"):
-            if modulation:
-                setattr(self, f"{s}_mod", Modulation(width))
+            full = s in self.outputs
+            if modulation:  # a stream without output uses only (shift1, scale1)
+                setattr(self, f"{s}_mod", Modulation(width, chunks=6 if full else 3))
             setattr(self, f"{s}_norm1", nn.LayerNorm(width, elementwise_affine=False, eps=1e-6))
-            setattr(self, f"{s}_attn", SelfAttention(width, heads, qkv_bias))
-            setattr(self, f"{s}_norm2", nn.LayerNorm(width, elementwise_affine=False, eps=1e-6))
-            setattr(self, f"{s}_mlp", mlp(width, mlp_ratio))
+            setattr(self, f"{s}_attn", SelfAttention(width, heads, qkv_bias, queries=full))
+            if full:
+                setattr(self, f"{s}_norm2", nn.LayerNorm(width, elementwise_affine=False, eps=1e-6))
+                setattr(self, f"{s}_mlp", mlp(width, mlp_ratio))
 
-    def forward(self, img: Tensor, txt: Tensor, vec: Optional[Tensor], freqs: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, img: Tensor, txt: Tensor, vec: Optional[Tensor],
+                freqs: Tensor) -> tuple[Optional[Tensor], Optional[Tensor]]:
         """One block over both streams.
 
         Args:
@@ -114,7 +125,8 @@ class DoubleStreamBlock(nn.Module):
                 latent rows first, then image rows.
 
         Returns:
-            (img, txt): the updated streams, shapes and dtypes of the inputs.
+            (img, txt): the updated streams, shapes and dtypes of the inputs; None for a
+            stream not in the block's ``outputs``.
 
         Raises:
             TypeError / ValueError: a stream not (B, N, D), different batches, ``vec`` not
@@ -124,28 +136,33 @@ class DoubleStreamBlock(nn.Module):
         check_tokens(img, "img", self.width)
         check_tokens(txt, "txt", self.width, batch=img.shape[0])
         check_vec(vec, "vec", img.shape[0], self.width, self.modulation)
-        _check_table(freqs, txt.shape[1], img.shape[1], self.head_dim)
+        n_txt, n_img = txt.shape[1], img.shape[1]
+        _check_table(freqs, n_txt, n_img, self.head_dim)
+        img_m1 = img_m2 = txt_m1 = txt_m2 = None
         if vec is not None:
-            img_m1, img_m2 = self.img_mod(vec)
-            txt_m1, txt_m2 = self.txt_mod(vec)
-        else:
-            img_m1 = img_m2 = txt_m1 = txt_m2 = None
+            img_m1, img_m2 = _triples(self.img_mod(vec))
+            txt_m1, txt_m2 = _triples(self.txt_mod(vec))
 
         iq, ik, iv = self.img_attn.qkv_heads(modulate(self.img_norm1(img), img_m1))
         tq, tk, tv = self.txt_attn.qkv_heads(modulate(self.txt_norm1(txt), txt_m1))
         # latent tokens first, then image tokens
-        q = torch.cat((tq, iq), dim=2)
         k = torch.cat((tk, ik), dim=2)
         v = torch.cat((tv, iv), dim=2)
-        out = attention(q, k, v, freqs, self.softmax_scale)
-        n_txt = txt.shape[1]
-        txt_a, img_a = out[:, :n_txt], out[:, n_txt:]
+        if iq is not None and tq is not None:
+            out = attention(torch.cat((tq, iq), dim=2), k, v, freqs, self.softmax_scale)
+            txt_a, img_a = out[:, :n_txt], out[:, n_txt:]
+        elif tq is not None:  # only the latent tokens ask
+            txt_a, img_a = attention(tq, k, v, freqs, self.softmax_scale, q_freqs=freqs[:n_txt]), None
+        else:  # only the image tokens ask
+            txt_a, img_a = None, attention(iq, k, v, freqs, self.softmax_scale, q_freqs=freqs[n_txt:])
 
-        img = _residual(img, self.img_attn.proj(img_a), img_m1)
-        img = _residual(img, self.img_mlp(modulate(self.img_norm2(img), img_m2)), img_m2)
-        txt = _residual(txt, self.txt_attn.proj(txt_a), txt_m1)
-        txt = _residual(txt, self.txt_mlp(modulate(self.txt_norm2(txt), txt_m2)), txt_m2)
-        return img, txt
+        if img_a is not None:
+            img = _residual(img, self.img_attn.proj(img_a), img_m1)
+            img = _residual(img, self.img_mlp(modulate(self.img_norm2(img), img_m2)), img_m2)
+        if txt_a is not None:
+            txt = _residual(txt, self.txt_attn.proj(txt_a), txt_m1)
+            txt = _residual(txt, self.txt_mlp(modulate(self.txt_norm2(txt), txt_m2)), txt_m2)
+        return (img if img_a is not None else None), (txt if txt_a is not None else None)
 
 
 def _check_table(freqs: Tensor, n_txt: int, n_img: int, head_dim: int) -> None:
@@ -164,6 +181,11 @@ def _check_table(freqs: Tensor, n_txt: int, n_img: int, head_dim: int) -> None:
     if tuple(freqs.shape) != (n, head_dim // 2, 2) or freqs.dtype != torch.float32:
         raise ValueError(f"freqs must be float32 ({n}, {head_dim // 2}, 2) = (N_txt + N_img, head_dim / 2, 2), "
                          f"got {freqs.dtype} {tuple(freqs.shape)}")
+
+
+def _triples(mods: list[ModulationOut]) -> tuple[ModulationOut, Optional[ModulationOut]]:
+    """(attention triple, MLP triple); the MLP one is None for a stream without output."""
+    return mods[0], (mods[1] if len(mods) > 1 else None)
 
 
 def _residual(res: Tensor, x: Tensor, mod: Optional[ModulationOut]) -> Tensor:
