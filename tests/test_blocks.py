@@ -176,8 +176,9 @@ def test_modulation_free_modules_get_a_gradient_in_every_parameter():
                                                           for w in ("weight", "bias")}
 
 
-def test_mmdit_encoder_without_time_conditioning_trains_every_parameter():
-    spec = MMDiTSpec(width=W, heads=H, depth=2, axes_dim=AXES)
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_mmdit_encoder_without_time_conditioning_trains_every_parameter(checkpointing):
+    spec = MMDiTSpec(width=W, heads=H, depth=2, axes_dim=AXES, gradient_checkpointing=checkpointing)
     enc = MMDiT(spec, patch_dim=12, txt_in_dim=5, txt_out_dim=5, time_conditioning=False, outputs=("txt",))
     keys = set(enc.state_dict())
     assert not any(k.startswith(("time_in.", "final_layer_img.")) or "_mod." in k or "adaLN" in k for k in keys)
