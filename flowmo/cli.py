@@ -215,7 +215,7 @@ class _Ctx:
 def _load(args: argparse.Namespace):
     from .io import load_model, resolve_device
 
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, argument="--device")
     model = load_model(args.model, device=device, code_length=args.code_length, image_size=args.image_size)
     return model, device
 

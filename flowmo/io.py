@@ -202,29 +202,13 @@ def save_image(image: Tensor, path: PathLike) -> Path:
 
 
 # ----------------------------------------------------------------------------- devices and models
-def resolve_device(name: Optional[str] = "auto") -> torch.device:
-    """``auto`` (CUDA, then MPS, then CPU) or a torch device string; ValueError if the
-    device is unknown or not available here."""
-    if name is None or name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, ValueError, TypeError) as e:
-        raise ValueError(f"unknown device {name!r} ({_reason(e)})") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} is not available (no CUDA device)")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ValueError(f"device {name!r} is not available ({torch.cuda.device_count()} CUDA devices)")
-    if dev.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise ValueError(f"device {name!r} is not available (no MPS device)")
-    return dev
+def resolve_device(name: Any = "auto", *, argument: str = "device") -> torch.device:
+    """``auto`` / None (CUDA, then MPS, then CPU), a torch device string, a ``torch.device`` or
+    a CUDA index; ValueError naming ``argument`` if the device is malformed, of another type,
+    or not available here (see :func:`flowmo._device.check_device`)."""
+    from ._device import check_device
+
+    return check_device("auto" if name is None else name, argument, auto=True)
 
 
 def load_model(
@@ -236,17 +220,22 @@ def load_model(
     weights: str = "ema",
 ) -> Any:
     """A FlowMo model (eval mode) from a ``from_pretrained`` folder (or its
-    ``model.safetensors``), or from a released ``.pth``/``.pt`` checkpoint (``weights``:
+    ``model.safetensors`` or ``config.json``: the folder is loaded), or from a released ``.pth``/``.pt`` checkpoint (``weights``:
     ``ema`` or ``raw``; ``code_length`` and ``image_size`` are not stored in those files
     and default to the release's 256).
 
-    Imports :mod:`flowmo.nets` first, so specs naming network distances validate.
+    Imports :mod:`flowmo.nets` first, so specs naming network distances validate. ``device``
+    as for :func:`resolve_device` (without ``auto``); a malformed or unavailable one raises
+    ValueError naming it before anything is read.
     """
     import flowmo.nets  # noqa: F401  registers the network perceptual distances
+    from ._device import check_device
     from .model import CONFIG_NAME, WEIGHTS_NAME, FlowMo
 
+    if device is not None:
+        device = check_device(device, "device")
     p = Path(path).expanduser()
-    if p.is_file() and p.name == WEIGHTS_NAME:
+    if p.is_file() and p.name in (WEIGHTS_NAME, CONFIG_NAME):
         p = p.parent
     if p.is_dir():
         model = FlowMo.from_pretrained(p)

@@ -25,7 +25,7 @@ from .losses.time_samplers import TimeSampler
 from .quantizers.base import Quantizer, QuantizerOutput
 from .registry import BACKBONES, FLOW_LOSSES, POSTTRAIN_OBJECTIVES, QUANTIZERS, TIME_SAMPLERS
 from .samplers.sampler import SampleOutput, sample, state_dtype
-from .spec import FlowMoSpec, SamplerSpec
+from .spec import FlowMoSpec, SamplerSpec, replace_spec
 
 __all__ = ["FlowMo", "LossOutput", "build"]
 
@@ -47,13 +47,27 @@ class LossOutput:
 
 
 def build(spec: Union[FlowMoSpec, dict, str]) -> "FlowMo":
-    """Build the model a spec (a FlowMoSpec, a dict or a JSON string) describes."""
+    """Build the model a spec describes (float32, on the CPU, in training mode).
+
+    ``spec``: a :class:`FlowMoSpec`, a dict of its fields, a preset name (``"tiny"``,
+    ``"flowmo_lo"``, ...: :data:`flowmo.PRESETS`), or a JSON string of a spec (as
+    ``config.json`` holds). Raises TypeError for another type, ValueError for a str that is
+    neither a preset name nor a JSON object (naming the presets), and pydantic's
+    ValidationError (a ValueError) for an invalid spec.
+    """
+    from .presets import PRESETS, get_preset
+
     if isinstance(spec, str):
-        spec = FlowMoSpec.model_validate_json(spec)
+        if spec in PRESETS:
+            spec = get_preset(spec)
+        elif spec.lstrip().startswith("{"):
+            spec = FlowMoSpec.model_validate_json(spec)
+        else:
+            raise ValueError(f"spec {spec!r} is neither a preset name ({', '.join(PRESETS)}) nor a JSON spec")
     elif isinstance(spec, dict):
         spec = FlowMoSpec.model_validate(spec)
     elif not isinstance(spec, FlowMoSpec):
-        raise TypeError(f"spec must be a FlowMoSpec, dict or JSON string, got {type(spec).__name__}")
+        raise TypeError(f"spec must be a FlowMoSpec, a dict, a preset name or a JSON string, got {type(spec).__name__}")
     return FlowMo(spec)
 
 
@@ -284,17 +298,23 @@ class FlowMo(nn.Module):
             raise ValueError(f"{name} must lie in [0, 1] (finite), got values in [{float(t.min()):.3g}, {float(t.max()):.3g}]")
         return t
 
-    def _sampler_spec(self, sampler: Union[SamplerSpec, dict, None]) -> SamplerSpec:
+    def _sampler_spec(self, sampler: Union[SamplerSpec, dict, str, None]) -> SamplerSpec:
+        """``sampler`` of :meth:`decode` as a SamplerSpec: None is the spec's sampler, a dict
+        edits it (the semantics of :meth:`FlowMoSpec.replace`: nested dicts merge), a str is
+        a sampler preset, a SamplerSpec is used as given."""
         if sampler is None:
             return self.spec.sampler
         if isinstance(sampler, dict):
-            return SamplerSpec.model_validate({**self.spec.sampler.model_dump(), **sampler})
+            return replace_spec(self.spec.sampler, sampler)
+        if isinstance(sampler, str):
+            return SamplerSpec.model_validate(sampler)
         if isinstance(sampler, SamplerSpec):
             return sampler
-        raise TypeError(f"sampler must be a SamplerSpec, a dict of its fields or None, got {type(sampler).__name__}")
+        raise TypeError(f"sampler must be a SamplerSpec, a dict of its fields, a sampler preset name or None, "
+                        f"got {type(sampler).__name__}")
 
     def decode(self, code: Tensor, *, noise: Optional[Tensor] = None, generator: Optional[torch.Generator] = None,
-               sampler: Union[SamplerSpec, dict, None] = None, return_intermediates: bool = False,
+               sampler: Union[SamplerSpec, dict, str, None] = None, return_intermediates: bool = False,
                enable_grad: bool = False) -> SampleOutput:
         """Sample images from a quantized code (B, T, C) with the spec's sampler (or ``sampler``).
 
@@ -307,8 +327,11 @@ class FlowMo(nn.Module):
             generator: the ``torch.Generator`` for the default noise (ignored when ``noise`` is
                 given); None: torch's global generator.
             sampler: the sampler (grid, steps, solver, guidance, clip): a
-                :class:`~flowmo.spec.SamplerSpec`, a dict of fields that override the spec's
-                sampler, or None for ``spec.sampler``.
+                :class:`~flowmo.spec.SamplerSpec`, a dict of changes to the spec's sampler
+                (merged as :meth:`FlowMoSpec.replace` merges: ``{"steps": 4}`` keeps the
+                grid, solver and guidance; ``{"guidance": {"scale": 2.0}}`` keeps the
+                interval), a preset name of :data:`flowmo.samplers.SAMPLER_PRESETS`
+                (``"fast"``, ``"release"``), or None for ``spec.sampler``.
             return_intermediates: also return the state after every step
                 (``SampleOutput.intermediates``).
             enable_grad: run with autograd (default: without).
@@ -500,11 +523,35 @@ class FlowMo(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: Union[str, os.PathLike], *, device: Union[str, torch.device, None] = None,
                         dtype: Optional[torch.dtype] = None) -> "FlowMo":
-        """Load a folder written by :meth:`save_pretrained` (or ``flowmo convert``)."""
+        """Load a folder written by :meth:`save_pretrained` (or ``flowmo convert``).
+
+        ``directory``: the model folder (str or os.PathLike) holding ``config.json`` and
+        ``model.safetensors``; ``device``: where to put the model (a device name such as
+        ``"cpu"``, ``"cuda:0"``, a ``torch.device``; None: the CPU); ``dtype``: a floating
+        ``torch.dtype`` (None: float32). Returns the model in eval mode.
+
+        Raises TypeError for a ``directory`` of another type, ValueError naming the argument
+        for a ``directory`` that is one of the folder's files (it says to pass the folder)
+        and for a malformed or unavailable ``device``, FileNotFoundError for a missing folder
+        or file, ValueError for a damaged config or weights file.
+        """
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
+        from ._device import check_device
+
+        if not isinstance(directory, (str, os.PathLike)):
+            raise TypeError(f"directory must be a model folder path (str or os.PathLike), got "
+                            f"{type(directory).__name__} {directory!r}")
+        if device is not None:
+            device = check_device(device, "device")
+        if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+            raise TypeError(f"dtype must be a floating-point torch.dtype (e.g. torch.bfloat16) or None, got {dtype!r}")
         d = Path(directory)
+        if d.is_file():
+            hint = (f"pass the folder {str(d.parent)!r}" if d.name in (CONFIG_NAME, WEIGHTS_NAME)
+                    else f"a FlowMo folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+            raise ValueError(f"directory {str(d)!r} is a file; from_pretrained takes the model folder: {hint}")
         if not d.is_dir():
             raise FileNotFoundError(f"directory {str(d)!r} does not exist (expected {CONFIG_NAME} and {WEIGHTS_NAME})")
         cfg, weights = d / CONFIG_NAME, d / WEIGHTS_NAME

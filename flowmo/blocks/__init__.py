@@ -1,4 +1,15 @@
-"""Transformer pieces of FlowMo, each usable alone by another tokenizer."""
+"""Transformer pieces of FlowMo, each usable alone by another tokenizer.
+
+Conventions shared by every piece (each ``forward`` documents its own shapes):
+- tokens are (B, N, D); a double-stream block attends over [latent, image] tokens, latent
+  first, so a RoPE table covers both in that order (:func:`flowmo_positions`);
+- image tokens come from :func:`patchify`, row-major over ``grid = (rows, cols)``;
+- flow time t lies in [0, 1] (0 data, 1 noise) and conditions through :class:`TimeEmbedding`
+  as a vector (B, D); blocks and final layers built with ``modulation=False`` take none;
+- the block's default softmax scale is head_dim**-0.5, FlowMo's (the release's, ``MMDiTSpec``
+  ``attn_scale="mup"``) 8 / head_dim.
+Bad input raises TypeError / ValueError naming the argument.
+"""
 
 from .attention import QKNorm, RMSNorm, SelfAttention, attention
 from .backbone import MMDiT

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -10,6 +10,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..registry import BACKBONES
 from ..spec import MMDiTSpec
+from ._checks import check_grid, check_positive_int, check_streams, check_tokens
 from .base import Backbone
 from .double_block import DoubleStreamBlock
 from .embeddings import TimeEmbedding
@@ -21,32 +22,55 @@ __all__ = ["MMDiT"]
 
 @BACKBONES.register("mmdit", spec=MMDiTSpec)
 class MMDiT(Backbone):
-    """Double-stream transformer over [latent tokens, image patches].
+    """Double-stream transformer over [latent tokens, image patches] (FlowMo's encoder and decoder).
 
     Args:
-        spec: sizes (width, heads, depth, RoPE axes, ...).
-        patch_dim: channels of an image token (3 * p * p).
+        spec: sizes (width, heads, depth, RoPE axes, ...). Its ``attn_scale`` defaults to the
+            release's "mup" (softmax scale 8 / head_dim), which differs from
+            :class:`DoubleStreamBlock`'s own default head_dim**-0.5 unless head_dim is 64.
+        patch_dim: channels of an image token (3 * p * p for RGB patches of side p).
         txt_in_dim / txt_out_dim: channels of a latent token in and out.
+        time_conditioning: with False there is no time embedding and no modulation layer
+            (blocks and final layers built with ``modulation=False``) and ``forward`` takes only
+            ``t=None``: an encoder for your own tokenizer whose parameters all get gradients.
+            FlowMo's own encoder keeps the default True (it runs with ``t=None`` but holds the
+            release's ``time_in`` / ``*_mod`` / ``adaLN_modulation`` keys so released weights load).
+        outputs: the output heads to build, a non-empty subset of ("img", "txt"); ``forward``
+            can compute only these. A stream without a head has no ``final_layer_*`` and, in the
+            last block, no output projection, MLP or queries (it only gives keys and values),
+            so with ``time_conditioning=False, outputs=("txt",)`` every parameter of an encoder
+            gets a gradient. FlowMo builds both heads in each backbone (the release's layout)
+            and skips the unused one in ``forward``, so there that head and the last block's
+            weights of that stream get no gradient (the trainer freezes them).
 
-    ``forward(img, txt, t, grid)`` returns ``(img_out, txt_out)``; pass ``outputs`` to skip a
-    head whose result is unused (the release computes and discards them; skipping changes nothing).
     Keys follow the release (``img_in``, ``txt_in``, ``time_in``, ``double_blocks.N``,
     ``final_layer_img``, ``final_layer_txt``).
     """
 
-    def __init__(self, spec: MMDiTSpec, *, patch_dim: int, txt_in_dim: int, txt_out_dim: int):
+    def __init__(self, spec: MMDiTSpec, *, patch_dim: int, txt_in_dim: int, txt_out_dim: int,
+                 time_conditioning: bool = True, outputs: Sequence[str] = ("img", "txt")):
         super().__init__()
+        if not isinstance(time_conditioning, bool):
+            raise TypeError(f"time_conditioning must be a bool, got {type(time_conditioning).__name__}")
         self.spec = spec
+        self.time_conditioning = time_conditioning
+        self.outputs = check_streams(outputs, "outputs")
         w = spec.width
-        self.time_in = TimeEmbedding(w, time_factor=spec.time_factor)
-        self.img_in = nn.Linear(patch_dim, w)
-        self.txt_in = nn.Linear(txt_in_dim, w)
+        self.time_in = TimeEmbedding(w, time_factor=spec.time_factor) if time_conditioning else None
+        self.img_in = nn.Linear(check_positive_int(patch_dim, "patch_dim"), w)
+        self.txt_in = nn.Linear(check_positive_int(txt_in_dim, "txt_in_dim"), w)
+        # a stream without an output head only gives keys and values in the last block
         self.double_blocks = nn.ModuleList(
-            DoubleStreamBlock(w, spec.heads, spec.mlp_ratio, spec.qkv_bias, spec.softmax_scale)
-            for _ in range(spec.depth)
+            DoubleStreamBlock(w, spec.heads, spec.mlp_ratio, spec.qkv_bias, spec.softmax_scale,
+                              modulation=time_conditioning,
+                              outputs=self.outputs if i == spec.depth - 1 else ("img", "txt"))
+            for i in range(spec.depth)
         )
-        self.final_layer_img = FinalLayer(w, patch_dim)
-        self.final_layer_txt = FinalLayer(w, txt_out_dim)
+        if "img" in self.outputs:
+            self.final_layer_img = FinalLayer(w, patch_dim, modulation=time_conditioning)
+        if "txt" in self.outputs:
+            self.final_layer_txt = FinalLayer(w, check_positive_int(txt_out_dim, "txt_out_dim"),
+                                              modulation=time_conditioning)
         self.rope = RopeTable(spec.axes_dim, spec.rope_theta)
 
     def compile_units(self) -> tuple[nn.Module, ...]:
@@ -54,10 +78,10 @@ class MMDiT(Backbone):
         return tuple(self.double_blocks)
 
     def rope_tables(self, code_length: int, grid: tuple[int, int], device: torch.device) -> Tensor:
-        """The complex rotation table (N, head_dim / 2) for this token layout, built once per
-        (layout, device) and cached."""
-        return self.rope.get((code_length, tuple(grid)), device,
-                             lambda dev: flowmo_positions(code_length, grid, dev))
+        """The float32 RoPE table (code_length + rows * cols, head_dim / 2, 2) for the tokens
+        [latent, image] (:func:`flowmo_positions`), built once per (layout, device) and cached."""
+        grid = check_grid(grid)
+        return self.rope.get((code_length, grid), device, lambda dev: flowmo_positions(code_length, grid, dev))
 
     def forward(
         self,
@@ -65,8 +89,44 @@ class MMDiT(Backbone):
         txt: Tensor,
         t: Optional[Tensor],
         grid: tuple[int, int],
-        outputs: tuple[str, ...] = ("img", "txt"),
+        outputs: Optional[Sequence[str]] = None,
     ) -> tuple[Optional[Tensor], Optional[Tensor]]:
+        """Run the transformer over [latent, image] tokens.
+
+        Args:
+            img: image patches (B, rows * cols, patch_dim) in row-major grid order (what
+                :func:`~flowmo.blocks.patchify` gives).
+            txt: latent tokens (B, T, txt_in_dim).
+            t: flow times (B,), t in [0, 1] (0 data, 1 noise; not range-checked here), or None
+                for no time conditioning (FlowMo's encoder; the only choice when built with
+                ``time_conditioning=False``).
+            grid: (rows, cols) of the image patches; rows * cols must equal img's token count.
+            outputs: which heads to compute, a non-empty subset of the built ones (default: all
+                built; pass only what you use: the release computes and discards the other,
+                skipping it changes nothing).
+
+        Returns:
+            (img_out (B, rows * cols, patch_dim) or None, txt_out (B, T, txt_out_dim) or None).
+
+        Raises:
+            TypeError / ValueError: a token tensor of the wrong shape or batch, ``grid`` not
+            matching the number of patches, ``t`` not (B,) or given without time
+            conditioning, an unknown or unbuilt output head.
+        """
+        outputs = self.outputs if outputs is None else check_streams(outputs, "outputs", self.outputs)
+        rows, cols = grid = check_grid(grid)
+        check_tokens(img, "img", self.img_in.in_features)
+        b = img.shape[0]
+        if img.shape[1] != rows * cols:
+            raise ValueError(f"grid (rows, cols) = ({rows}, {cols}) has {rows * cols} patches but img has "
+                             f"{img.shape[1]} tokens (img shape {tuple(img.shape)})")
+        check_tokens(txt, "txt", self.txt_in.in_features, batch=b)
+        if t is not None:
+            if self.time_in is None:
+                raise ValueError("t must be None: this MMDiT was built with time_conditioning=False")
+            if not isinstance(t, Tensor) or t.ndim != 1 or t.shape[0] != b:
+                shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+                raise ValueError(f"t must be None or a (B,) = ({b},) tensor of times in [0, 1], got {shape}")
         freqs = self.rope_tables(txt.shape[1], grid, img.device)
         vec = self.time_in(t) if t is not None else None
         img = self.img_in(img)
@@ -80,3 +140,4 @@ class MMDiT(Backbone):
         img_out = self.final_layer_img(img, vec) if "img" in outputs else None
         txt_out = self.final_layer_txt(txt, vec) if "txt" in outputs else None
         return img_out, txt_out
+

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Optional
+import math
+import numbers
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._checks import check_positive_int, check_streams, check_tokens, check_vec
 from .attention import SelfAttention, attention
 from .modulation import Modulation, ModulationOut, modulate
 
@@ -30,53 +33,159 @@ class TanhGELU(nn.Module):
 
 
 def mlp(width: int, ratio: float) -> nn.Sequential:
-    """Linear -> GELU(tanh) -> Linear (keys ``0`` and ``2``)."""
+    """Linear(width, int(width * ratio)) -> GELU(tanh) -> Linear(back to width) (keys ``0``, ``2``).
+
+    Takes and returns tokens (..., width). Raises ValueError when int(width * ratio) < 1.
+    """
+    width = check_positive_int(width, "width")
+    if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not ratio > 0:
+        raise ValueError(f"ratio (the MLP ratio) must be a real number > 0, got {ratio!r}")
     hidden = int(width * ratio)
+    if hidden < 1:
+        raise ValueError(f"ratio ({ratio}) gives an MLP hidden size int(width * ratio) = {hidden}; "
+                         "it must be >= 1")
     return nn.Sequential(nn.Linear(width, hidden), TanhGELU(), nn.Linear(hidden, width))
 
 
 class DoubleStreamBlock(nn.Module):
     """Image stream (``img_*``) and latent stream (``txt_*``) attend jointly over [latent, image].
 
+    Each stream has its own weights (pre-norm attention and MLP); the attention runs once over
+    the concatenation of the latent tokens FIRST, then the image tokens (the release's order),
+    so the RoPE table ``freqs`` must cover both, in that order (FlowMo's:
+    ``rope_freqs(rope_angles(flowmo_positions(T, grid), axes_dim))``).
+
     With ``vec`` (a time embedding) each stream is adaLN-modulated and gated; with ``vec=None``
     it is a plain pre-norm block (shift 0, scale 0, gate 1), as the release's encoder runs.
+
+    Args:
+        width: D, the token size of both streams.
+        heads: attention heads (divides ``width``; head_dim = width / heads must be even for RoPE).
+        mlp_ratio: MLP hidden size / width.
+        qkv_bias: bias on the qkv projections.
+        softmax_scale: the attention's softmax scale. The default here is the standard
+            head_dim**-0.5; FlowMo's spec default (``MMDiTSpec.attn_scale="mup"``, the
+            release's) is 8 / head_dim: the two agree only at head_dim 64. Pass
+            ``8 / head_dim`` to match the release.
+        outputs: the streams this block updates and returns, a subset (not empty) of
+            ("img", "txt"). A stream left out only offers keys and values (SD3's
+            "context_pre_only"): it has no output projection, MLP or queries and ``forward``
+            returns None for it. Use it for a last block whose output of that stream is never
+            used (an encoder reading only the latent tokens), so that no parameter of it goes
+            without a gradient. The default updates both (the release's layout).
+        modulation: with False the block has no ``img_mod`` / ``txt_mod`` layers and takes only
+            ``vec=None``: every parameter gets a gradient, so an encoder without time
+            conditioning trains under DDP without ``find_unused_parameters``. The default
+            (True) keeps the release's key layout: FlowMo's own encoder keeps these layers so
+            the released weights load, and they get no gradient there.
     """
 
     def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
-                 softmax_scale: Optional[float] = None):
+                 softmax_scale: Optional[float] = None, *, modulation: bool = True,
+                 outputs: Sequence[str] = ("img", "txt")):
         super().__init__()
+        width = check_positive_int(width, "width")
+        heads = check_positive_int(heads, "heads")
+        if width % heads:
+            raise ValueError(f"width ({width}) must be divisible by heads ({heads})")
+        if (width // heads) % 2:
+            raise ValueError(f"the head dim width / heads = {width} / {heads} = {width // heads} must be even "
+                             "(RoPE rotates pairs of channels)")
+        if softmax_scale is not None and (isinstance(softmax_scale, bool) or not isinstance(softmax_scale, numbers.Real)
+                                          or not (math.isfinite(softmax_scale) and softmax_scale > 0)):
+            raise ValueError(f"softmax_scale must be None or a finite number > 0, got {softmax_scale!r}")
+        if not isinstance(modulation, bool):
+            raise TypeError(f"modulation must be a bool, got {type(modulation).__name__}")
         self.width = width
         self.heads = heads
-        self.softmax_scale = softmax_scale if softmax_scale is not None else (width // heads) ** -0.5
+        self.head_dim = width // heads
+        self.modulation = modulation
+        self.outputs = check_streams(outputs, "outputs")
+        self.softmax_scale = float(softmax_scale) if softmax_scale is not None else self.head_dim ** -0.5
         for s in ("img", "txt"):
-            setattr(self, f"{s}_mod", Modulation(width))
+            full = s in self.outputs
+            if modulation:  # a stream without output uses only (shift1, scale1)
+                setattr(self, f"{s}_mod", Modulation(width, chunks=6 if full else 3))
             setattr(self, f"{s}_norm1", nn.LayerNorm(width, elementwise_affine=False, eps=1e-6))
-            setattr(self, f"{s}_attn", SelfAttention(width, heads, qkv_bias))
-            setattr(self, f"{s}_norm2", nn.LayerNorm(width, elementwise_affine=False, eps=1e-6))
-            setattr(self, f"{s}_mlp", mlp(width, mlp_ratio))
+            setattr(self, f"{s}_attn", SelfAttention(width, heads, qkv_bias, queries=full))
+            if full:
+                setattr(self, f"{s}_norm2", nn.LayerNorm(width, elementwise_affine=False, eps=1e-6))
+                setattr(self, f"{s}_mlp", mlp(width, mlp_ratio))
 
-    def forward(self, img: Tensor, txt: Tensor, vec: Optional[Tensor], freqs: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, img: Tensor, txt: Tensor, vec: Optional[Tensor],
+                freqs: Tensor) -> tuple[Optional[Tensor], Optional[Tensor]]:
+        """One block over both streams.
+
+        Args:
+            img: image tokens (B, N_img, D) (patches in row-major grid order).
+            txt: latent tokens (B, N_txt, D).
+            vec: the conditioning vector (B, D) (e.g. :class:`TimeEmbedding` of t in [0, 1]),
+                or None for no conditioning (the only choice with ``modulation=False``).
+            freqs: float32 RoPE table (N_txt + N_img, head_dim / 2, 2) covering every token,
+                latent rows first, then image rows.
+
+        Returns:
+            (img, txt): the updated streams, shapes and dtypes of the inputs; None for a
+            stream not in the block's ``outputs``.
+
+        Raises:
+            TypeError / ValueError: a stream not (B, N, D), different batches, ``vec`` not
+            (B, D) (e.g. (B, 1, D)) or given to a block built without modulation, a table that
+            does not cover N_txt + N_img tokens.
+        """
+        check_tokens(img, "img", self.width)
+        check_tokens(txt, "txt", self.width, batch=img.shape[0])
+        check_vec(vec, "vec", img.shape[0], self.width, self.modulation)
+        n_txt, n_img = txt.shape[1], img.shape[1]
+        _check_table(freqs, n_txt, n_img, self.head_dim)
+        img_m1 = img_m2 = txt_m1 = txt_m2 = None
         if vec is not None:
-            img_m1, img_m2 = self.img_mod(vec)
-            txt_m1, txt_m2 = self.txt_mod(vec)
-        else:
-            img_m1 = img_m2 = txt_m1 = txt_m2 = None
+            img_m1, img_m2 = _triples(self.img_mod(vec))
+            txt_m1, txt_m2 = _triples(self.txt_mod(vec))
 
         iq, ik, iv = self.img_attn.qkv_heads(modulate(self.img_norm1(img), img_m1))
         tq, tk, tv = self.txt_attn.qkv_heads(modulate(self.txt_norm1(txt), txt_m1))
         # latent tokens first, then image tokens
-        q = torch.cat((tq, iq), dim=2)
         k = torch.cat((tk, ik), dim=2)
         v = torch.cat((tv, iv), dim=2)
-        out = attention(q, k, v, freqs, self.softmax_scale)
-        n_txt = txt.shape[1]
-        txt_a, img_a = out[:, :n_txt], out[:, n_txt:]
+        if iq is not None and tq is not None:
+            out = attention(torch.cat((tq, iq), dim=2), k, v, freqs, self.softmax_scale)
+            txt_a, img_a = out[:, :n_txt], out[:, n_txt:]
+        elif tq is not None:  # only the latent tokens ask
+            txt_a, img_a = attention(tq, k, v, freqs, self.softmax_scale, q_freqs=freqs[:n_txt]), None
+        else:  # only the image tokens ask
+            txt_a, img_a = None, attention(iq, k, v, freqs, self.softmax_scale, q_freqs=freqs[n_txt:])
 
-        img = _residual(img, self.img_attn.proj(img_a), img_m1)
-        img = _residual(img, self.img_mlp(modulate(self.img_norm2(img), img_m2)), img_m2)
-        txt = _residual(txt, self.txt_attn.proj(txt_a), txt_m1)
-        txt = _residual(txt, self.txt_mlp(modulate(self.txt_norm2(txt), txt_m2)), txt_m2)
-        return img, txt
+        if img_a is not None:
+            img = _residual(img, self.img_attn.proj(img_a), img_m1)
+            img = _residual(img, self.img_mlp(modulate(self.img_norm2(img), img_m2)), img_m2)
+        if txt_a is not None:
+            txt = _residual(txt, self.txt_attn.proj(txt_a), txt_m1)
+            txt = _residual(txt, self.txt_mlp(modulate(self.txt_norm2(txt), txt_m2)), txt_m2)
+        return (img if img_a is not None else None), (txt if txt_a is not None else None)
+
+
+def _check_table(freqs: Tensor, n_txt: int, n_img: int, head_dim: int) -> None:
+    """The RoPE table must be float32 (n_txt + n_img, head_dim / 2, 2)."""
+    n = n_txt + n_img
+    if not isinstance(freqs, Tensor):
+        raise TypeError(f"freqs must be a torch.Tensor ({n}, {head_dim // 2}, 2), got {type(freqs).__name__}")
+    if freqs.ndim == 3 and freqs.shape[0] != n:
+        hint = ("" if n_img == n_txt else " (it covers only the image tokens)" if freqs.shape[0] == n_img
+                else " (it covers only the latent tokens)" if freqs.shape[0] == n_txt else "")
+        raise ValueError(
+            f"freqs covers {freqs.shape[0]} tokens{hint} but the block attends over N_txt + N_img = "
+            f"{n_txt} + {n_img} = {n} tokens, latent first: build the table for all of them, e.g. "
+            f"rope_freqs(rope_angles(flowmo_positions({n_txt}, grid), axes_dim))"
+        )
+    if tuple(freqs.shape) != (n, head_dim // 2, 2) or freqs.dtype != torch.float32:
+        raise ValueError(f"freqs must be float32 ({n}, {head_dim // 2}, 2) = (N_txt + N_img, head_dim / 2, 2), "
+                         f"got {freqs.dtype} {tuple(freqs.shape)}")
+
+
+def _triples(mods: list[ModulationOut]) -> tuple[ModulationOut, Optional[ModulationOut]]:
+    """(attention triple, MLP triple); the MLP one is None for a stream without output."""
+    return mods[0], (mods[1] if len(mods) > 1 else None)
 
 
 def _residual(res: Tensor, x: Tensor, mod: Optional[ModulationOut]) -> Tensor:

@@ -4,33 +4,100 @@ from __future__ import annotations
 
 import math
 
+import numbers
+
 import torch
+from einops import rearrange
 from torch import Tensor, nn
+
+from ._checks import check_grid, check_positive_int
 
 __all__ = ["patchify", "unpatchify", "timestep_embedding", "TimeEmbedding"]
 
 
 def patchify(images: Tensor, patch_size: int) -> Tensor:
-    """(B, C, gh*p, gw*p) -> (B, gh*gw, p*p*C), channels last inside a patch (the release's layout)."""
-    b, c, h, w = images.shape
-    p = patch_size
-    x = images.reshape(b, c, h // p, p, w // p, p)  # b c gh ph gw pw
-    x = x.permute(0, 2, 4, 3, 5, 1)  # b gh gw ph pw c
-    return x.reshape(b, (h // p) * (w // p), p * p * c)
+    """Cut images into non-overlapping patches, one token per patch.
+
+    Args:
+        images: (B, C, H, W), H and W multiples of ``patch_size``.
+        patch_size: p, the patch side in pixels (>= 1).
+
+    Returns:
+        (B, rows * cols, p * p * C) with grid ``(rows, cols) = (H / p, W / p)``: tokens in
+        row-major order over the grid (the order :func:`~flowmo.blocks.flowmo_positions`
+        gives image tokens), channels last inside a patch (``b c (gh ph) (gw pw) -> b (gh gw)
+        (ph pw c)``, the release's layout).
+
+    Raises:
+        TypeError / ValueError: ``images`` not a 4-D tensor, ``patch_size`` not a positive int,
+        H or W not a multiple of it.
+    """
+    p = check_positive_int(patch_size, "patch_size")
+    if not isinstance(images, Tensor):
+        raise TypeError(f"images must be a torch.Tensor (B, C, H, W), got {type(images).__name__}")
+    if images.ndim != 4:
+        raise ValueError(f"images must have shape (B, C, H, W) (4 dims), got {tuple(images.shape)}")
+    h, w = images.shape[-2:]
+    if h % p or w % p:
+        raise ValueError(f"images of size H x W = {h} x {w} do not split into {p} x {p} patches: "
+                         f"H and W must be multiples of patch_size = {p}")
+    return rearrange(images, "b c (gh ph) (gw pw) -> b (gh gw) (ph pw c)", ph=p, pw=p)
 
 
 def unpatchify(tokens: Tensor, patch_size: int, grid: tuple[int, int], channels: int = 3) -> Tensor:
-    """Inverse of :func:`patchify`: (B, gh*gw, p*p*C) -> (B, C, gh*p, gw*p)."""
-    b = tokens.shape[0]
-    gh, gw = grid
-    p = patch_size
-    x = tokens.reshape(b, gh, gw, p, p, channels)  # b gh gw ph pw c
-    x = x.permute(0, 5, 1, 3, 2, 4)  # b c gh ph gw pw
-    return x.reshape(b, channels, gh * p, gw * p)
+    """Inverse of :func:`patchify`: put patch tokens back into images.
+
+    Args:
+        tokens: (B, rows * cols, p * p * channels), row-major over the grid, channels last
+            inside a patch.
+        patch_size: p (>= 1).
+        grid: (rows, cols) of the patches, i.e. (H / p, W / p) of the image to rebuild.
+        channels: C, the image channels (3 for RGB).
+
+    Returns:
+        (B, C, rows * p, cols * p).
+
+    Raises:
+        TypeError / ValueError: ``tokens`` not a 3-D tensor; ``grid`` not two positive ints or
+        rows * cols not the number of tokens; the token size not p * p * channels.
+    """
+    p = check_positive_int(patch_size, "patch_size")
+    c = check_positive_int(channels, "channels")
+    gh, gw = check_grid(grid)
+    if not isinstance(tokens, Tensor):
+        raise TypeError(f"tokens must be a torch.Tensor (B, N, p*p*C), got {type(tokens).__name__}")
+    if tokens.ndim != 3:
+        raise ValueError(f"tokens must have shape (B, N, p*p*C) (3 dims), got {tuple(tokens.shape)}")
+    if tokens.shape[1] != gh * gw:
+        raise ValueError(f"grid (rows, cols) = ({gh}, {gw}) has {gh * gw} patches but tokens has "
+                         f"{tokens.shape[1]} (tokens shape {tuple(tokens.shape)})")
+    if tokens.shape[2] != p * p * c:
+        raise ValueError(f"tokens must have p * p * channels = {p} * {p} * {c} = {p * p * c} values per token, "
+                         f"got {tokens.shape[2]} (tokens shape {tuple(tokens.shape)})")
+    return rearrange(tokens, "b (gh gw) (ph pw c) -> b c (gh ph) (gw pw)", gh=gh, gw=gw, ph=p, pw=p, c=c)
 
 
 def timestep_embedding(t: Tensor, dim: int = 256, time_factor: float = 1000.0, max_period: float = 10000.0) -> Tensor:
-    """Sinusoidal embedding of ``time_factor * t``: [cos(all), sin(all)], frequencies max_period^(-k/half)."""
+    """Sinusoidal embedding of flow times (the release's, after DiT / Flux).
+
+    Args:
+        t: (B,) flow times, t in [0, 1] (t = 0 data, t = 1 noise); values are not checked here.
+        dim: embedding size (an odd ``dim`` gets one zero column at the end).
+        time_factor: t is multiplied by this first (1000: t in [0, 1] is seen as [0, 1000]).
+        max_period: the longest period; the frequencies are max_period^(-k / (dim // 2)).
+
+    Returns:
+        float32 (B, dim): [cos(time_factor t f_k) for all k, sin(time_factor t f_k) for all k].
+
+    Raises:
+        TypeError / ValueError: ``t`` not a real 1-D tensor, ``dim`` not a positive int.
+    """
+    if not isinstance(t, Tensor):
+        raise TypeError(f"t must be a torch.Tensor (B,) of times in [0, 1], got {type(t).__name__}")
+    if t.ndim != 1 or t.is_complex() or t.dtype == torch.bool:
+        raise ValueError(f"t must be a real (B,) tensor of times in [0, 1] (one per sample), got "
+                         f"{t.dtype} {tuple(t.shape)}")
+    dim = check_positive_int(dim, "dim")
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
     args = (time_factor * t).float()[:, None] * freqs[None]
@@ -41,16 +108,30 @@ def timestep_embedding(t: Tensor, dim: int = 256, time_factor: float = 1000.0, m
 
 
 class TimeEmbedding(nn.Module):
-    """t -> sinusoidal(256) -> Linear -> SiLU -> Linear (keys ``in_layer``, ``out_layer``)."""
+    """Flow time -> conditioning vector: sinusoidal(``freq_dim``) -> Linear -> SiLU -> Linear.
+
+    Keys ``in_layer``, ``out_layer`` (the release's ``time_in``).
+
+    Args:
+        hidden: the output size (the blocks' width D).
+        freq_dim: size of the sinusoidal embedding (256 in the release).
+        time_factor: t is multiplied by this before the embedding (1000 in the release).
+    """
 
     def __init__(self, hidden: int, freq_dim: int = 256, time_factor: float = 1000.0):
         super().__init__()
-        self.freq_dim = freq_dim
+        check_positive_int(hidden, "hidden")
+        self.freq_dim = check_positive_int(freq_dim, "freq_dim")
+        if isinstance(time_factor, bool) or not isinstance(time_factor, numbers.Real) or not time_factor > 0:
+            raise ValueError(f"time_factor must be a real number > 0, got {time_factor!r}")
         self.time_factor = time_factor
         self.in_layer = nn.Linear(freq_dim, hidden)
         self.silu = nn.SiLU()
         self.out_layer = nn.Linear(hidden, hidden)
 
     def forward(self, t: Tensor) -> Tensor:
+        """t (B,), times in [0, 1] (0 data, 1 noise) -> the conditioning vector (B, hidden), in
+        the layer's dtype. Raises ValueError for a ``t`` that is not (B,) (see
+        :func:`timestep_embedding`)."""
         emb = timestep_embedding(t, self.freq_dim, self.time_factor).to(self.in_layer.weight.dtype)
         return self.out_layer(self.silu(self.in_layer(emb)))

@@ -10,37 +10,105 @@ computes them once per input shape and device and reuses them in every block and
 
 from __future__ import annotations
 
-from typing import Hashable
+import math
+import numbers
+from typing import Any, Callable, Hashable, Optional, Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["rope_angles", "rope_freqs", "apply_rope", "RopeTable", "flowmo_positions"]
+from ._checks import check_grid, check_positive_int
+
+__all__ = ["rope_angles", "rope_freqs", "apply_rope", "RopeTable", "flowmo_positions", "check_axes_dim"]
 
 
-def rope_angles(positions: Tensor, axes_dim: tuple[int, ...], theta: float = 10000.0) -> Tensor:
-    """positions (N, n_axes) -> angles (N, sum(axes_dim) / 2), float32 (computed in float64)."""
-    if positions.shape[-1] != len(axes_dim):
-        raise ValueError(f"positions has {positions.shape[-1]} axes but axes_dim has {len(axes_dim)}")
+def check_axes_dim(axes_dim: Any, name: str = "axes_dim") -> tuple[int, ...]:
+    """``axes_dim`` as a tuple of positive even ints (each RoPE frequency rotates one channel pair).
+
+    Raises:
+        TypeError: not a sequence of ints.
+        ValueError: empty, or an entry that is not positive and even.
+    """
+    if isinstance(axes_dim, (str, bytes)) or not isinstance(axes_dim, Sequence) or len(axes_dim) == 0:
+        raise TypeError(f"{name} must be a non-empty sequence of positive even ints, got {axes_dim!r}")
+    dims = tuple(check_positive_int(d, f"{name}[{a}]") for a, d in enumerate(axes_dim))
+    odd = [a for a, d in enumerate(dims) if d % 2]
+    if odd:
+        raise ValueError(f"every entry of {name} must be even (each frequency rotates one pair of channels), "
+                         f"got {list(dims)}: {name}[{odd[0]}] = {dims[odd[0]]} is odd")
+    return dims
+
+
+def _check_theta(theta: Any) -> float:
+    if isinstance(theta, bool) or not isinstance(theta, numbers.Real):
+        raise TypeError(f"theta must be a real number, got {type(theta).__name__}")
+    if not (math.isfinite(theta) and theta > 0):
+        raise ValueError(f"theta must be finite and > 0, got {theta}")
+    return float(theta)
+
+
+def rope_angles(positions: Tensor, axes_dim: Sequence[int], theta: float = 10000.0) -> Tensor:
+    """The RoPE angles of every token: position x frequency, axis by axis.
+
+    Args:
+        positions: (N, n_axes), one row per token, integer or float positions (FlowMo's come
+            from :func:`flowmo_positions`: latent tokens first, then the image tokens).
+        axes_dim: channels of the head dim given to each axis, ``len(axes_dim) == n_axes``,
+            each positive and even; ``sum(axes_dim)`` is the head dim the table is for.
+        theta: the RoPE base (> 0).
+
+    Returns:
+        float32 (N, sum(axes_dim) / 2): for axis a, the d_a / 2 frequencies
+        theta^(-2k/d_a), k < d_a / 2, times the token's position on that axis, concatenated in
+        axis order (computed in float64, then cast; the release's convention, RoFormer eq. 15).
+
+    Raises:
+        TypeError / ValueError: ``positions`` not a 2-D tensor with one column per axis, an
+        odd or non-positive ``axes_dim`` entry, ``theta`` not > 0.
+    """
+    dims = check_axes_dim(axes_dim)
+    theta = _check_theta(theta)
+    if not isinstance(positions, Tensor):
+        raise TypeError(f"positions must be a torch.Tensor (N, n_axes), got {type(positions).__name__}")
+    if positions.ndim != 2 or positions.shape[-1] != len(dims):
+        raise ValueError(f"positions must have shape (N, n_axes) = (N, {len(dims)}) (one column per entry of "
+                         f"axes_dim {list(dims)}), got {tuple(positions.shape)}")
+    if positions.is_complex() or positions.dtype == torch.bool:
+        raise TypeError(f"positions must be real numbers, got dtype {positions.dtype}")
     pos = positions.to(torch.float64)
     parts = []
-    for a, d in enumerate(axes_dim):
+    for a, d in enumerate(dims):
         omega = 1.0 / theta ** (torch.arange(0, d, 2, dtype=torch.float64, device=pos.device) / d)
         parts.append(pos[:, a, None] * omega[None])
     return torch.cat(parts, dim=-1).to(torch.float32)
 
 
 def apply_rope(x: Tensor, freqs: Tensor) -> Tensor:
-    """Rotate pairs (x[2k], x[2k+1]) of x (..., N, D) by the angles whose cosines and sines
-    ``freqs`` holds as (N, D/2, 2): (x0 cos - x1 sin, x0 sin + x1 cos).
+    """Rotate pairs (x[2k], x[2k+1]) of every token's channels by that token's angles.
+
+    Args:
+        x: queries or keys (..., N, D), D even (FlowMo: (B, H, N, head_dim) over the
+            [latent, image] tokens).
+        freqs: float32 (N, D/2, 2), the (cos, sin) of the angles from :func:`rope_freqs`; row i
+            is token i of ``x``, so the table must cover every token (latent and image).
+
+    Returns:
+        (x0 cos - x1 sin, x0 sin + x1 cos) for each pair, shape of ``x``, dtype of ``x`` (the
+        rotation is done in float32).
 
     Eager mode does it as one complex product (one pass over x); under ``torch.compile`` the
-    real form is used, since inductor generates no code for complex tensors. The rotation is
-    done in float32 and the result cast back to x's dtype.
+    real form is used, since inductor generates no code for complex tensors.
+
+    Raises:
+        ValueError: ``freqs`` not float32 (N, D/2, 2) for ``x`` (..., N, D).
     """
-    if freqs.shape[-1] != 2 or freqs.shape[-2] * 2 != x.shape[-1] or freqs.dtype != torch.float32:
-        raise ValueError(f"freqs must be float32 (N, {x.shape[-1] // 2}, 2) for x (..., N, {x.shape[-1]}), "
-                         f"got {freqs.dtype} {tuple(freqs.shape)}")
+    if not isinstance(x, Tensor) or not isinstance(freqs, Tensor):
+        raise TypeError(f"x and freqs must be torch.Tensors, got {type(x).__name__} and {type(freqs).__name__}")
+    if (freqs.ndim != 3 or freqs.shape[-1] != 2 or freqs.shape[-2] * 2 != x.shape[-1]
+            or freqs.dtype != torch.float32 or x.ndim < 2 or freqs.shape[0] != x.shape[-2]):
+        n = x.shape[-2] if x.ndim >= 2 else "N"
+        raise ValueError(f"freqs must be float32 ({n}, {x.shape[-1] // 2}, 2) (one row per token of x) for x "
+                         f"(..., N, D) = {tuple(x.shape)}, got {freqs.dtype} {tuple(freqs.shape)}")
     if torch.compiler.is_compiling():
         x0, x1 = x.float().unflatten(-1, (-1, 2)).unbind(-1)
         cos, sin = freqs.unbind(-1)
@@ -50,13 +118,38 @@ def apply_rope(x: Tensor, freqs: Tensor) -> Tensor:
 
 
 def rope_freqs(angles: Tensor) -> Tensor:
-    """Angles (N, D/2) -> float32 (N, D/2, 2) of (cos, sin), contiguous (a complex view is free)."""
+    """Angles (N, D/2) (radians, e.g. from :func:`rope_angles`) -> float32 (N, D/2, 2) of
+    (cos, sin), contiguous (so a complex view of it is free); the ``freqs`` of :func:`apply_rope`.
+
+    Raises:
+        ValueError: ``angles`` is not a 2-D real tensor.
+    """
+    if not isinstance(angles, Tensor):
+        raise TypeError(f"angles must be a torch.Tensor (N, D/2), got {type(angles).__name__}")
+    if angles.ndim != 2 or angles.is_complex():
+        raise ValueError(f"angles must be a real (N, D/2) tensor, got {angles.dtype} {tuple(angles.shape)}")
+    angles = angles.float()
     return torch.stack((torch.cos(angles), torch.sin(angles)), dim=-1).contiguous()
 
 
-def flowmo_positions(code_length: int, grid: tuple[int, int], device: torch.device | None = None) -> Tensor:
-    """FlowMo's 3-axis positions, latent tokens first: latent i -> (i, i, i); image (r, c) -> (0, r, c)."""
-    gh, gw = grid
+def flowmo_positions(code_length: int, grid: tuple[int, int], device: Optional[torch.device] = None) -> Tensor:
+    """FlowMo's 3-axis token positions, in the order the blocks attend over: [latent, image].
+
+    Args:
+        code_length: T, the number of latent tokens (>= 0).
+        grid: (rows, cols) of the image patches (image height / patch size, width / patch size).
+        device: where to build the positions.
+
+    Returns:
+        int64 (T + rows * cols, 3): latent token i -> (i, i, i) for i < T, then image patch
+        (r, c) -> (0, r, c) in row-major order (the order :func:`~flowmo.blocks.patchify`
+        gives), as in the release.
+
+    Raises:
+        TypeError / ValueError: ``code_length`` not an int >= 0, ``grid`` not two positive ints.
+    """
+    code_length = check_positive_int(code_length, "code_length", minimum=0)
+    gh, gw = check_grid(grid)
     i = torch.arange(code_length, device=device)
     latent = torch.stack((i, i, i), dim=-1)
     rr, cc = torch.meshgrid(torch.arange(gh, device=device), torch.arange(gw, device=device), indexing="ij")
@@ -65,16 +158,27 @@ def flowmo_positions(code_length: int, grid: tuple[int, int], device: torch.devi
 
 
 class RopeTable:
-    """Caches rotation tables (N, D/2, 2) by a hashable key and device; counts how many it built."""
+    """Caches RoPE tables (N, D/2, 2) by a hashable key and device; counts how many it built.
 
-    def __init__(self, axes_dim: tuple[int, ...], theta: float = 10000.0, max_entries: int = 16):
-        self.axes_dim = tuple(axes_dim)
-        self.theta = theta
-        self.max_entries = max_entries
+    Args:
+        axes_dim: head-dim channels per position axis (positive, even; sum = head dim).
+        theta: the RoPE base (> 0).
+        max_entries: tables kept; the oldest is dropped beyond it.
+
+    ``get(key, device, make_positions)`` returns the cached table for ``(key, device)``, or
+    builds it from ``make_positions(cpu_device)`` -> positions (N, len(axes_dim)) (float64
+    angles on the CPU, then float32 on ``device``).
+    """
+
+    def __init__(self, axes_dim: Sequence[int], theta: float = 10000.0, max_entries: int = 16):
+        self.axes_dim = check_axes_dim(axes_dim)
+        self.theta = _check_theta(theta)
+        self.max_entries = check_positive_int(max_entries, "max_entries")
         self.builds = 0
         self._cache: dict[tuple[Hashable, str], Tensor] = {}
 
-    def get(self, key: Hashable, device: torch.device, make_positions) -> Tensor:
+    def get(self, key: Hashable, device: torch.device, make_positions: Callable[[torch.device], Tensor]) -> Tensor:
+        """The float32 table (N, sum(axes_dim) / 2, 2) for ``key`` on ``device`` (see the class)."""
         ck = (key, str(device))
         hit = self._cache.get(ck)
         if hit is None:
@@ -88,4 +192,5 @@ class RopeTable:
         return hit
 
     def clear(self) -> None:
+        """Drop every cached table."""
         self._cache.clear()

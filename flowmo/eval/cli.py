@@ -19,6 +19,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from .._device import check_device
 from ..imports import add_import_argument, import_modules
 
 __all__ = ["main", "build_parser", "load_model", "sampler_from_args", "release_image_folder", "RELEASE_CROP"]
@@ -46,8 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", default=None, metavar="NAME",
                    help="a registered time grid: pow, linear, shifted, or one registered by an --import module")
     p.add_argument("--cfg-scale", type=float, default=None, help="classifier-free guidance scale (1 = off)")
-    p.add_argument("--sampler", default=None, metavar="JSON",
-                   help="sampler fields as JSON (or @file.json), applied before --steps/--solver/--grid/--cfg-scale")
+    p.add_argument("--sampler", default=None, metavar="JSON_OR_PRESET",
+                   help="a sampler preset name (fast, release) or sampler fields as JSON (or @file.json) merged into "
+                        "the model's sampler; applied before --steps/--solver/--grid/--cfg-scale")
     p.add_argument("--seed", type=int, default=0, help="noise seed: image i decodes from SeedSequence([seed, i])")
     p.add_argument("--output", default="flowmo_eval", metavar="DIR", help="output folder (default ./flowmo_eval)")
     p.add_argument("--weights-dir", default=None, metavar="DIR",
@@ -100,34 +102,48 @@ def load_model(path: str, *, raw: bool = False) -> tuple[Any, dict]:
 
 
 def sampler_from_args(model: Any, args: argparse.Namespace):
-    """The model's sampler with the command line's overrides, validated."""
-    from ..spec import SamplerSpec
+    """The model's sampler with the command line's edits, validated.
 
-    d = model.spec.sampler.model_dump(mode="json")
-    if args.sampler:
-        text = args.sampler
-        if text.startswith("@"):
-            f = Path(text[1:])
-            if not f.is_file():
-                raise FileNotFoundError(f"--sampler file {str(f)!r} does not exist")
-            text = f.read_text()
-        try:
-            extra = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"--sampler is not valid JSON: {e}") from None
-        if not isinstance(extra, dict):
-            raise ValueError("--sampler must be a JSON object of sampler fields")
-        d.update(extra)
-    if args.steps is not None:
-        d["steps"] = args.steps
-    if args.solver is not None:
-        d["solver"] = {"name": args.solver}
-    if args.grid is not None:
-        d["grid"] = {"name": args.grid}
-    if args.cfg_scale is not None:
-        d["guidance"] = {**dict(d.get("guidance") or {}), "scale": args.cfg_scale}
+    ``--sampler`` is a sampler preset name (``fast``: the preset replaces the model's sampler)
+    or JSON (or @file.json) of changes merged as :meth:`flowmo.FlowMoSpec.replace` merges
+    (``{"guidance": {"scale": 2}}`` keeps the interval); then ``--steps``, ``--solver``,
+    ``--grid`` and ``--cfg-scale`` are applied the same way (a new ``--grid`` name takes that
+    grid's defaults; the same name keeps its fields)."""
+    from ..spec import SamplerSpec, replace_spec
+
     try:
-        return SamplerSpec.model_validate(d)
+        spec = model.spec.sampler
+        if args.sampler:
+            text = args.sampler
+            if text.startswith("@"):
+                f = Path(text[1:])
+                if not f.is_file():
+                    raise FileNotFoundError(f"--sampler file {str(f)!r} does not exist")
+                text = f.read_text()
+            try:
+                extra = json.loads(text)
+            except json.JSONDecodeError as e:
+                if text.strip().startswith(("{", "[", '"')):
+                    raise ValueError(f"--sampler is not valid JSON: {e}") from None
+                extra = text.strip()  # a preset name
+            if isinstance(extra, str):
+                spec = SamplerSpec.model_validate(extra)
+            elif isinstance(extra, dict):
+                spec = replace_spec(spec, extra)
+            else:
+                raise ValueError("--sampler must be a sampler preset name or a JSON object of sampler fields")
+        changes: dict[str, Any] = {}
+        if args.steps is not None:
+            changes["steps"] = args.steps
+        if args.solver is not None:
+            changes["solver"] = args.solver
+        if args.grid is not None:
+            changes["grid"] = args.grid
+        if args.cfg_scale is not None:
+            changes["guidance"] = {"scale": args.cfg_scale}
+        return replace_spec(spec, changes) if changes else spec
+    except FileNotFoundError:
+        raise
     except ValueError as e:
         raise ValueError(f"invalid sampler settings: {e}") from None
 
@@ -227,7 +243,7 @@ def _dist_setup(device_arg: str) -> tuple[int, int, torch.device, bool]:
     if device_arg == "auto":
         device = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
     else:
-        device = torch.device(device_arg)
+        device = check_device(device_arg, "--device")  # ValueError naming it: malformed or not here
         if device.type == "cuda" and device.index is None:
             device = torch.device("cuda", local)
     if device.type == "cuda":

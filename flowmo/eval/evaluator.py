@@ -64,6 +64,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .._device import check_device
 from .metrics import (
     RELEASE_PSNR_BATCH,
     FeatureStats,
@@ -299,7 +300,8 @@ class Evaluator:
         fid: compute rFID.
         weights_dir: the folder holding the weight files; without it ``$FLOWMO_WEIGHTS_DIR``
             and the torch hub cache are searched (see :mod:`flowmo.nets.weights`).
-        device: where the networks run (default: the device of the images given to ``update``).
+        device: where the networks run (default: the device of the images given to ``update``);
+            a malformed or unavailable device raises ValueError naming ``device``.
         lpips_nets: explicit LPIPS modules by head name (used instead of weight files).
         inception: an explicit FID feature network ((B, 3, H, W) in [-1, 1] -> (B, D)).
         tokens_fn: ``originals -> tokens`` used when ``update`` gets no ``tokens``.
@@ -347,7 +349,7 @@ class Evaluator:
         self.weights_dir = None if weights_dir is None else Path(weights_dir).expanduser()
         if self.weights_dir is not None and not self.weights_dir.is_dir():
             raise FileNotFoundError(f"weights_dir {str(self.weights_dir)!r} is not a folder")
-        self.device = None if device is None else torch.device(device)
+        self.device = None if device is None else check_device(device, "device")
         self.tokens_fn = tokens_fn
         self.codebook_size = codebook_size
         self.bits_per_pixel = bits_per_pixel
@@ -818,6 +820,9 @@ def evaluate_model(
     ``torch.bfloat16``) runs the reconstruction under autocast.
     Without ``evaluator`` one is built from ``evaluator_kwargs``.
 
+    ``device`` (default: the model's, else the evaluator's, else the CPU): a malformed or
+    unavailable one raises ValueError naming ``device``.
+
     ``protocol`` (``"standard"`` or ``"release"``, see :class:`Evaluator`) is passed to the
     evaluator that is built (default ``"standard"``); with an ``evaluator`` it must equal
     ``evaluator.protocol`` (or be None), else ``ValueError``.
@@ -839,7 +844,7 @@ def evaluate_model(
     is_flowmo = isinstance(model, FlowMo)
     if device is None:
         device = model.device if is_flowmo else (evaluator.device or torch.device("cpu"))
-    device = torch.device(device)
+    device = check_device(device, "device")
     was_training = isinstance(model, nn.Module) and model.training
     if isinstance(model, nn.Module):
         model.eval()

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ..registry import TIME_GRIDS
-from ..spec import PowGridSpec, ShiftedGridSpec
+from ..spec import PowGridSpec, ShiftedGridSpec, TimeGridSpec
 
 __all__ = ["TimeGrid", "LinearGrid", "PowGrid", "ShiftedGrid", "build_grid", "check_times"]
 
@@ -103,5 +103,19 @@ class ShiftedGrid(TimeGrid):
 
 
 def build_grid(spec) -> TimeGrid:
-    """The registered time grid a :class:`flowmo.spec.TimeGridSpec` describes (``TIME_GRIDS.build``)."""
+    """The time grid ``spec`` names: a :class:`~flowmo.spec.TimeGridSpec`, a dict of its fields
+    (``{"name": "pow", "p": 0.5}``) or a registered name (``"linear"``). Raises TypeError for
+    another type and pydantic's ValidationError (a ValueError) naming the problem for an
+    unknown name or invalid fields."""
+    spec = _as_spec(TimeGridSpec, spec, "time grid")
     return TIME_GRIDS.build(spec)
+
+
+def _as_spec(kind, spec, what: str):
+    """``spec`` (a spec of ``kind``, a dict of its fields or a registered name) validated."""
+    if isinstance(spec, kind):
+        return spec
+    if not isinstance(spec, (dict, str)):
+        raise TypeError(f"spec must be a {kind.__name__}, a dict of its fields or the name of a registered {what}, "
+                        f"got {type(spec).__name__} {spec!r}")
+    return kind.model_validate(spec)

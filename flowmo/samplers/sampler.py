@@ -143,7 +143,8 @@ def sample(
     of cond's shape and device; ``cond`` and ``null_cond`` may be of any floating dtype
     (e.g. float64 conditioning for a bfloat16 decoder): both are cast to ``decoder_dtype``,
     and a value that overflows that dtype raises ``ValueError`` naming the argument.
-    ``spec`` may also be a dict of SamplerSpec fields.
+    ``spec`` may also be a dict of SamplerSpec fields (missing ones take SamplerSpec's
+    defaults) or a preset name of :data:`flowmo.samplers.SAMPLER_PRESETS` (``"fast"``).
 
     The solver integrates a state of dtype ``state_dtype(noise.dtype)`` (float32 for float32,
     bfloat16 and float16 noise) and sees a velocity function that returns that dtype, so a
@@ -214,10 +215,11 @@ def _to_decoder_dtype(x: Tensor, name: str, dtype: torch.dtype) -> Tensor:
 
 def _check_inputs(decoder, noise, cond, spec, null_cond) -> SamplerSpec:
     """Validate sample()'s arguments (ValueError / TypeError naming the argument); returns the spec."""
-    if isinstance(spec, dict):
+    if isinstance(spec, (dict, str)):
         spec = SamplerSpec.model_validate(spec)
     elif not isinstance(spec, SamplerSpec):
-        raise TypeError(f"spec must be a SamplerSpec or a dict of its fields, got {type(spec).__name__}")
+        raise TypeError(f"spec must be a SamplerSpec, a dict of its fields or a sampler preset name, "
+                        f"got {type(spec).__name__}")
     if not callable(decoder):
         raise TypeError(f"decoder must be callable (x_t, t, cond) -> velocity, got {type(decoder).__name__}")
     for name, x in (("noise", noise), ("cond", cond), ("null_cond", null_cond)):

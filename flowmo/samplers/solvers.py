@@ -16,6 +16,8 @@ from typing import Callable, Optional
 from torch import Tensor
 
 from ..registry import SOLVERS
+from ..spec import SolverSpec
+from .grids import _as_spec
 
 __all__ = ["Solver", "Euler", "Heun", "build_solver", "Velocity"]
 
@@ -82,5 +84,9 @@ class Heun(Solver):
 
 
 def build_solver(spec) -> Solver:
-    """The registered solver a :class:`flowmo.spec.SolverSpec` describes (``SOLVERS.build``)."""
+    """The ODE solver ``spec`` names: a :class:`~flowmo.spec.SolverSpec`, a dict of its fields
+    (``{"name": "heun"}``) or a registered name (``"euler"``). Raises TypeError for another
+    type and pydantic's ValidationError (a ValueError) naming the problem for an unknown name
+    or invalid fields."""
+    spec = _as_spec(SolverSpec, spec, "ODE solver")
     return SOLVERS.build(spec)

@@ -18,7 +18,8 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML/JSON file with 'model' (a FlowMoSpec or preset name) and 'train' sections")
     p.add_argument("--out", required=True, help="output folder (checkpoints, metrics.jsonl, images, eval)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="dotted override, e.g. --set train.optim.lr=5e-5 (repeatable)")
+                   help="dotted override, e.g. --set train.optim.lr=5e-5 (repeatable, applied in order with the "
+                        "semantics of FlowMoSpec.replace: --set model.quantizer.name=fsq takes FSQ's defaults)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--export", metavar="DIR", help="after training, write the EMA weights as a model folder here")
     add_import_argument(p)

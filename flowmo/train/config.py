@@ -28,7 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ..imports import check_module_names, import_modules, unknown_component_message, unknown_components
 from ..presets import get_preset
-from ..spec import MAX_SAMPLER_STEPS, FlowMoSpec, SpecBool, SpecFloat, SpecInt
+from .._device import parse_device
+from ..spec import MAX_SAMPLER_STEPS, FlowMoSpec, SpecBool, SpecFloat, SpecInt, merge_data
 
 __all__ = [
     "DataConfig", "OptimConfig", "EMAConfig", "CheckpointConfig", "LogConfig", "EvalConfig", "TrainSpec",
@@ -182,7 +183,11 @@ class TrainSpec(_Strict):
     )
     renormalize: SpecBool = Field(True, description="rescale block Linear weights to their initial norms after each step")
     autocast: Literal["auto", "bf16", "off"] = Field("auto", description="auto: bf16 on CUDA, off on CPU")
-    device: str = Field("auto", description="auto: cuda (LOCAL_RANK) when available, else cpu")
+    device: str = Field(
+        "auto", description="auto: cuda (LOCAL_RANK) when available, else cpu; or a torch device name "
+                            "(cpu, cuda, cuda:1, mps): its spelling is checked here, its presence when the "
+                            "Trainer starts",
+    )
     threads: Optional[SpecInt] = Field(
         None, gt=0, le=1024,
         description="intra-op CPU threads of this process (torch.set_num_threads, set when the Trainer is "
@@ -206,6 +211,13 @@ class TrainSpec(_Strict):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @field_validator("device", mode="before")
+    @classmethod
+    def _device(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            parse_device(v, "device", auto=True)  # ValueError: a name torch cannot parse
+        return v  # another type: refused by the str field
 
     @model_validator(mode="after")
     def _check(self) -> "TrainSpec":
@@ -237,26 +249,20 @@ class TrainConfig(_Strict):
 
 
 def expand_model(model: Any) -> Any:
-    """A preset name, or a dict with an optional ``preset`` key merged with its other fields."""
+    """The ``model`` section of a config as data: a preset name gives that preset's spec; a
+    dict with a ``preset`` key gives the preset edited by the dict's other keys with the
+    semantics of :meth:`flowmo.FlowMoSpec.replace` (:func:`flowmo.spec.merge_data`: nested
+    dicts merge, naming another component drops the old one's fields, ``interval_sigma``
+    replaces ``interval``, unknown keys raise ValueError naming them); anything else is
+    returned as it is (validated later)."""
     if isinstance(model, str):
         return get_preset(model)
     if isinstance(model, dict) and "preset" in model:
         if not isinstance(model["preset"], str):
             raise ValueError(f"model.preset must be a preset name (a str), got {model['preset']!r}")
         rest = {k: v for k, v in model.items() if k != "preset"}
-        base = get_preset(model["preset"]).model_dump(mode="json")
-        return _deep_merge(base, rest)
+        return merge_data(FlowMoSpec, get_preset(model["preset"]).model_dump(mode="json"), rest, where="model")
     return model
-
-
-def _deep_merge(base: dict, extra: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in extra.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and v.get("name", out[k].get("name")) == out[k].get("name"):
-            out[k] = _deep_merge(out[k], v)
-        else:
-            out[k] = v
-    return out
 
 
 class _Yaml12BoolLoader(yaml.SafeLoader):
@@ -297,9 +303,21 @@ def _yaml_problem(e: yaml.YAMLError) -> str:
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a raw config dict.
 
+    Each override, in order, is the edit ``{"a": {"b": {"c": value}}}`` of the config with
+    the semantics of :meth:`flowmo.FlowMoSpec.replace` (:func:`flowmo.spec.merge_data`),
+    the model section starting from its preset: ``model.sampler.steps=4`` keeps the rest of
+    the sampler; ``model.sampler.guidance.interval_sigma=[0.2,1.0]`` replaces the preset's
+    ``interval``; ``model.quantizer.name=fsq`` drops LFQ's fields (FSQ's defaults fill the
+    rest; a later ``model.quantizer.levels=[...]`` gives its own); a dict value
+    (``model.encoder={depth: 3}``) merges; ``model=NAME`` replaces the whole model with a
+    preset. The result is validated once, after the last override (load_config), so
+    overrides that are only valid together (``model.code_channels=6`` with
+    ``model.quantizer.name=fsq``) may come in any order.
+
     Raises TypeError if ``raw`` is not a dict or ``overrides`` not a list of strings, and
     ValueError naming the override if one is malformed (no ``=``, an empty key, a value
-    that is not valid YAML, a key below a value that is not a section)."""
+    that is not valid YAML) or names a field that does not exist (``model.preset``
+    included: write ``model=NAME`` to switch presets)."""
     if not isinstance(raw, dict):
         raise TypeError(f"the config must be a mapping (dict), got {type(raw).__name__}")
     if isinstance(overrides, (str, bytes, dict)) or not isinstance(overrides, Iterable):
@@ -322,18 +340,19 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         except yaml.YAMLError as e:
             raise ValueError(f"override {item!r}: the value {text!r} is not valid YAML ({_yaml_problem(e)}); "
                              f"quote it to pass a string") from None
-        if keys[0] == "model":
-            raw["model"] = expand_model(raw.get("model", {}))
-            if hasattr(raw["model"], "model_dump"):
-                raw["model"] = raw["model"].model_dump(mode="json")
-        node = raw
-        for k in keys[:-1]:
-            if not isinstance(node.get(k), dict):
-                node[k] = {} if node.get(k) is None else node[k]
-                if not isinstance(node[k], dict):
-                    raise ValueError(f"override {item!r}: {k!r} is not a section")
-            node = node[k]
-        node[keys[-1]] = value
+        if keys == ["model", "preset"]:
+            raise ValueError(f"override {item!r}: the preset is the starting point of the model section, not one of "
+                             f"its fields; write model=NAME to replace the whole model with a preset")
+        if keys[0] == "model" and len(keys) > 1 and "model" in raw:
+            model = expand_model(raw["model"])
+            raw["model"] = model.model_dump(mode="json") if isinstance(model, FlowMoSpec) else model
+        change: Any = value
+        for k in reversed(keys):
+            change = {k: change}
+        try:
+            raw = merge_data(TrainConfig, raw, change)
+        except ValueError as e:
+            raise ValueError(f"override {item!r}: {e}") from None
     return raw
 
 

@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from .._device import check_device
 from .._state import check_finite, check_state_dict
 from ..model import CONFIG_NAME, WEIGHTS_NAME, FlowMo
 from .checkpoint import (
@@ -171,7 +172,7 @@ def _resolve_device(name: str, ctx: DistContext) -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda", ctx.local_rank)
         return torch.device("cpu")
-    dev = torch.device(name)
+    dev = check_device(name, "train.device")  # ValueError naming it: malformed or not on this machine
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", ctx.local_rank)
     return dev

@@ -168,7 +168,8 @@ def test_bool_fields_in_a_yaml_file(tmp_path):
 
 # ----------------------------------------------------------------------------- floats
 FLOAT_FIELDS = [
-    "train.optim.lr", "train.optim.eps", "train.optim.weight_decay", "train.optim.grad_clip", "train.ema.decay",
+    "train.optim.lr", "train.optim.eps", "train.optim.weight_decay", "train.optim.grad_clip", "train.optim.final_lr_fraction",
+    "train.ema.decay",
     "model.sampler.guidance.scale", "model.encoder.mlp_ratio",
 ]
 
