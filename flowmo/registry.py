@@ -37,9 +37,12 @@ the modules to import before it loads (see :mod:`flowmo.imports`).
 
 from __future__ import annotations
 
+import collections.abc
 import fnmatch
 import importlib
 import inspect
+import numbers
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -48,6 +51,11 @@ from typing import Any, Callable, Generic, Iterator, Optional, TypeVar, Union
 T = TypeVar("T")
 
 __all__ = ["Registry", "RegistryError", "UnknownComponentError", "Entry", "REGISTRIES"]
+
+MAX_NAME_LENGTH = 64
+"""Longest registered name."""
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,%d}" % (MAX_NAME_LENGTH - 1))
+_REF = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 
 
 class RegistryError(ValueError):
@@ -95,7 +103,13 @@ def _resolve(ref: Ref) -> Optional[type]:
     if ref is None or isinstance(ref, type):
         return ref
     module, _, name = ref.partition(":")
-    return vars(importlib.import_module(module))[name]
+    try:
+        found = vars(importlib.import_module(module))[name]
+    except (ImportError, KeyError) as e:
+        raise TypeError(f"the class {ref!r} a registry names cannot be imported ({type(e).__name__}: {e})") from None
+    if not isinstance(found, type):
+        raise TypeError(f"{ref!r}, which a registry names as a class, is a {type(found).__name__}")
+    return found
 
 
 class Registry(Generic[T]):
@@ -109,15 +123,33 @@ class Registry(Generic[T]):
             :class:`flowmo.spec.ComponentSpec`; None: ComponentSpec itself.
         wiring: the keyword arguments the model passes to every factory of this kind (never
             part of the spec), e.g. ``("channels",)`` for quantizers.
+        sizes: the wiring arguments that are sizes (``build`` refuses anything but a python
+            int > 0 for them, naming the argument); None: every wiring argument.
+
+    Raises TypeError / ValueError naming the argument for a ``kind`` that is not a non-empty
+    string, an ``interface`` / ``spec_base`` that is not a class or ``"module:Name"``, or
+    wiring names that are not distinct identifiers (``name`` is reserved).
     """
 
-    def __init__(self, kind: str, *, interface: Ref = None, spec_base: Ref = None, wiring: tuple[str, ...] = ()):
-        if not isinstance(kind, str) or not kind:
+    def __init__(self, kind: str, *, interface: Ref = None, spec_base: Ref = None, wiring: tuple[str, ...] = (),
+                 sizes: Optional[tuple[str, ...]] = None):
+        if not isinstance(kind, str) or not kind.strip():
             raise TypeError(f"kind must be a non-empty string, got {kind!r}")
-        if isinstance(wiring, str) or not all(isinstance(w, str) and w.isidentifier() for w in wiring):
+        for arg, ref in (("interface", interface), ("spec_base", spec_base)):
+            if not (ref is None or isinstance(ref, type) or isinstance(ref, str) and _REF.fullmatch(ref)):
+                raise TypeError(f"{arg} must be a class, a 'package.module:ClassName' string or None, got {ref!r}")
+        if isinstance(wiring, str) or not isinstance(wiring, (tuple, list)) or not all(
+                isinstance(w, str) and w.isidentifier() for w in wiring):
             raise TypeError(f"wiring must be a tuple of argument names, got {wiring!r}")
+        if len(set(wiring)) != len(wiring) or "name" in wiring:
+            raise ValueError(f"wiring must name distinct arguments other than 'name', got {tuple(wiring)!r}")
+        if sizes is None:
+            sizes = tuple(wiring)
+        if isinstance(sizes, str) or not isinstance(sizes, (tuple, list)) or not set(sizes) <= set(wiring):
+            raise TypeError(f"sizes must be a tuple of wiring argument names ({tuple(wiring)!r}), got {sizes!r}")
         self.kind = kind
         self.wiring = tuple(wiring)
+        self.sizes = tuple(sizes)
         self._interface = interface
         self._spec_base = spec_base
         self._entries: dict[str, Entry[T]] = {}
@@ -159,14 +191,26 @@ class Registry(Generic[T]):
         self._check_name(name)
         if not callable(obj):
             raise RegistryError(f"{self.kind} {name!r}: expected a class or factory function, got {obj!r}")
+        if not isinstance(replace, bool):
+            raise TypeError(f"replace must be True or False, got {replace!r}")
         old = self._entries.get(name)
         if old is not None and not replace:
             if old.factory is obj and (spec is None and old.derived or spec is old.spec):
                 return  # the same registration again: harmless
-            if not _same_definition(old.factory, obj):
+            if old.factory is not obj and not _same_definition(old.factory, obj):
                 raise RegistryError(
                     f"{self.kind} {name!r} is already registered (by {_describe(old.factory)}); pick another "
                     f"name, or pass replace=True to replace it with {_describe(obj)}"
+                )
+            # the same definition again (a re-run cell, a reloaded module): its spec must be the
+            # same kind of spec (derived again, or an explicit spec class defined again)
+            if (spec is None) != old.derived or spec is not None and spec is not old.spec and not _same_definition(
+                    old.spec, spec):
+                was = "a spec derived from its arguments" if old.derived else f"the spec {_describe(old.spec)}"
+                now = "a spec derived from its arguments" if spec is None else f"the spec {_describe(spec)}"
+                raise RegistryError(
+                    f"{self.kind} {name!r} is already registered by {_describe(old.factory)} with {was}; registering "
+                    f"it with {now} is a different registration: pass replace=True to replace it"
                 )
         iface = self.interface
         if iface is not None and isinstance(obj, type) and not issubclass(obj, iface):
@@ -181,6 +225,7 @@ class Registry(Generic[T]):
             entry = Entry(name, obj, spec_cls, module, True, fields)
         else:
             self._check_spec(name, spec)
+            self._check_takes_spec(name, obj, spec)
             entry = Entry(name, obj, spec, module, False, ())
         self._entries[name] = entry
 
@@ -221,9 +266,10 @@ class Registry(Generic[T]):
 
         Raises:
             TypeError: ``spec`` is of another kind, the wiring arguments are not exactly the
-                declared ones, or the factory returned something that is not an instance of
-                the kind's interface.
-            ValueError: an unknown name (:class:`UnknownComponentError`) or invalid fields.
+                declared ones, a size (:attr:`sizes`) is not an int, or the factory returned
+                something that is not an instance of the kind's interface.
+            ValueError: an unknown name (:class:`UnknownComponentError`), invalid fields, or a
+                size that is not > 0.
         """
         base = self.spec_base
         if isinstance(spec, (str, dict)):
@@ -241,6 +287,15 @@ class Registry(Generic[T]):
             declared = ", ".join(self.wiring) or "none"
             raise TypeError(f"{self.kind} {spec.name!r}: wiring arguments {'; '.join(parts)} "
                             f"(a {self.kind} takes: {declared})")
+        for w in self.sizes:
+            v = wiring[w]
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+                raise TypeError(f"{self.kind} {spec.name!r}: wiring argument {w} must be a positive int (a size), "
+                                f"got {type(v).__name__} {v!r}")
+            if v < 1:
+                raise ValueError(f"{self.kind} {spec.name!r}: wiring argument {w} must be a positive int (a size), "
+                                 f"got {v!r}")
+            wiring[w] = int(v)
         entry = self.get(spec.name)
         if not isinstance(spec, entry.spec):  # e.g. a spec of a since re-registered class
             spec = entry.spec.model_validate(spec.model_dump())
@@ -261,7 +316,9 @@ class Registry(Generic[T]):
         return self.get(name).factory(*args, **kwargs)  # type: ignore[operator]
 
     def names(self, pattern: str = "*") -> list[str]:
-        """The registered names matching a shell-style wildcard ``pattern``, sorted."""
+        """The registered names matching a shell-style wildcard ``pattern`` (a str), sorted."""
+        if not isinstance(pattern, str):
+            raise TypeError(f"pattern must be a shell-style wildcard string such as 'lpips_*', got {pattern!r}")
         return sorted(n for n in self._entries if fnmatch.fnmatchcase(n, pattern))
 
     def entries(self) -> list[Entry[T]]:
@@ -269,7 +326,7 @@ class Registry(Generic[T]):
         return [self._entries[n] for n in sorted(self._entries)]
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return isinstance(name, str) and name in self._entries
 
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._entries))
@@ -282,8 +339,11 @@ class Registry(Generic[T]):
 
     # ------------------------------------------------------------------ checks
     def _check_name(self, name: Any) -> None:
-        if not isinstance(name, str) or not name:
-            raise RegistryError(f"{self.kind} registry: name must be a non-empty string, got {name!r}")
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            shown = repr(name) if not isinstance(name, str) or len(name) <= 80 else f"{name[:40]!r}... ({len(name)} chars)"
+            raise RegistryError(f"{self.kind} registry: name must be a non-empty string of letters, digits, '_' and "
+                                f"'-' (at most {MAX_NAME_LENGTH} characters, no spaces, dots or slashes: it is written "
+                                f"in configs and on the command line), got {shown}")
 
     def _check_spec(self, name: str, spec: Any) -> None:
         base = self.spec_base
@@ -291,10 +351,26 @@ class Registry(Generic[T]):
             shown = spec.__name__ if isinstance(spec, type) else repr(spec)
             raise RegistryError(f"{self.kind} {name!r}: spec {shown} must be a subclass of "
                                 f"{base.__module__}.{base.__name__} (the spec base of every {self.kind})")
-        default = spec.model_fields["name"].default
+        default = spec.model_fields["name"].default if "name" in spec.model_fields else None
+        if not isinstance(default, str):
+            raise RegistryError(f"{self.kind} {name!r}: spec {spec.__name__}.name has no default; it must default "
+                                f"to {name!r} (name: Literal[{name!r}] = {name!r})")
         if default != name:
             raise RegistryError(f"{self.kind} {name!r}: spec {spec.__name__}.name defaults to {default!r}; "
                                 f"it must default to {name!r}")
+
+    def _check_takes_spec(self, name: str, obj: Any, spec: type) -> None:
+        """An explicit spec: ``build`` calls ``obj(spec, **wiring)``; refuse a factory that cannot take that."""
+        sig = _signature(self.kind, name, obj)
+        try:
+            sig.bind(object(), **{w: None for w in self.wiring})
+        except TypeError as e:
+            wiring = "".join(f", {w}=..." for w in self.wiring)
+            raise RegistryError(
+                f"{self.kind} {name!r}: registered with spec={spec.__name__}, {_describe(obj)} is called as "
+                f"{getattr(obj, '__name__', 'factory')}(spec{wiring}), but it takes {sig} ({e}); make the spec its "
+                "first positional argument, or drop spec=... to derive the spec from its keyword-only arguments"
+            ) from None
 
     def _check_wiring_accepted(self, name: str, obj: Any) -> None:
         if not self.wiring:
@@ -309,7 +385,7 @@ class Registry(Generic[T]):
 
     def _derive_spec(self, name: str, obj: Any) -> tuple[type, tuple[str, ...]]:
         """The spec class of ``obj``'s keyword-only annotated arguments (wiring excluded)."""
-        from pydantic import TypeAdapter, ValidationError, create_model
+        from pydantic import Field, ValidationError, create_model
 
         sig = _signature(self.kind, name, obj)
         target = obj.__init__ if isinstance(obj, type) else obj
@@ -333,11 +409,19 @@ class Registry(Generic[T]):
                     + " (or register an explicit spec class with spec=...)")
             if p.name == "name":
                 raise RegistryError(f"{where}: argument 'name' is reserved (every spec's 'name' is the registered name)")
+            why = self._reserved(p.name)
+            if why:
+                raise RegistryError(f"{where}: argument {p.name!r} is reserved ({why}); rename it")
             if p.name not in hints:
                 raise RegistryError(f"{where}: argument {p.name!r} has no type annotation; annotate it "
                                     f"(e.g. `{p.name}: float = 0.1`) so that its spec can validate it")
+            try:
+                tp = _strict_type(hints[p.name])
+            except _NotJSON as e:
+                raise RegistryError(f"{where}: argument {p.name!r}: its annotation {_show_type(hints[p.name])} "
+                                    f"cannot form a spec ({e}); specs are JSON data: use {_JSON_TYPES}") from None
             default = ... if p.default is inspect.Parameter.empty else p.default
-            fields[p.name] = (_strict_type(hints[p.name]), default)
+            fields[p.name] = (tp, Field(default, validate_default=True))  # a list default becomes a tuple
         base = self.spec_base
         cls_name = f"{getattr(obj, '__name__', 'Component')}Spec"
         try:
@@ -349,17 +433,35 @@ class Registry(Generic[T]):
         except Exception as e:  # a type pydantic cannot validate (e.g. torch.dtype)
             raise RegistryError(f"{where}: its arguments cannot form a spec ({type(e).__name__}: {e}); specs are "
                                 "JSON data: use int, float, bool, str, tuples, lists, Literal, Optional, ...") from None
-        for field, (_, default) in fields.items():  # pydantic does not validate defaults
+        for field, (tp, info) in fields.items():  # each default: valid, finite, and the same after JSON
+            default = info.default
             if default is ...:
                 continue
-            info = spec_cls.model_fields[field]
-            tp = typing.Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+            check = create_model("DefaultOf" + field.title().replace("_", ""), __config__=base.model_config,
+                                 value=(tp, ...))
             try:
-                TypeAdapter(tp).validate_python(default)
+                value = check.model_validate({"value": default})
+                same = check.model_validate_json(value.model_dump_json()) == value
             except ValidationError as e:
-                raise RegistryError(f"{where}: the default value {default!r} of {field!r} is invalid for its "
-                                    f"annotation: {'; '.join(err['msg'] for err in e.errors())}") from None
+                msgs = "; ".join(err["msg"].removeprefix("Value error, ") for err in e.errors())
+                raise RegistryError(f"{where}: the default value {_short(default)} of {field!r} is invalid for its "
+                                    f"annotation: {msgs}") from None
+            if not same:
+                raise RegistryError(f"{where}: the default value {_short(default)} of {field!r} changes through JSON; "
+                                    "use a value JSON keeps (numbers, strings, booleans, None, lists, dicts)")
         return spec_cls, tuple(fields)
+
+    def _reserved(self, arg: str) -> str:
+        """Why a constructor argument cannot be a spec field (it would shadow something), or ''."""
+        if arg.startswith("_"):
+            return "pydantic keeps names starting with '_' private, so no spec field can have one"
+        if arg.startswith("model_"):
+            return "pydantic reserves names starting with 'model_' on every spec"
+        base = self.spec_base
+        if hasattr(base, arg):
+            what = "a method" if callable(getattr(base, arg)) else "an attribute"
+            return f"{what} of every {self.kind} spec: {base.__name__}.{arg}"
+        return ""
 
 
 def _generic_spec_base(registry: Registry) -> type:
@@ -397,9 +499,66 @@ def _same_definition(a: Any, b: Any) -> bool:
     return getattr(a, "__module__", None) == getattr(b, "__module__", None)
 
 
+class _NotJSON(TypeError):
+    """An annotation a spec field cannot have (the reason is the message)."""
+
+
+_JSON_TYPES = ("int, float, bool, str, None, Literal[...], Optional[...] / Union[...], tuple[...], list[...] "
+               "(stored as a tuple), dict[str, ...], Annotated[..., Field(...)] or a flowmo spec class")
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
+def _show_type(tp: Any) -> str:
+    return tp.__qualname__ if isinstance(tp, type) else str(tp).replace("typing.", "")
+
+
+class FrozenDict(dict):
+    """The value of a ``dict[str, ...]`` field of a derived spec: a dict that cannot be changed
+    and is hashable (specs are frozen and hashable); it compares equal to the plain dict."""
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(frozenset(self.items()))
+
+    def _frozen(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("a spec's dict field cannot be changed (specs are frozen); use spec.replace(...)")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = __ior__ = _frozen  # type: ignore
+
+    def __reduce__(self) -> Any:
+        return (FrozenDict, (dict(self),))
+
+
+def _strict_literal(values: tuple) -> Callable[[Any], Any]:
+    """A before-validator for a Literal of numbers: a boolean is not 1 / 0 (unless listed)."""
+    from .spec import _bool_hint, _is_bool, _refuse_bool_and_str
+
+    expected = "an integer" if all(isinstance(v, int) for v in values if not isinstance(v, (str, type(None)))) \
+        else "a number"
+
+    def check(v: Any) -> Any:
+        if _is_bool(v) and not any(isinstance(x, bool) and x == bool(v) for x in values):
+            raise ValueError(f"expected {expected}, {_bool_hint(v)}")
+        if isinstance(v, (str, bytes)) and not any(isinstance(x, str) for x in values):
+            _refuse_bool_and_str(v, expected)
+        return v
+
+    return check
+
+
 def _strict_type(tp: Any) -> Any:
-    """``int``/``float``/``bool`` -> the strict spec types, inside tuples, lists, unions too."""
-    from .spec import SpecBool, SpecFloat, SpecInt
+    """The spec field type of a constructor annotation: ``int``/``float``/``bool`` become the strict
+    spec types (no booleans or strings for numbers) wherever they appear (inside Annotated,
+    Optional/Union, tuples, lists, sets, dict values; a Literal of numbers refuses booleans); a
+    list / Sequence becomes a tuple, a set a frozenset and a dict a :class:`FrozenDict`, so that
+    specs stay frozen and hashable. Raises :class:`_NotJSON` for anything JSON cannot hold
+    (``Any``, ``object``, tensors, paths, ...) and for containers without item types."""
+    from pydantic import AfterValidator, BaseModel, BeforeValidator
+
+    from .spec import SpecBool, SpecFloat, SpecInt, SpecModel
 
     if tp is bool:
         return SpecBool
@@ -407,16 +566,45 @@ def _strict_type(tp: Any) -> Any:
         return SpecInt
     if tp is float:
         return SpecFloat
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if not args:
+    if tp is str or tp is type(None) or tp is None:
         return tp
-    if origin is tuple:
-        return tuple[tuple(a if a is Ellipsis else _strict_type(a) for a in args)]  # type: ignore[misc]
-    if origin is list:
-        return list[_strict_type(args[0])]  # type: ignore[misc]
+    if isinstance(tp, type) and issubclass(tp, SpecModel):
+        return tp  # a nested spec: frozen, JSON
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Annotated:
+        return typing.Annotated[(_strict_type(args[0]), *tp.__metadata__)]
+    if origin is typing.Literal:
+        bad = [v for v in args if not isinstance(v, (str, int, type(None))) or isinstance(v, float)]
+        if bad:
+            raise _NotJSON(f"Literal values must be strings, ints, booleans or None, got {bad[0]!r}")
+        if any(isinstance(v, int) and not isinstance(v, bool) for v in args):
+            return typing.Annotated[tp, BeforeValidator(_strict_literal(args))]
+        return tp
     if origin is Union or origin is types.UnionType:
         return Union[tuple(_strict_type(a) for a in args)]  # type: ignore[return-value]
-    return tp
+    containers = {tuple: "tuple", list: "list", collections.abc.Sequence: "Sequence",
+                  collections.abc.MutableSequence: "MutableSequence", set: "set", frozenset: "frozenset",
+                  collections.abc.Set: "AbstractSet", collections.abc.MutableSet: "MutableSet", dict: "dict",
+                  collections.abc.Mapping: "Mapping", collections.abc.MutableMapping: "MutableMapping"}
+    kind = containers.get(origin) or containers.get(tp)
+    if kind is not None and not args:
+        example = f"{kind}[str, float]" if "ap" in kind or kind == "dict" else f"{kind}[int]"
+        raise _NotJSON(f"a bare {kind} has no item type: write e.g. {example}")
+    if origin is tuple:
+        if args == ((),):
+            return tp
+        return tuple[tuple(a if a is Ellipsis else _strict_type(a) for a in args)]  # type: ignore[misc]
+    if origin in (list, collections.abc.Sequence, collections.abc.MutableSequence):
+        return tuple[_strict_type(args[0]), ...]  # type: ignore[misc]
+    if origin in (set, frozenset, collections.abc.Set, collections.abc.MutableSet):
+        return frozenset[_strict_type(args[0])]  # type: ignore[misc,valid-type]
+    if origin in (dict, collections.abc.Mapping, collections.abc.MutableMapping):
+        if args[0] is not str:
+            raise _NotJSON(f"dict keys must be str (JSON object keys are strings), got {_show_type(args[0])}")
+        return typing.Annotated[dict[str, _strict_type(args[1])], AfterValidator(FrozenDict)]  # type: ignore[misc]
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        raise _NotJSON("a pydantic model that is not a frozen flowmo spec (derive it from flowmo.spec.SpecModel)")
+    raise _NotJSON("not JSON data" if tp in (typing.Any, object) or isinstance(tp, type) else "unsupported annotation")
 
 
 BACKBONES: Registry = Registry("backbone", interface="flowmo.blocks.base:Backbone",

@@ -82,8 +82,18 @@ __all__ = [
 # too) and floats with an integral value (1.0, 1e5: what YAML gives for ``1e5``); 1.5 is refused.
 # Float fields accept ints and floats. User component specs may use them too.
 
-def _is_bool(v: Any) -> bool:
+def _is_bool_scalar(v: Any) -> bool:
     return isinstance(v, bool) or type(v).__name__ in ("bool_", "bool") and type(v).__module__ == "numpy"
+
+
+def _is_bool(v: Any) -> bool:
+    """A boolean: python's, numpy's, or an array / tensor of booleans (``torch.tensor(True)``)."""
+    return _is_bool_scalar(v) or _is_array(v) and str(v.dtype) in ("torch.bool", "bool")
+
+
+def _is_array(v: Any) -> bool:
+    """A torch tensor or numpy array (duck-typed: ``dtype``, ``shape`` and ``item``)."""
+    return not isinstance(v, (int, float, str, bytes)) and all(hasattr(v, a) for a in ("dtype", "shape", "item"))
 
 
 def _bool_hint(v: Any) -> str:
@@ -95,6 +105,12 @@ def _refuse_bool_and_str(v: Any, expected: str) -> Any:
         raise ValueError(f"expected {expected}, {_bool_hint(v)}")
     if isinstance(v, (str, bytes)):
         raise ValueError(f"expected {expected}, got the string {v!r} (write the number without quotes)")
+    if _is_array(v):  # a 0-d tensor / array holds one number; anything larger is not a number
+        if tuple(v.shape) != ():
+            raise ValueError(f"expected {expected}, got a {type(v).__name__} of shape {tuple(v.shape)}")
+        v = v.item()
+        if isinstance(v, (str, bytes)):
+            raise ValueError(f"expected {expected}, got the string {v!r}")
     return v
 
 
@@ -107,7 +123,7 @@ def _strict_float(v: Any) -> Any:
 
 
 def _strict_bool(v: Any) -> Any:
-    if _is_bool(v):
+    if _is_bool_scalar(v):
         return bool(v)
     raise ValueError(f"expected true or false, got {type(v).__name__} {v!r}")
 
