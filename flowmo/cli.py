@@ -2,20 +2,29 @@
 
 Subcommands::
 
-    flowmo reconstruct --model M --input PATHS... --output DIR [--steps N] [--seed S] [--batch-size B] [--device D]
+    flowmo reconstruct --model M --input PATHS... --output DIR [sampler options] [--seed S] [--batch-size B]
     flowmo tokenize    --model M --input PATHS... --output FILE.safetensors [--groups]
-    flowmo detokenize  --model M --tokens FILE.safetensors --output DIR [--steps N] [--seed S]
+    flowmo detokenize  --model M --tokens FILE.safetensors --output DIR [sampler options] [--seed S]
     flowmo convert     --checkpoint flowmo_lo.pth --output DIR [--raw] [--code-length T] [--image-size S]
     flowmo train ...   (flowmo.train.cli.main)
     flowmo eval ...    (flowmo.eval.cli.main)
     flowmo export ...  (flowmo.train.cli.export_main)
 
 ``M`` is a model folder (``FlowMo.save_pretrained``/``flowmo convert``) or a released
-``.pth`` checkpoint. Every command takes ``--import MODULE`` (repeatable): modules to import
-first, so that the components they register (a quantizer, a time grid, ...) are known; a
-model folder whose ``config.json`` names an unknown component says which module to import. Global options come before the subcommand (``--debug``, ``--quiet``
-are also accepted after it): ``--debug`` shows full tracebacks, ``--quiet`` hides progress
-bars and summaries. Progress bars are shown only on a terminal.
+``.pth`` checkpoint. Every command takes the same common options (:mod:`flowmo._cli_common`),
+listed in its ``--help``: ``--import MODULE`` (repeatable): modules to import first, so that
+the components they register (a quantizer, a time grid, ...) are known (found installed, on
+PYTHONPATH or in the current folder, for the ``flowmo`` script as for ``python -m flowmo``);
+a model folder whose ``config.json`` names an unknown component says which module to import.
+``--debug`` shows full tracebacks, ``-q/--quiet`` hides progress bars, summaries and notes
+(both also accepted before the subcommand); ``--device`` where a model runs (reconstruct,
+tokenize, detokenize, eval, train). The commands that decode (reconstruct, detokenize,
+eval) take the same sampler options: ``--sampler PRESET_OR_JSON``, ``--steps``,
+``--solver``, ``--grid``, ``--cfg-scale``. Progress bars are shown only on a terminal.
+
+``reconstruct`` and ``tokenize`` resize each input's short side to the model's image size
+(bicubic, antialiased) and centre-crop it square, as ``flowmo eval`` and training do; a note
+says so once per run when an input was not already of that size.
 
 Errors are reported as one line, ``flowmo <cmd>: error: <message>``, with exit status 2 for
 bad input (usage, missing or unreadable files, invalid values) and 1 otherwise.
@@ -31,7 +40,8 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from .imports import add_import_argument, import_modules
+from ._cli_common import add_common_arguments, add_sampler_arguments, positive_int, sampler_from_args
+from .imports import import_modules
 
 __all__ = ["main", "CLIError"]
 
@@ -107,20 +117,21 @@ def _exit_code(e: BaseException) -> int:
 
 
 # ----------------------------------------------------------------------------- parser
-def _common() -> argparse.ArgumentParser:
-    """Options accepted after any of our subcommands too (default SUPPRESS: the global value stays)."""
-    p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks")
-    p.add_argument("--quiet", "-q", action="store_true", default=argparse.SUPPRESS,
-                   help="no progress bars or summaries")
-    add_import_argument(p)
-    return p
+_DEVICE_HELP = "torch device (default: auto = cuda, mps or cpu)"
+_RESIZE_HELP = ("each image's short side is resized to the model's image size (bicubic, antialiased) and the "
+                "centre square cropped, as flowmo eval and training do; a note says so when an input was not "
+                "already of that size")
+
+
+def _common(p: argparse.ArgumentParser, device: bool) -> None:
+    """The common options; ``--debug``/``--quiet`` may also come before the subcommand
+    (default SUPPRESS here: the global value stays)."""
+    add_common_arguments(p, device=_DEVICE_HELP if device else None, keep_global=True)
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, metavar="DIR_OR_PTH",
                    help="a model folder (config.json + model.safetensors) or a released .pth checkpoint")
-    p.add_argument("--device", default="auto", help="torch device (default: auto = cuda, mps or cpu)")
     p.add_argument("--batch-size", type=_positive_int, default=8, metavar="B", help="images per batch (default 8)")
     g = p.add_argument_group("released .pth checkpoints only (not stored in those files)")
     g.add_argument("--code-length", type=_positive_int, default=256, metavar="T", help="tokens per image (256)")
@@ -128,19 +139,11 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _sampling_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--steps", type=_positive_int, default=None, metavar="N",
-                   help="decoder ODE steps (default: the model spec's sampler)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the decoding noise (default 0)")
+    add_sampler_arguments(p)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
+_positive_int = positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,36 +153,43 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars or summaries")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    common = [_common()]
 
-    p = sub.add_parser("reconstruct", parents=common, help="encode and decode images",
-                       description="Encode, quantize and decode images; writes PNGs with the inputs' relative names.")
+    p = sub.add_parser("reconstruct", help="encode and decode images",
+                       description="Encode, quantize and decode images; writes PNGs with the inputs' relative names. "
+                                   "Inputs: " + _RESIZE_HELP + ".")
     _model_args(p)
-    p.add_argument("--input", required=True, nargs="+", metavar="PATH", help="image files and/or folders (recursive)")
+    p.add_argument("--input", required=True, nargs="+", metavar="PATH",
+                   help="image files and/or folders (recursive); resized and centre-cropped to the model's image size")
     p.add_argument("--output", required=True, metavar="DIR", help="output folder")
     _sampling_args(p)
+    _common(p, device=True)
 
-    p = sub.add_parser("tokenize", parents=common, help="images -> a token file",
-                       description="Tokenize images into a safetensors file (tokens + model fingerprint, spec, sources).")
+    p = sub.add_parser("tokenize", help="images -> a token file",
+                       description="Tokenize images into a safetensors file (tokens + model fingerprint, spec, "
+                                   "sources). Inputs: " + _RESIZE_HELP + ".")
     _model_args(p)
-    p.add_argument("--input", required=True, nargs="+", metavar="PATH", help="image files and/or folders (recursive)")
+    p.add_argument("--input", required=True, nargs="+", metavar="PATH",
+                   help="image files and/or folders (recursive); resized and centre-cropped to the model's image size")
     p.add_argument("--output", required=True, metavar="FILE", help="output .safetensors file")
     p.add_argument("--groups", action="store_true", help="write entropy-group indices (N, T, G) instead of (N, T)")
+    _common(p, device=True)
 
-    p = sub.add_parser("detokenize", parents=common, help="a token file -> images",
+    p = sub.add_parser("detokenize", help="a token file -> images",
                        description="Decode a token file written by 'flowmo tokenize' with the same model.")
     _model_args(p)
     p.add_argument("--tokens", required=True, metavar="FILE", help="token file (.safetensors)")
     p.add_argument("--output", required=True, metavar="DIR", help="output folder")
     _sampling_args(p)
+    _common(p, device=True)
 
-    p = sub.add_parser("convert", parents=common, help="a released .pth checkpoint -> a model folder",
+    p = sub.add_parser("convert", help="a released .pth checkpoint -> a model folder",
                        description="Convert a released FlowMo checkpoint to a from_pretrained folder.")
     p.add_argument("--checkpoint", required=True, metavar="PTH", help="the released checkpoint (e.g. flowmo_lo.pth)")
     p.add_argument("--output", required=True, metavar="DIR", help="output model folder")
     p.add_argument("--raw", action="store_true", help="the raw weights instead of the EMA weights")
     p.add_argument("--code-length", type=_positive_int, default=256, metavar="T", help="tokens per image (256)")
     p.add_argument("--image-size", type=_positive_int, default=256, metavar="S", help="image size (256)")
+    _common(p, device=False)
 
     for name, help_ in _DELEGATED_HELP.items():
         sub.add_parser(name, help=help_, add_help=False)
@@ -211,6 +221,11 @@ class _Ctx:
         if not self.quiet:
             print(msg)
 
+    def note(self, msg: str) -> None:
+        """A note about the run, on stderr (hidden by --quiet)."""
+        if not self.quiet:
+            print(f"{PROG} {self.command}: note: {msg}", file=sys.stderr)
+
 
 def _load(args: argparse.Namespace):
     from .io import load_model, resolve_device
@@ -220,8 +235,9 @@ def _load(args: argparse.Namespace):
     return model, device
 
 
-def _sampler(args: argparse.Namespace) -> Optional[dict]:
-    return None if args.steps is None else {"steps": args.steps}
+def _sampler(args: argparse.Namespace, model: Any) -> Any:
+    """The sampler of a decoding command: the model's, edited by the sampler options."""
+    return sampler_from_args(model.spec.sampler, args)
 
 
 def _noise(gen, n: int, size: int, device, dtype):
@@ -237,12 +253,23 @@ def _batches(n: int, size: int):
 
 
 def _images(args: argparse.Namespace):
+    """The input images, each header checked before any model work; ``args._sizes`` gets
+    their (width, height) for :func:`_resize_note`."""
     from .io import check_image_header, list_images
 
     files = list_images(args.input)
-    for f in files:  # header check of every file before any model work
-        check_image_header(f.path)
+    args._sizes = [check_image_header(f.path) for f in files]
     return files
+
+
+def _resize_note(args: argparse.Namespace, ctx: "_Ctx", size: int) -> None:
+    """Say once per run that inputs not of the model's size are resized and centre-cropped."""
+    sizes = args._sizes
+    other = sum(1 for wh in sizes if wh is not None and tuple(wh) != (size, size))
+    if other:
+        ctx.note(f"{other} of {len(sizes)} input image{'s' if len(sizes) != 1 else ''} "
+                 f"{'are' if other != 1 else 'is'} not {size}x{size}, the model's image size: each is resized "
+                 f"(short side to {size} px, bicubic) and centre-cropped to {size}x{size}")
 
 
 def _output_dir(path: str) -> Path:
@@ -262,14 +289,16 @@ def _cmd_reconstruct(args: argparse.Namespace, ctx: _Ctx) -> int:
     files = _images(args)
     names = output_names([f.name for f in files])
     model, device = _load(args)
+    sampler = _sampler(args, model)
     out = _output_dir(args.output)
     size = model.spec.image_size
+    _resize_note(args, ctx, size)
     gen = torch.Generator().manual_seed(args.seed)
     with torch.no_grad(), ctx.progress(len(files), "reconstruct") as bar:
         for a, b in _batches(len(files), args.batch_size):
             x = torch.stack([load_image(f.path, size) for f in files[a:b]]).to(device=device, dtype=model.dtype)
             noise = _noise(gen, b - a, size, device, model.dtype)
-            y = model.reconstruct(x, noise=noise, sampler=_sampler(args))
+            y = model.reconstruct(x, noise=noise, sampler=sampler)
             for img, name in zip(y, names[a:b]):
                 save_image(img, out / name)
             bar.update(b - a)
@@ -287,6 +316,7 @@ def _cmd_tokenize(args: argparse.Namespace, ctx: _Ctx) -> int:
     if args.groups and not model.quantizer.has_groups:
         raise CLIError(f"--groups needs a quantizer with entropy groups; this model's {model.spec.quantizer.name!r} has none")
     size = model.spec.image_size
+    _resize_note(args, ctx, size)
     parts = []
     with torch.no_grad(), ctx.progress(len(files), "tokenize") as bar:
         for a, b in _batches(len(files), args.batch_size):
@@ -320,6 +350,7 @@ def _cmd_detokenize(args: argparse.Namespace, ctx: _Ctx) -> int:
     if tf.groups and not model.quantizer.has_groups:
         raise CLIError(f"the tokens are entropy-group indices but the model's quantizer "
                        f"{model.spec.quantizer.name!r} has no groups")
+    sampler = _sampler(args, model)
     out = _output_dir(args.output)
     size = model.spec.image_size
     gen = torch.Generator().manual_seed(args.seed)
@@ -332,7 +363,7 @@ def _cmd_detokenize(args: argparse.Namespace, ctx: _Ctx) -> int:
             else:
                 code = model.tokens_to_code(tok)
             noise = _noise(gen, b - a, size, device, model.dtype)
-            y = model.decode(code, noise=noise, sampler=_sampler(args)).images
+            y = model.decode(code, noise=noise, sampler=sampler).images
             for img, name in zip(y, names[a:b]):
                 save_image(img, out / name)
             bar.update(b - a)
@@ -413,6 +444,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             build_parser().parse_args([*globals_])  # --help / --version / unknown global flags
             debug = "--debug" in globals_ or "--debug" in rest
             rest = [a for a in rest if a != "--debug"]
+            if ("--quiet" in globals_ or "-q" in globals_) and "--" not in rest:
+                rest = [*rest, "--quiet"]  # a global --quiet reaches the delegate too
             return _run_delegated(command, rest, debug)
         args = build_parser().parse_args(argv)
         debug = bool(getattr(args, "debug", False))

@@ -16,6 +16,9 @@ A component registered in your own module (``@flowmo.QUANTIZERS.register("my_vq"
 from __future__ import annotations
 
 import importlib
+import os
+import re
+import sys
 from typing import Any, Iterable, Iterator
 
 from pydantic import BaseModel, ValidationError
@@ -30,11 +33,21 @@ IMPORTS_KEY = "imports"
 
 
 def check_module_names(names: Any, what: str = "imports") -> list[str]:
-    """``names`` as a list of dotted module names; TypeError / ValueError naming ``what`` otherwise."""
+    """``names`` as a list of dotted module names; TypeError / ValueError naming ``what`` otherwise.
+
+    A module is named as Python imports it (``my_pkg.vq``), not by its file: a name ending in
+    ``.py`` or holding a path separator is refused with the module name to write instead
+    (``mygrid.py`` -> ``mygrid``, ``my_pkg/vq.py`` -> ``my_pkg.vq``)."""
     if isinstance(names, (str, bytes)) or not isinstance(names, (list, tuple)):
         raise TypeError(f"{what} must be a list of module names, got {type(names).__name__} {names!r}")
     out: list[str] = []
     for n in names:
+        if isinstance(n, str) and (n.endswith(".py") or "/" in n or "\\" in n):
+            module = n[:-3] if n.endswith(".py") else n
+            module = ".".join(part for part in re.split(r"[/\\]+", module) if part not in ("", "."))
+            raise ValueError(f"{what}: {n!r} is a file name; give the module name instead: {module} (drop the .py and "
+                             "write folders as dots; the folder holding it must be the current folder, installed "
+                             "or on PYTHONPATH)")
         if not isinstance(n, str) or not n or not all(part.isidentifier() for part in n.split(".")):
             raise ValueError(f"{what}: {n!r} is not a module name (dotted Python identifiers, e.g. my_pkg.vq)")
         if n not in out:
@@ -45,8 +58,14 @@ def check_module_names(names: Any, what: str = "imports") -> list[str]:
 def import_modules(names: Iterable[str], *, what: str = "--import") -> list[str]:
     """Import each module of ``names`` (in order), so that the components it registers are known.
 
+    Modules are found as ``python -m`` finds them: installed, on PYTHONPATH, or in the current
+    working directory. So that the ``flowmo`` console script (whose ``sys.path`` does not hold
+    the current folder, unlike ``python -m flowmo``'s) and the Python API agree, the current
+    folder is put at the front of ``sys.path`` (as ``python -m`` does) when ``names`` is not
+    empty and ``sys.path`` holds neither it nor ``""``.
+
     Args:
-        names: dotted module names (importable from ``sys.path``: installed, or on PYTHONPATH).
+        names: dotted module names (``my_pkg.vq``, not a file name such as ``vq.py``).
         what: how the caller names the argument in messages (``--import``, ``imports``).
 
     Returns:
@@ -60,6 +79,8 @@ def import_modules(names: Iterable[str], *, what: str = "--import") -> list[str]
     if isinstance(names, (str, bytes)):
         raise TypeError(f"{what} must be a list of module names, got the string {names!r}")
     mods = check_module_names(list(names), what)
+    if mods:
+        _search_current_folder()
     for name in mods:
         try:
             importlib.import_module(name)
@@ -76,11 +97,27 @@ def import_modules(names: Iterable[str], *, what: str = "--import") -> list[str]
     return mods
 
 
+def _search_current_folder() -> None:
+    """Put the current working directory at the front of ``sys.path`` unless it (or ``""``,
+    which stands for it) is there: what ``python -m`` does at start-up."""
+    try:
+        cwd = os.getcwd()
+    except OSError:  # the current folder was deleted
+        return
+    here = os.path.realpath(cwd)
+    for entry in sys.path:
+        if entry == "" or (isinstance(entry, str) and os.path.realpath(entry) == here):
+            return
+    sys.path.insert(0, cwd)
+    importlib.invalidate_caches()
+
+
 def add_import_argument(parser: Any) -> None:
     """Add ``--import MODULE`` (repeatable; ``args.imports``, default []) to an argparse parser."""
     parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                         help="import this module first, so that the components it registers are known "
-                             "(repeatable; e.g. --import my_pkg.vq)")
+                             "(repeatable; a module name as Python imports it, e.g. --import my_pkg.vq for "
+                             "my_pkg/vq.py: installed, on PYTHONPATH or in the current folder)")
 
 
 def _component_specs(value: Any) -> Iterator[Any]:

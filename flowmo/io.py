@@ -121,7 +121,7 @@ def output_names(names: Iterable[str], suffix: str = ".png") -> list[str]:
 
 
 # ----------------------------------------------------------------------------- images
-def check_image_header(path: PathLike, size: Optional[int] = None) -> None:
+def check_image_header(path: PathLike, size: Optional[int] = None) -> tuple[int, int]:
     """Cheap check that ``path`` looks like an image flowmo can read (header only): a regular
     file (a named pipe, socket, device or folder is refused without reading it), which
     Pillow identifies, within Pillow's decompression-bomb limit, whose pixel mode has an RGB
@@ -129,8 +129,9 @@ def check_image_header(path: PathLike, size: Optional[int] = None) -> None:
     resized to ``size`` within :func:`flowmo.images.pixel_limit` pixels (a float image's range,
     and the pixel data itself, are only checked by :func:`load_image`).
 
-    Raises ValueError naming ``size`` for a bad ``size``, and ValueError naming the file
-    otherwise (``'...' is not a readable image (<reason>)``)."""
+    Returns the stored (width, height) (before any EXIF rotation). Raises ValueError naming
+    ``size`` for a bad ``size``, and ValueError naming the file otherwise (``'...' is not a
+    readable image (<reason>)``)."""
     from PIL import Image
 
     from .images import check_convertible, check_size, open_image_file, resized_size
@@ -146,6 +147,7 @@ def check_image_header(path: PathLike, size: Optional[int] = None) -> None:
                 resized_size(w, h, size, name=name)
     except Exception as e:  # noqa: BLE001 - Pillow raises many kinds for damaged headers
         raise _unreadable(path, e) from None
+    return int(w), int(h)
 
 
 def _reason(e: BaseException) -> str:

@@ -100,11 +100,20 @@ def _bool_hint(v: Any) -> str:
     return f"got the boolean {v!r} (a boolean is not a number: write a number, or null where the field accepts none)"
 
 
+def _is_quoted_number(v: Any) -> bool:
+    """A string (or bytes) holding a finite number, e.g. ``"3"`` or ``"1e-3"`` (a number written in quotes)."""
+    try:
+        return math.isfinite(float(v.decode() if isinstance(v, bytes) else v))
+    except (ValueError, UnicodeDecodeError):
+        return False
+
+
 def _refuse_bool_and_str(v: Any, expected: str) -> Any:
     if _is_bool(v):
         raise ValueError(f"expected {expected}, {_bool_hint(v)}")
     if isinstance(v, (str, bytes)):
-        raise ValueError(f"expected {expected}, got the string {v!r} (write the number without quotes)")
+        hint = " (write the number without quotes)" if _is_quoted_number(v) else ""
+        raise ValueError(f"expected {expected}, got the string {v!r}{hint}")
     if _is_array(v):  # a 0-d tensor / array holds one number; anything larger is not a number
         if tuple(v.shape) != ():
             raise ValueError(f"expected {expected}, got a {type(v).__name__} of shape {tuple(v.shape)}")

@@ -20,7 +20,9 @@ from typing import Any, Optional, Sequence
 import torch
 
 from .._device import check_device
-from ..imports import add_import_argument, import_modules
+from .._cli_common import add_common_arguments, add_sampler_arguments
+from .._cli_common import sampler_from_args as _sampler_from_args
+from ..imports import import_modules
 
 __all__ = ["main", "build_parser", "load_model", "sampler_from_args", "release_image_folder", "RELEASE_CROP"]
 
@@ -41,15 +43,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images (sorted order)")
     p.add_argument("--batch-size", type=int, default=16, help="images per batch and rank (default 16)")
     p.add_argument("--workers", type=int, default=2, help="data-loading processes per rank for a folder (default 2)")
-    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's sampler)")
-    p.add_argument("--solver", default=None, metavar="NAME",
-                   help="a registered ODE solver: euler, heun, or one registered by an --import module")
-    p.add_argument("--grid", default=None, metavar="NAME",
-                   help="a registered time grid: pow, linear, shifted, or one registered by an --import module")
-    p.add_argument("--cfg-scale", type=float, default=None, help="classifier-free guidance scale (1 = off)")
-    p.add_argument("--sampler", default=None, metavar="JSON_OR_PRESET",
-                   help="a sampler preset name (fast, release) or sampler fields as JSON (or @file.json) merged into "
-                        "the model's sampler; applied before --steps/--solver/--grid/--cfg-scale")
     p.add_argument("--seed", type=int, default=0, help="noise seed: image i decodes from SeedSequence([seed, i])")
     p.add_argument("--output", default="flowmo_eval", metavar="DIR", help="output folder (default ./flowmo_eval)")
     p.add_argument("--weights-dir", default=None, metavar="DIR",
@@ -66,10 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="best and worst K in best_worst.png (default 8)")
     p.add_argument("--rank-by", choices=("auto", "lpips_vgg", "lpips_alex", "psnr", "ssim"), default="auto",
                    help="metric ordering best_worst.png (auto: LPIPS-VGG, else LPIPS-Alex, else PSNR)")
-    p.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK if available, else cpu), cpu, cuda, ...")
     p.add_argument("--bf16", action="store_true", help="reconstruct under bfloat16 autocast (metrics stay float32/64)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar (shown on a terminal) and no summary")
-    add_import_argument(p)
+    add_sampler_arguments(p)
+    add_common_arguments(p, device="auto (cuda:LOCAL_RANK if available, else cpu), cpu, cuda, ...")
     return p
 
 
@@ -102,50 +94,16 @@ def load_model(path: str, *, raw: bool = False) -> tuple[Any, dict]:
 
 
 def sampler_from_args(model: Any, args: argparse.Namespace):
-    """The model's sampler with the command line's edits, validated.
+    """The model's sampler with the command line's edits, validated (the same helper as
+    ``flowmo reconstruct`` / ``detokenize``: :func:`flowmo._cli_common.sampler_from_args`).
 
-    ``--sampler`` is a sampler preset name (``fast``: the preset replaces the model's sampler)
-    or JSON (or @file.json) of changes merged as :meth:`flowmo.FlowMoSpec.replace` merges
+    ``--sampler`` is a sampler preset name (``fast``: a preset is a complete sampler and
+    replaces the model's whole sampler, a custom grid, solver or guidance included) or JSON
+    (or @file.json) of changes merged as :meth:`flowmo.FlowMoSpec.replace` merges
     (``{"guidance": {"scale": 2}}`` keeps the interval); then ``--steps``, ``--solver``,
-    ``--grid`` and ``--cfg-scale`` are applied the same way (a new ``--grid`` name takes that
-    grid's defaults; the same name keeps its fields)."""
-    from ..spec import SamplerSpec, replace_spec
-
-    try:
-        spec = model.spec.sampler
-        if args.sampler:
-            text = args.sampler
-            if text.startswith("@"):
-                f = Path(text[1:])
-                if not f.is_file():
-                    raise FileNotFoundError(f"--sampler file {str(f)!r} does not exist")
-                text = f.read_text()
-            try:
-                extra = json.loads(text)
-            except json.JSONDecodeError as e:
-                if text.strip().startswith(("{", "[", '"')):
-                    raise ValueError(f"--sampler is not valid JSON: {e}") from None
-                extra = text.strip()  # a preset name
-            if isinstance(extra, str):
-                spec = SamplerSpec.model_validate(extra)
-            elif isinstance(extra, dict):
-                spec = replace_spec(spec, extra)
-            else:
-                raise ValueError("--sampler must be a sampler preset name or a JSON object of sampler fields")
-        changes: dict[str, Any] = {}
-        if args.steps is not None:
-            changes["steps"] = args.steps
-        if args.solver is not None:
-            changes["solver"] = args.solver
-        if args.grid is not None:
-            changes["grid"] = args.grid
-        if args.cfg_scale is not None:
-            changes["guidance"] = {"scale": args.cfg_scale}
-        return replace_spec(spec, changes) if changes else spec
-    except FileNotFoundError:
-        raise
-    except ValueError as e:
-        raise ValueError(f"invalid sampler settings: {e}") from None
+    ``--grid`` and ``--cfg-scale`` edit the result the same way (a new ``--grid`` name takes
+    that grid's defaults; the same name keeps its fields)."""
+    return _sampler_from_args(model.spec.sampler, args)
 
 
 class _Items(torch.utils.data.Dataset):

@@ -8,21 +8,35 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..imports import add_import_argument, import_modules
+from .._cli_common import add_common_arguments
+from ..imports import import_modules
 
 __all__ = ["main", "export_main", "export_checkpoint"]
 
 
+_TRAIN_EPILOG = (
+    "Without --config, the --set overrides make the whole config: the model (--set model=PRESET: {presets}) "
+    "and train.steps, the one training field without a default, are needed, e.g. "
+    "'flowmo train --set model=tiny --set train.steps=200 --out runs/tiny'; every other train.* field has a "
+    "default (flowmo/train/config.py). With --config, the --set overrides edit the file's config.")
+
+
 def _train_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="flowmo train", description="Train a FlowMo tokenizer (Stage 1A or 1B).")
-    p.add_argument("--config", help="YAML/JSON file with 'model' (a FlowMoSpec or preset name) and 'train' sections")
+    from ..presets import PRESETS
+
+    p = argparse.ArgumentParser(prog="flowmo train", description="Train a FlowMo tokenizer (Stage 1A or 1B).",
+                                epilog=_TRAIN_EPILOG.format(presets=", ".join(PRESETS)))
+    p.add_argument("--config", help="YAML/JSON file with 'model' (a FlowMoSpec or preset name) and 'train' sections "
+                                    "(and optionally 'imports'); without it, give --set model=PRESET "
+                                    "--set train.steps=N")
     p.add_argument("--out", required=True, help="output folder (checkpoints, metrics.jsonl, images, eval)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted override, e.g. --set train.optim.lr=5e-5 (repeatable, applied in order with the "
                         "semantics of FlowMoSpec.replace: --set model.quantizer.name=fsq takes FSQ's defaults)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--export", metavar="DIR", help="after training, write the EMA weights as a model folder here")
-    add_import_argument(p)
+    add_common_arguments(p, device="torch device of the run, short for --set train.device=D (auto: cuda when "
+                                   "available, else cpu; default: the config's train.device)", device_default=None)
     return p
 
 
@@ -32,9 +46,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .trainer import Trainer
 
     if args.config is None and not args.overrides:
-        raise ValueError("give --config FILE (see configs/) and/or --set overrides")
-    config = load_config(args.config, args.overrides, imports=args.imports)
-    trainer = Trainer(config, args.out, resume=args.resume)
+        raise ValueError("give --config FILE (see configs/) and/or --set overrides (without --config: "
+                         "--set model=PRESET --set train.steps=N)")
+    overrides = list(args.overrides)
+    if args.device is not None:
+        overrides.append(f"train.device={json.dumps(args.device)}")
+    if args.quiet:
+        overrides.append("train.log.progress=false")
+    config = load_config(args.config, overrides, imports=args.imports)
+    trainer = Trainer(config, args.out, resume=args.resume, log=(lambda s: None) if args.quiet else None)
     try:
         summary = trainer.fit()
     except BaseException:
@@ -46,9 +66,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if trainer.ctx.main:
         if args.export:
             path = export_checkpoint(Path(args.out), Path(args.export))
-            print(f"exported the EMA weights to {path}")
+            if not args.quiet:
+                print(f"exported the EMA weights to {path}")
         s, e = summary.get("eval_start"), summary.get("eval_end")
-        if s and e:
+        if s and e and not args.quiet:
             print(f"held-out PSNR {s['eval/psnr']:.2f} dB -> {e['eval/psnr']:.2f} dB "
                   f"({e['eval/psnr'] - s['eval/psnr']:+.2f} dB); SSIM {s['eval/ssim']:.4f} -> {e['eval/ssim']:.4f}")
         (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
@@ -92,14 +113,17 @@ def export_checkpoint(source: Path, out: Path, *, weights: str = "ema", step: Op
 def export_main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="flowmo export", description="Write a run's weights as a from_pretrained folder.")
     p.add_argument("run", help="a run folder (its newest checkpoint) or a checkpoint folder")
-    p.add_argument("--output", required=True)
+    p.add_argument("--output", required=True, metavar="DIR",
+                   help="the model folder to write (config.json + model.safetensors; created if missing), "
+                        "loadable with FlowMo.from_pretrained and every flowmo command's --model")
     p.add_argument("--raw", action="store_true", help="the raw weights instead of the EMA")
     p.add_argument("--step", type=int, help="a specific checkpoint step")
-    add_import_argument(p)
+    add_common_arguments(p)
     a = p.parse_args(argv)
     import_modules(a.imports)
     path = export_checkpoint(Path(a.run), Path(a.output), weights="raw" if a.raw else "ema", step=a.step)
-    print(f"wrote {path}")
+    if not a.quiet:
+        print(f"wrote {path}")
     return 0
 
 

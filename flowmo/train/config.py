@@ -219,6 +219,14 @@ class TrainSpec(_Strict):
             parse_device(v, "device", auto=True)  # ValueError: a name torch cannot parse
         return v  # another type: refused by the str field
 
+    @model_validator(mode="before")
+    @classmethod
+    def _steps_given(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "steps" not in data:
+            raise ValueError("train.steps is required (the number of optimizer steps; it has no default): "
+                             "--set train.steps=N on the command line, or 'steps: N' under 'train:' in the config")
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> "TrainSpec":
         if self.stage == "1b" and self.init_from is None:
@@ -245,6 +253,8 @@ class TrainConfig(_Strict):
         if isinstance(data, dict) and "model" in data:
             data = dict(data)
             data["model"] = expand_model(data["model"])
+        if isinstance(data, dict) and "train" not in data:
+            data = {**data, "train": {}}  # so that the message names the missing field: train.steps
         return data
 
 

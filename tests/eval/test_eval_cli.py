@@ -130,6 +130,8 @@ def test_eval_bad_input(tiny_model, tmp_path):
     with pytest.raises(ValueError, match="--sampler"):
         main(["--model", str(tiny_model), "--data", "builtin", "--sampler", "{steps"])
     with pytest.raises(ValueError, match="sampler"):
+        main(["--model", str(tiny_model), "--data", "builtin", "--grid", "no_such_grid"])
+    with pytest.raises(SystemExit):  # the shared sampler options: --steps is a positive int
         main(["--model", str(tiny_model), "--data", "builtin", "--steps", "0"])
     with pytest.raises(ValueError, match="--lpips"):
         main(["--model", str(tiny_model), "--data", "builtin", "--lpips", "squeeze"])
