@@ -161,6 +161,21 @@ MAX_SAMPLER_STEPS = 2**16
 MAX_CHAIN_STEPS = 1024
 """Most Euler steps in the mode-seeking chain (each keeps its activations for the backward)."""
 
+# Ranges of fields whose extreme values give NaN or a degenerate model/grid (the release's values
+# are well inside: time_factor 1000, rope_theta 10000, attn_scale 8 / head_dim, pow p 0.25).
+MAX_TIME_FACTOR = 1e6
+"""Largest time_factor: t * time_factor * frequency must stay far from float32 overflow (cos(inf) = NaN)."""
+ROPE_THETA_RANGE = (1.0, 1e9)
+"""rope_theta range: >= 1 keeps every RoPE frequency theta ** (-2k / d) <= 1 radian per position
+(a tiny theta overflows the angles to inf and the rotation to NaN)."""
+MAX_ATTN_SCALE = 100.0
+"""Largest numeric attn_scale (the release's 'mup' is 8 / head_dim; 'standard' is head_dim ** -0.5)."""
+POW_P_RANGE = (0.05, 20.0)
+"""pow grid exponent range: outside it (k / n) ** (1 / p) underflows to 0 or rounds to 1 for
+neighbouring steps, so the grid is no longer strictly decreasing at large step counts."""
+SHIFT_RANGE = (1e-3, 1e3)
+"""shifted grid ``shift`` range."""
+
 
 class LossTerm(NamedTuple):
     """One term of a training loss, as declared by a spec (see :meth:`FlowMoSpec.loss_terms`).
@@ -256,11 +271,14 @@ class MMDiTSpec(BackboneSpec):
         description=f"MLP hidden size / width (at most {MAX_MLP_RATIO:g}; int(width * mlp_ratio) must be >= 1)",
     )
     qkv_bias: SpecBool = True
-    rope_theta: SpecFloat = Field(10000.0, gt=0)
+    rope_theta: SpecFloat = Field(10000.0, ge=ROPE_THETA_RANGE[0], le=ROPE_THETA_RANGE[1],
+                                  description=f"RoPE base (in [{ROPE_THETA_RANGE[0]:g}, {ROPE_THETA_RANGE[1]:g}])")
     attn_scale: Union[Literal["mup", "standard"], SpecFloat] = Field(
         "mup", description="softmax scale: 'mup' = 8/head_dim (the release), 'standard' = head_dim**-0.5, or a number"
     )
-    time_factor: SpecFloat = Field(1000.0, gt=0, description="t is multiplied by this before the sinusoidal embedding")
+    time_factor: SpecFloat = Field(1000.0, gt=0, le=MAX_TIME_FACTOR,
+                                   description=f"t is multiplied by this before the sinusoidal embedding (in (0, "
+                                               f"{MAX_TIME_FACTOR:g}])")
     gradient_checkpointing: SpecBool = Field(False, description="recompute each block in backward (saves memory)")
 
     @property
@@ -287,8 +305,9 @@ class MMDiTSpec(BackboneSpec):
                 f"axes_dim {list(self.axes_dim)} sums to {sum(self.axes_dim)} but the head dim "
                 f"width/heads = {self.width}/{self.heads} = {hd}; they must be equal"
             )
-        if isinstance(self.attn_scale, float) and not self.attn_scale > 0:
-            raise ValueError(f"attn_scale must be > 0, got {self.attn_scale}")
+        if isinstance(self.attn_scale, float) and not 0 < self.attn_scale <= MAX_ATTN_SCALE:
+            raise ValueError(f"attn_scale must be 'mup', 'standard' or a number in (0, {MAX_ATTN_SCALE:g}], "
+                             f"got {self.attn_scale}")
         if int(self.width * self.mlp_ratio) < 1:
             raise ValueError(
                 f"mlp_ratio ({self.mlp_ratio}) gives an MLP hidden size int(width * mlp_ratio) = "
@@ -452,14 +471,17 @@ class PowGridSpec(TimeGridSpec):
     """t_k = (k / n) ** (1 / p); the release uses p = 0.25."""
 
     name: Literal["pow"] = "pow"
-    p: SpecFloat = Field(0.25, gt=0)
+    p: SpecFloat = Field(0.25, ge=POW_P_RANGE[0], le=POW_P_RANGE[1],
+                         description=f"exponent, in [{POW_P_RANGE[0]:g}, {POW_P_RANGE[1]:g}] (the grid stays strictly "
+                                     "decreasing at every step count)")
 
 
 class ShiftedGridSpec(TimeGridSpec):
     """The linear grid under t -> s t / (1 + (s - 1) t) (s > 1 puts more steps near t = 1)."""
 
     name: Literal["shifted"] = "shifted"
-    shift: SpecFloat = Field(3.0, gt=0)
+    shift: SpecFloat = Field(3.0, ge=SHIFT_RANGE[0], le=SHIFT_RANGE[1],
+                             description=f"in [{SHIFT_RANGE[0]:g}, {SHIFT_RANGE[1]:g}]")
 
 
 class SolverSpec(ComponentSpec):
