@@ -108,7 +108,7 @@ def _resolve(ref: Ref) -> Optional[type]:
     except (ImportError, KeyError) as e:
         raise TypeError(f"the class {ref!r} a registry names cannot be imported ({type(e).__name__}: {e})") from None
     if not isinstance(found, type):
-        raise TypeError(f"{ref!r}, which a registry names as a class, is a {type(found).__name__}")
+        raise TypeError(f"{ref!r}, which a registry names as a class, is {with_article(type(found).__name__)}")
     return found
 
 
@@ -125,6 +125,10 @@ class Registry(Generic[T]):
             part of the spec), e.g. ``("channels",)`` for quantizers.
         sizes: the wiring arguments that are sizes (``build`` refuses anything but a python
             int > 0 for them, naming the argument); None: every wiring argument.
+        check: a function ``check(component, **wiring)`` (or ``"module:name"``) that ``build``
+            calls on what a factory returns, raising TypeError / ValueError for a component that
+            breaks the kind's contract (for quantizers: :func:`flowmo.quantizers.base.check_constructed`,
+            the attributes every constructor must set). None: no check beyond the interface.
 
     Raises TypeError / ValueError naming the argument for a ``kind`` that is not a non-empty
     string, an ``interface`` / ``spec_base`` that is not a class or ``"module:Name"``, or
@@ -132,7 +136,7 @@ class Registry(Generic[T]):
     """
 
     def __init__(self, kind: str, *, interface: Ref = None, spec_base: Ref = None, wiring: tuple[str, ...] = (),
-                 sizes: Optional[tuple[str, ...]] = None):
+                 sizes: Optional[tuple[str, ...]] = None, check: Union[str, Callable[..., None], None] = None):
         if not isinstance(kind, str) or not kind.strip():
             raise TypeError(f"kind must be a non-empty string, got {kind!r}")
         for arg, ref in (("interface", interface), ("spec_base", spec_base)):
@@ -147,9 +151,12 @@ class Registry(Generic[T]):
             sizes = tuple(wiring)
         if isinstance(sizes, str) or not isinstance(sizes, (tuple, list)) or not set(sizes) <= set(wiring):
             raise TypeError(f"sizes must be a tuple of wiring argument names ({tuple(wiring)!r}), got {sizes!r}")
+        if not (check is None or callable(check) or isinstance(check, str) and _REF.fullmatch(check)):
+            raise TypeError(f"check must be a function, a 'package.module:name' string or None, got {check!r}")
         self.kind = kind
         self.wiring = tuple(wiring)
         self.sizes = tuple(sizes)
+        self._check = check
         self._interface = interface
         self._spec_base = spec_base
         self._entries: dict[str, Entry[T]] = {}
@@ -275,8 +282,8 @@ class Registry(Generic[T]):
         if isinstance(spec, (str, dict)):
             spec = base.model_validate(spec)
         elif not isinstance(spec, base):
-            raise TypeError(f"{self.kind} spec must be a {base.__name__}, a dict with a 'name' or a registered "
-                            f"name, got {type(spec).__name__}")
+            raise TypeError(f"{self.kind} spec must be {with_article(base.__name__)}, a dict with a 'name' or a "
+                            f"registered name, got {type(spec).__name__}")
         got, want = set(wiring), set(self.wiring)
         if got != want:
             parts = []
@@ -286,7 +293,7 @@ class Registry(Generic[T]):
                 parts.append(f"unexpected {', '.join(sorted(got - want))}")
             declared = ", ".join(self.wiring) or "none"
             raise TypeError(f"{self.kind} {spec.name!r}: wiring arguments {'; '.join(parts)} "
-                            f"(a {self.kind} takes: {declared})")
+                            f"({with_article(self.kind)} takes: {declared})")
         for w in self.sizes:
             v = wiring[w]
             if isinstance(v, bool) or not isinstance(v, numbers.Integral):
@@ -306,8 +313,20 @@ class Registry(Generic[T]):
             obj = entry.factory(spec, **wiring)
         iface = self.interface
         if iface is not None and not isinstance(obj, iface):
-            raise TypeError(f"{self.kind} {spec.name!r}: the factory {_describe(entry.factory)} returned a "
-                            f"{type(obj).__name__}, which is not a {iface.__module__}.{iface.__qualname__}")
+            iface_name = f"{iface.__module__}.{iface.__qualname__}"
+            raise TypeError(f"{self.kind} {spec.name!r}: the factory {_describe(entry.factory)} returned "
+                            f"{with_article(type(obj).__name__)}, which is not {with_article(iface_name)}")
+        if self._check is not None:
+            check = self._check
+            if isinstance(check, str):
+                module, _, fname = check.partition(":")
+                self._check = check = vars(importlib.import_module(module))[fname]
+            try:
+                check(obj, **wiring)
+            except TypeError as e:
+                raise TypeError(f"{self.kind} {spec.name!r}: {e}") from None
+            except ValueError as e:
+                raise ValueError(f"{self.kind} {spec.name!r}: {e}") from None
         return obj
 
     def create(self, name: str, *args: Any, **kwargs: Any) -> Any:
@@ -473,7 +492,7 @@ def _generic_spec_base(registry: Registry) -> type:
 
     KindSpec.registry = registry
     KindSpec.__name__ = KindSpec.__qualname__ = "".join(w.title() for w in registry.kind.split()) + "Spec"
-    KindSpec.__doc__ = f"Spec of a {registry.kind}; validating this class dispatches on ``name``."
+    KindSpec.__doc__ = f"Spec of {with_article(registry.kind)}; validating this class dispatches on ``name``."
     return KindSpec
 
 
@@ -482,6 +501,24 @@ def _signature(kind: str, name: str, obj: Any) -> inspect.Signature:
         return inspect.signature(obj)
     except (TypeError, ValueError) as e:
         raise RegistryError(f"{kind} {name!r}: cannot read the arguments of {_describe(obj)} ({e})") from None
+
+
+_VOWEL_LETTERS = set("AEFHILMNORSX")  # letters whose names begin with a vowel sound ("an FSQ", "an LFQ")
+
+
+def with_article(noun: str) -> str:
+    """``noun`` with its indefinite article: "a quantizer", "an ODE solver", "an LFQ", "an
+    FSQSpec", "an entropy group" (a word starting with two capitals is read letter by letter)."""
+    noun = str(noun)
+    word = noun.split(" ", 1)[0].split(".", 1)[0]
+    if not word:
+        return f"a {noun}"
+    if len(word) > 1 and word[0].isupper() and word[1].isupper():
+        vowel = word[0] in _VOWEL_LETTERS
+    else:
+        low = word.lower()
+        vowel = low[0] in "aeio" or low.startswith("un") and not low.startswith("uni")
+    return f"{'an' if vowel else 'a'} {noun}"
 
 
 def _describe(obj: Any) -> str:
@@ -610,6 +647,7 @@ def _strict_type(tp: Any) -> Any:
 BACKBONES: Registry = Registry("backbone", interface="flowmo.blocks.base:Backbone",
                                spec_base="flowmo.spec:BackboneSpec", wiring=("patch_dim", "txt_in_dim", "txt_out_dim"))
 QUANTIZERS: Registry = Registry("quantizer", interface="flowmo.quantizers.base:Quantizer",
+                                check="flowmo.quantizers.base:check_constructed",
                                 spec_base="flowmo.spec:QuantizerSpec", wiring=("channels",))
 TIME_SAMPLERS: Registry = Registry("time sampler", interface="flowmo.losses.time_samplers:TimeSampler",
                                    spec_base="flowmo.spec:TimeSamplerSpec")

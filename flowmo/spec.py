@@ -320,19 +320,28 @@ class MMDiTSpec(BackboneSpec):
 class QuantizerSpec(ComponentSpec):
     """Spec of a quantizer; validating this class dispatches on ``name``.
 
-    ``check_channels`` validates it against the code's channel count.
+    Two hooks, which an explicit spec class (``register(name, spec=MySpec)``) may override and
+    which otherwise ask the registered class (:class:`flowmo.quantizers.Quantizer`'s
+    classmethods of the same names, so a quantizer registered with one decorator line declares
+    them on its class): ``check_channels`` validates the spec against the code's channel count
+    (FlowMoSpec calls it with ``code_channels``), ``loss_terms`` lists the quantizer's
+    training-mode loss terms.
     """
 
     kind_base: ClassVar[bool] = True
     registry: ClassVar[Optional[Registry]] = QUANTIZERS
 
     def check_channels(self, channels: int) -> None:
-        """Raise ValueError if this quantizer cannot quantize ``channels`` channels per token."""
+        """Raise ValueError if this quantizer cannot quantize ``channels`` channels per token
+        (default: the registered class's ``check_channels(spec, channels)``; the interface's
+        accepts any count)."""
+        _component_class(self).check_channels(self, channels)
 
     def loss_terms(self) -> Optional[list[LossTerm]]:
         """The loss terms the quantizer adds in training mode (names without the
-        ``quantizer/`` prefix), or None when the component does not declare them."""
-        return None
+        ``quantizer/`` prefix); default: the registered class's ``loss_terms(spec)``, which
+        is ``[]`` (no auxiliary loss) unless the class declares its terms."""
+        return _component_class(self).loss_terms(self)
 
 
 class LFQSpec(QuantizerSpec):
@@ -353,10 +362,16 @@ class LFQSpec(QuantizerSpec):
 
     def check_channels(self, channels: int) -> None:
         if channels > 62:
-            raise ValueError(f"code_channels ({channels}) must be <= 62 for LFQ (one int64 index per token)")
+            raise ValueError(f"code_channels ({channels}) must be <= 62 for LFQ (one int64 index per token): set "
+                             "code_channels (--set model.code_channels=N) to at most 62")
         if channels % self.group_bits:
+            fits = [d for d in range(min(channels, self.group_bits), 0, -1) if channels % d == 0]
+            lower = channels - channels % self.group_bits
             raise ValueError(
-                f"code_channels ({channels}) must be divisible by quantizer.group_bits ({self.group_bits})"
+                f"code_channels ({channels}) must be divisible by quantizer.group_bits ({self.group_bits}): set "
+                f"code_channels to a multiple of {self.group_bits} (e.g. {max(lower, self.group_bits)}; "
+                f"--set model.code_channels=N) or quantizer.group_bits to a divisor of {channels} "
+                f"(e.g. {fits[0]}; --set model.quantizer.group_bits=G)"
             )
 
 
@@ -387,7 +402,10 @@ class FSQSpec(QuantizerSpec):
     def check_channels(self, channels: int) -> None:
         if len(self.levels) != channels:
             raise ValueError(
-                f"quantizer.levels has {len(self.levels)} entries but code_channels is {channels}; they must be equal"
+                f"quantizer.levels has {len(self.levels)} entries but code_channels is {channels}; they must be equal "
+                f"(FSQ quantizes one channel per level count): set code_channels to {len(self.levels)} "
+                f"(--set model.code_channels={len(self.levels)}; replace(code_channels={len(self.levels)})) or give "
+                f"quantizer.levels {channels} entries (--set model.quantizer.levels=[...])"
             )
 
 
@@ -437,8 +455,10 @@ class FlowLossSpec(ComponentSpec):
     registry: ClassVar[Optional[Registry]] = FLOW_LOSSES
 
     def loss_terms(self) -> Optional[list[LossTerm]]:
-        """The terms this flow loss returns, or None when the component does not declare them."""
-        return None
+        """The terms this flow loss returns, or None when the component does not declare them
+        (default: the registered class's ``loss_terms(spec)``; :class:`flowmo.losses.FlowLoss`'s
+        returns None: a flow loss has no terms that hold for every flow loss)."""
+        return _component_class(self).loss_terms(self)
 
 
 class RectifiedFlowLossSpec(FlowLossSpec):
@@ -582,8 +602,19 @@ class PosttrainSpec(ComponentSpec):
 
     def loss_terms(self) -> Optional[list[LossTerm]]:
         """The objective's own terms (the kept flow loss not included), or None when the
-        component does not declare them."""
-        return None
+        component does not declare them (default: the registered class's ``loss_terms(spec)``;
+        :class:`flowmo.losses.PosttrainObjective`'s returns None)."""
+        return _component_class(self).loss_terms(self)
+
+
+def _component_class(spec: ComponentSpec) -> Any:
+    """The class whose hooks (``loss_terms``, ``check_channels``) speak for ``spec``: the class
+    registered under ``spec.name``, or the kind's interface for a factory function (whose
+    defaults then apply)."""
+    reg = type(spec).registry
+    assert reg is not None
+    factory, iface = reg.get(spec.name).factory, reg.interface
+    return factory if isinstance(factory, type) and issubclass(factory, iface) else iface
 
 
 class ModeSeekingSpec(PosttrainSpec):
@@ -881,7 +912,12 @@ def _declared_terms(part: str, spec: Any) -> list[LossTerm]:
     where = f"{part} {spec.name!r}"
     terms = spec.loss_terms()
     if terms is None:
-        raise ValueError(f"{where} does not declare its loss terms (its spec's loss_terms() returns None)")
+        raise ValueError(
+            f"{where} does not declare its loss terms (its spec's loss_terms() returns None). Declare them on its "
+            "class: a classmethod `loss_terms(cls, spec)` returning [flowmo.LossTerm(name, weight, what), ...] (the "
+            "keys of the dict it returns, the weight it applied, in words what the term is; the spec holds the "
+            "configuration, e.g. spec.weight); or, registered with an explicit spec class, override that spec "
+            "class's loss_terms(self)")
     if isinstance(terms, LossTerm):
         raise ValueError(f"{where}: loss_terms() returned one LossTerm ({terms.name!r}); it must return a list of them")
     if not isinstance(terms, (list, tuple)):

@@ -49,6 +49,8 @@ from typing import Any, Callable, Optional, Union
 import torch
 from torch import Tensor
 
+from .registry import with_article
+
 __all__ = ["check_quantizer", "check_time_sampler", "check_solver", "check_time_grid", "check_backbone",
            "check_flow_loss", "check_distance", "check_posttrain", "check_component"]
 
@@ -830,8 +832,8 @@ def _instance(make: Any, cls: type, what: str) -> Any:
         else:
             obj = make()
     if not isinstance(obj, cls):
-        raise AssertionError(f"{what}: expected a {cls.__module__}.{cls.__qualname__} (or a zero-argument factory "
-                             f"returning one), got {type(obj).__name__}")
+        raise AssertionError(f"{what}: expected {with_article(f'{cls.__module__}.{cls.__qualname__}')} (or a "
+                             f"zero-argument factory returning one), got {type(obj).__name__}")
     return obj
 
 
@@ -1146,19 +1148,28 @@ def check_backbone(make: Any, *, patch_dim: int, txt_in_dim: int, txt_out_dim: i
                    atol: float = 1e-4) -> dict[str, int]:
     """Check a backbone (a :class:`flowmo.blocks.Backbone` or a zero-argument factory) built
     with the wiring ``patch_dim``, ``txt_in_dim``, ``txt_out_dim``, on batches of 1 .. 3
-    samples, 1 .. 4 latent tokens and patch grids of 1 .. 3 x 1 .. 3, with t = None and t in
-    [0, 1] (0 and 1 included).
+    samples, 1 .. 4 latent tokens and patch grids of 1 .. 3 x 1 .. 3, with t = None and (for
+    a backbone whose ``time_conditioning`` is True) t in [0, 1] (0 and 1 included).
+
+    The checks stay within what the backbone declares (:class:`flowmo.blocks.Backbone`):
+    only the heads in its ``outputs`` are asked for (e.g. an encoder built with
+    ``MMDiT(..., time_conditioning=False, outputs=("txt",))``), and t only when it has
+    ``time_conditioning``.
 
     Properties:
 
-    - ``output``: (B, N, patch_dim) and (B, T, txt_out_dim) in the parameters' dtype, finite;
-      a head left out of ``outputs`` is None and the other is unchanged.
+    - ``attributes``: ``outputs`` is a non-empty tuple of distinct heads from ("img", "txt"),
+      ``time_conditioning`` a bool.
+    - ``output``: (B, N, patch_dim) for "img" and (B, T, txt_out_dim) for "txt", in the
+      parameters' dtype, finite; a head not asked for is None, and (with two heads) asking
+      for one head alone leaves it unchanged.
     - ``deterministic``: eval mode, two calls give the same outputs.
     - ``batch_independent``: each sample's outputs are those it gets alone (within ``atol``).
     - ``cross_stream``: the image output depends on the latent tokens and the latent output on
-      the image tokens (FlowMo's decoder reads the code, its encoder writes it).
+      the image tokens (FlowMo's decoder reads the code, its encoder writes it), for the
+      declared heads.
     - ``gradients``: train mode, the summed outputs give finite gradients to both inputs and,
-      with t given, to every parameter.
+      with t given (or for a backbone without time conditioning), to every parameter.
     - ``compile_units``: a non-empty tuple of submodules (or the backbone itself).
 
     Returns ``{property: examples run}``. Restores the module's train/eval mode.
@@ -1175,8 +1186,18 @@ def check_backbone(make: Any, *, patch_dim: int, txt_in_dim: int, txt_out_dim: i
     device = params[0].device if params else torch.device("cpu")
     dtype = params[0].dtype if params else torch.float32
     was_training = net.training
+    heads, timed = net.outputs, net.time_conditioning
+    if (not isinstance(heads, tuple) or not heads or len(set(heads)) != len(heads)
+            or any(h not in ("img", "txt") for h in heads)):
+        ck.fail("attributes", f"outputs must be a non-empty tuple of distinct heads from ('img', 'txt'), got {heads!r}")
+    if not isinstance(timed, bool):
+        ck.fail("attributes", f"time_conditioning must be a bool, got {timed!r}")
+    ck.report["attributes"] = 1
+    t_kinds = ("none", "random", "zero", "one") if timed else ("none",)
     examples = st.tuples(st.integers(1, 3), st.integers(1, 4), st.integers(1, 3), st.integers(1, 3),
-                         st.sampled_from(("none", "random", "zero", "one")), st.integers(0, 2**32 - 1))
+                         st.sampled_from(t_kinds), st.integers(0, 2**32 - 1))
+    names = ("img_out", "txt_out")
+    declared = [k for k, h in enumerate(("img", "txt")) if h in heads]  # the outputs to check
 
     def inputs(ex):
         b, t_len, rows, cols, t_kind, seed = ex
@@ -1187,7 +1208,7 @@ def check_backbone(make: Any, *, patch_dim: int, txt_in_dim: int, txt_out_dim: i
         move = (lambda x: None if x is None else x.to(device=device, dtype=dtype))
         return move(img), move(txt), move(t), (rows, cols)
 
-    def run(img, txt, t, grid, outputs=("img", "txt")):
+    def run(img, txt, t, grid, outputs=heads):
         out = net(img, txt, t, grid, outputs=outputs)
         if not isinstance(out, tuple) or len(out) != 2:
             raise AssertionError(f"forward must return a pair (img_out, txt_out), got {type(out).__name__}")
@@ -1196,31 +1217,37 @@ def check_backbone(make: Any, *, patch_dim: int, txt_in_dim: int, txt_out_dim: i
     def p_output(ex) -> None:
         net.eval()
         img, txt, t, grid = inputs(ex)
-        io, to = run(img, txt, t, grid)
-        for what, x, shape in (("img_out", io, (img.shape[0], img.shape[1], patch_dim)),
-                               ("txt_out", to, (txt.shape[0], txt.shape[1], txt_out_dim))):
-            if not isinstance(x, Tensor) or tuple(x.shape) != shape:
-                raise AssertionError(f"{what} has shape {_shape(x)}; expected {shape}")
+        out = run(img, txt, t, grid)
+        shapes = ((img.shape[0], img.shape[1], patch_dim), (txt.shape[0], txt.shape[1], txt_out_dim))
+        for k in range(2):
+            x = out[k]
+            if k not in declared:
+                if x is not None:
+                    raise AssertionError(f"{names[k]} must be None: the head is not in outputs {heads!r}")
+                continue
+            if not isinstance(x, Tensor) or tuple(x.shape) != shapes[k]:
+                raise AssertionError(f"{names[k]} has shape {_shape(x)}; expected {shapes[k]}")
             if x.dtype != dtype:
-                raise AssertionError(f"{what} has dtype {x.dtype}; expected the parameters' {dtype}")
+                raise AssertionError(f"{names[k]} has dtype {x.dtype}; expected the parameters' {dtype}")
             if not bool(torch.isfinite(x).all()):
-                raise AssertionError(f"{what} is not finite")
-        only_img = run(img, txt, t, grid, outputs=("img",))
-        only_txt = run(img, txt, t, grid, outputs=("txt",))
-        if only_img[1] is not None or only_txt[0] is not None:
-            raise AssertionError("a head left out of `outputs` must be returned as None")
-        if not torch.allclose(only_img[0], io, atol=atol, rtol=0) or not torch.allclose(only_txt[1], to, atol=atol,
-                                                                                       rtol=0):
-            raise AssertionError("asking for one head changes its output")
+                raise AssertionError(f"{names[k]} is not finite")
+        if len(declared) == 2:
+            only_img = run(img, txt, t, grid, outputs=("img",))
+            only_txt = run(img, txt, t, grid, outputs=("txt",))
+            if only_img[1] is not None or only_txt[0] is not None:
+                raise AssertionError("a head left out of `outputs` must be returned as None")
+            if not torch.allclose(only_img[0], out[0], atol=atol, rtol=0) or not torch.allclose(
+                    only_txt[1], out[1], atol=atol, rtol=0):
+                raise AssertionError("asking for one head changes its output")
 
     def p_deterministic(ex) -> None:
         net.eval()
         img, txt, t, grid = inputs(ex)
         a, b = run(img, txt, t, grid), run(img, txt, t, grid)
-        for k in range(2):
+        for k in declared:
             if not torch.equal(a[k], b[k]):
                 raise AssertionError(f"non-deterministic: two eval-mode calls gave different "
-                                     f"{('img_out', 'txt_out')[k]}: {_mismatch(a[k], b[k])}")
+                                     f"{names[k]}: {_mismatch(a[k], b[k])}")
 
     def p_batch_independent(ex) -> None:
         net.eval()
@@ -1228,9 +1255,9 @@ def check_backbone(make: Any, *, patch_dim: int, txt_in_dim: int, txt_out_dim: i
         together = run(img, txt, t, grid)
         for i in range(img.shape[0]):
             alone = run(img[i:i + 1], txt[i:i + 1], None if t is None else t[i:i + 1], grid)
-            for k in range(2):
+            for k in declared:
                 if not torch.allclose(together[k][i:i + 1], alone[k], atol=atol, rtol=0):
-                    raise AssertionError(f"sample {i}'s {('img_out', 'txt_out')[k]} depends on the rest of the batch "
+                    raise AssertionError(f"sample {i}'s {names[k]} depends on the rest of the batch "
                                          f"(max difference {float((together[k][i:i + 1] - alone[k]).abs().max()):.3g})")
 
     def p_cross_stream(ex) -> None:
@@ -1239,9 +1266,9 @@ def check_backbone(make: Any, *, patch_dim: int, txt_in_dim: int, txt_out_dim: i
         io, to = run(img, txt, t, grid)
         io2, _ = run(img, txt + 1.0, t, grid)
         _, to2 = run(img + 1.0, txt, t, grid)
-        if torch.equal(io, io2):
+        if 0 in declared and torch.equal(io, io2):
             raise AssertionError("the image output does not depend on the latent tokens (a decoder must read the code)")
-        if torch.equal(to, to2):
+        if 1 in declared and torch.equal(to, to2):
             raise AssertionError("the latent output does not depend on the image tokens (an encoder must see the image)")
 
     def p_gradients(ex) -> None:
@@ -1249,15 +1276,16 @@ def check_backbone(make: Any, *, patch_dim: int, txt_in_dim: int, txt_out_dim: i
         net.zero_grad(set_to_none=True)
         img, txt, t, grid = inputs(ex)
         img, txt = img.clone().requires_grad_(True), txt.clone().requires_grad_(True)
-        io, to = run(img, txt, t, grid)
-        (io.float().sum() + to.float().sum()).backward()
+        out = run(img, txt, t, grid)
+        torch.stack([out[k].float().sum() for k in declared]).sum().backward()
         for what, x in (("img", img), ("txt", txt)):
             if x.grad is None or not bool(torch.isfinite(x.grad).all()):
                 raise AssertionError(f"no finite gradient reached the {what} input")
-        if t is not None:
+        if t is not None or not timed:
             missing = [n for n, p in net.named_parameters() if p.requires_grad and p.grad is None]
             if missing:
-                raise AssertionError(f"with t given, parameters get no gradient: {missing[:5]}")
+                given = "with t given" if t is not None else "(a backbone without time conditioning)"
+                raise AssertionError(f"{given}, parameters get no gradient: {missing[:5]}")
             bad = [n for n, p in net.named_parameters() if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
             if bad:
                 raise AssertionError(f"non-finite gradients of {bad[:5]}")
@@ -1282,14 +1310,29 @@ def check_backbone(make: Any, *, patch_dim: int, txt_in_dim: int, txt_out_dim: i
 
 
 # ----------------------------------------------------------------------------- any registered component
-def check_component(spec: Any, *, max_examples: Optional[int] = None, **wiring: Any) -> dict[str, int]:
+def check_component(spec: Any, *, max_examples: Optional[int] = None, options: Optional[dict[str, Any]] = None,
+                    **wiring: Any) -> dict[str, int]:
     """Build the component a spec describes with its registry (``REGISTRY.build(spec, **wiring)``)
     and run the kit's check for its kind.
 
-    ``spec``: a component spec (e.g. ``QuantizerSpec.model_validate({"name": "my_vq"})`` or a
-    registered spec class's instance). ``wiring``: the kind's wiring arguments (``channels``
-    for a quantizer; ``patch_dim``, ``txt_in_dim``, ``txt_out_dim`` for a backbone).
-    ``max_examples``: passed on (default: each check's own). Returns the check's report.
+    Args:
+        spec: a component spec (e.g. ``QuantizerSpec.model_validate({"name": "my_vq"})`` or a
+            registered spec class's instance).
+        max_examples: passed on (default: each check's own).
+        options: keyword options of the kind's check, separate from the wiring, e.g.
+            ``{"order": 2}`` for a second-order solver (:func:`check_solver`),
+            ``{"forward_idempotent": False}`` (:func:`check_quantizer`), ``{"atol": 1e-3}``
+            (:func:`check_backbone`). An option the check does not take raises TypeError
+            listing those it takes.
+        **wiring: the kind's wiring arguments (``channels`` for a quantizer; ``patch_dim``,
+            ``txt_in_dim``, ``txt_out_dim`` for a backbone; none for the other kinds).
+
+    For a quantizer, flow loss or post-training objective the spec's declared loss terms
+    (``spec.loss_terms()``, see :class:`flowmo.quantizers.Quantizer`) are checked too
+    (property ``declared_loss_terms``): they must be declared (not None) and name exactly the
+    terms the component returns (a quantizer in training mode).
+
+    Returns the check's report (``{property: examples run}``).
     """
     from .registry import REGISTRIES
     from .spec import ComponentSpec
@@ -1300,12 +1343,81 @@ def check_component(spec: Any, *, max_examples: Optional[int] = None, **wiring: 
     kind = next((k for k, r in REGISTRIES.items() if r is registry), None)
     if kind is None:
         raise ValueError(f"the {registry.kind} registry has no check in flowmo.testing")
-    extra = {} if max_examples is None else {"max_examples": max_examples}
+    check = {"quantizer": check_quantizer, "backbone": check_backbone, "time_sampler": check_time_sampler,
+             "flow_loss": check_flow_loss, "time_grid": check_time_grid, "solver": check_solver,
+             "posttrain": check_posttrain, "perceptual": check_distance}[kind]
+    options = _check_options(check, options, set(registry.wiring))
+    extra = dict(options) if max_examples is None else {**options, "max_examples": max_examples}
     obj = registry.build(spec, **wiring)
     if kind == "quantizer":
-        return check_quantizer(obj, wiring["channels"], **extra)
-    if kind == "backbone":
-        return check_backbone(obj, **wiring, **extra)
-    check = {"time_sampler": check_time_sampler, "flow_loss": check_flow_loss, "time_grid": check_time_grid,
-             "solver": check_solver, "posttrain": check_posttrain, "perceptual": check_distance}[kind]
-    return check(obj, **extra)
+        report = check_quantizer(obj, wiring["channels"], **extra)
+    elif kind == "backbone":
+        report = check_backbone(obj, **wiring, **extra)
+    else:
+        report = check(obj, **extra)
+    if kind in ("quantizer", "flow_loss", "posttrain"):
+        _check_declared_terms(kind, spec, obj, wiring)
+        report["declared_loss_terms"] = 1
+    return report
+
+
+def _check_options(check: Callable[..., Any], options: Any, wiring: set[str]) -> dict[str, Any]:
+    """``options`` checked against the keyword-only options ``check`` takes (TypeError otherwise)."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+        raise TypeError(f"options must be a dict of the check's keyword options, got {type(options).__name__} "
+                        f"{options!r}")
+    params = inspect.signature(check).parameters
+    taken = [n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY
+             and n not in wiring and n != "max_examples"]
+    if "max_examples" in options:
+        raise TypeError("options: pass max_examples to check_component itself, not in options")
+    bad = [k for k in options if k not in taken]
+    if bad:
+        raise TypeError(f"options: {check.__name__} takes no option {', '.join(map(repr, bad))}; it takes: "
+                        f"{', '.join(taken) or 'none'} (the wiring arguments go to check_component as keywords)")
+    return dict(options)
+
+
+def _check_declared_terms(kind: str, spec: Any, obj: Any, wiring: dict[str, Any]) -> None:
+    """The ``declared_loss_terms`` property of :func:`check_component`."""
+    ck = _Checker("check_component", 1)
+    what = {"quantizer": "quantizer", "flow_loss": "flow loss", "posttrain": "post-training objective"}[kind]
+    how = {"quantizer": "flowmo.quantizers.Quantizer.loss_terms", "flow_loss": "flowmo.losses.FlowLoss.loss_terms",
+           "posttrain": "flowmo.losses.PosttrainObjective.loss_terms"}[kind]
+
+    def body() -> None:
+        declared = spec.loss_terms()
+        if declared is None:
+            raise AssertionError(f"the {what} {spec.name!r} does not declare its loss terms: give its class a "
+                                 f"classmethod loss_terms(cls, spec) (see {how}), or override its explicit spec "
+                                 "class's loss_terms()")
+        names = sorted(str(t[0]) for t in declared)
+        g = _seeded(0)
+        if kind == "quantizer":
+            params = list(obj.parameters()) + list(obj.buffers())
+            device = params[0].device if params else torch.device("cpu")
+            was_training = obj.training
+            obj.train()
+            try:
+                with torch.no_grad():
+                    got = obj(torch.randn(2, 3, wiring["channels"], generator=g).to(device)).losses
+            finally:
+                obj.train(was_training)
+        else:
+            x, cond = _loss_inputs(0, 2, 8, (4, 6))
+            dec = _ToyDecoder(x.shape, cond.shape, what)
+            if kind == "flow_loss":
+                got = obj(dec, x, cond, torch.rand(2, generator=g), torch.randn(x.shape, generator=g),
+                          dropout=True, generator=g)
+            else:
+                got = obj(dec, x, cond, generator=g)
+        if not isinstance(got, dict):
+            raise AssertionError(f"the {what} returned {type(got).__name__} terms, not a dict")
+        if sorted(got) != names:
+            raise AssertionError(f"the {what} {spec.name!r} returns the terms {sorted(got)!r} but its spec declares "
+                                 f"{names!r}: declare exactly the terms it returns (a classmethod "
+                                 f"loss_terms(cls, spec) on its class, see {how})")
+
+    ck.once("declared_loss_terms", body)

@@ -159,5 +159,16 @@ def test_loss_terms_refuses_bad_stage_and_undeclared_components():
         flowmo.QUANTIZERS.add("test_configs_silent", lambda spec, channels: FSQ(flowmo.FSQSpec(levels=(2,) * channels)),
                               spec=_SilentQuantizerSpec)
     spec = flowmo.flowmo_tiny().replace(quantizer={"name": "test_configs_silent"})
-    with pytest.raises(ValueError, match="quantizer 'test_configs_silent' does not declare"):
-        spec.loss_terms("1a")
+    # a quantizer that declares nothing has no auxiliary loss terms (the interface's default)
+    assert [t.name for t in spec.loss_terms("1a")] == ["diffusion"]
+    # a flow loss has no such default: undeclared terms are refused, saying how to declare them
+    class _SilentFlowSpec(flowmo.FlowLossSpec):
+        name: Literal["test_configs_silent_flow"] = "test_configs_silent_flow"
+
+    from flowmo.losses import RectifiedFlowLoss
+
+    if "test_configs_silent_flow" not in flowmo.FLOW_LOSSES.names():
+        flowmo.FLOW_LOSSES.add("test_configs_silent_flow", lambda spec: RectifiedFlowLoss(flowmo.RectifiedFlowLossSpec()),
+                               spec=_SilentFlowSpec)
+    with pytest.raises(ValueError, match="flow_loss 'test_configs_silent_flow' does not declare.*loss_terms"):
+        spec.replace(flow_loss={"name": "test_configs_silent_flow"}).loss_terms("1a")

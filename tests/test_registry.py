@@ -263,7 +263,7 @@ def test_a_class_must_derive_from_the_interface_and_a_factory_must_return_one(cl
         return torch.nn.Identity()
 
     cleanup.append((flowmo.QUANTIZERS, "test_reg_factory"))
-    with pytest.raises(TypeError, match="returned a Identity, which is not a flowmo.quantizers.base.Quantizer"):
+    with pytest.raises(TypeError, match="returned an Identity, which is not a flowmo.quantizers.base.Quantizer"):
         flowmo.QUANTIZERS.build("test_reg_factory", channels=2)
 
 

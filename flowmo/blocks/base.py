@@ -18,14 +18,28 @@ class Backbone(nn.Module, ABC):
     ``C + 1`` for the channel of ones). The wiring arguments, which every backbone's
     constructor takes, are:
 
-    - ``patch_dim``: channels of one image token, 3 * patch_size**2 (a patch flattened in
-      (channel, row, column) order, see :func:`flowmo.blocks.patchify`);
+    - ``patch_dim``: channels of one image token, 3 * patch_size**2: a patch flattened in
+      (row, column, channel) order, channels last (``b c (gh ph) (gw pw) -> b (gh gw) (ph pw c)``,
+      the release's layout; see :func:`flowmo.blocks.patchify`);
     - ``txt_in_dim`` / ``txt_out_dim``: channels of one latent token in and out.
 
-    Optional capability: :meth:`compile_units` (default: the whole backbone), the modules
-    :meth:`flowmo.FlowMo.compile` compiles. Check a new backbone with
-    :func:`flowmo.testing.check_backbone`.
+    A subclass's constructor calls ``super().__init__()`` (no arguments; this is an
+    ``nn.Module``) first.
+
+    Optional capabilities, with defaults right for a backbone like FlowMo's:
+
+    - :meth:`compile_units` (default: the whole backbone), the modules
+      :meth:`flowmo.FlowMo.compile` compiles;
+    - ``outputs`` (default ``("img", "txt")``): the heads it can compute, a non-empty subset
+      of ("img", "txt"); ``forward``'s ``outputs`` is a subset of it;
+    - ``time_conditioning`` (default True): whether ``forward`` takes flow times; False: it
+      takes only ``t=None``.
+
+    :func:`flowmo.testing.check_backbone` checks a new backbone within what it declares.
     """
+
+    outputs: tuple[str, ...] = ("img", "txt")
+    time_conditioning: bool = True
 
     @abstractmethod
     def forward(
@@ -39,12 +53,15 @@ class Backbone(nn.Module, ABC):
         """Run the backbone.
 
         Args:
-            img: image tokens (B, N, patch_dim), N = rows * cols patches in row-major order.
+            img: image tokens (B, N, patch_dim), N = rows * cols patches in row-major order,
+                each patch channels last (:func:`flowmo.blocks.patchify`).
             txt: latent tokens (B, T, txt_in_dim).
             t: flow times (B,) in [0, 1] (t = 0 data, t = 1 noise), or None for a backbone
                 used without time conditioning (FlowMo's encoder).
-            grid: (rows, cols) of the patch grid, rows * cols = N.
-            outputs: which heads to compute, a subset of ("img", "txt").
+            grid: (rows, cols) of the patch grid, rows * cols = N. A backbone sees only the
+                tokens, not the image, so it can check the count but not the shape: pass the
+                grid :func:`~flowmo.blocks.patchify` cut, (H / p, W / p).
+            outputs: which heads to compute, a non-empty subset of :attr:`outputs`.
 
         Returns:
             (img_out (B, N, patch_dim), txt_out (B, T, txt_out_dim)) in the parameters' dtype;

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor
 
 from ..registry import FLOW_LOSSES
-from ..spec import RectifiedFlowLossSpec
+from ..spec import LossTerm, RectifiedFlowLossSpec
 from .perceptual import build_distance
 
 __all__ = ["FlowLoss", "RectifiedFlowLoss", "cfg_dropout", "VelocityFn"]
@@ -34,9 +34,29 @@ class FlowLoss(ABC):
     """The interface of every flow loss (the Stage 1A training loss of the decoder).
 
     Registered with :data:`flowmo.FLOW_LOSSES`; built as ``FLOW_LOSSES.build(spec)`` (no
-    wiring) on first use by :attr:`flowmo.FlowMo.flow_loss`. Check a new loss with
+    wiring) on first use by :attr:`flowmo.FlowMo.flow_loss`. A subclass's constructor takes
+    its configuration as keyword-only arguments (registered with one decorator line) or its
+    spec (an explicit spec class); there is no base constructor to call. Check a new loss with
     :func:`flowmo.testing.check_flow_loss`.
+
+    Declaration: the classmethod :meth:`loss_terms` (``spec`` -> the terms ``__call__``
+    returns); :meth:`flowmo.FlowMoSpec.loss_terms` needs it, and the default (None: not
+    declared) makes it raise, saying how to declare them.
     """
+
+    @classmethod
+    def loss_terms(cls, spec: Any) -> Optional[list[LossTerm]]:
+        """The terms this flow loss returns for its spec.
+
+        Args:
+            spec: the flow loss's spec (its configuration as attributes).
+
+        Returns:
+            A list of ``flowmo.LossTerm(name, weight, what)``, one per key of the dict
+            ``__call__`` returns (the weight already applied, what the term is in words), or
+            None (the default): not declared.
+        """
+        return None
 
     @abstractmethod
     def __call__(

@@ -11,7 +11,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..registry import POSTTRAIN_OBJECTIVES
 from ..samplers.sampler import check_float_batch, state_dtype
-from ..spec import ModeSeekingSpec
+from ..spec import LossTerm, ModeSeekingSpec
 from .flow import VelocityFn
 from .perceptual import build_distance
 
@@ -85,9 +85,31 @@ class PosttrainObjective(ABC):
     recomputes its decoder calls in backward (gradient checkpointing); the model then also
     checkpoints the kept flow loss's decoder call, whose activations would otherwise set the
     step's memory peak.
+
+    A subclass's constructor takes its configuration as keyword-only arguments (registered
+    with one decorator line; ``flow_weight``, a field of every post-training spec, is added to
+    the derived spec and is not passed) or its spec (an explicit spec class); there is no base
+    constructor to call.
+
+    Declaration: the classmethod :meth:`loss_terms` (``spec`` -> the objective's own terms);
+    :meth:`flowmo.FlowMoSpec.loss_terms` needs it for stage "1b", and the default (None: not
+    declared) makes it raise, saying how to declare them.
     """
 
     checkpoints_decoder: bool = False
+
+    @classmethod
+    def loss_terms(cls, spec: Any) -> Optional[list[LossTerm]]:
+        """The objective's own terms for its spec (the kept flow loss not included).
+
+        Args:
+            spec: the objective's spec (its configuration as attributes).
+
+        Returns:
+            A list of ``flowmo.LossTerm(name, weight, what)``, one per key of the dict
+            ``__call__`` returns, or None (the default): not declared.
+        """
+        return None
 
     @abstractmethod
     def __call__(self, velocity: VelocityFn, x: Tensor, cond: Tensor, *, noise: Optional[Tensor] = None,

@@ -5,12 +5,15 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["QuantizerOutput", "Quantizer"]
+if TYPE_CHECKING:
+    from ..spec import LossTerm
+
+__all__ = ["QuantizerOutput", "Quantizer", "check_constructed"]
 
 
 @dataclass
@@ -40,12 +43,27 @@ class Quantizer(nn.Module, ABC):
 
     Registered with :data:`flowmo.QUANTIZERS`; the model builds it as
     ``QUANTIZERS.build(spec.quantizer, channels=spec.code_channels)`` (``channels`` is the
-    wiring argument: every quantizer's constructor takes it).
+    wiring argument: every quantizer's constructor takes it). A subclass's constructor calls
+    ``super().__init__()`` (no arguments; this is an ``nn.Module``) before setting anything.
 
-    Attributes a subclass sets in its constructor:
+    Attributes a subclass sets in its constructor (``QUANTIZERS.build`` refuses a quantizer
+    without them, naming the attribute: :func:`check_constructed`):
         channels (int): C, the channels of one token (the ``channels`` argument).
         codebook_size (int): the vocabulary of one token: indices lie in [0, codebook_size),
             a python int of at most 2**63.
+
+    Declarations about the configuration, classmethods taking the component's spec (for a
+    class registered with one decorator line, the spec derived from its constructor: its
+    fields are the keyword arguments, e.g. ``spec.commit_weight``); the spec asks them (an
+    explicit spec class may override its own ``loss_terms`` / ``check_channels`` instead):
+        loss_terms(spec): the training-mode loss terms (the keys of ``QuantizerOutput.losses``,
+            without the ``quantizer/`` prefix), a list of :class:`flowmo.LossTerm`; default
+            ``[]``, right for a quantizer without auxiliary losses.
+            :meth:`flowmo.FlowMoSpec.loss_terms` uses it and
+            :func:`flowmo.testing.check_component` checks it against what ``forward`` returns.
+        check_channels(spec, channels): raise ValueError when the quantizer cannot take
+            ``channels`` channels per token (validated with the spec's ``code_channels``);
+            default: any count.
 
     Optional capabilities, declared here with defaults that hold for any quantizer (override
     them where a quantizer knows better; nothing probes for them by name):
@@ -109,6 +127,26 @@ class Quantizer(nn.Module, ABC):
             (..., C) floating tensor (float32) of codewords.
         """
 
+    # -- declarations about the configuration (classmethods: no instance needed)
+    @classmethod
+    def loss_terms(cls, spec: Any) -> list["LossTerm"]:
+        """The loss terms this quantizer returns in training mode, for its spec.
+
+        Args:
+            spec: the quantizer's spec (its configuration as attributes).
+
+        Returns:
+            A list of ``flowmo.LossTerm(name, weight, what)``: each key of
+            ``QuantizerOutput.losses``, the weight already applied to it, and what it is in
+            words. Default: ``[]`` (no auxiliary loss); override when ``forward`` returns losses.
+        """
+        return []
+
+    @classmethod
+    def check_channels(cls, spec: Any, channels: int) -> None:
+        """Raise ValueError (saying what to change) if this quantizer, configured by ``spec``,
+        cannot quantize ``channels`` channels per token. Default: any count is fine."""
+
     # -- optional capabilities
     @property
     def bits_per_token(self) -> float:
@@ -168,3 +206,30 @@ class Quantizer(nn.Module, ABC):
             raise ValueError(
                 f"{name} must lie in [0, {size}), got values in [{int(wide.min())}, {int(wide.max())}]"
             )
+
+
+def check_constructed(quantizer: Quantizer, channels: int) -> None:
+    """Check the attributes a quantizer's constructor must set (``QUANTIZERS.build`` calls it).
+
+    Raises:
+        TypeError: ``channels`` or ``codebook_size`` is not set, or is not an int; the message
+            names the attribute and says to set it in the constructor.
+        ValueError: ``quantizer.channels`` differs from the ``channels`` it was built with, or
+            ``codebook_size`` is not in [1, 2**63].
+    """
+    name = type(quantizer).__qualname__
+    values = {}
+    for attr, what in (("channels", "C, the channels of one token: the channels argument"),
+                       ("codebook_size", "the vocabulary of one token: indices lie in [0, codebook_size)")):
+        try:
+            v = object.__getattribute__(quantizer, attr)  # the interface only annotates them: no default
+        except AttributeError:
+            raise TypeError(f"{name} does not set {attr} ({what}); set self.{attr} in its constructor, after "
+                            "super().__init__()") from None
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"{name}.{attr} must be a python int ({what}), got {type(v).__name__} {v!r}")
+        values[attr] = v
+    if values["channels"] != channels:
+        raise ValueError(f"{name}.channels is {values['channels']} but it was built with channels={channels}")
+    if not 1 <= values["codebook_size"] <= 2**63:
+        raise ValueError(f"{name}.codebook_size must be in [1, 2**63], got {values['codebook_size']}")
