@@ -72,7 +72,7 @@ class _Checker:
     """Runs named properties under hypothesis and turns every failure into an AssertionError."""
 
     def __init__(self, kind: str, max_examples: int):
-        if not isinstance(max_examples, int) or max_examples < 1:
+        if isinstance(max_examples, bool) or not isinstance(max_examples, int) or max_examples < 1:
             raise ValueError(f"max_examples must be a positive int, got {max_examples!r}")
         self.hyp, self.st = _hypothesis()
         self.kind = kind
@@ -121,7 +121,14 @@ class _Checker:
             test()
         except AssertionError:
             raise
-        except Exception as e:  # hypothesis' own errors (Flaky: a failure that did not repeat, ...)
+        except self.hyp.errors.Flaky as e:  # an example failed, then passed when hypothesis ran it again
+            inner = [x for x in getattr(e, "exceptions", ()) if isinstance(x, BaseException)]
+            detail = str(inner[0]) if inner else str(e)
+            detail = detail[len(prefix):] if detail.startswith(prefix) else detail
+            raise AssertionError(self.message(
+                "deterministic", f"non-deterministic: while checking {name!r}, an example failed and then passed "
+                                 f"when run again with the same input (the first failure: {detail})")) from None
+        except Exception as e:  # hypothesis' own errors
             raise AssertionError(self.message(name, f"{type(e).__name__}: {e}")) from e
 
     def once(self, name: str, body: Callable[[], None]) -> None:
@@ -186,7 +193,14 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
       and finite losses in training mode (e.g. no 0 / 0 from normalising a zero vector).
     - ``extreme``: inputs of huge magnitude (1e4 up to half the float32 maximum, mixed with
       ordinary values) give finite codewords and valid indices (codes round-trip) in eval mode
-      (e.g. no overflow of squared distances into inf / NaN).
+      (e.g. no overflow of squared distances into inf / NaN), and finite losses in training
+      mode (e.g. no overflow of a squared commitment error).
+    - ``input_unchanged``: forward does not modify its input in place (eval and train mode).
+    - ``batch_independent``: in eval mode each sample's values and indices are those it gets
+      alone (a quantizer that normalises over the batch fails).
+    - ``empty``: inputs without tokens ((0, T, C), (B, 0, C)) either raise ValueError /
+      TypeError or give empty values and indices of the right shapes and finite losses (not
+      the NaN of a mean over nothing), in both modes.
     - ``groups`` (when ``has_groups``): group_indices_to_codes(codes_to_group_indices(values))
       == values.
 
@@ -208,7 +222,7 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
         raise TypeError(f"make must be a Quantizer or a zero-argument factory returning one, got {type(make).__name__}")
     if not isinstance(q, Quantizer):
         raise AssertionError(f"check_quantizer: expected a flowmo.quantizers.Quantizer, got {type(q).__name__}")
-    if not isinstance(channels, int) or channels < 1:
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
         raise ValueError(f"channels must be a positive int, got {channels!r}")
     try:
         q_channels, cs = q.channels, q.codebook_size
@@ -292,7 +306,7 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
             raise AssertionError(f"indices shape {tuple(getattr(i, 'shape', ()))}, expected {(b, t)}")
         if i.dtype != torch.int64:
             raise AssertionError(f"indices dtype {i.dtype}, expected torch.int64")
-        if int(i.min()) < 0 or int(i.max()) >= cs:
+        if i.numel() and (int(i.min()) < 0 or int(i.max()) >= cs):
             raise AssertionError(f"indices in [{int(i.min())}, {int(i.max())}], outside [0, {cs})")
 
     def check_terms(terms: Any, what: str) -> None:
@@ -424,6 +438,48 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
         z = torch.where(huge, torch.sign(z) * magnitude, z).float().to(device)
         q.eval()
         check_codes(quantize(z), z, f"inputs of magnitude {magnitude:.3g}")
+        q.train()
+        out = quantize(z)
+        check_output(out, z)
+        check_terms(out.losses, f"training-mode losses on inputs of magnitude {magnitude:.3g}")
+        if not isinstance(out.loss, Tensor) or not bool(torch.isfinite(out.loss)):
+            raise AssertionError(f"training-mode loss on inputs of magnitude {magnitude:.3g} is {out.loss!r}")
+
+    def p_input_unchanged(z: Tensor) -> None:
+        for mode in ("eval", "train"):
+            q.train(mode == "train")
+            z_in = z.clone()
+            quantize(z)
+            if not _same(z, z_in):
+                raise AssertionError(f"{mode}-mode forward modified its input in place: {_mismatch(z, z_in)}")
+
+    def p_batch_independent(z: Tensor) -> None:
+        q.eval()
+        together = quantize(z)
+        for i in range(z.shape[0]):
+            alone = quantize(z[i:i + 1].clone())
+            for what, a, b in (("indices", together.indices[i:i + 1], alone.indices),
+                               ("values", together.values[i:i + 1].detach(), alone.values.detach())):
+                if not torch.equal(a, b):
+                    raise AssertionError(f"sample {i}'s {what} depend on the rest of the batch (eval mode: each "
+                                         f"token is quantized on its own): {_mismatch(a, b)}")
+
+    def p_empty() -> None:
+        for shape in ((0, 2, C), (2, 0, C), (0, 0, C)):
+            z = torch.zeros(shape, device=device)
+            for mode in ("eval", "train"):
+                q.train(mode == "train")
+                try:
+                    try:
+                        out = quantize(z)
+                    except (ValueError, TypeError):
+                        continue  # refused with a clear error: fine
+                    check_output(out, z)
+                    check_terms(out.losses, f"{mode}-mode losses")
+                    if not isinstance(out.loss, Tensor) or not bool(torch.isfinite(out.loss)):
+                        raise AssertionError(f"{mode}-mode loss is {out.loss!r}")
+                except AssertionError as e:
+                    raise AssertionError(f"an input of shape {shape} (no tokens): {e}") from None
 
     def p_groups(z: Tensor) -> None:
         q.eval()
@@ -464,6 +520,9 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
                max_examples=min(max_examples, 10))
         magnitudes = st.sampled_from((1e4, 1e8, 1e15, 1e30, float(torch.finfo(torch.float32).max) / 2))
         ck.run("extreme", st.tuples(sizes, st.integers(0, 2**32 - 1), magnitudes), p_extreme)
+        ck.run("input_unchanged", inputs(), p_input_unchanged, max_examples=min(max_examples, 10))
+        ck.run("batch_independent", inputs(), p_batch_independent, max_examples=min(max_examples, 10))
+        ck.once("empty", p_empty)
         if q.has_groups:
             ck.run("groups", inputs(), p_groups)
     finally:
@@ -594,6 +653,15 @@ def check_solver(solver: Any, *, order: int = 1, max_examples: int = 25) -> dict
     - ``constant``: exact (to ~1e-9) for a constant velocity, on linear, pow, shifted and random
       monotone grids; the output keeps the shape and dtype, the input is not modified and the
       callback runs once per step, i = 0 .. steps - 1.
+    - every property: each velocity call of step i (from times[i] to times[i + 1]) is at a time
+      t in [times[i + 1], times[i]], and the step's first call is at times[i], where the state
+      is known (a solver that evaluates v at the step's end, or at a fixed t, is reported as
+      evaluating v at the wrong time).
+    - ``t_dependent``: for v = a + b t on non-uniform grids (pow, shifted, random), the error at
+      t = 0 is at most |b| / 2 * sum(dt_i ** 2), the error of Euler's method, which any step that
+      evaluates v at times inside the step meets (its error is b dt (c - midpoint) per step);
+      a solver that ignores the grid spacing (uniform steps of -1 / steps) or evaluates v at
+      the wrong time exceeds it.
     - ``linear_in_t`` (``order >= 2``): exact to 1e-5 for v = a + b t on the same grids.
     - ``convergence``: on dz/dt = lam z the error at t = 0 decreases as the steps double
       (8, 16, 32, 64 on the linear grid) and the observed order is at least ``order - 0.5``.
@@ -605,7 +673,7 @@ def check_solver(solver: Any, *, order: int = 1, max_examples: int = 25) -> dict
 
     Returns ``{property: examples run}``.
     """
-    if not isinstance(order, int) or order < 1:
+    if isinstance(order, bool) or not isinstance(order, int) or order < 1:
         raise ValueError(f"order must be a positive int, got {order!r}")
     from .samplers.solvers import Solver
 
@@ -629,13 +697,25 @@ def check_solver(solver: Any, *, order: int = 1, max_examples: int = 25) -> dict
         st.floats(0.1, 10.0),
         st.lists(st.floats(1e-3, 1 - 1e-3), min_size=0, max_size=30),
     ).map(lambda g: _grid(*g))
+    uneven = st.tuples(  # grids whose steps differ in size (p, shift far from 1; random cuts)
+        st.sampled_from(("pow", "shifted", "random")),
+        st.integers(3, 40),
+        st.sampled_from((0.1, 0.2, 0.25, 0.4, 2.5, 4.0, 10.0)),
+        st.lists(st.floats(1e-3, 1 - 1e-3), min_size=2, max_size=30),
+    ).map(lambda g: _grid(*g))
     shapes = st.lists(st.integers(0, 3), max_size=4).map(tuple)
     fields = st.tuples(shapes, grids, st.integers(0, 2**32 - 1))
 
     def solve(velocity: Callable[[Tensor, float], Tensor], z: Tensor, times: Tensor) -> Tensor:
         calls: list[int] = []
+        at: list[tuple[int, float]] = []  # (the step running, t) of every velocity call
+
+        def timed(z_: Tensor, t: Any) -> Tensor:
+            at.append((len(calls), as_float(t)))
+            return velocity(z_, t)
+
         z_in = z.clone()
-        out = solver.solve(velocity, z, times, lambda i, zi: calls.append(int(i)))
+        out = solver.solve(timed, z, times, lambda i, zi: calls.append(int(i)))
         if not isinstance(out, Tensor) or out.shape != z.shape or out.dtype != z.dtype:
             raise AssertionError(f"solve returned {getattr(out, 'shape', type(out))} "
                                  f"{getattr(out, 'dtype', '')} for z of shape {tuple(z.shape)}, {z.dtype}")
@@ -644,6 +724,21 @@ def check_solver(solver: Any, *, order: int = 1, max_examples: int = 25) -> dict
         steps = len(times) - 1
         if calls != list(range(steps)):
             raise AssertionError(f"callback called with steps {calls[:10]}..., expected 0 .. {steps - 1}")
+        ts = [float(x) for x in times]
+        first: set[int] = set()
+        for i, t in at:
+            if i >= steps:
+                raise AssertionError(f"velocity called after the last step (at t = {t!r})")
+            lo, hi = ts[i + 1], ts[i]
+            wrong = None
+            if not (lo - 1e-12 <= t <= hi + 1e-12):
+                wrong = f"at t = {t!r}, outside the step [{lo!r}, {hi!r}]"
+            elif i not in first and abs(t - hi) > 1e-12:
+                wrong = f"first at t = {t!r}; the state is known at the step's start t = {hi!r}"
+            if wrong:
+                raise AssertionError(f"the solver evaluates v at the wrong time: step {i} (from t = {hi!r} to "
+                                     f"{lo!r}) calls velocity {wrong}")
+            first.add(i)
         return out
 
     def close(out: Tensor, expected: Tensor, tol: float, what: str, times: Tensor) -> None:
@@ -663,6 +758,28 @@ def check_solver(solver: Any, *, order: int = 1, max_examples: int = 25) -> dict
             return a.clone()
 
         close(solve(velocity, z, times), z - a, 1e-9, "constant velocity", times)
+
+    def p_t_dependent(ex) -> None:
+        shape, times, seed = ex
+        g = _seeded(seed)
+        z, a, b = (torch.randn(shape, generator=g, dtype=torch.float64) * 3 for _ in range(3))
+
+        def velocity(z_, t):
+            return a + b * as_float(t)
+
+        for grid in (times, _grid("pow", 10, 0.25, [])):
+            out = solve(velocity, z, grid)
+            expected = z - a - b / 2  # z(0) = z(1) + int_1^0 (a + b t) dt
+            dt2 = float(((grid[1:] - grid[:-1]) ** 2).sum())
+            bound = b.abs() * dt2 / 2 * (1 + 1e-6) + 1e-9 * (1 + expected.abs())
+            err = (out - expected).abs()
+            if (err > bound).any():
+                k = int((err - bound).flatten().argmax()) if err.numel() else 0
+                raise AssertionError(
+                    f"velocity a + b t on a grid of {len(grid) - 1} uneven steps "
+                    f"{[round(float(x), 6) for x in grid[:6]]}...: error {float(err.flatten()[k]):.3g} exceeds "
+                    f"{float(bound.flatten()[k]):.3g} = |b| / 2 * sum(dt^2), the error of a first-order step that "
+                    "evaluates v inside the step: the solver ignores the grid spacing or evaluates v at the wrong time")
 
     def p_linear_in_t(ex) -> None:
         shape, times, seed = ex
@@ -722,6 +839,7 @@ def check_solver(solver: Any, *, order: int = 1, max_examples: int = 25) -> dict
                                  f"{len(times) - 1} steps: the solver rounds the state or its steps below float32")
 
     ck.run("constant", fields, p_constant)
+    ck.run("t_dependent", st.tuples(shapes, uneven, st.integers(0, 2**32 - 1)), p_t_dependent)
     ck.run("float32_state", fields, p_float32_state)
     if order >= 2:
         ck.run("linear_in_t", fields, p_linear_in_t)
@@ -757,7 +875,7 @@ def check_time_grid(grid: Any, *, max_examples: int = 25, max_steps: int = 4096)
         grid = grid()
     if not isinstance(grid, TimeGrid):
         raise AssertionError(f"check_time_grid: expected a flowmo.samplers.TimeGrid, got {type(grid).__name__}")
-    if not isinstance(max_steps, int) or max_steps < 1:
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
         raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
 
     def times(steps: int) -> Tensor:

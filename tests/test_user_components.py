@@ -31,7 +31,9 @@ class Ternary(Quantizer):
         b = torch.tanh(z.float())
         q = torch.round(b)
         values = (b + (q - b).detach()).to(z.dtype)
-        losses = {"commitment": self.spec.commit_weight * (b - q.detach()).pow(2).mean()} if self.training else {}
+        # the mean over the tokens (0 for an input without tokens, where .mean() would be NaN)
+        commit = (b - q.detach()).pow(2).sum() / max(b.numel(), 1)
+        losses = {"commitment": self.spec.commit_weight * commit} if self.training else {}
         return QuantizerOutput(values, self.codes_to_indices(q), losses)
 
     def codes_to_indices(self, codes):

@@ -9,7 +9,14 @@ from ..registry import QUANTIZERS
 from ..spec import LFQSpec
 from .base import Quantizer, QuantizerOutput
 
-__all__ = ["LFQ", "lfq_entropy_terms"]
+__all__ = ["LFQ", "lfq_entropy_terms", "LOSS_CLAMP"]
+
+LOSS_CLAMP = 1e4
+"""Inside LFQ's training losses the input is clamped to [-LOSS_CLAMP, LOSS_CLAMP] (values and
+indices use the sign only and are not affected). A trained encoder's outputs are O(1), so the
+release's math is unchanged where it matters; a diverging encoder (|z| up to the float32
+maximum) gets large, finite losses instead of inf (the commitment's square overflows float32
+from |z| ~ 2e19) or NaN (the entropy's logits overflow to inf - inf)."""
 
 
 def _bit_weights(n: int, device: torch.device) -> Tensor:
@@ -28,7 +35,10 @@ class LFQ(Quantizer):
     In training mode the losses are ``entropy`` (weight * (per-sample entropy - codebook entropy),
     over softmax(2 <x, c> / temperature) against all 2^G codewords of each group) and
     ``commitment`` (weight * mean((x - q)^2)). Memory of the entropy term is
-    tokens x groups x 2^G; it never materialises 2^C.
+    tokens x groups x 2^G; it never materialises 2^C. Both are finite for any finite input:
+    x is clamped to [-LOSS_CLAMP, LOSS_CLAMP] = [-1e4, 1e4] inside the losses (no gradient
+    from them beyond; see :data:`LOSS_CLAMP`), and a batch without tokens gives losses of 0
+    (a mean over nothing would be NaN).
 
     Capabilities: ``has_groups`` (the entropy groups above); ``bits_per_token`` = C.
     """
@@ -69,11 +79,16 @@ class LFQ(Quantizer):
         indices = self._indices(q)
         losses: dict[str, Tensor] = {}
         stats: dict[str, Tensor] = {}
-        if self.training:
+        if self.training and z.numel() == 0:  # no tokens: nothing to pull towards the codewords
+            zero = z.float().sum()  # 0, connected to z's graph
+            losses = {"entropy": zero * self.spec.entropy_weight, "commitment": zero * self.spec.commit_weight}
+            stats = {"per_sample_entropy": zero.detach(), "codebook_entropy": zero.detach(), "commitment": zero.detach()}
+        elif self.training:
+            zc = z.float().clamp(-LOSS_CLAMP, LOSS_CLAMP)  # see LOSS_CLAMP: finite losses for any finite z
             per_sample, codebook = lfq_entropy_terms(
-                self.to_groups(z.float()).reshape(-1, self.group_bits), self.group_codebook, self.spec.temperature
+                self.to_groups(zc).reshape(-1, self.group_bits), self.group_codebook, self.spec.temperature
             )
-            commit = (z.float() - q.detach().float()).pow(2).mean()
+            commit = (zc - q.detach().float()).pow(2).mean()
             losses["entropy"] = self.spec.entropy_weight * (per_sample - codebook)
             losses["commitment"] = self.spec.commit_weight * commit
             stats = {"per_sample_entropy": per_sample.detach(), "codebook_entropy": codebook.detach(),
@@ -116,12 +131,14 @@ def lfq_entropy_terms(x: Tensor, codebook: Tensor, temperature: float) -> tuple[
     """Per-sample entropy and codebook entropy of softmax(2 <x, c> / temperature).
 
     x: (N, G) continuous group vectors; codebook: (2^G, G). Returns (mean_n H(p_n), H(mean_n p_n)),
-    the latter as -sum pbar log(pbar + 1e-5) (the release's form). Computed in float32.
+    the latter as -sum pbar log(pbar + 1e-5) (the release's form). Computed in float32; the
+    logits are clamped to +-1e30 (so log_softmax never meets inf - inf and every log p is
+    finite), so a finite x gives finite entropies and gradients, even with a tiny temperature.
     """
     logits = (2.0 / temperature) * (x.float() @ codebook.to(x.device, torch.float32).t())
-    log_p = torch.log_softmax(logits, dim=-1)
+    log_p = torch.log_softmax(logits.clamp(-1e30, 1e30), dim=-1)  # inf - inf would be NaN
     p = log_p.exp()
-    per_sample = -(p * log_p).sum(-1).mean()
+    per_sample = -(p * log_p).sum(-1).mean()  # log_p is finite, so p = 0 gives 0
     pbar = p.mean(0)
     codebook_entropy = -(pbar * torch.log(pbar + 1e-5)).sum()
     return per_sample, codebook_entropy

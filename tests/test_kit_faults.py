@@ -1,0 +1,268 @@
+"""What the conformance kit missed in a break-it review: solvers that ignore the grid spacing or
+evaluate v at the wrong time, intermittent non-determinism, quantizers that modify their input,
+depend on the batch, or give NaN/inf losses on extreme or empty inputs; and LFQ's own losses."""
+
+import math
+
+import pytest
+import torch
+
+import flowmo
+from flowmo.quantizers import LFQ, Quantizer, QuantizerOutput
+from flowmo.quantizers.lfq import LOSS_CLAMP
+from flowmo.samplers import Euler, Heun, Solver, TimeGrid
+from flowmo.spec import LFQSpec
+from flowmo.testing import check_quantizer, check_solver, check_time_grid
+
+
+# ----------------------------------------------------------------------------- solvers
+class _UniformDt(Solver):
+    """Steps of -1 / steps whatever the grid: right on the linear grid only."""
+
+    def step(self, v, z, t, tn):
+        raise NotImplementedError
+
+    def solve(self, v, z, times, callback=None):
+        n = len(times) - 1
+        for i in range(n):
+            z = z + (-1.0 / n) * v(z, float(times[i]))
+            if callback:
+                callback(i, z)
+        return z
+
+
+class _EndTime(Solver):
+    """Euler with v evaluated at the step's end."""
+
+    def step(self, v, z, t, tn):
+        return z + (tn - t) * v(z, tn)
+
+
+class _FixedTime(Solver):
+    def step(self, v, z, t, tn):
+        return z + (tn - t) * v(z, 1.0)
+
+
+class _Float32Time(Solver):
+    """Hands the velocity a float32 time (rounded)."""
+
+    def step(self, v, z, t, tn):
+        return z + (tn - t) * v(z, torch.tensor(t, dtype=torch.float32))
+
+
+class _Midpoint(Solver):
+    """Explicit midpoint: 2nd order, first call at the step's start."""
+
+    def step(self, v, z, t, tn):
+        dt = tn - t
+        return z + dt * v(z + dt / 2 * v(z, t), t + dt / 2)
+
+
+@pytest.mark.parametrize("solver,match", [
+    (_UniformDt(), "property 't_dependent' failed: velocity a \\+ b t on a grid of .* uneven steps.*exceeds .* "
+                   "the solver ignores the grid spacing or evaluates v at the wrong time"),
+    (_EndTime(), "the solver evaluates v at the wrong time: step 0 .* calls velocity first at t = 0.0; the state "
+                 "is known at the step's start t = 1.0"),
+    (_FixedTime(), "the solver evaluates v at the wrong time: step 1 .* calls velocity at t = 1.0, outside the step"),
+    (_Float32Time(), "evaluates v at the wrong time"),
+])
+def test_check_solver_catches_solvers_that_use_the_wrong_step_or_time(solver, match):
+    with pytest.raises(AssertionError, match=match):
+        check_solver(solver, max_examples=10)
+
+
+@pytest.mark.parametrize("solver,order", [(Euler(), 1), (Heun(), 1), (Heun(), 2), (_Midpoint(), 2)])
+def test_correct_solvers_pass_the_t_dependent_property(solver, order):
+    report = check_solver(solver, order=order, max_examples=10)
+    assert report["t_dependent"] == 10
+
+
+def test_the_t_dependent_bound_is_eulers_error():
+    """The bound the kit uses, |b| / 2 * sum(dt^2), is met with equality by Euler (computed here by hand)."""
+    times = torch.tensor([1.0, 0.9, 0.5, 0.1, 0.0], dtype=torch.float64)
+    a, b, z = 0.3, 2.0, torch.tensor(1.0, dtype=torch.float64)
+    out = Euler().solve(lambda z_, t: torch.full_like(z_, a + b * t), z, times)
+    exact = float(z) - a - b / 2
+    dt2 = sum((float(times[i + 1] - times[i])) ** 2 for i in range(4))  # 0.01 + 0.16 + 0.16 + 0.01
+    assert math.isclose(abs(float(out) - exact), abs(b) / 2 * dt2, rel_tol=1e-12)
+
+
+@pytest.mark.parametrize("kwargs", [{"order": True}, {"order": 0}, {"max_examples": True}])
+def test_check_solver_arguments_refuse_booleans(kwargs):
+    with pytest.raises(ValueError):
+        check_solver(Euler(), **kwargs)
+
+
+# ----------------------------------------------------------------------------- non-determinism
+class _FlakyGrid(TimeGrid):
+    """Every 5th call repeats a time: a failure hypothesis cannot reproduce."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, steps):
+        self.calls += 1
+        t = self.fractions(steps)
+        if self.calls % 5 == 0 and steps > 2:
+            t = t.clone()
+            t[1] = t[2]
+        return t
+
+
+def test_intermittent_failures_are_reported_as_non_determinism():
+    with pytest.raises(AssertionError) as e:
+        check_time_grid(_FlakyGrid(), max_examples=10)
+    msg = str(e.value)
+    assert msg.startswith("check_time_grid: property 'deterministic' failed: non-deterministic: while checking "
+                          "'monotone', an example failed and then passed when run again"), msg
+    assert "is not strictly decreasing" in msg and "Flaky" not in msg and "Hypothesis" not in msg
+
+
+@pytest.mark.parametrize("value", [True, 0, -1, 2.0])
+def test_check_time_grid_max_steps_must_be_a_positive_int(value):
+    with pytest.raises(ValueError, match="max_steps must be a positive int"):
+        check_time_grid(flowmo.samplers.build_grid("linear"), max_steps=value)
+
+
+# ----------------------------------------------------------------------------- quantizers
+class _Sign(Quantizer):
+    def __init__(self, channels=4):
+        super().__init__()
+        self.channels, self.codebook_size = channels, 2**channels
+
+    def forward(self, z):
+        q = torch.where(z > 0, 1.0, -1.0).to(z.dtype)
+        return QuantizerOutput(q + (z - z.detach()), self.codes_to_indices(q))
+
+    def codes_to_indices(self, codes):
+        return ((codes > 0).long() << torch.arange(self.channels, device=codes.device)).sum(-1)
+
+    def indices_to_codes(self, indices):
+        return ((indices[..., None] >> torch.arange(self.channels, device=indices.device)) & 1).float() * 2 - 1
+
+
+class _ModifiesInput(_Sign):
+    def forward(self, z):
+        out = super().forward(z)
+        with torch.no_grad():
+            z.mul_(2)
+        return out
+
+
+class _CentresOverTheBatch(_Sign):
+    def forward(self, z):
+        q = torch.where(z - z.mean(dim=(0, 1), keepdim=True) > 0, 1.0, -1.0).to(z.dtype)
+        return QuantizerOutput(q + (z - z.detach()), self.codes_to_indices(q))
+
+
+class _SquaredCommitment(_Sign):
+    """A commitment loss that overflows float32 for huge inputs."""
+
+    def forward(self, z):
+        out = super().forward(z)
+        if self.training:
+            out.losses["commitment"] = (z.float() - out.values.detach().float()).pow(2).mean()
+        return out
+
+
+class _SafeCommitment(_Sign):
+    def forward(self, z):
+        out = super().forward(z)
+        if self.training:
+            d = (z.float() - out.values.detach().float()).clamp(-1e4, 1e4)
+            out.losses["commitment"] = d.pow(2).sum() / max(d.numel(), 1)
+        return out
+
+
+class _RefusesEmpty(_SafeCommitment):
+    def forward(self, z):
+        if z.numel() == 0:
+            raise ValueError("z has no tokens")
+        return super().forward(z)
+
+
+@pytest.mark.parametrize("cls,prop,match", [
+    (_ModifiesInput, "input_unchanged", "eval-mode forward modified its input in place"),
+    (_CentresOverTheBatch, "batch_independent", "sample 0's indices depend on the rest of the batch"),
+    (_SquaredCommitment, "extreme", "training-mode losses on inputs of magnitude .* must be a finite float"),
+])
+def test_check_quantizer_catches(cls, prop, match):
+    with pytest.raises(AssertionError, match=f"property '{prop}' failed: {match}"):
+        check_quantizer(cls, 4, max_examples=10)
+
+
+def test_check_quantizer_catches_nan_losses_on_inputs_without_tokens():
+    class MeanOverNothing(_SafeCommitment):
+        def forward(self, z):
+            out = super().forward(z)
+            if self.training:
+                out.losses["commitment"] = (z.float() - out.values.detach().float()).pow(2).mean()
+            return out
+
+    with pytest.raises(AssertionError, match=r"property 'empty' failed: an input of shape \(0, 2, 4\) \(no tokens\): "
+                                             r"train-mode losses\['commitment'\] must be a finite float, got tensor\(nan"):
+        check_quantizer(MeanOverNothing, 4, max_examples=3)
+
+
+@pytest.mark.parametrize("cls", [_SafeCommitment, _RefusesEmpty])
+def test_quantizers_with_finite_losses_or_a_clear_refusal_pass(cls):
+    report = check_quantizer(cls, 4, max_examples=5)
+    assert {"input_unchanged", "batch_independent", "empty", "extreme"} <= set(report)
+
+
+# ----------------------------------------------------------------------------- LFQ's losses
+@pytest.mark.parametrize("magnitude", [1e4, 1e20, 1e30, 1.7e38, float(torch.finfo(torch.float32).max)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_lfq_training_losses_are_finite_for_any_finite_input(magnitude, dtype):
+    q = LFQ(LFQSpec(), channels=18).train()
+    z = torch.randn(2, 3, 18, generator=torch.Generator().manual_seed(0))
+    z[0, 0], z[1, 1] = magnitude, -magnitude
+    z = z.to(dtype).requires_grad_(True)
+    out = q(z)
+    assert all(bool(torch.isfinite(v)) for v in out.losses.values()), out.losses
+    out.loss.backward()
+    assert torch.isfinite(z.grad).all()
+    # the commitment of a clamped input, computed by hand: (clamp(z) - sign(z))^2 averaged
+    zc = z.detach().float().clamp(-LOSS_CLAMP, LOSS_CLAMP)
+    expected = ((zc - torch.where(zc > 0, 1.0, -1.0)) ** 2).mean()
+    torch.testing.assert_close(out.stats["commitment"], expected)
+
+
+def test_lfq_losses_are_unchanged_for_ordinary_inputs():
+    """Below the clamp the release's formulas hold exactly (computed here independently)."""
+    spec = LFQSpec(group_bits=3)
+    q = LFQ(spec, channels=6).train()
+    z = torch.randn(2, 5, 6, generator=torch.Generator().manual_seed(1)) * 2
+    out = q(z)
+    commit = ((z - torch.where(z > 0, 1.0, -1.0)) ** 2).mean()
+    torch.testing.assert_close(out.losses["commitment"], spec.commit_weight * commit)
+    # entropy groups: strided, bit j of group h is channel j * groups + h
+    groups = z.reshape(-1, 6).unflatten(-1, (3, 2)).transpose(-1, -2).reshape(-1, 3)
+    codebook = torch.tensor([[1.0 if (k >> j) & 1 else -1.0 for j in range(3)] for k in range(8)])
+    p = torch.softmax(2 / spec.temperature * groups @ codebook.t(), -1)
+    per_sample = torch.special.entr(p.double()).sum(-1).mean().float()  # -p log p, 0 where p = 0
+    pbar = p.mean(0)
+    codebook_entropy = -(pbar * torch.log(pbar + 1e-5)).sum()
+    torch.testing.assert_close(out.losses["entropy"], spec.entropy_weight * (per_sample - codebook_entropy))
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 18), (2, 0, 18), (0, 0, 18)])
+def test_lfq_inputs_without_tokens_give_empty_codes_and_zero_losses(shape):
+    q = LFQ(LFQSpec(), channels=18)
+    z = torch.zeros(shape, requires_grad=True)
+    q.eval()
+    out = q(z)
+    assert out.values.shape == shape and out.indices.shape == shape[:2] and out.losses == {}
+    q.train()
+    out = q(z)
+    assert {k: float(v.detach()) for k, v in out.losses.items()} == {"entropy": 0.0, "commitment": 0.0}
+    out.loss.backward()
+    assert z.grad.shape == shape
+
+
+def test_lfq_with_a_tiny_temperature_keeps_finite_entropies():
+    q = LFQ(LFQSpec(temperature=1e-30), channels=18).train()
+    z = (torch.randn(2, 3, 18, generator=torch.Generator().manual_seed(2)) * 1e30).requires_grad_(True)
+    out = q(z)
+    out.loss.backward()
+    assert all(bool(torch.isfinite(v)) for v in out.losses.values()) and torch.isfinite(z.grad).all()
