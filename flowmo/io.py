@@ -228,7 +228,9 @@ def load_model(
 
     Imports :mod:`flowmo.nets` first, so specs naming network distances validate. ``device``
     as for :func:`resolve_device` (without ``auto``); a malformed or unavailable one raises
-    ValueError naming it before anything is read.
+    ValueError naming it before anything is read. Raises as
+    :meth:`flowmo.FlowMo.from_pretrained` for a folder (ValueError naming the module to import
+    for a component that is not registered), FileNotFoundError for a missing path.
     """
     import flowmo.nets  # noqa: F401  registers the network perceptual distances
     from ._device import check_device

@@ -245,7 +245,18 @@ class FlowMo(nn.Module):
         return torch.cat((code, torch.ones_like(code[..., :1])), dim=-1)
 
     def decoder_velocity(self, x_t: Tensor, t: Tensor, cond: Tensor) -> Tensor:
-        """The raw decoder: noisy image (B, 3, H, W), t (B,), conditioning (B, T, C + 1) -> velocity."""
+        """The raw decoder: noisy image (B, 3, H, W) with H = W = ``spec.image_size``, t (B,),
+        conditioning (B, T, C + 1) -> velocity (B, 3, H, W). No value checks (see :meth:`velocity`).
+
+        Raises ValueError naming ``x_t`` when its shape is not (B, 3, image_size, image_size):
+        the decoder is run on the patch grid of the model's image size, and an image of another
+        shape with as many patches (e.g. 16 x 64 for 32 x 32) would get the wrong positions.
+        """
+        s = self.spec.image_size
+        if not isinstance(x_t, Tensor) or x_t.ndim != 4 or tuple(x_t.shape[1:]) != (3, s, s):
+            shape = tuple(x_t.shape) if isinstance(x_t, Tensor) else type(x_t).__name__
+            raise ValueError(f"x_t must have shape (B, 3, {s}, {s}) (the model's image size; its patch grid is "
+                             f"{self.grid}), got {shape}")
         img, _ = self.decoder(patchify(x_t, self.spec.patch_size), cond, t, self.grid, outputs=("img",))
         return unpatchify(img, self.spec.patch_size, self.grid)
 
@@ -533,7 +544,11 @@ class FlowMo(nn.Module):
         Raises TypeError for a ``directory`` of another type, ValueError naming the argument
         for a ``directory`` that is one of the folder's files (it says to pass the folder)
         and for a malformed or unavailable ``device``, FileNotFoundError for a missing folder
-        or file, ValueError for a damaged config or weights file.
+        or file, ValueError for a damaged config or weights file, and ValueError when
+        ``config.json`` names a component that is not registered (a quantizer, time grid, ...
+        registered in your own module): the message names the component and the module(s) the
+        file's ``"imports"`` lists, to import first (``import my_pkg.vq``; on the command line
+        ``--import my_pkg.vq``). Loading never imports a module by itself.
         """
         from safetensors import SafetensorError
         from safetensors.torch import load_file

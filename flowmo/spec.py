@@ -565,7 +565,9 @@ class SamplerSpec(SpecModel):
     Validating a str looks it up in :data:`flowmo.samplers.SAMPLER_PRESETS` (``"release"``,
     ``"fast"``, or a name a user added there), so ``sampler="fast"`` works wherever a sampler
     spec or a dict of its fields is accepted; an unknown name raises ValueError listing the
-    presets.
+    presets. A preset is a complete sampler: taking one replaces the whole sampler (steps,
+    grid, solver, guidance, clip), not only the fields the preset changes from the default;
+    later edits (a dict, ``--steps``/``--grid`` on the command line) apply to it.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -759,7 +761,10 @@ class FlowMoSpec(SpecModel):
         ``replace(quantizer={"name": "fsq", "levels": [8, 8, 8, 5, 5, 5]}, code_channels=6)``
         (the rest of FSQ from its defaults); ``quantizer="fsq"`` is short for
         ``{"name": "fsq"}``. A spec object, list, tuple or scalar replaces the field whole;
-        ``sampler="fast"`` takes a sampler preset. Unknown fields raise ValueError naming them;
+        ``sampler="fast"`` takes a sampler preset, which is a complete sampler: it replaces the
+        whole sampler, a custom grid, solver or guidance included (edit it afterwards:
+        ``replace(sampler="fast").replace(sampler={"grid": "linear"})``). Unknown fields
+        raise ValueError naming them;
         an invalid result raises pydantic's ValidationError (a ValueError) naming the fields.
         """
         return replace_spec(self, changes)

@@ -231,8 +231,12 @@ def test_block_refuses_a_rope_table_of_the_image_tokens_only():
         block(img, txt, None, image_only)
     with pytest.raises(ValueError, match=r"freqs must be float32 \(9, 8, 2\)"):
         block(img, txt, None, table(3, (2, 3)).double())
-    with pytest.raises(ValueError, match=r"freqs must be float32 \(9, 8, 2\)"):
+    with pytest.raises(ValueError, match=r"freqs has 5 angle pairs per token, for a head dim of 10, but this block's "
+                                         r"head dim is 16 \(width / heads\): sum\(axes_dim\) must equal the head dim"):
         block(img, txt, None, table(3, (2, 3), axes=(2, 4, 4)))
+    with pytest.raises(ValueError, match=r"freqs has 5 angle pairs.*x \(..., N, D\) = \(1, 9, 16\) has head dim D = "
+                                         r"16: sum\(axes_dim\) must equal the head dim"):
+        apply_rope(torch.zeros(1, 9, 16), table(3, (2, 3), axes=(2, 4, 4)))
     with pytest.raises(TypeError, match="freqs must be a torch.Tensor"):
         block(img, txt, None, None)
 

@@ -100,7 +100,12 @@ class MMDiT(Backbone):
             t: flow times (B,), t in [0, 1] (0 data, 1 noise; not range-checked here), or None
                 for no time conditioning (FlowMo's encoder; the only choice when built with
                 ``time_conditioning=False``).
-            grid: (rows, cols) of the image patches; rows * cols must equal img's token count.
+            grid: (rows, cols) of the image patches, (H / p, W / p) of the image
+                :func:`~flowmo.blocks.patchify` cut; it places each patch for RoPE. Only
+                rows * cols = img's token count is checked: the backbone sees tokens, not the
+                image, so a grid of the right count but the wrong shape (``(4, 16)`` for the
+                8 x 8 patches of a 32 x 32 image) runs, with wrong positions.
+                :class:`flowmo.FlowMo`, which knows the image size, checks the image instead.
             outputs: which heads to compute, a non-empty subset of the built ones (default: all
                 built; pass only what you use: the release computes and discards the other,
                 skipping it changes nothing).
@@ -110,8 +115,8 @@ class MMDiT(Backbone):
 
         Raises:
             TypeError / ValueError: a token tensor of the wrong shape or batch, ``grid`` not
-            matching the number of patches, ``t`` not (B,) or given without time
-            conditioning, an unknown or unbuilt output head.
+            two positive ints or rows * cols not the number of patches, ``t`` not (B,) or given
+            without time conditioning, an unknown or unbuilt output head.
         """
         outputs = self.outputs if outputs is None else check_streams(outputs, "outputs", self.outputs)
         rows, cols = grid = check_grid(grid)

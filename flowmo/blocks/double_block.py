@@ -178,6 +178,12 @@ def _check_table(freqs: Tensor, n_txt: int, n_img: int, head_dim: int) -> None:
             f"{n_txt} + {n_img} = {n} tokens, latent first: build the table for all of them, e.g. "
             f"rope_freqs(rope_angles(flowmo_positions({n_txt}, grid), axes_dim))"
         )
+    if freqs.ndim == 3 and freqs.shape[1] != head_dim // 2:
+        raise ValueError(
+            f"freqs has {freqs.shape[1]} angle pairs per token, for a head dim of {2 * freqs.shape[1]}, but this "
+            f"block's head dim is {head_dim} (width / heads): sum(axes_dim) must equal the head dim; build the "
+            f"table with rope_angles(positions, axes_dim) where the (even) axes_dim sum to {head_dim}, "
+            f"shape ({n}, {head_dim // 2}, 2)")
     if tuple(freqs.shape) != (n, head_dim // 2, 2) or freqs.dtype != torch.float32:
         raise ValueError(f"freqs must be float32 ({n}, {head_dim // 2}, 2) = (N_txt + N_img, head_dim / 2, 2), "
                          f"got {freqs.dtype} {tuple(freqs.shape)}")

@@ -51,7 +51,10 @@ def unpatchify(tokens: Tensor, patch_size: int, grid: tuple[int, int], channels:
         tokens: (B, rows * cols, p * p * channels), row-major over the grid, channels last
             inside a patch.
         patch_size: p (>= 1).
-        grid: (rows, cols) of the patches, i.e. (H / p, W / p) of the image to rebuild.
+        grid: (rows, cols) of the patches, i.e. (H / p, W / p) of the image to rebuild. Only
+            rows * cols = N is checked (the tokens do not record the image's shape): a grid of
+            the right count but another shape, (4, 16) for an 8 x 8 grid, rebuilds a 16 x 64
+            image from the wrong patches.
         channels: C, the image channels (3 for RGB).
 
     Returns:

@@ -104,6 +104,11 @@ def apply_rope(x: Tensor, freqs: Tensor) -> Tensor:
     """
     if not isinstance(x, Tensor) or not isinstance(freqs, Tensor):
         raise TypeError(f"x and freqs must be torch.Tensors, got {type(x).__name__} and {type(freqs).__name__}")
+    if freqs.ndim == 3 and freqs.shape[-1] == 2 and x.ndim >= 2 and freqs.shape[-2] * 2 != x.shape[-1]:
+        raise ValueError(f"freqs has {freqs.shape[-2]} angle pairs per token, for a head dim of "
+                         f"{2 * freqs.shape[-2]}, but x (..., N, D) = {tuple(x.shape)} has head dim D = "
+                         f"{x.shape[-1]}: sum(axes_dim) must equal the head dim (rope_angles(positions, axes_dim) "
+                         f"with even axes_dim summing to {x.shape[-1]})")
     if (freqs.ndim != 3 or freqs.shape[-1] != 2 or freqs.shape[-2] * 2 != x.shape[-1]
             or freqs.dtype != torch.float32 or x.ndim < 2 or freqs.shape[0] != x.shape[-2]):
         n = x.shape[-2] if x.ndim >= 2 else "N"
@@ -137,7 +142,9 @@ def flowmo_positions(code_length: int, grid: tuple[int, int], device: Optional[t
 
     Args:
         code_length: T, the number of latent tokens (>= 0).
-        grid: (rows, cols) of the image patches (image height / patch size, width / patch size).
+        grid: (rows, cols) of the image patches (image height / patch size, width / patch size):
+            the grid :func:`~flowmo.blocks.patchify` cut (nothing here can check it against
+            the image).
         device: where to build the positions.
 
     Returns:

@@ -21,7 +21,9 @@ class PerceptualDistance(nn.Module, ABC):
 
     Registered with :data:`flowmo.PERCEPTUAL_DISTANCES`; built by :func:`build_distance`
     (``PERCEPTUAL_DISTANCES.build(spec)``, no wiring), which freezes its parameters and puts
-    it in eval mode. Check a new distance with :func:`flowmo.testing.check_distance`.
+    it in eval mode. A subclass's constructor calls ``super().__init__()`` (no arguments;
+    this is an ``nn.Module``) first. Check a new distance with
+    :func:`flowmo.testing.check_distance`.
     """
 
     @abstractmethod

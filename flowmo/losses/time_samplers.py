@@ -30,6 +30,23 @@ class TimeSampler(ABC):
     ``n``, applies :attr:`shift` and casts. Check a new sampler with
     :func:`flowmo.testing.check_time_sampler`.
 
+    Constructors: the base takes one optional positional argument, the spec, and stores it as
+    ``self.spec`` (``TimeSampler(spec=None, /)`` in ``help()``). A sampler registered with one
+    decorator line takes its configuration as keyword-only arguments and calls
+    ``super().__init__()`` with no argument (``self.spec`` stays None)::
+
+        @flowmo.TIME_SAMPLERS.register("beta")
+        class BetaTime(TimeSampler):
+            def __init__(self, *, a: float = 2.0, b: float = 2.0, shift: float = 1.0):
+                super().__init__()
+                self.a, self.b, self.shift = a, b, shift
+
+            def draw(self, n, generator, device):
+                ...  # (n,) times in [0, 1] from generator
+
+    A sampler registered with an explicit spec class is built as ``cls(spec)`` and calls
+    ``super().__init__(spec)``.
+
     Optional capability: ``shift`` (float > 0, default 1.0 = none): :meth:`sample` maps each
     draw through t -> s t / (1 + (s - 1) t) (:func:`shift_time`).
     """
@@ -37,6 +54,8 @@ class TimeSampler(ABC):
     shift: float = 1.0
 
     def __init__(self, spec: Any = None, /):
+        """``spec``: the spec of a sampler registered with an explicit spec class; a
+        decorator-registered sampler calls ``super().__init__()`` without it (None)."""
         self.spec = spec  # the spec of a sampler registered with an explicit spec class (else None)
 
     @abstractmethod

@@ -17,8 +17,10 @@ class TimeGrid(ABC):
     """The interface of every time grid: the times a sampler integrates through.
 
     Registered with :data:`flowmo.TIME_GRIDS`; built as ``TIME_GRIDS.build(spec)`` (no wiring).
-    Check a new grid with :func:`flowmo.testing.check_time_grid`; :func:`flowmo.samplers.sample`
-    validates every grid's output with :func:`check_times`.
+    A subclass's constructor takes its configuration as keyword-only arguments (registered with
+    one decorator line) or its spec (an explicit spec class); there is no base constructor to
+    call. Check a new grid with :func:`flowmo.testing.check_time_grid`;
+    :func:`flowmo.samplers.sample` validates every grid's output with :func:`check_times`.
     """
 
     @abstractmethod

@@ -30,7 +30,11 @@ class Solver(ABC):
 
     Registered with :data:`flowmo.SOLVERS`; built as ``SOLVERS.build(spec)`` (no wiring).
     Subclasses implement :meth:`step`; :meth:`solve` runs a whole grid and may be overridden
-    (a multistep method). Check a new solver with :func:`flowmo.testing.check_solver`.
+    (a multistep method). A subclass's constructor takes its configuration as keyword-only
+    arguments (registered with one decorator line) or its spec (an explicit spec class); there
+    is no base constructor to call. Check a new solver with :func:`flowmo.testing.check_solver`
+    (``check_solver(MySolver(), order=2)`` for a second-order one;
+    ``check_component(spec, options={"order": 2})``).
 
     ``solve(velocity, z, times, callback)``: z any shape, floating dtype; times a float64
     (steps + 1,) grid from 1 to 0. Returns z at t = 0, same shape and dtype (the input is not
