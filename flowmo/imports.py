@@ -19,6 +19,7 @@ import importlib
 import os
 import re
 import sys
+from collections.abc import Mapping
 from typing import Any, Iterable, Iterator
 
 from pydantic import BaseModel, ValidationError
@@ -78,6 +79,8 @@ def import_modules(names: Iterable[str], *, what: str = "--import") -> list[str]
     """
     if isinstance(names, (str, bytes)):
         raise TypeError(f"{what} must be a list of module names, got the string {names!r}")
+    if names is None or isinstance(names, Mapping):  # a dict would be iterated as its keys
+        raise TypeError(f"{what} must be a list of module names, got {type(names).__name__} {names!r}")
     mods = check_module_names(list(names), what)
     if mods:
         _search_current_folder()

@@ -276,28 +276,55 @@ def expand_model(model: Any) -> Any:
 
 
 class _Yaml12BoolLoader(yaml.SafeLoader):
-    """PyYAML's safe loader with YAML 1.2 booleans and exponent floats (see parse_yaml)."""
+    """PyYAML's safe loader with YAML 1.2 (core schema) booleans, integers and floats (see parse_yaml)."""
 
 
+_YAML_SCALARS = ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
 _Yaml12BoolLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _YAML_SCALARS]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _Yaml12BoolLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
-
-# YAML 1.2 floats without a dot (1e-3, 5E+2), which PyYAML's YAML 1.1 rules read as strings
+# YAML 1.2 integers: decimal (a leading zero is still decimal: 010 is 10; '_' may group digits,
+# as PyYAML allows), 0o octal, 0x hexadecimal. No YAML 1.1 octal (0777), binary (0b101) or
+# base 60 (1:00): those stay strings, which a number field refuses.
 _Yaml12BoolLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"), list("-+0123456789")
+    "tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9][0-9_]*|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789")
+)
+# YAML 1.2 floats: a dot and/or an exponent (1.5, .5, -.5, 1e-3, 5E+2), .inf, .nan; no base 60
+_Yaml12BoolLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:[0-9][0-9_]*\.[0-9_]*|\.[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)?"
+               r"|[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."),
 )
 
 
+def _yaml12_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    text = loader.construct_scalar(node).replace("_", "")
+    if text.startswith(("0o", "0x")):
+        return int(text, 0)
+    return int(text, 10)  # 010 -> 10 (YAML 1.1 read it as octal 8)
+
+
+_Yaml12BoolLoader.add_constructor("tag:yaml.org,2002:int", _yaml12_int)
+
+
 def parse_yaml(text: str) -> Any:
-    """Parse config YAML (files and ``--set`` values) with YAML 1.2 booleans and floats:
-    ``true``/``false`` only are booleans (``on``/``off``/``yes``/``no`` stay strings; PyYAML's
-    default YAML 1.1 rules would turn ``autocast: off`` into ``False`` and fail validation),
-    and ``1e-3`` is a float (YAML 1.1 reads it as a string)."""
+    """Parse config YAML (files and ``--set`` values) with YAML 1.2 (core schema) scalars
+    instead of PyYAML's YAML 1.1 rules:
+
+    - booleans: ``true``/``false`` only (``on``/``off``/``yes``/``no`` stay strings; YAML 1.1
+      would turn ``autocast: off`` into ``False`` and fail validation);
+    - integers: decimal, and a leading zero does not make octal (``010`` is 10, ``0777`` is
+      777; YAML 1.1 read them as 8 and 511); ``0o17`` is octal and ``0x10`` hexadecimal (16),
+      as in YAML 1.2; ``_`` may group digits (``100_000``); base 60 (``1:00``, YAML 1.1's 60)
+      and ``0b101`` stay strings, which number fields refuse;
+    - floats: ``1e-3`` and ``-.5`` are floats (YAML 1.1 reads them as strings), ``1:30.5`` is
+      a string.
+    """
     return yaml.load(text, Loader=_Yaml12BoolLoader)
 
 
@@ -319,8 +346,9 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     the sampler; ``model.sampler.guidance.interval_sigma=[0.2,1.0]`` replaces the preset's
     ``interval``; ``model.quantizer.name=fsq`` drops LFQ's fields (FSQ's defaults fill the
     rest; a later ``model.quantizer.levels=[...]`` gives its own); a dict value
-    (``model.encoder={depth: 3}``) merges; ``model=NAME`` replaces the whole model with a
-    preset. The result is validated once, after the last override (load_config), so
+    (``model.encoder={depth: 3}``, ``model={code_length: 8}``) merges, into the preset's spec
+    where the model section names a preset; ``model=NAME`` and ``model={preset: NAME, ...}``
+    replace the whole model section. The result is validated once, after the last override (load_config), so
     overrides that are only valid together (``model.code_channels=6`` with
     ``model.quantizer.name=fsq``) may come in any order.
 
@@ -353,7 +381,11 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         if keys == ["model", "preset"]:
             raise ValueError(f"override {item!r}: the preset is the starting point of the model section, not one of "
                              f"its fields; write model=NAME to replace the whole model with a preset")
-        if keys[0] == "model" and len(keys) > 1 and "model" in raw:
+        if keys == ["model"] and isinstance(value, dict) and "preset" in value:
+            raw["model"] = value  # model={preset: small, ...}: a whole new model section
+            continue
+        if keys[0] == "model" and (len(keys) > 1 or isinstance(value, dict)) and "model" in raw:
+            # an edit of the model (model.x=..., model={x: ...}) edits the preset's spec
             model = expand_model(raw["model"])
             raw["model"] = model.model_dump(mode="json") if isinstance(model, FlowMoSpec) else model
         change: Any = value
@@ -407,7 +439,13 @@ def load_config(source: Union[str, Path, dict, None] = None, overrides: Optional
                         f"got {type(source).__name__} {source!r}")
     given = import_modules(imports, what="--import")
     raw = apply_overrides(raw, overrides or [])
-    listed = import_modules(raw.get("imports", []), what="imports")
+    listed = raw.get("imports")
+    if listed is None:  # `imports:` with nothing after it (YAML null): no modules
+        listed = []
+    if not isinstance(listed, (list, tuple)):  # a dict would be iterated as its keys
+        raise TypeError(f"imports must be a list of module names (imports: [my_pkg.vq]), got "
+                        f"{type(listed).__name__} {listed!r}")
+    listed = import_modules(listed, what="imports")
     raw = {**raw, "imports": list(dict.fromkeys(given + listed))}
     return TrainConfig.model_validate(raw)
 
