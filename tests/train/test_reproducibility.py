@@ -26,8 +26,9 @@ SCRIPT = r"""
 import hashlib, json, sys
 import torch
 from flowmo.train import Trainer, load_config
-steps, out = int(sys.argv[1]), sys.argv[2]
-cfg = load_config(sys.argv[3], [f"train.steps={steps}", "train.eval.enabled=false", "train.log.progress=false",
+steps, out, threads = int(sys.argv[1]), sys.argv[2], sys.argv[4]
+cfg = load_config(sys.argv[3], [f"train.steps={steps}", f"train.threads={threads}", "train.eval.enabled=false",
+                                "train.log.progress=false",
                                 "train.log.tensorboard=false", "train.log.images_every=100000",
                                 f"train.checkpoint.every={steps}"])
 trainer = Trainer(cfg, out, log=lambda s: None)
@@ -43,10 +44,12 @@ print(json.dumps({"hash": h.hexdigest(), "threads": torch.get_num_threads(),
 """
 
 
-def _run(tmp_path, name, steps, **env):
+def _run(tmp_path, name, steps, threads="null", **env):
+    """``threads``: the run's ``train.threads`` (the demo config sets 1; "null" keeps the
+    process's own count, i.e. OMP_NUM_THREADS when set)."""
     out = tmp_path / name
     full_env = {**os.environ, **env}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(steps), str(out), str(DEMO)], env=full_env,
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(steps), str(out), str(DEMO), threads], env=full_env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
