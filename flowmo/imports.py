@@ -26,7 +26,8 @@ from pydantic import BaseModel, ValidationError
 
 from .registry import RegistryError, UnknownComponentError
 
-__all__ = ["import_modules", "component_modules", "unknown_components", "unknown_component_message",
+__all__ = ["import_modules", "component_modules", "check_recorded_modules", "unknown_components",
+           "unknown_component_message",
            "check_module_names", "add_import_argument", "IMPORTS_KEY"]
 
 IMPORTS_KEY = "imports"
@@ -153,6 +154,57 @@ def component_modules(spec: Any) -> list[str]:
         if not entry.builtin and entry.module not in out:
             out.append(entry.module)
     return out
+
+
+def check_recorded_modules(spec: Any, recorded: list[str], source: str) -> None:
+    """Check that the components ``spec`` names are registered by the modules ``source`` (a
+    saved ``config.json``) records in its ``"imports"`` list, as when it was saved.
+
+    A module may register a component under a built-in name (``replace=True``); without that
+    module imported the built-in component of the same name would be built silently, with
+    another meaning. So this raises ValueError naming the module(s) when:
+
+    - a recorded module is not imported (``sys.modules``): import it first;
+    - a component is registered now by a module the file does not record (e.g. the file was
+      saved with the built-in ``pow`` grid and a module imported now replaced it);
+    - a recorded module registers none of the spec's components now (another registration
+      replaced its component since).
+
+    Components defined in ``__main__`` (a script or notebook) are never recorded and not checked.
+    """
+    import sys
+
+    missing = [m for m in recorded if m not in sys.modules]
+    if missing:
+        s = "s" if len(missing) > 1 else ""
+        raise ValueError(
+            f"{source} records the module{s} {', '.join(missing)} (key {IMPORTS_KEY!r}), which registered its "
+            f"components when it was saved, and {'they are' if s else 'it is'} not imported: import "
+            f"{'them' if s else 'it'} first (Python: import {missing[0]}; flowmo commands: --import {missing[0]}). "
+            "Without it a component of the same name (a built-in one the module replaced) would be built instead; "
+            "flowmo does not import modules named in a file by itself")
+    seen: set[str] = set()
+    for c in _component_specs(spec):
+        registry = type(c).registry
+        if registry is None or c.name not in registry:
+            continue
+        entry = registry.get(c.name)
+        if entry.builtin or entry.module == "__main__":
+            continue
+        seen.add(entry.module)
+        if entry.module not in recorded:
+            was = (f"records its components as registered by {', '.join(recorded)} (key {IMPORTS_KEY!r})" if recorded
+                   else f"was saved with flowmo's built-in {registry.kind} {c.name!r} (it has no {IMPORTS_KEY!r} key)")
+            raise ValueError(
+                f"{source}: its {registry.kind} {c.name!r} is registered now by the module {entry.module}, but the "
+                f"file {was}: the name now means another component. Load it in a process that does not import "
+                f"{entry.module}, or register the original component again")
+    unused = [m for m in recorded if m not in seen]
+    if unused:
+        raise ValueError(
+            f"{source} records the module(s) {', '.join(unused)} (key {IMPORTS_KEY!r}) as registering its components, "
+            "but none of its components is registered by them now (another registration replaced them): the "
+            f"names now mean other components. Import {unused[0]} after the modules that replaced its components")
 
 
 def unknown_components(error: BaseException) -> list[UnknownComponentError]:

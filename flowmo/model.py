@@ -18,7 +18,8 @@ from torch import Tensor, nn
 from ._state import StateDictMismatchError, check_finite, check_state_dict
 from .blocks.embeddings import patchify, unpatchify
 from .blocks.base import Backbone
-from .imports import IMPORTS_KEY, check_module_names, component_modules, unknown_component_message, unknown_components
+from .imports import (IMPORTS_KEY, check_module_names, check_recorded_modules, component_modules,
+                      unknown_component_message, unknown_components)
 from .losses.flow import FlowLoss
 from .losses.posttrain import PosttrainObjective
 from .losses.time_samplers import TimeSampler
@@ -548,7 +549,11 @@ class FlowMo(nn.Module):
         ``config.json`` names a component that is not registered (a quantizer, time grid, ...
         registered in your own module): the message names the component and the module(s) the
         file's ``"imports"`` lists, to import first (``import my_pkg.vq``; on the command line
-        ``--import my_pkg.vq``). Loading never imports a module by itself.
+        ``--import my_pkg.vq``). Loading never imports a module by itself. Also ValueError naming
+        the module when the components are not registered by the modules ``"imports"`` records
+        (:func:`flowmo.imports.check_recorded_modules`): a recorded module that is not imported
+        (it may have replaced a built-in name, which would otherwise load silently as the
+        built-in), or a component registered now by a module the file does not record.
         """
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -616,7 +621,8 @@ def read_config(path: Path) -> tuple[FlowMoSpec, dict]:
 
     Raises ValueError naming the file if it is not a valid spec; when it names components that
     are not registered, the message names the modules its ``"imports"`` lists (import them first:
-    this function never imports a module named in a file).
+    this function never imports a module named in a file); and when the components are not
+    registered by the modules it records (:func:`flowmo.imports.check_recorded_modules`).
     """
     try:
         text = path.read_text()
@@ -640,6 +646,7 @@ def read_config(path: Path) -> tuple[FlowMoSpec, dict]:
         if unknown:
             raise ValueError(unknown_component_message(unknown, recorded, str(path))) from None
         raise ValueError(f"{path} is not a valid FlowMo spec: {e}") from None
+    check_recorded_modules(spec, recorded, str(path))
     return spec, raw
 
 
