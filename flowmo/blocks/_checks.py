@@ -9,9 +9,11 @@ from __future__ import annotations
 import numbers
 from typing import Any, Optional
 
+import torch
 from torch import Tensor
 
-__all__ = ["check_tensor", "check_tokens", "check_vec", "check_grid", "check_positive_int", "check_streams"]
+__all__ = ["check_tensor", "check_tokens", "check_vec", "check_grid", "check_positive_int", "check_streams",
+           "check_like", "first_parameter"]
 
 
 def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> int:
@@ -85,3 +87,23 @@ def check_streams(streams: Any, name: str, allowed: tuple[str, ...] = ("img", "t
             or any(not isinstance(o, str) or o not in allowed for o in streams)):
         raise ValueError(f"{name} must be a non-empty subset of {allowed}, got {streams!r}")
     return tuple(streams)
+
+
+def first_parameter(module: torch.nn.Module) -> Optional[Tensor]:
+    """The module's first parameter (its dtype and device are the module's), or None."""
+    return next(iter(module.parameters()), None)
+
+
+def check_like(x: Optional[Tensor], name: str, ref: Optional[Tensor], owner: str, *, dtype: bool = True) -> None:
+    """``x`` must be on ``ref``'s device and, with ``dtype``, have ``ref``'s dtype (``ref``: a
+    parameter of ``owner``, e.g. "the block"), except under ``torch.autocast``, which runs
+    mixed dtypes on purpose. Raises ValueError (device) / TypeError (dtype) naming ``name``."""
+    if x is None or ref is None:
+        return
+    if x.device != ref.device:
+        raise ValueError(f"{name} is on {x.device} but {owner}'s parameters are on {ref.device}: move it there "
+                         f"({name}.to({str(ref.device)!r})) or move {owner}")
+    if dtype and x.dtype != ref.dtype and not torch.is_autocast_enabled(x.device.type):
+        raise TypeError(f"{name} has dtype {x.dtype} but {owner}'s parameters are {ref.dtype}: cast the input "
+                        f"({name}.to({ref.dtype})) or {owner} ({owner.split()[-1]}.to({x.dtype})), or run it under "
+                        "torch.autocast")

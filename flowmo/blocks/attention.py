@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Optional
 
 import torch
@@ -34,10 +36,13 @@ class RMSNorm(nn.Module):
 
         Raises:
             ValueError: the last dim of ``x`` is not ``dim``.
+            TypeError: ``x`` is not floating-point.
         """
         if not isinstance(x, Tensor) or x.ndim < 1 or x.shape[-1] != self.dim:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"x must have shape (..., {self.dim}) (last dim = dim), got {shape}")
+        if not x.is_floating_point():
+            raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
         y = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)  # x * rsqrt(mean(x^2) + eps)
         return y.to(x.dtype) * self.scale.to(x.dtype)
 
@@ -84,6 +89,8 @@ class SelfAttention(nn.Module):
             raise ValueError(f"width ({width}) must be divisible by heads ({heads})")
         if not isinstance(queries, bool):
             raise TypeError(f"queries must be a bool, got {type(queries).__name__}")
+        if not isinstance(qkv_bias, bool):
+            raise TypeError(f"qkv_bias must be a bool, got {type(qkv_bias).__name__} {qkv_bias!r}")
         self.width = width
         self.head_dim = width // heads
         self.queries = queries
@@ -136,9 +143,19 @@ def attention(q: Tensor, k: Tensor, v: Tensor, freqs: Tensor, scale: float,
         (B, M, H * D) in v's dtype, heads merged as ``(h d)``.
 
     Raises:
-        ValueError: q, k, v of mismatched or non-4-D shapes; a table not covering the tokens.
+        TypeError: q, k or v not a floating tensor, or not all of one dtype.
+        ValueError: q, k, v of mismatched or non-4-D shapes, or on different devices; a table
+            not covering the tokens; ``scale`` not a finite number > 0.
     """
     check_tensor(q, "q", 4, "(B, H, N, D)")
+    check_tensor(k, "k", 4, "(B, H, N, D)")
+    check_tensor(v, "v", 4, "(B, H, N, D)")
+    if not q.dtype == k.dtype == v.dtype:
+        raise TypeError(f"q, k and v must have one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not q.device == k.device == v.device:
+        raise ValueError(f"q, k and v must be on one device, got {q.device}, {k.device}, {v.device}")
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale (the softmax scale) must be a finite number > 0, got {scale!r}")
     q_shape_ok = isinstance(k, Tensor) and (q.shape == k.shape if q_freqs is None else
                                             (q.shape[:2] == k.shape[:2] and q.shape[3] == k.shape[3]))
     if not q_shape_ok or not isinstance(v, Tensor) or v.shape != k.shape:

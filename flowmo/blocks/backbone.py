@@ -10,7 +10,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..registry import BACKBONES
 from ..spec import MMDiTSpec
-from ._checks import check_grid, check_positive_int, check_streams, check_tokens
+from ._checks import check_grid, check_like, check_positive_int, check_streams, check_tokens, first_parameter
 from .base import Backbone
 from .double_block import DoubleStreamBlock
 from .embeddings import TimeEmbedding
@@ -52,6 +52,10 @@ class MMDiT(Backbone):
         super().__init__()
         if not isinstance(time_conditioning, bool):
             raise TypeError(f"time_conditioning must be a bool, got {type(time_conditioning).__name__}")
+        if isinstance(spec, dict):
+            spec = MMDiTSpec.model_validate(spec)
+        if not isinstance(spec, MMDiTSpec):
+            raise TypeError(f"spec must be an MMDiTSpec (or a dict of its fields), got {type(spec).__name__}")
         self.spec = spec
         self.time_conditioning = time_conditioning
         self.outputs = check_streams(outputs, "outputs")
@@ -132,6 +136,11 @@ class MMDiT(Backbone):
             if not isinstance(t, Tensor) or t.ndim != 1 or t.shape[0] != b:
                 shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
                 raise ValueError(f"t must be None or a (B,) = ({b},) tensor of times in [0, 1], got {shape}")
+        ref = first_parameter(self)
+        for x, name in ((img, "img"), (txt, "txt")):
+            check_like(x, name, ref, "the MMDiT")
+        if t is not None:
+            check_like(t, "t", ref, "the MMDiT", dtype=False)
         freqs = self.rope_tables(txt.shape[1], grid, img.device)
         vec = self.time_in(t) if t is not None else None
         img = self.img_in(img)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checks import check_positive_int, check_streams, check_tokens, check_vec
+from ._checks import check_like, check_positive_int, check_streams, check_tokens, check_vec, first_parameter
 from .attention import SelfAttention, attention
 from .modulation import Modulation, ModulationOut, modulate
 
@@ -96,6 +96,8 @@ class DoubleStreamBlock(nn.Module):
             raise ValueError(f"softmax_scale must be None or a finite number > 0, got {softmax_scale!r}")
         if not isinstance(modulation, bool):
             raise TypeError(f"modulation must be a bool, got {type(modulation).__name__}")
+        if not isinstance(qkv_bias, bool):
+            raise TypeError(f"qkv_bias must be a bool, got {type(qkv_bias).__name__} {qkv_bias!r}")
         self.width = width
         self.heads = heads
         self.head_dim = width // heads
@@ -125,19 +127,28 @@ class DoubleStreamBlock(nn.Module):
                 latent rows first, then image rows.
 
         Returns:
-            (img, txt): the updated streams, shapes and dtypes of the inputs; None for a
-            stream not in the block's ``outputs``.
+            (img, txt): the updated streams, shapes of the inputs, in the inputs' dtype (which
+            is the parameters'; under ``torch.autocast``, the dtype autocast computes in); None
+            for a stream not in the block's ``outputs``. Batches and token counts of 0 give
+            empty outputs.
 
         Raises:
             TypeError / ValueError: a stream not (B, N, D), different batches, ``vec`` not
             (B, D) (e.g. (B, 1, D)) or given to a block built without modulation, a table that
-            does not cover N_txt + N_img tokens.
+            does not cover N_txt + N_img tokens; ``img``, ``txt``, ``vec`` or ``freqs`` on another
+            device than the block's parameters (ValueError), or ``img``, ``txt``, ``vec`` of
+            another dtype outside ``torch.autocast`` (TypeError: cast the block with
+            ``block.to(dtype)`` or the inputs).
         """
         check_tokens(img, "img", self.width)
         check_tokens(txt, "txt", self.width, batch=img.shape[0])
         check_vec(vec, "vec", img.shape[0], self.width, self.modulation)
         n_txt, n_img = txt.shape[1], img.shape[1]
         _check_table(freqs, n_txt, n_img, self.head_dim)
+        ref = first_parameter(self)
+        for x, name in ((img, "img"), (txt, "txt"), (vec, "vec")):
+            check_like(x, name, ref, "the block")
+        check_like(freqs, "freqs", ref, "the block", dtype=False)
         img_m1 = img_m2 = txt_m1 = txt_m2 = None
         if vec is not None:
             img_m1, img_m2 = _triples(self.img_mod(vec))

@@ -93,14 +93,17 @@ def timestep_embedding(t: Tensor, dim: int = 256, time_factor: float = 1000.0, m
         float32 (B, dim): [cos(time_factor t f_k) for all k, sin(time_factor t f_k) for all k].
 
     Raises:
-        TypeError / ValueError: ``t`` not a real 1-D tensor, ``dim`` not a positive int.
+        TypeError / ValueError: ``t`` not a real 1-D tensor, ``dim`` not an int >= 2 (one
+        cos/sin pair), ``time_factor`` or ``max_period`` not a finite number > 0.
     """
     if not isinstance(t, Tensor):
         raise TypeError(f"t must be a torch.Tensor (B,) of times in [0, 1], got {type(t).__name__}")
     if t.ndim != 1 or t.is_complex() or t.dtype == torch.bool:
         raise ValueError(f"t must be a real (B,) tensor of times in [0, 1] (one per sample), got "
                          f"{t.dtype} {tuple(t.shape)}")
-    dim = check_positive_int(dim, "dim")
+    dim = check_positive_int(dim, "dim", minimum=2)
+    _check_positive_real(time_factor, "time_factor")
+    _check_positive_real(max_period, "max_period")
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
     args = (time_factor * t).float()[:, None] * freqs[None]
@@ -110,6 +113,12 @@ def timestep_embedding(t: Tensor, dim: int = 256, time_factor: float = 1000.0, m
     return emb
 
 
+def _check_positive_real(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a real number > 0 (finite), got {value!r}")
+    return float(value)
+
+
 class TimeEmbedding(nn.Module):
     """Flow time -> conditioning vector: sinusoidal(``freq_dim``) -> Linear -> SiLU -> Linear.
 
@@ -117,16 +126,16 @@ class TimeEmbedding(nn.Module):
 
     Args:
         hidden: the output size (the blocks' width D).
-        freq_dim: size of the sinusoidal embedding (256 in the release).
-        time_factor: t is multiplied by this before the embedding (1000 in the release).
+        freq_dim: size of the sinusoidal embedding (256 in the release; >= 2).
+        time_factor: t is multiplied by this before the embedding (1000 in the release;
+            finite, > 0).
     """
 
     def __init__(self, hidden: int, freq_dim: int = 256, time_factor: float = 1000.0):
         super().__init__()
         check_positive_int(hidden, "hidden")
-        self.freq_dim = check_positive_int(freq_dim, "freq_dim")
-        if isinstance(time_factor, bool) or not isinstance(time_factor, numbers.Real) or not time_factor > 0:
-            raise ValueError(f"time_factor must be a real number > 0, got {time_factor!r}")
+        self.freq_dim = check_positive_int(freq_dim, "freq_dim", minimum=2)
+        _check_positive_real(time_factor, "time_factor")
         self.time_factor = time_factor
         self.in_layer = nn.Linear(freq_dim, hidden)
         self.silu = nn.SiLU()

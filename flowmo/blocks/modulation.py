@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checks import check_positive_int, check_vec
+from ._checks import check_like, check_positive_int, check_vec
 
 __all__ = ["ModulationOut", "Modulation", "modulate"]
 
@@ -50,6 +50,7 @@ class Modulation(nn.Module):
             raise ValueError("vec must be a (B, D) tensor, got None (a module without conditioning "
                              "skips Modulation and passes mod=None to modulate)")
         check_vec(vec, "vec", None, self.width, True)
+        check_like(vec, "vec", self.lin.weight, "the modulation")
         out = self.lin(F.silu(vec))[:, None, :].chunk(self.chunks, dim=-1)
         return [ModulationOut(*out[i : i + 3]) for i in range(0, self.chunks, 3)]
 

@@ -6,7 +6,7 @@ from typing import Optional
 
 from torch import Tensor, nn
 
-from ._checks import check_positive_int, check_tokens, check_vec
+from ._checks import check_like, check_positive_int, check_tokens, check_vec, first_parameter
 
 __all__ = ["FinalLayer"]
 
@@ -45,10 +45,14 @@ class FinalLayer(nn.Module):
 
         Raises:
             TypeError / ValueError: ``x`` not (B, N, width); ``vec`` not (B, width) (e.g.
-            (B, 1, width)) or given to a layer built with ``modulation=False``.
+            (B, 1, width)) or given to a layer built with ``modulation=False``; ``x`` or ``vec``
+            on another device or (outside ``torch.autocast``) of another dtype than the layer.
         """
         check_tokens(x, "x", self.width)
         check_vec(vec, "vec", x.shape[0], self.width, self.modulation)
+        ref = first_parameter(self)
+        check_like(x, "x", ref, "the layer")
+        check_like(vec, "vec", ref, "the layer")
         x = self.norm_final(x)
         if vec is not None:
             shift, scale = self.adaLN_modulation(vec)[:, None, :].chunk(2, dim=-1)

@@ -99,8 +99,12 @@ def apply_rope(x: Tensor, freqs: Tensor) -> Tensor:
     Eager mode does it as one complex product (one pass over x); under ``torch.compile`` the
     real form is used, since inductor generates no code for complex tensors.
 
+    Any layout works (a transposed or sliced table or x is made contiguous), and an x with
+    no tokens (N = 0) or an empty batch gives an empty result of x's shape.
+
     Raises:
-        ValueError: ``freqs`` not float32 (N, D/2, 2) for ``x`` (..., N, D).
+        ValueError: ``freqs`` not float32 (N, D/2, 2) for ``x`` (..., N, D), or on another
+            device than ``x``.
     """
     if not isinstance(x, Tensor) or not isinstance(freqs, Tensor):
         raise TypeError(f"x and freqs must be torch.Tensors, got {type(x).__name__} and {type(freqs).__name__}")
@@ -114,12 +118,17 @@ def apply_rope(x: Tensor, freqs: Tensor) -> Tensor:
         n = x.shape[-2] if x.ndim >= 2 else "N"
         raise ValueError(f"freqs must be float32 ({n}, {x.shape[-1] // 2}, 2) (one row per token of x) for x "
                          f"(..., N, D) = {tuple(x.shape)}, got {freqs.dtype} {tuple(freqs.shape)}")
+    if freqs.device != x.device:
+        raise ValueError(f"freqs is on {freqs.device} but x is on {x.device}: build the table on x's device "
+                         f"(freqs.to({str(x.device)!r}))")
+    half = x.shape[-1] // 2  # not -1: an x without tokens (N = 0 or B = 0) has no size to infer
     if torch.compiler.is_compiling():
-        x0, x1 = x.float().unflatten(-1, (-1, 2)).unbind(-1)
+        x0, x1 = x.float().unflatten(-1, (half, 2)).unbind(-1)
         cos, sin = freqs.unbind(-1)
         return torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1).flatten(-2).to(x.dtype)
-    xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
-    return torch.view_as_real(xc * torch.view_as_complex(freqs)).flatten(-2).to(x.dtype)
+    # view_as_complex needs the pairs adjacent in memory: contiguous() is free when they are
+    xc = torch.view_as_complex(x.float().reshape(*x.shape[:-1], half, 2).contiguous())
+    return torch.view_as_real(xc * torch.view_as_complex(freqs.contiguous())).flatten(-2).to(x.dtype)
 
 
 def rope_freqs(angles: Tensor) -> Tensor:
