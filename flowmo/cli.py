@@ -263,12 +263,13 @@ def _images(args: argparse.Namespace):
 
 
 def _resize_note(args: argparse.Namespace, ctx: "_Ctx", size: int) -> None:
-    """Say once per run that inputs not of the model's size are resized and centre-cropped."""
+    """Say once per run (after the images were read: a failed run prints only its error)
+    that inputs not of the model's size were resized and centre-cropped."""
     sizes = args._sizes
     other = sum(1 for wh in sizes if wh is not None and tuple(wh) != (size, size))
     if other:
         ctx.note(f"{other} of {len(sizes)} input image{'s' if len(sizes) != 1 else ''} "
-                 f"{'are' if other != 1 else 'is'} not {size}x{size}, the model's image size: each is resized "
+                 f"{'were' if other != 1 else 'was'} not {size}x{size}, the model's image size: each was resized "
                  f"(short side to {size} px, bicubic) and centre-cropped to {size}x{size}")
 
 
@@ -292,7 +293,6 @@ def _cmd_reconstruct(args: argparse.Namespace, ctx: _Ctx) -> int:
     sampler = _sampler(args, model)
     out = _output_dir(args.output)
     size = model.spec.image_size
-    _resize_note(args, ctx, size)
     gen = torch.Generator().manual_seed(args.seed)
     with torch.no_grad(), ctx.progress(len(files), "reconstruct") as bar:
         for a, b in _batches(len(files), args.batch_size):
@@ -302,6 +302,7 @@ def _cmd_reconstruct(args: argparse.Namespace, ctx: _Ctx) -> int:
             for img, name in zip(y, names[a:b]):
                 save_image(img, out / name)
             bar.update(b - a)
+    _resize_note(args, ctx, size)
     ctx.say(f"wrote {len(files)} reconstruction{'s' if len(files) != 1 else ''} to {out}")
     return 0
 
@@ -316,7 +317,6 @@ def _cmd_tokenize(args: argparse.Namespace, ctx: _Ctx) -> int:
     if args.groups and not model.quantizer.has_groups:
         raise CLIError(f"--groups needs a quantizer with entropy groups; this model's {model.spec.quantizer.name!r} has none")
     size = model.spec.image_size
-    _resize_note(args, ctx, size)
     parts = []
     with torch.no_grad(), ctx.progress(len(files), "tokenize") as bar:
         for a, b in _batches(len(files), args.batch_size):
@@ -324,6 +324,7 @@ def _cmd_tokenize(args: argparse.Namespace, ctx: _Ctx) -> int:
             parts.append(model.tokenize(x, groups=args.groups).to("cpu", torch.int64))
             bar.update(b - a)
     tokens = torch.cat(parts)
+    _resize_note(args, ctx, size)
     path = write_tokens(args.output, tokens, spec=model.spec, sources=[f.name for f in files], groups=args.groups)
     ctx.say(f"wrote tokens {tuple(tokens.shape)} of {len(files)} image{'s' if len(files) != 1 else ''} to {path} "
             f"(model fingerprint {model.spec.fingerprint()})")

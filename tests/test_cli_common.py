@@ -262,14 +262,18 @@ def test_reconstruct_and_tokenize_say_they_resize(model_dir, two_images, tmp_pat
         err = capsys.readouterr().err
         assert rc == 0, err
         notes = [ln for ln in err.splitlines() if "note:" in ln]
-        assert notes == [f"flowmo {command}: note: 1 of 2 input images is not 32x32, the model's image size: each "
-                         "is resized (short side to 32 px, bicubic) and centre-cropped to 32x32"], err
+        assert notes == [f"flowmo {command}: note: 1 of 2 input images was not 32x32, the model's image size: each "
+                         "was resized (short side to 32 px, bicubic) and centre-cropped to 32x32"], err
         rc = cli.main([command, "-q", "--model", str(model_dir), "--input", str(two_images / "big.png"),
                        "--output", str(out), *extra])
         assert rc == 0 and capsys.readouterr() == ("", "")
         rc = cli.main([command, "--model", str(model_dir), "--input", str(two_images / "exact.png"),
                        "--output", str(out), *extra])
         assert rc == 0 and "note:" not in capsys.readouterr().err  # nothing resized: no note
+        rc = cli.main([command, "--model", str(model_dir), "--input", str(two_images / "big.png"), "--output",
+                       str(out), *extra, "--batch-size", "0"])
+        err = capsys.readouterr().err
+        assert rc == 2 and "note:" not in err and len(err.splitlines()) == 1  # a failed run: its error only
 
 
 @pytest.mark.parametrize("command", ["reconstruct", "detokenize", "eval"])
