@@ -12,7 +12,14 @@ registry derives the spec type from them (here a ``QuantizerSpec`` subclass with
 ``name: Literal["my_vq"] = "my_vq"``, ``codebook_size`` and ``beta``), so
 ``{"name": "my_vq", "beta": 0.5}`` is usable wherever a FlowMoSpec takes a quantizer and
 round-trips through JSON. Plain ``int``, ``float`` and ``bool`` annotations become the
-strict spec types (:data:`flowmo.spec.SpecInt`, ...: no booleans or strings for numbers).
+strict spec types (:data:`flowmo.spec.SpecInt`, ...: no booleans or strings for numbers),
+wherever they appear (inside Optional, Annotated, tuples, lists, dict values, Literal).
+Annotations must describe JSON data (``Any``, ``object``, tensors, paths, ... are refused at
+registration); a list or Sequence field holds a tuple, a set a frozenset and a dict an
+immutable :class:`FrozenDict`, so specs stay frozen and hashable; defaults must be valid and
+finite (no NaN / inf). Argument names that would shadow the spec's own attributes
+(``replace``, ``loss_terms``, ``check_channels``, ``registry``, ``model_*``, ``_*``, ...) are
+refused, naming the argument. Names are letters, digits, ``_`` and ``-`` (at most 64).
 The kind's *wiring* arguments (``channels`` for a quantizer) are what the model passes in;
 they are never part of the spec. ``build`` calls the factory with the spec's fields as
 keyword arguments plus the wiring::
@@ -25,12 +32,14 @@ defaults to the registered name); the factory is then called as ``factory(spec, 
 
     @QUANTIZERS.register("my_vq", spec=MyVQSpec)
 
-Rules: a spec of another kind is refused at registration, naming the expected base class; a
+Rules: a spec of another kind is refused at registration, naming the expected base class, and
+so is a factory that cannot be called as ``factory(spec, **wiring)`` for an explicit spec; a
 class that does not derive from the kind's interface (e.g. :class:`flowmo.quantizers.Quantizer`)
 is refused at registration, and a factory whose result does not is refused by ``build``.
 Registering the same object again under its name is harmless (so is re-running a notebook
 cell or reloading a module: an object with the same module and qualified name replaces the
-old entry); a different object under a taken name is refused unless ``replace=True``.
+old entry); a different object under a taken name, or the same one with another spec, is
+refused unless ``replace=True``. ``build`` checks the wiring sizes (positive ints).
 Each entry records the module that defined it (``Entry.module``), so a saved model can name
 the modules to import before it loads (see :mod:`flowmo.imports`).
 """
