@@ -1,7 +1,6 @@
 """The ``flowmo`` command end to end on a tiny model: reconstruct, tokenize/detokenize,
 convert, delegation, and one-line errors for bad input."""
 
-import json
 import os
 import subprocess
 import sys

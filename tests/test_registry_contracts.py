@@ -14,7 +14,7 @@ from pydantic import Field, ValidationError
 
 import flowmo
 from flowmo import Registry, RegistryError
-from flowmo.quantizers import Quantizer, QuantizerOutput
+from flowmo.quantizers import Quantizer
 from flowmo.samplers import TimeGrid
 from flowmo.spec import SpecFloat, TimeGridSpec
 
@@ -269,7 +269,7 @@ def test_constructor_arguments_that_clash_with_the_spec_are_refused(arg, why):
 @pytest.mark.parametrize("value,error", [(0, ValueError), (-9, ValueError), (9.0, TypeError), ("18", TypeError),
                                          (True, TypeError), (None, TypeError), (torch.tensor(18), TypeError)])
 def test_build_validates_the_sizes_it_wires(value, error):
-    with pytest.raises(error, match=f"quantizer 'lfq': wiring argument channels must be a positive int"):
+    with pytest.raises(error, match="quantizer 'lfq': wiring argument channels must be a positive int"):
         flowmo.QUANTIZERS.build("lfq", channels=value)
     spec = {"name": "mmdit", "width": 32, "heads": 1, "depth": 1, "axes_dim": [8, 12, 12]}
     with pytest.raises(error, match="backbone 'mmdit': wiring argument txt_in_dim must be a positive int"):

@@ -2,7 +2,6 @@
 for numbers, anything but true/false for booleans, NaN/infinities, out-of-range betas, huge
 counts; malformed overrides and config sources get clear errors."""
 
-import math
 
 import pytest
 from pydantic import ValidationError
