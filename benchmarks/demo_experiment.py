@@ -24,16 +24,17 @@ import torch
 
 from flowmo.eval.baselines import thumbnail_baseline
 from flowmo.eval.metrics import psnr, ssim
+from flowmo.spec import SamplerSpec
 from flowmo.train import Trainer, load_config
 from flowmo.train.data import held_out_photos
 
 SAMPLERS = {
-    "release_31": None,  # the model's spec sampler (the release's: 25 Euler steps, pow 0.25, CFG 1.5)
+    "release_31": SamplerSpec(),  # the release's default: 25 Euler steps, pow 0.25, CFG 1.5 on its interval
     "euler_1": {"steps": 1, "guidance": {"scale": 1.0}},
     "euler_2_linear": {"steps": 2, "grid": {"name": "linear"}, "guidance": {"scale": 1.0}},
     "euler_4": {"steps": 4, "guidance": {"scale": 1.0}},
     "euler_4_linear": {"steps": 4, "grid": {"name": "linear"}, "guidance": {"scale": 1.0}},
-    "fast_10": {"steps": 8},
+    "fast_10": "fast",  # SAMPLER_PRESETS["fast"]: the release's sampler with 8 steps (10 calls)
 }
 
 

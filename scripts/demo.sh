@@ -3,7 +3,7 @@
 # the photos that ship inside scikit-image / scikit-learn / matplotlib, then report how well it
 # reconstructs held-out photos (python -m flowmo.train.demo: PSNR, SSIM, decoder calls, the
 # same-bits thumbnail, bits per pixel; PNGs of originals over reconstructions).
-# About 10 minutes on 2 CPU cores. Extra arguments go to `flowmo train` (e.g. --set train.steps=200).
+# About 10 minutes of training on 2 idle CPU cores (11 with setup). Extra arguments go to `flowmo train` (e.g. --set train.steps=200).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh photos

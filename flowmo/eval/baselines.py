@@ -10,6 +10,7 @@ beside the tokenizer's (``python -m flowmo.train.demo``, docs/demo.md).
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -45,12 +46,20 @@ def thumbnail_side(bits: int, height: int, width: int) -> int:
     """``k``: the largest square 8-bit RGB thumbnail side with ``24 k^2 <= bits``, at most
     ``min(height, width)``.
 
+    Python and NumPy integers are accepted.
+
     Raises:
         ValueError: ``bits`` is not an int >= 24 (one RGB pixel), or a side is not a positive int.
     """
+    checked = []
     for name, v in (("bits", bits), ("height", height), ("width", width)):
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise ValueError(f"{name} must be an int, got {v!r}")
+        try:
+            if isinstance(v, bool):
+                raise TypeError
+            checked.append(operator.index(v))
+        except TypeError:
+            raise ValueError(f"{name} must be an int, got {v!r}") from None
+    bits, height, width = checked
     if bits < BITS_PER_PIXEL_RGB8:
         raise ValueError(f"bits must be >= {BITS_PER_PIXEL_RGB8} (one 8-bit RGB pixel), got {bits}")
     if height <= 0 or width <= 0:
@@ -73,7 +82,8 @@ def thumbnail_baseline(images: Tensor, bits: int) -> ThumbnailBaseline:
         means when ``k`` divides the sides); the thumbnail is rounded to 8 bits
         (``round((x + 1) * 127.5)``); upsampling is ``F.interpolate(mode="bicubic",
         align_corners=False)`` (Keys' cubic, a = -0.75), clamped to [-1, 1]. A thumbnail as
-        large as the image is the image itself, rounded to 8 bits.
+        large as the image is the image itself, rounded to 8 bits. The thumbnail is square, so
+        for a non-square image it is at most ``min(H, W)`` on a side.
 
     Raises:
         ValueError: ``images`` is not a finite float ``(B, 3, H, W)`` tensor, or ``bits``
@@ -86,6 +96,8 @@ def thumbnail_baseline(images: Tensor, bits: int) -> ThumbnailBaseline:
         raise ValueError(f"images must be floating point in [-1, 1], got dtype {images.dtype}")
     if images.numel() == 0:
         raise ValueError(f"images must not be empty, got shape {tuple(images.shape)}")
+    if images.device.type == "meta":
+        raise ValueError("images must hold data (got a tensor on the 'meta' device)")
     if not bool(torch.isfinite(images).all()):
         raise ValueError("images must be finite")
     h, w = images.shape[-2:]

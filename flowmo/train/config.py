@@ -83,14 +83,24 @@ class OptimConfig(_Strict):
     decay: Literal["constant", "cosine", "linear"] = Field(
         "constant",
         description="after the warm-up: constant (the release's schedule) keeps lr; cosine and linear "
-                    "decay it from lr at step warmup_steps to lr * final_lr_fraction at the last step "
-                    "(train.steps). Step k (1-based, k > warmup_steps) uses lr * (f + (1 - f) * s) with "
+                    "decay it from lr at step W = warmup_steps to lr * final_lr_fraction at the last step "
+                    "(train.steps). Step k (1-based, k > W) uses lr * (f + (1 - f) * s) with "
                     "u = (k - W) / (steps - W), s = (1 + cos(pi u)) / 2 (cosine) or 1 - u (linear); the "
-                    "last step runs at lr * f",
+                    "last step runs at lr * f. With warmup_steps >= train.steps the whole run is warm-up "
+                    "and nothing decays",
     )
     final_lr_fraction: SpecFloat = Field(
-        0.0, ge=0, le=1, description="the lr of the last step as a fraction of lr, in [0, 1] (decay only)",
+        0.0, ge=0, le=1,
+        description="the lr of the last step as a fraction of lr, in [0, 1]; only with a decay (it must stay 0 "
+                    "with decay: constant)",
     )
+
+    @model_validator(mode="after")
+    def _check_decay(self) -> "OptimConfig":
+        if self.decay == "constant" and self.final_lr_fraction != 0:
+            raise ValueError(f"final_lr_fraction ({self.final_lr_fraction:g}) applies only with a decay "
+                             "(cosine or linear); with decay: constant leave it at 0")
+        return self
 
     @field_validator("betas")
     @classmethod
@@ -231,6 +241,10 @@ class TrainSpec(_Strict):
     def _check(self) -> "TrainSpec":
         if self.stage == "1b" and self.init_from is None:
             raise ValueError("stage '1b' needs train.init_from (a Stage 1A run, checkpoint or model folder)")
+        o = self.optim
+        if o.decay != "constant" and o.final_lr_fraction == 0 and o.warmup_steps == 0 and self.steps == 1:
+            raise ValueError(f"train.optim.decay {o.decay!r} with final_lr_fraction 0 and no warm-up runs the "
+                             "only step (train.steps = 1) at lr 0: it would train nothing; use decay: constant")
         return self
 
 

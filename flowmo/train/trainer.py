@@ -468,10 +468,10 @@ class Trainer:
         k = step + 1
         if o.warmup_steps and k < o.warmup_steps:
             return o.lr * k / o.warmup_steps
-        if o.decay == "constant":
+        start, end = o.warmup_steps, self.tc.steps
+        if o.decay == "constant" or start >= end:
             return o.lr
-        start, end = max(o.warmup_steps, 0), self.tc.steps
-        u = 1.0 if end <= start else min(1.0, max(0.0, (k - start) / (end - start)))
+        u = min(1.0, max(0.0, (k - start) / (end - start)))
         shape = (1 + math.cos(math.pi * u)) / 2 if o.decay == "cosine" else 1 - u
         f = o.final_lr_fraction
         return o.lr * (f + (1 - f) * shape)

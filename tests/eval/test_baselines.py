@@ -47,6 +47,12 @@ def test_baseline_bad_images(images, match):
         thumbnail_baseline(images, 96)
 
 
+def test_numpy_ints_and_meta_tensors():
+    assert thumbnail_side(np.int64(576), np.int32(32), np.uint8(32)) == 4
+    with pytest.raises(ValueError, match="meta"):
+        thumbnail_baseline(torch.empty(1, 3, 32, 32, device="meta"), 576)
+
+
 def test_constant_images_are_kept_to_8_bits():
     # a flat image is coded exactly by any thumbnail (up to 8-bit rounding of its value)
     x = torch.full((2, 3, 16, 12), 0.3)

@@ -15,7 +15,8 @@ from flowmo.eval.metrics import psnr, ssim  # noqa: E402
 from flowmo.presets import flowmo_tiny  # noqa: E402
 from flowmo.spec import SamplerSpec  # noqa: E402
 from flowmo.train.data import BuiltinPhotos, held_out_photos  # noqa: E402
-from flowmo.train.demo import demo_report, describe_sampler, format_report, main  # noqa: E402
+from flowmo.train.demo import demo_report, describe_sampler, format_report, main, noise_seed  # noqa: E402
+from flowmo.train.trainer import derive_seed  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,9 @@ def model():
 
 def test_describe_sampler():
     assert describe_sampler(SamplerSpec(steps=1, guidance={"scale": 1.0})) == "1 Euler step, no guidance"
-    assert describe_sampler(SamplerSpec()) == "25 Euler steps (pow grid), CFG 1.5"
+    assert describe_sampler(SamplerSpec()) == "25 Euler steps (pow grid), CFG 1.5 for t in [0.15, 0.50]"
+    assert describe_sampler(SamplerSpec(steps=4, guidance={"scale": 2.0, "interval": None})) == \
+        "4 Euler steps (pow grid), CFG 2"
 
 
 def test_report_figures_are_the_decodes(model, tmp_path):
@@ -38,23 +41,24 @@ def test_report_figures_are_the_decodes(model, tmp_path):
     assert (r.thumbnail_side, r.thumbnail_bits) == (3, 216)
     names = [f.name for f in r.held_out]
     assert names == ["FlowMo, 1 Euler step, no guidance",
-                     "FlowMo, release sampler: 25 Euler steps (pow grid), CFG 1.5",
+                     "FlowMo, release sampler: 25 Euler steps (pow grid), CFG 1.5 for t in [0.15, 0.50]",
                      "thumbnail 3x3, 8-bit RGB (216 bits)"]
     assert [f.calls for f in r.held_out] == [1, 31, 0]
     # recompute the held-out figures from the public API
     x = held_out_photos(32)[:3]
     with torch.no_grad():
         code = model.quantize(model.encode(x)).values
-        y = model.decode(code, generator=torch.Generator().manual_seed(0)).images
+        y = model.decode(code, generator=torch.Generator().manual_seed(noise_seed(0))).images
     assert r.held_out[0].psnr == round(float(psnr(x, y).mean()), 2)
     assert r.held_out[0].ssim == round(float(ssim(x, y).mean()), 4)
     t = thumbnail_baseline(x, 288).images
     assert r.held_out[2].psnr == round(float(psnr(x, t).mean()), 2)
+    assert noise_seed(0) == derive_seed(0, "eval")  # the trainer's evaluation noise
     # training crops: the run's first-epoch crops
     crops = BuiltinPhotos(32, train=False, length=3, seed=0)
     xt = torch.stack([crops[i] for i in range(3)])
     with torch.no_grad():
-        yt = model.decode(model.quantize(model.encode(xt)).values, generator=torch.Generator().manual_seed(0)).images
+        yt = model.decode(model.quantize(model.encode(xt)).values, generator=torch.Generator().manual_seed(noise_seed(0))).images
     assert r.training[0].psnr == round(float(psnr(xt, yt).mean()), 2)
     # the PNGs: 3 rows (originals, reconstructions, thumbnails) of 3 tiles, 32 px upscaled 4x
     for png in (r.held_out_png, r.training_png):
@@ -107,14 +111,87 @@ def test_cli_run_folder(model, tmp_path, capsys):
     crops = BuiltinPhotos(32, train=False, length=10, seed=3)
     xt = torch.stack([crops[i] for i in range(10)])
     with torch.no_grad():
-        yt = model.decode(model.quantize(model.encode(xt)).values, generator=torch.Generator().manual_seed(0)).images
+        code = model.quantize(model.encode(xt)).values
+        yt = model.decode(code, generator=torch.Generator().manual_seed(noise_seed(3))).images
     assert r["training"][0]["psnr"] == round(float(psnr(xt, yt).mean()), 2)
 
 
-@pytest.mark.parametrize("argv, match", [([], "give --run RUN"), (["--model", "m"], "give --run RUN"),
-                                         (["--run", "nowhere"], "no config.json")])
-def test_cli_bad_arguments(tmp_path, capsys, argv, match, monkeypatch):
+def _run_folder(tmp_path, name, config, model=None):
+    run = tmp_path / name
+    run.mkdir()
+    (run / "config.json").write_text(config if isinstance(config, str) else json.dumps(config))
+    if model is not None:
+        model.save_pretrained(run / "model")
+    return str(run)
+
+
+def test_cli_bad_arguments(model, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit):
-        main(argv)
-    assert match in capsys.readouterr().err
+    (tmp_path / "a_file.png").write_bytes(b"x")
+    model.save_pretrained(tmp_path / "m")
+    cases = [
+        ([], "give --run RUN"),
+        (["--model", "m"], "give --run RUN"),
+        (["--run", "nowhere"], "no config.json"),
+        (["--run", _run_folder(tmp_path, "nomodel", {"train": {"seed": 0}})], "flowmo export"),
+        (["--run", _run_folder(tmp_path, "broken", "{not json")], "is not a training config"),
+        (["--run", _run_folder(tmp_path, "empty", {})], "is not a training config"),
+        (["--model", str(tmp_path), "--out", "o"], "--model"),
+        (["--model", "m", "--out", "o", "--train-seed", "-1"], "--train-seed must be >= 0"),
+        (["--model", "m", "--out", "a_file.png"], "is a file"),
+    ]
+    for argv, match in cases:
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2, argv
+        err = capsys.readouterr().err
+        assert match in err and "Traceback" not in err, (argv, err)
+
+
+def test_cli_folder_run_has_no_training_row(model, tmp_path, capsys):
+    run = _run_folder(tmp_path, "r", {"train": {"seed": 0, "data": {"folder": "/some/images"}}}, model)
+    assert main(["--run", run]) == 0
+    out = capsys.readouterr().out
+    assert "training crops" not in out and "held-out photos" in out
+    r = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert r["training"] is None and r["training_png"] is None
+
+
+def test_counts_and_model_type(model, tmp_path):
+    r = demo_report(model, tmp_path, images=1, training_crops=False)
+    assert "1 crop\n" in format_report(r) + "\n" and r.training is None
+    r = demo_report(model, tmp_path, images=50)  # capped at the held-out set's 10, both sets
+    assert r.images == 10 and "training crops (photos the model trained on): 10 crops" in format_report(r)
+    with pytest.raises(TypeError, match="model must be a flowmo.FlowMo"):
+        demo_report(model.spec, tmp_path)
+
+
+def test_non_integer_token_bits_fsq(tmp_path):
+    torch.manual_seed(0)
+    spec = flowmo_tiny().replace(code_channels=6, quantizer={"name": "fsq", "levels": [8, 8, 8, 5, 5, 5]},
+                                 sampler={"steps": 1})
+    r = demo_report(FlowMo(spec).eval(), tmp_path, images=2, training_crops=False)
+    token_bits = 3 * 3 + 3 * np.log2(5)  # log2(8^3 * 5^3)
+    assert r.token_bits == pytest.approx(token_bits, abs=1e-4)
+    assert r.bits_per_image == pytest.approx(16 * token_bits, abs=1e-3)
+    assert r.thumbnail_bits <= r.bits_per_image
+
+
+def test_report_equals_the_runs_final_evaluation(tmp_path):
+    """The report's figure for the model's own sampler is the run's final eval/psnr and eval/ssim
+    (same EMA weights, crops and noise)."""
+    from flowmo.train import Trainer, load_config
+    from flowmo.train.cli import export_checkpoint
+
+    cfg = load_config(None, ["model=tiny", "model.sampler.steps=2", "train.steps=2", "train.seed=5",
+                             "train.log.progress=false", "train.log.tensorboard=false", "train.ema.decay=0.5",
+                             "train.optim.batch_size=2", "train.eval.use_ema=true", "train.eval.images=10"])
+    trainer = Trainer(cfg, tmp_path / "run", log=lambda s: None)
+    summary = trainer.fit()
+    trainer.close()
+    export_checkpoint(tmp_path / "run", tmp_path / "run" / "model")
+    assert main(["--run", str(tmp_path / "run")]) == 0
+    r = json.loads((tmp_path / "run" / "report.json").read_text())
+    end = summary["eval_end"]
+    assert r["held_out"][0]["psnr"] == round(end["eval/psnr"], 2)
+    assert r["held_out"][0]["ssim"] == round(end["eval/ssim"], 4)

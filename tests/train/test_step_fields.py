@@ -209,18 +209,19 @@ def test_lr_decay_schedules(folder, tmp_path, decay, w, f, monkeypatch):
         0: [cos_or_lin(1 / 3), cos_or_lin(2 / 3), cos_or_lin(1.0)],   # decay from step 0 to step 3
         1: [1.0, cos_or_lin(1 / 2), cos_or_lin(1.0)],                 # full at step 1, then decay
         2: [0.5, 1.0, cos_or_lin(1.0)],                                # warm-up to step 2, decay to 3
-        STEPS: [1 / 3, 2 / 3, cos_or_lin(1.0)],                        # the last step is both: it decays
+        STEPS: [1 / 3, 2 / 3, 1.0],                                    # all warm-up: nothing decays
         STEPS + 2: [1 / 5, 2 / 5, 3 / 5],                              # warm-up never ends
     }
-    expected = [LR * ((f + (1 - f) * s) if (k > w or (k == w == STEPS)) else s)
+    expected = [LR * ((f + (1 - f) * s) if k > w else s)
                 for k, s in zip(range(1, STEPS + 1), table[w])]
     assert used == pytest.approx(expected, rel=1e-12, abs=1e-15)
     assert [r["lr"] for r in records(tmp_path / "run")] == pytest.approx(expected, rel=1e-12, abs=1e-15)
-    if w <= STEPS:
+    if w < STEPS:
         assert used[-1] == pytest.approx(LR * f, abs=1e-15)
 
 
 @pytest.mark.parametrize("kw, match", [({"decay": "exp"}, "decay"), ({"final_lr_fraction": 1.5}, "final_lr_fraction"),
+                                       ({"final_lr_fraction": 0.5}, "applies only with a decay"),
                                        ({"final_lr_fraction": -0.1}, "final_lr_fraction"),
                                        ({"final_lr_fraction": True}, "final_lr_fraction")])
 def test_lr_decay_bad_values(kw, match):
@@ -228,6 +229,15 @@ def test_lr_decay_bad_values(kw, match):
 
     with pytest.raises(ValueError, match=match):
         OptimConfig(**kw)
+
+
+def test_a_decay_whose_only_step_runs_at_lr_0_is_refused():
+    from flowmo.train.config import TrainSpec
+
+    with pytest.raises(ValueError, match="train nothing"):
+        TrainSpec(steps=1, optim={"decay": "cosine"})
+    TrainSpec(steps=1, optim={"decay": "cosine", "final_lr_fraction": 0.1})  # trains at 0.1 lr
+    TrainSpec(steps=2, optim={"decay": "linear"})  # step 1 trains
 
 
 def test_logged_lr_is_the_lr_of_the_step_even_when_the_optimizer_is_rebuilt(folder, tmp_path):
