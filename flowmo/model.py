@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from torch import Tensor, nn
 from ._state import StateDictMismatchError, check_finite, check_state_dict
 from .blocks.embeddings import patchify, unpatchify
 from .blocks.base import Backbone
+from .data.files import atomic_write
 from .imports import (IMPORTS_KEY, check_module_names, check_recorded_modules, component_modules,
                       unknown_component_message, unknown_components)
 from .losses.flow import FlowLoss
@@ -527,9 +527,9 @@ class FlowMo(nn.Module):
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        _atomic_write(d / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt", "library": "flowmo"}))
+        atomic_write(d / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt", "library": "flowmo"}))
         text = config_json(self.spec)
-        _atomic_write(d / CONFIG_NAME, lambda p: Path(p).write_text(text + "\n"))
+        atomic_write(d / CONFIG_NAME, lambda p: Path(p).write_text(text + "\n"))
         return d
 
     @classmethod
@@ -660,21 +660,6 @@ def _merge_terms(terms: dict, new: Any, source: str) -> None:
             raise ValueError(f"{source} returns a term named {k!r}, which another part of the loss already "
                              "uses; rename the term (loss terms must have distinct names)")
     terms.update(new)
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write via a temporary file in the same folder, fsync, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 __all__ += ["StateDictMismatchError", "CONFIG_NAME", "WEIGHTS_NAME"]

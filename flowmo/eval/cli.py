@@ -20,6 +20,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 from .._device import check_device
+from ..data.files import atomic_write_text
 from .._cli_common import add_common_arguments, add_sampler_arguments
 from .._cli_common import sampler_from_args as _sampler_from_args
 from ..imports import import_modules
@@ -151,12 +152,12 @@ def release_image_folder(root: Any, size: int) -> Any:
     transparency on white; the release only calls ``.convert("RGB")``, which matters only for
     files with an EXIF orientation tag or transparency, and for 16/32-bit grey files, which
     the release's conversion clips to white: here they stay float, ``2 v - 1`` after the same
-    resize and crop, with ``v`` in [0, 1] as :func:`flowmo.images.decode_image` gives it). Raises as ``ImageFolderDataset``
+    resize and crop, with ``v`` in [0, 1] as :func:`flowmo.data.images.decode_image` gives it). Raises as ``ImageFolderDataset``
     (``FileNotFoundError`` / ``ValueError``) for a missing or empty folder or a bad size."""
     import numpy as np
     from PIL import Image
 
-    from ..train.data import ImageFolderDataset
+    from ..data.folders import ImageFolderDataset
 
     class _ReleaseImageFolder(ImageFolderDataset):
         def _transform(self, img: Image.Image, index: int) -> torch.Tensor:
@@ -186,7 +187,7 @@ RELEASE_CROP = ("RGB (EXIF orientation applied, transparency on white), as the r
 
 
 def _builtin_names() -> list[str]:
-    from ..train.data import DEFAULT_HOLDOUT, available_photos
+    from ..data.folders import DEFAULT_HOLDOUT, available_photos
 
     parts = ("full", "top_left", "top_right", "bottom_left", "bottom_right")
     return [f"{n}/{p}" for n in available_photos(DEFAULT_HOLDOUT) for p in parts]
@@ -218,13 +219,11 @@ def _dist_setup(device_arg: str) -> tuple[int, int, torch.device, bool]:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def _png(examples: dict, path: Path) -> Optional[Path]:
-    from ..train.visual import save_image_rows
+    from ..data.grids import save_image_rows
 
     best, worst = examples["best"], examples["worst"]
     if not best:
@@ -273,7 +272,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # the data: every image gets a global id (its index in sorted order)
     folder_ds = None
     if data_arg == "builtin":
-        from ..train.data import held_out_photos
+        from ..data.folders import held_out_photos
 
         images = held_out_photos(size)
         names = _builtin_names()
@@ -286,7 +285,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         }
         crop = {"image_size": size, "method": "builtin held-out crops (see data.description)"}
     else:
-        from ..train.data import ImageFolderDataset
+        from ..data.folders import ImageFolderDataset
 
         if args.protocol == "release":
             folder_ds = release_image_folder(Path(data_arg).expanduser(), size)

@@ -362,7 +362,7 @@ class Trainer:
 
     # ---------------------------------------------------------------- data
     def _dataset(self):
-        from .data import BuiltinPhotos, ImageFolderDataset
+        from ..data.folders import BuiltinPhotos, ImageFolderDataset
 
         d = self.tc.data
         s = self.config.model.image_size
@@ -544,7 +544,7 @@ class Trainer:
         return m.eval()
 
     def held_out(self) -> Tensor:
-        from .data import ImageFolderDataset, held_out_photos
+        from ..data.folders import ImageFolderDataset, held_out_photos
 
         n = self.tc.eval.images
         s = self.config.model.image_size
@@ -557,7 +557,7 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         """Held-out PSNR and SSIM (uint8 convention), and a PNG of originals over reconstructions."""
         from ..eval.metrics import psnr, ssim
-        from .visual import save_image_rows
+        from ..data.grids import save_image_rows
 
         if not hasattr(self, "_held_out"):
             self._held_out = self.held_out()
@@ -576,7 +576,7 @@ class Trainer:
 
     @torch.no_grad()
     def save_images(self, images: Tensor) -> Path:
-        from .visual import save_image_rows
+        from ..data.grids import save_image_rows
 
         self.model.eval()
         g = torch.Generator(self.device).manual_seed(derive_seed(self.tc.seed, "images", self.step))
