@@ -204,12 +204,13 @@ def save_image(image: Tensor, path: PathLike) -> Path:
 
 # ----------------------------------------------------------------------------- devices and models
 def resolve_device(name: Any = "auto", *, argument: str = "device") -> torch.device:
-    """``auto`` / None (CUDA, then MPS, then CPU), a torch device string, a ``torch.device`` or
-    a CUDA index; ValueError naming ``argument`` if the device is malformed, of another type,
-    or not available here (see :func:`flowmo._device.check_device`)."""
-    from ._device import check_device
+    """``auto`` / None, a torch device string, a ``torch.device`` or a CUDA index, by the one
+    device rule of :func:`flowmo.devices.resolve_device` (``auto``: ``cuda:LOCAL_RANK``, else MPS
+    in a single process, else the CPU); ValueError naming ``argument`` if the device is
+    malformed, of another type, or not available here."""
+    from .devices import resolve_device as _resolve
 
-    return check_device("auto" if name is None else name, argument, auto=True)
+    return _resolve(name, argument)
 
 
 def load_model(
@@ -232,7 +233,7 @@ def load_model(
     for a component that is not registered), FileNotFoundError for a missing path.
     """
     import flowmo.nets  # noqa: F401  registers the network perceptual distances
-    from ._device import check_device
+    from .devices import check_device
     from .model import CONFIG_NAME, WEIGHTS_NAME, FlowMo
 
     if device is not None:

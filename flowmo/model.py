@@ -14,7 +14,7 @@ import torch
 import torch.utils.checkpoint
 from torch import Tensor, nn
 
-from ._state import StateDictMismatchError, check_finite, check_state_dict
+from .state_dicts import StateDictMismatchError, check_finite, check_state_dict
 from .blocks.embeddings import patchify, unpatchify
 from .blocks.base import Backbone
 from .data.files import atomic_write
@@ -558,7 +558,7 @@ class FlowMo(nn.Module):
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        from ._device import check_device
+        from .devices import check_device
 
         if not isinstance(directory, (str, os.PathLike)):
             raise TypeError(f"directory must be a model folder path (str or os.PathLike), got "

@@ -64,7 +64,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .._device import check_device
+from ..devices import check_device
+from ..data.noise import image_noise
 from .metrics import (
     RELEASE_PSNR_BATCH,
     FeatureStats,
@@ -185,19 +186,6 @@ def _to_id_array(ids: Any, n: int) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def image_noise(seed: int, ids: Sequence[int], shape: Sequence[int], *, device: Any = None,
-                dtype: torch.dtype = torch.float32) -> Tensor:
-    """Standard normal noise (len(ids), *shape): image ``i`` gets ``torch.randn(shape)`` from a CPU
-    generator seeded with ``SeedSequence([seed, i])``, so it depends on the seed and the image id
-    only (not on the batch size, the rank or the device)."""
-    out = []
-    for i in ids:
-        state = np.random.SeedSequence([int(seed), int(i)]).generate_state(2, dtype=np.uint32)
-        g = torch.Generator().manual_seed((int(state[0]) << 32 | int(state[1])) & 0x7FFF_FFFF_FFFF_FFFF)
-        out.append(torch.randn(tuple(shape), generator=g, dtype=torch.float32))
-    return torch.stack(out).to(device=device, dtype=dtype)
-
-
 # ---------------------------------------------------------------------------------------------- codes
 class _CodeCounts:
     """Occurrence counts of code indices per token group (dense up to DENSE_CODEBOOK_LIMIT codes)."""
@@ -279,14 +267,14 @@ def _resolve_net_files(net: str, weights_dir: Optional[Union[str, os.PathLike]])
 
 
 def _how(net: str, missing: Sequence[str], weights_dir: Optional[Union[str, os.PathLike]]) -> str:
-    from ..nets.weights import ENV_VAR, NET_WEIGHTS, WEIGHT_SPECS, _hub_checkpoints_dir
+    from ..nets.weights import ENV_VAR, NET_WEIGHTS, WEIGHT_SPECS, hub_checkpoints_dir
 
     urls = [f"{WEIGHT_SPECS[k].filename} from {WEIGHT_SPECS[k].url}" for k in NET_WEIGHTS[net]
             if WEIGHT_SPECS[k].filename in missing]
     if weights_dir is not None:
         where = f"the folder {weights_dir} (given as weights_dir / --weights-dir)"
     else:
-        where = (f"a folder named by ${ENV_VAR}, or the torch hub cache {_hub_checkpoints_dir()}, "
+        where = (f"a folder named by ${ENV_VAR}, or the torch hub cache {hub_checkpoints_dir()}, "
                  "or pass weights_dir / --weights-dir")
     return f"download {'; '.join(urls)} and put {'them' if len(urls) > 1 else 'it'} in {where}"
 

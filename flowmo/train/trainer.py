@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -24,8 +23,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .._device import check_device
-from .._state import check_finite, check_state_dict
+from ..devices import DistContext, init_process_group, resolve_device
+from ..state_dicts import check_finite, check_state_dict
 from ..model import CONFIG_NAME, WEIGHTS_NAME, FlowMo
 from .checkpoint import (
     CheckpointError,
@@ -144,40 +143,6 @@ def ema_update_(ema: dict[str, Tensor], params: dict[str, Tensor], decay: float,
     torch._foreach_lerp_([ema[n] for n in names], [params[n].detach().to(ema[n].dtype) for n in names], w)
 
 
-# ---------------------------------------------------------------------------------- distributed
-@dataclass
-class DistContext:
-    world: int = 1
-    rank: int = 0
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world > 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def from_env(cls) -> "DistContext":
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return cls()
-        return cls(world, int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def _resolve_device(name: str, ctx: DistContext) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", ctx.local_rank)
-        return torch.device("cpu")
-    dev = check_device(name, "train.device")  # ValueError naming it: malformed or not on this machine
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", ctx.local_rank)
-    return dev
-
-
 # ---------------------------------------------------------------------------------- trainer
 @dataclass
 class Counters:
@@ -201,14 +166,10 @@ class Trainer:
         self.tc = config.train
         self.out = Path(out_dir)
         self.ctx = DistContext.from_env()
-        if self.ctx.enabled and not dist.is_initialized():
-            backend = "nccl" if torch.cuda.is_available() and self.tc.device in ("auto", "cuda") else "gloo"
-            import datetime
-
-            dist.init_process_group(backend, timeout=datetime.timedelta(seconds=self.tc.dist_timeout_s))
+        self.device = resolve_device(self.tc.device, "train.device", self.ctx)  # the one device rule
+        init_process_group(self.device, self.ctx, timeout_s=self.tc.dist_timeout_s)
         if self.tc.threads is not None:
             torch.set_num_threads(self.tc.threads)
-        self.device = _resolve_device(self.tc.device, self.ctx)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         self._log = log or (lambda s: print(s, flush=True))
@@ -555,9 +516,14 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Held-out PSNR and SSIM (uint8 convention), and a PNG of originals over reconstructions."""
+        """Held-out PSNR and SSIM (uint8 convention), and a PNG of originals over reconstructions.
+
+        Held-out image ``i`` is decoded from :func:`flowmo.data.noise.image_noise` ``(train.seed,
+        [i])``: the noise ``flowmo eval --seed <train.seed>`` and ``flowmo reconstruct --seed
+        <train.seed>`` use for image ``i``."""
         from ..eval.metrics import psnr, ssim
         from ..data.grids import save_image_rows
+        from ..data.noise import image_noise
 
         if not hasattr(self, "_held_out"):
             self._held_out = self.held_out()
@@ -566,8 +532,9 @@ class Trainer:
         model.eval()
         x = self._held_out.to(self.device)
         sampler = {"steps": self.tc.eval.steps} if self.tc.eval.steps else None
-        g = torch.Generator(self.device).manual_seed(derive_seed(self.tc.seed, "eval"))
-        recon = model.reconstruct(x, generator=g, sampler=sampler)
+        # held-out image i is decoded from the noise of `flowmo eval --seed <train.seed>` for image i
+        noise = image_noise(self.tc.seed, range(x.shape[0]), x.shape[1:], device=self.device, dtype=model.dtype)
+        recon = model.reconstruct(x, noise=noise, sampler=sampler)
         model.train(was_training)
         metrics = {"eval/psnr": float(psnr(x, recon).mean()), "eval/ssim": float(ssim(x, recon).mean())}
         if self.ctx.main:
