@@ -52,13 +52,10 @@ images to reconstructions) over data and feeds an evaluator.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
-import time
-from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -66,6 +63,18 @@ from torch import Tensor, nn
 
 from ..devices import check_device
 from ..data.noise import image_noise
+from .codebook import DENSE_CODEBOOK_LIMIT, CodeCounts, code_summary, codebook_statistics
+from .conventions import (
+    CONVENTIONS,
+    FID_CONVENTION,
+    LPIPS_CONVENTION,
+    LPIPS_NETS,
+    PSNR5_CONVENTION,
+    PSNR_CONVENTION,
+    QUANTISATION,
+    SSIM_CONVENTION,
+)
+from .networks import file_sha256, how_to_get, name_hash_ok, resolve_net_files, unavailable
 from .metrics import (
     RELEASE_PSNR_BATCH,
     FeatureStats,
@@ -88,86 +97,20 @@ __all__ = [
     "file_sha256",
     "LPIPS_NETS",
     "DENSE_CODEBOOK_LIMIT",
+    # kept importable from here (they live in flowmo.eval.conventions)
+    "QUANTISATION",
+    "CONVENTIONS",
+    "PSNR_CONVENTION",
+    "PSNR5_CONVENTION",
+    "SSIM_CONVENTION",
+    "LPIPS_CONVENTION",
+    "FID_CONVENTION",
 ]
-
-#: LPIPS head name -> the flowmo.nets network name (whose weight files it needs).
-LPIPS_NETS = {"vgg": "lpips_vgg", "alex": "lpips_alex"}
-
-#: Codebooks up to this size are counted in a dense array; larger ones sparsely.
-DENSE_CODEBOOK_LIMIT = 2**20
 
 _DATA_RANGE = 255.0
 
-#: What "8 bits" means under each protocol (also written to metrics.json by ``flowmo eval``).
-QUANTISATION = {
-    "standard": "8 bits by rounding: round((x + 1) * 127.5) clamped to 0..255 (float64, half to even), "
-                "originals and reconstructions alike",
-    "release": "8 bits as the released evaluation (flowmo/evaluate.py): originals re-expressed as its data "
-               "loader makes them, float32(u / 127.5 - 1) with u = round((x + 1) * 127.5); reconstructions "
-               "clamped to [-1, 1]; then uint8(((x + 1) / 2) * 255.0) in float32, TRUNCATED by the cast",
-}
-_PSNR_EXACT = ("an exact reconstruction counts as the PSNR of one channel of one pixel off by one level "
-               "(the release would give inf)")
-CONVENTIONS = {
-    "standard": {
-        "psnr": "per image on the rounded 8-bit images, data range 255, MSE over all channels and pixels of "
-                "the image, then averaged over images; " + _PSNR_EXACT,
-        "psnr_batches_of_5": "PSNR of the pooled 8-bit MSE of consecutive groups of 5 images (in id order), "
-                             "averaged over groups (the release's averaging); for comparison only",
-        "ssim": "per image on the rounded 8-bit images as skimage structural_similarity(gaussian_weights=True, "
-                "sigma=1.5, use_sample_covariance=False, data_range=255, channel_axis), averaged over images",
-        "lpips": "LPIPS v0.1 per image on the rounded 8-bit images (as [-1, 1] floats), averaged over images",
-        "rfid": "exact Frechet distance (never negative) between Gaussians fitted (float64, N - 1 covariance) "
-                "to the 2048-d pool3 features of the FID InceptionV3 (pt_inception-2015-12-05) of the rounded "
-                "8-bit originals and reconstructions, each resized to 299x299 bilinearly",
-    },
-    "release": {
-        "psnr": "the release's PSNR: PSNR of the pooled 8-bit MSE (truncated images) of consecutive batches "
-                "of 5 images in id order, averaged over batches (its eval_batch_size 5, one process); "
-                + _PSNR_EXACT,
-        "psnr_batches_of_5": "the same as psnr",
-        "psnr_mean_over_images": "per-image PSNR on the truncated 8-bit images, averaged over images",
-        "ssim": "per image on the truncated 8-bit images as the release's skimage structural_similarity(rec, "
-                "gt, data_range=1.0, channel_axis=-1) on u8 / 255: 7x7 uniform window, sample covariances, "
-                "K1 0.01, K2 0.03, 3-pixel crop; averaged over images",
-        "lpips": "LPIPS v0.1 per image on the float images as the release: originals as its loader makes them, "
-                 "reconstructions clamped to [-1, 1], each through (x + 1) / 2 * 2 - 1 in float32; averaged",
-        "rfid": "exact Frechet distance (never negative) between Gaussians fitted (float64, N - 1 covariance) "
-                "to the 2048-d pool3 features of the FID InceptionV3 (pt_inception-2015-12-05) of the float "
-                "images as for LPIPS, each resized to 299x299 bilinearly (the release's scipy sqrtm formula "
-                "gives the same value up to its round-off where it does not fail)",
-    },
-}
-# the standard protocol's strings under their former names
-PSNR_CONVENTION = CONVENTIONS["standard"]["psnr"]
-PSNR5_CONVENTION = CONVENTIONS["standard"]["psnr_batches_of_5"]
-SSIM_CONVENTION = CONVENTIONS["standard"]["ssim"]
-LPIPS_CONVENTION = CONVENTIONS["standard"]["lpips"]
-FID_CONVENTION = CONVENTIONS["standard"]["rfid"]
-
 
 # ---------------------------------------------------------------------------------------------- helpers
-def file_sha256(path: Union[str, os.PathLike], chunk: int = 1 << 22) -> str:
-    """Hex SHA-256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
-
-
-def _name_hash_ok(filename: str, sha: str) -> Optional[bool]:
-    """torch hub names end in ``-<first hex digits of the sha256>``; None when a name has none."""
-    stem = Path(filename).name.split(".")[0]
-    tail = stem.rsplit("-", 1)[-1] if "-" in stem else ""
-    if len(tail) >= 6 and all(c in "0123456789abcdef" for c in tail):
-        return sha.startswith(tail)
-    return None
-
-
 def _mean(values: np.ndarray) -> float:
     return math.fsum(values.tolist()) / len(values) if len(values) else float("nan")
 
@@ -184,99 +127,6 @@ def _to_id_array(ids: Any, n: int) -> np.ndarray:
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"ids must be integers, got dtype {arr.dtype}")
     return arr.astype(np.int64)
-
-
-# ---------------------------------------------------------------------------------------------- codes
-class _CodeCounts:
-    """Occurrence counts of code indices per token group (dense up to DENSE_CODEBOOK_LIMIT codes)."""
-
-    def __init__(self, codebook_size: int, groups: int, tokens_per_image: int):
-        self.codebook_size = int(codebook_size)
-        self.groups = int(groups)
-        self.tokens_per_image = int(tokens_per_image)
-        self.dense = self.codebook_size <= DENSE_CODEBOOK_LIMIT
-        if self.dense:
-            self.counts: Any = np.zeros((self.groups, self.codebook_size), dtype=np.int64)
-        else:
-            self.counts = [dict() for _ in range(self.groups)]
-
-    def update(self, idx: np.ndarray) -> None:  # idx (N, groups)
-        for h in range(self.groups):
-            col = idx[:, h]
-            if self.dense:
-                self.counts[h] += np.bincount(col, minlength=self.codebook_size)
-            else:
-                vals, cnt = np.unique(col, return_counts=True)
-                d = self.counts[h]
-                for v, c in zip(vals.tolist(), cnt.tolist()):
-                    d[v] = d.get(v, 0) + c
-
-    def merge(self, other: "_CodeCounts") -> None:
-        if (other.codebook_size, other.groups, other.tokens_per_image) != (
-                self.codebook_size, self.groups, self.tokens_per_image):
-            raise ValueError("cannot merge code counts of different codebook sizes / group counts / token counts")
-        if self.dense:
-            self.counts += other.counts
-        else:
-            for d, o in zip(self.counts, other.counts):
-                for v, c in o.items():
-                    d[v] = d.get(v, 0) + c
-
-    def group_counts(self, h: int) -> np.ndarray:
-        if self.dense:
-            return self.counts[h]
-        return np.array(sorted(self.counts[h].values()), dtype=np.int64)
-
-
-def codebook_statistics(counts: np.ndarray, codebook_size: int) -> dict:
-    """Usage, entropy (bits) and perplexity of one group's code counts.
-
-    ``counts`` holds the occurrences of each used code (zeros allowed). ``usage`` is the
-    fraction of the ``codebook_size`` codes seen at least once; ``entropy_bits`` is
-    ``-sum p log2 p`` of the empirical code distribution (>= 0; one code used gives 0.0, never
-    -0.0) and ``perplexity`` ``2 ** entropy``.
-    """
-    counts = np.asarray(counts, dtype=np.int64)
-    total = int(counts.sum())
-    used = int((counts > 0).sum())
-    if total == 0:
-        return {"codes_used": 0, "usage": 0.0, "entropy_bits": 0.0, "perplexity": 1.0, "tokens": 0}
-    p = counts[counts > 0].astype(np.float64) / total
-    # each term p * log2(1 / p) >= 0, so the sum is >= 0; "+ 0.0" turns a -0.0 (p = 1) into 0.0
-    h = float((p * -np.log2(p)).sum()) + 0.0
-    return {"codes_used": used, "usage": used / codebook_size, "entropy_bits": h, "perplexity": float(2.0**h),
-            "tokens": total}
-
-
-# ---------------------------------------------------------------------------------------------- networks
-def _unavailable(missing: Sequence[str], how: str) -> dict:
-    return {"available": False, "missing": list(missing), "how": how}
-
-
-def _resolve_net_files(net: str, weights_dir: Optional[Union[str, os.PathLike]]) -> tuple[dict, list]:
-    """{weight key: path} of the files ``net`` needs, and the file names that are missing."""
-    from ..nets.weights import NET_WEIGHTS, WEIGHT_SPECS, MissingWeightsError, resolve_weights
-
-    found, missing = {}, []
-    for key in NET_WEIGHTS[net]:
-        try:
-            found[key] = resolve_weights(key, weights_dir)
-        except MissingWeightsError:
-            missing.append(WEIGHT_SPECS[key].filename)
-    return found, missing
-
-
-def _how(net: str, missing: Sequence[str], weights_dir: Optional[Union[str, os.PathLike]]) -> str:
-    from ..nets.weights import ENV_VAR, NET_WEIGHTS, WEIGHT_SPECS, hub_checkpoints_dir
-
-    urls = [f"{WEIGHT_SPECS[k].filename} from {WEIGHT_SPECS[k].url}" for k in NET_WEIGHTS[net]
-            if WEIGHT_SPECS[k].filename in missing]
-    if weights_dir is not None:
-        where = f"the folder {weights_dir} (given as weights_dir / --weights-dir)"
-    else:
-        where = (f"a folder named by ${ENV_VAR}, or the torch hub cache {hub_checkpoints_dir()}, "
-                 "or pass weights_dir / --weights-dir")
-    return f"download {'; '.join(urls)} and put {'them' if len(urls) > 1 else 'it'} in {where}"
 
 
 # ---------------------------------------------------------------------------------------------- evaluator
@@ -384,9 +234,9 @@ class Evaluator:
     def _add_from_files(self, metric: str, net: str) -> None:
         from ..nets import inception_fid, lpips_alex, lpips_vgg
 
-        found, missing = _resolve_net_files(net, self.weights_dir)
+        found, missing = resolve_net_files(net, self.weights_dir)
         if missing:
-            self.unavailable[metric] = _unavailable(missing, _how(net, missing, self.weights_dir))
+            self.unavailable[metric] = unavailable(missing, how_to_get(net, missing, self.weights_dir))
             return
         if net == "inception_fid":
             module = inception_fid(weights_path=found["inception_fid"])
@@ -408,7 +258,7 @@ class Evaluator:
                     sha = self._hash_cache.get(p) or file_sha256(p)
                     self._hash_cache[p] = sha
                     entry["sha256"] = sha
-                    entry["name_hash_ok"] = _name_hash_ok(Path(p).name, sha)
+                    entry["name_hash_ok"] = name_hash_ok(Path(p).name, sha)
                 out.append(entry)
         return out
 
@@ -428,7 +278,7 @@ class Evaluator:
             if m.startswith("lpips"):
                 self._values[m] = []
         self._feats = {"real": FeatureStats(), "fake": FeatureStats()} if "rfid" in self.nets else None
-        self._codes: Optional[_CodeCounts] = None
+        self._codes: Optional[CodeCounts] = None
         self._calls = [0, 0]  # sum over images of decoder calls, images with a count
         self._seconds: list[float] = []
         self._timed_images = 0
@@ -557,7 +407,7 @@ class Evaluator:
         if idx.size and (idx.min() < 0 or idx.max() >= size):
             raise ValueError(f"tokens must lie in [0, {size}), got values in [{idx.min()}, {idx.max()}]")
         if self._codes is None:
-            self._codes = _CodeCounts(size, g, t)
+            self._codes = CodeCounts(size, g, t)
         elif (self._codes.codebook_size, self._codes.groups, self._codes.tokens_per_image) != (size, g, t):
             raise ValueError("tokens changed layout between batches: codebook size, groups and tokens per image "
                              f"were ({self._codes.codebook_size}, {self._codes.groups}, "
@@ -623,7 +473,7 @@ class Evaluator:
                 continue
             if codes is None:
                 c = s["codes"]
-                codes = _CodeCounts(c.codebook_size, c.groups, c.tokens_per_image)
+                codes = CodeCounts(c.codebook_size, c.groups, c.tokens_per_image)
             codes.merge(s["codes"])
         calls = [math.fsum(s["calls"][0] for s in states), sum(s["calls"][1] for s in states)]
         seconds = math.fsum(x for s in states for x in s["seconds"])
@@ -703,7 +553,7 @@ class Evaluator:
             out["rfid_note"] = (f"rFID from {n} images (< 2048, the feature dimension): the covariances are "
                                 "singular; not comparable to values from 50,000 images")
         out["bits_per_pixel"] = self.bits_per_pixel
-        out["codebook"] = None if m["codes"] is None else _code_summary(m["codes"])
+        out["codebook"] = None if m["codes"] is None else code_summary(m["codes"])
         out["decoder_calls_per_image"] = m["calls"][0] / m["calls"][1] if m["calls"][1] else None
         out["seconds_per_image"] = m["seconds"] / m["timed"] if m["timed"] else None
         out["networks"] = {k: dict(i) for k, i in self.net_info.items()}
@@ -731,173 +581,5 @@ def _select_examples(entries: list, k: int) -> dict[str, list]:
     return {"best": best, "worst": worst}
 
 
-def _code_summary(codes: _CodeCounts) -> dict:
-    groups = [codebook_statistics(codes.group_counts(h), codes.codebook_size) for h in range(codes.groups)]
-    return {
-        "codebook_size": codes.codebook_size,
-        "groups": codes.groups,
-        "tokens_per_image": codes.tokens_per_image,
-        "max_entropy_bits": math.log2(codes.codebook_size),
-        "usage": _mean(np.array([g["usage"] for g in groups])),
-        "entropy_bits": _mean(np.array([g["entropy_bits"] for g in groups])),
-        "perplexity": _mean(np.array([g["perplexity"] for g in groups])),
-        "per_group": groups,
-    }
-
-
-# ---------------------------------------------------------------------------------------------- models
-def _batches(data: Any, batch_size: int) -> Iterable[tuple[Tensor, Optional[Any]]]:
-    """(images, ids or None) from a tensor, or an iterable of tensors, (images, ids) pairs or dicts."""
-    if isinstance(data, Tensor):
-        if data.ndim != 4:
-            raise ValueError(f"data as a tensor must have shape (N, 3, H, W), got {tuple(data.shape)}")
-        for s in range(0, data.shape[0], batch_size):
-            yield data[s:s + batch_size], torch.arange(s, min(s + batch_size, data.shape[0]))
-        return
-    for item in data:
-        if isinstance(item, Tensor):
-            yield item, None
-        elif isinstance(item, Mapping):
-            yield item["images"], item.get("ids")
-        elif isinstance(item, (tuple, list)) and len(item) >= 1:
-            yield item[0], (item[1] if len(item) > 1 else None)
-        else:
-            raise TypeError("data must yield image tensors, (images, ids) pairs or dicts with 'images' "
-                            f"(and 'ids'), got {type(item).__name__}")
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def evaluate_model(
-    model: Union[nn.Module, Callable[[Tensor], Any]],
-    data: Any,
-    *,
-    evaluator: Optional[Evaluator] = None,
-    sampler: Any = None,
-    seed: int = 0,
-    device: Union[str, torch.device, None] = None,
-    batch_size: int = 16,
-    limit: Optional[int] = None,
-    groups: bool = True,
-    autocast_dtype: Optional[torch.dtype] = None,
-    tokens_fn: Optional[Callable[[Tensor], Tensor]] = None,
-    progress: bool = True,
-    total: Optional[int] = None,
-    protocol: Optional[str] = None,
-    **evaluator_kwargs: Any,
-) -> dict:
-    """Reconstruct every image of ``data`` with ``model`` and return ``evaluator.compute()``.
-
-    ``model`` is a :class:`~flowmo.FlowMo` (encoded, quantized and decoded with ``sampler``;
-    image ``i`` is decoded from the noise :func:`image_noise` ``(seed, i)``, so results depend on
-    batching or ranks only through float rounding; tokens, decoder calls and bits per pixel are
-    recorded) or any
-    callable ``images -> reconstructions`` (a tensor, or an object with ``.images`` and
-    optionally ``.decoder_calls``, or a dict with ``"images"``), with ``tokens_fn`` giving tokens.
-    A FlowMo's reconstructions are clamped to [-1, 1] (any sampler, ``clip=False`` included: the
-    metrics clamp them anyway); a callable's go to :meth:`Evaluator.update` as returned, under the
-    metrics' value range rule (clamped to [-1, 1]; [0, 255] output raises ``ValueError``).
-
-    ``data`` is an (N, 3, H, W) tensor (ids 0..N-1, batches of ``batch_size``) or an iterable of
-    tensors, ``(images, ids)`` pairs or dicts ``{"images", "ids"}``. ``limit`` stops after that
-    many images (on this rank); ``total`` is the progress bar's image count. Reconstruction time
-    (encoder + decoder, synchronised) is recorded per batch; ``autocast_dtype`` (e.g.
-    ``torch.bfloat16``) runs the reconstruction under autocast.
-    Without ``evaluator`` one is built from ``evaluator_kwargs``.
-
-    ``device`` (default: the model's, else the evaluator's, else the CPU): a malformed or
-    unavailable one raises ValueError naming ``device``.
-
-    ``protocol`` (``"standard"`` or ``"release"``, see :class:`Evaluator`) is passed to the
-    evaluator that is built (default ``"standard"``); with an ``evaluator`` it must equal
-    ``evaluator.protocol`` (or be None), else ``ValueError``.
-    """
-    from tqdm.auto import tqdm
-
-    if protocol is not None:
-        _check_protocol(protocol)
-    if evaluator is None:
-        evaluator = Evaluator(**evaluator_kwargs, **({} if protocol is None else {"protocol": protocol}))
-    elif evaluator_kwargs:
-        raise ValueError(f"evaluator_kwargs {sorted(evaluator_kwargs)} given together with an evaluator")
-    elif protocol is not None and protocol != evaluator.protocol:
-        raise ValueError(f"protocol={protocol!r} but the evaluator given uses protocol {evaluator.protocol!r}")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
-        raise ValueError(f"limit must be a positive int, got {limit!r}")
-    from ..model import FlowMo
-
-    is_flowmo = isinstance(model, FlowMo)
-    if device is None:
-        device = model.device if is_flowmo else (evaluator.device or torch.device("cpu"))
-    device = check_device(device, "device")
-    was_training = isinstance(model, nn.Module) and model.training
-    if isinstance(model, nn.Module):
-        model.eval()
-    if is_flowmo and evaluator.bits_per_pixel is None:
-        evaluator.bits_per_pixel = float(model.spec.bits_per_pixel)
-    group_fn = model.quantizer.codes_to_group_indices if is_flowmo and model.quantizer.has_groups else None
-    world, rank = evaluator._world()
-    amp = (torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype is not None
-           else nullcontext())
-    seen, local_count = 0, 0
-    if total is None:
-        total = data.shape[0] if isinstance(data, Tensor) else None
-        if limit is not None:
-            total = limit if total is None else min(total, limit)
-    bar = tqdm(total=total, unit="img", disable=not progress or rank != 0, desc="evaluating", dynamic_ncols=True)
-    try:
-        for images, ids in _batches(data, batch_size):
-            if limit is not None and seen >= limit:
-                break
-            if limit is not None and seen + images.shape[0] > limit:
-                images = images[: limit - seen]
-                ids = None if ids is None else ids[: limit - seen]
-            b = images.shape[0]
-            if b == 0:
-                continue
-            if ids is None:
-                ids_arr = (np.arange(local_count, local_count + b, dtype=np.int64) * world + rank)
-            else:
-                ids_arr = _to_id_array(ids, b)
-            local_count += b
-            x = images.to(device)
-            tokens, codebook, calls = None, None, None
-            _sync(device)
-            t0 = time.perf_counter()
-            with torch.no_grad(), amp:
-                if is_flowmo:
-                    q = model.quantize(model.encode(x))
-                    noise = image_noise(seed, ids_arr.tolist(), x.shape[1:], device=device, dtype=q.values.dtype)
-                    out = model.decode(q.values, noise=noise, sampler=sampler)
-                    # the model's own [-1, 1] output: clamped here (as a clipping sampler does), so
-                    # an unclipped sampler's overshoot never trips the metrics' value range check
-                    recon, calls = out.images.clamp(-1.0, 1.0), out.decoder_calls
-                else:
-                    out = model(x)
-                    if isinstance(out, Mapping):
-                        recon, calls = out["images"], out.get("decoder_calls")
-                    elif isinstance(out, Tensor):
-                        recon = out
-                    else:
-                        recon, calls = out.images, getattr(out, "decoder_calls", None)
-            _sync(device)
-            seconds = time.perf_counter() - t0
-            if is_flowmo:
-                if groups and group_fn is not None:
-                    tokens, codebook = group_fn(q.values.float()), int(model.quantizer.group_codebook_size)
-                else:
-                    tokens, codebook = q.indices, int(model.quantizer.codebook_size)
-            elif tokens_fn is not None:
-                tokens = tokens_fn(x)
-            evaluator.update(x.float(), recon.float(), ids=ids_arr, tokens=tokens, codebook=codebook,
-                             decoder_calls=calls, seconds=seconds)
-            seen += b
-            bar.update(b)
-    finally:
-        bar.close()
-        if was_training:
-            model.train()
-    return evaluator.compute()
+# the run over a data set lives in flowmo.eval.run (it builds an Evaluator); kept importable from here
+from .run import evaluate_model  # noqa: E402
