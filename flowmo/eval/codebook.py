@@ -4,11 +4,13 @@ usage, entropy and perplexity."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
+import torch
+from torch import Tensor
 
-__all__ = ["CodeCounts", "codebook_statistics", "code_summary", "DENSE_CODEBOOK_LIMIT"]
+__all__ = ["CodeCounts", "count_tokens", "codebook_statistics", "code_summary", "DENSE_CODEBOOK_LIMIT"]
 
 #: Codebooks up to this size are counted in a dense array; larger ones sparsely.
 DENSE_CODEBOOK_LIMIT = 2**20
@@ -93,3 +95,31 @@ def code_summary(codes: CodeCounts) -> dict:
         "perplexity": _mean(np.array([g["perplexity"] for g in groups])),
         "per_group": groups,
     }
+
+
+def count_tokens(codes: Optional[CodeCounts], tokens: Tensor, b: int, size: Optional[int]) -> CodeCounts:
+    """Add a batch of ``b`` images' ``tokens`` (an integer tensor (b, T) of indices, or (b, T, G) of
+    indices per token group, each in [0, ``size``)) to ``codes`` (None: new counts of this layout);
+    returns the counts. Raises TypeError for another kind of tensor, ValueError for another shape, a
+    missing ``size``, indices out of range or a layout other than ``codes``' own."""
+    if not isinstance(tokens, Tensor) or tokens.is_floating_point() or tokens.dtype == torch.bool:
+        raise TypeError("tokens must be an integer torch.Tensor of shape (B, T) or (B, T, G)")
+    if tokens.ndim not in (2, 3) or tokens.shape[0] != b:
+        raise ValueError(f"tokens must have shape ({b}, T) or ({b}, T, G), got {tuple(tokens.shape)}")
+    if size is None:
+        raise ValueError("codebook statistics need the codebook size: pass codebook= to update "
+                         "or codebook_size= to Evaluator")
+    size = int(size)
+    t = tokens.shape[1]
+    g = tokens.shape[2] if tokens.ndim == 3 else 1
+    idx = tokens.detach().reshape(b * t, g).cpu().numpy().astype(np.int64)
+    if idx.size and (idx.min() < 0 or idx.max() >= size):
+        raise ValueError(f"tokens must lie in [0, {size}), got values in [{idx.min()}, {idx.max()}]")
+    if codes is None:
+        codes = CodeCounts(size, g, t)
+    elif (codes.codebook_size, codes.groups, codes.tokens_per_image) != (size, g, t):
+        raise ValueError("tokens changed layout between batches: codebook size, groups and tokens per image "
+                         f"were ({codes.codebook_size}, {codes.groups}, "
+                         f"{codes.tokens_per_image}), now ({size}, {g}, {t})")
+    codes.update(idx)
+    return codes

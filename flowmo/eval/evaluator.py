@@ -48,6 +48,12 @@ to a single-process run that computed the same per-image values.
 
 :func:`evaluate_model` runs a model (a :class:`~flowmo.FlowMo` or any callable mapping
 images to reconstructions) over data and feeds an evaluator.
+
+The parts: this module turns batches into per-image values; :mod:`flowmo.eval.state` holds what
+is accumulated and merged (dataclasses) and derives the metrics; :mod:`flowmo.eval.networks`
+finds and loads the networks; :mod:`flowmo.eval.codebook` counts codes;
+:mod:`flowmo.eval.conventions` words the conventions; :mod:`flowmo.eval.run` is
+:func:`evaluate_model`.
 """
 
 from __future__ import annotations
@@ -63,7 +69,7 @@ from torch import Tensor, nn
 
 from ..devices import check_device
 from ..data.noise import image_noise
-from .codebook import DENSE_CODEBOOK_LIMIT, CodeCounts, code_summary, codebook_statistics
+from .codebook import DENSE_CODEBOOK_LIMIT, codebook_statistics, count_tokens
 from .conventions import (
     CONVENTIONS,
     FID_CONVENTION,
@@ -74,17 +80,14 @@ from .conventions import (
     QUANTISATION,
     SSIM_CONVENTION,
 )
-from .networks import file_sha256, how_to_get, name_hash_ok, resolve_net_files, unavailable
+from .state import Accumulated, Merged, select_examples
+from .networks import NetworksMixin, file_sha256
 from .metrics import (
-    RELEASE_PSNR_BATCH,
-    FeatureStats,
     _check_protocol,
     _compute_device,
     _psnr_from_mse,
     _ssim_min_size,
     _ssim_quantised,
-    batched_psnr,
-    frechet_distance,
     quantise_pair,
     release_originals,
 )
@@ -130,7 +133,7 @@ def _to_id_array(ids: Any, n: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- evaluator
-class Evaluator:
+class Evaluator(NetworksMixin):
     """Streaming reconstruction metrics; see the module docstring for every convention.
 
     Args:
@@ -219,72 +222,11 @@ class Evaluator:
         self.rank_by = rank_by
         self.reset()
 
-    # -- networks
-    def _add_explicit(self, metric: str, module: nn.Module) -> None:
-        if not isinstance(module, nn.Module):
-            raise TypeError(f"the network for {metric} must be a torch.nn.Module, got {type(module).__name__}")
-        module.eval()
-        self.nets[metric] = module
-        self.net_info[metric] = {
-            "source": "explicit module given by the caller",
-            "note": "weights unknown to the evaluator: comparable to published numbers only if the module "
-                    "holds the standard pretrained weights",
-        }
-
-    def _add_from_files(self, metric: str, net: str) -> None:
-        from ..nets import inception_fid, lpips_alex, lpips_vgg
-
-        found, missing = resolve_net_files(net, self.weights_dir)
-        if missing:
-            self.unavailable[metric] = unavailable(missing, how_to_get(net, missing, self.weights_dir))
-            return
-        if net == "inception_fid":
-            module = inception_fid(weights_path=found["inception_fid"])
-        elif net == "lpips_vgg":
-            module = lpips_vgg(weights_path=found["lpips_vgg_heads"], trunk_weights_path=found["vgg16"])
-        else:
-            module = lpips_alex(weights_path=found["lpips_alex_heads"], trunk_weights_path=found["alexnet"])
-        self.nets[metric] = module
-        self.net_info[metric] = {"source": "weight files", "files": [str(p) for p in found.values()]}
-
-    def weight_files(self, hashes: bool = True) -> list[dict]:
-        """The weight files used: network, file name, path and (with ``hashes``) SHA-256, plus
-        whether the hash prefix in a torch hub name matches it (None for names without one)."""
-        out = []
-        for metric, info in self.net_info.items():
-            for p in info.get("files", []):
-                entry: dict[str, Any] = {"metric": metric, "file": Path(p).name, "path": str(p)}
-                if hashes:
-                    sha = self._hash_cache.get(p) or file_sha256(p)
-                    self._hash_cache[p] = sha
-                    entry["sha256"] = sha
-                    entry["name_hash_ok"] = name_hash_ok(Path(p).name, sha)
-                out.append(entry)
-        return out
-
-    def _net(self, metric: str, device: torch.device) -> nn.Module:
-        net = self.nets[metric]
-        if self._net_device.get(metric) != device:
-            net.to(device)
-            self._net_device[metric] = device
-        return net
-
     # -- state
     def reset(self) -> None:
         """Forget every image seen."""
-        self._ids: list[np.ndarray] = []
-        self._values: dict[str, list[np.ndarray]] = {k: [] for k in ("psnr", "ssim", "mse", "psnr_cap", "npix")}
-        for m in self.nets:
-            if m.startswith("lpips"):
-                self._values[m] = []
-        self._feats = {"real": FeatureStats(), "fake": FeatureStats()} if "rfid" in self.nets else None
-        self._codes: Optional[CodeCounts] = None
-        self._calls = [0, 0]  # sum over images of decoder calls, images with a count
-        self._seconds: list[float] = []
-        self._timed_images = 0
-        self._examples: dict[str, list] = {"best": [], "worst": []}
-        self._n_local = 0
-        self._merged: Optional[dict] = None
+        self._acc = Accumulated.empty([m for m in self.nets if m.startswith("lpips")], fid="rfid" in self.nets)
+        self._merged: Optional[Merged] = None
         if not hasattr(self, "_net_device"):
             self._net_device: dict[str, torch.device] = {}
             self._hash_cache: dict[str, str] = {}
@@ -332,7 +274,7 @@ class Evaluator:
             return
         world, rank = self._world()
         if ids is None:
-            ids_arr = (np.arange(self._n_local, self._n_local + b, dtype=np.int64) * world + rank)
+            ids_arr = (np.arange(self._acc.n_local, self._acc.n_local + b, dtype=np.int64) * world + rank)
         else:
             ids_arr = _to_id_array(ids, b)
         if tokens is None and self.tokens_fn is not None:
@@ -349,34 +291,34 @@ class Evaluator:
         cdev = _compute_device(o8.device)
         a, b8 = o8.to(device=cdev, dtype=torch.float64), r8.to(device=cdev, dtype=torch.float64)
         mse = (a - b8).square().flatten(1).mean(1)
-        self._values["psnr"].append(_psnr_from_mse(mse).cpu().numpy())
-        self._values["ssim"].append(_ssim_quantised(a, b8, self.protocol).cpu().numpy())
-        self._values["mse"].append(mse.cpu().numpy())
+        self._acc.values["psnr"].append(_psnr_from_mse(mse).cpu().numpy())
+        self._acc.values["ssim"].append(_ssim_quantised(a, b8, self.protocol).cpu().numpy())
+        self._acc.values["mse"].append(mse.cpu().numpy())
         npix = originals[0].numel()
-        self._values["psnr_cap"].append(np.full(b, 10.0 * math.log10(_DATA_RANGE**2 * npix)))
-        self._values["npix"].append(np.full(b, npix, dtype=np.int64))
+        self._acc.values["psnr_cap"].append(np.full(b, 10.0 * math.log10(_DATA_RANGE**2 * npix)))
+        self._acc.values["npix"].append(np.full(b, npix, dtype=np.int64))
 
         dev = self.device or originals.device
         of, rf = self._network_inputs(originals, reconstructions, o8, r8, dev)
         for m in self.nets:
             if m.startswith("lpips"):
                 v = self._net(m, dev)(of, rf)
-                self._values[m].append(v.detach().double().reshape(b).cpu().numpy())
-        if self._feats is not None:
+                self._acc.values[m].append(v.detach().double().reshape(b).cpu().numpy())
+        if self._acc.feats is not None:
             inc = self._net("rfid", dev)
-            self._feats["real"].update(inc(of).detach().double().cpu().numpy())
-            self._feats["fake"].update(inc(rf).detach().double().cpu().numpy())
+            self._acc.feats["real"].update(inc(of).detach().double().cpu().numpy())
+            self._acc.feats["fake"].update(inc(rf).detach().double().cpu().numpy())
 
         if decoder_calls is not None:
-            self._calls[0] += float(decoder_calls) * b
-            self._calls[1] += b
+            self._acc.calls[0] += float(decoder_calls) * b
+            self._acc.calls[1] += b
         if seconds is not None:
-            self._seconds.append(float(seconds))
-            self._timed_images += b
-        self._ids.append(ids_arr)
-        self._n_local += b
+            self._acc.seconds.append(float(seconds))
+            self._acc.timed_images += b
+        self._acc.ids.append(ids_arr)
+        self._acc.n_local += b
         if self.keep_examples:
-            key = self._values[self.rank_by][-1] if self.rank_by in self._values else None
+            key = self._acc.values[self.rank_by][-1] if self.rank_by in self._acc.values else None
             self._keep(ids_arr, key, o8.cpu(), r8.cpu())
         self._merged = None
 
@@ -392,27 +334,8 @@ class Evaluator:
         return o8.to(dev).float() / 127.5 - 1.0, r8.to(dev).float() / 127.5 - 1.0
 
     def _update_codes(self, tokens: Tensor, b: int, codebook: Optional[int]) -> None:
-        if not isinstance(tokens, Tensor) or tokens.is_floating_point() or tokens.dtype == torch.bool:
-            raise TypeError("tokens must be an integer torch.Tensor of shape (B, T) or (B, T, G)")
-        if tokens.ndim not in (2, 3) or tokens.shape[0] != b:
-            raise ValueError(f"tokens must have shape ({b}, T) or ({b}, T, G), got {tuple(tokens.shape)}")
         size = codebook if codebook is not None else self.codebook_size
-        if size is None:
-            raise ValueError("codebook statistics need the codebook size: pass codebook= to update "
-                             "or codebook_size= to Evaluator")
-        size = int(size)
-        t = tokens.shape[1]
-        g = tokens.shape[2] if tokens.ndim == 3 else 1
-        idx = tokens.detach().reshape(b * t, g).cpu().numpy().astype(np.int64)
-        if idx.size and (idx.min() < 0 or idx.max() >= size):
-            raise ValueError(f"tokens must lie in [0, {size}), got values in [{idx.min()}, {idx.max()}]")
-        if self._codes is None:
-            self._codes = CodeCounts(size, g, t)
-        elif (self._codes.codebook_size, self._codes.groups, self._codes.tokens_per_image) != (size, g, t):
-            raise ValueError("tokens changed layout between batches: codebook size, groups and tokens per image "
-                             f"were ({self._codes.codebook_size}, {self._codes.groups}, "
-                             f"{self._codes.tokens_per_image}), now ({size}, {g}, {t})")
-        self._codes.update(idx)
+        self._acc.codes = count_tokens(self._acc.codes, tokens, b, size)
 
     # -- examples
     def _goodness(self, values: np.ndarray) -> np.ndarray:
@@ -423,64 +346,25 @@ class Evaluator:
             return
         good = self._goodness(key)
         new = [(float(good[i]), int(ids[i]), float(key[i]), o8[i].clone(), r8[i].clone()) for i in range(len(ids))]
-        self._examples = _select_examples(self._examples["best"] + self._examples["worst"] + new,
+        self._acc.examples = select_examples(self._acc.examples["best"] + self._acc.examples["worst"] + new,
                                           self.keep_examples)
 
     # -- gathering
-    def _local_state(self) -> dict:
-        cat = (lambda xs: np.concatenate(xs) if xs else np.zeros(0))
-        return {
-            "ids": np.concatenate(self._ids) if self._ids else np.zeros(0, dtype=np.int64),
-            "values": {k: cat(v) for k, v in self._values.items()},
-            "feats": None if self._feats is None else {k: s.state_dict() for k, s in self._feats.items()},
-            "codes": self._codes,
-            "calls": list(self._calls),
-            "seconds": list(self._seconds),
-            "timed": self._timed_images,
-            "examples": self._examples["best"] + self._examples["worst"],
-        }
-
-    def _merge(self) -> dict:
+    def _merge(self) -> Merged:
+        """Every process's accumulation merged (a collective under a process group), cached until
+        the next ``update``."""
         if self._merged is not None:
             return self._merged
         import torch.distributed as dist
 
         world, _ = self._world()
-        local = self._local_state()
+        local = self._acc.portable()
         if world > 1:
             states: list = [None] * world
             dist.all_gather_object(states, local)
         else:
             states = [local]
-        ids = np.concatenate([s["ids"] for s in states]).astype(np.int64)
-        order = np.argsort(ids, kind="stable")
-        ids = ids[order]
-        if len(ids) and np.any(ids[1:] == ids[:-1]):
-            dup = sorted(set(ids[1:][ids[1:] == ids[:-1]].tolist()))[:10]
-            raise ValueError(f"image ids must be unique across updates (and ranks); repeated: {dup}")
-        values = {k: np.concatenate([s["values"][k] for s in states])[order] for k in local["values"]}
-        feats = None
-        if local["feats"] is not None:
-            feats = {}
-            for k in ("real", "fake"):
-                acc = FeatureStats()
-                for s in states:
-                    acc.merge(FeatureStats.from_state_dict(s["feats"][k]))
-                feats[k] = acc
-        codes = None
-        for s in states:
-            if s["codes"] is None:
-                continue
-            if codes is None:
-                c = s["codes"]
-                codes = CodeCounts(c.codebook_size, c.groups, c.tokens_per_image)
-            codes.merge(s["codes"])
-        calls = [math.fsum(s["calls"][0] for s in states), sum(s["calls"][1] for s in states)]
-        seconds = math.fsum(x for s in states for x in s["seconds"])
-        timed = sum(s["timed"] for s in states)
-        examples = _select_examples([e for s in states for e in s["examples"]], self.keep_examples)
-        self._merged = {"ids": ids, "values": values, "feats": feats, "codes": codes, "calls": calls,
-                        "seconds": seconds, "timed": timed, "examples": examples}
+        self._merged = Merged.from_states(states, self.keep_examples)
         return self._merged
 
     # -- results
@@ -489,8 +373,8 @@ class Evaluator:
         ``ssim``, ``mse`` (uint8 scale) and each available ``lpips_*``. A collective under a
         process group."""
         m = self._merge()
-        out = {"id": m["ids"].copy()}
-        out.update({k: v.copy() for k, v in m["values"].items() if k not in ("psnr_cap", "npix")})
+        out = {"id": m.ids.copy()}
+        out.update({k: v.copy() for k, v in m.values.items() if k not in ("psnr_cap", "npix")})
         return out
 
     def examples(self) -> dict[str, list[dict]]:
@@ -499,8 +383,8 @@ class Evaluator:
         ``best``, worst first in ``worst``. A collective under a process group."""
         m = self._merge()
         conv = (lambda e: {"id": e[1], "value": e[2], "original": e[3], "reconstruction": e[4]})
-        return {"best": [conv(e) for e in m["examples"]["best"]],
-                "worst": [conv(e) for e in m["examples"]["worst"]],
+        return {"best": [conv(e) for e in m.examples["best"]],
+                "worst": [conv(e) for e in m.examples["worst"]],
                 "ranked_by": self.rank_by}
 
     def compute(self) -> dict:
@@ -526,59 +410,9 @@ class Evaluator:
             raise payload
         return payload
 
-    def _compute(self, m: dict) -> dict:
-        n = len(m["ids"])
-        v = m["values"]
-        out: dict[str, Any] = {"n_images": n}
-        if n == 0:
-            raise ValueError("no images were given to the evaluator (update was never called with a non-empty batch)")
-        out["protocol"] = self.protocol
-        p = v["psnr"]
-        exact = ~np.isfinite(p)
-        per_image_mean = _mean(np.where(exact, v["psnr_cap"], p))
-        batches = batched_psnr(v["mse"], RELEASE_PSNR_BATCH, values_per_image=v["npix"])
-        out["psnr"] = batches if self.protocol == "release" else per_image_mean
-        out["psnr_mean_over_images"] = per_image_mean
-        out["psnr_exact_images"] = int(exact.sum())
-        out["psnr_batches_of_5"] = batches
-        out["ssim"] = _mean(v["ssim"])
-        for name in self.metric_names:
-            if name in self.unavailable:
-                out[name] = dict(self.unavailable[name])
-            elif name.startswith("lpips"):
-                out[name] = _mean(v[name])
-            else:
-                out[name] = self._fid(m["feats"])
-        if n < 2048 and isinstance(out.get("rfid"), float):
-            out["rfid_note"] = (f"rFID from {n} images (< 2048, the feature dimension): the covariances are "
-                                "singular; not comparable to values from 50,000 images")
-        out["bits_per_pixel"] = self.bits_per_pixel
-        out["codebook"] = None if m["codes"] is None else code_summary(m["codes"])
-        out["decoder_calls_per_image"] = m["calls"][0] / m["calls"][1] if m["calls"][1] else None
-        out["seconds_per_image"] = m["seconds"] / m["timed"] if m["timed"] else None
-        out["networks"] = {k: dict(i) for k, i in self.net_info.items()}
-        out["conventions"] = dict(CONVENTIONS[self.protocol])
-        return out
-
-    @staticmethod
-    def _fid(feats: Optional[dict]) -> Any:
-        if feats is None:
-            return None
-        if feats["real"].count < 2:
-            return {"available": False, "missing": [], "how": "rFID needs at least 2 images"}
-        mu1, s1 = feats["real"].statistics()
-        mu2, s2 = feats["fake"].statistics()
-        return frechet_distance(mu1, s1, mu2, s2)
-
-
-def _select_examples(entries: list, k: int) -> dict[str, list]:
-    """Best k (largest goodness, then smallest id) and worst k (smallest goodness, then smallest id)."""
-    if k == 0 or not entries:
-        return {"best": [], "worst": []}
-    uniq = {e[1]: e for e in entries}.values()
-    best = sorted(uniq, key=lambda e: (-e[0], e[1]))[:k]
-    worst = sorted(uniq, key=lambda e: (e[0], e[1]))[:k]
-    return {"best": best, "worst": worst}
+    def _compute(self, m: Merged) -> dict:
+        return m.results(protocol=self.protocol, metric_names=self.metric_names, unavailable=self.unavailable,
+                         bits_per_pixel=self.bits_per_pixel, net_info=self.net_info)
 
 
 # the run over a data set lives in flowmo.eval.run (it builds an Evaluator); kept importable from here

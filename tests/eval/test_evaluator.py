@@ -340,4 +340,4 @@ def test_random_inception_plugs_in_with_2048_features():
     x, r = _photos(3)
     ev = Evaluator(lpips=(), inception=inception_fid(pretrained=False))
     ev.update(x, r)
-    assert {k: (s.count, s.dim) for k, s in ev._feats.items()} == {"real": (3, 2048), "fake": (3, 2048)}
+    assert {k: (s.count, s.dim) for k, s in ev._acc.feats.items()} == {"real": (3, 2048), "fake": (3, 2048)}
