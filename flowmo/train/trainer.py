@@ -10,12 +10,12 @@ reaches the same weights as an uninterrupted run (bitwise on one CPU process), a
 This module holds the loop (set-up, one step, ``fit``, SIGTERM); its other responsibilities live
 beside it: the data order (:mod:`~flowmo.train.sampler`), EMA and renormalisation
 (:mod:`~flowmo.train.ema`), checkpoints of a run (:mod:`~flowmo.train.checkpointing`), held-out
-evaluation and images (:mod:`~flowmo.train.evaluation`).
+evaluation and images (:mod:`~flowmo.train.evaluation`), the parameters trained
+(:mod:`~flowmo.train.freezing`) and the metric records (:mod:`~flowmo.train.records`).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from contextlib import nullcontext
@@ -35,6 +35,8 @@ from .config import TrainConfig, read_train_config
 from .counters import Counters
 from .ema import block_linear_weights, ema_update_, renormalize_
 from .evaluation import EvaluationMixin
+from .freezing import FreezingMixin
+from .records import RecordsMixin
 from .sampler import StepBatchSampler, _collate, _Indexed, derive_seed
 
 __all__ = ["Trainer", "derive_seed", "StepBatchSampler", "TrainingStopped", "renormalize_", "ema_update_"]
@@ -45,7 +47,7 @@ class TrainingStopped(RuntimeError):
 
 
 # ---------------------------------------------------------------------------------- trainer
-class Trainer(CheckpointingMixin, EvaluationMixin):
+class Trainer(CheckpointingMixin, EvaluationMixin, FreezingMixin, RecordsMixin):
     """Trains a FlowMo model as a TrainConfig says, writing into ``out_dir``.
 
     ``out_dir`` gets ``config.json`` (the resolved config), ``checkpoints/``, ``metrics.jsonl``,
@@ -126,50 +128,6 @@ class Trainer(CheckpointingMixin, EvaluationMixin):
                     f"{self.out} holds a run of a different model architecture; use another output folder"
                 )
         atomic_write_text(path, text + "\n")
-
-    def _freeze_unused(self) -> None:
-        """Parameters no loss can change are found with one dry-run backward on random images and
-        frozen: those without a gradient or with an exactly zero one (the encoder's time and
-        modulation layers, heads whose output is unused, the encoder's latent input weight, whose
-        input is all zeros, ...). DDP then needs no unused-parameter search."""
-        s = self.config.model.image_size
-        g = torch.Generator(self.device).manual_seed(derive_seed(self.tc.seed, "dry-run"))
-        x = torch.rand(2, 3, s, s, generator=g, device=self.device) * 2 - 1
-        self.model.train()
-        out = self.model(x, objective=self.objective, generator=g, cfg_dropout=False)
-        out.total.backward()
-        self.unused = [n for n, p in self.model.named_parameters()
-                       if p.requires_grad and (p.grad is None or not bool(p.grad.any()))]
-        for n, p in self.model.named_parameters():
-            p.grad = None
-            if n in self.unused:
-                p.requires_grad_(False)
-
-    def _freeze_encoder(self) -> None:
-        for p in self.model.encoder.parameters():
-            p.requires_grad_(False)
-
-    @property
-    def encoder_frozen(self) -> bool:
-        """True when no encoder parameter is trained any more."""
-        return not any(p.requires_grad for p in self.model.encoder.parameters())
-
-    def _apply_encoder_freeze(self, *, wrap: bool = True) -> None:
-        """Stage 1A's ``train.freeze_encoder_at = N``: once the step counter reads N (N steps
-        done; at construction for N = 0 or a resumed run already past N), freeze the encoder and
-        rebuild the optimizer (and the DDP wrapper, with ``wrap``) for the parameters left.
-        Idempotent: nothing happens when the encoder is frozen already."""
-        f = self.tc.freeze_encoder_at
-        if self.tc.stage != "1a" or f is None or self.step < f or self.encoder_frozen:
-            return
-        self._freeze_encoder()
-        self.optimizer = self._make_optimizer()
-        if wrap:
-            self.ddp = self._wrap()
-        if self.ctx.main:
-            what = "the encoder is never trained" if f == 0 else f"the encoder was trained for {f} steps"
-            self._log(f"step {self.step}: encoder frozen (train.freeze_encoder_at={f}: {what}); "
-                      "optimizer rebuilt for the decoder")
 
     def _trainable(self) -> list[tuple[str, nn.Parameter]]:
         return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
@@ -293,25 +251,6 @@ class Trainer(CheckpointingMixin, EvaluationMixin):
             )
         sums["nonfinite_skipped"] = float(self.counters.nonfinite_total)
         return sums
-
-    # ---------------------------------------------------------------- logging
-    def _record(self, metrics: dict[str, Any]) -> None:
-        if not self.ctx.main:
-            return
-        with open(self.out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps({"step": self.step, **metrics}) + "\n")
-        if self.tc.log.tensorboard:
-            if self._writer is None:
-                try:
-                    from torch.utils.tensorboard import SummaryWriter
-
-                    self._writer = SummaryWriter(str(self.out / "tensorboard"))
-                except Exception:  # tensorboard not installed
-                    self._writer = False
-            if self._writer:
-                for k, v in metrics.items():
-                    if isinstance(v, (int, float)) and math.isfinite(v):
-                        self._writer.add_scalar(k, v, self.step)
 
     # ---------------------------------------------------------------- the loop
     def fit(self) -> dict[str, Any]:
