@@ -11,7 +11,7 @@ Subcommands::
     flowmo export ...  (flowmo.train.cli.export_main)
 
 ``M`` is a model folder (``FlowMo.save_pretrained``/``flowmo convert``) or a released
-``.pth`` checkpoint. Every command takes the same common options (:mod:`flowmo._cli_common`),
+``.pth`` checkpoint. Every command takes the same common options (:mod:`flowmo.cli_common`),
 listed in its ``--help``: ``--import MODULE`` (repeatable): modules to import first, so that
 the components they register (a quantizer, a time grid, ...) are known (found installed, on
 PYTHONPATH or in the current folder, for the ``flowmo`` script as for ``python -m flowmo``);
@@ -40,7 +40,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from ._cli_common import add_common_arguments, add_sampler_arguments, positive_int, sampler_from_args
+from .cli_common import add_common_arguments, add_sampler_arguments, positive_int, sampler_from_args
 from .imports import import_modules
 
 __all__ = ["main", "CLIError"]
@@ -139,7 +139,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _sampling_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the decoding noise (default 0)")
+    p.add_argument("--seed", type=int, default=0, metavar="S",
+                   help="seed of the decoding noise (default 0): input image i (in the order listed) is decoded from "
+                        "the noise flowmo eval --seed S gives image i (flowmo.data.noise.image_noise)")
     add_sampler_arguments(p)
 
 
@@ -240,13 +242,6 @@ def _sampler(args: argparse.Namespace, model: Any) -> Any:
     return sampler_from_args(model.spec.sampler, args)
 
 
-def _noise(gen, n: int, size: int, device, dtype):
-    """Per-image noise drawn in order from one CPU generator: independent of the batch size and device."""
-    import torch
-
-    return torch.stack([torch.randn(3, size, size, generator=gen) for _ in range(n)]).to(device=device, dtype=dtype)
-
-
 def _batches(n: int, size: int):
     for i in range(0, n, size):
         yield i, min(i + size, n)
@@ -285,6 +280,7 @@ def _output_dir(path: str) -> Path:
 def _cmd_reconstruct(args: argparse.Namespace, ctx: _Ctx) -> int:
     import torch
 
+    from .data.noise import image_noise
     from .io import load_image, output_names, save_image
 
     files = _images(args)
@@ -293,11 +289,10 @@ def _cmd_reconstruct(args: argparse.Namespace, ctx: _Ctx) -> int:
     sampler = _sampler(args, model)
     out = _output_dir(args.output)
     size = model.spec.image_size
-    gen = torch.Generator().manual_seed(args.seed)
     with torch.no_grad(), ctx.progress(len(files), "reconstruct") as bar:
         for a, b in _batches(len(files), args.batch_size):
             x = torch.stack([load_image(f.path, size) for f in files[a:b]]).to(device=device, dtype=model.dtype)
-            noise = _noise(gen, b - a, size, device, model.dtype)
+            noise = image_noise(args.seed, range(a, b), (3, size, size), device=device, dtype=model.dtype)
             y = model.reconstruct(x, noise=noise, sampler=sampler)
             for img, name in zip(y, names[a:b]):
                 save_image(img, out / name)
@@ -334,6 +329,7 @@ def _cmd_tokenize(args: argparse.Namespace, ctx: _Ctx) -> int:
 def _cmd_detokenize(args: argparse.Namespace, ctx: _Ctx) -> int:
     import torch
 
+    from .data.noise import image_noise
     from .io import output_names, read_tokens, save_image
 
     tf = read_tokens(args.tokens)
@@ -354,7 +350,6 @@ def _cmd_detokenize(args: argparse.Namespace, ctx: _Ctx) -> int:
     sampler = _sampler(args, model)
     out = _output_dir(args.output)
     size = model.spec.image_size
-    gen = torch.Generator().manual_seed(args.seed)
     n = tf.tokens.shape[0]
     with torch.no_grad(), ctx.progress(n, "detokenize") as bar:
         for a, b in _batches(n, args.batch_size):
@@ -363,7 +358,7 @@ def _cmd_detokenize(args: argparse.Namespace, ctx: _Ctx) -> int:
                 code = model.quantizer.group_indices_to_codes(tok).to(model.dtype)
             else:
                 code = model.tokens_to_code(tok)
-            noise = _noise(gen, b - a, size, device, model.dtype)
+            noise = image_noise(args.seed, range(a, b), (3, size, size), device=device, dtype=model.dtype)
             y = model.decode(code, noise=noise, sampler=sampler).images
             for img, name in zip(y, names[a:b]):
                 save_image(img, out / name)

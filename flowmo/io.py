@@ -1,8 +1,9 @@
 """File helpers shared by the command line: image files in and out, models from folders or
-released checkpoints, token files.
+released checkpoints; token files (kept here as an import path: the code lives in
+:mod:`flowmo.data.tokens`).
 
 Images are float32 tensors (3, H, W) in [-1, 1]. Input images are decoded fully by
-:func:`flowmo.images.decode_image` (EXIF orientation applied, transparency composited onto
+:func:`flowmo.data.images.decode_image` (EXIF orientation applied, transparency composited onto
 white, every Pillow mode converted to RGB by documented rules), their short
 side resized to the model's image size (bicubic, antialiased when shrinking) and centre
 cropped. Output images are written as 8-bit PNGs.
@@ -16,7 +17,6 @@ names) and ``groups`` (``"true"``/``"false"``).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +25,8 @@ from typing import Any, Iterable, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from .images import IMAGE_EXTENSIONS as _EXTENSIONS
+from .data.images import IMAGE_EXTENSIONS as _EXTENSIONS
+from .data.tokens import TOKEN_FORMAT, TokenFile, read_tokens, write_tokens  # noqa: F401
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -46,8 +47,6 @@ __all__ = [
 PathLike = Union[str, os.PathLike]
 
 IMAGE_EXTENSIONS: tuple[str, ...] = tuple(f".{e}" for e in _EXTENSIONS)  # with the dot, as Path.suffix
-TOKEN_FORMAT = "flowmo-tokens"
-TOKEN_FORMAT_VERSION = "1"
 
 
 # ----------------------------------------------------------------------------- listing
@@ -66,7 +65,7 @@ def _is_image_name(p: Path) -> bool:
 
 def list_images(inputs: Union[PathLike, Sequence[PathLike]]) -> list[ImageFile]:
     """The images named by ``inputs`` (files, or folders searched recursively for
-    the extensions of :data:`flowmo.images.IMAGE_EXTENSIONS`, case-insensitive, hidden files
+    the extensions of :data:`flowmo.data.images.IMAGE_EXTENSIONS`, case-insensitive, hidden files
     and folders skipped), in order:
     inputs in the order given, a folder's files sorted by relative name.
 
@@ -125,8 +124,8 @@ def check_image_header(path: PathLike, size: Optional[int] = None) -> tuple[int,
     """Cheap check that ``path`` looks like an image flowmo can read (header only): a regular
     file (a named pipe, socket, device or folder is refused without reading it), which
     Pillow identifies, within Pillow's decompression-bomb limit, whose pixel mode has an RGB
-    conversion under :mod:`flowmo.images` and, if ``size`` is given, whose short side can be
-    resized to ``size`` within :func:`flowmo.images.pixel_limit` pixels (a float image's range,
+    conversion under :mod:`flowmo.data.images` and, if ``size`` is given, whose short side can be
+    resized to ``size`` within :func:`flowmo.data.images.pixel_limit` pixels (a float image's range,
     and the pixel data itself, are only checked by :func:`load_image`).
 
     Returns the stored (width, height) (before any EXIF rotation). Raises ValueError naming
@@ -134,7 +133,7 @@ def check_image_header(path: PathLike, size: Optional[int] = None) -> tuple[int,
     readable image (<reason>)``)."""
     from PIL import Image
 
-    from .images import check_convertible, check_size, open_image_file, resized_size
+    from .data.images import check_convertible, check_size, open_image_file, resized_size
 
     if size is not None:
         check_size(size)
@@ -164,19 +163,19 @@ def _unreadable(path: PathLike, e: BaseException) -> ValueError:
 
 
 def load_image(path: PathLike, size: int) -> Tensor:
-    """Decode ``path`` with :func:`flowmo.images.decode_image` (the library's one decoder:
+    """Decode ``path`` with :func:`flowmo.data.images.decode_image` (the library's one decoder:
     every Pillow mode by documented rules, EXIF orientation, transparency over white, 16-bit
     grey at full precision), resize its short side to ``size`` (bicubic, antialiased when
     shrinking), centre crop to ``size`` x ``size``: float32 (3, size, size) in [-1, 1].
 
     Raises ValueError naming ``size`` unless it is a positive int with ``size x size`` within
-    :func:`flowmo.images.pixel_limit` (9,459 at Pillow's default limit);
+    :func:`flowmo.data.images.pixel_limit` (9,459 at Pillow's default limit);
     FileNotFoundError if ``path`` does not exist; and ValueError naming the file for anything
     that is not a regular file (a named pipe, ...), cannot be decoded (corrupt, truncated, not
     an image, a decompression bomb), converted to RGB (e.g. float samples outside [0, 1];
-    :class:`flowmo.images.UnsupportedImageError`) or resized to ``size`` within the pixel limit
+    :class:`flowmo.data.images.UnsupportedImageError`) or resized to ``size`` within the pixel limit
     (a very long, thin image)."""
-    from .images import center_crop, check_size, decode_image, image_to_tensor, resize_short_side, resized_size
+    from .data.images import center_crop, check_size, decode_image, image_to_tensor, resize_short_side, resized_size
 
     size = check_size(size)
     path = Path(path)
@@ -205,12 +204,13 @@ def save_image(image: Tensor, path: PathLike) -> Path:
 
 # ----------------------------------------------------------------------------- devices and models
 def resolve_device(name: Any = "auto", *, argument: str = "device") -> torch.device:
-    """``auto`` / None (CUDA, then MPS, then CPU), a torch device string, a ``torch.device`` or
-    a CUDA index; ValueError naming ``argument`` if the device is malformed, of another type,
-    or not available here (see :func:`flowmo._device.check_device`)."""
-    from ._device import check_device
+    """``auto`` / None, a torch device string, a ``torch.device`` or a CUDA index, by the one
+    device rule of :func:`flowmo.devices.resolve_device` (``auto``: ``cuda:LOCAL_RANK``, else MPS
+    in a single process, else the CPU); ValueError naming ``argument`` if the device is
+    malformed, of another type, or not available here."""
+    from .devices import resolve_device as _resolve
 
-    return check_device("auto" if name is None else name, argument, auto=True)
+    return _resolve(name, argument)
 
 
 def load_model(
@@ -233,7 +233,7 @@ def load_model(
     for a component that is not registered), FileNotFoundError for a missing path.
     """
     import flowmo.nets  # noqa: F401  registers the network perceptual distances
-    from ._device import check_device
+    from .devices import check_device
     from .model import CONFIG_NAME, WEIGHTS_NAME, FlowMo
 
     if device is not None:
@@ -257,85 +257,3 @@ def load_model(
     if device is not None:
         model.to(device)
     return model.eval()
-
-
-# ----------------------------------------------------------------------------- token files
-@dataclass(frozen=True)
-class TokenFile:
-    tokens: Tensor  # int64 (N, T) or (N, T, G)
-    fingerprint: str
-    spec_json: str
-    sources: list[str]
-    groups: bool
-
-
-def write_tokens(path: PathLike, tokens: Tensor, *, spec: Any, sources: Sequence[str], groups: bool) -> Path:
-    """Write a token file (see module docstring), atomically, creating parent folders."""
-    from safetensors.torch import save_file
-
-    if tokens.dtype != torch.int64:
-        raise TypeError(f"tokens must be int64, got {tokens.dtype}")
-    if tokens.ndim != (3 if groups else 2):
-        raise ValueError(f"tokens must have {3 if groups else 2} dimensions, got shape {tuple(tokens.shape)}")
-    if len(sources) != tokens.shape[0]:
-        raise ValueError(f"{len(sources)} source names for {tokens.shape[0]} token rows")
-    meta = {
-        "format": TOKEN_FORMAT,
-        "version": TOKEN_FORMAT_VERSION,
-        "fingerprint": spec.fingerprint(),
-        "spec": spec.to_json(),
-        "sources": json.dumps(list(sources)),
-        "groups": "true" if groups else "false",
-    }
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"token output {str(path)!r} is a folder; give a file name such as tokens.safetensors")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        save_file({"tokens": tokens.detach().cpu().contiguous()}, str(tmp), metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
-
-
-def read_tokens(path: PathLike) -> TokenFile:
-    """Read a token file written by :func:`write_tokens`; ValueError (naming the file) for
-    anything else."""
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"token file {str(path)!r} does not exist")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            keys = list(f.keys())
-            if "tokens" not in keys:
-                raise ValueError(f"{str(path)!r} holds no 'tokens' tensor (it has: {', '.join(keys) or 'nothing'})")
-            tokens = f.get_tensor("tokens")
-    except (SafetensorError, OSError) as e:
-        raise ValueError(f"{str(path)!r} is not a readable safetensors file ({_reason(e)})") from None
-    except Exception as e:  # safetensors raises plain exceptions for some malformed headers
-        if isinstance(e, ValueError) and str(path) in str(e):
-            raise
-        raise ValueError(f"{str(path)!r} is not a readable safetensors file ({_reason(e)})") from None
-    if meta.get("format") != TOKEN_FORMAT or "fingerprint" not in meta:
-        raise ValueError(f"{str(path)!r} is not a flowmo token file (no '{TOKEN_FORMAT}' metadata); "
-                         "write one with 'flowmo tokenize'")
-    groups = meta.get("groups", "false") == "true"
-    if tokens.dtype != torch.int64 or tokens.ndim != (3 if groups else 2):
-        raise ValueError(f"{str(path)!r}: tokens must be int64 with {3 if groups else 2} dimensions, "
-                         f"got {tokens.dtype} {tuple(tokens.shape)}")
-    try:
-        sources = json.loads(meta.get("sources", "null"))
-    except json.JSONDecodeError:
-        sources = None
-    if sources is None:
-        sources = [f"{i:06d}" for i in range(tokens.shape[0])]
-    if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources) or len(sources) != tokens.shape[0]:
-        raise ValueError(f"{str(path)!r}: the 'sources' metadata must list one name per token row "
-                         f"({tokens.shape[0]})")
-    return TokenFile(tokens, meta["fingerprint"], meta.get("spec", ""), sources, groups)

@@ -1,51 +1,31 @@
-"""FlowMo: an MM-DiT encoder, a quantizer and an MM-DiT flow-matching decoder, composed from a spec."""
+"""FlowMo: an MM-DiT encoder, a quantizer and an MM-DiT flow-matching decoder, composed from a spec.
+
+This module holds the architecture and the tokenize / decode API; the training losses live in
+:mod:`flowmo.objectives` and saving / loading model folders in :mod:`flowmo.pretrained` (both
+inherited by :class:`FlowMo`)."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
-import warnings
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Optional, Union
 
 import torch
-import torch.utils.checkpoint
 from torch import Tensor, nn
 
-from ._state import StateDictMismatchError, check_finite, check_state_dict
-from .blocks.embeddings import patchify, unpatchify
 from .blocks.base import Backbone
-from .imports import (IMPORTS_KEY, check_module_names, check_recorded_modules, component_modules,
-                      unknown_component_message, unknown_components)
+from .blocks.embeddings import patchify, unpatchify
 from .losses.flow import FlowLoss
 from .losses.posttrain import PosttrainObjective
 from .losses.time_samplers import TimeSampler
+from .objectives import LossOutput, ObjectivesMixin
+from .pretrained import CONFIG_NAME, WEIGHTS_NAME, PretrainedMixin, config_json, read_config
 from .quantizers.base import Quantizer, QuantizerOutput
-from .registry import BACKBONES, FLOW_LOSSES, POSTTRAIN_OBJECTIVES, QUANTIZERS, TIME_SAMPLERS
+from .registry import BACKBONES, QUANTIZERS, TIME_SAMPLERS
 from .samplers.sampler import SampleOutput, sample, state_dtype
+from .state_dicts import StateDictMismatchError
 from .spec import FlowMoSpec, SamplerSpec, replace_spec
 
 __all__ = ["FlowMo", "LossOutput", "build"]
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-
-
-@dataclass
-class LossOutput:
-    """A training loss: ``total`` (what to backpropagate) and its named terms (weighted)."""
-
-    total: Tensor
-    terms: dict[str, Tensor]
-
-    def detached(self) -> dict[str, float]:
-        out = {"total": float(self.total.detach())}
-        out.update({k: float(v.detach()) for k, v in self.terms.items()})
-        return out
-
 
 def build(spec: Union[FlowMoSpec, dict, str]) -> "FlowMo":
     """Build the model a spec describes (float32, on the CPU, in training mode).
@@ -72,7 +52,7 @@ def build(spec: Union[FlowMoSpec, dict, str]) -> "FlowMo":
     return FlowMo(spec)
 
 
-class FlowMo(nn.Module):
+class FlowMo(ObjectivesMixin, PretrainedMixin, nn.Module):
     """The FlowMo tokenizer.
 
     Images are float tensors (B, 3, H, W) in [-1, 1] with H = W = ``spec.image_size``.
@@ -100,20 +80,6 @@ class FlowMo(nn.Module):
         self._posttrain: Optional[PosttrainObjective] = None
 
     # ------------------------------------------------------------------ properties
-    @property
-    def flow_loss(self) -> FlowLoss:
-        """The spec's flow loss (:class:`flowmo.losses.FlowLoss`), built on first use."""
-        if self._flow_loss is None:
-            self._flow_loss = FLOW_LOSSES.build(self.spec.flow_loss)
-        return self._flow_loss
-
-    @property
-    def posttrain_objective(self) -> PosttrainObjective:
-        """The spec's post-training objective (:class:`flowmo.losses.PosttrainObjective`), built on first use."""
-        if self._posttrain is None:
-            self._posttrain = POSTTRAIN_OBJECTIVES.build(self.spec.posttrain)
-        return self._posttrain
-
     @property
     def grid(self) -> tuple[int, int]:
         g = self.spec.grid_size
@@ -392,106 +358,6 @@ class FlowMo(nn.Module):
             code = self.quantize(self.encode(images)).values
         return self.decode(code, **kw).images
 
-    # ------------------------------------------------------------------ training losses
-    def loss(self, images: Tensor, *, t: Optional[Tensor] = None, noise: Optional[Tensor] = None,
-             cfg_dropout: bool = True, generator: Optional[torch.Generator] = None) -> LossOutput:
-        """Stage 1A: rectified flow on the decoder plus the quantizer's (and perceptual) terms.
-
-        ``t`` (B,) and ``noise`` (like images) default to draws from the spec's time sampler and N(0, I).
-        """
-        images = self._check_images(images)
-        b = images.shape[0]
-        q = self.quantize(self.encode(images))
-        if t is None:
-            t = self.time_sampler.sample(b, generator=generator, device=images.device)
-        elif not isinstance(t, Tensor):
-            raise TypeError(f"t must be a ({b},) torch.Tensor of times in [0, 1] or None, got {type(t).__name__}")
-        else:
-            t = self._check_times(t, b, "t")
-        if noise is None:
-            noise = torch.randn(images.shape, generator=generator, device=images.device, dtype=images.dtype)
-        else:
-            noise = self._check_noisy(noise, "noise")
-            if noise.shape != images.shape:
-                raise ValueError(f"noise must have the shape of images {tuple(images.shape)}, got {tuple(noise.shape)}")
-        terms: dict[str, Tensor] = {}
-        _merge_terms(terms, dict(self.flow_loss(self.decoder_velocity, images, self.conditioning(q.values), t,
-                                                noise, dropout=cfg_dropout, generator=generator)), "the flow loss")
-        _merge_terms(terms, {f"quantizer/{k}": v for k, v in q.losses.items()}, "the quantizer")
-        total = torch.stack([v.float() for v in terms.values()]).sum()
-        # in training mode a non-finite total is returned: a training loop must see it (the trainer
-        # skips and counts such steps, and all ranks must agree on that), not an exception
-        if not self.training and not bool(torch.isfinite(total)):
-            raise ValueError(
-                f"the loss is not finite: noise (max |noise| = {float(noise.abs().max()):.3g}) or the images "
-                f"are too large for {self.dtype}, or the weights are not finite"
-            )
-        return LossOutput(total, terms)
-
-    def posttrain_loss(self, images: Tensor, *, generator: Optional[torch.Generator] = None,
-                       noise: Optional[Tensor] = None, u: Optional[Tensor] = None,
-                       cfg_dropout: bool = True) -> LossOutput:
-        """Stage 1B (the release's recipe): the flow loss (weighted by ``posttrain.flow_weight``),
-        the quantizer's terms and the post-training objective's terms, with the encoder and
-        quantizer frozen. The quantizer's terms are computed without gradients (nothing they
-        depend on trains in Stage 1B); they are reported, as the release's Stage 1B loss holds
-        them. ``spec.loss_terms("1b")`` lists the terms.
-
-        ``noise`` (the chain's starting noise) must be a finite floating tensor of the images'
-        shape on the model's device; ``u`` (the objective's draws; for ``mode_seeking`` (B, K + 1),
-        finite, non-negative, each row's entries 1..K with a positive sum) a finite floating
-        tensor with batch B on the model's device; both default to draws from ``generator``.
-        Bad values raise TypeError / ValueError naming the argument. A post-training objective
-        whose term names collide with the flow loss's or the quantizer's raises ValueError (a
-        term would silently replace another). As in :meth:`loss`, a non-finite total raises
-        ValueError in eval mode and is returned in training mode.
-        """
-        images = self._check_images(images)
-        b = images.shape[0]
-        if noise is not None:
-            self._check_noisy(noise, "noise", cast=False)
-            if noise.shape != images.shape:
-                raise ValueError(f"noise must have the shape of images {tuple(images.shape)}, got {tuple(noise.shape)}")
-        if u is not None:
-            if not isinstance(u, Tensor):
-                raise TypeError(f"u must be a torch.Tensor of draws with batch {b} or None, got {type(u).__name__}")
-            if not u.is_floating_point():
-                raise TypeError(f"u must be a real floating-point tensor, got dtype {u.dtype}")
-            if u.ndim < 1 or u.shape[0] != b:
-                raise ValueError(f"u must have batch {b} (the images'), got shape {tuple(u.shape)}")
-            self._check_device(u, "u")
-            if not bool(torch.isfinite(u).all()):
-                raise ValueError("u contains NaN or Inf values")
-        with torch.no_grad():
-            q = self.quantizer(self.encode(images))
-        cond = self.conditioning(q.values)
-        spec = self.spec.posttrain
-        terms: dict[str, Tensor] = {}
-        flow_weight = spec.flow_weight
-        if flow_weight > 0:
-            t = self.time_sampler.sample(b, generator=generator, device=images.device)
-            eps = torch.randn(images.shape, generator=generator, device=images.device, dtype=images.dtype)
-            velocity = self.decoder_velocity
-            if self.posttrain_objective.checkpoints_decoder and torch.is_grad_enabled():
-                # recompute this decoder call in backward too: the chain's calls are checkpointed,
-                # and holding this one's activations would set the step's memory peak
-                def velocity(x_t: Tensor, t_: Tensor, c: Tensor) -> Tensor:
-                    return torch.utils.checkpoint.checkpoint(self.decoder_velocity, x_t, t_, c, use_reentrant=False)
-            flow = self.flow_loss(velocity, images, cond, t, eps, dropout=cfg_dropout,
-                                  generator=generator)
-            _merge_terms(terms, {k: flow_weight * v for k, v in flow.items()}, "the flow loss")
-        _merge_terms(terms, {f"quantizer/{k}": v for k, v in q.losses.items()}, "the quantizer")
-        extra = self.posttrain_objective(self.decoder_velocity, images, cond, noise=noise, u=u,
-                                         generator=generator)
-        _merge_terms(terms, extra, f"the post-training objective {spec.name!r}")
-        total = torch.stack([v.float() for v in terms.values()]).sum()
-        if not self.training and not bool(torch.isfinite(total)):
-            raise ValueError(
-                f"the Stage 1B loss is not finite: noise or the images are too large for {self.dtype}, "
-                "or the weights are not finite"
-            )
-        return LossOutput(total, terms)
-
     def compile(self, **kwargs: Any) -> "FlowMo":
         """Compile every transformer block with ``torch.compile`` (in place; off unless called).
 
@@ -504,177 +370,5 @@ class FlowMo(nn.Module):
                 unit.compile(**kwargs)
         return self
 
-    def forward(self, images: Tensor, *, objective: str = "flow", **kw: Any) -> LossOutput:
-        """The training loss (so that DistributedDataParallel sees the computation):
-        ``objective="flow"`` is :meth:`loss`, ``"posttrain"`` is :meth:`posttrain_loss`."""
-        if objective == "flow":
-            return self.loss(images, **kw)
-        if objective == "posttrain":
-            return self.posttrain_loss(images, **kw)
-        raise ValueError(f"objective must be 'flow' or 'posttrain', got {objective!r}")
-
-    # ------------------------------------------------------------------ saving and loading
-    def save_pretrained(self, directory: Union[str, os.PathLike]) -> Path:
-        """Write ``config.json`` (the spec) and ``model.safetensors`` (atomically) into ``directory``.
-
-        When the spec names components registered outside flowmo, ``config.json`` also lists
-        the modules that registered them (key ``"imports"``; see :mod:`flowmo.imports`), so that
-        loading it elsewhere can say what to import. A component defined in ``__main__`` (a
-        script or notebook) cannot be imported elsewhere: a warning says so.
-        """
-        from safetensors.torch import save_file
-
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        _atomic_write(d / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt", "library": "flowmo"}))
-        text = config_json(self.spec)
-        _atomic_write(d / CONFIG_NAME, lambda p: Path(p).write_text(text + "\n"))
-        return d
-
-    @classmethod
-    def from_pretrained(cls, directory: Union[str, os.PathLike], *, device: Union[str, torch.device, None] = None,
-                        dtype: Optional[torch.dtype] = None) -> "FlowMo":
-        """Load a folder written by :meth:`save_pretrained` (or ``flowmo convert``).
-
-        ``directory``: the model folder (str or os.PathLike) holding ``config.json`` and
-        ``model.safetensors``; ``device``: where to put the model (a device name such as
-        ``"cpu"``, ``"cuda:0"``, a ``torch.device``; None: the CPU); ``dtype``: a floating
-        ``torch.dtype`` (None: float32). Returns the model in eval mode.
-
-        Raises TypeError for a ``directory`` of another type, ValueError naming the argument
-        for a ``directory`` that is one of the folder's files (it says to pass the folder)
-        and for a malformed or unavailable ``device``, FileNotFoundError for a missing folder
-        or file, ValueError for a damaged config or weights file, and ValueError when
-        ``config.json`` names a component that is not registered (a quantizer, time grid, ...
-        registered in your own module): the message names the component and the module(s) the
-        file's ``"imports"`` lists, to import first (``import my_pkg.vq``; on the command line
-        ``--import my_pkg.vq``). Loading never imports a module by itself. Also ValueError naming
-        the module when the components are not registered by the modules ``"imports"`` records
-        (:func:`flowmo.imports.check_recorded_modules`): a recorded module that is not imported
-        (it may have replaced a built-in name, which would otherwise load silently as the
-        built-in), or a component registered now by a module the file does not record.
-        """
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        from ._device import check_device
-
-        if not isinstance(directory, (str, os.PathLike)):
-            raise TypeError(f"directory must be a model folder path (str or os.PathLike), got "
-                            f"{type(directory).__name__} {directory!r}")
-        if device is not None:
-            device = check_device(device, "device")
-        if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
-            raise TypeError(f"dtype must be a floating-point torch.dtype (e.g. torch.bfloat16) or None, got {dtype!r}")
-        d = Path(directory)
-        if d.is_file():
-            hint = (f"pass the folder {str(d.parent)!r}" if d.name in (CONFIG_NAME, WEIGHTS_NAME)
-                    else f"a FlowMo folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
-            raise ValueError(f"directory {str(d)!r} is a file; from_pretrained takes the model folder: {hint}")
-        if not d.is_dir():
-            raise FileNotFoundError(f"directory {str(d)!r} does not exist (expected {CONFIG_NAME} and {WEIGHTS_NAME})")
-        cfg, weights = d / CONFIG_NAME, d / WEIGHTS_NAME
-        for f in (cfg, weights):
-            if not f.is_file():
-                raise FileNotFoundError(f"{str(f)!r} is missing; a FlowMo folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
-        spec, raw = read_config(cfg)
-        # save_pretrained writes every field; a missing one would silently take its default
-        # (image_size, code_length, the sampler, ... are not visible in the weights)
-        missing = [k for k in FlowMoSpec.model_fields if k not in raw]
-        if missing:
-            raise ValueError(f"{cfg} is missing the field(s) {', '.join(missing)} (save_pretrained writes every "
-                             "field of the spec; the file was edited or damaged)")
-        model = cls(spec)
-        try:
-            state = load_file(str(weights))
-        except (SafetensorError, OSError, ValueError) as e:
-            raise ValueError(f"{weights} is not a readable safetensors file: {e}") from None
-        except Exception as e:  # safetensors raises plain exceptions for some malformed headers
-            raise ValueError(f"{weights} is not a readable safetensors file: {type(e).__name__}: {e}") from None
-        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        check_state_dict(expected, state, str(weights))
-        check_finite(state, str(weights))
-        model.load_state_dict(state, strict=True)
-        if device is not None or dtype is not None:
-            model.to(device=device, dtype=dtype)
-        return model.eval()
-
-
-def config_json(spec: FlowMoSpec) -> str:
-    """The text of a model folder's ``config.json``: the spec's JSON, plus ``"imports"`` (the
-    modules that registered its non-built-in components) when there are any."""
-    text = spec.to_json()
-    modules = component_modules(spec)
-    if "__main__" in modules:
-        warnings.warn("the spec names a component defined in __main__ (a script or notebook): the saved folder "
-                      "loads only where that component is registered again; define it in an importable module "
-                      "to load the folder anywhere (with --import MODULE)", stacklevel=3)
-        modules = [m for m in modules if m != "__main__"]
-    if not modules:
-        return text
-    return json.dumps({**json.loads(text), IMPORTS_KEY: modules}, indent=2)
-
-
-def read_config(path: Path) -> tuple[FlowMoSpec, dict]:
-    """The spec in a model folder's ``config.json`` and the file's raw mapping (without ``"imports"``).
-
-    Raises ValueError naming the file if it is not a valid spec; when it names components that
-    are not registered, the message names the modules its ``"imports"`` lists (import them first:
-    this function never imports a module named in a file); and when the components are not
-    registered by the modules it records (:func:`flowmo.imports.check_recorded_modules`).
-    """
-    try:
-        text = path.read_text()
-        raw = json.loads(text)
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise ValueError(f"{path} is not a valid FlowMo spec: {e}") from None
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path} is not a valid FlowMo spec: expected a JSON object, got {type(raw).__name__}")
-    recorded: list = []
-    if IMPORTS_KEY in raw:
-        raw = dict(raw)
-        try:
-            recorded = check_module_names(raw.pop(IMPORTS_KEY), f"{path}: {IMPORTS_KEY!r}")
-        except (TypeError, ValueError) as e:
-            raise ValueError(str(e)) from None
-        text = json.dumps(raw)
-    try:
-        spec = FlowMoSpec.model_validate_json(text)
-    except ValueError as e:
-        unknown = unknown_components(e)
-        if unknown:
-            raise ValueError(unknown_component_message(unknown, recorded, str(path))) from None
-        raise ValueError(f"{path} is not a valid FlowMo spec: {e}") from None
-    check_recorded_modules(spec, recorded, str(path))
-    return spec, raw
-
-
-def _merge_terms(terms: dict, new: Any, source: str) -> None:
-    """Add ``new`` (a mapping name -> tensor from ``source``) to ``terms``; ValueError naming
-    the key if a name is already taken (a term would silently replace another)."""
-    if not isinstance(new, Mapping) or not all(isinstance(v, Tensor) for v in new.values()):
-        raise TypeError(f"{source} must return a dict of named tensors, got {type(new).__name__}")
-    for k in new:
-        if k in terms:
-            raise ValueError(f"{source} returns a term named {k!r}, which another part of the loss already "
-                             "uses; rename the term (loss terms must have distinct names)")
-    terms.update(new)
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write via a temporary file in the same folder, fsync, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-__all__ += ["StateDictMismatchError", "CONFIG_NAME", "WEIGHTS_NAME"]
+# kept importable from here: the loss output (flowmo.objectives) and the model folder (flowmo.pretrained)
+__all__ += ["StateDictMismatchError", "CONFIG_NAME", "WEIGHTS_NAME", "config_json", "read_config"]

@@ -297,11 +297,13 @@ def test_reconstruct_and_detokenize_apply_the_sampler_options(model_dir, two_ima
         steps=2, grid="linear", solver="heun", guidance={"scale": 1.0})
     assert cli.main(["reconstruct", "--model", str(model_dir), "--input", str(src), "--output",
                      str(tmp_path / "a"), *options]) == 0
-    # the same decode in Python: the CLI's noise is image i's randn(3, S, S) of one generator seeded --seed
+    # the same decode in Python: the CLI's noise for image i is the library's one recipe,
+    # image_noise(--seed, [i]) (as flowmo eval's)
+    from flowmo.data.noise import image_noise
     from flowmo.io import load_image, save_image
 
     x = load_image(src, 32)[None]
-    noise = torch.randn(3, 32, 32, generator=torch.Generator().manual_seed(0))[None]
+    noise = image_noise(0, [0], (3, 32, 32))
     with torch.no_grad():
         y = model.reconstruct(x, noise=noise, sampler=expected_sampler)
     save_image(y[0], tmp_path / "expected.png")

@@ -33,7 +33,7 @@ from flowmo.images import (
     resized_size,
 )
 from flowmo.io import check_image_header, list_images, load_image
-from flowmo.train.data import ImageFolderDataset, _verify_image
+from flowmo.data.folders import ImageFolderDataset, _verify_image
 
 ATOL = 1e-6
 needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes need POSIX")
@@ -493,7 +493,7 @@ def test_hand_written_tiff_orientation_1_to_8(tmp_path, orientation, dtype, big_
 def test_orientation_that_cannot_be_applied_is_refused_not_scrambled(tmp_path, monkeypatch):
     """If the decoded size disagrees with the TIFF header and its orientation (here faked by
     applying the orientation a second time), the file is refused rather than returned."""
-    import flowmo.images as images
+    import flowmo.data.images as images
 
     im = Image.fromarray(np.zeros((4, 5), np.uint8))
     ex = im.getexif()

@@ -21,7 +21,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from .._state import check_finite, check_state_dict
+from ..state_dicts import check_finite, check_state_dict
 from ..model import FlowMo
 from ..presets import release_spec
 from ..spec import FlowMoSpec, LFQSpec, MMDiTSpec

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import platform
 import sys
 import time
@@ -19,9 +18,10 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from .._device import check_device
-from .._cli_common import add_common_arguments, add_sampler_arguments
-from .._cli_common import sampler_from_args as _sampler_from_args
+from ..devices import DistContext, init_process_group, resolve_device
+from ..data.files import atomic_write_text
+from ..cli_common import add_common_arguments, add_sampler_arguments
+from ..cli_common import sampler_from_args as _sampler_from_args
 from ..imports import import_modules
 
 __all__ = ["main", "build_parser", "load_model", "sampler_from_args", "release_image_folder", "RELEASE_CROP"]
@@ -73,29 +73,27 @@ def _hash(path: Path) -> str:
 
 
 def load_model(path: str, *, raw: bool = False) -> tuple[Any, dict]:
-    """A FlowMo from a from_pretrained folder or a released .pth, and a description of its files."""
-    from ..model import CONFIG_NAME, WEIGHTS_NAME, FlowMo
+    """A FlowMo (loaded by the library's one loader, :func:`flowmo.io.load_model`: a
+    from_pretrained folder or its files, or a released ``.pth``/``.pt``/``.ckpt``/``.bin``) and a
+    description of its files. ``raw``: the released checkpoint's raw weights instead of the EMA
+    ones (ValueError for a folder)."""
+    from ..io import load_model as _load
+    from ..model import CONFIG_NAME, WEIGHTS_NAME
 
     p = Path(path).expanduser()
+    if p.is_file() and p.name in (WEIGHTS_NAME, CONFIG_NAME):
+        p = p.parent
+    if p.is_dir() and raw:
+        raise ValueError("--raw applies to a released .pth checkpoint, not to a model folder")
+    model = _load(p, weights="raw" if raw else "ema")
     if p.is_dir():
-        if raw:
-            raise ValueError("--raw applies to a released .pth checkpoint, not to a model folder")
-        model = FlowMo.from_pretrained(p)
         return model, {"path": str(p), "kind": "from_pretrained folder", "files": [p / CONFIG_NAME, p / WEIGHTS_NAME]}
-    if p.is_file():
-        if p.suffix.lower() not in (".pth", ".pt", ".ckpt"):
-            raise ValueError(f"--model {str(p)!r}: expected a from_pretrained folder or a released .pth checkpoint")
-        from ..compat import load_release_checkpoint
-
-        model = load_release_checkpoint(p, weights="raw" if raw else "ema")
-        return model, {"path": str(p), "kind": f"released checkpoint ({'raw' if raw else 'EMA'} weights)",
-                       "files": [p]}
-    raise FileNotFoundError(f"--model {str(p)!r} does not exist (give a from_pretrained folder or a released .pth)")
+    return model, {"path": str(p), "kind": f"released checkpoint ({'raw' if raw else 'EMA'} weights)", "files": [p]}
 
 
 def sampler_from_args(model: Any, args: argparse.Namespace):
     """The model's sampler with the command line's edits, validated (the same helper as
-    ``flowmo reconstruct`` / ``detokenize``: :func:`flowmo._cli_common.sampler_from_args`).
+    ``flowmo reconstruct`` / ``detokenize``: :func:`flowmo.cli_common.sampler_from_args`).
 
     ``--sampler`` is a sampler preset name (``fast``: a preset is a complete sampler and
     replaces the model's whole sampler, a custom grid, solver or guidance included) or JSON
@@ -151,12 +149,12 @@ def release_image_folder(root: Any, size: int) -> Any:
     transparency on white; the release only calls ``.convert("RGB")``, which matters only for
     files with an EXIF orientation tag or transparency, and for 16/32-bit grey files, which
     the release's conversion clips to white: here they stay float, ``2 v - 1`` after the same
-    resize and crop, with ``v`` in [0, 1] as :func:`flowmo.images.decode_image` gives it). Raises as ``ImageFolderDataset``
+    resize and crop, with ``v`` in [0, 1] as :func:`flowmo.data.images.decode_image` gives it). Raises as ``ImageFolderDataset``
     (``FileNotFoundError`` / ``ValueError``) for a missing or empty folder or a bad size."""
     import numpy as np
     from PIL import Image
 
-    from ..train.data import ImageFolderDataset
+    from ..data.folders import ImageFolderDataset
 
     class _ReleaseImageFolder(ImageFolderDataset):
         def _transform(self, img: Image.Image, index: int) -> torch.Tensor:
@@ -186,45 +184,34 @@ RELEASE_CROP = ("RGB (EXIF orientation applied, transparency on white), as the r
 
 
 def _builtin_names() -> list[str]:
-    from ..train.data import DEFAULT_HOLDOUT, available_photos
+    from ..data.folders import DEFAULT_HOLDOUT, available_photos
 
     parts = ("full", "top_left", "top_right", "bottom_left", "bottom_right")
     return [f"{n}/{p}" for n in available_photos(DEFAULT_HOLDOUT) for p in parts]
 
 
 def _dist_setup(device_arg: str) -> tuple[int, int, torch.device, bool]:
+    """(world, rank, device, whether the process group was started here), by the library's one
+    device rule and process-group set-up (:mod:`flowmo.devices`)."""
     import torch.distributed as dist
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device_arg == "auto":
-        device = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
-    else:
-        device = check_device(device_arg, "--device")  # ValueError naming it: malformed or not here
-        if device.type == "cuda" and device.index is None:
-            device = torch.device("cuda", local)
+    ctx = DistContext.from_env()
+    device = resolve_device(device_arg, "--device", ctx)  # ValueError naming it: malformed or not here
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {device_arg}: CUDA is not available")
         torch.cuda.set_device(device)
-    started = False
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        started = True
+    started = init_process_group(device, ctx)
+    world, rank = ctx.world, ctx.rank
     if dist.is_available() and dist.is_initialized():
         world, rank = dist.get_world_size(), dist.get_rank()
     return world, rank, device, started
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def _png(examples: dict, path: Path) -> Optional[Path]:
-    from ..train.visual import save_image_rows
+    from ..data.grids import save_image_rows
 
     best, worst = examples["best"], examples["worst"]
     if not best:
@@ -273,7 +260,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     # the data: every image gets a global id (its index in sorted order)
     folder_ds = None
     if data_arg == "builtin":
-        from ..train.data import held_out_photos
+        from ..data.folders import held_out_photos
 
         images = held_out_photos(size)
         names = _builtin_names()
@@ -286,7 +273,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         }
         crop = {"image_size": size, "method": "builtin held-out crops (see data.description)"}
     else:
-        from ..train.data import ImageFolderDataset
+        from ..data.folders import ImageFolderDataset
 
         if args.protocol == "release":
             folder_ds = release_image_folder(Path(data_arg).expanduser(), size)

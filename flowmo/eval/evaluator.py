@@ -48,33 +48,46 @@ to a single-process run that computed the same per-image values.
 
 :func:`evaluate_model` runs a model (a :class:`~flowmo.FlowMo` or any callable mapping
 images to reconstructions) over data and feeds an evaluator.
+
+The parts: this module turns batches into per-image values; :mod:`flowmo.eval.state` holds what
+is accumulated and merged (dataclasses) and derives the metrics; :mod:`flowmo.eval.networks`
+finds and loads the networks; :mod:`flowmo.eval.codebook` counts codes;
+:mod:`flowmo.eval.conventions` words the conventions; :mod:`flowmo.eval.run` is
+:func:`evaluate_model`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
-import time
-from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .._device import check_device
+from ..devices import check_device
+from ..data.noise import image_noise
+from .codebook import DENSE_CODEBOOK_LIMIT, codebook_statistics, count_tokens
+from .conventions import (
+    CONVENTIONS,
+    FID_CONVENTION,
+    LPIPS_CONVENTION,
+    LPIPS_NETS,
+    PSNR5_CONVENTION,
+    PSNR_CONVENTION,
+    QUANTISATION,
+    SSIM_CONVENTION,
+)
+from .state import Accumulated, Merged, select_examples
+from .networks import NetworksMixin, file_sha256
 from .metrics import (
-    RELEASE_PSNR_BATCH,
-    FeatureStats,
     _check_protocol,
     _compute_device,
     _psnr_from_mse,
     _ssim_min_size,
     _ssim_quantised,
-    batched_psnr,
-    frechet_distance,
     quantise_pair,
     release_originals,
 )
@@ -87,86 +100,20 @@ __all__ = [
     "file_sha256",
     "LPIPS_NETS",
     "DENSE_CODEBOOK_LIMIT",
+    # kept importable from here (they live in flowmo.eval.conventions)
+    "QUANTISATION",
+    "CONVENTIONS",
+    "PSNR_CONVENTION",
+    "PSNR5_CONVENTION",
+    "SSIM_CONVENTION",
+    "LPIPS_CONVENTION",
+    "FID_CONVENTION",
 ]
-
-#: LPIPS head name -> the flowmo.nets network name (whose weight files it needs).
-LPIPS_NETS = {"vgg": "lpips_vgg", "alex": "lpips_alex"}
-
-#: Codebooks up to this size are counted in a dense array; larger ones sparsely.
-DENSE_CODEBOOK_LIMIT = 2**20
 
 _DATA_RANGE = 255.0
 
-#: What "8 bits" means under each protocol (also written to metrics.json by ``flowmo eval``).
-QUANTISATION = {
-    "standard": "8 bits by rounding: round((x + 1) * 127.5) clamped to 0..255 (float64, half to even), "
-                "originals and reconstructions alike",
-    "release": "8 bits as the released evaluation (flowmo/evaluate.py): originals re-expressed as its data "
-               "loader makes them, float32(u / 127.5 - 1) with u = round((x + 1) * 127.5); reconstructions "
-               "clamped to [-1, 1]; then uint8(((x + 1) / 2) * 255.0) in float32, TRUNCATED by the cast",
-}
-_PSNR_EXACT = ("an exact reconstruction counts as the PSNR of one channel of one pixel off by one level "
-               "(the release would give inf)")
-CONVENTIONS = {
-    "standard": {
-        "psnr": "per image on the rounded 8-bit images, data range 255, MSE over all channels and pixels of "
-                "the image, then averaged over images; " + _PSNR_EXACT,
-        "psnr_batches_of_5": "PSNR of the pooled 8-bit MSE of consecutive groups of 5 images (in id order), "
-                             "averaged over groups (the release's averaging); for comparison only",
-        "ssim": "per image on the rounded 8-bit images as skimage structural_similarity(gaussian_weights=True, "
-                "sigma=1.5, use_sample_covariance=False, data_range=255, channel_axis), averaged over images",
-        "lpips": "LPIPS v0.1 per image on the rounded 8-bit images (as [-1, 1] floats), averaged over images",
-        "rfid": "exact Frechet distance (never negative) between Gaussians fitted (float64, N - 1 covariance) "
-                "to the 2048-d pool3 features of the FID InceptionV3 (pt_inception-2015-12-05) of the rounded "
-                "8-bit originals and reconstructions, each resized to 299x299 bilinearly",
-    },
-    "release": {
-        "psnr": "the release's PSNR: PSNR of the pooled 8-bit MSE (truncated images) of consecutive batches "
-                "of 5 images in id order, averaged over batches (its eval_batch_size 5, one process); "
-                + _PSNR_EXACT,
-        "psnr_batches_of_5": "the same as psnr",
-        "psnr_mean_over_images": "per-image PSNR on the truncated 8-bit images, averaged over images",
-        "ssim": "per image on the truncated 8-bit images as the release's skimage structural_similarity(rec, "
-                "gt, data_range=1.0, channel_axis=-1) on u8 / 255: 7x7 uniform window, sample covariances, "
-                "K1 0.01, K2 0.03, 3-pixel crop; averaged over images",
-        "lpips": "LPIPS v0.1 per image on the float images as the release: originals as its loader makes them, "
-                 "reconstructions clamped to [-1, 1], each through (x + 1) / 2 * 2 - 1 in float32; averaged",
-        "rfid": "exact Frechet distance (never negative) between Gaussians fitted (float64, N - 1 covariance) "
-                "to the 2048-d pool3 features of the FID InceptionV3 (pt_inception-2015-12-05) of the float "
-                "images as for LPIPS, each resized to 299x299 bilinearly (the release's scipy sqrtm formula "
-                "gives the same value up to its round-off where it does not fail)",
-    },
-}
-# the standard protocol's strings under their former names
-PSNR_CONVENTION = CONVENTIONS["standard"]["psnr"]
-PSNR5_CONVENTION = CONVENTIONS["standard"]["psnr_batches_of_5"]
-SSIM_CONVENTION = CONVENTIONS["standard"]["ssim"]
-LPIPS_CONVENTION = CONVENTIONS["standard"]["lpips"]
-FID_CONVENTION = CONVENTIONS["standard"]["rfid"]
-
 
 # ---------------------------------------------------------------------------------------------- helpers
-def file_sha256(path: Union[str, os.PathLike], chunk: int = 1 << 22) -> str:
-    """Hex SHA-256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
-
-
-def _name_hash_ok(filename: str, sha: str) -> Optional[bool]:
-    """torch hub names end in ``-<first hex digits of the sha256>``; None when a name has none."""
-    stem = Path(filename).name.split(".")[0]
-    tail = stem.rsplit("-", 1)[-1] if "-" in stem else ""
-    if len(tail) >= 6 and all(c in "0123456789abcdef" for c in tail):
-        return sha.startswith(tail)
-    return None
-
-
 def _mean(values: np.ndarray) -> float:
     return math.fsum(values.tolist()) / len(values) if len(values) else float("nan")
 
@@ -185,114 +132,8 @@ def _to_id_array(ids: Any, n: int) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def image_noise(seed: int, ids: Sequence[int], shape: Sequence[int], *, device: Any = None,
-                dtype: torch.dtype = torch.float32) -> Tensor:
-    """Standard normal noise (len(ids), *shape): image ``i`` gets ``torch.randn(shape)`` from a CPU
-    generator seeded with ``SeedSequence([seed, i])``, so it depends on the seed and the image id
-    only (not on the batch size, the rank or the device)."""
-    out = []
-    for i in ids:
-        state = np.random.SeedSequence([int(seed), int(i)]).generate_state(2, dtype=np.uint32)
-        g = torch.Generator().manual_seed((int(state[0]) << 32 | int(state[1])) & 0x7FFF_FFFF_FFFF_FFFF)
-        out.append(torch.randn(tuple(shape), generator=g, dtype=torch.float32))
-    return torch.stack(out).to(device=device, dtype=dtype)
-
-
-# ---------------------------------------------------------------------------------------------- codes
-class _CodeCounts:
-    """Occurrence counts of code indices per token group (dense up to DENSE_CODEBOOK_LIMIT codes)."""
-
-    def __init__(self, codebook_size: int, groups: int, tokens_per_image: int):
-        self.codebook_size = int(codebook_size)
-        self.groups = int(groups)
-        self.tokens_per_image = int(tokens_per_image)
-        self.dense = self.codebook_size <= DENSE_CODEBOOK_LIMIT
-        if self.dense:
-            self.counts: Any = np.zeros((self.groups, self.codebook_size), dtype=np.int64)
-        else:
-            self.counts = [dict() for _ in range(self.groups)]
-
-    def update(self, idx: np.ndarray) -> None:  # idx (N, groups)
-        for h in range(self.groups):
-            col = idx[:, h]
-            if self.dense:
-                self.counts[h] += np.bincount(col, minlength=self.codebook_size)
-            else:
-                vals, cnt = np.unique(col, return_counts=True)
-                d = self.counts[h]
-                for v, c in zip(vals.tolist(), cnt.tolist()):
-                    d[v] = d.get(v, 0) + c
-
-    def merge(self, other: "_CodeCounts") -> None:
-        if (other.codebook_size, other.groups, other.tokens_per_image) != (
-                self.codebook_size, self.groups, self.tokens_per_image):
-            raise ValueError("cannot merge code counts of different codebook sizes / group counts / token counts")
-        if self.dense:
-            self.counts += other.counts
-        else:
-            for d, o in zip(self.counts, other.counts):
-                for v, c in o.items():
-                    d[v] = d.get(v, 0) + c
-
-    def group_counts(self, h: int) -> np.ndarray:
-        if self.dense:
-            return self.counts[h]
-        return np.array(sorted(self.counts[h].values()), dtype=np.int64)
-
-
-def codebook_statistics(counts: np.ndarray, codebook_size: int) -> dict:
-    """Usage, entropy (bits) and perplexity of one group's code counts.
-
-    ``counts`` holds the occurrences of each used code (zeros allowed). ``usage`` is the
-    fraction of the ``codebook_size`` codes seen at least once; ``entropy_bits`` is
-    ``-sum p log2 p`` of the empirical code distribution (>= 0; one code used gives 0.0, never
-    -0.0) and ``perplexity`` ``2 ** entropy``.
-    """
-    counts = np.asarray(counts, dtype=np.int64)
-    total = int(counts.sum())
-    used = int((counts > 0).sum())
-    if total == 0:
-        return {"codes_used": 0, "usage": 0.0, "entropy_bits": 0.0, "perplexity": 1.0, "tokens": 0}
-    p = counts[counts > 0].astype(np.float64) / total
-    # each term p * log2(1 / p) >= 0, so the sum is >= 0; "+ 0.0" turns a -0.0 (p = 1) into 0.0
-    h = float((p * -np.log2(p)).sum()) + 0.0
-    return {"codes_used": used, "usage": used / codebook_size, "entropy_bits": h, "perplexity": float(2.0**h),
-            "tokens": total}
-
-
-# ---------------------------------------------------------------------------------------------- networks
-def _unavailable(missing: Sequence[str], how: str) -> dict:
-    return {"available": False, "missing": list(missing), "how": how}
-
-
-def _resolve_net_files(net: str, weights_dir: Optional[Union[str, os.PathLike]]) -> tuple[dict, list]:
-    """{weight key: path} of the files ``net`` needs, and the file names that are missing."""
-    from ..nets.weights import NET_WEIGHTS, WEIGHT_SPECS, MissingWeightsError, resolve_weights
-
-    found, missing = {}, []
-    for key in NET_WEIGHTS[net]:
-        try:
-            found[key] = resolve_weights(key, weights_dir)
-        except MissingWeightsError:
-            missing.append(WEIGHT_SPECS[key].filename)
-    return found, missing
-
-
-def _how(net: str, missing: Sequence[str], weights_dir: Optional[Union[str, os.PathLike]]) -> str:
-    from ..nets.weights import ENV_VAR, NET_WEIGHTS, WEIGHT_SPECS, _hub_checkpoints_dir
-
-    urls = [f"{WEIGHT_SPECS[k].filename} from {WEIGHT_SPECS[k].url}" for k in NET_WEIGHTS[net]
-            if WEIGHT_SPECS[k].filename in missing]
-    if weights_dir is not None:
-        where = f"the folder {weights_dir} (given as weights_dir / --weights-dir)"
-    else:
-        where = (f"a folder named by ${ENV_VAR}, or the torch hub cache {_hub_checkpoints_dir()}, "
-                 "or pass weights_dir / --weights-dir")
-    return f"download {'; '.join(urls)} and put {'them' if len(urls) > 1 else 'it'} in {where}"
-
-
 # ---------------------------------------------------------------------------------------------- evaluator
-class Evaluator:
+class Evaluator(NetworksMixin):
     """Streaming reconstruction metrics; see the module docstring for every convention.
 
     Args:
@@ -381,72 +222,11 @@ class Evaluator:
         self.rank_by = rank_by
         self.reset()
 
-    # -- networks
-    def _add_explicit(self, metric: str, module: nn.Module) -> None:
-        if not isinstance(module, nn.Module):
-            raise TypeError(f"the network for {metric} must be a torch.nn.Module, got {type(module).__name__}")
-        module.eval()
-        self.nets[metric] = module
-        self.net_info[metric] = {
-            "source": "explicit module given by the caller",
-            "note": "weights unknown to the evaluator: comparable to published numbers only if the module "
-                    "holds the standard pretrained weights",
-        }
-
-    def _add_from_files(self, metric: str, net: str) -> None:
-        from ..nets import inception_fid, lpips_alex, lpips_vgg
-
-        found, missing = _resolve_net_files(net, self.weights_dir)
-        if missing:
-            self.unavailable[metric] = _unavailable(missing, _how(net, missing, self.weights_dir))
-            return
-        if net == "inception_fid":
-            module = inception_fid(weights_path=found["inception_fid"])
-        elif net == "lpips_vgg":
-            module = lpips_vgg(weights_path=found["lpips_vgg_heads"], trunk_weights_path=found["vgg16"])
-        else:
-            module = lpips_alex(weights_path=found["lpips_alex_heads"], trunk_weights_path=found["alexnet"])
-        self.nets[metric] = module
-        self.net_info[metric] = {"source": "weight files", "files": [str(p) for p in found.values()]}
-
-    def weight_files(self, hashes: bool = True) -> list[dict]:
-        """The weight files used: network, file name, path and (with ``hashes``) SHA-256, plus
-        whether the hash prefix in a torch hub name matches it (None for names without one)."""
-        out = []
-        for metric, info in self.net_info.items():
-            for p in info.get("files", []):
-                entry: dict[str, Any] = {"metric": metric, "file": Path(p).name, "path": str(p)}
-                if hashes:
-                    sha = self._hash_cache.get(p) or file_sha256(p)
-                    self._hash_cache[p] = sha
-                    entry["sha256"] = sha
-                    entry["name_hash_ok"] = _name_hash_ok(Path(p).name, sha)
-                out.append(entry)
-        return out
-
-    def _net(self, metric: str, device: torch.device) -> nn.Module:
-        net = self.nets[metric]
-        if self._net_device.get(metric) != device:
-            net.to(device)
-            self._net_device[metric] = device
-        return net
-
     # -- state
     def reset(self) -> None:
         """Forget every image seen."""
-        self._ids: list[np.ndarray] = []
-        self._values: dict[str, list[np.ndarray]] = {k: [] for k in ("psnr", "ssim", "mse", "psnr_cap", "npix")}
-        for m in self.nets:
-            if m.startswith("lpips"):
-                self._values[m] = []
-        self._feats = {"real": FeatureStats(), "fake": FeatureStats()} if "rfid" in self.nets else None
-        self._codes: Optional[_CodeCounts] = None
-        self._calls = [0, 0]  # sum over images of decoder calls, images with a count
-        self._seconds: list[float] = []
-        self._timed_images = 0
-        self._examples: dict[str, list] = {"best": [], "worst": []}
-        self._n_local = 0
-        self._merged: Optional[dict] = None
+        self._acc = Accumulated.empty([m for m in self.nets if m.startswith("lpips")], fid="rfid" in self.nets)
+        self._merged: Optional[Merged] = None
         if not hasattr(self, "_net_device"):
             self._net_device: dict[str, torch.device] = {}
             self._hash_cache: dict[str, str] = {}
@@ -494,7 +274,7 @@ class Evaluator:
             return
         world, rank = self._world()
         if ids is None:
-            ids_arr = (np.arange(self._n_local, self._n_local + b, dtype=np.int64) * world + rank)
+            ids_arr = (np.arange(self._acc.n_local, self._acc.n_local + b, dtype=np.int64) * world + rank)
         else:
             ids_arr = _to_id_array(ids, b)
         if tokens is None and self.tokens_fn is not None:
@@ -511,34 +291,34 @@ class Evaluator:
         cdev = _compute_device(o8.device)
         a, b8 = o8.to(device=cdev, dtype=torch.float64), r8.to(device=cdev, dtype=torch.float64)
         mse = (a - b8).square().flatten(1).mean(1)
-        self._values["psnr"].append(_psnr_from_mse(mse).cpu().numpy())
-        self._values["ssim"].append(_ssim_quantised(a, b8, self.protocol).cpu().numpy())
-        self._values["mse"].append(mse.cpu().numpy())
+        self._acc.values["psnr"].append(_psnr_from_mse(mse).cpu().numpy())
+        self._acc.values["ssim"].append(_ssim_quantised(a, b8, self.protocol).cpu().numpy())
+        self._acc.values["mse"].append(mse.cpu().numpy())
         npix = originals[0].numel()
-        self._values["psnr_cap"].append(np.full(b, 10.0 * math.log10(_DATA_RANGE**2 * npix)))
-        self._values["npix"].append(np.full(b, npix, dtype=np.int64))
+        self._acc.values["psnr_cap"].append(np.full(b, 10.0 * math.log10(_DATA_RANGE**2 * npix)))
+        self._acc.values["npix"].append(np.full(b, npix, dtype=np.int64))
 
         dev = self.device or originals.device
         of, rf = self._network_inputs(originals, reconstructions, o8, r8, dev)
         for m in self.nets:
             if m.startswith("lpips"):
                 v = self._net(m, dev)(of, rf)
-                self._values[m].append(v.detach().double().reshape(b).cpu().numpy())
-        if self._feats is not None:
+                self._acc.values[m].append(v.detach().double().reshape(b).cpu().numpy())
+        if self._acc.feats is not None:
             inc = self._net("rfid", dev)
-            self._feats["real"].update(inc(of).detach().double().cpu().numpy())
-            self._feats["fake"].update(inc(rf).detach().double().cpu().numpy())
+            self._acc.feats["real"].update(inc(of).detach().double().cpu().numpy())
+            self._acc.feats["fake"].update(inc(rf).detach().double().cpu().numpy())
 
         if decoder_calls is not None:
-            self._calls[0] += float(decoder_calls) * b
-            self._calls[1] += b
+            self._acc.calls[0] += float(decoder_calls) * b
+            self._acc.calls[1] += b
         if seconds is not None:
-            self._seconds.append(float(seconds))
-            self._timed_images += b
-        self._ids.append(ids_arr)
-        self._n_local += b
+            self._acc.seconds.append(float(seconds))
+            self._acc.timed_images += b
+        self._acc.ids.append(ids_arr)
+        self._acc.n_local += b
         if self.keep_examples:
-            key = self._values[self.rank_by][-1] if self.rank_by in self._values else None
+            key = self._acc.values[self.rank_by][-1] if self.rank_by in self._acc.values else None
             self._keep(ids_arr, key, o8.cpu(), r8.cpu())
         self._merged = None
 
@@ -554,27 +334,8 @@ class Evaluator:
         return o8.to(dev).float() / 127.5 - 1.0, r8.to(dev).float() / 127.5 - 1.0
 
     def _update_codes(self, tokens: Tensor, b: int, codebook: Optional[int]) -> None:
-        if not isinstance(tokens, Tensor) or tokens.is_floating_point() or tokens.dtype == torch.bool:
-            raise TypeError("tokens must be an integer torch.Tensor of shape (B, T) or (B, T, G)")
-        if tokens.ndim not in (2, 3) or tokens.shape[0] != b:
-            raise ValueError(f"tokens must have shape ({b}, T) or ({b}, T, G), got {tuple(tokens.shape)}")
         size = codebook if codebook is not None else self.codebook_size
-        if size is None:
-            raise ValueError("codebook statistics need the codebook size: pass codebook= to update "
-                             "or codebook_size= to Evaluator")
-        size = int(size)
-        t = tokens.shape[1]
-        g = tokens.shape[2] if tokens.ndim == 3 else 1
-        idx = tokens.detach().reshape(b * t, g).cpu().numpy().astype(np.int64)
-        if idx.size and (idx.min() < 0 or idx.max() >= size):
-            raise ValueError(f"tokens must lie in [0, {size}), got values in [{idx.min()}, {idx.max()}]")
-        if self._codes is None:
-            self._codes = _CodeCounts(size, g, t)
-        elif (self._codes.codebook_size, self._codes.groups, self._codes.tokens_per_image) != (size, g, t):
-            raise ValueError("tokens changed layout between batches: codebook size, groups and tokens per image "
-                             f"were ({self._codes.codebook_size}, {self._codes.groups}, "
-                             f"{self._codes.tokens_per_image}), now ({size}, {g}, {t})")
-        self._codes.update(idx)
+        self._acc.codes = count_tokens(self._acc.codes, tokens, b, size)
 
     # -- examples
     def _goodness(self, values: np.ndarray) -> np.ndarray:
@@ -585,64 +346,25 @@ class Evaluator:
             return
         good = self._goodness(key)
         new = [(float(good[i]), int(ids[i]), float(key[i]), o8[i].clone(), r8[i].clone()) for i in range(len(ids))]
-        self._examples = _select_examples(self._examples["best"] + self._examples["worst"] + new,
+        self._acc.examples = select_examples(self._acc.examples["best"] + self._acc.examples["worst"] + new,
                                           self.keep_examples)
 
     # -- gathering
-    def _local_state(self) -> dict:
-        cat = (lambda xs: np.concatenate(xs) if xs else np.zeros(0))
-        return {
-            "ids": np.concatenate(self._ids) if self._ids else np.zeros(0, dtype=np.int64),
-            "values": {k: cat(v) for k, v in self._values.items()},
-            "feats": None if self._feats is None else {k: s.state_dict() for k, s in self._feats.items()},
-            "codes": self._codes,
-            "calls": list(self._calls),
-            "seconds": list(self._seconds),
-            "timed": self._timed_images,
-            "examples": self._examples["best"] + self._examples["worst"],
-        }
-
-    def _merge(self) -> dict:
+    def _merge(self) -> Merged:
+        """Every process's accumulation merged (a collective under a process group), cached until
+        the next ``update``."""
         if self._merged is not None:
             return self._merged
         import torch.distributed as dist
 
         world, _ = self._world()
-        local = self._local_state()
+        local = self._acc.portable()
         if world > 1:
             states: list = [None] * world
             dist.all_gather_object(states, local)
         else:
             states = [local]
-        ids = np.concatenate([s["ids"] for s in states]).astype(np.int64)
-        order = np.argsort(ids, kind="stable")
-        ids = ids[order]
-        if len(ids) and np.any(ids[1:] == ids[:-1]):
-            dup = sorted(set(ids[1:][ids[1:] == ids[:-1]].tolist()))[:10]
-            raise ValueError(f"image ids must be unique across updates (and ranks); repeated: {dup}")
-        values = {k: np.concatenate([s["values"][k] for s in states])[order] for k in local["values"]}
-        feats = None
-        if local["feats"] is not None:
-            feats = {}
-            for k in ("real", "fake"):
-                acc = FeatureStats()
-                for s in states:
-                    acc.merge(FeatureStats.from_state_dict(s["feats"][k]))
-                feats[k] = acc
-        codes = None
-        for s in states:
-            if s["codes"] is None:
-                continue
-            if codes is None:
-                c = s["codes"]
-                codes = _CodeCounts(c.codebook_size, c.groups, c.tokens_per_image)
-            codes.merge(s["codes"])
-        calls = [math.fsum(s["calls"][0] for s in states), sum(s["calls"][1] for s in states)]
-        seconds = math.fsum(x for s in states for x in s["seconds"])
-        timed = sum(s["timed"] for s in states)
-        examples = _select_examples([e for s in states for e in s["examples"]], self.keep_examples)
-        self._merged = {"ids": ids, "values": values, "feats": feats, "codes": codes, "calls": calls,
-                        "seconds": seconds, "timed": timed, "examples": examples}
+        self._merged = Merged.from_states(states, self.keep_examples)
         return self._merged
 
     # -- results
@@ -651,8 +373,8 @@ class Evaluator:
         ``ssim``, ``mse`` (uint8 scale) and each available ``lpips_*``. A collective under a
         process group."""
         m = self._merge()
-        out = {"id": m["ids"].copy()}
-        out.update({k: v.copy() for k, v in m["values"].items() if k not in ("psnr_cap", "npix")})
+        out = {"id": m.ids.copy()}
+        out.update({k: v.copy() for k, v in m.values.items() if k not in ("psnr_cap", "npix")})
         return out
 
     def examples(self) -> dict[str, list[dict]]:
@@ -661,8 +383,8 @@ class Evaluator:
         ``best``, worst first in ``worst``. A collective under a process group."""
         m = self._merge()
         conv = (lambda e: {"id": e[1], "value": e[2], "original": e[3], "reconstruction": e[4]})
-        return {"best": [conv(e) for e in m["examples"]["best"]],
-                "worst": [conv(e) for e in m["examples"]["worst"]],
+        return {"best": [conv(e) for e in m.examples["best"]],
+                "worst": [conv(e) for e in m.examples["worst"]],
                 "ranked_by": self.rank_by}
 
     def compute(self) -> dict:
@@ -688,228 +410,10 @@ class Evaluator:
             raise payload
         return payload
 
-    def _compute(self, m: dict) -> dict:
-        n = len(m["ids"])
-        v = m["values"]
-        out: dict[str, Any] = {"n_images": n}
-        if n == 0:
-            raise ValueError("no images were given to the evaluator (update was never called with a non-empty batch)")
-        out["protocol"] = self.protocol
-        p = v["psnr"]
-        exact = ~np.isfinite(p)
-        per_image_mean = _mean(np.where(exact, v["psnr_cap"], p))
-        batches = batched_psnr(v["mse"], RELEASE_PSNR_BATCH, values_per_image=v["npix"])
-        out["psnr"] = batches if self.protocol == "release" else per_image_mean
-        out["psnr_mean_over_images"] = per_image_mean
-        out["psnr_exact_images"] = int(exact.sum())
-        out["psnr_batches_of_5"] = batches
-        out["ssim"] = _mean(v["ssim"])
-        for name in self.metric_names:
-            if name in self.unavailable:
-                out[name] = dict(self.unavailable[name])
-            elif name.startswith("lpips"):
-                out[name] = _mean(v[name])
-            else:
-                out[name] = self._fid(m["feats"])
-        if n < 2048 and isinstance(out.get("rfid"), float):
-            out["rfid_note"] = (f"rFID from {n} images (< 2048, the feature dimension): the covariances are "
-                                "singular; not comparable to values from 50,000 images")
-        out["bits_per_pixel"] = self.bits_per_pixel
-        out["codebook"] = None if m["codes"] is None else _code_summary(m["codes"])
-        out["decoder_calls_per_image"] = m["calls"][0] / m["calls"][1] if m["calls"][1] else None
-        out["seconds_per_image"] = m["seconds"] / m["timed"] if m["timed"] else None
-        out["networks"] = {k: dict(i) for k, i in self.net_info.items()}
-        out["conventions"] = dict(CONVENTIONS[self.protocol])
-        return out
-
-    @staticmethod
-    def _fid(feats: Optional[dict]) -> Any:
-        if feats is None:
-            return None
-        if feats["real"].count < 2:
-            return {"available": False, "missing": [], "how": "rFID needs at least 2 images"}
-        mu1, s1 = feats["real"].statistics()
-        mu2, s2 = feats["fake"].statistics()
-        return frechet_distance(mu1, s1, mu2, s2)
+    def _compute(self, m: Merged) -> dict:
+        return m.results(protocol=self.protocol, metric_names=self.metric_names, unavailable=self.unavailable,
+                         bits_per_pixel=self.bits_per_pixel, net_info=self.net_info)
 
 
-def _select_examples(entries: list, k: int) -> dict[str, list]:
-    """Best k (largest goodness, then smallest id) and worst k (smallest goodness, then smallest id)."""
-    if k == 0 or not entries:
-        return {"best": [], "worst": []}
-    uniq = {e[1]: e for e in entries}.values()
-    best = sorted(uniq, key=lambda e: (-e[0], e[1]))[:k]
-    worst = sorted(uniq, key=lambda e: (e[0], e[1]))[:k]
-    return {"best": best, "worst": worst}
-
-
-def _code_summary(codes: _CodeCounts) -> dict:
-    groups = [codebook_statistics(codes.group_counts(h), codes.codebook_size) for h in range(codes.groups)]
-    return {
-        "codebook_size": codes.codebook_size,
-        "groups": codes.groups,
-        "tokens_per_image": codes.tokens_per_image,
-        "max_entropy_bits": math.log2(codes.codebook_size),
-        "usage": _mean(np.array([g["usage"] for g in groups])),
-        "entropy_bits": _mean(np.array([g["entropy_bits"] for g in groups])),
-        "perplexity": _mean(np.array([g["perplexity"] for g in groups])),
-        "per_group": groups,
-    }
-
-
-# ---------------------------------------------------------------------------------------------- models
-def _batches(data: Any, batch_size: int) -> Iterable[tuple[Tensor, Optional[Any]]]:
-    """(images, ids or None) from a tensor, or an iterable of tensors, (images, ids) pairs or dicts."""
-    if isinstance(data, Tensor):
-        if data.ndim != 4:
-            raise ValueError(f"data as a tensor must have shape (N, 3, H, W), got {tuple(data.shape)}")
-        for s in range(0, data.shape[0], batch_size):
-            yield data[s:s + batch_size], torch.arange(s, min(s + batch_size, data.shape[0]))
-        return
-    for item in data:
-        if isinstance(item, Tensor):
-            yield item, None
-        elif isinstance(item, Mapping):
-            yield item["images"], item.get("ids")
-        elif isinstance(item, (tuple, list)) and len(item) >= 1:
-            yield item[0], (item[1] if len(item) > 1 else None)
-        else:
-            raise TypeError("data must yield image tensors, (images, ids) pairs or dicts with 'images' "
-                            f"(and 'ids'), got {type(item).__name__}")
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def evaluate_model(
-    model: Union[nn.Module, Callable[[Tensor], Any]],
-    data: Any,
-    *,
-    evaluator: Optional[Evaluator] = None,
-    sampler: Any = None,
-    seed: int = 0,
-    device: Union[str, torch.device, None] = None,
-    batch_size: int = 16,
-    limit: Optional[int] = None,
-    groups: bool = True,
-    autocast_dtype: Optional[torch.dtype] = None,
-    tokens_fn: Optional[Callable[[Tensor], Tensor]] = None,
-    progress: bool = True,
-    total: Optional[int] = None,
-    protocol: Optional[str] = None,
-    **evaluator_kwargs: Any,
-) -> dict:
-    """Reconstruct every image of ``data`` with ``model`` and return ``evaluator.compute()``.
-
-    ``model`` is a :class:`~flowmo.FlowMo` (encoded, quantized and decoded with ``sampler``;
-    image ``i`` is decoded from the noise :func:`image_noise` ``(seed, i)``, so results depend on
-    batching or ranks only through float rounding; tokens, decoder calls and bits per pixel are
-    recorded) or any
-    callable ``images -> reconstructions`` (a tensor, or an object with ``.images`` and
-    optionally ``.decoder_calls``, or a dict with ``"images"``), with ``tokens_fn`` giving tokens.
-    A FlowMo's reconstructions are clamped to [-1, 1] (any sampler, ``clip=False`` included: the
-    metrics clamp them anyway); a callable's go to :meth:`Evaluator.update` as returned, under the
-    metrics' value range rule (clamped to [-1, 1]; [0, 255] output raises ``ValueError``).
-
-    ``data`` is an (N, 3, H, W) tensor (ids 0..N-1, batches of ``batch_size``) or an iterable of
-    tensors, ``(images, ids)`` pairs or dicts ``{"images", "ids"}``. ``limit`` stops after that
-    many images (on this rank); ``total`` is the progress bar's image count. Reconstruction time
-    (encoder + decoder, synchronised) is recorded per batch; ``autocast_dtype`` (e.g.
-    ``torch.bfloat16``) runs the reconstruction under autocast.
-    Without ``evaluator`` one is built from ``evaluator_kwargs``.
-
-    ``device`` (default: the model's, else the evaluator's, else the CPU): a malformed or
-    unavailable one raises ValueError naming ``device``.
-
-    ``protocol`` (``"standard"`` or ``"release"``, see :class:`Evaluator`) is passed to the
-    evaluator that is built (default ``"standard"``); with an ``evaluator`` it must equal
-    ``evaluator.protocol`` (or be None), else ``ValueError``.
-    """
-    from tqdm.auto import tqdm
-
-    if protocol is not None:
-        _check_protocol(protocol)
-    if evaluator is None:
-        evaluator = Evaluator(**evaluator_kwargs, **({} if protocol is None else {"protocol": protocol}))
-    elif evaluator_kwargs:
-        raise ValueError(f"evaluator_kwargs {sorted(evaluator_kwargs)} given together with an evaluator")
-    elif protocol is not None and protocol != evaluator.protocol:
-        raise ValueError(f"protocol={protocol!r} but the evaluator given uses protocol {evaluator.protocol!r}")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
-        raise ValueError(f"limit must be a positive int, got {limit!r}")
-    from ..model import FlowMo
-
-    is_flowmo = isinstance(model, FlowMo)
-    if device is None:
-        device = model.device if is_flowmo else (evaluator.device or torch.device("cpu"))
-    device = check_device(device, "device")
-    was_training = isinstance(model, nn.Module) and model.training
-    if isinstance(model, nn.Module):
-        model.eval()
-    if is_flowmo and evaluator.bits_per_pixel is None:
-        evaluator.bits_per_pixel = float(model.spec.bits_per_pixel)
-    group_fn = model.quantizer.codes_to_group_indices if is_flowmo and model.quantizer.has_groups else None
-    world, rank = evaluator._world()
-    amp = (torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype is not None
-           else nullcontext())
-    seen, local_count = 0, 0
-    if total is None:
-        total = data.shape[0] if isinstance(data, Tensor) else None
-        if limit is not None:
-            total = limit if total is None else min(total, limit)
-    bar = tqdm(total=total, unit="img", disable=not progress or rank != 0, desc="evaluating", dynamic_ncols=True)
-    try:
-        for images, ids in _batches(data, batch_size):
-            if limit is not None and seen >= limit:
-                break
-            if limit is not None and seen + images.shape[0] > limit:
-                images = images[: limit - seen]
-                ids = None if ids is None else ids[: limit - seen]
-            b = images.shape[0]
-            if b == 0:
-                continue
-            if ids is None:
-                ids_arr = (np.arange(local_count, local_count + b, dtype=np.int64) * world + rank)
-            else:
-                ids_arr = _to_id_array(ids, b)
-            local_count += b
-            x = images.to(device)
-            tokens, codebook, calls = None, None, None
-            _sync(device)
-            t0 = time.perf_counter()
-            with torch.no_grad(), amp:
-                if is_flowmo:
-                    q = model.quantize(model.encode(x))
-                    noise = image_noise(seed, ids_arr.tolist(), x.shape[1:], device=device, dtype=q.values.dtype)
-                    out = model.decode(q.values, noise=noise, sampler=sampler)
-                    # the model's own [-1, 1] output: clamped here (as a clipping sampler does), so
-                    # an unclipped sampler's overshoot never trips the metrics' value range check
-                    recon, calls = out.images.clamp(-1.0, 1.0), out.decoder_calls
-                else:
-                    out = model(x)
-                    if isinstance(out, Mapping):
-                        recon, calls = out["images"], out.get("decoder_calls")
-                    elif isinstance(out, Tensor):
-                        recon = out
-                    else:
-                        recon, calls = out.images, getattr(out, "decoder_calls", None)
-            _sync(device)
-            seconds = time.perf_counter() - t0
-            if is_flowmo:
-                if groups and group_fn is not None:
-                    tokens, codebook = group_fn(q.values.float()), int(model.quantizer.group_codebook_size)
-                else:
-                    tokens, codebook = q.indices, int(model.quantizer.codebook_size)
-            elif tokens_fn is not None:
-                tokens = tokens_fn(x)
-            evaluator.update(x.float(), recon.float(), ids=ids_arr, tokens=tokens, codebook=codebook,
-                             decoder_calls=calls, seconds=seconds)
-            seen += b
-            bar.update(b)
-    finally:
-        bar.close()
-        if was_training:
-            model.train()
-    return evaluator.compute()
+# the run over a data set lives in flowmo.eval.run (it builds an Evaluator); kept importable from here
+from .run import evaluate_model  # noqa: E402

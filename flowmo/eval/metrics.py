@@ -73,7 +73,8 @@ from typing import Sequence, Tuple, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from ..data.filters import gaussian_filter_reflect, gaussian_kernel_1d
 
 __all__ = [
     "PROTOCOLS",
@@ -413,46 +414,13 @@ def _psnr_of(mse: float) -> float:
 # --------------------------------------------------------------------------
 
 
-def _gaussian_kernel_1d(sigma: float, truncate: float, device, dtype=torch.float64) -> torch.Tensor:
-    radius = int(truncate * sigma + 0.5)  # same radius rule as scipy.ndimage
-    x = torch.arange(-radius, radius + 1, device=device, dtype=dtype)
-    k = torch.exp(-0.5 * (x / sigma) ** 2)
-    return k / k.sum()
-
-
-def _symmetric_indices(n: int, pad: int, device) -> torch.Tensor:
-    """Indices for scipy.ndimage 'reflect' padding (``d c b a | a b c d | d c b a``).
-
-    The edge sample is repeated (numpy's 'symmetric').  Works for any ``pad``,
-    including pads larger than ``n``.
-    """
-    i = torch.arange(-pad, n + pad, device=device)
-    j = torch.remainder(i, 2 * n)
-    return torch.where(j >= n, 2 * n - 1 - j, j)
-
-
-def _gaussian_filter_reflect(maps: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Separable filter of ``maps`` (N, 1, H, W) by the odd-length 1-D ``kernel`` along
-    both axes, scipy 'reflect' boundary (a Gaussian kernel: scipy's gaussian_filter; a
-    constant one: scipy's uniform_filter)."""
-    pad = (kernel.numel() - 1) // 2
-    _, _, h, w = maps.shape
-    rows = _symmetric_indices(h, pad, maps.device)
-    cols = _symmetric_indices(w, pad, maps.device)
-    padded = maps.index_select(2, rows).index_select(3, cols)
-    k = kernel.to(dtype=maps.dtype)
-    out = F.conv2d(padded, k.view(1, 1, -1, 1))  # along H
-    out = F.conv2d(out, k.view(1, 1, 1, -1))  # along W
-    return out
-
-
 def _ssim_window(protocol: str, device) -> Tuple[torch.Tensor, float]:
     """(1-D kernel, covariance normalisation) of the protocol's SSIM window."""
     if protocol == "release":
         win = _SSIM_UNIFORM_WIN
         np_ = win * win  # values per 2-D window
         return torch.full((win,), 1.0 / win, dtype=torch.float64, device=device), np_ / (np_ - 1.0)
-    return _gaussian_kernel_1d(_SSIM_SIGMA, _SSIM_TRUNCATE, device=device), 1.0
+    return gaussian_kernel_1d(_SSIM_SIGMA, _SSIM_TRUNCATE, device=device), 1.0
 
 
 def _ssim_quantised(x: torch.Tensor, y: torch.Tensor, protocol: str) -> torch.Tensor:
@@ -462,7 +430,7 @@ def _ssim_quantised(x: torch.Tensor, y: torch.Tensor, protocol: str) -> torch.Te
     b, c, h, w = x.shape
     # (B, 5, C, H, W) -> (B*5*C, 1, H, W): one filter pass for all statistics.
     stats = torch.stack([x, y, x * x, y * y, x * y], dim=1)
-    filtered = _gaussian_filter_reflect(stats.reshape(-1, 1, h, w), kernel)
+    filtered = gaussian_filter_reflect(stats.reshape(-1, 1, h, w), kernel)
     ux, uy, uxx, uyy, uxy = filtered.reshape(b, 5, c, h, w).unbind(dim=1)
 
     vx = cov_norm * (uxx - ux * ux)

@@ -297,17 +297,17 @@ def ssim_map_torch(x: Tensor, y: Tensor, *, data_range: float = 1.0) -> Tensor:
     differentiable, in the images' dtype (float32 at least). Gaussian window as
     :func:`flowmo.eval.metrics.ssim` (scipy 'reflect' borders, 5-pixel crop), without
     quantisation. Returns (B,)."""
-    from ..eval.metrics import _gaussian_filter_reflect, _gaussian_kernel_1d
+    from ..data.filters import gaussian_filter_reflect, gaussian_kernel_1d
 
     if x.dtype in (torch.float16, torch.bfloat16):
         x, y = x.float(), y.float()
     b, c, h, w = x.shape
-    kernel = _gaussian_kernel_1d(_SSIM_SIGMA, _SSIM_TRUNCATE, device=x.device, dtype=x.dtype)
+    kernel = gaussian_kernel_1d(_SSIM_SIGMA, _SSIM_TRUNCATE, device=x.device, dtype=x.dtype)
     win = kernel.numel()
     if h < win or w < win:
         raise ValueError(f"SSIM needs images of at least {win}x{win} pixels, got {h}x{w}")
     stats = torch.stack([x, y, x * x, y * y, x * y], dim=1)
-    filtered = _gaussian_filter_reflect(stats.reshape(-1, 1, h, w), kernel)
+    filtered = gaussian_filter_reflect(stats.reshape(-1, 1, h, w), kernel)
     ux, uy, uxx, uyy, uxy = filtered.reshape(b, 5, c, h, w).unbind(dim=1)
     vx, vy, vxy = uxx - ux * ux, uyy - uy * uy, uxy - ux * uy
     c1, c2 = (_SSIM_K1 * data_range) ** 2, (_SSIM_K2 * data_range) ** 2

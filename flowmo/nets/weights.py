@@ -35,6 +35,7 @@ from torch import nn
 
 __all__ = [
     "ENV_VAR",
+    "hub_checkpoints_dir",
     "MissingWeightsError",
     "WeightsFormatError",
     "WeightSpec",
@@ -162,7 +163,8 @@ def required_files(name: str) -> list[str]:
     raise KeyError(f"unknown network {name!r}; known: {sorted(NET_WEIGHTS)}")
 
 
-def _hub_checkpoints_dir() -> Path:
+def hub_checkpoints_dir() -> Path:
+    """The torch hub cache's ``checkpoints`` folder, where weight files are also looked for."""
     # torch.hub.get_dir() honours torch.hub.set_dir, $TORCH_HOME and $XDG_CACHE_HOME;
     # it only computes a path (no network, no directory creation).
     return Path(torch.hub.get_dir()).expanduser() / "checkpoints"
@@ -206,7 +208,7 @@ def search_locations(key: str, weights_path: str | os.PathLike | None = None) ->
             places.append((f"${ENV_VAR} folder {d}", [d / n for n in spec.names]))
     else:
         places.append((f"${ENV_VAR} (not set)", []))
-    hub = _hub_checkpoints_dir()
+    hub = hub_checkpoints_dir()
     places.append((f"torch hub cache {hub}", [hub / n for n in spec.names]))
     if spec.lpips_package_path is not None:
         pkg = _lpips_package_dir()
@@ -230,7 +232,7 @@ def resolve_weights(key: str, weights_path: str | os.PathLike | None = None) -> 
         for c in candidates:
             if c.is_file():
                 return c
-    hub = _hub_checkpoints_dir()
+    hub = hub_checkpoints_dir()
     lines = [
         f"Missing weights file {spec.filename!r} ({spec.description}).",
     ]

@@ -18,6 +18,8 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import Tensor
 
+from ..data.files import fsync_dir, fsync_file
+
 __all__ = [
     "save_checkpoint", "load_checkpoint", "list_checkpoints", "latest_checkpoint", "prune_checkpoints",
     "optimizer_to_tensors", "optimizer_from_tensors", "CheckpointError",
@@ -29,24 +31,6 @@ STATE = "state.json"
 
 class CheckpointError(ValueError):
     """A checkpoint folder that is incomplete or does not fit the run."""
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
 
 
 def save_checkpoint(root: Path, step: int, parts: Mapping[str, Mapping[str, Tensor]], state: Mapping[str, Any]) -> Path:
@@ -64,10 +48,10 @@ def save_checkpoint(root: Path, step: int, parts: Mapping[str, Mapping[str, Tens
         for name, tensors in parts.items():
             path = tmp / f"{name}.safetensors"
             save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
-            _fsync_file(path)
+            fsync_file(path)
         (tmp / STATE).write_text(json.dumps(dict(state), indent=1, sort_keys=True))
-        _fsync_file(tmp / STATE)
-        _fsync_dir(tmp)
+        fsync_file(tmp / STATE)
+        fsync_dir(tmp)
         if final.exists():  # the same step saved again (e.g. a resumed run): replace it
             trash = root / f".old-{PREFIX}{step:08d}-{os.getpid()}"
             os.replace(final, trash)
@@ -75,7 +59,7 @@ def save_checkpoint(root: Path, step: int, parts: Mapping[str, Mapping[str, Tens
             shutil.rmtree(trash, ignore_errors=True)
         else:
             os.replace(tmp, final)
-        _fsync_dir(root)
+        fsync_dir(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

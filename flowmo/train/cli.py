@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .._cli_common import add_common_arguments
+from ..cli_common import add_common_arguments
 from ..imports import import_modules
 
 __all__ = ["main", "export_main", "export_checkpoint"]

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ..imports import check_module_names, import_modules, unknown_component_message, unknown_components
 from ..presets import get_preset
-from .._device import parse_device
+from ..devices import parse_device
 from ..spec import MAX_SAMPLER_STEPS, FlowMoSpec, SpecBool, SpecFloat, SpecInt, merge_data
 
 __all__ = [
@@ -157,7 +157,10 @@ class LogConfig(_Strict):
 
 
 class EvalConfig(_Strict):
-    """Held-out PSNR/SSIM during training (built-in photos: the held-out photos; a folder: its first images)."""
+    """Held-out PSNR/SSIM during training (built-in photos: the held-out photos; a folder: its first images).
+
+    Held-out image ``i`` is decoded from :func:`flowmo.data.noise.image_noise` ``(train.seed, [i])``,
+    the noise of ``flowmo eval --seed <train.seed>`` for the same image."""
 
     every: Optional[SpecInt] = Field(
         None, gt=0, le=MAX_STEPS,

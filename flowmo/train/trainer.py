@@ -6,37 +6,38 @@ seeded by (seed, epoch). A run interrupted at step k and resumed from its checkp
 reaches the same weights as an uninterrupted run (bitwise on one CPU process), and
 ``world_size`` processes with ``grad_accum`` a give the same updates as one process with
 ``grad_accum`` a x world_size (same global batch, up to float summation order).
+
+This module holds the loop (set-up, one step, ``fit``, SIGTERM); its other responsibilities live
+beside it: the data order (:mod:`~flowmo.train.sampler`), EMA and renormalisation
+(:mod:`~flowmo.train.ema`), checkpoints of a run (:mod:`~flowmo.train.checkpointing`), held-out
+evaluation and images (:mod:`~flowmo.train.evaluation`), the parameters trained
+(:mod:`~flowmo.train.freezing`) and the metric records (:mod:`~flowmo.train.records`).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Union
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .._device import check_device
-from .._state import check_finite, check_state_dict
-from ..model import CONFIG_NAME, WEIGHTS_NAME, FlowMo
-from .checkpoint import (
-    CheckpointError,
-    latest_checkpoint,
-    load_checkpoint,
-    optimizer_from_tensors,
-    optimizer_to_tensors,
-    prune_checkpoints,
-    save_checkpoint,
-)
+from ..data.files import atomic_write_text
+from ..devices import DistContext, init_process_group, resolve_device
+from ..model import FlowMo
+from .checkpoint import CheckpointError, latest_checkpoint
+from .checkpointing import CheckpointingMixin
 from .config import TrainConfig, read_train_config
+from .counters import Counters
+from .ema import block_linear_weights, ema_update_, renormalize_
+from .evaluation import EvaluationMixin
+from .freezing import FreezingMixin
+from .records import RecordsMixin
+from .sampler import StepBatchSampler, _collate, _Indexed, derive_seed
 
 __all__ = ["Trainer", "derive_seed", "StepBatchSampler", "TrainingStopped", "renormalize_", "ema_update_"]
 
@@ -45,149 +46,8 @@ class TrainingStopped(RuntimeError):
     """The run stopped itself (e.g. too many non-finite losses in a row)."""
 
 
-def derive_seed(*parts: Union[int, str]) -> int:
-    """A 63-bit seed from a tuple of ints/strings (stable across processes and platforms)."""
-    ints = [p if isinstance(p, int) else int.from_bytes(p.encode()[:8].ljust(8, b"\0"), "little") for p in parts]
-    a, b = np.random.SeedSequence(ints).generate_state(2, dtype=np.uint32)
-    return (int(a) << 31 | int(b)) & (2**63 - 1)
-
-
-# ---------------------------------------------------------------------------------- data
-class _Indexed(torch.utils.data.Dataset):
-    """Items addressed by (epoch, index); returns (image, newly found unreadable paths)."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key: tuple[int, int]):
-        epoch, index = key
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(epoch)
-        before = set(getattr(self.dataset, "bad_paths", ()))
-        image = self.dataset[index]
-        bad = [str(p) for p in getattr(self.dataset, "bad_paths", ()) if p not in before]
-        return image, bad
-
-
-def _collate(items):
-    images = torch.stack([i for i, _ in items])
-    bad = [p for _, b in items for p in b]
-    return images, bad
-
-
-class StepBatchSampler(torch.utils.data.Sampler):
-    """Micro-batches of (epoch, index) keys from ``start_step`` on, forever.
-
-    Global position p of image j of micro-batch (step s, global micro m) is
-    (s * world * accum + m) * batch + j with m = rank * accum + a; epoch p // n picks a
-    permutation seeded by (seed, epoch); the item is perm[p % n].
-    """
-
-    def __init__(self, length: int, batch_size: int, grad_accum: int, world: int, rank: int, seed: int,
-                 start_step: int = 0):
-        self.n, self.b, self.accum, self.world, self.rank = length, batch_size, grad_accum, world, rank
-        self.seed, self.start_step = seed, start_step
-        self._perm: dict[int, Tensor] = {}
-
-    def _permutation(self, epoch: int) -> Tensor:
-        if epoch not in self._perm:
-            g = torch.Generator().manual_seed(derive_seed(self.seed, "data", epoch))
-            self._perm = {epoch: torch.randperm(self.n, generator=g)}
-        return self._perm[epoch]
-
-    def micro_batch(self, step: int, a: int) -> list[tuple[int, int]]:
-        m = self.rank * self.accum + a
-        base = (step * self.world * self.accum + m) * self.b
-        out = []
-        for p in range(base, base + self.b):
-            epoch = p // self.n
-            out.append((epoch, int(self._permutation(epoch)[p % self.n])))
-        return out
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        s = self.start_step
-        while True:
-            for a in range(self.accum):
-                yield self.micro_batch(s, a)
-            s += 1
-
-    def __len__(self) -> int:  # pragma: no cover - infinite
-        raise TypeError("StepBatchSampler is infinite")
-
-
-# ---------------------------------------------------------------------------------- pure pieces
-def block_linear_weights(model: nn.Module) -> dict[str, nn.Parameter]:
-    """Every Linear weight inside the transformer blocks (``...double_blocks.N...``)."""
-    out = {}
-    for name, m in model.named_modules():
-        if isinstance(m, nn.Linear) and ".double_blocks." in f".{name}.":
-            out[f"{name}.weight"] = m.weight
-    return out
-
-
-@torch.no_grad()
-def renormalize_(weights: dict[str, Tensor], targets: dict[str, Tensor]) -> None:
-    """Rescale each weight in place to its target Frobenius norm: w <- w * (n0 / ||w||)."""
-    for name, w in weights.items():
-        n = torch.linalg.vector_norm(w.float())
-        w.mul_((targets[name].to(w.device) / n.clamp_min(1e-12)).to(w.dtype))
-
-
-@torch.no_grad()
-def ema_update_(ema: dict[str, Tensor], params: dict[str, Tensor], decay: float, every: int) -> None:
-    """ema <- decay**every * ema + (1 - decay**every) * param (one update standing for ``every`` steps)."""
-    w = 1.0 - decay**every
-    names = list(ema)
-    torch._foreach_lerp_([ema[n] for n in names], [params[n].detach().to(ema[n].dtype) for n in names], w)
-
-
-# ---------------------------------------------------------------------------------- distributed
-@dataclass
-class DistContext:
-    world: int = 1
-    rank: int = 0
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world > 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def from_env(cls) -> "DistContext":
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return cls()
-        return cls(world, int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def _resolve_device(name: str, ctx: DistContext) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", ctx.local_rank)
-        return torch.device("cpu")
-    dev = check_device(name, "train.device")  # ValueError naming it: malformed or not on this machine
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", ctx.local_rank)
-    return dev
-
-
 # ---------------------------------------------------------------------------------- trainer
-@dataclass
-class Counters:
-    nonfinite_total: int = 0
-    nonfinite_streak: int = 0
-    skipped_images: list[str] = field(default_factory=list)
-    images_seen: int = 0
-
-
-class Trainer:
+class Trainer(CheckpointingMixin, EvaluationMixin, FreezingMixin, RecordsMixin):
     """Trains a FlowMo model as a TrainConfig says, writing into ``out_dir``.
 
     ``out_dir`` gets ``config.json`` (the resolved config), ``checkpoints/``, ``metrics.jsonl``,
@@ -201,14 +61,10 @@ class Trainer:
         self.tc = config.train
         self.out = Path(out_dir)
         self.ctx = DistContext.from_env()
-        if self.ctx.enabled and not dist.is_initialized():
-            backend = "nccl" if torch.cuda.is_available() and self.tc.device in ("auto", "cuda") else "gloo"
-            import datetime
-
-            dist.init_process_group(backend, timeout=datetime.timedelta(seconds=self.tc.dist_timeout_s))
+        self.device = resolve_device(self.tc.device, "train.device", self.ctx)  # the one device rule
+        init_process_group(self.device, self.ctx, timeout_s=self.tc.dist_timeout_s)
         if self.tc.threads is not None:
             torch.set_num_threads(self.tc.threads)
-        self.device = _resolve_device(self.tc.device, self.ctx)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         self._log = log or (lambda s: print(s, flush=True))
@@ -271,76 +127,7 @@ class Trainer:
                 raise CheckpointError(
                     f"{self.out} holds a run of a different model architecture; use another output folder"
                 )
-        path.write_text(text + "\n")
-
-    def _load_init(self, path: Path) -> None:
-        """Stage 1B's starting point: a run folder, a checkpoint folder or a model folder."""
-        if (path / "checkpoints").is_dir():
-            found = latest_checkpoint(path / "checkpoints")
-            if found is None:
-                raise FileNotFoundError(f"train.init_from: {path} has no complete checkpoint")
-            path = found
-        if (path / "state.json").is_file():
-            parts, _ = load_checkpoint(path, ["model"] + (["ema"] if (path / "ema.safetensors").is_file() else []))
-            weights = parts["model"]
-            if (path / "renorm.safetensors").is_file():
-                self.targets = load_checkpoint(path, ["renorm"])[0]["renorm"]
-            if "ema" in parts and self.tc.ema.enabled:
-                self.ema = {k: v.float().to(self.device) for k, v in parts["ema"].items()}
-        elif (path / WEIGHTS_NAME).is_file() and (path / CONFIG_NAME).is_file():
-            from safetensors.torch import load_file
-
-            weights = load_file(str(path / WEIGHTS_NAME))
-        else:
-            raise FileNotFoundError(
-                f"train.init_from: {path} is neither a run folder, a checkpoint folder nor a model folder"
-            )
-        check_state_dict({k: tuple(v.shape) for k, v in self.model.state_dict().items()}, weights, str(path))
-        self.model.load_state_dict(weights)
-
-    def _freeze_unused(self) -> None:
-        """Parameters no loss can change are found with one dry-run backward on random images and
-        frozen: those without a gradient or with an exactly zero one (the encoder's time and
-        modulation layers, heads whose output is unused, the encoder's latent input weight, whose
-        input is all zeros, ...). DDP then needs no unused-parameter search."""
-        s = self.config.model.image_size
-        g = torch.Generator(self.device).manual_seed(derive_seed(self.tc.seed, "dry-run"))
-        x = torch.rand(2, 3, s, s, generator=g, device=self.device) * 2 - 1
-        self.model.train()
-        out = self.model(x, objective=self.objective, generator=g, cfg_dropout=False)
-        out.total.backward()
-        self.unused = [n for n, p in self.model.named_parameters()
-                       if p.requires_grad and (p.grad is None or not bool(p.grad.any()))]
-        for n, p in self.model.named_parameters():
-            p.grad = None
-            if n in self.unused:
-                p.requires_grad_(False)
-
-    def _freeze_encoder(self) -> None:
-        for p in self.model.encoder.parameters():
-            p.requires_grad_(False)
-
-    @property
-    def encoder_frozen(self) -> bool:
-        """True when no encoder parameter is trained any more."""
-        return not any(p.requires_grad for p in self.model.encoder.parameters())
-
-    def _apply_encoder_freeze(self, *, wrap: bool = True) -> None:
-        """Stage 1A's ``train.freeze_encoder_at = N``: once the step counter reads N (N steps
-        done; at construction for N = 0 or a resumed run already past N), freeze the encoder and
-        rebuild the optimizer (and the DDP wrapper, with ``wrap``) for the parameters left.
-        Idempotent: nothing happens when the encoder is frozen already."""
-        f = self.tc.freeze_encoder_at
-        if self.tc.stage != "1a" or f is None or self.step < f or self.encoder_frozen:
-            return
-        self._freeze_encoder()
-        self.optimizer = self._make_optimizer()
-        if wrap:
-            self.ddp = self._wrap()
-        if self.ctx.main:
-            what = "the encoder is never trained" if f == 0 else f"the encoder was trained for {f} steps"
-            self._log(f"step {self.step}: encoder frozen (train.freeze_encoder_at={f}: {what}); "
-                      "optimizer rebuilt for the decoder")
+        atomic_write_text(path, text + "\n")
 
     def _trainable(self) -> list[tuple[str, nn.Parameter]]:
         return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
@@ -362,7 +149,7 @@ class Trainer:
 
     # ---------------------------------------------------------------- data
     def _dataset(self):
-        from .data import BuiltinPhotos, ImageFolderDataset
+        from ..data.folders import BuiltinPhotos, ImageFolderDataset
 
         d = self.tc.data
         s = self.config.model.image_size
@@ -380,76 +167,6 @@ class Trainer:
             pin_memory=self.device.type == "cuda", persistent_workers=self.tc.data.workers > 0,
         )
         return iter(loader)
-
-    # ---------------------------------------------------------------- checkpoints
-    def save(self) -> Optional[Path]:
-        """Write a checkpoint of the current step (rank 0) and prune old ones."""
-        if not self.ctx.main:
-            return None
-        opt_tensors, opt_meta = optimizer_to_tensors(self.optimizer, self._opt_names)
-        parts = {
-            "model": {k: v for k, v in self.model.state_dict().items()},
-            "optimizer": opt_tensors,
-            "renorm": self.targets,
-        }
-        if self.ema:
-            parts["ema"] = self.ema
-        state = {
-            "step": self.step,
-            "stage": self.tc.stage,
-            "optimizer": opt_meta,
-            "encoder_frozen": self.encoder_frozen,
-            "ema_step": self.ema_step,
-            "data_position": self.step * self.ctx.world * self.tc.optim.grad_accum * self.tc.optim.batch_size,
-            "counters": {"nonfinite_total": self.counters.nonfinite_total,
-                         "nonfinite_streak": self.counters.nonfinite_streak,
-                         "skipped_images": self.counters.skipped_images,
-                         "images_seen": self.counters.images_seen},
-            "world_size": self.ctx.world,
-            "torch_rng": torch.get_rng_state().tolist(),
-            "model_fingerprint": self.config.model.fingerprint(),
-        }
-        path = save_checkpoint(self.ckpt_dir, self.step, parts, state)
-        ck = self.tc.checkpoint
-        prune_checkpoints(self.ckpt_dir, ck.keep_last, ck.keep_every)
-        return path
-
-    def _restore(self, path: Path) -> None:
-        try:
-            self._restore_from(path)
-        except CheckpointError:
-            raise
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
-            # a complete-looking folder with damaged contents: name it, never resume from it
-            raise CheckpointError(
-                f"{path} is damaged ({type(e).__name__}: {e}); move it away to resume from the previous checkpoint"
-            ) from e
-
-    def _restore_from(self, path: Path) -> None:
-        ema = self.tc.ema.enabled or (path / "ema.safetensors").is_file()
-        required = ["model", "optimizer", "renorm"] + (["ema"] if ema else [])
-        parts, state = load_checkpoint(path, required)
-        check_finite(parts["model"], str(path / "model.safetensors"))
-        if state.get("model_fingerprint") not in (None, self.config.model.fingerprint()):
-            raise CheckpointError(f"{path} was written for a different model architecture")
-        check_state_dict({k: tuple(v.shape) for k, v in self.model.state_dict().items()}, parts["model"], str(path))
-        self.model.load_state_dict(parts["model"])
-        self.step = int(state["step"])
-        if "ema" in parts:
-            self.ema = {k: v.to(self.device) for k, v in parts["ema"].items()}
-        # checkpoints written before ema_step was recorded: the last multiple of ema.every
-        self.ema_step = int(state.get("ema_step", self.step - self.step % self.tc.ema.every))
-        self.targets = parts.get("renorm", self.targets)
-        if state.get("encoder_frozen"):
-            self._freeze_encoder()
-            self.optimizer = self._make_optimizer()
-        optimizer_from_tensors(self.optimizer, self._opt_names, parts["optimizer"], state["optimizer"])
-        c = state.get("counters", {})
-        self.counters = Counters(c.get("nonfinite_total", 0), c.get("nonfinite_streak", 0),
-                                 list(c.get("skipped_images", [])), c.get("images_seen", 0))
-        torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
-        if self.ctx.main:
-            self._log(f"resumed from {path} at step {self.step}")
 
     # ---------------------------------------------------------------- one step
     def _autocast(self):
@@ -534,76 +251,6 @@ class Trainer:
             )
         sums["nonfinite_skipped"] = float(self.counters.nonfinite_total)
         return sums
-
-    # ---------------------------------------------------------------- evaluation and images
-    def ema_model(self) -> FlowMo:
-        """A copy of the model with the EMA weights."""
-        m = FlowMo(self.config.model).to(self.device)
-        sd = self.model.state_dict()
-        m.load_state_dict({k: self.ema[k].to(sd[k].dtype) if k in self.ema else v for k, v in sd.items()})
-        return m.eval()
-
-    def held_out(self) -> Tensor:
-        from .data import ImageFolderDataset, held_out_photos
-
-        n = self.tc.eval.images
-        s = self.config.model.image_size
-        if self.tc.data.folder is None:
-            return held_out_photos(s)[:n]
-        ds = ImageFolderDataset(self.tc.data.folder, s, train=False)
-        return torch.stack([ds[i] for i in range(min(n, len(ds)))])
-
-    @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        """Held-out PSNR and SSIM (uint8 convention), and a PNG of originals over reconstructions."""
-        from ..eval.metrics import psnr, ssim
-        from .visual import save_image_rows
-
-        if not hasattr(self, "_held_out"):
-            self._held_out = self.held_out()
-        model = self.ema_model() if (self.tc.eval.use_ema and self.ema) else self.model
-        was_training = model.training
-        model.eval()
-        x = self._held_out.to(self.device)
-        sampler = {"steps": self.tc.eval.steps} if self.tc.eval.steps else None
-        g = torch.Generator(self.device).manual_seed(derive_seed(self.tc.seed, "eval"))
-        recon = model.reconstruct(x, generator=g, sampler=sampler)
-        model.train(was_training)
-        metrics = {"eval/psnr": float(psnr(x, recon).mean()), "eval/ssim": float(ssim(x, recon).mean())}
-        if self.ctx.main:
-            save_image_rows([x, recon], self.out / "eval" / f"step_{self.step:08d}.png")
-        return metrics
-
-    @torch.no_grad()
-    def save_images(self, images: Tensor) -> Path:
-        from .visual import save_image_rows
-
-        self.model.eval()
-        g = torch.Generator(self.device).manual_seed(derive_seed(self.tc.seed, "images", self.step))
-        recon = self.model.reconstruct(images, generator=g)
-        self.model.train()
-        path = self.out / "images" / f"step_{self.step:08d}.png"
-        save_image_rows([images, recon], path)
-        return path
-
-    # ---------------------------------------------------------------- logging
-    def _record(self, metrics: dict[str, Any]) -> None:
-        if not self.ctx.main:
-            return
-        with open(self.out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps({"step": self.step, **metrics}) + "\n")
-        if self.tc.log.tensorboard:
-            if self._writer is None:
-                try:
-                    from torch.utils.tensorboard import SummaryWriter
-
-                    self._writer = SummaryWriter(str(self.out / "tensorboard"))
-                except Exception:  # tensorboard not installed
-                    self._writer = False
-            if self._writer:
-                for k, v in metrics.items():
-                    if isinstance(v, (int, float)) and math.isfinite(v):
-                        self._writer.add_scalar(k, v, self.step)
 
     # ---------------------------------------------------------------- the loop
     def fit(self) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from torch import nn
 
 import flowmo
 from flowmo.eval import Evaluator, codebook_statistics, evaluate_model, image_noise
-from flowmo.eval import evaluator as evaluator_mod
+from flowmo.eval import codebook as codebook_mod
 from flowmo.eval.metrics import feature_statistics, frechet_distance, psnr, ssim, to_uint8
 from flowmo.nets import lpips_alex, lpips_vgg
 from flowmo.nets.alexnet import AlexNet
@@ -249,7 +249,7 @@ def test_codebook_statistics_known_sets():
 
 @pytest.mark.parametrize("dense_limit", [2**20, 4])
 def test_codebook_usage_per_group(monkeypatch, dense_limit):
-    monkeypatch.setattr(evaluator_mod, "DENSE_CODEBOOK_LIMIT", dense_limit)
+    monkeypatch.setattr(codebook_mod, "DENSE_CODEBOOK_LIMIT", dense_limit)
     x, r = _photos(4)
     k = 16
     # group 0: every code equally often; group 1: always code 3
@@ -340,4 +340,4 @@ def test_random_inception_plugs_in_with_2048_features():
     x, r = _photos(3)
     ev = Evaluator(lpips=(), inception=inception_fid(pretrained=False))
     ev.update(x, r)
-    assert {k: (s.count, s.dim) for k, s in ev._feats.items()} == {"real": (3, 2048), "fake": (3, 2048)}
+    assert {k: (s.count, s.dim) for k, s in ev._acc.feats.items()} == {"real": (3, 2048), "fake": (3, 2048)}

@@ -1,0 +1,16 @@
+"""The data layer: everything below training, evaluation and the command line that reads or
+writes pixels, tokens or files. Training (:mod:`flowmo.train`), evaluation (:mod:`flowmo.eval`)
+and the CLI import from here; nothing here imports them.
+
+* :mod:`flowmo.data.images` - the one image decoder (every Pillow mode by documented rules),
+  resizing and centre cropping, image -> float32 (3, H, W) tensor in [-1, 1].
+* :mod:`flowmo.data.folders` - image folders as datasets, the built-in photos, the held-out
+  crops (:func:`~flowmo.data.folders.held_out_photos`).
+* :mod:`flowmo.data.grids` - rows of images written as one PNG.
+* :mod:`flowmo.data.tokens` - token files (safetensors with ``flowmo-tokens`` metadata).
+* :mod:`flowmo.data.files` - the one atomic, fsync'ed file write.
+* :mod:`flowmo.data.noise` - the one per-image noise recipe for decoding with a seed.
+
+The submodules are imported on use (``import flowmo.data`` loads none of them), so a module that
+needs one helper does not pay for Pillow or the photo loaders.
+"""

@@ -1,0 +1,43 @@
+"""Image grids as PNG: rows of images (e.g. originals over reconstructions)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from .files import atomic_write
+
+__all__ = ["to_uint8_hwc", "save_image_rows"]
+
+
+def to_uint8_hwc(images: Tensor) -> np.ndarray:
+    """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8."""
+    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).numpy()
+
+
+def save_image_rows(rows: Sequence[Tensor], path: Path, pad: int = 2, scale: int = 1) -> Path:
+    """One row per tensor (all (B, 3, H, W) with the same H, W), written atomically as a PNG.
+
+    ``scale``: an int >= 1; every image is enlarged ``scale`` times with nearest neighbour
+    (each pixel becomes a ``scale x scale`` block) so that small images can be seen.
+    """
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise ValueError(f"scale must be an int >= 1, got {scale!r}")
+    arrays = [to_uint8_hwc(r) for r in rows]
+    if scale > 1:
+        arrays = [a.repeat(scale, axis=1).repeat(scale, axis=2) for a in arrays]
+    b = max(a.shape[0] for a in arrays)
+    h, w = arrays[0].shape[1:3]
+    grid = np.full((len(arrays) * (h + pad) + pad, b * (w + pad) + pad, 3), 255, dtype=np.uint8)
+    for i, a in enumerate(arrays):
+        for j in range(a.shape[0]):
+            y, x = pad + i * (h + pad), pad + j * (w + pad)
+            grid[y:y + h, x:x + w] = a[j]
+    atomic_write(path, lambda tmp: Image.fromarray(grid).save(tmp, format="PNG"), suffix=".png")
+    return Path(path)

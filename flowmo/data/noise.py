@@ -1,0 +1,48 @@
+"""The per-image decoding noise: one recipe for every place that decodes images with a seed.
+
+``flowmo reconstruct --seed S`` / ``flowmo detokenize --seed S`` (image ``i`` of the sorted
+input list or of the token file), ``flowmo eval --seed S`` / :func:`flowmo.eval.evaluate_model`
+(image ``i``: its global id, the index in sorted order) and the trainer's held-out evaluation
+(held-out image ``i``, seed ``train.seed``) all decode image ``i`` from :func:`image_noise`
+``(S, [i], ...)``, so the same seed and image give the same reconstruction everywhere, whatever
+the batch size, the number of processes or the device.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["image_noise"]
+
+
+def image_noise(seed: int, ids: Sequence[int], shape: Sequence[int], *, device: Any = None,
+                dtype: torch.dtype = torch.float32) -> Tensor:
+    """Standard normal noise of shape ``(len(ids), *shape)``: row ``k`` is ``torch.randn(shape)``
+    (float32) from a CPU ``torch.Generator`` seeded with ``numpy.random.SeedSequence([seed,
+    ids[k]]).generate_state(2)`` (the two 32-bit words as one 63-bit seed), then converted to
+    ``dtype`` on ``device``. It depends on the seed and the image id only: not on the batch, the
+    rank, the order or the device.
+
+    ``seed`` and every id: non-negative ints (numpy integers accepted); ``shape``: positive
+    ints (e.g. ``(3, H, W)``). Raises ValueError naming the argument otherwise.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or int(seed) < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    shape = tuple(shape)
+    if not shape or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or int(s) <= 0 for s in shape):
+        raise ValueError(f"shape must be a non-empty sequence of positive ints, got {shape!r}")
+    shape = tuple(int(s) for s in shape)
+    out = []
+    for i in ids:
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or int(i) < 0:
+            raise ValueError(f"ids must be non-negative ints (image ids), got {i!r}")
+        state = np.random.SeedSequence([int(seed), int(i)]).generate_state(2, dtype=np.uint32)
+        g = torch.Generator().manual_seed((int(state[0]) << 32 | int(state[1])) & 0x7FFF_FFFF_FFFF_FFFF)
+        out.append(torch.randn(shape, generator=g, dtype=torch.float32))
+    if not out:
+        return torch.empty((0, *shape), dtype=dtype, device=device)
+    return torch.stack(out).to(device=device, dtype=dtype)

@@ -1,0 +1,163 @@
+"""Devices and processes: the one device rule and the one process-group set-up of flowmo.
+
+A device is given as a str (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``, ..., or ``"auto"``
+where the caller allows it), a ``torch.device``, or a non-negative int (torch's CUDA ordinal).
+A mistake (another type, a string torch does not parse, a device this machine does not
+have) raises ``ValueError`` naming the argument, instead of torch's RuntimeError /
+AssertionError from deep inside ``.to()``.
+
+**The device rule** (:func:`resolve_device`; every ``device=`` / ``--device`` / ``train.device``
+that takes ``auto``: ``flowmo reconstruct``/``tokenize``/``detokenize``/``eval``/``train``,
+:func:`flowmo.io.resolve_device`): ``auto`` is CUDA device ``LOCAL_RANK`` (0 without a launcher)
+when CUDA is available, else MPS when available and this is a single process (MPS has one device
+and no process-group backend), else the CPU. A bare ``cuda`` means CUDA device ``LOCAL_RANK`` too,
+so each process of a launched run uses its own GPU; an indexed one (``cuda:1``) is taken as given.
+
+**The process group** (:func:`init_process_group`): under a launcher (``torchrun``: ``WORLD_SIZE``
+> 1, ``RANK``, ``LOCAL_RANK``) training and distributed evaluation start the default group with
+NCCL for a CUDA device and gloo otherwise, unless one is already running.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+
+__all__ = ["parse_device", "check_device", "resolve_device", "DistContext", "init_process_group"]
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """This process's place in a launched run: ``world`` processes, this one ``rank`` (0 ..
+    world - 1) and ``local_rank`` (its index on this machine), from the launcher's
+    ``WORLD_SIZE`` / ``RANK`` / ``LOCAL_RANK`` (1, 0, 0 without a launcher)."""
+
+    world: int = 1
+    rank: int = 0
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        """True for one of several processes."""
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        """True for rank 0 (the process that writes shared files and prints)."""
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> "DistContext":
+        """The context the launcher's environment variables describe."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        return cls(world, int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _auto_device(ctx: DistContext) -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", ctx.local_rank)
+    mps = getattr(torch.backends, "mps", None)
+    if not ctx.enabled and mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _reason(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def parse_device(value: Any, name: str = "device", *, auto: bool = False) -> Optional[torch.device]:
+    """``value`` as a ``torch.device``, checking its type and spelling only (not whether this
+    machine has it; :func:`check_device` does). With ``auto=True``, ``"auto"`` is accepted
+    too and gives None (to be resolved where the program runs).
+
+    Raises ValueError naming ``name`` for a value that is not a str / torch.device /
+    non-negative int, or a string torch cannot parse.
+    """
+    if isinstance(value, torch.device):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ValueError(f"{name} must be a device name such as 'cpu', 'cuda', 'cuda:0' or 'mps'"
+                         f"{' (or auto)' if auto else ''}, or a torch.device; got {type(value).__name__} {value!r}")
+    if isinstance(value, int) and value < 0:
+        raise ValueError(f"{name} must be a non-negative CUDA device index, got {value}")
+    if auto and value == "auto":
+        return None
+    try:
+        return torch.device(value)
+    except (RuntimeError, ValueError, TypeError) as e:
+        reason = _reason(e)
+        why = "" if reason.startswith("Expected one of") else f" ({reason})"  # torch's list of every type
+        raise ValueError(f"{name}: unknown device {value!r}{why}; expected a device such as 'cpu', 'cuda', "
+                         f"'cuda:0' or 'mps'{' (or auto)' if auto else ''}") from None
+
+
+def check_device(value: Any, name: str = "device", *, auto: bool = False) -> torch.device:
+    """``value`` as a ``torch.device`` this machine has. With ``auto=True``, ``"auto"`` gives
+    :func:`resolve_device`'s choice for this process (the rule in the module docstring).
+
+    Raises ValueError naming ``name`` for the mistakes :func:`parse_device` finds and for a
+    CUDA / MPS device that is not available here (no such device, or an index beyond the
+    number of CUDA devices).
+    """
+    if auto and isinstance(value, str) and value == "auto":
+        return _auto_device(DistContext.from_env())
+    dev = parse_device(value, name, auto=auto)
+    assert dev is not None  # "auto" was handled above
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name} {str(dev)!r} is not available (no CUDA device)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{name} {str(dev)!r} is not available ({torch.cuda.device_count()} CUDA devices)")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"{name} {str(dev)!r} is not available (no MPS device)")
+    elif dev.type not in ("cpu", "meta"):
+        # other backends (xpu, privateuse1, ...): torch knows whether they are present
+        module = getattr(torch, dev.type, None)
+        available = getattr(module, "is_available", None)
+        if callable(available) and not available():
+            raise ValueError(f"{name} {str(dev)!r} is not available (no {dev.type} device)")
+    return dev
+
+
+def resolve_device(value: Any = "auto", name: str = "device", ctx: Optional[DistContext] = None) -> torch.device:
+    """The device this process runs on for ``value`` (``"auto"`` or None, or a device as
+    :func:`check_device` takes it), by the rule in the module docstring: ``auto`` picks
+    ``cuda:LOCAL_RANK``, MPS (single process) or the CPU; a bare ``cuda`` gets the index
+    ``LOCAL_RANK``. ``ctx``: the process's :class:`DistContext` (default: from the environment).
+
+    Raises ValueError naming ``name`` for a malformed device or one this machine does not have.
+    """
+    ctx = DistContext.from_env() if ctx is None else ctx
+    if value is None or (isinstance(value, str) and value == "auto"):
+        return _auto_device(ctx)
+    dev = check_device(value, name)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", ctx.local_rank)
+    return dev
+
+
+def init_process_group(device: torch.device, ctx: Optional[DistContext] = None, *,
+                       timeout_s: Optional[float] = None) -> bool:
+    """Start torch.distributed's default process group for a launched run (``ctx.world`` > 1)
+    unless one is already running: backend NCCL when ``device`` is a CUDA device, else gloo;
+    ``timeout_s`` (seconds, > 0) bounds collective operations (None: torch's default).
+    Returns True when it started the group here (the caller then destroys it), False otherwise
+    (a single process, or a group started by the caller's caller)."""
+    import torch.distributed as dist
+
+    ctx = DistContext.from_env() if ctx is None else ctx
+    if not ctx.enabled or not dist.is_available() or dist.is_initialized():
+        return False
+    backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
+    kwargs = {} if timeout_s is None else {"timeout": datetime.timedelta(seconds=float(timeout_s))}
+    dist.init_process_group(backend, **kwargs)
+    return True

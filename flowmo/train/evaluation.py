@@ -1,0 +1,75 @@
+"""The trainer's evaluation: held-out PSNR / SSIM with the EMA or raw weights, decoded from the
+library's one per-image noise recipe, and the PNGs of originals over reconstructions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..model import FlowMo
+from .sampler import derive_seed
+
+__all__ = ["EvaluationMixin"]
+
+
+class EvaluationMixin:
+    """:class:`~flowmo.train.Trainer`'s evaluation methods (they use its model, EMA, config,
+    device and output folder)."""
+
+    def ema_model(self) -> FlowMo:
+        """A copy of the model with the EMA weights."""
+        m = FlowMo(self.config.model).to(self.device)
+        sd = self.model.state_dict()
+        m.load_state_dict({k: self.ema[k].to(sd[k].dtype) if k in self.ema else v for k, v in sd.items()})
+        return m.eval()
+
+    def held_out(self) -> Tensor:
+        from ..data.folders import ImageFolderDataset, held_out_photos
+
+        n = self.tc.eval.images
+        s = self.config.model.image_size
+        if self.tc.data.folder is None:
+            return held_out_photos(s)[:n]
+        ds = ImageFolderDataset(self.tc.data.folder, s, train=False)
+        return torch.stack([ds[i] for i in range(min(n, len(ds)))])
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Held-out PSNR and SSIM (uint8 convention), and a PNG of originals over reconstructions.
+
+        Held-out image ``i`` is decoded from :func:`flowmo.data.noise.image_noise` ``(train.seed,
+        [i])``: the noise ``flowmo eval --seed <train.seed>`` and ``flowmo reconstruct --seed
+        <train.seed>`` use for image ``i``."""
+        from ..eval.metrics import psnr, ssim
+        from ..data.grids import save_image_rows
+        from ..data.noise import image_noise
+
+        if not hasattr(self, "_held_out"):
+            self._held_out = self.held_out()
+        model = self.ema_model() if (self.tc.eval.use_ema and self.ema) else self.model
+        was_training = model.training
+        model.eval()
+        x = self._held_out.to(self.device)
+        sampler = {"steps": self.tc.eval.steps} if self.tc.eval.steps else None
+        # held-out image i is decoded from the noise of `flowmo eval --seed <train.seed>` for image i
+        noise = image_noise(self.tc.seed, range(x.shape[0]), x.shape[1:], device=self.device, dtype=model.dtype)
+        recon = model.reconstruct(x, noise=noise, sampler=sampler)
+        model.train(was_training)
+        metrics = {"eval/psnr": float(psnr(x, recon).mean()), "eval/ssim": float(ssim(x, recon).mean())}
+        if self.ctx.main:
+            save_image_rows([x, recon], self.out / "eval" / f"step_{self.step:08d}.png")
+        return metrics
+
+    @torch.no_grad()
+    def save_images(self, images: Tensor) -> Path:
+        from ..data.grids import save_image_rows
+
+        self.model.eval()
+        g = torch.Generator(self.device).manual_seed(derive_seed(self.tc.seed, "images", self.step))
+        recon = self.model.reconstruct(images, generator=g)
+        self.model.train()
+        path = self.out / "images" / f"step_{self.step:08d}.png"
+        save_image_rows([images, recon], path)
+        return path

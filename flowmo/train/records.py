@@ -1,0 +1,33 @@
+"""The trainer's records: ``metrics.jsonl`` (one JSON line per record, rank 0) and TensorBoard
+scalars when ``train.log.tensorboard`` is on and TensorBoard is installed."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+__all__ = ["RecordsMixin"]
+
+
+class RecordsMixin:
+    """:class:`~flowmo.train.Trainer`'s metric records (they use its output folder, step and
+    ``_writer``)."""
+
+    def _record(self, metrics: dict[str, Any]) -> None:
+        if not self.ctx.main:
+            return
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"step": self.step, **metrics}) + "\n")
+        if self.tc.log.tensorboard:
+            if self._writer is None:
+                try:
+                    from torch.utils.tensorboard import SummaryWriter
+
+                    self._writer = SummaryWriter(str(self.out / "tensorboard"))
+                except Exception:  # tensorboard not installed
+                    self._writer = False
+            if self._writer:
+                for k, v in metrics.items():
+                    if isinstance(v, (int, float)) and math.isfinite(v):
+                        self._writer.add_scalar(k, v, self.step)

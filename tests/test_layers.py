@@ -1,0 +1,107 @@
+"""The shell's layering and its one-of-each plumbing: the data layer imports neither training nor
+evaluation, evaluation does not import training, no module imports another package's private
+names; one atomic write, one device rule."""
+
+import ast
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import flowmo
+from flowmo.data.files import atomic_write, atomic_write_text
+from flowmo.devices import DistContext, init_process_group, resolve_device
+
+ROOT = Path(flowmo.__file__).parent
+
+
+def _imports(path: Path):
+    """(line, absolute module, imported names) of every `from ... import` in ``path``."""
+    pkg = path.relative_to(ROOT.parent).with_suffix("").parts[:-1]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = list(pkg[: len(pkg) - node.level + 1]) if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            yield node.lineno, module, [a.name for a in node.names]
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                yield node.lineno, a.name, []
+
+
+def _files(*parts):
+    for p in parts:
+        path = ROOT / p
+        yield from ([path] if path.suffix == ".py" else sorted(path.rglob("*.py")))
+
+
+@pytest.mark.parametrize("lower, higher", [("data", ("flowmo.train", "flowmo.eval", "flowmo.cli")),
+                                           ("eval", ("flowmo.train",)), ("io.py", ("flowmo.train", "flowmo.eval"))])
+def test_lower_layers_do_not_import_higher_ones(lower, higher):
+    bad = [f"{f.relative_to(ROOT)}:{line} imports {m}" for f in _files(lower) for line, m, _ in _imports(f)
+           if any(m == h or m.startswith(h + ".") for h in higher)]
+    assert not bad, bad
+
+
+def test_no_module_imports_a_private_name_of_another_package():
+    bad = []
+    for f in ROOT.rglob("*.py"):
+        own = ".".join(f.relative_to(ROOT.parent).with_suffix("").parts[:-1])
+        for line, module, names in _imports(f):
+            if not module.startswith("flowmo"):
+                continue
+            parts = module.split(".")
+            # the package holding the imported name: the module's package, or the module itself if a package
+            target = module if (ROOT.parent / Path(*parts)).is_dir() else ".".join(parts[:-1])
+            private = [n for n in names if n.startswith("_") and not n.startswith("__")]
+            private_module = any(p.startswith("_") and not p.startswith("__") for p in parts)
+            if target != own and (private or private_module):
+                bad.append(f"{f.relative_to(ROOT)}:{line} from {module} import {names}")
+    # flowmo._state / flowmo._cli_common / flowmo._device are kept as import paths only
+    assert not bad, bad
+
+
+def test_atomic_write_replaces_whole_files_and_leaves_nothing_on_failure(tmp_path):
+    path = tmp_path / "sub" / "a.txt"
+    assert atomic_write_text(path, "one") == path and path.read_text() == "one"
+    atomic_write(path, lambda tmp: tmp.write_bytes(b"two"))
+    assert path.read_bytes() == b"two"
+
+    def dies(tmp):
+        tmp.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(path, dies)
+    assert path.read_bytes() == b"two" and sorted(os.listdir(path.parent)) == ["a.txt"]
+    with pytest.raises(ValueError, match="folder"):
+        atomic_write_text(tmp_path, "x")
+
+
+def test_one_device_rule(monkeypatch):
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="--device"):
+        resolve_device("gpu", "--device")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None:
+        monkeypatch.setattr(mps, "is_available", lambda: True)
+        assert resolve_device("auto") == resolve_device(None) == torch.device("mps")
+        # several processes: MPS has no process-group backend, so the CPU
+        assert resolve_device("auto", ctx=DistContext(2, 1, 1)) == torch.device("cpu")
+        monkeypatch.setattr(mps, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto", ctx=DistContext(4, 3, 1)) == torch.device("cuda", 1)
+    assert resolve_device("auto") == torch.device("cuda", 0)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert DistContext.from_env() == DistContext(2, 1, 1)
+    assert resolve_device("auto") == torch.device("cuda", 1)
+
+
+def test_a_single_process_starts_no_process_group():
+    assert init_process_group(torch.device("cpu"), DistContext()) is False
