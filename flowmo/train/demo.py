@@ -7,7 +7,7 @@ Decodes the held-out photo crops (:func:`flowmo.train.data.held_out_photos`: che
 coffee, never trained on) with the model's own sampler (``spec.sampler``, the evaluation
 sampler of the run) and with the release's default sampler (``SamplerSpec()``: 25 Euler
 steps on the pow-0.25 grid with CFG 1.5, 31 decoder calls), all from the same noise (the
-trainer's evaluation noise, :func:`noise_seed`), and compares both with a thumbnail of the same number of bits
+run's evaluation noise, :func:`decode_noise`), and compares both with a thumbnail of the same number of bits
 (:func:`flowmo.eval.baselines.thumbnail_baseline`). Prints PSNR, SSIM and decoder calls per
 image for each, the bits per image and per pixel, and writes two PNGs upscaled with nearest
 neighbour (rows: originals, reconstructions, same-bits thumbnails): ``held_out.png`` and
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -37,13 +36,14 @@ from .visual import save_image_rows
 
 __all__ = ["Figures", "DemoReport", "describe_sampler", "demo_report", "main"]
 
-def noise_seed(train_seed: int) -> int:
-    """The seed of the starting noise of every decode in the report: the trainer's evaluation
-    seed (``derive_seed(train.seed, "eval")``), so the report's figure for the model's own
-    sampler equals the run's final ``eval/psnr`` / ``eval/ssim``."""
-    from .trainer import derive_seed
+def decode_noise(train_seed: int, images: Tensor, dtype: torch.dtype) -> Tensor:
+    """The starting noise of every decode in the report: :func:`flowmo.data.noise.image_noise`
+    ``(train.seed, [0 .. n-1])``, the noise of the run's own evaluation (and of ``flowmo eval
+    --seed <train.seed>``), so the report's figure for the model's own sampler equals the run's
+    final ``eval/psnr`` / ``eval/ssim``."""
+    from ..data.noise import image_noise
 
-    return derive_seed(train_seed, "eval")
+    return image_noise(train_seed, range(images.shape[0]), images.shape[1:], device=images.device, dtype=dtype)
 
 
 @dataclass(frozen=True)
@@ -112,9 +112,10 @@ def _upscale_for(image_size: int, min_side: int = 128) -> int:
 def _measure(model, x: Tensor, samplers: list[tuple[str, SamplerSpec]], bits: int, png: Path, scale: int,
              seed: int):
     code = model.quantize(model.encode(x)).values
+    noise = decode_noise(seed, x, model.dtype)
     figures, first = [], None
     for name, sampler in samplers:
-        out = model.decode(code, sampler=sampler, generator=torch.Generator(x.device).manual_seed(seed))
+        out = model.decode(code, sampler=sampler, noise=noise)
         figures.append(_figures(name, x, out.images, out.decoder_calls))
         if first is None:
             first = out.images
@@ -132,7 +133,7 @@ def demo_report(model, out: os.PathLike, *, train_seed: int = 0, images: Optiona
         model: the trained model; decodes use its own ``spec.sampler`` and the release default.
         out: folder for ``held_out.png``, ``training_crops.png`` and ``report.json``.
         train_seed: the run's ``train.seed``: selects the training crops the run drew and the
-            decoding noise (:func:`noise_seed`).
+            decoding noise (:func:`decode_noise`).
         images: how many crops of each set (default and at most 10: the held-out set's size).
         training_crops: also measure crops of the training photos (only meaningful for a run
             trained on the built-in photos).
@@ -167,7 +168,7 @@ def demo_report(model, out: os.PathLike, *, train_seed: int = 0, images: Optiona
     device = next(model.parameters()).device
     held = held_out_photos(size)[:images].to(device)
     n = len(held)
-    seed = noise_seed(train_seed)
+    seed = train_seed
     scale = _upscale_for(size)
     was_training = model.training
     model.eval()
@@ -192,16 +193,9 @@ def demo_report(model, out: os.PathLike, *, train_seed: int = 0, images: Optiona
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    from ..data.files import atomic_write_text
+
+    atomic_write_text(path, json.dumps(obj, indent=1) + "\n")
 
 
 def format_report(r: DemoReport) -> str:
