@@ -24,11 +24,32 @@ def to_uint8_hwc(images: Tensor) -> np.ndarray:
 def save_image_rows(rows: Sequence[Tensor], path: Path, pad: int = 2, scale: int = 1) -> Path:
     """One row per tensor (all (B, 3, H, W) with the same H, W), written atomically as a PNG.
 
-    ``scale``: an int >= 1; every image is enlarged ``scale`` times with nearest neighbour
-    (each pixel becomes a ``scale x scale`` block) so that small images can be seen.
+    ``rows``: a non-empty sequence of finite floating-point ``(B, 3, H, W)`` tensors in [-1, 1]
+    (values outside are clamped), B >= 1 (rows may differ in B), all of one H and W. ``path``:
+    the PNG to write (always PNG, whatever its suffix). ``pad``: white pixels between images,
+    an int >= 0. ``scale``: an int >= 1; every image is enlarged ``scale`` times with nearest
+    neighbour (each pixel becomes a ``scale x scale`` block) so that small images can be seen.
+
+    Raises:
+        ValueError: any of the above does not hold (naming the argument and the row).
     """
     if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
         raise ValueError(f"scale must be an int >= 1, got {scale!r}")
+    if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
+        raise ValueError(f"pad must be an int >= 0, got {pad!r}")
+    if isinstance(rows, Tensor) or not isinstance(rows, Sequence) or len(rows) == 0:
+        raise ValueError("rows must be a non-empty list of (B, 3, H, W) tensors")
+    for i, r in enumerate(rows):
+        if not isinstance(r, Tensor) or r.ndim != 4 or r.shape[1] != 3 or r.shape[0] == 0:
+            got = tuple(r.shape) if isinstance(r, Tensor) else type(r).__name__
+            raise ValueError(f"rows[{i}] must be a (B, 3, H, W) tensor with B >= 1, got {got}")
+        if not r.is_floating_point():
+            raise ValueError(f"rows[{i}] must be floating point in [-1, 1], got dtype {r.dtype}")
+        if r.shape[-2:] != rows[0].shape[-2:]:
+            raise ValueError(f"rows[{i}] has images of {tuple(r.shape[-2:])} but rows[0] of "
+                             f"{tuple(rows[0].shape[-2:])}; all rows need one H and W")
+        if not bool(torch.isfinite(r).all()):
+            raise ValueError(f"rows[{i}] holds NaN or Inf values")
     arrays = [to_uint8_hwc(r) for r in rows]
     if scale > 1:
         arrays = [a.repeat(scale, axis=1).repeat(scale, axis=2) for a in arrays]

@@ -195,3 +195,37 @@ def test_report_equals_the_runs_final_evaluation(tmp_path):
     end = summary["eval_end"]
     assert r["held_out"][0]["psnr"] == round(end["eval/psnr"], 2)
     assert r["held_out"][0]["ssim"] == round(end["eval/ssim"], 4)
+
+
+@pytest.mark.parametrize("rows, kw, match", [
+    ([], {}, "rows must be a non-empty list"),
+    (torch.zeros(1, 3, 4, 4), {}, "rows must be a non-empty list"),
+    ([torch.zeros(3, 4, 4)], {}, r"rows\[0\] must be a \(B, 3, H, W\)"),
+    ([torch.zeros(1, 1, 4, 4)], {}, r"rows\[0\] must be a \(B, 3, H, W\)"),
+    ([torch.zeros(0, 3, 4, 4)], {}, "B >= 1"),
+    ([torch.zeros(1, 3, 4, 4, dtype=torch.uint8)], {}, "floating point"),
+    ([torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 5)], {}, r"rows\[1\] has images of \(4, 5\)"),
+    ([torch.full((1, 3, 4, 4), float("nan"))], {}, "NaN or Inf"),
+    ([torch.zeros(1, 3, 4, 4)], {"pad": -1}, "pad must be an int >= 0"),
+    ([torch.zeros(1, 3, 4, 4)], {"pad": 1.5}, "pad must be an int >= 0"),
+])
+def test_save_image_rows_bad_input(tmp_path, rows, kw, match):
+    from flowmo.data.grids import save_image_rows
+
+    with pytest.raises(ValueError, match=match):
+        save_image_rows(rows, tmp_path / "x.png", **kw)
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_save_image_rows_layout(tmp_path):
+    from flowmo.data.grids import save_image_rows
+
+    a = torch.full((2, 3, 2, 2), -1.0)  # black
+    b = torch.ones(1, 3, 2, 2)  # white... then a mid grey
+    b[:, :, 0, 0] = 0.0
+    save_image_rows([a, b], tmp_path / "g.png", pad=1, scale=2)
+    g = np.asarray(Image.open(tmp_path / "g.png"))
+    assert g.shape == (2 * (4 + 1) + 1, 2 * (4 + 1) + 1, 3)
+    assert (g[1:5, 1:5] == 0).all() and (g[1:5, 6:10] == 0).all()  # row 0: two black tiles
+    assert (g[6:8, 1:3] == 128).all() and (g[6:10, 3:5] == 255).all()  # row 1: grey 2x2 block
+    assert (g[6:10, 6:10] == 255).all()  # the missing tile stays white
