@@ -105,3 +105,21 @@ def test_one_device_rule(monkeypatch):
 
 def test_a_single_process_starts_no_process_group():
     assert init_process_group(torch.device("cpu"), DistContext()) is False
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_write_gives_the_mode_of_a_plain_open(tmp_path, umask, mode):
+    import os
+    import stat
+
+    from flowmo.data.files import atomic_write_text
+
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}")
+        with open(tmp_path / "b.json", "w") as f:  # what open() gives, for comparison
+            f.write("{}")
+    finally:
+        os.umask(old)
+    got = stat.S_IMODE((tmp_path / "a.json").stat().st_mode)
+    assert got == mode == stat.S_IMODE((tmp_path / "b.json").stat().st_mode)

@@ -39,12 +39,29 @@ def fsync_dir(path: PathLike) -> None:
         os.close(fd)
 
 
+def _new_file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0o666 less the process umask (read from
+    /proc/self/status where it exists, so the umask is never changed, even briefly)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return 0o666 & ~old
+
+
 def atomic_write(path: PathLike, write: Callable[[Path], object], *, suffix: str = ".tmp") -> Path:
     """Replace ``path`` atomically with what ``write(tmp)`` writes into the file ``tmp``.
 
     ``tmp`` is a new empty file in ``path``'s folder (named ``.<name>.<random><suffix>``; give the
     destination's suffix where the writer picks a format by it). Parent folders are created.
-    After ``write`` returns, the file is fsync'ed, renamed over ``path`` and the folder fsync'ed.
+    After ``write`` returns, the file gets the mode a plain ``open()`` would give it (0o666 less
+    the umask; the temporary file is created 0o600), is fsync'ed, renamed over ``path`` and the
+    folder fsync'ed.
     Any exception from ``write`` (or the rename) removes ``tmp``, leaves ``path`` as it was and
     propagates. Returns ``path`` as a Path. Raises ValueError if ``path`` is a folder.
     """
@@ -57,6 +74,7 @@ def atomic_write(path: PathLike, write: Callable[[Path], object], *, suffix: str
     tmp = Path(name)
     try:
         write(tmp)
+        os.chmod(tmp, _new_file_mode())
         fsync_file(tmp)
         os.replace(tmp, path)
     except BaseException:
