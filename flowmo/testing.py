@@ -332,9 +332,8 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
         if not torch.equal(back, idx):
             raise AssertionError(f"codes_to_indices(indices_to_codes(i)) != i: {_mismatch(back, idx)}")
 
-    def p_codes_roundtrip(z: Tensor) -> None:
-        q.eval()
-        out = quantize(z)
+    def check_roundtrip(out: QuantizerOutput) -> None:
+        """The output's values and indices round-trip through the codebook."""
         v = out.values.detach()
         idx = to_indices(v)
         if not torch.equal(idx, out.indices):
@@ -342,6 +341,10 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
         codes = codewords(out.indices)
         if not torch.equal(codes.float(), v.float()):
             raise AssertionError(f"indices_to_codes(indices) != values: {_mismatch(codes.float(), v.float())}")
+
+    def p_codes_roundtrip(z: Tensor) -> None:
+        q.eval()
+        check_roundtrip(quantize(z))
 
     def p_idempotent(z: Tensor) -> None:
         q.eval()
@@ -403,13 +406,7 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
         """Valid output whose values and indices round-trip through the codebook."""
         try:
             check_output(out, z)
-            v = out.values.detach()
-            idx = to_indices(v)
-            if not torch.equal(idx, out.indices):
-                raise AssertionError(f"codes_to_indices(values) != indices: {_mismatch(idx, out.indices)}")
-            codes = codewords(out.indices)
-            if not torch.equal(codes.float(), v.float()):
-                raise AssertionError(f"indices_to_codes(indices) != values: {_mismatch(codes.float(), v.float())}")
+            check_roundtrip(out)
         except AssertionError as e:
             raise AssertionError(f"{what}: {e}") from None
 
