@@ -16,6 +16,8 @@ import flowmo
 from flowmo import cli
 from flowmo.io import list_images, load_image, read_tokens
 
+from conftest import HANG_GUARD_S
+
 REPO = Path(__file__).resolve().parents[1]
 STEPS = ["--steps", "2"]
 
@@ -96,14 +98,14 @@ def test_reconstruct_subprocess_python_m(model_dir, images, tmp_path):
     r = subprocess.run(
         [sys.executable, "-m", "flowmo", "reconstruct", "--model", str(model_dir), "--input", str(images / "a.png"),
          "--output", str(out), *STEPS, "--device", "cpu"],
-        capture_output=True, text=True, env=env, timeout=120,
+        capture_output=True, text=True, env=env, timeout=HANG_GUARD_S,
     )
     assert r.returncode == 0, r.stderr
     assert read_png(out / "a.png").shape == (32, 32, 3)
     # a bad input through the real entry point: one line, exit 2, no traceback
     r = subprocess.run([sys.executable, "-m", "flowmo", "reconstruct", "--model", str(model_dir), "--input",
                         str(tmp_path / "missing.png"), "--output", str(out)],
-                       capture_output=True, text=True, env=env, timeout=120)
+                       capture_output=True, text=True, env=env, timeout=HANG_GUARD_S)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().count("\n") == 0 and "missing.png" in r.stderr and "does not exist" in r.stderr
 

@@ -26,6 +26,8 @@ from PIL import Image
 import flowmo
 from flowmo import cli
 
+from conftest import HANG_GUARD_S
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).parent / ("flowmo.exe" if os.name == "nt" else "flowmo")
 MODULE = "cwd_components_q15"
@@ -55,7 +57,7 @@ def _env() -> dict:
 
 def _script(args: list, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([str(SCRIPT), *map(str, args)], cwd=cwd, env=_env(), capture_output=True, text=True,
-                          timeout=300)
+                          timeout=HANG_GUARD_S)
 
 
 needs_script = pytest.mark.skipif(not SCRIPT.is_file(), reason="the flowmo console script is not installed")

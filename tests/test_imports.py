@@ -19,6 +19,8 @@ import flowmo
 from flowmo.cli import build_parser
 from flowmo.imports import component_modules, import_modules
 
+from conftest import HANG_GUARD_S
+
 MODULE = "e2e_user_components"
 SOURCE = textwrap.dedent('''
     """A user's components: a ternary quantizer and a cosine time grid, one line each to register."""
@@ -90,7 +92,7 @@ def _env(*extra: Path) -> dict:
 
 def _flowmo(args: list, cwd: Path, *paths: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "flowmo", *map(str, args)], cwd=cwd, env=_env(*paths),
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=HANG_GUARD_S)
 
 
 def _config(images: Path) -> str:
@@ -141,7 +143,7 @@ def test_train_reconstruct_and_load_a_model_with_user_components(workspace, tmp_
         model = flowmo.FlowMo.from_pretrained({str(tmp_path / 'model')!r})
         print(type(model.quantizer).__name__, model.spec.sampler.grid.sharpness, model.spec.bits_per_pixel)
     """)
-    r = subprocess.run([sys.executable, "-c", code], env=_env(mods), capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-c", code], env=_env(mods), capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert r.returncode == 0, r.stderr
     name, sharpness, bpp = r.stdout.split()
     assert (name, float(sharpness)) == ("Ternary", 1.5)
@@ -227,7 +229,7 @@ def test_every_cli_command_takes_import():
     assert _train_parser().parse_args(["--out", "x", "--import", "m"]).imports == ["m"]
     assert eval_parser().parse_args(["--model", "m", "--data", "builtin", "--import", "m"]).imports == ["m"]
     r = subprocess.run([sys.executable, "-m", "flowmo", "export", "--help"], env=_env(), capture_output=True,
-                       text=True, timeout=120)
+                       text=True, timeout=HANG_GUARD_S)
     assert r.returncode == 0 and "--import MODULE" in r.stdout
 
 

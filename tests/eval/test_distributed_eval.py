@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from conftest import HANG_GUARD_S
+
 N_IMAGES = 8  # 4 per rank, in batches of 2 as in the single process: equal shapes, equal bits
 CODEBOOK = 8
 
@@ -117,7 +119,7 @@ def test_two_ranks_equal_one_process(tmp_path, monkeypatch):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(Path(__file__).resolve()), "--worker", str(ddp), str(model), str(weights)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     # one intra-op thread, as on the ranks: float32 convolutions split over a different number

@@ -20,6 +20,8 @@ from flowmo.nets.lpips import LPIPS
 from flowmo.nets.weights import WEIGHT_SPECS
 from flowmo.train.data import held_out_photos
 
+from conftest import HANG_GUARD_S
+
 
 @pytest.fixture(autouse=True)
 def _no_weight_files(tmp_path_factory, monkeypatch):
@@ -144,7 +146,7 @@ def test_eval_bad_input(tiny_model, tmp_path):
 
 def test_python_m_reports_bad_input_in_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "flowmo.eval.cli", "--model", str(tmp_path / "nope"),
-                           "--data", "builtin"], capture_output=True, text=True, timeout=120)
+                           "--data", "builtin"], capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "flowmo eval: error:" in proc.stderr
 

@@ -10,7 +10,7 @@ import pytest
 from flowmo.train import Trainer, load_config
 from flowmo.train.checkpoint import latest_checkpoint, load_checkpoint
 
-from conftest import random_png_folder
+from conftest import HANG_GUARD_S, random_png_folder
 
 
 def _config(folder, accum, fast_paths=False):
@@ -46,7 +46,7 @@ def test_two_gloo_ranks_equal_one_process_with_accumulation(tmp_path, fast_paths
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "flowmo.train.cli", "--config", str(cfg2), "--out", str(tmp_path / "ddp")]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=280)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     single = Trainer(load_config(_config(folder, accum=2, fast_paths=fast_paths)), tmp_path / "single")

@@ -16,7 +16,7 @@ from flowmo.model import LossOutput
 from flowmo.train import Trainer, TrainingStopped, load_config
 from flowmo.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 
-from conftest import random_png_folder
+from conftest import HANG_GUARD_S, random_png_folder
 
 
 @pytest.fixture(scope="module")
@@ -91,18 +91,21 @@ def _launch(cfg_file, out, resume=False):
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
 
 
-def _wait_for_step(out, step, proc, timeout=120):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        m = out / "metrics.jsonl"
+def _wait_for_step(out, step, proc):
+    """Wait until the run in ``out`` has logged ``step`` (or its process has ended); returns the
+    time.monotonic() at which that was seen. An event, not a time limit: HANG_GUARD_S only
+    catches a hang."""
+    t0 = time.monotonic()
+    m = out / "metrics.jsonl"
+    while time.monotonic() - t0 < HANG_GUARD_S:
         if m.is_file():
             lines = m.read_text().splitlines()
             if lines and json.loads(lines[-1])["step"] >= step:
-                return
+                return time.monotonic()
         if proc.poll() is not None:
-            return
-        time.sleep(0.05)
-    raise TimeoutError("training did not progress")
+            return time.monotonic()
+        time.sleep(0.02)  # polling interval of the wait, not a limit
+    raise TimeoutError(f"training did not reach step {step} in {HANG_GUARD_S} s")
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, folder):
@@ -111,7 +114,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, folder):
     proc = _launch(cfg, tmp_path / "run")
     _wait_for_step(tmp_path / "run", 2, proc)
     proc.send_signal(signal.SIGTERM)
-    output, _ = proc.communicate(timeout=120)
+    output, _ = proc.communicate(timeout=HANG_GUARD_S)
     assert proc.returncode == 0, output
     assert "SIGTERM" in output
     step = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])["step"]
@@ -131,17 +134,19 @@ def test_sigkill_at_random_moments_then_resume_matches_an_uninterrupted_run(tmp_
     for attempt in range(12):
         proc = _launch(cfg, out, resume=attempt > 0)
         if kills < 3:
-            # kill at a random moment after training started: mid-step or mid-checkpoint-write
             start = (json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"]
                      if (out / "metrics.jsonl").is_file() else 0)
-            _wait_for_step(out, start + 1, proc)
-            time.sleep(rng.uniform(0.0, 0.6))
+            # the kill lands a random fraction of this machine's measured step time after a step
+            # is logged, whatever the machine's speed or load: mid-step or mid-checkpoint-write
+            seen = _wait_for_step(out, start + 1, proc)
+            step_s = _wait_for_step(out, start + 2, proc) - seen
+            time.sleep(rng.uniform(0.0, 1.0) * step_s)
             if proc.poll() is None:
                 proc.kill()
                 kills += 1
             proc.wait()
             continue
-        output, _ = proc.communicate(timeout=300)
+        output, _ = proc.communicate(timeout=HANG_GUARD_S)
         assert proc.returncode == 0, output
         break
     assert kills >= 1

@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import HANG_GUARD_S
+
 DEMO = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
 
 SCRIPT = r"""
@@ -50,7 +52,7 @@ def _run(tmp_path, name, steps, threads="null", **env):
     out = tmp_path / name
     full_env = {**os.environ, **env}
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(steps), str(out), str(DEMO), threads], env=full_env,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["flat"] = torch.load(out / "flat.pt")
