@@ -5,6 +5,12 @@ for entropy-group indices) and string metadata: ``format`` (``flowmo-tokens``),
 ``version``, ``fingerprint`` (the model spec's :meth:`~flowmo.FlowMoSpec.fingerprint`),
 ``spec`` (the full spec JSON), ``sources`` (a JSON list of the source images' relative
 names) and ``groups`` (``"true"``/``"false"``). Also importable from :mod:`flowmo.io`.
+
+Labelled token files (the data of a class-conditional generator, see
+:mod:`flowmo.data.token_shards`) add an int64 tensor ``labels`` (N,) with values in
+[0, len(classes)) and the metadata ``classes`` (a JSON list of class names) and ``layout``
+(:meth:`flowmo.data.token_layout.TokenLayout.to_json`). Files without them read as before,
+with ``labels``, ``classes`` and ``layout`` None.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -40,10 +46,19 @@ class TokenFile:
     spec_json: str
     sources: list[str]
     groups: bool
+    labels: Optional[Tensor] = None  # int64 (N,), class indices into ``classes``
+    classes: Optional[list[str]] = None
+    layout: Optional[str] = None  # TokenLayout JSON
 
 
-def write_tokens(path: PathLike, tokens: Tensor, *, spec: Any, sources: Sequence[str], groups: bool) -> Path:
-    """Write a token file (see module docstring), atomically, creating parent folders."""
+def write_tokens(path: PathLike, tokens: Tensor, *, spec: Any, sources: Sequence[str], groups: bool,
+                 labels: Optional[Tensor] = None, classes: Optional[Sequence[str]] = None,
+                 layout: Optional[Any] = None) -> Path:
+    """Write a token file (see module docstring), atomically, creating parent folders.
+
+    ``labels`` (int64 (N,), in [0, len(classes))) and ``classes`` come together or not at all;
+    ``layout`` is a :class:`~flowmo.data.token_layout.TokenLayout` (or its JSON) whose fingerprint
+    must be ``spec``'s. TypeError / ValueError naming the argument otherwise."""
     from safetensors.torch import save_file
 
     if tokens.dtype != torch.int64:
@@ -60,11 +75,37 @@ def write_tokens(path: PathLike, tokens: Tensor, *, spec: Any, sources: Sequence
         "sources": json.dumps(list(sources)),
         "groups": "true" if groups else "false",
     }
+    data = {"tokens": tokens.detach().cpu().contiguous()}
+    if (labels is None) != (classes is None):
+        raise ValueError("labels and classes must be given together (labels: int64 (N,), classes: their names)")
+    if labels is not None:
+        _check_labels(labels, list(classes), tokens.shape[0], "labels")
+        meta["classes"] = json.dumps(list(classes))
+        data["labels"] = labels.detach().cpu().contiguous()
+    if layout is not None:
+        from .token_layout import TokenLayout
+
+        layout = layout if isinstance(layout, TokenLayout) else TokenLayout.from_json(layout)
+        if layout.fingerprint != meta["fingerprint"]:
+            raise ValueError(f"layout's fingerprint {layout.fingerprint} is not the spec's {meta['fingerprint']}")
+        if (layout.kind == "group") != groups:
+            raise ValueError(f"a {layout.kind!r} layout does not match groups={groups}")
+        meta["layout"] = layout.to_json()
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"token output {str(path)!r} is a folder; give a file name such as tokens.safetensors")
-    data = {"tokens": tokens.detach().cpu().contiguous()}
     return atomic_write(path, lambda tmp: save_file(data, str(tmp), metadata=meta))
+
+
+def _check_labels(labels: Any, classes: list, n: int, name: str) -> None:
+    if not isinstance(labels, Tensor) or labels.dtype != torch.int64 or labels.shape != (n,):
+        got = f"{labels.dtype} {tuple(labels.shape)}" if isinstance(labels, Tensor) else type(labels).__name__
+        raise ValueError(f"{name} must be an int64 tensor of shape ({n},), got {got}")
+    if not classes or not all(isinstance(c, str) for c in classes) or len(set(classes)) != len(classes):
+        raise ValueError(f"classes must be a non-empty list of distinct names, got {classes!r}")
+    if n and (int(labels.min()) < 0 or int(labels.max()) >= len(classes)):
+        raise ValueError(f"{name} must lie in [0, {len(classes)}) (one per class), "
+                         f"got [{int(labels.min())}, {int(labels.max())}]")
 
 
 def read_tokens(path: PathLike) -> TokenFile:
@@ -82,6 +123,7 @@ def read_tokens(path: PathLike) -> TokenFile:
             if "tokens" not in keys:
                 raise ValueError(f"{str(path)!r} holds no 'tokens' tensor (it has: {', '.join(keys) or 'nothing'})")
             tokens = f.get_tensor("tokens")
+            labels = f.get_tensor("labels") if "labels" in keys else None
     except (SafetensorError, OSError) as e:
         raise ValueError(f"{str(path)!r} is not a readable safetensors file ({_reason(e)})") from None
     except Exception as e:  # safetensors raises plain exceptions for some malformed headers
@@ -104,4 +146,21 @@ def read_tokens(path: PathLike) -> TokenFile:
     if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources) or len(sources) != tokens.shape[0]:
         raise ValueError(f"{str(path)!r}: the 'sources' metadata must list one name per token row "
                          f"({tokens.shape[0]})")
-    return TokenFile(tokens, meta["fingerprint"], meta.get("spec", ""), sources, groups)
+    classes = None
+    if labels is not None or "classes" in meta:
+        try:
+            classes = json.loads(meta.get("classes", "null"))
+            _check_labels(labels, classes, tokens.shape[0], "labels")
+        except (json.JSONDecodeError, ValueError) as e:
+            raise ValueError(f"{str(path)!r}: bad labels or classes ({e})") from None
+    layout = meta.get("layout")
+    if layout is not None:
+        from .token_layout import TokenLayout
+
+        try:
+            parsed = TokenLayout.from_json(layout)
+        except ValueError as e:
+            raise ValueError(f"{str(path)!r}: {e}") from None
+        if parsed.fingerprint != meta["fingerprint"] or (parsed.kind == "group") != groups:
+            raise ValueError(f"{str(path)!r}: its layout does not match its fingerprint and groups")
+    return TokenFile(tokens, meta["fingerprint"], meta.get("spec", ""), sources, groups, labels, classes, layout)
