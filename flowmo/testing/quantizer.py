@@ -1,0 +1,283 @@
+"""The check for the quantizer kind: :func:`check_quantizer`, its examples and properties (the
+quantizer's calls and their validation are in :mod:`flowmo.testing.quantizer_probe`)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Union
+
+import torch
+from torch import Tensor
+
+from .checker import _Checker, _mismatch, _same, _seeded
+from .quantizer_probe import _QuantizerProbe
+
+
+def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_examples: int = 25,
+                    forward_idempotent: Optional[bool] = None) -> dict[str, int]:
+    """Check a :class:`flowmo.quantizers.Quantizer` (an instance, or a zero-argument factory).
+
+    Properties (each run on ``max_examples`` drawn examples; inputs (B, T, channels) of
+    several magnitudes, with exact zeros and codewords among them):
+
+    - ``output``: ``forward`` returns a QuantizerOutput; values (B, T, C) with the input's
+      dtype, finite; indices (B, T) int64 in [0, codebook_size).
+    - ``indices_roundtrip``: codes_to_indices(indices_to_codes(i)) == i exactly, for indices
+      drawn over the whole range (codebook sizes up to 2**62).
+    - ``codes_roundtrip``: codes_to_indices(values) == indices and
+      indices_to_codes(indices) == values exactly (the values are codewords).
+    - ``idempotent``: quantizing the values again gives the same values and indices. The
+      values are always re-quantized through the codebook (codes_to_indices then
+      indices_to_codes); with ``forward_idempotent`` also through ``forward``. Its default
+      (None) is the quantizer's own declaration, :attr:`Quantizer.forward_idempotent` (False
+      for quantizers whose forward bounds its input by a map that is not the identity on the
+      codewords, like FSQ's tanh, so that forward(values) may land on another codeword).
+    - ``gradients``: straight-through: values.sum().backward() gives finite, not all-zero
+      gradients on the input, of the input's shape.
+    - ``losses``: in train() and eval() mode, ``losses`` (and ``stats``) are dicts of named,
+      finite, scalar tensors (eval may give none) and ``loss`` is a finite scalar.
+    - ``deterministic``: the same input gives the same values, indices and losses (a failure
+      says "non-deterministic" and where the two calls differ).
+    - ``bfloat16``: a bfloat16 input gives bfloat16 values and the indices of the float32
+      version of the same (bfloat16-representable) input; its values are those codewords
+      to bfloat16 precision.
+    - ``all_zero``: tokens whose channels are all exactly 0 (the whole batch, or some tokens
+      among others) give finite codewords and valid indices (codes round-trip) in eval mode,
+      and finite losses in training mode (e.g. no 0 / 0 from normalising a zero vector).
+    - ``extreme``: inputs of huge magnitude (1e4 up to half the float32 maximum, mixed with
+      ordinary values) give finite codewords and valid indices (codes round-trip) in eval mode
+      (e.g. no overflow of squared distances into inf / NaN), and finite losses in training
+      mode (e.g. no overflow of a squared commitment error).
+    - ``input_unchanged``: forward does not modify its input in place (eval and train mode).
+    - ``batch_independent``: in eval mode each sample's values and indices are those it gets
+      alone (a quantizer that normalises over the batch fails).
+    - ``empty``: inputs without tokens ((0, T, C), (B, 0, C)) either raise ValueError /
+      TypeError or give empty values and indices of the right shapes and finite losses (not
+      the NaN of a mean over nothing), in both modes.
+    - ``groups`` (when ``has_groups``): group_indices_to_codes(codes_to_group_indices(values))
+      == values.
+
+    Also checked first (property ``attributes``): ``channels`` equals ``channels``,
+    ``codebook_size`` is a python int in [1, 2**63], ``bits_per_token`` a finite number in
+    (0, log2(codebook_size)] (or 0 for a codebook of one), ``has_groups`` a bool.
+
+    Returns ``{property: examples run}``. Restores the module's train/eval mode.
+    """
+    ck = _Checker("check_quantizer", max_examples)
+    st = ck.st
+    probe = _QuantizerProbe(ck, make, channels)
+    q, C, cs, device = probe.q, probe.C, probe.cs, probe.device
+    quantize, codewords, to_indices = probe.quantize, probe.codewords, probe.to_indices
+    check_output, check_terms = probe.check_output, probe.check_terms
+    check_roundtrip, check_codes = probe.check_roundtrip, probe.check_codes
+    if forward_idempotent is None:
+        forward_idempotent = q.forward_idempotent
+    was_training = q.training
+
+    # --- strategies
+    index_lists = st.integers(1, 3).flatmap(
+        lambda b: st.integers(1, 4).flatmap(
+            lambda t: st.tuples(st.just((b, t)), st.lists(st.integers(0, cs - 1), min_size=b * t, max_size=b * t))))
+
+    @st.composite
+    def inputs(draw, scales=(1e-3, 0.1, 1.0, 3.0, 30.0, 1e3), specials=("none", "zeros", "codewords")):
+        b, t = draw(st.integers(1, 3)), draw(st.integers(1, 4))
+        g = _seeded(draw(st.integers(0, 2**32 - 1)))
+        scale = draw(st.sampled_from(scales))
+        z = torch.randn(b, t, C, generator=g, dtype=torch.float64) * scale
+        special = draw(st.sampled_from(specials))
+        if special == "zeros":  # exact +0 and -0 entries among the others
+            mask = torch.rand(b, t, C, generator=g) < 0.5
+            sign = torch.rand(b, t, C, generator=g) < 0.5
+            z = torch.where(mask, torch.where(sign, 0.0, -0.0).to(z.dtype), z)
+        elif special == "codewords":  # inputs that are codewords already
+            idx = torch.randint(0, min(cs, 2**62), (b, t), generator=g)
+            z = codewords(idx.to(device)).double().cpu()
+        return z.float().to(device)
+
+    # --- properties
+    def p_output(z: Tensor) -> None:
+        q.eval()
+        check_output(quantize(z), z)
+
+    def p_indices_roundtrip(ex) -> None:
+        shape, flat = ex
+        idx = torch.tensor(flat, dtype=torch.int64, device=device).reshape(shape)
+        back = to_indices(codewords(idx))
+        if not torch.equal(back, idx):
+            raise AssertionError(f"codes_to_indices(indices_to_codes(i)) != i: {_mismatch(back, idx)}")
+
+    def p_codes_roundtrip(z: Tensor) -> None:
+        q.eval()
+        check_roundtrip(quantize(z))
+
+    def p_idempotent(z: Tensor) -> None:
+        q.eval()
+        out = quantize(z)
+        v = out.values.detach()
+        again = codewords(to_indices(v))
+        if not torch.equal(again.to(v.dtype), v):
+            raise AssertionError(f"re-quantizing values through the codebook moved them: {_mismatch(again, v)}")
+        if forward_idempotent:
+            out2 = quantize(v.clone(), "forward(values)")
+            if not torch.equal(out2.indices, out.indices):
+                raise AssertionError(f"forward(values) gives other indices: {_mismatch(out2.indices, out.indices)}"
+                                     " (pass forward_idempotent=False if forward is not a projection)")
+            if not torch.equal(out2.values.detach(), v):
+                raise AssertionError(f"forward(values) gives other values: {_mismatch(out2.values, v)}"
+                                     " (pass forward_idempotent=False if forward is not a projection)")
+
+    def p_gradients(z: Tensor) -> None:
+        q.eval()
+        z = z.clone().requires_grad_(True)
+        out = quantize(z)
+        if not out.values.requires_grad:
+            raise AssertionError("values do not require grad: no straight-through gradient")
+        out.values.sum().backward()
+        g = z.grad
+        if g is None:
+            raise AssertionError("no gradient reached the input")
+        if g.shape != z.shape:
+            raise AssertionError(f"gradient shape {tuple(g.shape)} differs from the input's {tuple(z.shape)}")
+        if not torch.isfinite(g).all():
+            raise AssertionError("gradient is not finite")
+        if not (g != 0).any():
+            raise AssertionError("gradient is all zero: values must pass gradients straight through")
+
+    def p_losses(z: Tensor) -> None:
+        for mode in ("train", "eval"):
+            q.train(mode == "train")
+            out = quantize(z)
+            check_output(out, z)
+            check_terms(out.losses, f"{mode}-mode losses")
+            check_terms(out.stats, f"{mode}-mode stats")
+            total = out.loss
+            if not isinstance(total, Tensor) or total.ndim != 0 or not torch.isfinite(total):
+                raise AssertionError(f"{mode}-mode loss must be a finite scalar, got {total!r}")
+
+    def p_deterministic(z: Tensor) -> None:
+        for mode in ("eval", "train"):
+            q.train(mode == "train")
+            a, b = quantize(z.clone()), quantize(z.clone())
+            where = f"non-deterministic: two {mode}-mode calls on the same input gave different"
+            if not torch.equal(a.indices, b.indices):
+                raise AssertionError(f"{where} indices: {_mismatch(a.indices, b.indices)}")
+            if not torch.equal(a.values, b.values):
+                raise AssertionError(f"{where} values: {_mismatch(a.values, b.values)}")
+            if set(a.losses) != set(b.losses) or any(not _same(a.losses[k], b.losses[k]) for k in a.losses):
+                raise AssertionError(f"{where} losses: {a.losses} vs {b.losses}")
+
+    def p_all_zero(ex) -> None:
+        (b, t), seed, whole = ex
+        z = torch.randn(b, t, C, generator=_seeded(seed)).to(device)
+        if whole:
+            z.zero_()
+        else:
+            z[:, 0] = 0.0  # the first token of every sample
+        what = "an all-zero batch" if whole else "all-zero tokens among others"
+        q.eval()
+        check_codes(quantize(z), z, f"{what} (eval mode)")
+        q.train()
+        out = quantize(z)
+        check_output(out, z)
+        check_terms(out.losses, f"training-mode losses on {what}")
+        if not torch.isfinite(out.loss):
+            raise AssertionError(f"training-mode loss on {what} is {float(out.loss)!r}")
+
+    def p_extreme(ex) -> None:
+        (b, t), seed, magnitude = ex
+        g = _seeded(seed)
+        z = torch.randn(b, t, C, generator=g, dtype=torch.float64)
+        huge = torch.rand(b, t, C, generator=g) < 0.5
+        z = torch.where(huge, torch.sign(z) * magnitude, z).float().to(device)
+        q.eval()
+        check_codes(quantize(z), z, f"inputs of magnitude {magnitude:.3g}")
+        q.train()
+        out = quantize(z)
+        check_output(out, z)
+        check_terms(out.losses, f"training-mode losses on inputs of magnitude {magnitude:.3g}")
+        if not isinstance(out.loss, Tensor) or not bool(torch.isfinite(out.loss)):
+            raise AssertionError(f"training-mode loss on inputs of magnitude {magnitude:.3g} is {out.loss!r}")
+
+    def p_input_unchanged(z: Tensor) -> None:
+        for mode in ("eval", "train"):
+            q.train(mode == "train")
+            z_in = z.clone()
+            quantize(z)
+            if not _same(z, z_in):
+                raise AssertionError(f"{mode}-mode forward modified its input in place: {_mismatch(z, z_in)}")
+
+    def p_batch_independent(z: Tensor) -> None:
+        q.eval()
+        together = quantize(z)
+        for i in range(z.shape[0]):
+            alone = quantize(z[i:i + 1].clone())
+            for what, a, b in (("indices", together.indices[i:i + 1], alone.indices),
+                               ("values", together.values[i:i + 1].detach(), alone.values.detach())):
+                if not torch.equal(a, b):
+                    raise AssertionError(f"sample {i}'s {what} depend on the rest of the batch (eval mode: each "
+                                         f"token is quantized on its own): {_mismatch(a, b)}")
+
+    def p_empty() -> None:
+        for shape in ((0, 2, C), (2, 0, C), (0, 0, C)):
+            z = torch.zeros(shape, device=device)
+            for mode in ("eval", "train"):
+                q.train(mode == "train")
+                try:
+                    try:
+                        out = quantize(z)
+                    except (ValueError, TypeError):
+                        continue  # refused with a clear error: fine
+                    check_output(out, z)
+                    check_terms(out.losses, f"{mode}-mode losses")
+                    if not isinstance(out.loss, Tensor) or not bool(torch.isfinite(out.loss)):
+                        raise AssertionError(f"{mode}-mode loss is {out.loss!r}")
+                except AssertionError as e:
+                    raise AssertionError(f"an input of shape {shape} (no tokens): {e}") from None
+
+    def p_groups(z: Tensor) -> None:
+        q.eval()
+        v = quantize(z).values.detach()
+        gi = q.codes_to_group_indices(v)
+        if not isinstance(gi, Tensor) or gi.dtype != torch.int64 or tuple(gi.shape[:-1]) != tuple(v.shape[:-1]):
+            raise AssertionError(f"codes_to_group_indices must return int64 (..., groups) indices, got "
+                                 f"{tuple(gi.shape) if isinstance(gi, Tensor) else type(gi).__name__}")
+        back = q.group_indices_to_codes(gi)
+        if not torch.equal(back.float(), v.float()):
+            raise AssertionError(f"group_indices_to_codes(codes_to_group_indices(values)) != values: "
+                                 f"{_mismatch(back.float(), v.float())}")
+
+    def p_bfloat16(z: Tensor) -> None:
+        q.eval()
+        zb = z.to(torch.bfloat16)
+        ob, of = quantize(zb), quantize(zb.float())
+        check_output(ob, zb)
+        if not torch.equal(ob.indices, of.indices):
+            raise AssertionError("bfloat16 input gives other indices than the same values in float32: "
+                                 f"{_mismatch(ob.indices, of.indices)}")
+        codes = codewords(ob.indices).float()
+        vb = ob.values.detach().float()
+        if not torch.allclose(vb, codes, rtol=2**-7, atol=1e-6):
+            raise AssertionError(f"bfloat16 values are not the codewords of their indices: {_mismatch(vb, codes)}")
+
+    try:
+        sizes = st.tuples(st.integers(1, 3), st.integers(1, 4))
+        ck.run("output", inputs(), p_output)
+        ck.run("deterministic", inputs(), p_deterministic)
+        ck.run("indices_roundtrip", index_lists, p_indices_roundtrip)
+        ck.run("codes_roundtrip", inputs(), p_codes_roundtrip)
+        ck.run("idempotent", inputs(), p_idempotent)
+        ck.run("gradients", inputs(scales=(0.1, 0.5, 1.0), specials=("none",)), p_gradients)
+        ck.run("losses", inputs(), p_losses)
+        ck.run("bfloat16", inputs(), p_bfloat16)
+        ck.run("all_zero", st.tuples(sizes, st.integers(0, 2**32 - 1), st.booleans()), p_all_zero,
+               max_examples=min(max_examples, 10))
+        magnitudes = st.sampled_from((1e4, 1e8, 1e15, 1e30, float(torch.finfo(torch.float32).max) / 2))
+        ck.run("extreme", st.tuples(sizes, st.integers(0, 2**32 - 1), magnitudes), p_extreme)
+        ck.run("input_unchanged", inputs(), p_input_unchanged, max_examples=min(max_examples, 10))
+        ck.run("batch_independent", inputs(), p_batch_independent, max_examples=min(max_examples, 10))
+        ck.once("empty", p_empty)
+        if q.has_groups:
+            ck.run("groups", inputs(), p_groups)
+    finally:
+        q.train(was_training)
+    return ck.report

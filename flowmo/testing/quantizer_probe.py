@@ -1,0 +1,135 @@
+"""The quantizer under :func:`~flowmo.testing.check_quantizer`: built, its attributes checked
+(property ``attributes``), and its interface called with every result validated (shapes, dtypes,
+index ranges, round trips through the codebook), so that the properties state only what they check."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from .checker import _Checker, _mismatch
+
+if TYPE_CHECKING:
+    from ..quantizers.base import QuantizerOutput
+
+
+class _QuantizerProbe:
+    """A quantizer under test: ``q`` (the instance), ``C`` (its channels, (B, T, C) inputs),
+    ``cs`` (its codebook size) and ``device`` (of its parameters/buffers; the CPU without any).
+    Each method calls the quantizer and raises AssertionError naming what breaks the interface.
+
+    ``make`` is a Quantizer or a zero-argument factory returning one. Raises TypeError for a
+    ``make`` that is neither, ValueError for ``channels`` not a positive int, and AssertionError
+    for an object that is not a :class:`flowmo.quantizers.Quantizer` or (through ``ck``,
+    property ``attributes``) has invalid attributes.
+    """
+
+    def __init__(self, ck: _Checker, make: Any, channels: int):
+        from ..quantizers.base import Quantizer, QuantizerOutput
+
+        self.output_type = QuantizerOutput
+        if isinstance(make, torch.nn.Module):
+            q = make
+        elif callable(make):
+            q = make()
+        else:
+            raise TypeError(f"make must be a Quantizer or a zero-argument factory returning one, got "
+                            f"{type(make).__name__}")
+        if not isinstance(q, Quantizer):
+            raise AssertionError(f"check_quantizer: expected a flowmo.quantizers.Quantizer, got {type(q).__name__}")
+        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+            raise ValueError(f"channels must be a positive int, got {channels!r}")
+        try:
+            q_channels, cs = q.channels, q.codebook_size
+        except AttributeError as e:  # the interface's required attributes
+            ck.fail("attributes", f"the quantizer must set channels and codebook_size in its constructor ({e})")
+        if q_channels != channels:
+            ck.fail("attributes", f"quantizer.channels is {q_channels} but channels={channels} was given")
+        if isinstance(cs, bool) or not isinstance(cs, int) or cs < 1:
+            ck.fail("attributes", f"codebook_size must be a positive python int, got {cs!r}")
+        if cs > 2**63:
+            ck.fail("attributes", f"codebook_size {cs} does not fit in int64 indices")
+        bits = q.bits_per_token
+        if (isinstance(bits, bool) or not isinstance(bits, (int, float)) or not math.isfinite(bits) or bits < 0
+                or bits > math.log2(cs) + 1e-9 or (bits == 0 and cs > 1)):
+            ck.fail("attributes", f"bits_per_token must be a number in (0, log2(codebook_size) = "
+                                  f"{math.log2(cs):g}], got {bits!r}")
+        if not isinstance(q.has_groups, bool):
+            ck.fail("attributes", f"has_groups must be a bool, got {q.has_groups!r}")
+        self.q, self.C, self.cs = q, channels, cs
+        self.device = next((t.device for t in list(q.parameters()) + list(q.buffers())), torch.device("cpu"))
+
+    def quantize(self, z: Tensor, what: str = "forward") -> QuantizerOutput:
+        out = self.q(z)
+        if not isinstance(out, self.output_type):
+            raise AssertionError(f"{what} returned {type(out).__name__}, not a QuantizerOutput")
+        return out
+
+    def codewords(self, idx: Tensor) -> Tensor:
+        codes = self.q.indices_to_codes(idx)
+        if not isinstance(codes, Tensor) or not codes.is_floating_point():
+            raise AssertionError(f"indices_to_codes must return a floating-point tensor, got {codes!r:.80}")
+        if tuple(codes.shape) != tuple(idx.shape) + (self.C,):
+            raise AssertionError(f"indices_to_codes: shape {tuple(codes.shape)} for indices of shape "
+                                 f"{tuple(idx.shape)}; expected {tuple(idx.shape) + (self.C,)}")
+        return codes
+
+    def to_indices(self, codes: Tensor) -> Tensor:
+        idx = self.q.codes_to_indices(codes)
+        if not isinstance(idx, Tensor) or idx.dtype != torch.int64:
+            raise AssertionError(f"codes_to_indices must return an int64 tensor, got "
+                                 f"{getattr(idx, 'dtype', type(idx).__name__)}")
+        if tuple(idx.shape) != tuple(codes.shape[:-1]):
+            raise AssertionError(f"codes_to_indices: shape {tuple(idx.shape)} for codes of shape "
+                                 f"{tuple(codes.shape)}; expected {tuple(codes.shape[:-1])}")
+        return idx
+
+    def check_output(self, out: QuantizerOutput, z: Tensor) -> None:
+        b, t = z.shape[:2]
+        v, i = out.values, out.indices
+        C, cs = self.C, self.cs
+        if not isinstance(v, Tensor) or tuple(v.shape) != (b, t, C):
+            raise AssertionError(f"values shape {tuple(getattr(v, 'shape', ()))}, expected {(b, t, C)}")
+        if v.dtype != z.dtype:
+            raise AssertionError(f"values dtype {v.dtype} differs from the input's {z.dtype}")
+        if not torch.isfinite(v).all():
+            raise AssertionError("values are not all finite")
+        if not isinstance(i, Tensor) or tuple(i.shape) != (b, t):
+            raise AssertionError(f"indices shape {tuple(getattr(i, 'shape', ()))}, expected {(b, t)}")
+        if i.dtype != torch.int64:
+            raise AssertionError(f"indices dtype {i.dtype}, expected torch.int64")
+        if i.numel() and (int(i.min()) < 0 or int(i.max()) >= cs):
+            raise AssertionError(f"indices in [{int(i.min())}, {int(i.max())}], outside [0, {cs})")
+
+    @staticmethod
+    def check_terms(terms: Any, what: str) -> None:
+        if not isinstance(terms, dict):
+            raise AssertionError(f"{what} must be a dict, got {type(terms).__name__}")
+        for k, v in terms.items():
+            if not isinstance(k, str) or not k:
+                raise AssertionError(f"{what} keys must be non-empty strings, got {k!r}")
+            if not isinstance(v, Tensor) or v.ndim != 0:
+                raise AssertionError(f"{what}[{k!r}] must be a scalar tensor, got {getattr(v, 'shape', type(v))}")
+            if not v.is_floating_point() or not torch.isfinite(v):
+                raise AssertionError(f"{what}[{k!r}] must be a finite float, got {v!r}")
+
+    def check_roundtrip(self, out: QuantizerOutput) -> None:
+        """The output's values and indices round-trip through the codebook."""
+        v = out.values.detach()
+        idx = self.to_indices(v)
+        if not torch.equal(idx, out.indices):
+            raise AssertionError(f"codes_to_indices(values) != indices: {_mismatch(idx, out.indices)}")
+        codes = self.codewords(out.indices)
+        if not torch.equal(codes.float(), v.float()):
+            raise AssertionError(f"indices_to_codes(indices) != values: {_mismatch(codes.float(), v.float())}")
+
+    def check_codes(self, out: QuantizerOutput, z: Tensor, what: str) -> None:
+        """Valid output whose values and indices round-trip through the codebook."""
+        try:
+            self.check_output(out, z)
+            self.check_roundtrip(out)
+        except AssertionError as e:
+            raise AssertionError(f"{what}: {e}") from None
