@@ -5,9 +5,13 @@ parallel decoding with confidence-based re-masking.
 Class conditioning is adaLN-Zero (DiT, Peebles & Xie 2023: the form DiT found best among
 in-context token, cross-attention and adaLN): the class embedding modulates every block
 and the output layer. The class then reaches every layer directly, the sequence stays the L
-tokens (RoPE positions 0 .. L-1, nothing to strip from the output), and flowmo's
+tokens (nothing to strip from the output), and flowmo's
 :class:`~flowmo.blocks.modulation.Modulation` is reused as is. The last class row is the
 learned null class used for classifier-free guidance (label dropout trains it).
+
+Positions enter twice: a learned absolute embedding added to the inputs (as MaskGIT's BERT-style
+transformer has; without it a fully masked input gives every position nearly the same features,
+since RoPE alone is relative) and 1-D RoPE in every attention.
 """
 
 from __future__ import annotations
@@ -75,6 +79,7 @@ class MaskGiT(TokenGenerator):
 
         self.tok_emb = nn.Embedding(self.vocab_size + 1, width)
         self.class_emb = nn.Embedding(self.num_classes + 1, width)
+        self.pos_emb = nn.Parameter(torch.zeros(1, self.seq_len, width))
         self.rope = SequenceRope(width // heads, self.rope_theta)
         self.blocks = nn.ModuleList(GeneratorBlock(width, heads, self.mlp_ratio, causal=False, modulation=True)
                                     for _ in range(self.depth))
@@ -83,6 +88,7 @@ class MaskGiT(TokenGenerator):
         self.head = nn.Linear(width, self.vocab_size)
         for emb in (self.tok_emb, self.class_emb):
             nn.init.normal_(emb.weight, std=0.02)
+        nn.init.normal_(self.pos_emb, std=0.02)
         nn.init.zeros_(self.mod_out.weight)
         nn.init.zeros_(self.mod_out.bias)
 
@@ -112,7 +118,7 @@ class MaskGiT(TokenGenerator):
         return self._logits(inputs, labels)
 
     def _logits(self, inputs: Tensor, labels: Tensor) -> Tensor:
-        x = self.tok_emb(inputs)
+        x = self.tok_emb(inputs) + self.pos_emb
         vec = self.class_emb(labels)
         freqs = self.rope(inputs.shape[1], inputs.device)
         for block in self.blocks:
