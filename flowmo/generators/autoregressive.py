@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from flowmo.objectives import LossOutput
 
-from ._checks import check_index_tensor, check_int, check_real
+from ._checks import check_generator, check_index_tensor, check_int, check_real
 from .base import GenerationOutput, TokenGenerator
 from .sampling import guide, sample_logits, top_k_filter
 from .transformer import GeneratorBlock, SequenceRope
@@ -108,6 +108,7 @@ class AutoregressiveGenerator(TokenGenerator):
         """
         tokens = self.check_tokens(tokens)
         b = tokens.shape[0]
+        check_generator(generator, tokens.device)
         if b == 0:
             raise ValueError("tokens must hold at least one sample (B >= 1), got B = 0")
         labels = self.training_labels(labels, b)

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from flowmo.objectives import LossOutput
 
-from ._checks import check_index_tensor, check_int, check_real
+from ._checks import check_generator, check_index_tensor, check_int, check_real
 from .base import GenerationOutput, TokenGenerator
 from .sampling import guide, gumbel_noise, sample_logits, top_k_filter
 from .schedule import decoding_schedule, random_mask, sample_mask_counts
@@ -149,6 +149,7 @@ class MaskGiT(TokenGenerator):
         """
         tokens = self.check_tokens(tokens)
         b, length = tokens.shape
+        check_generator(generator, tokens.device)
         if b == 0:
             raise ValueError("tokens must hold at least one sample (B >= 1), got B = 0")
         labels = self.training_labels(labels, b)

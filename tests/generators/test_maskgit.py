@@ -6,6 +6,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flowmo.generators import GenerationOutput, MaskGiT, TokenGenerator
 from flowmo.objectives import LossOutput
@@ -363,3 +365,29 @@ def test_unconditional_refuses_labels():
         tiny(num_classes=0).generate(torch.tensor([0]), steps=2)
     with pytest.raises(ValueError, match="mask"):
         tiny().loss(torch.zeros(1, L, dtype=torch.long), torch.tensor([0]), mask=torch.zeros(1, L, dtype=torch.bool))
+
+
+def test_loss_refuses_a_non_generator():
+    with pytest.raises(TypeError, match="generator"):
+        tiny().loss(torch.zeros(1, L, dtype=torch.long), torch.tensor([0]), generator=0)
+
+
+@settings(max_examples=30)
+@given(length=st.integers(1, 12), data=st.data())
+def test_decoding_invariants(length, data):
+    steps = data.draw(st.integers(1, length))
+    temperature = data.draw(st.sampled_from([0.0, 0.7, 1.0]))
+    top_k = data.draw(st.sampled_from([None, 1, 3, V]))
+    cfg = data.draw(st.sampled_from([1.0, 0.0, 2.0]))
+    choice = data.draw(st.sampled_from([0.0, 4.5]))
+    m = tiny(seq_len=length, width=16, depth=1, heads=2)
+    noise = torch.Generator().manual_seed(data.draw(st.integers(0, 100)))
+    spy = Spy(lambda inputs, labels: torch.randn(inputs.shape[0], length, V, generator=noise))
+    m._logits = spy
+    out = m.generate(torch.tensor([0, 2]), steps=steps, temperature=temperature, top_k=top_k, cfg_scale=cfg,
+                     choice_temperature=choice, generator=torch.Generator().manual_seed(0))
+    assert ((out.tokens >= 0) & (out.tokens < V)).all()
+    assert len(spy.calls) == out.forward_passes == steps
+    assert out.nfe == steps * (1 if cfg == 1.0 else 2)
+    masked = [int((inputs[:2] == V).sum(1).max()) for inputs, _ in spy.calls]
+    assert masked[0] == length and all(a > b for a, b in zip(masked, masked[1:]))
