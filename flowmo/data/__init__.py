@@ -3,9 +3,12 @@ writes pixels, tokens or files. Training (:mod:`flowmo.train`), evaluation (:mod
 and the CLI import from here; nothing here imports them.
 
 * :mod:`flowmo.data.images` - the one image decoder (every Pillow mode by documented rules),
-  resizing and centre cropping, image -> float32 (3, H, W) tensor in [-1, 1].
-* :mod:`flowmo.data.folders` - image folders as datasets, the built-in photos, the held-out
-  crops (:func:`~flowmo.data.folders.held_out_photos`).
+  resizing and centre cropping, image -> float32 (3, H, W) tensor in [-1, 1]; the rules by mode
+  are in :mod:`flowmo.data.image_modes`, the pixel limit, resizing and cropping in
+  :mod:`flowmo.data.image_sizes` (both importable from :mod:`flowmo.data.images`).
+* :mod:`flowmo.data.folders` - image folders as datasets; with :mod:`flowmo.data.photos`, the
+  built-in photos and the held-out crops (:func:`~flowmo.data.photos.held_out_photos`), and
+  :mod:`flowmo.data.draws`, the per-item seeded draws both datasets use.
 * :mod:`flowmo.data.grids` - rows of images written as one PNG.
 * :mod:`flowmo.data.tokens` - token files (safetensors with ``flowmo-tokens`` metadata).
 * :mod:`flowmo.data.files` - the one atomic, fsync'ed file write.

@@ -18,7 +18,7 @@ _TRAIN_EPILOG = (
     "Without --config, the --set overrides make the whole config: the model (--set model=PRESET: {presets}) "
     "and train.steps, the one training field without a default, are needed, e.g. "
     "'flowmo train --set model=tiny --set train.steps=200 --out runs/tiny'; every other train.* field has a "
-    "default (flowmo/train/config.py). With --config, the --set overrides edit the file's config.")
+    "default (flowmo/train/train_spec.py). With --config, the --set overrides edit the file's config.")
 
 
 def _train_parser() -> argparse.ArgumentParser:

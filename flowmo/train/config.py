@@ -1,16 +1,8 @@
 """The training configuration: a FlowMoSpec plus a TrainSpec, from YAML/JSON with dotted overrides.
 
-Step-valued fields count *optimizer steps* (one step = ``optim.grad_accum`` micro-batches on
-every rank; a step skipped for a non-finite loss counts too). Step k is the k-th step, k = 1
-.. ``train.steps``; "after step k" means once the step counter reads k. Every accepted value
-means what its description says, boundary values (0 where accepted, 1, ``train.steps``,
-larger than ``train.steps``) included; a value that would be meaningless is refused when
-the config is validated.
-
-Types are strict: integer fields refuse booleans and strings (``freeze_encoder_at: false`` is
-an error, not 0; write ``null`` for none), boolean fields accept only true/false, float fields
-accept numbers only and refuse NaN and infinities. Every count has an upper bound (e.g. step
-counts at most ``MAX_STEPS`` = 2**40), stated in its description.
+The ``train`` section's fields, their bounds and meaning are in :mod:`flowmo.train.train_spec`
+(:class:`~flowmo.train.train_spec.TrainSpec`), the YAML rules in :mod:`flowmo.train.yaml12`;
+every name listed in ``__all__`` is importable from here.
 """
 
 from __future__ import annotations
@@ -18,237 +10,43 @@ from __future__ import annotations
 import copy
 import json
 import os
-import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..imports import check_module_names, import_modules, unknown_component_message, unknown_components
 from ..presets import get_preset
-from ..devices import parse_device
-from ..spec import MAX_SAMPLER_STEPS, FlowMoSpec, SpecBool, SpecFloat, SpecInt, merge_data
+from ..spec import FlowMoSpec, merge_data
+from .train_spec import (
+    MAX_BATCH,
+    MAX_BUILTIN_LENGTH,
+    MAX_IMAGES,
+    MAX_LOG_IMAGES,
+    MAX_SEED,
+    MAX_STEPS,
+    MAX_TIMEOUT_S,
+    MAX_WORKERS,
+    CheckpointConfig,
+    DataConfig,
+    EMAConfig,
+    EvalConfig,
+    LogConfig,
+    OptimConfig,
+    TrainSpec,
+    _Strict,
+)
+from .yaml12 import _yaml_problem, parse_yaml
 
 __all__ = [
     "DataConfig", "OptimConfig", "EMAConfig", "CheckpointConfig", "LogConfig", "EvalConfig", "TrainSpec",
     "TrainConfig", "load_config", "apply_overrides", "read_train_config",
+    # re-exported from train_spec and yaml12
+    "MAX_STEPS", "MAX_SEED", "MAX_WORKERS", "MAX_BUILTIN_LENGTH", "MAX_BATCH", "MAX_IMAGES", "MAX_LOG_IMAGES",
+    "MAX_TIMEOUT_S", "parse_yaml",
 ]
-
-
-MAX_STEPS = 2**40
-"""Largest value of a step-valued field (train.steps, every-N fields, warm-up, ...)."""
-MAX_SEED = 2**63 - 1
-MAX_WORKERS = 1024
-MAX_BUILTIN_LENGTH = 2**24
-MAX_BATCH = 2**16
-"""Largest optim.batch_size and optim.grad_accum."""
-MAX_IMAGES = 2**20
-"""Most images of one evaluation."""
-MAX_LOG_IMAGES = 1024
-MAX_TIMEOUT_S = 365 * 24 * 3600
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-class DataConfig(_Strict):
-    folder: Optional[str] = Field(None, description="image folder (recursive; the extensions of flowmo.images.IMAGE_EXTENSIONS); None: the built-in photos")
-    workers: SpecInt = Field(0, ge=0, le=MAX_WORKERS, description=f"DataLoader worker processes (0 .. {MAX_WORKERS})")
-    builtin_length: SpecInt = Field(
-        4096, gt=0, le=MAX_BUILTIN_LENGTH,
-        description=f"items per epoch of the built-in photo crops (1 .. 2**24 = {MAX_BUILTIN_LENGTH})",
-    )
-    hflip: SpecBool = True
-
-
-class OptimConfig(_Strict):
-    lr: SpecFloat = Field(1e-4, gt=0, description="learning rate (finite, > 0)")
-    betas: tuple[SpecFloat, SpecFloat] = Field((0.9, 0.95), description="Adam betas, each in [0, 1)")
-    eps: SpecFloat = Field(1e-8, gt=0, description="Adam epsilon (finite, > 0)")
-    weight_decay: SpecFloat = Field(0.0, ge=0, description="weight decay (finite, >= 0)")
-    batch_size: SpecInt = Field(8, gt=0, le=MAX_BATCH, description=f"images per device per micro-step (1 .. {MAX_BATCH})")
-    grad_accum: SpecInt = Field(
-        1, gt=0, le=MAX_BATCH, description=f"micro-batches per optimizer step (1: none accumulated; at most {MAX_BATCH})"
-    )
-    grad_clip: Optional[SpecFloat] = Field(None, gt=0, description="clip the global gradient norm to this (finite, > 0)")
-    warmup_steps: SpecInt = Field(
-        0, ge=0, le=MAX_STEPS,
-        description="linear learning-rate warm-up: step k (1-based) uses lr * min(1, k / N), so the lr "
-                    "reaches its full value at step N; 0 and 1: the full lr from step 1; N > train.steps: "
-                    "the run ends before the lr reaches its full value",
-    )
-    decay: Literal["constant", "cosine", "linear"] = Field(
-        "constant",
-        description="after the warm-up: constant (the release's schedule) keeps lr; cosine and linear "
-                    "decay it from lr at step W = warmup_steps to lr * final_lr_fraction at the last step "
-                    "(train.steps). Step k (1-based, k > W) uses lr * (f + (1 - f) * s) with "
-                    "u = (k - W) / (steps - W), s = (1 + cos(pi u)) / 2 (cosine) or 1 - u (linear); the "
-                    "last step runs at lr * f. With warmup_steps >= train.steps the whole run is warm-up "
-                    "and nothing decays",
-    )
-    final_lr_fraction: SpecFloat = Field(
-        0.0, ge=0, le=1,
-        description="the lr of the last step as a fraction of lr, in [0, 1]; only with a decay (it must stay 0 "
-                    "with decay: constant)",
-    )
-
-    @model_validator(mode="after")
-    def _check_decay(self) -> "OptimConfig":
-        if self.decay == "constant" and self.final_lr_fraction != 0:
-            raise ValueError(f"final_lr_fraction ({self.final_lr_fraction:g}) applies only with a decay "
-                             "(cosine or linear); with decay: constant leave it at 0")
-        return self
-
-    @field_validator("betas")
-    @classmethod
-    def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
-        if not all(0.0 <= b < 1.0 for b in v):
-            raise ValueError(f"each of betas must be in [0, 1), got {list(v)}")
-        return v
-
-
-class EMAConfig(_Strict):
-    enabled: SpecBool = True
-    decay: SpecFloat = Field(0.9999, ge=0, lt=1, description="in [0, 1)")
-    every: SpecInt = Field(
-        10, gt=0, le=MAX_STEPS,
-        description="after steps N, 2N, 3N, ... and after the last step (train.steps), one EMA update "
-                    "standing for the k steps since the previous one: ema <- decay**k ema + (1 - decay**k) "
-                    "weights (k = N except at the last step); 1: after every step; >= train.steps: once, "
-                    "after the last step. So every step is in the EMA, whatever N and train.steps are",
-    )
-
-
-class CheckpointConfig(_Strict):
-    every: SpecInt = Field(
-        1000, gt=0, le=MAX_STEPS,
-        description="save after steps N, 2N, 3N, ... and after the last step (train.steps); 1: after every "
-                    "step; N >= train.steps: only after the last step (a SIGTERM also saves)",
-    )
-    keep_last: SpecInt = Field(
-        3, gt=0, le=MAX_STEPS,
-        description="after each save, keep the newest N checkpoints (and those keep_every keeps), delete the "
-                    "others; 1: only the newest",
-    )
-    keep_every: Optional[SpecInt] = Field(
-        None, gt=0, le=MAX_STEPS,
-        description="also keep every saved checkpoint whose step is a multiple of M; 1: keep every checkpoint; "
-                    "M > train.steps: none beyond keep_last; None: keep_last alone",
-    )
-
-
-class LogConfig(_Strict):
-    every: SpecInt = Field(
-        10, gt=0, le=MAX_STEPS,
-        description="a metrics record after steps N, 2N, 3N, ... and after the last step; 1: after every step; "
-                    "N >= train.steps: only after the last step",
-    )
-    images_every: SpecInt = Field(
-        500, gt=0, le=MAX_STEPS,
-        description="a PNG of inputs next to reconstructions after steps N, 2N, 3N, ... (not forced at the "
-                    "end); 1: after every step; N > train.steps: none",
-    )
-    images: SpecInt = Field(4, gt=0, le=MAX_LOG_IMAGES, description=f"images in that PNG (1 .. {MAX_LOG_IMAGES})")
-    tensorboard: SpecBool = True
-    progress: SpecBool = True
-
-
-class EvalConfig(_Strict):
-    """Held-out PSNR/SSIM during training (built-in photos: the held-out photos; a folder: its first images).
-
-    Held-out image ``i`` is decoded from :func:`flowmo.data.noise.image_noise` ``(train.seed, [i])``,
-    the noise of ``flowmo eval --seed <train.seed>`` for the same image."""
-
-    every: Optional[SpecInt] = Field(
-        None, gt=0, le=MAX_STEPS,
-        description="when enabled: evaluate before step 1 (a run starting at step 0), after steps N, 2N, 3N, "
-                    "... and after the last step (once, even when it is a multiple of N); N >= train.steps or "
-                    "None: only before step 1 and after the last step",
-    )
-    enabled: SpecBool = True
-    images: SpecInt = Field(10, gt=0, le=MAX_IMAGES, description=f"held-out images evaluated (1 .. 2**20 = {MAX_IMAGES})")
-    steps: Optional[SpecInt] = Field(
-        None, gt=0, le=MAX_SAMPLER_STEPS,
-        description=f"sampler steps for evaluation decodes (1: one step; at most {MAX_SAMPLER_STEPS}); "
-                    "None: the model spec's sampler",
-    )
-    use_ema: SpecBool = False
-
-
-class TrainSpec(_Strict):
-    stage: Literal["1a", "1b"] = "1a"
-    steps: SpecInt = Field(
-        gt=0, le=MAX_STEPS,
-        description="train until the step counter reads N: N optimizer steps from scratch; a resumed run "
-                    "continues to N (one already at or past N trains no further step)",
-    )
-    seed: SpecInt = Field(0, ge=0, le=MAX_SEED, description="0 .. 2**63 - 1")
-    init_from: Optional[str] = Field(None, description="Stage 1B: a Stage 1A run folder, checkpoint folder or model folder")
-    freeze_encoder_at: Optional[SpecInt] = Field(
-        None, ge=0, le=MAX_STEPS,
-        description="Stage 1A: the encoder is trained for exactly N optimizer steps (steps 1 .. N update it), "
-                    "then frozen and the optimizer rebuilt for the rest; 0: never trained (frozen from the "
-                    "start); N >= train.steps: trained for the whole run; None: never frozen. Stage 1B always "
-                    "freezes the encoder (this field is then unused)",
-    )
-    renormalize: SpecBool = Field(True, description="rescale block Linear weights to their initial norms after each step")
-    autocast: Literal["auto", "bf16", "off"] = Field("auto", description="auto: bf16 on CUDA, off on CPU")
-    device: str = Field(
-        "auto", description="auto: cuda (LOCAL_RANK) when available, else cpu; or a torch device name "
-                            "(cpu, cuda, cuda:1, mps): its spelling is checked here, its presence when the "
-                            "Trainer starts",
-    )
-    threads: Optional[SpecInt] = Field(
-        None, gt=0, le=1024,
-        description="intra-op CPU threads of this process (torch.set_num_threads, set when the Trainer is "
-                    "built; process-wide); None: PyTorch's default (the number of cores). The thread count "
-                    "does not change the numbers (docs/reliability.md, section 6). 1 is the robust choice on "
-                    "a machine shared with other CPU-heavy work: measured on 2 cores beside one busy process, "
-                    "the demo ran 0.8 steps/s with 2 threads and 2.4 with 1 (alone: 3.5-4.1 and 2.3)",
-    )
-    max_nonfinite: SpecInt = Field(
-        10, gt=0, le=MAX_STEPS,
-        description="stop the run (TrainingStopped) once N consecutive steps had a non-finite loss (each is "
-                    "skipped: no weight change); 1: at the first one; N > train.steps: never within the run",
-    )
-    dist_timeout_s: SpecInt = Field(
-        600, gt=0, le=MAX_TIMEOUT_S,
-        description="a collective waiting longer than this many seconds (a dead rank) fails the run; at most a year",
-    )
-    data: DataConfig = Field(default_factory=DataConfig)
-    optim: OptimConfig = Field(default_factory=OptimConfig)
-    ema: EMAConfig = Field(default_factory=EMAConfig)
-    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
-    log: LogConfig = Field(default_factory=LogConfig)
-    eval: EvalConfig = Field(default_factory=EvalConfig)
-
-    @field_validator("device", mode="before")
-    @classmethod
-    def _device(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            parse_device(v, "device", auto=True)  # ValueError: a name torch cannot parse
-        return v  # another type: refused by the str field
-
-    @model_validator(mode="before")
-    @classmethod
-    def _steps_given(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "steps" not in data:
-            raise ValueError("train.steps is required (the number of optimizer steps; it has no default): "
-                             "--set train.steps=N on the command line, or 'steps: N' under 'train:' in the config")
-        return data
-
-    @model_validator(mode="after")
-    def _check(self) -> "TrainSpec":
-        if self.stage == "1b" and self.init_from is None:
-            raise ValueError("stage '1b' needs train.init_from (a Stage 1A run, checkpoint or model folder)")
-        o = self.optim
-        if o.decay != "constant" and o.final_lr_fraction == 0 and o.warmup_steps == 0 and self.steps == 1:
-            raise ValueError(f"train.optim.decay {o.decay!r} with final_lr_fraction 0 and no warm-up runs the "
-                             "only step (train.steps = 1) at lr 0: it would train nothing; use decay: constant")
-        return self
 
 
 class TrainConfig(_Strict):
@@ -290,68 +88,6 @@ def expand_model(model: Any) -> Any:
         rest = {k: v for k, v in model.items() if k != "preset"}
         return merge_data(FlowMoSpec, get_preset(model["preset"]).model_dump(mode="json"), rest, where="model")
     return model
-
-
-class _Yaml12BoolLoader(yaml.SafeLoader):
-    """PyYAML's safe loader with YAML 1.2 (core schema) booleans, integers and floats (see parse_yaml)."""
-
-
-_YAML_SCALARS = ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
-_Yaml12BoolLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _YAML_SCALARS]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Yaml12BoolLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-# YAML 1.2 integers: decimal (a leading zero is still decimal: 010 is 10; '_' may group digits,
-# as PyYAML allows), 0o octal, 0x hexadecimal. No YAML 1.1 octal (0777), binary (0b101) or
-# base 60 (1:00): those stay strings, which a number field refuses.
-_Yaml12BoolLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?[0-9][0-9_]*|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789")
-)
-# YAML 1.2 floats: a dot and/or an exponent (1.5, .5, -.5, 1e-3, 5E+2), .inf, .nan; no base 60
-_Yaml12BoolLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^(?:[-+]?(?:[0-9][0-9_]*\.[0-9_]*|\.[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)?"
-               r"|[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
-    list("-+0123456789."),
-)
-
-
-def _yaml12_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
-    text = loader.construct_scalar(node).replace("_", "")
-    if text.startswith(("0o", "0x")):
-        return int(text, 0)
-    return int(text, 10)  # 010 -> 10 (YAML 1.1 read it as octal 8)
-
-
-_Yaml12BoolLoader.add_constructor("tag:yaml.org,2002:int", _yaml12_int)
-
-
-def parse_yaml(text: str) -> Any:
-    """Parse config YAML (files and ``--set`` values) with YAML 1.2 (core schema) scalars
-    instead of PyYAML's YAML 1.1 rules:
-
-    - booleans: ``true``/``false`` only (``on``/``off``/``yes``/``no`` stay strings; YAML 1.1
-      would turn ``autocast: off`` into ``False`` and fail validation);
-    - integers: decimal, and a leading zero does not make octal (``010`` is 10, ``0777`` is
-      777; YAML 1.1 read them as 8 and 511); ``0o17`` is octal and ``0x10`` hexadecimal (16),
-      as in YAML 1.2; ``_`` may group digits (``100_000``); base 60 (``1:00``, YAML 1.1's 60)
-      and ``0b101`` stay strings, which number fields refuse;
-    - floats: ``1e-3`` and ``-.5`` are floats (YAML 1.1 reads them as strings), ``1:30.5`` is
-      a string.
-    """
-    return yaml.load(text, Loader=_Yaml12BoolLoader)
-
-
-def _yaml_problem(e: yaml.YAMLError) -> str:
-    """A one-line description of a YAML error."""
-    problem = getattr(e, "problem", None)
-    mark = getattr(e, "problem_mark", None)
-    if not problem:
-        return " ".join(str(e).split())
-    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
@@ -483,4 +219,3 @@ def read_train_config(path: Union[str, Path]) -> TrainConfig:
         except (TypeError, ValueError, AttributeError):
             recorded = []
         raise ValueError(unknown_component_message(unknown, recorded, str(path))) from None
-

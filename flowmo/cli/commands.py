@@ -1,0 +1,197 @@
+"""The subcommands the ``flowmo`` command runs itself: ``reconstruct``, ``tokenize``,
+``detokenize`` and ``convert``, each a function of the parsed arguments and a :class:`_Ctx`
+(progress bars, summaries and notes, hidden by ``--quiet``), found by name in :data:`_COMMANDS`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from ..cli_common import sampler_from_args
+from .errors import CLIError
+from .parser import PROG
+
+
+# ----------------------------------------------------------------------------- helpers
+class _Ctx:
+    def __init__(self, command: str, quiet: bool):
+        self.command = command
+        self.quiet = quiet
+
+    def progress(self, total: int, desc: str):
+        from tqdm.auto import tqdm
+
+        disable = self.quiet or not sys.stderr.isatty() or total <= 1
+        return tqdm(total=total, desc=desc, unit="img", disable=disable, leave=False, file=sys.stderr)
+
+    def say(self, msg: str) -> None:
+        if not self.quiet:
+            print(msg)
+
+    def note(self, msg: str) -> None:
+        """A note about the run, on stderr (hidden by --quiet)."""
+        if not self.quiet:
+            print(f"{PROG} {self.command}: note: {msg}", file=sys.stderr)
+
+
+def _load(args: argparse.Namespace):
+    from ..io import load_model, resolve_device
+
+    device = resolve_device(args.device, argument="--device")
+    model = load_model(args.model, device=device, code_length=args.code_length, image_size=args.image_size)
+    return model, device
+
+
+def _sampler(args: argparse.Namespace, model: Any) -> Any:
+    """The sampler of a decoding command: the model's, edited by the sampler options."""
+    return sampler_from_args(model.spec.sampler, args)
+
+
+def _batches(n: int, size: int):
+    for i in range(0, n, size):
+        yield i, min(i + size, n)
+
+
+def _images(args: argparse.Namespace):
+    """The input images, each header checked before any model work; ``args._sizes`` gets
+    their (width, height) for :func:`_resize_note`."""
+    from ..io import check_image_header, list_images
+
+    files = list_images(args.input)
+    args._sizes = [check_image_header(f.path) for f in files]
+    return files
+
+
+def _resize_note(args: argparse.Namespace, ctx: "_Ctx", size: int) -> None:
+    """Say once per run (after the images were read: a failed run prints only its error)
+    that inputs not of the model's size were resized and centre-cropped."""
+    sizes = args._sizes
+    other = sum(1 for wh in sizes if wh is not None and tuple(wh) != (size, size))
+    if other:
+        ctx.note(f"{other} of {len(sizes)} input image{'s' if len(sizes) != 1 else ''} "
+                 f"{'were' if other != 1 else 'was'} not {size}x{size}, the model's image size: each was resized "
+                 f"(short side to {size} px, bicubic) and centre-cropped to {size}x{size}")
+
+
+def _output_dir(path: str) -> Path:
+    out = Path(path).expanduser()
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"output {str(out)!r} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+# ----------------------------------------------------------------------------- commands
+def _cmd_reconstruct(args: argparse.Namespace, ctx: _Ctx) -> int:
+    import torch
+
+    from ..data.noise import image_noise
+    from ..io import load_image, output_names, save_image
+
+    files = _images(args)
+    names = output_names([f.name for f in files])
+    model, device = _load(args)
+    sampler = _sampler(args, model)
+    out = _output_dir(args.output)
+    size = model.spec.image_size
+    with torch.no_grad(), ctx.progress(len(files), "reconstruct") as bar:
+        for a, b in _batches(len(files), args.batch_size):
+            x = torch.stack([load_image(f.path, size) for f in files[a:b]]).to(device=device, dtype=model.dtype)
+            noise = image_noise(args.seed, range(a, b), (3, size, size), device=device, dtype=model.dtype)
+            y = model.reconstruct(x, noise=noise, sampler=sampler)
+            for img, name in zip(y, names[a:b]):
+                save_image(img, out / name)
+            bar.update(b - a)
+    _resize_note(args, ctx, size)
+    ctx.say(f"wrote {len(files)} reconstruction{'s' if len(files) != 1 else ''} to {out}")
+    return 0
+
+
+def _cmd_tokenize(args: argparse.Namespace, ctx: _Ctx) -> int:
+    import torch
+
+    from ..io import load_image, write_tokens
+
+    files = _images(args)
+    model, device = _load(args)
+    if args.groups and not model.quantizer.has_groups:
+        raise CLIError(f"--groups needs a quantizer with entropy groups; this model's {model.spec.quantizer.name!r} has none")
+    size = model.spec.image_size
+    parts = []
+    with torch.no_grad(), ctx.progress(len(files), "tokenize") as bar:
+        for a, b in _batches(len(files), args.batch_size):
+            x = torch.stack([load_image(f.path, size) for f in files[a:b]]).to(device=device, dtype=model.dtype)
+            parts.append(model.tokenize(x, groups=args.groups).to("cpu", torch.int64))
+            bar.update(b - a)
+    tokens = torch.cat(parts)
+    _resize_note(args, ctx, size)
+    path = write_tokens(args.output, tokens, spec=model.spec, sources=[f.name for f in files], groups=args.groups)
+    ctx.say(f"wrote tokens {tuple(tokens.shape)} of {len(files)} image{'s' if len(files) != 1 else ''} to {path} "
+            f"(model fingerprint {model.spec.fingerprint()})")
+    return 0
+
+
+def _cmd_detokenize(args: argparse.Namespace, ctx: _Ctx) -> int:
+    import torch
+
+    from ..data.noise import image_noise
+    from ..io import output_names, read_tokens, save_image
+
+    tf = read_tokens(args.tokens)
+    names = output_names(tf.sources)
+    model, device = _load(args)
+    fp = model.spec.fingerprint()
+    if tf.fingerprint != fp:
+        raise CLIError(
+            f"tokens in {args.tokens!r} were made by a model with spec fingerprint {tf.fingerprint}, "
+            f"but {args.model!r} has fingerprint {fp}; decode them with the model that made them"
+        )
+    t = model.spec.code_length
+    if tf.tokens.shape[1] != t:
+        raise CLIError(f"tokens have {tf.tokens.shape[1]} per image but the model expects {t}")
+    if tf.groups and not model.quantizer.has_groups:
+        raise CLIError(f"the tokens are entropy-group indices but the model's quantizer "
+                       f"{model.spec.quantizer.name!r} has no groups")
+    sampler = _sampler(args, model)
+    out = _output_dir(args.output)
+    size = model.spec.image_size
+    n = tf.tokens.shape[0]
+    with torch.no_grad(), ctx.progress(n, "detokenize") as bar:
+        for a, b in _batches(n, args.batch_size):
+            tok = tf.tokens[a:b].to(device)
+            if tf.groups:
+                code = model.quantizer.group_indices_to_codes(tok).to(model.dtype)
+            else:
+                code = model.tokens_to_code(tok)
+            noise = image_noise(args.seed, range(a, b), (3, size, size), device=device, dtype=model.dtype)
+            y = model.decode(code, noise=noise, sampler=sampler).images
+            for img, name in zip(y, names[a:b]):
+                save_image(img, out / name)
+            bar.update(b - a)
+    ctx.say(f"wrote {n} image{'s' if n != 1 else ''} to {out}")
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace, ctx: _Ctx) -> int:
+    from ..compat import convert_release_checkpoint
+
+    ckpt = Path(args.checkpoint).expanduser()
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"checkpoint {str(ckpt)!r} does not exist")
+    out = Path(args.output).expanduser()
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"output {str(out)!r} exists and is not a folder")
+    path = convert_release_checkpoint(ckpt, out, weights="raw" if args.raw else "ema",
+                                      code_length=args.code_length, image_size=args.image_size)
+    ctx.say(f"wrote the {'raw' if args.raw else 'EMA'} weights of {ckpt} to {path}")
+    return 0
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace, _Ctx], int]] = {
+    "reconstruct": _cmd_reconstruct,
+    "tokenize": _cmd_tokenize,
+    "detokenize": _cmd_detokenize,
+    "convert": _cmd_convert,
+}
