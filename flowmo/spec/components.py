@@ -19,7 +19,7 @@ import numbers
 import types
 import typing
 from collections.abc import Mapping
-from typing import Annotated, Any, ClassVar, Literal, NamedTuple, Optional, TypeVar, Union
+from typing import Annotated, Any, Callable, ClassVar, Literal, NamedTuple, Optional, TypeVar, Union
 
 from pydantic import (
     BaseModel,
@@ -31,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from .registry import (
+from ..registry import (
     BACKBONES,
     FLOW_LOSSES,
     PERCEPTUAL_DISTANCES,
@@ -135,6 +135,23 @@ def _strict_bool(v: Any) -> Any:
     if _is_bool_scalar(v):
         return bool(v)
     raise ValueError(f"expected true or false, got {type(v).__name__} {v!r}")
+
+
+def strict_literal(values: tuple) -> Callable[[Any], Any]:
+    """A before-validator for a Literal of numbers: a boolean is not 1 / 0 (unless listed), and a
+    string is not a number (unless strings are listed). A spec derived from a factory's arguments
+    uses it for ``Literal[...]`` annotations holding ints (see :mod:`flowmo.registry.derive`)."""
+    expected = "an integer" if all(isinstance(v, int) for v in values if not isinstance(v, (str, type(None)))) \
+        else "a number"
+
+    def check(v: Any) -> Any:
+        if _is_bool(v) and not any(isinstance(x, bool) and x == bool(v) for x in values):
+            raise ValueError(f"expected {expected}, {_bool_hint(v)}")
+        if isinstance(v, (str, bytes)) and not any(isinstance(x, str) for x in values):
+            _refuse_bool_and_str(v, expected)
+        return v
+
+    return check
 
 
 SpecInt = Annotated[int, BeforeValidator(_strict_int)]
@@ -584,7 +601,7 @@ class SamplerSpec(SpecModel):
     def _preset_name(cls, data: Any) -> Any:
         if not isinstance(data, str):
             return data
-        from .samplers.presets import SAMPLER_PRESETS  # imported here: the presets module imports this one
+        from ..samplers.presets import SAMPLER_PRESETS  # imported here: the presets module imports this one
 
         if data not in SAMPLER_PRESETS:
             raise ValueError(f"unknown sampler preset {data!r}; available: {', '.join(SAMPLER_PRESETS)} "

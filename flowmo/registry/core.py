@@ -377,8 +377,12 @@ class Registry(Generic[T]):
         base = self.spec_base
         if not isinstance(spec, type) or not issubclass(spec, base):
             shown = spec.__name__ if isinstance(spec, type) else repr(spec)
+            # a kind declared with "package.module:Class" names its spec base where users import it
+            # (flowmo.spec.QuantizerSpec), not in the submodule that defines it
+            declared = self._spec_base
+            path = declared.replace(":", ".") if isinstance(declared, str) else f"{base.__module__}.{base.__name__}"
             raise RegistryError(f"{self.kind} {name!r}: spec {shown} must be a subclass of "
-                                f"{base.__module__}.{base.__name__} (the spec base of every {self.kind})")
+                                f"{path} (the spec base of every {self.kind})")
         default = spec.model_fields["name"].default if "name" in spec.model_fields else None
         if not isinstance(default, str):
             raise RegistryError(f"{self.kind} {name!r}: spec {spec.__name__}.name has no default; it must default "
@@ -493,7 +497,7 @@ class Registry(Generic[T]):
 
 
 def _generic_spec_base(registry: Registry) -> type:
-    from .spec import ComponentSpec
+    from ..spec import ComponentSpec
 
     class KindSpec(ComponentSpec):
         kind_base: typing.ClassVar[bool] = True
@@ -578,23 +582,6 @@ class FrozenDict(dict):
         return (FrozenDict, (dict(self),))
 
 
-def _strict_literal(values: tuple) -> Callable[[Any], Any]:
-    """A before-validator for a Literal of numbers: a boolean is not 1 / 0 (unless listed)."""
-    from .spec import _bool_hint, _is_bool, _refuse_bool_and_str
-
-    expected = "an integer" if all(isinstance(v, int) for v in values if not isinstance(v, (str, type(None)))) \
-        else "a number"
-
-    def check(v: Any) -> Any:
-        if _is_bool(v) and not any(isinstance(x, bool) and x == bool(v) for x in values):
-            raise ValueError(f"expected {expected}, {_bool_hint(v)}")
-        if isinstance(v, (str, bytes)) and not any(isinstance(x, str) for x in values):
-            _refuse_bool_and_str(v, expected)
-        return v
-
-    return check
-
-
 def _strict_type(tp: Any) -> Any:
     """The spec field type of a constructor annotation: ``int``/``float``/``bool`` become the strict
     spec types (no booleans or strings for numbers) wherever they appear (inside Annotated,
@@ -604,7 +591,8 @@ def _strict_type(tp: Any) -> Any:
     (``Any``, ``object``, tensors, paths, ...) and for containers without item types."""
     from pydantic import AfterValidator, BaseModel, BeforeValidator
 
-    from .spec import SpecBool, SpecFloat, SpecInt, SpecModel
+    from ..spec import SpecBool, SpecFloat, SpecInt, SpecModel
+    from ..spec.components import strict_literal
 
     if tp is bool:
         return SpecBool
@@ -624,7 +612,7 @@ def _strict_type(tp: Any) -> Any:
         if bad:
             raise _NotJSON(f"Literal values must be strings, ints, booleans or None, got {bad[0]!r}")
         if any(isinstance(v, int) and not isinstance(v, bool) for v in args):
-            return typing.Annotated[tp, BeforeValidator(_strict_literal(args))]
+            return typing.Annotated[tp, BeforeValidator(strict_literal(args))]
         return tp
     if origin is Union or origin is types.UnionType:
         return Union[tuple(_strict_type(a) for a in args)]  # type: ignore[return-value]
