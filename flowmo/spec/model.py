@@ -1,0 +1,202 @@
+"""The whole model's spec: :class:`FlowMoSpec`, composing the component specs and the sampler
+spec, with its checks across components, the loss terms of each training stage, JSON and the
+architecture fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import numbers
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, SerializeAsAny, model_validator
+
+from ..registry import QUANTIZERS
+from .base import LossTerm, SpecModel
+from .components import (
+    BackboneSpec,
+    FatLogitNormalTimeSpec,
+    FlowLossSpec,
+    LFQSpec,
+    ModeSeekingSpec,
+    PosttrainSpec,
+    QuantizerSpec,
+    RectifiedFlowLossSpec,
+    TimeSamplerSpec,
+)
+from .editing import replace_spec
+from .sampling import SamplerSpec
+from .scalars import MAX_IMAGE_SIZE, MAX_TOKENS, SpecInt, _is_bool
+
+
+# ----------------------------------------------------------------------------- the whole model
+class FlowMoSpec(SpecModel):
+    """Everything that determines a FlowMo model. Round-trips through JSON."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    image_size: SpecInt = Field(256, gt=0, le=MAX_IMAGE_SIZE, description=f"pixels per side (at most {MAX_IMAGE_SIZE})")
+    patch_size: SpecInt = Field(4, gt=0, le=MAX_IMAGE_SIZE, description="pixels per patch side; divides image_size")
+    code_length: SpecInt = Field(256, gt=0, le=MAX_TOKENS, description=f"latent tokens per image (at most {MAX_TOKENS})")
+    code_channels: SpecInt = Field(
+        18, gt=0, le=MAX_TOKENS, description=f"channels (bits, for LFQ) per latent token (at most {MAX_TOKENS})"
+    )
+    encoder: SerializeAsAny[BackboneSpec]
+    decoder: SerializeAsAny[BackboneSpec]
+    quantizer: SerializeAsAny[QuantizerSpec] = Field(default_factory=lambda: LFQSpec())
+    time_sampler: SerializeAsAny[TimeSamplerSpec] = Field(
+        default_factory=lambda: FatLogitNormalTimeSpec()
+    )
+    flow_loss: SerializeAsAny[FlowLossSpec] = Field(
+        default_factory=lambda: RectifiedFlowLossSpec()
+    )
+    sampler: SamplerSpec = Field(default_factory=SamplerSpec)
+    posttrain: SerializeAsAny[PosttrainSpec] = Field(
+        default_factory=lambda: ModeSeekingSpec()
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> "FlowMoSpec":
+        if self.image_size % self.patch_size:
+            raise ValueError(
+                f"image_size ({self.image_size}) must be divisible by patch_size ({self.patch_size})"
+            )
+        try:
+            self.quantizer.check_channels(self.code_channels)
+        except ValueError as e:
+            raise ValueError(f"quantizer: {e}") from None
+        return self
+
+    # -- conveniences
+    @property
+    def grid_size(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def bits_per_pixel(self) -> float:
+        """Bits of the discrete code per image pixel: code_length * bits per token / image_size**2.
+
+        Bits per token are the quantizer's :attr:`flowmo.quantizers.Quantizer.bits_per_token`
+        (log2 of its codebook size unless the quantizer declares otherwise; LFQ: code_channels,
+        FSQ: sum of log2 of its levels), read from the quantizer this spec builds.
+        """
+        return self.code_length * self.bits_per_token / (self.image_size**2)
+
+    @property
+    def bits_per_token(self) -> float:
+        """Bits of one token: the quantizer's ``bits_per_token`` (built from this spec, no weights loaded)."""
+        return float(QUANTIZERS.build(self.quantizer, channels=self.code_channels).bits_per_token)
+
+    def loss_terms(self, stage: Literal["1a", "1b"] = "1a") -> list[LossTerm]:
+        """The terms of the training loss of ``stage``, as :meth:`flowmo.FlowMo.loss` ("1a")
+        and :meth:`flowmo.FlowMo.posttrain_loss` ("1b") return them in training mode.
+
+        Stage 1A: the flow loss's terms plus the quantizer's (``quantizer/...``). Stage 1B
+        (the release's recipe): the flow loss's terms times ``posttrain.flow_weight``
+        (omitted when 0), the quantizer's terms (reported; they carry no gradient, since
+        the encoder is frozen) and the post-training objective's terms.
+
+        Raises ValueError if ``stage`` is not "1a"/"1b", or a component (e.g. a user-registered
+        one) does not declare its terms (its spec's ``loss_terms()`` returns None) or declares
+        them wrongly: the declaration must be a list or tuple of :class:`LossTerm` (or of
+        ``(name, weight, what)`` triples) with non-empty str names, finite real weights and str
+        descriptions, and the names of the stage's terms must be unique across the components
+        (a quantizer's names count with their ``quantizer/`` prefix).
+        """
+        if not isinstance(stage, str) or stage not in ("1a", "1b"):
+            raise ValueError(f"stage must be '1a' or '1b', got {stage!r}")
+
+        flow = _declared_terms("flow_loss", self.flow_loss)
+        quant = [LossTerm(f"quantizer/{t.name}", t.weight, t.what) for t in _declared_terms("quantizer", self.quantizer)]
+        if stage == "1a":
+            parts = [("flow_loss", self.flow_loss, flow), ("quantizer", self.quantizer, quant)]
+        else:
+            fw = self.posttrain.flow_weight
+            kept = [LossTerm(t.name, t.weight * fw, t.what) for t in flow] if fw > 0 else []
+            parts = [("flow_loss", self.flow_loss, kept), ("quantizer", self.quantizer, quant),
+                     ("posttrain", self.posttrain, _declared_terms("posttrain", self.posttrain))]
+        owner: dict[str, str] = {}
+        out: list[LossTerm] = []
+        for part, spec, terms in parts:
+            for t in terms:
+                if t.name in owner:
+                    raise ValueError(
+                        f"{part} {spec.name!r} declares the loss term {t.name!r}, which {owner[t.name]} "
+                        f"also declares; the terms of stage {stage} must have distinct names"
+                    )
+                owner[t.name] = f"{part} {spec.name!r}"
+                out.append(t)
+        return out
+
+    def to_json(self, **kw: Any) -> str:
+        return self.model_dump_json(indent=kw.pop("indent", 2), **kw)
+
+    @classmethod
+    def from_json(cls, text: str) -> "FlowMoSpec":
+        return cls.model_validate_json(text)
+
+    def fingerprint(self) -> str:
+        """A short hash of the architecture-relevant fields (tokens are only valid between equal fingerprints)."""
+        d = self.model_dump(mode="json", include={"image_size", "patch_size", "code_length", "code_channels",
+                                                  "encoder", "decoder", "quantizer"})
+        for k in ("encoder", "decoder"):
+            d[k].pop("gradient_checkpointing", None)
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def replace(self, **changes: Any) -> "FlowMoSpec":
+        """A copy with ``changes`` applied, validated again (semantics: :func:`replace_spec`).
+
+        A dict merges into the nested spec: ``replace(encoder={"depth": 3})`` changes the
+        encoder's depth only, ``replace(sampler={"steps": 4})`` keeps the solver, grid and
+        guidance, ``replace(sampler={"guidance": {"interval_sigma": [0.2, 1.0]}})`` replaces
+        the guidance interval. Naming another component drops the old one's fields:
+        ``replace(quantizer={"name": "fsq", "levels": [8, 8, 8, 5, 5, 5]}, code_channels=6)``
+        (the rest of FSQ from its defaults); ``quantizer="fsq"`` is short for
+        ``{"name": "fsq"}``. A spec object, list, tuple or scalar replaces the field whole;
+        ``sampler="fast"`` takes a sampler preset, which is a complete sampler: it replaces the
+        whole sampler, a custom grid, solver or guidance included (edit it afterwards:
+        ``replace(sampler="fast").replace(sampler={"grid": "linear"})``). Unknown fields
+        raise ValueError naming them;
+        an invalid result raises pydantic's ValidationError (a ValueError) naming the fields.
+        """
+        return replace_spec(self, changes)
+
+
+def _declared_terms(part: str, spec: Any) -> list[LossTerm]:
+    """``spec.loss_terms()`` checked (see :meth:`FlowMoSpec.loss_terms`), as a list of LossTerm."""
+    where = f"{part} {spec.name!r}"
+    terms = spec.loss_terms()
+    if terms is None:
+        raise ValueError(
+            f"{where} does not declare its loss terms (its spec's loss_terms() returns None). Declare them on its "
+            "class: a classmethod `loss_terms(cls, spec)` returning [flowmo.LossTerm(name, weight, what), ...] (the "
+            "keys of the dict it returns, the weight it applied, in words what the term is; the spec holds the "
+            "configuration, e.g. spec.weight); or, registered with an explicit spec class, override that spec "
+            "class's loss_terms(self)")
+    if isinstance(terms, LossTerm):
+        raise ValueError(f"{where}: loss_terms() returned one LossTerm ({terms.name!r}); it must return a list of them")
+    if not isinstance(terms, (list, tuple)):
+        raise ValueError(f"{where}: loss_terms() must return a list of LossTerm(name, weight, what), "
+                         f"got {type(terms).__name__} {terms!r}")
+    out: list[LossTerm] = []
+    for i, t in enumerate(terms):
+        if not isinstance(t, (list, tuple)) or len(t) != 3:
+            raise ValueError(f"{where}: loss_terms() entry {i} must be a LossTerm(name, weight, what) "
+                             f"(or a 3-tuple), got {type(t).__name__} {t!r}")
+        name, weight, what = t
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{where}: loss_terms() entry {i}: the name must be a non-empty str, got {name!r}")
+        try:
+            w = float(weight) if isinstance(weight, numbers.Real) and not _is_bool(weight) else math.nan
+        except (OverflowError, TypeError, ValueError):
+            w = math.nan
+        if not math.isfinite(w):
+            raise ValueError(f"{where}: loss term {name!r}: the weight must be a finite number, got {weight!r}")
+        if not isinstance(what, str):
+            raise ValueError(f"{where}: loss term {name!r}: the description must be a str, got {what!r}")
+        if any(o.name == name for o in out):
+            raise ValueError(f"{where}: loss_terms() declares the term {name!r} twice")
+        out.append(LossTerm(name, w, what))
+    return out
