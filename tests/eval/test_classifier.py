@@ -42,7 +42,6 @@ def synthetic(n_per_class: int, seed: int, size: int = 16):
 @pytest.fixture(scope="module")
 def trained():
     x, y = synthetic(40, seed=0)
-    torch.set_num_threads(1)
     model = train_classifier(x, y, epochs=4, batch_size=16, lr=3e-3, generator=torch.Generator().manual_seed(1),
                              channels=(8, 16), feature_dim=32)
     return model, x, y
