@@ -23,6 +23,8 @@ from ..data.files import atomic_write_text
 from ..cli_common import add_common_arguments, add_sampler_arguments
 from ..cli_common import sampler_from_args as _sampler_from_args
 from ..imports import import_modules
+from .collectives import gather_objects
+from .sources import RELEASE_CROP, _folder_batches, open_images, release_image_folder
 
 __all__ = ["main", "build_parser", "load_model", "sampler_from_args", "release_image_folder", "RELEASE_CROP"]
 
@@ -104,92 +106,6 @@ def sampler_from_args(model: Any, args: argparse.Namespace):
     return _sampler_from_args(model.spec.sampler, args)
 
 
-class _Items(torch.utils.data.Dataset):
-    """(image, index, readable) for the given indices of an ImageFolderDataset; a substitute
-    returned for an unreadable file is flagged, so it is dropped rather than counted twice."""
-
-    def __init__(self, ds: Any, indices: Sequence[int]):
-        self.ds, self.indices = ds, list(indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, k: int):
-        i = self.indices[k]
-        img = self.ds[i]
-        ok = self.ds.files[i] not in self.ds.bad_paths
-        return img, i, ok
-
-
-def _folder_batches(ds: Any, indices: Sequence[int], batch_size: int, workers: int, skipped: list):
-    loader = torch.utils.data.DataLoader(_Items(ds, indices), batch_size=batch_size, shuffle=False,
-                                         num_workers=workers)
-    for images, ids, ok in loader:
-        for i in ids[~ok].tolist():
-            skipped.append(str(ds.files[i]))
-        if bool(ok.any()):
-            yield images[ok], ids[ok]
-
-
-def release_image_folder(root: Any, size: int) -> Any:
-    """An ImageFolderDataset (``root``: folder, searched as by ``ImageFolderDataset``; ``size``:
-    positive int) whose items, float32 (3, size, size) tensors in [-1, 1], are made as the
-    release's evaluation loader makes them
-    (``flowmo/data.py`` of the release: ``T.Resize(size)``, ``T.CenterCrop(size)`` on the PIL image,
-    then ``(np.array(image) / 127.5 - 1.0).astype(np.float32)``), which is, for a PIL image:
-
-    * the short side resized to ``size`` and the long side to ``int(size * long / short)``
-      (truncated), PIL BILINEAR (torchvision's default interpolation; PIL antialiases when
-      shrinking);
-    * the crop offsets ``int(round((H - size) / 2.0))`` and ``int(round((W - size) / 2.0))``
-      (torchvision's center_crop; Python's round, half to even);
-    * float32 of ``u / 127.5 - 1`` computed in float64.
-
-    Files are listed and decoded as by the standard loader (EXIF orientation applied,
-    transparency on white; the release only calls ``.convert("RGB")``, which matters only for
-    files with an EXIF orientation tag or transparency, and for 16/32-bit grey files, which
-    the release's conversion clips to white: here they stay float, ``2 v - 1`` after the same
-    resize and crop, with ``v`` in [0, 1] as :func:`flowmo.data.images.decode_image` gives it). Raises as ``ImageFolderDataset``
-    (``FileNotFoundError`` / ``ValueError``) for a missing or empty folder or a bad size."""
-    import numpy as np
-    from PIL import Image
-
-    from ..data.folders import ImageFolderDataset
-
-    class _ReleaseImageFolder(ImageFolderDataset):
-        def _transform(self, img: Image.Image, index: int) -> torch.Tensor:
-            s = self.image_size
-            w, h = img.size
-            short, long = (w, h) if w <= h else (h, w)
-            new_long = int(s * long / short)
-            img = img.resize((s, new_long) if w <= h else (new_long, s), Image.Resampling.BILINEAR)
-            w, h = img.size
-            top, left = int(round((h - s) / 2.0)), int(round((w - s) / 2.0))
-            img = img.crop((left, top, left + s, top + s))
-            if img.mode == "F":  # 16/32-bit grey sources keep their precision (the release's
-                # .convert("RGB") would clip them to white): 2 v - 1, the grey band on R, G, B
-                grey = (np.asarray(img, dtype=np.float64).clip(0.0, 1.0) * 2.0 - 1.0).astype(np.float32)
-                return torch.from_numpy(grey).unsqueeze(0).expand(3, -1, -1).contiguous()
-            arr = np.asarray(img, dtype=np.uint8)
-            x = (arr / 127.5 - 1.0).astype(np.float32)
-            return torch.from_numpy(x).permute(2, 0, 1).contiguous()
-
-    return _ReleaseImageFolder(root, size, train=False)
-
-
-RELEASE_CROP = ("RGB (EXIF orientation applied, transparency on white), as the release's loader: short side "
-                "resized to {s} and long side to int({s} * long / short) with PIL bilinear (torchvision "
-                "Resize), centre crop {s}x{s} at offsets int(round((H - {s}) / 2)), int(round((W - {s}) / 2)) "
-                "(torchvision CenterCrop), float32(u / 127.5 - 1) computed in float64")
-
-
-def _builtin_names() -> list[str]:
-    from ..data.folders import DEFAULT_HOLDOUT, available_photos
-
-    parts = ("full", "top_left", "top_right", "bottom_left", "bottom_right")
-    return [f"{n}/{p}" for n in available_photos(DEFAULT_HOLDOUT) for p in parts]
-
-
 def _dist_setup(device_arg: str) -> tuple[int, int, torch.device, bool]:
     """(world, rank, device, whether the process group was started here), by the library's one
     device rule and process-group set-up (:mod:`flowmo.devices`)."""
@@ -258,35 +174,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     size = model.spec.image_size
 
     # the data: every image gets a global id (its index in sorted order)
-    folder_ds = None
-    if data_arg == "builtin":
-        from ..data.folders import held_out_photos
-
-        images = held_out_photos(size)
-        names = _builtin_names()
-        data_info: dict[str, Any] = {
-            "source": "builtin",
-            "description": "the held-out built-in photos (scikit-image chelsea and coffee): per photo the centred "
-                           "square of the full short side, then half-size squares centred on the four quadrant "
-                           "centres, each resized to the image size (PIL bicubic, antialiased)",
-            "images_available": len(names),
-        }
-        crop = {"image_size": size, "method": "builtin held-out crops (see data.description)"}
-    else:
-        from ..data.folders import ImageFolderDataset
-
-        if args.protocol == "release":
-            folder_ds = release_image_folder(Path(data_arg).expanduser(), size)
-        else:
-            folder_ds = ImageFolderDataset(Path(data_arg).expanduser(), size, train=False)
-        names = [p.relative_to(folder_ds.root).as_posix() for p in folder_ds.files]
-        data_info = {"source": "folder", "folder": str(folder_ds.root), "images_available": len(names),
-                     "extensions": list(folder_ds.extensions)}
-        crop = {"image_size": size,
-                "method": f"RGB (EXIF orientation applied, transparency on white), short side resized to {size} "
-                          f"(PIL bicubic, antialiased), centre crop {size}x{size}"}
-        if args.protocol == "release":
-            crop["method"] = RELEASE_CROP.format(s=size)
+    source = open_images(data_arg, size, args.protocol)
+    names, data_info, crop = source.names, source.info, source.crop
     n_total = len(names) if args.limit is None else min(args.limit, len(names))
     data_info["limit"] = args.limit
 
@@ -295,12 +184,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         model.to(device)
         local_ids = list(range(n_total))[rank::world]
         skipped: list[str] = []
-        if folder_ds is None:
+        if source.folder is None:
             sel = torch.tensor(local_ids, dtype=torch.long)
-            data = [(images[sel[s:s + args.batch_size]], sel[s:s + args.batch_size])
+            data = [(source.images[sel[s:s + args.batch_size]], sel[s:s + args.batch_size])
                     for s in range(0, len(local_ids), args.batch_size)]
         else:
-            data = _folder_batches(folder_ds, local_ids, args.batch_size, args.workers, skipped)
+            data = _folder_batches(source.folder, local_ids, args.batch_size, args.workers, skipped)
         k = min(args.examples, max(1, n_total // 2)) if args.examples else 0
         evaluator = Evaluator(lpips=heads, fid=not args.no_fid, weights_dir=args.weights_dir, device=device,
                               keep_examples=k, rank_by=None if args.rank_by == "auto" else args.rank_by,
@@ -313,11 +202,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         per_image = evaluator.per_image()
         examples = evaluator.examples()
         if world > 1:
-            import torch.distributed as dist
-
-            gathered: list = [None] * world
-            dist.all_gather_object(gathered, skipped)
-            skipped = sorted(s for part in gathered for s in part)
+            skipped = sorted(s for part in gather_objects(skipped, world) for s in part)
         if rank != 0:
             return 0
 

@@ -49,16 +49,17 @@ to a single-process run that computed the same per-image values.
 :func:`evaluate_model` runs a model (a :class:`~flowmo.FlowMo` or any callable mapping
 images to reconstructions) over data and feeds an evaluator.
 
-The parts: this module turns batches into per-image values; :mod:`flowmo.eval.state` holds what
+The parts: this module turns batches into per-image values (the 8-bit ones by
+:func:`flowmo.eval.pixel_metrics.per_image_values`); :mod:`flowmo.eval.state` holds what
 is accumulated and merged (dataclasses) and derives the metrics; :mod:`flowmo.eval.networks`
-finds and loads the networks; :mod:`flowmo.eval.codebook` counts codes;
+finds and loads the networks and prepares their inputs; :mod:`flowmo.eval.codebook` counts codes;
+:mod:`flowmo.eval.collectives` gathers over a process group;
 :mod:`flowmo.eval.conventions` words the conventions; :mod:`flowmo.eval.run` is
 :func:`evaluate_model`.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
@@ -69,6 +70,7 @@ from torch import Tensor, nn
 
 from ..devices import check_device
 from ..data.noise import image_noise
+from .collectives import computed_on_rank0, gather_objects, world_and_rank
 from .codebook import DENSE_CODEBOOK_LIMIT, codebook_statistics, count_tokens
 from .conventions import (
     CONVENTIONS,
@@ -80,17 +82,11 @@ from .conventions import (
     QUANTISATION,
     SSIM_CONVENTION,
 )
-from .state import Accumulated, Merged, select_examples
+from .state import Accumulated, Merged, _to_id_array, select_examples
 from .networks import NetworksMixin, file_sha256
-from .metrics import (
-    _check_protocol,
-    _compute_device,
-    _psnr_from_mse,
-    _ssim_min_size,
-    _ssim_quantised,
-    quantise_pair,
-    release_originals,
-)
+from .eight_bit import quantise_pair
+from .metric_inputs import _check_protocol
+from .pixel_metrics import per_image_values
 
 __all__ = [
     "Evaluator",
@@ -109,27 +105,6 @@ __all__ = [
     "LPIPS_CONVENTION",
     "FID_CONVENTION",
 ]
-
-_DATA_RANGE = 255.0
-
-
-# ---------------------------------------------------------------------------------------------- helpers
-def _mean(values: np.ndarray) -> float:
-    return math.fsum(values.tolist()) / len(values) if len(values) else float("nan")
-
-
-def _to_id_array(ids: Any, n: int) -> np.ndarray:
-    if isinstance(ids, Tensor):
-        if ids.is_floating_point():
-            raise ValueError(f"ids must be integers, got dtype {ids.dtype}")
-        arr = ids.detach().cpu().numpy()
-    else:
-        arr = np.asarray(ids)
-    if arr.ndim != 1 or arr.shape[0] != n:
-        raise ValueError(f"ids must be a 1-D sequence of {n} integers (one per image), got shape {arr.shape}")
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"ids must be integers, got dtype {arr.dtype}")
-    return arr.astype(np.int64)
 
 
 # ---------------------------------------------------------------------------------------------- evaluator
@@ -232,15 +207,7 @@ class Evaluator(NetworksMixin):
             self._hash_cache: dict[str, str] = {}
 
     def _world(self) -> tuple[int, int]:
-        import torch.distributed as dist
-
-        use = self.distributed
-        active = dist.is_available() and dist.is_initialized()
-        if use is None:
-            use = active and dist.get_world_size() > 1
-        if use and not active:
-            raise RuntimeError("distributed=True but no torch.distributed process group is initialised")
-        return (dist.get_world_size(), dist.get_rank()) if use else (1, 0)
+        return world_and_rank(self.distributed)
 
     # -- update
     @torch.no_grad()
@@ -284,19 +251,8 @@ class Evaluator(NetworksMixin):
 
         # 8 bits under the protocol (validates finiteness, dtype and device)
         o8, r8 = quantise_pair(originals, reconstructions, self.protocol)
-        win = _ssim_min_size(self.protocol)
-        if min(originals.shape[-2:]) < win:
-            raise ValueError(f"images must be at least {win}x{win} pixels for SSIM ({self.protocol} protocol), "
-                             f"got {tuple(originals.shape[-2:])}")
-        cdev = _compute_device(o8.device)
-        a, b8 = o8.to(device=cdev, dtype=torch.float64), r8.to(device=cdev, dtype=torch.float64)
-        mse = (a - b8).square().flatten(1).mean(1)
-        self._acc.values["psnr"].append(_psnr_from_mse(mse).cpu().numpy())
-        self._acc.values["ssim"].append(_ssim_quantised(a, b8, self.protocol).cpu().numpy())
-        self._acc.values["mse"].append(mse.cpu().numpy())
-        npix = originals[0].numel()
-        self._acc.values["psnr_cap"].append(np.full(b, 10.0 * math.log10(_DATA_RANGE**2 * npix)))
-        self._acc.values["npix"].append(np.full(b, npix, dtype=np.int64))
+        for k, v in per_image_values(o8, r8, self.protocol).items():  # psnr, ssim, mse, psnr_cap, npix
+            self._acc.values[k].append(v)
 
         dev = self.device or originals.device
         of, rf = self._network_inputs(originals, reconstructions, o8, r8, dev)
@@ -322,17 +278,6 @@ class Evaluator(NetworksMixin):
             self._keep(ids_arr, key, o8.cpu(), r8.cpu())
         self._merged = None
 
-    def _network_inputs(self, originals: Tensor, reconstructions: Tensor, o8: Tensor, r8: Tensor,
-                        dev: torch.device) -> tuple[Tensor, Tensor]:
-        """The [-1, 1] float32 images LPIPS and Inception see under the protocol."""
-        if self.protocol == "release":
-            # the release feeds its float images: loader originals, clamped reconstructions, both
-            # through (x + 1) / 2 (and back by 2 * y - 1 for LPIPS / inside the FID Inception)
-            of = release_originals(originals).to(dev)
-            rf = reconstructions.to(device=dev, dtype=torch.float32).clamp(-1.0, 1.0)
-            return ((of + 1.0) / 2.0) * 2.0 - 1.0, ((rf + 1.0) / 2.0) * 2.0 - 1.0
-        return o8.to(dev).float() / 127.5 - 1.0, r8.to(dev).float() / 127.5 - 1.0
-
     def _update_codes(self, tokens: Tensor, b: int, codebook: Optional[int]) -> None:
         size = codebook if codebook is not None else self.codebook_size
         self._acc.codes = count_tokens(self._acc.codes, tokens, b, size)
@@ -353,18 +298,9 @@ class Evaluator(NetworksMixin):
     def _merge(self) -> Merged:
         """Every process's accumulation merged (a collective under a process group), cached until
         the next ``update``."""
-        if self._merged is not None:
-            return self._merged
-        import torch.distributed as dist
-
-        world, _ = self._world()
-        local = self._acc.portable()
-        if world > 1:
-            states: list = [None] * world
-            dist.all_gather_object(states, local)
-        else:
-            states = [local]
-        self._merged = Merged.from_states(states, self.keep_examples)
+        if self._merged is None:
+            states = gather_objects(self._acc.portable(), self._world()[0])
+            self._merged = Merged.from_states(states, self.keep_examples)
         return self._merged
 
     # -- results
@@ -393,22 +329,7 @@ class Evaluator(NetworksMixin):
         Under a process group this is a collective: the values are gathered on every rank,
         rank 0 computes the result (the rFID matrix square root once) and broadcasts it."""
         m = self._merge()
-        world, rank = self._world()
-        if world == 1:
-            return self._compute(m)
-        import torch.distributed as dist
-
-        box: list = [None]
-        if rank == 0:
-            try:
-                box[0] = ("ok", self._compute(m))
-            except Exception as e:  # noqa: BLE001 - re-raised on every rank
-                box[0] = ("error", e)
-        dist.broadcast_object_list(box, src=0)
-        status, payload = box[0]
-        if status == "error":
-            raise payload
-        return payload
+        return computed_on_rank0(lambda: self._compute(m), *self._world())
 
     def _compute(self, m: Merged) -> dict:
         return m.results(protocol=self.protocol, metric_names=self.metric_names, unavailable=self.unavailable,

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+
+from .eight_bit import release_originals
 
 __all__ = ["NetworksMixin", "file_sha256", "name_hash_ok", "resolve_net_files", "how_to_get", "unavailable"]
 
@@ -70,7 +72,7 @@ def how_to_get(net: str, missing: Sequence[str], weights_dir: Optional[Union[str
 class NetworksMixin:
     """The :class:`~flowmo.eval.Evaluator`'s networks: explicit modules or ones built from weight
     files (reported as unavailable, with how to get them, when files are missing), moved to the
-    images' device on use, and the provenance of the files used."""
+    images' device on use, the provenance of the files used, and the images they see."""
 
     def _add_explicit(self, metric: str, module: nn.Module) -> None:
         if not isinstance(module, nn.Module):
@@ -120,3 +122,14 @@ class NetworksMixin:
             net.to(device)
             self._net_device[metric] = device
         return net
+
+    def _network_inputs(self, originals: Tensor, reconstructions: Tensor, o8: Tensor, r8: Tensor,
+                        dev: torch.device) -> tuple[Tensor, Tensor]:
+        """The [-1, 1] float32 images LPIPS and Inception see under the protocol."""
+        if self.protocol == "release":
+            # the release feeds its float images: loader originals, clamped reconstructions, both
+            # through (x + 1) / 2 (and back by 2 * y - 1 for LPIPS / inside the FID Inception)
+            of = release_originals(originals).to(dev)
+            rf = reconstructions.to(device=dev, dtype=torch.float32).clamp(-1.0, 1.0)
+            return ((of + 1.0) / 2.0) * 2.0 - 1.0, ((rf + 1.0) / 2.0) * 2.0 - 1.0
+        return o8.to(dev).float() / 127.5 - 1.0, r8.to(dev).float() / 127.5 - 1.0

@@ -14,8 +14,9 @@ from torch import Tensor, nn
 
 from ..data.noise import image_noise
 from ..devices import check_device
-from .evaluator import Evaluator, _to_id_array
-from .metrics import _check_protocol
+from .evaluator import Evaluator
+from .metric_inputs import _check_protocol
+from .state import _to_id_array
 
 __all__ = ["evaluate_model"]
 

@@ -9,10 +9,13 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
+from torch import Tensor
 
 from .codebook import CodeCounts, _mean, code_summary
 from .conventions import CONVENTIONS
-from .metrics import RELEASE_PSNR_BATCH, FeatureStats, batched_psnr, frechet_distance
+from .feature_stats import FeatureStats
+from .frechet import frechet_distance
+from .pixel_metrics import RELEASE_PSNR_BATCH, batched_psnr
 
 __all__ = ["Accumulated", "Merged", "select_examples", "rfid"]
 
@@ -167,3 +170,18 @@ def rfid(feats: Optional[dict]) -> Any:
     mu1, s1 = feats["real"].statistics()
     mu2, s2 = feats["fake"].statistics()
     return frechet_distance(mu1, s1, mu2, s2)
+
+
+def _to_id_array(ids: Any, n: int) -> np.ndarray:
+    """``ids`` (one integer per image: a tensor or a sequence of ``n``) as an int64 array."""
+    if isinstance(ids, Tensor):
+        if ids.is_floating_point():
+            raise ValueError(f"ids must be integers, got dtype {ids.dtype}")
+        arr = ids.detach().cpu().numpy()
+    else:
+        arr = np.asarray(ids)
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise ValueError(f"ids must be a 1-D sequence of {n} integers (one per image), got shape {arr.shape}")
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"ids must be integers, got dtype {arr.dtype}")
+    return arr.astype(np.int64)

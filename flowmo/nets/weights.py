@@ -20,18 +20,27 @@ A file that cannot be found raises :class:`MissingWeightsError` (a ``FileNotFoun
 naming the file, every place searched and where to put it. Nothing here downloads
 anything and nothing ever falls back to random weights: random weights are only
 obtained by asking for them explicitly (``pretrained=False`` in the constructors).
+
+This module finds the files and composes the steps (:func:`load_weights`,
+:func:`instantiate`); it re-exports the rest, which lives in :mod:`flowmo.nets.weight_specs`
+(which files each network needs), :mod:`flowmo.nets.weight_io` (reading and applying a
+state dict) and :mod:`flowmo.nets.frozen` (:func:`freeze`, :class:`Freezable`,
+:class:`TappedTrunk`).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, TypeVar
+from typing import Callable, Iterable, TypeVar
 
 import torch
 from torch import nn
+
+from .frozen import Freezable, TappedTrunk, freeze
+from .weight_io import WeightsFormatError, apply_state_dict, read_state_dict
+from .weight_specs import NET_WEIGHTS, WEIGHT_SPECS, WeightSpec, _spec, required_files
 
 __all__ = [
     "ENV_VAR",
@@ -50,6 +59,7 @@ __all__ = [
     "instantiate",
     "freeze",
     "Freezable",
+    "TappedTrunk",
 ]
 
 ENV_VAR = "FLOWMO_WEIGHTS_DIR"
@@ -59,108 +69,6 @@ M = TypeVar("M", bound=nn.Module)
 
 class MissingWeightsError(FileNotFoundError):
     """A required weight file is not in any of the searched places."""
-
-
-class WeightsFormatError(ValueError):
-    """A weight file exists but is not an acceptable state dict for the network."""
-
-
-@dataclass(frozen=True)
-class WeightSpec:
-    """One weight file a network needs.
-
-    ``filename`` is the standard name; ``alternatives`` are other accepted names (tried
-    after ``filename``, in order); ``lpips_package_path`` is the path of the file inside
-    the ``lpips`` package, when that package ships it.
-    """
-
-    key: str
-    filename: str
-    url: str
-    description: str
-    alternatives: tuple[str, ...] = ()
-    lpips_package_path: tuple[str, ...] | None = None
-    names: tuple[str, ...] = field(init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "names", (self.filename, *self.alternatives))
-
-
-_LPIPS_URL = "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/{}.pth"
-
-WEIGHT_SPECS: dict[str, WeightSpec] = {
-    s.key: s
-    for s in (
-        WeightSpec(
-            "vgg16",
-            "vgg16-397923af.pth",
-            "https://download.pytorch.org/models/vgg16-397923af.pth",
-            "torchvision VGG16 ImageNet weights (IMAGENET1K_V1)",
-        ),
-        WeightSpec(
-            "alexnet",
-            "alexnet-owt-7be5be79.pth",
-            "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
-            "torchvision AlexNet ImageNet weights (IMAGENET1K_V1)",
-        ),
-        WeightSpec(
-            "resnet50",
-            "resnet50-0676ba61.pth",
-            "https://download.pytorch.org/models/resnet50-0676ba61.pth",
-            "torchvision ResNet-50 ImageNet weights (0676ba61 = IMAGENET1K_V1, "
-            "11ad3fa6 = IMAGENET1K_V2, 19c8e357 = the pre-0.13 copy of V1)",
-            alternatives=("resnet50-11ad3fa6.pth", "resnet50-19c8e357.pth"),
-        ),
-        WeightSpec(
-            "inception_fid",
-            "pt_inception-2015-12-05-6726825d.pth",
-            "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
-            "pt_inception-2015-12-05-6726825d.pth",
-            "FID InceptionV3 weights (pytorch-fid port of the TF 2015-12-05 graph)",
-        ),
-        WeightSpec(
-            "lpips_vgg_heads",
-            "vgg.pth",
-            _LPIPS_URL.format("vgg"),
-            "LPIPS v0.1 linear heads for the VGG trunk",
-            lpips_package_path=("weights", "v0.1", "vgg.pth"),
-        ),
-        WeightSpec(
-            "lpips_alex_heads",
-            "alex.pth",
-            _LPIPS_URL.format("alex"),
-            "LPIPS v0.1 linear heads for the AlexNet trunk",
-            lpips_package_path=("weights", "v0.1", "alex.pth"),
-        ),
-    )
-}
-
-# network name -> the weight specs it needs (in the order the constructors load them)
-NET_WEIGHTS: dict[str, tuple[str, ...]] = {
-    "vgg16": ("vgg16",),
-    "alexnet": ("alexnet",),
-    "resnet50": ("resnet50",),
-    "inception_fid": ("inception_fid",),
-    "lpips_vgg": ("vgg16", "lpips_vgg_heads"),
-    "lpips_alex": ("alexnet", "lpips_alex_heads"),
-}
-
-
-def _spec(key: str) -> WeightSpec:
-    try:
-        return WEIGHT_SPECS[key]
-    except KeyError:
-        raise KeyError(f"unknown weight file key {key!r}; known: {sorted(WEIGHT_SPECS)}") from None
-
-
-def required_files(name: str) -> list[str]:
-    """Standard file names a network (``vgg16``, ``alexnet``, ``resnet50``,
-    ``inception_fid``, ``lpips_vgg``, ``lpips_alex``) or a single weight key needs."""
-    if name in NET_WEIGHTS:
-        return [WEIGHT_SPECS[k].filename for k in NET_WEIGHTS[name]]
-    if name in WEIGHT_SPECS:
-        return [WEIGHT_SPECS[name].filename]
-    raise KeyError(f"unknown network {name!r}; known: {sorted(NET_WEIGHTS)}")
 
 
 def hub_checkpoints_dir() -> Path:
@@ -253,98 +161,6 @@ def resolve_weights(key: str, weights_path: str | os.PathLike | None = None) -> 
     raise MissingWeightsError("\n".join(lines))
 
 
-def _reason(e: Exception) -> str:
-    """The informative part of a torch.load error (not torch's advice to bypass safety)."""
-    for ln in str(e).splitlines():
-        if "Unsupported" in ln:
-            ln = ln[ln.index("Unsupported"):]
-            return ln.split(". Please")[0].strip()
-    inner = e.__cause__ or e.__context__
-    if inner is not None and str(inner):
-        return f"{type(inner).__name__}: {str(inner).splitlines()[0]}"
-    first = str(e).splitlines()[0] if str(e) else ""
-    if "Weights only load failed" in first:
-        first = "weights_only load failed"
-    return f"{type(e).__name__}: {first}" if first else type(e).__name__
-
-
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a state dict with ``torch.load(..., map_location="cpu", weights_only=True)``.
-
-    Anything that is not a plain mapping of string keys to tensors is refused with
-    :class:`WeightsFormatError`; pickles that reference arbitrary Python objects are
-    rejected by the restricted unpickler before anything is executed.
-    """
-    path = Path(path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (FileNotFoundError, IsADirectoryError, PermissionError):
-        raise
-    except Exception as e:  # any failure of the restricted load means: not acceptable
-        raise WeightsFormatError(
-            f"Refused to load weight file {path}: it is not a plain tensor state dict that "
-            f"torch.load(weights_only=True) accepts ({_reason(e)}). Nothing in it was executed; "
-            "get a genuine copy of the file instead of loading it unrestricted."
-        ) from e
-    if not isinstance(obj, Mapping):
-        raise WeightsFormatError(
-            f"Refused weight file {path}: expected a state dict (a mapping of names to tensors), "
-            f"got {type(obj).__name__}."
-        )
-    bad = [repr(k) for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
-    if bad:
-        shown = ", ".join(bad[:10]) + (" ..." if len(bad) > 10 else "")
-        raise WeightsFormatError(
-            f"Refused weight file {path}: every entry must be a string key with a tensor value; "
-            f"offending keys: {shown}."
-        )
-    return dict(obj)
-
-
-_OPTIONAL_SUFFIX = ".num_batches_tracked"  # absent from old BatchNorm checkpoints
-
-
-def apply_state_dict(
-    module: nn.Module,
-    state_dict: Mapping[str, torch.Tensor],
-    *,
-    source: str = "state dict",
-    ignore_prefixes: Iterable[str] = (),
-    what: str | None = None,
-) -> None:
-    """Strictly copy ``state_dict`` into ``module``.
-
-    Every key of ``module.state_dict()`` must be present with the same shape, and no
-    other key may be present except those starting with one of ``ignore_prefixes``
-    (e.g. a VGG classifier when only the features are used). BatchNorm
-    ``num_batches_tracked`` counters may be missing (old checkpoints); they are then
-    set to 0. Raises :class:`WeightsFormatError` listing all problems.
-    """
-    ignore_prefixes = tuple(ignore_prefixes)
-    expected = module.state_dict()
-    given = {k: v for k, v in state_dict.items() if not (ignore_prefixes and k.startswith(ignore_prefixes))}
-    missing = [k for k in expected if k not in given and not k.endswith(_OPTIONAL_SUFFIX)]
-    unexpected = [k for k in given if k not in expected]
-    mismatched = [
-        f"{k}: file {tuple(given[k].shape)} vs network {tuple(expected[k].shape)}"
-        for k in expected
-        if k in given and tuple(given[k].shape) != tuple(expected[k].shape)
-    ]
-    if missing or unexpected or mismatched:
-        target = type(module).__name__ + (f" ({what})" if what else "")
-        parts = [f"Refused weights from {source}: they do not fit {target}:"]
-        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
-            if items:
-                shown = items[:20]
-                parts.append(f"  {title} ({len(items)}): " + ", ".join(shown) + (" ..." if len(items) > 20 else ""))
-        raise WeightsFormatError("\n".join(parts))
-    full = dict(given)
-    for k, v in expected.items():
-        if k not in full:  # only optional counters can get here
-            full[k] = torch.zeros_like(v, device="cpu")
-    module.load_state_dict(full, strict=True)
-
-
 def load_weights(
     module: nn.Module,
     key: str,
@@ -398,63 +214,3 @@ def instantiate(
     if frozen:
         freeze(net)
     return net
-
-
-class Freezable(nn.Module):
-    """Module that, once frozen by :func:`freeze`, stays in eval mode.
-
-    ``.train()`` on a frozen module (or on any parent of it) keeps it in eval mode, so
-    BatchNorm statistics and dropout of a fixed feature extractor never change.
-    """
-
-    _flowmo_frozen: bool = False
-
-    def train(self, mode: bool = True):  # type: ignore[override]
-        return super().train(False if self._flowmo_frozen else mode)
-
-
-def freeze(module: nn.Module) -> nn.Module:
-    """Put ``module`` in eval mode, set ``requires_grad=False`` on all its parameters and
-    (for :class:`Freezable` modules) keep it in eval mode from now on. Returns it."""
-    for p in module.parameters():
-        p.requires_grad_(False)
-    for m in module.modules():
-        if isinstance(m, Freezable):
-            m._flowmo_frozen = True
-    module.eval()
-    return module
-
-
-class TappedTrunk(Freezable):
-    """Base of the LPIPS trunks (VGG16, AlexNet): torchvision's init, ``forward`` through the
-    classifier, and ``lpips_features`` returning the activations after the layers in ``TAPS``."""
-
-    TAPS: tuple[int, ...] = ()
-    include_classifier: bool
-
-    def reset_parameters(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.include_classifier:
-            raise RuntimeError(f"this {type(self).__name__} was built without its classifier; use lpips_features()")
-        x = self.avgpool(self.features(x))
-        return self.classifier(torch.flatten(x, 1))
-
-    def lpips_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The activations after each layer index in ``TAPS`` (in order)."""
-        taps = set(self.TAPS)
-        out: list[torch.Tensor] = []
-        for i, layer in enumerate(self.features):
-            x = layer(x)
-            if i in taps:
-                out.append(x)
-                if len(out) == len(self.TAPS):
-                    break
-        return out
