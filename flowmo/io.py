@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from .data.images import IMAGE_EXTENSIONS as _EXTENSIONS
+from .data.listing import list_folder_images
 from .data.tokens import TOKEN_FORMAT, TokenFile, read_tokens, write_tokens  # noqa: F401
 
 __all__ = [
@@ -59,15 +60,12 @@ class ImageFile:
     name: str
 
 
-def _is_image_name(p: Path) -> bool:
-    return p.suffix.lower() in IMAGE_EXTENSIONS
-
-
 def list_images(inputs: Union[PathLike, Sequence[PathLike]]) -> list[ImageFile]:
-    """The images named by ``inputs`` (files, or folders searched recursively for
-    the extensions of :data:`flowmo.data.images.IMAGE_EXTENSIONS`, case-insensitive, hidden files
-    and folders skipped), in order:
-    inputs in the order given, a folder's files sorted by relative name.
+    """The images named by ``inputs`` (files, or folders listed by
+    :func:`flowmo.data.listing.list_folder_images`: recursively, following folder links, hidden
+    files and folders skipped, one name per file), in order: inputs in the order given, a
+    folder's files sorted by relative name, exactly as ``flowmo eval`` and the trainer list a
+    folder (so image i is the same file for ``--seed`` everywhere).
 
     Raises FileNotFoundError for a path that does not exist, ValueError for a folder
     without images, for no inputs, or when two images get the same relative name.
@@ -80,16 +78,11 @@ def list_images(inputs: Union[PathLike, Sequence[PathLike]]) -> list[ImageFile]:
     for raw in inputs:
         p = Path(raw).expanduser()
         if p.is_dir():
-            files = []
-            for f in p.rglob("*"):
-                rel = f.relative_to(p)
-                if any(part.startswith(".") for part in rel.parts):
-                    continue
-                if f.is_file() and _is_image_name(f):
-                    files.append(ImageFile(f, rel.as_posix()))
+            # the data layer's one listing: the same files in the same order as flowmo eval reads
+            files = [ImageFile(path, rel) for rel, path in list_folder_images(p)[0]]
             if not files:
                 raise ValueError(f"no images ({', '.join(e[1:] for e in IMAGE_EXTENSIONS)}) found in folder {str(p)!r}")
-            found.extend(sorted(files, key=lambda i: i.name))
+            found.extend(files)
         elif p.is_file():
             found.append(ImageFile(p, p.name))
         elif p.exists():

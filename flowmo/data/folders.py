@@ -21,8 +21,6 @@ workers, recreate the iterator or set the epoch before the workers are started).
 from __future__ import annotations
 
 import logging
-import os
-import stat
 from pathlib import Path
 from typing import List, Optional, Sequence, Set, Tuple
 
@@ -30,10 +28,10 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from .listing import list_folder_images
 from .draws import _check_image_size, _check_nonneg_int, _generator, _randint, _uniform
 from .images import (
     IMAGE_EXTENSIONS,
-    _file_kind,
     decode_image,
     image_to_tensor,
     open_image_file,
@@ -186,43 +184,8 @@ class ImageFolderDataset(Dataset):
     def _list_files(self) -> Tuple[List[Path], List[Tuple[Path, str]]]:
         """(regular image files, sorted by relative name and de-duplicated; the entries with an
         image extension that are not regular files, each with the reason)."""
-        found: List[Tuple[str, Path]] = []
-        not_regular: List[Tuple[str, Path, str]] = []
-        seen_dirs: Set[str] = set()
-        for dirpath, dirnames, filenames in os.walk(self.root, followlinks=True):
-            real = os.path.realpath(dirpath)
-            if real in seen_dirs:  # reached before by a path that sorts first, or a symlink loop
-                dirnames[:] = []
-                continue
-            seen_dirs.add(real)
-            # Sorted walk: the first path to reach a folder is the same on every machine.
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
-                if name.startswith(".") or os.path.splitext(name)[1].lower() not in self.extensions:
-                    continue
-                path = Path(dirpath) / name
-                rel = path.relative_to(self.root).as_posix()
-                try:
-                    mode = os.stat(path).st_mode
-                except OSError as exc:
-                    not_regular.append((rel, path, f"cannot be read: {type(exc).__name__}: {exc}"
-                                        if not isinstance(exc, FileNotFoundError) else "a broken symbolic link"))
-                    continue
-                if not stat.S_ISREG(mode):
-                    not_regular.append((rel, path, f"{_file_kind(mode)}, not a regular file"))
-                    continue
-                found.append((rel, path))
-        found.sort(key=lambda item: item[0])
-        files: List[Path] = []
-        seen_files: Set[str] = set()
-        for _, path in found:  # one name per file: the first relative name in sorted order
-            real = os.path.realpath(path)
-            if real in seen_files:
-                continue
-            seen_files.add(real)
-            files.append(path)
-        not_regular.sort(key=lambda item: item[0])
-        return files, [(p, reason) for _, p, reason in not_regular]
+        files, not_regular = list_folder_images(self.root, self.extensions)
+        return [p for _, p in files], [(p, reason) for _, p, reason in not_regular]
 
     # -- bookkeeping -------------------------------------------------------
 

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from .files import atomic_write_text
 from .images import IMAGE_EXTENSIONS
+from .listing import list_folder_images
 from .token_layout import TokenLayout
 from .tokens import read_tokens, write_tokens
 
@@ -46,8 +47,9 @@ def class_folder_images(root: PathLike, *, argument: str = "root") -> tuple[list
     """The images of a class-folder tree (one sub-folder per class, images anywhere below it).
 
     Returns:
-        (classes, items): the class names (the sub-folders holding at least one image, sorted
-        by name) and ``(path, label)`` for every image, sorted by class then relative path.
+        (classes, items): the class names (the non-hidden sub-folders holding at least one
+        image, sorted by name) and ``(path, label)`` for every image, sorted by class, then as
+        :func:`flowmo.data.listing.list_folder_images` lists the class's folder.
     Raises:
         FileNotFoundError: ``root`` is not a folder.
         ValueError (naming ``argument``): no sub-folder holds an image, or images lie directly
@@ -57,17 +59,14 @@ def class_folder_images(root: PathLike, *, argument: str = "root") -> tuple[list
     if not root.is_dir():
         raise FileNotFoundError(f"{argument} {str(root)!r} is not a folder")
     exts = {"." + e for e in IMAGE_EXTENSIONS}
-
-    def images(folder: Path) -> list[Path]:
-        return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in exts)
-
-    loose = [p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in exts]
+    loose = [p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in exts and not p.name.startswith(".")]
     if loose:
         raise ValueError(f"{argument} {str(root)!r} holds images outside class sub-folders ({', '.join(sorted(loose)[:3])}"
                          f"{', ...' if len(loose) > 3 else ''}); put each class's images in a sub-folder named after it")
-    classes, items = [], []
-    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
-        found = images(sub)
+    classes: list[str] = []
+    items: list[tuple[Path, int]] = []
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        found = [path for _, path in list_folder_images(sub)[0]]  # the library's one folder listing
         if found:
             items += [(p, len(classes)) for p in found]
             classes.append(sub.name)
