@@ -6,6 +6,7 @@ The public surface: specs and presets, ``build``, the model, and the component r
 from .registry import (
     BACKBONES,
     FLOW_LOSSES,
+    GENERATORS,
     PERCEPTUAL_DISTANCES,
     POSTTRAIN_OBJECTIVES,
     QUANTIZERS,
@@ -23,6 +24,7 @@ from .spec import (
     FlowLossSpec,
     FlowMoSpec,
     FSQSpec,
+    GeneratorSpec,
     GuidanceSpec,
     LFQSpec,
     LogitNormalTimeSpec,
@@ -45,6 +47,7 @@ from .spec import (
 # importing the component packages registers the built-in components
 from . import blocks, losses, quantizers, samplers  # noqa: E402,F401  isort: skip
 from . import nets  # noqa: E402,F401  registers the network distances (weights load only when built)
+from . import generators  # noqa: E402,F401  registers the token generators
 from .model import FlowMo, LossOutput, StateDictMismatchError, build  # noqa: E402
 from .presets import PRESETS, flowmo_hi, flowmo_lo, flowmo_medium, flowmo_small, flowmo_tiny, get_preset, release_spec  # noqa: E402
 from .quantizers import FSQ, LFQ, Quantizer, QuantizerOutput  # noqa: E402
@@ -55,10 +58,10 @@ __all__ = [
     "FlowMo", "FlowMoSpec", "build", "LossOutput", "StateDictMismatchError",
     "PRESETS", "get_preset", "flowmo_lo", "flowmo_hi", "flowmo_tiny", "flowmo_small", "flowmo_medium", "release_spec",
     "Registry", "RegistryError", "UnknownComponentError", "REGISTRIES", "BACKBONES", "QUANTIZERS", "TIME_SAMPLERS", "FLOW_LOSSES",
-    "TIME_GRIDS", "SOLVERS", "POSTTRAIN_OBJECTIVES", "PERCEPTUAL_DISTANCES",
+    "TIME_GRIDS", "SOLVERS", "POSTTRAIN_OBJECTIVES", "PERCEPTUAL_DISTANCES", "GENERATORS",
     "Quantizer", "QuantizerOutput", "LFQ", "FSQ",
     "BackboneSpec", "MMDiTSpec", "QuantizerSpec", "LFQSpec", "FSQSpec", "TimeSamplerSpec", "UniformTimeSpec",
     "LogitNormalTimeSpec", "FatLogitNormalTimeSpec", "PerceptualSpec", "FlowLossSpec", "RectifiedFlowLossSpec",
     "TimeGridSpec", "PowGridSpec", "ShiftedGridSpec", "SolverSpec", "GuidanceSpec", "SamplerSpec",
-    "PosttrainSpec", "ModeSeekingSpec", "LossTerm",
+    "PosttrainSpec", "ModeSeekingSpec", "GeneratorSpec", "LossTerm",
 ]

@@ -29,8 +29,12 @@ from flowmo.testing import (
 # a newly registered component with required fields fails below until it gets an entry here
 EXAMPLE_SPECS = {
     ("backbone", "mmdit"): {"width": 16, "heads": 1, "depth": 1, "axes_dim": [4, 6, 6]},
+    # small sizes for speed (the defaults are valid too)
+    ("generator", "maskgit"): {"width": 32, "depth": 2, "heads": 2, "mlp_ratio": 2.0},
+    ("generator", "autoregressive"): {"width": 32, "depth": 2, "heads": 2, "mlp_ratio": 2.0},
 }
 BACKBONE_WIRING = {"patch_dim": 12, "txt_in_dim": 6, "txt_out_dim": 7}
+GENERATOR_WIRING = {"vocab_size": 16, "seq_len": 8, "num_classes": 3}
 
 
 def _builtin_components():
@@ -50,6 +54,8 @@ def _wiring(kind: str, spec) -> dict:
                 continue
             return {"channels": channels}
         pytest.fail(f"no channel count fits the quantizer {spec.name!r}")
+    if kind == "generator":
+        return dict(GENERATOR_WIRING)
     return {}
 
 

@@ -277,7 +277,8 @@ def test_builtin_components_are_registered():
     assert "mmdit" in flowmo.BACKBONES and "rectified_flow" in flowmo.FLOW_LOSSES
     assert "mode_seeking" in flowmo.POSTTRAIN_OBJECTIVES
     assert set(flowmo.REGISTRIES) == {"backbone", "quantizer", "time_sampler", "flow_loss", "time_grid",
-                                      "solver", "posttrain", "perceptual"}
+                                      "solver", "posttrain", "perceptual", "generator"}
+    assert {"maskgit", "autoregressive"} <= set(flowmo.GENERATORS)
     for reg in flowmo.REGISTRIES.values():
         for entry in reg.entries():
             assert entry.builtin == entry.module.startswith("flowmo."), entry

@@ -5,6 +5,8 @@ Subcommands::
     flowmo reconstruct --model M --input PATHS... --output DIR [sampler options] [--seed S] [--batch-size B]
     flowmo tokenize    --model M --input PATHS... --output FILE.safetensors [--groups]
     flowmo detokenize  --model M --tokens FILE.safetensors --output DIR [sampler options] [--seed S]
+    flowmo generate    --generator DIR --tokenizer M --classes NAMES... --per-class N --out DIR [--cfg S]
+                       [--steps N] [--temperature T] [--top-k K] [--seed S]   (flowmo.cli.generate)
     flowmo convert     --checkpoint flowmo_lo.pth --output DIR [--raw] [--code-length T] [--image-size S]
     flowmo train ...   (flowmo.train.cli.main)
     flowmo eval ...    (flowmo.eval.cli.main)

@@ -1,5 +1,5 @@
 """The subcommands the ``flowmo`` command runs itself: ``reconstruct``, ``tokenize``,
-``detokenize`` and ``convert``, each a function of the parsed arguments and a :class:`_Ctx`
+``detokenize``, ``generate`` (:mod:`flowmo.cli.generate`) and ``convert``, each a function of the parsed arguments and a :class:`_Ctx`
 (progress bars, summaries and notes, hidden by ``--quiet``), found by name in :data:`_COMMANDS`."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from ..cli_common import sampler_from_args
 from .errors import CLIError
+from .generate import run_generate
 from .parser import PROG
 
 
@@ -193,5 +194,6 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, _Ctx], int]] = {
     "reconstruct": _cmd_reconstruct,
     "tokenize": _cmd_tokenize,
     "detokenize": _cmd_detokenize,
+    "generate": run_generate,
     "convert": _cmd_convert,
 }

@@ -1,5 +1,5 @@
 """The ``flowmo`` command's argument parser: the subcommands it runs itself (reconstruct,
-tokenize, detokenize, convert), their options, and the names of the delegated ones (train,
+tokenize, detokenize, generate (its options in :mod:`flowmo.cli.generate`), convert), their options, and the names of the delegated ones (train,
 eval, export), whose own parsers live with them."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 
 from ..cli_common import add_common_arguments, add_sampler_arguments, positive_int
+from .generate import add_generate_parser
 
 __all__ = ["PROG", "build_parser"]
 
@@ -61,7 +62,7 @@ _positive_int = positive_int
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="FlowMo image tokenizers: reconstruct, tokenize, detokenize, "
-                                            "convert, train, evaluate.")
+                                            "generate, convert, train, evaluate.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks instead of one-line errors")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars or summaries")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
@@ -94,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, metavar="DIR", help="output folder")
     _sampling_args(p)
     _common(p, device=True)
+
+    add_generate_parser(sub)
 
     p = sub.add_parser("convert", help="a released .pth checkpoint -> a model folder",
                        description="Convert a released FlowMo checkpoint to a from_pretrained folder.")

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowmo.objectives import LossOutput
+from flowmo.registry import GENERATORS
 
 from ._checks import check_generator, check_index_tensor, check_int, check_real
 from .base import GenerationOutput, TokenGenerator
@@ -22,6 +23,7 @@ from .transformer import GeneratorBlock, SequenceRope
 __all__ = ["AutoregressiveGenerator"]
 
 
+@GENERATORS.register("autoregressive")
 class AutoregressiveGenerator(TokenGenerator):
     """A causal class-token-first transformer over ``seq_len`` tokens.
 

@@ -7,14 +7,17 @@ generator has a learned null class (index ``num_classes``) for classifier-free g
 
 A saved generator is a folder: ``config.json`` (``{"format": "flowmo-generator", "version": 1,
 "generator": <name>, "config": <constructor arguments>, "metadata": {...}}``; ``metadata`` holds
-what the caller records, e.g. the tokenizer's fingerprint and token layout) and
-``model.safetensors`` (the state dict). Loading reads JSON and safetensors only.
+what the caller records, e.g. the tokenizer's fingerprint and token layout; ``"imports"``, present
+only for a generator registered outside flowmo, lists the module that registered it, as a
+tokenizer folder does: :mod:`flowmo.imports`) and ``model.safetensors`` (the state dict).
+Loading reads JSON and safetensors only.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +27,14 @@ import torch
 from torch import Tensor, nn
 
 from flowmo.data.files import atomic_write
+from flowmo.imports import IMPORTS_KEY, check_module_names
 from flowmo.objectives import LossOutput
 from flowmo.state_dicts import check_finite, check_state_dict
 
 from ._checks import check_generator, check_index_tensor, check_int, check_real, check_top_k
 
 __all__ = ["GenerationOutput", "TokenGenerator", "GENERATOR_FORMAT", "GENERATOR_CONFIG_NAME",
-           "GENERATOR_WEIGHTS_NAME", "read_generator_config"]
+           "GENERATOR_WEIGHTS_NAME", "read_generator_config", "check_constructed", "generator_modules"]
 
 GENERATOR_FORMAT = "flowmo-generator"
 GENERATOR_CONFIG_NAME = "config.json"
@@ -64,15 +68,37 @@ class GenerationOutput:
 class TokenGenerator(nn.Module, ABC):
     """A generative model over token sequences (B, L) of a vocabulary of ``vocab_size``.
 
+    Registered with :data:`flowmo.GENERATORS` in one line, the name written once, the spec
+    derived from the constructor's keyword-only arguments (:class:`flowmo.spec.GeneratorSpec`)::
+
+        @flowmo.GENERATORS.register("my_gen")
+        class MyGen(TokenGenerator):
+            name = "my_gen"
+            def __init__(self, *, vocab_size: int, seq_len: int, num_classes: int = 0, width: int = 64):
+                super().__init__()
+                ...
+
+    ``vocab_size``, ``seq_len`` and ``num_classes`` are the kind's wiring arguments (what the
+    token layout and the labelled token set fix; never part of the spec), so
+    ``GENERATORS.build({"name": "my_gen", "width": 128}, vocab_size=V, seq_len=L, num_classes=C)``
+    builds it. A subclass's constructor calls ``super().__init__()`` (no arguments; this is an
+    ``nn.Module``) before setting anything. ``GENERATORS.build`` checks what the constructor set
+    (:func:`check_constructed`). Check a new generator with :func:`flowmo.testing.check_generator`.
+
     Attributes a subclass sets in its constructor (after ``super().__init__()``):
         vocab_size (int): V >= 2, tokens lie in [0, V).
         seq_len (int): L >= 1, the tokens per sample.
         num_classes (int): C >= 0 class labels in [0, C); 0 = unconditional (labels are None).
 
     Class attributes:
-        name (str): the generator's name, written to and checked in a saved folder.
+        name (str): the generator's name, written to and checked in a saved folder: the name it
+            is registered under (:func:`flowmo.generators.load_generator` finds the class by it).
         default_steps (int | None): ``generate``'s steps when none is given (None: the generator's own
             fixed count, e.g. L for an autoregressive one).
+
+    Instance attribute ``metadata`` (a dict): what the folder it was loaded from records
+    (:meth:`from_pretrained`; ``{}`` for a generator built in memory), e.g. the token layout and
+    the tokenizer's fingerprint that :func:`flowmo.generators.generate_images` checks.
 
     Subclasses implement :meth:`loss`, :meth:`generate` and :meth:`config` (the constructor's
     keyword arguments, JSON-able: ``type(g)(**g.config())`` builds the same architecture).
@@ -85,6 +111,17 @@ class TokenGenerator(nn.Module, ABC):
     vocab_size: int
     seq_len: int
     num_classes: int
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """What the folder this generator was loaded from records (``{}`` if none)."""
+        return self.__dict__.setdefault("_metadata", {})
+
+    @metadata.setter
+    def metadata(self, value: Mapping[str, Any]) -> None:
+        if not isinstance(value, Mapping):
+            raise TypeError(f"metadata must be a mapping, got {type(value).__name__}")
+        self.__dict__["_metadata"] = dict(value)
 
     # ------------------------------------------------------------------ the interface
     @abstractmethod
@@ -136,8 +173,15 @@ class TokenGenerator(nn.Module, ABC):
 
     @abstractmethod
     def config(self) -> dict[str, Any]:
-        """The constructor's keyword arguments (JSON-able): ``type(self)(**self.config())``
-        builds the same architecture."""
+        """The constructor's keyword arguments, written to a saved folder's ``config.json``.
+
+        Args:
+            none.
+
+        Returns:
+            a JSON-able dict, wiring included (``vocab_size``, ``seq_len``, ``num_classes``):
+            ``type(self)(**self.config())`` builds the same architecture.
+        """
 
     # ------------------------------------------------------------------ shared helpers
     @property
@@ -216,6 +260,11 @@ class TokenGenerator(nn.Module, ABC):
             directory: the folder.
             metadata: JSON-able facts to record beside the configuration (e.g. the tokenizer's
                 fingerprint and token layout); read back by :func:`read_generator_config`.
+                None: the generator's own :attr:`metadata` (what it was loaded with, else {}).
+
+        A generator registered outside flowmo has the module that registered it recorded under
+        ``"imports"`` (:func:`generator_modules`; one defined in ``__main__`` is not recorded,
+        with a warning: the folder then loads only where it is registered again).
 
         Raises:
             TypeError: ``metadata`` not a JSON-able mapping.
@@ -225,7 +274,15 @@ class TokenGenerator(nn.Module, ABC):
         if metadata is not None and not isinstance(metadata, Mapping):
             raise TypeError(f"metadata must be a mapping or None, got {type(metadata).__name__}")
         doc = {"format": GENERATOR_FORMAT, "version": _VERSION, "generator": type(self).name,
-               "config": self.config(), "metadata": dict(metadata or {})}
+               "config": self.config(), "metadata": dict(self.metadata if metadata is None else metadata)}
+        modules = generator_modules(type(self))
+        if "__main__" in modules:
+            warnings.warn(f"the generator {type(self).name!r} is defined in __main__ (a script or notebook): the saved "
+                          "folder loads only where it is registered again; define it in an importable module to "
+                          "load the folder anywhere (with --import MODULE)", stacklevel=2)
+            modules = [m for m in modules if m != "__main__"]
+        if modules:
+            doc[IMPORTS_KEY] = modules
         try:
             text = json.dumps(doc, indent=2, allow_nan=False)
         except (TypeError, ValueError) as e:
@@ -270,6 +327,7 @@ class TokenGenerator(nn.Module, ABC):
         check_state_dict({k: tuple(v.shape) for k, v in model.state_dict().items()}, state, str(weights))
         check_finite(state, str(weights))
         model.load_state_dict(state, strict=True)
+        model.metadata = doc["metadata"]
         if device is not None:
             model.to(device)
         return model.eval()
@@ -305,4 +363,56 @@ def read_generator_config(directory: PathLike) -> dict[str, Any]:
     if not isinstance(doc.get("metadata", {}), dict):
         raise ValueError(f"{path}: \"metadata\" must be an object")
     doc.setdefault("metadata", {})
+    try:
+        doc[IMPORTS_KEY] = check_module_names(doc.get(IMPORTS_KEY, []), f"{path}: {IMPORTS_KEY!r}")
+    except (TypeError, ValueError) as e:
+        raise ValueError(str(e)) from None
     return doc
+
+
+def generator_modules(cls: type) -> list[str]:
+    """The module that registered the generator class ``cls`` under its ``name`` when that is
+    not flowmo itself (``["my_pkg.gen"]``), else ``[]`` (built in, or not registered)."""
+    from flowmo.registry import GENERATORS
+
+    name = getattr(cls, "name", "")
+    if not isinstance(name, str) or name not in GENERATORS:
+        return []
+    entry = GENERATORS.get(name)
+    if entry.builtin or entry.factory is not cls:
+        return []
+    return [entry.module]
+
+
+def check_constructed(generator: TokenGenerator, vocab_size: int, seq_len: int, num_classes: int) -> None:
+    """Check what a generator's constructor must set (``GENERATORS.build`` calls it with the wiring).
+
+    Raises:
+        TypeError: ``vocab_size``, ``seq_len`` or ``num_classes`` not set or not a python int, or
+            the class's ``name`` is not a non-empty string; the message names the attribute.
+        ValueError: an attribute differs from the wiring it was built with, or the class's
+            ``name`` is not the name it is registered under (a saved folder names its generator
+            by it, and :func:`flowmo.generators.load_generator` finds the class by it).
+    """
+    from flowmo.registry import GENERATORS
+
+    cls = type(generator)
+    what = cls.__qualname__
+    for attr, want in (("vocab_size", vocab_size), ("seq_len", seq_len), ("num_classes", num_classes)):
+        try:
+            v = object.__getattribute__(generator, attr)
+        except AttributeError:
+            raise TypeError(f"{what} does not set {attr}; set self.{attr} in its constructor, after "
+                            "super().__init__()") from None
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"{what}.{attr} must be a python int, got {type(v).__name__} {v!r}")
+        if v != want:
+            raise ValueError(f"{what}.{attr} is {v} but it was built with {attr}={want}")
+    name = cls.name
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"{what}.name must be the name it is registered under (a class attribute, e.g. "
+                        f"name = \"my_gen\"), got {name!r}")
+    registered = [e.name for e in GENERATORS.entries() if e.factory is cls]
+    if registered and name not in registered:
+        raise ValueError(f"{what}.name is {name!r} but the class is registered as {registered[0]!r}: set "
+                         f"name = {registered[0]!r} (a saved folder names its generator by it)")

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowmo.objectives import LossOutput
+from flowmo.registry import GENERATORS
 
 from ._checks import check_generator, check_index_tensor, check_int, check_real
 from .base import GenerationOutput, TokenGenerator
@@ -34,6 +35,7 @@ from .transformer import GeneratorBlock, SequenceRope
 __all__ = ["MaskGiT"]
 
 
+@GENERATORS.register("maskgit")
 class MaskGiT(TokenGenerator):
     """A class-conditional (or unconditional) MaskGiT over sequences of ``seq_len`` tokens.
 

@@ -56,6 +56,7 @@ from .entry import MAX_NAME_LENGTH, Entry, RegistryError, UnknownComponentError
 from .kinds import (
     BACKBONES,
     FLOW_LOSSES,
+    GENERATORS,
     PERCEPTUAL_DISTANCES,
     POSTTRAIN_OBJECTIVES,
     QUANTIZERS,
@@ -70,5 +71,5 @@ __all__ = ["Registry", "RegistryError", "UnknownComponentError", "Entry", "REGIS
 
 
 # importable from here as before the split, though not in ``__all__`` (``import *`` is unchanged)
-_REEXPORTED = (MAX_NAME_LENGTH, Ref, FrozenDict, with_article, BACKBONES, FLOW_LOSSES, PERCEPTUAL_DISTANCES,
+_REEXPORTED = (MAX_NAME_LENGTH, Ref, FrozenDict, with_article, BACKBONES, FLOW_LOSSES, GENERATORS, PERCEPTUAL_DISTANCES,
                POSTTRAIN_OBJECTIVES, QUANTIZERS, SOLVERS, TIME_GRIDS, TIME_SAMPLERS)

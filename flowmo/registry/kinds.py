@@ -26,6 +26,10 @@ POSTTRAIN_OBJECTIVES: Registry = Registry("post-training objective",
                                           spec_base="flowmo.spec:PosttrainSpec")
 PERCEPTUAL_DISTANCES: Registry = Registry("perceptual distance", interface="flowmo.losses.perceptual:PerceptualDistance",
                                           spec_base="flowmo.spec:PerceptualSpec")
+GENERATORS: Registry = Registry("token generator", interface="flowmo.generators.base:TokenGenerator",
+                                check="flowmo.generators.base:check_constructed",
+                                spec_base="flowmo.spec:GeneratorSpec",
+                                wiring=("vocab_size", "seq_len", "num_classes"), sizes=("vocab_size", "seq_len"))
 
 REGISTRIES = {
     "backbone": BACKBONES,
@@ -36,4 +40,5 @@ REGISTRIES = {
     "solver": SOLVERS,
     "posttrain": POSTTRAIN_OBJECTIVES,
     "perceptual": PERCEPTUAL_DISTANCES,
+    "generator": GENERATORS,
 }

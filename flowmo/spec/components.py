@@ -1,5 +1,5 @@
 """The spec base of each component kind but the sampler's (backbone, quantizer, time sampler,
-perceptual distance, flow loss, post-training objective) and the specs of the built-in
+perceptual distance, flow loss, post-training objective, token generator) and the specs of the built-in
 components of those kinds. A kind's base class dispatches on ``name`` to the spec its
 component was registered with; its hooks (``loss_terms``, ``check_channels``) ask the
 registered class unless a spec class overrides them."""
@@ -13,6 +13,7 @@ from pydantic import Field, SerializeAsAny, field_validator, model_validator
 from ..registry import (
     BACKBONES,
     FLOW_LOSSES,
+    GENERATORS,
     PERCEPTUAL_DISTANCES,
     POSTTRAIN_OBJECTIVES,
     QUANTIZERS,
@@ -304,3 +305,14 @@ class ModeSeekingSpec(PosttrainSpec):
     def loss_terms(self) -> list[LossTerm]:
         return [LossTerm("mode_seeking", self.weight,
                          f"{self.distance.name} distance between x and the {self.k}-step chain sample")]
+
+
+# ----------------------------------------------------------------------------- token generators
+class GeneratorSpec(ComponentSpec):
+    """Spec of a token generator (:class:`flowmo.generators.TokenGenerator`); validating this
+    class dispatches on ``name``. A generator's spec holds its architecture (e.g. MaskGiT's
+    ``width``, ``depth``, ...); what the token layout fixes, ``vocab_size``, ``seq_len`` and
+    ``num_classes``, is wiring: ``GENERATORS.build(spec, vocab_size=V, seq_len=L, num_classes=C)``."""
+
+    kind_base: ClassVar[bool] = True
+    registry: ClassVar[Optional[Registry]] = GENERATORS

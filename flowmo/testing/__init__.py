@@ -17,6 +17,7 @@ time grid                  flowmo.samplers.TimeGrid     :func:`check_time_grid`
 ODE solver                 flowmo.samplers.Solver       :func:`check_solver`
 post-training objective    flowmo.losses.PosttrainObjective  :func:`check_posttrain`
 perceptual distance        flowmo.losses.PerceptualDistance  :func:`check_distance`
+token generator            flowmo.generators.TokenGenerator  :func:`check_generator`
 =========================  ==========================  =====================================
 
 :func:`check_component` builds any registered component from its spec and runs the right
@@ -38,7 +39,7 @@ on the device of its parameters/buffers). hypothesis is imported only when a che
 install it with ``pip install hypothesis``.
 
 The package holds one module per kind's check (``quantizer``, ``time_sampler``, ``solver``,
-``time_grid``, ``flow_loss``, ``posttrain``, ``distance``, ``backbone``), the dispatcher
+``time_grid``, ``flow_loss``, ``posttrain``, ``distance``, ``backbone``, ``generator``), the dispatcher
 (``component``), and what the checks share: ``checker`` (the hypothesis runner and tensor
 comparisons), ``quantizer_probe`` (the quantizer's calls, validated) and ``loss_harness`` (the
 stand-in decoder the loss kinds run against). Import the checks from ``flowmo.testing``.
@@ -50,6 +51,7 @@ from .backbone import check_backbone
 from .component import check_component
 from .distance import check_distance
 from .flow_loss import check_flow_loss
+from .generator import check_generator
 from .posttrain import check_posttrain
 from .quantizer import check_quantizer
 from .solver import check_solver
@@ -57,4 +59,4 @@ from .time_grid import check_time_grid
 from .time_sampler import check_time_sampler
 
 __all__ = ["check_quantizer", "check_time_sampler", "check_solver", "check_time_grid", "check_backbone",
-           "check_flow_loss", "check_distance", "check_posttrain", "check_component"]
+           "check_flow_loss", "check_distance", "check_posttrain", "check_generator", "check_component"]

@@ -12,6 +12,7 @@ from .backbone import check_backbone
 from .checker import _Checker, _seeded
 from .distance import check_distance
 from .flow_loss import check_flow_loss
+from .generator import check_generator
 from .loss_harness import _loss_inputs, _ToyDecoder
 from .posttrain import check_posttrain
 from .quantizer import check_quantizer
@@ -35,7 +36,8 @@ def check_component(spec: Any, *, max_examples: Optional[int] = None, options: O
             (:func:`check_backbone`). An option the check does not take raises TypeError
             listing those it takes.
         **wiring: the kind's wiring arguments (``channels`` for a quantizer; ``patch_dim``,
-            ``txt_in_dim``, ``txt_out_dim`` for a backbone; none for the other kinds).
+            ``txt_in_dim``, ``txt_out_dim`` for a backbone; ``vocab_size``, ``seq_len``,
+            ``num_classes`` for a token generator; none for the other kinds).
 
     For a quantizer, flow loss or post-training objective the spec's declared loss terms
     (``spec.loss_terms()``, see :class:`flowmo.quantizers.Quantizer`) are checked too
@@ -55,14 +57,14 @@ def check_component(spec: Any, *, max_examples: Optional[int] = None, options: O
         raise ValueError(f"the {registry.kind} registry has no check in flowmo.testing")
     check = {"quantizer": check_quantizer, "backbone": check_backbone, "time_sampler": check_time_sampler,
              "flow_loss": check_flow_loss, "time_grid": check_time_grid, "solver": check_solver,
-             "posttrain": check_posttrain, "perceptual": check_distance}[kind]
+             "posttrain": check_posttrain, "perceptual": check_distance, "generator": check_generator}[kind]
     options = _check_options(check, options, set(registry.wiring))
     extra = dict(options) if max_examples is None else {**options, "max_examples": max_examples}
     obj = registry.build(spec, **wiring)
     if kind == "quantizer":
         report = check_quantizer(obj, wiring["channels"], **extra)
-    elif kind == "backbone":
-        report = check_backbone(obj, **wiring, **extra)
+    elif kind in ("backbone", "generator"):
+        report = check(obj, **wiring, **extra)
     else:
         report = check(obj, **extra)
     if kind in ("quantizer", "flow_loss", "posttrain"):

@@ -1,0 +1,178 @@
+"""``flowmo generate``: images from a token generator folder and the tokenizer it was trained on.
+
+    flowmo generate --generator DIR --tokenizer DIR --classes NAMES_OR_INDICES --per-class N --out DIR
+                    [--cfg S] [--steps N] [--temperature T] [--top-k K] [--seed S] [--batch-size B]
+                    [--sampler PRESET_OR_JSON] [--decoder-steps N] [--device D] [--import MODULE]
+
+Writes one PNG per image (``<class index>_<class name>_<k>.png``; ``sample_<k>.png`` for an
+unconditional generator), ``grid.png`` (one row per class, :func:`flowmo.data.grids.save_image_rows`)
+and ``generate.json`` (the settings, the generator's forward passes, the files). A tokenizer other
+than the one the generator's folder records is refused with the reason. :func:`add_generate_parser`
+adds the subcommand to the ``flowmo`` parser; :func:`run_generate` runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..cli_common import add_common_arguments, positive_int
+from .errors import CLIError
+
+__all__ = ["add_generate_parser", "run_generate"]
+
+RECORD_NAME = "generate.json"
+GRID_NAME = "grid.png"
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not math.isfinite(v) or v < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return v
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {v}")
+    return v
+
+
+def add_generate_parser(sub: Any) -> argparse.ArgumentParser:
+    """Add the ``generate`` subcommand to the ``flowmo`` parser's subparsers ``sub``."""
+    p = sub.add_parser("generate", help="images from a token generator and its tokenizer",
+                       description="Sample token sequences with a generator folder (flowmo train-generator / "
+                                   "TokenGenerator.save_pretrained) and decode them with the tokenizer its tokens "
+                                   "came from (refused, with the reason, for any other tokenizer). Writes one PNG "
+                                   f"per image, {GRID_NAME} (one row per class) and {RECORD_NAME} (the settings and "
+                                   "forward passes).")
+    p.add_argument("--generator", required=True, metavar="DIR", help="the generator folder")
+    p.add_argument("--tokenizer", required=True, metavar="DIR_OR_PTH",
+                   help="the tokenizer: a model folder (or a released .pth checkpoint) whose tokens the generator "
+                        "learned")
+    p.add_argument("--classes", nargs="+", default=None, metavar="NAME_OR_INDEX",
+                   help="the classes to generate (names the generator records, or indices; separated by spaces or "
+                        "commas); omit for an unconditional generator")
+    p.add_argument("--per-class", type=positive_int, default=4, metavar="N", help="images per class (default 4)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    g = p.add_argument_group("generator sampling")
+    g.add_argument("--cfg", type=_non_negative_float, default=1.0, metavar="S",
+                   help="classifier-free guidance scale of the generator (default 1 = none)")
+    g.add_argument("--steps", type=positive_int, default=None, metavar="N",
+                   help="the generator's decoding steps (default: its own; MaskGiT 8, autoregressive: the "
+                        "sequence length)")
+    g.add_argument("--temperature", type=_non_negative_float, default=1.0, metavar="T",
+                   help="sampling temperature (default 1; 0 = argmax)")
+    g.add_argument("--top-k", type=positive_int, default=None, metavar="K", help="keep the K most likely tokens")
+    g.add_argument("--seed", type=_non_negative_int, default=0, metavar="S",
+                   help="seed of the token draws and of the decoding noise (image i: flowmo.data.noise.image_noise(S, "
+                        "[i])) (default 0)")
+    g.add_argument("--batch-size", type=positive_int, default=16, metavar="B",
+                   help="images per batch (default 16; the token draws depend on it)")
+    d = p.add_argument_group("tokenizer decoding (default: the tokenizer's sampler)")
+    d.add_argument("--sampler", default=None, metavar="PRESET_OR_JSON",
+                   help="a sampler preset name (release, fast) or sampler fields as JSON (or @file.json)")
+    d.add_argument("--decoder-steps", type=positive_int, default=None, metavar="N", help="decoder ODE steps")
+    d.add_argument("--decoder-cfg", type=float, default=None, metavar="S",
+                   help="the decoder's classifier-free guidance scale (1 = off)")
+    add_common_arguments(p, device="torch device (default: auto = cuda, mps or cpu)", keep_global=True)
+    return p
+
+
+def _safe(name: str) -> str:
+    """A class name as a file-name part: letters, digits, '.', '-' and '_' (others -> '_')."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "class"
+
+
+def _class_items(values: list[str]) -> list[str]:
+    items = [v.strip() for text in values for v in text.split(",")]
+    if any(not v for v in items):
+        raise CLIError(f"--classes has an empty entry: {' '.join(values)!r}")
+    return items
+
+
+def run_generate(args: argparse.Namespace, ctx: Any) -> int:
+    """Run ``flowmo generate`` with the parsed ``args``; ``ctx`` reports progress (see
+    :mod:`flowmo.cli.commands`). Returns the exit status (0)."""
+    import torch
+
+    from ..cli_common import sampler_from_args
+    from ..data.files import atomic_write
+    from ..data.grids import save_image_rows
+    from ..generators import class_names, generate_images, load_generator, resolve_classes
+    from ..io import load_model, resolve_device, save_image
+
+    device = resolve_device(args.device, argument="--device")
+    generator = load_generator(args.generator, device=device)
+    names = class_names(generator)
+    if generator.num_classes:
+        if not args.classes:
+            listed = f" ({', '.join(names)})" if names else ""
+            raise CLIError(f"--classes is required: the generator is class-conditional with {generator.num_classes} "
+                           f"classes{listed}")
+        try:
+            indices = resolve_classes(_class_items(args.classes), generator)
+        except ValueError as e:
+            raise CLIError(f"--classes: {e}") from None
+        rows = [(i, names[i] if names else f"class{i}") for i in indices]
+    else:
+        if args.classes:
+            raise CLIError("--classes: this generator is unconditional (num_classes = 0); omit --classes")
+        if args.cfg != 1.0:
+            raise CLIError("--cfg must be 1 for an unconditional generator (guidance contrasts a class with none)")
+        rows = [(None, "sample")]
+    tokenizer = load_model(args.tokenizer, device=device)
+    sampler = sampler_from_args(tokenizer.spec.sampler, argparse.Namespace(
+        sampler=args.sampler, steps=args.decoder_steps, solver=None, grid=None, cfg_scale=args.decoder_cfg))
+    out = Path(args.out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {str(out)!r} exists and is not a folder")
+    n = args.per_class
+    labels = None if generator.num_classes == 0 else [i for i, _ in rows for _ in range(n)]
+    with ctx.progress(n * len(rows), "generate") as bar:
+        result = generate_images(generator, tokenizer, labels, num_images=n if labels is None else None,
+                                 steps=args.steps, temperature=args.temperature, cfg_scale=args.cfg, top_k=args.top_k,
+                                 seed=args.seed, batch_size=args.batch_size, sampler=sampler, progress=bar.update)
+    out.mkdir(parents=True, exist_ok=True)
+    files, grid_rows = [], []
+    for r, (index, name) in enumerate(rows):
+        block = result.images[r * n:(r + 1) * n]
+        grid_rows.append(block)
+        for k in range(n):
+            fname = f"sample_{k:03d}.png" if index is None else f"{index}_{_safe(name)}_{k:03d}.png"
+            save_image(block[k], out / fname)
+            files.append({"file": fname, "class": None if index is None else name, "label": index,
+                          "image_id": r * n + k})
+    size = tokenizer.spec.image_size
+    save_image_rows(grid_rows, out / GRID_NAME, scale=max(1, 64 // size))
+    record = {
+        "generator": str(Path(args.generator).expanduser()), "generator_name": type(generator).name,
+        "tokenizer": str(Path(args.tokenizer).expanduser()), "tokenizer_fingerprint": tokenizer.spec.fingerprint(),
+        "layout": generator.metadata.get("layout"),
+        "classes": [{"label": i, "name": name} for i, name in rows],
+        "per_class": n,
+        "settings": {"cfg": args.cfg, "steps": args.steps, "temperature": args.temperature, "top_k": args.top_k,
+                     "seed": args.seed, "batch_size": args.batch_size, "device": str(device),
+                     "decoder_sampler": sampler.model_dump(mode="json")},
+        "generator_steps": result.steps, "forward_passes": result.forward_passes, "nfe_per_image": result.nfe,
+        "decoder_calls_per_image": result.decoder_calls,
+        "grid": GRID_NAME, "images": files,
+        "torch": torch.__version__, "argv": sys.argv[1:],
+    }
+    text = json.dumps(record, indent=2) + "\n"
+    atomic_write(out / RECORD_NAME, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    ctx.say(f"wrote {len(files)} image{'s' if len(files) != 1 else ''}, {GRID_NAME} and {RECORD_NAME} to {out} "
+            f"({result.forward_passes} generator forward passes)")
+    return 0

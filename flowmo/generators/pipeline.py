@@ -1,0 +1,300 @@
+"""Images from a token generator: load a generator folder, sample token sequences, and decode
+them through the tokenizer that made the generator's training tokens.
+
+A generator folder (:meth:`TokenGenerator.save_pretrained`) records, in its ``metadata``, the
+token layout its sequences follow (``"layout"``: :meth:`flowmo.data.token_layout.TokenLayout.to_json`
+or the same object as a dict), the tokenizer's spec fingerprint (``"tokenizer_fingerprint"``) and
+the class names (``"classes"``). :func:`generate_images` refuses a tokenizer other than the one the
+layout names (:meth:`TokenLayout.check_tokenizer`: its reason in the message), then turns each
+sequence into tokenizer indices (:meth:`TokenLayout.from_sequence`), the indices into the quantized
+code (``FlowMo.tokens_to_code``, or ``quantizer.group_indices_to_codes`` for the entropy-group
+layout) and the code into images (``FlowMo.decode`` with the tokenizer's sampler), image ``i``
+from the library's one per-image noise recipe :func:`flowmo.data.noise.image_noise` ``(seed, [i])``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from flowmo.data.noise import image_noise
+from flowmo.data.token_layout import TokenLayout
+from flowmo.imports import check_recorded_modules, unknown_component_message
+from flowmo.registry import GENERATORS, UnknownComponentError
+
+from ._checks import check_int
+from .base import GENERATOR_CONFIG_NAME, TokenGenerator, read_generator_config
+
+__all__ = ["load_generator", "recorded_layout", "class_names", "resolve_classes", "check_tokenizer",
+           "sequences_to_code", "GeneratedImages", "generate_images"]
+
+PathLike = Union[str, os.PathLike]
+
+
+def load_generator(directory: PathLike, *, device: Union[str, torch.device, None] = None) -> TokenGenerator:
+    """The generator saved in ``directory``, its class found by the folder's recorded name through
+    :data:`flowmo.GENERATORS` (eval mode; its :attr:`~TokenGenerator.metadata` holds the folder's).
+
+    Args:
+        directory: a folder written by :meth:`TokenGenerator.save_pretrained`.
+        device: where to put it (None: the CPU, where it is loaded).
+
+    Raises:
+        FileNotFoundError: no such folder, or a file of it is missing.
+        ValueError: a damaged config; a generator name that is not registered (naming the module
+            the folder records under ``"imports"`` to import first: loading never imports a module
+            by itself); a recorded module that is not imported, or a name registered now by
+            another module; weights that do not fit.
+    """
+    doc = read_generator_config(directory)
+    path = str(Path(directory) / GENERATOR_CONFIG_NAME)
+    name, recorded = doc["generator"], doc["imports"]
+    if name not in GENERATORS:
+        err = UnknownComponentError(f"unknown token generator {name!r}", GENERATORS.kind, name)
+        raise ValueError(unknown_component_message([err], recorded, path))
+    entry = GENERATORS.get(name)
+    cls = entry.factory
+    if not (isinstance(cls, type) and issubclass(cls, TokenGenerator)):
+        raise ValueError(f"{path}: the token generator {name!r} is registered as a factory function "
+                         f"({getattr(cls, '__qualname__', cls)!r}), not a TokenGenerator class; only a class "
+                         "registered under its name can be loaded from a folder")
+    fields = {k: v for k, v in doc["config"].items() if k not in GENERATORS.wiring}
+    try:
+        spec = GENERATORS.spec_base.model_validate({"name": name, **fields})
+    except ValueError as e:
+        raise ValueError(f"{path}: its config is not a valid {name!r} spec: {e}") from None
+    check_recorded_modules(spec, recorded, path)
+    return cls.from_pretrained(directory, device=device)
+
+
+# ----------------------------------------------------------------------------- metadata
+def recorded_layout(metadata: Mapping[str, Any]) -> Optional[TokenLayout]:
+    """The token layout a generator folder's metadata records under ``"layout"`` (a
+    :meth:`TokenLayout.to_json` string or the same object as a dict), or None when it records
+    none. Raises ValueError for a malformed one."""
+    if not isinstance(metadata, Mapping):
+        raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
+    raw = metadata.get("layout")
+    if raw is None:
+        return None
+    text = raw if isinstance(raw, str) else json.dumps(raw)
+    try:
+        return TokenLayout.from_json(text)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"the generator's recorded token layout is malformed: {e}") from None
+
+
+def class_names(generator: TokenGenerator) -> Optional[list[str]]:
+    """The class names the generator's metadata records (``"classes"``: one per class index), or
+    None when it records none (or a list that does not have ``num_classes`` strings)."""
+    names = generator.metadata.get("classes")
+    if (isinstance(names, list) and len(names) == generator.num_classes
+            and all(isinstance(n, str) for n in names)):
+        return list(names)
+    return None
+
+
+def resolve_classes(items: Sequence[Union[str, int]], generator: TokenGenerator) -> list[int]:
+    """Class indices of ``items``: each a recorded class name (:func:`class_names`) or an index
+    (an int, or a string of digits) in [0, num_classes).
+
+    Raises:
+        ValueError: an unconditional generator, an empty list, an unknown name (the message lists
+            the known ones), an index out of range, or a class given twice.
+    """
+    c = generator.num_classes
+    if c == 0:
+        raise ValueError("this generator is unconditional (num_classes = 0): it takes no classes")
+    if isinstance(items, (str, bytes)) or not isinstance(items, Sequence) or not items:
+        raise ValueError(f"classes must be a non-empty list of class names or indices, got {items!r}")
+    names = class_names(generator) or []
+    out: list[int] = []
+    for item in items:
+        if isinstance(item, str) and item in names:
+            idx = names.index(item)
+        elif isinstance(item, str) and item.strip().isdigit():
+            idx = int(item.strip())
+        elif isinstance(item, int) and not isinstance(item, bool):
+            idx = item
+        else:
+            known = (f"the generator's classes are: {', '.join(names)}" if names
+                     else "the generator records no class names; give indices")
+            raise ValueError(f"unknown class {item!r}: {known} (or an index in [0, {c}))")
+        if not 0 <= idx < c:
+            raise ValueError(f"class index {idx} is out of range: the generator has {c} classes, [0, {c})")
+        if idx in out:
+            raise ValueError(f"class {item!r} is given twice")
+        out.append(idx)
+    return out
+
+
+def check_tokenizer(generator: TokenGenerator, tokenizer: Any, layout: Optional[TokenLayout] = None) -> TokenLayout:
+    """The token layout to decode the generator's sequences with, checked against ``tokenizer``.
+
+    Args:
+        generator: the token generator.
+        tokenizer: a :class:`flowmo.FlowMo` model.
+        layout: the layout (default: the one the generator's metadata records).
+
+    Raises:
+        ValueError: no layout given or recorded; the layout's sequence length or vocabulary is not
+            the generator's; the tokenizer is not the one the layout (and the metadata's
+            ``"tokenizer_fingerprint"``) names, with the reason (:meth:`TokenLayout.check_tokenizer`).
+    """
+    if layout is None:
+        layout = recorded_layout(generator.metadata)
+        if layout is None:
+            raise ValueError("the generator records no token layout (metadata \"layout\"): pass layout= (a TokenLayout, "
+                             "e.g. flowmo.data.token_layout.layout_for(tokenizer)) to say how its sequences map to the "
+                             "tokenizer's tokens")
+    elif not isinstance(layout, TokenLayout):
+        raise TypeError(f"layout must be a TokenLayout or None, got {type(layout).__name__}")
+    if (layout.seq_len, layout.vocab_size) != (generator.seq_len, generator.vocab_size):
+        raise ValueError(f"the token layout gives sequences of {layout.seq_len} tokens in [0, {layout.vocab_size}) but "
+                         f"the generator models {generator.seq_len} tokens in [0, {generator.vocab_size})")
+    fp = generator.metadata.get("tokenizer_fingerprint")
+    if fp is not None and fp != layout.fingerprint:
+        raise ValueError(f"the generator's metadata names the tokenizer fingerprint {fp} but its layout names "
+                         f"{layout.fingerprint}: the folder is inconsistent")
+    layout.check_tokenizer(tokenizer, what="the generator's tokens")
+    return layout
+
+
+def sequences_to_code(tokenizer: Any, layout: TokenLayout, sequences: Tensor) -> Tensor:
+    """Generator sequences int64 (N, L) -> the tokenizer's quantized code (N, T, C) in its dtype,
+    on its device: :meth:`TokenLayout.from_sequence`, then ``tokens_to_code`` (``"token"``
+    layout) or ``quantizer.group_indices_to_codes`` (``"group"``). Errors as those raise."""
+    indices = layout.from_sequence(sequences, "sequences").to(tokenizer.device)
+    if layout.kind == "group":
+        return tokenizer.quantizer.group_indices_to_codes(indices).to(tokenizer.dtype)
+    return tokenizer.tokens_to_code(indices)
+
+
+# ----------------------------------------------------------------------------- generation
+@dataclass
+class GeneratedImages:
+    """What :func:`generate_images` returns.
+
+    images: float32 (N, 3, H, W) in [-1, 1] on the tokenizer's device (clamped; H = W = the
+        tokenizer's image size).
+    tokens: int64 (N, L) the generator's sequences, on the generator's device.
+    labels: int64 (N,) the classes asked (the null class ``num_classes`` when unconditional).
+    forward_passes: the generator's network calls over all batches (a stacked CFG pair counts one).
+    nfe: the generator's network evaluations per image (2 per guided step).
+    steps: the generator's decoding steps per batch.
+    decoder_calls: the tokenizer decoder's evaluations per image.
+    """
+
+    images: Tensor
+    tokens: Tensor
+    labels: Tensor
+    forward_passes: int
+    nfe: int
+    steps: int
+    decoder_calls: int
+
+
+def generate_images(generator: TokenGenerator, tokenizer: Any, labels: Union[Sequence[int], Tensor, None] = None, /,
+                    *, num_images: Optional[int] = None, steps: Optional[int] = None, temperature: float = 1.0,
+                    cfg_scale: float = 1.0, top_k: Optional[int] = None, seed: int = 0,
+                    rng: Optional[torch.Generator] = None, batch_size: int = 16, sampler: Any = None,
+                    layout: Optional[TokenLayout] = None, image_ids: Optional[Sequence[int]] = None,
+                    progress: Optional[Callable[[int], None]] = None) -> GeneratedImages:
+    """Sample token sequences with ``generator`` and decode them to images with ``tokenizer``.
+
+    Args:
+        generator: a :class:`TokenGenerator` (e.g. from :func:`load_generator`).
+        tokenizer: the :class:`flowmo.FlowMo` model whose tokens the generator learned.
+        labels: the class of each image (ints in [0, num_classes), a list or an int tensor (N,)),
+            or None for unconditional images (then ``num_images`` gives N).
+        num_images: N when ``labels`` is None.
+        steps, temperature, cfg_scale, top_k: passed to ``generator.generate`` (see
+            :meth:`TokenGenerator.generate`).
+        seed: a non-negative int: the decoding noise of image ``i`` is
+            ``image_noise(seed, [image_ids[i]])``, and, unless ``rng`` is given, the token draws
+            come from ``torch.Generator(generator's device).manual_seed(seed)`` (one generator for
+            all batches, in order: the same seed and ``batch_size`` give the same images).
+        rng: a ``torch.Generator`` on the generator's device for the token draws instead.
+        batch_size: images per generator call and per decoder call (an int >= 1).
+        sampler: the tokenizer's sampler, as ``FlowMo.decode`` takes it (None: its spec's).
+        layout: the token layout (default: the generator's recorded one).
+        image_ids: the ids of the images for the decoding noise (default 0 .. N-1).
+        progress: called with the number of images finished after each batch.
+
+    Returns:
+        :class:`GeneratedImages`.
+
+    Raises:
+        ValueError: a tokenizer other than the generator's (the reason: fingerprint or layout;
+            :func:`check_tokenizer`), bad labels / counts / settings (naming the argument).
+        TypeError: arguments of the wrong type.
+    """
+    if not isinstance(generator, TokenGenerator):
+        raise TypeError(f"generator must be a TokenGenerator, got {type(generator).__name__}")
+    if not isinstance(tokenizer, torch.nn.Module) or not hasattr(type(tokenizer), "decode"):
+        raise TypeError(f"tokenizer must be a flowmo.FlowMo model, got {type(tokenizer).__name__}")
+    layout = check_tokenizer(generator, tokenizer, layout)
+    seed = check_int(seed, "seed", minimum=0)
+    batch_size = check_int(batch_size, "batch_size")
+    if labels is None:
+        if generator.num_classes and cfg_scale != 1.0:
+            raise ValueError("cfg_scale must be 1 without labels (guidance contrasts a class with the null class)")
+        if num_images is None:
+            raise ValueError("num_images is required when labels is None (unconditional images)")
+        n = check_int(num_images, "num_images", minimum=0)
+        label_t = torch.full((n,), generator.null_class, dtype=torch.long)
+    else:
+        if num_images is not None:
+            raise ValueError("give labels or num_images, not both")
+        if isinstance(labels, Tensor):
+            label_t = labels.detach().to("cpu")
+        else:
+            if isinstance(labels, (str, bytes)) or not isinstance(labels, Sequence) or not all(
+                    isinstance(x, int) and not isinstance(x, bool) for x in labels):
+                raise TypeError(f"labels must be a sequence of ints or an int64 tensor (N,), got {labels!r:.80}")
+            label_t = torch.tensor(list(labels), dtype=torch.long).reshape(-1)
+        if label_t.ndim != 1:
+            raise ValueError(f"labels must have shape (N,), got {tuple(label_t.shape)}")
+        n = label_t.shape[0]
+    ids = list(range(n)) if image_ids is None else list(image_ids)
+    if len(ids) != n:
+        raise ValueError(f"image_ids must have one id per image ({n}), got {len(ids)}")
+    if rng is None:
+        rng = torch.Generator(device=generator.device).manual_seed(seed)
+    size = tokenizer.spec.image_size
+    images, tokens = [], []
+    passes = nfe = made_steps = calls = 0
+    was_training = tokenizer.training
+    tokenizer.eval()
+    try:
+        for a in range(0, n, batch_size):
+            b = min(a + batch_size, n)
+            lab = label_t[a:b].to(generator.device)
+            out = generator.generate(None if labels is None else lab, batch_size=b - a if labels is None else None,
+                                     steps=steps, temperature=temperature, cfg_scale=cfg_scale, top_k=top_k,
+                                     generator=rng)
+            passes += out.forward_passes
+            nfe, made_steps = out.nfe, out.steps
+            with torch.no_grad():
+                code = sequences_to_code(tokenizer, layout, out.tokens)
+                noise = image_noise(seed, ids[a:b], (3, size, size), device=tokenizer.device, dtype=tokenizer.dtype)
+                decoded = tokenizer.decode(code, noise=noise, sampler=sampler)
+            calls = int(decoded.decoder_calls)
+            images.append(decoded.images.float().clamp(-1, 1))
+            tokens.append(out.tokens)
+            if progress is not None:
+                progress(b - a)
+    finally:
+        tokenizer.train(was_training)
+    s = size
+    return GeneratedImages(
+        images=torch.cat(images) if images else torch.empty(0, 3, s, s, device=tokenizer.device),
+        tokens=torch.cat(tokens) if tokens else torch.empty(0, generator.seq_len, dtype=torch.long,
+                                                            device=generator.device),
+        labels=label_t, forward_passes=passes, nfe=nfe, steps=made_steps, decoder_calls=calls)
