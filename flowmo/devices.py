@@ -40,6 +40,15 @@ class DistContext:
     rank: int = 0
     local_rank: int = 0
 
+    def __post_init__(self) -> None:
+        for name in ("world", "rank", "local_rank"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError(f"DistContext.{name} must be an int, got {type(v).__name__} {v!r}")
+        if self.world < 1 or not 0 <= self.rank < self.world or self.local_rank < 0:
+            raise ValueError(f"DistContext needs world >= 1, 0 <= rank < world and local_rank >= 0; got "
+                             f"world={self.world}, rank={self.rank}, local_rank={self.local_rank}")
+
     @property
     def enabled(self) -> bool:
         """True for one of several processes."""
@@ -52,11 +61,33 @@ class DistContext:
 
     @classmethod
     def from_env(cls) -> "DistContext":
-        """The context the launcher's environment variables describe."""
-        world = int(os.environ.get("WORLD_SIZE", "1"))
+        """The context the launcher's environment variables describe (torchrun sets them).
+
+        Raises:
+            ValueError: naming the variable, when one is not a non-negative integer, when
+                ``WORLD_SIZE`` > 1 without ``RANK``, or when ``RANK`` is not below ``WORLD_SIZE``.
+        """
+        def read(var: str, default: Optional[str]) -> int:
+            raw = os.environ.get(var, default)
+            if raw is None:
+                raise ValueError(f"environment variable {var} expected, but not set (WORLD_SIZE="
+                                 f"{os.environ.get('WORLD_SIZE')}: start several processes with torchrun, "
+                                 "or unset WORLD_SIZE for one)")
+            try:
+                value = int(raw)
+            except ValueError:
+                value = -1
+            if value < 0:
+                raise ValueError(f"environment variable {var} must be a non-negative integer, got {raw!r}")
+            return value
+
+        world = read("WORLD_SIZE", "1")
         if world <= 1:
             return cls()
-        return cls(world, int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")))
+        rank = read("RANK", None)
+        if rank >= world:
+            raise ValueError(f"environment variable RANK ({rank}) must be below WORLD_SIZE ({world})")
+        return cls(world, rank, read("LOCAL_RANK", "0"))
 
 
 def _auto_device(ctx: DistContext) -> torch.device:
@@ -119,7 +150,12 @@ def check_device(value: Any, name: str = "device", *, auto: bool = False) -> tor
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
             raise ValueError(f"{name} {str(dev)!r} is not available (no MPS device)")
-    elif dev.type not in ("cpu", "meta"):
+    elif dev.type == "meta":
+        raise ValueError(f"{name} 'meta' holds no data to compute with; expected a device such as 'cpu' or 'cuda'")
+    elif dev.type == "cpu":
+        if dev.index not in (None, 0):
+            raise ValueError(f"{name} {str(dev)!r}: the CPU is one device ('cpu' or 'cpu:0')")
+    else:
         # other backends (xpu, privateuse1, ...): torch knows whether they are present
         module = getattr(torch, dev.type, None)
         available = getattr(module, "is_available", None)
@@ -139,7 +175,7 @@ def resolve_device(value: Any = "auto", name: str = "device", ctx: Optional[Dist
     ctx = DistContext.from_env() if ctx is None else ctx
     if value is None or (isinstance(value, str) and value == "auto"):
         return _auto_device(ctx)
-    dev = check_device(value, name)
+    dev = check_device(value, name, auto=True)
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", ctx.local_rank)
     return dev

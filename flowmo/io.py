@@ -196,14 +196,16 @@ def save_image(image: Tensor, path: PathLike) -> Path:
 
 
 # ----------------------------------------------------------------------------- devices and models
-def resolve_device(name: Any = "auto", *, argument: str = "device") -> torch.device:
+def resolve_device(name: Any = "auto", *, argument: str = "device", ctx: Any = None) -> torch.device:
     """``auto`` / None, a torch device string, a ``torch.device`` or a CUDA index, by the one
     device rule of :func:`flowmo.devices.resolve_device` (``auto``: ``cuda:LOCAL_RANK``, else MPS
     in a single process, else the CPU); ValueError naming ``argument`` if the device is
-    malformed, of another type, or not available here."""
+    malformed, of another type, or not available here. ``ctx``: the process's
+    :class:`flowmo.devices.DistContext` (default: from the launcher's environment variables;
+    single-process commands pass ``DistContext()`` so those variables are not read)."""
     from .devices import resolve_device as _resolve
 
-    return _resolve(name, argument)
+    return _resolve(name, argument, ctx)
 
 
 def load_model(

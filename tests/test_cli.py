@@ -289,3 +289,15 @@ def test_help_and_no_command(capsys):
     assert cli.main([]) == 2
     assert cli.main(["tokenize", "--help"]) == 0
     assert "--groups" in capsys.readouterr().out
+
+
+def test_reconstruct_refuses_to_overwrite_its_input_images(model_dir, tmp_path, capsys):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "a.png")
+    before = (folder / "a.png").read_bytes()
+    for argv in (["--input", folder / "a.png", "--output", folder], ["--input", folder, "--output", folder]):
+        rc, _, err = run(["reconstruct", "--model", model_dir, *argv, *STEPS], capsys)
+        assert_one_line_error(rc, err)
+        assert "would overwrite the input image" in err and "--output" in err
+    assert (folder / "a.png").read_bytes() == before

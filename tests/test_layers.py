@@ -123,3 +123,36 @@ def test_atomic_write_gives_the_mode_of_a_plain_open(tmp_path, umask, mode):
         os.umask(old)
     got = stat.S_IMODE((tmp_path / "a.json").stat().st_mode)
     assert got == mode == stat.S_IMODE((tmp_path / "b.json").stat().st_mode)
+
+
+@pytest.mark.parametrize("env, match", [
+    ({"WORLD_SIZE": "two"}, "WORLD_SIZE must be a non-negative integer, got 'two'"),
+    ({"WORLD_SIZE": "2"}, "RANK expected, but not set"),
+    ({"WORLD_SIZE": "2", "RANK": "5"}, r"RANK \(5\) must be below WORLD_SIZE \(2\)"),
+    ({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "x"}, "LOCAL_RANK must be a non-negative integer"),
+])
+def test_bad_launcher_variables_are_named(monkeypatch, env, match):
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(ValueError, match=match):
+        DistContext.from_env()
+    # a single-process command does not read them
+    assert resolve_device("cpu", "--device", DistContext()) == torch.device("cpu")
+
+
+@pytest.mark.parametrize("kwargs", [dict(world=0), dict(world=2, rank=2), dict(rank=-1), dict(local_rank=-1)])
+def test_an_impossible_context_is_refused(kwargs):
+    with pytest.raises(ValueError, match="DistContext needs"):
+        DistContext(**kwargs)
+    with pytest.raises(TypeError, match="DistContext.world must be an int"):
+        DistContext(world=2.0)
+
+
+@pytest.mark.parametrize("value, match", [("bogus", r"unknown device 'bogus'.*\(or auto\)"),
+                                          ("meta", "holds no data"), ("cpu:5", "the CPU is one device")])
+def test_devices_one_cannot_compute_on_are_refused_with_the_auto_hint(value, match):
+    with pytest.raises(ValueError, match=match):
+        resolve_device(value, "--device", DistContext())
+    assert resolve_device("cpu:0", "--device", DistContext()) == torch.device("cpu", 0)

@@ -102,3 +102,17 @@ def test_image_noise_recipe():
                       ((True, [0], (3, 4, 4)), "seed")):
         with pytest.raises(ValueError, match=word):
             image_noise(*bad)
+
+
+def test_an_unreadable_held_out_file_keeps_the_other_images_ids(tmp_path):
+    """The trainer's held-out images are the first train.eval.images files of the listing; an
+    unreadable one is skipped with its id, as flowmo eval skips it, so the ids (and the noise)
+    of the others do not shift."""
+    folder = _folder(tmp_path / "images")
+    (folder / "img1.png").write_bytes(b"not a png")
+    trainer = _trainer(folder, tmp_path / "run", seed=5)
+    images, ids = trainer.held_out_with_ids()
+    assert ids == [0, 2, 3] and images.shape[0] == 3
+    expected = torch.stack([torch.from_numpy(np.array(Image.open(folder / f"img{i}.png"))).permute(2, 0, 1)
+                            for i in ids]).float() / 127.5 - 1
+    assert torch.allclose(images, expected, atol=1e-6)

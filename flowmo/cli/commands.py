@@ -38,9 +38,10 @@ class _Ctx:
 
 
 def _load(args: argparse.Namespace):
+    from ..devices import DistContext
     from ..io import load_model, resolve_device
 
-    device = resolve_device(args.device, argument="--device")
+    device = resolve_device(args.device, argument="--device", ctx=DistContext())  # one process
     model = load_model(args.model, device=device, code_length=args.code_length, image_size=args.image_size)
     return model, device
 
@@ -84,6 +85,20 @@ def _output_dir(path: str) -> Path:
     return out
 
 
+def _refuse_overwriting_inputs(output: str, names: list[str], inputs: list[Path]) -> None:
+    """CLIError, before any work, when an output file would replace one of the input images
+    (e.g. ``--output`` the input folder itself and a PNG input)."""
+    import os
+
+    out = Path(os.path.realpath(Path(output).expanduser()))
+    sources = {os.path.realpath(p): p for p in inputs}
+    for name in names:
+        target = os.path.realpath(out / name)
+        if target in sources:
+            raise CLIError(f"--output {output!r}: writing {name} would overwrite the input image "
+                           f"{str(sources[target])!r}; choose another output folder")
+
+
 # ----------------------------------------------------------------------------- commands
 def _cmd_reconstruct(args: argparse.Namespace, ctx: _Ctx) -> int:
     import torch
@@ -93,6 +108,7 @@ def _cmd_reconstruct(args: argparse.Namespace, ctx: _Ctx) -> int:
 
     files = _images(args)
     names = output_names([f.name for f in files])
+    _refuse_overwriting_inputs(args.output, names, [f.path for f in files])
     model, device = _load(args)
     sampler = _sampler(args, model)
     out = _output_dir(args.output)

@@ -112,9 +112,10 @@ def run_generate(args: argparse.Namespace, ctx: Any) -> int:
     from ..data.files import atomic_write
     from ..data.grids import save_image_rows
     from ..generators import class_names, generate_images, load_generator, resolve_classes
+    from ..devices import DistContext
     from ..io import load_model, resolve_device, save_image
 
-    device = resolve_device(args.device, argument="--device")
+    device = resolve_device(args.device, argument="--device", ctx=DistContext())  # one process
     generator = load_generator(args.generator, device=device)
     names = class_names(generator)
     if generator.num_classes:

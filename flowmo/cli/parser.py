@@ -50,9 +50,10 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--image-size", type=_positive_int, default=256, metavar="S", help="image size (256)")
 
 
-def _sampling_args(p: argparse.ArgumentParser) -> None:
+def _sampling_args(p: argparse.ArgumentParser, item: str = "input image i (inputs in the order given, a "
+                   "folder's files sorted by relative name)") -> None:
     p.add_argument("--seed", type=int, default=0, metavar="S",
-                   help="seed of the decoding noise (default 0): input image i (in the order listed) is decoded from "
+                   help=f"seed of the decoding noise (default 0): {item} is decoded from "
                         "the noise flowmo eval --seed S gives image i (flowmo.data.noise.image_noise)")
     add_sampler_arguments(p)
 
@@ -93,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("--tokens", required=True, metavar="FILE", help="token file (.safetensors)")
     p.add_argument("--output", required=True, metavar="DIR", help="output folder")
-    _sampling_args(p)
+    _sampling_args(p, "row i of the token file")
     _common(p, device=True)
 
     add_generate_parser(sub)

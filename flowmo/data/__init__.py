@@ -13,7 +13,13 @@ and the CLI import from here; nothing here imports them.
 * :mod:`flowmo.data.tokens` - token files (safetensors with ``flowmo-tokens`` metadata).
 * :mod:`flowmo.data.files` - the one atomic, fsync'ed file write.
 * :mod:`flowmo.data.noise` - the one per-image noise recipe for decoding with a seed.
+* :mod:`flowmo.data.listing` - the one folder listing (the same files in the same order for
+  reconstruct, tokenize, eval, the trainer and token sets).
+* :mod:`flowmo.data.token_layout`, :mod:`flowmo.data.token_shards` - token layouts for a
+  generator and labelled, sharded token sets.
+* :mod:`flowmo.data.idx`, :mod:`flowmo.data.fashion_mnist` - the IDX format and Fashion-MNIST.
 
-The submodules are imported on use (``import flowmo.data`` loads none of them), so a module that
-needs one helper does not pay for Pillow or the photo loaders.
+This package's ``__init__`` imports no submodule (``import flowmo`` itself loads the few it
+needs, e.g. :mod:`flowmo.data.files`), so a module that needs one helper does not pay for
+Pillow or the photo loaders.
 """

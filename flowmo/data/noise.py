@@ -1,9 +1,11 @@
 """The per-image decoding noise: one recipe for every place that decodes images with a seed.
 
-``flowmo reconstruct --seed S`` / ``flowmo detokenize --seed S`` (image ``i`` of the sorted
-input list or of the token file), ``flowmo eval --seed S`` / :func:`flowmo.eval.evaluate_model`
-(image ``i``: its global id, the index in sorted order) and the trainer's held-out evaluation
-(held-out image ``i``, seed ``train.seed``) all decode image ``i`` from :func:`image_noise`
+``flowmo reconstruct --seed S`` (image ``i`` of the input list: inputs in the order given, a
+folder's files as :func:`flowmo.data.listing.list_folder_images` lists them), ``flowmo
+detokenize --seed S`` (row ``i`` of the token file), ``flowmo eval --seed S`` /
+:func:`flowmo.eval.evaluate_model` (image ``i``: its global id, the index in that same folder
+listing) and the trainer's held-out evaluation (held-out image id ``i``, seed ``train.seed``)
+all decode image ``i`` from :func:`image_noise`
 ``(S, [i], ...)``, so the same seed and image give the same reconstruction everywhere, whatever
 the batch size, the number of processes or the device.
 """

@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images (sorted order)")
     p.add_argument("--batch-size", type=int, default=16, help="images per batch and rank (default 16)")
     p.add_argument("--workers", type=int, default=2, help="data-loading processes per rank for a folder (default 2)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed: image i decodes from SeedSequence([seed, i])")
+    p.add_argument("--seed", type=int, default=0, help="seed of the decoding noise (default 0): image i (its index in the folder listing, as "
+                        "flowmo reconstruct lists a folder) decodes from flowmo.data.noise.image_noise(seed, [i]), "
+                        "the noise flowmo reconstruct --seed S gives it")
     p.add_argument("--output", default="flowmo_eval", metavar="DIR", help="output folder (default ./flowmo_eval)")
     p.add_argument("--weights-dir", default=None, metavar="DIR",
                    help="folder with the LPIPS/Inception weight files (default: $FLOWMO_WEIGHTS_DIR, torch hub cache)")

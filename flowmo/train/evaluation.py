@@ -25,36 +25,55 @@ class EvaluationMixin:
         m.load_state_dict({k: self.ema[k].to(sd[k].dtype) if k in self.ema else v for k, v in sd.items()})
         return m.eval()
 
-    def held_out(self) -> Tensor:
+    def held_out_with_ids(self) -> tuple[Tensor, list[int]]:
+        """The held-out images (train.eval.images of them) and their global ids: the built-in
+        held-out photos 0..n-1, or the first n files of the training folder in the library's one
+        listing (:func:`flowmo.data.listing.list_folder_images`), an unreadable one skipped
+        with its id (as ``flowmo eval --limit n`` skips it), so image id i decodes from the same
+        noise here and in ``flowmo eval``."""
         from ..data.folders import ImageFolderDataset, held_out_photos
 
         n = self.tc.eval.images
         s = self.config.model.image_size
         if self.tc.data.folder is None:
-            return held_out_photos(s)[:n]
+            images = held_out_photos(s)[:n]
+            return images, list(range(images.shape[0]))
         ds = ImageFolderDataset(self.tc.data.folder, s, train=False)
-        return torch.stack([ds[i] for i in range(min(n, len(ds)))])
+        images, ids = [], []
+        for i in range(min(n, len(ds))):
+            image = ds[i]  # for an unreadable file, a substitute: dropped below
+            if ds.files[i] not in ds.bad_paths:
+                images.append(image)
+                ids.append(i)
+        if not images:
+            raise ValueError(f"none of the first {n} images of train.data.folder {self.tc.data.folder!r} is readable")
+        return torch.stack(images), ids
+
+    def held_out(self) -> Tensor:
+        """The held-out images (:meth:`held_out_with_ids` without the ids)."""
+        return self.held_out_with_ids()[0]
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Held-out PSNR and SSIM (uint8 convention), and a PNG of originals over reconstructions.
 
-        Held-out image ``i`` is decoded from :func:`flowmo.data.noise.image_noise` ``(train.seed,
-        [i])``: the noise ``flowmo eval --seed <train.seed>`` and ``flowmo reconstruct --seed
-        <train.seed>`` use for image ``i``."""
+        Held-out image id ``i`` (:meth:`held_out_with_ids`) is decoded from
+        :func:`flowmo.data.noise.image_noise` ``(train.seed, [i])``: the noise
+        ``flowmo eval --seed <train.seed>`` and ``flowmo reconstruct --seed <train.seed>`` use
+        for image ``i``."""
         from ..eval.metrics import psnr, ssim
         from ..data.grids import save_image_rows
         from ..data.noise import image_noise
 
-        if not hasattr(self, "_held_out"):
-            self._held_out = self.held_out()
+        if not hasattr(self, "_held_out_ids"):
+            self._held_out, self._held_out_ids = self.held_out_with_ids()
         model = self.ema_model() if (self.tc.eval.use_ema and self.ema) else self.model
         was_training = model.training
         model.eval()
         x = self._held_out.to(self.device)
         sampler = {"steps": self.tc.eval.steps} if self.tc.eval.steps else None
         # held-out image i is decoded from the noise of `flowmo eval --seed <train.seed>` for image i
-        noise = image_noise(self.tc.seed, range(x.shape[0]), x.shape[1:], device=self.device, dtype=model.dtype)
+        noise = image_noise(self.tc.seed, self._held_out_ids, x.shape[1:], device=self.device, dtype=model.dtype)
         recon = model.reconstruct(x, noise=noise, sampler=sampler)
         model.train(was_training)
         metrics = {"eval/psnr": float(psnr(x, recon).mean()), "eval/ssim": float(ssim(x, recon).mean())}
