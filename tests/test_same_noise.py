@@ -116,3 +116,17 @@ def test_an_unreadable_held_out_file_keeps_the_other_images_ids(tmp_path):
     expected = torch.stack([torch.from_numpy(np.array(Image.open(folder / f"img{i}.png"))).permute(2, 0, 1)
                             for i in ids]).float() / 127.5 - 1
     assert torch.allclose(images, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(dtype=torch.int64), "floating torch dtype"), (dict(seed=2**63), "below 2\\*\\*63"),
+    (dict(ids=[2**63]), "below 2\\*\\*63"), (dict(ids=torch.tensor([0.5])), "1-D integer tensor"),
+])
+def test_image_noise_refuses_what_it_cannot_honour(kwargs, match):
+    args = {"seed": 0, "ids": [0], "shape": (3, 4, 4), **kwargs}
+    with pytest.raises(ValueError, match=match):
+        image_noise(args.pop("seed"), args.pop("ids"), args.pop("shape"), **args)
+
+
+def test_image_noise_takes_a_tensor_of_ids():
+    assert torch.equal(image_noise(3, torch.tensor([4, 1]), (2, 2)), image_noise(3, [4, 1], (2, 2)))

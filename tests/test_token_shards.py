@@ -142,3 +142,20 @@ def test_class_folder_images(tmp_path):
         class_folder_images(tmp_path / "root" / "empty")
     with pytest.raises(FileNotFoundError, match="--input"):
         class_folder_images(tmp_path / "nope", argument="--input")
+
+
+@pytest.mark.parametrize("meta, match", [({"version": "999"}, "version '999'"), ({"groups": "maybe"}, "'groups' metadata")])
+def test_read_tokens_refuses_unknown_versions_and_flags(tmp_path, model, meta, match):
+    from safetensors.torch import save_file
+
+    path = write_tokens(tmp_path / "t.safetensors", torch.zeros(1, model.spec.code_length, dtype=torch.int64),
+                        spec=model.spec, sources=["a"], groups=False)
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        old = f.metadata()
+    save_file({"tokens": torch.zeros(1, model.spec.code_length, dtype=torch.int64)}, str(path), metadata={**old, **meta})
+    with pytest.raises(ValueError, match=match):
+        read_tokens(path)
+    with pytest.raises(ValueError, match="is a folder"):
+        read_tokens(tmp_path)

@@ -29,19 +29,26 @@ def image_noise(seed: int, ids: Sequence[int], shape: Sequence[int], *, device: 
     ``dtype`` on ``device``. It depends on the seed and the image id only: not on the batch, the
     rank, the order or the device.
 
-    ``seed`` and every id: non-negative ints (numpy integers accepted); ``shape``: positive
-    ints (e.g. ``(3, H, W)``). Raises ValueError naming the argument otherwise.
+    ``seed`` and every id: non-negative ints below 2**63 (numpy integers, and an integer torch
+    tensor of ids, accepted); ``shape``: positive ints (e.g. ``(3, H, W)``); ``dtype`` a floating
+    dtype. Raises ValueError naming the argument otherwise.
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or int(seed) < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**63:
+        raise ValueError(f"seed must be a non-negative int below 2**63, got {seed!r}")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating torch dtype (noise is real-valued), got {dtype!r}")
+    if isinstance(ids, Tensor):
+        if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool or ids.ndim != 1:
+            raise ValueError(f"ids must be a 1-D integer tensor or a sequence of ints, got {ids.dtype} {tuple(ids.shape)}")
+        ids = ids.tolist()
     shape = tuple(shape)
     if not shape or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or int(s) <= 0 for s in shape):
         raise ValueError(f"shape must be a non-empty sequence of positive ints, got {shape!r}")
     shape = tuple(int(s) for s in shape)
     out = []
     for i in ids:
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or int(i) < 0:
-            raise ValueError(f"ids must be non-negative ints (image ids), got {i!r}")
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= int(i) < 2**63:
+            raise ValueError(f"ids must be non-negative ints below 2**63 (image ids), got {i!r}")
         state = np.random.SeedSequence([int(seed), int(i)]).generate_state(2, dtype=np.uint32)
         g = torch.Generator().manual_seed((int(state[0]) << 32 | int(state[1])) & 0x7FFF_FFFF_FFFF_FFFF)
         out.append(torch.randn(shape, generator=g, dtype=torch.float32))

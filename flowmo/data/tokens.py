@@ -114,6 +114,9 @@ def read_tokens(path: PathLike) -> TokenFile:
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"token file {str(path)!r} is a folder; give a .safetensors token file "
+                         "(a token set folder is read with flowmo.data.token_shards.read_token_set)")
     if not path.is_file():
         raise FileNotFoundError(f"token file {str(path)!r} does not exist")
     try:
@@ -133,6 +136,11 @@ def read_tokens(path: PathLike) -> TokenFile:
     if meta.get("format") != TOKEN_FORMAT or "fingerprint" not in meta:
         raise ValueError(f"{str(path)!r} is not a flowmo token file (no '{TOKEN_FORMAT}' metadata); "
                          "write one with 'flowmo tokenize'")
+    if meta.get("version", TOKEN_FORMAT_VERSION) != TOKEN_FORMAT_VERSION:
+        raise ValueError(f"{str(path)!r} is a token file of version {meta.get('version')!r}; this flowmo reads "
+                         f"version {TOKEN_FORMAT_VERSION} (upgrade flowmo to read it)")
+    if meta.get("groups", "false") not in ("true", "false"):
+        raise ValueError(f"{str(path)!r}: its 'groups' metadata must be \"true\" or \"false\", got {meta.get('groups')!r}")
     groups = meta.get("groups", "false") == "true"
     if tokens.dtype != torch.int64 or tokens.ndim != (3 if groups else 2):
         raise ValueError(f"{str(path)!r}: tokens must be int64 with {3 if groups else 2} dimensions, "
