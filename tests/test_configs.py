@@ -32,9 +32,7 @@ RECIPES = {
 
 
 def _config_files():
-    """The tokenizer training configs (configs/generator_*.yaml train token generators: tested in
-    tests/train/test_generator_training.py)."""
-    return sorted(p.name for p in CONFIGS.glob("*.yaml") if not p.name.startswith("generator_"))
+    return sorted(p.name for p in CONFIGS.glob("*.yaml"))
 
 
 def test_every_shipped_config_has_a_recipe():

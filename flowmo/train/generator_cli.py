@@ -20,7 +20,7 @@ _EPILOG = (
     "(tokens: the token set folder, steps, seed, device, threads, optim, ema, checkpoint, log; "
     "flowmo/train/generator_config.py). Without --config the --set overrides make the whole config, e.g. "
     "'flowmo train-generator --set generator.name=maskgit --set train.tokens=runs/tokens --set train.steps=500 "
-    "--out runs/gen'. See configs/generator_example.yaml.")
+    "--out runs/gen'. See configs/generators/example.yaml.")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,7 +47,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .generator_trainer import GeneratorTrainer, export_generator
 
     if args.config is None and not args.overrides:
-        raise ValueError("give --config FILE (see configs/generator_example.yaml) and/or --set overrides")
+        raise ValueError("give --config FILE (see configs/generators/example.yaml) and/or --set overrides")
     import_modules(args.imports)
     overrides = list(args.overrides)
     if args.device is not None:

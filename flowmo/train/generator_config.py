@@ -1,7 +1,7 @@
 """The configuration of a token generator's training run: a ``generator`` section (the generator's
 name and options) and a ``train`` section, from YAML/JSON with dotted overrides.
 
-Example (``configs/generator_example.yaml``)::
+Example (``configs/generators/example.yaml``)::
 
     generator: {name: maskgit, width: 128, depth: 4, heads: 4, label_dropout: 0.1}
     train:

@@ -9,6 +9,10 @@ generator seeded by (train.seed, s, m). So a run resumed at step k reaches the s
 EMA as an uninterrupted one (bitwise on one CPU process), and W ranks with ``grad_accum`` a train
 like one process with ``grad_accum`` W a (up to float summation order).
 
+Counters and checkpoint fields named after images (``images_seen``, ``skipped_images``, the
+``images_per_s`` of the tokenizer's records) count token-set rows here (``sequences_per_s``);
+nothing is ever skipped.
+
 A run folder holds ``config.json`` (the resolved :class:`GeneratorTrainConfig`),
 ``token_set.json`` (the token set's layout, tokenizer fingerprint and spec, classes: what an
 exported generator records), ``checkpoints/``, ``metrics.jsonl`` and TensorBoard events.

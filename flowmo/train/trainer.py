@@ -40,10 +40,6 @@ from .sampler import StepBatchSampler, _collate, _Indexed, derive_seed
 
 __all__ = ["Trainer", "derive_seed", "StepBatchSampler", "TrainingStopped", "renormalize_", "ema_update_"]
 
-# re-exported for callers of the previous single-module trainer
-_ = (block_linear_weights, _Indexed)
-
-
 # ---------------------------------------------------------------------------------- trainer
 class Trainer(EvaluationMixin, FreezingMixin, InitFromMixin, TrainerBase):
     """Trains a FlowMo model as a TrainConfig says, writing into ``out_dir``.

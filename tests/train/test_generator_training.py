@@ -167,14 +167,14 @@ def test_bad_config_is_refused_naming_the_field(token_set, generator, train, fie
 
 
 def test_overrides_and_the_shipped_example_config(token_set):
-    cfg = load_generator_config(REPO / "configs" / "generator_example.yaml",
+    cfg = load_generator_config(REPO / "configs" / "generators" / "example.yaml",
                                 [f"train.tokens={token_set}", "generator={depth: 2}", "train.optim.lr=1e-3"])
     assert cfg.generator["name"] == "maskgit" and cfg.generator["depth"] == 2 and cfg.generator["width"] == 128
     assert cfg.train.optim.lr == 1e-3 and cfg.train.optim.batch_size == 64
     g = build_generator(cfg.generator, vocab_size=512, seq_len=32, num_classes=3)
     assert g.depth == 2 and g.width == 128
     with pytest.raises(ValueError, match="must look like key.path=value"):
-        load_generator_config(REPO / "configs" / "generator_example.yaml", ["train.steps"])
+        load_generator_config(REPO / "configs" / "generators" / "example.yaml", ["train.steps"])
 
 
 def test_a_run_folder_of_another_generator_or_a_missing_token_set_is_refused(tmp_path, token_set):
