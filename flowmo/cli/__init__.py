@@ -11,6 +11,7 @@ Subcommands::
     flowmo train ...   (flowmo.train.cli.main)
     flowmo eval ...    (flowmo.eval.cli.main)
     flowmo export ...  (flowmo.train.cli.export_main)
+    flowmo train-generator ...  (flowmo.train.generator_cli.main)
 
 ``M`` is a model folder (``FlowMo.save_pretrained``/``flowmo convert``) or a released
 ``.pth`` checkpoint. Every command takes the same common options (:mod:`flowmo.cli_common`),
@@ -56,6 +57,7 @@ DELEGATED: dict[str, tuple[str, str]] = {
     "train": ("flowmo.train.cli", "main"),
     "eval": ("flowmo.eval.cli", "main"),
     "export": ("flowmo.train.cli", "export_main"),
+    "train-generator": ("flowmo.train.generator_cli", "main"),
 }
 _GLOBAL_FLAGS = {"--debug", "--quiet", "-q", "--version", "-h", "--help"}
 

@@ -131,6 +131,14 @@ def _cmd_tokenize(args: argparse.Namespace, ctx: _Ctx) -> int:
 
     from ..io import load_image, write_tokens
 
+    if getattr(args, "classes", False):
+        from .tokenize_set import tokenize_class_folders
+
+        return tokenize_class_folders(args, ctx)
+    for dest in ("layout", "shard_size", "hflip", "overwrite"):
+        if getattr(args, dest, None) not in (None, False):
+            raise CLIError(f"--{dest.replace('_', '-')} applies only with --classes (a class-folder tree into a "
+                           "token set)")
     files = _images(args)
     model, device = _load(args)
     if args.groups and not model.quantizer.has_groups:

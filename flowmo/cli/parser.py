@@ -18,6 +18,7 @@ _DELEGATED_HELP = {
     "train": "train a tokenizer (Stage 1A/1B); see 'flowmo train --help'",
     "eval": "evaluate a tokenizer; see 'flowmo eval --help'",
     "export": "write a training run's weights as a model folder; see 'flowmo export --help'",
+    "train-generator": "train a token generator on a token set; see 'flowmo train-generator --help'",
 }
 
 
@@ -79,14 +80,34 @@ def build_parser() -> argparse.ArgumentParser:
     _sampling_args(p)
     _common(p, device=True)
 
-    p = sub.add_parser("tokenize", help="images -> a token file",
+    p = sub.add_parser("tokenize", help="images -> a token file (or, with --classes, a labelled token set)",
                        description="Tokenize images into a safetensors file (tokens + model fingerprint, spec, "
-                                   "sources). Inputs: " + _RESIZE_HELP + ".")
+                                   "sources). With --classes: tokenize a class-folder tree (the ImageNet layout, one "
+                                   "sub-folder of images per class) into a labelled token SET folder (shards + "
+                                   "index.json; flowmo/data/token_shards.py), the data of 'flowmo train-generator'. "
+                                   "Inputs: " + _RESIZE_HELP + ".")
     _model_args(p)
     p.add_argument("--input", required=True, nargs="+", metavar="PATH",
-                   help="image files and/or folders (recursive); resized and centre-cropped to the model's image size")
-    p.add_argument("--output", required=True, metavar="FILE", help="output .safetensors file")
-    p.add_argument("--groups", action="store_true", help="write entropy-group indices (N, T, G) instead of (N, T)")
+                   help="image files and/or folders (recursive); resized and centre-cropped to the model's image "
+                        "size. With --classes: ONE folder whose sub-folders are the classes")
+    p.add_argument("--output", required=True, metavar="FILE",
+                   help="output .safetensors file; with --classes: the token set folder")
+    p.add_argument("--groups", action="store_true", help="write entropy-group indices (N, T, G) instead of (N, T) "
+                                                         "(single files; with --classes use --layout group)")
+    g = p.add_argument_group("labelled token sets (--classes)")
+    g.add_argument("--classes", action="store_true",
+                   help="--input is a class-folder tree: class i is the i-th sub-folder holding images (sorted by "
+                        "name), every image below it gets label i; --output becomes a token set folder")
+    g.add_argument("--layout", choices=("auto", "token", "group"), default=None,
+                   help="the generator's view of the tokens: token (one index per latent token), group (LFQ "
+                        "entropy-group sub-tokens, token-major) or auto (token when the codebook has at most 2**20 "
+                        "entries, else group); default auto")
+    g.add_argument("--shard-size", type=_positive_int, default=None, metavar="N",
+                   help="rows per shard file (default 10000)")
+    g.add_argument("--hflip", action="store_true",
+                   help="also tokenize each image mirrored left-right (its row follows the original's; its source "
+                        "name ends in '#hflip'; the set records augment: [hflip])")
+    g.add_argument("--overwrite", action="store_true", help="replace a token set already in --output")
     _common(p, device=True)
 
     p = sub.add_parser("detokenize", help="a token file -> images",

@@ -1,19 +1,18 @@
-"""The trainer's checkpoints: what a checkpoint of a run holds (model, optimizer, EMA,
-renormalisation targets, counters, RNG), restoring a run from one, and Stage 1B's starting point.
-The file format is :mod:`flowmo.train.checkpoint`'s."""
+"""The trainers' checkpoints: what a checkpoint of a run holds (model, optimizer, EMA, counters,
+RNG, and what a trainer adds) and restoring a run from one. The file format is
+:mod:`flowmo.train.checkpoint`'s."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import torch
+from torch import Tensor
 
-from ..model import CONFIG_NAME, WEIGHTS_NAME
 from ..state_dicts import check_finite, check_state_dict
 from .checkpoint import (
     CheckpointError,
-    latest_checkpoint,
     load_checkpoint,
     optimizer_from_tensors,
     optimizer_to_tensors,
@@ -26,9 +25,37 @@ __all__ = ["CheckpointingMixin"]
 
 
 class CheckpointingMixin:
-    """:class:`~flowmo.train.Trainer`'s checkpoint methods (they use its model, optimizer, EMA,
-    targets, counters, config and output folder)."""
+    """A trainer's checkpoint methods (they use its model, optimizer, EMA, counters, ``tc`` and
+    output folder).
 
+    Every checkpoint holds the parts ``model``, ``optimizer`` and (when EMA is on) ``ema``, and
+    the state fields ``step``, ``optimizer``, ``ema_step``, ``data_position``, ``counters``,
+    ``world_size``, ``torch_rng`` and ``model_fingerprint``. A trainer adds its own through
+    the hooks :meth:`_model_fingerprint`, :meth:`_checkpoint_parts`, :meth:`_checkpoint_state`,
+    :meth:`_required_parts` and :meth:`_restore_extra`."""
+
+    # ---------------------------------------------------------------- hooks
+    def _model_fingerprint(self) -> str:
+        """A fingerprint of the trained architecture: a checkpoint of another one is refused."""
+        raise NotImplementedError
+
+    def _checkpoint_parts(self) -> dict[str, dict[str, Tensor]]:
+        """Extra named tensor dicts to save beside model, optimizer and EMA."""
+        return {}
+
+    def _checkpoint_state(self) -> dict[str, Any]:
+        """Extra JSON fields of ``state.json``."""
+        return {}
+
+    def _required_parts(self) -> list[str]:
+        """The extra parts a checkpoint of this trainer must hold."""
+        return []
+
+    def _restore_extra(self, parts: dict[str, dict[str, Tensor]], state: dict[str, Any]) -> None:
+        """Restore the trainer's own parts and state; runs after the model, step and EMA and before
+        the optimizer's state is loaded (so it may rebuild the optimizer)."""
+
+    # ---------------------------------------------------------------- save / restore
     def save(self) -> Optional[Path]:
         """Write a checkpoint of the current step (rank 0) and prune old ones."""
         if not self.ctx.main:
@@ -37,15 +64,14 @@ class CheckpointingMixin:
         parts = {
             "model": {k: v for k, v in self.model.state_dict().items()},
             "optimizer": opt_tensors,
-            "renorm": self.targets,
+            **self._checkpoint_parts(),
         }
         if self.ema:
             parts["ema"] = self.ema
         state = {
             "step": self.step,
-            "stage": self.tc.stage,
+            **self._checkpoint_state(),
             "optimizer": opt_meta,
-            "encoder_frozen": self.encoder_frozen,
             "ema_step": self.ema_step,
             "data_position": self.step * self.ctx.world * self.tc.optim.grad_accum * self.tc.optim.batch_size,
             "counters": {"nonfinite_total": self.counters.nonfinite_total,
@@ -54,7 +80,7 @@ class CheckpointingMixin:
                          "images_seen": self.counters.images_seen},
             "world_size": self.ctx.world,
             "torch_rng": torch.get_rng_state().tolist(),
-            "model_fingerprint": self.config.model.fingerprint(),
+            "model_fingerprint": self._model_fingerprint(),
         }
         path = save_checkpoint(self.ckpt_dir, self.step, parts, state)
         ck = self.tc.checkpoint
@@ -74,10 +100,10 @@ class CheckpointingMixin:
 
     def _restore_from(self, path: Path) -> None:
         ema = self.tc.ema.enabled or (path / "ema.safetensors").is_file()
-        required = ["model", "optimizer", "renorm"] + (["ema"] if ema else [])
+        required = ["model", "optimizer"] + self._required_parts() + (["ema"] if ema else [])
         parts, state = load_checkpoint(path, required)
         check_finite(parts["model"], str(path / "model.safetensors"))
-        if state.get("model_fingerprint") not in (None, self.config.model.fingerprint()):
+        if state.get("model_fingerprint") not in (None, self._model_fingerprint()):
             raise CheckpointError(f"{path} was written for a different model architecture")
         check_state_dict({k: tuple(v.shape) for k, v in self.model.state_dict().items()}, parts["model"], str(path))
         self.model.load_state_dict(parts["model"])
@@ -86,10 +112,7 @@ class CheckpointingMixin:
             self.ema = {k: v.to(self.device) for k, v in parts["ema"].items()}
         # checkpoints written before ema_step was recorded: the last multiple of ema.every
         self.ema_step = int(state.get("ema_step", self.step - self.step % self.tc.ema.every))
-        self.targets = parts.get("renorm", self.targets)
-        if state.get("encoder_frozen"):
-            self._freeze_encoder()
-            self.optimizer = self._make_optimizer()
+        self._restore_extra(parts, state)
         optimizer_from_tensors(self.optimizer, self._opt_names, parts["optimizer"], state["optimizer"])
         c = state.get("counters", {})
         self.counters = Counters(c.get("nonfinite_total", 0), c.get("nonfinite_streak", 0),
@@ -97,28 +120,3 @@ class CheckpointingMixin:
         torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
         if self.ctx.main:
             self._log(f"resumed from {path} at step {self.step}")
-
-    def _load_init(self, path: Path) -> None:
-        """Stage 1B's starting point: a run folder, a checkpoint folder or a model folder."""
-        if (path / "checkpoints").is_dir():
-            found = latest_checkpoint(path / "checkpoints")
-            if found is None:
-                raise FileNotFoundError(f"train.init_from: {path} has no complete checkpoint")
-            path = found
-        if (path / "state.json").is_file():
-            parts, _ = load_checkpoint(path, ["model"] + (["ema"] if (path / "ema.safetensors").is_file() else []))
-            weights = parts["model"]
-            if (path / "renorm.safetensors").is_file():
-                self.targets = load_checkpoint(path, ["renorm"])[0]["renorm"]
-            if "ema" in parts and self.tc.ema.enabled:
-                self.ema = {k: v.float().to(self.device) for k, v in parts["ema"].items()}
-        elif (path / WEIGHTS_NAME).is_file() and (path / CONFIG_NAME).is_file():
-            from safetensors.torch import load_file
-
-            weights = load_file(str(path / WEIGHTS_NAME))
-        else:
-            raise FileNotFoundError(
-                f"train.init_from: {path} is neither a run folder, a checkpoint folder nor a model folder"
-            )
-        check_state_dict({k: tuple(v.shape) for k, v in self.model.state_dict().items()}, weights, str(path))
-        self.model.load_state_dict(weights)

@@ -1,0 +1,344 @@
+"""The model-agnostic training loop that every flowmo trainer shares.
+
+:class:`TrainerBase` holds what does not depend on the model trained: the process group and
+device, the Adam optimizer and its learning-rate schedule, one optimizer step of
+``optim.grad_accum`` micro-batches (DDP's ``no_sync`` on all but the last, a non-finite loss on
+any rank skipping the step on every rank), the EMA update, checkpoints (save, restore, prune:
+:class:`~flowmo.train.checkpointing.CheckpointingMixin`), records and TensorBoard
+(:class:`~flowmo.train.records.RecordsMixin`), the progress bar, SIGTERM (save and stop after
+the current step) and ``close``.
+
+A subclass builds its model and supplies the model-specific parts through these hooks:
+
+- ``_next_batch()`` -> the next micro-batch (from an iterator over a
+  :class:`~flowmo.train.sampler.StepBatchSampler`, so the data order is a function of
+  (seed, step, micro-batch) and a resumed run sees the same data);
+- ``_micro_loss(batch, generator)`` -> a :class:`~flowmo.objectives.LossOutput` through
+  ``self.ddp`` (all random draws of the micro-batch from ``generator``);
+- ``_after_optimizer_step()``, ``_after_step()`` (after the EMA update), ``_before_fit(summary)``,
+  ``_after_log_step()`` (inside the loop, before the checkpoint), ``_after_fit(summary)``;
+- ``_ddp_module()`` (what DDP wraps; its forward computes the loss), ``_progress_desc()``,
+  ``_extra_record()`` and ``_extra_summary()`` (fields added to the records and the summary);
+- the checkpoint hooks of :class:`~flowmo.train.checkpointing.CheckpointingMixin`.
+
+Set-up: a subclass's ``__init__`` calls :meth:`TrainerBase._setup_runtime` first (device,
+process group, threads, counters), builds its model, then uses :meth:`_make_optimizer`,
+:meth:`_restore` and :meth:`_wrap`.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..devices import DistContext, init_process_group, resolve_device
+from .checkpointing import CheckpointingMixin
+from .counters import Counters
+from .ema import ema_update_
+from .records import RecordsMixin
+from .sampler import derive_seed
+
+__all__ = ["TrainerBase", "TrainingStopped"]
+
+
+class TrainingStopped(RuntimeError):
+    """The run stopped itself (e.g. too many non-finite losses in a row)."""
+
+
+class TrainerBase(CheckpointingMixin, RecordsMixin):
+    """The shared loop (see the module docstring). Attributes a subclass relies on:
+
+    ``tc`` (the ``train`` section: steps, seed, device, threads, autocast, max_nonfinite,
+    dist_timeout_s, optim, ema, checkpoint, log), ``out`` (the run folder), ``ctx``
+    (:class:`~flowmo.devices.DistContext`), ``device``, ``model`` (the module whose parameters
+    are trained, EMA'd and checkpointed), ``ddp`` (the module called for the loss: DDP-wrapped
+    under torchrun), ``optimizer``, ``step`` (optimizer steps done), ``ema`` (name -> float32
+    tensor, empty when EMA is off), ``ema_step`` and ``counters``.
+    """
+
+    #: one row of the data, as the progress bar says it (``img/s``)
+    unit = "img"
+    #: the same in the metrics records (``images_per_s``)
+    rate_name = "images"
+
+    # ---------------------------------------------------------------- set-up
+    def _setup_runtime(self, tc: Any, out_dir: Union[str, Path], log: Optional[Callable[[str], None]]) -> None:
+        """Device (the one device rule), process group (under torchrun), intra-op threads, log, counters."""
+        self.tc = tc
+        self.out = Path(out_dir)
+        self.ctx = DistContext.from_env()
+        self.device = resolve_device(tc.device, "train.device", self.ctx)
+        init_process_group(self.device, self.ctx, timeout_s=tc.dist_timeout_s)
+        if tc.threads is not None:
+            torch.set_num_threads(tc.threads)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self._log = log or (lambda s: print(s, flush=True))
+        self.counters = Counters()
+        self.step = 0
+        self.ema: dict[str, torch.Tensor] = {}
+        self.ema_step = 0  # the step of the EMA's last update (or of its initialisation)
+        self._data_iter = None
+        self._writer = None
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.out / "checkpoints"
+
+    def _init_ema(self) -> None:
+        """EMA weights = a float32 copy of the current weights (when enabled and not restored)."""
+        if not self.ema and self.tc.ema.enabled:
+            self.ema = {n: p.detach().clone().float() for n, p in self.model.named_parameters()}
+
+    def _trainable(self) -> list[tuple[str, nn.Parameter]]:
+        return [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        o = self.tc.optim
+        params = self._trainable()
+        self._opt_names = {i: n for i, (n, _) in enumerate(params)}
+        return torch.optim.Adam([p for _, p in params], lr=o.lr, betas=o.betas, eps=o.eps,
+                                weight_decay=o.weight_decay)
+
+    def _ddp_module(self) -> nn.Module:
+        """The module DDP wraps (its forward computes the loss); the model by default."""
+        return self.model
+
+    def _wrap(self) -> nn.Module:
+        module = self._ddp_module()
+        if not self.ctx.enabled:
+            return module
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DDP(module, device_ids=ids, broadcast_buffers=False)
+
+    # ---------------------------------------------------------------- one step
+    def _autocast(self):
+        mode = self.tc.autocast
+        use = mode == "bf16" or (mode == "auto" and self.device.type == "cuda")
+        if not use:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def _lr(self, step: int) -> float:
+        """The learning rate of the step taken when the counter reads ``step`` (0-based): step
+        k = step + 1 uses lr * min(1, k / warmup_steps) during the warm-up (the full lr when
+        warmup_steps is 0), then ``optim.decay``'s schedule down to lr * final_lr_fraction at
+        step ``train.steps`` (see OptimConfig.decay)."""
+        o = self.tc.optim
+        k = step + 1
+        if o.warmup_steps and k < o.warmup_steps:
+            return o.lr * k / o.warmup_steps
+        start, end = o.warmup_steps, self.tc.steps
+        if o.decay == "constant" or start >= end:
+            return o.lr
+        u = min(1.0, max(0.0, (k - start) / (end - start)))
+        shape = (1 + math.cos(math.pi * u)) / 2 if o.decay == "cosine" else 1 - u
+        f = o.final_lr_fraction
+        return o.lr * (f + (1 - f) * shape)
+
+    def _next_batch(self) -> Any:
+        raise NotImplementedError
+
+    def _micro_loss(self, batch: Any, generator: torch.Generator):
+        raise NotImplementedError
+
+    def _after_optimizer_step(self) -> None:
+        """After a (finite) optimizer step, before the step counter moves."""
+
+    def _after_step(self) -> None:
+        """After the step counter moved and the EMA was updated."""
+
+    def train_step(self) -> dict[str, float]:
+        """One optimizer step (``grad_accum`` micro-batches). Returns the mean loss terms.
+
+        Micro-batch a of rank r draws from a generator seeded by (train.seed, step, r * accum + a),
+        so the draws of a global micro-batch do not depend on how it is split across ranks."""
+        o = self.tc.optim
+        for g in self.optimizer.param_groups:
+            g["lr"] = self._lr(self.step)
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        finite = True
+        for a in range(o.grad_accum):
+            batch = self._next_batch()
+            micro = self.ctx.rank * o.grad_accum + a
+            gen = torch.Generator(self.device).manual_seed(derive_seed(self.tc.seed, self.step, micro))
+            sync = self.ddp.no_sync() if self.ctx.enabled and a < o.grad_accum - 1 else nullcontext()
+            with sync:
+                with self._autocast():
+                    out = self._micro_loss(batch, gen)
+                (out.total / o.grad_accum).backward()
+            finite &= bool(torch.isfinite(out.total.detach()))
+            for k, v in out.detached().items():
+                sums[k] = sums.get(k, 0.0) + v / o.grad_accum
+        self.counters.images_seen += o.batch_size * o.grad_accum * self.ctx.world
+        if self.ctx.enabled:
+            flag = torch.tensor([1.0 if finite else 0.0], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            finite = bool(flag.item() == 1.0)
+        if finite:
+            if o.grad_clip is not None:
+                sums["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(
+                    [p for _, p in self._trainable()], o.grad_clip))
+            self.optimizer.step()
+            self._after_optimizer_step()
+            self.counters.nonfinite_streak = 0
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.counters.nonfinite_total += 1
+            self.counters.nonfinite_streak += 1
+        self.step += 1
+        e = self.tc.ema
+        due = self.step % e.every == 0 or self.step == self.tc.steps
+        if self.ema and due and self.step > self.ema_step:
+            # one update standing for every step since the previous one (train.ema.every)
+            ema_update_(self.ema, dict(self.model.named_parameters()), e.decay, self.step - self.ema_step)
+            self.ema_step = self.step
+        self._after_step()
+        if self.counters.nonfinite_streak >= self.tc.max_nonfinite:
+            raise TrainingStopped(
+                f"{self.counters.nonfinite_streak} non-finite losses in a row at step {self.step}; "
+                f"stopping (the last checkpoint in {self.ckpt_dir} is intact)"
+            )
+        sums["nonfinite_skipped"] = float(self.counters.nonfinite_total)
+        return sums
+
+    # ---------------------------------------------------------------- the loop
+    def _progress_desc(self) -> str:
+        return "train"
+
+    def _extra_record(self) -> dict[str, Any]:
+        """Fields a subclass adds to every periodic metrics record (after the loss terms,
+        ``<rate_name>_per_s`` and ``lr``)."""
+        return {}
+
+    def _extra_summary(self) -> dict[str, Any]:
+        """Fields a subclass adds at the end of a completed run's summary."""
+        return {}
+
+    def _before_fit(self, summary: dict[str, Any]) -> None:
+        """Before the first step of ``fit`` (e.g. an evaluation at step 0)."""
+
+    def _after_log_step(self) -> None:
+        """After each step's record, before its checkpoint (e.g. images, periodic evaluation)."""
+
+    def _after_fit(self, summary: dict[str, Any]) -> None:
+        """After the last step of a run that was not interrupted (e.g. a final evaluation)."""
+
+    def fit(self) -> dict[str, Any]:
+        """Train to ``train.steps``; returns a summary (start and end step, the last loss terms,
+        counters, and what the hooks add)."""
+        tc = self.tc
+        summary: dict[str, Any] = {"start_step": self.step}
+        self._before_fit(summary)
+        bar = None
+        if self.ctx.main and tc.log.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=tc.steps, initial=self.step, desc=self._progress_desc(), dynamic_ncols=True,
+                       mininterval=0.2 if sys.stderr.isatty() else 15.0)  # fewer lines in log files
+        t0, seen0 = time.perf_counter(), self.counters.images_seen
+        last_terms: dict[str, float] = {}
+        self._stop_requested = False
+        previous = self._install_sigterm()
+        try:
+            while self.step < tc.steps:
+                last_terms = self.train_step()
+                if bar is not None:
+                    bar.update(1)
+                if self._should_stop():
+                    self.save()
+                    summary["interrupted"] = True
+                    if self.ctx.main:
+                        self._log(f"SIGTERM: saved a checkpoint at step {self.step} and stopped; "
+                                  "continue with --resume")
+                    break
+                if self.step % tc.log.every == 0 or self.step == tc.steps:
+                    dt = max(time.perf_counter() - t0, 1e-9)
+                    rate = (self.counters.images_seen - seen0) / dt
+                    t0, seen0 = time.perf_counter(), self.counters.images_seen
+                    rec = {f"loss/{k}": v for k, v in last_terms.items()}
+                    # the lr the step just taken used (the optimizer may have been rebuilt since)
+                    rec.update({f"{self.rate_name}_per_s": rate, "lr": self._lr(self.step - 1)})
+                    rec.update(self._extra_record())
+                    self._record(rec)
+                    if bar is not None:
+                        bar.set_postfix({"loss": f"{last_terms.get('total', float('nan')):.4f}",
+                                         f"{self.unit}/s": f"{rate:.1f}"}, refresh=False)
+                self._after_log_step()
+                if self.step % tc.checkpoint.every == 0 or self.step == tc.steps:
+                    self.save()
+        finally:
+            if bar is not None:
+                bar.close()
+            self._restore_sigterm(previous)
+        if summary.get("interrupted"):
+            summary.update({"end_step": self.step, "last_terms": last_terms})
+            return summary
+        self._after_fit(summary)
+        summary.update({"end_step": self.step, "last_terms": last_terms,
+                        "nonfinite_skipped": self.counters.nonfinite_total})
+        summary.update(self._extra_summary())
+        if self._writer:
+            self._writer.flush()
+        return summary
+
+    # ---------------------------------------------------------------- SIGTERM
+    def _install_sigterm(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def handler(signum, frame):
+            self._stop_requested = True
+
+        return signal.signal(signal.SIGTERM, handler)
+
+    def _restore_sigterm(self, previous) -> None:
+        import signal
+
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _should_stop(self) -> bool:
+        """SIGTERM seen here or on any rank (all ranks stop after the same step)."""
+        stop = self._stop_requested
+        if self.ctx.enabled:
+            flag = torch.tensor([1.0 if stop else 0.0], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            stop = bool(flag.item() > 0)
+        return stop
+
+    def close(self, *, barrier: bool = True) -> None:
+        """Release the TensorBoard writer and the process group.
+
+        Under torchrun, every rank first waits for the others (``barrier=True``; pass False
+        when leaving because of an error, so a rank does not wait for a peer that will never
+        come), then the DDP wrapper (whose reducer holds the process group and gloo's worker
+        threads) is released before the group is destroyed. Without this a rank that
+        finished while another was still saving could abort at interpreter exit with
+        "terminate called without an active exception" (seen about once in eight 2-rank runs).
+        """
+        import gc
+
+        if self._writer:
+            self._writer.close()
+        if self.ctx.enabled and dist.is_initialized():
+            if barrier:
+                dist.barrier()
+            self.ddp = None
+            gc.collect()
+            dist.destroy_process_group()

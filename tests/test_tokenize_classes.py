@@ -1,0 +1,138 @@
+"""`flowmo tokenize --classes`: a class-folder tree -> a labelled token set, with and without
+mirrored copies, read back and checked against tokenizing the images (and mirrored files)
+directly."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import flowmo
+from flowmo.cli import main
+from flowmo.data.token_layout import layout_for
+from flowmo.data.token_shards import read_token_set
+from flowmo.data.tokens import read_tokens
+from flowmo.io import load_image
+
+CLASSES = ["ant", "bee", "cow"]  # folder names, deliberately created out of order below
+PER_CLASS = {"ant": 2, "bee": 3, "cow": 2}
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("tok") / "model"
+    flowmo.FlowMo(flowmo.flowmo_tiny()).save_pretrained(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tree") / "images"
+    rng = np.random.default_rng(3)
+    for c in ["cow", "ant", "bee"]:
+        (root / c).mkdir(parents=True)
+        for i in range(PER_CLASS[c]):
+            # 32x32 = the tiny model's size: no resize, so mirroring commutes with loading
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / c / f"im{i}.png")
+    (root / "empty").mkdir()  # a folder without images is no class
+    return root
+
+
+def _tokenize(*args):
+    return main(["tokenize", *map(str, args), "--device", "cpu", "-q"])
+
+
+def _expected_rows(tree):
+    """(relative name, label) in the documented order: classes by name, images by relative path."""
+    return [(f"{c}/im{i}.png", label) for label, c in enumerate(CLASSES) for i in range(PER_CLASS[c])]
+
+
+def test_class_tree_to_token_set_labels_and_tokens(tmp_path, tree, tokenizer):
+    out = tmp_path / "set"
+    assert _tokenize("--model", tokenizer, "--input", tree, "--output", out, "--classes", "--batch-size", 3,
+                     "--shard-size", 3) == 0
+    ts = read_token_set(out)
+    rows = _expected_rows(tree)
+    assert ts.classes == CLASSES
+    assert ts.sources == [name for name, _ in rows]
+    assert ts.labels.tolist() == [label for _, label in rows]
+    assert ts.augment == ()
+    # 7 rows in shards of 3: 3 + 3 + 1
+    index = json.loads((out / "index.json").read_text())
+    assert [s["count"] for s in index["shards"]] == [3, 3, 1]
+    # auto layout of the tiny model (18 bits per token <= 2**20): one index per latent token
+    model = flowmo.FlowMo.from_pretrained(tokenizer)
+    assert ts.layout == layout_for(model, "token") and ts.layout.vocab_size == 2**18
+    with torch.no_grad():
+        direct = model.tokenize(torch.stack([load_image(tree / name, 32) for name, _ in rows]))
+    assert torch.equal(ts.sequences, direct)
+
+
+def test_hflip_rows_are_the_tokens_of_mirrored_images(tmp_path, tree, tokenizer):
+    out = tmp_path / "set"
+    assert _tokenize("--model", tokenizer, "--input", tree, "--output", out, "--classes", "--layout", "group",
+                     "--hflip", "--batch-size", 4) == 0
+    ts = read_token_set(out)
+    rows = _expected_rows(tree)
+    assert ts.augment == ("hflip",)
+    assert ts.sources == [s for name, _ in rows for s in (name, name + "#hflip")]
+    assert ts.labels.tolist() == [label for _, label in rows for _ in range(2)]
+    assert ts.layout.kind == "group" and ts.layout.seq_len == 16 * 2 and ts.layout.vocab_size == 512
+
+    # the mirrored files, written with Pillow and tokenized by the single-file command
+    mirrored = tmp_path / "mirrored"
+    mirrored.mkdir()
+    for k, (name, _) in enumerate(rows):
+        Image.open(tree / name).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(mirrored / f"{k:02d}.png")
+    assert _tokenize("--model", tokenizer, "--input", mirrored, "--output", tmp_path / "m.safetensors", "--groups") == 0
+    direct_mirrored = read_tokens(tmp_path / "m.safetensors").tokens  # (N, T, G)
+    assert torch.equal(ts.sequences[1::2], direct_mirrored.reshape(len(rows), -1))
+    # and the original rows are the plain images' group indices (the tree as a plain folder: the
+    # files sorted by relative name, the order of the set's rows)
+    assert _tokenize("--model", tokenizer, "--input", tree, "--output", tmp_path / "o.safetensors", "--groups") == 0
+    assert read_tokens(tmp_path / "o.safetensors").sources == [n for n, _ in rows]
+    assert torch.equal(ts.sequences[0::2], read_tokens(tmp_path / "o.safetensors").tokens.reshape(len(rows), -1))
+    # a mirrored image is (for random pixels) a different image: its tokens differ somewhere
+    assert not torch.equal(ts.sequences[0::2], ts.sequences[1::2])
+
+
+def test_an_existing_set_is_replaced_only_with_overwrite(tmp_path, tree, tokenizer, capsys):
+    out = tmp_path / "set"
+    assert _tokenize("--model", tokenizer, "--input", tree, "--output", out, "--classes", "--shard-size", 2) == 0
+    capsys.readouterr()
+    assert _tokenize("--model", tokenizer, "--input", tree, "--output", out, "--classes") == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert _tokenize("--model", tokenizer, "--input", tree, "--output", out, "--classes", "--overwrite",
+                     "--hflip") == 0
+    ts = read_token_set(out)
+    assert len(ts) == 14 and ts.augment == ("hflip",)
+    assert sorted(p.name for p in out.glob("shard-*")) == ["shard-00000.safetensors"]  # old shards gone
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--hflip"], "--hflip applies only with --classes"),
+    (["--layout", "group"], "--layout applies only with --classes"),
+    (["--shard-size", "4"], "--shard-size applies only with --classes"),
+])
+def test_set_options_need_classes(tmp_path, tree, tokenizer, capsys, extra, message):
+    assert _tokenize("--model", tokenizer, "--input", tree / "ant", "--output", tmp_path / "t.safetensors",
+                     *extra) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "t.safetensors").exists()
+
+
+def test_classes_refuses_loose_images_groups_and_several_inputs(tmp_path, tree, tokenizer, capsys):
+    loose = tmp_path / "loose"
+    (loose / "a").mkdir(parents=True)
+    Image.new("RGB", (32, 32)).save(loose / "a" / "x.png")
+    Image.new("RGB", (32, 32)).save(loose / "stray.png")
+    cases = [(["--input", loose], "outside class sub-folders"),
+             (["--input", tree, "--groups"], "--layout group"),
+             (["--input", tree / "ant", tree / "bee"], "one --input")]
+    for args, message in cases:
+        assert _tokenize("--model", tokenizer, *args, "--output", tmp_path / "s", "--classes") == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "s" / "index.json").exists()
