@@ -57,7 +57,7 @@ def _decode_tokens(tokenizer: Any, layout: Any, sequences: torch.Tensor, seed: i
             code = sequences_to_code(tokenizer, layout, sequences[a:a + batch_size])
             noise = image_noise(seed, list(ids[a:a + batch_size]), (3, s, s), device=tokenizer.device,
                                 dtype=tokenizer.dtype)
-            out.append(tokenizer.decode(code, noise=noise).clamp(-1, 1).float().cpu())
+            out.append(tokenizer.decode(code, noise=noise).images.clamp(-1, 1).float().cpu())
     return torch.cat(out)
 
 
