@@ -83,7 +83,8 @@ class GenerationResult:
     metrics: ``gfid``, ``sfid`` (floats >= 0), ``inception_score`` (``{"mean", "std", "splits"}``),
         ``precision``, ``recall`` (floats in [0, 1]): each, when the network's weights are
         missing, ``{"available": False, "missing": [file names], "how": sentence}`` instead;
-        ``n_generated`` and ``n_reference`` (images measured; without weights, images listed).
+        ``n_generated`` and ``n_reference`` (images measured; without weights, images listed,
+        since nothing is decoded then).
     protocol: JSON-serialisable: the network and its weight files (SHA-256), feature layers,
         ``k``, ``splits``, the image handling and resize, each set's source, the conventions.
     reference_stats: the reference set's :class:`ReferenceStats` (measured here or given), to
@@ -328,8 +329,10 @@ def evaluate_generation(generated: Images, reference: Union[Images, ReferenceSta
     """gFID, sFID, Inception Score, precision and recall of ``generated`` against ``reference``.
 
     Args:
-        generated: an image folder (searched recursively) or a float tensor (N, 3, H, W) in
-            [-1, 1]; N >= max(2, k + 1, splits) images.
+        generated: an image folder (searched recursively; unreadable files are skipped and
+            listed in the protocol's ``skipped_unreadable``, as ``flowmo eval`` does) or a float
+            tensor (N, 3, H, W) in [-1, 1] (values beyond it by more than 0.001 are refused);
+            N >= max(2, k + 1, splits) images.
         reference: an image folder, a float tensor (N, 3, H, W) in [-1, 1], a
             :class:`ReferenceStats` or the path of a file it saved (``.safetensors``);
             N >= max(2, k + 1).

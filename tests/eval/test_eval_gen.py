@@ -55,6 +55,7 @@ def setup(tmp_path_factory):
     weights = _random_weights(root / "weights", 0)
     gen = _png_folder(root / "gen", [16] * 5, 1)
     ref = _png_folder(root / "ref", [16, 16, 20, 20, 20, 16], 2)  # two sizes: batches split by size
+    (ref / "zz_bad.png").write_bytes(b"not an image")  # skipped and recorded, as flowmo eval does
     result = evaluate_generation(gen, ref, weights=weights, k=2, splits=2, batch_size=4)
     stats_file = result.reference_stats.save(root / "ref_stats.safetensors")
     return {"root": root, "weights": weights, "gen": gen, "ref": ref, "result": result, "stats": stats_file}
@@ -63,6 +64,8 @@ def setup(tmp_path_factory):
 def _direct_features(net, folder):
     feats = []
     for path in sorted(folder.iterdir()):
+        if path.name == "zz_bad.png":
+            continue
         arr = np.asarray(Image.open(path).convert("RGB"), dtype=np.float64)
         x = torch.from_numpy(arr / 127.5 - 1.0).float().permute(2, 0, 1)[None]
         feats.append(inception_features(net, x))
@@ -109,7 +112,8 @@ def test_api_equals_the_direct_composition(setup):
     assert proto["k"] == 2 and proto["splits"] == 2
     assert "2023" in proto["feature_layers"]["sfid"] and "pool3" in proto["feature_layers"]["gfid"]
     assert "299x299" in proto["images"]["resize"] and "bilinear" in proto["images"]["resize"]
-    assert proto["generated"]["images_available"] == 5 and proto["reference"]["images_available"] == 6
+    assert proto["generated"]["images_available"] == 5 and proto["reference"]["images_available"] == 7
+    assert [s.split(":")[0] for s in proto["reference"]["skipped_unreadable"]] == ["zz_bad.png"]
     json.dumps(setup["result"].to_dict())  # JSON-serialisable
 
 
@@ -153,7 +157,7 @@ def test_without_weights_every_metric_is_unavailable_naming_the_file(setup, tmp_
         for key in ("gfid", "sfid", "inception_score", "precision", "recall"):
             assert res.metrics[key]["available"] is False and res.metrics[key]["missing"] == [FILE]
             assert FILE in res.metrics[key]["how"]
-        assert res.metrics["n_generated"] == 5 and res.metrics["n_reference"] == 6
+        assert res.metrics["n_generated"] == 5 and res.metrics["n_reference"] == 7  # listed: nothing decoded
         assert res.reference_stats is None and not res.available()
     from flowmo.nets.weights import MissingWeightsError
 
