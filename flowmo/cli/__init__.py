@@ -56,6 +56,7 @@ __all__ = ["main", "CLIError"]
 DELEGATED: dict[str, tuple[str, str]] = {
     "train": ("flowmo.train.cli", "main"),
     "eval": ("flowmo.eval.cli", "main"),
+    "eval-gen": ("flowmo.eval.gen_cli", "main"),
     "export": ("flowmo.train.cli", "export_main"),
     "train-generator": ("flowmo.train.generator_cli", "main"),
 }
