@@ -12,6 +12,7 @@ Subcommands::
     flowmo eval ...    (flowmo.eval.cli.main)
     flowmo export ...  (flowmo.train.cli.export_main)
     flowmo train-generator ...  (flowmo.train.generator_cli.main)
+    flowmo eval-gen ...  (flowmo.eval.gen_cli.main)
 
 ``M`` is a model folder (``FlowMo.save_pretrained``/``flowmo convert``) or a released
 ``.pth`` checkpoint. Every command takes the same common options (:mod:`flowmo.cli_common`),

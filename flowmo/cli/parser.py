@@ -19,6 +19,7 @@ _DELEGATED_HELP = {
     "eval": "evaluate a tokenizer; see 'flowmo eval --help'",
     "export": "write a training run's weights as a model folder; see 'flowmo export --help'",
     "train-generator": "train a token generator on a token set; see 'flowmo train-generator --help'",
+    "eval-gen": "generation metrics (gFID, sFID, IS, precision/recall); see 'flowmo eval-gen --help'",
 }
 
 
