@@ -267,3 +267,35 @@ def write_class_folders(out: PathLike, images, labels, *, class_names: Sequence[
         atomic_write(folder / f"{i:0{digits}d}.png", lambda tmp, im=img: im.save(tmp, format="PNG"), suffix=".png")
         counts[label] = counts.get(label, 0) + 1
     return counts
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m flowmo.data.fashion_mnist --out DIR [--size 32] [--split train test]
+    [--limit-per-class N] [--data FOLDER]``: write the splits as class folders
+    (``DIR/<split>/<NN_Class>/<index>.png``, RGB, padded to ``--size``), the layout
+    ``flowmo train`` (``train.data.folder``) and ``flowmo tokenize --classes`` read."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m flowmo.data.fashion_mnist", description=main.__doc__)
+    p.add_argument("--out", required=True, help="output folder (one sub-folder per split)")
+    p.add_argument("--size", type=int, default=32, help="side of the written images: 28 padded with black (32)")
+    p.add_argument("--split", nargs="+", choices=sorted(FILES), default=["train", "test"])
+    p.add_argument("--limit-per-class", type=int, default=None, metavar="N")
+    p.add_argument("--data", default=None, help=f"folder of the IDX files (default: ${ENV_VAR}, then {DEBIAN_FOLDER})")
+    args = p.parse_args(argv)
+    try:
+        for split in args.split:
+            images, labels = load_fashion_mnist(args.data, split)
+            counts = write_class_folders(Path(args.out) / split, images, labels, size=args.size,
+                                         limit_per_class=args.limit_per_class)
+            print(f"{split}: wrote {sum(counts.values())} images in {len(counts)} class folders under "
+                  f"{Path(args.out) / split}")
+    except (OSError, ValueError) as e:
+        print(f"python -m flowmo.data.fashion_mnist: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -64,8 +64,8 @@ def _decode_tokens(tokenizer: Any, layout: Any, sequences: torch.Tensor, seed: i
 def fashion_report(tokenizer_dir: Path, generator_dir: Path, *, out: Optional[Path] = None,
                    data_folder: Optional[Path] = None, per_class: int = 100, reference: int = 1000,
                    steps: Optional[int] = None, cfg_scale: float = 2.0, temperature: float = 1.0,
-                   seed: int = 0, classifier_epochs: int = 2, batch_size: int = 100,
-                   log=print) -> dict:
+                   seed: int = 0, classifier_epochs: int = 2, classifier_images: Optional[int] = None,
+                   batch_size: int = 100, log=print) -> dict:
     """Compute the demo's figures (module docstring) and return them as a dict (also written to
     ``out/report.json`` with a grid of generated images, one row per class, when ``out`` is given).
 
@@ -78,6 +78,8 @@ def fashion_report(tokenizer_dir: Path, generator_dir: Path, *, out: Optional[Pa
             0 .. reference-1; reconstructions and the real-vs-real floor use the next ones).
         steps, cfg_scale, temperature: the generator's sampling settings.
         seed: token draws and decoding noise; the classifier's training seed.
+        classifier_epochs / classifier_images: the classifier's training (default: 2 epochs over
+            all 60,000 training images; fewer only for quick checks).
     Raises:
         ValueError: bad counts; FileNotFoundError: data or folders absent (naming them).
     """
@@ -99,7 +101,9 @@ def fashion_report(tokenizer_dir: Path, generator_dir: Path, *, out: Optional[Pa
     train_x, train_y = load_fashion_mnist(data_folder, "train")
     test_x, test_y = load_fashion_mnist(data_folder, "test")
 
-    log("training the measuring classifier on the 60,000 training images ...")
+    if classifier_images is not None:
+        train_x, train_y = train_x[:classifier_images], train_y[:classifier_images]
+    log(f"training the measuring classifier on {len(train_y)} training images ...")
     clf = train_classifier(padded(train_x, size), torch.from_numpy(train_y), epochs=classifier_epochs,
                            generator=seed, num_classes=len(CLASS_NAMES), class_names=list(CLASS_NAMES))
     test = padded(test_x, size)
@@ -126,7 +130,7 @@ def fashion_report(tokenizer_dir: Path, generator_dir: Path, *, out: Optional[Pa
     floor_set = test[reference + n: reference + n + min(n, 10000 - reference - n)]
 
     report = {
-        "classifier": {"test_accuracy": test_accuracy, "epochs": classifier_epochs,
+        "classifier": {"test_accuracy": test_accuracy, "epochs": classifier_epochs, "train_images": len(train_y),
                        "train_seconds": (clf.training_record or {}).get("seconds")},
         "generated": {"images": n, "conditional_accuracy": conditional_accuracy(clf, generated, labels),
                       "frechet_to_real": classifier_frechet(clf, generated, real),
