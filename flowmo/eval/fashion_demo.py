@@ -75,7 +75,8 @@ def fashion_report(tokenizer_dir: Path, generator_dir: Path, *, out: Optional[Pa
         per_class: generated images per class (>= 2); the reconstruction and random-token sets
             have as many images in all, so the Fréchet figures compare sets of equal sizes.
         reference: held-out real test images the sets are compared with (test images
-            0 .. reference-1; reconstructions and the real-vs-real floor use the next ones).
+            0 .. reference-1; the reconstructions use the next per_class * classes, the
+            real-vs-real floor the ones after those).
         steps, cfg_scale, temperature: the generator's sampling settings.
         seed: token draws and decoding noise; the classifier's training seed.
         classifier_epochs / classifier_images: the classifier's training (default: 2 epochs over
@@ -95,11 +96,11 @@ def fashion_report(tokenizer_dir: Path, generator_dir: Path, *, out: Optional[Pa
     size = tokenizer.spec.image_size
     classes = generator.num_classes
     n = per_class * classes
-    if per_class < 2 or reference < 2 or 2 * reference + n > 10000:
-        raise ValueError(f"per_class ({per_class}) and reference ({reference}) must be >= 2 and use at most the "
-                         "10,000 test images: 2 * reference + per_class * classes <= 10000")
     train_x, train_y = load_fashion_mnist(data_folder, "train")
     test_x, test_y = load_fashion_mnist(data_folder, "test")
+    if per_class < 2 or reference < 2 or reference + 2 * n > len(test_y):
+        raise ValueError(f"per_class ({per_class}) and reference ({reference}) must be >= 2 and fit the "
+                         f"{len(test_y)} test images: reference + 2 * per_class * classes <= {len(test_y)}")
 
     if classifier_images is not None:
         train_x, train_y = train_x[:classifier_images], train_y[:classifier_images]
@@ -127,7 +128,7 @@ def fashion_report(tokenizer_dir: Path, generator_dir: Path, *, out: Optional[Pa
     g = torch.Generator().manual_seed(seed)
     random_seq = torch.randint(0, layout.vocab_size, (n, layout.seq_len), generator=g)
     random_images = _decode_tokens(tokenizer, layout, random_seq, seed, ids, batch_size)
-    floor_set = test[reference + n: reference + n + min(n, 10000 - reference - n)]
+    floor_set = test[reference + n: reference + 2 * n]  # real images never measured above
 
     report = {
         "classifier": {"test_accuracy": test_accuracy, "epochs": classifier_epochs, "train_images": len(train_y),
