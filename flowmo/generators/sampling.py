@@ -36,13 +36,21 @@ def guide(cond: Tensor, uncond: Tensor, scale: float) -> Tensor:
 
     Returns:
         float tensor of the inputs' shape.
+
+    Raises:
+        ValueError: a scale so large that the guided logits overflow (inf or NaN: every token
+            would come out as index 0), named ``cfg_scale``.
     """
     _check_logits(cond, "cond")
     _check_logits(uncond, "uncond")
     if cond.shape != uncond.shape:
         raise ValueError(f"cond and uncond must have one shape, got {tuple(cond.shape)} and {tuple(uncond.shape)}")
     scale = check_real(scale, "scale", low=0.0)
-    return uncond + scale * (cond - uncond)
+    out = uncond + scale * (cond - uncond)
+    if not bool(torch.isfinite(out).all()) and bool(torch.isfinite(cond).all() and torch.isfinite(uncond).all()):
+        raise ValueError(f"cfg_scale {scale:g} makes the guided logits overflow {out.dtype} (inf or NaN); "
+                         "use a moderate guidance scale (e.g. 1 to 10)")
+    return out
 
 
 def top_k_filter(logits: Tensor, k: Optional[int]) -> Tensor:
@@ -92,10 +100,18 @@ def sample_logits(logits: Tensor, temperature: float, *, generator: Optional[tor
 
     Returns:
         int64 (...), indices in [0, V).
+
+    Raises:
+        ValueError: a temperature so small that logits / temperature overflows float32 (the
+            draw would no longer be the softmax's), named ``temperature``; use 0 for argmax.
     """
     _check_logits(logits)
     temperature = check_real(temperature, "temperature", low=0.0)
     if temperature == 0.0:
         return logits.argmax(dim=-1)
+    scaled = logits.float() / temperature
+    if bool(torch.isnan(scaled).any() or torch.isposinf(scaled).any()) and not bool(torch.isposinf(logits).any()):
+        raise ValueError(f"temperature {temperature:g} is too small: logits / temperature overflows float32; "
+                         "use temperature 0 for the argmax, or a temperature >= 1e-3")
     g = gumbel_noise(tuple(logits.shape), generator=generator, device=logits.device)
-    return (logits.float() / temperature + g).argmax(dim=-1)
+    return (scaled + g).argmax(dim=-1)

@@ -75,3 +75,20 @@ def test_gumbel_moments():
 def test_bad_arguments_named(call, name):
     with pytest.raises((TypeError, ValueError), match=name):
         call()
+
+
+def test_overflowing_guidance_or_temperature_is_refused_not_turned_into_token_zero():
+    import pytest
+    import torch
+
+    from flowmo.generators.sampling import guide, sample_logits
+
+    cond, uncond = torch.tensor([[0.0, 3.0, 1.0]]), torch.tensor([[1.0, -2.0, 0.0]])
+    with pytest.raises(ValueError, match="cfg_scale .* overflow"):
+        guide(cond, uncond, 1e300)
+    assert torch.isfinite(guide(cond, uncond, 100.0)).all()
+    with pytest.raises(ValueError, match="temperature .* too small"):
+        sample_logits(cond, 1e-300, generator=torch.Generator().manual_seed(0))
+    # -inf entries of a top-k filter are not an overflow
+    filtered = torch.tensor([[-torch.inf, 3.0, 1.0]])
+    assert sample_logits(filtered, 1e-3, generator=torch.Generator().manual_seed(0)).item() == 1
