@@ -28,6 +28,8 @@ RECIPES = {
                                    files={"resnet50-0676ba61.pth"}),
     # the CPU demo: rectified flow + LFQ terms, no network distance
     "demo.yaml": dict(stage="1a", terms={"diffusion": 1.0, **QUANT}, distances={}, files=set()),
+    # the Fashion-MNIST generation demo's tokenizer: the CPU demo's recipe
+    "fashion_tokenizer.yaml": dict(stage="1a", terms={"diffusion": 1.0, **QUANT}, distances={}, files=set()),
 }
 
 

@@ -163,8 +163,15 @@ def _generate(args: argparse.Namespace, device: Any, progress: bool) -> tuple[An
     return out.images.detach().to("cpu", torch.float32), record
 
 
+NOTHING_MEASURED = 3
+"""The exit status when the network's weight file is absent: every figure unavailable (the
+record says which file is needed; with --generator nothing is generated)."""
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run ``flowmo eval-gen`` with ``argv``; returns 0. Raises ``ValueError`` /
+    """Run ``flowmo eval-gen`` with ``argv``; returns 0, or :data:`NOTHING_MEASURED` (3) when
+    the Inception weight file is absent (metrics.json then reports every figure unavailable,
+    naming the file). Raises ``ValueError`` /
     ``FileNotFoundError`` with a one-line reason for bad input (the ``flowmo`` command prints it
     as ``flowmo eval-gen: error: ...``)."""
     args = build_parser().parse_args(argv)
@@ -210,6 +217,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     generated: Any = args.generated
     made = None
     if args.generator is not None:
+        from .networks import how_to_get, resolve_net_files
+
+        missing = resolve_net_files("inception_fid", args.weights_dir)[1]
+        if missing:  # generating first would only waste the time: nothing could be measured
+            raise FileNotFoundError(f"--generator: the Inception weights are missing, so nothing could be measured; "
+                                    f"{how_to_get('inception_fid', missing, args.weights_dir)}")
         generated, made = _generate(args, device, progress)
     result = evaluate_generation(generated, str(ref), k=args.k, splits=args.splits, **common)
     record = result.to_dict()
@@ -233,6 +246,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.save_reference_stats is not None and saved is None:
             print("  reference statistics not saved: the Inception weights are missing")
         print(f"wrote {out / RECORD_NAME}" + (f", {saved}" if saved else ""))
+    if not result.available():
+        # nothing measured: a script must not mistake this run for a measurement
+        print(f"flowmo eval-gen: nothing measured: {result.metrics['gfid']['how']}", file=sys.stderr)
+        return NOTHING_MEASURED
     return 0
 
 

@@ -34,7 +34,7 @@ from ..data.token_layout import TokenLayout
 from ..data.token_shards import read_token_set
 from ..generators.base import TokenGenerator
 from ..generators.build import build_generator
-from .checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint
+from .checkpoint import CheckpointError, list_checkpoints, load_checkpoint
 from .generator_config import GeneratorTrainConfig
 from .loop import TrainerBase
 from .sampler import StepBatchSampler, derive_seed
@@ -107,9 +107,7 @@ class GeneratorTrainer(TrainerBase):
         if self.ctx.main:
             self.out.mkdir(parents=True, exist_ok=True)
             self._check_run_folder()
-        ckpt = latest_checkpoint(self.ckpt_dir) if resume else None
-        if resume and ckpt is None and self.ctx.main:
-            self._log(f"no checkpoint in {self.ckpt_dir}; starting from step 0")
+        ckpt = self._starting_checkpoint(resume)
         self._init_ema()
         self.optimizer = self._make_optimizer()
         if ckpt is not None:

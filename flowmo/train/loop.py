@@ -93,6 +93,22 @@ class TrainerBase(CheckpointingMixin, RecordsMixin):
     def ckpt_dir(self) -> Path:
         return self.out / "checkpoints"
 
+    def _starting_checkpoint(self, resume: bool) -> Optional[Path]:
+        """The checkpoint to resume from: the newest complete one with ``resume``, else None.
+        Without ``resume``, an output folder that already holds a run's checkpoints is refused
+        (CheckpointError): starting over there would mix two runs' checkpoints and metrics."""
+        from .checkpoint import CheckpointError, latest_checkpoint
+
+        found = latest_checkpoint(self.ckpt_dir)
+        if resume:
+            if found is None and self.ctx.main:
+                self._log(f"no checkpoint in {self.ckpt_dir}; starting from step 0")
+            return found
+        if found is not None:
+            raise CheckpointError(f"{self.out} already holds a run (its newest checkpoint: {found.name}); continue it "
+                                  "with --resume (resume=True), or give another output folder")
+        return None
+
     def _init_ema(self) -> None:
         """EMA weights = a float32 copy of the current weights (when enabled and not restored)."""
         if not self.ema and self.tc.ema.enabled:

@@ -25,8 +25,11 @@ class RecordsMixin:
                     from torch.utils.tensorboard import SummaryWriter
 
                     self._writer = SummaryWriter(str(self.out / "tensorboard"))
-                except Exception:  # tensorboard not installed
+                except Exception as e:  # tensorboard not installed
                     self._writer = False
+                    self._log(f"note: train.log.tensorboard is on but TensorBoard is unavailable "
+                              f"({type(e).__name__}: {e}); install it (pip install tensorboard) for TensorBoard "
+                              "scalars, or set train.log.tensorboard=false; the metrics are in metrics.jsonl")
             if self._writer:
                 for k, v in metrics.items():
                     if isinstance(v, (int, float)) and math.isfinite(v):

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from ..data.files import atomic_write_text
 from ..model import FlowMo
-from .checkpoint import CheckpointError, latest_checkpoint
+from .checkpoint import CheckpointError
 from .config import TrainConfig, read_train_config
 from .ema import block_linear_weights, ema_update_, renormalize_
 from .evaluation import EvaluationMixin
@@ -64,9 +64,7 @@ class Trainer(EvaluationMixin, FreezingMixin, InitFromMixin, TrainerBase):
             _ = self.model.posttrain_objective
         self.targets: dict[str, Tensor] = {}
 
-        ckpt = latest_checkpoint(self.ckpt_dir) if resume else None
-        if resume and ckpt is None and self.ctx.main:
-            self._log(f"no checkpoint in {self.ckpt_dir}; starting from step 0")
+        ckpt = self._starting_checkpoint(resume)
         if ckpt is None and self.tc.stage == "1b":
             self._load_init(Path(self.tc.init_from))
         self._freeze_unused()
