@@ -1,10 +1,11 @@
-"""Checking a state dict against a model's expected keys and shapes, with one clear error."""
+"""Checking a state dict against a model's expected keys and shapes, with one clear error; the
+digest of a model's weights (:func:`weights_digest`)."""
 
 from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-__all__ = ["StateDictMismatchError", "check_state_dict", "check_finite"]
+__all__ = ["StateDictMismatchError", "check_state_dict", "check_finite", "weights_digest"]
 
 
 class StateDictMismatchError(ValueError):
@@ -49,3 +50,48 @@ def check_finite(state: Mapping[str, object], source: str) -> None:
            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         raise StateDictMismatchError(f"{source} holds non-finite values (NaN or Inf) in {len(bad)} tensor(s): {_fmt(bad)}")
+
+
+def weights_digest(model: object) -> str:
+    """The SHA-256 digest of a model's weights: 64 lowercase hex characters.
+
+    Two tokenizers of the same spec (the same :meth:`flowmo.FlowMoSpec.fingerprint`) but other
+    weights (retrained, re-initialised) make other tokens; this digest tells them apart. It is
+    recorded by ``flowmo tokenize`` (token sets and token files: ``tokenizer_weights``) and by the
+    generators trained on their tokens, and checked before decoding them.
+
+    Args:
+        model: a ``torch.nn.Module`` (its ``state_dict()``: parameters and persistent buffers) or a
+            mapping name -> tensor (a state dict). Tensors may live on any device; they are copied
+            to the CPU one at a time.
+    Returns:
+        ``hashlib.sha256`` over the entries sorted by name, each fed as the UTF-8 bytes of
+        ``f"{name}\\0{dtype}\\0{shape}\\0{nbytes}\\0"`` (``dtype`` as ``str(tensor.dtype)``,
+        e.g. ``torch.float32``; ``shape`` as ``",".join`` of the sizes; ``nbytes`` the data's byte
+        count) followed by the tensor's data in C order, native (little-endian) byte order.
+        So the digest depends on every value, name, dtype and shape, not on the device, the key
+        order or ``requires_grad``; the same weights in another dtype (a bfloat16 copy of float32
+        weights) are other weights. Non-tensor entries (a module's ``_extra_state``) are skipped.
+    Raises:
+        TypeError: ``model`` is neither a module nor a mapping.
+    """
+    import hashlib
+
+    import torch
+
+    if isinstance(model, torch.nn.Module):
+        state = model.state_dict()
+    elif isinstance(model, Mapping):
+        state = model
+    else:
+        raise TypeError(f"model must be a torch.nn.Module or a state dict (a mapping), got {type(model).__name__}")
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name]
+        if not isinstance(t, torch.Tensor):
+            continue
+        t = t.detach().to("cpu").contiguous()
+        data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        h.update(f"{name}\0{t.dtype}\0{','.join(map(str, t.shape))}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()

@@ -136,3 +136,66 @@ def test_classes_refuses_loose_images_groups_and_several_inputs(tmp_path, tree, 
         assert _tokenize("--model", tokenizer, *args, "--output", tmp_path / "s", "--classes") == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "s" / "index.json").exists()
+
+
+def _tree_state(folder):
+    return {p.relative_to(folder).as_posix(): (p.read_bytes() if p.is_file() else None)
+            for p in sorted(folder.rglob("*"))}
+
+
+def test_a_failure_midway_keeps_the_old_set_with_overwrite(tmp_path, tree, tokenizer, capsys):
+    out = tmp_path / "set"
+    assert _tokenize("--model", tokenizer, "--input", tree, "--output", out, "--classes", "--shard-size", 2) == 0
+    before, old = _tree_state(out), read_token_set(out)
+    # the same tree with its last image truncated: its header reads, its pixels do not
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(tree, bad)
+    last = bad / "cow" / "im1.png"
+    last.write_bytes(last.read_bytes()[: len(last.read_bytes()) // 2])
+    capsys.readouterr()
+    # batches of 2 in shards of 2: three shards are staged before the truncated image fails
+    assert _tokenize("--model", tokenizer, "--input", bad, "--output", out, "--classes", "--overwrite",
+                     "--shard-size", 2, "--batch-size", 2) != 0
+    assert "truncated" in capsys.readouterr().err
+    assert _tree_state(out) == before  # the old set as it was; no staged shards left
+    again = read_token_set(out)
+    assert again.sources == old.sources and torch.equal(again.sequences, old.sequences)
+    # and a fresh output folder is not left behind by a failed run
+    assert _tokenize("--model", tokenizer, "--input", bad, "--output", tmp_path / "fresh", "--classes",
+                     "--shard-size", 2, "--batch-size", 2) != 0
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_the_tokenizer_weights_are_recorded_and_checked_by_detokenize(tmp_path, tree, tokenizer, capsys):
+    from flowmo.data.tokens import write_tokens
+    from flowmo.state_dicts import weights_digest
+
+    model = flowmo.FlowMo.from_pretrained(tokenizer)
+    digest = weights_digest(model)
+    out = tmp_path / "set"
+    assert _tokenize("--model", tokenizer, "--input", tree, "--output", out, "--classes", "--shard-size", 4) == 0
+    assert json.loads((out / "index.json").read_text())["tokenizer_weights"] == digest
+    assert read_tokens(out / "shard-00001.safetensors").tokenizer_weights == digest
+    assert read_token_set(out).tokenizer_weights == digest
+    # single token files record it too
+    assert _tokenize("--model", tokenizer, "--input", tree / "ant", "--output", tmp_path / "t.safetensors") == 0
+    assert read_tokens(tmp_path / "t.safetensors").tokenizer_weights == digest
+
+    # a tokenizer of the same spec, re-initialised: detokenize refuses its tokens with the reason
+    torch.manual_seed(5)
+    other = tmp_path / "other"
+    flowmo.FlowMo(flowmo.flowmo_tiny()).save_pretrained(other)
+    assert flowmo.FlowMo.from_pretrained(other).spec.fingerprint() == model.spec.fingerprint()
+    capsys.readouterr()
+    detok = ["detokenize", "--tokens", str(tmp_path / "t.safetensors"), "--device", "cpu", "-q", "--steps", "1"]
+    assert main([*detok, "--model", str(other), "--output", str(tmp_path / "o1")]) == 2
+    assert "same architecture, other weights" in capsys.readouterr().err
+    assert main([*detok, "--model", str(tokenizer), "--output", str(tmp_path / "o2")]) == 0
+    # a token file without the digest (written before it existed) decodes with the spec check only
+    tf = read_tokens(tmp_path / "t.safetensors")
+    write_tokens(tmp_path / "old.safetensors", tf.tokens, spec=model.spec, sources=tf.sources, groups=False)
+    assert read_tokens(tmp_path / "old.safetensors").tokenizer_weights is None
+    assert main(["detokenize", "--tokens", str(tmp_path / "old.safetensors"), "--model", str(other), "--device", "cpu",
+                 "-q", "--steps", "1", "--output", str(tmp_path / "o3")]) == 0

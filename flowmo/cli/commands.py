@@ -130,6 +130,7 @@ def _cmd_tokenize(args: argparse.Namespace, ctx: _Ctx) -> int:
     import torch
 
     from ..io import load_image, write_tokens
+    from ..state_dicts import weights_digest
 
     if getattr(args, "classes", False):
         from .tokenize_set import tokenize_class_folders
@@ -152,7 +153,8 @@ def _cmd_tokenize(args: argparse.Namespace, ctx: _Ctx) -> int:
             bar.update(b - a)
     tokens = torch.cat(parts)
     _resize_note(args, ctx, size)
-    path = write_tokens(args.output, tokens, spec=model.spec, sources=[f.name for f in files], groups=args.groups)
+    path = write_tokens(args.output, tokens, spec=model.spec, sources=[f.name for f in files], groups=args.groups,
+                        tokenizer_weights=weights_digest(model))
     ctx.say(f"wrote tokens {tuple(tokens.shape)} of {len(files)} image{'s' if len(files) != 1 else ''} to {path} "
             f"(model fingerprint {model.spec.fingerprint()})")
     return 0
@@ -173,6 +175,14 @@ def _cmd_detokenize(args: argparse.Namespace, ctx: _Ctx) -> int:
             f"tokens in {args.tokens!r} were made by a model with spec fingerprint {tf.fingerprint}, "
             f"but {args.model!r} has fingerprint {fp}; decode them with the model that made them"
         )
+    if tf.tokenizer_weights is not None:  # recorded by 'flowmo tokenize' since the weights digest exists
+        from ..state_dicts import weights_digest
+
+        digest = weights_digest(model)
+        if digest != tf.tokenizer_weights:
+            raise CLIError(f"tokens in {args.tokens!r} were made by a model of the same spec but other weights "
+                           f"(weights digest {tf.tokenizer_weights[:16]}..., {args.model!r} has {digest[:16]}...): "
+                           "same architecture, other weights; decode them with the model that made them")
     t = model.spec.code_length
     if tf.tokens.shape[1] != t:
         raise CLIError(f"tokens have {tf.tokens.shape[1]} per image but the model expects {t}")

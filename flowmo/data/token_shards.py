@@ -10,8 +10,14 @@ A token set is a folder::
 ``index.json`` holds ``format`` (``flowmo-token-set``), ``version``, ``fingerprint`` (the
 tokenizer spec's), ``layout`` (a :class:`~flowmo.data.token_layout.TokenLayout` object),
 ``classes`` (names; label i is ``classes[i]``), ``augment`` (e.g. ``["hflip"]``: each image was
-also tokenized mirrored) and ``shards`` (``[{"file": ..., "count": ...}]``) with ``count``, their
-total. Every shard is a valid token file, so ``flowmo detokenize`` decodes one directly.
+also tokenized mirrored) and ``shards`` (``[{"file": ..., "count": ...}]``, each file once) with ``count``, their
+total, and (when the writer was given it) ``tokenizer_weights``, the tokenizer's
+:func:`~flowmo.state_dicts.weights_digest`, also in every shard's metadata. Every shard is a
+valid token file, so ``flowmo detokenize`` decodes one directly.
+
+Writing (:class:`TokenShardWriter`) stages the new shards in a hidden ``.partial-*`` folder
+inside the set's folder and moves them in only at the end, so replacing a set (``overwrite``)
+leaves the old one readable until the new one is complete.
 
 Class folders (the ImageNet layout: one sub-folder of images per class, the class name the
 sub-folder's name) are listed by :func:`class_folder_images`.
@@ -21,26 +27,29 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
-from .files import atomic_write_text
+from .files import atomic_write_text, fsync_dir
 from .images import IMAGE_EXTENSIONS
 from .listing import list_folder_images
 from .token_layout import TokenLayout
 from .tokens import read_tokens, write_tokens
 
 __all__ = ["TokenSet", "TokenShardWriter", "read_token_set", "class_folder_images",
-           "TOKEN_SET_FORMAT", "TOKEN_SET_VERSION", "INDEX_NAME"]
+           "TOKEN_SET_FORMAT", "TOKEN_SET_VERSION", "INDEX_NAME", "STAGING_PREFIX"]
 
 PathLike = Union[str, os.PathLike]
 TOKEN_SET_FORMAT = "flowmo-token-set"
 TOKEN_SET_VERSION = "1"
 INDEX_NAME = "index.json"
+STAGING_PREFIX = ".partial-"
 
 
 def class_folder_images(root: PathLike, *, argument: str = "root") -> tuple[list[str], list[tuple[Path, int]]]:
@@ -88,6 +97,8 @@ class TokenSet:
         spec_json: the tokenizer's spec JSON.
         sources: N source names (relative image paths; mirrored images end in ``#hflip``).
         augment: the augmentations tokenized beside the originals, e.g. ``("hflip",)``.
+        tokenizer_weights: the tokenizer's :func:`~flowmo.state_dicts.weights_digest`, or None
+            for a set written without it.
     """
 
     sequences: Tensor
@@ -97,48 +108,75 @@ class TokenSet:
     spec_json: str
     sources: list[str]
     augment: tuple[str, ...] = ()
+    tokenizer_weights: Optional[str] = None
 
     def __len__(self) -> int:
         return int(self.sequences.shape[0])
 
 
+def _is_shard_name(name: str) -> bool:
+    return name.startswith("shard-") and name.endswith(".safetensors")
+
+
 class TokenShardWriter:
     """Write a token set shard by shard (see the module docstring); a context manager.
 
+    Shards are written into a hidden staging folder inside ``folder`` (``.partial-<random>``,
+    created with the first full shard); :meth:`close` then removes an existing set's
+    ``index.json`` and shards, moves the new shards in (renames within one file system) and
+    writes the new ``index.json`` last. So until :meth:`close` an existing set (``overwrite``)
+    stays complete and readable; an exception inside the ``with`` block (or :meth:`abort`)
+    removes the staging folder, and ``folder`` too when this writer created it and it is empty,
+    leaving the file system as it was. A process killed before :meth:`close` leaves the staging
+    folder behind (hidden, never read as part of a set).
+
     Args:
         folder: the output folder (created; must not hold a token set unless ``overwrite``).
-        spec: the tokenizer's FlowMoSpec.
+        spec: the tokenizer's :class:`flowmo.FlowMoSpec`.
         layout: its :class:`TokenLayout` (:func:`~flowmo.data.token_layout.layout_for`).
-        classes: the class names.
-        shard_size: images per shard (>= 1).
-        augment: recorded in the index (what the caller tokenized beside the originals).
-        overwrite: replace an existing token set's index and shards.
+        classes: the class names (a list or tuple of distinct strings).
+        shard_size: images per shard (an int >= 1).
+        augment: recorded in the index (what the caller tokenized beside the originals): a list or
+            tuple of distinct strings, e.g. ``["hflip"]``.
+        overwrite: a bool: replace an existing token set (at :meth:`close`).
+        tokenizer_weights: the tokenizer's :func:`~flowmo.state_dicts.weights_digest`, recorded
+            in the index and every shard (None: not recorded).
     Raises:
-        ValueError: bad arguments, or a token set already in ``folder``.
+        TypeError: an argument of the wrong type (naming it): ``spec`` not a FlowMoSpec,
+            ``layout`` not a TokenLayout (a JSON string: :meth:`TokenLayout.from_json` it first),
+            ``classes`` / ``augment`` a string or holding non-strings, ``overwrite`` not a bool.
+        ValueError: bad values (naming the argument), or a token set already in ``folder``.
     """
 
     def __init__(self, folder: PathLike, *, spec: Any, layout: TokenLayout, classes: Sequence[str],
-                 shard_size: int = 10_000, augment: Sequence[str] = (), overwrite: bool = False) -> None:
+                 shard_size: int = 10_000, augment: Sequence[str] = (), overwrite: bool = False,
+                 tokenizer_weights: Optional[str] = None) -> None:
+        from ..spec import FlowMoSpec
+        from .tokens import check_weights_digest
+
+        if not isinstance(spec, FlowMoSpec):
+            raise TypeError(f"spec must be a flowmo.FlowMoSpec (the tokenizer's), got {type(spec).__name__}")
+        if not isinstance(layout, TokenLayout):
+            hint = " (parse a layout's JSON with TokenLayout.from_json)" if isinstance(layout, (str, bytes, dict)) else ""
+            raise TypeError(f"layout must be a TokenLayout{hint}, got {type(layout).__name__}")
         if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
             raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
+        if not isinstance(overwrite, bool):
+            raise TypeError(f"overwrite must be a bool, got {type(overwrite).__name__}")
         if layout.fingerprint != spec.fingerprint():
             raise ValueError("layout's fingerprint is not the spec's: the layout belongs to another tokenizer")
-        classes = list(classes)
-        if not classes or len(set(classes)) != len(classes) or not all(isinstance(c, str) for c in classes):
-            raise ValueError(f"classes must be a non-empty list of distinct names, got {classes!r}")
+        self.classes = _names(classes, "classes", empty=False)
+        self.augment = tuple(_names(augment, "augment", empty=True))
+        self.tokenizer_weights = (None if tokenizer_weights is None
+                                  else check_weights_digest(tokenizer_weights, "tokenizer_weights"))
         self.folder = Path(folder)
         if self.folder.exists() and not self.folder.is_dir():
             raise ValueError(f"token set output {str(self.folder)!r} is a file; give a folder")
-        old = sorted(self.folder.glob("shard-*.safetensors")) if self.folder.is_dir() else []
-        if (old or (self.folder / INDEX_NAME).exists()) and not overwrite:
+        if _holds_set(self.folder) and not overwrite:
             raise ValueError(f"{str(self.folder)!r} already holds a token set; pass overwrite=True (--overwrite) to replace it")
-        if overwrite:
-            (self.folder / INDEX_NAME).unlink(missing_ok=True)
-            for p in old:
-                p.unlink()
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.spec, self.layout, self.classes = spec, layout, classes
-        self.shard_size, self.augment = shard_size, tuple(augment)
+        self.spec, self.layout, self.shard_size, self.overwrite = spec, layout, shard_size, overwrite
+        self._made_folder = False
+        self._staging: Optional[Path] = None
         self._rows: list[tuple[Tensor, Tensor, list[str]]] = []
         self._pending = 0
         self._shards: list[dict] = []
@@ -146,61 +184,199 @@ class TokenShardWriter:
 
     def add(self, indices: Tensor, labels: Tensor, sources: Sequence[str]) -> None:
         """Append a batch: ``indices`` as the tokenizer gives them ((B, T), or (B, T, G) for a
-        group layout), int64 ``labels`` (B,), B source names. Full shards are written at once."""
+        group layout), int64 ``labels`` (B,) in [0, len(classes)), B source names (a list or
+        tuple of strings). Full shards are written (to the staging folder) at once.
+
+        Raises:
+            TypeError: ``indices`` / ``labels`` not integer tensors; ``sources`` a string or
+                holding non-strings.
+            ValueError: wrong shapes or counts, values out of range, a closed writer.
+        """
         if self._closed:
             raise ValueError("this TokenShardWriter is closed")
-        self.layout.to_sequence(indices, "indices")  # checks shape and range
-        if not isinstance(labels, Tensor) or labels.dtype != torch.int64 or labels.shape != (indices.shape[0],):
-            raise ValueError(f"labels must be an int64 tensor of shape ({indices.shape[0]},)")
-        if len(sources) != indices.shape[0]:
-            raise ValueError(f"{len(sources)} source names for {indices.shape[0]} rows")
+        self.layout.to_sequence(indices, "indices")  # checks type, shape and range
+        n = int(indices.shape[0])
+        if not isinstance(labels, Tensor) or labels.dtype != torch.int64:
+            got = labels.dtype if isinstance(labels, Tensor) else type(labels).__name__
+            raise TypeError(f"labels must be an int64 tensor of shape ({n},), got {got}")
+        if labels.shape != (n,):
+            raise ValueError(f"labels must be an int64 tensor of shape ({n},), got shape {tuple(labels.shape)}")
+        if n and (int(labels.min()) < 0 or int(labels.max()) >= len(self.classes)):
+            raise ValueError(f"labels must lie in [0, {len(self.classes)}) (one per class), "
+                             f"got [{int(labels.min())}, {int(labels.max())}]")
+        if isinstance(sources, (str, bytes)) or not isinstance(sources, Sequence):
+            raise TypeError(f"sources must be a list of {n} names, got {type(sources).__name__}")
+        if not all(isinstance(x, str) for x in sources):
+            raise TypeError("sources must be strings (the source images' names)")
+        if len(sources) != n:
+            raise ValueError(f"{len(sources)} source names for {n} rows")
         self._rows.append((indices.detach().cpu().to(torch.int64), labels.detach().cpu(), list(sources)))
-        self._pending += int(indices.shape[0])
+        self._pending += n
         while self._pending >= self.shard_size:
             self._flush(self.shard_size)
+
+    def _staging_folder(self) -> Path:
+        if self._staging is None:
+            if not self.folder.exists():
+                self.folder.mkdir(parents=True)
+                self._made_folder = True
+            self._staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.folder))
+        return self._staging
 
     def _flush(self, n: int) -> None:
         tokens = torch.cat([r[0] for r in self._rows])
         labels = torch.cat([r[1] for r in self._rows])
         sources = [s for r in self._rows for s in r[2]]
         name = f"shard-{len(self._shards):05d}.safetensors"
-        write_tokens(self.folder / name, tokens[:n], spec=self.spec, sources=sources[:n],
-                     groups=self.layout.kind == "group", labels=labels[:n], classes=self.classes, layout=self.layout)
+        write_tokens(self._staging_folder() / name, tokens[:n], spec=self.spec, sources=sources[:n],
+                     groups=self.layout.kind == "group", labels=labels[:n], classes=self.classes, layout=self.layout,
+                     tokenizer_weights=self.tokenizer_weights)
         self._shards.append({"file": name, "count": n})
         rest = tokens.shape[0] - n
         self._rows = [(tokens[n:], labels[n:], sources[n:])] if rest else []
         self._pending = rest
 
     def close(self) -> Path:
-        """Write the last shard and then ``index.json`` (atomically); returns the index's path."""
+        """Write the last shard, replace an existing set's index and shards with the new shards
+        and write ``index.json`` last (atomically); returns the index's path.
+
+        Raises:
+            ValueError: no rows were added (a token set holds at least one row); the writer is
+                then closed and an existing set untouched.
+        """
         if self._closed:
             return self.folder / INDEX_NAME
-        if self._pending:
-            self._flush(self._pending)
-        index = {"format": TOKEN_SET_FORMAT, "version": TOKEN_SET_VERSION, "fingerprint": self.spec.fingerprint(),
-                 "layout": json.loads(self.layout.to_json()), "classes": self.classes, "augment": list(self.augment),
-                 "shards": self._shards, "count": sum(s["count"] for s in self._shards)}
+        if not self._pending and not self._shards:
+            self.abort()
+            raise ValueError("no rows were added to this TokenShardWriter: a token set holds at least one row "
+                             "(nothing was written)")
+        try:
+            if self._pending:
+                self._flush(self._pending)
+            staging = self._staging_folder()
+            index = {"format": TOKEN_SET_FORMAT, "version": TOKEN_SET_VERSION, "fingerprint": self.spec.fingerprint(),
+                     "layout": json.loads(self.layout.to_json()), "classes": self.classes,
+                     "augment": list(self.augment), "shards": self._shards,
+                     "count": sum(s["count"] for s in self._shards)}
+            if self.tokenizer_weights is not None:
+                index["tokenizer_weights"] = self.tokenizer_weights
+            # the old set stops being readable here, and the new one is complete with its index
+            (self.folder / INDEX_NAME).unlink(missing_ok=True)
+            for p in self.folder.iterdir():
+                if _is_shard_name(p.name) and p.is_file():
+                    p.unlink()
+            for s in self._shards:
+                os.replace(staging / s["file"], self.folder / s["file"])
+            fsync_dir(self.folder)
+            path = atomic_write_text(self.folder / INDEX_NAME, json.dumps(index, indent=1) + "\n")
+        except BaseException:
+            self.abort()
+            raise
+        self._remove_staging()
         self._closed = True
-        return atomic_write_text(self.folder / INDEX_NAME, json.dumps(index, indent=1) + "\n")
+        return path
+
+    def abort(self) -> None:
+        """Discard what was written: the staging folder, and ``folder`` when this writer created it
+        and it is left empty. An existing set is untouched. The writer is closed afterwards."""
+        self._closed = True
+        self._rows, self._pending = [], 0
+        self._remove_staging()
+        if self._made_folder:
+            try:
+                self.folder.rmdir()  # only when empty
+            except OSError:
+                pass
+
+    def _remove_staging(self) -> None:
+        if self._staging is not None:
+            shutil.rmtree(self._staging, ignore_errors=True)
+            self._staging = None
 
     def __enter__(self) -> "TokenShardWriter":
         return self
 
     def __exit__(self, exc_type, *_: Any) -> None:
         if exc_type is None:
-            self.close()  # an exception leaves no index: the set reads as incomplete
+            self.close()
+        else:
+            self.abort()  # an existing set stays as it was; nothing of the new one is left
+
+
+def _names(value: Any, name: str, *, empty: bool) -> list[str]:
+    """A list of distinct strings given as a list or tuple; TypeError / ValueError naming ``name``."""
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"{name} must be a list of names (strings), got {type(value).__name__} {value!r:.60}")
+    if not all(isinstance(c, str) for c in value):
+        raise TypeError(f"{name} must hold strings, got {[type(c).__name__ for c in value]}")
+    if (not value and not empty) or len(set(value)) != len(value) or any(not c for c in value):
+        raise ValueError(f"{name} must be a {'' if empty else 'non-empty '}list of distinct non-empty names, got {list(value)!r}")
+    return list(value)
+
+
+def _holds_set(folder: Path) -> bool:
+    return folder.is_dir() and ((folder / INDEX_NAME).exists()
+                                or any(_is_shard_name(p.name) for p in folder.iterdir()))
 
 
 def _bad(folder: Path, why: str) -> ValueError:
     return ValueError(f"token set {str(folder)!r}: {why}")
 
 
+def _parse_index(index: Any) -> tuple[TokenLayout, list[str], list[dict], tuple[str, ...], int, Optional[str]]:
+    """The checked fields of an index.json; ValueError / TypeError with the reason."""
+    from .tokens import check_weights_digest
+
+    if not isinstance(index, dict):
+        raise TypeError(f"the index must be a JSON object, got {type(index).__name__}")
+    if index.get("format") != TOKEN_SET_FORMAT:
+        raise ValueError(f"format is {index.get('format')!r}, not {TOKEN_SET_FORMAT!r}")
+    if index.get("version") != TOKEN_SET_VERSION:
+        raise ValueError(f"version is {index.get('version')!r}; this flowmo reads version {TOKEN_SET_VERSION!r} "
+                         "(a newer flowmo wrote it?)")
+    if not isinstance(index.get("fingerprint"), str):
+        raise TypeError(f"fingerprint must be a string, got {index.get('fingerprint')!r:.60}")
+    layout = TokenLayout.from_json(json.dumps(index["layout"]))
+    classes = _names(index["classes"], "classes", empty=False)
+    augment = tuple(_names(index.get("augment", []), "augment", empty=True))
+    shards = index["shards"]
+    if not isinstance(shards, list):
+        raise TypeError(f"shards must be a list, got {type(shards).__name__}")
+    seen = set()
+    for k, entry in enumerate(shards):
+        if not isinstance(entry, dict):
+            raise TypeError(f"shards[{k}] must be an object {{\"file\": ..., \"count\": ...}}, got {entry!r:.60}")
+        file, count = entry.get("file"), entry.get("count")
+        if not isinstance(file, str) or not file:
+            raise TypeError(f"shards[{k}].file must be a file name, got {file!r:.60}")
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"shards[{k}].count must be a positive integer, got {count!r:.60}")
+        if file in seen:
+            raise ValueError(f"shard {file!r} is listed twice")
+        seen.add(file)
+    count = index["count"]
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise TypeError(f"count must be an integer, got {count!r:.60}")
+    if count != sum(e["count"] for e in shards):
+        raise ValueError(f"count is {count} but its shards' counts sum to {sum(e['count'] for e in shards)}")
+    weights = index.get("tokenizer_weights")
+    if weights is not None:
+        check_weights_digest(weights, "tokenizer_weights")
+    return layout, classes, shards, augment, count, weights
+
+
 def read_token_set(path: PathLike) -> TokenSet:
     """Read a token set folder (or one labelled token file, e.g. a single shard).
 
-    Every shard is checked against the index: the same fingerprint, layout and classes, and the
-    counts written there. Raises FileNotFoundError when absent, ValueError (naming the file)
-    when incomplete (no ``index.json``: an interrupted ``flowmo tokenize``) or inconsistent.
+    The index is checked (format, version :data:`TOKEN_SET_VERSION`, field types, each shard
+    listed once, ``count`` the sum of the shards' counts) and every shard against it: the same
+    fingerprint, layout, classes and tokenizer weights digest, and the count written there.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError (``token set '...': ...``, with the reason): incomplete (no ``index.json``: an
+            interrupted ``flowmo tokenize``), an unreadable or malformed index (``unreadable
+            index.json (...)``), a missing or inconsistent shard.
     """
     path = Path(path)
     if path.is_file():
@@ -209,7 +385,8 @@ def read_token_set(path: PathLike) -> TokenSet:
             raise _bad(path, "is a token file without labels and layout; write one with "
                              "'flowmo tokenize --classes' (a class-folder tree)")
         layout = TokenLayout.from_json(tf.layout)
-        return TokenSet(layout.to_sequence(tf.tokens), tf.labels, tf.classes, layout, tf.spec_json, tf.sources)
+        return TokenSet(layout.to_sequence(tf.tokens), tf.labels, tf.classes, layout, tf.spec_json, tf.sources,
+                        tokenizer_weights=tf.tokenizer_weights)
     if not path.is_dir():
         raise FileNotFoundError(f"token set {str(path)!r} does not exist")
     index_path = path / INDEX_NAME
@@ -217,31 +394,31 @@ def read_token_set(path: PathLike) -> TokenSet:
         raise _bad(path, f"has no {INDEX_NAME}: it is incomplete (an interrupted 'flowmo tokenize'?) or not a token set")
     try:
         index = json.loads(index_path.read_text())
-        if index.get("format") != TOKEN_SET_FORMAT:
-            raise ValueError(f"format is {index.get('format')!r}, not {TOKEN_SET_FORMAT!r}")
-        layout = TokenLayout.from_json(json.dumps(index["layout"]))
-        classes, shards = list(index["classes"]), list(index["shards"])
-        augment = tuple(index.get("augment", ()))
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
+        layout, classes, shards, augment, _, weights = _parse_index(index)
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError, ValueError) as e:
         raise _bad(path, f"unreadable {INDEX_NAME} ({type(e).__name__}: {e})") from None
-    if layout.fingerprint != index.get("fingerprint"):
+    if layout.fingerprint != index["fingerprint"]:
         raise _bad(path, "the index's layout and fingerprint disagree")
+    if not shards:
+        raise _bad(path, "holds no shards")
     seqs, labels, sources, spec_json = [], [], [], ""
     for entry in shards:
-        file = path / str(entry.get("file", ""))
+        file = path / entry["file"]
         if not file.is_file() or file.parent != path:
-            raise _bad(path, f"shard {entry.get('file')!r} listed in {INDEX_NAME} is missing")
+            raise _bad(path, f"shard {entry['file']!r} listed in {INDEX_NAME} is missing")
         tf = read_tokens(file)
         if tf.fingerprint != layout.fingerprint or tf.layout is None or TokenLayout.from_json(tf.layout) != layout:
             raise _bad(path, f"shard {file.name} was written by another tokenizer or in another layout")
+        if tf.tokenizer_weights != weights:
+            raise _bad(path, f"shard {file.name} records other tokenizer weights ({tf.tokenizer_weights}) "
+                             f"than the index ({weights})")
         if tf.classes != classes or tf.labels is None:
             raise _bad(path, f"shard {file.name} has other classes than the index")
-        if tf.tokens.shape[0] != entry.get("count"):
-            raise _bad(path, f"shard {file.name} holds {tf.tokens.shape[0]} rows, the index says {entry.get('count')}")
+        if tf.tokens.shape[0] != entry["count"]:
+            raise _bad(path, f"shard {file.name} holds {tf.tokens.shape[0]} rows, the index says {entry['count']}")
         seqs.append(layout.to_sequence(tf.tokens, f"{file.name} tokens"))
         labels.append(tf.labels)
         sources += tf.sources
         spec_json = tf.spec_json
-    if not seqs:
-        raise _bad(path, "holds no shards")
-    return TokenSet(torch.cat(seqs), torch.cat(labels), classes, layout, spec_json, sources, augment)
+    # each shard's rows were checked against its entry, and the entries against ``count``
+    return TokenSet(torch.cat(seqs), torch.cat(labels), classes, layout, spec_json, sources, augment, weights)

@@ -11,6 +11,11 @@ Labelled token files (the data of a class-conditional generator, see
 [0, len(classes)) and the metadata ``classes`` (a JSON list of class names) and ``layout``
 (:meth:`flowmo.data.token_layout.TokenLayout.to_json`). Files without them read as before,
 with ``labels``, ``classes`` and ``layout`` None.
+
+``flowmo tokenize`` also records ``tokenizer_weights``, the digest of the tokenizer's weights
+(:func:`flowmo.state_dicts.weights_digest`: 64 hex characters), so tokens are not decoded by a
+tokenizer of the same spec but other weights; files without it read with ``tokenizer_weights``
+None (only the spec fingerprint is then checked).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from torch import Tensor
 
 from .files import atomic_write
 
-__all__ = ["TokenFile", "TOKEN_FORMAT", "TOKEN_FORMAT_VERSION", "write_tokens", "read_tokens"]
+__all__ = ["TokenFile", "TOKEN_FORMAT", "TOKEN_FORMAT_VERSION", "write_tokens", "read_tokens", "check_weights_digest"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -49,16 +54,19 @@ class TokenFile:
     labels: Optional[Tensor] = None  # int64 (N,), class indices into ``classes``
     classes: Optional[list[str]] = None
     layout: Optional[str] = None  # TokenLayout JSON
+    tokenizer_weights: Optional[str] = None  # flowmo.state_dicts.weights_digest of the tokenizer
 
 
 def write_tokens(path: PathLike, tokens: Tensor, *, spec: Any, sources: Sequence[str], groups: bool,
                  labels: Optional[Tensor] = None, classes: Optional[Sequence[str]] = None,
-                 layout: Optional[Any] = None) -> Path:
+                 layout: Optional[Any] = None, tokenizer_weights: Optional[str] = None) -> Path:
     """Write a token file (see module docstring), atomically, creating parent folders.
 
     ``labels`` (int64 (N,), in [0, len(classes))) and ``classes`` come together or not at all;
     ``layout`` is a :class:`~flowmo.data.token_layout.TokenLayout` (or its JSON) whose fingerprint
-    must be ``spec``'s. TypeError / ValueError naming the argument otherwise."""
+    must be ``spec``'s; ``tokenizer_weights`` is the tokenizer's
+    :func:`~flowmo.state_dicts.weights_digest` (64 hex characters) or None (not recorded).
+    TypeError / ValueError naming the argument otherwise."""
     from safetensors.torch import save_file
 
     if tokens.dtype != torch.int64:
@@ -75,6 +83,8 @@ def write_tokens(path: PathLike, tokens: Tensor, *, spec: Any, sources: Sequence
         "sources": json.dumps(list(sources)),
         "groups": "true" if groups else "false",
     }
+    if tokenizer_weights is not None:
+        meta["tokenizer_weights"] = check_weights_digest(tokenizer_weights, "tokenizer_weights")
     data = {"tokens": tokens.detach().cpu().contiguous()}
     if (labels is None) != (classes is None):
         raise ValueError("labels and classes must be given together (labels: int64 (N,), classes: their names)")
@@ -95,6 +105,16 @@ def write_tokens(path: PathLike, tokens: Tensor, *, spec: Any, sources: Sequence
     if path.is_dir():
         raise ValueError(f"token output {str(path)!r} is a folder; give a file name such as tokens.safetensors")
     return atomic_write(path, lambda tmp: save_file(data, str(tmp), metadata=meta))
+
+
+def check_weights_digest(value: Any, name: str) -> str:
+    """``value`` if it is a weights digest (:func:`flowmo.state_dicts.weights_digest`: 64 lowercase
+    hex characters); TypeError / ValueError naming ``name`` otherwise."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a weights digest (a string of 64 hex characters), got {type(value).__name__}")
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise ValueError(f"{name} must be a weights digest (64 lowercase hex characters), got {value!r:.80}")
+    return value
 
 
 def _check_labels(labels: Any, classes: list, n: int, name: str) -> None:
@@ -171,4 +191,11 @@ def read_tokens(path: PathLike) -> TokenFile:
             raise ValueError(f"{str(path)!r}: {e}") from None
         if parsed.fingerprint != meta["fingerprint"] or (parsed.kind == "group") != groups:
             raise ValueError(f"{str(path)!r}: its layout does not match its fingerprint and groups")
-    return TokenFile(tokens, meta["fingerprint"], meta.get("spec", ""), sources, groups, labels, classes, layout)
+    weights = meta.get("tokenizer_weights")
+    if weights is not None:
+        try:
+            check_weights_digest(weights, "its 'tokenizer_weights' metadata")
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{str(path)!r}: {e}") from None
+    return TokenFile(tokens, meta["fingerprint"], meta.get("spec", ""), sources, groups, labels, classes, layout,
+                     weights)

@@ -3,9 +3,12 @@ them through the tokenizer that made the generator's training tokens.
 
 A generator folder (:meth:`TokenGenerator.save_pretrained`) records, in its ``metadata``, the
 token layout its sequences follow (``"layout"``: :meth:`flowmo.data.token_layout.TokenLayout.to_json`
-or the same object as a dict), the tokenizer's spec fingerprint (``"tokenizer_fingerprint"``) and
-the class names (``"classes"``). :func:`generate_images` refuses a tokenizer other than the one the
-layout names (:meth:`TokenLayout.check_tokenizer`: its reason in the message), then turns each
+or the same object as a dict), the tokenizer's spec fingerprint (``"tokenizer_fingerprint"``), the
+digest of the tokenizer's weights (``"tokenizer_weights"``: :func:`flowmo.state_dicts.weights_digest`;
+absent from folders written before it existed) and the class names (``"classes"``).
+:func:`generate_images` refuses a tokenizer other than the one the layout names
+(:meth:`TokenLayout.check_tokenizer`: its reason in the message) or, where the digest is recorded,
+one of the same spec with other weights (:func:`check_tokenizer`), then turns each
 sequence into tokenizer indices (:meth:`TokenLayout.from_sequence`), the indices into the quantized
 code (``FlowMo.tokens_to_code``, or ``quantizer.group_indices_to_codes`` for the entropy-group
 layout) and the code into images (``FlowMo.decode`` with the tokenizer's sampler), image ``i``
@@ -25,8 +28,10 @@ from torch import Tensor
 
 from flowmo.data.noise import image_noise
 from flowmo.data.token_layout import TokenLayout
+from flowmo.data.tokens import check_weights_digest
 from flowmo.imports import check_recorded_modules, unknown_component_message
 from flowmo.registry import GENERATORS, UnknownComponentError
+from flowmo.state_dicts import weights_digest
 
 from ._checks import check_int
 from .base import GENERATOR_CONFIG_NAME, TokenGenerator, read_generator_config
@@ -145,7 +150,11 @@ def check_tokenizer(generator: TokenGenerator, tokenizer: Any, layout: Optional[
     Raises:
         ValueError: no layout given or recorded; the layout's sequence length or vocabulary is not
             the generator's; the tokenizer is not the one the layout (and the metadata's
-            ``"tokenizer_fingerprint"``) names, with the reason (:meth:`TokenLayout.check_tokenizer`).
+            ``"tokenizer_fingerprint"``) names, with the reason (:meth:`TokenLayout.check_tokenizer`);
+            the metadata records the tokenizer's weights digest (``"tokenizer_weights"``) and this
+            tokenizer's (:func:`flowmo.state_dicts.weights_digest`) differs: "same architecture,
+            other weights" (a retrained or re-initialised tokenizer makes other tokens). Without a
+            recorded digest only the spec is checked.
     """
     if layout is None:
         layout = recorded_layout(generator.metadata)
@@ -162,7 +171,20 @@ def check_tokenizer(generator: TokenGenerator, tokenizer: Any, layout: Optional[
     if fp is not None and fp != layout.fingerprint:
         raise ValueError(f"the generator's metadata names the tokenizer fingerprint {fp} but its layout names "
                          f"{layout.fingerprint}: the folder is inconsistent")
+    weights = generator.metadata.get("tokenizer_weights")
+    if weights is not None:
+        try:
+            check_weights_digest(weights, "the generator's metadata \"tokenizer_weights\"")
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{e}: the folder is damaged") from None
     layout.check_tokenizer(tokenizer, what="the generator's tokens")
+    if weights is not None:
+        digest = weights_digest(tokenizer)
+        if digest != weights:
+            raise ValueError(f"the generator's tokens were made by a tokenizer of the same spec (fingerprint "
+                             f"{layout.fingerprint}) but other weights: same architecture, other weights (weights "
+                             f"digest {weights[:16]}..., this tokenizer's {digest[:16]}...); decoding its tokens "
+                             "with this one would give wrong images: use the tokenizer whose tokens it was trained on")
     return layout
 
 

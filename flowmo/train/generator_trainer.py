@@ -14,8 +14,8 @@ Counters and checkpoint fields named after images (``images_seen``, ``skipped_im
 nothing is ever skipped.
 
 A run folder holds ``config.json`` (the resolved :class:`GeneratorTrainConfig`),
-``token_set.json`` (the token set's layout, tokenizer fingerprint and spec, classes: what an
-exported generator records), ``checkpoints/``, ``metrics.jsonl`` and TensorBoard events.
+``token_set.json`` (the token set's layout, tokenizer fingerprint, weights digest and spec,
+classes: what an exported generator records), ``checkpoints/``, ``metrics.jsonl`` and TensorBoard events.
 :func:`export_generator` writes a checkpoint's (EMA) weights as a generator folder.
 """
 
@@ -62,10 +62,15 @@ class GeneratorLoss(nn.Module):
 def generator_metadata(token_set: Any) -> dict[str, Any]:
     """What a generator trained on ``token_set`` (a :class:`~flowmo.data.token_shards.TokenSet`)
     records in its folder: ``layout`` (the TokenLayout as a JSON object), ``tokenizer_fingerprint``,
-    ``classes`` (label i is classes[i]) and ``tokenizer_spec`` (the tokenizer's FlowMoSpec as a
-    JSON object)."""
-    return {"layout": json.loads(token_set.layout.to_json()), "tokenizer_fingerprint": token_set.layout.fingerprint,
+    ``classes`` (label i is classes[i]), ``tokenizer_spec`` (the tokenizer's FlowMoSpec as a
+    JSON object) and, when the token set records it, ``tokenizer_weights`` (the tokenizer's
+    :func:`~flowmo.state_dicts.weights_digest`, checked by
+    :func:`flowmo.generators.pipeline.check_tokenizer`)."""
+    meta = {"layout": json.loads(token_set.layout.to_json()), "tokenizer_fingerprint": token_set.layout.fingerprint,
             "classes": list(token_set.classes), "tokenizer_spec": json.loads(token_set.spec_json)}
+    if getattr(token_set, "tokenizer_weights", None) is not None:
+        meta["tokenizer_weights"] = token_set.tokenizer_weights
+    return meta
 
 
 def _fingerprint(generator: TokenGenerator, layout: TokenLayout) -> str:
@@ -134,9 +139,15 @@ class GeneratorTrainer(TrainerBase):
                                   "use another output folder")
         record = self.out / TOKEN_SET_RECORD
         if record.is_file():
-            layout = json.loads(record.read_text()).get("layout")
+            recorded = json.loads(record.read_text())
+            layout = recorded.get("layout")
             if layout != json.loads(self.layout.to_json()):
                 raise CheckpointError(f"{self.out} holds a run on tokens of another layout or tokenizer ({layout}); "
+                                      "use another output folder")
+            old_weights, weights = recorded.get("tokenizer_weights"), self.token_set.tokenizer_weights
+            if old_weights is not None and weights is not None and old_weights != weights:
+                raise CheckpointError(f"{self.out} holds a run on tokens of a tokenizer with other weights (weights "
+                                      f"digest {old_weights}, this token set's {weights}): same architecture, other weights; "
                                       "use another output folder")
 
     # ---------------------------------------------------------------- hooks of the loop
@@ -221,4 +232,6 @@ def export_generator(source: Union[str, Path], out: Union[str, Path], *, weights
     parts, _ = load_checkpoint(ckpt, ["model"] + (["ema"] if weights == "ema" else []))
     g = _with_weights(config.generator, record["classes"], layout, parts["model"], parts.get("ema"))
     meta = {k: record[k] for k in ("layout", "tokenizer_fingerprint", "classes", "tokenizer_spec")}
+    if record.get("tokenizer_weights") is not None:  # runs on token sets written before the digest lack it
+        meta["tokenizer_weights"] = record["tokenizer_weights"]
     return g.save_pretrained(out, metadata=meta)

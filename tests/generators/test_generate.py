@@ -113,6 +113,33 @@ def test_a_mismatched_tokenizer_is_refused_naming_the_fingerprint(tmp_path, tok)
         generate_images(g2, tok, [0], sampler=FAST)
 
 
+def test_a_tokenizer_of_the_same_spec_with_other_weights_is_refused(tmp_path, tok):
+    from flowmo.state_dicts import weights_digest
+
+    retrained = flowmo.build(tok.spec).eval()  # the same spec, other (fresh) weights
+    torch.nn.init.normal_(next(retrained.parameters()))
+    assert retrained.spec.fingerprint() == tok.spec.fingerprint() and weights_digest(retrained) != weights_digest(tok)
+    g = load_generator(generator_folder(tmp_path / "g", tok, tokenizer_weights=weights_digest(tok)))
+    assert generate_images(g, tok, [0], sampler=FAST).images.shape == (1, 3, 32, 32)
+    with pytest.raises(ValueError, match="same architecture, other weights"):
+        generate_images(g, retrained, [0], sampler=FAST)
+    # one changed value is other weights
+    nudged = flowmo.build(tok.spec).eval()
+    nudged.load_state_dict(tok.state_dict())
+    with torch.no_grad():
+        p = next(nudged.parameters())
+        p.view(-1)[0] = torch.nextafter(p.view(-1)[0], torch.tensor(1e9))
+    with pytest.raises(ValueError, match="same architecture, other weights"):
+        generate_images(g, nudged, [0], sampler=FAST)
+    # a folder without the digest (written before it existed) checks the spec only
+    old = load_generator(generator_folder(tmp_path / "old", tok))
+    assert generate_images(old, retrained, [0], sampler=FAST).images.shape == (1, 3, 32, 32)
+    # a malformed record is refused as damage
+    old.metadata["tokenizer_weights"] = "xyz"
+    with pytest.raises(ValueError, match="tokenizer_weights.*the folder is damaged"):
+        generate_images(old, tok, [0], sampler=FAST)
+
+
 def test_inconsistent_or_missing_records_are_refused(tmp_path, tok):
     g = load_generator(generator_folder(tmp_path / "g", tok, tokenizer_fingerprint="0123456789abcdef"))
     with pytest.raises(ValueError, match="names the tokenizer fingerprint 0123456789abcdef but its layout"):

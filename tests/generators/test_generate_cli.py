@@ -14,6 +14,7 @@ import flowmo
 from flowmo.cli import main
 from flowmo.data.token_layout import layout_for
 from flowmo.generators import AutoregressiveGenerator, MaskGiT
+from flowmo.state_dicts import weights_digest
 
 SMALL = {"width": 32, "depth": 1, "heads": 2, "mlp_ratio": 2.0}
 CLASSES = ["t-shirt", "trouser", "bag"]
@@ -31,9 +32,14 @@ def folders(tmp_path_factory):
     tok = _tokenizer()
     tok.save_pretrained(root / "tok")
     _tokenizer(code_length=8).save_pretrained(root / "other_tok")
+    retrained = _tokenizer()  # the same spec, other weights
+    torch.nn.init.normal_(next(retrained.parameters()))
+    retrained.save_pretrained(root / "retrained_tok")
     layout = layout_for(tok)
     meta = {"layout": layout.to_json(), "tokenizer_fingerprint": tok.spec.fingerprint(), "classes": CLASSES,
             "tokenizer_spec": tok.spec.model_dump(mode="json")}
+    MaskGiT(vocab_size=layout.vocab_size, seq_len=layout.seq_len, num_classes=3, **SMALL).save_pretrained(
+        root / "gen_digest", metadata={**meta, "tokenizer_weights": weights_digest(tok)})
     torch.manual_seed(1)
     MaskGiT(vocab_size=layout.vocab_size, seq_len=layout.seq_len, num_classes=3, **SMALL).save_pretrained(
         root / "gen", metadata=meta)
@@ -118,6 +124,16 @@ def test_a_mismatched_tokenizer_is_refused_naming_the_fingerprint(folders, tmp_p
     err = capsys.readouterr().err
     assert err.startswith("flowmo generate: error:") and fp in err and other in err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_tokenizer_with_other_weights_is_refused_when_the_folder_records_its_digest(folders, tmp_path, capsys):
+    assert run(folders, "--classes", "bag", "--out", str(tmp_path / "o"), generator="gen_digest",
+               tokenizer="retrained_tok") == 2
+    assert "same architecture, other weights" in capsys.readouterr().err
+    assert not any((tmp_path / "o").glob("*.png"))
+    assert run(folders, "--classes", "bag", "--out", str(tmp_path / "o2"), generator="gen_digest") == 0
+    # the folder without the digest: the spec check only
+    assert run(folders, "--classes", "bag", "--out", str(tmp_path / "o3"), tokenizer="retrained_tok") == 0
 
 
 def test_a_missing_generator_folder(folders, tmp_path, capsys):

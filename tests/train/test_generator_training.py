@@ -25,7 +25,7 @@ SPEC = flowmo.flowmo_tiny()  # its layout: 16 tokens x 2 groups of 9 bits -> L =
 LAYOUT = TokenLayout("group", 16, 2, 512, SPEC.fingerprint())
 
 
-def write_token_set(folder: Path, rows_per_class: int = 12, seed: int = 0) -> Path:
+def write_token_set(folder: Path, rows_per_class: int = 12, seed: int = 0, tokenizer_weights=None) -> Path:
     """A learnable labelled token set: class c's rows repeat a class pattern with ~1/4 of the
     positions replaced by uniform noise."""
     rng = np.random.default_rng(seed)
@@ -41,7 +41,8 @@ def write_token_set(folder: Path, rows_per_class: int = 12, seed: int = 0) -> Pa
             labels.append(c)
     tokens = torch.tensor(np.stack(seqs), dtype=torch.int64).reshape(-1, LAYOUT.tokens, LAYOUT.groups)
     labels = torch.tensor(labels, dtype=torch.int64)
-    with TokenShardWriter(folder, spec=SPEC, layout=LAYOUT, classes=CLASSES, shard_size=16) as w:
+    with TokenShardWriter(folder, spec=SPEC, layout=LAYOUT, classes=CLASSES, shard_size=16,
+                          tokenizer_weights=tokenizer_weights) as w:
         w.add(tokens, labels, [f"{i}.png" for i in range(len(labels))])
     return folder
 
@@ -134,6 +135,19 @@ def test_export_loads_with_from_pretrained_and_carries_the_metadata(tmp_path, to
     # the exported generator samples sequences of the token set's layout
     out = g.generate(torch.tensor([0, 2]), steps=2, generator=torch.Generator().manual_seed(0))
     assert LAYOUT.from_sequence(out.tokens).shape == (2, 16, 2)
+
+
+def test_the_tokenizer_weights_digest_is_carried_into_the_exported_folder(tmp_path):
+    digest, other = "ab" * 32, "cd" * 32
+    tokens = write_token_set(tmp_path / "set", rows_per_class=2, tokenizer_weights=digest)
+    GeneratorTrainer(config(tokens, steps=2), tmp_path / "run").fit()
+    assert json.loads((tmp_path / "run" / "token_set.json").read_text())["tokenizer_weights"] == digest
+    meta = read_generator_config(export_generator(tmp_path / "run", tmp_path / "gen"))["metadata"]
+    assert meta["tokenizer_weights"] == digest
+    # resuming the run on the tokens of a tokenizer of the same spec but other weights is refused
+    retokenized = write_token_set(tmp_path / "set2", rows_per_class=2, tokenizer_weights=other)
+    with pytest.raises(CheckpointError, match="same architecture, other weights"):
+        GeneratorTrainer(config(retokenized, steps=4), tmp_path / "run", resume=True)
 
 
 def test_ema_off_exports_only_raw(tmp_path, token_set):
