@@ -276,7 +276,8 @@ class TokenGenerator(nn.Module, ABC):
             ValueError: a damaged or foreign config (another generator's name, a configuration
                 the constructor refuses) or weights that do not fit (missing, unexpected,
                 mis-shaped, other-dtype or non-finite tensors; the shapes are compared with the
-                weights file's header before the generator is allocated).
+                weights file's header before the generator is allocated: on the ``"meta"``
+                device, so the constructor must not compute with tensor values).
         """
         return load_generator_folder(cls, directory, device)
 

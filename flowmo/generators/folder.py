@@ -82,7 +82,7 @@ def load_generator_folder(cls: type, directory: PathLike, device: Union[str, tor
     safetensors header of ``model.safetensors`` (read without reading a tensor), so a config that
     does not match its weights (e.g. a tampered ``vocab_size``) is refused before anything is
     allocated; the real generator is built only then. A generator whose constructor cannot run
-    on the meta device (it computes with tensor values) is built directly.
+    on the meta device (it computes with tensor values) is refused with the reason.
     """
     from safetensors.torch import load_file
 
@@ -97,12 +97,10 @@ def load_generator_folder(cls: type, directory: PathLike, device: Union[str, tor
                                 f"{GENERATOR_CONFIG_NAME} and {GENERATOR_WEIGHTS_NAME}")
     header = _weights_header(weights)
     skeleton = _build(cls, doc["config"], d, meta=True)
-    if skeleton is not None:
-        _check_header(skeleton.state_dict(), header, str(weights))
-        del skeleton
+    _check_header(skeleton.state_dict(), header, str(weights))
+    del skeleton
     model = _build(cls, doc["config"], d, meta=False)
     expected = model.state_dict()
-    _check_header(expected, header, str(weights))  # the real build's (also when no meta build ran)
     try:
         state = load_file(str(weights))
     except Exception as e:  # safetensors raises several types for damaged files
@@ -118,8 +116,10 @@ def load_generator_folder(cls: type, directory: PathLike, device: Union[str, tor
 
 
 def _build(cls: type, config: dict, d: Path, *, meta: bool) -> Any:
-    """``cls(**config)``, on the meta device when ``meta`` (None when the constructor cannot run
-    there); a constructor's TypeError/ValueError becomes a ValueError naming the config file."""
+    """``cls(**config)``, on the meta device when ``meta``. A constructor's error becomes a
+    ValueError naming the config file (on the meta device any error: a size too large to
+    describe, or a constructor that computes with tensor values, which cannot be checked
+    against the weights before allocating and is therefore not loaded)."""
     try:
         if not meta:
             return cls(**config)
@@ -127,10 +127,13 @@ def _build(cls: type, config: dict, d: Path, *, meta: bool) -> Any:
             return cls(**config)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{d / GENERATOR_CONFIG_NAME}: its config does not build a {cls.name}: {e}") from None
-    except (NotImplementedError, RuntimeError):
-        if meta:  # the constructor computes with tensor values; the real build is checked instead
-            return None
-        raise
+    except (NotImplementedError, RuntimeError) as e:
+        if not meta:
+            raise
+        raise ValueError(f"{d / GENERATOR_CONFIG_NAME}: its config does not build a {cls.name} on the meta device "
+                         f"({type(e).__name__}: {e}); a generator folder is checked there against its weights "
+                         "before memory is allocated, so the constructor must not compute with tensor values "
+                         "(.item(), .tolist(), ...)") from None
 
 
 # safetensors' dtype names (``get_slice(k).get_dtype()``) -> torch dtypes
