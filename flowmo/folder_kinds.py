@@ -93,16 +93,21 @@ def _is_within(path: Path, folder: Path) -> bool:
 
 def check_outside_run(export: PathLike, run: PathLike, export_argument: str = "--export",
                       run_argument: str = "--out") -> None:
-    """Refuse an export folder ``export`` equal to, or inside, the training run folder ``run``
-    (symbolic links and relative paths resolved): the exported ``config.json`` would replace
-    the run's (which resuming reads), and files written inside a run are taken for its own.
+    """Refuse an export folder ``export`` that would overwrite a training run's own files: the
+    run folder ``run`` itself (the exported ``config.json`` would replace the run's, which
+    resuming and exporting read) or a folder in its ``checkpoints/`` (a checkpoint's
+    ``model.safetensors`` would be replaced). Symbolic links and relative paths are resolved.
+    Another sub-folder of the run (``RUN/model``, as ``scripts/demo.sh`` writes) is allowed.
 
     Raises:
         ValueError: naming both arguments and folders.
     """
     e, r = Path(export), Path(run)
-    if _is_within(e, r):
-        where = "is" if e.expanduser().resolve() == r.expanduser().resolve() else "is inside"
-        raise ValueError(f"{export_argument} {str(e)!r} {where} the training run folder {run_argument} {str(r)!r}: "
-                         f"exporting there would overwrite or mix with the run's files (its {CONFIG_NAME}, which "
-                         f"resuming reads); give {export_argument} a folder outside the run")
+    same = e.expanduser().resolve() == r.expanduser().resolve()
+    if same or _is_within(e, r / "checkpoints"):
+        where = "is the training run folder" if same else "is inside the checkpoints of the training run folder"
+        what = (f"its {CONFIG_NAME}, which resuming reads" if same
+                else "a checkpoint's model.safetensors")
+        raise ValueError(f"{export_argument} {str(e)!r} {where} {run_argument} {str(r)!r}: exporting there would "
+                         f"overwrite the run's files ({what}); give {export_argument} another folder (outside the "
+                         "run, or a sub-folder of it such as RUN/model)")

@@ -36,8 +36,9 @@ def _train_parser() -> argparse.ArgumentParser:
                         "semantics of FlowMoSpec.replace: --set model.quantizer.name=fsq takes FSQ's defaults)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--export", metavar="DIR",
-                   help="after training, write the EMA weights as a model folder here (outside --out; refused "
-                        "before training when it is inside --out or holds another kind of folder)")
+                   help="after training, write the EMA weights as a model folder here (not --out itself nor its "
+                        "checkpoints/, e.g. OUT/model; refused before training when it is, or when it holds "
+                        "another kind of folder)")
     add_common_arguments(p, device="torch device of the run, short for --set train.device=D (auto: cuda when "
                                    "available, else cpu; default: the config's train.device)", device_default=None)
     return p
@@ -85,8 +86,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def export_checkpoint(source: Path, out: Path, *, weights: str = "ema", step: Optional[int] = None) -> Path:
     """A run folder (newest or given step) or a checkpoint folder -> a ``from_pretrained`` folder.
 
-    Raises ValueError for an ``out`` equal to or inside the run folder (its ``config.json`` would
-    be replaced: :func:`flowmo.folder_kinds.check_outside_run`) or holding another kind of folder
+    Raises ValueError for an ``out`` that is the run folder or inside its ``checkpoints/`` (the
+    run's files would be replaced: :func:`flowmo.folder_kinds.check_outside_run`) or holding
+    another kind of folder
     (:meth:`flowmo.FlowMo.save_pretrained`); FileNotFoundError for a missing run, checkpoint or
     record; CheckpointError for EMA weights asked of a run without them.
     """
@@ -127,8 +129,9 @@ def export_main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="flowmo export", description="Write a run's weights as a from_pretrained folder.")
     p.add_argument("run", help="a run folder (its newest checkpoint) or a checkpoint folder")
     p.add_argument("--output", required=True, metavar="DIR",
-                   help="the model folder to write (config.json + model.safetensors; created if missing; outside "
-                        "the run folder; a tokenizer folder there is overwritten, any other kind refused), "
+                   help="the model folder to write (config.json + model.safetensors; created if missing; not the "
+                        "run folder itself nor its checkpoints/; a tokenizer folder there is overwritten, any other "
+                        "kind refused), "
                         "loadable with FlowMo.from_pretrained and every flowmo command's --model")
     p.add_argument("--raw", action="store_true", help="the raw weights instead of the EMA")
     p.add_argument("--step", type=int, help="a specific checkpoint step")

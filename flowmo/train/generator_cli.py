@@ -37,8 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--export", metavar="DIR",
                    help="after training, write the EMA weights as a generator folder here (config.json + "
                         "model.safetensors, with the token layout, tokenizer fingerprint and spec, and classes); "
-                        "outside --out, and not a folder of another kind (a tokenizer folder, a run): refused before "
-                        "training")
+                        "not --out itself nor its checkpoints/ (e.g. OUT/model), and not a folder of another kind (a "
+                        "tokenizer folder, a run): refused before training")
     add_common_arguments(p, device="torch device of the run, short for --set train.device=D (default: the "
                                    "config's train.device)", device_default=None)
     return p

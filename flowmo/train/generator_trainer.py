@@ -196,8 +196,8 @@ def export_generator(source: Union[str, Path], out: Union[str, Path], *, weights
     Raises:
         FileNotFoundError: no run/checkpoint folder, no checkpoint, or the run's records missing.
         ValueError: an unknown ``weights``, a missing ``step``, or a checkpoint without EMA weights
-            when ``weights="ema"`` (CheckpointError); an ``out`` equal to or inside the run folder
-            (:func:`flowmo.folder_kinds.check_outside_run`) or holding another kind of folder.
+            when ``weights="ema"`` (CheckpointError); an ``out`` that is the run folder or inside its
+            ``checkpoints/`` (:func:`flowmo.folder_kinds.check_outside_run`) or holding another kind of folder.
     """
     if weights not in ("ema", "raw"):
         raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")

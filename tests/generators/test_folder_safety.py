@@ -130,18 +130,20 @@ def test_a_file_is_refused_as_a_folder(tmp_path):
 
 
 # ----------------------------------------------------------------------------- exports outside the run
-def test_an_export_equal_to_or_inside_the_run_is_refused(tmp_path, monkeypatch):
+def test_an_export_over_the_runs_own_files_is_refused(tmp_path, monkeypatch):
     run = tmp_path / "runs" / "r"
-    run.mkdir(parents=True)
+    (run / "checkpoints" / "ckpt-00000002").mkdir(parents=True)
     (tmp_path / "link").symlink_to(run)
     monkeypatch.chdir(tmp_path)
-    for export, where in ((run, "is the training run"), (run / "export", "is inside the training run"),
-                          (run / "a" / "b", "is inside"), (tmp_path / "link", "is the training run"),
-                          (Path("runs/r/../r"), "is the training run"), (Path("link/x"), "is inside")):
+    same, ckpts = "is the training run folder", "is inside the checkpoints of the training run folder"
+    for export, where in ((run, same), (tmp_path / "link", same), (Path("runs/r/../r"), same), (Path("runs/r/"), same),
+                          (run / "checkpoints", ckpts), (run / "checkpoints" / "ckpt-00000002", ckpts),
+                          (Path("link/checkpoints/x"), ckpts)):
         with pytest.raises(ValueError, match=where) as e:
             check_outside_run(export, run, "--export", "--out")
         assert "--export" in str(e.value) and "--out" in str(e.value)
-    for fine in (tmp_path / "runs", tmp_path / "runs" / "r2", tmp_path / "other"):  # beside or above: allowed
+    # beside, above, or a sub-folder of the run other than checkpoints/ (RUN/model, as the demos write)
+    for fine in (tmp_path / "runs", tmp_path / "runs" / "r2", tmp_path / "other", run / "model", Path("link/model")):
         check_outside_run(fine, run)
 
 

@@ -217,8 +217,8 @@ def test_export_never_overwrites_the_run_or_another_kind_of_folder(tmp_path, tok
                    f"train: {{tokens: '{token_set}', steps: 2, device: cpu, optim: {{batch_size: 4}}, "
                    f"ema: {{every: 1}}, log: {{tensorboard: false, progress: false}}}}\n")
     run = tmp_path / "run"
-    # --export equal to or inside --out: refused before training (nothing written)
-    for export in (run, run / "export"):
+    # --export equal to --out or inside its checkpoints: refused before training (nothing written)
+    for export in (run, run / "checkpoints" / "gen"):
         assert main(["train-generator", "--config", str(cfg), "--out", str(run), "--export", str(export), "-q"]) == 2
         err = capsys.readouterr().err
         assert "--export" in err and "the training run folder --out" in err, err
@@ -234,7 +234,7 @@ def test_export_never_overwrites_the_run_or_another_kind_of_folder(tmp_path, tok
     assert main(["train-generator", "--config", str(cfg), "--out", str(run), "-q"]) == 0
     run_config = (run / "config.json").read_bytes()
     ckpt = latest_checkpoint(run / "checkpoints")
-    for source, out in ((run, run), (run, run / "gen"), (ckpt, run), (ckpt, ckpt)):
+    for source, out in ((run, run), (run, ckpt), (ckpt, run), (ckpt, ckpt), (run, run / "checkpoints" / "g")):
         with pytest.raises(ValueError, match="training run folder"):
             export_generator(source, out)
     with pytest.raises(ValueError, match="holds a tokenizer model folder"):
@@ -243,7 +243,8 @@ def test_export_never_overwrites_the_run_or_another_kind_of_folder(tmp_path, tok
     assert {p.name: p.read_bytes() for p in tok.iterdir()} == before
     # the run still resumes; re-exporting over its own generator folder is allowed
     assert main(["train-generator", "--config", str(cfg), "--out", str(run), "--resume", "--set", "train.steps=3",
-                 "-q"]) == 0
+                 "--export", str(run / "model"), "-q"]) == 0  # a sub-folder of the run (the demos' RUN/model)
+    assert read_generator_config(run / "model")["generator"] == "maskgit"
     export_generator(run, tmp_path / "gen")
     export_generator(run, tmp_path / "gen", weights="raw")
     assert read_generator_config(tmp_path / "gen")["generator"] == "maskgit"

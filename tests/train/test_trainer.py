@@ -241,7 +241,7 @@ def test_export_never_overwrites_the_run_or_another_kind_of_folder(tmp_path, ima
     gen = tmp_path / "gen"
     MaskGiT(vocab_size=8, seq_len=4, width=16, depth=1, heads=2).save_pretrained(gen)
     gen_files = {p.name: p.read_bytes() for p in gen.iterdir()}
-    for export, message in ((run, "the training run folder --out"), (run / "model", "is inside the training run"),
+    for export, message in ((run, "the training run folder --out"), (run / "checkpoints" / "m", "checkpoints of the"),
                             (gen, "holds a generator folder")):
         assert cli_main(["train", "--config", str(cfg), "--out", str(run), "--export", str(export), "-q"]) == 2
         assert message in capsys.readouterr().err
@@ -250,7 +250,7 @@ def test_export_never_overwrites_the_run_or_another_kind_of_folder(tmp_path, ima
     run_config = (run / "config.json").read_bytes()
     # flowmo export RUN --output RUN (or inside it, or from a checkpoint folder into its run): refused
     ckpt = latest_checkpoint(run / "checkpoints")
-    for source, output in ((run, run), (run, run / "m"), (ckpt, run), (ckpt, ckpt / "m")):
+    for source, output in ((run, run), (run, ckpt), (ckpt, run), (ckpt, ckpt / "m")):
         assert cli_main(["export", str(source), "--output", str(output), "-q"]) == 2
         assert "--output" in capsys.readouterr().err
         with pytest.raises(ValueError, match="training run folder"):
@@ -260,7 +260,9 @@ def test_export_never_overwrites_the_run_or_another_kind_of_folder(tmp_path, ima
     assert (run / "config.json").read_bytes() == run_config
     assert {p.name: p.read_bytes() for p in gen.iterdir()} == gen_files
     # the run resumes; re-exporting over a tokenizer folder is allowed
-    assert train_main(["--config", str(cfg), "--out", str(run), "--resume", "--set", "train.steps=3", "-q"]) == 0
+    assert train_main(["--config", str(cfg), "--out", str(run), "--resume", "--set", "train.steps=3",
+                       "--export", str(run / "model"), "-q"]) == 0  # a sub-folder of the run (as scripts/demo.sh)
+    flowmo.FlowMo.from_pretrained(run / "model")
     assert cli_main(["export", str(run), "--output", str(tmp_path / "model"), "-q"]) == 0
     assert cli_main(["export", str(run), "--output", str(tmp_path / "model"), "--raw", "-q"]) == 0
     flowmo.FlowMo.from_pretrained(tmp_path / "model")
