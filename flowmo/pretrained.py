@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Optional, Union
 import torch
 
 from .data.files import atomic_write
+from .folder_kinds import check_folder_kind
 from .imports import (IMPORTS_KEY, check_module_names, check_recorded_modules, component_modules,
                       unknown_component_message, unknown_components)
 from .spec import FlowMoSpec
@@ -38,10 +39,15 @@ class PretrainedMixin:
         the modules that registered them (key ``"imports"``; see :mod:`flowmo.imports`), so that
         loading it elsewhere can say what to import. A component defined in ``__main__`` (a
         script or notebook) cannot be imported elsewhere: a warning says so.
+
+        Raises ValueError when ``directory`` holds another kind of folder's ``config.json`` (a
+        generator folder, a training run, a file flowmo does not know;
+        :func:`flowmo.folder_kinds.check_folder_kind`); a tokenizer folder is overwritten.
         """
         from safetensors.torch import save_file
 
         d = Path(directory)
+        check_folder_kind(d, "tokenizer")
         d.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         atomic_write(d / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt", "library": "flowmo"}))

@@ -2,12 +2,16 @@
 
     flowmo generate --generator DIR --tokenizer DIR --classes NAMES_OR_INDICES --per-class N --out DIR
                     [--cfg S] [--steps N] [--temperature T] [--top-k K] [--seed S] [--batch-size B]
-                    [--sampler PRESET_OR_JSON] [--decoder-steps N] [--device D] [--import MODULE]
+                    [--sampler PRESET_OR_JSON] [--decoder-steps N] [--device D] [--import MODULE] [--overwrite]
 
 Writes one PNG per image (``<class index>_<class name>_<k>.png``; ``sample_<k>.png`` for an
 unconditional generator), ``grid.png`` (one row per class, :func:`flowmo.data.grids.save_image_rows`)
 and ``generate.json`` (the settings, the generator's forward passes, the files). A tokenizer other
-than the one the generator's folder records is refused with the reason. :func:`add_generate_parser`
+than the one the generator's folder records is refused with the reason. An ``--out`` that already
+holds a ``generate.json`` or any image file is refused (old and new images would be mixed, and
+``flowmo eval-gen`` would read both) unless ``--overwrite`` is given, which deletes the files the
+old ``generate.json`` lists, its grid and itself before the new ones are written (image files it
+does not list are refused even then: they are not generate's to delete). :func:`add_generate_parser`
 adds the subcommand to the ``flowmo`` parser; :func:`run_generate` runs it.
 """
 
@@ -57,7 +61,8 @@ def add_generate_parser(sub: Any) -> argparse.ArgumentParser:
                                    "TokenGenerator.save_pretrained) and decode them with the tokenizer its tokens "
                                    "came from (refused, with the reason, for any other tokenizer). Writes one PNG "
                                    f"per image, {GRID_NAME} (one row per class) and {RECORD_NAME} (the settings and "
-                                   "forward passes).")
+                                   "forward passes). An --out holding a generate.json or any image file is refused "
+                                   "unless --overwrite is given.")
     p.add_argument("--generator", required=True, metavar="DIR", help="the generator folder")
     p.add_argument("--tokenizer", required=True, metavar="DIR_OR_PTH",
                    help="the tokenizer: a model folder (or a released .pth checkpoint) whose tokens the generator "
@@ -66,7 +71,14 @@ def add_generate_parser(sub: Any) -> argparse.ArgumentParser:
                    help="the classes to generate (names the generator records, or indices; separated by spaces or "
                         "commas); omit for an unconditional generator")
     p.add_argument("--per-class", type=positive_int, default=4, metavar="N", help="images per class (default 4)")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help=f"output folder: new, empty, or (with --overwrite) a previous generate's; one holding a "
+                        f"{RECORD_NAME} or any image file is refused, so that old and new images are not mixed "
+                        "(flowmo eval-gen --generated reads every image of the folder)")
+    p.add_argument("--overwrite", action="store_true",
+                   help=f"replace a previous generate's output in --out: the files its {RECORD_NAME} lists, "
+                        f"{GRID_NAME} and {RECORD_NAME} are deleted before the new ones are written (after "
+                        "generating); image files it does not list are refused, not deleted")
     g = p.add_argument_group("generator sampling")
     g.add_argument("--cfg", type=_non_negative_float, default=1.0, metavar="S",
                    help="classifier-free guidance scale of the generator (default 1 = none)")
@@ -103,6 +115,53 @@ def _class_items(values: list[str]) -> list[str]:
     return items
 
 
+def _previous_output(out: Path, overwrite: bool) -> list[Path]:
+    """The files of a previous ``flowmo generate`` in ``out`` to delete before writing (the
+    images its ``generate.json`` lists, then ``grid.png``, then ``generate.json``; [] for a new or
+    empty folder). Raises CLIError for an ``out`` holding a record or images without ``overwrite``,
+    and, with it, for an unreadable record or image files the record does not list."""
+    from ..data.listing import list_folder_images
+
+    if not out.exists():
+        return []
+    if not out.is_dir():
+        raise CLIError(f"--out {str(out)!r} exists and is not a folder")
+    record = out / RECORD_NAME
+    has_record = record.exists() or record.is_symlink()
+    images, not_regular = list_folder_images(out)
+    found = [rel for rel, _ in images] + [rel for rel, _, _ in not_regular]
+    if not has_record and not found:
+        return []
+    if not overwrite:
+        what = ([RECORD_NAME] if has_record else []) + (
+            [f"{len(found)} image file{'s' if len(found) != 1 else ''} ({', '.join(found[:3])}"
+             f"{', ...' if len(found) > 3 else ''})"] if found else [])
+        raise CLIError(f"--out {str(out)!r} holds {' and '.join(what)}: the new images would be mixed with them "
+                       f"(and flowmo eval-gen would read both); give --overwrite to replace a previous generate's "
+                       "output, or another folder")
+    listed: list[str] = []
+    if has_record:
+        try:
+            doc = json.loads(record.read_text(encoding="utf-8"))
+            listed = [entry["file"] for entry in doc["images"]] + [doc.get("grid", GRID_NAME)]
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+            raise CLIError(f"--overwrite: {record} is not a readable {RECORD_NAME} ({type(e).__name__}: {e}); "
+                           "delete the folder's files yourself or use another folder") from None
+        for name in listed:  # plain file names in --out only: a record cannot point elsewhere
+            if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+                raise CLIError(f"--overwrite: {record} lists {name!r}, not a file name in --out; delete the "
+                               "folder's files yourself or use another folder")
+    ours = set(listed) | {GRID_NAME}
+    stray = [rel for rel in found if rel not in ours]
+    if stray:
+        raise CLIError(f"--out {str(out)!r} holds {len(stray)} image file{'s' if len(stray) != 1 else ''} that "
+                       f"{'its ' + RECORD_NAME + ' does not list' if has_record else 'no ' + RECORD_NAME + ' lists'} "
+                       f"({', '.join(stray[:3])}{', ...' if len(stray) > 3 else ''}); --overwrite deletes only a "
+                       "previous generate's files: remove them or use another folder")
+    order = [n for n in dict.fromkeys(listed) if n != GRID_NAME] + [GRID_NAME]
+    return [p for p in (out / n for n in order) if p.is_file() or p.is_symlink()] + ([record] if has_record else [])
+
+
 def run_generate(args: argparse.Namespace, ctx: Any) -> int:
     """Run ``flowmo generate`` with the parsed ``args``; ``ctx`` reports progress (see
     :mod:`flowmo.cli.commands`). Returns the exit status (0)."""
@@ -115,6 +174,8 @@ def run_generate(args: argparse.Namespace, ctx: Any) -> int:
     from ..devices import DistContext
     from ..io import load_model, resolve_device, save_image
 
+    out = Path(args.out).expanduser()
+    previous = _previous_output(out, args.overwrite)  # refused before anything is loaded or generated
     device = resolve_device(args.device, argument="--device", ctx=DistContext())  # one process
     generator = load_generator(args.generator, device=device)
     names = class_names(generator)
@@ -137,15 +198,14 @@ def run_generate(args: argparse.Namespace, ctx: Any) -> int:
     tokenizer = load_model(args.tokenizer, device=device)
     sampler = sampler_from_args(tokenizer.spec.sampler, argparse.Namespace(
         sampler=args.sampler, steps=args.decoder_steps, solver=None, grid=None, cfg_scale=args.decoder_cfg))
-    out = Path(args.out).expanduser()
-    if out.exists() and not out.is_dir():
-        raise CLIError(f"--out {str(out)!r} exists and is not a folder")
     n = args.per_class
     labels = None if generator.num_classes == 0 else [i for i, _ in rows for _ in range(n)]
     with ctx.progress(n * len(rows), "generate") as bar:
         result = generate_images(generator, tokenizer, labels, num_images=n if labels is None else None,
                                  steps=args.steps, temperature=args.temperature, cfg_scale=args.cfg, top_k=args.top_k,
                                  seed=args.seed, batch_size=args.batch_size, sampler=sampler, progress=bar.update)
+    for path in previous:  # the previous generate's images, grid, then its record (last: a crash keeps it)
+        path.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     files, grid_rows = [], []
     for r, (index, name) in enumerate(rows):

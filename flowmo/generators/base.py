@@ -261,6 +261,9 @@ class TokenGenerator(nn.Module, ABC):
 
         Raises:
             TypeError: ``metadata`` not a JSON-able mapping.
+            ValueError: ``directory`` holds another kind of folder's ``config.json`` (a tokenizer
+                model folder, a training run, a file flowmo does not know:
+                :func:`flowmo.folder_kinds.check_folder_kind`); a generator folder is overwritten.
         """
         return save_generator_folder(self, directory, metadata)
 
@@ -272,7 +275,9 @@ class TokenGenerator(nn.Module, ABC):
             FileNotFoundError: the folder or one of its files is missing.
             ValueError: a damaged or foreign config (another generator's name, a configuration
                 the constructor refuses) or weights that do not fit (missing, unexpected,
-                mis-shaped or non-finite tensors).
+                mis-shaped, other-dtype or non-finite tensors; the shapes are compared with the
+                weights file's header before the generator is allocated: on the ``"meta"``
+                device, so the constructor must not compute with tensor values).
         """
         return load_generator_folder(cls, directory, device)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..cli_common import add_common_arguments
+from ..folder_kinds import check_folder_kind, check_outside_run
 from ..imports import import_modules
 
 __all__ = ["main", "export_main", "export_checkpoint"]
@@ -34,7 +35,10 @@ def _train_parser() -> argparse.ArgumentParser:
                    help="dotted override, e.g. --set train.optim.lr=5e-5 (repeatable, applied in order with the "
                         "semantics of FlowMoSpec.replace: --set model.quantizer.name=fsq takes FSQ's defaults)")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    p.add_argument("--export", metavar="DIR", help="after training, write the EMA weights as a model folder here")
+    p.add_argument("--export", metavar="DIR",
+                   help="after training, write the EMA weights as a model folder here (not --out itself nor its "
+                        "checkpoints/, e.g. OUT/model; refused before training when it is, or when it holds "
+                        "another kind of folder)")
     add_common_arguments(p, device="torch device of the run, short for --set train.device=D (auto: cuda when "
                                    "available, else cpu; default: the config's train.device)", device_default=None)
     return p
@@ -53,6 +57,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         overrides.append(f"train.device={json.dumps(args.device)}")
     if args.quiet:
         overrides.append("train.log.progress=false")
+    if args.export:  # refused before training, not after it
+        check_outside_run(args.export, args.out, "--export", "--out")
+        check_folder_kind(args.export, "tokenizer", "--export")
     config = load_config(args.config, overrides, imports=args.imports)
     trainer = Trainer(config, args.out, resume=args.resume, log=(lambda s: None) if args.quiet else None)
     try:
@@ -77,7 +84,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def export_checkpoint(source: Path, out: Path, *, weights: str = "ema", step: Optional[int] = None) -> Path:
-    """A run folder (newest or given step) or a checkpoint folder -> a ``from_pretrained`` folder."""
+    """A run folder (newest or given step) or a checkpoint folder -> a ``from_pretrained`` folder.
+
+    Raises ValueError for an ``out`` that is the run folder or inside its ``checkpoints/`` (the
+    run's files would be replaced: :func:`flowmo.folder_kinds.check_outside_run`) or holding
+    another kind of folder
+    (:meth:`flowmo.FlowMo.save_pretrained`); FileNotFoundError for a missing run, checkpoint or
+    record; CheckpointError for EMA weights asked of a run without them.
+    """
     from ..model import FlowMo
     from .checkpoint import CheckpointError, list_checkpoints, load_checkpoint
     from .config import read_train_config
@@ -96,6 +110,7 @@ def export_checkpoint(source: Path, out: Path, *, weights: str = "ema", step: Op
         ckpt, run = source, source.parent.parent
     else:
         raise FileNotFoundError(f"{source} is neither a run folder nor a checkpoint folder")
+    check_outside_run(out, run, "out", "run")
     cfg_file = run / "config.json"
     if not cfg_file.is_file():
         raise FileNotFoundError(f"{cfg_file} is missing (the run's config)")
@@ -114,13 +129,19 @@ def export_main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="flowmo export", description="Write a run's weights as a from_pretrained folder.")
     p.add_argument("run", help="a run folder (its newest checkpoint) or a checkpoint folder")
     p.add_argument("--output", required=True, metavar="DIR",
-                   help="the model folder to write (config.json + model.safetensors; created if missing), "
+                   help="the model folder to write (config.json + model.safetensors; created if missing; not the "
+                        "run folder itself nor its checkpoints/; a tokenizer folder there is overwritten, any other "
+                        "kind refused), "
                         "loadable with FlowMo.from_pretrained and every flowmo command's --model")
     p.add_argument("--raw", action="store_true", help="the raw weights instead of the EMA")
     p.add_argument("--step", type=int, help="a specific checkpoint step")
     add_common_arguments(p)
     a = p.parse_args(argv)
     import_modules(a.imports)
+    run = Path(a.run)
+    if (run / "state.json").is_file() and not (run / "checkpoints").is_dir():  # a checkpoint folder
+        run = run.parent.parent
+    check_outside_run(a.output, run, "--output", "the run folder")
     path = export_checkpoint(Path(a.run), Path(a.output), weights="raw" if a.raw else "ema", step=a.step)
     if not a.quiet:
         print(f"wrote {path}")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..cli_common import add_common_arguments
+from ..folder_kinds import check_folder_kind, check_outside_run
 from ..imports import import_modules
 
 __all__ = ["main"]
@@ -35,7 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--export", metavar="DIR",
                    help="after training, write the EMA weights as a generator folder here (config.json + "
-                        "model.safetensors, with the token layout, tokenizer fingerprint and spec, and classes)")
+                        "model.safetensors, with the token layout, tokenizer fingerprint and spec, and classes); "
+                        "not --out itself nor its checkpoints/ (e.g. OUT/model), and not a folder of another kind (a "
+                        "tokenizer folder, a run): refused before training")
     add_common_arguments(p, device="torch device of the run, short for --set train.device=D (default: the "
                                    "config's train.device)", device_default=None)
     return p
@@ -54,6 +57,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         overrides.append(f"train.device={json.dumps(args.device)}")
     if args.quiet:
         overrides.append("train.log.progress=false")
+    if args.export:  # refused before training, not after it
+        check_outside_run(args.export, args.out, "--export", "--out")
+        check_folder_kind(args.export, "generator", "--export")
     config = load_generator_config(args.config, overrides)
     trainer = GeneratorTrainer(config, args.out, resume=args.resume, log=(lambda s: None) if args.quiet else None)
     try:

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from ..data.files import atomic_write_text
 from ..data.token_layout import TokenLayout
 from ..data.token_shards import read_token_set
+from ..folder_kinds import check_outside_run
 from ..generators.base import TokenGenerator
 from ..generators.build import build_generator
 from .checkpoint import CheckpointError, list_checkpoints, load_checkpoint
@@ -204,7 +205,8 @@ def export_generator(source: Union[str, Path], out: Union[str, Path], *, weights
     Raises:
         FileNotFoundError: no run/checkpoint folder, no checkpoint, or the run's records missing.
         ValueError: an unknown ``weights``, a missing ``step``, or a checkpoint without EMA weights
-            when ``weights="ema"`` (CheckpointError).
+            when ``weights="ema"`` (CheckpointError); an ``out`` that is the run folder or inside its
+            ``checkpoints/`` (:func:`flowmo.folder_kinds.check_outside_run`) or holding another kind of folder.
     """
     if weights not in ("ema", "raw"):
         raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
@@ -220,6 +222,7 @@ def export_generator(source: Union[str, Path], out: Union[str, Path], *, weights
         ckpt, run = source, source.parent.parent
     else:
         raise FileNotFoundError(f"{source} is neither a generator run folder nor a checkpoint folder")
+    check_outside_run(out, run, "out", "run")
     for name in ("config.json", TOKEN_SET_RECORD):
         if not (run / name).is_file():
             raise FileNotFoundError(f"{run / name} is missing (the run's records)")

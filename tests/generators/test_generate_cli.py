@@ -16,6 +16,8 @@ from flowmo.data.token_layout import layout_for
 from flowmo.generators import AutoregressiveGenerator, MaskGiT
 from flowmo.state_dicts import weights_digest
 
+from conftest import REPO
+
 SMALL = {"width": 32, "depth": 1, "heads": 2, "mlp_ratio": 2.0}
 CLASSES = ["t-shirt", "trouser", "bag"]
 
@@ -139,3 +141,86 @@ def test_a_tokenizer_with_other_weights_is_refused_when_the_folder_records_its_d
 def test_a_missing_generator_folder(folders, tmp_path, capsys):
     assert run(folders, "--classes", "bag", "--out", str(tmp_path / "o"), generator="nowhere") == 2
     assert "config.json" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- a previous output in --out
+def _pngs(folder):
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.png"))
+
+
+def test_a_previous_output_is_refused_without_overwrite(folders, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert run(folders, "--classes", "bag", "--per-class", "3", "--out", str(out)) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert run(folders, "--classes", "trouser", "--per-class", "2", "--out", str(out)) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds generate.json and 4 image files" in err and "--overwrite" in err and len(err.splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # untouched
+    # an image alone (no record) is refused too, as is one in a sub-folder (eval-gen reads both)
+    for layout in ("x.png", "sub/y.jpg"):
+        other = tmp_path / layout.replace("/", "_")
+        (other / layout).parent.mkdir(parents=True)
+        (other / layout).write_bytes(b"not really an image")
+        assert run(folders, "--classes", "bag", "--out", str(other)) == 2
+        assert f"holds 1 image file ({layout})" in capsys.readouterr().err
+        assert _pngs(other) == ([layout] if layout.endswith(".png") else [])
+    # a folder of other files (or an empty one) is fine
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "README.txt").write_text("mine")
+    assert run(folders, "--classes", "bag", "--per-class", "1", "--out", str(tmp_path / "notes")) == 0
+    assert (tmp_path / "notes" / "README.txt").read_text() == "mine"
+
+
+def test_overwrite_replaces_exactly_the_previous_output(folders, tmp_path):
+    out = tmp_path / "o"
+    assert run(folders, "--classes", "bag", "trouser", "--per-class", "3", "--out", str(out)) == 0
+    (out / "notes.txt").write_text("mine")
+    assert run(folders, "--classes", "t-shirt", "--per-class", "2", "--seed", "4", "--out", str(out),
+               "--overwrite") == 0
+    assert _pngs(out) == ["0_t-shirt_000.png", "0_t-shirt_001.png", "grid.png"]  # no old image left
+    record = json.loads((out / "generate.json").read_text())
+    assert [e["file"] for e in record["images"]] == ["0_t-shirt_000.png", "0_t-shirt_001.png"]
+    assert (out / "notes.txt").read_text() == "mine"  # not generate's: kept
+    # the same images as a fresh folder's
+    assert run(folders, "--classes", "t-shirt", "--per-class", "2", "--seed", "4", "--out", str(tmp_path / "f")) == 0
+    for k in range(2):
+        name = f"0_t-shirt_{k:03d}.png"
+        assert np.array_equal(np.asarray(Image.open(out / name)), np.asarray(Image.open(tmp_path / "f" / name)))
+
+
+def test_overwrite_refuses_images_the_record_does_not_list_and_a_bad_record(folders, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert run(folders, "--classes", "bag", "--per-class", "1", "--out", str(out)) == 0
+    (out / "real_photo.jpg").write_bytes(b"someone's image")
+    capsys.readouterr()
+    assert run(folders, "--classes", "bag", "--per-class", "1", "--out", str(out), "--overwrite") == 2
+    err = capsys.readouterr().err
+    assert "1 image file that its generate.json does not list (real_photo.jpg)" in err
+    assert _pngs(out) == ["2_bag_000.png", "grid.png"] and (out / "real_photo.jpg").exists()  # nothing deleted
+    (out / "real_photo.jpg").unlink()
+    # a record naming a file outside --out, or damaged, is refused, and nothing deleted
+    outside = tmp_path / "keep.png"
+    outside.write_bytes(b"x")
+    record = json.loads((out / "generate.json").read_text())
+    for text in (json.dumps({**record, "images": [{"file": "../keep.png"}]}),
+                 json.dumps({**record, "images": [{"file": str(outside)}]}),
+                 json.dumps({**record, "grid": 7}), json.dumps({**record, "images": None}), "{not json"):
+        (out / "generate.json").write_text(text)
+        assert run(folders, "--classes", "bag", "--per-class", "1", "--out", str(out), "--overwrite") == 2
+        assert "--overwrite:" in capsys.readouterr().err
+        assert outside.exists() and _pngs(out) == ["2_bag_000.png", "grid.png"]
+    # images without a record: only grid.png counts as generate's
+    (out / "generate.json").unlink()
+    assert run(folders, "--classes", "bag", "--per-class", "1", "--out", str(out), "--overwrite") == 2
+    assert "1 image file that no generate.json lists (2_bag_000.png)" in capsys.readouterr().err
+
+
+def test_the_help_and_readme_say_so(capsys):
+    from flowmo.cli import main as cli_main
+
+    assert cli_main(["generate", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--overwrite" in text and "refused" in text and "generate.json" in text
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert "`--overwrite` replaces a previous run's output" in readme

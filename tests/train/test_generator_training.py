@@ -221,3 +221,50 @@ def test_command_line_trains_and_exports(tmp_path, token_set, capsys):
     assert main(["train-generator", "--config", str(cfg), "--out", str(tmp_path / "bad"),
                  "--set", "generator.depht=2"]) == 2
     assert "depht" in capsys.readouterr().err
+
+
+def test_export_never_overwrites_the_run_or_another_kind_of_folder(tmp_path, token_set, capsys):
+    from flowmo.cli import main
+
+    cfg = tmp_path / "gen.yaml"
+    cfg.write_text(f"generator: {{name: maskgit, width: 32, depth: 1, heads: 2}}\n"
+                   f"train: {{tokens: '{token_set}', steps: 2, device: cpu, optim: {{batch_size: 4}}, "
+                   f"ema: {{every: 1}}, log: {{tensorboard: false, progress: false}}}}\n")
+    run = tmp_path / "run"
+    # --export equal to --out or inside its checkpoints: refused before training (nothing written)
+    for export in (run, run / "checkpoints" / "gen"):
+        assert main(["train-generator", "--config", str(cfg), "--out", str(run), "--export", str(export), "-q"]) == 2
+        err = capsys.readouterr().err
+        assert "--export" in err and "the training run folder --out" in err, err
+        assert not run.exists()
+    # --export holding a tokenizer folder: refused before training, the tokenizer untouched
+    tok = tmp_path / "tok"
+    flowmo.build(SPEC).save_pretrained(tok)
+    before = {p.name: p.read_bytes() for p in tok.iterdir()}
+    assert main(["train-generator", "--config", str(cfg), "--out", str(run), "--export", str(tok), "-q"]) == 2
+    assert "holds a tokenizer model folder" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in tok.iterdir()} == before and not run.exists()
+    # a real run: export_generator into the run itself, a checkpoint of it, or a tokenizer folder is refused
+    assert main(["train-generator", "--config", str(cfg), "--out", str(run), "-q"]) == 0
+    run_config = (run / "config.json").read_bytes()
+    ckpt = latest_checkpoint(run / "checkpoints")
+    for source, out in ((run, run), (run, ckpt), (ckpt, run), (ckpt, ckpt), (run, run / "checkpoints" / "g")):
+        with pytest.raises(ValueError, match="training run folder"):
+            export_generator(source, out)
+    with pytest.raises(ValueError, match="holds a tokenizer model folder"):
+        export_generator(run, tok)
+    assert (run / "config.json").read_bytes() == run_config
+    assert {p.name: p.read_bytes() for p in tok.iterdir()} == before
+    # the run still resumes; re-exporting over its own generator folder is allowed
+    assert main(["train-generator", "--config", str(cfg), "--out", str(run), "--resume", "--set", "train.steps=3",
+                 "--export", str(run / "model"), "-q"]) == 0  # a sub-folder of the run (the demos' RUN/model)
+    assert read_generator_config(run / "model")["generator"] == "maskgit"
+    export_generator(run, tmp_path / "gen")
+    export_generator(run, tmp_path / "gen", weights="raw")
+    assert read_generator_config(tmp_path / "gen")["generator"] == "maskgit"
+    # and a generator run's folder is not taken by a tokenizer export either
+    with pytest.raises(ValueError, match="holds a generator training run"):
+        flowmo.build(SPEC).save_pretrained(run)
+    from flowmo.train.generator_config import GeneratorTrainConfig
+
+    assert GeneratorTrainConfig.model_validate_json((run / "config.json").read_text()).train.steps == 3

@@ -228,3 +228,41 @@ def test_missing_perceptual_weights_are_refused_before_training(tmp_path, image_
     stage1b = cfg.train.model_copy(update={"stage": "1b", "init_from": str(tmp_path)})
     with pytest.raises(MissingWeightsError, match="resnet50-0676ba61.pth"):
         Trainer(cfg.model_copy(update={"model": resnet, "train": stage1b}), tmp_path / "run1b")
+
+
+def test_export_never_overwrites_the_run_or_another_kind_of_folder(tmp_path, image_folder, capsys):
+    from flowmo.cli import main as cli_main
+    from flowmo.generators import MaskGiT
+
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(config(image_folder, steps=2, checkpoint={"every": 2}).model_dump_json())
+    run = tmp_path / "run"
+    # flowmo train --export equal to or inside --out (or holding a generator folder): refused before training
+    gen = tmp_path / "gen"
+    MaskGiT(vocab_size=8, seq_len=4, width=16, depth=1, heads=2).save_pretrained(gen)
+    gen_files = {p.name: p.read_bytes() for p in gen.iterdir()}
+    for export, message in ((run, "the training run folder --out"), (run / "checkpoints" / "m", "checkpoints of the"),
+                            (gen, "holds a generator folder")):
+        assert cli_main(["train", "--config", str(cfg), "--out", str(run), "--export", str(export), "-q"]) == 2
+        assert message in capsys.readouterr().err
+        assert not run.exists()
+    assert train_main(["--config", str(cfg), "--out", str(run), "-q"]) == 0
+    run_config = (run / "config.json").read_bytes()
+    # flowmo export RUN --output RUN (or inside it, or from a checkpoint folder into its run): refused
+    ckpt = latest_checkpoint(run / "checkpoints")
+    for source, output in ((run, run), (run, ckpt), (ckpt, run), (ckpt, ckpt / "m")):
+        assert cli_main(["export", str(source), "--output", str(output), "-q"]) == 2
+        assert "--output" in capsys.readouterr().err
+        with pytest.raises(ValueError, match="training run folder"):
+            export_checkpoint(source, output)
+    with pytest.raises(ValueError, match="holds a generator folder"):
+        export_checkpoint(run, gen)
+    assert (run / "config.json").read_bytes() == run_config
+    assert {p.name: p.read_bytes() for p in gen.iterdir()} == gen_files
+    # the run resumes; re-exporting over a tokenizer folder is allowed
+    assert train_main(["--config", str(cfg), "--out", str(run), "--resume", "--set", "train.steps=3",
+                       "--export", str(run / "model"), "-q"]) == 0  # a sub-folder of the run (as scripts/demo.sh)
+    flowmo.FlowMo.from_pretrained(run / "model")
+    assert cli_main(["export", str(run), "--output", str(tmp_path / "model"), "-q"]) == 0
+    assert cli_main(["export", str(run), "--output", str(tmp_path / "model"), "--raw", "-q"]) == 0
+    flowmo.FlowMo.from_pretrained(tmp_path / "model")
