@@ -68,6 +68,22 @@ def _check_tensor(x: torch.Tensor, name: str) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------- images
+def _generate_record_images(root: Path) -> Optional[set]:
+    """The relative names of the images a ``flowmo generate`` output folder's ``generate.json``
+    lists (not its grid), or None for any other folder. ValueError for a damaged record."""
+    import json
+
+    path = root / "generate.json"
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        return {str(entry["file"]) for entry in doc["images"]}
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path} is damaged ({type(e).__name__}: {e}); it should list the generated images "
+                         "under 'images'") from None
+
+
 class _Source:
     """One image set: its count, its description and its batches of float32 (B, 3, H, W) in
     [-1, 1] (a folder's unreadable files skipped and recorded in ``info``)."""
@@ -91,11 +107,15 @@ class _Source:
         if not root.is_dir():
             raise ValueError(f"{name} {str(root)!r} is not a folder")
         files, not_regular = list_folder_images(root)
+        record = _generate_record_images(root)
+        if record is not None:  # a `flowmo generate` folder: its images, not its grid
+            files = [(rel, path) for rel, path in files if rel in record]
         if not files:
             raise ValueError(f"{name}: no image files found under {str(root)!r} (searched recursively)")
         self.tensor = None
         self.files = files[:limit]
-        self.info = {"source": "folder", "folder": str(root), "images_available": len(files), "limit": limit,
+        self.info = {"source": "folder" if record is None else "folder of flowmo generate (the images its "
+                     "generate.json lists)", "folder": str(root), "images_available": len(files), "limit": limit,
                      "not_regular": [f"{rel}: {why}" for rel, _, why in not_regular], "skipped_unreadable": []}
         self.count = len(self.files)
 

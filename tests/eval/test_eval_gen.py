@@ -282,3 +282,27 @@ def test_cli_measures_the_reference_alone_and_generates_on_the_fly(setup, tmp_pa
     expected = evaluate_generation(images, saved, weights=setup["weights"], k=1).metrics
     for key in ("gfid", "sfid", "inception_score", "precision", "recall"):
         assert res["metrics"][key] == expected[key], key
+
+
+def test_a_generate_folder_is_measured_by_its_record_not_its_grid(tmp_path):
+    import json as _json
+
+    import numpy as _np
+    from PIL import Image as _Image
+
+    from flowmo.eval.generative_inputs import _Source
+
+    out = tmp_path / "samples"
+    out.mkdir()
+    names = [f"0_a_{k:03d}.png" for k in range(4)]
+    for n in names:
+        _Image.fromarray(_np.zeros((8, 8, 3), _np.uint8)).save(out / n)
+    _Image.fromarray(_np.zeros((20, 40, 3), _np.uint8)).save(out / "grid.png")
+    (out / "generate.json").write_text(_json.dumps({"images": [{"file": n} for n in names], "grid": "grid.png"}))
+    source = _Source(out, "generated", None, None)
+    assert source.count == 4 and [rel for rel, _ in source.files] == names
+    (out / "generate.json").write_text("{}")
+    with pytest.raises(ValueError, match="generate.json is damaged"):
+        _Source(out, "generated", None, None)
+    (out / "generate.json").unlink()
+    assert _Source(out, "generated", None, None).count == 5  # any other folder: every image
