@@ -219,6 +219,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.generator is not None:
         from .networks import how_to_get, resolve_net_files
 
+        if args.tokenizer is None or args.per_class is None:
+            raise ValueError("--generator needs --tokenizer and --per-class")
         missing = resolve_net_files("inception_fid", args.weights_dir)[1]
         if missing:  # generating first would only waste the time: nothing could be measured
             raise FileNotFoundError(f"--generator: the Inception weights are missing, so nothing could be measured; "

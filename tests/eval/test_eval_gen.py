@@ -213,11 +213,13 @@ def test_cli_without_weights_reports_unavailable(setup, tmp_path, capsys):
     from flowmo.cli import main
 
     out = tmp_path / "out"
+    # exit status 3: nothing measured (a script must not take it for a measurement)
     assert main(["eval-gen", "--generated", str(setup["gen"]), "--reference", str(setup["ref"]), "--k", "2",
-                 "--output", str(out)]) == 0
+                 "--output", str(out)]) == 3
     m = json.loads((out / "metrics.json").read_text())["metrics"]
     assert m["gfid"] == {"available": False, "missing": [FILE], "how": m["gfid"]["how"]}
-    assert f"unavailable: missing {FILE}" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert f"unavailable: missing {FILE}" in captured.out and "nothing measured" in captured.err
 
 
 @pytest.mark.parametrize("argv, match", [
