@@ -298,3 +298,9 @@ def test_read_tokens_refuses_unknown_versions_and_flags(tmp_path, model, meta, m
         read_tokens(path)
     with pytest.raises(ValueError, match="is a folder"):
         read_tokens(tmp_path)
+
+
+def test_a_token_set_prints_as_a_summary(tmp_path, model):
+    ts = read_token_set(_write_set(tmp_path, model))
+    assert repr(ts) == (f"TokenSet(3 sequences of {model.spec.code_length} tokens in [0, {ts.layout.vocab_size}), "
+                        "2 classes, layout 'token', augment [])")

@@ -68,8 +68,9 @@ def add_generate_parser(sub: Any) -> argparse.ArgumentParser:
                    help="the tokenizer: a model folder (or a released .pth checkpoint) whose tokens the generator "
                         "learned")
     p.add_argument("--classes", nargs="+", default=None, metavar="NAME_OR_INDEX",
-                   help="the classes to generate (names the generator records, or indices; separated by spaces or "
-                        "commas); omit for an unconditional generator")
+                   help="the classes to generate: names the generator records, or indices (a name that is also a "
+                        "number means the class of that name), separated by spaces or commas, or 'all'; omit for "
+                        "an unconditional generator")
     p.add_argument("--per-class", type=positive_int, default=4, metavar="N", help="images per class (default 4)")
     p.add_argument("--out", required=True, metavar="DIR",
                    help=f"output folder: new, empty, or (with --overwrite) a previous generate's; one holding a "

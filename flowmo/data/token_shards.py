@@ -113,6 +113,10 @@ class TokenSet:
     def __len__(self) -> int:
         return int(self.sequences.shape[0])
 
+    def __repr__(self) -> str:  # a summary, not every row (a set may hold millions)
+        return (f"TokenSet({len(self)} sequences of {self.layout.seq_len} tokens in [0, {self.layout.vocab_size}), "
+                f"{len(self.classes)} classes, layout {self.layout.kind!r}, augment {list(self.augment)})")
+
 
 def _is_shard_name(name: str) -> bool:
     return name.startswith("shard-") and name.endswith(".safetensors")

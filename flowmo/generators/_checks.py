@@ -13,12 +13,13 @@ from torch import Tensor
 __all__ = ["check_int", "check_real", "check_bool", "check_index_tensor", "check_generator", "check_top_k"]
 
 
-def check_int(value: Any, name: str, *, minimum: int = 1) -> int:
-    """``value`` as an int >= ``minimum`` (bools refused)."""
+def check_int(value: Any, name: str, *, minimum: int = 1, maximum: Optional[int] = None) -> int:
+    """``value`` as an int >= ``minimum`` (and <= ``maximum`` when given; bools refused)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"in [{minimum}, {maximum}]" if maximum is not None else f">= {minimum}"
+        raise ValueError(f"{name} must be an int {bound}, got {value}")
     return int(value)
 
 

@@ -107,7 +107,10 @@ def class_names(generator: TokenGenerator) -> Optional[list[str]]:
 
 def resolve_classes(items: Sequence[Union[str, int]], generator: TokenGenerator) -> list[int]:
     """Class indices of ``items``: each a recorded class name (:func:`class_names`) or an index
-    (an int, or a string of digits) in [0, num_classes).
+    (an int, or a string of digits) in [0, num_classes); a string that is both a recorded name
+    and a number means the class of that NAME (class folders named 0, 1, 10, 2, ... sort by
+    name, so the class named "2" may have index 3). ``["all"]`` (when no class is named "all")
+    means every class, in index order.
 
     Raises:
         ValueError: an unconditional generator, an empty list, an unknown name (the message lists
@@ -119,6 +122,8 @@ def resolve_classes(items: Sequence[Union[str, int]], generator: TokenGenerator)
     if isinstance(items, (str, bytes)) or not isinstance(items, Sequence) or not items:
         raise ValueError(f"classes must be a non-empty list of class names or indices, got {items!r}")
     names = class_names(generator) or []
+    if list(items) == ["all"] and "all" not in names:
+        return list(range(c))
     out: list[int] = []
     for item in items:
         if isinstance(item, str) and item in names:
@@ -262,7 +267,7 @@ def generate_images(generator: TokenGenerator, tokenizer: Any, labels: Union[Seq
     if not isinstance(tokenizer, torch.nn.Module) or not hasattr(type(tokenizer), "decode"):
         raise TypeError(f"tokenizer must be a flowmo.FlowMo model, got {type(tokenizer).__name__}")
     layout = check_tokenizer(generator, tokenizer, layout)
-    seed = check_int(seed, "seed", minimum=0)
+    seed = check_int(seed, "seed", minimum=0, maximum=2**63 - 1)  # torch.Generator.manual_seed's range
     batch_size = check_int(batch_size, "batch_size")
     if labels is None:
         if generator.num_classes and cfg_scale != 1.0:

@@ -126,7 +126,9 @@ def export_checkpoint(source: Path, out: Path, *, weights: str = "ema", step: Op
 
 
 def export_main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="flowmo export", description="Write a run's weights as a from_pretrained folder.")
+    p = argparse.ArgumentParser(prog="flowmo export", description="Write a run's weights as a from_pretrained folder: "
+                                "a tokenizer model folder for a `flowmo train` run, a generator folder for a "
+                                "`flowmo train-generator` run.")
     p.add_argument("run", help="a run folder (its newest checkpoint) or a checkpoint folder")
     p.add_argument("--output", required=True, metavar="DIR",
                    help="the model folder to write (config.json + model.safetensors; created if missing; not the "
@@ -142,7 +144,14 @@ def export_main(argv: Optional[Sequence[str]] = None) -> int:
     if (run / "state.json").is_file() and not (run / "checkpoints").is_dir():  # a checkpoint folder
         run = run.parent.parent
     check_outside_run(a.output, run, "--output", "the run folder")
-    path = export_checkpoint(Path(a.run), Path(a.output), weights="raw" if a.raw else "ema", step=a.step)
+    from ..folder_kinds import folder_kind
+
+    if folder_kind(run) == "generator-run":  # a `flowmo train-generator` run: its generator folder
+        from .generator_trainer import export_generator
+
+        path = export_generator(Path(a.run), Path(a.output), weights="raw" if a.raw else "ema", step=a.step)
+    else:
+        path = export_checkpoint(Path(a.run), Path(a.output), weights="raw" if a.raw else "ema", step=a.step)
     if not a.quiet:
         print(f"wrote {path}")
     return 0

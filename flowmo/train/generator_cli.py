@@ -49,8 +49,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .generator_config import load_generator_config
     from .generator_trainer import GeneratorTrainer, export_generator
 
+    if args.config is None and args.resume and (Path(args.out) / "config.json").is_file():
+        args.config = str(Path(args.out) / "config.json")  # resuming: the run's own resolved config
     if args.config is None and not args.overrides:
-        raise ValueError("give --config FILE (see configs/generators/example.yaml) and/or --set overrides")
+        raise ValueError("give --config FILE (see configs/generators/example.yaml) and/or --set overrides "
+                         "(with --resume, the run's own config.json is used when --config is not given)")
     import_modules(args.imports)
     overrides = list(args.overrides)
     if args.device is not None:

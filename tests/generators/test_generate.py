@@ -92,7 +92,7 @@ def test_guidance_and_unconditional_generation(tmp_path, tok):
         generate_images(g, tok, None, num_images=2, cfg_scale=2.0)
     with pytest.raises(ValueError, match=r"labels must hold class labels in \[0, 3\)"):
         generate_images(g, tok, [0, 3])
-    with pytest.raises(ValueError, match="seed must be an int >= 0"):
+    with pytest.raises(ValueError, match=r"seed must be an int in \[0, "):
         generate_images(g, tok, [0], seed=-1)
     with pytest.raises(TypeError, match="labels must be a sequence of ints"):
         generate_images(g, tok, ["cat"])
@@ -168,6 +168,13 @@ def test_resolve_classes(tmp_path, tok):
         resolve_classes(["cat", "0"], g)
     with pytest.raises(ValueError, match="non-empty list"):
         resolve_classes([], g)
+    assert resolve_classes(["all"], g) == [0, 1, 2]
+
+
+def test_a_seed_beyond_the_generator_range_is_refused_naming_it(tmp_path, tok):
+    g = load_generator(generator_folder(tmp_path / "g", tok))
+    with pytest.raises(ValueError, match=r"seed must be an int in \[0, 9223372036854775807\]"):
+        generate_images(g, tok, [0], steps=1, seed=2**64)
 
 
 def test_loaded_generators_keep_their_records_when_saved_again(tmp_path, tok):

@@ -217,6 +217,12 @@ def test_command_line_trains_and_exports(tmp_path, token_set, capsys):
     assert main(["train-generator", "--config", str(cfg), "--out", str(tmp_path / "run"), "--resume",
                  "--set", "train.steps=4", "-q"]) == 0
     assert latest_checkpoint(tmp_path / "run" / "checkpoints").name == "ckpt-00000004"
+    # resuming without --config takes the run's own config.json; flowmo export knows a generator run
+    assert main(["train-generator", "--out", str(tmp_path / "run"), "--resume", "--set", "train.steps=5", "-q"]) == 0
+    assert latest_checkpoint(tmp_path / "run" / "checkpoints").name == "ckpt-00000005"
+    assert main(["export", str(tmp_path / "run"), "--output", str(tmp_path / "exported"), "-q"]) == 0
+    exported = MaskGiT.from_pretrained(tmp_path / "exported")
+    assert exported.metadata["classes"] == MaskGiT.from_pretrained(tmp_path / "gen").metadata["classes"]
     capsys.readouterr()
     assert main(["train-generator", "--config", str(cfg), "--out", str(tmp_path / "bad"),
                  "--set", "generator.depht=2"]) == 2
