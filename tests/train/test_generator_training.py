@@ -274,3 +274,10 @@ def test_export_never_overwrites_the_run_or_another_kind_of_folder(tmp_path, tok
     from flowmo.train.generator_config import GeneratorTrainConfig
 
     assert GeneratorTrainConfig.model_validate_json((run / "config.json").read_text()).train.steps == 3
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "generators").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_generator_config_loads_and_builds(path, token_set):
+    cfg = load_generator_config(path, [f"train.tokens={token_set}"])
+    g = build_generator(cfg.generator, vocab_size=64, seq_len=16, num_classes=10)
+    assert g.num_classes == 10 and cfg.train.steps > 0
