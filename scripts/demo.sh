@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh photos
 . .venv/bin/activate
 out=${FLOWMO_DEMO_OUT:-runs/demo}
-flowmo train --config configs/demo.yaml --out "$out" --export "$out/model" "$@"
+# --resume: a second run of this script continues (or, when finished, only re-exports) the first
+flowmo train --config configs/demo.yaml --out "$out" --resume --export "$out/model" "$@"
 echo
 python -m flowmo.train.demo --run "$out"
 echo "the trained model: $out/model  (flowmo.FlowMo.from_pretrained(\"$out/model\"))"
