@@ -199,3 +199,16 @@ def test_the_tokenizer_weights_are_recorded_and_checked_by_detokenize(tmp_path, 
     assert read_tokens(tmp_path / "old.safetensors").tokenizer_weights is None
     assert main(["detokenize", "--tokens", str(tmp_path / "old.safetensors"), "--model", str(other), "--device", "cpu",
                  "-q", "--steps", "1", "--output", str(tmp_path / "o3")]) == 0
+
+
+def test_notes_for_empty_folders_and_a_parent_of_the_class_folders(tmp_path, tree, tokenizer, capsys):
+    base = ["tokenize", "--model", str(tokenizer), "--classes", "--device", "cpu"]
+    assert main([*base, "--input", str(tree), "--output", str(tmp_path / "s1")]) == 0
+    err = capsys.readouterr().err
+    assert "1 sub-folder(s) of --input hold no image and are not classes: empty" in err and "parent" not in err
+    # the parent of a class tree: one "class" whose images all sit in sub-folders
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    (parent / "train").symlink_to(tree)
+    assert main([*base, "--input", str(parent), "--output", str(tmp_path / "s2")]) == 0
+    assert "give the class folders' parent instead" in capsys.readouterr().err

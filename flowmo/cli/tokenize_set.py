@@ -55,6 +55,7 @@ def tokenize_class_folders(args: argparse.Namespace, ctx: _Ctx) -> int:
         raise CLIError(f"{str(out)!r} already holds a token set; pass --overwrite to replace it")
     root = Path(args.input[0]).expanduser()
     classes, items = class_folder_images(root, argument="--input")
+    _note_suspicious_classes(root, classes, items, ctx)
     args._sizes = [check_image_header(p) for p, _ in items]  # every header checked before any model work
     model, device = _load(args)
     layout = layout_for(model, args.layout or "auto")
@@ -87,3 +88,18 @@ def tokenize_class_folders(args: argparse.Namespace, ctx: _Ctx) -> int:
             f"layout {layout.kind!r}: {layout.seq_len} tokens of vocabulary {layout.vocab_size}) to {out} "
             f"(model fingerprint {model.spec.fingerprint()})")
     return 0
+
+
+def _note_suspicious_classes(root: Path, classes: list, items: list, ctx) -> None:
+    """Notes (not errors) for two easy mistakes: sub-folders left out for holding no image (the
+    class indices of the others shift), and classes whose images sit in sub-folders of their own
+    (e.g. --input the parent of train/ and test/: the classes would be "train" and "test")."""
+    empty = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name not in classes)
+    if empty:
+        ctx.note(f"{len(empty)} sub-folder(s) of --input hold no image and are not classes: {', '.join(empty[:5])}"
+                 f"{', ...' if len(empty) > 5 else ''}")
+    nested = sorted({classes[y] for p, y in items if p.parent.name != classes[y] and p.parent.parent.name == classes[y]})
+    if nested and len(nested) == len(classes):
+        ctx.note(f"every class's images are in sub-folders of it (e.g. {nested[0]}/...): if --input is the parent of "
+                 "the class folders (such as the folder holding train/ and test/), give the class folders' parent "
+                 "instead")
