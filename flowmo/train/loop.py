@@ -257,6 +257,10 @@ class TrainerBase(CheckpointingMixin, RecordsMixin):
         counters, and what the hooks add)."""
         tc = self.tc
         summary: dict[str, Any] = {"start_step": self.step}
+        if self.ctx.main and tc.optim.warmup_steps > tc.steps:
+            self._log(f"note: train.optim.warmup_steps ({tc.optim.warmup_steps}) exceeds train.steps ({tc.steps}): "
+                      f"the learning rate never reaches train.optim.lr (at most "
+                      f"{tc.optim.lr * tc.steps / tc.optim.warmup_steps:.3g})")
         self._before_fit(summary)
         bar = None
         if self.ctx.main and tc.log.progress:

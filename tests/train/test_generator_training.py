@@ -281,3 +281,10 @@ def test_every_shipped_generator_config_loads_and_builds(path, token_set):
     cfg = load_generator_config(path, [f"train.tokens={token_set}"])
     g = build_generator(cfg.generator, vocab_size=64, seq_len=16, num_classes=10)
     assert g.num_classes == 10 and cfg.train.steps > 0
+
+
+def test_a_warm_up_longer_than_the_run_is_noted(tmp_path, token_set):
+    said = []
+    t = GeneratorTrainer(config(token_set, steps=2, optim={"warmup_steps": 100}), tmp_path / "run", log=said.append)
+    t.fit()
+    assert any("warmup_steps (100) exceeds train.steps (2)" in s and "at most 6e-05" in s for s in said), said
