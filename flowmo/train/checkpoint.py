@@ -21,7 +21,7 @@ from torch import Tensor
 from ..data.files import fsync_dir, fsync_file
 
 __all__ = [
-    "save_checkpoint", "load_checkpoint", "list_checkpoints", "latest_checkpoint", "prune_checkpoints",
+    "save_checkpoint", "load_checkpoint", "list_checkpoints", "latest_checkpoint", "resolve_checkpoint", "prune_checkpoints",
     "optimizer_to_tensors", "optimizer_from_tensors", "CheckpointError",
 ]
 
@@ -84,6 +84,28 @@ def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
 def latest_checkpoint(root: Path) -> Optional[Path]:
     ckpts = list_checkpoints(root)
     return ckpts[-1][1] if ckpts else None
+
+
+def resolve_checkpoint(source: Path, step: Optional[int] = None, *, kind: str = "run") -> tuple[Path, Path]:
+    """(checkpoint folder, run folder) for ``source``: a run folder (its newest complete
+    checkpoint, or ``step``'s) or one of its checkpoint folders (``step`` then unused).
+
+    Raises:
+        FileNotFoundError: a run folder without a complete checkpoint, or neither kind of folder
+            (the message names ``kind``, e.g. "generator run").
+        ValueError: a ``step`` the run has no checkpoint of.
+    """
+    source = Path(source)
+    if (source / "checkpoints").is_dir():
+        ckpts = dict(list_checkpoints(source / "checkpoints"))
+        if not ckpts:
+            raise FileNotFoundError(f"{source} has no complete checkpoint")
+        if step is not None and step not in ckpts:
+            raise ValueError(f"{source} has no checkpoint of step {step}; it has {sorted(ckpts)}")
+        return ckpts[step if step is not None else max(ckpts)], source
+    if (source / "state.json").is_file():
+        return source, source.parent.parent
+    raise FileNotFoundError(f"{source} is neither a {kind} folder nor a checkpoint folder")
 
 
 def load_checkpoint(path: Path, parts: Optional[list[str]] = None) -> tuple[dict[str, dict[str, Tensor]], dict]:

@@ -93,23 +93,12 @@ def export_checkpoint(source: Path, out: Path, *, weights: str = "ema", step: Op
     record; CheckpointError for EMA weights asked of a run without them.
     """
     from ..model import FlowMo
-    from .checkpoint import CheckpointError, list_checkpoints, load_checkpoint
+    from .checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
     from .config import read_train_config
 
     if weights not in ("ema", "raw"):
         raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
-    source = Path(source)
-    if (source / "checkpoints").is_dir():
-        ckpts = dict(list_checkpoints(source / "checkpoints"))
-        if not ckpts:
-            raise FileNotFoundError(f"{source} has no complete checkpoint")
-        if step is not None and step not in ckpts:
-            raise ValueError(f"{source} has no checkpoint of step {step}; it has {sorted(ckpts)}")
-        ckpt, run = ckpts[step if step is not None else max(ckpts)], source
-    elif (source / "state.json").is_file():
-        ckpt, run = source, source.parent.parent
-    else:
-        raise FileNotFoundError(f"{source} is neither a run folder nor a checkpoint folder")
+    ckpt, run = resolve_checkpoint(source, step)
     check_outside_run(out, run, "out", "run")
     cfg_file = run / "config.json"
     if not cfg_file.is_file():

@@ -35,7 +35,7 @@ from ..data.token_shards import read_token_set
 from ..folder_kinds import check_outside_run
 from ..generators.base import TokenGenerator
 from ..generators.build import build_generator
-from .checkpoint import CheckpointError, list_checkpoints, load_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 from .generator_config import GeneratorTrainConfig
 from .loop import TrainerBase
 from .sampler import StepBatchSampler, derive_seed
@@ -210,18 +210,7 @@ def export_generator(source: Union[str, Path], out: Union[str, Path], *, weights
     """
     if weights not in ("ema", "raw"):
         raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")
-    source = Path(source)
-    if (source / "checkpoints").is_dir():
-        ckpts = dict(list_checkpoints(source / "checkpoints"))
-        if not ckpts:
-            raise FileNotFoundError(f"{source} has no complete checkpoint")
-        if step is not None and step not in ckpts:
-            raise ValueError(f"{source} has no checkpoint of step {step}; it has {sorted(ckpts)}")
-        ckpt, run = ckpts[step if step is not None else max(ckpts)], source
-    elif (source / "state.json").is_file():
-        ckpt, run = source, source.parent.parent
-    else:
-        raise FileNotFoundError(f"{source} is neither a generator run folder nor a checkpoint folder")
+    ckpt, run = resolve_checkpoint(source, step, kind="generator run")
     check_outside_run(out, run, "out", "run")
     for name in ("config.json", TOKEN_SET_RECORD):
         if not (run / name).is_file():
