@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -38,7 +37,7 @@ from .train_spec import (
     TrainSpec,
     _Strict,
 )
-from .yaml12 import _yaml_problem, parse_yaml
+from .yaml12 import _yaml_problem, parse_yaml, read_config_source
 
 __all__ = [
     "DataConfig", "OptimConfig", "EMAConfig", "CheckpointConfig", "LogConfig", "EvalConfig", "TrainSpec",
@@ -164,32 +163,7 @@ def load_config(source: Union[str, Path, dict, None] = None, overrides: Optional
     FileNotFoundError / IsADirectoryError for a missing file / a folder, ValueError for a
     file that cannot be parsed or does not hold a mapping, and pydantic's ValidationError
     (a ValueError) naming the fields of an invalid config."""
-    if source is None:
-        raw: dict = {}
-    elif isinstance(source, dict):
-        raw = source
-    elif isinstance(source, (str, os.PathLike)):
-        p = Path(source)
-        if p.is_dir():
-            raise IsADirectoryError(f"config file {str(p)!r} is a folder, not a file")
-        if not p.is_file():
-            raise FileNotFoundError(f"config file {str(p)!r} does not exist")
-        try:
-            text = p.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise ValueError(f"config file {str(p)!r} is not UTF-8 text ({e.reason} at byte {e.start})") from None
-        try:
-            raw = json.loads(text) if p.suffix == ".json" else parse_yaml(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"config file {str(p)!r} is not valid JSON ({e.msg} at line {e.lineno}, "
-                             f"column {e.colno})") from None
-        except yaml.YAMLError as e:
-            raise ValueError(f"config file {str(p)!r} is not valid YAML ({_yaml_problem(e)})") from None
-        if not isinstance(raw, dict):
-            raise ValueError(f"{p} must hold a mapping with 'model' and 'train' sections")
-    else:
-        raise TypeError(f"source must be a config file path (str or pathlib.Path), a dict or None, "
-                        f"got {type(source).__name__} {source!r}")
+    raw = read_config_source(source, "'model' and 'train'")
     given = import_modules(imports, what="--import")
     raw = apply_overrides(raw, overrides or [])
     listed = raw.get("imports")

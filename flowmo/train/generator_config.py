@@ -18,9 +18,7 @@ bounds and meanings; ``optim.batch_size`` counts token sequences.
 from __future__ import annotations
 
 import copy
-import json
 import os
-from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 import yaml
@@ -38,7 +36,7 @@ from .train_spec import (
     OptimConfig,
     _Strict,
 )
-from .yaml12 import _yaml_problem, parse_yaml
+from .yaml12 import _yaml_problem, parse_yaml, read_config_source
 
 __all__ = ["GeneratorLogConfig", "GeneratorTrainSpec", "GeneratorTrainConfig", "load_generator_config",
            "apply_generator_overrides"]
@@ -167,29 +165,6 @@ def load_generator_config(source: Union[str, os.PathLike, dict, None] = None,
     Raises TypeError for another kind of ``source``, FileNotFoundError / IsADirectoryError for a
     missing file / a folder, ValueError for a file that cannot be parsed or does not hold a
     mapping, and pydantic's ValidationError (a ValueError) naming the fields of an invalid config."""
-    if source is None:
-        raw: Any = {}
-    elif isinstance(source, dict):
-        raw = source
-    elif isinstance(source, (str, os.PathLike)):
-        p = Path(source)
-        if p.is_dir():
-            raise IsADirectoryError(f"config file {str(p)!r} is a folder, not a file")
-        if not p.is_file():
-            raise FileNotFoundError(f"config file {str(p)!r} does not exist")
-        try:
-            text = p.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise ValueError(f"config file {str(p)!r} is not UTF-8 text ({e.reason} at byte {e.start})") from None
-        try:
-            raw = json.loads(text) if p.suffix == ".json" else parse_yaml(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"config file {str(p)!r} is not valid JSON ({e.msg} at line {e.lineno})") from None
-        except yaml.YAMLError as e:
-            raise ValueError(f"config file {str(p)!r} is not valid YAML ({_yaml_problem(e)})") from None
-        if not isinstance(raw, dict):
-            raise ValueError(f"{p} must hold a mapping with 'generator' and 'train' sections")
-    else:
-        raise TypeError(f"source must be a config file path, a dict or None, got {type(source).__name__}")
+    raw = read_config_source(source, "'generator' and 'train'")
     raw = apply_generator_overrides(raw, list(overrides or []))
     return GeneratorTrainConfig.model_validate(raw)

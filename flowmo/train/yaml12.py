@@ -72,3 +72,43 @@ def _yaml_problem(e: yaml.YAMLError) -> str:
     if not problem:
         return " ".join(str(e).split())
     return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
+
+
+def read_config_source(source: Any, sections: str) -> dict:
+    """The raw mapping of a training config: ``source`` a path (str or os.PathLike) of a
+    ``.yaml``/``.yml``/``.json`` file, a dict (returned as is), or None (an empty config).
+    ``sections`` names the sections the file must hold, for the message (e.g. "'model' and 'train'").
+
+    Raises TypeError for another kind of ``source``, FileNotFoundError / IsADirectoryError for a
+    missing file / a folder, ValueError for a file that is not UTF-8, not valid JSON / YAML, or
+    does not hold a mapping."""
+    import json
+    import os
+    from pathlib import Path
+
+    if source is None:
+        return {}
+    if isinstance(source, dict):
+        return source
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"source must be a config file path (str or pathlib.Path), a dict or None, "
+                        f"got {type(source).__name__} {source!r}")
+    p = Path(source)
+    if p.is_dir():
+        raise IsADirectoryError(f"config file {str(p)!r} is a folder, not a file")
+    if not p.is_file():
+        raise FileNotFoundError(f"config file {str(p)!r} does not exist")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"config file {str(p)!r} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    try:
+        raw = json.loads(text) if p.suffix == ".json" else parse_yaml(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"config file {str(p)!r} is not valid JSON ({e.msg} at line {e.lineno}, "
+                         f"column {e.colno})") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"config file {str(p)!r} is not valid YAML ({_yaml_problem(e)})") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"{p} must hold a mapping with {sections} sections")
+    return raw
