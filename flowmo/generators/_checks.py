@@ -80,3 +80,25 @@ def check_top_k(top_k: Any, vocab_size: int, name: str = "top_k") -> Optional[in
     if k > vocab_size:
         raise ValueError(f"{name} must be None or an int in [1, vocab_size = {vocab_size}], got {k}")
     return k
+
+
+def set_transformer_options(generator: Any, *, vocab_size: Any, seq_len: Any, num_classes: Any, width: Any, depth: Any,
+                            heads: Any, mlp_ratio: Any, label_dropout: Any, rope_theta: Any) -> None:
+    """Check the constructor options the built-in transformer generators share and set them on
+    ``generator`` (vocab_size >= 2, seq_len >= 1, num_classes >= 0, width/depth/heads >= 1 with an
+    even head dim width / heads for RoPE, mlp_ratio > 0 giving an MLP of >= 1 unit, label_dropout
+    in [0, 1], rope_theta > 0); TypeError / ValueError naming the option otherwise."""
+    generator.vocab_size = check_int(vocab_size, "vocab_size", minimum=2)
+    generator.seq_len = check_int(seq_len, "seq_len")
+    generator.num_classes = check_int(num_classes, "num_classes", minimum=0)
+    generator.width = check_int(width, "width")
+    generator.depth = check_int(depth, "depth")
+    generator.heads = check_int(heads, "heads")
+    if width % heads or (width // heads) % 2:
+        raise ValueError(f"width ({width}) must be a multiple of heads ({heads}) with an even head dim "
+                         f"width / heads (RoPE rotates channel pairs)")
+    generator.mlp_ratio = check_real(mlp_ratio, "mlp_ratio", low=0.0, low_open=True)
+    if int(width * mlp_ratio) < 1:
+        raise ValueError(f"mlp_ratio ({mlp_ratio}) gives an MLP hidden size int(width * mlp_ratio) < 1")
+    generator.label_dropout = check_real(label_dropout, "label_dropout", low=0.0, high=1.0)
+    generator.rope_theta = check_real(rope_theta, "rope_theta", low=0.0, low_open=True)

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from flowmo.objectives import LossOutput
 from flowmo.registry import GENERATORS
 
-from ._checks import check_generator, check_index_tensor, check_int, check_real
+from ._checks import check_generator, check_index_tensor, check_int, check_real, set_transformer_options
 from .base import GenerationOutput, TokenGenerator
 from .sampling import guide, gumbel_noise, sample_logits, top_k_filter
 from .schedule import decoding_schedule, random_mask, sample_mask_counts
@@ -63,20 +63,9 @@ class MaskGiT(TokenGenerator):
     def __init__(self, *, vocab_size: int, seq_len: int, num_classes: int = 0, width: int = 256, depth: int = 6,
                  heads: int = 4, mlp_ratio: float = 4.0, label_dropout: float = 0.1, rope_theta: float = 10000.0):
         super().__init__()
-        self.vocab_size = check_int(vocab_size, "vocab_size", minimum=2)
-        self.seq_len = check_int(seq_len, "seq_len")
-        self.num_classes = check_int(num_classes, "num_classes", minimum=0)
-        self.width = check_int(width, "width")
-        self.depth = check_int(depth, "depth")
-        self.heads = check_int(heads, "heads")
-        if width % heads or (width // heads) % 2:
-            raise ValueError(f"width ({width}) must be a multiple of heads ({heads}) with an even head dim "
-                             f"width / heads (RoPE rotates channel pairs)")
-        self.mlp_ratio = check_real(mlp_ratio, "mlp_ratio", low=0.0, low_open=True)
-        if int(width * mlp_ratio) < 1:
-            raise ValueError(f"mlp_ratio ({mlp_ratio}) gives an MLP hidden size int(width * mlp_ratio) < 1")
-        self.label_dropout = check_real(label_dropout, "label_dropout", low=0.0, high=1.0)
-        self.rope_theta = check_real(rope_theta, "rope_theta", low=0.0, low_open=True)
+        set_transformer_options(self, vocab_size=vocab_size, seq_len=seq_len, num_classes=num_classes, width=width,
+                                depth=depth, heads=heads, mlp_ratio=mlp_ratio, label_dropout=label_dropout,
+                                rope_theta=rope_theta)
         self.mask_id = self.vocab_size
 
         self.tok_emb = nn.Embedding(self.vocab_size + 1, width)
