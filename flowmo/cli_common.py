@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 from .imports import add_import_argument
 
@@ -67,8 +67,9 @@ def add_sampler_arguments(parser: argparse.ArgumentParser) -> None:
     :func:`sampler_from_args` turns them into a :class:`flowmo.SamplerSpec`."""
     g = parser.add_argument_group("sampler options", SAMPLER_OPTIONS_HELP)
     g.add_argument("--sampler", default=None, metavar="PRESET_OR_JSON",
-                   help="a sampler preset name (release, fast: replaces the whole sampler) or sampler fields as "
-                        "JSON (or @file.json) merged into the model's sampler; applied before the options below")
+                   help="a sampler preset name (release, fast, or one of the model's own, e.g. distillation-4: "
+                        "replaces the whole sampler) or sampler fields as JSON (or @file.json) merged into the "
+                        "model's sampler; applied before the options below")
     g.add_argument("--steps", type=positive_int, default=None, metavar="N",
                    help="decoder ODE steps (default: the model's sampler's, or the preset's)")
     g.add_argument("--solver", default=None, metavar="NAME",
@@ -79,12 +80,13 @@ def add_sampler_arguments(parser: argparse.ArgumentParser) -> None:
                    help="classifier-free guidance scale (1 = off)")
 
 
-def sampler_from_args(base: Any, args: argparse.Namespace) -> Any:
+def sampler_from_args(base: Any, args: argparse.Namespace, presets: Optional[Mapping[str, Any]] = None) -> Any:
     """The sampler ``base`` (a :class:`flowmo.SamplerSpec`, the model's) with the command line's
     edits, validated.
 
-    ``--sampler`` is a sampler preset name (``fast``: the preset replaces the whole sampler,
-    a custom grid, solver or guidance included) or JSON (or @file.json) of changes merged as
+    ``--sampler`` is a sampler preset name (one of the model's own ``presets``, its
+    ``spec.sampler_presets``, or a global one such as ``fast``: the preset replaces the whole
+    sampler, a custom grid, solver or guidance included) or JSON (or @file.json) of changes merged as
     :meth:`flowmo.FlowMoSpec.replace` merges (``{"guidance": {"scale": 2}}`` keeps the
     interval); then ``--steps``, ``--solver``, ``--grid`` and ``--cfg-scale`` are applied the
     same way (a new ``--grid`` name takes that grid's defaults; the same name keeps its fields).
@@ -92,6 +94,7 @@ def sampler_from_args(base: Any, args: argparse.Namespace) -> Any:
     Raises FileNotFoundError for a missing @file, ValueError ("invalid sampler settings: ...")
     for anything else that is wrong.
     """
+    from .samplers.presets import resolve_preset
     from .spec import SamplerSpec, replace_spec
 
     try:
@@ -110,7 +113,7 @@ def sampler_from_args(base: Any, args: argparse.Namespace) -> Any:
                     raise ValueError(f"--sampler is not valid JSON: {e}") from None
                 extra = text.strip()  # a preset name
             if isinstance(extra, str):
-                spec = SamplerSpec.model_validate(extra)
+                spec = resolve_preset(extra, presets)
             elif isinstance(extra, dict):
                 spec = replace_spec(spec, extra)
             else:

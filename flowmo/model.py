@@ -21,6 +21,7 @@ from .objectives import LossOutput, ObjectivesMixin
 from .pretrained import CONFIG_NAME, WEIGHTS_NAME, PretrainedMixin, config_json, read_config
 from .quantizers.base import Quantizer, QuantizerOutput
 from .registry import BACKBONES, QUANTIZERS, TIME_SAMPLERS
+from .samplers.presets import resolve_preset
 from .samplers.sampler import SampleOutput, sample, state_dtype
 from .state_dicts import StateDictMismatchError
 from .spec import FlowMoSpec, SamplerSpec, replace_spec
@@ -78,6 +79,13 @@ class FlowMo(ObjectivesMixin, PretrainedMixin, nn.Module):
         # loss objects may need weight files (network distances): built on first use only
         self._flow_loss: Optional[FlowLoss] = None
         self._posttrain: Optional[PosttrainObjective] = None
+        self._teacher: Optional[Backbone] = None  # a distillation objective's frozen decoder (set_teacher)
+
+    def _apply(self, fn, recurse: bool = True):  # .to() / .float() / ... move and cast the teacher too
+        out = super()._apply(fn, recurse)
+        if self._teacher is not None:
+            self._teacher._apply(fn, recurse)
+        return out
 
     # ------------------------------------------------------------------ properties
     @property
@@ -219,12 +227,15 @@ class FlowMo(ObjectivesMixin, PretrainedMixin, nn.Module):
         the decoder is run on the patch grid of the model's image size, and an image of another
         shape with as many patches (e.g. 16 x 64 for 32 x 32) would get the wrong positions.
         """
+        return self._decoder_velocity(self.decoder, x_t, t, cond)
+
+    def _decoder_velocity(self, decoder: Backbone, x_t: Tensor, t: Tensor, cond: Tensor) -> Tensor:
         s = self.spec.image_size
         if not isinstance(x_t, Tensor) or x_t.ndim != 4 or tuple(x_t.shape[1:]) != (3, s, s):
             shape = tuple(x_t.shape) if isinstance(x_t, Tensor) else type(x_t).__name__
             raise ValueError(f"x_t must have shape (B, 3, {s}, {s}) (the model's image size; its patch grid is "
                              f"{self.grid}), got {shape}")
-        img, _ = self.decoder(patchify(x_t, self.spec.patch_size), cond, t, self.grid, outputs=("img",))
+        img, _ = decoder(patchify(x_t, self.spec.patch_size), cond, t, self.grid, outputs=("img",))
         return unpatchify(img, self.spec.patch_size, self.grid)
 
     def velocity(self, x_t: Tensor, t: Union[Tensor, float], code: Optional[Tensor] = None, *,
@@ -279,13 +290,14 @@ class FlowMo(ObjectivesMixin, PretrainedMixin, nn.Module):
     def _sampler_spec(self, sampler: Union[SamplerSpec, dict, str, None]) -> SamplerSpec:
         """``sampler`` of :meth:`decode` as a SamplerSpec: None is the spec's sampler, a dict
         edits it (the semantics of :meth:`FlowMoSpec.replace`: nested dicts merge), a str is
-        a sampler preset, a SamplerSpec is used as given."""
+        a preset of the model (``spec.sampler_presets``) or else a global sampler preset, a
+        SamplerSpec is used as given."""
         if sampler is None:
             return self.spec.sampler
         if isinstance(sampler, dict):
             return replace_spec(self.spec.sampler, sampler)
         if isinstance(sampler, str):
-            return SamplerSpec.model_validate(sampler)
+            return resolve_preset(sampler, self.spec.sampler_presets)
         if isinstance(sampler, SamplerSpec):
             return sampler
         raise TypeError(f"sampler must be a SamplerSpec, a dict of its fields, a sampler preset name or None, "
@@ -309,7 +321,9 @@ class FlowMo(ObjectivesMixin, PretrainedMixin, nn.Module):
                 (merged as :meth:`FlowMoSpec.replace` merges: ``{"steps": 4}`` keeps the
                 grid, solver and guidance; ``{"guidance": {"scale": 2.0}}`` keeps the
                 interval), a preset name of :data:`flowmo.samplers.SAMPLER_PRESETS`
-                (``"fast"``, ``"release"``), or None for ``spec.sampler``.
+                (``"fast"``, ``"release"``) or of the model's own ``spec.sampler_presets``
+                (which win; a few-step decoder records its sampler there, e.g.
+                ``"distillation-4"``), or None for ``spec.sampler``.
             return_intermediates: also return the state after every step
                 (``SampleOutput.intermediates``).
             enable_grad: run with autograd (default: without).

@@ -4,6 +4,7 @@ quantizer's and perceptual terms) and the Stage 1B post-training loss, as method
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
@@ -60,6 +61,38 @@ class ObjectivesMixin:
         if self._posttrain is None:
             self._posttrain = POSTTRAIN_OBJECTIVES.build(self.spec.posttrain)
         return self._posttrain
+
+    # ------------------------------------------------------------------ the teacher
+    def set_teacher(self, state: Optional[Mapping[str, Tensor]] = None) -> None:
+        """Freeze a copy of the decoder as the teacher of a distillation objective
+        (``posttrain.needs_teacher``): with ``state`` (the decoder's state dict, keys without the
+        ``decoder.`` prefix, as :meth:`teacher_state` returns) the copy takes those weights, else
+        the decoder's current ones. The teacher is not a submodule: it is not in
+        :meth:`state_dict`, not saved by :meth:`save_pretrained` and never trained; ``.to()``
+        moves it with the model. Raises ValueError naming the keys when ``state`` does not fit."""
+        teacher = copy.deepcopy(self.decoder)
+        if state is not None:
+            from .state_dicts import check_state_dict
+
+            check_state_dict({k: tuple(v.shape) for k, v in teacher.state_dict().items()}, dict(state),
+                             "the teacher's state")
+            teacher.load_state_dict(state)
+        teacher.requires_grad_(False)
+        teacher.eval()
+        self.__dict__["_teacher"] = teacher  # bypasses nn.Module registration on purpose
+
+    def teacher_state(self) -> dict[str, Tensor]:
+        """The teacher decoder's weights (keys without the ``decoder.`` prefix); ValueError
+        when :meth:`set_teacher` was not called."""
+        if self._teacher is None:
+            raise ValueError("this model has no teacher (call set_teacher() first)")
+        return {k: v.detach() for k, v in self._teacher.state_dict().items()}
+
+    def teacher_velocity(self, x_t: Tensor, t: Tensor, cond: Tensor) -> Tensor:
+        """:meth:`decoder_velocity` of the frozen teacher (same arguments and shapes)."""
+        if self._teacher is None:
+            raise ValueError("this model has no teacher (call set_teacher() first)")
+        return self._decoder_velocity(self._teacher, x_t, t, cond)
 
     def loss(self, images: Tensor, *, t: Optional[Tensor] = None, noise: Optional[Tensor] = None,
              cfg_dropout: bool = True, generator: Optional[torch.Generator] = None) -> LossOutput:
@@ -149,8 +182,14 @@ class ObjectivesMixin:
                                   generator=generator)
             _merge_terms(terms, {k: flow_weight * v for k, v in flow.items()}, "the flow loss")
         _merge_terms(terms, {f"quantizer/{k}": v for k, v in q.losses.items()}, "the quantizer")
-        extra = self.posttrain_objective(self.decoder_velocity, images, cond, noise=noise, u=u,
-                                         generator=generator)
+        objective = self.posttrain_objective
+        kw: dict[str, Any] = {}
+        if objective.needs_teacher:
+            if self._teacher is None:
+                raise ValueError(f"the post-training objective {spec.name!r} compares the decoder with a frozen "
+                                 "teacher: call model.set_teacher() first (the trainer does, from train.init_from)")
+            kw["teacher"] = self.teacher_velocity
+        extra = objective(self.decoder_velocity, images, cond, noise=noise, u=u, generator=generator, **kw)
         _merge_terms(terms, extra, f"the post-training objective {spec.name!r}")
         total = torch.stack([v.float() for v in terms.values()]).sum()
         if not self.training and not bool(torch.isfinite(total)):

@@ -25,6 +25,8 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "PretrainedMixin", "config_json", "read_config"]
 
 CONFIG_NAME = "config.json"
+# fields added after folders were first written: a folder without them takes the default
+OPTIONAL_FIELDS = frozenset({"sampler_presets"})
 WEIGHTS_NAME = "model.safetensors"
 
 
@@ -104,7 +106,7 @@ class PretrainedMixin:
         spec, raw = read_config(cfg)
         # save_pretrained writes every field; a missing one would silently take its default
         # (image_size, code_length, the sampler, ... are not visible in the weights)
-        missing = [k for k in FlowMoSpec.model_fields if k not in raw]
+        missing = [k for k in FlowMoSpec.model_fields if k not in raw and k not in OPTIONAL_FIELDS]
         if missing:
             raise ValueError(f"{cfg} is missing the field(s) {', '.join(missing)} (save_pretrained writes every "
                              "field of the spec; the file was edited or damaged)")

@@ -48,7 +48,7 @@ def _load(args: argparse.Namespace):
 
 def _sampler(args: argparse.Namespace, model: Any) -> Any:
     """The sampler of a decoding command: the model's, edited by the sampler options."""
-    return sampler_from_args(model.spec.sampler, args)
+    return sampler_from_args(model.spec.sampler, args, model.spec.sampler_presets)
 
 
 def _batches(n: int, size: int):

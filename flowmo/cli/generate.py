@@ -96,7 +96,8 @@ def add_generate_parser(sub: Any) -> argparse.ArgumentParser:
                    help="images per batch (default 16; the token draws depend on it)")
     d = p.add_argument_group("tokenizer decoding (default: the tokenizer's sampler)")
     d.add_argument("--sampler", default=None, metavar="PRESET_OR_JSON",
-                   help="a sampler preset name (release, fast) or sampler fields as JSON (or @file.json)")
+                   help="a sampler preset name (release, fast, or one of the tokenizer's own, e.g. distillation-4) "
+                        "or sampler fields as JSON (or @file.json)")
     d.add_argument("--decoder-steps", type=positive_int, default=None, metavar="N", help="decoder ODE steps")
     d.add_argument("--decoder-cfg", type=float, default=None, metavar="S",
                    help="the decoder's classifier-free guidance scale (1 = off)")
@@ -198,7 +199,7 @@ def run_generate(args: argparse.Namespace, ctx: Any) -> int:
         rows = [(None, "sample")]
     tokenizer = load_model(args.tokenizer, device=device)
     sampler = sampler_from_args(tokenizer.spec.sampler, argparse.Namespace(
-        sampler=args.sampler, steps=args.decoder_steps, solver=None, grid=None, cfg_scale=args.decoder_cfg))
+        sampler=args.sampler, steps=args.decoder_steps, solver=None, grid=None, cfg_scale=args.decoder_cfg), tokenizer.spec.sampler_presets)
     n = args.per_class
     labels = None if generator.num_classes == 0 else [i for i, _ in rows for _ in range(n)]
     with ctx.progress(n * len(rows), "generate") as bar:

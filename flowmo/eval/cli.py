@@ -99,13 +99,14 @@ def sampler_from_args(model: Any, args: argparse.Namespace):
     """The model's sampler with the command line's edits, validated (the same helper as
     ``flowmo reconstruct`` / ``detokenize``: :func:`flowmo.cli_common.sampler_from_args`).
 
-    ``--sampler`` is a sampler preset name (``fast``: a preset is a complete sampler and
+    ``--sampler`` is a sampler preset name (the model's own, ``spec.sampler_presets``, or a
+    global one such as ``fast``: a preset is a complete sampler and
     replaces the model's whole sampler, a custom grid, solver or guidance included) or JSON
     (or @file.json) of changes merged as :meth:`flowmo.FlowMoSpec.replace` merges
     (``{"guidance": {"scale": 2}}`` keeps the interval); then ``--steps``, ``--solver``,
     ``--grid`` and ``--cfg-scale`` edit the result the same way (a new ``--grid`` name takes
     that grid's defaults; the same name keeps its fields)."""
-    return _sampler_from_args(model.spec.sampler, args)
+    return _sampler_from_args(model.spec.sampler, args, model.spec.sampler_presets)
 
 
 def _dist_setup(device_arg: str) -> tuple[int, int, torch.device, bool]:

@@ -145,7 +145,7 @@ def _generate(args: argparse.Namespace, device: Any, progress: bool) -> tuple[An
         indices, labels = [], None
     tokenizer = load_model(args.tokenizer, device=device)
     sampler = sampler_from_args(tokenizer.spec.sampler, argparse.Namespace(
-        sampler=None, steps=args.decoder_steps, solver=None, grid=None, cfg_scale=None))
+        sampler=None, steps=args.decoder_steps, solver=None, grid=None, cfg_scale=None), tokenizer.spec.sampler_presets)
     from tqdm.auto import tqdm
 
     total = len(labels) if labels is not None else args.per_class

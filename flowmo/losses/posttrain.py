@@ -10,12 +10,13 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from ..registry import POSTTRAIN_OBJECTIVES
+from ..samplers.grids import build_grid, check_times
 from ..samplers.sampler import check_float_batch, state_dtype
-from ..spec import LossTerm, ModeSeekingSpec
+from ..spec import GuidanceSpec, LossTerm, ModeSeekingSpec, SamplerSpec
 from .flow import VelocityFn
 from .perceptual import build_distance
 
-__all__ = ["PosttrainObjective", "ModeSeeking", "random_chain_times"]
+__all__ = ["PosttrainObjective", "ModeSeeking", "random_chain_times", "few_step_sampler"]
 
 
 def _check_u(u: Any, *, batch: Optional[int] = None, steps: Optional[int] = None,
@@ -81,10 +82,14 @@ class PosttrainObjective(ABC):
     :class:`flowmo.spec.PosttrainSpec`) is the model's business, not the objective's. Check a
     new objective with :func:`flowmo.testing.check_posttrain`.
 
-    Optional capability: ``checkpoints_decoder`` (default False): True when the objective
+    Optional capabilities: ``checkpoints_decoder`` (default False): True when the objective
     recomputes its decoder calls in backward (gradient checkpointing); the model then also
     checkpoints the kept flow loss's decoder call, whose activations would otherwise set the
-    step's memory peak.
+    step's memory peak. ``needs_teacher`` (default False): True when the objective compares the
+    decoder with a frozen copy of itself as post-training started (distillation); the model
+    then passes ``teacher=`` (that copy's velocity, :meth:`flowmo.FlowMo.teacher_velocity`) to
+    ``__call__``, and the trainer makes the copy and keeps it in its checkpoints.
+    :meth:`sampler_preset`: the sampler the objective trains for (default None).
 
     A subclass's constructor takes its configuration as keyword-only arguments (registered
     with one decorator line; ``flow_weight``, a field of every post-training spec, is added to
@@ -97,6 +102,14 @@ class PosttrainObjective(ABC):
     """
 
     checkpoints_decoder: bool = False
+    needs_teacher: bool = False
+
+    def sampler_preset(self) -> Optional[tuple[str, SamplerSpec]]:
+        """The sampler the objective trains the decoder for, as ``(name, spec)`` (e.g.
+        ``("distillation-4", <4-step sampler>)``), or None (the default: the objective does not
+        change how the model decodes). The trainer records a preset as the model's sampler and
+        in its ``sampler_presets``, so the trained folder decodes with it by default and by name."""
+        return None
 
     @classmethod
     def loss_terms(cls, spec: Any) -> Optional[list[LossTerm]]:
@@ -114,7 +127,8 @@ class PosttrainObjective(ABC):
     @abstractmethod
     def __call__(self, velocity: VelocityFn, x: Tensor, cond: Tensor, *, noise: Optional[Tensor] = None,
                  u: Optional[Tensor] = None, generator: Optional[torch.Generator] = None) -> dict[str, Tensor]:
-        """The objective's terms for one batch.
+        """The objective's terms for one batch (an objective with ``needs_teacher`` also takes
+        ``teacher=``, a velocity function like ``velocity`` that must not be trained).
 
         Args:
             velocity: ``velocity(x_t, t, cond)`` -> v, the decoder (as for :class:`FlowLoss`).
@@ -133,8 +147,10 @@ class PosttrainObjective(ABC):
 
 @POSTTRAIN_OBJECTIVES.register("mode_seeking", spec=ModeSeekingSpec)
 class ModeSeeking(PosttrainObjective):
-    """Sample K Euler steps from noise with random per-sample step sizes, through the decoder
-    (gradient checkpointing on each call), and penalise ``weight * d(sample, x)``.
+    """Sample K Euler steps from noise with random per-sample step sizes (the release's Stage
+    1B) or on the fixed grid ``spec.grid`` (a K-step decoder: its sampler is the objective's
+    :meth:`sampler_preset`), through the decoder (gradient checkpointing on each call), and
+    penalise ``weight * d(sample, x)``.
 
     ``checkpoints_decoder`` is the spec's ``checkpoint``."""
 
@@ -142,6 +158,16 @@ class ModeSeeking(PosttrainObjective):
         self.spec = spec
         self.checkpoints_decoder = spec.checkpoint
         self.distance = build_distance(spec.distance)
+        self.times: Optional[Tensor] = None  # the fixed grid's (k + 1,) float64 times, when spec.grid is set
+        if spec.grid is not None:
+            self.times = check_times(build_grid(spec.grid)(spec.k), spec.k, f"time grid {spec.grid.name!r}")
+
+    def sampler_preset(self) -> Optional[tuple[str, SamplerSpec]]:
+        """With ``grid`` set: ``("mode_seeking-<k>", k unguided Euler steps on that grid)``, the
+        sampler the chain trains; else None (random steps train no particular sampler)."""
+        if self.spec.grid is None:
+            return None
+        return f"mode_seeking-{self.spec.k}", few_step_sampler(self.spec.k, self.spec.grid)
 
     def draw_u(self, batch: int, *, generator: Optional[torch.Generator] = None, device=None) -> Tensor:
         return torch.rand(batch, self.spec.k + 1, generator=generator, device=device)
@@ -160,7 +186,8 @@ class ModeSeeking(PosttrainObjective):
         Arguments: ``noise`` a finite floating tensor with a batch dimension B >= 1 (not meta);
         ``cond`` a tensor with batch B on noise's device; ``u`` as :func:`random_chain_times`
         requires, of shape (B, K + 1) and on noise's device (the times then run from 1 to 0,
-        monotonically). Anything else raises TypeError / ValueError naming the argument.
+        monotonically); with ``spec.grid`` set, ``u`` must be None (every sample runs on the
+        grid's times). Anything else raises TypeError / ValueError naming the argument.
         """
         check_float_batch(noise, "noise")
         b = noise.shape[0]
@@ -175,10 +202,15 @@ class ModeSeeking(PosttrainObjective):
         if decoder_dtype is not None and (not isinstance(decoder_dtype, torch.dtype)
                                           or not decoder_dtype.is_floating_point):
             raise TypeError(f"decoder_dtype must be a floating-point torch.dtype or None, got {decoder_dtype!r}")
-        u = _check_u(u, batch=b, steps=self.spec.k, device=noise.device)
+        if self.times is None:
+            u = _check_u(u, batch=b, steps=self.spec.k, device=noise.device)
+            times64 = random_chain_times(u.double())
+        elif u is not None:
+            raise ValueError("u must be None: this chain runs on the fixed grid spec.grid (its times take no draws)")
+        else:
+            times64 = self.times.to(noise.device).expand(b, -1)
         work = state_dtype(noise.dtype)
         dd = decoder_dtype or noise.dtype
-        times64 = random_chain_times(u.double())
         times = times64.to(torch.float32)
         z = noise.to(work)
         view = (-1,) + (1,) * (z.ndim - 1)
@@ -213,14 +245,23 @@ class ModeSeeking(PosttrainObjective):
                 raise ValueError(f"noise must have the shape of x {tuple(x.shape)}, got {tuple(noise.shape)}")
             if noise.device != x.device:
                 raise ValueError(f"noise is on {noise.device} but x is on {x.device}")
+        if u is not None and self.times is not None:
+            raise ValueError("u must be None: this chain runs on the fixed grid spec.grid (its times take no draws)")
         if u is not None:
             _check_u(u, batch=x.shape[0], steps=self.spec.k, device=x.device)
         work = state_dtype(x.dtype)
         if noise is None:
             noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=work)
-        if u is None:
+        if u is None and self.times is None:
             u = self.draw_u(x.shape[0], generator=generator, device=x.device)
         sample = self.chain(velocity, noise, cond, u, decoder_dtype=x.dtype)
         dist = self.distance.to(x.device)(sample, x.to(sample.dtype))
         return {"mode_seeking": self.spec.weight * dist.mean()}
 
+
+
+def few_step_sampler(k: int, grid: Any, clip: bool = True) -> SamplerSpec:
+    """The sampler of a decoder trained for ``k`` steps on ``grid`` (a time grid spec): k Euler
+    steps without guidance (guidance, if any, was distilled into the decoder), so k decoder calls."""
+    return SamplerSpec(steps=k, grid=grid, solver={"name": "euler"}, guidance=GuidanceSpec(scale=1.0, interval=None),
+                       clip=clip)

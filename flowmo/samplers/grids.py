@@ -8,9 +8,9 @@ import torch
 from torch import Tensor
 
 from ..registry import TIME_GRIDS
-from ..spec import PowGridSpec, ShiftedGridSpec, TimeGridSpec
+from ..spec import KnotsGridSpec, PowGridSpec, ShiftedGridSpec, TimeGridSpec
 
-__all__ = ["TimeGrid", "LinearGrid", "PowGrid", "ShiftedGrid", "build_grid", "check_times"]
+__all__ = ["TimeGrid", "LinearGrid", "PowGrid", "ShiftedGrid", "KnotsGrid", "build_grid", "check_times"]
 
 
 class TimeGrid(ABC):
@@ -102,6 +102,29 @@ class ShiftedGrid(TimeGrid):
         u = self.fractions(steps)
         s = self.spec.shift
         return s * u / (s * u + (1 - u))  # same map; exactly 1 at u = 1 and 0 at u = 0
+
+
+@TIME_GRIDS.register("knots", spec=KnotsGridSpec)
+class KnotsGrid(TimeGrid):
+    """The grid through the spec's ``times`` (t_0 = 1 > ... > t_K = 0): ``grid(K)`` returns them
+    exactly; ``grid(n)`` for another n places knot j at fraction j / K of the linear grid and
+    interpolates linearly between knots (so it stays strictly decreasing with exact endpoints).
+    A few-step decoder records the times it was trained on as such a grid."""
+
+    def __init__(self, spec: KnotsGridSpec):
+        self.spec = spec
+        self.knots = torch.tensor(spec.times, dtype=torch.float64)
+
+    def __call__(self, steps: int) -> Tensor:
+        self.fractions(steps)  # validates steps
+        k = len(self.spec.times) - 1
+        idx = torch.arange(steps + 1, dtype=torch.float64) * k / steps  # the knot position of each step: 0 .. k
+        lo = idx.floor().clamp(max=k - 1).long()
+        frac = idx - lo
+        out = self.knots[lo] + frac * (self.knots[lo + 1] - self.knots[lo])
+        whole = frac == 0
+        out[whole] = self.knots[lo[whole]]  # exact knots where a step lands on one (all of them for steps = K)
+        return out
 
 
 def build_grid(spec) -> TimeGrid:

@@ -26,6 +26,7 @@ from .components import (
     LFQSpec,
     LogitNormalTimeSpec,
     MMDiTSpec,
+    DistillationSpec,
     ModeSeekingSpec,
     PerceptualSpec,
     PosttrainSpec,
@@ -36,7 +37,7 @@ from .components import (
 )
 from .editing import merge_data, replace_spec
 from .model import FlowMoSpec
-from .sampling import GuidanceSpec, PowGridSpec, SamplerSpec, ShiftedGridSpec, SolverSpec, TimeGridSpec, sigma_to_t
+from .sampling import GuidanceSpec, KnotsGridSpec, PowGridSpec, SamplerSpec, ShiftedGridSpec, SolverSpec, TimeGridSpec, sigma_to_t
 from .scalars import (
     MAX_ATTN_SCALE,
     MAX_CHAIN_STEPS,
@@ -71,12 +72,14 @@ __all__ = [
     "RectifiedFlowLossSpec",
     "TimeGridSpec",
     "PowGridSpec",
+    "KnotsGridSpec",
     "ShiftedGridSpec",
     "SolverSpec",
     "GuidanceSpec",
     "SamplerSpec",
     "PosttrainSpec",
     "ModeSeekingSpec",
+    "DistillationSpec",
     "GeneratorSpec",
     "FlowMoSpec",
     "LossTerm",

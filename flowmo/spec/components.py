@@ -21,6 +21,7 @@ from ..registry import (
     Registry,
 )
 from .base import ComponentSpec, LossTerm
+from .sampling import SamplerSpec, TimeGridSpec
 from .scalars import (
     MAX_ATTN_SCALE,
     MAX_CHAIN_STEPS,
@@ -301,10 +302,42 @@ class ModeSeekingSpec(PosttrainSpec):
     )
     weight: SpecFloat = Field(0.01, ge=0)
     checkpoint: SpecBool = Field(True, description="gradient checkpointing on each decoder call of the chain")
+    grid: Optional[SerializeAsAny[TimeGridSpec]] = Field(
+        None, description="None: random per-sample step sizes (the release's Stage 1B); a time grid: the chain runs "
+                          "on grid(k) for every sample, which trains a k-step decoder (its sampler is recorded as "
+                          "the model's preset 'mode_seeking-<k>')")
 
     def loss_terms(self) -> list[LossTerm]:
+        steps = "random" if self.grid is None else f"{self.grid.name}-grid"
         return [LossTerm("mode_seeking", self.weight,
-                         f"{self.distance.name} distance between x and the {self.k}-step chain sample")]
+                         f"{self.distance.name} distance between x and the {self.k}-step chain sample ({steps} steps)")]
+
+
+class DistillationSpec(PosttrainSpec):
+    """Few-step distillation of a guided many-step sampler (the ``teacher`` sampler run on the
+    decoder as post-training starts, frozen) into a ``k``-step, unguided one: k windows on the
+    teacher's time grid, in each one student Euler step trained to land where the teacher's
+    steps in that window land (velocity regression; piecewise like PeRFlow, Yan et al. 2024; for
+    k = 1 the knowledge distillation of Luhman & Luhman 2021)."""
+
+    name: Literal["distillation"] = "distillation"
+    k: SpecInt = Field(4, gt=0, le=MAX_CHAIN_STEPS, description=f"student steps = decoder calls (1 .. {MAX_CHAIN_STEPS})")
+    teacher: SamplerSpec = Field(default_factory=SamplerSpec,
+                                 description="the sampler distilled (default: the release's, 25 Euler steps with "
+                                             "guidance, 31 calls); at least k steps")
+    weight: SpecFloat = Field(1.0, ge=0)
+    flow_weight: SpecFloat = Field(0.0, ge=0, description="weight of the flow loss kept during post-training")
+
+    @model_validator(mode="after")
+    def _steps(self) -> "DistillationSpec":
+        if self.teacher.steps < self.k:
+            raise ValueError(f"the teacher sampler has {self.teacher.steps} steps, fewer than the student's k = "
+                             f"{self.k}: each student step spans at least one teacher step")
+        return self
+
+    def loss_terms(self) -> list[LossTerm]:
+        return [LossTerm("distillation", self.weight,
+                         f"velocity MSE of one student step against the teacher's steps in each of {self.k} windows")]
 
 
 # ----------------------------------------------------------------------------- token generators

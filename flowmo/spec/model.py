@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import numbers
+import re
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, SerializeAsAny, model_validator
@@ -28,6 +29,10 @@ from .components import (
 from .editing import replace_spec
 from .sampling import SamplerSpec
 from .scalars import MAX_IMAGE_SIZE, MAX_TOKENS, SpecInt, _is_bool
+
+
+PRESET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+"""The form of a sampler preset's name (``FlowMoSpec.sampler_presets``): usable on a command line as is."""
 
 
 # ----------------------------------------------------------------------------- the whole model
@@ -52,6 +57,10 @@ class FlowMoSpec(SpecModel):
         default_factory=lambda: RectifiedFlowLossSpec()
     )
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)
+    sampler_presets: dict[str, SamplerSpec] = Field(
+        default_factory=dict,
+        description="named samplers of this model (a few-step decoder records the one it was trained for, e.g. "
+                    "'distillation-4'); decode(sampler=NAME) and --sampler NAME look here before the global presets")
     posttrain: SerializeAsAny[PosttrainSpec] = Field(
         default_factory=lambda: ModeSeekingSpec()
     )
@@ -62,6 +71,10 @@ class FlowMoSpec(SpecModel):
             raise ValueError(
                 f"image_size ({self.image_size}) must be divisible by patch_size ({self.patch_size})"
             )
+        for name in self.sampler_presets:
+            if not isinstance(name, str) or not PRESET_NAME.fullmatch(name):
+                raise ValueError(f"sampler_presets: a preset name must be letters, digits, '_', '-' or '.' (starting "
+                                 f"with a letter or digit, at most 64 characters), got {name!r}")
         try:
             self.quantizer.check_channels(self.code_channels)
         except ValueError as e:

@@ -38,6 +38,29 @@ class ShiftedGridSpec(TimeGridSpec):
                              description=f"in [{SHIFT_RANGE[0]:g}, {SHIFT_RANGE[1]:g}]")
 
 
+class KnotsGridSpec(TimeGridSpec):
+    """The grid through given times: ``steps = len(times) - 1`` gives exactly ``times``; another
+    step count interpolates them piecewise-linearly (knot j sits at fraction j / (len - 1) of the
+    linear grid). A few-step decoder's preset records its training times this way."""
+
+    name: Literal["knots"] = "knots"
+    times: tuple[SpecFloat, ...] = Field((1.0, 0.0), description="the knots: from exactly 1 (noise) down to "
+                                         "exactly 0 (data), strictly decreasing, at least two")
+
+    @field_validator("times")
+    @classmethod
+    def _times(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if len(v) < 2 or len(v) > MAX_SAMPLER_STEPS + 1:
+            raise ValueError(f"times must hold 2 .. {MAX_SAMPLER_STEPS + 1} knots, got {len(v)}")
+        if v[0] != 1.0 or v[-1] != 0.0:
+            raise ValueError(f"times must run from exactly 1 (noise) to exactly 0 (data), got {v[0]!r} .. {v[-1]!r}")
+        for i in range(len(v) - 1):
+            if not v[i + 1] < v[i]:
+                raise ValueError(f"times must be strictly decreasing, but times[{i}] = {v[i]!r} and "
+                                 f"times[{i + 1}] = {v[i + 1]!r}")
+        return tuple(float(x) for x in v)
+
+
 class SolverSpec(ComponentSpec):
     """Spec of a solver component; validating this class dispatches on ``name``."""
 

@@ -124,7 +124,9 @@ def _check_declared_terms(kind: str, spec: Any, obj: Any, wiring: dict[str, Any]
                 got = obj(dec, x, cond, torch.rand(2, generator=g), torch.randn(x.shape, generator=g),
                           dropout=True, generator=g)
             else:
-                got = obj(dec, x, cond, generator=g)
+                teacher = ({"teacher": _ToyDecoder(x.shape, cond.shape, f"{what}'s teacher", any_batch=True)}
+                           if getattr(obj, "needs_teacher", False) is True else {})
+                got = obj(dec, x, cond, generator=g, **teacher)
         if not isinstance(got, dict):
             raise AssertionError(f"the {what} returned {type(got).__name__} terms, not a dict")
         if sorted(got) != names:

@@ -38,27 +38,30 @@ class _ToyDecoder(torch.nn.Module):
     """A decoder stand-in for the loss checks: v = a * x_t + b * (2 t - 1) + c * mean(cond), with
     learnable a, b, c; it checks every call's arguments and counts the calls."""
 
-    def __init__(self, x_shape: tuple[int, ...], cond_shape: tuple[int, ...], kind: str):
+    def __init__(self, x_shape: tuple[int, ...], cond_shape: tuple[int, ...], kind: str, *,
+                 any_batch: bool = False, abc: tuple[float, float, float] = (0.3, -0.2, 0.5)):
         super().__init__()
-        self.a = torch.nn.Parameter(torch.tensor(0.3))
-        self.b = torch.nn.Parameter(torch.tensor(-0.2))
-        self.c = torch.nn.Parameter(torch.tensor(0.5))
+        self.a = torch.nn.Parameter(torch.tensor(abc[0]))
+        self.b = torch.nn.Parameter(torch.tensor(abc[1]))
+        self.c = torch.nn.Parameter(torch.tensor(abc[2]))
         self.x_shape, self.cond_shape, self.kind, self.calls = tuple(x_shape), tuple(cond_shape), kind, 0
+        self.any_batch = any_batch  # a teacher may be called on part of the batch, or twice it (guidance)
 
     def forward(self, x_t: Tensor, t: Tensor, cond: Tensor) -> Tensor:
         self.calls += 1
-        b = self.x_shape[0]
-        if not isinstance(x_t, Tensor) or tuple(x_t.shape) != self.x_shape or not x_t.is_floating_point():
+        b = x_t.shape[0] if self.any_batch and isinstance(x_t, Tensor) and x_t.ndim else self.x_shape[0]
+        xs, cs = (b,) + self.x_shape[1:], (b,) + self.cond_shape[1:]
+        if not isinstance(x_t, Tensor) or tuple(x_t.shape) != xs or not x_t.is_floating_point():
             raise AssertionError(f"the {self.kind} called velocity with x_t of shape "
-                                 f"{_shape(x_t)}; expected {self.x_shape}, floating")
+                                 f"{_shape(x_t)}; expected {xs}, floating")
         if not isinstance(t, Tensor) or tuple(t.shape) != (b,) or not t.is_floating_point():
             raise AssertionError(f"the {self.kind} called velocity with t of shape "
                                  f"{_shape(t)}; expected ({b},), floating")
         if not bool(((t >= 0) & (t <= 1)).all()):
             raise AssertionError(f"the {self.kind} called velocity with t outside [0, 1]: {t.tolist()}")
-        if not isinstance(cond, Tensor) or tuple(cond.shape) != self.cond_shape:
+        if not isinstance(cond, Tensor) or tuple(cond.shape) != cs:
             raise AssertionError(f"the {self.kind} called velocity with cond of shape "
-                                 f"{_shape(cond)}; expected {self.cond_shape}")
+                                 f"{_shape(cond)}; expected {cs}")
         view = (-1,) + (1,) * (x_t.ndim - 1)
         m = cond.float().flatten(1).mean(1).view(view)
         return (self.a * x_t.float() + self.b * (2 * t.float().view(view) - 1) + self.c * m).to(x_t.dtype)

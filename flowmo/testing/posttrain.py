@@ -26,6 +26,11 @@ def check_posttrain(objective: Any, *, image_size: int = 8, code_shape: tuple[in
     - ``deterministic``: the same arguments and seeded generator give the same terms.
     - ``noise``: a given ``noise`` of x's shape is used (two different noises give different
       terms for the same generator seed).
+    - for an objective with ``needs_teacher`` (a bool): it is given ``teacher=``, a second
+      stand-in decoder, and ``gradients`` also checks that no gradient reaches the teacher
+      (it is frozen in training) and that the terms depend on it.
+    - ``preset``: ``sampler_preset()`` returns None or ``(name, SamplerSpec)`` with a name a
+      model's ``sampler_presets`` accepts.
 
     Returns ``{property: examples run}``.
     """
@@ -36,13 +41,20 @@ def check_posttrain(objective: Any, *, image_size: int = 8, code_shape: tuple[in
     obj = _instance(objective, PosttrainObjective, "check_posttrain")
     if not isinstance(obj.checkpoints_decoder, bool):
         ck.fail("attributes", f"checkpoints_decoder must be a bool, got {obj.checkpoints_decoder!r}")
+    if not isinstance(obj.needs_teacher, bool):
+        ck.fail("attributes", f"needs_teacher must be a bool, got {obj.needs_teacher!r}")
+    _check_preset(ck, obj)
     examples = st.tuples(st.integers(1, 3), st.integers(0, 2**32 - 1))
 
-    def run(ex, noise: Optional[Tensor] = None):
+    def run(ex, noise: Optional[Tensor] = None, teacher_abc=(0.1, 0.4, -0.3)):
         batch, seed = ex
         x, cond = _loss_inputs(seed, batch, image_size, code_shape)
         dec = _ToyDecoder(x.shape, cond.shape, "post-training objective")
-        terms = obj(dec, x, cond, noise=noise, generator=_seeded(seed))
+        kw = {}
+        if obj.needs_teacher:
+            kw["teacher"] = run.teacher = _ToyDecoder(x.shape, cond.shape, "post-training objective's teacher",
+                                                      any_batch=True, abc=teacher_abc)
+        terms = obj(dec, x, cond, noise=noise, generator=_seeded(seed), **kw)
         return _check_terms(terms, "the post-training objective"), dec, x
 
     def p_terms(ex) -> None:
@@ -54,6 +66,15 @@ def check_posttrain(objective: Any, *, image_size: int = 8, code_shape: tuple[in
         terms, dec, _ = run(ex)
         _backward(terms, "the post-training objective")
         _check_velocity_grads(dec, "the post-training objective")
+        if obj.needs_teacher:
+            if any(p.grad is not None and bool(p.grad.any()) for p in run.teacher.parameters()):
+                raise AssertionError("the post-training objective sends gradients into the teacher (it must run "
+                                     "the teacher without autograd: the teacher is frozen)")
+            if run.teacher.calls == 0:
+                raise AssertionError("the post-training objective needs_teacher but never called the teacher")
+            other, _, _ = run(ex, teacher_abc=(-0.2, 0.1, 0.6))
+            if all(torch.equal(terms[k].detach(), other[k].detach()) for k in terms if k in other):
+                raise AssertionError("two different teachers gave the same terms: the teacher is not used")
 
     def p_deterministic(ex) -> None:
         torch.manual_seed(1)
@@ -76,3 +97,17 @@ def check_posttrain(objective: Any, *, image_size: int = 8, code_shape: tuple[in
     ck.run("deterministic", examples, p_deterministic)
     ck.run("noise", examples, p_noise, max_examples=min(max_examples, 3))
     return ck.report
+
+
+def _check_preset(ck, obj) -> None:
+    """``sampler_preset()`` returns None or (a preset name FlowMoSpec accepts, a SamplerSpec)."""
+    from ..spec import SamplerSpec
+    from ..spec.model import PRESET_NAME
+
+    preset = obj.sampler_preset()
+    if preset is None:
+        return
+    if (not isinstance(preset, tuple) or len(preset) != 2 or not isinstance(preset[0], str)
+            or not PRESET_NAME.fullmatch(preset[0]) or not isinstance(preset[1], SamplerSpec)):
+        ck.fail("preset", f"sampler_preset() must return None or (name, SamplerSpec) with a name of letters, digits, "
+                          f"'_', '-' or '.', got {preset!r}")

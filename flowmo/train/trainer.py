@@ -60,13 +60,19 @@ class Trainer(EvaluationMixin, FreezingMixin, InitFromMixin, TrainerBase):
         self.model.to(self.device)
         # loss objects may need weight files: fail now, before any training
         _ = self.model.flow_loss
+        self.needs_teacher = False
         if self.tc.stage == "1b":
-            _ = self.model.posttrain_objective
+            self._adopt_objective_sampler()
+            self.needs_teacher = self.model.posttrain_objective.needs_teacher
         self.targets: dict[str, Tensor] = {}
 
         ckpt = self._starting_checkpoint(resume)
         if ckpt is None and self.tc.stage == "1b":
             self._load_init(Path(self.tc.init_from))
+        if self.needs_teacher:
+            # the teacher is the decoder as post-training starts; a resumed run restores the
+            # checkpoint's copy over this one (_restore_extra)
+            self.model.set_teacher()
         self._freeze_unused()
         self.linear_weights = block_linear_weights(self.model)
         if not self.targets:
@@ -90,6 +96,23 @@ class Trainer(EvaluationMixin, FreezingMixin, InitFromMixin, TrainerBase):
     def objective(self) -> str:
         return "posttrain" if self.tc.stage == "1b" else "flow"
 
+    def _adopt_objective_sampler(self) -> None:
+        """A post-training objective that trains the decoder for a sampler (a few-step objective:
+        ``sampler_preset()``) makes it the model's sampler and its one named preset, in the run's
+        config and so in every checkpoint and exported folder: the trained model decodes with
+        it by default and by name (``--sampler distillation-4``). Presets the config named are
+        dropped: they describe the weights before this training."""
+        preset = self.model.posttrain_objective.sampler_preset()
+        if preset is None:
+            return
+        name, sampler = preset
+        spec = self.config.model.replace(sampler=sampler)
+        spec = type(spec).model_validate({**spec.model_dump(), "sampler_presets": {name: sampler.model_dump()}})
+        self.config = self.config.model_copy(update={"model": spec})
+        self.model.spec = spec
+        if self.ctx.main:
+            self._log(f"the model's sampler is now the objective's preset {name!r} ({sampler.steps} decoder calls)")
+
     def _write_config(self) -> None:
         path = self.out / "config.json"
         text = self.config.model_dump_json(indent=2)
@@ -106,16 +129,21 @@ class Trainer(EvaluationMixin, FreezingMixin, InitFromMixin, TrainerBase):
         return self.config.model.fingerprint()
 
     def _checkpoint_parts(self) -> dict[str, dict[str, Tensor]]:
-        return {"renorm": self.targets}
+        parts = {"renorm": self.targets}
+        if self.needs_teacher:
+            parts["teacher"] = self.model.teacher_state()
+        return parts
 
     def _checkpoint_state(self) -> dict[str, Any]:
         return {"stage": self.tc.stage, "encoder_frozen": self.encoder_frozen}
 
     def _required_parts(self) -> list[str]:
-        return ["renorm"]
+        return ["renorm"] + (["teacher"] if self.needs_teacher else [])
 
     def _restore_extra(self, parts: dict[str, dict[str, Tensor]], state: dict[str, Any]) -> None:
         self.targets = parts.get("renorm", self.targets)
+        if self.needs_teacher:
+            self.model.set_teacher({k: v.to(self.device) for k, v in parts["teacher"].items()})
         if state.get("encoder_frozen"):
             self._freeze_encoder()
             self.optimizer = self._make_optimizer()
