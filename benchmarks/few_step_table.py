@@ -6,9 +6,9 @@
 Rows: the 31-call sampler (the release's: 25 Euler steps, pow 0.25, CFG 1.5 on its interval),
 the model's own default sampler, the best training-free sampler at each call budget (1, 2, 4;
 among Euler on the linear, pow 0.5 and pow 0.25 grids, without guidance and with the release's
-guidance where it fits the budget; "best" = the smallest feature distance, not PSNR, which
-rewards blur), and each student (a model folder trained by a few-step objective) with its own
-recorded preset. Every row decodes the same codes from the same noise (``image_noise(seed, i)``,
+guidance where it fits the budget; "best" = the smallest Fréchet distance in the classifier's
+feature space (FD below), not PSNR, which rewards blur), and each student (a model folder
+trained by a few-step objective) with its own recorded preset. Every row decodes the same codes from the same noise (``image_noise(seed, i)``,
 the library's one per-image recipe).
 
 Columns:
@@ -21,10 +21,12 @@ Columns:
   half the Nyquist frequency) of the decoded images over the originals' (1 = as sharp as the
   originals; blur lowers it, leftover noise raises it);
 - vs 31: PSNR of the row's images against the 31-call sampler's images from the same noise;
-- feat: mean per-image Euclidean distance between the features of the decoded image and the
-  original in the Fashion-MNIST classifier's feature space (the generation demo's classifier,
-  :mod:`flowmo.eval.classifier`; trained on 32 x 32 padded Fashion-MNIST; photos are measured in grey), and FD:
-  the Fréchet distance between the two sets' features (needs many images: 1,000 for Fashion);
+- FD: the Fréchet distance between the decoded set's and the originals' features in the
+  Fashion-MNIST classifier's feature space (the generation demo's classifier,
+  :mod:`flowmo.eval.classifier`, trained on Fashion-MNIST padded to 32 x 32; photos are measured in
+  grey): the offline stand-in for rFID, which rewards realistic texture, not the mean image;
+  feat: the mean per-image Euclidean distance between the features of the decoded image and its
+  original (the offline stand-in for LPIPS);
 - LPIPS (VGG) where its weight file is found (``$FLOWMO_WEIGHTS_DIR`` or the torch hub cache),
   else the column names the file.
 
@@ -186,8 +188,8 @@ def main(argv=None) -> int:
         best = None
         for label, sampler in training_free(budget):
             y, _ = decode_all(base, codes, noise, sampler)
-            d = float((features(clf, y) - f_orig).norm(dim=1).mean())
-            print(f"  candidate {label}: feat {d:.3f}", file=sys.stderr, flush=True)
+            d = frechet(features(clf, y), f_orig)
+            print(f"  candidate {label}: FD {d:.3f}", file=sys.stderr, flush=True)
             if best is None or d < best[0]:
                 best = (d, label, sampler)
         rows.append((f"best training-free, {budget} call{'s' * (budget > 1)}: {best[1]}", base, best[2]))
@@ -235,7 +237,7 @@ def main(argv=None) -> int:
     print(f"model {a.model}; {len(x)} held-out {a.data} images; noise seed {a.seed}; "
           f"timing: median of {a.rounds} interleaved rounds, batch {tb}, {torch.get_num_threads()} threads\n")
     lp_head = "LPIPS" if lp is not None else f"LPIPS ({lp_missing})"
-    print(f"| decoder | calls | s/img | speed-up | PSNR | SSIM | sharp | vs 31 (dB) | feat | FD | {lp_head} |")
+    print(f"| decoder | calls | s/img | speed-up | PSNR | SSIM | sharp | vs 31 (dB) | FD | feat | {lp_head} |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         vs = "—" if r["psnr_vs_31"] == float("inf") else f"{r['psnr_vs_31']:.2f}"
@@ -243,7 +245,7 @@ def main(argv=None) -> int:
         lpv = f"{r['lpips']:.4f}" if "lpips" in r else "n/a"
         print(f"| {r['row']} | {r['calls']} | {r['seconds_per_image'] * 1e3:.2f} ms | {r['speedup']:.1f}x "
               f"({lo:.1f}-{hi:.1f}) | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['sharpness']:.3f} | {vs} | "
-              f"{r['feature_distance']:.3f} | {r['frechet']:.2f} | {lpv} |")
+              f"{r['frechet']:.2f} | {r['feature_distance']:.3f} | {lpv} |")
     if a.out is not None:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps({"model": a.model, "data": a.data, "images": len(x), "rows": results}, indent=2))

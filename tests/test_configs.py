@@ -30,11 +30,22 @@ RECIPES = {
     "demo.yaml": dict(stage="1a", terms={"diffusion": 1.0, **QUANT}, distances={}, files=set()),
     # the Fashion-MNIST generation demo's tokenizer: the CPU demo's recipe
     "fashion_tokenizer.yaml": dict(stage="1a", terms={"diffusion": 1.0, **QUANT}, distances={}, files=set()),
+    # few-step decoding: distillation of the guided sampler alone (no flow loss kept), the
+    # quantizer's terms reported (frozen)
+    "few_step/demo_distill.yaml": dict(stage="1b", terms={"distillation": 1.0, **QUANT}, distances={}, files=set()),
+    "few_step/fashion_distill.yaml": dict(stage="1b", terms={"distillation": 1.0, **QUANT}, distances={},
+                                          files=set()),
+    # few-step decoding by the Stage 1B chain on a fixed grid: flow loss kept, MSE to the input
+    "few_step/demo_mode_seeking.yaml": dict(stage="1b", terms={"diffusion": 1.0, "mode_seeking": 1.0, **QUANT},
+                                            distances={"mode_seeking": "mse"}, k=4, files=set()),
+    "few_step/fashion_mode_seeking.yaml": dict(stage="1b", terms={"diffusion": 1.0, "mode_seeking": 1.0, **QUANT},
+                                               distances={"mode_seeking": "mse"}, k=4, files=set()),
 }
 
 
 def _config_files():
-    return sorted(p.name for p in CONFIGS.glob("*.yaml"))
+    return sorted(p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("*.yaml")
+                  if not p.relative_to(CONFIGS).as_posix().startswith("generators/"))
 
 
 def test_every_shipped_config_has_a_recipe():
@@ -112,6 +123,8 @@ def test_config_produces_the_terms_it_states(name):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(1)
             model = flowmo.FlowMo(s).train()
+            if recipe["stage"] == "1b" and model.posttrain_objective.needs_teacher:
+                model.set_teacher()
         g = torch.Generator().manual_seed(2)
         if recipe["stage"] == "1a":
             out = model.loss(images, generator=g)
@@ -130,10 +143,11 @@ def test_config_produces_the_terms_it_states(name):
         posttrain=spec.posttrain.model_copy(update={"weight": 2 * spec.posttrain.weight}),
     )
     twice = terms_of(doubled)
-    for k in ("quantizer/entropy", "quantizer/commitment", "perceptual", "mode_seeking"):
+    for k in ("quantizer/entropy", "quantizer/commitment", "perceptual", "mode_seeking", "distillation"):
         if k in base:
             assert twice[k] == pytest.approx(2 * base[k], rel=1e-5), k
-    assert twice["diffusion"] == pytest.approx(base["diffusion"], rel=1e-5)
+    if "diffusion" in base:
+        assert twice["diffusion"] == pytest.approx(base["diffusion"], rel=1e-5)
 
 
 def test_stage_1b_flow_weight_scales_the_kept_flow_terms():
