@@ -35,6 +35,8 @@ RECIPES = {
     "few_step/demo_distill.yaml": dict(stage="1b", terms={"distillation": 1.0, **QUANT}, distances={}, files=set()),
     "few_step/fashion_distill.yaml": dict(stage="1b", terms={"distillation": 1.0, **QUANT}, distances={},
                                           files=set()),
+    "few_step/flowmo_lo_distill.yaml": dict(stage="1b", terms={"distillation": 1.0, **QUANT}, distances={},
+                                            files=set()),
     # few-step decoding by the Stage 1B chain on a fixed grid: flow loss kept, MSE to the input
     "few_step/demo_mode_seeking.yaml": dict(stage="1b", terms={"diffusion": 1.0, "mode_seeking": 1.0, **QUANT},
                                             distances={"mode_seeking": "mse"}, k=4, files=set()),

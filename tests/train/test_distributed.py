@@ -1,5 +1,6 @@
 """Two processes under torchrun (gloo) train like one process with the same global batch,
-also with gradient checkpointing and bf16 autocast (then to bf16's tolerance)."""
+also with gradient checkpointing and bf16 autocast (then to bf16's tolerance), and in few-step
+post-training by distillation (each rank's frozen teacher)."""
 
 import os
 import subprocess
@@ -13,11 +14,15 @@ from flowmo.train.checkpoint import latest_checkpoint, load_checkpoint
 from conftest import HANG_GUARD_S, random_png_folder
 
 
-def _config(folder, accum, fast_paths=False):
+def _config(folder, accum, fast_paths=False, init_from=None):
     model = "tiny"
     if fast_paths:  # gradient checkpointing in every block and bf16 autocast
         model = {"preset": "tiny", "encoder": {"gradient_checkpointing": True},
                  "decoder": {"gradient_checkpointing": True}}
+    stage = {}
+    if init_from is not None:  # few-step distillation from a model folder
+        model = {"preset": "tiny", "posttrain": {"name": "distillation", "k": 2, "teacher": {"steps": 4}}}
+        stage = {"stage": "1b", "init_from": str(init_from)}
     return {
         "model": model,
         "train": {
@@ -30,26 +35,35 @@ def _config(folder, accum, fast_paths=False):
             "eval": {"enabled": False},
             "device": "cpu",
             "autocast": "bf16" if fast_paths else "off",
+            **stage,
         },
     }
 
 
-@pytest.mark.parametrize("fast_paths, tol", [(False, 1e-5), (True, 2e-3)], ids=["float32", "checkpointing+bf16"])
-def test_two_gloo_ranks_equal_one_process_with_accumulation(tmp_path, fast_paths, tol):
+@pytest.mark.parametrize("fast_paths, tol, distill", [(False, 1e-5, False), (True, 2e-3, False), (False, 1e-5, True)],
+                         ids=["float32", "checkpointing+bf16", "distillation"])
+def test_two_gloo_ranks_equal_one_process_with_accumulation(tmp_path, fast_paths, tol, distill):
     folder = tmp_path / "images"
     random_png_folder(folder, 8, seed=0)
+    init = None
+    if distill:
+        import flowmo
+        import torch
+
+        torch.manual_seed(0)
+        init = flowmo.FlowMo(flowmo.get_preset("tiny")).save_pretrained(tmp_path / "init")
 
     import json
 
     cfg2 = tmp_path / "ddp.json"
-    cfg2.write_text(json.dumps(_config(folder, accum=1, fast_paths=fast_paths)))
+    cfg2.write_text(json.dumps(_config(folder, accum=1, fast_paths=fast_paths, init_from=init)))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "flowmo.train.cli", "--config", str(cfg2), "--out", str(tmp_path / "ddp")]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
-    single = Trainer(load_config(_config(folder, accum=2, fast_paths=fast_paths)), tmp_path / "single")
+    single = Trainer(load_config(_config(folder, accum=2, fast_paths=fast_paths, init_from=init)), tmp_path / "single")
     single.fit()
 
     ddp_parts, ddp_state = load_checkpoint(latest_checkpoint(tmp_path / "ddp" / "checkpoints"), ["model", "ema"])
