@@ -246,3 +246,46 @@ def test_a_folder_written_before_sampler_presets_existed_loads(tmp_path):
     del cfg["sampler_presets"]
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     assert flowmo.FlowMo.from_pretrained(tmp_path).spec.sampler_presets == {}
+
+
+# ----------------------------------------------------------------------------- the kit
+@pytest.mark.parametrize("spec", [
+    DistillationSpec(k=2, teacher={"steps": 5, "guidance": {"scale": 2.0, "interval": (0.0, 0.6)}}),
+    DistillationSpec(k=1, teacher={"steps": 3, "solver": "heun"}),
+    ModeSeekingSpec(k=3, grid={"name": "knots", "times": [1.0, 0.5, 0.1, 0.0]}, weight=1.0),
+])
+def test_few_step_objectives_pass_the_posttrain_kit(spec):
+    from flowmo.testing import check_posttrain
+
+    report = check_posttrain(lambda: flowmo.POSTTRAIN_OBJECTIVES.build(spec), max_examples=3)
+    assert report["gradients"] == 3
+
+
+class _TrainsTheTeacher(Distillation):
+    def teacher_step(self, teacher, z, cond, window, decoder_dtype):  # runs the teacher with autograd
+        return z - (self.times[window] - self.times[window + 1]).item() * teacher(
+            z.to(decoder_dtype), torch.full((z.shape[0],), float(self.times[window])), cond).to(z.dtype)
+
+
+class _IgnoresTheTeacher(Distillation):
+    def teacher_step(self, teacher, z, cond, window, decoder_dtype):
+        teacher(z.to(decoder_dtype), torch.full((z.shape[0],), float(self.times[window])), cond)
+        return torch.zeros_like(z)
+
+
+class _NeverCallsTheTeacher(Distillation):
+    def teacher_step(self, teacher, z, cond, window, decoder_dtype):
+        return torch.zeros_like(z)
+
+
+@pytest.mark.parametrize("cls, match", [
+    (_TrainsTheTeacher, "gradients into the teacher"),
+    (_IgnoresTheTeacher, "the teacher is not used"),
+    (_NeverCallsTheTeacher, "never called the teacher"),
+])
+def test_the_posttrain_kit_catches_teacher_faults(cls, match):
+    from flowmo.testing import check_posttrain
+
+    spec = DistillationSpec(k=2, teacher={"steps": 4})
+    with pytest.raises(AssertionError, match=match):
+        check_posttrain(lambda: cls(spec), max_examples=2)
