@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-__all__ = ["StateDictMismatchError", "check_state_dict", "check_finite", "weights_digest"]
+__all__ = ["StateDictMismatchError", "check_state_dict", "check_finite", "weights_digest", "token_weights_digest",
+           "makes_the_same_tokens"]
 
 
 class StateDictMismatchError(ValueError):
@@ -95,3 +96,28 @@ def weights_digest(model: object) -> str:
         h.update(f"{name}\0{t.dtype}\0{','.join(map(str, t.shape))}\0{len(data)}\0".encode())
         h.update(data)
     return h.hexdigest()
+
+
+def token_weights_digest(model: object) -> str:
+    """:func:`weights_digest` of the weights that make a tokenizer's tokens: every entry of the
+    state dict but the decoder's (``decoder.*``), i.e. the encoder and the quantizer.
+
+    Post-training that freezes the encoder and quantizer (Stage 1B, a few-step decoder) keeps
+    this digest, so token files, token sets and generators recorded with it stay valid for the
+    fine-tuned model; a retrained or re-initialised encoder changes it. ``flowmo tokenize``
+    records it (``tokenizer_weights``). Arguments and errors as :func:`weights_digest`.
+    """
+    import torch
+
+    if isinstance(model, torch.nn.Module):
+        model = model.state_dict()
+    elif not isinstance(model, Mapping):
+        raise TypeError(f"model must be a torch.nn.Module or a state dict (a mapping), got {type(model).__name__}")
+    return weights_digest({k: v for k, v in model.items() if not k.startswith("decoder.")})
+
+
+def makes_the_same_tokens(recorded: str, model: object) -> bool:
+    """Whether ``model`` makes the tokens a file recorded with the digest ``recorded``: it equals
+    the model's :func:`token_weights_digest` (what ``flowmo tokenize`` records), or its whole
+    :func:`weights_digest` (what files written before the token digest existed record)."""
+    return recorded in (token_weights_digest(model), weights_digest(model))

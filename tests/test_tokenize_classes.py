@@ -170,10 +170,10 @@ def test_a_failure_midway_keeps_the_old_set_with_overwrite(tmp_path, tree, token
 
 def test_the_tokenizer_weights_are_recorded_and_checked_by_detokenize(tmp_path, tree, tokenizer, capsys):
     from flowmo.data.tokens import write_tokens
-    from flowmo.state_dicts import weights_digest
+    from flowmo.state_dicts import token_weights_digest, weights_digest
 
     model = flowmo.FlowMo.from_pretrained(tokenizer)
-    digest = weights_digest(model)
+    digest = token_weights_digest(model)  # the encoder's and quantizer's weights: what makes the tokens
     out = tmp_path / "set"
     assert _tokenize("--model", tokenizer, "--input", tree, "--output", out, "--classes", "--shard-size", 4) == 0
     assert json.loads((out / "index.json").read_text())["tokenizer_weights"] == digest
@@ -199,6 +199,20 @@ def test_the_tokenizer_weights_are_recorded_and_checked_by_detokenize(tmp_path, 
     assert read_tokens(tmp_path / "old.safetensors").tokenizer_weights is None
     assert main(["detokenize", "--tokens", str(tmp_path / "old.safetensors"), "--model", str(other), "--device", "cpu",
                  "-q", "--steps", "1", "--output", str(tmp_path / "o3")]) == 0
+    # a decoder post-trained with the encoder frozen (a few-step decoder) makes the same tokens: accepted
+    tuned = flowmo.FlowMo.from_pretrained(tokenizer)
+    with torch.no_grad():
+        next(tuned.decoder.parameters()).add_(0.5)
+    tuned.save_pretrained(tmp_path / "tuned")
+    assert weights_digest(tuned) != weights_digest(model) and token_weights_digest(tuned) == digest
+    assert main([*detok, "--model", str(tmp_path / "tuned"), "--output", str(tmp_path / "o4")]) == 0
+    # a file written when the whole model's digest was recorded still decodes with that model
+    write_tokens(tmp_path / "whole.safetensors", tf.tokens, spec=model.spec, sources=tf.sources, groups=False,
+                 tokenizer_weights=weights_digest(model))
+    assert main(["detokenize", "--tokens", str(tmp_path / "whole.safetensors"), "--model", str(tokenizer), "--device",
+                 "cpu", "-q", "--steps", "1", "--output", str(tmp_path / "o5")]) == 0
+    assert main(["detokenize", "--tokens", str(tmp_path / "whole.safetensors"), "--model", str(other), "--device",
+                 "cpu", "-q", "--steps", "1", "--output", str(tmp_path / "o6")]) == 2
 
 
 def test_notes_for_empty_folders_and_a_parent_of_the_class_folders(tmp_path, tree, tokenizer, capsys):

@@ -130,7 +130,7 @@ def _cmd_tokenize(args: argparse.Namespace, ctx: _Ctx) -> int:
     import torch
 
     from ..io import load_image, write_tokens
-    from ..state_dicts import weights_digest
+    from ..state_dicts import token_weights_digest
 
     if getattr(args, "classes", False):
         from .tokenize_set import tokenize_class_folders
@@ -154,7 +154,7 @@ def _cmd_tokenize(args: argparse.Namespace, ctx: _Ctx) -> int:
     tokens = torch.cat(parts)
     _resize_note(args, ctx, size)
     path = write_tokens(args.output, tokens, spec=model.spec, sources=[f.name for f in files], groups=args.groups,
-                        tokenizer_weights=weights_digest(model))
+                        tokenizer_weights=token_weights_digest(model))
     ctx.say(f"wrote tokens {tuple(tokens.shape)} of {len(files)} image{'s' if len(files) != 1 else ''} to {path} "
             f"(model fingerprint {model.spec.fingerprint()})")
     return 0
@@ -176,13 +176,13 @@ def _cmd_detokenize(args: argparse.Namespace, ctx: _Ctx) -> int:
             f"but {args.model!r} has fingerprint {fp}; decode them with the model that made them"
         )
     if tf.tokenizer_weights is not None:  # recorded by 'flowmo tokenize' since the weights digest exists
-        from ..state_dicts import weights_digest
+        from ..state_dicts import makes_the_same_tokens, token_weights_digest
 
-        digest = weights_digest(model)
-        if digest != tf.tokenizer_weights:
-            raise CLIError(f"tokens in {args.tokens!r} were made by a model of the same spec but other weights "
-                           f"(weights digest {tf.tokenizer_weights[:16]}..., {args.model!r} has {digest[:16]}...): "
-                           "same architecture, other weights; decode them with the model that made them")
+        if not makes_the_same_tokens(tf.tokenizer_weights, model):
+            raise CLIError(f"tokens in {args.tokens!r} were made by a model of the same spec but other encoder or "
+                           f"quantizer weights (digest {tf.tokenizer_weights[:16]}..., {args.model!r} has "
+                           f"{token_weights_digest(model)[:16]}...): same architecture, other weights; decode them "
+                           "with the model that made them (or one post-trained from it with the encoder frozen)")
     t = model.spec.code_length
     if tf.tokens.shape[1] != t:
         raise CLIError(f"tokens have {tf.tokens.shape[1]} per image but the model expects {t}")

@@ -9,9 +9,9 @@ batches of ``--batch-size`` in the layout ``--layout`` (:func:`~flowmo.data.toke
 and written in shards of ``--shard-size`` rows. With ``--hflip`` every image is tokenized twice,
 as it is and mirrored left-right; the mirrored row follows its original, its source name ends in
 ``#hflip`` and the set's ``augment`` records ``hflip``. The set records the tokenizer's
-weights digest (:func:`flowmo.state_dicts.weights_digest`, ``tokenizer_weights``), which a
-generator trained on it carries, so that it is not decoded by a tokenizer of the same spec but
-other weights.
+token weights digest (:func:`flowmo.state_dicts.token_weights_digest`, ``tokenizer_weights``),
+which a generator trained on it carries, so that it is not decoded by a tokenizer of the same
+spec but another encoder.
 
 An existing set is replaced only with ``--overwrite``, and stays complete and readable until the
 new one is: the new shards are staged in a hidden folder and moved in, the index written last,
@@ -40,7 +40,7 @@ def tokenize_class_folders(args: argparse.Namespace, ctx: _Ctx) -> int:
     from ..data.token_layout import layout_for
     from ..data.token_shards import INDEX_NAME, TokenShardWriter, class_folder_images
     from ..io import check_image_header, load_image
-    from ..state_dicts import weights_digest
+    from ..state_dicts import token_weights_digest
 
     if len(args.input) != 1:
         raise CLIError(f"--classes takes one --input, the class-folder tree (one sub-folder per class); "
@@ -65,7 +65,7 @@ def tokenize_class_folders(args: argparse.Namespace, ctx: _Ctx) -> int:
     names = [p.relative_to(root).as_posix() for p, _ in items]
     writer = TokenShardWriter(out, spec=model.spec, layout=layout, classes=classes,
                               shard_size=args.shard_size or DEFAULT_SHARD_SIZE, augment=("hflip",) if hflip else (),
-                              overwrite=bool(args.overwrite), tokenizer_weights=weights_digest(model))
+                              overwrite=bool(args.overwrite), tokenizer_weights=token_weights_digest(model))
     with torch.no_grad(), ctx.progress(len(items), "tokenize") as bar, writer:
         for a, b in _batches(len(items), args.batch_size):
             x = torch.stack([load_image(p, size) for p, _ in items[a:b]]).to(device=device, dtype=model.dtype)

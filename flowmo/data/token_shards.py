@@ -12,7 +12,7 @@ tokenizer spec's), ``layout`` (a :class:`~flowmo.data.token_layout.TokenLayout` 
 ``classes`` (names; label i is ``classes[i]``), ``augment`` (e.g. ``["hflip"]``: each image was
 also tokenized mirrored) and ``shards`` (``[{"file": ..., "count": ...}]``, each file once) with ``count``, their
 total, and (when the writer was given it) ``tokenizer_weights``, the tokenizer's
-:func:`~flowmo.state_dicts.weights_digest`, also in every shard's metadata. Every shard is a
+:func:`~flowmo.state_dicts.token_weights_digest`, also in every shard's metadata. Every shard is a
 valid token file, so ``flowmo detokenize`` decodes one directly.
 
 Writing (:class:`TokenShardWriter`) stages the new shards in a hidden ``.partial-*`` folder
@@ -97,8 +97,8 @@ class TokenSet:
         spec_json: the tokenizer's spec JSON.
         sources: N source names (relative image paths; mirrored images end in ``#hflip``).
         augment: the augmentations tokenized beside the originals, e.g. ``("hflip",)``.
-        tokenizer_weights: the tokenizer's :func:`~flowmo.state_dicts.weights_digest`, or None
-            for a set written without it.
+        tokenizer_weights: the tokenizer's :func:`~flowmo.state_dicts.token_weights_digest`, or
+            None for a set written without it.
     """
 
     sequences: Tensor
@@ -143,8 +143,8 @@ class TokenShardWriter:
         augment: recorded in the index (what the caller tokenized beside the originals): a list or
             tuple of distinct strings, e.g. ``["hflip"]``.
         overwrite: a bool: replace an existing token set (at :meth:`close`).
-        tokenizer_weights: the tokenizer's :func:`~flowmo.state_dicts.weights_digest`, recorded
-            in the index and every shard (None: not recorded).
+        tokenizer_weights: the tokenizer's :func:`~flowmo.state_dicts.token_weights_digest`,
+            recorded in the index and every shard (None: not recorded).
     Raises:
         TypeError: an argument of the wrong type (naming it): ``spec`` not a FlowMoSpec,
             ``layout`` not a TokenLayout (a JSON string: :meth:`TokenLayout.from_json` it first),

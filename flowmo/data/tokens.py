@@ -12,9 +12,10 @@ Labelled token files (the data of a class-conditional generator, see
 (:meth:`flowmo.data.token_layout.TokenLayout.to_json`). Files without them read as before,
 with ``labels``, ``classes`` and ``layout`` None.
 
-``flowmo tokenize`` also records ``tokenizer_weights``, the digest of the tokenizer's weights
-(:func:`flowmo.state_dicts.weights_digest`: 64 hex characters), so tokens are not decoded by a
-tokenizer of the same spec but other weights; files without it read with ``tokenizer_weights``
+``flowmo tokenize`` also records ``tokenizer_weights``, the digest of the weights that make the
+tokens (:func:`flowmo.state_dicts.token_weights_digest`, the encoder's and quantizer's: 64 hex
+characters; files written before it record the whole model's :func:`~flowmo.state_dicts.weights_digest`,
+also accepted), so tokens are not decoded by a tokenizer of the same spec but another encoder; files without it read with ``tokenizer_weights``
 None (only the spec fingerprint is then checked).
 """
 
@@ -54,7 +55,7 @@ class TokenFile:
     labels: Optional[Tensor] = None  # int64 (N,), class indices into ``classes``
     classes: Optional[list[str]] = None
     layout: Optional[str] = None  # TokenLayout JSON
-    tokenizer_weights: Optional[str] = None  # flowmo.state_dicts.weights_digest of the tokenizer
+    tokenizer_weights: Optional[str] = None  # flowmo.state_dicts.token_weights_digest of the tokenizer
 
 
 def write_tokens(path: PathLike, tokens: Tensor, *, spec: Any, sources: Sequence[str], groups: bool,
@@ -65,7 +66,7 @@ def write_tokens(path: PathLike, tokens: Tensor, *, spec: Any, sources: Sequence
     ``labels`` (int64 (N,), in [0, len(classes))) and ``classes`` come together or not at all;
     ``layout`` is a :class:`~flowmo.data.token_layout.TokenLayout` (or its JSON) whose fingerprint
     must be ``spec``'s; ``tokenizer_weights`` is the tokenizer's
-    :func:`~flowmo.state_dicts.weights_digest` (64 hex characters) or None (not recorded).
+    :func:`~flowmo.state_dicts.token_weights_digest` (64 hex characters) or None (not recorded).
     TypeError / ValueError naming the argument otherwise."""
     from safetensors.torch import save_file
 

@@ -4,8 +4,9 @@ them through the tokenizer that made the generator's training tokens.
 A generator folder (:meth:`TokenGenerator.save_pretrained`) records, in its ``metadata``, the
 token layout its sequences follow (``"layout"``: :meth:`flowmo.data.token_layout.TokenLayout.to_json`
 or the same object as a dict), the tokenizer's spec fingerprint (``"tokenizer_fingerprint"``), the
-digest of the tokenizer's weights (``"tokenizer_weights"``: :func:`flowmo.state_dicts.weights_digest`;
-absent from folders written before it existed) and the class names (``"classes"``).
+digest of the weights that make the tokenizer's tokens (``"tokenizer_weights"``:
+:func:`flowmo.state_dicts.token_weights_digest`, or the whole model's digest in folders written
+before it; absent from folders written before either existed) and the class names (``"classes"``).
 :func:`generate_images` refuses a tokenizer other than the one the layout names
 (:meth:`TokenLayout.check_tokenizer`: its reason in the message) or, where the digest is recorded,
 one of the same spec with other weights (:func:`check_tokenizer`), then turns each
@@ -31,7 +32,7 @@ from flowmo.data.token_layout import TokenLayout
 from flowmo.data.tokens import check_weights_digest
 from flowmo.imports import check_recorded_modules, unknown_component_message
 from flowmo.registry import GENERATORS, UnknownComponentError
-from flowmo.state_dicts import weights_digest
+from flowmo.state_dicts import makes_the_same_tokens, token_weights_digest
 
 from ._checks import check_int
 from .base import GENERATOR_CONFIG_NAME, TokenGenerator, read_generator_config
@@ -157,8 +158,10 @@ def check_tokenizer(generator: TokenGenerator, tokenizer: Any, layout: Optional[
             the generator's; the tokenizer is not the one the layout (and the metadata's
             ``"tokenizer_fingerprint"``) names, with the reason (:meth:`TokenLayout.check_tokenizer`);
             the metadata records the tokenizer's weights digest (``"tokenizer_weights"``) and this
-            tokenizer's (:func:`flowmo.state_dicts.weights_digest`) differs: "same architecture,
-            other weights" (a retrained or re-initialised tokenizer makes other tokens). Without a
+            tokenizer does not make the same tokens (:func:`flowmo.state_dicts.makes_the_same_tokens`:
+            its encoder and quantizer weights differ): "same architecture, other weights" (a
+            retrained or re-initialised tokenizer makes other tokens; a decoder post-trained with
+            the encoder frozen, e.g. a few-step decoder, makes the same ones and is accepted). Without a
             recorded digest only the spec is checked.
     """
     if layout is None:
@@ -183,13 +186,13 @@ def check_tokenizer(generator: TokenGenerator, tokenizer: Any, layout: Optional[
         except (TypeError, ValueError) as e:
             raise ValueError(f"{e}: the folder is damaged") from None
     layout.check_tokenizer(tokenizer, what="the generator's tokens")
-    if weights is not None:
-        digest = weights_digest(tokenizer)
-        if digest != weights:
-            raise ValueError(f"the generator's tokens were made by a tokenizer of the same spec (fingerprint "
-                             f"{layout.fingerprint}) but other weights: same architecture, other weights (weights "
-                             f"digest {weights[:16]}..., this tokenizer's {digest[:16]}...); decoding its tokens "
-                             "with this one would give wrong images: use the tokenizer whose tokens it was trained on")
+    if weights is not None and not makes_the_same_tokens(weights, tokenizer):
+        raise ValueError(f"the generator's tokens were made by a tokenizer of the same spec (fingerprint "
+                         f"{layout.fingerprint}) but other encoder or quantizer weights: same architecture, other "
+                         f"weights (digest {weights[:16]}..., this tokenizer's {token_weights_digest(tokenizer)[:16]}"
+                         "...); decoding its tokens with this one would give wrong images: use the tokenizer whose "
+                         "tokens it was trained on (or one post-trained from it with the encoder frozen, such as a "
+                         "few-step decoder)")
     return layout
 
 

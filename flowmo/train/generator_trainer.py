@@ -65,7 +65,7 @@ def generator_metadata(token_set: Any) -> dict[str, Any]:
     records in its folder: ``layout`` (the TokenLayout as a JSON object), ``tokenizer_fingerprint``,
     ``classes`` (label i is classes[i]), ``tokenizer_spec`` (the tokenizer's FlowMoSpec as a
     JSON object) and, when the token set records it, ``tokenizer_weights`` (the tokenizer's
-    :func:`~flowmo.state_dicts.weights_digest`, checked by
+    :func:`~flowmo.state_dicts.token_weights_digest`, checked by
     :func:`flowmo.generators.pipeline.check_tokenizer`)."""
     meta = {"layout": json.loads(token_set.layout.to_json()), "tokenizer_fingerprint": token_set.layout.fingerprint,
             "classes": list(token_set.classes), "tokenizer_spec": json.loads(token_set.spec_json)}

@@ -131,6 +131,18 @@ def test_a_tokenizer_of_the_same_spec_with_other_weights_is_refused(tmp_path, to
         p.view(-1)[0] = torch.nextafter(p.view(-1)[0], torch.tensor(1e9))
     with pytest.raises(ValueError, match="same architecture, other weights"):
         generate_images(g, nudged, [0], sampler=FAST)
+    # the token digest (what flowmo tokenize records now): a decoder post-trained with the encoder
+    # frozen (a few-step decoder) makes the same tokens and is accepted; another encoder is not
+    from flowmo.state_dicts import token_weights_digest
+
+    g2 = load_generator(generator_folder(tmp_path / "g2", tok, tokenizer_weights=token_weights_digest(tok)))
+    student = flowmo.build(tok.spec).eval()
+    student.load_state_dict(tok.state_dict())
+    with torch.no_grad():
+        next(student.decoder.parameters()).add_(0.25)
+    assert generate_images(g2, student, [0], sampler=FAST).images.shape == (1, 3, 32, 32)
+    with pytest.raises(ValueError, match="same architecture, other weights"):
+        generate_images(g2, nudged, [0], sampler=FAST)
     # a folder without the digest (written before it existed) checks the spec only
     old = load_generator(generator_folder(tmp_path / "old", tok))
     assert generate_images(old, retrained, [0], sampler=FAST).images.shape == (1, 3, 32, 32)
