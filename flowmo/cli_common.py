@@ -95,7 +95,7 @@ def sampler_from_args(base: Any, args: argparse.Namespace, presets: Optional[Map
     for anything else that is wrong.
     """
     from .samplers.presets import resolve_preset
-    from .spec import SamplerSpec, replace_spec
+    from .spec import replace_spec
 
     try:
         spec = base

@@ -44,6 +44,21 @@ def _merge_terms(terms: dict, new: Any, source: str) -> None:
     terms.update(new)
 
 
+def _check_teacher_capability(objective: Any) -> None:
+    """``needs_teacher`` must be a bool, and an objective that needs a teacher must take
+    ``teacher=`` (TypeError naming the class otherwise, before any training step)."""
+    import inspect
+
+    name = type(objective).__name__
+    needs = getattr(objective, "needs_teacher", False)
+    if not isinstance(needs, bool):
+        raise TypeError(f"{name}.needs_teacher must be a bool (True: its __call__ takes teacher=), got {needs!r}")
+    if needs:
+        params = inspect.signature(objective.__call__).parameters
+        if "teacher" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            raise TypeError(f"{name} declares needs_teacher = True but its __call__ takes no teacher= argument")
+
+
 class ObjectivesMixin:
     """The training losses of :class:`flowmo.FlowMo` (they use its encoder, quantizer, decoder,
     time sampler and input checks)."""
@@ -59,34 +74,53 @@ class ObjectivesMixin:
     def posttrain_objective(self) -> PosttrainObjective:
         """The spec's post-training objective (:class:`flowmo.losses.PosttrainObjective`), built on first use."""
         if self._posttrain is None:
-            self._posttrain = POSTTRAIN_OBJECTIVES.build(self.spec.posttrain)
+            objective = POSTTRAIN_OBJECTIVES.build(self.spec.posttrain)
+            _check_teacher_capability(objective)
+            self._posttrain = objective
         return self._posttrain
 
     # ------------------------------------------------------------------ the teacher
     def set_teacher(self, state: Optional[Mapping[str, Tensor]] = None) -> None:
         """Freeze a copy of the decoder as the teacher of a distillation objective
-        (``posttrain.needs_teacher``): with ``state`` (the decoder's state dict, keys without the
-        ``decoder.`` prefix, as :meth:`teacher_state` returns) the copy takes those weights, else
-        the decoder's current ones. The teacher is not a submodule: it is not in
-        :meth:`state_dict`, not saved by :meth:`save_pretrained` and never trained; ``.to()``
-        moves it with the model. Raises ValueError naming the keys when ``state`` does not fit."""
+        (``posttrain.needs_teacher``): the decoder's current weights, or ``state``: the decoder's
+        weights as :meth:`teacher_state` returns them (keys without the ``decoder.`` prefix) or a
+        whole model's state dict (its ``decoder.*`` entries are taken). Call it after loading the
+        weights the teacher should have (the trainer calls it after ``train.init_from``).
+
+        The teacher is not a submodule: it is not in :meth:`state_dict`, not saved by
+        :meth:`save_pretrained` and never trained; ``.to()`` / ``.double()`` move and cast it with
+        the model. Raises TypeError when ``state`` is not a mapping of dense tensors, and
+        StateDictMismatchError (a ValueError) naming the keys when its keys or shapes do not fit
+        the decoder or it holds NaN / Inf values."""
+        from .state_dicts import check_finite, check_state_dict
+
         teacher = copy.deepcopy(self.decoder)
         if state is not None:
-            from .state_dicts import check_state_dict
-
+            if not isinstance(state, Mapping):
+                raise TypeError(f"state must be a mapping name -> tensor (the decoder's weights), got "
+                                f"{type(state).__name__}")
+            if any(isinstance(k, str) and k.startswith("decoder.") for k in state):
+                state = {k[len("decoder."):]: v for k, v in state.items() if k.startswith("decoder.")}
+            bad = [k for k, v in state.items() if not isinstance(v, Tensor) or v.layout != torch.strided
+                   or v.device.type == "meta"]
+            if bad:
+                raise TypeError(f"state must map names to dense tensors with values; not so for {bad[:5]}")
             check_state_dict({k: tuple(v.shape) for k, v in teacher.state_dict().items()}, dict(state),
-                             "the teacher's state")
+                             "the teacher's state (the decoder's weights, keys without 'decoder.')")
+            check_finite(state, "the teacher's state")
             teacher.load_state_dict(state)
+        else:
+            check_finite(teacher.state_dict(), "the decoder (the teacher would copy it)")
         teacher.requires_grad_(False)
         teacher.eval()
         self.__dict__["_teacher"] = teacher  # bypasses nn.Module registration on purpose
 
     def teacher_state(self) -> dict[str, Tensor]:
-        """The teacher decoder's weights (keys without the ``decoder.`` prefix); ValueError
-        when :meth:`set_teacher` was not called."""
+        """A copy of the teacher decoder's weights (keys without the ``decoder.`` prefix; editing
+        it leaves the teacher as it is); ValueError when :meth:`set_teacher` was not called."""
         if self._teacher is None:
             raise ValueError("this model has no teacher (call set_teacher() first)")
-        return {k: v.detach() for k, v in self._teacher.state_dict().items()}
+        return {k: v.detach().clone() for k, v in self._teacher.state_dict().items()}
 
     def teacher_velocity(self, x_t: Tensor, t: Tensor, cond: Tensor) -> Tensor:
         """:meth:`decoder_velocity` of the frozen teacher (same arguments and shapes)."""

@@ -100,6 +100,10 @@ class PretrainedMixin:
         if not d.is_dir():
             raise FileNotFoundError(f"directory {str(d)!r} does not exist (expected {CONFIG_NAME} and {WEIGHTS_NAME})")
         cfg, weights = d / CONFIG_NAME, d / WEIGHTS_NAME
+        if (d / "checkpoints").is_dir() and not weights.is_file():
+            raise FileNotFoundError(f"{str(d)!r} is a training run, not a model folder: export it first "
+                                    f"(flowmo export {str(d)!r} --output MODEL_DIR, or train with --export) and "
+                                    "load the exported folder")
         for f in (cfg, weights):
             if not f.is_file():
                 raise FileNotFoundError(f"{str(f)!r} is missing; a FlowMo folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")

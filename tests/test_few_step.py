@@ -289,3 +289,75 @@ def test_the_posttrain_kit_catches_teacher_faults(cls, match):
     spec = DistillationSpec(k=2, teacher={"steps": 4})
     with pytest.raises(AssertionError, match=match):
         check_posttrain(lambda: cls(spec), max_examples=2)
+
+
+class _ChangesTheTeacher(Distillation):
+    def teacher_step(self, teacher, z, cond, window, decoder_dtype):
+        with torch.no_grad():
+            for p in teacher.parameters():
+                p.mul_(0.5)
+        return super().teacher_step(teacher, z, cond, window, decoder_dtype)
+
+
+class _ClaimsAGlobalName(Distillation):
+    def sampler_preset(self):
+        return "release", super().sampler_preset()[1]
+
+
+def test_the_posttrain_kit_catches_a_changed_teacher_and_a_global_preset_name():
+    from flowmo.testing import check_posttrain
+
+    spec = DistillationSpec(k=2, teacher={"steps": 4})
+    with pytest.raises(AssertionError, match="changed the teacher's weights"):
+        check_posttrain(lambda: _ChangesTheTeacher(spec), max_examples=2)
+    with pytest.raises(AssertionError, match="global sampler preset"):
+        check_posttrain(lambda: _ClaimsAGlobalName(spec), max_examples=2)
+
+
+@pytest.mark.parametrize("name", ["1", "4.0", "null", "true", "NaN", "release", "fast", "has space", ""])
+def test_preset_names_that_would_be_misread_are_refused(name):
+    with pytest.raises(ValueError, match="sampler_presets"):
+        flowmo.get_preset("tiny").replace(sampler_presets={name: {"steps": 2}})
+
+
+def test_the_spec_sampler_may_name_an_own_preset():
+    spec = flowmo.get_preset("tiny").replace(sampler_presets={"mine-2": {"steps": 2, "guidance": {"scale": 1.0}}})
+    assert spec.replace(sampler="mine-2").sampler == spec.sampler_presets["mine-2"]
+
+
+def test_set_teacher_takes_a_whole_state_dict_and_refuses_bad_weights():
+    m = _tiny({"name": "distillation", "k": 1, "teacher": {"steps": 2}})
+    other = _tiny({"name": "distillation", "k": 1, "teacher": {"steps": 2}})
+    with torch.no_grad():
+        for p in other.decoder.parameters():
+            p.add_(1.0)
+    m.set_teacher(other.state_dict())  # the decoder.* entries are taken
+    assert all(torch.equal(v, other.decoder.state_dict()[k]) for k, v in m.teacher_state().items())
+    state = m.teacher_state()
+    next(iter(state.values())).add_(1.0)  # a copy: the teacher is unchanged
+    assert not torch.equal(next(iter(state.values())), next(iter(m.teacher_state().values())))
+    bad = dict(state)
+    k0 = next(iter(bad))
+    bad[k0] = torch.full_like(bad[k0], float("nan"))
+    with pytest.raises(ValueError, match="non-finite"):
+        m.set_teacher(bad)
+    with pytest.raises(TypeError, match="dense tensors"):
+        m.set_teacher({k: 1.0 for k in state})
+    with pytest.raises(TypeError, match="mapping"):
+        m.set_teacher([1, 2])
+
+
+def test_an_objective_that_needs_a_teacher_must_take_one(monkeypatch):
+    class NoTeacherArg(Distillation):
+        def __call__(self, velocity, x, cond, *, noise=None, u=None, generator=None):
+            return {"distillation": x.sum() * 0}
+
+    class NotABool(Distillation):
+        needs_teacher = "yes"
+
+    spec = DistillationSpec(k=1, teacher={"steps": 2})
+    for cls, match in ((NoTeacherArg, "takes no teacher="), (NotABool, "must be a bool")):
+        monkeypatch.setattr(flowmo.POSTTRAIN_OBJECTIVES, "build", lambda s, cls=cls: cls(spec))
+        m = _tiny(spec.model_dump())
+        with pytest.raises(TypeError, match=match):
+            m.posttrain_objective

@@ -65,6 +65,10 @@ class Distillation(PosttrainObjective):
         self.teacher_times = check_times(build_grid(t.grid)(t.steps), t.steps, f"the teacher's time grid {t.grid.name!r}")
         self.bounds = window_bounds(t.steps, spec.k)
         self.times = self.teacher_times[self.bounds]
+        width = (self.times[:-1] - self.times[1:]).to(torch.float32)
+        if not bool((width > 0).all()) or not bool((self.times.to(torch.float32)[1:] < self.times.to(torch.float32)[:-1]).all()):
+            raise ValueError(f"the teacher's grid gives student times {self.times.tolist()} that are not distinct in "
+                             "float32 (the precision the decoder takes t in): use another teacher grid or fewer steps")
         self.solver = build_solver(t.solver)
 
     def sampler_preset(self) -> tuple[str, SamplerSpec]:

@@ -16,7 +16,7 @@ from ..spec import GuidanceSpec, LossTerm, ModeSeekingSpec, SamplerSpec
 from .flow import VelocityFn
 from .perceptual import build_distance
 
-__all__ = ["PosttrainObjective", "ModeSeeking", "random_chain_times", "few_step_sampler"]
+__all__ = ["PosttrainObjective", "ModeSeeking", "random_chain_times", "few_step_sampler", "check_sampler_preset"]
 
 
 def _check_u(u: Any, *, batch: Optional[int] = None, steps: Optional[int] = None,
@@ -265,3 +265,17 @@ def few_step_sampler(k: int, grid: Any, clip: bool = True) -> SamplerSpec:
     steps without guidance (guidance, if any, was distilled into the decoder), so k decoder calls."""
     return SamplerSpec(steps=k, grid=grid, solver={"name": "euler"}, guidance=GuidanceSpec(scale=1.0, interval=None),
                        clip=clip)
+
+
+def check_sampler_preset(preset: Any, what: str = "sampler_preset()") -> Optional[tuple[str, SamplerSpec]]:
+    """``preset`` if it is None or ``(name, SamplerSpec)`` with a name a model's
+    ``sampler_presets`` accepts (:data:`flowmo.spec.model.PRESET_NAME`, not a global preset's);
+    TypeError / ValueError naming ``what`` otherwise."""
+    from ..spec.model import check_preset_name
+
+    if preset is None:
+        return None
+    if not isinstance(preset, tuple) or len(preset) != 2 or not isinstance(preset[1], SamplerSpec):
+        raise TypeError(f"{what} must return None or a tuple (name, flowmo.SamplerSpec), got {preset!r}")
+    check_preset_name(preset[0], what)
+    return preset

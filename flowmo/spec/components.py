@@ -292,7 +292,8 @@ def _component_class(spec: ComponentSpec) -> Any:
 
 
 class ModeSeekingSpec(PosttrainSpec):
-    """Stage 1B: a K-step Euler chain from noise with random step sizes, distance to the input."""
+    """Stage 1B: a K-step Euler chain from noise, distance to the input. Its steps: random per
+    sample (``grid`` None, the release's) or those of a fixed ``grid`` (a K-step decoder)."""
 
     name: Literal["mode_seeking"] = "mode_seeking"
     k: SpecInt = Field(8, gt=0, le=MAX_CHAIN_STEPS, description=f"Euler steps in the chain (1 .. {MAX_CHAIN_STEPS})")

@@ -35,6 +35,30 @@ PRESET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 """The form of a sampler preset's name (``FlowMoSpec.sampler_presets``): usable on a command line as is."""
 
 
+def check_preset_name(name: Any, what: str) -> str:
+    """``name`` if it can name a model's own sampler preset: a str of :data:`PRESET_NAME`'s form
+    that does not read as a JSON value (``1``, ``4.0``, ``null``, ``true``, ``NaN``: a command line's
+    ``--sampler`` would parse it as JSON) and is not a global preset's name (``release``, ``fast``,
+    or one added to :data:`flowmo.samplers.SAMPLER_PRESETS`: the model's would silently mean
+    something else). ValueError naming ``what`` otherwise."""
+    from ..samplers.presets import SAMPLER_PRESETS
+
+    if not isinstance(name, str) or not PRESET_NAME.fullmatch(name):
+        raise ValueError(f"{what}: a preset name must be letters, digits, '_', '-' or '.' (starting with a letter or "
+                         f"digit, at most 64 characters), got {name!r}")
+    try:
+        json.loads(name)
+        reads_as_json = True
+    except ValueError:
+        reads_as_json = False
+    if reads_as_json or name in ("NaN", "Infinity"):
+        raise ValueError(f"{what}: the preset name {name!r} reads as a JSON value; give it a name with a letter")
+    if name in SAMPLER_PRESETS:
+        raise ValueError(f"{what}: {name!r} is a global sampler preset's name; a model's own preset needs another name "
+                         "(it would silently change what the global name means for this model)")
+    return name
+
+
 # ----------------------------------------------------------------------------- the whole model
 class FlowMoSpec(SpecModel):
     """Everything that determines a FlowMo model. Round-trips through JSON."""
@@ -65,6 +89,15 @@ class FlowMoSpec(SpecModel):
         default_factory=lambda: ModeSeekingSpec()
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _own_preset(cls, data: Any) -> Any:
+        """``sampler`` given as the name of one of this spec's own ``sampler_presets`` takes it."""
+        if isinstance(data, dict) and isinstance(data.get("sampler"), str) and isinstance(
+                data.get("sampler_presets"), dict) and data["sampler"] in data["sampler_presets"]:
+            data = {**data, "sampler": data["sampler_presets"][data["sampler"]]}
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> "FlowMoSpec":
         if self.image_size % self.patch_size:
@@ -72,9 +105,7 @@ class FlowMoSpec(SpecModel):
                 f"image_size ({self.image_size}) must be divisible by patch_size ({self.patch_size})"
             )
         for name in self.sampler_presets:
-            if not isinstance(name, str) or not PRESET_NAME.fullmatch(name):
-                raise ValueError(f"sampler_presets: a preset name must be letters, digits, '_', '-' or '.' (starting "
-                                 f"with a letter or digit, at most 64 characters), got {name!r}")
+            check_preset_name(name, "sampler_presets")
         try:
             self.quantizer.check_channels(self.code_channels)
         except ValueError as e:

@@ -54,10 +54,13 @@ class KnotsGridSpec(TimeGridSpec):
             raise ValueError(f"times must hold 2 .. {MAX_SAMPLER_STEPS + 1} knots, got {len(v)}")
         if v[0] != 1.0 or v[-1] != 0.0:
             raise ValueError(f"times must run from exactly 1 (noise) to exactly 0 (data), got {v[0]!r} .. {v[-1]!r}")
+        import numpy as np
+
         for i in range(len(v) - 1):
-            if not v[i + 1] < v[i]:
-                raise ValueError(f"times must be strictly decreasing, but times[{i}] = {v[i]!r} and "
-                                 f"times[{i + 1}] = {v[i + 1]!r}")
+            # also in float32, the precision the decoder sees t in (1 > 1e-300 > 0 is not)
+            if not (v[i + 1] < v[i] and np.float32(v[i + 1]) < np.float32(v[i])):
+                raise ValueError(f"times must be strictly decreasing (also when rounded to float32, as the decoder "
+                                 f"takes them), but times[{i}] = {v[i]!r} and times[{i + 1}] = {v[i + 1]!r}")
         return tuple(float(x) for x in v)
 
 

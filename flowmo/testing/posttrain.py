@@ -30,7 +30,9 @@ def check_posttrain(objective: Any, *, image_size: int = 8, code_shape: tuple[in
       stand-in decoder, and ``gradients`` also checks that no gradient reaches the teacher
       (it is frozen in training) and that the terms depend on it.
     - ``preset``: ``sampler_preset()`` returns None or ``(name, SamplerSpec)`` with a name a
-      model's ``sampler_presets`` accepts.
+      model's ``sampler_presets`` accepts (not a global preset's name).
+    - with a teacher, ``gradients`` also checks that the objective leaves the teacher's weights
+      as they were.
 
     Returns ``{property: examples run}``.
     """
@@ -67,6 +69,10 @@ def check_posttrain(objective: Any, *, image_size: int = 8, code_shape: tuple[in
         _backward(terms, "the post-training objective")
         _check_velocity_grads(dec, "the post-training objective")
         if obj.needs_teacher:
+            if not all(torch.equal(p.detach(), torch.tensor(v)) for p, v in zip(run.teacher.parameters(),
+                                                                                  (0.1, 0.4, -0.3))):
+                raise AssertionError("the post-training objective changed the teacher's weights (the teacher is "
+                                     "frozen: it must only be called)")
             if any(p.grad is not None and bool(p.grad.any()) for p in run.teacher.parameters()):
                 raise AssertionError("the post-training objective sends gradients into the teacher (it must run "
                                      "the teacher without autograd: the teacher is frozen)")
@@ -101,13 +107,9 @@ def check_posttrain(objective: Any, *, image_size: int = 8, code_shape: tuple[in
 
 def _check_preset(ck, obj) -> None:
     """``sampler_preset()`` returns None or (a preset name FlowMoSpec accepts, a SamplerSpec)."""
-    from ..spec import SamplerSpec
-    from ..spec.model import PRESET_NAME
+    from ..losses.posttrain import check_sampler_preset
 
-    preset = obj.sampler_preset()
-    if preset is None:
-        return
-    if (not isinstance(preset, tuple) or len(preset) != 2 or not isinstance(preset[0], str)
-            or not PRESET_NAME.fullmatch(preset[0]) or not isinstance(preset[1], SamplerSpec)):
-        ck.fail("preset", f"sampler_preset() must return None or (name, SamplerSpec) with a name of letters, digits, "
-                          f"'_', '-' or '.', got {preset!r}")
+    try:
+        check_sampler_preset(obj.sampler_preset())
+    except (TypeError, ValueError) as e:
+        ck.fail("preset", str(e))

@@ -61,12 +61,15 @@ class Trainer(EvaluationMixin, FreezingMixin, InitFromMixin, TrainerBase):
         # loss objects may need weight files: fail now, before any training
         _ = self.model.flow_loss
         self.needs_teacher = False
+        self._teacher_digest: Optional[str] = None
         if self.tc.stage == "1b":
             self._adopt_objective_sampler()
             self.needs_teacher = self.model.posttrain_objective.needs_teacher
         self.targets: dict[str, Tensor] = {}
 
         ckpt = self._starting_checkpoint(resume)
+        if ckpt is not None:
+            self._check_same_objective()
         if ckpt is None and self.tc.stage == "1b":
             self._load_init(Path(self.tc.init_from))
         if self.needs_teacher:
@@ -102,7 +105,10 @@ class Trainer(EvaluationMixin, FreezingMixin, InitFromMixin, TrainerBase):
         config and so in every checkpoint and exported folder: the trained model decodes with
         it by default and by name (``--sampler distillation-4``). Presets the config named are
         dropped: they describe the weights before this training."""
-        preset = self.model.posttrain_objective.sampler_preset()
+        from ..losses.posttrain import check_sampler_preset
+
+        objective = self.model.posttrain_objective
+        preset = check_sampler_preset(objective.sampler_preset(), f"{type(objective).__name__}.sampler_preset()")
         if preset is None:
             return
         name, sampler = preset
@@ -112,6 +118,25 @@ class Trainer(EvaluationMixin, FreezingMixin, InitFromMixin, TrainerBase):
         self.model.spec = spec
         if self.ctx.main:
             self._log(f"the model's sampler is now the objective's preset {name!r} ({sampler.steps} decoder calls)")
+
+    def _check_same_objective(self) -> None:
+        """A resumed run must train what it trained: the same stage and, in Stage 1B, the same
+        post-training objective (its k, teacher sampler, weights, ...); otherwise the checkpoints
+        would mix two objectives and the exported folder would be labelled with the last one.
+        CheckpointError naming both. Read on every rank (the run folder is shared, as the
+        checkpoints are), so all ranks refuse together."""
+        path = self.out / "config.json"
+        if not path.is_file():
+            return
+        old = read_train_config(path)
+        if old.train.stage != self.tc.stage:
+            raise CheckpointError(f"{self.out} holds a Stage {old.train.stage} run; resuming it as Stage "
+                                  f"{self.tc.stage} would mix two trainings: use another output folder")
+        if self.tc.stage == "1b" and old.model.posttrain != self.config.model.posttrain:
+            raise CheckpointError(
+                f"{self.out} was trained with the post-training objective {old.model.posttrain.model_dump()}; "
+                f"resuming it with {self.config.model.posttrain.model_dump()} would mix two objectives (and label "
+                "the result with the second): resume with the run's objective or use another output folder")
 
     def _write_config(self) -> None:
         path = self.out / "config.json"
@@ -135,7 +160,14 @@ class Trainer(EvaluationMixin, FreezingMixin, InitFromMixin, TrainerBase):
         return parts
 
     def _checkpoint_state(self) -> dict[str, Any]:
-        return {"stage": self.tc.stage, "encoder_frozen": self.encoder_frozen}
+        state = {"stage": self.tc.stage, "encoder_frozen": self.encoder_frozen}
+        if self.needs_teacher:
+            from ..state_dicts import weights_digest
+
+            if self._teacher_digest is None:  # the teacher never changes: hashed once
+                self._teacher_digest = weights_digest(self.model.teacher_state())
+            state["teacher_digest"] = self._teacher_digest
+        return state
 
     def _required_parts(self) -> list[str]:
         return ["renorm"] + (["teacher"] if self.needs_teacher else [])
@@ -143,7 +175,17 @@ class Trainer(EvaluationMixin, FreezingMixin, InitFromMixin, TrainerBase):
     def _restore_extra(self, parts: dict[str, dict[str, Tensor]], state: dict[str, Any]) -> None:
         self.targets = parts.get("renorm", self.targets)
         if self.needs_teacher:
-            self.model.set_teacher({k: v.to(self.device) for k, v in parts["teacher"].items()})
+            from ..state_dicts import check_finite, weights_digest
+
+            teacher = parts["teacher"]
+            check_finite(teacher, "the checkpoint's teacher.safetensors")
+            recorded = state.get("teacher_digest")
+            if recorded is not None and weights_digest(teacher) != recorded:
+                raise CheckpointError("the checkpoint's teacher.safetensors is not the teacher this checkpoint was "
+                                      "written with (its weights digest differs from state.json's teacher_digest): "
+                                      "the file was replaced or damaged")
+            self.model.set_teacher({k: v.to(self.device) for k, v in teacher.items()})
+            self._teacher_digest = recorded
         if state.get("encoder_frozen"):
             self._freeze_encoder()
             self.optimizer = self._make_optimizer()

@@ -113,3 +113,39 @@ def test_fixed_grid_mode_seeking_records_its_preset_and_the_cli_decodes_by_name(
                    str(tmp_path / "r2"), "--sampler", "distillation-9"])
     assert rc != 0
     assert "this model's own: mode_seeking-3" in capsys.readouterr().err
+
+
+def _resume(cfg, out, **changes):
+    train = cfg.train.model_copy(update={"steps": 4})
+    model = cfg.model.replace(**changes) if changes else cfg.model
+    return Trainer(cfg.model_copy(update={"train": train, "model": model}), out, resume=True)
+
+
+def test_resuming_with_another_objective_is_refused(tmp_path, image_folder, stage1a):
+    cfg = _distill(image_folder, stage1a, steps=2)
+    Trainer(cfg, tmp_path / "run").fit()
+    with pytest.raises(CheckpointError, match="would mix two objectives"):
+        _resume(cfg, tmp_path / "run", posttrain={"k": 1})
+    with pytest.raises(CheckpointError, match="would mix two objectives"):
+        _resume(cfg, tmp_path / "run", posttrain={"teacher": {"steps": 5}})
+    ms = cfg.model.replace(posttrain={"name": "mode_seeking", "k": 2, "grid": {"name": "pow"}})
+    with pytest.raises(CheckpointError, match="would mix two objectives"):
+        Trainer(cfg.model_copy(update={"model": ms}), tmp_path / "run", resume=True)
+    assert _resume(cfg, tmp_path / "run").step == 2  # the same objective resumes
+
+
+def test_a_damaged_or_replaced_teacher_is_refused_on_resume(tmp_path, image_folder, stage1a):
+    from safetensors.torch import load_file, save_file
+
+    cfg = _distill(image_folder, stage1a, steps=2)
+    Trainer(cfg, tmp_path / "run").fit()
+    path = latest_checkpoint(tmp_path / "run" / "checkpoints") / "teacher.safetensors"
+    good = load_file(str(path))
+    save_file({k: torch.full_like(v, float("nan")) for k, v in good.items()}, str(path))
+    with pytest.raises(ValueError, match="non-finite"):
+        _resume(cfg, tmp_path / "run")
+    save_file({k: v + 0.01 for k, v in good.items()}, str(path))  # finite, but not this run's teacher
+    with pytest.raises(CheckpointError, match="teacher_digest"):
+        _resume(cfg, tmp_path / "run")
+    save_file(good, str(path))
+    assert _resume(cfg, tmp_path / "run").step == 2
