@@ -18,8 +18,9 @@ Columns:
   interleaved, round by round (the machine's speed drifts);
 - PSNR / SSIM to the originals (uint8, the library's metrics);
 - sharp: the high-frequency share of the power spectrum (grey, mean removed, frequencies above
-  half the Nyquist frequency) of the decoded images over the originals' (1 = as sharp as the
-  originals; blur lowers it, leftover noise raises it);
+  half the Nyquist frequency: :func:`flowmo.eval.sharpness.high_frequency_share`) of the decoded
+  images over the originals' (1 = as sharp as the originals; blur lowers it, leftover noise
+  raises it);
 - vs 31: PSNR of the row's images against the 31-call sampler's images from the same noise;
 - FD: the Fréchet distance between the decoded set's and the originals' features in the
   Fashion-MNIST classifier's feature space (the generation demo's classifier,
@@ -52,25 +53,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import flowmo  # noqa: E402
 from flowmo.data.noise import image_noise  # noqa: E402
 from flowmo.eval.metrics import psnr, ssim  # noqa: E402
+from flowmo.eval.sharpness import high_frequency_share  # noqa: E402
 from flowmo.samplers import SAMPLER_PRESETS  # noqa: E402
 
 GRIDS = {"linear": {"name": "linear"}, "pow 0.5": {"name": "pow", "p": 0.5}, "pow 0.25": {"name": "pow", "p": 0.25}}
 RELEASE_GUIDANCE = SAMPLER_PRESETS["release"].guidance.model_dump()
 BUDGETS = (1, 2, 4)
-
-
-def hf_share(images: torch.Tensor, cutoff: float = 0.25) -> torch.Tensor:
-    """Per-image share of spectral power above ``cutoff`` cycles/pixel (Nyquist is 0.5), of the
-    grey image (luma) with its mean removed; (N,) float64. A flat image gives 0."""
-    x = images.double().clamp(-1, 1)
-    g = 0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]
-    g = g - g.mean(dim=(1, 2), keepdim=True)
-    p = torch.fft.fft2(g).abs().pow(2)
-    fy = torch.fft.fftfreq(g.shape[1], dtype=torch.float64)[:, None]
-    fx = torch.fft.fftfreq(g.shape[2], dtype=torch.float64)[None, :]
-    high = (fy.pow(2) + fx.pow(2)).sqrt() > cutoff
-    total = p.flatten(1).sum(1)
-    return torch.where(total > 0, (p * high).flatten(1).sum(1) / total.clamp_min(1e-300), torch.zeros_like(total))
 
 
 def load_data(kind: str, n: int, size: int) -> torch.Tensor:
@@ -181,7 +169,7 @@ def main(argv=None) -> int:
         codes = torch.cat([base.quantize(base.encode(x[i:i + 64])).values for i in range(0, len(x), 64)])
     clf = classifier(a.classifier, size)
     f_orig = features(clf, x)
-    orig_share = float(hf_share(x).mean())
+    orig_share = float(high_frequency_share(x).mean())
     lp, lp_missing = lpips_fn()
 
     # (label, model, sampler); the students first checked to make the same tokens as the model
@@ -215,7 +203,7 @@ def main(argv=None) -> int:
         f = features(clf, y)
         r = {"row": label, "calls": calls,
              "psnr": float(psnr(x, y).mean()), "ssim": float(ssim(x, y).mean()),
-             "sharpness": float(hf_share(y).mean()) / orig_share,
+             "sharpness": float(high_frequency_share(y).mean()) / orig_share,
              "psnr_vs_31": float(psnr(reference, y).mean()) if y is not reference else float("inf"),
              "feature_distance": float((f - f_orig).norm(dim=1).mean()), "frechet": frechet(f, f_orig)}
         if lp is not None:
