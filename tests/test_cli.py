@@ -301,3 +301,14 @@ def test_reconstruct_refuses_to_overwrite_its_input_images(model_dir, tmp_path, 
         assert_one_line_error(rc, err)
         assert "would overwrite the input image" in err and "--output" in err
     assert (folder / "a.png").read_bytes() == before
+
+
+def test_an_interrupted_training_says_how_to_continue(monkeypatch, capsys):
+    import flowmo.train.cli as train_cli
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_cli, "main", interrupted)
+    assert cli.main(["train", "--config", "x.yaml", "--out", "run"]) == 130
+    assert "interrupted (a training run continues from its newest checkpoint with --resume)" in capsys.readouterr().err

@@ -133,7 +133,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         if debug:
             traceback.print_exc()
-        print(f"{PROG}{' ' + command if command else ''}: interrupted", file=sys.stderr)
+        hint = (" (a training run continues from its newest checkpoint with --resume)"
+                if command in ("train", "train-generator") else "")
+        print(f"{PROG}{' ' + command if command else ''}: interrupted{hint}", file=sys.stderr)
         return 130
     except Exception as e:
         if debug:
