@@ -50,7 +50,7 @@ def _check_teacher_capability(objective: Any) -> None:
     import inspect
 
     name = type(objective).__name__
-    needs = getattr(objective, "needs_teacher", False)
+    needs = objective.needs_teacher
     if not isinstance(needs, bool):
         raise TypeError(f"{name}.needs_teacher must be a bool (True: its __call__ takes teacher=), got {needs!r}")
     if needs:
