@@ -99,7 +99,10 @@ class ObjectivesMixin:
             if not isinstance(state, Mapping):
                 raise TypeError(f"state must be a mapping name -> tensor (the decoder's weights), got "
                                 f"{type(state).__name__}")
-            if any(isinstance(k, str) and k.startswith("decoder.") for k in state):
+            if not all(isinstance(k, str) for k in state):
+                bad_keys = [k for k in state if not isinstance(k, str)][:5]
+                raise TypeError(f"state's keys must be parameter names (str), got {bad_keys}")
+            if any(k.startswith("decoder.") for k in state):
                 state = {k[len("decoder."):]: v for k, v in state.items() if k.startswith("decoder.")}
             bad = [k for k, v in state.items() if not isinstance(v, Tensor) or v.layout != torch.strided
                    or v.device.type == "meta"]

@@ -104,6 +104,9 @@ class PretrainedMixin:
             raise FileNotFoundError(f"{str(d)!r} is a training run, not a model folder: export it first "
                                     f"(flowmo export {str(d)!r} --output MODEL_DIR, or train with --export) and "
                                     "load the exported folder")
+        if (d / "state.json").is_file() and not cfg.is_file():
+            raise FileNotFoundError(f"{str(d)!r} is a training checkpoint, not a model folder: export it first "
+                                    f"(flowmo export {str(d)!r} --output MODEL_DIR) and load the exported folder")
         for f in (cfg, weights):
             if not f.is_file():
                 raise FileNotFoundError(f"{str(f)!r} is missing; a FlowMo folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")

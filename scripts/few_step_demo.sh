@@ -8,7 +8,7 @@
 #   distillation of the guided 31-call sampler (configs/few_step/*_distill.yaml) and the mode-seeking
 #   chain on a fixed k-step grid (configs/few_step/*_mode_seeking.yaml); the two models' students train
 #   side by side (one thread each). Then benchmarks/few_step_table.py prints one table per model.
-# About 50 minutes on 2 idle cores. Outputs under $FLOWMO_FEW_STEP_OUT (runs/few_step); a second run
+# About 70 minutes on 2 idle cores (67 measured). Outputs under $FLOWMO_FEW_STEP_OUT (runs/few_step); a second run
 # continues (--resume) instead of starting over.
 set -euo pipefail
 cd "$(dirname "$0")/.."

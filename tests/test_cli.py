@@ -311,4 +311,4 @@ def test_an_interrupted_training_says_how_to_continue(monkeypatch, capsys):
 
     monkeypatch.setattr(train_cli, "main", interrupted)
     assert cli.main(["train", "--config", "x.yaml", "--out", "run"]) == 130
-    assert "interrupted (a training run continues from its newest checkpoint with --resume)" in capsys.readouterr().err
+    assert "interrupted (no checkpoint was written now: --resume continues from the newest" in capsys.readouterr().err

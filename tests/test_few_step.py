@@ -361,3 +361,16 @@ def test_an_objective_that_needs_a_teacher_must_take_one(monkeypatch):
         m = _tiny(spec.model_dump())
         with pytest.raises(TypeError, match=match):
             m.posttrain_objective
+
+
+def test_set_teacher_refuses_non_string_keys():
+    m = _tiny({"name": "distillation", "k": 1, "teacher": {"steps": 2}})
+    with pytest.raises(TypeError, match="keys must be parameter names"):
+        m.set_teacher({1: torch.zeros(1)})
+
+
+def test_from_pretrained_on_a_checkpoint_folder_says_to_export(tmp_path):
+    (tmp_path / "ckpt-00000002").mkdir()
+    (tmp_path / "ckpt-00000002" / "state.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match="training checkpoint.*flowmo export"):
+        flowmo.FlowMo.from_pretrained(tmp_path / "ckpt-00000002")

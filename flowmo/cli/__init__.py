@@ -133,7 +133,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         if debug:
             traceback.print_exc()
-        hint = (" (a training run continues from its newest checkpoint with --resume)"
+        hint = (" (no checkpoint was written now: --resume continues from the newest one written before, "
+                "every train.checkpoint.every steps; SIGTERM instead saves one and stops)"
                 if command in ("train", "train-generator") else "")
         print(f"{PROG}{' ' + command if command else ''}: interrupted{hint}", file=sys.stderr)
         return 130

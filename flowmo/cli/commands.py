@@ -182,7 +182,9 @@ def _cmd_detokenize(args: argparse.Namespace, ctx: _Ctx) -> int:
             raise CLIError(f"tokens in {args.tokens!r} were made by a model of the same spec but other encoder or "
                            f"quantizer weights (digest {tf.tokenizer_weights[:16]}..., {args.model!r} has "
                            f"{token_weights_digest(model)[:16]}...): same architecture, other weights; decode them "
-                           "with the model that made them (or one post-trained from it with the encoder frozen)")
+                           "with the model that made them (or one post-trained from it with the encoder frozen; a file written "
+                           "before flowmo recorded the token digest names the whole model's weights, which only that "
+                           "exact model matches: re-tokenize the images to use it with a fine-tuned model)")
     t = model.spec.code_length
     if tf.tokens.shape[1] != t:
         raise CLIError(f"tokens have {tf.tokens.shape[1]} per image but the model expects {t}")

@@ -192,7 +192,8 @@ def check_tokenizer(generator: TokenGenerator, tokenizer: Any, layout: Optional[
                          f"weights (digest {weights[:16]}..., this tokenizer's {token_weights_digest(tokenizer)[:16]}"
                          "...); decoding its tokens with this one would give wrong images: use the tokenizer whose "
                          "tokens it was trained on (or one post-trained from it with the encoder frozen, such as a "
-                         "few-step decoder)")
+                         "few-step decoder; a generator trained on tokens written before flowmo recorded the token "
+                         "digest names the whole tokenizer's weights, which only that exact tokenizer matches)")
     return layout
 
 
