@@ -217,7 +217,9 @@ def load_model(
     weights: str = "ema",
 ) -> Any:
     """A FlowMo model (eval mode) from a ``from_pretrained`` folder (or its
-    ``model.safetensors`` or ``config.json``: the folder is loaded), or from a released ``.pth``/``.pt`` checkpoint (``weights``:
+    ``model.safetensors`` or ``config.json``: the folder is loaded), a released name
+    (``flowmo_lo``, ``flowmo_hi``) or Hub repository id (``user/repo``) as
+    :meth:`flowmo.FlowMo.from_pretrained` takes them, or from a released ``.pth``/``.pt`` checkpoint (``weights``:
     ``ema`` or ``raw``; ``code_length`` and ``image_size`` are not stored in those files
     and default to the release's 256).
 
@@ -248,7 +250,14 @@ def load_model(
             ".pth checkpoint"
         )
     else:
-        raise FileNotFoundError(f"model {str(p)!r} does not exist (give a model folder or a released .pth checkpoint)")
+        from .hub import RELEASED, is_repo_id
+
+        if str(path) in RELEASED or is_repo_id(str(path)):
+            model = FlowMo.from_pretrained(str(path))  # a released name or a Hub repository id
+        else:
+            raise FileNotFoundError(f"model {str(p)!r} does not exist (give a model folder, a released .pth "
+                                    f"checkpoint, a released name ({', '.join(RELEASED)}) or a Hugging Face Hub "
+                                    "repository id 'user/repo')")
     if device is not None:
         model.to(device)
     return model.eval()

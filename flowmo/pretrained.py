@@ -34,8 +34,11 @@ class PretrainedMixin:
     """Saving to and loading from a model folder (:class:`flowmo.FlowMo`'s ``save_pretrained`` and
     ``from_pretrained``)."""
 
-    def save_pretrained(self, directory: Union[str, os.PathLike]) -> Path:
-        """Write ``config.json`` (the spec) and ``model.safetensors`` (atomically) into ``directory``.
+    def save_pretrained(self, directory: Union[str, os.PathLike], *, card: Optional[dict] = None) -> Path:
+        """Write ``config.json`` (the spec), ``model.safetensors`` and the model card ``README.md``
+        (:func:`flowmo.model_card.model_card`: the Hub's metadata header and the model in words;
+        ``card`` passes its keyword arguments, e.g. ``{"license": "mit", "training": {...},
+        "evaluation": {...}, "name": "user/repo"}``), each atomically, into ``directory``.
 
         When the spec names components registered outside flowmo, ``config.json`` also lists
         the modules that registered them (key ``"imports"``; see :mod:`flowmo.imports`), so that
@@ -54,16 +57,29 @@ class PretrainedMixin:
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         atomic_write(d / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt", "library": "flowmo"}))
         text = config_json(self.spec)
+        from .model_card import CARD_NAME, model_card
+
+        card_text = model_card(self.spec, parameters=sum(p.numel() for p in self.parameters()), **(card or {}))
         atomic_write(d / CONFIG_NAME, lambda p: Path(p).write_text(text + "\n"))
+        atomic_write(d / CARD_NAME, lambda p: Path(p).write_text(card_text))
         return d
 
     @classmethod
     def from_pretrained(cls, directory: Union[str, os.PathLike], *, device: Union[str, torch.device, None] = None,
-                        dtype: Optional[torch.dtype] = None) -> "FlowMo":
-        """Load a folder written by :meth:`save_pretrained` (or ``flowmo convert``).
+                        dtype: Optional[torch.dtype] = None, revision: Optional[str] = None,
+                        subfolder: Optional[str] = None, token: Union[str, bool, None] = None,
+                        cache_dir: Union[str, os.PathLike, None] = None) -> "FlowMo":
+        """Load a folder written by :meth:`save_pretrained` (or ``flowmo convert``), a released
+        model by name, or a model folder in a Hugging Face Hub repository.
 
         ``directory``: the model folder (str or os.PathLike) holding ``config.json`` and
-        ``model.safetensors``; ``device``: where to put the model (a device name such as
+        ``model.safetensors``; or, when no such local path exists, a released name
+        (``"flowmo_lo"``, ``"flowmo_hi"``: downloaded through ``huggingface_hub`` and converted
+        once into flowmo's cache, :mod:`flowmo.hub`) or a Hub repository id ``"user/repo"``
+        holding a model folder (at ``revision``, in ``subfolder``; ``token`` and ``cache_dir`` go
+        to the Hub client; its offline mode ``HF_HUB_OFFLINE=1`` is honoured). These need the
+        optional ``huggingface_hub`` (``pip install 'flowmo[hub]'``: ImportError saying so).
+        ``device``: where to put the model (a device name such as
         ``"cpu"``, ``"cuda:0"``, a ``torch.device``; None: the CPU); ``dtype``: a floating
         ``torch.dtype`` (None: float32). Returns the model in eval mode.
 
@@ -92,7 +108,15 @@ class PretrainedMixin:
             device = check_device(device, "device")
         if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
             raise TypeError(f"dtype must be a floating-point torch.dtype (e.g. torch.bfloat16) or None, got {dtype!r}")
-        d = Path(directory)
+        d = Path(directory).expanduser()
+        if not d.exists():
+            from .hub import RELEASED, is_repo_id, resolve_model_source
+
+            if str(directory) in RELEASED or is_repo_id(str(directory)):
+                d = resolve_model_source(str(directory), revision=revision, subfolder=subfolder, token=token,
+                                         cache_dir=cache_dir)
+        elif subfolder:
+            d = d / subfolder
         if d.is_file():
             hint = (f"pass the folder {str(d.parent)!r}" if d.name in (CONFIG_NAME, WEIGHTS_NAME)
                     else f"a FlowMo folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")

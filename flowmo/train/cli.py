@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from ..cli_common import add_common_arguments
 from ..folder_kinds import check_folder_kind, check_outside_run
@@ -107,11 +107,34 @@ def export_checkpoint(source: Path, out: Path, *, weights: str = "ema", step: Op
     part = "ema" if weights == "ema" and (ckpt / "ema.safetensors").is_file() else "model"
     if weights == "ema" and part == "model":
         raise CheckpointError(f"{ckpt} has no EMA weights (EMA was disabled); use --raw")
-    parts, _ = load_checkpoint(ckpt, [part])
+    parts, state = load_checkpoint(ckpt, [part])
     model = FlowMo(config.model)
     sd = model.state_dict()
     model.load_state_dict({k: parts[part][k].to(v.dtype) for k, v in sd.items()})
-    return model.save_pretrained(out)
+    return model.save_pretrained(out, card=_card_facts(config, run, int(state.get("step", 0)), weights))
+
+
+def _card_facts(config: Any, run: Path, step: int, weights: str) -> dict:
+    """What the model card says of a run's training and evaluation: the stage, steps, data,
+    batch and objective from its config; its held-out figures at that step from metrics.jsonl."""
+    tc = config.train
+    data = tc.data.folder if tc.data.folder is not None else "the built-in photos (scikit-image, etc.)"
+    training = {"stage": tc.stage, "steps": step, "data": data,
+                "global batch": tc.optim.batch_size * tc.optim.grad_accum, "weights": weights}
+    if tc.stage == "1b":
+        training["post-training objective"] = json.dumps(config.model.posttrain.model_dump(mode="json"))
+        training["init_from"] = tc.init_from
+    evaluation = None
+    metrics = run / "metrics.jsonl"
+    if metrics.is_file():
+        for line in metrics.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if rec.get("step") == step and any(k.startswith("eval/") for k in rec):
+                evaluation = {k: v for k, v in rec.items() if k.startswith("eval/") and isinstance(v, (int, float))}
+    return {"training": training, "evaluation": evaluation}
 
 
 def export_main(argv: Optional[Sequence[str]] = None) -> int:

@@ -1,0 +1,87 @@
+"""The model card a model folder carries: ``README.md`` with the Hugging Face Hub's metadata header
+(YAML between ``---`` lines: library, license, tags), then the model in words: its tokens, bits,
+image size and parameters, its sampler and named presets, its training and evaluation when
+known, and how to load it. :meth:`flowmo.FlowMo.save_pretrained` writes it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping, Optional
+
+__all__ = ["model_card", "CARD_NAME"]
+
+CARD_NAME = "README.md"
+
+
+def _sampler_words(s: Any) -> str:
+    fields = {k: v for k, v in s.grid.model_dump(mode="json").items() if k != "name"}
+    grid = " ".join([s.grid.name] + [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items()])
+    words = f"{s.steps} {s.solver.name} step{'s' if s.steps != 1 else ''} on the {grid} grid"
+    g = s.guidance
+    if g.scale == 1.0:
+        words += ", no guidance"
+    elif g.interval is None:
+        words += f", classifier-free guidance {g.scale:g}"
+    else:
+        words += f", classifier-free guidance {g.scale:g} for t in [{g.interval[0]:.3f}, {g.interval[1]:.3f}]"
+    return words
+
+
+def _yaml_str(v: str) -> str:
+    return json.dumps(v)  # a JSON string is a valid YAML scalar
+
+
+def model_card(spec: Any, *, parameters: Optional[int] = None, license: str = "other",
+               training: Optional[Mapping[str, Any]] = None, evaluation: Optional[Mapping[str, float]] = None,
+               name: Optional[str] = None) -> str:
+    """The text of a model folder's ``README.md`` for ``spec`` (a :class:`flowmo.FlowMoSpec`).
+
+    Args:
+        parameters: the model's parameter count (omitted when None).
+        license: the Hub's ``license`` field (an SPDX-like id such as ``"mit"``; default
+            ``"other"``: flowmo does not know the weights' license).
+        training: what is known of the training, shown as given (e.g. ``{"stage": "1a", "steps":
+            1200, "data": "built-in photos"}``); None: "not recorded".
+        evaluation: named figures (e.g. ``{"eval/psnr": 19.84}``); None: "not recorded".
+        name: how to load it (a Hub repository id or a folder); default ``"path/to/this/folder"``.
+
+    Raises TypeError / ValueError naming the argument for a license that is not a non-empty
+    single-line string, or mappings that are not mappings.
+    """
+    if not isinstance(license, str) or not license.strip() or "\n" in license:
+        raise ValueError(f"license must be a non-empty one-line string (e.g. 'mit'), got {license!r}")
+    for arg, v in (("training", training), ("evaluation", evaluation)):
+        if v is not None and not isinstance(v, Mapping):
+            raise TypeError(f"{arg} must be a mapping or None, got {type(v).__name__}")
+    bits_token = spec.bits_per_token
+    bits_image = bits_token * spec.code_length
+    lines = ["---", "library_name: flowmo", f"license: {_yaml_str(license)}", "tags:", "- image-tokenizer",
+             "- flowmo", "- diffusion-autoencoder", "---", "",
+             f"# {name or 'FlowMo tokenizer'}", "",
+             "A FlowMo image tokenizer (Sargent et al., \"Flow to the Mode\", arXiv 2503.11056): a transformer "
+             "diffusion autoencoder that turns an image into a short sequence of discrete tokens and back, "
+             "saved by the flowmo library (`FlowMo.save_pretrained`).", "",
+             "## The model", "",
+             f"- images: {spec.image_size} x {spec.image_size} RGB, patch {spec.patch_size}",
+             f"- tokens: {spec.code_length} per image, {bits_token:g} bits each ({spec.quantizer.name} quantizer, "
+             f"{spec.code_channels} channels): {bits_image:g} bits per image, {spec.bits_per_pixel:.4g} bits per pixel",
+             f"- encoder: {spec.encoder.name}, width {spec.encoder.width}, depth {spec.encoder.depth}; decoder: "
+             f"{spec.decoder.name}, width {spec.decoder.width}, depth {spec.decoder.depth}"]
+    if parameters is not None:
+        lines.append(f"- parameters: {parameters:,}")
+    lines.append(f"- spec fingerprint (tokens are valid between equal fingerprints): {spec.fingerprint()}")
+    lines += ["", "## Decoding", "", f"- default sampler: {_sampler_words(spec.sampler)}"]
+    for preset, s in spec.sampler_presets.items():
+        lines.append(f"- preset `{preset}`: {_sampler_words(s)} (`sampler=\"{preset}\"`)")
+    lines += ["", "## Training", ""]
+    lines += [f"- {k}: {v}" for k, v in training.items()] if training else ["not recorded"]
+    lines += ["", "## Evaluation", ""]
+    lines += [f"- {k}: {v:.4g}" if isinstance(v, float) else f"- {k}: {v}" for k, v in evaluation.items()] \
+        if evaluation else ["not recorded"]
+    where = name or "path/to/this/folder"
+    lines += ["", "## Use", "", "```python", "import flowmo", "",
+              f"model = flowmo.FlowMo.from_pretrained({where!r})  # a local folder or a Hub repository id",
+              "tokens = model.tokenize(images)          # images (B, 3, H, W) in [-1, 1] -> (B, T) int64",
+              "images = model.detokenize(tokens)        # the default sampler", "```", "",
+              f"License: {license}.", ""]
+    return "\n".join(lines)

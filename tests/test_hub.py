@@ -1,0 +1,161 @@
+"""Models by name through the Hugging Face Hub, offline: a Hub cache prepared in the client's own
+layout (models--owner--name/{blobs,snapshots,refs}) with small release-format files, and
+HF_HUB_OFFLINE=1; the conversion cache; a damaged download; Hub repositories of our folders."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+
+import pytest
+import torch
+
+import flowmo
+from flowmo import hub
+
+huggingface_hub = pytest.importorskip("huggingface_hub", reason="the Hub tests need huggingface_hub "
+                                      "(pip install 'flowmo[hub]')")
+from huggingface_hub import constants as hub_constants  # noqa: E402
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _cache_file(cache, repo_id, filename, data: bytes, commit=COMMIT):
+    """Put ``data`` in the Hub cache at ``cache`` as ``filename`` of ``repo_id`` (main = commit)."""
+    root = cache / f"models--{repo_id.replace('/', '--')}"
+    sha = hashlib.sha256(data).hexdigest()
+    (root / "blobs").mkdir(parents=True, exist_ok=True)
+    (root / "blobs" / sha).write_bytes(data)
+    snap = root / "snapshots" / commit / filename
+    snap.parent.mkdir(parents=True, exist_ok=True)
+    if snap.exists() or snap.is_symlink():
+        snap.unlink()
+    snap.symlink_to(os.path.relpath(root / "blobs" / sha, snap.parent))
+    (root / "refs").mkdir(exist_ok=True)
+    (root / "refs" / "main").write_text(commit)
+    return root / "blobs" / sha
+
+
+@pytest.fixture
+def offline(tmp_path, monkeypatch):
+    """An offline Hub cache and an empty flowmo cache; flowmo_lo's spec shrunk to tiny."""
+    cache = tmp_path / "hf"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("FLOWMO_CACHE", str(tmp_path / "flowmo_cache"))
+    monkeypatch.setitem(hub.RELEASED, "flowmo_lo", ("flowmo_lo.pth", "tiny"))
+    return cache
+
+
+def _release_bytes(tmp_path, seed=0):
+    torch.manual_seed(seed)
+    ema, raw = flowmo.build("tiny"), flowmo.build("tiny")
+    path = tmp_path / f"release{seed}.pth"
+    torch.save({"model_ema_state_dict": ema.state_dict(), "model_state_dict": raw.state_dict()}, path)
+    return path.read_bytes(), ema
+
+
+def test_a_released_name_converts_once_and_loads_the_ema_weights(tmp_path, offline, monkeypatch):
+    data, ema = _release_bytes(tmp_path)
+    _cache_file(offline, hub.RELEASE_REPO, "flowmo_lo.pth", data)
+    model = flowmo.FlowMo.from_pretrained("flowmo_lo")
+    assert all(torch.equal(v, ema.state_dict()[k]) for k, v in model.state_dict().items())
+    folder = next((tmp_path / "flowmo_cache" / "released").iterdir())
+    assert (folder / "source.json").is_file() and (folder / "README.md").is_file()
+    # a second call loads the converted folder: the .pth is not read again
+    from flowmo.compat import release
+
+    def no_read(*a, **k):
+        raise AssertionError("the release file was read again")
+
+    monkeypatch.setattr(release, "load_release_state_dict", no_read)
+    # the command line takes the same names
+    from flowmo.cli import main
+    from PIL import Image
+
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(tmp_path / "a.png")
+    assert main(["reconstruct", "--model", "flowmo_lo", "--input", str(tmp_path / "a.png"), "--output",
+                 str(tmp_path / "out"), "--steps", "1", "-q"]) == 0
+    assert (tmp_path / "out").is_dir()
+    again = flowmo.FlowMo.from_pretrained("flowmo_lo", dtype=torch.bfloat16)
+    assert again.dtype == torch.bfloat16
+    assert all(torch.equal(v, ema.state_dict()[k].to(torch.bfloat16)) for k, v in again.state_dict().items())
+
+
+def test_a_damaged_download_is_refused_and_nothing_is_cached(tmp_path, offline):
+    data, _ = _release_bytes(tmp_path)
+    blob = _cache_file(offline, hub.RELEASE_REPO, "flowmo_lo.pth", data)
+    blob.write_bytes(data[: len(data) // 2])  # truncated: its name (the SHA-256 of the whole) no longer fits
+    with pytest.raises(ValueError, match="damaged"):
+        flowmo.FlowMo.from_pretrained("flowmo_lo")
+    assert not any((tmp_path / "flowmo_cache" / "released").glob("flowmo_lo-*/source.json"))
+
+
+def test_offline_without_the_file_says_so(tmp_path, offline):
+    with pytest.raises(Exception) as e:
+        flowmo.FlowMo.from_pretrained("flowmo_lo")
+    assert "offline" in str(e.value).lower() or "cache" in str(e.value).lower()
+
+
+def test_a_hub_repository_of_our_folder_loads_with_revision_and_subfolder(tmp_path, offline):
+    torch.manual_seed(3)
+    m = flowmo.build("tiny")
+    local = m.save_pretrained(tmp_path / "folder", card={"license": "mit", "name": "user/tok"})
+    for f in ("config.json", "model.safetensors", "README.md"):
+        _cache_file(offline, "user/tok", f"v1/{f}", (local / f).read_bytes())
+    got = flowmo.FlowMo.from_pretrained("user/tok", subfolder="v1")
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in got.state_dict().items())
+    with pytest.raises(FileNotFoundError, match="Hugging Face Hub repository id"):
+        flowmo.FlowMo.from_pretrained("user/other")
+
+
+def test_a_local_folder_wins_over_a_name(tmp_path, offline, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(4)
+    m = flowmo.build("tiny")
+    m.save_pretrained(tmp_path / "user" / "tok")
+    got = flowmo.FlowMo.from_pretrained("user/tok")  # exists locally: no Hub lookup
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in got.state_dict().items())
+
+
+def test_without_huggingface_hub_the_error_names_the_extra(monkeypatch):
+    import builtins
+
+    real = builtins.__import__
+
+    def fake(name, *a, **k):
+        if name == "huggingface_hub" or name.startswith("huggingface_hub."):
+            raise ImportError("No module named 'huggingface_hub'")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", fake)
+    with pytest.raises(ImportError, match=r"flowmo\[hub\]"):
+        flowmo.FlowMo.from_pretrained("flowmo_lo")
+
+
+def test_push_to_hub_uploads_our_folder(tmp_path, monkeypatch):
+    calls = {}
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls["token"] = token
+
+        def create_repo(self, repo_id, **kw):
+            calls["create"] = (repo_id, kw)
+
+        def upload_folder(self, *, repo_id, folder_path, path_in_repo=None, **kw):
+            calls["files"] = sorted(os.listdir(folder_path))
+            calls["copy"] = shutil.copytree(folder_path, tmp_path / "uploaded")
+            return type("Info", (), {"commit_url": f"https://hub/{repo_id}/commit/1"})()
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    m = flowmo.build("tiny")
+    url = hub.push_to_hub(m, "user/tok", token="t0")
+    assert url.endswith("/commit/1") and calls["token"] == "t0"
+    assert calls["files"] == ["README.md", "config.json", "model.safetensors"]
+    assert flowmo.FlowMo.from_pretrained(tmp_path / "uploaded").spec == m.spec
+    with pytest.raises(ValueError, match="repo_id"):
+        hub.push_to_hub(m, "not a repo")
