@@ -137,6 +137,16 @@ def _read_at(path: Path, offset: int, size: int) -> bytes:
     return data
 
 
+def _zeros_from(path: Path, offset: int) -> bool:
+    """Whether the bytes of ``path`` from ``offset`` to its end are all zero (a tar's end)."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        while chunk := f.read(1 << 20):
+            if chunk.count(0) != len(chunk):
+                return False
+    return True
+
+
 def _index_shard(path: Path, k: int, labels: Optional[str], name: str) -> List[_Item]:
     """The items of one shard, sorted by image member name (errors: module docstring)."""
     try:
@@ -148,11 +158,11 @@ def _index_shard(path: Path, k: int, labels: Optional[str], name: str) -> List[_
     size = os.stat(path).st_size
     images: dict = {}  # key -> list of (member, offset, size)
     cls: dict = {}  # key -> (offset, size)
-    members = 0
+    members, last = 0, None
     try:
         with tarfile.open(path, mode="r:") as tf:  # "r:": uncompressed only (random access)
             for m in tf:
-                members += 1
+                members, last = members + 1, m.name
                 if not m.isreg():
                     continue
                 parts = split_key(m.name)
@@ -163,9 +173,17 @@ def _index_shard(path: Path, k: int, labels: Optional[str], name: str) -> List[_
                     images.setdefault(key, []).append((m.name, m.offset_data, m.size))
                 elif field == "cls":
                     cls[key] = (m.offset_data, m.size)
+            end = tf.offset  # after the last member tarfile read
     except tarfile.ReadError as e:
+        if members:
+            raise ValueError(f"{name}: {str(path)!r} is truncated or damaged after its member {members} ({last!r}): "
+                             f"{e}; download or write it again") from None
         raise ValueError(f"{name}: {str(path)!r} is not an uncompressed tar file ({e}); compressed shards "
                          "(.tar.gz, ...) cannot be read by random access: decompress them") from None
+    if not _zeros_from(path, end):  # tarfile ends quietly at a cut header: the members after it would be lost
+        raise ValueError(f"{name}: {str(path)!r} is truncated or damaged after its member {members} ({last!r}): "
+                         "what follows is neither a tar header nor the end-of-archive zeros; download or write "
+                         "it again (two tars concatenated also end here: list them as two shards)")
     if members == 0:
         raise ValueError(f"{name}: {str(path)!r} is an empty tar file (no members)")
     if not images:
@@ -178,7 +196,7 @@ def _index_shard(path: Path, k: int, labels: Optional[str], name: str) -> List[_
                              f"({', '.join(sorted(f[0] for f in found))}); one image per key")
         member, offset, nbytes = found[0]
         if offset + nbytes > size:
-            logger.warning("tar shard %s is truncated: member %s cut short", path, member)
+            raise ValueError(f"{name}: {str(path)!r} is truncated: its member {member!r} is cut short")
         label = None
         if labels == "cls":
             label = _cls_label(path, key, cls.get(key), name)
