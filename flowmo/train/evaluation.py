@@ -41,9 +41,13 @@ class EvaluationMixin:
             images = held_out_photos(s)[:n]
             return images, list(range(images.shape[0]))
         if d.shards is not None:
-            from ..data.shards import TarShardDataset
+            from ..data.shards import TarShardDataset, expand_shards
 
-            ds = TarShardDataset(d.shards if isinstance(d.shards, str) else list(d.shards), s, train=False)
+            paths = expand_shards(d.shards if isinstance(d.shards, str) else list(d.shards))
+            for k in range(1, len(paths) + 1):  # the first n items: index only the shards that hold them
+                ds = TarShardDataset([str(p) for p in paths[:k]], s, train=False)
+                if len(ds) >= n:
+                    break
             name, source = ds.name, f"train.data.shards {d.shards!r}"
         else:
             ds = ImageFolderDataset(d.folder, s, train=False)

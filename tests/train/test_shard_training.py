@@ -38,7 +38,8 @@ def shards(image_folder, tmp_path_factory):
 
 def shard_config(pattern, **train):
     """tests/train/test_trainer.py's tiny config, reading ``pattern`` instead of a folder."""
-    return folder_config("unused", data={"folder": None, "shards": pattern}, **train)
+    data = {"folder": None, "shards": pattern, **train.pop("data", {})}
+    return folder_config("unused", data=data, **train)
 
 
 def test_a_run_from_shards_equals_the_run_from_the_folder_bitwise(tmp_path, image_folder, shards):
@@ -52,6 +53,15 @@ def test_a_run_from_shards_equals_the_run_from_the_folder_bitwise(tmp_path, imag
     pa, pb = params(a.model), params(b.model)
     assert pa.keys() == pb.keys() and all(torch.equal(pa[k], pb[k]) for k in pa)
     assert any(not torch.equal(start[k], pb[k]) for k in pb)  # it trained
+
+
+def test_data_loader_workers_read_the_same_batches(tmp_path, shards):
+    runs = []
+    for workers in (0, 2):
+        t = Trainer(shard_config(shards, steps=2, data={"workers": workers}), tmp_path / f"w{workers}")
+        t.fit()
+        runs.append(params(t.model))
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
 
 
 def test_interrupted_and_resumed_from_shards_equals_uninterrupted_bitwise(tmp_path, shards):
@@ -130,13 +140,14 @@ def test_corrupt_members_are_skipped_and_recorded_in_the_summary(tmp_path, image
     assert summary["skipped_images"] == [f"{paths[0]}/class0/broken.png"]
 
 
-def test_held_out_images_come_from_the_shards(tmp_path, image_folder, shards):
+@pytest.mark.parametrize("n", [3, 5])  # in the first shard (4 images), in the first two
+def test_held_out_images_come_from_the_shards(tmp_path, image_folder, shards, n):
     from flowmo.data.folders import ImageFolderDataset
 
-    t = Trainer(shard_config(shards, steps=1, eval={"enabled": True, "images": 3}), tmp_path / "run")
+    t = Trainer(shard_config(shards, steps=1, eval={"enabled": True, "images": n}), tmp_path / "run")
     images, ids = t.held_out_with_ids()
     ref = ImageFolderDataset(image_folder, t.config.model.image_size, train=False)
-    assert ids == [0, 1, 2] and torch.equal(images, torch.stack([ref[i] for i in ids]))
+    assert ids == list(range(n)) and torch.equal(images, torch.stack([ref[i] for i in ids]))
 
 
 def test_the_config_refuses_folder_and_shards_together_and_empty_shards(image_folder, shards):
