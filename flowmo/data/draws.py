@@ -2,14 +2,17 @@
 :class:`~flowmo.data.photos.BuiltinPhotos`) share: the checks of their ``image_size``,
 ``seed`` and ``epoch`` arguments, and random draws from a ``torch.Generator`` seeded from
 ``(seed, epoch, index)`` only, so that the crop of item ``index`` in epoch ``epoch`` does not
-depend on worker count, worker assignment or iteration order."""
+depend on worker count, worker assignment or iteration order; and :func:`square_crop`, the
+resize + crop (+ flip) both the folder and the tar-shard datasets apply to a decoded image."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from .images import check_size
+from PIL import Image
+
+from .images import check_size, image_to_tensor, resize_short_side
 
 
 def _check_image_size(image_size) -> int:
@@ -40,3 +43,35 @@ def _randint(low: int, high: int, generator: torch.Generator) -> int:
 
 def _uniform(generator: torch.Generator) -> float:
     return float(torch.rand((), generator=generator, dtype=torch.float64).item())
+
+
+def square_crop(img: Image.Image, image_size: int, *, train: bool, hflip: bool, seed: int, epoch: int,
+                index: int) -> torch.Tensor:
+    """The datasets' transform of one decoded image: short side resized to ``image_size``
+    (antialiased bicubic, :func:`flowmo.data.images.resize_short_side`), then a square
+    ``image_size`` crop, uniformly random when ``train`` (plus a horizontal flip with
+    probability 1/2 when ``hflip``), centred otherwise. The draws come from
+    :func:`_generator` ``(seed, epoch, index)`` only (top, then left, then the flip).
+
+    Args:
+        img: a decoded image (mode ``RGB`` or ``F``, :func:`flowmo.data.images.decode_image`).
+        image_size: the side ``S`` of the result (already checked by the caller).
+    Returns:
+        float32 tensor ``(3, S, S)`` in [-1, 1].
+    Raises:
+        ValueError: the resized image would exceed Pillow's pixel limit (from resizing).
+    """
+    s = image_size
+    img = resize_short_side(img, s)
+    w, h = img.size
+    if train:
+        g = _generator(seed, epoch, index)
+        top = _randint(0, h - s, g)
+        left = _randint(0, w - s, g)
+        flip = hflip and _uniform(g) < 0.5
+    else:
+        top, left, flip = (h - s) // 2, (w - s) // 2, False
+    img = img.crop((left, top, left + s, top + s))
+    if flip:
+        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return image_to_tensor(img)

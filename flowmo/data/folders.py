@@ -29,13 +29,11 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .listing import list_folder_images
-from .draws import _check_image_size, _check_nonneg_int, _generator, _randint, _uniform
+from .draws import _check_image_size, _check_nonneg_int, square_crop
 from .images import (
     IMAGE_EXTENSIONS,
     decode_image,
-    image_to_tensor,
     open_image_file,
-    resize_short_side,
     resized_size,
 )
 from .photos import (
@@ -59,16 +57,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-def _pil_to_tensor(img: Image.Image) -> torch.Tensor:
-    """Decoded PIL image (``RGB`` or ``F``, see :func:`flowmo.data.images.decode_image`) -> float32 (3, H, W) in [-1, 1]."""
-    return image_to_tensor(img)
-
-
-def _resize_short_side(img: Image.Image, size: int) -> Image.Image:
-    """Resize so the short side is exactly ``size`` (bicubic; PIL antialiases when shrinking)."""
-    return resize_short_side(img, size)
 
 
 def _load_rgb(path: Path) -> Image.Image:
@@ -235,20 +223,8 @@ class ImageFolderDataset(Dataset):
         return len(self.files)
 
     def _transform(self, img: Image.Image, index: int) -> torch.Tensor:
-        s = self.image_size
-        img = _resize_short_side(img, s)
-        w, h = img.size
-        if self.train:
-            g = _generator(self.seed, self.epoch, index)
-            top = _randint(0, h - s, g)
-            left = _randint(0, w - s, g)
-            flip = self.hflip and _uniform(g) < 0.5
-        else:
-            top, left, flip = (h - s) // 2, (w - s) // 2, False
-        img = img.crop((left, top, left + s, top + s))
-        if flip:
-            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        return _pil_to_tensor(img)
+        return square_crop(img, self.image_size, train=self.train, hflip=self.hflip, seed=self.seed,
+                           epoch=self.epoch, index=index)
 
     def __getitem__(self, index: int) -> torch.Tensor:
         n = len(self.files)

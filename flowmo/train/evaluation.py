@@ -28,25 +28,38 @@ class EvaluationMixin:
     def held_out_with_ids(self) -> tuple[Tensor, list[int]]:
         """The held-out images (train.eval.images of them) and their global ids: the built-in
         held-out photos 0..n-1, or the first n files of the training folder in the library's one
-        listing (:func:`flowmo.data.listing.list_folder_images`), an unreadable one skipped
+        listing (:func:`flowmo.data.listing.list_folder_images`) or the first n items of the
+        training shards (:class:`flowmo.data.shards.TarShardDataset`), an unreadable one skipped
         with its id (as ``flowmo eval --limit n`` skips it), so image id i decodes from the same
         noise here and in ``flowmo eval``."""
         from ..data.folders import ImageFolderDataset, held_out_photos
 
         n = self.tc.eval.images
         s = self.config.model.image_size
-        if self.tc.data.folder is None:
+        d = self.tc.data
+        if d.folder is None and d.shards is None:
             images = held_out_photos(s)[:n]
             return images, list(range(images.shape[0]))
-        ds = ImageFolderDataset(self.tc.data.folder, s, train=False)
+        if d.shards is not None:
+            from ..data.shards import TarShardDataset, expand_shards
+
+            paths = expand_shards(d.shards if isinstance(d.shards, str) else list(d.shards))
+            for k in range(1, len(paths) + 1):  # the first n items: index only the shards that hold them
+                ds = TarShardDataset([str(p) for p in paths[:k]], s, train=False)
+                if len(ds) >= n:
+                    break
+            name, source = ds.name, f"train.data.shards {d.shards!r}"
+        else:
+            ds = ImageFolderDataset(d.folder, s, train=False)
+            name, source = (lambda i: ds.files[i]), f"train.data.folder {d.folder!r}"
         images, ids = [], []
         for i in range(min(n, len(ds))):
-            image = ds[i]  # for an unreadable file, a substitute: dropped below
-            if ds.files[i] not in ds.bad_paths:
+            image = ds[i]  # for an unreadable item, a substitute: dropped below
+            if name(i) not in ds.bad_paths:
                 images.append(image)
                 ids.append(i)
         if not images:
-            raise ValueError(f"none of the first {n} images of train.data.folder {self.tc.data.folder!r} is readable")
+            raise ValueError(f"none of the first {n} images of {source} is readable")
         return torch.stack(images), ids
 
     def held_out(self) -> Tensor:

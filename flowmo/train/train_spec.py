@@ -49,13 +49,36 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    folder: Optional[str] = Field(None, description="image folder (recursive; the extensions of flowmo.images.IMAGE_EXTENSIONS); None: the built-in photos")
+    folder: Optional[str] = Field(None, description="image folder (recursive; the extensions of flowmo.images.IMAGE_EXTENSIONS); None (and no shards): the built-in photos")
     workers: SpecInt = Field(0, ge=0, le=MAX_WORKERS, description=f"DataLoader worker processes (0 .. {MAX_WORKERS})")
     builtin_length: SpecInt = Field(
         4096, gt=0, le=MAX_BUILTIN_LENGTH,
         description=f"items per epoch of the built-in photo crops (1 .. 2**24 = {MAX_BUILTIN_LENGTH})",
     )
+    shards: Optional[str | tuple[str, ...]] = Field(
+        None,
+        description="tar shards of images instead of a folder (flowmo.data.shards.TarShardDataset): a path, a "
+                    "brace pattern like 'data/train-{000000..000009}.tar', or a list of them; needs the "
+                    "webdataset extra (pip install 'flowmo[shards]'); exclusive with folder",
+    )
     hflip: SpecBool = True
+
+    @field_validator("shards")
+    @classmethod
+    def _shards_entries(cls, v):
+        entries = [v] if isinstance(v, str) else list(v or ())
+        if v is not None and not entries:
+            raise ValueError("train.data.shards is an empty list; give a tar file, a brace pattern or a list of them")
+        if any(not e.strip() for e in entries):
+            raise ValueError(f"train.data.shards has an empty entry: {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DataConfig":
+        if self.folder is not None and self.shards is not None:
+            raise ValueError("train.data.folder and train.data.shards are both set; give one of them (the training "
+                             "images come from a folder or from tar shards)")
+        return self
 
 
 class OptimConfig(_Strict):

@@ -196,6 +196,11 @@ class Trainer(EvaluationMixin, FreezingMixin, InitFromMixin, TrainerBase):
 
         d = self.tc.data
         s = self.config.model.image_size
+        if d.shards is not None:
+            from ..data.shards import TarShardDataset
+
+            shards = d.shards if isinstance(d.shards, str) else list(d.shards)
+            return TarShardDataset(shards, s, train=True, seed=self.tc.seed, hflip=d.hflip)
         if d.folder is None:
             return BuiltinPhotos(s, train=True, length=d.builtin_length, seed=self.tc.seed, hflip=d.hflip)
         return ImageFolderDataset(d.folder, s, train=True, seed=self.tc.seed, hflip=d.hflip)

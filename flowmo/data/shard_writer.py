@@ -1,0 +1,162 @@
+"""An image folder -> tar shards (webdataset's ``ShardWriter``), read back by
+:class:`flowmo.data.shards.TarShardDataset` in the folder's order.
+
+Command line::
+
+    python -m flowmo.data.shards --input FOLDER --output "out/train-%06d.tar" \\
+        [--max-count N] [--max-size BYTES] [--classes]
+
+Each image of the folder's listing (:func:`flowmo.data.listing.list_folder_images`: recursive,
+hidden files skipped, sorted by relative name) becomes one sample whose key is its relative
+name without the extension and whose one field is the file's extension as written, holding
+the file's bytes unchanged (no re-encoding; an unreadable file is copied too, and skipped at
+training time as the folder dataset skips it). With ``--classes``, a ``.cls`` member holds the
+index of the file's top-level folder among the sorted top-level folders (the class-folder rule
+of ``flowmo tokenize --classes``). Tar members are written in PAX format with mtime 0, so the
+same folder gives the same bytes.
+
+Refused (ValueError naming the argument): a file whose base name has a ``.`` before its
+extension (webdataset would split its key at the first ``.``), two files with the same key
+(``a.jpg`` and ``a.png``), ``--classes`` with images at the top level, an output pattern
+without a ``%`` format, and an output shard that exists already (never overwritten).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from .listing import list_folder_images
+from .shards import EXTRA_HINT
+
+__all__ = ["write_shards", "main"]
+
+
+def _keys(rel_names: List[str], classes: bool, name: str):
+    keys, problems = [], []
+    for rel in rel_names:
+        stem, ext = rel.rsplit(".", 1)
+        if "." in stem.rsplit("/", 1)[-1]:
+            problems.append(rel)
+        keys.append((stem, ext))
+    if problems:
+        raise ValueError(f"{name}: {len(problems)} file names have a '.' before the extension, e.g. "
+                         f"{', '.join(map(repr, problems[:3]))}; webdataset keys end at the first '.' of the "
+                         "base name: rename them")
+    seen = {}
+    for rel, (stem, _) in zip(rel_names, keys):
+        if stem in seen:
+            raise ValueError(f"{name}: {seen[stem]!r} and {rel!r} would have the same key {stem!r}; "
+                             "one image per key")
+        seen[stem] = rel
+    if not classes:
+        return keys, None
+    top = [rel for rel in rel_names if "/" not in rel]
+    if top:
+        raise ValueError(f"{name}: --classes needs one folder per class, but {len(top)} images are at the top "
+                         f"level, e.g. {top[0]!r}")
+    firsts = [rel.split("/", 1)[0] for rel in rel_names]
+    index = {c: i for i, c in enumerate(sorted(set(firsts)))}
+    return keys, [index[f] for f in firsts]
+
+
+def write_shards(folder, output: str, max_count: int = 100_000, max_size: int = 3_000_000_000,
+                 classes: bool = False) -> List[Path]:
+    """Write the images under ``folder`` into tar shards named ``output % 0``, ``output % 1``, ...
+
+    Args:
+        folder: an image folder (listed by :func:`flowmo.data.listing.list_folder_images`).
+        output: a ``%`` pattern for the shard paths, e.g. ``"out/train-%06d.tar"``; its folder is
+            created.
+        max_count: at most this many images per shard (>= 1).
+        max_size: a new shard is started once a shard holds this many bytes of members (>= 1;
+            a shard may exceed it by its last image).
+        classes: also write ``KEY.cls`` with the class index of the top-level folder.
+    Returns:
+        the paths written, in order.
+    Raises:
+        FileNotFoundError: ``folder`` does not exist.
+        ValueError: ``folder`` has no images or names webdataset cannot key, ``output`` is not a
+            ``%`` pattern or names an existing file, ``max_count`` / ``max_size`` below 1, or
+            ``classes`` with images at the top level (each message names the argument).
+        ImportError: ``webdataset`` is not installed (names the extra).
+    """
+    try:
+        import webdataset as wds
+    except ImportError as e:
+        raise ImportError(f"writing tar shards needs the optional webdataset extra: {EXTRA_HINT} ({e})") from None
+    for value, arg in ((max_count, "max_count"), (max_size, "max_size")):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{arg} must be an int >= 1, got {value!r}")
+    root = Path(folder).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(f"input folder not found: {str(root)!r}")
+    if not root.is_dir():
+        raise ValueError(f"input {str(root)!r} is not a folder")
+    if not isinstance(output, str):
+        raise TypeError(f"output must be a str pattern like 'out/train-%06d.tar', got {type(output).__name__}")
+    try:
+        first, second = output % 0, output % 1
+    except (TypeError, ValueError):
+        first = second = None
+    if first is None or first == second:
+        raise ValueError(f"output must hold one integer % format, e.g. 'out/train-%06d.tar', got {output!r}")
+    files, not_regular = list_folder_images(root)
+    if not files:
+        raise ValueError(f"input folder {str(root)!r} holds no images (searched recursively, hidden files ignored)")
+    for rel, _, reason in not_regular:
+        print(f"skipping {rel}: {reason}")
+    keys, labels = _keys([rel for rel, _ in files], classes, "input")
+    Path(first).parent.mkdir(parents=True, exist_ok=True)
+    written: List[Path] = []
+    streams = {}
+
+    def post(fname):  # TarWriter leaves a stream it did not open unclosed
+        streams.pop(fname).close()
+
+    def opener(fname):
+        try:
+            stream = open(fname, "xb")  # never overwrite
+        except FileExistsError:
+            raise ValueError(f"output shard {fname!r} exists already; remove it or choose another --output") from None
+        written.append(Path(fname))
+        streams[fname] = stream
+        return stream
+
+    writer = wds.ShardWriter(output, maxcount=max_count, maxsize=max_size, verbose=0, opener=opener, post=post,
+                             encoder=False, mtime=0, format="PAX_FORMAT")
+    try:
+        for i, ((_, path), (stem, ext)) in enumerate(zip(files, keys)):
+            sample = {"__key__": stem, ext: path.read_bytes()}
+            if labels is not None:
+                sample["cls"] = str(labels[i]).encode()
+            writer.write(sample)
+    finally:
+        writer.close()
+        for stream in streams.values():  # after an error inside a write
+            stream.close()
+    return written
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m flowmo.data.shards``: write a folder's images into tar shards (module docstring).
+    Returns the exit status: 0, or 2 with one line on stderr for bad arguments."""
+    p = argparse.ArgumentParser(prog="python -m flowmo.data.shards",
+                                description="Write an image folder into tar shards (webdataset layout) that "
+                                            "train.data.shards reads in the folder's order.")
+    p.add_argument("--input", required=True, help="the image folder (recursive)")
+    p.add_argument("--output", required=True, help="shard path pattern, e.g. 'out/train-%%06d.tar'")
+    p.add_argument("--max-count", type=int, default=100_000, help="images per shard (default 100000)")
+    p.add_argument("--max-size", type=int, default=3_000_000_000, help="bytes per shard (default 3e9)")
+    p.add_argument("--classes", action="store_true", help="write KEY.cls: the index of the top-level class folder")
+    args = p.parse_args(argv)
+    try:
+        paths = write_shards(args.input, args.output, args.max_count, args.max_size, args.classes)
+    except (ValueError, TypeError, OSError, ImportError) as e:
+        msg = str(e).replace("max_count", "--max-count").replace("max_size", "--max-size")
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(paths)} shards: {paths[0]} .. {paths[-1]}")
+    return 0

@@ -1,0 +1,346 @@
+"""Training images in tar shards (the webdataset layout), read by random access.
+
+:class:`TarShardDataset` indexes one or many uncompressed tar files once, then reads any item
+by seeking to its bytes, so the trainer keeps its map-style data order
+(:class:`flowmo.train.sampler.StepBatchSampler`: a seeded permutation per epoch split across
+ranks and accumulation micro-batches). Resume is therefore exact without recording a position
+in a stream: the items of step ``k`` are a function of ``(seed, k)``.
+
+Layout (webdataset's): members are grouped into samples by key, the member path up to the
+first ``.`` of its base name (``n01440764/img001.jpg`` and ``n01440764/img001.cls`` are the
+fields ``jpg`` and ``cls`` of key ``n01440764/img001``; fields compared lower-case). A sample
+is an item when exactly one of its fields is an image extension
+(:data:`flowmo.data.images.IMAGE_EXTENSIONS`); samples without an image (only ``.json``,
+``.cls``, ...) are left out, and members whose base name starts with ``.`` are ignored (as
+webdataset does). Order: shards in the given order; within a shard, items sorted by their
+image member's name. :func:`write_shards` (``python -m flowmo.data.shards``) writes a folder's
+images in the folder's listing order (:func:`flowmo.data.listing.list_folder_images`) with
+member name = relative file name, so the shards of a folder list the same items in the same
+order as :class:`~flowmo.data.folders.ImageFolderDataset` over it, however they are split.
+
+Decoding, resizing, cropping, the seeded draws per ``(seed, epoch, index)`` and the handling
+of unreadable items are the folder dataset's (:func:`flowmo.data.images.decode_image`,
+:func:`flowmo.data.draws.square_crop`).
+
+The brace patterns need the optional ``webdataset`` extra (``pip install 'flowmo[shards]'``,
+which brings ``braceexpand``); it is imported only when a string pattern is expanded or
+shards are written.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import stat
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence, Set, Union
+
+import torch
+from torch.utils.data import Dataset
+
+from .draws import _check_image_size, _check_nonneg_int, square_crop
+from .images import IMAGE_EXTENSIONS, decode_image, resized_size
+
+__all__ = ["TarShardDataset", "expand_shards", "split_key", "EXTRA_HINT"]
+
+logger = logging.getLogger(__name__)
+
+EXTRA_HINT = "pip install 'flowmo[shards]'"
+"""How to install the optional dependencies of tar shards (``webdataset``, ``braceexpand``)."""
+
+_KEY = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's base_plus_ext
+_IMAGE_FIELDS = frozenset(IMAGE_EXTENSIONS)
+LABEL_SOURCES = ("cls", "prefix")
+
+
+def split_key(name: str):
+    """``(key, field)`` of tar member ``name`` by webdataset's rule, or None.
+
+    The key is the path up to the first ``.`` of the base name; the field is the rest, lower
+    case: ``"a/b.c.JPG" -> ("a/b", "c.jpg")``. None for names without a ``.`` in the base
+    name and for hidden base names (starting with ``.``)."""
+    if name.rsplit("/", 1)[-1].startswith("."):  # webdataset would read "a/.x.jpg" as key "a/"
+        return None
+    m = _KEY.match(name)
+    return None if m is None else (m.group(1), m.group(2).lower())
+
+
+def _require_braceexpand():
+    try:
+        import braceexpand  # installed with webdataset
+    except ImportError as e:
+        raise ImportError(f"tar-shard patterns need the optional webdataset extra: {EXTRA_HINT} ({e})") from None
+    return braceexpand
+
+
+def expand_shards(shards: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]],
+                  name: str = "shards") -> List[Path]:
+    """The shard paths of a brace pattern or a list of them, in order.
+
+    Args:
+        shards: a path or brace pattern (``"data/train-{000000..000009}.tar"``, expanded by
+            ``braceexpand`` as webdataset does), or a non-empty list of them (each expanded).
+        name: the argument's name in error messages.
+    Returns:
+        the expanded paths, in the order written.
+    Raises:
+        TypeError: ``shards`` is not a str, path or list/tuple of them.
+        ValueError: empty, an empty entry, or a path listed twice.
+        ImportError: a pattern with braces without the ``webdataset`` extra (names the extra).
+    """
+    if isinstance(shards, (str, os.PathLike)):
+        entries = [shards]
+    elif isinstance(shards, (list, tuple)):
+        entries = list(shards)
+        if not entries:
+            raise ValueError(f"{name} is an empty list; give a tar file, a brace pattern or a list of them")
+    else:
+        raise TypeError(f"{name} must be a path, a brace pattern or a list of them, got {type(shards).__name__}")
+    out: List[Path] = []
+    for e in entries:
+        if not isinstance(e, (str, os.PathLike)):
+            raise TypeError(f"{name} entries must be str or paths, got {type(e).__name__}: {e!r}")
+        text = os.fspath(e)
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"{name} has an empty entry: {e!r}")
+        if "{" in text:
+            out.extend(Path(p).expanduser() for p in _require_braceexpand().braceexpand(text))
+        else:
+            out.append(Path(text).expanduser())
+    seen: Set[str] = set()
+    for p in out:
+        if str(p) in seen:
+            raise ValueError(f"{name} lists {str(p)!r} twice (its images would be read twice per epoch)")
+        seen.add(str(p))
+    return out
+
+
+@dataclass(frozen=True)
+class _Item:
+    shard: int  # index into TarShardDataset.shards
+    member: str  # the image member's name
+    offset: int  # byte offset of its data in the shard
+    size: int  # bytes
+    label: Optional[int]
+
+
+def _read_at(path: Path, offset: int, size: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read(size)
+    if len(data) != size:
+        raise EOFError(f"{size} bytes expected at offset {offset}, {len(data)} read (the tar file is truncated)")
+    return data
+
+
+def _zeros_from(path: Path, offset: int) -> bool:
+    """Whether the bytes of ``path`` from ``offset`` to its end are all zero (a tar's end)."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        while chunk := f.read(1 << 20):
+            if chunk.count(0) != len(chunk):
+                return False
+    return True
+
+
+def _index_shard(path: Path, k: int, labels: Optional[str], name: str) -> List[_Item]:
+    """The items of one shard, sorted by image member name (errors: module docstring)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{name}: tar shard not found: {str(path)!r}") from None
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{name}: {str(path)!r} is not a regular file")
+    size = os.stat(path).st_size
+    images: dict = {}  # key -> list of (member, offset, size)
+    cls: dict = {}  # key -> (offset, size)
+    members, last = 0, None
+    try:
+        with tarfile.open(path, mode="r:") as tf:  # "r:": uncompressed only (random access)
+            for m in tf:
+                members, last = members + 1, m.name
+                if not m.isreg():
+                    continue
+                parts = split_key(m.name)
+                if parts is None:
+                    continue
+                key, field = parts
+                if field in _IMAGE_FIELDS:
+                    images.setdefault(key, []).append((m.name, m.offset_data, m.size))
+                elif field == "cls":
+                    cls[key] = (m.offset_data, m.size)
+            end = tf.offset  # after the last member tarfile read
+    except tarfile.ReadError as e:
+        if members:
+            raise ValueError(f"{name}: {str(path)!r} is truncated or damaged after its member {members} ({last!r}): "
+                             f"{e}; download or write it again") from None
+        raise ValueError(f"{name}: {str(path)!r} is not an uncompressed tar file ({e}); compressed shards "
+                         "(.tar.gz, ...) cannot be read by random access: decompress them") from None
+    if not _zeros_from(path, end):  # tarfile ends quietly at a cut header: the members after it would be lost
+        raise ValueError(f"{name}: {str(path)!r} is truncated or damaged after its member {members} ({last!r}): "
+                         "what follows is neither a tar header nor the end-of-archive zeros; download or write "
+                         "it again (two tars concatenated also end here: list them as two shards)")
+    if members == 0:
+        raise ValueError(f"{name}: {str(path)!r} is an empty tar file (no members)")
+    if not images:
+        raise ValueError(f"{name}: {str(path)!r} holds no images ({members} members; an image member is "
+                         f"named KEY.EXT with EXT one of {', '.join(IMAGE_EXTENSIONS)})")
+    items = []
+    for key, found in images.items():
+        if len(found) > 1:
+            raise ValueError(f"{name}: {str(path)!r} has {len(found)} images under key {key!r} "
+                             f"({', '.join(sorted(f[0] for f in found))}); one image per key")
+        member, offset, nbytes = found[0]
+        if offset + nbytes > size:
+            raise ValueError(f"{name}: {str(path)!r} is truncated: its member {member!r} is cut short")
+        label = None
+        if labels == "cls":
+            label = _cls_label(path, key, cls.get(key), name)
+        items.append(_Item(k, member, offset, nbytes, label))
+    items.sort(key=lambda it: it.member)
+    return items
+
+
+def _cls_label(path: Path, key: str, where, name: str) -> int:
+    if where is None:
+        raise ValueError(f"{name}: labels='cls' but {str(path)!r} has no {key}.cls member for image key {key!r}")
+    try:
+        text = _read_at(path, *where).decode("utf-8").strip()
+        if not re.fullmatch(r"\d+", text):
+            raise ValueError(f"not a non-negative integer: {text[:40]!r}")
+    except (ValueError, EOFError, UnicodeDecodeError) as e:
+        raise ValueError(f"{name}: {str(path)!r} member {key}.cls is not a class index ({e})") from None
+    return int(text)
+
+
+class TarShardDataset(Dataset):
+    """The images of tar shards, as float32 ``(3, S, S)`` tensors in [-1, 1].
+
+    ``shards`` is indexed once on construction (layout, order and grouping in the module
+    docstring); ``dataset[i]`` seeks to item ``i``'s bytes and decodes them exactly as
+    :class:`~flowmo.data.folders.ImageFolderDataset` decodes a file: short side resized to
+    ``image_size``, a square crop drawn from ``(seed, epoch, index)`` when ``train`` (plus a
+    random horizontal flip when ``hflip``), centred otherwise. Call :meth:`set_epoch` at the
+    start of every epoch.
+
+    An item that does not decode (corrupt or truncated bytes, pixels the decoding rules refuse,
+    a resized size over Pillow's pixel limit) never crashes ``__getitem__``: the next readable
+    item (cyclically) is returned instead, keeping the requested index's draws, and the bad
+    item's name (``"<shard path>/<member name>"``, :meth:`name`) is added to :attr:`bad_paths`;
+    :attr:`skipped` counts them.
+
+    Labels (``labels``): None (the default, no labels); ``"cls"``, the integer text of each
+    key's ``.cls`` member (required for every image); ``"prefix"``, the index of the key's first
+    path component among the sorted distinct first components (the class-folder rule of
+    ``flowmo tokenize --classes``; :attr:`class_names` lists them). :meth:`label` returns it.
+
+    Raises (on construction): TypeError / ValueError for a bad ``shards`` (see
+    :func:`expand_shards`), ``image_size``, ``seed`` or ``labels``; FileNotFoundError naming
+    ``shards`` for a missing shard; ValueError naming ``shards`` and the file for a shard that
+    is not an uncompressed tar, is empty, holds no images or has two images under one key, and
+    for a missing or malformed label; ImportError naming the extra for a brace pattern without
+    ``webdataset``.
+    """
+
+    def __init__(self, shards, image_size: int, train: bool = True, seed: int = 0, hflip: bool = False,
+                 labels: Optional[str] = None):
+        self.image_size = _check_image_size(image_size)
+        self.train = bool(train)
+        self.hflip = bool(hflip)
+        self.seed = _check_nonneg_int(seed, "seed")
+        self.epoch = 0
+        if labels is not None and labels not in LABEL_SOURCES:
+            raise ValueError(f"labels must be None, 'cls' or 'prefix', got {labels!r}")
+        self.shards: List[Path] = expand_shards(shards)
+        self.items: List[_Item] = []
+        for k, path in enumerate(self.shards):
+            self.items.extend(_index_shard(path, k, labels, "shards"))
+        self.class_names: Optional[List[str]] = None
+        if labels == "prefix":
+            self._prefix_labels()
+        self.bad_paths: Set[str] = set()
+
+    def _prefix_labels(self) -> None:
+        firsts = []
+        for it in self.items:
+            if "/" not in it.member:
+                raise ValueError(f"labels='prefix' but shards member {it.member!r} of "
+                                 f"{str(self.shards[it.shard])!r} has no folder in its key")
+            firsts.append(it.member.split("/", 1)[0])
+        self.class_names = sorted(set(firsts))
+        index = {n: i for i, n in enumerate(self.class_names)}
+        self.items = [_Item(it.shard, it.member, it.offset, it.size, index[f]) for it, f in zip(self.items, firsts)]
+
+    # -- bookkeeping -------------------------------------------------------
+    @property
+    def skipped(self) -> int:
+        """Number of distinct items found unreadable so far (in this process)."""
+        return len(self.bad_paths)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the random crops of epoch ``epoch`` (train mode)."""
+        self.epoch = _check_nonneg_int(epoch, "epoch")
+
+    def name(self, index: int) -> str:
+        """Item ``index``'s name: ``"<shard path>/<image member name>"``."""
+        it = self.items[index]
+        return f"{self.shards[it.shard]}/{it.member}"
+
+    def label(self, index: int) -> int:
+        """Item ``index``'s class index (ValueError if the dataset was built without ``labels``)."""
+        lab = self.items[index].label
+        if lab is None:
+            raise ValueError("this TarShardDataset has no labels; build it with labels='cls' or 'prefix'")
+        return lab
+
+    def read_bytes(self, index: int) -> bytes:
+        """Item ``index``'s image bytes as stored (raises OSError / EOFError when unreadable)."""
+        it = self.items[index]
+        return _read_at(self.shards[it.shard], it.offset, it.size)
+
+    def _record_bad(self, name: str, reason: str) -> None:
+        if name not in self.bad_paths:
+            self.bad_paths.add(name)
+            logger.warning("skipping unreadable image %s (%s)", name, reason)
+
+    # -- data --------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _decode(self, index: int):
+        buf = io.BytesIO(self.read_bytes(index))
+        buf.name = self.name(index)  # decode_image names the source in its errors
+        img = decode_image(buf)
+        resized_size(*img.size, self.image_size, name=repr(buf.name))  # refused before resizing
+        return img
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        n = len(self.items)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for dataset of length {n}")
+        index = index % n
+        last = ""
+        for k in range(n):
+            j = (index + k) % n
+            name = self.name(j)
+            if name in self.bad_paths:
+                continue
+            try:
+                img = self._decode(j)
+                return square_crop(img, self.image_size, train=self.train, hflip=self.hflip, seed=self.seed,
+                                   epoch=self.epoch, index=index)
+            except Exception as exc:  # noqa: BLE001 - any read/decode/transform error: skip the item
+                last = f"{type(exc).__name__}: {exc}"
+                self._record_bad(name, last)
+        detail = f" (last error: {last})" if last else ""
+        raise RuntimeError(f"no readable image in the {len(self.shards)} tar shards: all {n} items failed{detail}")
+
+
+if __name__ == "__main__":  # pragma: no cover - the command line of flowmo.data.shard_writer
+    from .shard_writer import main
+
+    raise SystemExit(main())
