@@ -271,3 +271,54 @@ def test_the_tool_refuses_what_it_cannot_write(tmp_path, folder, capsys):
     with pytest.raises(ValueError, match="holds no images"):
         write_shards(tmp_path / "empty", str(tmp_path / "g-%d.tar"))
     assert not list(tmp_path.glob("[defg]-*.tar"))  # nothing written when refused
+
+
+def test_flowmo_eval_reads_shards_as_the_folder(tmp_path):
+    """flowmo eval --data SHARDS measures the same images, in the same order, from the same noise
+    as --data FOLDER: the per-image figures are equal; the release protocol is folders-only."""
+    import csv
+
+    import flowmo
+    from flowmo.data.shard_writer import write_shards
+    from flowmo.eval.cli import main as eval_main
+
+    folder = tmp_path / "imgs"
+    rng = np.random.default_rng(3)
+    for i in range(5):
+        (folder / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (36, 40, 3), dtype=np.uint8)).save(folder / f"c{i % 2}" / f"i{i}.png")
+    write_shards(folder, str(tmp_path / "sh-%03d.tar"), max_count=2)
+    model = flowmo.FlowMo(flowmo.get_preset("tiny")).save_pretrained(tmp_path / "model")
+    common = ["--model", str(model), "--steps", "1", "--batch-size", "2", "--lpips", "none", "--no-fid",
+              "--workers", "0", "--quiet"]
+    rows = {}
+    for name, data in (("folder", str(folder)), ("shards", str(tmp_path / "sh-{000..002}.tar"))):
+        assert eval_main([*common, "--data", data, "--output", str(tmp_path / name)]) == 0
+        with open(tmp_path / name / "per_image.csv") as f:
+            rows[name] = [(r["psnr"], r["ssim"]) for r in csv.DictReader(f)]
+    assert len(rows["folder"]) == 5 and rows["shards"] == rows["folder"]
+    with pytest.raises(ValueError, match="protocol"):
+        eval_main([*common, "--data", str(tmp_path / "sh-000.tar"), "--protocol", "release",
+                   "--output", str(tmp_path / "r")])
+
+
+def test_flowmo_tokenize_reads_shards_as_the_folder(tmp_path):
+    import flowmo
+    from flowmo.cli import main
+    from flowmo.data.shard_writer import write_shards
+    from flowmo.io import read_tokens
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(4)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"i{i}.png")
+    write_shards(folder, str(tmp_path / "sh-%03d.tar"), max_count=2)
+    model = flowmo.FlowMo(flowmo.get_preset("tiny")).save_pretrained(tmp_path / "model")
+    base = ["tokenize", "--model", str(model), "--device", "cpu", "-q"]
+    assert main([*base, "--input", str(folder), "--output", str(tmp_path / "f.safetensors")]) == 0
+    assert main([*base, "--input", str(tmp_path / "sh-{000..001}.tar"), "--output", str(tmp_path / "s.safetensors")]) == 0
+    f, s = read_tokens(tmp_path / "f.safetensors"), read_tokens(tmp_path / "s.safetensors")
+    assert torch.equal(f.tokens, s.tokens)
+    assert [n.split("/")[-1] for n in s.sources] == ["i0.png", "i1.png", "i2.png"]
+    assert main([*base, "--input", str(tmp_path / "sh-000.tar"), str(folder), "--output", str(tmp_path / "x")]) != 0

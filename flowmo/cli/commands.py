@@ -140,6 +140,10 @@ def _cmd_tokenize(args: argparse.Namespace, ctx: _Ctx) -> int:
         if getattr(args, dest, None) not in (None, False):
             raise CLIError(f"--{dest.replace('_', '-')} applies only with --classes (a class-folder tree into a "
                            "token set)")
+    from ..data.shards import is_shard_pattern
+
+    if any(is_shard_pattern(p) for p in args.input):
+        return _tokenize_shards(args, ctx)
     files = _images(args)
     model, device = _load(args)
     if args.groups and not model.quantizer.has_groups:
@@ -157,6 +161,42 @@ def _cmd_tokenize(args: argparse.Namespace, ctx: _Ctx) -> int:
                         tokenizer_weights=token_weights_digest(model))
     ctx.say(f"wrote tokens {tuple(tokens.shape)} of {len(files)} image{'s' if len(files) != 1 else ''} to {path} "
             f"(model fingerprint {model.spec.fingerprint()})")
+    return 0
+
+
+def _tokenize_shards(args: argparse.Namespace, ctx: _Ctx) -> int:
+    """``flowmo tokenize --input SHARDS...``: every image item of the tar shards (a ``.tar`` file or
+    brace pattern each; :class:`flowmo.data.shards.TarShardDataset`, items in shard order, centre
+    crop as a folder's), its source named ``"<shard>/<member>"``. Unreadable items are refused,
+    naming them (a token row per readable item would shift the rows against the sources)."""
+    import torch
+
+    from ..data.shards import TarShardDataset, is_shard_pattern
+    from ..io import write_tokens
+    from ..state_dicts import token_weights_digest
+
+    if not all(is_shard_pattern(p) for p in args.input):
+        raise CLIError("--input mixes tar shards with other paths; give shards (.tar files or patterns) or images")
+    model, device = _load(args)
+    if args.groups and not model.quantizer.has_groups:
+        raise CLIError(f"--groups needs a quantizer with entropy groups; this model's {model.spec.quantizer.name!r} has none")
+    ds = TarShardDataset(list(args.input), model.spec.image_size, train=False)
+    parts = []
+    with torch.no_grad(), ctx.progress(len(ds), "tokenize") as bar:
+        for a, b in _batches(len(ds), args.batch_size):
+            x = torch.stack([ds[i] for i in range(a, b)]).to(device=device, dtype=model.dtype)
+            parts.append(model.tokenize(x, groups=args.groups).to("cpu", torch.int64))
+            bar.update(b - a)
+    if ds.bad_paths:
+        bad = sorted(ds.bad_paths)
+        raise CLIError(f"{len(bad)} item(s) of the shards cannot be read as images: {', '.join(bad[:5])}"
+                       f"{' ...' if len(bad) > 5 else ''}; remove them from the shards")
+    tokens = torch.cat(parts)
+    names = [ds.name(i) for i in range(len(ds))]
+    path = write_tokens(args.output, tokens, spec=model.spec, sources=names, groups=args.groups,
+                        tokenizer_weights=token_weights_digest(model))
+    ctx.say(f"wrote tokens {tuple(tokens.shape)} of {len(ds)} image{'s' if len(ds) != 1 else ''} from "
+            f"{len(ds.shards)} shard{'s' if len(ds.shards) != 1 else ''} to {path}")
     return 0
 
 

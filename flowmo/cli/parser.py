@@ -89,8 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Inputs: " + _RESIZE_HELP + ".")
     _model_args(p)
     p.add_argument("--input", required=True, nargs="+", metavar="PATH",
-                   help="image files and/or folders (recursive); resized and centre-cropped to the model's image "
-                        "size. With --classes: ONE folder whose sub-folders are the classes")
+                   help="image files and/or folders (recursive), or tar shards of images (.tar files or brace "
+                        "patterns such as 'train-{000..009}.tar', items in shard order); resized and centre-cropped "
+                        "to the model's image size. With --classes: ONE folder whose sub-folders are the classes")
     p.add_argument("--output", required=True, metavar="FILE",
                    help="output .safetensors file; with --classes: the token set folder")
     p.add_argument("--groups", action="store_true", help="write entropy-group indices (N, T, G) instead of (N, T) "

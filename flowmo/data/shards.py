@@ -45,7 +45,7 @@ from torch.utils.data import Dataset
 from .draws import _check_image_size, _check_nonneg_int, square_crop
 from .images import IMAGE_EXTENSIONS, decode_image, resized_size
 
-__all__ = ["TarShardDataset", "expand_shards", "split_key", "EXTRA_HINT"]
+__all__ = ["TarShardDataset", "expand_shards", "split_key", "is_shard_pattern", "EXTRA_HINT"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +75,12 @@ def _require_braceexpand():
     except ImportError as e:
         raise ImportError(f"tar-shard patterns need the optional webdataset extra: {EXTRA_HINT} ({e})") from None
     return braceexpand
+
+
+def is_shard_pattern(text: str) -> bool:
+    """Whether a command-line argument names tar shards rather than a folder or an image: it
+    ends in ``.tar`` (a file or a brace pattern of them, e.g. ``val-{000..009}.tar``)."""
+    return isinstance(text, str) and text.lower().endswith(".tar")
 
 
 def expand_shards(shards: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]],

@@ -24,6 +24,7 @@ from ..cli_common import add_common_arguments, add_sampler_arguments
 from ..cli_common import sampler_from_args as _sampler_from_args
 from ..imports import import_modules
 from .collectives import gather_objects
+from ..data.shards import is_shard_pattern
 from .sources import RELEASE_CROP, _folder_batches, open_images, release_image_folder
 
 __all__ = ["main", "build_parser", "load_model", "sampler_from_args", "release_image_folder", "RELEASE_CROP"]
@@ -39,9 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, metavar="DIR_OR_PTH",
                    help="a from_pretrained folder (config.json + model.safetensors) or a released .pth checkpoint")
     p.add_argument("--raw", action="store_true", help="for a released .pth: the raw instead of the EMA weights")
-    p.add_argument("--data", required=True, metavar="FOLDER|builtin",
+    p.add_argument("--data", required=True, metavar="FOLDER|SHARDS|builtin",
                    help="an image folder (searched recursively; short side resized to the model's image size, "
-                        "centre crop) or 'builtin' (the held-out built-in photos)")
+                        "centre crop), tar shards of images ('shards/val-{000..009}.tar', or one .tar; items in "
+                        "shard order, as training reads them) or 'builtin' (the held-out built-in photos)")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images (sorted order)")
     p.add_argument("--batch-size", type=int, default=16, help="images per batch and rank (default 16)")
     p.add_argument("--workers", type=int, default=2, help="data-loading processes per rank for a folder (default 2)")
@@ -166,8 +168,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.weights_dir is not None and not Path(args.weights_dir).expanduser().is_dir():
         raise FileNotFoundError(f"--weights-dir {args.weights_dir!r} is not a folder")
     data_arg = args.data
-    if data_arg != "builtin" and not Path(data_arg).expanduser().exists():
-        raise FileNotFoundError(f"--data {data_arg!r} does not exist (give an image folder or 'builtin')")
+    if data_arg != "builtin" and not is_shard_pattern(data_arg) and not Path(data_arg).expanduser().exists():
+        raise FileNotFoundError(f"--data {data_arg!r} does not exist (give an image folder, tar shards or 'builtin')")
 
     from .. import __version__
     from .evaluator import CONVENTIONS, QUANTISATION, Evaluator, evaluate_model

@@ -26,8 +26,16 @@ class _Items(torch.utils.data.Dataset):
     def __getitem__(self, k: int):
         i = self.indices[k]
         img = self.ds[i]
-        ok = self.ds.files[i] not in self.ds.bad_paths
+        ok = _item_name(self.ds, i) not in self.ds.bad_paths
         return img, i, ok
+
+
+def _item_name(ds: Any, i: int) -> Any:
+    """How a dataset's :attr:`bad_paths` names item ``i``: a folder's path, a shard item's
+    ``"<shard>/<member>"``."""
+    from ..data.shards import TarShardDataset
+
+    return ds.name(i) if isinstance(ds, TarShardDataset) else ds.files[i]
 
 
 def _folder_batches(ds: Any, indices: Sequence[int], batch_size: int, workers: int, skipped: list):
@@ -37,7 +45,7 @@ def _folder_batches(ds: Any, indices: Sequence[int], batch_size: int, workers: i
                                          num_workers=workers)
     for images, ids, ok in loader:
         for i in ids[~ok].tolist():
-            skipped.append(str(ds.files[i]))
+            skipped.append(str(_item_name(ds, i)))
         if bool(ok.any()):
             yield images[ok], ids[ok]
 
@@ -115,9 +123,11 @@ class EvalImages:
 
 
 def open_images(data: str, size: int, protocol: str) -> EvalImages:
-    """The images ``--data`` names (``"builtin"`` or an existing folder) at ``size`` pixels, read as
-    ``protocol`` (``"standard"`` or ``"release"``) reads a folder. Raises as ``ImageFolderDataset``
-    (``FileNotFoundError`` / ``ValueError``) for a missing or empty folder."""
+    """The images ``--data`` names (``"builtin"``, an existing folder, or tar shards: a ``.tar``
+    file or brace pattern, :class:`flowmo.data.shards.TarShardDataset`, items in shard order) at
+    ``size`` pixels, read as ``protocol`` (``"standard"`` or ``"release"``, folders only) reads a
+    folder. Raises as ``ImageFolderDataset`` / ``TarShardDataset`` (``FileNotFoundError`` /
+    ``ValueError``) for missing or empty data."""
     if data == "builtin":
         from ..data.folders import held_out_photos
 
@@ -132,7 +142,19 @@ def open_images(data: str, size: int, protocol: str) -> EvalImages:
         crop = {"image_size": size, "method": "builtin held-out crops (see data.description)"}
         return EvalImages(names, info, crop, images=held_out_photos(size))
     from ..data.folders import ImageFolderDataset
+    from ..data.shards import TarShardDataset, is_shard_pattern
 
+    if is_shard_pattern(data):
+        if protocol == "release":
+            raise ValueError("--protocol release reads an image folder as the release's loader does; tar shards are "
+                             "read with the standard crop (--protocol standard)")
+        shard_ds = TarShardDataset(data, size, train=False)
+        names = [shard_ds.name(i) for i in range(len(shard_ds))]
+        info = {"source": "shards", "shards": [str(p) for p in shard_ds.shards], "images_available": len(names)}
+        crop = {"image_size": size,
+                "method": f"RGB (EXIF orientation applied, transparency on white), short side resized to {size} "
+                          f"(PIL bicubic, antialiased), centre crop {size}x{size}"}
+        return EvalImages(names, info, crop, folder=shard_ds)
     if protocol == "release":
         folder_ds = release_image_folder(Path(data).expanduser(), size)
     else:
