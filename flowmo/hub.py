@@ -36,6 +36,7 @@ RELEASED: dict[str, tuple[str, str]] = {"flowmo_lo": ("flowmo_lo.pth", "flowmo_l
 HUB_EXTRA_HINT = "pip install 'flowmo[hub]' (the huggingface_hub package)"
 _REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_ETAG = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 SOURCE_NAME = "source.json"
 
 
@@ -87,11 +88,14 @@ def released_folder(name: str, *, revision: Optional[str] = None, token: Union[s
     pth = Path(hub.hf_hub_download(RELEASE_REPO, filename, revision=revision, token=token, cache_dir=cache_dir,
                                    library_name="flowmo"))
     blob = Path(os.path.realpath(pth))
-    key = blob.name if _SHA256.fullmatch(blob.name) else None
-    folder = cache_root() / "released" / f"{name}-{(key or _sha256(pth))[:16]}"
+    # the Hub cache names a blob by its etag: the SHA-256 of the content for LFS files (the
+    # release's), a git hash otherwise; either keys the conversion without reading the file
+    etag = blob.name if _ETAG.fullmatch(blob.name) else None
+    folder = cache_root() / "released" / f"{name}-{(etag or _sha256(pth))[:16]}"
     if (folder / SOURCE_NAME).is_file() and (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
         return folder
     digest = _sha256(pth)
+    key = etag if etag is not None and _SHA256.fullmatch(etag) else None
     if key is not None and digest != key:
         raise ValueError(f"the downloaded {filename} is damaged: its SHA-256 is {digest[:16]}... but the Hub cache "
                          f"names it {key[:16]}... (an interrupted or corrupted download); delete {blob} and load "
@@ -113,9 +117,15 @@ def released_folder(name: str, *, revision: Optional[str] = None, token: Union[s
         atomic_write_text(tmp / SOURCE_NAME, json.dumps({
             "repo": RELEASE_REPO, "file": filename, "revision": revision, "sha256": digest, "weights": "ema",
             "weights_digest": want}, indent=2) + "\n")
-        if folder.exists():  # an incomplete earlier conversion: replaced
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
+        if (folder / SOURCE_NAME).is_file():  # another process finished the same conversion first
+            return folder
+        if folder.exists():  # a leftover without its source.json (not a complete conversion): replaced
+            shutil.rmtree(folder, ignore_errors=True)
+        try:
+            os.replace(tmp, folder)  # atomic: the folder appears complete or not at all
+        except OSError:
+            if not (folder / SOURCE_NAME).is_file():  # not a concurrent conversion's finished folder
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
