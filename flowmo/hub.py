@@ -58,6 +58,15 @@ def cache_root() -> Path:
     return Path(base) / "flowmo"
 
 
+def _offline(hub: Any) -> bool:
+    return bool(getattr(getattr(hub, "constants", None), "HF_HUB_OFFLINE", False)) or \
+        os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else ""
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -85,8 +94,14 @@ def released_folder(name: str, *, revision: Optional[str] = None, token: Union[s
         raise ValueError(f"unknown released model {name!r}; released: {', '.join(RELEASED)}")
     filename, preset = RELEASED[name]
     hub = _hub()
-    pth = Path(hub.hf_hub_download(RELEASE_REPO, filename, revision=revision, token=token, cache_dir=cache_dir,
-                                   library_name="flowmo"))
+    try:
+        pth = Path(hub.hf_hub_download(RELEASE_REPO, filename, revision=revision, token=token, cache_dir=cache_dir,
+                                       library_name="flowmo"))
+    except (OSError, ValueError) as e:  # the client's not-found / offline / connection errors
+        offline = " (HF_HUB_OFFLINE is set: only the cache is looked at)" if _offline(hub) else ""
+        raise FileNotFoundError(f"the released {name!r} ({filename} in the Hub repository {RELEASE_REPO}"
+                                f"{f', revision {revision}' if revision else ''}) is neither in the Hub cache nor "
+                                f"downloadable{offline}: {type(e).__name__}: {_first_line(e)}") from None
     blob = Path(os.path.realpath(pth))
     # the Hub cache names a blob by its etag: the SHA-256 of the content for LFS files (the
     # release's), a git hash otherwise; either keys the conversion without reading the file
@@ -140,11 +155,26 @@ def hub_folder(repo_id: str, *, revision: Optional[str] = None, subfolder: Optio
     returned as a local path. Raises ImportError naming the extra without ``huggingface_hub``,
     and the Hub client's errors (unknown repository, offline without a cached copy)."""
     hub = _hub()
+    if subfolder is not None and (not isinstance(subfolder, str) or ".." in Path(subfolder).parts
+                                  or Path(subfolder).is_absolute()):
+        raise ValueError(f"subfolder must be a relative path inside the repository, got {subfolder!r}")
     prefix = "" if not subfolder else subfolder.strip("/") + "/"
-    root = hub.snapshot_download(repo_id, revision=revision, token=token, cache_dir=cache_dir, library_name="flowmo",
-                                 allow_patterns=[f"{prefix}config.json", f"{prefix}model.safetensors",
-                                                 f"{prefix}README.md"])
-    return Path(root) / prefix if prefix else Path(root)
+    where = f"the Hub repository {repo_id!r}{f' at revision {revision!r}' if revision else ''}" \
+            f"{f' (subfolder {subfolder!r})' if subfolder else ''}"
+    try:
+        root = hub.snapshot_download(repo_id, revision=revision, token=token, cache_dir=cache_dir,
+                                     library_name="flowmo", allow_patterns=[f"{prefix}config.json",
+                                                                            f"{prefix}model.safetensors",
+                                                                            f"{prefix}README.md"])
+    except (OSError, ValueError) as e:
+        offline = " (HF_HUB_OFFLINE is set: only the cache is looked at)" if _offline(hub) else ""
+        raise FileNotFoundError(f"{where} cannot be had{offline}: {type(e).__name__}: {_first_line(e)}") from None
+    folder = Path(root) / prefix if prefix else Path(root)
+    missing = [f for f in ("config.json", "model.safetensors") if not (folder / f).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{where} holds no flowmo model folder: {', '.join(missing)} missing"
+                                f"{'' if subfolder else ' (is it in a subfolder? pass subfolder=)'}")
+    return folder
 
 
 def is_repo_id(name: str) -> bool:
@@ -170,30 +200,49 @@ def resolve_model_source(name_or_path: Union[str, os.PathLike], *, revision: Opt
     if is_repo_id(name):
         try:
             return hub_folder(name, revision=revision, subfolder=subfolder, token=token, cache_dir=cache_dir)
-        except (OSError, ValueError) as e:  # the client's not-found / offline errors
-            raise FileNotFoundError(f"{name!r} is not a local folder, and as a Hugging Face Hub repository id it "
-                                    f"cannot be had: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-                                    ) from None
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f"{name!r} is not a local folder, and as a Hugging Face Hub repository id: "
+                                    f"{e}") from None
     raise FileNotFoundError(f"{name!r} is neither a local model folder, a released model ({', '.join(RELEASED)}) nor "
                             "a Hugging Face Hub repository id ('user/repo')")
 
 
 def push_to_hub(model: Any, repo_id: str, *, token: Union[str, bool, None] = None, private: Optional[bool] = None,
                 revision: Optional[str] = None, subfolder: Optional[str] = None,
-                commit_message: Optional[str] = None) -> str:
-    """Upload ``model`` (a :class:`flowmo.FlowMo`) to the Hub repository ``repo_id`` as a model
-    folder (:meth:`flowmo.FlowMo.save_pretrained`: ``config.json``, ``model.safetensors`` and the
-    model card ``README.md``), creating the repository if needed; ``subfolder`` puts it in a
-    sub-folder of the repository. Returns the commit's URL. Raises ImportError naming the extra
-    without ``huggingface_hub``, and the Hub client's errors (no token, no permission)."""
+                commit_message: Optional[str] = None, card: Optional[dict] = None) -> str:
+    """Upload a model folder to the Hub repository ``repo_id``, creating the repository if needed.
+
+    ``model``: a :class:`flowmo.FlowMo` (written with :meth:`~flowmo.FlowMo.save_pretrained` and
+    ``card``, the model card's fields, its ``name`` defaulting to ``repo_id``), or the path of a
+    model folder, uploaded as it is (so an exported run's card, with its training and held-out
+    figures, is kept; the folder is first checked to load; ``card`` must then be None).
+    ``subfolder`` puts it in a sub-folder of the repository. Returns the commit's URL. Raises
+    ImportError naming the extra without ``huggingface_hub``; ValueError for a malformed
+    ``repo_id``; OSError naming the repository when the Hub refuses or cannot be reached."""
+    from .model import FlowMo
+
     hub = _hub()
     if not isinstance(repo_id, str) or not _REPO_ID.fullmatch(repo_id):
         raise ValueError(f"repo_id must be a Hub repository id 'user/repo', got {repo_id!r}")
-    api = hub.HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    with tempfile.TemporaryDirectory(prefix="flowmo-push-") as tmp:
-        model.save_pretrained(tmp)
-        info = api.upload_folder(repo_id=repo_id, folder_path=tmp, path_in_repo=subfolder or None, revision=revision,
-                                 commit_message=commit_message or "Upload FlowMo model folder (flowmo)",
-                                 repo_type="model")
+    if isinstance(model, (str, os.PathLike)):
+        if card is not None:
+            raise ValueError("card applies when model is a FlowMo; a folder is uploaded with its own README.md")
+        FlowMo.from_pretrained(Path(model))  # a folder that does not load is not uploaded
+    elif not isinstance(model, FlowMo):
+        raise TypeError(f"model must be a FlowMo or a model folder's path, got {type(model).__name__}")
+    try:
+        api = hub.HfApi(token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        with tempfile.TemporaryDirectory(prefix="flowmo-push-") as tmp:
+            if isinstance(model, FlowMo):
+                folder = model.save_pretrained(tmp, card={"name": repo_id, **(card or {})})
+            else:
+                folder = Path(model)
+            info = api.upload_folder(repo_id=repo_id, folder_path=str(folder), path_in_repo=subfolder or None,
+                                     revision=revision, repo_type="model", allow_patterns=[
+                                         "config.json", "model.safetensors", "README.md"],
+                                     commit_message=commit_message or "Upload FlowMo model folder (flowmo)")
+    except (OSError, ValueError) as e:
+        raise OSError(f"push_to_hub to the Hub repository {repo_id!r} failed: {type(e).__name__}: "
+                      f"{_first_line(e)}") from None
     return str(getattr(info, "commit_url", info))

@@ -8,9 +8,11 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping, Optional
 
-__all__ = ["model_card", "CARD_NAME"]
+__all__ = ["model_card", "CARD_NAME", "CARD_KEYS"]
 
 CARD_NAME = "README.md"
+CARD_KEYS = ("license", "training", "evaluation", "name")
+"""The fields ``save_pretrained(card=...)`` takes (:func:`model_card`'s keyword arguments)."""
 
 
 def _sampler_words(s: Any) -> str:

@@ -57,8 +57,14 @@ class PretrainedMixin:
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         atomic_write(d / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt", "library": "flowmo"}))
         text = config_json(self.spec)
-        from .model_card import CARD_NAME, model_card
+        from .model_card import CARD_KEYS, CARD_NAME, model_card
 
+        if card is not None and not isinstance(card, dict):
+            raise TypeError(f"card must be a dict of model card fields ({', '.join(CARD_KEYS)}) or None, "
+                            f"got {type(card).__name__}")
+        unknown = sorted(set(card or {}) - set(CARD_KEYS))
+        if unknown:
+            raise ValueError(f"card has unknown field(s) {unknown}; the fields are {', '.join(CARD_KEYS)}")
         card_text = model_card(self.spec, parameters=sum(p.numel() for p in self.parameters()), **(card or {}))
         atomic_write(d / CONFIG_NAME, lambda p: Path(p).write_text(text + "\n"))
         atomic_write(d / CARD_NAME, lambda p: Path(p).write_text(card_text))

@@ -53,3 +53,18 @@ def test_presets_are_listed_and_bad_arguments_refused():
             model_card(spec, license=bad)
     with pytest.raises(TypeError, match="training"):
         model_card(spec, training=[("steps", 1)])
+
+
+def test_card_fields_are_checked_and_a_shard_run_names_its_shards(tmp_path):
+    from flowmo.train import load_config
+    from flowmo.train.cli import _card_facts
+
+    m = flowmo.FlowMo(flowmo.get_preset("tiny"))
+    with pytest.raises(ValueError, match="unknown field.*licence"):
+        m.save_pretrained(tmp_path / "a", card={"licence": "mit"})
+    with pytest.raises(TypeError, match="card must be a dict"):
+        m.save_pretrained(tmp_path / "b", card="mit")
+    cfg = load_config({"model": "tiny", "train": {"steps": 1, "data": {"shards": "s/train-{000..003}.tar"},
+                                                  "eval": {"images": 4, "use_ema": False}}})
+    facts = _card_facts(cfg, tmp_path, 0, "ema")
+    assert "tar shards" in facts["training"]["data"] and "train-{000..003}.tar" in facts["training"]["data"]

@@ -44,8 +44,10 @@ def _common(p: argparse.ArgumentParser, device: bool) -> None:
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, metavar="DIR_OR_PTH",
-                   help="a model folder (config.json + model.safetensors) or a released .pth checkpoint")
+    p.add_argument("--model", required=True, metavar="DIR_OR_NAME",
+                   help="a model folder (config.json + model.safetensors), a released .pth checkpoint, a released "
+                        "name (flowmo_lo, flowmo_hi) or a Hugging Face Hub repository id user/repo (pip install "
+                        "'flowmo[hub]')")
     p.add_argument("--batch-size", type=_positive_int, default=8, metavar="B", help="images per batch (default 8)")
     g = p.add_argument_group("released .pth checkpoints only (not stored in those files)")
     g.add_argument("--code-length", type=_positive_int, default=256, metavar="T", help="tokens per image (256)")

@@ -158,7 +158,9 @@ def _index_shard(path: Path, k: int, labels: Optional[str], name: str) -> List[_
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
-        raise FileNotFoundError(f"{name}: tar shard not found: {str(path)!r}") from None
+        glob = " (a '*' or '?' is not expanded here: use a brace pattern such as 'train-{000..009}.tar', or let "\
+               "the shell expand an unquoted glob)" if any(c in str(path) for c in "*?[") else ""
+        raise FileNotFoundError(f"{name}: tar shard not found: {str(path)!r}{glob}") from None
     if not stat.S_ISREG(mode):
         raise ValueError(f"{name}: {str(path)!r} is not a regular file")
     size = os.stat(path).st_size

@@ -37,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="flowmo eval",
         description="Reconstruction metrics (PSNR, SSIM, LPIPS, rFID, bits per pixel, codebook usage) of a "
                     "FlowMo tokenizer. Writes metrics.json (metrics + protocol), best_worst.png and per_image.csv.")
-    p.add_argument("--model", required=True, metavar="DIR_OR_PTH",
-                   help="a from_pretrained folder (config.json + model.safetensors) or a released .pth checkpoint")
+    p.add_argument("--model", required=True, metavar="DIR_OR_NAME",
+                   help="a from_pretrained folder (config.json + model.safetensors), a released .pth checkpoint, a "
+                        "released name (flowmo_lo, flowmo_hi) or a Hub repository id user/repo")
     p.add_argument("--raw", action="store_true", help="for a released .pth: the raw instead of the EMA weights")
     p.add_argument("--data", required=True, metavar="FOLDER|SHARDS|builtin",
                    help="an image folder (searched recursively; short side resized to the model's image size, "

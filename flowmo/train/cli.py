@@ -118,7 +118,14 @@ def _card_facts(config: Any, run: Path, step: int, weights: str) -> dict:
     """What the model card says of a run's training and evaluation: the stage, steps, data,
     batch and objective from its config; its held-out figures at that step from metrics.jsonl."""
     tc = config.train
-    data = tc.data.folder if tc.data.folder is not None else "the built-in photos (scikit-image, etc.)"
+    if tc.data.shards is not None:
+        data = f"tar shards {tc.data.shards if isinstance(tc.data.shards, str) else list(tc.data.shards)}"
+        held_out = f"the first {tc.eval.images} items of the training shards"
+    elif tc.data.folder is not None:
+        data, held_out = tc.data.folder, f"the first {tc.eval.images} images of the training folder"
+    else:
+        data = "the built-in photos (scikit-image, scikit-learn, matplotlib; chelsea and coffee held out)"
+        held_out = f"{tc.eval.images} crops of the held-out built-in photos (chelsea, coffee)"
     training = {"stage": tc.stage, "steps": step, "data": data,
                 "global batch": tc.optim.batch_size * tc.optim.grad_accum, "weights": weights}
     if tc.stage == "1b":
@@ -134,6 +141,10 @@ def _card_facts(config: Any, run: Path, step: int, weights: str) -> dict:
                 continue
             if rec.get("step") == step and any(k.startswith("eval/") for k in rec):
                 evaluation = {k: v for k, v in rec.items() if k.startswith("eval/") and isinstance(v, (int, float))}
+    if evaluation:
+        evaluation = {**evaluation, "measured on": held_out,
+                      "with": f"the {'EMA' if tc.eval.use_ema else 'raw'} weights of step {step} and the model's "
+                              "sampler (train.eval)"}
     return {"training": training, "evaluation": evaluation}
 
 
