@@ -119,8 +119,13 @@ def released_folder(name: str, *, revision: Optional[str] = None, token: Union[s
         model = load_release_checkpoint(pth, spec=get_preset(preset))
     except ValueError as e:
         raise ValueError(f"the downloaded {filename} ({pth}) is not a usable FlowMo checkpoint: {e}") from None
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    except OSError as e:
+        raise OSError(f"flowmo's cache {str(cache_root())!r} ($FLOWMO_CACHE, else $XDG_CACHE_HOME/flowmo or "
+                      f"~/.cache/flowmo) cannot hold the converted model: {e}") from None
+    os.chmod(tmp, 0o755)  # mkdtemp makes it owner-only; a shared cache is read by others
     try:
         model.save_pretrained(tmp)
         from .model import FlowMo

@@ -253,6 +253,9 @@ def load_model(
         from .hub import RELEASED, is_repo_id
 
         if str(path) in RELEASED or is_repo_id(str(path)):
+            if weights != "ema":
+                raise ValueError(f"weights={weights!r} applies to a released .pth checkpoint file; the name "
+                                 f"{str(path)!r} loads a model folder (a released name: its EMA weights)")
             model = FlowMo.from_pretrained(str(path))  # a released name or a Hub repository id
         else:
             raise FileNotFoundError(f"model {str(p)!r} does not exist (give a model folder, a released .pth "

@@ -51,12 +51,6 @@ class PretrainedMixin:
         """
         from safetensors.torch import save_file
 
-        d = Path(directory)
-        check_folder_kind(d, "tokenizer")
-        d.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        atomic_write(d / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt", "library": "flowmo"}))
-        text = config_json(self.spec)
         from .model_card import CARD_KEYS, CARD_NAME, model_card
 
         if card is not None and not isinstance(card, dict):
@@ -66,6 +60,12 @@ class PretrainedMixin:
         if unknown:
             raise ValueError(f"card has unknown field(s) {unknown}; the fields are {', '.join(CARD_KEYS)}")
         card_text = model_card(self.spec, parameters=sum(p.numel() for p in self.parameters()), **(card or {}))
+        text = config_json(self.spec)  # everything that can fail before anything is written
+        d = Path(directory)
+        check_folder_kind(d, "tokenizer")
+        d.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        atomic_write(d / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt", "library": "flowmo"}))
         atomic_write(d / CONFIG_NAME, lambda p: Path(p).write_text(text + "\n"))
         atomic_write(d / CARD_NAME, lambda p: Path(p).write_text(card_text))
         return d

@@ -170,3 +170,28 @@ def test_push_to_hub_uploads_our_folder(tmp_path, monkeypatch):
     assert (tmp_path / "uploaded" / "README.md").read_text() == (folder / "README.md").read_text()
     with pytest.raises(ValueError, match="card applies"):
         hub.push_to_hub(folder, "user/tok", card={"license": "mit"})
+
+
+def test_flowmo_eval_takes_a_hub_name_and_raw_is_refused_for_names(tmp_path, offline):
+    import json
+
+    from PIL import Image
+
+    from flowmo.eval.cli import main as eval_main
+    from flowmo.io import load_model
+
+    m = flowmo.build("tiny")
+    local = m.save_pretrained(tmp_path / "folder")
+    for f in ("config.json", "model.safetensors", "README.md"):
+        _cache_file(offline, "user/tok", f, (local / f).read_bytes())
+    (tmp_path / "imgs").mkdir()
+    for i in range(2):
+        Image.new("RGB", (32, 32), (40 * i, 90, 200)).save(tmp_path / "imgs" / f"{i}.png")
+    assert eval_main(["--model", "user/tok", "--data", str(tmp_path / "imgs"), "--output", str(tmp_path / "ev"),
+                      "--steps", "1", "--lpips", "none", "--no-fid", "--workers", "0", "--quiet"]) == 0
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    with pytest.raises(ValueError, match="raw"):
+        load_model("user/tok", weights="raw")
+    with pytest.raises(ValueError, match="--raw"):
+        eval_main(["--model", "user/tok", "--raw", "--data", str(tmp_path / "imgs"), "--output",
+                   str(tmp_path / "ev2"), "--quiet"])

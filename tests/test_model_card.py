@@ -68,3 +68,10 @@ def test_card_fields_are_checked_and_a_shard_run_names_its_shards(tmp_path):
                                                   "eval": {"images": 4, "use_ema": False}}})
     facts = _card_facts(cfg, tmp_path, 0, "ema")
     assert "tar shards" in facts["training"]["data"] and "train-{000..003}.tar" in facts["training"]["data"]
+
+
+def test_a_bad_card_writes_nothing(tmp_path):
+    m = flowmo.FlowMo(flowmo.get_preset("tiny"))
+    with pytest.raises(ValueError, match="license"):
+        m.save_pretrained(tmp_path / "new", card={"license": ""})
+    assert not (tmp_path / "new").exists()

@@ -322,3 +322,15 @@ def test_flowmo_tokenize_reads_shards_as_the_folder(tmp_path):
     assert torch.equal(f.tokens, s.tokens)
     assert [n.split("/")[-1] for n in s.sources] == ["i0.png", "i1.png", "i2.png"]
     assert main([*base, "--input", str(tmp_path / "sh-000.tar"), str(folder), "--output", str(tmp_path / "x")]) != 0
+
+
+def test_one_shard_under_two_spellings_is_refused(tmp_path, monkeypatch):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / "a.png")
+    write_shards(folder, str(tmp_path / "s-%03d.tar"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="twice"):
+        TarShardDataset(["s-000.tar", str(tmp_path / "s-000.tar")], 8)
+    with pytest.raises(ValueError, match="twice"):
+        expand_shards(["s-000.tar", "imgs/../s-000.tar"])

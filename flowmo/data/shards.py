@@ -119,9 +119,10 @@ def expand_shards(shards: Union[str, os.PathLike, Sequence[Union[str, os.PathLik
             out.append(Path(text).expanduser())
     seen: Set[str] = set()
     for p in out:
-        if str(p) in seen:
+        same = os.path.realpath(p)  # one file under two spellings (relative / absolute, '..', links) is one
+        if same in seen:
             raise ValueError(f"{name} lists {str(p)!r} twice (its images would be read twice per epoch)")
-        seen.add(str(p))
+        seen.add(same)
     return out
 
 
@@ -171,6 +172,10 @@ def _index_shard(path: Path, k: int, labels: Optional[str], name: str) -> List[_
         with tarfile.open(path, mode="r:") as tf:  # "r:": uncompressed only (random access)
             for m in tf:
                 members, last = members + 1, m.name
+                if m.issparse():
+                    raise ValueError(f"{name}: {str(path)!r} holds the sparse member {m.name!r}, whose bytes are not "
+                                     "stored in one piece (random access cannot read it): write the shard without "
+                                     "--sparse (python -m flowmo.data.shards does)")
                 if not m.isreg():
                     continue
                 parts = split_key(m.name)

@@ -88,6 +88,14 @@ def load_model(path: str, *, raw: bool = False) -> tuple[Any, dict]:
     from ..model import CONFIG_NAME, WEIGHTS_NAME
 
     p = Path(path).expanduser()
+    if not p.exists():
+        from ..hub import RELEASED, is_repo_id, resolve_model_source
+
+        if path in RELEASED or is_repo_id(path):  # a released name or Hub repository: its local folder
+            if raw:
+                raise ValueError("--raw applies to a released .pth checkpoint file; a released name loads the EMA "
+                                 "weights (download the .pth and give its path for the raw ones)")
+            p = resolve_model_source(path)
     if p.is_file() and p.name in (WEIGHTS_NAME, CONFIG_NAME):
         p = p.parent
     if p.is_dir() and raw:
