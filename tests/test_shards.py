@@ -334,3 +334,17 @@ def test_one_shard_under_two_spellings_is_refused(tmp_path, monkeypatch):
         TarShardDataset(["s-000.tar", str(tmp_path / "s-000.tar")], 8)
     with pytest.raises(ValueError, match="twice"):
         expand_shards(["s-000.tar", "imgs/../s-000.tar"])
+
+
+def test_the_writer_refuses_before_writing_anything(tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(folder / f"i{i}.png")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "e-000002.tar").write_bytes(b"old")
+    with pytest.raises(ValueError, match="e-000002.tar' exists"):
+        write_shards(folder, str(tmp_path / "out" / "e-%06d.tar"), max_count=1)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["e-000002.tar"]
+    with pytest.raises(ValueError, match="in the file name"):
+        write_shards(folder, str(tmp_path / "d%d" / "x.tar"))

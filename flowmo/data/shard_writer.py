@@ -23,6 +23,8 @@ without a ``%`` format, and an output shard that exists already (never overwritt
 
 from __future__ import annotations
 
+import os
+
 import argparse
 import sys
 from pathlib import Path
@@ -103,12 +105,19 @@ def write_shards(folder, output: str, max_count: int = 100_000, max_size: int = 
         first = second = None
     if first is None or first == second:
         raise ValueError(f"output must hold one integer % format, e.g. 'out/train-%06d.tar', got {output!r}")
+    if Path(first).parent != Path(second).parent or "\0" in first:
+        raise ValueError(f"output's shard number must be in the file name, not in a folder, e.g. "
+                         f"'out/train-%06d.tar', got {output!r}")
     files, not_regular = list_folder_images(root)
     if not files:
         raise ValueError(f"input folder {str(root)!r} holds no images (searched recursively, hidden files ignored)")
     for rel, _, reason in not_regular:
         print(f"skipping {rel}: {reason}")
     keys, labels = _keys([rel for rel, _ in files], classes, "input")
+    # at most one shard per image: refuse before writing anything if any of those names exists
+    existing = next((output % i for i in range(len(files)) if os.path.lexists(output % i)), None)
+    if existing is not None:
+        raise ValueError(f"output shard {existing!r} exists already; remove the old shards or choose another --output")
     Path(first).parent.mkdir(parents=True, exist_ok=True)
     written: List[Path] = []
     streams = {}
