@@ -75,3 +75,22 @@ def square_crop(img: Image.Image, image_size: int, *, train: bool, hflip: bool, 
     if flip:
         img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     return image_to_tensor(img)
+
+
+def first_readable(n: int, index: int, key, bad, load, record_bad):
+    """The skip-to-the-next-readable-item rule both datasets share: items ``index``,
+    ``index + 1``, ... (cyclically, ``n`` in all), skipping those whose ``key(j)`` is in ``bad``;
+    returns ``(load(j), "")`` for the first whose ``load`` succeeds, after ``record_bad(key(j),
+    reason)`` for each that raised; ``(None, last reason)`` when none does."""
+    last = ""
+    for k in range(n):
+        j = (index + k) % n
+        name = key(j)
+        if name in bad:
+            continue
+        try:
+            return load(j), ""
+        except Exception as exc:  # noqa: BLE001 - any read/decode/transform error: skip the item
+            last = f"{type(exc).__name__}: {exc}"
+            record_bad(name, last)
+    return None, last

@@ -29,7 +29,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .listing import list_folder_images
-from .draws import _check_image_size, _check_nonneg_int, square_crop
+from .draws import _check_image_size, _check_nonneg_int, first_readable, square_crop
 from .images import (
     IMAGE_EXTENSIONS,
     decode_image,
@@ -231,20 +231,16 @@ class ImageFolderDataset(Dataset):
         if not -n <= index < n:
             raise IndexError(f"index {index} out of range for dataset of length {n}")
         index = index % n
-        last = ""
-        for k in range(n):
-            path = self.files[(index + k) % n]
-            if path in self.bad_paths:
-                continue
-            try:
-                img = _load_rgb(path)
-                # Refused before resizing: a 1,000,000 x 1 image would be upscaled to 256 x 256,000,000.
-                resized_size(*img.size, self.image_size, name=repr(str(path)))
-                # Crops are keyed on the requested index, so a substitution is still deterministic.
-                return self._transform(img, index)
-            except Exception as exc:  # noqa: BLE001 - any decode/transform error: skip the file
-                last = f"{type(exc).__name__}: {exc}"
-                self._record_bad(path, last)
-                continue
+
+        def load(j: int) -> torch.Tensor:
+            img = _load_rgb(self.files[j])
+            # Refused before resizing: a 1,000,000 x 1 image would be upscaled to 256 x 256,000,000.
+            resized_size(*img.size, self.image_size, name=repr(str(self.files[j])))
+            # Crops are keyed on the requested index, so a substitution is still deterministic.
+            return self._transform(img, index)
+
+        img, last = first_readable(n, index, self.files.__getitem__, self.bad_paths, load, self._record_bad)
+        if img is not None:
+            return img
         detail = f" (last error: {last})" if last else ""
         raise RuntimeError(f"no readable image files under {str(self.root)!r}: all {n} failed to load{detail}")

@@ -42,7 +42,7 @@ from typing import List, Optional, Sequence, Set, Union
 import torch
 from torch.utils.data import Dataset
 
-from .draws import _check_image_size, _check_nonneg_int, square_crop
+from .draws import _check_image_size, _check_nonneg_int, first_readable, square_crop
 from .images import IMAGE_EXTENSIONS, decode_image, resized_size
 
 __all__ = ["TarShardDataset", "expand_shards", "split_key", "is_shard_pattern", "EXTRA_HINT"]
@@ -336,19 +336,12 @@ class TarShardDataset(Dataset):
         if not -n <= index < n:
             raise IndexError(f"index {index} out of range for dataset of length {n}")
         index = index % n
-        last = ""
-        for k in range(n):
-            j = (index + k) % n
-            name = self.name(j)
-            if name in self.bad_paths:
-                continue
-            try:
-                img = self._decode(j)
-                return square_crop(img, self.image_size, train=self.train, hflip=self.hflip, seed=self.seed,
-                                   epoch=self.epoch, index=index)
-            except Exception as exc:  # noqa: BLE001 - any read/decode/transform error: skip the item
-                last = f"{type(exc).__name__}: {exc}"
-                self._record_bad(name, last)
+        # crops are keyed on the requested index, so a substitution is still deterministic
+        img, last = first_readable(n, index, self.name, self.bad_paths, lambda j: square_crop(
+            self._decode(j), self.image_size, train=self.train, hflip=self.hflip, seed=self.seed, epoch=self.epoch,
+            index=index), self._record_bad)
+        if img is not None:
+            return img
         detail = f" (last error: {last})" if last else ""
         raise RuntimeError(f"no readable image in the {len(self.shards)} tar shards: all {n} items failed{detail}")
 
