@@ -221,8 +221,9 @@ class TrainSpec(_Strict):
     threads: Optional[SpecInt] = Field(
         None, gt=0, le=1024,
         description="intra-op CPU threads of this process (torch.set_num_threads, set when the Trainer is "
-                    "built; process-wide); None: PyTorch's default (the number of cores). The thread count "
-                    "does not change the numbers (docs/reliability.md, section 6). 1 is the robust choice on "
+                    "built; process-wide); None: PyTorch's default (the number of cores). A run repeats "
+                    "bitwise at a fixed thread count; another count may change the numbers at float32 "
+                    "rounding level on some CPUs (docs/reliability.md, section 6). 1 is the robust choice on "
                     "a machine shared with other CPU-heavy work: measured on 2 cores beside one busy process, "
                     "the demo ran 0.8 steps/s with 2 threads and 2.4 with 1 (alone: 3.5-4.1 and 2.3)",
     )

@@ -1,8 +1,11 @@
 """What the README claims about reproducibility, tested (README "Reproducibility",
 docs/reliability.md):
 
-* on one machine and one PyTorch build a training run is bitwise repeatable, whatever the
-  intra-op thread count (1 or 2 here);
+* on one machine and one PyTorch build, at a fixed intra-op thread count, a training run is
+  bitwise repeatable;
+* another thread count may change the arithmetic (on an Intel Xeon with PyTorch 2.13.0+cpu,
+  1 and 2 threads give other bits; on the AMD EPYC machines here, the same bits), but only at
+  float32 rounding level, as another machine's kernels do;
 * on another machine the kernels differ (ATen's instruction-set paths, the BLAS's per-CPU
   code paths): one training step then differs only at float32 rounding level, and the
   difference grows over a long run (measured spread in docs/reliability.md).
@@ -59,12 +62,24 @@ def _run(tmp_path, name, steps, threads="null", **env):
     return result
 
 
-def test_same_machine_is_bitwise_repeatable_whatever_the_thread_count(tmp_path):
-    """Two fresh processes (so also two runs) with 1 and 2 intra-op threads: same bits."""
-    one = _run(tmp_path, "t1", 2, OMP_NUM_THREADS="1")
-    two = _run(tmp_path, "t2", 2, OMP_NUM_THREADS="2")
-    assert (one["threads"], two["threads"]) == (1, 2)
+def test_same_machine_and_thread_count_is_bitwise_repeatable(tmp_path):
+    """Two fresh processes (so also two runs) with the same 2 intra-op threads: same bits."""
+    one = _run(tmp_path, "a", 2, threads="2")
+    two = _run(tmp_path, "b", 2, threads="2")
+    assert (one["threads"], two["threads"]) == (2, 2)
     assert one["hash"] == two["hash"]
+
+
+def test_another_thread_count_changes_a_training_step_only_at_rounding_level(tmp_path):
+    """1 and 2 intra-op threads: identical on some CPUs (AMD EPYC here), not on others (an
+    Intel Xeon: the BLAS and ATen's reductions split the work by thread); either way one
+    step's weights differ by float32 round-off only."""
+    one = _run(tmp_path, "t1", 1, threads="1")
+    two = _run(tmp_path, "t2", 1, threads="2")
+    assert (one["threads"], two["threads"]) == (1, 2)
+    diff = (two["flat"] - one["flat"]).norm() / one["flat"].norm()
+    assert float(diff) <= 1e-6, f"relative weight difference after one step: {float(diff):.3g}"
+    assert two["loss"] == pytest.approx(one["loss"], rel=1e-5)
 
 
 def test_other_kernels_change_a_training_step_only_at_rounding_level(tmp_path):
