@@ -231,7 +231,6 @@ def _index_shard(path: Path, k: int, labels: Optional[str], name: str) -> Tuple[
     size = os.stat(path).st_size
     images: dict = {}  # key -> list of (member, offset, size)
     cls: dict = {}  # key -> (raw member name, offset, size)
-    others: dict = {}  # key -> raw names of its other fields, counted once the images are known
     seen: dict = {}  # (key, field) -> raw name: one field twice is refused
     ignored: Dict[str, list] = {}
     members, last = 0, None
@@ -247,8 +246,9 @@ def _index_shard(path: Path, k: int, labels: Optional[str], name: str) -> Tuple[
                 try:
                     norm = member_path(m.name)
                 except ValueError as e:
-                    raise ValueError(f"{name}: {str(path)!r} holds a {e} (tar refuses to extract it; it may point "
-                                     "outside the archive): write the shard again from inside its folder") from None
+                    raise ValueError(f"{name}: {str(path)!r}: {e} (tar refuses to extract such a member: it may "
+                                     "point outside the archive); write the shard again from inside its "
+                                     "folder") from None
                 reason = _member_kind(m)
                 if reason is None and any(c.startswith(".") for c in norm.split("/")):
                     reason = "hidden"
