@@ -2,6 +2,7 @@
 members, brace patterns, bad inputs, and the folder -> shards tool."""
 
 import io
+import os
 import re
 import sys
 import tarfile
@@ -433,7 +434,7 @@ def test_a_tar_of_a_folder_as_tar_writes_it_agrees_with_the_folder_and_its_class
     rels = [p.relative_to(class_tree).as_posix() for p in folder.files]
     written = write_shards(class_tree, str(tmp_path / "w-%d.tar"), classes=True)  # python -m flowmo.data.shards
     flowmo_cls = TarShardDataset([str(p) for p in written], 16, train=False, labels="cls")
-    n_dirs = sum(len(d) for _, d, _ in __import__("os").walk(class_tree)) + 1  # with the root "."
+    n_dirs = sum(len(d) for _, d, _ in os.walk(class_tree)) + 1  # with the root "."
     for path in tars:
         ds = TarShardDataset(str(path), 16, train=False, labels="prefix")
         assert [it.member for it in ds.items] == rels  # the folder's images, in its order
