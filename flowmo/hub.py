@@ -8,8 +8,19 @@ its token handling: ``token=`` or the logged-in token); it is an optional depend
 A released name (``"flowmo_lo"``, ``"flowmo_hi"``) downloads the release's ``.pth`` from the
 repository :data:`RELEASE_REPO` into the Hub cache, checks it against the SHA-256 the cache names
 it by, converts its EMA weights once into a model folder under :func:`cache_root`
-(``released/<name>-<first 16 hex of the file's SHA-256>``), checks that folder, and loads from it;
-a later call finds the converted folder and does not read the ``.pth`` again.
+(``released/<name>-<first 16 hex of the file's SHA-256>``, with ``source.json`` recording the
+release file and the SHA-256 of every file written), checks that folder, and loads from it; a
+later call finds the converted folder and does not read the ``.pth`` again. A converted folder
+whose files no longer match ``source.json`` (a flipped byte, a truncation, a file missing) is
+converted again from the ``.pth``.
+
+Every cached file flowmo has a digest for is checked before its first use: a Hub cache blob
+against the name the cache gives it (its etag: the SHA-256 of an LFS file, the git blob SHA-1
+of another), a converted folder's files against ``source.json``. A check
+that passed is recorded under ``cache_root()/verified`` with the file's size, mtime, ctime and
+inode, so a multi-GB file is hashed once, not on every load; any change to the file (a write,
+even with its mtime set back) makes the next load hash it again. A damaged Hub blob is refused
+(ValueError naming the file and saying to delete it and download again).
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -36,8 +48,10 @@ RELEASED: dict[str, tuple[str, str]] = {"flowmo_lo": ("flowmo_lo.pth", "flowmo_l
 HUB_EXTRA_HINT = "pip install 'flowmo[hub]' (the huggingface_hub package)"
 _REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_ETAG = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+_GIT_SHA1 = re.compile(r"[0-9a-f]{40}")
 SOURCE_NAME = "source.json"
+VERIFIED_DIR = "verified"
+_CONVERTED_FILES = ("config.json", "model.safetensors", "README.md")  # what save_pretrained writes
 
 
 def _hub() -> Any:
@@ -67,12 +81,98 @@ def _first_line(e: BaseException) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else ""
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
+def _file_digest(path: Path, algorithm: str) -> str:
+    """The hex digest of the file's bytes: ``"sha256"``, or ``"git-sha1"`` (git's blob id: SHA-1
+    of ``b"blob <size>\\0"`` then the bytes, the etag of a file the Hub stores in git)."""
+    if algorithm == "sha256":
+        h = hashlib.sha256()
+    else:
+        h = hashlib.sha1()
+        h.update(b"blob %d\0" % os.path.getsize(path))
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    return _file_digest(path, "sha256")
+
+
+def _stamp(real: Path, digest: str, algorithm: str) -> dict:
+    st = os.stat(real)
+    return {"path": str(real), algorithm: digest, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "ctime_ns": st.st_ctime_ns, "inode": st.st_ino}
+
+
+def _marker(real: Path, digest: str) -> Path:
+    name = hashlib.sha256(f"{real}\0{digest}".encode()).hexdigest()[:32]
+    return cache_root() / VERIFIED_DIR / f"{name}.json"
+
+
+def _record(path: Path, digest: str, algorithm: str, stamp: Optional[dict] = None) -> None:
+    """Record that ``path`` was checked against ``digest`` (module docstring): ``stamp``, its
+    :func:`_stamp` taken before it was hashed, or (None) as it is now."""
+    from .data.files import atomic_write_text
+
+    real = Path(os.path.realpath(path))
+    marker = _marker(real, digest)
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(marker, json.dumps(stamp or _stamp(real, digest, algorithm)) + "\n")
+    except OSError as e:
+        warnings.warn(f"flowmo could not record the check of {real} in its cache {str(cache_root())!r} ({e}); it "
+                      "will be hashed again on every load", stacklevel=3)
+
+
+def _check_file(path: Union[str, os.PathLike], digest: str, algorithm: str = "sha256", *, what: str = "",
+               fix: str = "") -> bool:
+    """Check that the file ``path`` has the ``algorithm`` digest ``digest``, hashing it only when
+    it changed since its last check (module docstring).
+
+    Args:
+        path: the file (a link is followed: the check is of the file it names).
+        digest: lowercase hex.
+        algorithm: ``"sha256"`` or ``"git-sha1"`` (git's blob id).
+        what: how the error names the file (default: its path).
+        fix: what the error says to do.
+    Returns:
+        True when the file was hashed now, False when an earlier check of it as it is stands.
+    Raises:
+        ValueError: the file's digest is another ("... is damaged: its SHA-256 is ... but ...").
+        OSError: the file cannot be read.
+    """
+    real = Path(os.path.realpath(path))
+    stamp = _stamp(real, digest, algorithm)  # before hashing: a change while hashing is seen next time
+    try:
+        if json.loads(_marker(real, digest).read_text()) == stamp:
+            return False
+    except (OSError, ValueError):
+        pass
+    actual = _file_digest(real, algorithm)
+    if actual != digest:
+        label = "SHA-256" if algorithm == "sha256" else "git blob SHA-1"
+        raise ValueError(f"{what or real} is damaged: its {label} is {actual[:16]}... but it should be "
+                         f"{digest[:16]}...{'; ' + fix if fix else ''}")
+    _record(real, digest, algorithm, stamp)
+    return True
+
+
+def _blob_algorithm(blob: Path) -> Optional[str]:
+    """How the Hub cache names ``blob`` (its etag): ``"sha256"`` (an LFS file), ``"git-sha1"``, or None."""
+    if _SHA256.fullmatch(blob.name):
+        return "sha256"
+    return "git-sha1" if _GIT_SHA1.fullmatch(blob.name) else None
+
+
+def _check_hub_file(path: Path, what: str) -> None:
+    """Check a file of the Hub cache against the digest its blob is named by (none: unchecked)."""
+    blob = Path(os.path.realpath(path))
+    algorithm = _blob_algorithm(blob)
+    if algorithm is not None:
+        _check_file(blob, blob.name, algorithm, what=f"{what} ({blob})",
+                   fix=f"the Hub cache names the file by its digest (an interrupted or corrupted download, or a "
+                       f"change on disk); delete {blob} and load again online to download it anew")
 
 
 def released_folder(name: str, *, revision: Optional[str] = None, token: Union[str, bool, None] = None,
@@ -82,8 +182,9 @@ def released_folder(name: str, *, revision: Optional[str] = None, token: Union[s
 
     Raises ImportError naming the extra without ``huggingface_hub``; the Hub client's errors when
     the file is neither cached nor downloadable (e.g. offline with an empty cache); ValueError
-    when the downloaded file's SHA-256 is not the one the Hub cache names it by ("damaged
-    download": delete it and download again) or it is not a FlowMo checkpoint.
+    when the downloaded file's digest is not the one the Hub cache names it by ("damaged":
+    delete it and download again) or it is not a FlowMo checkpoint. A damaged converted folder
+    is converted again (with a warning).
     """
     from .compat.release import load_release_checkpoint
     from .data.files import atomic_write_text
@@ -105,16 +206,15 @@ def released_folder(name: str, *, revision: Optional[str] = None, token: Union[s
     blob = Path(os.path.realpath(pth))
     # the Hub cache names a blob by its etag: the SHA-256 of the content for LFS files (the
     # release's), a git hash otherwise; either keys the conversion without reading the file
-    etag = blob.name if _ETAG.fullmatch(blob.name) else None
-    folder = cache_root() / "released" / f"{name}-{(etag or _sha256(pth))[:16]}"
-    if (folder / SOURCE_NAME).is_file() and (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
+    algorithm = _blob_algorithm(blob)
+    folder = cache_root() / "released" / f"{name}-{(blob.name if algorithm else _sha256(pth))[:16]}"
+    if _converted_ok(folder):
         return folder
-    digest = _sha256(pth)
-    key = etag if etag is not None and _SHA256.fullmatch(etag) else None
-    if key is not None and digest != key:
-        raise ValueError(f"the downloaded {filename} is damaged: its SHA-256 is {digest[:16]}... but the Hub cache "
-                         f"names it {key[:16]}... (an interrupted or corrupted download); delete {blob} and load "
-                         "again to download it anew")
+    if (folder / SOURCE_NAME).exists():
+        warnings.warn(f"flowmo's converted {name!r} in {folder} is damaged or incomplete: converting it again from "
+                      f"{blob}", stacklevel=2)
+    _check_hub_file(pth, f"the downloaded {filename}")
+    digest = blob.name if algorithm == "sha256" else _sha256(pth)
     try:
         model = load_release_checkpoint(pth, spec=get_preset(preset))
     except ValueError as e:
@@ -134,22 +234,54 @@ def released_folder(name: str, *, revision: Optional[str] = None, token: Union[s
         want = weights_digest(model)
         if weights_digest(check) != want:  # pragma: no cover - a failing disk
             raise ValueError(f"the converted folder {tmp} does not hold the weights just converted")
+        files = {f: _sha256(tmp / f) for f in _CONVERTED_FILES}
         atomic_write_text(tmp / SOURCE_NAME, json.dumps({
             "repo": RELEASE_REPO, "file": filename, "revision": revision, "sha256": digest, "weights": "ema",
-            "weights_digest": want}, indent=2) + "\n")
-        if (folder / SOURCE_NAME).is_file():  # another process finished the same conversion first
-            return folder
-        if folder.exists():  # a leftover without its source.json (not a complete conversion): replaced
-            shutil.rmtree(folder, ignore_errors=True)
-        try:
-            os.replace(tmp, folder)  # atomic: the folder appears complete or not at all
-        except OSError:
-            if not (folder / SOURCE_NAME).is_file():  # not a concurrent conversion's finished folder
-                raise
+            "weights_digest": want, "files": files}, indent=2) + "\n")
+        if not _converted_ok(folder) and _install(tmp, folder):  # else another process finished it first
+            for f, d in files.items():  # hashed just now, in tmp: the same files (os.replace keeps them)
+                _record(folder / f, d, "sha256")
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def _converted_ok(folder: Path) -> bool:
+    """Whether ``folder`` is a complete converted folder whose files match its ``source.json``
+    (each hashed only when it changed since its last check)."""
+    try:
+        files = json.loads((folder / SOURCE_NAME).read_text())["files"]
+        if not isinstance(files, dict) or sorted(files) != sorted(_CONVERTED_FILES):
+            return False
+        for f in _CONVERTED_FILES:
+            _check_file(folder / f, files[f], "sha256")
+    except (OSError, ValueError, KeyError, TypeError):  # missing, unreadable, damaged, not source.json
+        return False
+    return True
+
+
+def _install(tmp: Path, folder: Path) -> bool:
+    """Move the finished conversion ``tmp`` to ``folder``, moving a damaged or incomplete
+    ``folder`` aside first. Returns False when a concurrent conversion's folder (checked) was
+    kept instead."""
+    for _ in range(3):
+        try:
+            os.replace(tmp, folder)  # atomic: the folder appears complete or not at all
+            return True
+        except OSError:
+            if _converted_ok(folder):  # a concurrent conversion's finished folder
+                return False
+            if not (folder.exists() or folder.is_symlink()):
+                raise
+        old = Path(tempfile.mkdtemp(prefix=f".{folder.name}-damaged-", dir=folder.parent))
+        try:
+            os.replace(folder, old / "folder")
+        except FileNotFoundError:  # another process moved it first
+            pass
+        shutil.rmtree(old, ignore_errors=True)
+    os.replace(tmp, folder)
+    return True
 
 
 def hub_folder(repo_id: str, *, revision: Optional[str] = None, subfolder: Optional[str] = None,
@@ -157,8 +289,12 @@ def hub_folder(repo_id: str, *, revision: Optional[str] = None, subfolder: Optio
     """A model folder (``config.json`` + ``model.safetensors``, as :meth:`flowmo.FlowMo.save_pretrained`
     writes) in the Hub repository ``repo_id`` (``"user/repo"``), at ``revision``, optionally in
     ``subfolder``: downloaded into the Hub cache (only those files and the model card) and
-    returned as a local path. Raises ImportError naming the extra without ``huggingface_hub``,
-    and the Hub client's errors (unknown repository, offline without a cached copy)."""
+    returned as a local path; ``config.json`` and ``model.safetensors`` are checked against
+    the digests the Hub cache names them by (module docstring). Raises ImportError naming the
+    extra without ``huggingface_hub``; FileNotFoundError for the Hub client's errors (unknown
+    repository, offline without a cached copy) and a repository without a model folder;
+    ValueError for a cached file that does not match its digest (naming it: delete it and load
+    again online)."""
     hub = _hub()
     if subfolder is not None and (not isinstance(subfolder, str) or ".." in Path(subfolder).parts
                                   or Path(subfolder).is_absolute()):
@@ -179,6 +315,8 @@ def hub_folder(repo_id: str, *, revision: Optional[str] = None, subfolder: Optio
     if missing:
         raise FileNotFoundError(f"{where} holds no flowmo model folder: {', '.join(missing)} missing"
                                 f"{'' if subfolder else ' (is it in a subfolder? pass subfolder=)'}")
+    for f in ("config.json", "model.safetensors"):  # what loading reads
+        _check_hub_file(folder / f, f"the cached {prefix}{f} of {where}")
     return folder
 
 

@@ -5,6 +5,7 @@ HF_HUB_OFFLINE=1; the conversion cache; a damaged download; Hub repositories of 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 
@@ -21,10 +22,15 @@ from huggingface_hub import constants as hub_constants  # noqa: E402
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
 
-def _cache_file(cache, repo_id, filename, data: bytes, commit=COMMIT):
-    """Put ``data`` in the Hub cache at ``cache`` as ``filename`` of ``repo_id`` (main = commit)."""
+def _cache_file(cache, repo_id, filename, data: bytes, commit=COMMIT, lfs=None):
+    """Put ``data`` in the Hub cache at ``cache`` as ``filename`` of ``repo_id`` (main = commit),
+    its blob named by its etag as the client names it: the SHA-256 for an LFS file (by default
+    ``.pth`` and ``.safetensors``, as the Hub's default .gitattributes), else git's blob id."""
     root = cache / f"models--{repo_id.replace('/', '--')}"
-    sha = hashlib.sha256(data).hexdigest()
+    if lfs if lfs is not None else filename.endswith((".pth", ".safetensors")):
+        sha = hashlib.sha256(data).hexdigest()
+    else:
+        sha = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
     (root / "blobs").mkdir(parents=True, exist_ok=True)
     (root / "blobs" / sha).write_bytes(data)
     snap = root / "snapshots" / commit / filename
@@ -85,11 +91,13 @@ def test_a_released_name_converts_once_and_loads_the_ema_weights(tmp_path, offli
     assert all(torch.equal(v, ema.state_dict()[k].to(torch.bfloat16)) for k, v in again.state_dict().items())
 
 
-def test_a_damaged_download_is_refused_and_nothing_is_cached(tmp_path, offline):
+@pytest.mark.parametrize("lfs", [True, False])
+def test_a_damaged_download_is_refused_and_nothing_is_cached(tmp_path, offline, lfs):
     data, _ = _release_bytes(tmp_path)
-    blob = _cache_file(offline, hub.RELEASE_REPO, "flowmo_lo.pth", data)
-    blob.write_bytes(data[: len(data) // 2])  # truncated: its name (the SHA-256 of the whole) no longer fits
-    with pytest.raises(ValueError, match="damaged"):
+    blob = _cache_file(offline, hub.RELEASE_REPO, "flowmo_lo.pth", data, lfs=lfs)
+    blob.write_bytes(data[: len(data) // 2])  # truncated: its name (the digest of the whole) no longer fits
+    with pytest.raises(ValueError, match=rf"flowmo_lo.pth .*{blob.name}\) is damaged: its "
+                                         rf"{'SHA-256' if lfs else 'git blob SHA-1'} is .*delete .*{blob.name}"):
         flowmo.FlowMo.from_pretrained("flowmo_lo")
     assert not any((tmp_path / "flowmo_cache" / "released").glob("flowmo_lo-*/source.json"))
 
@@ -195,3 +203,102 @@ def test_flowmo_eval_takes_a_hub_name_and_raw_is_refused_for_names(tmp_path, off
     with pytest.raises(ValueError, match="--raw"):
         eval_main(["--model", "user/tok", "--raw", "--data", str(tmp_path / "imgs"), "--output",
                    str(tmp_path / "ev2"), "--quiet"])
+
+
+# -- every cached file flowmo has a digest for is checked before its first use (issue 22, item 5) --
+
+
+def _flip(path, offset):
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01  # the lowest bit of the last float's lowest byte, for offset -4: a finite value
+    path.write_bytes(bytes(data))
+
+
+def _no_hashing(monkeypatch):
+    def fail(*a, **k):
+        raise AssertionError("a cached file was hashed again")
+
+    monkeypatch.setattr(hub, "_file_digest", fail)
+
+
+def _damage_hub_file(blob, offset):
+    """Change one byte of ``blob`` (keeping its size and mtime): a flipped bit at ``offset``, or
+    (None) the sampler's steps 25 -> 35 in a config.json, still a valid spec."""
+    size, mtime = blob.stat().st_size, blob.stat().st_mtime_ns
+    if offset is None:
+        blob.write_text(blob.read_text().replace('"steps": 25', '"steps": 35', 1))
+    else:
+        _flip(blob, offset)
+    os.utime(blob, ns=(mtime, mtime))
+    assert blob.stat().st_size == size
+
+
+@pytest.mark.parametrize("file, offset", [("model.safetensors", -4), ("config.json", None)])
+def test_a_damaged_hub_blob_is_refused_naming_the_file(tmp_path, offline, monkeypatch, file, offset):
+    torch.manual_seed(5)
+    m = flowmo.build("tiny")
+    local = m.save_pretrained(tmp_path / "folder")
+    blobs = {f: _cache_file(offline, "user/tok", f, (local / f).read_bytes())
+             for f in ("config.json", "model.safetensors", "README.md")}
+    assert len(blobs["config.json"].name) == 40 and len(blobs["model.safetensors"].name) == 64  # git / LFS
+    blob = blobs[file]
+    algo = "SHA-256" if file.endswith(".safetensors") else "git blob SHA-1"
+    refused = rf"the cached {file} of the Hub repository 'user/tok' \(.*{blob.name}\) is damaged: its {algo} is " \
+              rf".*delete .*{blob.name} and load again online"
+    _damage_hub_file(blob, offset)
+    with pytest.raises(ValueError, match=refused):
+        flowmo.FlowMo.from_pretrained("user/tok")
+    blob.write_bytes((local / file).read_bytes())  # intact again
+    got = flowmo.FlowMo.from_pretrained("user/tok")  # checked, and the check recorded
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in got.state_dict().items()) and got.spec == m.spec
+    with monkeypatch.context() as mp:
+        _no_hashing(mp)
+        flowmo.FlowMo.from_pretrained("user/tok")  # the recorded check stands: nothing hashed
+    _damage_hub_file(blob, offset)  # after the record, with the same size and mtime
+    with monkeypatch.context() as mp:
+        _no_hashing(mp)
+        with pytest.raises(AssertionError, match="hashed again"):  # a changed file is hashed again
+            flowmo.FlowMo.from_pretrained("user/tok")
+    with pytest.raises(ValueError, match=refused):
+        flowmo.FlowMo.from_pretrained("user/tok")
+
+
+DAMAGE = {
+    "flipped weight": lambda d: _flip(d / "model.safetensors", -4),
+    "truncated weights": lambda d: (d / "model.safetensors").write_bytes((d / "model.safetensors").read_bytes()[:-100]),
+    "edited config": lambda d: (d / "config.json").write_text(
+        (d / "config.json").read_text().replace('"steps": 25', '"steps": 35', 1)),
+    "damaged source.json": lambda d: (d / "source.json").write_text("{"),
+}
+
+
+def test_a_damaged_converted_folder_is_converted_again_from_the_release(tmp_path, offline, monkeypatch):
+    import warnings
+
+    from safetensors.torch import load_file
+
+    data, ema = _release_bytes(tmp_path)
+    _cache_file(offline, hub.RELEASE_REPO, "flowmo_lo.pth", data)
+    flowmo.FlowMo.from_pretrained("flowmo_lo")
+    folder = next((tmp_path / "flowmo_cache" / "released").iterdir())
+    config = (folder / "config.json").read_text()
+    names = ("config.json", "model.safetensors", "README.md")
+    for damage, apply in DAMAGE.items():
+        apply(folder)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert hub.released_folder("flowmo_lo") == folder, damage
+        weights = load_file(str(folder / "model.safetensors"))
+        assert weights.keys() == ema.state_dict().keys(), damage
+        assert all(torch.equal(v, ema.state_dict()[k]) for k, v in weights.items()), damage
+        assert (folder / "config.json").read_text() == config, damage
+        assert any("is damaged or incomplete: converting it again" in str(w.message) for w in caught), damage
+        source = json.loads((folder / "source.json").read_text())  # the rebuilt folder's record
+        assert source["files"] == {f: hashlib.sha256((folder / f).read_bytes()).hexdigest() for f in names}, damage
+        assert source["sha256"] == hashlib.sha256(data).hexdigest()
+        assert [p.name for p in folder.parent.iterdir()] == [folder.name], damage  # nothing left beside it
+        with monkeypatch.context() as mp:
+            _no_hashing(mp)  # the check of the conversion is recorded: a later use hashes nothing
+            assert hub.released_folder("flowmo_lo") == folder, damage
+    model = flowmo.FlowMo.from_pretrained("flowmo_lo")
+    assert all(torch.equal(v, ema.state_dict()[k]) for k, v in model.state_dict().items())

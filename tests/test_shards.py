@@ -2,6 +2,8 @@
 members, brace patterns, bad inputs, and the folder -> shards tool."""
 
 import io
+import os
+import re
 import sys
 import tarfile
 import tempfile
@@ -17,7 +19,7 @@ from PIL import Image
 from flowmo.data.folders import ImageFolderDataset
 from flowmo.data.listing import list_folder_images
 from flowmo.data.shard_writer import main as shards_main, write_shards
-from flowmo.data.shards import TarShardDataset, expand_shards, split_key
+from flowmo.data.shards import IGNORED, TarShardDataset, expand_shards, split_key
 
 
 def png_bytes(seed, size=(40, 48)):
@@ -105,16 +107,17 @@ def test_the_index_holds_each_key_with_one_image_field_exactly_once(members):
             return
         ds = TarShardDataset(str(path), 2)
         assert [it.member for it in ds.items] == sorted(f"{k}.jpg" for k in keys)
+        assert len(ds) + sum(n for n, _ in ds.ignored.values()) == len(members)  # each member used or counted
 
 
 def test_split_key_follows_webdataset():
     from webdataset.tariterators import base_plus_ext
 
-    for name in ["a/b.jpg", "a/b.c.JPG", "x.y/z.png", "n01/img_1.cls", "noext", "a.b.c"]:
+    for name in ["a/b.jpg", "a/b.c.JPG", "x.y/z.png", "n01/img_1.cls", "noext", "a.b.c", "a/.hidden.jpg", ".x.png",
+                 "Track 2.0.png", "./c0/a.png"]:
         ours = split_key(name)
         theirs = base_plus_ext(name)
         assert ours == (None if theirs == (None, None) else (theirs[0], theirs[1].lower()))
-    assert split_key("a/.hidden.jpg") is None and split_key(".x.png") is None
 
 
 def test_webdataset_reads_the_shards_we_write(tmp_path, folder):
@@ -348,3 +351,209 @@ def test_the_writer_refuses_before_writing_anything(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["e-000002.tar"]
     with pytest.raises(ValueError, match="in the file name"):
         write_shards(folder, str(tmp_path / "d%d" / "x.tar"))
+
+
+# -- member names: one path, many spellings (issue 22, item 3) --------------------------------
+
+SPELLINGS = {
+    "./": lambda n: "./" + n,
+    "//": lambda n: n.replace("/", "//"),
+    "/./": lambda n: n.replace("/", "/./"),
+    "leading /": lambda n: "/" + n,
+    "all": lambda n: ".//./" + n.replace("/", "/.//"),
+}
+
+
+@pytest.fixture(scope="module")
+def class_tree(tmp_path_factory):
+    """A class-folder tree with a nested folder and hidden entries (which the folder listing skips)."""
+    root = tmp_path_factory.mktemp("classes")
+    for i, rel in enumerate(["c0/a.png", "c0/b.jpg", "c1/x.png", "c1/sub/y.png", "c2/z.png"]):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(png_bytes(30 + i, (20 + i, 24)))
+    for rel in ["c0/.cache/h.png", ".git/g.png", "c1/._x.png"]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(png_bytes(9))
+    return root
+
+
+def _plain_members(root):
+    """The tree's images under their plain relative names, each with a .cls (the class-folder index)."""
+    from flowmo.data.token_shards import class_folder_images
+
+    classes, items = class_folder_images(root)
+    out = []
+    for path, label in items:
+        rel = path.relative_to(root).as_posix()
+        out += [(rel, path.read_bytes()), (rel.rsplit(".", 1)[0] + ".cls", str(label).encode())]
+    return out
+
+
+def _same_dataset(a, b):
+    assert [it.member for it in a.items] == [it.member for it in b.items]
+    assert a.class_names == b.class_names
+    assert [a.label(i) for i in range(len(a))] == [b.label(i) for i in range(len(b))]
+    assert all(torch.equal(a[i], b[i]) for i in range(len(a)))
+
+
+@pytest.mark.parametrize("spelling", list(SPELLINGS))
+def test_member_name_spellings_give_the_keys_classes_and_labels_of_plain_names(tmp_path, class_tree, spelling):
+    import webdataset as wds
+
+    members = _plain_members(class_tree)
+    plain = make_tar(tmp_path / "plain.tar", members)
+    spelled = make_tar(tmp_path / "spelled.tar", [(SPELLINGS[spelling](n), d) for n, d in members])
+    assert tarfile.open(spelled).getnames()[0] != members[0][0]  # the tar holds the other spelling
+    # webdataset's own reader gives the keys of the plain tar: ours are those, for either spelling
+    keys = [s["__key__"] for s in wds.WebDataset(str(plain), shardshuffle=False) if "cls" in s]
+    for labels in ("prefix", "cls"):
+        a = TarShardDataset(str(plain), 16, train=False, labels=labels)
+        b = TarShardDataset(str(spelled), 16, train=False, labels=labels)
+        assert sorted(keys) == [it.member.rsplit(".", 1)[0] for it in b.items]
+        _same_dataset(a, b)
+    assert b.class_names is None and TarShardDataset(str(spelled), 8, labels="prefix").class_names == ["c0", "c1", "c2"]
+
+
+def test_a_tar_of_a_folder_as_tar_writes_it_agrees_with_the_folder_and_its_classes(tmp_path, class_tree):
+    """`tar -C dir .` names every member ./...; it also holds the directories and hidden files."""
+    import shutil
+    import subprocess
+
+    from flowmo.data.token_shards import class_folder_images
+
+    tars = []
+    with tarfile.open(tmp_path / "py.tar", "w") as tf:  # Python's tarfile, as tar -C dir . names them
+        tf.add(class_tree, arcname=".")
+    tars.append(tmp_path / "py.tar")
+    if shutil.which("tar"):
+        subprocess.run(["tar", "-C", str(class_tree), "-cf", str(tmp_path / "gnu.tar"), "."], check=True)
+        tars.append(tmp_path / "gnu.tar")
+    classes, items = class_folder_images(class_tree)  # flowmo tokenize --classes
+    by_rel = {p.relative_to(class_tree).as_posix(): y for p, y in items}
+    folder = ImageFolderDataset(class_tree, 16, train=False)
+    rels = [p.relative_to(class_tree).as_posix() for p in folder.files]
+    written = write_shards(class_tree, str(tmp_path / "w-%d.tar"), classes=True)  # python -m flowmo.data.shards
+    flowmo_cls = TarShardDataset([str(p) for p in written], 16, train=False, labels="cls")
+    n_dirs = sum(len(d) for _, d, _ in os.walk(class_tree)) + 1  # with the root "."
+    for path in tars:
+        ds = TarShardDataset(str(path), 16, train=False, labels="prefix")
+        assert [it.member for it in ds.items] == rels  # the folder's images, in its order
+        assert ds.class_names == classes
+        assert [ds.label(i) for i in range(len(ds))] == [by_rel[r] for r in rels]
+        assert [ds.label(i) for i in range(len(ds))] == [flowmo_cls.label(i) for i in range(len(ds))]
+        assert all(torch.equal(ds[i], folder[i]) for i in range(len(ds)))
+        assert {r: n for r, (n, _) in ds.ignored.items()} == {"directory": n_dirs, "hidden": 3}
+
+
+def test_a_member_name_leaving_the_archive_or_one_name_twice_is_refused(tmp_path):
+    img = png_bytes(0)
+    for bad in ("../a.png", "c0/../../a.png", "c0/../a.png"):
+        path = make_tar(tmp_path / "up.tar", [("c0/b.png", img), (bad, img)])
+        with pytest.raises(ValueError, match=rf"shards: .*up\.tar': member name {re.escape(repr(bad))} has a "
+                                             r"'\.\.' component \(tar refuses"):
+            TarShardDataset(str(path), 8)
+    for a, b in (("a.png", "./a.png"), ("c/a.png", "c//a.png"), ("a.json", "a.JSON"), ("a.cls", "/a.cls")):
+        path = make_tar(tmp_path / "two.tar", [(a, img), (b, img), ("z.png", img)])
+        field = b.rsplit(".", 1)[1].lower()
+        with pytest.raises(ValueError, match=f"two members of key '(a|c/a)' and field '{field}' .*"
+                                             f"{re.escape(repr(b))}"):
+            TarShardDataset(str(path), 8, labels="cls")
+
+
+# -- every member not used is counted, never dropped in silence (issue 22, item 4) ------------
+
+
+def _add(tf, name, data=b"", kind=tarfile.REGTYPE, link=""):
+    ti = tarfile.TarInfo(name)
+    ti.type, ti.linkname = kind, link
+    ti.size = len(data) if kind == tarfile.REGTYPE else 0
+    tf.addfile(ti, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+
+
+# name, kind, link, the reason the reader leaves it out (None: an image item), by hand
+MEMBERS = [
+    ("k", tarfile.DIRTYPE, "", "directory"),
+    ("k/a.png", tarfile.REGTYPE, "", None),
+    ("k/b.JPG", tarfile.REGTYPE, "", None),
+    ("Track 2.0.png", tarfile.REGTYPE, "", "dotted"),
+    ("k/a.seg.png", tarfile.REGTYPE, "", "dotted"),
+    ("k/l.png", tarfile.SYMTYPE, "a.png", "link"),
+    ("k/h.png", tarfile.LNKTYPE, "k/a.png", "link"),
+    ("k/f.png", tarfile.FIFOTYPE, "", "special"),
+    (".x.png", tarfile.REGTYPE, "", "hidden"),
+    ("k/._a.png", tarfile.REGTYPE, "", "hidden"),
+    (".cache/z.png", tarfile.REGTYPE, "", "hidden"),
+    ("__meta__/m.png", tarfile.REGTYPE, "", "metadata"),
+    ("README", tarfile.REGTYPE, "", "no key"),
+    ("k/noext", tarfile.REGTYPE, "", "no key"),
+    ("k/a.json", tarfile.REGTYPE, "", "not an image"),
+    ("k/a.cls", tarfile.REGTYPE, "", "not an image"),
+    ("k/d.txt", tarfile.REGTYPE, "", "not an image"),
+    ("k/e.cls", tarfile.REGTYPE, "", "not an image"),
+]
+
+
+def test_every_member_not_used_is_counted_by_kind_with_an_example(tmp_path, caplog):
+    import logging
+
+    import webdataset as wds
+    from webdataset.tariterators import base_plus_ext
+
+    from flowmo.data.images import IMAGE_EXTENSIONS
+
+    path = tmp_path / "t.tar"
+    with tarfile.open(path, "w") as tf:
+        for name, kind, link, _ in MEMBERS:
+            _add(tf, name, png_bytes(len(name), (8, 8)) if kind == tarfile.REGTYPE else b"", kind, link)
+    with caplog.at_level(logging.WARNING, logger="flowmo.data.shards"):
+        ds = TarShardDataset(str(path), 8)
+    want = {}
+    for name, _, _, reason in MEMBERS:
+        if reason is not None:
+            want.setdefault(reason, (0, f"{path}/{name}"))
+            want[reason] = (want[reason][0] + 1, want[reason][1])
+    assert ds.ignored == want
+    assert [it.member for it in ds.items] == ["k/a.png", "k/b.JPG"]
+    assert len(ds.items) + sum(n for n, _ in ds.ignored.values()) == len(MEMBERS)  # each member used or counted
+    msg = caplog.text
+    assert f"left out {len(MEMBERS) - 2} tar members" in msg and "'Track 2', field '0.png'" in msg
+    assert all(f"{IGNORED[r]}: {n}, e.g. {ex!r}" in msg for r, (n, ex) in want.items())
+
+    # webdataset's own reader, independently: the regular members it reads and how it keys them
+    samples = list(wds.WebDataset(str(path), shardshuffle=False))
+    pairs = {(s["__key__"], f) for s in samples for f in s if not f.startswith("__")}
+    assert ("Track 2", "0.png") in pairs and ("k/a", "seg.png") in pairs  # read as field '0.png': not an image
+    def visible(key, field):  # webdataset reads "k/._a.png" as key "k/", field "_a.png": hidden there too
+        return not any(c.startswith(".") for c in f"{key}.{field}".split("/"))
+
+    ours = {(k, f) for k, f in pairs if visible(k, f)}
+    assert {f"{k}.{f}" for k, f in ours if f in IMAGE_EXTENSIONS} == {"k/a.png", "k/b.jpg"}
+    assert sum(f not in IMAGE_EXTENSIONS and f.rsplit(".", 1)[-1] in IMAGE_EXTENSIONS for _, f in ours) == \
+        ds.ignored["dotted"][0]
+    assert sum(f.rsplit(".", 1)[-1] not in IMAGE_EXTENSIONS for _, f in ours) == ds.ignored["not an image"][0]
+    read = {f"{k}.{f}" for k, f in pairs}  # what webdataset reads of the regular members
+    regular = [n for n, kind, _, _ in MEMBERS if kind == tarfile.REGTYPE]
+    assert {n for n in regular if base_plus_ext(n) == (None, None)} == {"README", "k/noext", ".x.png"}
+    assert not any(n.startswith("__meta__") for n in read)  # webdataset skips it as metadata
+
+
+def test_a_shard_of_only_unused_members_says_what_it_left_out(tmp_path):
+    path = make_tar(tmp_path / "t.tar", [("Track 2.0.png", png_bytes(0)), ("Track 3.0.png", png_bytes(1))])
+    with pytest.raises(ValueError, match=r"holds no images .*left out: names with a second '\.'.*: 2, "
+                                         r"e\.g\. '.*t\.tar/Track 2\.0\.png'"):
+        TarShardDataset(str(path), 8)
+
+
+def test_labels_cls_uses_the_cls_members_and_counts_the_others(tmp_path):
+    img = png_bytes(0)
+    path = make_tar(tmp_path / "t.tar", [("a.png", img), ("a.cls", b"1"), ("b.cls", b"2"), ("b.json", b"{}")])
+    # b.cls labels no image
+    assert TarShardDataset(str(path), 8, labels="cls").ignored == {"not an image": (2, f"{path}/b.json")}
+    assert TarShardDataset(str(path), 8).ignored == {"not an image": (3, f"{path}/a.cls")}
+
+
+def test_the_writer_refuses_a_folder_webdataset_skips_as_metadata(tmp_path):
+    (tmp_path / "in" / "__meta__").mkdir(parents=True)
+    (tmp_path / "in" / "__meta__" / "a.png").write_bytes(png_bytes(0))
+    with pytest.raises(ValueError, match=r"input: 1 files are in a folder named '__NAME__', e\.g\. '__meta__/a\.png'"):
+        write_shards(tmp_path / "in", str(tmp_path / "o-%d.tar"))

@@ -16,7 +16,8 @@ of ``flowmo tokenize --classes``). Tar members are written in PAX format with mt
 same folder gives the same bytes.
 
 Refused (ValueError naming the argument): a file whose base name has a ``.`` before its
-extension (webdataset would split its key at the first ``.``), two files with the same key
+extension (webdataset would split its key at the first ``.``), a file in a top-level folder
+named ``__NAME__`` (webdataset skips it as metadata), two files with the same key
 (``a.jpg`` and ``a.png``), ``--classes`` with images at the top level, an output pattern
 without a ``%`` format, and an output shard that exists already (never overwritten).
 """
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from .listing import list_folder_images
-from .shards import EXTRA_HINT
+from .shards import _META, EXTRA_HINT
 
 __all__ = ["write_shards", "main"]
 
@@ -47,6 +48,10 @@ def _keys(rel_names: List[str], classes: bool, name: str):
         raise ValueError(f"{name}: {len(problems)} file names have a '.' before the extension, e.g. "
                          f"{', '.join(map(repr, problems[:3]))}; webdataset keys end at the first '.' of the "
                          "base name: rename them")
+    meta = [rel for rel in rel_names if _META.match(rel)]
+    if meta:
+        raise ValueError(f"{name}: {len(meta)} files are in a folder named '__NAME__', e.g. {meta[0]!r}, which "
+                         "webdataset (and the shard reader) skip as metadata: rename the folder")
     seen = {}
     for rel, (stem, _) in zip(rel_names, keys):
         if stem in seen:

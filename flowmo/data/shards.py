@@ -10,10 +10,24 @@ Layout (webdataset's): members are grouped into samples by key, the member path 
 first ``.`` of its base name (``n01440764/img001.jpg`` and ``n01440764/img001.cls`` are the
 fields ``jpg`` and ``cls`` of key ``n01440764/img001``; fields compared lower-case). A sample
 is an item when exactly one of its fields is an image extension
-(:data:`flowmo.data.images.IMAGE_EXTENSIONS`); samples without an image (only ``.json``,
-``.cls``, ...) are left out, and members whose base name starts with ``.`` are ignored (as
-webdataset does). Order: shards in the given order; within a shard, items sorted by their
-image member's name. :func:`write_shards` (``python -m flowmo.data.shards``) writes a folder's
+(:data:`flowmo.data.images.IMAGE_EXTENSIONS`). Member names are first normalised as tar
+extracts them (:func:`member_path`: ``./c0/a.png``, ``c0//a.png``, ``c0/./a.png`` and
+``/c0/a.png`` are all ``c0/a.png``), so a tar written by ``tar -C dir .`` has the keys, order
+and classes of one written with plain names; a name with a ``..`` component is refused. Two
+members of one key and field (``a.png`` and ``./a.png``, or ``a.json`` and ``a.JSON``) are
+refused, as webdataset refuses them.
+
+Every member that is not used is counted, never dropped in silence (:data:`IGNORED`; the
+dataset's :attr:`~TarShardDataset.ignored` record and one warning with the count and an example
+of each kind): directories, links (webdataset reads regular files only), other non-regular
+members, hidden names (a path component starting with ``.``, which the folder listing skips
+too; webdataset would read ``a/._x.png`` as key ``a/``), webdataset's metadata names
+(``__name__/...``), names without a key (no ``.`` in the base name), members whose field ends
+in an image extension but is not one (webdataset reads ``Track 2.0.png`` as key ``Track 2``,
+field ``0.png``: not an image of ours) and fields that are not images (``.json``, ``.txt``, a
+``.cls`` not used as the label, every field of a sample without an image). Order: shards in
+the given order; within a shard, items sorted by their image member's normalised name.
+:func:`write_shards` (``python -m flowmo.data.shards``) writes a folder's
 images in the folder's listing order (:func:`flowmo.data.listing.list_folder_images`) with
 member name = relative file name, so the shards of a folder list the same items in the same
 order as :class:`~flowmo.data.folders.ImageFolderDataset` over it, however they are split.
@@ -32,12 +46,13 @@ from __future__ import annotations
 import io
 import logging
 import os
+import posixpath
 import re
 import stat
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Set, Union
+from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import torch
 from torch.utils.data import Dataset
@@ -45,7 +60,8 @@ from torch.utils.data import Dataset
 from .draws import _check_image_size, _check_nonneg_int, first_readable, square_crop
 from .images import IMAGE_EXTENSIONS, decode_image, resized_size
 
-__all__ = ["TarShardDataset", "expand_shards", "split_key", "is_shard_pattern", "EXTRA_HINT"]
+__all__ = ["TarShardDataset", "expand_shards", "split_key", "member_path", "is_shard_pattern", "EXTRA_HINT",
+           "IGNORED"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,20 +69,48 @@ EXTRA_HINT = "pip install 'flowmo[shards]'"
 """How to install the optional dependencies of tar shards (``webdataset``, ``braceexpand``)."""
 
 _KEY = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's base_plus_ext
+_META = re.compile(r"__[^/]*__($|/)")  # webdataset's tar_file_iterator skip_meta (matched at the start)
 _IMAGE_FIELDS = frozenset(IMAGE_EXTENSIONS)
 LABEL_SOURCES = ("cls", "prefix")
+
+IGNORED: Dict[str, str] = {
+    "directory": "directories",
+    "link": "symbolic or hard links (only regular members are read, as webdataset reads them)",
+    "special": "other members that are not regular files (fifos, devices)",
+    "hidden": "hidden names (a path component starting with '.', left out as the folder listing leaves them out)",
+    "metadata": "webdataset metadata names ('__name__/...', which webdataset skips)",
+    "no key": "names without a '.' in the base name (webdataset gives them no key)",
+    "dotted": "names with a second '.' (webdataset keys end at the first '.' of the base name: 'Track 2.0.png' "
+              "is key 'Track 2', field '0.png', which is not an image field; rename them without the extra '.')",
+    "not an image": "fields that are not images (.json, .txt, .cls not used as labels, the fields of a key without "
+                    "an image)",
+}
+"""Why a tar member is not used -> what the warning says of such members (module docstring)."""
 
 
 def split_key(name: str):
     """``(key, field)`` of tar member ``name`` by webdataset's rule, or None.
 
     The key is the path up to the first ``.`` of the base name; the field is the rest, lower
-    case: ``"a/b.c.JPG" -> ("a/b", "c.jpg")``. None for names without a ``.`` in the base
-    name and for hidden base names (starting with ``.``)."""
-    if name.rsplit("/", 1)[-1].startswith("."):  # webdataset would read "a/.x.jpg" as key "a/"
-        return None
+    case: ``"a/b.c.JPG" -> ("a/b", "c.jpg")``. None for names without a ``.`` in the base name
+    (``"a/b"``, ``".x"``), as webdataset's ``base_plus_ext``. Applied to the name as given: the
+    reader applies it to :func:`member_path` of the member's name."""
     m = _KEY.match(name)
     return None if m is None else (m.group(1), m.group(2).lower())
+
+
+def member_path(name: str) -> str:
+    """A tar member's name with its path spelling normalised, as tar extracts it: leading
+    ``/`` removed (GNU tar strips it), repeated ``/`` and ``.`` components dropped
+    (``posixpath.normpath``): ``"./c0//./a.png" -> "c0/a.png"``; ``"."`` for the archive's root.
+
+    Raises:
+        ValueError: the name has a ``..`` component (GNU tar refuses to extract such a member;
+            it may point outside the archive).
+    """
+    if ".." in name.split("/"):
+        raise ValueError(f"member name {name!r} has a '..' component")
+    return posixpath.normpath(name.lstrip("/") or ".")
 
 
 def _require_braceexpand():
@@ -129,7 +173,7 @@ def expand_shards(shards: Union[str, os.PathLike, Sequence[Union[str, os.PathLik
 @dataclass(frozen=True)
 class _Item:
     shard: int  # index into TarShardDataset.shards
-    member: str  # the image member's name
+    member: str  # the image member's name, normalised (member_path)
     offset: int  # byte offset of its data in the shard
     size: int  # bytes
     label: Optional[int]
@@ -154,8 +198,28 @@ def _zeros_from(path: Path, offset: int) -> bool:
     return True
 
 
-def _index_shard(path: Path, k: int, labels: Optional[str], name: str) -> List[_Item]:
-    """The items of one shard, sorted by image member name (errors: module docstring)."""
+def _member_kind(m: tarfile.TarInfo) -> Optional[str]:
+    """The :data:`IGNORED` reason of a member that is not a regular file, else None."""
+    if m.isreg():
+        return None
+    if m.isdir():
+        return "directory"
+    return "link" if m.issym() or m.islnk() else "special"
+
+
+def _count(ignored: Dict[str, list], reason: str, example: str) -> None:
+    entry = ignored.setdefault(reason, [0, example])
+    entry[0] += 1
+
+
+def _left_out(ignored: Dict[str, list]) -> str:
+    """The members left out, in words: count, kind and one example per :data:`IGNORED` reason."""
+    return "; ".join(f"{IGNORED[r]}: {n}, e.g. {ex!r}" for r, (n, ex) in ignored.items())
+
+
+def _index_shard(path: Path, k: int, labels: Optional[str], name: str) -> Tuple[List[_Item], Dict[str, list]]:
+    """The items of one shard, sorted by image member name, and the members not used
+    (:data:`IGNORED` reason -> [count, first "<shard>/<member>"]). Errors: module docstring."""
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
@@ -166,7 +230,9 @@ def _index_shard(path: Path, k: int, labels: Optional[str], name: str) -> List[_
         raise ValueError(f"{name}: {str(path)!r} is not a regular file")
     size = os.stat(path).st_size
     images: dict = {}  # key -> list of (member, offset, size)
-    cls: dict = {}  # key -> (offset, size)
+    cls: dict = {}  # key -> (raw member name, offset, size)
+    seen: dict = {}  # (key, field) -> raw name: one field twice is refused
+    ignored: Dict[str, list] = {}
     members, last = 0, None
     try:
         with tarfile.open(path, mode="r:") as tf:  # "r:": uncompressed only (random access)
@@ -176,16 +242,38 @@ def _index_shard(path: Path, k: int, labels: Optional[str], name: str) -> List[_
                     raise ValueError(f"{name}: {str(path)!r} holds the sparse member {m.name!r}, whose bytes are not "
                                      "stored in one piece (random access cannot read it): write the shard without "
                                      "--sparse (python -m flowmo.data.shards does)")
-                if not m.isreg():
-                    continue
-                parts = split_key(m.name)
-                if parts is None:
+                example = f"{path}/{m.name}"
+                try:
+                    norm = member_path(m.name)
+                except ValueError as e:
+                    raise ValueError(f"{name}: {str(path)!r}: {e} (tar refuses to extract such a member: it may "
+                                     "point outside the archive); write the shard again from inside its "
+                                     "folder") from None
+                reason = _member_kind(m)
+                if reason is None and any(c.startswith(".") for c in norm.split("/")):
+                    reason = "hidden"
+                if reason is None and _META.match(norm):
+                    reason = "metadata"
+                parts = split_key(norm) if reason is None else None
+                if reason is None and parts is None:
+                    reason = "no key"
+                if reason is not None:
+                    _count(ignored, reason, example)
                     continue
                 key, field = parts
+                if parts in seen:
+                    raise ValueError(f"{name}: {str(path)!r} holds two members of key {key!r} and field {field!r} "
+                                     f"({seen[parts]!r} and {m.name!r}; names are compared as tar extracts them, "
+                                     "fields lower-case, as webdataset does): write the shard again with one of them")
+                seen[parts] = m.name
                 if field in _IMAGE_FIELDS:
-                    images.setdefault(key, []).append((m.name, m.offset_data, m.size))
-                elif field == "cls":
-                    cls[key] = (m.offset_data, m.size)
+                    images.setdefault(key, []).append((norm, m.offset_data, m.size))
+                elif field.rsplit(".", 1)[-1] in _IMAGE_FIELDS:
+                    _count(ignored, "dotted", example)
+                elif field == "cls" and labels == "cls":
+                    cls[key] = (m.name, m.offset_data, m.size)
+                else:
+                    _count(ignored, "not an image", example)
             end = tf.offset  # after the last member tarfile read
     except tarfile.ReadError as e:
         if members:
@@ -201,7 +289,11 @@ def _index_shard(path: Path, k: int, labels: Optional[str], name: str) -> List[_
         raise ValueError(f"{name}: {str(path)!r} is an empty tar file (no members)")
     if not images:
         raise ValueError(f"{name}: {str(path)!r} holds no images ({members} members; an image member is "
-                         f"named KEY.EXT with EXT one of {', '.join(IMAGE_EXTENSIONS)})")
+                         f"named KEY.EXT with EXT one of {', '.join(IMAGE_EXTENSIONS)}"
+                         f"{'; left out: ' + _left_out(ignored) if ignored else ''})")
+    for key, (raw, _, _) in cls.items():
+        if key not in images:  # the label of no image
+            _count(ignored, "not an image", f"{path}/{raw}")
     items = []
     for key, found in images.items():
         if len(found) > 1:
@@ -212,10 +304,11 @@ def _index_shard(path: Path, k: int, labels: Optional[str], name: str) -> List[_
             raise ValueError(f"{name}: {str(path)!r} is truncated: its member {member!r} is cut short")
         label = None
         if labels == "cls":
-            label = _cls_label(path, key, cls.get(key), name)
+            where = cls.get(key)
+            label = _cls_label(path, key, None if where is None else where[1:], name)
         items.append(_Item(k, member, offset, nbytes, label))
     items.sort(key=lambda it: it.member)
-    return items
+    return items, ignored
 
 
 def _cls_label(path: Path, key: str, where, name: str) -> int:
@@ -244,18 +337,22 @@ class TarShardDataset(Dataset):
     a resized size over Pillow's pixel limit) never crashes ``__getitem__``: the next readable
     item (cyclically) is returned instead, keeping the requested index's draws, and the bad
     item's name (``"<shard path>/<member name>"``, :meth:`name`) is added to :attr:`bad_paths`;
-    :attr:`skipped` counts them.
+    :attr:`skipped` counts them. The members that are not items (the rules in the module
+    docstring) are counted in :attr:`ignored` (an :data:`IGNORED` reason -> ``(count, first
+    "<shard path>/<member name as stored>")``) and one warning on construction lists them.
 
     Labels (``labels``): None (the default, no labels); ``"cls"``, the integer text of each
     key's ``.cls`` member (required for every image); ``"prefix"``, the index of the key's first
-    path component among the sorted distinct first components (the class-folder rule of
-    ``flowmo tokenize --classes``; :attr:`class_names` lists them). :meth:`label` returns it.
+    path component (of the normalised name: ``./c0/a.png`` is in class ``c0``) among the sorted
+    distinct first components (the class-folder rule of ``flowmo tokenize --classes``;
+    :attr:`class_names` lists them). :meth:`label` returns it.
 
     Raises (on construction): TypeError / ValueError for a bad ``shards`` (see
     :func:`expand_shards`), ``image_size``, ``seed`` or ``labels``; FileNotFoundError naming
     ``shards`` for a missing shard; ValueError naming ``shards`` and the file for a shard that
-    is not an uncompressed tar, is empty, holds no images or has two images under one key, and
-    for a missing or malformed label; ImportError naming the extra for a brace pattern without
+    is not an uncompressed tar, is empty, holds no images, has two images under one key, two
+    members of one key and field or a member name with a ``..`` component, and for a missing
+    or malformed label; ImportError naming the extra for a brace pattern without
     ``webdataset``.
     """
 
@@ -270,8 +367,17 @@ class TarShardDataset(Dataset):
             raise ValueError(f"labels must be None, 'cls' or 'prefix', got {labels!r}")
         self.shards: List[Path] = expand_shards(shards)
         self.items: List[_Item] = []
+        self.ignored: Dict[str, Tuple[int, str]] = {}
         for k, path in enumerate(self.shards):
-            self.items.extend(_index_shard(path, k, labels, "shards"))
+            items, ignored = _index_shard(path, k, labels, "shards")
+            self.items.extend(items)
+            for reason, (n, example) in ignored.items():
+                before = self.ignored.get(reason, (0, example))
+                self.ignored[reason] = (before[0] + n, before[1])
+        if self.ignored:
+            left = sum(n for n, _ in self.ignored.values())
+            logger.warning("shards: left out %d tar member%s that %s not images of this dataset: %s", left,
+                           "s" if left != 1 else "", "are" if left != 1 else "is", _left_out(self.ignored))
         self.class_names: Optional[List[str]] = None
         if labels == "prefix":
             self._prefix_labels()
@@ -299,7 +405,7 @@ class TarShardDataset(Dataset):
         self.epoch = _check_nonneg_int(epoch, "epoch")
 
     def name(self, index: int) -> str:
-        """Item ``index``'s name: ``"<shard path>/<image member name>"``."""
+        """Item ``index``'s name: ``"<shard path>/<image member name>"`` (the name normalised, :func:`member_path`)."""
         it = self.items[index]
         return f"{self.shards[it.shard]}/{it.member}"
 
