@@ -486,10 +486,10 @@ MEMBERS = [
     ("__meta__/m.png", tarfile.REGTYPE, "", "metadata"),
     ("README", tarfile.REGTYPE, "", "no key"),
     ("k/noext", tarfile.REGTYPE, "", "no key"),
-    ("k/a.json", tarfile.REGTYPE, "", "not an image"),
-    ("k/a.cls", tarfile.REGTYPE, "", "not an image"),
-    ("k/d.txt", tarfile.REGTYPE, "", "not an image"),
-    ("k/e.cls", tarfile.REGTYPE, "", "not an image"),
+    ("k/a.json", tarfile.REGTYPE, "", "sidecar"),
+    ("k/a.cls", tarfile.REGTYPE, "", "sidecar"),
+    ("k/d.txt", tarfile.REGTYPE, "", "no image"),
+    ("k/e.cls", tarfile.REGTYPE, "", "no image"),
 ]
 
 
@@ -516,8 +516,10 @@ def test_every_member_not_used_is_counted_by_kind_with_an_example(tmp_path, capl
     assert [it.member for it in ds.items] == ["k/a.png", "k/b.JPG"]
     assert len(ds.items) + sum(n for n, _ in ds.ignored.values()) == len(MEMBERS)  # each member used or counted
     msg = caplog.text
-    assert f"left out {len(MEMBERS) - 2} tar members" in msg and "'Track 2', field '0.png'" in msg
-    assert all(f"{IGNORED[r]}: {n}, e.g. {ex!r}" in msg for r, (n, ex) in want.items())
+    loud = {r: v for r, v in want.items() if r not in ("directory", "sidecar")}  # counted, not warned of
+    assert f"left out {sum(n for n, _ in loud.values())} tar members" in msg and "'Track 2', field '0.png'" in msg
+    assert all(f"{IGNORED[r]}: {n}, e.g. {ex!r}" in msg for r, (n, ex) in loud.items())
+    assert IGNORED["directory"] not in msg and IGNORED["sidecar"] not in msg
 
     # webdataset's own reader, independently: the regular members it reads and how it keys them
     samples = list(wds.WebDataset(str(path), shardshuffle=False))
@@ -530,7 +532,11 @@ def test_every_member_not_used_is_counted_by_kind_with_an_example(tmp_path, capl
     assert {f"{k}.{f}" for k, f in ours if f in IMAGE_EXTENSIONS} == {"k/a.png", "k/b.jpg"}
     assert sum(f not in IMAGE_EXTENSIONS and f.rsplit(".", 1)[-1] in IMAGE_EXTENSIONS for _, f in ours) == \
         ds.ignored["dotted"][0]
-    assert sum(f.rsplit(".", 1)[-1] not in IMAGE_EXTENSIONS for _, f in ours) == ds.ignored["not an image"][0]
+    assert sum(f.rsplit(".", 1)[-1] not in IMAGE_EXTENSIONS for _, f in ours) == \
+        ds.ignored["sidecar"][0] + ds.ignored["no image"][0]
+    with_image = {k for k, f in ours if f in IMAGE_EXTENSIONS}
+    assert sum(f.rsplit(".", 1)[-1] not in IMAGE_EXTENSIONS and k in with_image for k, f in ours) == \
+        ds.ignored["sidecar"][0]
     read = {f"{k}.{f}" for k, f in pairs}  # what webdataset reads of the regular members
     regular = [n for n, kind, _, _ in MEMBERS if kind == tarfile.REGTYPE]
     assert {n for n in regular if base_plus_ext(n) == (None, None)} == {"README", "k/noext", ".x.png"}
@@ -548,8 +554,17 @@ def test_labels_cls_uses_the_cls_members_and_counts_the_others(tmp_path):
     img = png_bytes(0)
     path = make_tar(tmp_path / "t.tar", [("a.png", img), ("a.cls", b"1"), ("b.cls", b"2"), ("b.json", b"{}")])
     # b.cls labels no image
-    assert TarShardDataset(str(path), 8, labels="cls").ignored == {"not an image": (2, f"{path}/b.json")}
-    assert TarShardDataset(str(path), 8).ignored == {"not an image": (3, f"{path}/a.cls")}
+    assert TarShardDataset(str(path), 8, labels="cls").ignored == {"no image": (2, f"{path}/b.json")}
+    assert TarShardDataset(str(path), 8).ignored == {"sidecar": (1, f"{path}/a.cls"), "no image": (2, f"{path}/b.cls")}
+
+
+def test_sidecar_fields_and_directories_are_counted_without_a_warning(tmp_path, caplog):
+    import logging
+
+    path = make_tar(tmp_path / "t.tar", [("a.png", png_bytes(0)), ("a.cls", b"1"), ("a.json", b"{}")])
+    with caplog.at_level(logging.WARNING, logger="flowmo.data.shards"):
+        ds = TarShardDataset(str(path), 8)
+    assert ds.ignored == {"sidecar": (2, f"{path}/a.cls")} and "left out" not in caplog.text
 
 
 def test_the_writer_refuses_a_folder_webdataset_skips_as_metadata(tmp_path):

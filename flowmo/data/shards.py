@@ -18,14 +18,15 @@ members of one key and field (``a.png`` and ``./a.png``, or ``a.json`` and ``a.J
 refused, as webdataset refuses them.
 
 Every member that is not used is counted, never dropped in silence (:data:`IGNORED`; the
-dataset's :attr:`~TarShardDataset.ignored` record and one warning with the count and an example
-of each kind): directories, links (webdataset reads regular files only), other non-regular
+dataset's :attr:`~TarShardDataset.ignored` record, and one warning with the count and an example
+of each kind that could hide an image, i.e. all but directories and an image's sidecar fields,
+:data:`QUIET`): directories, links (webdataset reads regular files only), other non-regular
 members, hidden names (a path component starting with ``.``, which the folder listing skips
 too; webdataset would read ``a/._x.png`` as key ``a/``), webdataset's metadata names
 (``__name__/...``), names without a key (no ``.`` in the base name), members whose field ends
 in an image extension but is not one (webdataset reads ``Track 2.0.png`` as key ``Track 2``,
-field ``0.png``: not an image of ours) and fields that are not images (``.json``, ``.txt``, a
-``.cls`` not used as the label, every field of a sample without an image). Order: shards in
+field ``0.png``: not an image of ours), fields of keys without an image, and the sidecar
+fields of an image's key (``.json``, ``.txt``, a ``.cls`` not used as the label). Order: shards in
 the given order; within a shard, items sorted by their image member's normalised name.
 :func:`write_shards` (``python -m flowmo.data.shards``) writes a folder's
 images in the folder's listing order (:func:`flowmo.data.listing.list_folder_images`) with
@@ -61,7 +62,7 @@ from .draws import _check_image_size, _check_nonneg_int, first_readable, square_
 from .images import IMAGE_EXTENSIONS, decode_image, resized_size
 
 __all__ = ["TarShardDataset", "expand_shards", "split_key", "member_path", "is_shard_pattern", "EXTRA_HINT",
-           "IGNORED"]
+           "IGNORED", "QUIET"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,10 +83,13 @@ IGNORED: Dict[str, str] = {
     "no key": "names without a '.' in the base name (webdataset gives them no key)",
     "dotted": "names with a second '.' (webdataset keys end at the first '.' of the base name: 'Track 2.0.png' "
               "is key 'Track 2', field '0.png', which is not an image field; rename them without the extra '.')",
-    "not an image": "fields that are not images (.json, .txt, .cls not used as labels, the fields of a key without "
-                    "an image)",
+    "no image": "fields of a key that has no image member (e.g. 'b.json' or 'b.cls' without a 'b.png')",
+    "sidecar": "other fields of an image's key (.json, .txt, a .cls not used as the label), which webdataset "
+               "shards carry beside their images",
 }
 """Why a tar member is not used -> what the warning says of such members (module docstring)."""
+QUIET = frozenset({"directory", "sidecar"})
+"""The :data:`IGNORED` reasons that are counted but not warned of: they hold no image."""
 
 
 def split_key(name: str):
@@ -233,6 +237,7 @@ def _index_shard(path: Path, k: int, labels: Optional[str], name: str) -> Tuple[
     cls: dict = {}  # key -> (raw member name, offset, size)
     seen: dict = {}  # (key, field) -> raw name: one field twice is refused
     ignored: Dict[str, list] = {}
+    others: list = []  # (key, "<shard>/<member>") of fields that are not images: sidecars or keys without one
     members, last = 0, None
     try:
         with tarfile.open(path, mode="r:") as tf:  # "r:": uncompressed only (random access)
@@ -273,7 +278,7 @@ def _index_shard(path: Path, k: int, labels: Optional[str], name: str) -> Tuple[
                 elif field == "cls" and labels == "cls":
                     cls[key] = (m.name, m.offset_data, m.size)
                 else:
-                    _count(ignored, "not an image", example)
+                    others.append((key, example))
             end = tf.offset  # after the last member tarfile read
     except tarfile.ReadError as e:
         if members:
@@ -287,13 +292,15 @@ def _index_shard(path: Path, k: int, labels: Optional[str], name: str) -> Tuple[
                          "it again (two tars concatenated also end here: list them as two shards)")
     if members == 0:
         raise ValueError(f"{name}: {str(path)!r} is an empty tar file (no members)")
+    for key, example in others:
+        _count(ignored, "sidecar" if key in images else "no image", example)
+    for key, (raw, _, _) in cls.items():
+        if key not in images:  # the label of no image
+            _count(ignored, "no image", f"{path}/{raw}")
     if not images:
         raise ValueError(f"{name}: {str(path)!r} holds no images ({members} members; an image member is "
                          f"named KEY.EXT with EXT one of {', '.join(IMAGE_EXTENSIONS)}"
                          f"{'; left out: ' + _left_out(ignored) if ignored else ''})")
-    for key, (raw, _, _) in cls.items():
-        if key not in images:  # the label of no image
-            _count(ignored, "not an image", f"{path}/{raw}")
     items = []
     for key, found in images.items():
         if len(found) > 1:
@@ -339,7 +346,8 @@ class TarShardDataset(Dataset):
     item's name (``"<shard path>/<member name>"``, :meth:`name`) is added to :attr:`bad_paths`;
     :attr:`skipped` counts them. The members that are not items (the rules in the module
     docstring) are counted in :attr:`ignored` (an :data:`IGNORED` reason -> ``(count, first
-    "<shard path>/<member name as stored>")``) and one warning on construction lists them.
+    "<shard path>/<member name as stored>")``) and one warning on construction lists those that
+    could hide an image (all but :data:`QUIET`).
 
     Labels (``labels``): None (the default, no labels); ``"cls"``, the integer text of each
     key's ``.cls`` member (required for every image); ``"prefix"``, the index of the key's first
@@ -374,10 +382,11 @@ class TarShardDataset(Dataset):
             for reason, (n, example) in ignored.items():
                 before = self.ignored.get(reason, (0, example))
                 self.ignored[reason] = (before[0] + n, before[1])
-        if self.ignored:
-            left = sum(n for n, _ in self.ignored.values())
+        loud = {r: v for r, v in self.ignored.items() if r not in QUIET}
+        if loud:
+            left = sum(n for n, _ in loud.values())
             logger.warning("shards: left out %d tar member%s that %s not images of this dataset: %s", left,
-                           "s" if left != 1 else "", "are" if left != 1 else "is", _left_out(self.ignored))
+                           "s" if left != 1 else "", "are" if left != 1 else "is", _left_out(loud))
         self.class_names: Optional[List[str]] = None
         if labels == "prefix":
             self._prefix_labels()
