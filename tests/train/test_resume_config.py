@@ -12,15 +12,20 @@ the ``init_from`` folder; one that differs from the folder's is refused naming t
 
 import json
 
+import copy
+
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
 import flowmo
 from flowmo.train import Trainer, load_config
 from flowmo.train.checkpoint import CheckpointError
 from flowmo.train.checkpointing import CONFIG_CHANGES
+from flowmo.train.config import ABSENT, config_differences
 from flowmo.train.cli import export_checkpoint
 from flowmo.train.generator_config import load_generator_config
 from flowmo.train.generator_trainer import GeneratorTrainer
@@ -64,6 +69,37 @@ def quiet(log=None):
 
 def params(model):
     return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+# ----------------------------------------------------------------------------- the comparison
+_leaves = st.one_of(st.none(), st.booleans(), st.integers(-2, 2), st.sampled_from(["a", "b"]),
+                    st.lists(st.integers(0, 1), max_size=2))
+_configs = st.recursive(_leaves, lambda c: st.dictionaries(st.sampled_from(["name", "x", "y"]), c, max_size=3),
+                        max_leaves=10)
+
+
+@given(_configs, _configs)
+def test_config_differences_are_exactly_what_turns_one_config_into_the_other(old, new):
+    """Setting each reported path of ``old`` to its new value (deleting it where the new side
+    lacks it) gives ``new``; nothing is reported for equal configs, and a path is reported once."""
+    diffs = config_differences(old, new)
+    assert (diffs == []) == (old == new)
+    assert len({p for p, _, _ in diffs}) == len(diffs)
+    if diffs and diffs[0][0] == "":  # compared whole (not both mappings, or components of other names)
+        assert diffs == [("", old, new)]
+        return
+    rebuilt = copy.deepcopy(old)
+    for path, a, b in diffs:
+        *parents, last = path.split(".")
+        node = rebuilt
+        for k in parents:
+            node = node[k]
+        assert node.get(last, ABSENT) == a
+        if b == ABSENT:
+            del node[last]
+        else:
+            node[last] = b
+    assert rebuilt == new
 
 
 # ----------------------------------------------------------------------------- item 9: refused
