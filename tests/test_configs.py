@@ -4,10 +4,12 @@ The recipes below are written from the paper and the release's facts
 (shared/reference/README.md, "Stage 1A loss" / "Stage 1B"), not from our code.
 """
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import flowmo
 from flowmo.nets.weights import MissingWeightsError
@@ -45,6 +47,47 @@ RECIPES = {
 }
 
 
+# The model folders the Stage 1B configs start from (their train.init_from), whose model they take:
+# the trained demo models (their Stage 1A configs' model) and the released FlowMo-Lo.
+STARTING_POINTS = {
+    "runs/demo/model": lambda: load_config(CONFIGS / "demo.yaml").model,
+    "runs/fashion/tokenizer/model": lambda: load_config(CONFIGS / "fashion_tokenizer.yaml").model,
+    "flowmo_lo": lambda: flowmo.get_preset("flowmo_lo"),
+}
+
+
+@pytest.fixture(scope="module")
+def starting_points(tmp_path_factory):
+    """train.init_from value -> a model folder's config.json holding that model's spec (all
+    load_config reads; the weights are the Trainer's business)."""
+    from flowmo.pretrained import config_json
+
+    out = {}
+    for i, (name, spec) in enumerate(STARTING_POINTS.items()):
+        folder = tmp_path_factory.mktemp(f"start{i}")
+        (folder / "config.json").write_text(config_json(spec()))
+        out[name] = folder
+    return out
+
+
+def _load(name, starting_points):
+    """The config, its train.init_from (when it is a known starting point) pointed at that folder."""
+    init = yaml.safe_load((CONFIGS / name).read_text())["train"].get("init_from")
+    overrides = [f"train.init_from={json.dumps(str(starting_points[init]))}"] if init in starting_points else []
+    return load_config(CONFIGS / name, overrides)
+
+
+def test_few_step_configs_take_the_model_from_their_starting_point(starting_points):
+    """A few-step config states only what post-training changes; the architecture is the
+    init_from folder's."""
+    arch = {"preset", "image_size", "patch_size", "code_length", "code_channels", "encoder", "quantizer"}
+    for name in sorted(n for n in RECIPES if n.startswith("few_step/")):
+        raw = yaml.safe_load((CONFIGS / name).read_text())
+        assert not arch & set(raw["model"]), name
+        start = STARTING_POINTS[raw["train"]["init_from"]]()
+        assert _load(name, starting_points).model.architecture() == start.architecture(), name
+
+
 def _config_files():
     return sorted(p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("*.yaml")
                   if not p.relative_to(CONFIGS).as_posix().startswith("generators/"))
@@ -72,9 +115,9 @@ def _with_mse(spec: flowmo.FlowMoSpec) -> flowmo.FlowMoSpec:
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
-def test_config_states_the_recipe_terms(name):
+def test_config_states_the_recipe_terms(name, starting_points):
     recipe = RECIPES[name]
-    cfg = load_config(CONFIGS / name)
+    cfg = _load(name, starting_points)
     assert cfg.train.stage == recipe["stage"]
     terms = cfg.model.loss_terms(cfg.train.stage)
     assert {t.name: t.weight for t in terms} == pytest.approx(recipe["terms"])
@@ -89,7 +132,7 @@ def test_config_states_the_recipe_terms(name):
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
-def test_config_needs_exactly_the_recipe_weight_files(name, tmp_path, monkeypatch):
+def test_config_needs_exactly_the_recipe_weight_files(name, tmp_path, monkeypatch, starting_points):
     """Building the losses of the stage asks for exactly the recipe's weight files (none
     present here): the Stage 1B config must not ask for the LPIPS files."""
     from flowmo.nets import weights
@@ -99,7 +142,7 @@ def test_config_needs_exactly_the_recipe_weight_files(name, tmp_path, monkeypatc
     monkeypatch.setattr(torch.hub, "_hub_dir", None, raising=False)
     monkeypatch.setattr(weights, "_lpips_package_dir", lambda: None)
     recipe = RECIPES[name]
-    cfg = load_config(CONFIGS / name)
+    cfg = _load(name, starting_points)
     model = flowmo.FlowMo(_shrunk(cfg.model))
     asked: set[str] = set()
     for part in ("flow_loss", "posttrain_objective") if recipe["stage"] == "1b" else ("flow_loss",):
@@ -113,11 +156,11 @@ def test_config_needs_exactly_the_recipe_weight_files(name, tmp_path, monkeypatc
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
-def test_config_produces_the_terms_it_states(name):
+def test_config_produces_the_terms_it_states(name, starting_points):
     """The loss the model computes for the config's stage has exactly the stated terms, each
     scaled by its stated weight (checked by doubling the component weights)."""
     recipe = RECIPES[name]
-    cfg = load_config(CONFIGS / name)
+    cfg = _load(name, starting_points)
     spec = _with_mse(_shrunk(cfg.model))
     images = torch.rand(2, 3, spec.image_size, spec.image_size, generator=torch.Generator().manual_seed(0)) * 2 - 1
 

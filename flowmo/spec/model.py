@@ -180,13 +180,21 @@ class FlowMoSpec(SpecModel):
     def from_json(cls, text: str) -> "FlowMoSpec":
         return cls.model_validate_json(text)
 
-    def fingerprint(self) -> str:
-        """A short hash of the architecture-relevant fields (tokens are only valid between equal fingerprints)."""
+    def architecture(self) -> dict[str, Any]:
+        """The architecture-relevant fields as JSON data: image and patch size, code length and
+        channels, encoder, decoder and quantizer, without ``gradient_checkpointing`` (it trades
+        memory for compute; the numbers are the same). Weights are interchangeable, and tokens
+        valid, only between specs with equal architectures; the sampler, its presets and the
+        training objectives (time sampler, flow loss, post-training) are not part of it."""
         d = self.model_dump(mode="json", include={"image_size", "patch_size", "code_length", "code_channels",
                                                   "encoder", "decoder", "quantizer"})
         for k in ("encoder", "decoder"):
             d[k].pop("gradient_checkpointing", None)
-        blob = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
+        return d
+
+    def fingerprint(self) -> str:
+        """A short hash of :meth:`architecture` (tokens are only valid between equal fingerprints)."""
+        blob = json.dumps(self.architecture(), sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def replace(self, **changes: Any) -> "FlowMoSpec":

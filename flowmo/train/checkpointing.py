@@ -1,17 +1,20 @@
 """The trainers' checkpoints: what a checkpoint of a run holds (model, optimizer, EMA, counters,
-RNG, and what a trainer adds) and restoring a run from one. The file format is
-:mod:`flowmo.train.checkpoint`'s."""
+RNG, and what a trainer adds), restoring a run from one, and what a resumed run's config may
+change (:data:`RESUMABLE`). The file format is :mod:`flowmo.train.checkpoint`'s."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 from torch import Tensor
 
+from ..data.files import atomic_write_text
 from ..state_dicts import check_finite, check_state_dict
 from .checkpoint import (
+    PREFIX,
     CheckpointError,
     load_checkpoint,
     optimizer_from_tensors,
@@ -19,9 +22,61 @@ from .checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
+from .config import config_differences, describe_differences
 from .counters import Counters
 
-__all__ = ["CheckpointingMixin"]
+__all__ = ["CheckpointingMixin", "RESUMABLE", "CONFIG_CHANGES"]
+
+CONFIG_CHANGES = "config_changes.json"
+"""The run folder's record of the config changes its resumptions accepted: a JSON list of
+``{"step": k, "field": "train.steps", "old": 4, "new": 8}``, oldest first; the steps after ``k``
+ran with ``new``. ``config.json`` holds the config in force, so the config of any step is
+``config.json`` with the later changes undone."""
+
+RESUMABLE: dict[str, str] = {
+    "train.steps": "the run's length: with train.optim.decay constant no step's learning rate depends on it, so the "
+                   "steps trained are those of a run of the new length (a finished run extended: the EMA's last "
+                   "update, at the old end, stood for the steps since the one before it)",
+    "train.freeze_encoder_at": "when the encoder stops training, while the steps already trained trained it for "
+                               "the same steps under both values (a freeze still ahead may move)",
+    "train.device": "where the run computes; another device's kernels round differently, so the steps after "
+                    "the change equal an uninterrupted run's up to rounding, not bitwise",
+    "train.threads": "the CPU threads, which do not change the numbers (docs/reliability.md, section 6)",
+    "train.max_nonfinite": "when the run gives up on non-finite losses, not what a step computes",
+    "train.dist_timeout_s": "how long a collective waits for a dead rank",
+    "train.data.workers": "the loader's processes: each item's crop and flip are drawn from (seed, epoch, index) "
+                          "whichever process reads it",
+    "train.checkpoint": "which checkpoints are saved and kept",
+    "train.log": "what is recorded and shown (metrics, images, TensorBoard, progress bar)",
+    "train.eval": "the held-out evaluation, which reads the weights and changes none",
+    "model.sampler": "how the model decodes (evaluations, the exported folder's default), not its weights or loss",
+    "model.sampler_presets": "the model's named samplers, as model.sampler",
+    "model.encoder.gradient_checkpointing": "recomputation in the backward pass: the same numbers, less memory",
+    "model.decoder.gradient_checkpointing": "recomputation in the backward pass: the same numbers, less memory",
+    "imports": "the modules that register components; the components the config names are compared themselves",
+}
+"""The fields of a run's config (dotted paths; a section stands for all its fields) that a
+resumed run may change, each with why the steps already trained stay what they were: every other
+change (the optimizer, batch, seed, data, EMA, stage, objective, architecture, ...) is refused,
+since the resumed run would match neither the run it continues nor an uninterrupted run of the new
+config. Both trainers use it (a field one config lacks never differs)."""
+
+
+def _resume_refusal(field: str, old: Any, new: Any, step: int, config: dict) -> Optional[str]:
+    """None when a resumed run at ``step`` may change ``field`` from ``old`` to ``new``
+    (:data:`RESUMABLE` and its conditions); else why not ("" when it is not resumable at all)."""
+    key = next((k for k in RESUMABLE if field == k or field.startswith(k + ".")), None)
+    if key is None:
+        return ""
+    if key == "train.steps" and config["train"]["optim"]["decay"] != "constant":
+        return (f"with train.optim.decay {config['train']['optim']['decay']!r} every step's learning rate depends on "
+                "train.steps")
+    if key == "train.freeze_encoder_at":
+        trained = [step if v is None else min(v, step) for v in (old, new)]
+        if trained[0] != trained[1]:
+            return (f"the {step} steps trained trained the encoder for {trained[0]} of them, not "
+                    f"{trained[1]}")
+    return None
 
 
 class CheckpointingMixin:
@@ -54,6 +109,66 @@ class CheckpointingMixin:
     def _restore_extra(self, parts: dict[str, dict[str, Tensor]], state: dict[str, Any]) -> None:
         """Restore the trainer's own parts and state; runs after the model, step and EMA and before
         the optimizer's state is loaded (so it may rebuild the optimizer)."""
+
+    # ---------------------------------------------------------------- the config of a resumed run
+    def _read_run_config(self, path: Path) -> Any:
+        """The config a run recorded (its ``config.json``), as the trainer's config class
+        (CheckpointError naming the file when it is not one)."""
+        try:
+            return type(self.config).model_validate_json(path.read_text())
+        except ValueError as e:
+            raise CheckpointError(f"{path} is not this kind of run's config ({str(e).splitlines()[0]}); "
+                                  "use another output folder") from None
+
+    def _check_resume_config(self, ckpt: Path) -> None:
+        """Resuming from ``ckpt``: compare this run's config with the one the run recorded
+        (``config.json``) field by field. The changes :data:`RESUMABLE` allows are kept for
+        :meth:`_record_config_changes`; any other change raises CheckpointError naming every
+        such field with its old and new value, and the fix. Called on every rank (the run
+        folder is shared, as the checkpoints are), so all ranks refuse together."""
+        path = self.out / "config.json"
+        self._config_changes: Optional[list[dict[str, Any]]] = []
+        if not path.is_file():
+            if self.ctx.main:
+                self._log(f"note: {path} is missing, so this config cannot be compared with the one the run's "
+                          "steps were trained with; it is recorded as the run's config from here on")
+            return
+        old = self._read_run_config(path).model_dump(mode="json")
+        new = self.config.model_dump(mode="json")
+        step = int(ckpt.name[len(PREFIX):])
+        refused, notes = [], []
+        for field, a, b in config_differences(old, new):
+            why = _resume_refusal(field, a, b, step, new)
+            if why is None:
+                self._config_changes.append({"step": step, "field": field, "old": a, "new": b})
+            else:
+                refused.append((field, a, b))
+                if why:
+                    notes.append(f"{field}: {why}")
+        if refused:
+            raise CheckpointError(
+                f"{self.out} was trained to step {step} with other settings than this config's: "
+                f"{describe_differences(refused)}{' (' + '; '.join(notes) + ')' if notes else ''}; a resumed run "
+                f"keeps the settings its steps were trained with (only {', '.join(RESUMABLE)} may change): resume "
+                f"with the run's own config ({path}) or start a new run in another output folder")
+
+    def _record_config_changes(self) -> None:
+        """(Rank 0, after ``config.json`` was written.) Say the changes a resumed run accepted
+        and append them to :data:`CONFIG_CHANGES`; a run that starts at step 0 has no history
+        (a stale file is removed)."""
+        path = self.out / CONFIG_CHANGES
+        changes = getattr(self, "_config_changes", None)
+        if changes is None:
+            path.unlink(missing_ok=True)
+            return
+        if not changes:
+            return
+        history = json.loads(path.read_text()) if path.is_file() else []
+        if not isinstance(history, list):
+            raise CheckpointError(f"{path} does not hold a JSON list (the run's config changes); move it away")
+        atomic_write_text(path, json.dumps(history + changes, indent=1) + "\n")
+        self._log(f"resumed at step {changes[0]['step']} with changed settings (recorded in {path}): "
+                  + describe_differences((c["field"], c["old"], c["new"]) for c in changes))
 
     # ---------------------------------------------------------------- save / restore
     def save(self) -> Optional[Path]:

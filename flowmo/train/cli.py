@@ -34,7 +34,11 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted override, e.g. --set train.optim.lr=5e-5 (repeatable, applied in order with the "
                         "semantics of FlowMoSpec.replace: --set model.quantizer.name=fsq takes FSQ's defaults)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest checkpoint in --out, with the run's settings (without --config: "
+                        "its config.json); a changed setting is refused naming it, except the few that may change "
+                        "(train.steps, cadences, device, ...: flowmo.train.checkpointing.RESUMABLE), which are "
+                        "said and recorded in --out's config_changes.json")
     p.add_argument("--export", metavar="DIR",
                    help="after training, write the EMA weights as a model folder here (not --out itself nor its "
                         "checkpoints/, e.g. OUT/model; refused before training when it is, or when it holds "
@@ -49,9 +53,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .config import load_config
     from .trainer import Trainer
 
+    if args.config is None and args.resume and (Path(args.out) / "config.json").is_file():
+        args.config = str(Path(args.out) / "config.json")  # resuming: the run's own resolved config
     if args.config is None and not args.overrides:
         raise ValueError("give --config FILE (see configs/) and/or --set overrides (without --config: "
-                         "--set model=PRESET --set train.steps=N)")
+                         "--set model=PRESET --set train.steps=N; with --resume, the run's own config.json is "
+                         "used when --config is not given)")
     overrides = list(args.overrides)
     if args.device is not None:
         overrides.append(f"train.device={json.dumps(args.device)}")

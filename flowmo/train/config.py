@@ -41,7 +41,8 @@ from .yaml12 import _yaml_problem, parse_yaml, read_config_source
 
 __all__ = [
     "DataConfig", "OptimConfig", "EMAConfig", "CheckpointConfig", "LogConfig", "EvalConfig", "TrainSpec",
-    "TrainConfig", "load_config", "apply_overrides", "read_train_config",
+    "TrainConfig", "load_config", "apply_overrides", "read_train_config", "config_differences",
+    "describe_differences",
     # re-exported from train_spec and yaml12
     "MAX_STEPS", "MAX_SEED", "MAX_WORKERS", "MAX_BUILTIN_LENGTH", "MAX_BATCH", "MAX_IMAGES", "MAX_LOG_IMAGES",
     "MAX_TIMEOUT_S", "parse_yaml",
@@ -162,9 +163,22 @@ def load_config(source: Union[str, Path, dict, None] = None, overrides: Optional
     None (an empty config). Raises TypeError for another kind of ``source``,
     FileNotFoundError / IsADirectoryError for a missing file / a folder, ValueError for a
     file that cannot be parsed or does not hold a mapping, and pydantic's ValidationError
-    (a ValueError) naming the fields of an invalid config."""
+    (a ValueError) naming the fields of an invalid config.
+
+    A Stage 1B config (``train.stage: "1b"``, from the file or an override) whose ``model``
+    section is absent, or a mapping with neither ``preset`` nor both ``encoder`` and ``decoder``
+    (a whole model), takes its model from ``train.init_from``
+    (:func:`flowmo.train.init_from.init_from_spec`: the model folder's ``config.json``, the run's
+    ``model``): the section then edits that model as ``{preset: NAME, ...}`` edits a preset, so it
+    needs only what post-training changes (``posttrain``, and e.g. the ``sampler``); an
+    architecture field that differs from the folder's is refused when the Trainer starts, naming
+    it. FileNotFoundError when ``train.init_from`` names no folder there is a model to take."""
     raw = read_config_source(source, "'model' and 'train'")
     given = import_modules(imports, what="--import")
+    base = _init_from_model(raw, list(overrides or []))
+    if base is not None:  # Stage 1B: the model section edits train.init_from's model
+        raw = {**raw, "model": merge_data(FlowMoSpec, base.model_dump(mode="json"), raw.get("model") or {},
+                                          where="model")}
     raw = apply_overrides(raw, overrides or [])
     listed = raw.get("imports")
     if listed is None:  # `imports:` with nothing after it (YAML null): no modules
@@ -175,6 +189,65 @@ def load_config(source: Union[str, Path, dict, None] = None, overrides: Optional
     listed = import_modules(listed, what="imports")
     raw = {**raw, "imports": list(dict.fromkeys(given + listed))}
     return TrainConfig.model_validate(raw)
+
+
+def _init_from_model(raw: dict, overrides: list[str]) -> Optional[FlowMoSpec]:
+    """The model a Stage 1B config's ``model`` section edits: ``train.init_from``'s, when the
+    section is absent (or null) or a mapping with neither ``preset`` nor both ``encoder`` and
+    ``decoder``, and the config (with the overrides that do not edit the model) is Stage 1B with
+    an ``init_from``; None otherwise (a preset name, ``{preset: ...}`` or a mapping with both
+    backbones is a whole model, e.g. a run's own ``config.json``; anything else is left to
+    validation)."""
+    model = raw.get("model")
+    if model is not None and (not isinstance(model, dict) or "preset" in model
+                              or {"encoder", "decoder"} <= set(model)):
+        return None
+
+    def edits_model(item: Any) -> bool:
+        return isinstance(item, str) and item.split("=", 1)[0].split(".")[0].strip() == "model"
+
+    trial = apply_overrides({k: v for k, v in raw.items() if k != "model"},
+                            [o for o in overrides if not edits_model(o)])
+    train = trial.get("train")
+    if not isinstance(train, dict) or train.get("stage") != "1b" or not isinstance(train.get("init_from"), str):
+        return None
+    listed = trial.get("imports")
+    if isinstance(listed, (list, tuple)):  # the folder's components may be the config's own
+        import_modules(listed, what="imports")
+    from .init_from import init_from_spec, resolve_init_from
+
+    return init_from_spec(resolve_init_from(train["init_from"]), needed=True)
+
+
+ABSENT = "(absent)"
+"""What :func:`config_differences` gives for a key that one side lacks."""
+
+
+def config_differences(old: Any, new: Any, path: str = "") -> list[tuple[str, Any, Any]]:
+    """Where two configs, as JSON data (``model_dump(mode="json")``), differ: ``(dotted path,
+    old value, new value)`` for each differing leaf, in the order of ``old``'s keys and then
+    ``new``'s own. Mappings are compared key by key, except two components with different
+    ``name`` fields, which are compared whole (their other fields mean different things); a
+    key on one side only has :data:`ABSENT` on the other. ``path`` prefixes the paths."""
+    if isinstance(old, dict) and isinstance(new, dict) and old.get("name") == new.get("name"):
+        out: list[tuple[str, Any, Any]] = []
+        for k in list(old) + [k for k in new if k not in old]:
+            where = f"{path}.{k}" if path else str(k)
+            if k not in old or k not in new:
+                out.append((where, old.get(k, ABSENT), new.get(k, ABSENT)))
+            else:
+                out.extend(config_differences(old[k], new[k], where))
+        return out
+    return [] if old == new else [(path, old, new)]
+
+
+def describe_differences(differences: Iterable[tuple[str, Any, Any]]) -> str:
+    """``path old -> new`` for each difference of :func:`config_differences`, joined by ", "
+    (values as JSON)."""
+    def show(v: Any) -> str:
+        return v if v is ABSENT else json.dumps(v)
+
+    return ", ".join(f"{p} {show(a)} -> {show(b)}" for p, a, b in differences)
 
 
 def read_train_config(path: Union[str, Path]) -> TrainConfig:

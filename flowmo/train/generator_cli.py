@@ -33,7 +33,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted override, e.g. --set train.optim.lr=3e-4 (repeatable, applied in order; a mapping "
                         "value merges: --set generator={depth: 2})")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the newest checkpoint in --out, with the run's settings (without --config: "
+                        "its config.json); a changed setting is refused naming it, except the few that may change "
+                        "(train.steps, cadences, device, ...: flowmo.train.checkpointing.RESUMABLE), which are "
+                        "said and recorded in --out's config_changes.json")
     p.add_argument("--export", metavar="DIR",
                    help="after training, write the EMA weights as a generator folder here (config.json + "
                         "model.safetensors, with the token layout, tokenizer fingerprint and spec, and classes); "

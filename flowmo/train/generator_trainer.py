@@ -36,6 +36,7 @@ from ..folder_kinds import check_outside_run
 from ..generators.base import TokenGenerator
 from ..generators.build import build_generator
 from .checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+from .config import config_differences, describe_differences
 from .generator_config import GeneratorTrainConfig
 from .loop import TrainerBase
 from .sampler import StepBatchSampler, derive_seed
@@ -84,11 +85,14 @@ def _fingerprint(generator: TokenGenerator, layout: TokenLayout) -> str:
 class GeneratorTrainer(TrainerBase):
     """Trains the token generator a :class:`GeneratorTrainConfig` describes, writing into ``out_dir``
     (see the module docstring). With ``resume=True`` training continues from the newest complete
-    checkpoint in ``out_dir``.
+    checkpoint in ``out_dir``, with the settings the run recorded: a changed field that
+    :data:`~flowmo.train.checkpointing.RESUMABLE` does not allow raises CheckpointError naming
+    it; the changes it allows are logged and appended to ``config_changes.json``.
 
     Raises:
         FileNotFoundError / ValueError: the token set is missing or unreadable; the generator
-            config does not build; ``out_dir`` holds a run of another generator or token layout.
+            config does not build; ``out_dir`` holds a run of another generator or token layout;
+            resuming with changed settings (CheckpointError).
     """
 
     unit = "seq"
@@ -110,10 +114,12 @@ class GeneratorTrainer(TrainerBase):
         self.loss_module = GeneratorLoss(self.model)
         self._sequences = self.token_set.sequences
         self._labels = self.token_set.labels
+        ckpt = self._starting_checkpoint(resume)
+        if ckpt is not None:
+            self._check_resume_config(ckpt)  # the run's settings, or only changes RESUMABLE allows
         if self.ctx.main:
             self.out.mkdir(parents=True, exist_ok=True)
             self._check_run_folder()
-        ckpt = self._starting_checkpoint(resume)
         self._init_ema()
         self.optimizer = self._make_optimizer()
         if ckpt is not None:
@@ -121,6 +127,7 @@ class GeneratorTrainer(TrainerBase):
         self.ddp = self._wrap()
         if self.ctx.main:
             atomic_write_text(self.out / "config.json", self.config.model_dump_json(indent=2) + "\n")
+            self._record_config_changes()
             atomic_write_text(self.out / TOKEN_SET_RECORD,
                               json.dumps({**generator_metadata(self.token_set), "tokens": self.tc.tokens,
                                           "count": len(self.token_set), "augment": list(self.token_set.augment)},
@@ -135,8 +142,9 @@ class GeneratorTrainer(TrainerBase):
         except ValueError as e:
             raise CheckpointError(f"{path} is not a generator run's config ({str(e).splitlines()[0]}); "
                                   "use another output folder") from None
-        if old.generator != self.config.generator:
-            raise CheckpointError(f"{self.out} holds a run of another generator ({old.generator}); "
+        diffs = config_differences(old.generator, self.config.generator, "generator")
+        if diffs:
+            raise CheckpointError(f"{self.out} holds a run of another generator ({describe_differences(diffs)}); "
                                   "use another output folder")
         record = self.out / TOKEN_SET_RECORD
         if record.is_file():

@@ -203,7 +203,12 @@ class TrainSpec(_Strict):
                     "continues to N (one already at or past N trains no further step)",
     )
     seed: SpecInt = Field(0, ge=0, le=MAX_SEED, description="0 .. 2**63 - 1")
-    init_from: Optional[str] = Field(None, description="Stage 1B: a Stage 1A run folder, checkpoint folder or model folder")
+    init_from: Optional[str] = Field(
+        None,
+        description="Stage 1B: a Stage 1A run folder, checkpoint folder or model folder, or a released model's name "
+                    "or a Hub id 'user/repo' (a local path wins); the model is its model (a config's model: "
+                    "section without preset edits it, and an architecture field that differs is refused)",
+    )
     freeze_encoder_at: Optional[SpecInt] = Field(
         None, ge=0, le=MAX_STEPS,
         description="Stage 1A: the encoder is trained for exactly N optimizer steps (steps 1 .. N update it), "

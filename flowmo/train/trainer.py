@@ -30,7 +30,7 @@ from torch import Tensor
 from ..data.files import atomic_write_text
 from ..model import FlowMo
 from .checkpoint import CheckpointError
-from .config import TrainConfig, read_train_config
+from .config import TrainConfig, config_differences, describe_differences, read_train_config
 from .ema import block_linear_weights, ema_update_, renormalize_
 from .evaluation import EvaluationMixin
 from .freezing import FreezingMixin
@@ -46,7 +46,10 @@ class Trainer(EvaluationMixin, FreezingMixin, InitFromMixin, TrainerBase):
 
     ``out_dir`` gets ``config.json`` (the resolved config), ``checkpoints/``, ``metrics.jsonl``,
     ``images/`` (inputs next to reconstructions), ``eval/`` and TensorBoard events. With
-    ``resume=True`` training continues from the newest complete checkpoint in ``out_dir``.
+    ``resume=True`` training continues from the newest complete checkpoint in ``out_dir``, with
+    the settings the run recorded: a changed field that
+    :data:`~flowmo.train.checkpointing.RESUMABLE` does not allow raises CheckpointError naming
+    it; the changes it allows are logged and appended to ``config_changes.json``.
     """
 
     def __init__(self, config: TrainConfig, out_dir: Union[str, Path], *, resume: bool = False,
@@ -69,7 +72,7 @@ class Trainer(EvaluationMixin, FreezingMixin, InitFromMixin, TrainerBase):
 
         ckpt = self._starting_checkpoint(resume)
         if ckpt is not None:
-            self._check_same_objective()
+            self._check_resume_config(ckpt)  # the run's settings, or only changes RESUMABLE allows
         if ckpt is None and self.tc.stage == "1b":
             self._load_init(Path(self.tc.init_from))
         if self.needs_teacher:
@@ -119,35 +122,20 @@ class Trainer(EvaluationMixin, FreezingMixin, InitFromMixin, TrainerBase):
         if self.ctx.main:
             self._log(f"the model's sampler is now the objective's preset {name!r} ({sampler.steps} decoder calls)")
 
-    def _check_same_objective(self) -> None:
-        """A resumed run must train what it trained: the same stage and, in Stage 1B, the same
-        post-training objective (its k, teacher sampler, weights, ...); otherwise the checkpoints
-        would mix two objectives and the exported folder would be labelled with the last one.
-        CheckpointError naming both. Read on every rank (the run folder is shared, as the
-        checkpoints are), so all ranks refuse together."""
-        path = self.out / "config.json"
-        if not path.is_file():
-            return
-        old = read_train_config(path)
-        if old.train.stage != self.tc.stage:
-            raise CheckpointError(f"{self.out} holds a Stage {old.train.stage} run; resuming it as Stage "
-                                  f"{self.tc.stage} would mix two trainings: use another output folder")
-        if self.tc.stage == "1b" and old.model.posttrain != self.config.model.posttrain:
-            raise CheckpointError(
-                f"{self.out} was trained with the post-training objective {old.model.posttrain.model_dump()}; "
-                f"resuming it with {self.config.model.posttrain.model_dump()} would mix two objectives (and label "
-                "the result with the second): resume with the run's objective or use another output folder")
+    def _read_run_config(self, path: Path) -> TrainConfig:
+        return read_train_config(path)
 
     def _write_config(self) -> None:
         path = self.out / "config.json"
         text = self.config.model_dump_json(indent=2)
         if path.is_file():
             old = read_train_config(path)
-            if old.model.fingerprint() != self.config.model.fingerprint():
-                raise CheckpointError(
-                    f"{self.out} holds a run of a different model architecture; use another output folder"
-                )
+            diffs = config_differences(old.model.architecture(), self.config.model.architecture(), "model")
+            if diffs:
+                raise CheckpointError(f"{self.out} holds a run of another model architecture "
+                                      f"({describe_differences(diffs)}); use another output folder")
         atomic_write_text(path, text + "\n")
+        self._record_config_changes()
 
     # ---------------------------------------------------------------- checkpoint hooks
     def _model_fingerprint(self) -> str:

@@ -3,6 +3,7 @@ uninterrupted one bitwise, the exported folder loads with its metadata, bad conf
 naming the field, and the command line runs the whole path."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -144,8 +145,10 @@ def test_the_tokenizer_weights_digest_is_carried_into_the_exported_folder(tmp_pa
     assert json.loads((tmp_path / "run" / "token_set.json").read_text())["tokenizer_weights"] == digest
     meta = read_generator_config(export_generator(tmp_path / "run", tmp_path / "gen"))["metadata"]
     assert meta["tokenizer_weights"] == digest
-    # resuming the run on the tokens of a tokenizer of the same spec but other weights is refused
-    retokenized = write_token_set(tmp_path / "set2", rows_per_class=2, tokenizer_weights=other)
+    # resuming the run on the tokens of a tokenizer of the same spec but other weights (written
+    # again at the same path: another path is a changed train.tokens) is refused
+    shutil.rmtree(tokens)
+    retokenized = write_token_set(tokens, rows_per_class=2, tokenizer_weights=other)
     with pytest.raises(CheckpointError, match="same architecture, other weights"):
         GeneratorTrainer(config(retokenized, steps=4), tmp_path / "run", resume=True)
 
@@ -195,7 +198,7 @@ def test_a_run_folder_of_another_generator_or_a_missing_token_set_is_refused(tmp
     GeneratorTrainer(config(token_set, steps=1), tmp_path / "run").fit()
     other = load_generator_config({"generator": {"name": "maskgit", "width": 32, "depth": 2, "heads": 2},
                                    "train": {"tokens": str(token_set), "steps": 2, "device": "cpu"}})
-    with pytest.raises(CheckpointError, match="another generator"):
+    with pytest.raises(CheckpointError, match="generator.depth 1 -> 2"):
         GeneratorTrainer(other, tmp_path / "run", resume=True)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         GeneratorTrainer(config(tmp_path / "nowhere"), tmp_path / "run2")

@@ -1,0 +1,362 @@
+"""What a resumed run may change (issue 22, item 9), and Stage 1B's architecture taken from
+``train.init_from`` (item 13).
+
+Item 9: a resumed run keeps the settings its steps were trained with: a change of any field the
+run's ``config.json`` records is refused naming the field with its old and new value, except the
+few ``RESUMABLE`` allows (each: a reason the steps trained stay what they were), which are said,
+recorded in ``config_changes.json``, and leave the run bitwise equal to an uninterrupted one.
+
+Item 13: a Stage 1B config without ``model:`` (or with a partial one) takes the architecture from
+the ``init_from`` folder; one that differs from the folder's is refused naming the field.
+"""
+
+import json
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from PIL import Image
+
+import flowmo
+from flowmo.train import Trainer, load_config
+from flowmo.train.checkpoint import CheckpointError
+from flowmo.train.checkpointing import CONFIG_CHANGES
+from flowmo.train.config import ABSENT, config_differences
+from flowmo.train.cli import export_checkpoint
+from flowmo.train.generator_config import load_generator_config
+from flowmo.train.generator_trainer import GeneratorTrainer
+
+from .test_generator_training import write_token_set
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, size=(40, 48, 3), dtype=np.uint8)).save(root / f"img{i}.png")
+    return root
+
+
+def raw_config(folder, **train) -> dict:
+    base = {
+        "model": "tiny",
+        "train": {
+            "steps": 4, "seed": 3, "device": "cpu",
+            "data": {"folder": str(folder)},
+            "optim": {"lr": 1e-3, "batch_size": 2},
+            "ema": {"decay": 0.9, "every": 2},
+            "checkpoint": {"every": 2, "keep_last": 10},
+            "log": {"every": 1, "images_every": 1000, "tensorboard": False, "progress": False},
+            "eval": {"enabled": False},
+        },
+    }
+    for k, v in train.items():
+        if isinstance(v, dict):
+            base["train"][k] = {**base["train"].get(k, {}), **v}
+        else:
+            base["train"][k] = v
+    return base
+
+
+def quiet(log=None):
+    return (lambda s: None) if log is None else log.append
+
+
+def params(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+# ----------------------------------------------------------------------------- the comparison
+_leaves = st.one_of(st.none(), st.booleans(), st.integers(-2, 2), st.sampled_from(["a", "b"]),
+                    st.lists(st.integers(0, 1), max_size=2))
+_configs = st.recursive(_leaves, lambda c: st.dictionaries(st.sampled_from(["name", "x", "y"]), c, max_size=3),
+                        max_leaves=10)
+
+
+@given(_configs, _configs)
+def test_config_differences_are_exactly_what_turns_one_config_into_the_other(old, new):
+    """Setting each reported path of ``old`` to its new value (deleting it where the new side
+    lacks it) gives ``new``; nothing is reported for equal configs, and a path is reported once."""
+    diffs = config_differences(old, new)
+    assert (diffs == []) == (old == new)
+    assert len({p for p, _, _ in diffs}) == len(diffs)
+    if diffs and diffs[0][0] == "":  # compared whole (not both mappings, or components of other names)
+        assert diffs == [("", old, new)]
+        return
+    rebuilt = copy.deepcopy(old)
+    for path, a, b in diffs:
+        *parents, last = path.split(".")
+        node = rebuilt
+        for k in parents:
+            node = node[k]
+        assert node.get(last, ABSENT) == a
+        if b == ABSENT:
+            del node[last]
+        else:
+            node[last] = b
+    assert rebuilt == new
+
+
+# ----------------------------------------------------------------------------- item 9: refused
+@pytest.fixture(scope="module")
+def two_step_run(tmp_path_factory, image_folder):
+    """A run trained to step 2 of a 2-step config (constant learning rate)."""
+    out = tmp_path_factory.mktemp("resume") / "run"
+    Trainer(load_config(raw_config(image_folder, steps=2)), out, log=quiet()).fit()
+    return out
+
+
+# (the --set override, the field as the message names it, its value in the run, the new value)
+REFUSED = [
+    ("train.optim.lr=5e-4", "train.optim.lr", 1e-3, 5e-4),
+    ("train.optim.batch_size=3", "train.optim.batch_size", 2, 3),
+    ("train.optim.grad_accum=2", "train.optim.grad_accum", 1, 2),
+    ("train.seed=4", "train.seed", 3, 4),
+    ("train.data.hflip=false", "train.data.hflip", True, False),
+    ("train.ema.decay=0.5", "train.ema.decay", 0.9, 0.5),
+    ("train.renormalize=false", "train.renormalize", True, False),
+    ("model.code_length=8", "model.code_length", 16, 8),
+    ("model.decoder.depth=1", "model.decoder.depth", 2, 1),
+    ("model.flow_loss.cfg_dropout=0.5", "model.flow_loss.cfg_dropout", 0.1, 0.5),
+    # the run's 2 steps trained the encoder in both: frozen after step 1 they would not have
+    ("train.freeze_encoder_at=1", "train.freeze_encoder_at", None, 1),
+]
+
+
+@pytest.mark.parametrize("override, field, old, new", REFUSED, ids=[r[1] for r in REFUSED])
+def test_resuming_with_a_changed_training_setting_is_refused_naming_it(two_step_run, image_folder, override,
+                                                                      field, old, new):
+    before = (two_step_run / "config.json").read_bytes()
+    cfg = load_config(raw_config(image_folder, steps=2), [override])
+    with pytest.raises(CheckpointError) as e:
+        Trainer(cfg, two_step_run, resume=True, log=quiet())
+    message = str(e.value)
+    assert f": {field} {json.dumps(old)} -> {json.dumps(new)}" in message
+    assert "resume with the run's own config" in message and "another output folder" in message
+    assert (two_step_run / "config.json").read_bytes() == before  # the record is kept
+    assert not (two_step_run / CONFIG_CHANGES).exists()
+
+
+def test_every_changed_field_is_named_in_one_refusal(two_step_run, image_folder):
+    cfg = load_config(raw_config(image_folder, steps=3),
+                      ["train.optim.lr=5e-4", "train.seed=9", "train.log.every=2", "train.data.folder=elsewhere"])
+    with pytest.raises(CheckpointError) as e:
+        Trainer(cfg, two_step_run, resume=True, log=quiet())
+    message = str(e.value)
+    for part in ("train.optim.lr 0.001 -> 0.0005", "train.seed 3 -> 9",
+                 f"train.data.folder {json.dumps(str(image_folder))} -> \"elsewhere\""):
+        assert part in message
+    # the changes that alone would be accepted are not among the refused
+    assert "train.steps 2 -> 3" not in message and "train.log.every" not in message.split("(only")[0]
+
+
+def test_extending_a_run_whose_learning_rate_schedule_depends_on_its_length_is_refused(tmp_path, image_folder):
+    out = tmp_path / "run"
+    cosine = {"decay": "cosine", "final_lr_fraction": 0.1}
+    Trainer(load_config(raw_config(image_folder, steps=1, optim=cosine)), out, log=quiet()).fit()
+    with pytest.raises(CheckpointError, match=r"train.steps 1 -> 3 \(train.steps: with train.optim.decay 'cosine'"):
+        Trainer(load_config(raw_config(image_folder, steps=3, optim=cosine)), out, resume=True, log=quiet())
+    # the same length resumes (an interrupted run continues with its own schedule)
+    assert Trainer(load_config(raw_config(image_folder, steps=1, optim=cosine)), out, resume=True,
+                   log=quiet()).step == 1
+
+
+# ----------------------------------------------------------------------------- item 9: accepted
+# Fields RESUMABLE allows, changed between the interrupted run and its continuation.
+ACCEPTED = {
+    "train.steps": (2, 3),
+    "train.threads": (None, 1),
+    "train.max_nonfinite": (10, 3),
+    "train.data.workers": (0, 1),
+    "train.checkpoint.every": (2, 1),
+    "train.checkpoint.keep_last": (10, 4),
+    "train.log.every": (1, 2),
+    "train.eval.enabled": (False, True),
+    "train.eval.images": (10, 1),
+    "train.eval.steps": (None, 1),
+    "model.sampler.steps": (25, 2),
+    "model.decoder.gradient_checkpointing": (False, True),
+}
+
+
+def test_resumable_changes_are_said_recorded_and_leave_the_run_bitwise_equal(tmp_path, image_folder):
+    full = Trainer(load_config(raw_config(image_folder, steps=3)), tmp_path / "full", log=quiet())
+    full.fit()
+    Trainer(load_config(raw_config(image_folder, steps=2)), tmp_path / "part", log=quiet()).fit()
+    overrides = [f"{field}={json.dumps(new)}" for field, (old, new) in ACCEPTED.items()]
+    cfg = load_config(raw_config(image_folder), overrides)
+    assert cfg.train.steps == 3
+    log: list[str] = []
+    threads = torch.get_num_threads()
+    try:
+        resumed = Trainer(cfg, tmp_path / "part", resume=True, log=quiet(log))
+        assert resumed.step == 2
+        resumed.fit()
+    finally:
+        torch.set_num_threads(threads)  # train.threads is process-wide
+    assert all(torch.equal(a, b) for a, b in zip(params(full.model).values(), params(resumed.model).values()))
+    assert all(torch.equal(full.ema[k], resumed.ema[k]) for k in full.ema)
+    # recorded: config.json is the config in force, config_changes.json what changed and from which step
+    record = json.loads((tmp_path / "part" / CONFIG_CHANGES).read_text())
+    assert sorted((c["step"], c["field"], c["old"], c["new"]) for c in record) == sorted(
+        (2, field, old, new) for field, (old, new) in ACCEPTED.items())
+    assert json.loads((tmp_path / "part" / "config.json").read_text()) == json.loads(cfg.model_dump_json())
+    # said
+    said = [line for line in log if "changed settings" in line]
+    assert len(said) == 1 and "train.steps 2 -> 3" in said[0] and CONFIG_CHANGES in said[0]
+    # a second resumption with one more change appends to the history
+    more = load_config(raw_config(image_folder), overrides + ["train.steps=4"])
+    try:
+        Trainer(more, tmp_path / "part", resume=True, log=quiet()).fit()
+    finally:
+        torch.set_num_threads(threads)
+    record2 = json.loads((tmp_path / "part" / CONFIG_CHANGES).read_text())
+    assert record2[:len(record)] == record and record2[len(record):] == [
+        {"step": 3, "field": "train.steps", "old": 3, "new": 4}]
+
+
+def test_the_command_line_resumes_with_the_runs_own_config_and_refuses_a_change(tmp_path, image_folder, capsys):
+    from flowmo.cli import main
+
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps(raw_config(image_folder, steps=2)))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "--out", str(run), "-q"]) == 0
+    assert main(["train", "--out", str(run), "--resume", "--set", "train.optim.lr=5e-4", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "train.optim.lr 0.001 -> 0.0005" in err and "resume with the run's own config" in err
+    # without --config: the run's config.json; train.steps extended (constant lr): accepted and recorded
+    assert main(["train", "--out", str(run), "--resume", "--set", "train.steps=3", "-q"]) == 0
+    assert json.loads((run / CONFIG_CHANGES).read_text()) == [
+        {"step": 2, "field": "train.steps", "old": 2, "new": 3}]
+    assert json.loads((run / "config.json").read_text())["train"]["steps"] == 3
+
+
+# ----------------------------------------------------------------------------- item 9: generator trainer
+def test_the_generator_trainer_refuses_changed_settings_and_records_accepted_ones(tmp_path):
+    tokens = write_token_set(tmp_path / "tokens")
+    other_tokens = write_token_set(tmp_path / "tokens2", seed=1)
+
+    def config(*overrides):
+        raw = {"generator": {"name": "maskgit", "width": 32, "depth": 1, "heads": 2, "label_dropout": 0.1},
+               "train": {"tokens": str(tokens), "steps": 2, "seed": 3, "device": "cpu", "autocast": "off",
+                         "optim": {"lr": 3e-3, "batch_size": 4}, "ema": {"every": 1},
+                         "log": {"every": 1, "tensorboard": False, "progress": False}}}
+        return load_generator_config(raw, list(overrides))
+
+    run = tmp_path / "run"
+    GeneratorTrainer(config(), run, log=quiet()).fit()
+    before = (run / "config.json").read_bytes()
+    for override, shown in (("train.optim.lr=1e-3", "train.optim.lr 0.003 -> 0.001"),
+                            ("train.optim.batch_size=2", "train.optim.batch_size 4 -> 2"),
+                            ("train.seed=4", "train.seed 3 -> 4"),
+                            (f"train.tokens={json.dumps(str(other_tokens))}",
+                             f"train.tokens {json.dumps(str(tokens))} -> {json.dumps(str(other_tokens))}"),
+                            ("generator.depth=2", "generator.depth 1 -> 2"),
+                            ("generator.label_dropout=0.5", "generator.label_dropout 0.1 -> 0.5")):
+        with pytest.raises(CheckpointError) as e:
+            GeneratorTrainer(config(override, "train.steps=3"), run, resume=True, log=quiet())
+        assert f": {shown}" in str(e.value) and "train.steps 2 -> 3" not in str(e.value).split("(only")[0]
+        assert (run / "config.json").read_bytes() == before
+    log: list[str] = []
+    resumed = GeneratorTrainer(config("train.steps=3", "train.log.every=2"), run, resume=True, log=quiet(log))
+    resumed.fit()
+    assert json.loads((run / CONFIG_CHANGES).read_text()) == [
+        {"step": 2, "field": "train.steps", "old": 2, "new": 3},
+        {"step": 2, "field": "train.log.every", "old": 1, "new": 2}]
+    assert any("train.steps 2 -> 3, train.log.every 1 -> 2" in line for line in log)
+
+
+# ----------------------------------------------------------------------------- item 13
+# A tiny architecture unlike the preset's (so taking the preset's would be visible), with a
+# few-step objective of its own and its own sampler.
+FOLDER_SPEC = flowmo.flowmo_tiny().replace(
+    code_length=8, decoder={"depth": 1},
+    posttrain={"name": "distillation", "k": 1, "teacher": {"steps": 2, "guidance": {"scale": 1.0}}},
+    sampler={"steps": 3})
+
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory):
+    torch.manual_seed(5)
+    return flowmo.FlowMo(FOLDER_SPEC).save_pretrained(tmp_path_factory.mktemp("init") / "model")
+
+
+def stage1b(folder, init, model=None, **train) -> dict:
+    raw = raw_config(folder, stage="1b", init_from=str(init), steps=1, **train)
+    if model is None:
+        del raw["model"]
+    else:
+        raw["model"] = model
+    return raw
+
+
+def test_a_stage1b_config_without_model_takes_the_init_from_folders_architecture(tmp_path, image_folder,
+                                                                                  model_folder):
+    cfg = load_config(stage1b(image_folder, model_folder))
+    assert cfg.model.architecture() == FOLDER_SPEC.architecture()
+    assert cfg.model.posttrain == FOLDER_SPEC.posttrain
+    t = Trainer(cfg, tmp_path / "run", log=quiet())
+    folder_weights = flowmo.FlowMo.from_pretrained(model_folder).state_dict()
+    assert all(torch.equal(v, folder_weights[k]) for k, v in t.model.state_dict().items())
+    t.fit()
+    exported = flowmo.FlowMo.from_pretrained(export_checkpoint(tmp_path / "run", tmp_path / "out"))
+    assert exported.spec.architecture() == FOLDER_SPEC.architecture()
+
+
+def test_a_partial_model_section_edits_the_init_from_model(image_folder, model_folder):
+    # the few-step configs' form: only the objective (and overrides of it) in model:
+    objective = {"name": "distillation", "k": 2, "teacher": {"steps": 4, "guidance": {"scale": 1.0}}}
+    raw = stage1b(image_folder, "nowhere", model={"posttrain": objective})
+    cfg = load_config(raw, ["model.posttrain.k=4", f"train.init_from={json.dumps(str(model_folder))}"])
+    assert cfg.model.architecture() == FOLDER_SPEC.architecture()
+    assert (cfg.model.posttrain.k, cfg.model.posttrain.teacher.steps) == (4, 4)
+    assert cfg.model.sampler == FOLDER_SPEC.sampler  # the folder's, not the default sampler
+    # a gradient-checkpointing or sampler edit is no architecture change
+    cfg = load_config(stage1b(image_folder, model_folder, model={"decoder": {"gradient_checkpointing": True}}),
+                      ["model.sampler.steps=7"])
+    assert cfg.model.decoder.gradient_checkpointing and cfg.model.sampler.steps == 7
+    assert cfg.model.architecture() == FOLDER_SPEC.architecture()
+
+
+def test_a_model_section_conflicting_with_the_init_from_folder_is_refused_naming_the_field(tmp_path, image_folder,
+                                                                                           model_folder):
+    for model, shown in (({"code_length": 16}, "model.code_length (folder: 8, config: 16)"),
+                         ("tiny", "model.decoder.depth (folder: 1, config: 2)")):
+        cfg = load_config(stage1b(image_folder, model_folder, model=model))
+        with pytest.raises(ValueError) as e:
+            Trainer(cfg, tmp_path / "run", log=quiet())
+        message = str(e.value)
+        assert shown in message and "drop model: altogether" in message
+        if model == "tiny":
+            assert "model.code_length (folder: 8, config: 16)" in message
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_stage1a_run_folder_gives_its_architecture_and_a_conflict_is_refused(tmp_path, image_folder):
+    run = tmp_path / "a"
+    Trainer(load_config(raw_config(image_folder, steps=1)), run, log=quiet()).fit()
+    objective = {"posttrain": {"name": "distillation", "k": 1, "teacher": {"steps": 2}}}
+    for init in (run, run / "checkpoints" / "ckpt-00000001"):
+        cfg = load_config(stage1b(image_folder, init, model=objective))
+        assert cfg.model.architecture() == flowmo.get_preset("tiny").architecture()
+    bad = load_config(stage1b(image_folder, run, model={**objective, "code_channels": 9, "quantizer": {"group_bits": 9}}))
+    with pytest.raises(ValueError, match=r"model.code_channels \(folder: 18, config: 9\)"):
+        Trainer(bad, tmp_path / "b", log=quiet())
+
+
+def test_init_from_a_released_name_takes_its_folder(tmp_path, image_folder, model_folder, monkeypatch):
+    import flowmo.hub
+
+    monkeypatch.chdir(tmp_path)  # no local folder named flowmo_lo
+    asked = []
+    monkeypatch.setattr(flowmo.hub, "released_folder", lambda name, **kw: asked.append(name) or model_folder)
+    cfg = load_config(stage1b(image_folder, "flowmo_lo"))
+    assert asked == ["flowmo_lo"] and cfg.model.architecture() == FOLDER_SPEC.architecture()
+    with pytest.raises(FileNotFoundError, match="train.init_from: nowhere does not exist"):
+        load_config(stage1b(image_folder, "nowhere"))
