@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from flowmo.eval.metrics import feature_statistics, frechet_distance
+from flowmo.nets.frozen import evaluating
 from flowmo.nets.inception import FIDInceptionV3
 
 __all__ = [
@@ -341,8 +342,10 @@ def inception_features(net: FIDInceptionV3, images: torch.Tensor) -> InceptionFe
     ``net`` is a :class:`~flowmo.nets.inception.FIDInceptionV3` (e.g. from
     :func:`flowmo.nets.inception.inception_fid`); ``images`` are what its ``forward`` takes:
     float (B, 3, H, W) in [-1, 1] (or [0, 1] for ``input_range="01"``), resized to 299x299
-    by the network's own preprocessing. Runs under ``torch.no_grad()``; the network's
-    mode (eval for a frozen network) is left as it is.
+    by the network's own preprocessing. Runs the network in eval mode under ``torch.no_grad()``
+    (:func:`flowmo.nets.frozen.evaluating`: BatchNorm uses its running statistics, so features
+    do not depend on the batch, and no buffer changes), then gives every submodule back its
+    own ``training`` flag.
 
     * ``pool``: ``net(images)``, (B, 2048);
     * ``spatial``: the output of ``net.Mixed_6d.branch1x1`` (conv + BN + ReLU, 192 channels,
@@ -366,7 +369,7 @@ def inception_features(net: FIDInceptionV3, images: torch.Tensor) -> InceptionFe
 
     handle = net.Mixed_6d.branch1x1.register_forward_hook(hook)
     try:
-        with torch.no_grad():
+        with evaluating(net):
             pool = net(images)
             logits = pool @ net.fc.weight.T
     finally:
