@@ -41,7 +41,8 @@ CONVENTIONS = {
                        "order permuted, as torch-fidelity's samples_shuffle with rng_seed 2020; no shuffle for one "
                        "group), mean and population std over the groups",
     "precision": "fraction of generated images inside the reference manifold (union of balls reaching each "
-                 "reference feature's k-th nearest reference neighbour, inclusive)",
+                 "reference feature's k-th nearest reference neighbour, inclusive); exact float64 distances "
+                 "(guided-diffusion's evaluator uses float16: its figures can differ by about a percentage point)",
     "recall": "fraction of reference images inside the generated manifold (likewise)",
 }
 

@@ -178,7 +178,8 @@ class MaskGiT(TokenGenerator):
         tau_t = choice_temperature * (1 - (t + 1) / T) (MaskGIT's linear "randomness
         annealing", 0 at the last step); the lowest-confidence newly sampled positions are
         masked again, as many as :func:`~flowmo.generators.schedule.decoding_schedule` says
-        (0 after the last step). Ties in confidence go to the lower position.
+        (floor(gamma((t + 1) / T) L) as google-research/maskgit's code, where the paper's text
+        writes ceil; 0 after the last step). Ties in confidence go to the lower position.
 
         Args: see :meth:`TokenGenerator.generate`; steps in [1, seq_len], default 8 (clamped
         to seq_len); choice_temperature >= 0 (MaskGIT's default 4.5).
