@@ -130,3 +130,53 @@ def test_a_preset_is_a_complete_sampler_and_says_so():
     for doc in (inspect.getdoc(flowmo.FlowMoSpec.replace), inspect.getdoc(flowmo.SamplerSpec)):
         assert "complete sampler" in doc
     assert "is a complete sampler: it replaces the whole sampler" in " ".join(README.split())
+
+
+# ------------------------------------------------------------------ conventions a user comparing figures must know
+def _said(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_maskgit_decodes_with_the_codes_floor_and_says_the_paper_writes_ceil():
+    import math
+
+    from flowmo.generators import schedule
+
+    # L = 16, T = 3: 16 cos(pi / 6) = 13.86 stay masked after step 0: floor 13 (the paper's ceil: 14);
+    # 16 cos(pi / 3) = 8 exactly after step 1; 0 after the last
+    assert math.ceil(16 * math.cos(math.pi / 6)) == 14
+    assert schedule.decoding_schedule(16, 3) == [math.floor(16 * math.cos(math.pi / 6)), 8, 0] == [13, 8, 0]
+    for doc in (inspect.getdoc(schedule), inspect.getdoc(schedule.decoding_schedule),
+                inspect.getdoc(flowmo.generators.MaskGiT.generate)):
+        doc = _said(doc)
+        assert "floor" in doc and "ceil" in doc and "google-research/maskgit" in doc
+    assert "the floor of google-research/maskgit's code where the paper's text writes ceil" in _said(README)
+
+
+def test_precision_recall_use_float64_distances_and_say_guided_diffusion_uses_float16():
+    import numpy as np
+
+    from flowmo.eval.generation import precision_recall
+    from flowmo.eval.generative_inputs import CONVENTIONS
+
+    def brute(real, fake, k, half):
+        def sq(a, b):  # squared distances; ``half``: as guided-diffusion's evaluator, in float16
+            if half:
+                a, b = a.astype(np.float16).astype(np.float32), b.astype(np.float16).astype(np.float32)
+                d = (a * a).sum(1)[:, None] - 2 * a @ b.T + (b * b).sum(1)[None]
+                return np.maximum(d, 0).astype(np.float16).astype(np.float64)
+            return ((a[:, None] - b[None]) ** 2).sum(-1)
+
+        r_real, r_fake = np.sort(sq(real, real), 1)[:, k], np.sort(sq(fake, fake), 1)[:, k]
+        return (float(np.mean((sq(fake, real) <= r_real[None]).any(1))),
+                float(np.mean((sq(real, fake) <= r_fake[None]).any(1))))
+
+    rng = np.random.default_rng(4)
+    real, fake = rng.normal(size=(60, 16)), rng.normal(size=(60, 16)) * 1.1 + 0.2
+    exact, half = brute(real, fake, 3, False), brute(real, fake, 3, True)
+    assert exact != half  # a set on which the two conventions disagree
+    assert tuple(precision_recall(real, fake, k=3)) == pytest.approx(exact, abs=1e-12)
+    doc = _said(inspect.getdoc(precision_recall))
+    assert "float64" in doc and "float16" in doc and "guided-diffusion" in doc
+    assert "float16" in CONVENTIONS["precision"]
+    assert "float64 distances, where guided-diffusion's evaluator uses float16" in _said(README)

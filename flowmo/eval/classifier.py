@@ -50,6 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from flowmo.eval.metrics import feature_statistics, frechet_distance
+from flowmo.nets.frozen import evaluating
 
 __all__ = [
     "FORMAT",
@@ -188,13 +189,8 @@ class SmallClassifier(nn.Module):
     def _batched(self, images, fn, batch_size: int, name: str = "images") -> torch.Tensor:
         batch_size = _check_pos_int(batch_size, "batch_size")
         x = self.prepare(images, name)
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                outs = [fn(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)] or [fn(x)]
-        finally:
-            self.train(was_training)
+        with evaluating(self):  # eval mode, no gradients; each submodule's training flag given back
+            outs = [fn(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)] or [fn(x)]
         return torch.cat(outs).cpu()
 
     def logits(self, images, *, batch_size: int = 1000) -> torch.Tensor:

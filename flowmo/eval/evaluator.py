@@ -70,6 +70,7 @@ from torch import Tensor, nn
 
 from ..devices import check_device
 from ..data.noise import image_noise
+from ..nets.frozen import evaluating
 from .collectives import computed_on_rank0, gather_objects, world_and_rank
 from .codebook import DENSE_CODEBOOK_LIMIT, codebook_statistics, count_tokens
 from .conventions import (
@@ -120,6 +121,10 @@ class Evaluator(NetworksMixin):
             a malformed or unavailable device raises ValueError naming ``device``.
         lpips_nets: explicit LPIPS modules by head name (used instead of weight files).
         inception: an explicit FID feature network ((B, 3, H, W) in [-1, 1] -> (B, D)).
+            Explicit modules run in eval mode without gradients (BatchNorm on its running
+            statistics, which stay unchanged), and each submodule's ``training`` flag is given
+            back after every ``update`` (:func:`flowmo.nets.frozen.evaluating`); they are moved
+            to the device where they run and stay there.
         tokens_fn: ``originals -> tokens`` used when ``update`` gets no ``tokens``.
         codebook_size: codes per token group (``update(codebook=...)`` overrides).
         bits_per_pixel: the code's bits per image pixel, reported as given.
@@ -258,12 +263,14 @@ class Evaluator(NetworksMixin):
         of, rf = self._network_inputs(originals, reconstructions, o8, r8, dev)
         for m in self.nets:
             if m.startswith("lpips"):
-                v = self._net(m, dev)(of, rf)
+                with evaluating(self._net(m, dev)) as net:
+                    v = net(of, rf)
                 self._acc.values[m].append(v.detach().double().reshape(b).cpu().numpy())
         if self._acc.feats is not None:
-            inc = self._net("rfid", dev)
-            self._acc.feats["real"].update(inc(of).detach().double().cpu().numpy())
-            self._acc.feats["fake"].update(inc(rf).detach().double().cpu().numpy())
+            with evaluating(self._net("rfid", dev)) as inc:
+                real, fake = inc(of), inc(rf)
+            self._acc.feats["real"].update(real.detach().double().cpu().numpy())
+            self._acc.feats["fake"].update(fake.detach().double().cpu().numpy())
 
         if decoder_calls is not None:
             self._acc.calls[0] += float(decoder_calls) * b

@@ -71,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=positive_int, default=3, metavar="K",
                    help="nearest neighbours of precision/recall (default 3, Kynkaenniemi et al.)")
     p.add_argument("--splits", type=positive_int, default=1, metavar="S",
-                   help="groups of the Inception Score, mean and std over them (default 1; the reference code "
-                        "uses 10 over 50,000 images)")
+                   help="groups of the Inception Score, mean and std over them, cut from the images shuffled "
+                        "with the fixed seed 2020 as torch-fidelity (default 1; the reference code uses 10 over "
+                        "50,000 images)")
     p.add_argument("--image-size", type=positive_int, default=None, metavar="S",
                    help="resize folder images' short side to S and centre-crop SxS first (default: as they are); "
                         "every image is then resized to 299x299 bilinearly by the network")

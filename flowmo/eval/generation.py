@@ -17,9 +17,12 @@ reference evaluators:
   ``Mixed_6d.branch1x1`` (TF ``mixed_3`` .. ``mixed_7`` are ``Mixed_6a`` .. ``Mixed_6e``).
 * **Inception Score** (Salimans et al. 2016, "Improved techniques for training GANs",
   Sec. 4): ``exp(E_x KL(p(y|x) || p(y)))`` over the 1008-way softmax of the same network,
-  optionally averaged over groups (:func:`inception_score`).
+  optionally averaged over groups of a fixed seeded shuffle of the rows, as torch-fidelity
+  (:func:`inception_score`).
 * **Precision and recall** (Kynkaenniemi et al. 2019, "Improved precision and recall metric
-  for assessing generative models"): k-nearest-neighbour manifolds (:func:`precision_recall`).
+  for assessing generative models"): k-nearest-neighbour manifolds (:func:`precision_recall`),
+  with float64 distances where guided-diffusion's evaluator uses float16 (up to about a
+  percentage point apart).
 
 No network weights are needed by the metric functions; tests check them on inputs with known
 answers.
@@ -34,6 +37,7 @@ import numpy as np
 import torch
 
 from flowmo.eval.metrics import feature_statistics, frechet_distance
+from flowmo.nets.frozen import evaluating
 from flowmo.nets.inception import FIDInceptionV3
 
 __all__ = [
@@ -42,6 +46,7 @@ __all__ = [
     "InceptionFeatures",
     "SPATIAL_CHANNELS",
     "SPATIAL_DIM",
+    "IS_SHUFFLE_SEED",
     "inception_score",
     "inception_score_from_logits",
     "precision_recall",
@@ -54,6 +59,10 @@ ArrayLike = Union[np.ndarray, torch.Tensor]
 #: Channels of ``mixed_6/conv`` kept for sFID, and the resulting feature size (7 * 17 * 17).
 SPATIAL_CHANNELS = 7
 SPATIAL_DIM = SPATIAL_CHANNELS * 17 * 17
+
+#: Seed of the row permutation applied before the Inception Score's groups are cut
+#: (``numpy.random.RandomState(seed).permutation(N)``; torch-fidelity's default ``rng_seed``).
+IS_SHUFFLE_SEED = 2020
 
 
 class InceptionScore(NamedTuple):
@@ -130,10 +139,14 @@ def _check_int(value, name: str, low: int) -> int:
 # --------------------------------------------------------------------------
 
 
-def _score_groups(log_p: np.ndarray, p: np.ndarray, splits: int) -> InceptionScore:
+def _score_groups(log_p: np.ndarray, p: np.ndarray, splits: int, shuffle_seed: Optional[int]) -> InceptionScore:
     """IS from per-sample log-probabilities ``log_p`` and probabilities ``p`` (N, C), with
-    ``0 * log 0 = 0``: groups ``[i N // splits, (i + 1) N // splits)`` as in the reference."""
+    ``0 * log 0 = 0``: groups ``[i N // splits, (i + 1) N // splits)`` of the rows in the order
+    ``RandomState(shuffle_seed).permutation(N)`` (given order for None or one group)."""
     n = p.shape[0]
+    if shuffle_seed is not None and splits > 1:
+        order = np.random.RandomState(shuffle_seed).permutation(n)
+        p, log_p = p[order], log_p[order]
     scores = []
     for i in range(splits):
         lo, hi = i * n // splits, (i + 1) * n // splits
@@ -158,16 +171,32 @@ def _check_splits(splits, n: int) -> int:
     return splits
 
 
-def inception_score(probabilities: ArrayLike, *, splits: int = 1, atol: float = 1e-4) -> InceptionScore:
+def _check_shuffle_seed(seed) -> Optional[int]:
+    if seed is None:
+        return None
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 32:
+        raise ValueError(f"shuffle_seed must be None or an int in [0, 2**32), got {seed!r}")
+    return int(seed)
+
+
+def inception_score(probabilities: ArrayLike, *, splits: int = 1, shuffle_seed: Optional[int] = IS_SHUFFLE_SEED,
+                    atol: float = 1e-4) -> InceptionScore:
     """Inception Score of class probabilities ``p(y|x)``, one row per generated image.
 
     ``IS = exp(E_x KL(p(y|x) || p(y)))`` with ``p(y) = E_x p(y|x)`` (Salimans et al. 2016,
-    Sec. 4), computed in float64 with ``0 log 0 = 0``. With ``splits = k`` the N rows are cut
-    into k contiguous groups ``[i N // k, (i + 1) N // k)`` (the reference code,
-    openai/improved-gan ``get_inception_score``, uses k = 10 over 50,000 images; OpenAI's
-    guided-diffusion evaluator uses groups of 5,000, the same for 50,000 images and reports the
-    mean only); each group gets its own ``p(y)`` and score, and the result is their mean and
-    population standard deviation.
+    Sec. 4), computed in float64 with ``0 log 0 = 0``. With ``splits = k`` the rows are first
+    put in the fixed order ``numpy.random.RandomState(shuffle_seed).permutation(N)`` (default
+    seed 2020, :data:`IS_SHUFFLE_SEED`: torch-fidelity's ``samples_shuffle`` with its default
+    ``rng_seed``, so its groups for the same rows), then cut into k contiguous groups
+    ``[i N // k, (i + 1) N // k)`` of that order (the reference code, openai/improved-gan
+    ``get_inception_score``, uses k = 10 over 50,000 images; OpenAI's guided-diffusion evaluator
+    uses groups of 5,000, the same for 50,000 images, and reports the mean only); each group
+    gets its own ``p(y)`` and score, and the result is their mean and population standard
+    deviation. The shuffle matters: rows listed class by class (a folder written per class)
+    cut into contiguous groups give each group only a few classes, capping its score near
+    C / k; shuffled groups each see every class. With one group the order does not matter
+    (no shuffle is made). ``shuffle_seed=None`` keeps the given order (the reference code's,
+    right only for rows already in random order).
 
     Range: 1 <= IS <= C (the number of classes): 1 when every row equals p(y) (e.g. uniform
     predictions), C when predictions are one-hot and spread evenly over the C classes.
@@ -176,12 +205,14 @@ def inception_score(probabilities: ArrayLike, *, splits: int = 1, atol: float = 
         probabilities: (N, C) real, non-negative, each row summing to 1 within ``atol``
             (rows are renormalised to sum to exactly 1); numpy array or torch tensor.
         splits: number of groups k, 1 <= k <= N.
+        shuffle_seed: seed of the row permutation before grouping (int in [0, 2**32)), or None.
         atol: tolerance of the row sums.
 
     Returns :class:`InceptionScore` ``(mean, std)`` (Python floats; std = 0.0 for one group).
     Raises ``TypeError`` for non-array or non-real input, ``ValueError`` naming the argument for
-    a wrong shape, non-finite or negative values, rows not summing to 1, or bad ``splits``.
-    For logits use :func:`inception_score_from_logits` (more precise than softmax-then-log).
+    a wrong shape, non-finite or negative values, rows not summing to 1, or bad ``splits`` /
+    ``shuffle_seed``. For logits use :func:`inception_score_from_logits` (more precise than
+    softmax-then-log).
     """
     p = _check_2d(_as_float64(probabilities, "probabilities"), "probabilities")
     if np.any(p < 0):
@@ -193,15 +224,18 @@ def inception_score(probabilities: ArrayLike, *, splits: int = 1, atol: float = 
                          f"{float(sums[np.argmax(np.abs(sums - 1.0))]):.6g}. Pass softmax outputs, or "
                          "logits to inception_score_from_logits")
     splits = _check_splits(splits, p.shape[0])
+    shuffle_seed = _check_shuffle_seed(shuffle_seed)
     p = p / sums[:, None]
     with np.errstate(divide="ignore"):
         log_p = np.log(p)
-    return _score_groups(log_p, p, splits)
+    return _score_groups(log_p, p, splits, shuffle_seed)
 
 
-def inception_score_from_logits(logits: ArrayLike, *, splits: int = 1) -> InceptionScore:
+def inception_score_from_logits(logits: ArrayLike, *, splits: int = 1,
+                                shuffle_seed: Optional[int] = IS_SHUFFLE_SEED) -> InceptionScore:
     """Inception Score of unnormalised logits (N, C): ``p(y|x) = softmax(logits)`` in float64
-    (via a stable log-softmax), then as :func:`inception_score` (Salimans et al. 2016).
+    (via a stable log-softmax), then as :func:`inception_score` (Salimans et al. 2016; the
+    same groups of the same seeded shuffle).
 
     For the FID Inception network the logits of the reference code are
     ``pool3 @ W`` without a bias (:attr:`InceptionFeatures.logits`). Raises as
@@ -209,9 +243,10 @@ def inception_score_from_logits(logits: ArrayLike, *, splits: int = 1) -> Incept
     """
     z = _check_2d(_as_float64(logits, "logits"), "logits")
     splits = _check_splits(splits, z.shape[0])
+    shuffle_seed = _check_shuffle_seed(shuffle_seed)
     z = z - z.max(axis=1, keepdims=True)
     log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    return _score_groups(log_p, np.exp(log_p), splits)
+    return _score_groups(log_p, np.exp(log_p), splits, shuffle_seed)
 
 
 # --------------------------------------------------------------------------
@@ -279,6 +314,13 @@ def precision_recall(real_features: ArrayLike, generated_features: ArrayLike, *,
     The block size changes results only through float64 round-off of a distance lying
     exactly on a radius (integer-valued features are exact).
 
+    Precision convention: these distances are float64. OpenAI's guided-diffusion evaluator
+    (``DistanceBlock``, adapted from Kynkaenniemi et al.'s code) computes them in float16
+    (float32 only where float16 overflows), which moves samples lying near a radius across
+    it: its precision and recall can differ from these by about a percentage point (up to
+    1.4 points on 1,500 + 1,500 Inception pool3 features). Compare figures computed the
+    same way.
+
     Args:
         real_features: (N_real, D), N_real >= k + 1, finite reals (numpy or torch).
         generated_features: (N_gen, D), N_gen >= k + 1, same D.
@@ -341,8 +383,10 @@ def inception_features(net: FIDInceptionV3, images: torch.Tensor) -> InceptionFe
     ``net`` is a :class:`~flowmo.nets.inception.FIDInceptionV3` (e.g. from
     :func:`flowmo.nets.inception.inception_fid`); ``images`` are what its ``forward`` takes:
     float (B, 3, H, W) in [-1, 1] (or [0, 1] for ``input_range="01"``), resized to 299x299
-    by the network's own preprocessing. Runs under ``torch.no_grad()``; the network's
-    mode (eval for a frozen network) is left as it is.
+    by the network's own preprocessing. Runs the network in eval mode under ``torch.no_grad()``
+    (:func:`flowmo.nets.frozen.evaluating`: BatchNorm uses its running statistics, so features
+    do not depend on the batch, and no buffer changes), then gives every submodule back its
+    own ``training`` flag.
 
     * ``pool``: ``net(images)``, (B, 2048);
     * ``spatial``: the output of ``net.Mixed_6d.branch1x1`` (conv + BN + ReLU, 192 channels,
@@ -366,7 +410,7 @@ def inception_features(net: FIDInceptionV3, images: torch.Tensor) -> InceptionFe
 
     handle = net.Mixed_6d.branch1x1.register_forward_hook(hook)
     try:
-        with torch.no_grad():
+        with evaluating(net):
             pool = net(images)
             logits = pool @ net.fc.weight.T
     finally:

@@ -8,8 +8,12 @@ the FID InceptionV3 (:mod:`flowmo.nets.inception`) and reports
 * ``sfid``: the same of the 2023-d spatial features (Nash et al. 2021; first 7 channels of
   ``mixed_6/conv``, as OpenAI's guided-diffusion evaluator);
 * ``inception_score``: mean and std over ``splits`` groups of the generated images (Salimans et
-  al. 2016; the 1008 logits ``pool3 @ W`` without bias, as the reference code);
-* ``precision`` and ``recall``: Kynkaenniemi et al. 2019 with k nearest neighbours in pool3 space;
+  al. 2016; the 1008 logits ``pool3 @ W`` without bias, as the reference code), the groups cut
+  from a fixed seeded shuffle of the images (``numpy.random.RandomState(2020).permutation(N)``
+  of the listing order, as torch-fidelity; recorded as the protocol's ``splits_shuffle_seed``),
+  so that a folder listed class by class does not give each group only a few classes;
+* ``precision`` and ``recall``: Kynkaenniemi et al. 2019 with k nearest neighbours in pool3 space,
+  float64 distances (guided-diffusion's evaluator uses float16; about a percentage point apart);
 
 computed by the pure functions of :mod:`flowmo.eval.generation` (see their docstrings for the
 math and its sources). As ``flowmo eval``: the network comes from its weight file
@@ -33,13 +37,14 @@ from __future__ import annotations
 
 import os
 import platform
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
+from typing import Iterator, Optional, Union
 
 import torch
 
-from .generation import inception_score_from_logits, precision_recall
+from .generation import IS_SHUFFLE_SEED, inception_score_from_logits, precision_recall
 from .generative_inputs import (CONVENTIONS, FEATURE_LAYERS, METRICS, NETWORK_NAME, _check_int, _device,
                                 _image_handling, _measure, _network, _Source, _tqdm)
 from .metrics import frechet_distance
@@ -61,7 +66,8 @@ class GenerationResult:
         ``n_generated`` and ``n_reference`` (images measured; without weights, images listed,
         since nothing is decoded then).
     protocol: JSON-serialisable: the network and its weight files (SHA-256), feature layers,
-        ``k``, ``splits``, the image handling and resize, each set's source, the conventions.
+        ``k``, ``splits`` and ``splits_shuffle_seed``, the image handling and resize, each set's
+        source, the conventions.
     reference_stats: the reference set's :class:`ReferenceStats` (measured here or given), to
         save for later runs; None when unavailable.
     """
@@ -112,11 +118,24 @@ def measure_reference(reference: Images, *, image_size: Optional[int] = None, ba
         raise MissingWeightsError(f"cannot measure the reference set: missing {', '.join(missing['missing'])}; "
                                   f"{missing['how']}")
     dev = _device(device)
-    return _reference_stats(net, network, source, batch_size, dev, image_size, progress)
+    with _placed(net, dev):
+        return _reference_stats(net, network, source, batch_size, dev, image_size, progress)
+
+
+@contextmanager
+def _placed(net: torch.nn.Module, dev: torch.device) -> Iterator[None]:
+    """``net`` on ``dev`` for the block, then back on the device it was on (a caller's network
+    is left where it was; the networks run in eval mode inside
+    :func:`~flowmo.eval.generation.inception_features`)."""
+    home = next(net.parameters()).device
+    net.to(dev)
+    try:
+        yield
+    finally:
+        net.to(home)
 
 
 def _reference_stats(net, network, source: _Source, batch_size, dev, image_size, progress) -> ReferenceStats:
-    net.to(dev)
     bar = _tqdm(progress, source.count, "reference")
     try:
         m = _measure(net, source, batch_size, dev, False, bar.update)
@@ -155,9 +174,12 @@ def evaluate_generation(generated: Images, reference: Union[Images, ReferenceSta
         weights: the folder holding ``pt_inception-2015-12-05-6726825d.pth`` or the file itself
             (default: ``$FLOWMO_WEIGHTS_DIR``, then the torch hub cache).
         inception: an explicit :class:`~flowmo.nets.inception.FIDInceptionV3` instead of the
-            weight file (its weights are recorded as unknown).
+            weight file (its weights are recorded as unknown). It is run in eval mode without
+            gradients and left as it was: each submodule's ``training`` flag, its buffers
+            (BatchNorm statistics) and its device.
         k: neighbourhood size of precision/recall (int >= 1; 3 as Kynkaenniemi et al.).
-        splits: groups of the Inception Score (int >= 1; 10 as the reference code over 50,000).
+        splits: groups of the Inception Score (int >= 1; 10 as the reference code over 50,000),
+            cut from the images shuffled by the fixed seed 2020 (module docstring).
         limit: only the first ``limit`` images of each image set (listing order / rows; reference
             statistics are used whole).
         progress: show progress bars.
@@ -201,7 +223,7 @@ def evaluate_generation(generated: Images, reference: Union[Images, ReferenceSta
     protocol: dict = {
         "network": network,
         "feature_layers": dict(FEATURE_LAYERS),
-        "k": k, "splits": splits,
+        "k": k, "splits": splits, "splits_shuffle_seed": IS_SHUFFLE_SEED,
         "images": _image_handling(image_size),
         "generated": gen_source.info, "reference": ref_info,
         "conventions": dict(CONVENTIONS),
@@ -214,20 +236,20 @@ def evaluate_generation(generated: Images, reference: Union[Images, ReferenceSta
         return GenerationResult(metrics, protocol, stats)
     if stats is not None:
         protocol["reference"]["network_check"] = check_network(stats, network)
-    else:
-        stats = _reference_stats(net, network, ref_source, batch_size, dev, image_size, progress)
-    net.to(dev)
-    bar = _tqdm(progress, gen_source.count, "generated")
-    try:
-        gen = _measure(net, gen_source, batch_size, dev, True, bar.update)
-    finally:
-        bar.close()
+    with _placed(net, dev):
+        if ref_source is not None:
+            stats = _reference_stats(net, network, ref_source, batch_size, dev, image_size, progress)
+        bar = _tqdm(progress, gen_source.count, "generated")
+        try:
+            gen = _measure(net, gen_source, batch_size, dev, True, bar.update)
+        finally:
+            bar.close()
     n_gen = int(gen.pool.shape[0])
     if n_gen < need_gen:
         raise ValueError(f"generated has {n_gen} readable images; at least {need_gen} are needed")
     g_mu, g_sigma = gen.pool_stats.statistics()
     s_mu, s_sigma = gen.spatial_stats.statistics()
-    score = inception_score_from_logits(gen.logits, splits=splits)
+    score = inception_score_from_logits(gen.logits, splits=splits, shuffle_seed=IS_SHUFFLE_SEED)
     pr = precision_recall(stats.pool, gen.pool, k=k, device=dev)
     metrics = {
         "gfid": frechet_distance(g_mu, g_sigma, stats.pool_mu, stats.pool_sigma),

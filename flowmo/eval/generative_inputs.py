@@ -36,10 +36,13 @@ CONVENTIONS = {
     "gfid": "exact Frechet distance (never negative) between Gaussians fitted (float64, N - 1 covariance) to the "
             "pool3 features of the generated and the reference images",
     "sfid": "the same distance on the spatial features",
-    "inception_score": "exp(E_x KL(p(y|x) || p(y))) of the generated images per group of consecutive images "
-                       "[i N // splits, (i + 1) N // splits), mean and population std over the groups",
+    "inception_score": "exp(E_x KL(p(y|x) || p(y))) of the generated images per group [i N // splits, "
+                       "(i + 1) N // splits) of their order numpy.random.RandomState(2020).permutation(N) (listing "
+                       "order permuted, as torch-fidelity's samples_shuffle with rng_seed 2020; no shuffle for one "
+                       "group), mean and population std over the groups",
     "precision": "fraction of generated images inside the reference manifold (union of balls reaching each "
-                 "reference feature's k-th nearest reference neighbour, inclusive)",
+                 "reference feature's k-th nearest reference neighbour, inclusive); exact float64 distances "
+                 "(guided-diffusion's evaluator uses float16: its figures can differ by about a percentage point)",
     "recall": "fraction of reference images inside the generated manifold (likewise)",
 }
 

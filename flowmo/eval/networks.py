@@ -77,8 +77,7 @@ class NetworksMixin:
     def _add_explicit(self, metric: str, module: nn.Module) -> None:
         if not isinstance(module, nn.Module):
             raise TypeError(f"the network for {metric} must be a torch.nn.Module, got {type(module).__name__}")
-        module.eval()
-        self.nets[metric] = module
+        self.nets[metric] = module  # run under flowmo.nets.frozen.evaluating: its own mode is left alone
         self.net_info[metric] = {
             "source": "explicit module given by the caller",
             "note": "weights unknown to the evaluator: comparable to published numbers only if the module "

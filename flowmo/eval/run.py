@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from ..data.noise import image_noise
 from ..devices import check_device
+from ..nets.frozen import evaluating
 from .evaluator import Evaluator
 from .metric_inputs import _check_protocol
 from .state import _to_id_array
@@ -75,6 +76,8 @@ def evaluate_model(
     A FlowMo's reconstructions are clamped to [-1, 1] (any sampler, ``clip=False`` included: the
     metrics clamp them anyway); a callable's go to :meth:`Evaluator.update` as returned, under the
     metrics' value range rule (clamped to [-1, 1]; [0, 255] output raises ``ValueError``).
+    A model that is an ``nn.Module`` runs in eval mode without gradients and afterwards every
+    submodule has its own ``training`` flag back (:func:`flowmo.nets.frozen.evaluating`).
 
     ``data`` is an (N, 3, H, W) tensor (ids 0..N-1, batches of ``batch_size``) or an iterable of
     tensors, ``(images, ids)`` pairs or dicts ``{"images", "ids"}``. ``limit`` stops after that
@@ -108,9 +111,6 @@ def evaluate_model(
     if device is None:
         device = model.device if is_flowmo else (evaluator.device or torch.device("cpu"))
     device = check_device(device, "device")
-    was_training = isinstance(model, nn.Module) and model.training
-    if isinstance(model, nn.Module):
-        model.eval()
     if is_flowmo and evaluator.bits_per_pixel is None:
         evaluator.bits_per_pixel = float(model.spec.bits_per_pixel)
     group_fn = model.quantizer.codes_to_group_indices if is_flowmo and model.quantizer.has_groups else None
@@ -123,56 +123,57 @@ def evaluate_model(
         if limit is not None:
             total = limit if total is None else min(total, limit)
     bar = tqdm(total=total, unit="img", disable=not progress or rank != 0, desc="evaluating", dynamic_ncols=True)
+    # a caller's module runs in eval mode without gradients and gets its training flags back
+    running = evaluating(model) if isinstance(model, nn.Module) else nullcontext()
     try:
-        for images, ids in _batches(data, batch_size):
-            if limit is not None and seen >= limit:
-                break
-            if limit is not None and seen + images.shape[0] > limit:
-                images = images[: limit - seen]
-                ids = None if ids is None else ids[: limit - seen]
-            b = images.shape[0]
-            if b == 0:
-                continue
-            if ids is None:
-                ids_arr = (np.arange(local_count, local_count + b, dtype=np.int64) * world + rank)
-            else:
-                ids_arr = _to_id_array(ids, b)
-            local_count += b
-            x = images.to(device)
-            tokens, codebook, calls = None, None, None
-            _sync(device)
-            t0 = time.perf_counter()
-            with torch.no_grad(), amp:
-                if is_flowmo:
-                    q = model.quantize(model.encode(x))
-                    noise = image_noise(seed, ids_arr.tolist(), x.shape[1:], device=device, dtype=q.values.dtype)
-                    out = model.decode(q.values, noise=noise, sampler=sampler)
-                    # the model's own [-1, 1] output: clamped here (as a clipping sampler does), so
-                    # an unclipped sampler's overshoot never trips the metrics' value range check
-                    recon, calls = out.images.clamp(-1.0, 1.0), out.decoder_calls
+        with running:
+            for images, ids in _batches(data, batch_size):
+                if limit is not None and seen >= limit:
+                    break
+                if limit is not None and seen + images.shape[0] > limit:
+                    images = images[: limit - seen]
+                    ids = None if ids is None else ids[: limit - seen]
+                b = images.shape[0]
+                if b == 0:
+                    continue
+                if ids is None:
+                    ids_arr = (np.arange(local_count, local_count + b, dtype=np.int64) * world + rank)
                 else:
-                    out = model(x)
-                    if isinstance(out, Mapping):
-                        recon, calls = out["images"], out.get("decoder_calls")
-                    elif isinstance(out, Tensor):
-                        recon = out
+                    ids_arr = _to_id_array(ids, b)
+                local_count += b
+                x = images.to(device)
+                tokens, codebook, calls = None, None, None
+                _sync(device)
+                t0 = time.perf_counter()
+                with torch.no_grad(), amp:
+                    if is_flowmo:
+                        q = model.quantize(model.encode(x))
+                        noise = image_noise(seed, ids_arr.tolist(), x.shape[1:], device=device, dtype=q.values.dtype)
+                        out = model.decode(q.values, noise=noise, sampler=sampler)
+                        # the model's own [-1, 1] output: clamped here (as a clipping sampler does), so
+                        # an unclipped sampler's overshoot never trips the metrics' value range check
+                        recon, calls = out.images.clamp(-1.0, 1.0), out.decoder_calls
                     else:
-                        recon, calls = out.images, getattr(out, "decoder_calls", None)
-            _sync(device)
-            seconds = time.perf_counter() - t0
-            if is_flowmo:
-                if groups and group_fn is not None:
-                    tokens, codebook = group_fn(q.values.float()), int(model.quantizer.group_codebook_size)
-                else:
-                    tokens, codebook = q.indices, int(model.quantizer.codebook_size)
-            elif tokens_fn is not None:
-                tokens = tokens_fn(x)
-            evaluator.update(x.float(), recon.float(), ids=ids_arr, tokens=tokens, codebook=codebook,
-                             decoder_calls=calls, seconds=seconds)
-            seen += b
-            bar.update(b)
+                        out = model(x)
+                        if isinstance(out, Mapping):
+                            recon, calls = out["images"], out.get("decoder_calls")
+                        elif isinstance(out, Tensor):
+                            recon = out
+                        else:
+                            recon, calls = out.images, getattr(out, "decoder_calls", None)
+                _sync(device)
+                seconds = time.perf_counter() - t0
+                if is_flowmo:
+                    if groups and group_fn is not None:
+                        tokens, codebook = group_fn(q.values.float()), int(model.quantizer.group_codebook_size)
+                    else:
+                        tokens, codebook = q.indices, int(model.quantizer.codebook_size)
+                elif tokens_fn is not None:
+                    tokens = tokens_fn(x)
+                evaluator.update(x.float(), recon.float(), ids=ids_arr, tokens=tokens, codebook=codebook,
+                                 decoder_calls=calls, seconds=seconds)
+                seen += b
+                bar.update(b)
     finally:
         bar.close()
-        if was_training:
-            model.train()
     return evaluator.compute()

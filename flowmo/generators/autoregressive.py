@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from flowmo.nets.frozen import evaluating
 from flowmo.objectives import LossOutput
 from flowmo.registry import GENERATORS
 
@@ -131,21 +132,16 @@ class AutoregressiveGenerator(TokenGenerator):
         x = torch.zeros((b, 0), dtype=torch.long, device=self.device)
         null = torch.full_like(labels, self.null_class)
         nfe = 0
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                for _ in range(self.seq_len):
-                    if guided:
-                        both = self._logits(torch.cat((x, x)), torch.cat((labels, null)))[:, -1]
-                        cond, uncond = both.chunk(2)
-                        logits = guide(cond, uncond, cfg_scale)
-                        nfe += 2
-                    else:
-                        logits = self._logits(x, labels)[:, -1]
-                        nfe += 1
-                    nxt = sample_logits(top_k_filter(logits, top_k), temperature, generator=generator)
-                    x = torch.cat((x, nxt[:, None]), dim=1)
-        finally:
-            self.train(was_training)
+        with evaluating(self):  # eval mode, no gradients; each submodule's training flag given back
+            for _ in range(self.seq_len):
+                if guided:
+                    both = self._logits(torch.cat((x, x)), torch.cat((labels, null)))[:, -1]
+                    cond, uncond = both.chunk(2)
+                    logits = guide(cond, uncond, cfg_scale)
+                    nfe += 2
+                else:
+                    logits = self._logits(x, labels)[:, -1]
+                    nfe += 1
+                nxt = sample_logits(top_k_filter(logits, top_k), temperature, generator=generator)
+                x = torch.cat((x, nxt[:, None]), dim=1)
         return GenerationOutput(tokens=x, forward_passes=self.seq_len, nfe=nfe, steps=self.seq_len)

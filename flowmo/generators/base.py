@@ -142,7 +142,8 @@ class TokenGenerator(nn.Module, ABC):
     def generate(self, labels: Optional[Tensor] = None, *, batch_size: Optional[int] = None,
                  steps: Optional[int] = None, temperature: float = 1.0, cfg_scale: float = 1.0,
                  top_k: Optional[int] = None, generator: Optional[torch.Generator] = None) -> GenerationOutput:
-        """Sample token sequences (in eval mode, without gradients).
+        """Sample token sequences (in eval mode, without gradients; afterwards every submodule has
+        its own ``training`` flag back: run the network inside :func:`flowmo.nets.frozen.evaluating`).
 
         Args:
             labels: int64 (B,) classes in [0, num_classes) to generate, or None: B = ``batch_size``

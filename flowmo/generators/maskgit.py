@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from flowmo.nets.frozen import evaluating
 from flowmo.objectives import LossOutput
 from flowmo.registry import GENERATORS
 
@@ -177,7 +178,8 @@ class MaskGiT(TokenGenerator):
         tau_t = choice_temperature * (1 - (t + 1) / T) (MaskGIT's linear "randomness
         annealing", 0 at the last step); the lowest-confidence newly sampled positions are
         masked again, as many as :func:`~flowmo.generators.schedule.decoding_schedule` says
-        (0 after the last step). Ties in confidence go to the lower position.
+        (floor(gamma((t + 1) / T) L) as google-research/maskgit's code, where the paper's text
+        writes ceil; 0 after the last step). Ties in confidence go to the lower position.
 
         Args: see :meth:`TokenGenerator.generate`; steps in [1, seq_len], default 8 (clamped
         to seq_len); choice_temperature >= 0 (MaskGIT's default 4.5).
@@ -198,32 +200,27 @@ class MaskGiT(TokenGenerator):
         x = torch.full((b, length), self.mask_id, dtype=torch.long, device=device)
         null = torch.full_like(labels, self.null_class)
         passes = nfe = 0
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                for t, n_masked in enumerate(schedule):
-                    unknown = x == self.mask_id
-                    if guided:
-                        cond, uncond = self._logits(torch.cat((x, x)), torch.cat((labels, null))).chunk(2)
-                        logits = guide(cond, uncond, cfg_scale)
-                        nfe += 2
-                    else:
-                        logits = self._logits(x, labels)
-                        nfe += 1
-                    passes += 1
-                    logits = top_k_filter(logits, top_k)
-                    sampled = torch.where(unknown, sample_logits(logits, temperature, generator=generator), x)
-                    if n_masked > 0:
-                        logp = F.log_softmax(logits, dim=-1).gather(-1, sampled[..., None])[..., 0]
-                        tau = choice_temperature * (1.0 - (t + 1) / steps)
-                        if tau > 0:
-                            logp = logp + tau * gumbel_noise((b, length), generator=generator, device=device)
-                        confidence = logp.masked_fill(~unknown, math.inf)
-                        lowest = confidence.argsort(dim=1, stable=True)[:, :n_masked]
-                        sampled = sampled.scatter(1, lowest, self.mask_id)
-                    x = sampled
-        finally:
-            self.train(was_training)
+        with evaluating(self):  # eval mode, no gradients; each submodule's training flag given back
+            for t, n_masked in enumerate(schedule):
+                unknown = x == self.mask_id
+                if guided:
+                    cond, uncond = self._logits(torch.cat((x, x)), torch.cat((labels, null))).chunk(2)
+                    logits = guide(cond, uncond, cfg_scale)
+                    nfe += 2
+                else:
+                    logits = self._logits(x, labels)
+                    nfe += 1
+                passes += 1
+                logits = top_k_filter(logits, top_k)
+                sampled = torch.where(unknown, sample_logits(logits, temperature, generator=generator), x)
+                if n_masked > 0:
+                    logp = F.log_softmax(logits, dim=-1).gather(-1, sampled[..., None])[..., 0]
+                    tau = choice_temperature * (1.0 - (t + 1) / steps)
+                    if tau > 0:
+                        logp = logp + tau * gumbel_noise((b, length), generator=generator, device=device)
+                    confidence = logp.masked_fill(~unknown, math.inf)
+                    lowest = confidence.argsort(dim=1, stable=True)[:, :n_masked]
+                    sampled = sampled.scatter(1, lowest, self.mask_id)
+                x = sampled
         return GenerationOutput(tokens=x, forward_passes=passes, nfe=nfe, steps=steps)
 

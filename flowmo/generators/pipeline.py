@@ -31,6 +31,7 @@ from flowmo.data.noise import image_noise
 from flowmo.data.token_layout import TokenLayout
 from flowmo.data.tokens import check_weights_digest
 from flowmo.imports import check_recorded_modules, unknown_component_message
+from flowmo.nets.frozen import evaluating
 from flowmo.registry import GENERATORS, UnknownComponentError
 from flowmo.state_dicts import makes_the_same_tokens, token_weights_digest
 
@@ -301,9 +302,7 @@ def generate_images(generator: TokenGenerator, tokenizer: Any, labels: Union[Seq
     size = tokenizer.spec.image_size
     images, tokens = [], []
     passes = nfe = made_steps = calls = 0
-    was_training = tokenizer.training
-    tokenizer.eval()
-    try:
+    with evaluating(tokenizer):  # eval mode, no gradients; each submodule's training flag given back
         for a in range(0, n, batch_size):
             b = min(a + batch_size, n)
             lab = label_t[a:b].to(generator.device)
@@ -312,17 +311,14 @@ def generate_images(generator: TokenGenerator, tokenizer: Any, labels: Union[Seq
                                      generator=rng)
             passes += out.forward_passes
             nfe, made_steps = out.nfe, out.steps
-            with torch.no_grad():
-                code = sequences_to_code(tokenizer, layout, out.tokens)
-                noise = image_noise(seed, ids[a:b], (3, size, size), device=tokenizer.device, dtype=tokenizer.dtype)
-                decoded = tokenizer.decode(code, noise=noise, sampler=sampler)
+            code = sequences_to_code(tokenizer, layout, out.tokens)
+            noise = image_noise(seed, ids[a:b], (3, size, size), device=tokenizer.device, dtype=tokenizer.dtype)
+            decoded = tokenizer.decode(code, noise=noise, sampler=sampler)
             calls = int(decoded.decoder_calls)
             images.append(decoded.images.float().clamp(-1, 1))
             tokens.append(out.tokens)
             if progress is not None:
                 progress(b - a)
-    finally:
-        tokenizer.train(was_training)
     s = size
     return GeneratedImages(
         images=torch.cat(images) if images else torch.empty(0, 3, s, s, device=tokenizer.device),

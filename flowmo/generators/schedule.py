@@ -4,7 +4,11 @@ Transformer", sec. 3.2 and 3.3): gamma(r) = cos(pi r / 2), a decreasing map of [
 - Training (sec. 3.2): draw r ~ U(0, 1) per sample and mask ceil(gamma(r) * L) of the L tokens
   (at least 1, so every sample has a loss).
 - Decoding (sec. 3.3): after step t of T (t = 0 .. T-1) floor(gamma((t + 1) / T) * L) tokens
-  stay masked, 0 after the last step.
+  stay masked, 0 after the last step. Floor, as google-research/maskgit's code computes it
+  (``jnp.floor`` of the mask ratio times the unknown count in its parallel decoding); the
+  paper's text writes ceil(gamma(t / T) N). The two differ by one token wherever gamma * L
+  is not an integer (L = 16, T = 3: 13 tokens stay masked after the first step, not 14), so
+  decoding here, and its images, follow the released code, not the formula in the text.
 
 Rounding is done with a tolerance of 1e-9 tokens, so that counts whose exact value is an integer
 (L cos(pi / 3) = L / 2) are not moved by the last bit of a float cosine.
@@ -95,8 +99,9 @@ def random_mask(counts: Tensor, length: int, *, generator: Optional[torch.Genera
 def decoding_schedule(length: int, steps: int) -> list[int]:
     """The tokens left masked after each of ``steps`` decoding steps over ``length`` tokens.
 
-    Entry t (t = 0 .. steps-1) is floor(gamma((t + 1) / steps) * length), made strictly
-    decreasing (at most the previous entry - 1, starting from ``length``: every step decodes at
+    Entry t (t = 0 .. steps-1) is floor(gamma((t + 1) / steps) * length) (floor as
+    google-research/maskgit's code; the paper's text writes ceil: see the module docstring),
+    made strictly decreasing (at most the previous entry - 1, starting from ``length``: every step decodes at
     least one token, MaskGIT's ``min(unknown - 1, mask_len)``); the last entry is 0. No lower
     clamp is needed: for steps <= length, length * sin(pi/2 * k / steps) >= length * k / steps >= k
     for the k = steps - 1 - t steps still to come, so each later step keeps a token to decode.

@@ -1,13 +1,17 @@
 """Fixed feature extractors: :func:`freeze` and :class:`Freezable` (a frozen module stays in eval
-mode and without gradients), and :class:`TappedTrunk`, the base of the LPIPS trunks (VGG16,
-AlexNet) that returns the activations LPIPS compares."""
+mode and without gradients), :func:`evaluating` (run a caller's module as a fixed function and
+leave it as it was), and :class:`TappedTrunk`, the base of the LPIPS trunks (VGG16, AlexNet)
+that returns the activations LPIPS compares."""
 
 from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 from torch import nn
 
-__all__ = ["Freezable", "freeze", "TappedTrunk"]
+__all__ = ["Freezable", "freeze", "evaluating", "TappedTrunk"]
 
 
 class Freezable(nn.Module):
@@ -33,6 +37,27 @@ def freeze(module: nn.Module) -> nn.Module:
             m._flowmo_frozen = True
     module.eval()
     return module
+
+
+@contextmanager
+def evaluating(module: nn.Module) -> Iterator[nn.Module]:
+    """Run ``module`` (a network the caller passed in) as a fixed function for the ``with``
+    block: every submodule in eval mode (BatchNorm uses its running statistics and leaves them
+    unchanged, dropout is off, so outputs do not depend on the batch) and ``torch.no_grad()``.
+    Afterwards each submodule's ``training`` flag is what it was before, one by one (a mixed
+    train/eval module stays mixed), also when the block raises. Yields ``module``.
+
+    Every place in flowmo that runs a module it was given (the generation and reconstruction
+    metrics' networks, the evaluated model, the tokenizer that decodes generated tokens, the
+    classifier's features) runs it inside this."""
+    flags = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        with torch.no_grad():
+            yield module
+    finally:
+        for m, flag in flags:
+            m.training = flag  # the flag itself: a train() override (Freezable) must not re-derive it
 
 
 class TappedTrunk(Freezable):

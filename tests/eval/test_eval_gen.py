@@ -10,6 +10,7 @@ frechet_distance_of_features, the IS from softmax probabilities, precision/recal
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -94,9 +95,11 @@ def test_api_equals_the_direct_composition(setup):
     assert m["gfid"] == pytest.approx(frechet_distance_of_features(g_pool, r_pool), rel=1e-4)
     assert m["sfid"] == pytest.approx(frechet_distance_of_features(g_spatial, r_spatial), rel=1e-4)
     assert m["gfid"] > 0 and m["sfid"] > 0
-    # the IS from probabilities (softmax in float64), groups [0, 2) and [2, 5)
+    # the IS from probabilities (softmax in float64), groups [0, 2) and [2, 5) of the images in the
+    # order numpy.random.RandomState(2020).permutation(5) (torch-fidelity's shuffle)
     p = np.exp(g_logits - g_logits.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
+    p = p[np.random.RandomState(2020).permutation(5)]
     groups = [inception_score(p[:2]).mean, inception_score(p[2:]).mean]
     assert m["inception_score"]["mean"] == pytest.approx(np.mean(groups), rel=1e-6)
     assert m["inception_score"]["std"] == pytest.approx(np.std(groups), rel=1e-3, abs=1e-9)
@@ -109,7 +112,8 @@ def test_api_equals_the_direct_composition(setup):
 
     f = proto["network"]["files"][0]
     assert f["file"] == FILE and f["sha256"] == hashlib.sha256((setup["weights"] / FILE).read_bytes()).hexdigest()
-    assert proto["k"] == 2 and proto["splits"] == 2
+    assert proto["k"] == 2 and proto["splits"] == 2 and proto["splits_shuffle_seed"] == 2020
+    assert "RandomState(2020).permutation(N)" in proto["conventions"]["inception_score"]
     assert "2023" in proto["feature_layers"]["sfid"] and "pool3" in proto["feature_layers"]["gfid"]
     assert "299x299" in proto["images"]["resize"] and "bilinear" in proto["images"]["resize"]
     assert proto["generated"]["images_available"] == 5 and proto["reference"]["images_available"] == 7
@@ -308,3 +312,116 @@ def test_a_generate_folder_is_measured_by_its_record_not_its_grid(tmp_path):
         _Source(out, "generated", None, None)
     (out / "generate.json").unlink()
     assert _Source(out, "generated", None, None).count == 5  # any other folder: every image
+
+
+# ---------------------------------------------------------------- a stand-in network
+class _GreyLevelNet(FIDInceptionV3):
+    """A stand-in FID network (a real FIDInceptionV3 module, so it is accepted as ``inception=``)
+    with a cheap forward: pool3 holds 50 at the index of the image's class, the class being its
+    mean grey level (classes ``c`` at levels ``-1 + 2 c / (C - 1)``), and ``fc.weight`` is the
+    identity on those entries: the IS logits are 50 * one-hot of the class (a perfect
+    classifier). pool3[1008:1200] is the spatial mean of the real ``Mixed_6d.branch1x1`` (conv,
+    BatchNorm, ReLU) applied to the image area-resized to 17x17 and tiled to 768 channels, so
+    gFID and sFID depend on a BatchNorm layer: batch statistics in training mode, running ones
+    in eval mode."""
+
+    def __init__(self, classes: int):
+        torch.manual_seed(5)
+        super().__init__()
+        self.classes = classes
+        with torch.no_grad():
+            self.fc.weight.zero_()
+            self.fc.weight[:classes, :classes] = torch.eye(classes)
+            bn = self.Mixed_6d.branch1x1.bn
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+
+    def forward(self, x):
+        level = x.mean(dim=(1, 2, 3))
+        cls = ((level + 1) / 2 * (self.classes - 1)).round().long()
+        small = torch.nn.functional.interpolate(x, size=(17, 17), mode="area").repeat(1, 256, 1, 1)
+        spatial = self.Mixed_6d.branch1x1(small)
+        pool = torch.zeros(x.shape[0], 2048, dtype=x.dtype, device=x.device)
+        pool[torch.arange(x.shape[0]), cls] = 50.0
+        pool[:, 1008:1200] = spatial.mean(dim=(2, 3))
+        return pool
+
+
+def _class_images(classes, per_class, seed):
+    """(classes * per_class, 3, 8, 8) images listed class by class, image i of class c at grey level
+    -1 + 2 c / (C - 1) plus a little noise (mean kept)."""
+    g = torch.Generator().manual_seed(seed)
+    levels = torch.linspace(-0.9, 0.9, classes).repeat_interleave(per_class)
+    noise = torch.rand(classes * per_class, 3, 8, 8, generator=g) * 0.1 - 0.05
+    noise -= noise.mean(dim=(1, 2, 3), keepdim=True)
+    return (levels[:, None, None, None] + noise).clamp(-1, 1)
+
+
+@pytest.fixture
+def grey_net():
+    return _GreyLevelNet(10)
+
+
+def _numpy_is(logits: np.ndarray, splits: int) -> list:
+    """The IS formula in numpy: per group of consecutive rows, exp(mean KL(p(y|x) || p(y)))."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    n, out = len(p), []
+    for i in range(splits):
+        part = p[i * n // splits:(i + 1) * n // splits]
+        marginal = part.mean(axis=0)
+        out.append(math.exp(float(np.mean(np.sum(part * (np.log(part) - np.log(marginal)), axis=1)))))
+    return out
+
+
+def _flags(module):
+    return [m.training for m in module.modules()]
+
+
+def _buffers(module):
+    return {k: v.clone() for k, v in module.named_buffers()}
+
+
+def test_images_listed_class_by_class_measured_by_a_callers_network_in_training_mode(grey_net, tmp_path):
+    # one evaluate_generation call (each costs two 2048-d matrix square roots) checks both:
+    # (1) the Inception Score's groups: 10 classes x 20 images listed class by class (as `flowmo
+    #     generate` and `eval-gen --per-class` write them), a perfect classifier, splits = 2;
+    # (2) a caller's network in training mode (one block in eval mode: a mixed state to give back)
+    #     runs in eval mode: the reference is the same images in reverse order, so in batches of 64
+    #     every batch differs, and only batch-independent features give gFID = sFID = 0.
+    images = _class_images(10, 20, 0)
+    folder = tmp_path / "by_class"
+    folder.mkdir()
+    for i, img in enumerate(images):
+        arr = ((img.permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)
+        Image.fromarray(arr).save(folder / f"class{i // 20:02d}_{i % 20:03d}.png")
+    decoded = torch.round((images + 1) * 127.5) / 127.5 - 1  # what the folder's files decode to
+    classes = np.repeat(np.arange(10), 20)
+    logits = np.zeros((200, 1008))
+    logits[np.arange(200), classes] = 50.0
+    expected = _numpy_is(logits[np.random.RandomState(2020).permutation(200)], 2)
+    assert np.mean(expected) > 9.0 and np.mean(_numpy_is(logits, 2)) == pytest.approx(5.0, abs=1e-9)
+
+    grey_net.train()
+    grey_net.Conv2d_1a_3x3.eval()
+    flags, buffers = _flags(grey_net), _buffers(grey_net)
+    r = evaluate_generation(folder, decoded.flip(0), inception=grey_net, splits=2, k=1, batch_size=64)
+    m = r.metrics
+    assert m["inception_score"]["mean"] == pytest.approx(np.mean(expected), rel=1e-9)
+    assert m["inception_score"]["std"] == pytest.approx(np.std(expected), rel=1e-6, abs=1e-9)
+    assert r.protocol["splits_shuffle_seed"] == 2020
+    # (one group gives the same figure for any order of the same images: tests/eval/test_generation_metrics.py)
+    assert m["gfid"] == pytest.approx(0.0, abs=1e-4) and m["sfid"] == pytest.approx(0.0, abs=1e-4)
+    assert m["precision"] == 1.0 and m["recall"] == 1.0
+    ref = decoded[::20]
+    stats_4 = measure_reference(ref, inception=grey_net, batch_size=4)
+    stats_1 = measure_reference(ref, inception=grey_net, batch_size=1)
+    torch.testing.assert_close(stats_4.pool, stats_1.pool, rtol=1e-5, atol=1e-6)
+    frozen = _GreyLevelNet(10).eval()  # the features are the eval-mode network's
+    with torch.no_grad():
+        torch.testing.assert_close(stats_4.pool, frozen(ref), rtol=1e-5, atol=1e-6)
+    # the caller's network is left as it was: flags, BatchNorm statistics, device
+    assert _flags(grey_net) == flags
+    after = _buffers(grey_net)
+    assert all(torch.equal(after[k], v) for k, v in buffers.items())
+    assert next(grey_net.parameters()).device == torch.device("cpu")

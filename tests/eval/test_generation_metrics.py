@@ -36,8 +36,8 @@ def test_is_uniform_predictions_is_one():
 def test_is_one_hot_spread_evenly_is_c(c):
     p = np.eye(c)[np.arange(3 * c) % c]  # each class 3 times
     assert inception_score(p).mean == pytest.approx(c, rel=1e-12)
-    # 3 groups, each one full cycle of the classes: every group scores C
-    assert inception_score(p, splits=3) == pytest.approx((c, 0.0), rel=1e-12, abs=1e-9)
+    # 3 groups of the given order (no shuffle), each one full cycle of the classes: every group scores C
+    assert inception_score(p, splits=3, shuffle_seed=None) == pytest.approx((c, 0.0), rel=1e-12, abs=1e-9)
 
 
 def test_is_hand_worked_two_classes():
@@ -51,13 +51,17 @@ def test_is_hand_worked_two_classes():
 def test_is_groups_mean_and_population_std():
     # group 1 uniform (IS 1), group 2 one-hot over 2 classes (IS 2): mean 1.5, std 0.5
     p = np.array([[0.5, 0.5], [0.5, 0.5], [1.0, 0.0], [0.0, 1.0]])
-    assert inception_score(p, splits=2) == pytest.approx((1.5, 0.5), rel=1e-14)
+    assert inception_score(p, splits=2, shuffle_seed=None) == pytest.approx((1.5, 0.5), rel=1e-14)
 
 
 def test_is_uneven_groups_follow_reference_slicing():
-    # N = 5, splits = 2: groups [0, 2) and [2, 5) (i N // k)
+    # N = 5, splits = 2: groups [0, 2) and [2, 5) (i N // k) of the given order
     p = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [0.5, 0.5], [0.5, 0.5]])
-    assert inception_score(p, splits=2) == pytest.approx((1.5, 0.5), rel=1e-14)
+    assert inception_score(p, splits=2, shuffle_seed=None) == pytest.approx((1.5, 0.5), rel=1e-14)
+    # by default the groups are cut from the rows in RandomState(2020).permutation(5) order
+    order = np.random.RandomState(2020).permutation(5)
+    assert inception_score(p, splits=2) == pytest.approx(inception_score(p[order], splits=2, shuffle_seed=None),
+                                                         rel=1e-14)
 
 
 @settings(max_examples=30)
@@ -67,9 +71,10 @@ def test_is_matches_scipy_entropy(n, c, seed, splits):
     rng = np.random.default_rng(seed)
     logits = rng.normal(scale=3.0, size=(n, c))
     p = softmax(logits, axis=1)
+    shuffled = p[np.random.RandomState(2020).permutation(n)]  # torch-fidelity's samples_shuffle, rng_seed 2020
     scores = []
     for i in range(splits):
-        part = p[i * n // splits:(i + 1) * n // splits]
+        part = shuffled[i * n // splits:(i + 1) * n // splits]
         marginal = part.mean(axis=0)
         scores.append(math.exp(np.mean([entropy(row, marginal) for row in part])))
     got = inception_score(p, splits=splits)
@@ -77,6 +82,60 @@ def test_is_matches_scipy_entropy(n, c, seed, splits):
     assert got.std == pytest.approx(np.std(scores), rel=1e-6, abs=1e-9)
     from_logits = inception_score_from_logits(logits, splits=splits)
     assert from_logits.mean == pytest.approx(np.mean(scores), rel=1e-9)
+
+
+def _closed_form_one_hot_is(classes: np.ndarray, splits: int) -> list:
+    """IS of exactly one-hot predictions, per group of consecutive rows: exp of the entropy of the
+    group's class frequencies (KL(onehot_c || q) = -log q_c, averaged over the group = H(q))."""
+    out = []
+    n = len(classes)
+    for i in range(splits):
+        _, counts = np.unique(classes[i * n // splits:(i + 1) * n // splits], return_counts=True)
+        q = counts / counts.sum()
+        out.append(math.exp(-(q * np.log(q)).sum()))
+    return out
+
+
+@pytest.mark.parametrize("c, per_class, splits", [(10, 20, 2), (100, 20, 10)])
+def test_is_groups_of_class_ordered_rows_come_from_a_seeded_shuffle(c, per_class, splits):
+    # a perfect classifier over images listed class by class (a folder written per class)
+    classes = np.repeat(np.arange(c), per_class)
+    p = np.eye(c)[classes]
+    order = np.random.RandomState(2020).permutation(len(classes))
+    expected = _closed_form_one_hot_is(classes[order], splits)
+    got = inception_score(p, splits=splits)
+    assert got.mean == pytest.approx(np.mean(expected), rel=1e-12)
+    assert got.std == pytest.approx(np.std(expected), rel=1e-9, abs=1e-12)
+    assert got.mean > 0.75 * c  # every group sees (nearly) every class
+    # the listing order cut into contiguous groups: each group holds c / splits classes only
+    assert inception_score(p, splits=splits, shuffle_seed=None).mean == pytest.approx(c / splits, rel=1e-12)
+    # from logits: the same groups (a near one-hot softmax)
+    z = 40.0 * p
+    assert inception_score_from_logits(z, splits=splits).mean == pytest.approx(np.mean(expected), rel=1e-9)
+    # another seed: other groups, the same closed form on its permutation
+    other = np.random.RandomState(7).permutation(len(classes))
+    assert inception_score(p, splits=splits, shuffle_seed=7).mean == pytest.approx(
+        np.mean(_closed_form_one_hot_is(classes[other], splits)), rel=1e-12)
+
+
+@settings(max_examples=25)
+@given(st.integers(2, 30), st.integers(2, 9), st.integers(0, 2**31 - 1))
+def test_is_of_one_group_does_not_depend_on_the_row_order(n, c, seed):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(scale=3.0, size=(n, c))
+    perm = rng.permutation(n)
+    assert inception_score_from_logits(logits[perm]).mean == pytest.approx(inception_score_from_logits(logits).mean,
+                                                                           rel=1e-12)
+    p = softmax(logits, axis=1)
+    assert inception_score(p[perm]).mean == pytest.approx(inception_score(p).mean, rel=1e-12)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 1.5, True, "1"])
+def test_is_bad_shuffle_seed_is_refused_naming_it(seed):
+    with pytest.raises(ValueError, match="shuffle_seed must be None or an int in"):
+        inception_score(np.eye(3), splits=2, shuffle_seed=seed)
+    with pytest.raises(ValueError, match="shuffle_seed must be None or an int in"):
+        inception_score_from_logits(np.eye(3), splits=2, shuffle_seed=seed)
 
 
 def test_is_bad_input():
