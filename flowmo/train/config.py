@@ -166,6 +166,9 @@ def load_config(source: Union[str, Path, dict, None] = None, overrides: Optional
     raw = read_config_source(source, "'model' and 'train'")
     given = import_modules(imports, what="--import")
     raw = apply_overrides(raw, overrides or [])
+    if "generator" in raw and "model" not in raw:  # the other command's config: say so, not pydantic's errors
+        raise ValueError(f"{'the config' if source is None or isinstance(source, dict) else f'config file {str(source)!r}'} is a generator training config (a 'generator' section, no "
+                         "'model'): train it with flowmo train-generator")
     listed = raw.get("imports")
     if listed is None:  # `imports:` with nothing after it (YAML null): no modules
         listed = []

@@ -18,6 +18,11 @@ class InitFromMixin:
 
     def _load_init(self, path: Path) -> None:
         """Stage 1B's starting point: a run folder, a checkpoint folder or a model folder."""
+        from ..folder_kinds import path_kind, wrong_kind
+
+        if path_kind(path) not in (None, "tokenizer-run", "tokenizer-checkpoint", "tokenizer"):
+            raise wrong_kind(path, "train.init_from", "a flowmo train run, one of its checkpoints or a tokenizer "
+                             "model folder")  # a generator's, a token set, ...: the kind found, named
         if (path / "checkpoints").is_dir():
             found = latest_checkpoint(path / "checkpoints")
             if found is None:
