@@ -27,6 +27,7 @@ from torch import Tensor
 
 from .data.images import IMAGE_EXTENSIONS as _EXTENSIONS
 from .data.listing import list_folder_images
+from .folder_kinds import kind_note
 from .data.tokens import TOKEN_FORMAT, TokenFile, read_tokens, write_tokens  # noqa: F401
 
 __all__ = [
@@ -81,7 +82,8 @@ def list_images(inputs: Union[PathLike, Sequence[PathLike]]) -> list[ImageFile]:
             # the data layer's one listing: the same files in the same order as flowmo eval reads
             files = [ImageFile(path, rel) for rel, path in list_folder_images(p)[0]]
             if not files:
-                raise ValueError(f"no images ({', '.join(e[1:] for e in IMAGE_EXTENSIONS)}) found in folder {str(p)!r}")
+                raise ValueError(f"no images ({', '.join(e[1:] for e in IMAGE_EXTENSIONS)}) found in folder {str(p)!r}"
+                                 f"{kind_note(p)}")
             found.extend(files)
         elif p.is_file():
             found.append(ImageFile(p, p.name))
@@ -227,7 +229,9 @@ def load_model(
     as for :func:`resolve_device` (without ``auto``); a malformed or unavailable one raises
     ValueError naming it before anything is read. Raises as
     :meth:`flowmo.FlowMo.from_pretrained` for a folder (ValueError naming the module to import
-    for a component that is not registered), FileNotFoundError for a missing path.
+    for a component that is not registered), ValueError naming the kind found for another kind
+    of folder or file (a generator folder, a run, a token file, ...), FileNotFoundError for a
+    missing path.
     """
     import flowmo.nets  # noqa: F401  registers the network perceptual distances
     from .devices import check_device
@@ -235,20 +239,22 @@ def load_model(
 
     if device is not None:
         device = check_device(device, "device")
+    from .folder_kinds import folder_kind, path_kind, wrong_kind
+
+    expected = f"a tokenizer model folder ({CONFIG_NAME} + {WEIGHTS_NAME}) or a released .pth checkpoint"
     p = Path(path).expanduser()
-    if p.is_file() and p.name in (WEIGHTS_NAME, CONFIG_NAME):
+    if p.is_file() and p.name in (WEIGHTS_NAME, CONFIG_NAME) and folder_kind(p.parent) == "tokenizer":
         p = p.parent
     if p.is_dir():
+        if path_kind(p) not in ("tokenizer", "unknown", "folder", "empty"):  # another kind: say which
+            raise wrong_kind(p, "model", expected, "tokenizer")
         model = FlowMo.from_pretrained(p)
     elif p.is_file() and p.suffix.lower() in (".pth", ".pt", ".ckpt", ".bin"):
         from .compat import load_release_checkpoint
 
         model = load_release_checkpoint(p, weights=weights, code_length=code_length, image_size=image_size)
     elif p.exists():
-        raise ValueError(
-            f"model {str(p)!r} is neither a model folder ({CONFIG_NAME} + {WEIGHTS_NAME}) nor a released "
-            ".pth checkpoint"
-        )
+        raise wrong_kind(p, "model", expected, "tokenizer")
     else:
         from .hub import RELEASED, is_repo_id
 

@@ -190,7 +190,7 @@ class FlowMo(ObjectivesMixin, PretrainedMixin, nn.Module):
         return code
 
     def quantize(self, code: Tensor) -> QuantizerOutput:
-        """Continuous code -> :class:`QuantizerOutput` (losses only in training mode)."""
+        """Continuous code -> :class:`QuantizerOutput` (with the quantizer's loss terms, in either mode)."""
         return self.quantizer(code)
 
     @torch.no_grad()

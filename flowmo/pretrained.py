@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Optional, Union
 import torch
 
 from .data.files import atomic_write
-from .folder_kinds import check_folder_kind
+from .folder_kinds import check_folder_kind, describe_path, path_kind, wrong_kind
 from .imports import (IMPORTS_KEY, check_module_names, check_recorded_modules, component_modules,
                       unknown_component_message, unknown_components)
 from .spec import FlowMoSpec
@@ -28,6 +28,7 @@ CONFIG_NAME = "config.json"
 # fields added after folders were first written: a folder without them takes the default
 OPTIONAL_FIELDS = frozenset({"sampler_presets"})
 WEIGHTS_NAME = "model.safetensors"
+TOKENIZER_FOLDER = f"a tokenizer model folder ({CONFIG_NAME} + {WEIGHTS_NAME})"
 
 
 class PretrainedMixin:
@@ -90,7 +91,9 @@ class PretrainedMixin:
         ``torch.dtype`` (None: float32). Returns the model in eval mode.
 
         Raises TypeError for a ``directory`` of another type, ValueError naming the argument
-        for a ``directory`` that is one of the folder's files (it says to pass the folder)
+        for a ``directory`` that is one of the folder's files (it says to pass the folder),
+        for another kind of folder or file (a generator folder, a training run or checkpoint, a
+        token set, ...: the message names the kind found, :func:`flowmo.folder_kinds.wrong_kind`)
         and for a malformed or unavailable ``device``, FileNotFoundError for a missing folder
         or file, ValueError for a damaged config or weights file, and ValueError when
         ``config.json`` names a component that is not registered (a quantizer, time grid, ...
@@ -123,23 +126,20 @@ class PretrainedMixin:
                                          cache_dir=cache_dir)
         elif subfolder:
             d = d / subfolder
-        if d.is_file():
-            hint = (f"pass the folder {str(d.parent)!r}" if d.name in (CONFIG_NAME, WEIGHTS_NAME)
-                    else f"a FlowMo folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
-            raise ValueError(f"directory {str(d)!r} is a file; from_pretrained takes the model folder: {hint}")
+        argument = "directory" if d == Path(directory).expanduser() else f"{str(directory)!r}: the folder"
+        if d.is_file():  # one of the folder's files (the message says to pass the folder), or another kind
+            raise wrong_kind(d, argument, TOKENIZER_FOLDER, "tokenizer")
         if not d.is_dir():
             raise FileNotFoundError(f"directory {str(d)!r} does not exist (expected {CONFIG_NAME} and {WEIGHTS_NAME})")
+        kind = path_kind(d)
+        # another kind of folder: say which ("unknown": a damaged config, whose reading names the fields)
+        if kind not in ("tokenizer", "unknown", "folder", "empty"):
+            raise wrong_kind(d, argument, TOKENIZER_FOLDER, "tokenizer")
         cfg, weights = d / CONFIG_NAME, d / WEIGHTS_NAME
-        if (d / "checkpoints").is_dir() and not weights.is_file():
-            raise FileNotFoundError(f"{str(d)!r} is a training run, not a model folder: export it first "
-                                    f"(flowmo export {str(d)!r} --output MODEL_DIR, or train with --export) and "
-                                    "load the exported folder")
-        if (d / "state.json").is_file() and not cfg.is_file():
-            raise FileNotFoundError(f"{str(d)!r} is a training checkpoint, not a model folder: export it first "
-                                    f"(flowmo export {str(d)!r} --output MODEL_DIR) and load the exported folder")
         for f in (cfg, weights):
             if not f.is_file():
-                raise FileNotFoundError(f"{str(f)!r} is missing; a FlowMo folder holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+                raise FileNotFoundError(f"{str(f)!r} is missing; a FlowMo folder holds {CONFIG_NAME} and {WEIGHTS_NAME}"
+                                        + ("" if kind in ("tokenizer", "unknown") else f" ({str(d)!r} is {describe_path(d)})"))
         spec, raw = read_config(cfg)
         # save_pretrained writes every field; a missing one would silently take its default
         # (image_size, code_length, the sampler, ... are not visible in the weights)

@@ -220,7 +220,7 @@ BAD = {
     "missing token file": (["detokenize", "--model", "{model}", "--tokens", "{bad}/nope.safetensors", "--output",
                             "{out}"], "does not exist"),
     "not a token file": (["detokenize", "--model", "{model}", "--tokens", "{bad}/plain.safetensors", "--output",
-                          "{out}"], "no 'tokens' tensor"),
+                          "{out}"], "is a safetensors file without flowmo's token metadata (model weights?), not a token file"),
     "junk token file": (["detokenize", "--model", "{model}", "--tokens", "{bad}/junk.safetensors", "--output",
                          "{out}"], "not a readable safetensors file"),
     "missing checkpoint": (["convert", "--checkpoint", "{bad}/nope.pth", "--output", "{out}"], "does not exist"),

@@ -19,8 +19,10 @@ QUANTIZER_PROPERTIES = {"output", "indices_roundtrip", "codes_roundtrip", "idemp
 # ----------------------------------------------------------------------------- our components pass
 @pytest.mark.parametrize("channels,group_bits", [(18, 9), (56, 14), (62, 2), (62, 1), (6, 3), (1, 1)])
 def test_lfq_conforms(channels, group_bits):
+    # with 14 bits per group every call scores 2^14 codewords per group and token (losses too, in
+    # either mode): fewer drawn examples keep it to seconds (the large explicit input still runs)
     report = check_quantizer(lambda: LFQ(LFQSpec(group_bits=group_bits), channels=channels), channels,
-                             max_examples=15)
+                             max_examples=15 if group_bits < 14 else 2)
     assert set(report) == QUANTIZER_PROPERTIES | {"groups"}  # LFQ has entropy groups
     assert all(n >= 1 for n in report.values())
 
@@ -97,8 +99,7 @@ class _NoisyLFQ(LFQ):
 class _NanLossLFQ(LFQ):
     def forward(self, z):
         out = super().forward(z)
-        if self.training:
-            out.losses["entropy"] = out.losses["entropy"] * float("nan")
+        out.losses["entropy"] = out.losses["entropy"] * float("nan")
         return out
 
 
@@ -133,12 +134,12 @@ def test_kit_catches_broken_quantizers(cls, prop):
 
 def test_kit_catches_fsq_without_forward_idempotence():
     assert FSQ.forward_idempotent is False and LFQ.forward_idempotent is True  # declared on the interface
-    with pytest.raises(AssertionError, match="property 'idempotent' failed.*forward_idempotent=False"):
+    with pytest.raises(AssertionError, match="property 'idempotent' failed.*declare forward_idempotent = False on the quantizer class"):
         check_quantizer(FSQ(FSQSpec(levels=(8, 5)), channels=2), 2, max_examples=25, forward_idempotent=True)
 
 
 def test_non_determinism_is_reported_plainly():
-    with pytest.raises(AssertionError, match="property 'deterministic' failed: non-deterministic: two eval-mode "
+    with pytest.raises(AssertionError, match="property 'deterministic' failed: non-deterministic: two (eval|train)-mode "
                                              "calls on the same input gave different"):
         check_quantizer(lambda: _NoisyLFQ(LFQSpec(group_bits=9), channels=18), 18, max_examples=15)
 

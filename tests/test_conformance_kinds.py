@@ -175,7 +175,8 @@ class _Float64StraightThroughSign(LFQ):
         return QuantizerOutput(values, out.indices, out.losses, out.stats)
 
 
-@pytest.mark.parametrize("cls,prop", [(_NormalisedSign, "all_zero"), (_Float64StraightThroughSign, "extreme")])
+# all-zero tokens also occur among the drawn inputs' exact zeros: 'output' may see them first
+@pytest.mark.parametrize("cls,prop", [(_NormalisedSign, "(all_zero|output)"), (_Float64StraightThroughSign, "extreme")])
 def test_kit_catches_quantizers_that_fail_on_zero_or_extreme_inputs(cls, prop):
     with pytest.raises(AssertionError, match=f"property '{prop}' failed"):
         check_quantizer(lambda: cls(LFQSpec(group_bits=3), channels=6), 6, max_examples=10)

@@ -372,5 +372,5 @@ def test_set_teacher_refuses_non_string_keys():
 def test_from_pretrained_on_a_checkpoint_folder_says_to_export(tmp_path):
     (tmp_path / "ckpt-00000002").mkdir()
     (tmp_path / "ckpt-00000002" / "state.json").write_text("{}")
-    with pytest.raises(FileNotFoundError, match="training checkpoint.*flowmo export"):
+    with pytest.raises(ValueError, match="is a tokenizer training checkpoint.*flowmo export"):
         flowmo.FlowMo.from_pretrained(tmp_path / "ckpt-00000002")

@@ -240,7 +240,7 @@ def test_config_with_unknown_field_is_refused(tmp_path, good):
     for bad, where in (({**cfg, "extra_field": 1}, "extra_field"),
                        ({**cfg, "sampler": {**cfg["sampler"], "stepz": 3}}, "sampler.stepz")):
         d = folder(tmp_path, good, config=json.dumps(bad))
-        with pytest.raises(ValueError, match=rf"not a valid FlowMo spec(.|\n)*{where}(.|\n)*Extra inputs"):
+        with pytest.raises(ValueError, match=rf"not a valid FlowMo spec.*unexpected field {where}"):
             FlowMo.from_pretrained(d)
 
 

@@ -44,7 +44,7 @@ SOURCE = textwrap.dedent('''
             b = torch.tanh(z.float())
             q = torch.round(b)
             values = (b + (q - b).detach()).to(z.dtype)
-            losses = {"commitment": self.commit_weight * (b - q.detach()).pow(2).mean()} if self.training else {}
+            losses = {"commitment": self.commit_weight * (b - q.detach()).pow(2).mean()}
             return QuantizerOutput(values, self.codes_to_indices(q), losses)
 
         def codes_to_indices(self, codes):

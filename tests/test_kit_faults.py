@@ -13,6 +13,7 @@ from flowmo.quantizers.lfq import LOSS_CLAMP
 from flowmo.samplers import Euler, Heun, Solver, TimeGrid
 from flowmo.spec import LFQSpec
 from flowmo.testing import check_quantizer, check_solver, check_time_grid
+from flowmo.testing.quantizer import LARGE
 
 
 # ----------------------------------------------------------------------------- solvers
@@ -160,17 +161,15 @@ class _SquaredCommitment(_Sign):
 
     def forward(self, z):
         out = super().forward(z)
-        if self.training:
-            out.losses["commitment"] = (z.float() - out.values.detach().float()).pow(2).mean()
+        out.losses["commitment"] = (z.float() - out.values.detach().float()).pow(2).mean()
         return out
 
 
 class _SafeCommitment(_Sign):
     def forward(self, z):
         out = super().forward(z)
-        if self.training:
-            d = (z.float() - out.values.detach().float()).clamp(-1e4, 1e4)
-            out.losses["commitment"] = d.pow(2).sum() / max(d.numel(), 1)
+        d = (z.float() - out.values.detach().float()).clamp(-1e4, 1e4)
+        out.losses["commitment"] = d.pow(2).sum() / max(d.numel(), 1)
         return out
 
 
@@ -184,7 +183,8 @@ class _RefusesEmpty(_SafeCommitment):
 @pytest.mark.parametrize("cls,prop,match", [
     (_ModifiesInput, "input_unchanged", "eval-mode forward modified its input in place"),
     (_CentresOverTheBatch, "batch_independent", "sample 0's indices depend on the rest of the batch"),
-    (_SquaredCommitment, "extreme", "training-mode losses on inputs of magnitude .* must be a finite float"),
+    (_SquaredCommitment, "extreme", r"losses on inputs of magnitude .* \(train mode\): the term 'commitment' must be "
+                                    "a finite float"),
 ])
 def test_check_quantizer_catches(cls, prop, match):
     with pytest.raises(AssertionError, match=f"property '{prop}' failed: {match}"):
@@ -195,12 +195,12 @@ def test_check_quantizer_catches_nan_losses_on_inputs_without_tokens():
     class MeanOverNothing(_SafeCommitment):
         def forward(self, z):
             out = super().forward(z)
-            if self.training:
-                out.losses["commitment"] = (z.float() - out.values.detach().float()).pow(2).mean()
+            out.losses["commitment"] = (z.float() - out.values.detach().float()).clamp(-1e4, 1e4).pow(2).mean()
             return out
 
     with pytest.raises(AssertionError, match=r"property 'empty' failed: an input of shape \(0, 2, 4\) \(no tokens\): "
-                                             r"train-mode losses\['commitment'\] must be a finite float, got tensor\(nan"):
+                                             r"losses \(eval mode\): the term 'commitment' must be a finite float, "
+                                             r"got tensor\(nan"):
         check_quantizer(MeanOverNothing, 4, max_examples=3)
 
 
@@ -250,12 +250,11 @@ def test_lfq_losses_are_unchanged_for_ordinary_inputs():
 def test_lfq_inputs_without_tokens_give_empty_codes_and_zero_losses(shape):
     q = LFQ(LFQSpec(), channels=18)
     z = torch.zeros(shape, requires_grad=True)
-    q.eval()
-    out = q(z)
-    assert out.values.shape == shape and out.indices.shape == shape[:2] and out.losses == {}
-    q.train()
-    out = q(z)
-    assert {k: float(v.detach()) for k, v in out.losses.items()} == {"entropy": 0.0, "commitment": 0.0}
+    for mode in (False, True):
+        q.train(mode)
+        out = q(z)
+        assert out.values.shape == shape and out.indices.shape == shape[:2]
+        assert {k: float(v.detach()) for k, v in out.losses.items()} == {"entropy": 0.0, "commitment": 0.0}
     out.loss.backward()
     assert z.grad.shape == shape
 
@@ -266,3 +265,148 @@ def test_lfq_with_a_tiny_temperature_keeps_finite_entropies():
     out = q(z)
     out.loss.backward()
     assert all(bool(torch.isfinite(v)) for v in out.losses.values()) and torch.isfinite(z.grad).all()
+
+
+# ----------------------------------------------------------------------------- issue 22: the kit's gaps
+class _ScalesByTheBatch(Quantizer):
+    """Batch-dependent: scales by the batch's mean |z|, then rounds to the integers -2 .. 2. The
+    values' mean |.| is not 1, so quantizing them again moves them: it used to fail 'idempotent'
+    first, with the hint to switch that check off."""
+
+    def __init__(self, channels=4):
+        super().__init__()
+        self.channels, self.codebook_size = channels, 5**channels
+        self.register_buffer("_basis", 5 ** torch.arange(channels), persistent=False)
+
+    def forward(self, z):
+        scale = z.abs().mean().clamp_min(1e-12) if z.numel() else 1.0
+        q = torch.round((z / scale).clamp(-2, 2)).to(z.dtype)
+        return QuantizerOutput(q + (z - z.detach()), self.codes_to_indices(q))
+
+    def codes_to_indices(self, codes):
+        return ((torch.round(codes.float()).long() + 2) * self._basis).sum(-1)
+
+    def indices_to_codes(self, indices):
+        return ((indices.long()[..., None] // self._basis) % 5).float() - 2
+
+
+def test_a_batch_dependent_quantizer_is_reported_as_batch_dependent_not_as_non_idempotent():
+    with pytest.raises(AssertionError) as e:
+        check_quantizer(_ScalesByTheBatch, 4, max_examples=10)
+    msg = str(e.value)
+    assert "property 'batch_independent' failed" in msg and "depend on the rest of the batch" in msg, msg
+    assert "forward_idempotent" not in msg, msg
+
+
+class _VQ(Quantizer):
+    """Nearest-codeword vector quantization with a learnable codebook, trained by the VQ-VAE
+    codebook loss mean((sg(z) - e)^2) (commitment left out); straight-through values."""
+
+    detach_codebook = False
+
+    def __init__(self, channels=4, size=16):
+        super().__init__()
+        self.channels, self.codebook_size = channels, size
+        self.codebook = torch.nn.Parameter(torch.randn(size, channels, generator=torch.Generator().manual_seed(0)))
+
+    def _nearest(self, codes):
+        # argmax of <z, e> - |e|^2 / 2 in float64: finite for any finite float32 z
+        e = self.codebook.detach().double()
+        return (codes.detach().double() @ e.t() - 0.5 * (e * e).sum(-1)).argmax(-1)
+
+    def forward(self, z):
+        idx = self._nearest(z)
+        book = self.codebook.detach() if self.detach_codebook else self.codebook
+        e = book[idx]
+        q = e.detach().to(z.dtype)
+        err = (z.detach().float().clamp(-1e4, 1e4) - e.float()).square()
+        return QuantizerOutput(q + (z - z.detach()), idx, {"codebook": err.sum() / max(err.numel(), 1)})
+
+    def codes_to_indices(self, codes):
+        return self._nearest(codes)
+
+    def indices_to_codes(self, indices):
+        return self.codebook.detach().float()[indices.long()]
+
+
+class _DetachedCodebookVQ(_VQ):
+    detach_codebook = True
+
+
+class _UnusedScaleVQ(_VQ):
+    """A learnable parameter that reaches the loss only multiplied by 0."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, z):
+        out = super().forward(z)
+        out.losses["codebook"] = out.losses["codebook"] + 0.0 * self.scale
+        return out
+
+
+def test_a_learnable_quantizer_whose_parameters_train_passes_every_property():
+    report = check_quantizer(_VQ, 4, max_examples=5)
+    assert report["parameter_gradients"] >= 5
+
+
+@pytest.mark.parametrize("cls,match", [
+    (_DetachedCodebookVQ, "the parameter 'codebook' gets no gradient from the quantizer's loss or values"),
+    (_UnusedScaleVQ, "the parameter 'scale' gets an all-zero gradient"),
+])
+def test_a_learnable_quantizer_whose_parameters_never_train_is_caught(cls, match):
+    with pytest.raises(AssertionError, match=f"property 'parameter_gradients' failed: {match}"):
+        check_quantizer(cls, 4, max_examples=5)
+
+
+class _LargeBatchFastPath(_Sign):
+    """Right for small inputs; from 8 samples on a 'fast path' returns int32 indices."""
+
+    def forward(self, z):
+        out = super().forward(z)
+        if z.shape[0] >= 8:
+            out.indices = out.indices.int()
+        return out
+
+
+class _LargeBatchStatistics(_Sign):
+    """Normalises by the batch's statistics once the batch holds 64 tokens or more."""
+
+    def forward(self, z):
+        if z.shape[0] * z.shape[1] >= 64:
+            z = z - z.mean(dim=(0, 1), keepdim=True)
+        return super().forward(z)
+
+
+@pytest.mark.parametrize("cls,prop", [(_LargeBatchFastPath, "output"), (_LargeBatchStatistics, "batch_independent")])
+def test_paths_taken_only_for_larger_batches_are_checked(cls, prop):
+    # however few examples are drawn: every property runs on one input of LARGE = 8 x 16 first
+    assert LARGE == (8, 16)
+    with pytest.raises(AssertionError, match=f"property '{prop}' failed"):
+        check_quantizer(cls, 4, max_examples=1)
+
+
+class _TrainModeOnlyCommitment(_SafeCommitment):
+    """The loss term exists in training mode only: a fine-tuning loop that forgot .train() on a
+    loaded (eval-mode) model would train without it."""
+
+    def forward(self, z):
+        out = super().forward(z)
+        if not self.training:
+            out.losses.clear()
+        return out
+
+
+def test_a_quantizer_whose_losses_depend_on_the_mode_is_caught():
+    with pytest.raises(AssertionError, match=r"property 'losses' failed: the losses depend on the module's mode: "
+                                             r"train mode gives \{'commitment': .*\}, eval mode \{\}"):
+        check_quantizer(_TrainModeOnlyCommitment, 4, max_examples=3)
+
+
+def test_kit_messages_name_a_term_in_words():
+    with pytest.raises(AssertionError) as e:
+        check_quantizer(_SquaredCommitment, 4, max_examples=3)
+    msg = str(e.value)
+    assert "losses on inputs of magnitude 1e+30 (train mode): the term 'commitment' must be a finite float" in msg, msg
+    assert "['commitment']" not in msg and "1e+30[" not in msg

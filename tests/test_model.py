@@ -91,9 +91,51 @@ def test_loss_terms_and_gradients(tiny):
     out.total.backward()
     assert model.encoder.double_blocks[0].img_attn.qkv.weight.grad is not None
     assert model.decoder.img_in.weight.grad is not None
-    # quantizer losses only in training mode
-    model.eval()
-    assert not any(k.startswith("quantizer/") for k in model.loss(x).terms)
+
+
+def _same_terms(a, b):
+    assert set(a.terms) == set(b.terms)
+    for k in a.terms:
+        assert torch.equal(a.terms[k], b.terms[k]), k
+    assert torch.equal(a.total, b.total)
+
+
+@pytest.mark.parametrize("quantizer", [{"code_channels": 18, "quantizer": "lfq"},
+                                       {"code_channels": 6, "quantizer": "fsq"}], ids=["lfq", "fsq"])
+def test_the_loss_terms_do_not_depend_on_the_mode(quantizer):
+    """Issue 22: a loaded model is in eval mode; a fine-tuning loop that forgets .train() must get
+    the same loss: the quantizer's terms included (LFQ's entropy and commitment)."""
+    spec = flowmo.flowmo_tiny().replace(**quantizer)
+    model = flowmo.build(spec)
+    x = images(2, 32)
+    out = {mode: model.train(mode).loss(x, generator=torch.Generator().manual_seed(0)) for mode in (True, False)}
+    assert set(out[False].terms) == {t.name for t in spec.loss_terms("1a")}
+    _same_terms(out[True], out[False])
+
+
+@pytest.mark.parametrize("objective", [{"name": "mode_seeking", "k": 2}, {"name": "distillation"}],
+                         ids=lambda o: o["name"])
+def test_the_posttrain_loss_terms_do_not_depend_on_the_mode(objective):
+    spec = flowmo.flowmo_tiny().replace(posttrain=objective)
+    model = flowmo.build(spec)
+    if model.posttrain_objective.needs_teacher:
+        model.set_teacher()
+    x = images(2, 32)
+    out = {mode: model.train(mode).posttrain_loss(x, generator=torch.Generator().manual_seed(0))
+           for mode in (True, False)}
+    assert set(out[False].terms) == {t.name for t in spec.loss_terms("1b")}
+    _same_terms(out[True], out[False])
+
+
+def test_a_loaded_model_trains_with_the_quantizer_terms(tmp_path):
+    spec = flowmo.flowmo_tiny()
+    flowmo.build(spec).save_pretrained(tmp_path / "m")
+    model = FlowMo.from_pretrained(tmp_path / "m")
+    assert not model.training  # what from_pretrained returns
+    out = model.loss(images(2, 32), generator=torch.Generator().manual_seed(0))
+    assert {"quantizer/entropy", "quantizer/commitment"} <= set(out.terms)
+    out.total.backward()
+    assert model.encoder.double_blocks[0].img_attn.qkv.weight.grad is not None
 
 
 def test_posttrain_loss_leaves_encoder_frozen():

@@ -154,19 +154,25 @@ def test_lfq_uniform_softmax_has_maximal_entropy():
     assert float(out.stats["codebook_entropy"]) <= 3 * math.log(2)
 
 
-def test_lfq_losses_only_in_training_mode():
+def test_lfq_losses_are_the_same_in_train_and_eval_mode():
+    """A loaded model is in eval mode: a fine-tuning loop that forgets .train() must still get the
+    entropy and commitment terms (and their gradients)."""
     q = _lfq(18, 9)
     z = torch.randn(2, 3, 18)
-    q.eval()
-    out = q(z)
-    assert out.losses == {} and out.stats == {}
-    assert float(out.loss) == 0.0
-    q.train()
-    out = q(z)
-    assert set(out.losses) == {"entropy", "commitment"}
-    assert set(out.stats) == {"per_sample_entropy", "codebook_entropy", "commitment"}
-    q.eval()
-    assert q(z).losses == {}
+    out = {}
+    for mode in (True, False):
+        zz = z.clone().requires_grad_(True)
+        o = q.train(mode)(zz)
+        o.loss.backward()
+        out[mode] = o, zz.grad
+    (tr, g_tr), (ev, g_ev) = out[True], out[False]
+    assert set(tr.losses) == set(ev.losses) == {"entropy", "commitment"}
+    assert set(tr.stats) == set(ev.stats) == {"per_sample_entropy", "codebook_entropy", "commitment"}
+    for k in tr.losses:
+        assert torch.equal(tr.losses[k], ev.losses[k]), k
+    for k in tr.stats:
+        assert torch.equal(tr.stats[k], ev.stats[k]), k
+    assert torch.equal(g_tr, g_ev) and bool(g_ev.abs().sum() > 0)
 
 
 @FAST

@@ -33,7 +33,7 @@ class Ternary(Quantizer):
         values = (b + (q - b).detach()).to(z.dtype)
         # the mean over the tokens (0 for an input without tokens, where .mean() would be NaN)
         commit = (b - q.detach()).pow(2).sum() / max(b.numel(), 1)
-        losses = {"commitment": self.spec.commit_weight * commit} if self.training else {}
+        losses = {"commitment": self.spec.commit_weight * commit}
         return QuantizerOutput(values, self.codes_to_indices(q), losses)
 
     def codes_to_indices(self, codes):

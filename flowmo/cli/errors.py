@@ -27,16 +27,12 @@ def _one_line(text: str) -> str:
 
 def _describe(e: BaseException) -> str:
     """A one-line description of an exception."""
-    try:
-        from pydantic import ValidationError
-    except ImportError:  # pragma: no cover
-        ValidationError = ()  # type: ignore[assignment]
-    if isinstance(e, ValidationError):
-        parts = []
-        for err in e.errors():
-            loc = ".".join(str(x) for x in err.get("loc", ()))
-            parts.append(f"{loc}: {err.get('msg', '')}" if loc else str(err.get("msg", "")))
-        return f"invalid {e.title}: " + "; ".join(parts)
+    from pydantic import ValidationError
+
+    from ..spec.base import validation_message
+
+    if isinstance(e, ValidationError):  # flowmo's own are one line already; any other told the same way
+        return _one_line(validation_message(e))
     if isinstance(e, KeyError) and e.args:
         msg = str(e.args[0])
     else:

@@ -28,6 +28,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..folder_kinds import kind_note
 from .listing import list_folder_images
 from .draws import _check_image_size, _check_nonneg_int, first_readable, square_crop
 from .images import (
@@ -166,7 +167,7 @@ class ImageFolderDataset(Dataset):
             extra = f"; {len(not_regular)} entries that are not regular files skipped" if not_regular else ""
             raise ValueError(
                 f"no image files with extensions {', '.join(exts)} found under {str(self.root)!r} "
-                f"(searched recursively, hidden files ignored{extra})"
+                f"(searched recursively, hidden files ignored{extra}){kind_note(self.root)}"
             )
 
     def _list_files(self) -> Tuple[List[Path], List[Tuple[Path, str]]]:

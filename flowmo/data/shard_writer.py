@@ -31,6 +31,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+from ..folder_kinds import kind_note
 from .listing import list_folder_images
 from .shards import _META, EXTRA_HINT
 
@@ -115,7 +116,8 @@ def write_shards(folder, output: str, max_count: int = 100_000, max_size: int = 
                          f"'out/train-%06d.tar', got {output!r}")
     files, not_regular = list_folder_images(root)
     if not files:
-        raise ValueError(f"input folder {str(root)!r} holds no images (searched recursively, hidden files ignored)")
+        raise ValueError(f"input folder {str(root)!r} holds no images (searched recursively, hidden files ignored)"
+                         f"{kind_note(root)}")
     for rel, _, reason in not_regular:
         print(f"skipping {rel}: {reason}")
     keys, labels = _keys([rel for rel, _ in files], classes, "input")

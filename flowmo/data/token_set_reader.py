@@ -75,12 +75,19 @@ def read_token_set(path: PathLike) -> TokenSet:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
+        ValueError (``token set '...' is <kind>, not ...``): another kind of folder or file (a
+            model folder, a run, a token file without labels, ...: the kind found is named).
         ValueError (``token set '...': ...``, with the reason): incomplete (no ``index.json``: an
             interrupted ``flowmo tokenize``), an unreadable or malformed index (``unreadable
             index.json (...)``), a missing or inconsistent shard.
     """
+    from ..folder_kinds import path_kind, wrong_kind
+
     path = Path(path)
+    expected = "a token set folder (flowmo tokenize --classes) or a labelled token file"
     if path.is_file():
+        if path_kind(path) in ("safetensors", "config-file"):  # readable, of another kind: say which
+            raise wrong_kind(path, "token set", expected, "token-set")
         tf = read_tokens(path)
         if tf.labels is None or tf.layout is None:
             raise _bad(path, "is a token file without labels and layout; write one with "
@@ -92,6 +99,9 @@ def read_token_set(path: PathLike) -> TokenSet:
         raise FileNotFoundError(f"token set {str(path)!r} does not exist")
     index_path = path / INDEX_NAME
     if not index_path.is_file():
+        kind = path_kind(path)
+        if kind not in ("partial-token-set", "empty", "folder"):  # another kind of folder: say which
+            raise wrong_kind(path, "token set", expected, "token-set")
         raise _bad(path, f"has no {INDEX_NAME}: it is incomplete (an interrupted 'flowmo tokenize'?) or not a token set")
     try:
         index = json.loads(index_path.read_text())

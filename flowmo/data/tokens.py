@@ -134,12 +134,16 @@ def read_tokens(path: PathLike) -> TokenFile:
     anything else."""
     from safetensors import SafetensorError, safe_open
 
+    from ..folder_kinds import path_kind, wrong_kind
+
     path = Path(path)
+    expected = "a token file (a .safetensors file written by flowmo tokenize)"
     if path.is_dir():
-        raise ValueError(f"token file {str(path)!r} is a folder; give a .safetensors token file "
-                         "(a token set folder is read with flowmo.data.token_shards.read_token_set)")
+        raise wrong_kind(path, "token file", expected, "token-file")
     if not path.is_file():
         raise FileNotFoundError(f"token file {str(path)!r} does not exist")
+    if path_kind(path) in ("safetensors", "config-file"):  # readable, of another kind: say which
+        raise wrong_kind(path, "token file", expected, "token-file")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}

@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator, Optional, Union
 import numpy as np
 import torch
 
+from ..folder_kinds import kind_note
 from .generation import SPATIAL_DIM, inception_features
 from .metrics import FeatureStats
 
@@ -114,7 +115,8 @@ class _Source:
         if record is not None:  # a `flowmo generate` folder: its images, not its grid
             files = [(rel, path) for rel, path in files if rel in record]
         if not files:
-            raise ValueError(f"{name}: no image files found under {str(root)!r} (searched recursively)")
+            raise ValueError(f"{name}: no image files found under {str(root)!r} (searched recursively)"
+                             f"{kind_note(root)}")
         self.tensor = None
         self.files = files[:limit]
         self.info = {"source": "folder" if record is None else "folder of flowmo generate (the images its "

@@ -91,8 +91,10 @@ class AutoregressiveGenerator(TokenGenerator):
              generator: Optional[torch.Generator] = None) -> LossOutput:
         """Next-token cross-entropy over all L positions (teacher forcing).
 
-        In training mode with label_dropout > 0 and classes, one U(0, 1) per sample is drawn from
-        ``generator`` (label -> null class where < label_dropout); nothing else is random.
+        With label_dropout > 0 and classes, one U(0, 1) per sample is drawn from ``generator``
+        (in either mode) and, in training mode only (dropout, as ``nn.Dropout``), a label becomes
+        the null class where it is < label_dropout; nothing else is random. The term is the same
+        in eval mode, without the dropout.
 
         Returns:
             LossOutput: total = terms["next_token_ce"], the mean over the B * L tokens of
@@ -104,9 +106,10 @@ class AutoregressiveGenerator(TokenGenerator):
         if b == 0:
             raise ValueError("tokens must hold at least one sample (B >= 1), got B = 0")
         labels = self.training_labels(labels, b)
-        if self.training and self.num_classes and self.label_dropout > 0:
+        if self.num_classes and self.label_dropout > 0:  # drawn in either mode: the later draws match
             drop = torch.rand(b, generator=generator, device=tokens.device) < self.label_dropout
-            labels = labels.masked_fill(drop, self.null_class)
+            if self.training:  # dropout, as nn.Dropout: training mode only
+                labels = labels.masked_fill(drop, self.null_class)
         logits = self._logits(tokens[:, :-1], labels)
         ce = F.cross_entropy(logits.reshape(-1, self.vocab_size), tokens.reshape(-1))
         return LossOutput(ce, {"next_token_ce": ce})

@@ -125,8 +125,9 @@ class TokenGenerator(nn.Module, ABC):
         Args:
             tokens: int64 (B, L), values in [0, vocab_size), on the generator's device.
             labels: int64 (B,) class labels in [0, num_classes) for a class-conditional generator;
-                None for an unconditional one (num_classes = 0). Training may replace labels by
-                the null class (label dropout for classifier-free guidance).
+                None for an unconditional one (num_classes = 0). Training mode may replace labels
+                by the null class (label dropout for classifier-free guidance); nothing else of
+                the loss depends on the mode (the same terms, and the same draws, in eval mode).
             generator: every random draw of the loss (masks, label dropout) comes from it; a
                 ``torch.Generator`` on the device's type, or None (torch's global RNG).
 

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Optional, Union
 import torch
 
 from flowmo.data.files import atomic_write
-from flowmo.folder_kinds import check_folder_kind
+from flowmo.folder_kinds import check_folder_kind, describe_path, path_kind, wrong_kind
 from flowmo.imports import IMPORTS_KEY, check_module_names
 from flowmo.state_dicts import StateDictMismatchError, check_finite, check_state_dict
 
@@ -27,6 +27,7 @@ GENERATOR_FORMAT = "flowmo-generator"
 GENERATOR_CONFIG_NAME = "config.json"
 GENERATOR_WEIGHTS_NAME = "model.safetensors"
 _VERSION = 1
+GENERATOR_FOLDER = f"a generator folder ({GENERATOR_CONFIG_NAME} + {GENERATOR_WEIGHTS_NAME})"
 
 PathLike = Union[str, os.PathLike]
 
@@ -187,23 +188,29 @@ def read_generator_config(directory: PathLike) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: no folder or no config.json.
-        ValueError: not JSON, or not a generator folder's config (the message says what is wrong).
+        ValueError: another kind of folder or file (a tokenizer folder, a training run or
+            checkpoint, a token set, ...: the message names the kind found); not JSON, or not a
+            generator folder's config (the message says what is wrong).
     """
     if not isinstance(directory, (str, os.PathLike)):
         raise TypeError(f"directory must be a folder path (str or os.PathLike), got {type(directory).__name__}")
     d = Path(directory)
-    if d.is_file():
-        raise ValueError(f"directory {str(d)!r} is a file; pass the generator folder holding {GENERATOR_CONFIG_NAME}")
+    if d.is_file():  # one of the folder's files (the message says to pass the folder), or another kind
+        raise wrong_kind(d, "directory", GENERATOR_FOLDER, "generator")
+    kind = path_kind(d)
+    if kind not in (None, "generator", "unknown", "folder", "empty"):  # another kind of folder: say which
+        raise wrong_kind(d, "directory", GENERATOR_FOLDER, "generator")
     path = d / GENERATOR_CONFIG_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{str(path)!r} is missing; a generator folder holds {GENERATOR_CONFIG_NAME} and "
-                                f"{GENERATOR_WEIGHTS_NAME}")
+                                f"{GENERATOR_WEIGHTS_NAME}" + (f" ({str(d)!r} is {describe_path(d)})" if kind else ""))
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(doc, dict) or doc.get("format") != GENERATOR_FORMAT:
-        raise ValueError(f"{path} is not a generator folder's config (its \"format\" is not {GENERATOR_FORMAT!r})")
+        raise ValueError(f"{path} is not a generator folder's config (its \"format\" is not {GENERATOR_FORMAT!r}; "
+                         f"{str(d)!r} is {describe_path(d)})")
     if type(doc.get("version")) is not int or doc["version"] != _VERSION:  # strict: not true, not 1.0
         raise ValueError(f"{path} has version {doc.get('version')!r}; this flowmo reads version {_VERSION}")
     if not isinstance(doc.get("generator"), str) or not isinstance(doc.get("config"), dict):

@@ -123,8 +123,9 @@ class MaskGiT(TokenGenerator):
              mask: Optional[Tensor] = None) -> LossOutput:
         """Cross-entropy on the masked positions (MaskGIT sec. 3.2).
 
-        Draws, in order, from ``generator``: in training mode with label_dropout > 0 and
-        classes, one U(0, 1) per sample (label -> null class where < label_dropout); unless
+        Draws, in order, from ``generator``: with label_dropout > 0 and classes, one U(0, 1)
+        per sample, in either mode (in training mode only, dropout as ``nn.Dropout``: label ->
+        null class where < label_dropout; so eval mode differs by the dropout alone); unless
         ``mask`` is given, r ~ U(0, 1) per sample (ceil(cos(pi r / 2) L) tokens masked, at
         least 1: :func:`~flowmo.generators.schedule.sample_mask_counts`) and a uniformly random
         choice of those positions (:func:`~flowmo.generators.schedule.random_mask`).
@@ -145,9 +146,10 @@ class MaskGiT(TokenGenerator):
         if b == 0:
             raise ValueError("tokens must hold at least one sample (B >= 1), got B = 0")
         labels = self.training_labels(labels, b)
-        if self.training and self.num_classes and self.label_dropout > 0:
+        if self.num_classes and self.label_dropout > 0:  # drawn in either mode: the later draws match
             drop = torch.rand(b, generator=generator, device=tokens.device) < self.label_dropout
-            labels = labels.masked_fill(drop, self.null_class)
+            if self.training:  # dropout, as nn.Dropout: training mode only
+                labels = labels.masked_fill(drop, self.null_class)
         if mask is None:
             counts = sample_mask_counts(b, length, generator=generator, device=tokens.device)
             mask = random_mask(counts, length, generator=generator)

@@ -22,7 +22,7 @@ class QuantizerOutput:
 
     values:  quantized code (B, T, C), same dtype as the input, straight-through gradients.
     indices: one int64 index per token (B, T).
-    losses:  named, already-weighted loss terms (empty outside training mode); they sum to ``loss``.
+    losses:  named, already-weighted loss terms, the same in train and eval mode; they sum to ``loss``.
     stats:   named diagnostics (unweighted terms etc.), detached.
     """
 
@@ -56,7 +56,7 @@ class Quantizer(nn.Module, ABC):
     class registered with one decorator line, the spec derived from its constructor: its
     fields are the keyword arguments, e.g. ``spec.commit_weight``); the spec asks them (an
     explicit spec class may override its own ``loss_terms`` / ``check_channels`` instead):
-        loss_terms(spec): the training-mode loss terms (the keys of ``QuantizerOutput.losses``,
+        loss_terms(spec): the loss terms (the keys of ``QuantizerOutput.losses``,
             without the ``quantizer/`` prefix), a list of :class:`flowmo.LossTerm`; default
             ``[]``, right for a quantizer without auxiliary losses.
             :meth:`flowmo.FlowMoSpec.loss_terms` uses it and
@@ -100,9 +100,10 @@ class Quantizer(nn.Module, ABC):
             QuantizerOutput: ``values`` (B, T, C) in z's dtype, each token a codeword, with
             straight-through gradients to z; ``indices`` (B, T) int64 in [0, codebook_size),
             the index of each token's codeword (``codes_to_indices(values)``); ``losses``:
-            named, already-weighted scalar terms (training mode; may be empty in eval mode);
-            ``stats``: named detached diagnostics. The same z gives the same result
-            (deterministic).
+            named, already-weighted scalar terms; ``stats``: named detached diagnostics. The
+            same z gives the same result (deterministic), in train and eval mode alike: a loss
+            term that read ``self.training`` would silently vanish from a fine-tuning loop that
+            forgot ``.train()`` (a loaded model is in eval mode).
         """
 
     @abstractmethod
@@ -130,7 +131,7 @@ class Quantizer(nn.Module, ABC):
     # -- declarations about the configuration (classmethods: no instance needed)
     @classmethod
     def loss_terms(cls, spec: Any) -> list["LossTerm"]:
-        """The loss terms this quantizer returns in training mode, for its spec.
+        """The loss terms this quantizer returns (in either mode), for its spec.
 
         Args:
             spec: the quantizer's spec (its configuration as attributes).

@@ -12,7 +12,7 @@ from .base import Quantizer, QuantizerOutput
 __all__ = ["LFQ", "lfq_entropy_terms", "LOSS_CLAMP"]
 
 LOSS_CLAMP = 1e4
-"""Inside LFQ's training losses the input is clamped to [-LOSS_CLAMP, LOSS_CLAMP] (values and
+"""Inside LFQ's losses the input is clamped to [-LOSS_CLAMP, LOSS_CLAMP] (values and
 indices use the sign only and are not affected). A trained encoder's outputs are O(1), so the
 release's math is unchanged where it matters; a diverging encoder (|z| up to the float32
 maximum) gets large, finite losses instead of inf (the commitment's square overflows float32
@@ -32,7 +32,8 @@ class LFQ(Quantizer):
     channel j * (C/G) + h. Group indices use the same bit order; their flat order is
     (batch, token, group), group fastest.
 
-    In training mode the losses are ``entropy`` (weight * (per-sample entropy - codebook entropy),
+    The losses (in train and eval mode alike: a loss term never depends on the module's mode) are
+    ``entropy`` (weight * (per-sample entropy - codebook entropy),
     over softmax(2 <x, c> / temperature) against all 2^G codewords of each group) and
     ``commitment`` (weight * mean((x - q)^2)). Memory of the entropy term is
     tokens x groups x 2^G; it never materialises 2^C. Both are finite for any finite input:
@@ -79,11 +80,11 @@ class LFQ(Quantizer):
         indices = self._indices(q)
         losses: dict[str, Tensor] = {}
         stats: dict[str, Tensor] = {}
-        if self.training and z.numel() == 0:  # no tokens: nothing to pull towards the codewords
+        if z.numel() == 0:  # no tokens: nothing to pull towards the codewords
             zero = z.float().sum()  # 0, connected to z's graph
             losses = {"entropy": zero * self.spec.entropy_weight, "commitment": zero * self.spec.commit_weight}
             stats = {"per_sample_entropy": zero.detach(), "codebook_entropy": zero.detach(), "commitment": zero.detach()}
-        elif self.training:
+        else:
             zc = z.float().clamp(-LOSS_CLAMP, LOSS_CLAMP)  # see LOSS_CLAMP: finite losses for any finite z
             per_sample, codebook = lfq_entropy_terms(
                 self.to_groups(zc).reshape(-1, self.group_bits), self.group_codebook, self.spec.temperature

@@ -111,7 +111,7 @@ class QuantizerSpec(ComponentSpec):
     classmethods of the same names, so a quantizer registered with one decorator line declares
     them on its class): ``check_channels`` validates the spec against the code's channel count
     (FlowMoSpec calls it with ``code_channels``), ``loss_terms`` lists the quantizer's
-    training-mode loss terms.
+    loss terms.
     """
 
     kind_base: ClassVar[bool] = True
@@ -124,7 +124,7 @@ class QuantizerSpec(ComponentSpec):
         _component_class(self).check_channels(self, channels)
 
     def loss_terms(self) -> Optional[list[LossTerm]]:
-        """The loss terms the quantizer adds in training mode (names without the
+        """The loss terms the quantizer adds (in either mode; names without the
         ``quantizer/`` prefix); default: the registered class's ``loss_terms(spec)``, which
         is ``[]`` (no auxiliary loss) unless the class declares its terms."""
         return _component_class(self).loss_terms(self)

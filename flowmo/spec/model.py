@@ -134,7 +134,7 @@ class FlowMoSpec(SpecModel):
 
     def loss_terms(self, stage: Literal["1a", "1b"] = "1a") -> list[LossTerm]:
         """The terms of the training loss of ``stage``, as :meth:`flowmo.FlowMo.loss` ("1a")
-        and :meth:`flowmo.FlowMo.posttrain_loss` ("1b") return them in training mode.
+        and :meth:`flowmo.FlowMo.posttrain_loss` ("1b") return them (in train and eval mode alike).
 
         Stage 1A: the flow loss's terms plus the quantizer's (``quantizer/...``). Stage 1B
         (the release's recipe): the flow loss's terms times ``posttrain.flow_weight``

@@ -6,7 +6,7 @@ compare tensors, describe mismatches and build the component under test.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -44,8 +44,10 @@ class _Checker:
         raise AssertionError(self.message(name, detail))
 
     def run(self, name: str, strategy: Any, body: Callable[[Any], None],
-            max_examples: Optional[int] = None) -> None:
-        """Run ``body(example)`` on examples drawn from ``strategy``."""
+            max_examples: Optional[int] = None, examples: Sequence[Any] = ()) -> None:
+        """Run ``body(example)`` on ``examples`` (explicit ones, run first: e.g. a large input
+        that every property must see, however few examples are drawn), then on
+        ``max_examples`` examples drawn from ``strategy``."""
         hyp = self.hyp
         self.report[name] = 0
         prefix = self.message(name, "")
@@ -74,10 +76,16 @@ class _Checker:
             # failure can take far longer than finding it
             phases=(hyp.Phase.explicit, hyp.Phase.generate),
         )
-        test = settings(hyp.given(strategy)(prop))
+        test = hyp.given(strategy)(prop)
+        for ex in reversed(examples):  # hypothesis runs the outermost @example first
+            test = hyp.example(ex)(test)
+        test = settings(test)
         try:
             test()
-        except AssertionError:
+        except AssertionError as e:
+            notes = getattr(e, "__notes__", None)
+            if notes:  # hypothesis' notes print the failing example whole: a large input tensor buries the message
+                e.__notes__ = [n for n in notes if len(n) <= 400]
             raise
         except self.hyp.errors.Flaky as e:  # an example failed, then passed when hypothesis ran it again
             inner = [x for x in getattr(e, "exceptions", ()) if isinstance(x, BaseException)]

@@ -42,7 +42,7 @@ def check_component(spec: Any, *, max_examples: Optional[int] = None, options: O
     For a quantizer, flow loss or post-training objective the spec's declared loss terms
     (``spec.loss_terms()``, see :class:`flowmo.quantizers.Quantizer`) are checked too
     (property ``declared_loss_terms``): they must be declared (not None) and name exactly the
-    terms the component returns (a quantizer in training mode).
+    terms the component returns.
 
     Returns the check's report (``{property: examples run}``).
     """

@@ -38,8 +38,9 @@ def check_generator(make: Any, *, vocab_size: int, seq_len: int, num_classes: in
       non-empty string; ``default_steps`` is None or an int >= 1; ``config()`` is a dict holding the
       wiring.
     - ``loss``: train and eval mode: ``loss`` returns a :class:`flowmo.LossOutput` whose ``total`` is
-      a finite float32 scalar with a gradient, whose ``terms`` (named by strings) sum to it; its
-      backward (train mode) gives every trainable parameter a finite gradient.
+      a finite float32 scalar with a gradient, whose ``terms`` (named by strings) sum to it, with
+      the same term names in both modes; its backward (train mode) gives every trainable
+      parameter a finite gradient.
     - ``loss_deterministic``: the same ``torch.Generator`` seed gives the same loss (train mode).
     - ``loss_uses_every_input``: eval mode, on a copy whose parameters are perturbed
       (:data:`PERTURB_STD`): changing one token of any sample (a few positions per sample), or
@@ -147,6 +148,7 @@ def check_generator(make: Any, *, vocab_size: int, seq_len: int, num_classes: in
 
     def p_loss(ex) -> None:
         tokens, labels = batch(ex)
+        names: dict[str, list] = {}
         for mode in ("eval", "train"):
             gen.train(mode == "train")
             gen.zero_grad(set_to_none=True)
@@ -162,6 +164,11 @@ def check_generator(make: Any, *, vocab_size: int, seq_len: int, num_classes: in
             terms = out.terms
             if not isinstance(terms, dict) or not terms or not all(isinstance(k, str) and k for k in terms):
                 raise AssertionError(f"{mode} mode: terms must be a non-empty dict of named scalars, got {terms!r:.200}")
+            names[mode] = sorted(terms)
+            if mode == "train" and names["train"] != names["eval"]:
+                raise AssertionError(f"the loss terms depend on the module's mode: eval mode gives {names['eval']}, "
+                                     f"train mode {names['train']} (a loaded generator is in eval mode: a term that "
+                                     "reads self.training silently changes a fine-tuning loop that forgot .train())")
             summed = sum(float(v.detach()) if isinstance(v, Tensor) else float(v) for v in terms.values())
             if not math.isclose(summed, float(total.detach()), rel_tol=1e-5, abs_tol=1e-6):
                 raise AssertionError(f"{mode} mode: the terms {sorted(terms)} sum to {summed}, not total {float(total.detach())}")

@@ -11,16 +11,27 @@ from torch import Tensor
 from .checker import _Checker, _mismatch, _same, _seeded
 from .quantizer_probe import _QuantizerProbe
 
+LARGE = (8, 16)
+"""(samples, tokens) of the largest drawn inputs; every property of drawn inputs also runs on one
+input of this size first (paths a quantizer takes only for larger batches are checked too)."""
+
 
 def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_examples: int = 25,
                     forward_idempotent: Optional[bool] = None) -> dict[str, int]:
     """Check a :class:`flowmo.quantizers.Quantizer` (an instance, or a zero-argument factory).
 
     Properties (each run on ``max_examples`` drawn examples; inputs (B, T, channels) of
-    several magnitudes, with exact zeros and codewords among them):
+    several magnitudes, with exact zeros and codewords among them, B in [1, 8] and T in
+    [1, 16]; every property of such inputs also runs first on one of the largest size,
+    :data:`LARGE` = 8 samples x 16 tokens, so that paths taken only for larger batches are
+    checked however few examples are drawn):
 
     - ``output``: ``forward`` returns a QuantizerOutput; values (B, T, C) with the input's
       dtype, finite; indices (B, T) int64 in [0, codebook_size).
+    - ``batch_independent``: in eval mode each sample's values and indices are those it gets
+      alone (a quantizer that normalises over the batch fails). Checked, on as many examples,
+      before the properties below, which a batch-dependent quantizer may fail too (``idempotent``
+      would then name the wrong cause).
     - ``indices_roundtrip``: codes_to_indices(indices_to_codes(i)) == i exactly, for indices
       drawn over the whole range (codebook sizes up to 2**62).
     - ``codes_roundtrip``: codes_to_indices(values) == indices and
@@ -33,8 +44,14 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
       codewords, like FSQ's tanh, so that forward(values) may land on another codeword).
     - ``gradients``: straight-through: values.sum().backward() gives finite, not all-zero
       gradients on the input, of the input's shape.
+    - ``parameter_gradients`` (when the quantizer has parameters with ``requires_grad``): in
+      train mode, ``loss`` plus a random weighting of the values, backpropagated, gives every
+      such parameter a finite, not all-zero gradient (a codebook detached from its own loss,
+      which would never train, fails).
     - ``losses``: in train() and eval() mode, ``losses`` (and ``stats``) are dicts of named,
-      finite, scalar tensors (eval may give none) and ``loss`` is a finite scalar.
+      finite, scalar tensors and ``loss`` is a finite scalar; both modes give the same terms
+      with the same values (a term that reads ``self.training`` would silently vanish from a
+      fine-tuning loop that forgot ``.train()``: a loaded model is in eval mode).
     - ``deterministic``: the same input gives the same values, indices and losses (a failure
       says "non-deterministic" and where the two calls differ).
     - ``bfloat16``: a bfloat16 input gives bfloat16 values and the indices of the float32
@@ -48,8 +65,6 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
       (e.g. no overflow of squared distances into inf / NaN), and finite losses in training
       mode (e.g. no overflow of a squared commitment error).
     - ``input_unchanged``: forward does not modify its input in place (eval and train mode).
-    - ``batch_independent``: in eval mode each sample's values and indices are those it gets
-      alone (a quantizer that normalises over the batch fails).
     - ``empty``: inputs without tokens ((0, T, C), (B, 0, C)) either raise ValueError /
       TypeError or give empty values and indices of the right shapes and finite losses (not
       the NaN of a mean over nothing), in both modes.
@@ -78,9 +93,14 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
         lambda b: st.integers(1, 4).flatmap(
             lambda t: st.tuples(st.just((b, t)), st.lists(st.integers(0, cs - 1), min_size=b * t, max_size=b * t))))
 
+    sizes = st.tuples(st.integers(1, LARGE[0]), st.integers(1, LARGE[1]))
+
+    def make_input(b: int, t: int, seed: int, scale: float) -> Tensor:
+        return torch.randn(b, t, C, generator=_seeded(seed), dtype=torch.float64) * scale
+
     @st.composite
     def inputs(draw, scales=(1e-3, 0.1, 1.0, 3.0, 30.0, 1e3), specials=("none", "zeros", "codewords")):
-        b, t = draw(st.integers(1, 3)), draw(st.integers(1, 4))
+        b, t = draw(sizes)
         g = _seeded(draw(st.integers(0, 2**32 - 1)))
         scale = draw(st.sampled_from(scales))
         z = torch.randn(b, t, C, generator=g, dtype=torch.float64) * scale
@@ -93,6 +113,8 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
             idx = torch.randint(0, min(cs, 2**62), (b, t), generator=g)
             z = codewords(idx.to(device)).double().cpu()
         return z.float().to(device)
+
+    large = [make_input(*LARGE, 0, 1.0).float().to(device)]  # the explicit example of every inputs() property
 
     # --- properties
     def p_output(z: Tensor) -> None:
@@ -119,12 +141,12 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
             raise AssertionError(f"re-quantizing values through the codebook moved them: {_mismatch(again, v)}")
         if forward_idempotent:
             out2 = quantize(v.clone(), "forward(values)")
-            if not torch.equal(out2.indices, out.indices):
-                raise AssertionError(f"forward(values) gives other indices: {_mismatch(out2.indices, out.indices)}"
-                                     " (pass forward_idempotent=False if forward is not a projection)")
-            if not torch.equal(out2.values.detach(), v):
-                raise AssertionError(f"forward(values) gives other values: {_mismatch(out2.values, v)}"
-                                     " (pass forward_idempotent=False if forward is not a projection)")
+            for what, a, b in (("indices", out2.indices, out.indices), ("values", out2.values.detach(), v)):
+                if not torch.equal(a, b):  # batch dependence, which would also show here, was checked before
+                    raise AssertionError(
+                        f"forward(values) gives other {what}: {_mismatch(a, b)} (if forward is not a projection, "
+                        "because it first bounds its input by a map that is not the identity on the codewords as "
+                        "FSQ's tanh does, declare forward_idempotent = False on the quantizer class)")
 
     def p_gradients(z: Tensor) -> None:
         q.eval()
@@ -143,16 +165,47 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
         if not (g != 0).any():
             raise AssertionError("gradient is all zero: values must pass gradients straight through")
 
+    learnable = [(n, p) for n, p in q.named_parameters() if p.requires_grad]
+
+    def p_parameter_gradients(z: Tensor) -> None:
+        q.train()
+        q.zero_grad(set_to_none=True)
+        try:
+            out = quantize(z.clone().requires_grad_(True))
+            weights = torch.rand(out.values.shape, generator=_seeded(z.numel())).to(out.values.device)
+            (out.loss + (out.values.float() * weights).sum()).backward()
+            for n, p in learnable:
+                if p.grad is None:
+                    raise AssertionError(f"the parameter {n!r} gets no gradient from the quantizer's loss or values "
+                                         "(detached?): it never trains; compute its loss terms from it, or set "
+                                         "requires_grad=False (or register a buffer) if it is updated otherwise")
+                if not bool(torch.isfinite(p.grad).all()):
+                    raise AssertionError(f"the parameter {n!r} gets a non-finite gradient")
+                if not bool((p.grad != 0).any()):
+                    raise AssertionError(f"the parameter {n!r} gets an all-zero gradient from the quantizer's loss "
+                                         "and values: it never trains")
+        finally:
+            q.zero_grad(set_to_none=True)
+
     def p_losses(z: Tensor) -> None:
+        outs = {}
         for mode in ("train", "eval"):
             q.train(mode == "train")
-            out = quantize(z)
+            out = outs[mode] = quantize(z)
             check_output(out, z)
-            check_terms(out.losses, f"{mode}-mode losses")
-            check_terms(out.stats, f"{mode}-mode stats")
+            check_terms(out.losses, f"losses ({mode} mode)")
+            check_terms(out.stats, f"stats ({mode} mode)")
             total = out.loss
             if not isinstance(total, Tensor) or total.ndim != 0 or not torch.isfinite(total):
-                raise AssertionError(f"{mode}-mode loss must be a finite scalar, got {total!r}")
+                raise AssertionError(f"the loss ({mode} mode) must be a finite scalar, got {total!r}")
+        for what in ("losses", "stats"):
+            tr, ev = getattr(outs["train"], what), getattr(outs["eval"], what)
+            if set(tr) != set(ev) or any(not _same(tr[k], ev[k]) for k in tr):
+                shown = ({k: float(v.detach()) for k, v in tr.items()}, {k: float(v.detach()) for k, v in ev.items()})
+                raise AssertionError(
+                    f"the {what} depend on the module's mode: train mode gives {shown[0]}, eval mode {shown[1]}; "
+                    "a term must not read self.training (a loaded model is in eval mode, and a fine-tuning loop "
+                    "that forgot .train() would silently train without it)")
 
     def p_deterministic(z: Tensor) -> None:
         for mode in ("eval", "train"):
@@ -179,9 +232,9 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
         q.train()
         out = quantize(z)
         check_output(out, z)
-        check_terms(out.losses, f"training-mode losses on {what}")
+        check_terms(out.losses, f"losses on {what} (train mode)")
         if not torch.isfinite(out.loss):
-            raise AssertionError(f"training-mode loss on {what} is {float(out.loss)!r}")
+            raise AssertionError(f"the loss on {what} (train mode) is {float(out.loss)!r}")
 
     def p_extreme(ex) -> None:
         (b, t), seed, magnitude = ex
@@ -194,9 +247,9 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
         q.train()
         out = quantize(z)
         check_output(out, z)
-        check_terms(out.losses, f"training-mode losses on inputs of magnitude {magnitude:.3g}")
+        check_terms(out.losses, f"losses on inputs of magnitude {magnitude:.3g} (train mode)")
         if not isinstance(out.loss, Tensor) or not bool(torch.isfinite(out.loss)):
-            raise AssertionError(f"training-mode loss on inputs of magnitude {magnitude:.3g} is {out.loss!r}")
+            raise AssertionError(f"the loss on inputs of magnitude {magnitude:.3g} (train mode) is {out.loss!r}")
 
     def p_input_unchanged(z: Tensor) -> None:
         for mode in ("eval", "train"):
@@ -228,9 +281,9 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
                     except (ValueError, TypeError):
                         continue  # refused with a clear error: fine
                     check_output(out, z)
-                    check_terms(out.losses, f"{mode}-mode losses")
+                    check_terms(out.losses, f"losses ({mode} mode)")
                     if not isinstance(out.loss, Tensor) or not bool(torch.isfinite(out.loss)):
-                        raise AssertionError(f"{mode}-mode loss is {out.loss!r}")
+                        raise AssertionError(f"the loss ({mode} mode) is {out.loss!r}")
                 except AssertionError as e:
                     raise AssertionError(f"an input of shape {shape} (no tokens): {e}") from None
 
@@ -260,24 +313,28 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
             raise AssertionError(f"bfloat16 values are not the codewords of their indices: {_mismatch(vb, codes)}")
 
     try:
-        sizes = st.tuples(st.integers(1, 3), st.integers(1, 4))
-        ck.run("output", inputs(), p_output)
-        ck.run("deterministic", inputs(), p_deterministic)
+        few = min(max_examples, 10)
+        ck.run("output", inputs(), p_output, examples=large)
+        ck.run("deterministic", inputs(), p_deterministic, examples=large)
+        ck.run("batch_independent", inputs(), p_batch_independent, examples=large)
         ck.run("indices_roundtrip", index_lists, p_indices_roundtrip)
-        ck.run("codes_roundtrip", inputs(), p_codes_roundtrip)
-        ck.run("idempotent", inputs(), p_idempotent)
-        ck.run("gradients", inputs(scales=(0.1, 0.5, 1.0), specials=("none",)), p_gradients)
-        ck.run("losses", inputs(), p_losses)
-        ck.run("bfloat16", inputs(), p_bfloat16)
+        ck.run("codes_roundtrip", inputs(), p_codes_roundtrip, examples=large)
+        ck.run("idempotent", inputs(), p_idempotent, examples=large)
+        ck.run("gradients", inputs(scales=(0.1, 0.5, 1.0), specials=("none",)), p_gradients, examples=large)
+        if learnable:
+            ck.run("parameter_gradients", inputs(scales=(0.1, 0.5, 1.0), specials=("none",)), p_parameter_gradients,
+                   max_examples=few, examples=large)
+        ck.run("losses", inputs(), p_losses, examples=large)
+        ck.run("bfloat16", inputs(), p_bfloat16, examples=large)
         ck.run("all_zero", st.tuples(sizes, st.integers(0, 2**32 - 1), st.booleans()), p_all_zero,
-               max_examples=min(max_examples, 10))
+               max_examples=few, examples=[(LARGE, 0, False)])
         magnitudes = st.sampled_from((1e4, 1e8, 1e15, 1e30, float(torch.finfo(torch.float32).max) / 2))
-        ck.run("extreme", st.tuples(sizes, st.integers(0, 2**32 - 1), magnitudes), p_extreme)
-        ck.run("input_unchanged", inputs(), p_input_unchanged, max_examples=min(max_examples, 10))
-        ck.run("batch_independent", inputs(), p_batch_independent, max_examples=min(max_examples, 10))
+        ck.run("extreme", st.tuples(sizes, st.integers(0, 2**32 - 1), magnitudes), p_extreme,
+               examples=[(LARGE, 0, 1e30)])
+        ck.run("input_unchanged", inputs(), p_input_unchanged, max_examples=few, examples=large)
         ck.once("empty", p_empty)
         if q.has_groups:
-            ck.run("groups", inputs(), p_groups)
+            ck.run("groups", inputs(), p_groups, examples=large)
     finally:
         q.train(was_training)
     return ck.report

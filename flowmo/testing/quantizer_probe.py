@@ -106,15 +106,18 @@ class _QuantizerProbe:
 
     @staticmethod
     def check_terms(terms: Any, what: str) -> None:
+        """``terms`` (``what``: e.g. "losses (train mode)") is a dict of named, finite, scalar
+        floating tensors; the message names the term: ``<what>: the term 'commitment' must ...``."""
         if not isinstance(terms, dict):
             raise AssertionError(f"{what} must be a dict, got {type(terms).__name__}")
         for k, v in terms.items():
             if not isinstance(k, str) or not k:
-                raise AssertionError(f"{what} keys must be non-empty strings, got {k!r}")
+                raise AssertionError(f"{what}: term names must be non-empty strings, got {k!r}")
             if not isinstance(v, Tensor) or v.ndim != 0:
-                raise AssertionError(f"{what}[{k!r}] must be a scalar tensor, got {getattr(v, 'shape', type(v))}")
+                raise AssertionError(f"{what}: the term {k!r} must be a scalar tensor, got "
+                                     f"{tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__}")
             if not v.is_floating_point() or not torch.isfinite(v):
-                raise AssertionError(f"{what}[{k!r}] must be a finite float, got {v!r}")
+                raise AssertionError(f"{what}: the term {k!r} must be a finite float, got {v!r}")
 
     def check_roundtrip(self, out: QuantizerOutput) -> None:
         """The output's values and indices round-trip through the codebook."""

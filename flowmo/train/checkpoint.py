@@ -91,8 +91,9 @@ def resolve_checkpoint(source: Path, step: Optional[int] = None, *, kind: str = 
     checkpoint, or ``step``'s) or one of its checkpoint folders (``step`` then unused).
 
     Raises:
-        FileNotFoundError: a run folder without a complete checkpoint, or neither kind of folder
-            (the message names ``kind``, e.g. "generator run").
+        FileNotFoundError: a run folder without a complete checkpoint, or a missing ``source``.
+        ValueError: another kind of folder or file (the message names the kind found and
+            ``kind``, e.g. "generator run").
         ValueError: a ``step`` the run has no checkpoint of.
     """
     source = Path(source)
@@ -105,7 +106,11 @@ def resolve_checkpoint(source: Path, step: Optional[int] = None, *, kind: str = 
         return ckpts[step if step is not None else max(ckpts)], source
     if (source / "state.json").is_file():
         return source, source.parent.parent
-    raise FileNotFoundError(f"{source} is neither a {kind} folder nor a checkpoint folder")
+    if not source.exists():
+        raise FileNotFoundError(f"{source} does not exist (expected a {kind} folder or a checkpoint folder)")
+    from ..folder_kinds import wrong_kind
+
+    raise wrong_kind(source, "", f"a {kind} folder or a checkpoint folder", "run")  # the kind found, named
 
 
 def load_checkpoint(path: Path, parts: Optional[list[str]] = None) -> tuple[dict[str, dict[str, Tensor]], dict]:

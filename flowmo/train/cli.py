@@ -64,6 +64,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         overrides.append(f"train.device={json.dumps(args.device)}")
     if args.quiet:
         overrides.append("train.log.progress=false")
+    check_folder_kind(args.out, "tokenizer-run", "--out")  # not a generator run, model folder, ...
     if args.export:  # refused before training, not after it
         check_outside_run(args.export, args.out, "--export", "--out")
         check_folder_kind(args.export, "tokenizer", "--export")

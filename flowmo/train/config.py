@@ -180,6 +180,9 @@ def load_config(source: Union[str, Path, dict, None] = None, overrides: Optional
         raw = {**raw, "model": merge_data(FlowMoSpec, base.model_dump(mode="json"), raw.get("model") or {},
                                           where="model")}
     raw = apply_overrides(raw, overrides or [])
+    if "generator" in raw and "model" not in raw:  # the other command's config: say so, not pydantic's errors
+        raise ValueError(f"{'the config' if source is None or isinstance(source, dict) else f'config file {str(source)!r}'} is a generator training config (a 'generator' section, no "
+                         "'model'): train it with flowmo train-generator")
     listed = raw.get("imports")
     if listed is None:  # `imports:` with nothing after it (YAML null): no modules
         listed = []

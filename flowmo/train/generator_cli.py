@@ -53,6 +53,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .generator_config import load_generator_config
     from .generator_trainer import GeneratorTrainer, export_generator
 
+    check_folder_kind(args.out, "generator-run", "--out")  # not a tokenizer run, model folder, ...
     if args.config is None and args.resume and (Path(args.out) / "config.json").is_file():
         args.config = str(Path(args.out) / "config.json")  # resuming: the run's own resolved config
     if args.config is None and not args.overrides:

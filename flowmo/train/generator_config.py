@@ -167,4 +167,7 @@ def load_generator_config(source: Union[str, os.PathLike, dict, None] = None,
     mapping, and pydantic's ValidationError (a ValueError) naming the fields of an invalid config."""
     raw = read_config_source(source, "'generator' and 'train'")
     raw = apply_generator_overrides(raw, list(overrides or []))
+    if "model" in raw and "generator" not in raw:  # the other command's config: say so, not pydantic's errors
+        raise ValueError(f"{'the config' if source is None or isinstance(source, dict) else f'config file {str(source)!r}'} is a tokenizer training config (a 'model' section, no "
+                         "'generator'): train it with flowmo train")
     return GeneratorTrainConfig.model_validate(raw)

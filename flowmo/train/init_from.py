@@ -45,10 +45,15 @@ def init_from_spec(folder: Path, *, needed: bool = False) -> Optional[Any]:
 
     None when a run or checkpoint folder records no config (a checkpoint folder outside its run);
     with ``needed`` that is a FileNotFoundError saying to give the config a ``model`` section.
-    FileNotFoundError for a folder of none of these kinds; ValueError for an invalid config."""
+    FileNotFoundError for a folder of none of these kinds; ValueError for an invalid config or a
+    folder of another kind (a generator's, a token set: the kind named)."""
+    from ..folder_kinds import path_kind, wrong_kind
     from .config import read_train_config
 
     folder = Path(folder)
+    if path_kind(folder) not in (None, "tokenizer-run", "tokenizer-checkpoint", "tokenizer"):
+        raise wrong_kind(folder, "train.init_from", "a flowmo train run, one of its checkpoints or a tokenizer "
+                         "model folder")  # a generator's, a token set, ...: the kind found, named
     if (folder / "checkpoints").is_dir() or (folder / "state.json").is_file():
         if (folder / "checkpoints").is_dir():
             record: Optional[Path] = folder / "config.json"

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from ..devices import parse_device
 from ..spec import MAX_SAMPLER_STEPS, SpecBool, SpecFloat, SpecInt
+from ..spec.base import OneLineErrors
 
 __all__ = [
     "DataConfig", "OptimConfig", "EMAConfig", "CheckpointConfig", "LogConfig", "EvalConfig", "TrainSpec",
@@ -44,7 +45,7 @@ MAX_LOG_IMAGES = 1024
 MAX_TIMEOUT_S = 365 * 24 * 3600
 
 
-class _Strict(BaseModel):
+class _Strict(OneLineErrors):  # validation errors in one line, as the specs'
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 

@@ -192,6 +192,46 @@ def test_the_kit_passes_the_builtins(cls, classes):
     assert set(report) == expected and all(n >= 1 for n in report.values())
 
 
+@pytest.mark.parametrize("cls", [MaskGiT, AutoregressiveGenerator])
+def test_the_loss_is_the_same_in_train_and_eval_mode_but_for_label_dropout(cls):
+    """Issue 22: the same weights, batch and seed give the same terms in either mode; only label
+    dropout (training mode, as nn.Dropout) differs, and eval mode draws what training mode
+    draws, so that the masks and later draws match."""
+    tokens = torch.randint(0, V, (4, L), generator=torch.Generator().manual_seed(1))
+    labels = torch.tensor([0, 1, 2, 0])
+    torch.manual_seed(0)
+    g = cls(vocab_size=V, seq_len=L, num_classes=C, label_dropout=1e-9, **SMALL)  # draws, (almost) never drops
+    with torch.no_grad():  # away from the initialisation (a zero class embedding ignores the label)
+        for p in g.parameters():
+            p.add_(0.1 * torch.randn(p.shape))
+    out = {mode: g.train(mode).loss(tokens, labels, generator=torch.Generator().manual_seed(2)) for mode in (True, False)}
+    assert set(out[True].terms) == set(out[False].terms)
+    assert all(torch.equal(out[True].terms[k], out[False].terms[k]) for k in out[True].terms)
+    g.label_dropout = 1.0  # every label dropped in training mode, none in eval mode
+    dropped = g.train().loss(tokens, labels, generator=torch.Generator().manual_seed(2))
+    kept = g.eval().loss(tokens, labels, generator=torch.Generator().manual_seed(2))
+    assert set(dropped.terms) == set(kept.terms)
+    assert torch.equal(kept.total, out[False].total)  # eval mode: no dropout, whatever its rate
+    assert not torch.equal(dropped.total, kept.total)
+
+
+class _TrainOnlyTerm(MaskGiT):
+    """Adds a (zero) term in training mode only."""
+
+    def loss(self, tokens, labels=None, *, generator=None, mask=None):
+        out = super().loss(tokens, labels, generator=generator, mask=mask)
+        if self.training:
+            out.terms["regulariser"] = 0.0 * out.total
+        return out
+
+
+def test_the_kit_catches_loss_terms_that_depend_on_the_mode():
+    with pytest.raises(AssertionError, match=r"property 'loss' failed: the loss terms depend on the module's mode: "
+                                             r"eval mode gives \['masked_ce'\], train mode \['masked_ce', 'regulariser'\]"):
+        check_generator(_TrainOnlyTerm(vocab_size=V, seq_len=L, num_classes=C, **SMALL), vocab_size=V, seq_len=L,
+                        num_classes=C, max_examples=2)
+
+
 def test_the_kit_leaves_the_generator_as_it_was():
     g = MaskGiT(vocab_size=V, seq_len=L, num_classes=C, **SMALL).train()
     before = {k: v.clone() for k, v in g.state_dict().items()}

@@ -81,7 +81,7 @@ def test_zero_is_refused_where_it_means_nothing(folder, path):
     for k in parents:
         node = node[k]
     node[leaf] = 0
-    with pytest.raises(ValueError, match=rf"train\.{path}\s+Input should be greater than 0"):
+    with pytest.raises(ValueError, match=rf"train\.{path}: input should be greater than 0"):
         load_config(cfg)
 
 
