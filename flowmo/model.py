@@ -189,15 +189,17 @@ class FlowMo(ObjectivesMixin, PretrainedMixin, nn.Module):
         _, code = self.encoder(patchify(images, self.spec.patch_size), txt, None, self.grid, outputs=("txt",))
         return code
 
-    def quantize(self, code: Tensor) -> QuantizerOutput:
-        """Continuous code -> :class:`QuantizerOutput` (with the quantizer's loss terms, in either mode)."""
-        return self.quantizer(code)
+    def quantize(self, code: Tensor, *, losses: bool = True) -> QuantizerOutput:
+        """Continuous code -> :class:`QuantizerOutput`, with the quantizer's loss terms (in either
+        mode); ``losses=False`` leaves them out where the quantizer can (``Quantizer.quantize``:
+        for inference, as ``tokenize`` and ``reconstruct`` do)."""
+        return self.quantizer(code) if losses else self.quantizer.quantize(code)
 
     @torch.no_grad()
     def tokenize(self, images: Tensor, *, groups: bool = False) -> Tensor:
         """Images -> int64 tokens (B, T); with ``groups=True`` (LFQ only) indices per entropy
         group (B, T, C/G) in the release's layout."""
-        q = self.quantize(self.encode(images))
+        q = self.quantize(self.encode(images), losses=False)
         if groups:
             if not self.quantizer.has_groups:
                 raise ValueError(f"groups=True needs a quantizer with entropy groups; {self.spec.quantizer.name} has none")
@@ -369,7 +371,7 @@ class FlowMo(ObjectivesMixin, PretrainedMixin, nn.Module):
     def reconstruct(self, images: Tensor, **kw: Any) -> Tensor:
         """Encode, quantize and decode. Keyword arguments as for :meth:`decode`."""
         with torch.no_grad():
-            code = self.quantize(self.encode(images)).values
+            code = self.quantize(self.encode(images), losses=False).values
         return self.decode(code, **kw).images
 
     def compile(self, **kwargs: Any) -> "FlowMo":

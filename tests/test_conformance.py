@@ -12,7 +12,7 @@ from flowmo.spec import FatLogitNormalTimeSpec, FSQSpec, LFQSpec, LogitNormalTim
 from flowmo.testing import check_quantizer, check_solver, check_time_sampler
 
 QUANTIZER_PROPERTIES = {"output", "indices_roundtrip", "codes_roundtrip", "idempotent", "gradients", "losses",
-                        "deterministic", "bfloat16", "all_zero", "extreme", "input_unchanged", "batch_independent",
+                        "deterministic", "inference", "bfloat16", "all_zero", "extreme", "input_unchanged", "batch_independent",
                         "empty"}
 
 

@@ -410,3 +410,17 @@ def test_kit_messages_name_a_term_in_words():
     msg = str(e.value)
     assert "losses on inputs of magnitude 1e+30 (train mode): the term 'commitment' must be a finite float" in msg, msg
     assert "['commitment']" not in msg and "1e+30[" not in msg
+
+
+class _InferenceRoundsOtherwise(_SafeCommitment):
+    """An inference path (Quantizer.quantize) that rounds zeros the other way than forward."""
+
+    def quantize(self, z):
+        q = torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+        return QuantizerOutput(q, self.codes_to_indices(q))
+
+
+def test_a_quantize_that_disagrees_with_forward_is_caught():
+    with pytest.raises(AssertionError, match=r"property 'inference' failed: quantize \(eval mode\) gives other "
+                                             r"indices than forward"):
+        check_quantizer(_InferenceRoundsOtherwise, 4, max_examples=5)

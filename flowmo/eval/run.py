@@ -147,7 +147,7 @@ def evaluate_model(
                 t0 = time.perf_counter()
                 with torch.no_grad(), amp:
                     if is_flowmo:
-                        q = model.quantize(model.encode(x))
+                        q = model.quantize(model.encode(x), losses=False)
                         noise = image_noise(seed, ids_arr.tolist(), x.shape[1:], device=device, dtype=q.values.dtype)
                         out = model.decode(q.values, noise=noise, sampler=sampler)
                         # the model's own [-1, 1] output: clamped here (as a clipping sampler does), so

@@ -149,6 +149,13 @@ class Quantizer(nn.Module, ABC):
         cannot quantize ``channels`` channels per token. Default: any count is fine."""
 
     # -- optional capabilities
+    def quantize(self, z: Tensor) -> QuantizerOutput:
+        """Quantize for inference: ``values`` and ``indices`` exactly as :meth:`forward` gives
+        them for ``z``; ``losses`` and ``stats`` may be empty. FlowMo's ``tokenize`` and
+        ``reconstruct`` call it. Default: ``forward(z)``; override when the loss terms cost
+        more than the quantization (LFQ's entropy scores all 2^G codewords of every group)."""
+        return self(z)
+
     @property
     def bits_per_token(self) -> float:
         """Bits of information in one token: log2(codebook_size) unless overridden."""

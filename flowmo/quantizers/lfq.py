@@ -73,11 +73,21 @@ class LFQ(Quantizer):
         return g.transpose(-1, -2).flatten(-2)
 
     # -- quantization
+    def quantize(self, z: Tensor) -> QuantizerOutput:
+        """The codewords and indices of :meth:`forward`, without the entropy and commitment terms
+        (whose entropy scores tokens x groups x 2^G codewords)."""
+        self._check_code(z)
+        q = torch.where(z > 0, 1.0, -1.0).to(z.dtype)
+        return QuantizerOutput(self._straight_through(q, z), self._indices(q))
+
+    @staticmethod
+    def _straight_through(q: Tensor, z: Tensor) -> Tensor:
+        return q + (z - z.detach())  # exactly q (z + (q - z) is not, e.g. for |z| > 256 in bfloat16)
+
     def forward(self, z: Tensor) -> QuantizerOutput:
         self._check_code(z)
         q = torch.where(z > 0, 1.0, -1.0).to(z.dtype)
-        values = q + (z - z.detach())  # exactly q (z + (q - z) is not, e.g. for |z| > 256 in bfloat16)
-        indices = self._indices(q)
+        values, indices = self._straight_through(q, z), self._indices(q)
         losses: dict[str, Tensor] = {}
         stats: dict[str, Tensor] = {}
         if z.numel() == 0:  # no tokens: nothing to pull towards the codewords

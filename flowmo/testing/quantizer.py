@@ -52,6 +52,8 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
       finite, scalar tensors and ``loss`` is a finite scalar; both modes give the same terms
       with the same values (a term that reads ``self.training`` would silently vanish from a
       fine-tuning loop that forgot ``.train()``: a loaded model is in eval mode).
+    - ``inference``: :meth:`Quantizer.quantize` (what tokenize and reconstruct call) gives
+      exactly forward's values and indices, in either mode.
     - ``deterministic``: the same input gives the same values, indices and losses (a failure
       says "non-deterministic" and where the two calls differ).
     - ``bfloat16``: a bfloat16 input gives bfloat16 values and the indices of the float32
@@ -207,6 +209,18 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
                     "a term must not read self.training (a loaded model is in eval mode, and a fine-tuning loop "
                     "that forgot .train() would silently train without it)")
 
+    def p_inference(z: Tensor) -> None:
+        for mode in ("eval", "train"):
+            q.train(mode == "train")
+            full, fast = quantize(z), q.quantize(z)
+            if not isinstance(fast, probe.output_type):
+                raise AssertionError(f"quantize returned {type(fast).__name__}, not a QuantizerOutput")
+            for what in ("indices", "values"):
+                a, b = getattr(full, what), getattr(fast, what)
+                if not torch.equal(a, b):
+                    raise AssertionError(f"quantize ({mode} mode) gives other {what} than forward, which tokenize "
+                                         f"and the loss would then disagree on: {_mismatch(a, b)}")
+
     def p_deterministic(z: Tensor) -> None:
         for mode in ("eval", "train"):
             q.train(mode == "train")
@@ -316,6 +330,7 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
         few = min(max_examples, 10)
         ck.run("output", inputs(), p_output, examples=large)
         ck.run("deterministic", inputs(), p_deterministic, examples=large)
+        ck.run("inference", inputs(), p_inference, examples=large)
         ck.run("batch_independent", inputs(), p_batch_independent, examples=large)
         ck.run("indices_roundtrip", index_lists, p_indices_roundtrip)
         ck.run("codes_roundtrip", inputs(), p_codes_roundtrip, examples=large)

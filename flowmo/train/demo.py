@@ -111,7 +111,7 @@ def _upscale_for(image_size: int, min_side: int = 128) -> int:
 @torch.no_grad()
 def _measure(model, x: Tensor, samplers: list[tuple[str, SamplerSpec]], bits: int, png: Path, scale: int,
              seed: int):
-    code = model.quantize(model.encode(x)).values
+    code = model.quantize(model.encode(x), losses=False).values
     noise = decode_noise(seed, x, model.dtype)
     figures, first = [], None
     for name, sampler in samplers:
