@@ -100,16 +100,18 @@ class OptimConfig(_Strict):
     decay: Literal["constant", "cosine", "linear"] = Field(
         "constant",
         description="after the warm-up: constant (the release's schedule) keeps lr; cosine and linear "
-                    "decay it from lr at step W = warmup_steps to lr * final_lr_fraction at the last step "
-                    "(train.steps). Step k (1-based, k > W) uses lr * (f + (1 - f) * s) with "
-                    "u = (k - W) / (steps - W), s = (1 + cos(pi u)) / 2 (cosine) or 1 - u (linear); the "
-                    "last step runs at lr * f. With warmup_steps >= train.steps the whole run is warm-up "
-                    "and nothing decays",
+                    "decay it from lr, as the counter reads W = warmup_steps, to lr * final_lr_fraction as "
+                    "it reads train.steps, after the last step. Step k (1-based, k > W) uses lr * (f + (1 - f) "
+                    "* s), evaluated as the step starts: u = (k - 1 - W) / (steps - W), s = (1 + cos(pi u)) / 2 "
+                    "(cosine) or 1 - u (linear); so step W + 1 runs at lr and the last step above the floor "
+                    "(with f = 0 every step trains, the last one at lr * s((steps - W - 1) / (steps - W))). "
+                    "With warmup_steps >= train.steps the whole run is warm-up and nothing decays",
     )
     final_lr_fraction: SpecFloat = Field(
         0.0, ge=0, le=1,
-        description="the lr of the last step as a fraction of lr, in [0, 1]; only with a decay (it must stay 0 "
-                    "with decay: constant)",
+        description="the floor of the decay as a fraction of lr, in [0, 1]: the lr the schedule reaches after "
+                    "the last step (the last step itself runs above it); only with a decay (it must stay 0 with "
+                    "decay: constant)",
     )
 
     @model_validator(mode="after")
@@ -261,8 +263,4 @@ class TrainSpec(_Strict):
     def _check(self) -> "TrainSpec":
         if self.stage == "1b" and self.init_from is None:
             raise ValueError("stage '1b' needs train.init_from (a Stage 1A run, checkpoint or model folder)")
-        o = self.optim
-        if o.decay != "constant" and o.final_lr_fraction == 0 and o.warmup_steps == 0 and self.steps == 1:
-            raise ValueError(f"train.optim.decay {o.decay!r} with final_lr_fraction 0 and no warm-up runs the "
-                             "only step (train.steps = 1) at lr 0: it would train nothing; use decay: constant")
         return self

@@ -88,6 +88,19 @@ def test_training_lowers_the_loss(tmp_path, token_set):
     assert latest_checkpoint(tmp_path / "run" / "checkpoints").name == "ckpt-00000030"
 
 
+@pytest.mark.parametrize("decay", ["constant", "cosine", "linear"])
+def test_the_last_step_of_a_generator_schedule_changes_the_weights(tmp_path, token_set, decay):
+    """The generator trainer's schedule is the tokenizer trainer's: with final_lr_fraction 0 the
+    last step runs above 0 (cosine over 2 steps: lr, then lr * (1 + cos(pi / 2)) / 2 = lr / 2)."""
+    t = GeneratorTrainer(config(token_set, steps=2, optim={"decay": decay}), tmp_path / "run")
+    t.train_step()
+    before = {k: v.clone() for k, v in t.model.state_dict().items()}
+    t.train_step()
+    assert any(not torch.equal(v, before[k]) for k, v in t.model.state_dict().items())
+    expected_last = {"constant": 3e-3, "cosine": 3e-3 / 2, "linear": 3e-3 / 2}[decay]
+    assert t._lr(1) == pytest.approx(expected_last, rel=1e-12) and t._lr(0) == 3e-3
+
+
 def _states(t):
     return ({k: v.clone() for k, v in t.model.state_dict().items()}, {k: v.clone() for k, v in t.ema.items()},
             t.optimizer.state_dict())
