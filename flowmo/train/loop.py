@@ -42,7 +42,7 @@ from torch import nn
 from ..devices import DistContext, init_process_group, resolve_device
 from .checkpointing import CheckpointingMixin
 from .counters import Counters
-from .ema import ema_update_
+from .ema import ema_keep, ema_update_
 from .records import RecordsMixin
 from .sampler import derive_seed
 
@@ -221,7 +221,8 @@ class TrainerBase(CheckpointingMixin, RecordsMixin):
         due = self.step % e.every == 0 or self.step == self.tc.steps
         if self.ema and due and self.step > self.ema_step:
             # one update standing for every step since the previous one (train.ema.every)
-            ema_update_(self.ema, dict(self.model.named_parameters()), e.decay, self.step - self.ema_step)
+            keep = ema_keep(e.decay, self.ema_step, self.step, e.warmup)
+            ema_update_(self.ema, dict(self.model.named_parameters()), keep)
             self.ema_step = self.step
         self._after_step()
         if self.counters.nonfinite_streak >= self.tc.max_nonfinite:

@@ -130,14 +130,29 @@ class OptimConfig(_Strict):
 
 
 class EMAConfig(_Strict):
+    """The exponential moving average of the weights (what ``flowmo train --export`` and
+    ``flowmo export`` write unless ``--raw``). Step n has the per-step decay d_n; the EMA starts as
+    a copy of the initial weights. The release's EMA is ``{decay: 0.9999, every: 10, warmup:
+    false}`` (configs/flowmo_lo_stage1a.yaml); the default warm-up makes the EMA of a run of any
+    length an average of its late weights (:func:`flowmo.train.ema.ema_keep`)."""
+
     enabled: SpecBool = True
-    decay: SpecFloat = Field(0.9999, ge=0, lt=1, description="in [0, 1)")
+    decay: SpecFloat = Field(0.9999, ge=0, lt=1, description="the per-step decay once warmed up, in [0, 1)")
     every: SpecInt = Field(
         10, gt=0, le=MAX_STEPS,
         description="after steps N, 2N, 3N, ... and after the last step (train.steps), one EMA update "
-                    "standing for the k steps since the previous one: ema <- decay**k ema + (1 - decay**k) "
-                    "weights (k = N except at the last step); 1: after every step; >= train.steps: once, "
-                    "after the last step. So every step is in the EMA, whatever N and train.steps are",
+                    "standing for the steps a+1 .. b since the previous one: ema <- K ema + (1 - K) weights, "
+                    "K = d_(a+1) * ... * d_b (decay**(b - a) without warm-up); 1: after every step; >= "
+                    "train.steps: once, after the last step. So every step is in the EMA, whatever N and "
+                    "train.steps are",
+    )
+    warmup: SpecBool = Field(
+        True,
+        description="true: d_n = min(decay, n / (n + 9)) for n >= 2 and d_1 = 0 (diffusers' EMAModel "
+                    "warm-up, (1 + s) / (10 + s) with s = n - 1): the first step replaces the initial "
+                    "weights and a short run's EMA averages its late steps; false: d_n = decay from step 1 "
+                    "(the release's EMA: with decay 0.9999 a run of 60 steps exports its initial weights "
+                    "at 99.4%)",
     )
 
 
@@ -176,7 +191,9 @@ class LogConfig(_Strict):
 
 
 class EvalConfig(_Strict):
-    """Held-out PSNR/SSIM during training (built-in photos: the held-out photos; a folder: its first images).
+    """Held-out PSNR/SSIM during training (built-in photos: the held-out photos; a folder: its first images),
+    of the raw weights (``eval/raw/psnr``, ``eval/raw/ssim`` in metrics.jsonl) and, when ``train.ema`` is
+    enabled, of the EMA weights (``eval/ema/psnr``, ``eval/ema/ssim``): each figure names its weights.
 
     Held-out image ``i`` is decoded from :func:`flowmo.data.noise.image_noise` ``(train.seed, [i])``,
     the noise of ``flowmo eval --seed <train.seed>`` for the same image."""
@@ -194,7 +211,6 @@ class EvalConfig(_Strict):
         description=f"sampler steps for evaluation decodes (1: one step; at most {MAX_SAMPLER_STEPS}); "
                     "None: the model spec's sampler",
     )
-    use_ema: SpecBool = False
 
 
 class TrainSpec(_Strict):

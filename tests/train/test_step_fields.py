@@ -90,14 +90,28 @@ def test_negative_values_are_refused(folder, kw):
         load_config(raw(folder, **kw))
 
 
-def test_ema_every_beyond_steps_is_accepted_and_updates_once_at_the_end(folder, tmp_path):
+# The per-step EMA decays d_n of step n with train.ema.decay 0.9, by hand: without warm-up 0.9;
+# with it min(0.9, n / (n + 9)) and d_1 = 0 (diffusers' EMAModel warm-up): 0, 2/11, 3/12, 4/13.
+EMA_DECAYS = {False: {1: 0.9, 2: 0.9, 3: 0.9, 4: 0.9}, True: {1: 0.0, 2: 2 / 11, 3: 3 / 12, 4: 4 / 13}}
+
+
+def _keep(warmup: bool, after: int, upto: int) -> float:
+    """The share of the EMA kept by one update standing for steps after+1 .. upto."""
+    keep = 1.0
+    for n in range(after + 1, upto + 1):
+        keep *= EMA_DECAYS[warmup][n]
+    return keep
+
+
+@pytest.mark.parametrize("warmup", [False, True])
+def test_ema_every_beyond_steps_is_accepted_and_updates_once_at_the_end(folder, tmp_path, warmup):
     """every > steps used to leave the EMA at the initial weights (exported as the model):
     now the last step makes one update standing for all the steps."""
-    t = trainer(folder, tmp_path / "run", ema={"every": STEPS + 1, "decay": 0.9})
+    t = trainer(folder, tmp_path / "run", ema={"every": STEPS + 1, "decay": 0.9, "warmup": warmup})
     start = {k: v.double() for k, v in t.ema.items()}
     t.fit()
     p = params(t.model)
-    d = 0.9 ** STEPS
+    d = _keep(warmup, 0, STEPS)
     for n, e in start.items():
         torch.testing.assert_close(t.ema[n].double(), d * e + (1 - d) * p[n].double(), rtol=0, atol=1e-6)
 
@@ -308,15 +322,16 @@ def test_logged_lr_is_the_lr_of_the_step_even_when_the_optimizer_is_rebuilt(fold
 
 
 # ----------------------------------------------------------------------------- ema.every
+@pytest.mark.parametrize("warmup", [False, True])
 @pytest.mark.parametrize("every", [1, 2, STEPS, STEPS + 4])
-def test_ema_every_updates_after_multiples_of_n_and_the_last_step(folder, tmp_path, every):
-    t = trainer(folder, tmp_path / "run", ema={"every": every, "decay": 0.9})
+def test_ema_every_updates_after_multiples_of_n_and_the_last_step(folder, tmp_path, every, warmup):
+    t = trainer(folder, tmp_path / "run", ema={"every": every, "decay": 0.9, "warmup": warmup})
     expected = {k: v.double() for k, v in t.ema.items()}
     last = 0
     for k in range(1, STEPS + 1):
         t.train_step()
-        if k % every == 0 or k == STEPS:  # by hand, in float64: decay**(steps since the last update)
-            d = 0.9 ** (k - last)
+        if k % every == 0 or k == STEPS:  # by hand, in float64: the decays of the steps since the last update
+            d = _keep(warmup, last, k)
             last = k
             p = params(t.model)
             expected = {n: d * e + (1 - d) * p[n].double() for n, e in expected.items()}
@@ -367,7 +382,8 @@ def test_log_images_every_writes_pngs_after_multiples(folder, tmp_path, every, e
                                             (STEPS + 1, [0, 3])])
 def test_eval_every_evaluates_at_the_start_after_multiples_and_at_the_end(folder, tmp_path, every, expected):
     trainer(folder, tmp_path / "run", eval={"enabled": True, "every": every}).fit()
-    assert [r["step"] for r in records(tmp_path / "run") if "eval/psnr" in r] == expected
+    # each evaluation measures both weight sets, each figure named by its weights
+    assert [r["step"] for r in records(tmp_path / "run") if {"eval/raw/psnr", "eval/ema/psnr"} <= set(r)] == expected
     assert sorted(int(p.stem.split("_")[1]) for p in (tmp_path / "run" / "eval").glob("step_*.png")) == expected
 
 
@@ -428,20 +444,23 @@ def test_grad_accum_one_and_two_micro_batches(folder, tmp_path):
         assert t.counters.images_seen == 2 * accum  # batch_size 2 per micro-batch
 
 
-def test_ema_after_extending_a_finished_run_counts_each_step_once(folder, tmp_path):
+@pytest.mark.parametrize("warmup", [False, True])
+def test_ema_after_extending_a_finished_run_counts_each_step_once(folder, tmp_path, warmup):
     """A run of 3 steps with ema.every=2 updates after steps 2 and 3; extended to 4 steps
-    (--resume with a larger train.steps) the update after step 4 stands for 1 step, not 2."""
+    (--resume with a larger train.steps) the update after step 4 stands for step 4 alone."""
     out = tmp_path / "run"
-    first = trainer(folder, out, ema={"every": 2, "decay": 0.9})
+    ema = {"every": 2, "decay": 0.9, "warmup": warmup}
+    first = trainer(folder, out, ema=ema)
     first.fit()
     ema3 = {k: v.double() for k, v in first.ema.items()}
     assert first.ema_step == STEPS
-    more = trainer(folder, out, resume=True, steps=STEPS + 1, ema={"every": 2, "decay": 0.9})
+    more = trainer(folder, out, resume=True, steps=STEPS + 1, ema=ema)
     assert more.ema_step == STEPS
     more.fit()
     p = params(more.model)
+    d = EMA_DECAYS[warmup][4]
     for n, e in ema3.items():
-        torch.testing.assert_close(more.ema[n].double(), 0.9 * e + 0.1 * p[n].double(), rtol=0, atol=1e-6)
+        torch.testing.assert_close(more.ema[n].double(), d * e + (1 - d) * p[n].double(), rtol=0, atol=1e-6)
 
 
 def test_threads_sets_the_intra_op_thread_count_and_none_leaves_it(folder, tmp_path):
