@@ -86,8 +86,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             for w in WEIGHT_WORDS:
                 if f"eval/{w}/psnr" in s and f"eval/{w}/psnr" in e:
                     ps, pe, ss, se = s[f"eval/{w}/psnr"], e[f"eval/{w}/psnr"], s[f"eval/{w}/ssim"], e[f"eval/{w}/ssim"]
-                    print(f"held-out PSNR of the {WEIGHT_WORDS[w]}{' (exported)' if args.export and w == weights else ''}: "
-                          f"{ps:.2f} dB -> {pe:.2f} dB ({pe - ps:+.2f} dB); SSIM {ss:.4f} -> {se:.4f}")
+                    exported = " (exported)" if args.export and w == weights else ""
+                    print(f"held-out PSNR of the {WEIGHT_WORDS[w]}{exported}: {ps:.2f} dB -> {pe:.2f} dB "
+                          f"({pe - ps:+.2f} dB); SSIM {ss:.4f} -> {se:.4f}")
         (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return 0
 
@@ -156,10 +157,11 @@ def _card_facts(config: Any, run: Path, step: int, weights: str) -> dict:
             if rec.get("step") == step and mine:
                 evaluation = mine
     if evaluation:
+        n = tc.eval.steps
+        sampler = f"sampler at {n} step{'s' if n != 1 else ''} (train.eval.steps)" if n else "sampler"
         evaluation = {**evaluation, "measured on": held_out,
                       "with": f"the {WEIGHT_WORDS[weights]} of step {step} (this folder's weights) and the model's "
-                              + (f"sampler at {tc.eval.steps} step{'s' if tc.eval.steps != 1 else ''} (train.eval.steps)"
-                                 if tc.eval.steps else "sampler")}
+                              f"{sampler}"}
     return {"training": training, "evaluation": evaluation}
 
 

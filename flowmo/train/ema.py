@@ -41,8 +41,8 @@ def ema_keep(decay: float, start: int, end: int, warmup: bool) -> float:
     takes over (from n = 9 decay / (1 - decay): 891 for 0.99, 89991 for 0.9999) the EMA after
     step N weighs step n's weights in proportion to (n + 1)(n + 2)...(n + 8), about 60% of the
     weight on the last tenth of the steps: the EMA of a short run is an average of its late
-    weights, not of its initialisation. The product of (1 + s) / (10 + s) = n / (n + 9) over n = a+1 .. m
-    telescopes to prod_{i=1..9} (a + i) / (m + i), so the cost does not grow with the span.
+    weights, not of its initialisation. The product of (1 + s) / (10 + s) = n / (n + 9) over
+    n = a+1 .. m telescopes to prod_{i=1..9} (a + i) / (m + i): the cost does not grow with the span.
 
     A pure function of its arguments (a resumed run repeats it bit for bit). Float in [0, 1]."""
     if not warmup:

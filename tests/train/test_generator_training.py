@@ -161,10 +161,12 @@ def test_a_short_runs_exported_ema_generator_is_not_its_initialisation(tmp_path,
     from flowmo.train.generator_cli import main as gen_main
 
     sets = [f"train.tokens={token_set}", "train.steps=30", "train.device=cpu", "train.autocast=off",
-            "train.optim={lr: 3.0e-3, batch_size: 8}", "train.ema={decay: 0.999, every: 1}", "train.log.tensorboard=false",
+            "train.optim={lr: 3.0e-3, batch_size: 8}", "train.ema={decay: 0.999, every: 1}",
+            "train.log.tensorboard=false",
             "generator={name: maskgit, width: 32, depth: 1, heads: 2, label_dropout: 0.1}", "train.log.progress=false"]
     run = tmp_path / "run"
-    assert gen_main([*(a for x in sets for a in ("--set", x)), "--out", str(run), "--export", str(tmp_path / "ema"), "-q"]) == 0
+    args = [a for x in sets for a in ("--set", x)]
+    assert gen_main([*args, "--out", str(run), "--export", str(tmp_path / "ema"), "-q"]) == 0
     ts = read_token_set(token_set)
     with torch.random.fork_rng(devices=[]):  # the run's initial weights (train.seed 0), as the trainer makes them
         torch.manual_seed(derive_seed(0, "init"))

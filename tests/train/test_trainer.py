@@ -352,7 +352,8 @@ def test_a_short_runs_exported_ema_is_not_its_initialisation(tmp_path, capsys):
     run = tmp_path / "run"
     sets = ["model=tiny", "train.steps=20", "train.optim.lr=3e-3", "train.optim.batch_size=4", "train.eval.images=4",
             "train.eval.steps=1", "train.log.tensorboard=false"]
-    assert train_main([*(a for s in sets for a in ("--set", s)), "--out", str(run), "--export", str(tmp_path / "ema")]) == 0
+    args = [a for s in sets for a in ("--set", s)]
+    assert train_main([*args, "--out", str(run), "--export", str(tmp_path / "ema")]) == 0
     printed = capsys.readouterr().out
     assert "exported the EMA weights of step 20" in printed
     assert "held-out PSNR of the EMA weights (exported)" in printed and "held-out PSNR of the raw weights:" in printed
@@ -369,8 +370,8 @@ def test_a_short_runs_exported_ema_is_not_its_initialisation(tmp_path, capsys):
         assert f"the {'EMA' if weights == 'ema' else 'raw'} weights of step 20 (this folder's weights)" in card
         # flowmo eval of the folder says which weights it measured, and measures the card's figure
         out = tmp_path / f"eval_{weights}"
-        assert eval_main(["--model", str(folder), "--data", "builtin", "--limit", "4", "--steps", "1", "--lpips", "none",
-                          "--no-fid", "--output", str(out), "--examples", "0"]) == 0
+        assert eval_main(["--model", str(folder), "--data", "builtin", "--limit", "4", "--steps", "1",
+                          "--lpips", "none", "--no-fid", "--output", str(out), "--examples", "0"]) == 0
         said = json.loads((out / "metrics.json").read_text())
         assert said["protocol"]["model"]["weights"] == weights
         assert said["metrics"]["psnr"] == pytest.approx(figure, abs=1e-4)
