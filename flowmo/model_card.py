@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping, Optional
 
-__all__ = ["model_card", "CARD_NAME", "CARD_KEYS"]
+__all__ = ["model_card", "card_weights", "CARD_NAME", "CARD_KEYS"]
 
 CARD_NAME = "README.md"
 CARD_KEYS = ("license", "training", "evaluation", "name")
@@ -43,8 +43,11 @@ def model_card(spec: Any, *, parameters: Optional[int] = None, license: str = "o
         license: the Hub's ``license`` field (an SPDX-like id such as ``"mit"``; default
             ``"other"``: flowmo does not know the weights' license).
         training: what is known of the training, shown as given (e.g. ``{"stage": "1a", "steps":
-            1200, "data": "built-in photos"}``); None: "not recorded".
-        evaluation: named figures (e.g. ``{"eval/psnr": 19.84}``); None: "not recorded".
+            1200, "data": "built-in photos", "weights": "ema (...)"}``; a ``weights`` entry whose
+            first word is ``ema`` or ``raw`` says which weights the folder holds: :func:`card_weights`);
+            None: "not recorded".
+        evaluation: named figures (e.g. ``{"eval/ema/psnr": 19.84}``), to be of the folder's
+            weights; None: "not recorded".
         name: how to load it (a Hub repository id or a folder); default ``"path/to/this/folder"``.
 
     Raises TypeError / ValueError naming the argument for a license that is not a non-empty
@@ -87,3 +90,17 @@ def model_card(spec: Any, *, parameters: Optional[int] = None, license: str = "o
               "images = model.detokenize(tokens)        # the default sampler", "```", "",
               f"License: {license}.", ""]
     return "\n".join(lines)
+
+
+def card_weights(text: str) -> Optional[str]:
+    """Which weights a model card (the text of a model folder's ``README.md``) says its folder
+    holds: ``"ema"`` or ``"raw"``, the first word of the ``- weights: ...`` line of its Training
+    section (``flowmo export`` and ``flowmo train --export`` write it); None when it does not say."""
+    section = None
+    for line in text.splitlines():
+        if line.startswith("## "):
+            section = line[3:].strip()
+        elif section == "Training" and line.startswith("- weights: "):
+            word = line[len("- weights: "):].split(" ", 1)[0]
+            return word if word in ("ema", "raw") else None
+    return None

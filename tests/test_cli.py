@@ -181,6 +181,11 @@ def test_convert_release_checkpoint(release_ckpt, images, tmp_path, capsys):
                 "--image-size", 32], capsys)[0] == 0
     m = flowmo.FlowMo.from_pretrained(out_raw)
     assert all(torch.equal(m.state_dict()[k], v) for k, v in raw.items())
+    # each converted folder's model card names the weights it holds
+    from flowmo.model_card import card_weights
+
+    assert card_weights((out / "README.md").read_text()) == "ema"
+    assert card_weights((out_raw / "README.md").read_text()) == "raw"
     # a released .pth is usable directly as --model
     rec = tmp_path / "rec"
     assert run(["reconstruct", "--model", path, "--code-length", 16, "--image-size", 32, "--input",

@@ -183,7 +183,8 @@ def test_train_quiet_and_device_options(monkeypatch, tmp_path, capsys):
         def fit(self):
             if made["log"] is not None:
                 made["log"]("a log line")
-            return {"eval_start": {"eval/psnr": 1.0, "eval/ssim": 0.1}, "eval_end": {"eval/psnr": 2.0, "eval/ssim": 0.2}}
+            return {"eval_start": {"eval/raw/psnr": 1.0, "eval/raw/ssim": 0.1},
+                    "eval_end": {"eval/raw/psnr": 2.0, "eval/raw/ssim": 0.2}}
 
         def close(self, barrier=True):
             pass
@@ -196,7 +197,7 @@ def test_train_quiet_and_device_options(monkeypatch, tmp_path, capsys):
     assert train_cli.main([*map(str, base)]) == 0
     assert made["config"].train.device == "auto" and made["config"].train.log.progress is True
     assert made["log"] is None  # the Trainer's own printing log
-    assert "held-out PSNR 1.00 dB -> 2.00 dB" in capsys.readouterr().out
+    assert "held-out PSNR of the raw weights: 1.00 dB -> 2.00 dB" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------ train without --config

@@ -233,3 +233,25 @@ def test_loss_terms_refuses_bad_stage_and_undeclared_components():
                                spec=_SilentFlowSpec)
     with pytest.raises(ValueError, match="flow_loss 'test_configs_silent_flow' does not declare.*loss_terms"):
         spec.replace(flow_loss={"name": "test_configs_silent_flow"}).loss_terms("1a")
+
+
+# the configs that reproduce the release (its Stage 1A and Stage 1B runs) and so its EMA exactly
+RELEASE_RUNS = {"flowmo_lo_stage1a.yaml", "flowmo_lo_stage1b.yaml"}
+
+
+@pytest.mark.parametrize("name", sorted(p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("*.yaml")))
+def test_release_configs_keep_the_release_ema_and_the_others_warm_up(name):
+    """The release's EMA: decay 0.9999, one update every 10 steps, no warm-up (a copy of the
+    initial weights decayed from step 1). Every other shipped config (the CPU demos, few-step
+    post-training, the generators) warms its EMA up, so that its short runs export an average
+    of their late weights."""
+    from flowmo.train.config import EMAConfig
+    from flowmo.train.generator_config import load_generator_config
+
+    path = CONFIGS / name
+    ema = (load_generator_config(path) if name.startswith("generators/") else load_config(path)).train.ema
+    if name in RELEASE_RUNS:
+        assert ema == EMAConfig(enabled=True, decay=0.9999, every=10, warmup=False)
+    else:
+        assert ema.enabled and ema.warmup
+    assert EMAConfig().warmup  # the default for new configs

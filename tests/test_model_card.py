@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 import flowmo
-from flowmo.model_card import model_card
+from flowmo.model_card import card_weights, model_card
 
 
 def _header_and_body(text):
@@ -41,7 +41,10 @@ def test_an_exported_run_card_records_its_training_and_held_out_figures(tmp_path
     folder = export_checkpoint(tmp_path / "run", tmp_path / "model")
     _, body = _header_and_body((folder / "README.md").read_text())
     assert "- stage: 1a" in body and "- steps: 2" in body and "built-in photos" in body
-    assert "eval/psnr:" in body and "eval/ssim:" in body
+    # the EMA weights (the default export), named, with the figures of those weights only
+    assert "- weights: ema (the exponential moving average" in body and "with warm-up" in body
+    assert "eval/ema/psnr:" in body and "eval/ema/ssim:" in body and "eval/raw/" not in body
+    assert card_weights(body) == "ema"
 
 
 def test_presets_are_listed_and_bad_arguments_refused():
@@ -65,7 +68,7 @@ def test_card_fields_are_checked_and_a_shard_run_names_its_shards(tmp_path):
     with pytest.raises(TypeError, match="card must be a dict"):
         m.save_pretrained(tmp_path / "b", card="mit")
     cfg = load_config({"model": "tiny", "train": {"steps": 1, "data": {"shards": "s/train-{000..003}.tar"},
-                                                  "eval": {"images": 4, "use_ema": False}}})
+                                                  "eval": {"images": 4}}})
     facts = _card_facts(cfg, tmp_path, 0, "ema")
     assert "tar shards" in facts["training"]["data"] and "train-{000..003}.tar" in facts["training"]["data"]
 
@@ -75,3 +78,12 @@ def test_a_bad_card_writes_nothing(tmp_path):
     with pytest.raises(ValueError, match="license"):
         m.save_pretrained(tmp_path / "new", card={"license": ""})
     assert not (tmp_path / "new").exists()
+
+
+def test_card_weights_reads_the_weights_line_of_the_training_section():
+    spec = flowmo.get_preset("tiny")
+    for words, expected in (("ema (the exponential moving average ...)", "ema"), ("raw (the trained weights)", "raw"),
+                            ("raw", "raw"), ("averaged somehow", None)):
+        assert card_weights(model_card(spec, training={"steps": 3, "weights": words})) == expected
+    assert card_weights(model_card(spec)) is None  # training not recorded
+    assert card_weights(model_card(spec, evaluation={"weights": "ema"})) is None  # not the Training section

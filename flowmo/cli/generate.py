@@ -222,6 +222,7 @@ def run_generate(args: argparse.Namespace, ctx: Any) -> int:
     save_image_rows(grid_rows, out / GRID_NAME, scale=max(1, 64 // size))
     record = {
         "generator": str(Path(args.generator).expanduser()), "generator_name": type(generator).name,
+        "generator_weights": generator.metadata.get("weights"),  # "ema (...)" / "raw (...)"; None: not recorded
         "tokenizer": str(Path(args.tokenizer).expanduser()), "tokenizer_fingerprint": tokenizer.spec.fingerprint(),
         "layout": generator.metadata.get("layout"),
         "classes": [{"label": i, "name": name} for i, name in rows],

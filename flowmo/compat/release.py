@@ -252,5 +252,9 @@ def load_release_checkpoint(
 
 
 def convert_release_checkpoint(path: PathLike, out_dir: PathLike, **kw: Any) -> Path:
-    """Write a released checkpoint as a ``from_pretrained`` folder (config.json + model.safetensors)."""
-    return load_release_checkpoint(path, **kw).save_pretrained(out_dir)
+    """Write a released checkpoint as a ``from_pretrained`` folder (config.json + model.safetensors
+    + a model card naming the weights: ``kw["weights"]``, default ``"ema"``)."""
+    weights = kw.get("weights", "ema")
+    words = {"ema": "ema (the released checkpoint's EMA weights)",
+             "raw": "raw (the released checkpoint's trained weights, not averaged)"}.get(weights, weights)
+    return load_release_checkpoint(path, **kw).save_pretrained(out_dir, card={"training": {"weights": words}})

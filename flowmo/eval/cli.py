@@ -82,12 +82,16 @@ def _hash(path: Path) -> str:
 def load_model(path: str, *, raw: bool = False) -> tuple[Any, dict]:
     """A FlowMo (loaded by the library's one loader, :func:`flowmo.io.load_model`: a
     from_pretrained folder or its files, or a released ``.pth``/``.pt``/``.ckpt``/``.bin``) and a
-    description of its files. ``raw``: the released checkpoint's raw weights instead of the EMA
-    ones (ValueError for a folder)."""
+    description of its files, with ``weights``: which weights were loaded (``"ema"`` or ``"raw"``;
+    for a folder, what its model card says, :func:`flowmo.model_card.card_weights`; None when it
+    does not say). ``raw``: the released checkpoint's raw weights instead of the EMA ones
+    (ValueError for a folder)."""
     from ..io import load_model as _load
     from ..model import CONFIG_NAME, WEIGHTS_NAME
+    from ..model_card import CARD_NAME, card_weights
 
     p = Path(path).expanduser()
+    released = False
     if not p.exists():
         from ..hub import RELEASED, is_repo_id, resolve_model_source
 
@@ -95,6 +99,7 @@ def load_model(path: str, *, raw: bool = False) -> tuple[Any, dict]:
             if raw:
                 raise ValueError("--raw applies to a released .pth checkpoint file; a released name loads the EMA "
                                  "weights (download the .pth and give its path for the raw ones)")
+            released = path in RELEASED
             p = resolve_model_source(path)
     if p.is_file() and p.name in (WEIGHTS_NAME, CONFIG_NAME):
         p = p.parent
@@ -102,8 +107,14 @@ def load_model(path: str, *, raw: bool = False) -> tuple[Any, dict]:
         raise ValueError("--raw applies to a released .pth checkpoint, not to a model folder")
     model = _load(p, weights="raw" if raw else "ema")
     if p.is_dir():
-        return model, {"path": str(p), "kind": "from_pretrained folder", "files": [p / CONFIG_NAME, p / WEIGHTS_NAME]}
-    return model, {"path": str(p), "kind": f"released checkpoint ({'raw' if raw else 'EMA'} weights)", "files": [p]}
+        card = p / CARD_NAME
+        weights = "ema" if released else card_weights(card.read_text(errors="replace")) if card.is_file() else None
+        said = {"ema": "EMA weights", "raw": "raw weights", None: "its model card does not say which weights"}[weights]
+        return model, {"path": str(p), "kind": f"from_pretrained folder ({said})", "weights": weights,
+                       "files": [p / CONFIG_NAME, p / WEIGHTS_NAME]}
+    weights = "raw" if raw else "ema"
+    return model, {"path": str(p), "kind": f"released checkpoint ({'raw' if raw else 'EMA'} weights)",
+                   "weights": weights, "files": [p]}
 
 
 def sampler_from_args(model: Any, args: argparse.Namespace):
@@ -252,7 +263,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      "numpy SeedSequence([seed, i]) (flowmo.eval.image_noise)",
             "weights": evaluator.weight_files(hashes=True),
             "model": {
-                "path": model_info["path"], "kind": model_info["kind"],
+                "path": model_info["path"], "kind": model_info["kind"], "weights": model_info["weights"],
                 "fingerprint": model.spec.fingerprint(),
                 "parameters": sum(p.numel() for p in model.parameters()),
                 "files": [{"path": str(f), "sha256": _hash(f)} for f in model_info["files"]],
@@ -278,8 +289,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not args.quiet:
             line = ", ".join(f"{k.upper().replace('_', '-')} {_fmt(metrics.get(k), 3 if k in ('psnr', 'rfid') else 4)}"
                              for k in SUMMARY_KEYS if k in metrics)
-            print(f"{metrics['n_images']} images, {metrics['bits_per_pixel']:.4f} bpp, "
-                  f"{args.protocol} protocol: {line}")
+            print(f"{model_info['path']}, {model_info['kind']}; {metrics['n_images']} images, "
+                  f"{metrics['bits_per_pixel']:.4f} bpp, {args.protocol} protocol: {line}")
             for k in SUMMARY_KEYS:
                 v = metrics.get(k)
                 if isinstance(v, dict) and v.get("missing"):

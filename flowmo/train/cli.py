@@ -11,6 +11,8 @@ from typing import Any, Optional, Sequence
 from ..cli_common import add_common_arguments
 from ..folder_kinds import check_folder_kind, check_outside_run
 from ..imports import import_modules
+from .ema import weights_words
+from .evaluation import WEIGHT_WORDS
 
 __all__ = ["main", "export_main", "export_checkpoint"]
 
@@ -18,8 +20,10 @@ __all__ = ["main", "export_main", "export_checkpoint"]
 _TRAIN_EPILOG = (
     "Without --config, the --set overrides make the whole config: the model (--set model=PRESET: {presets}) "
     "and train.steps, the one training field without a default, are needed, e.g. "
-    "'flowmo train --set model=tiny --set train.steps=200 --out runs/tiny'; every other train.* field has a "
-    "default (flowmo/train/train_spec.py). With --config, the --set overrides edit the file's config.")
+    "'flowmo train --set model=tiny --set train.steps=200 --out runs/tiny --export runs/tiny/model'; every other "
+    "train.* field has a default (flowmo/train/train_spec.py; the EMA --export writes warms up, train.ema.warmup, "
+    "so a short run exports an average of its late weights). With --config, the --set overrides edit the file's "
+    "config.")
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -40,7 +44,8 @@ def _train_parser() -> argparse.ArgumentParser:
                         "(train.steps, cadences, device, ...: flowmo.train.checkpointing.RESUMABLE), which are "
                         "said and recorded in --out's config_changes.json")
     p.add_argument("--export", metavar="DIR",
-                   help="after training, write the EMA weights as a model folder here (not --out itself nor its "
+                   help="after training, write the EMA weights (train.ema; the raw weights when it is disabled: "
+                        "the model card says which) as a model folder here (not --out itself nor its "
                         "checkpoints/, e.g. OUT/model; refused before training when it is, or when it holds "
                         "another kind of folder)")
     add_common_arguments(p, device="torch device of the run, short for --set train.device=D (auto: cuda when "
@@ -79,20 +84,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if summary.get("interrupted"):
         return 0
     if trainer.ctx.main:
+        weights = "ema" if config.train.ema.enabled else "raw"
         if args.export:
-            path = export_checkpoint(Path(args.out), Path(args.export))
+            path = export_checkpoint(Path(args.out), Path(args.export), weights=weights)
             if not args.quiet:
-                print(f"exported the EMA weights to {path}")
+                print(f"exported the {WEIGHT_WORDS[weights]} of step {trainer.step} to {path}")
         s, e = summary.get("eval_start"), summary.get("eval_end")
         if s and e and not args.quiet:
-            print(f"held-out PSNR {s['eval/psnr']:.2f} dB -> {e['eval/psnr']:.2f} dB "
-                  f"({e['eval/psnr'] - s['eval/psnr']:+.2f} dB); SSIM {s['eval/ssim']:.4f} -> {e['eval/ssim']:.4f}")
+            for w in WEIGHT_WORDS:
+                if f"eval/{w}/psnr" in s and f"eval/{w}/psnr" in e:
+                    ps, pe, ss, se = s[f"eval/{w}/psnr"], e[f"eval/{w}/psnr"], s[f"eval/{w}/ssim"], e[f"eval/{w}/ssim"]
+                    exported = " (exported)" if args.export and w == weights else ""
+                    print(f"held-out PSNR of the {WEIGHT_WORDS[w]}{exported}: {ps:.2f} dB -> {pe:.2f} dB "
+                          f"({pe - ps:+.2f} dB); SSIM {ss:.4f} -> {se:.4f}")
         (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return 0
 
 
 def export_checkpoint(source: Path, out: Path, *, weights: str = "ema", step: Optional[int] = None) -> Path:
-    """A run folder (newest or given step) or a checkpoint folder -> a ``from_pretrained`` folder.
+    """A run folder (newest or given step) or a checkpoint folder -> a ``from_pretrained`` folder
+    holding the ``weights`` (``"ema"``: the EMA, ``"raw"``: the trained weights); its model card
+    names them and gives the held-out figures the run recorded of those weights at that step.
 
     Raises ValueError for an ``out`` that is the run folder or inside its ``checkpoints/`` (the
     run's files would be replaced: :func:`flowmo.folder_kinds.check_outside_run`) or holding
@@ -124,7 +136,9 @@ def export_checkpoint(source: Path, out: Path, *, weights: str = "ema", step: Op
 
 def _card_facts(config: Any, run: Path, step: int, weights: str) -> dict:
     """What the model card says of a run's training and evaluation: the stage, steps, data,
-    batch and objective from its config; its held-out figures at that step from metrics.jsonl."""
+    batch, objective and which weights (``weights``) from its config; the held-out figures
+    metrics.jsonl holds of those weights at that step (``eval/<weights>/psnr``, ...; none: "not
+    recorded"), so every figure on the card is of the weights in the folder."""
     tc = config.train
     if tc.data.shards is not None:
         data = f"tar shards {tc.data.shards if isinstance(tc.data.shards, str) else list(tc.data.shards)}"
@@ -135,7 +149,7 @@ def _card_facts(config: Any, run: Path, step: int, weights: str) -> dict:
         data = "the built-in photos (scikit-image, scikit-learn, matplotlib; chelsea and coffee held out)"
         held_out = f"{tc.eval.images} crops of the held-out built-in photos (chelsea, coffee)"
     training = {"stage": tc.stage, "steps": step, "data": data,
-                "global batch": tc.optim.batch_size * tc.optim.grad_accum, "weights": weights}
+                "global batch": tc.optim.batch_size * tc.optim.grad_accum, "weights": weights_words(weights, tc.ema)}
     if tc.stage == "1b":
         training["post-training objective"] = json.dumps(config.model.posttrain.model_dump(mode="json"))
         training["init_from"] = tc.init_from
@@ -147,12 +161,15 @@ def _card_facts(config: Any, run: Path, step: int, weights: str) -> dict:
                 rec = json.loads(line)
             except ValueError:
                 continue
-            if rec.get("step") == step and any(k.startswith("eval/") for k in rec):
-                evaluation = {k: v for k, v in rec.items() if k.startswith("eval/") and isinstance(v, (int, float))}
+            mine = {k: v for k, v in rec.items() if k.startswith(f"eval/{weights}/") and isinstance(v, (int, float))}
+            if rec.get("step") == step and mine:
+                evaluation = mine
     if evaluation:
+        n = tc.eval.steps
+        sampler = f"sampler at {n} step{'s' if n != 1 else ''} (train.eval.steps)" if n else "sampler"
         evaluation = {**evaluation, "measured on": held_out,
-                      "with": f"the {'EMA' if tc.eval.use_ema else 'raw'} weights of step {step} and the model's "
-                              "sampler (train.eval)"}
+                      "with": f"the {WEIGHT_WORDS[weights]} of step {step} (this folder's weights) and the model's "
+                              f"{sampler}"}
     return {"training": training, "evaluation": evaluation}
 
 
@@ -177,14 +194,15 @@ def export_main(argv: Optional[Sequence[str]] = None) -> int:
     check_outside_run(a.output, run, "--output", "the run folder")
     from ..folder_kinds import folder_kind
 
+    weights = "raw" if a.raw else "ema"
     if folder_kind(run) == "generator-run":  # a `flowmo train-generator` run: its generator folder
         from .generator_trainer import export_generator
 
-        path = export_generator(Path(a.run), Path(a.output), weights="raw" if a.raw else "ema", step=a.step)
+        path = export_generator(Path(a.run), Path(a.output), weights=weights, step=a.step)
     else:
-        path = export_checkpoint(Path(a.run), Path(a.output), weights="raw" if a.raw else "ema", step=a.step)
+        path = export_checkpoint(Path(a.run), Path(a.output), weights=weights, step=a.step)
     if not a.quiet:
-        print(f"wrote {path}")
+        print(f"wrote the {WEIGHT_WORDS[weights]} of {a.run} to {path}")
     return 0
 
 

@@ -40,7 +40,7 @@ def decode_noise(train_seed: int, images: Tensor, dtype: torch.dtype) -> Tensor:
     """The starting noise of every decode in the report: :func:`flowmo.data.noise.image_noise`
     ``(train.seed, [0 .. n-1])``, the noise of the run's own evaluation (and of ``flowmo eval
     --seed <train.seed>``), so the report's figure for the model's own sampler equals the run's
-    final ``eval/psnr`` / ``eval/ssim``."""
+    final ``eval/ema/psnr`` / ``eval/ema/ssim`` (its exported EMA weights)."""
     from ..data.noise import image_noise
 
     return image_noise(train_seed, range(images.shape[0]), images.shape[1:], device=images.device, dtype=dtype)

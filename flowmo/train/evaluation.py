@@ -1,5 +1,6 @@
-"""The trainer's evaluation: held-out PSNR / SSIM with the EMA or raw weights, decoded from the
-library's one per-image noise recipe, and the PNGs of originals over reconstructions."""
+"""The trainer's evaluation: held-out PSNR / SSIM of the raw weights and of the EMA weights, each
+figure named by its weights, decoded from the library's one per-image noise recipe, and the PNGs
+of originals over reconstructions; :func:`describe_eval` says the figures in words."""
 
 from __future__ import annotations
 
@@ -11,7 +12,16 @@ from torch import Tensor
 from ..model import FlowMo
 from .sampler import derive_seed
 
-__all__ = ["EvaluationMixin"]
+__all__ = ["EvaluationMixin", "WEIGHT_WORDS", "describe_eval"]
+
+WEIGHT_WORDS = {"raw": "raw weights", "ema": "EMA weights"}
+
+
+def describe_eval(metrics: dict) -> str:
+    """Held-out figures of :meth:`EvaluationMixin.evaluate` in words, each named by its weights:
+    ``"raw weights: PSNR 10.70 dB, SSIM 0.2500; EMA weights: PSNR ..."``."""
+    return "; ".join(f"{words}: PSNR {metrics[f'eval/{w}/psnr']:.2f} dB, SSIM {metrics[f'eval/{w}/ssim']:.4f}"
+                     for w, words in WEIGHT_WORDS.items() if f"eval/{w}/psnr" in metrics)
 
 
 class EvaluationMixin:
@@ -66,32 +76,45 @@ class EvaluationMixin:
         """The held-out images (:meth:`held_out_with_ids` without the ids)."""
         return self.held_out_with_ids()[0]
 
+    def weight_sets(self) -> dict[str, FlowMo]:
+        """The run's weight sets by name: ``raw`` (the trained weights) and, when ``train.ema``
+        is enabled, ``ema`` (:meth:`ema_model`: what ``--export`` and ``flowmo export`` write)."""
+        sets = {"raw": self.model}
+        if self.ema:
+            sets["ema"] = self.ema_model()
+        return sets
+
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Held-out PSNR and SSIM (uint8 convention), and a PNG of originals over reconstructions.
+        """Held-out PSNR and SSIM (uint8 convention) of each weight set (:meth:`weight_sets`):
+        ``eval/raw/psnr``, ``eval/raw/ssim`` and, with EMA, ``eval/ema/psnr``, ``eval/ema/ssim``;
+        and a PNG of the originals over each set's reconstructions (raw, then EMA).
 
         Held-out image id ``i`` (:meth:`held_out_with_ids`) is decoded from
         :func:`flowmo.data.noise.image_noise` ``(train.seed, [i])``: the noise
         ``flowmo eval --seed <train.seed>`` and ``flowmo reconstruct --seed <train.seed>`` use
-        for image ``i``."""
+        for image ``i``, with every weight set."""
         from ..eval.metrics import psnr, ssim
         from ..data.grids import save_image_rows
         from ..data.noise import image_noise
 
         if not hasattr(self, "_held_out_ids"):
             self._held_out, self._held_out_ids = self.held_out_with_ids()
-        model = self.ema_model() if (self.tc.eval.use_ema and self.ema) else self.model
-        was_training = model.training
-        model.eval()
         x = self._held_out.to(self.device)
         sampler = {"steps": self.tc.eval.steps} if self.tc.eval.steps else None
-        # held-out image i is decoded from the noise of `flowmo eval --seed <train.seed>` for image i
-        noise = image_noise(self.tc.seed, self._held_out_ids, x.shape[1:], device=self.device, dtype=model.dtype)
-        recon = model.reconstruct(x, noise=noise, sampler=sampler)
-        model.train(was_training)
-        metrics = {"eval/psnr": float(psnr(x, recon).mean()), "eval/ssim": float(ssim(x, recon).mean())}
+        metrics, rows = {}, [x]
+        for name, model in self.weight_sets().items():
+            was_training = model.training
+            model.eval()
+            # held-out image i is decoded from the noise of `flowmo eval --seed <train.seed>` for image i
+            noise = image_noise(self.tc.seed, self._held_out_ids, x.shape[1:], device=self.device, dtype=model.dtype)
+            recon = model.reconstruct(x, noise=noise, sampler=sampler)
+            model.train(was_training)
+            metrics[f"eval/{name}/psnr"] = float(psnr(x, recon).mean())
+            metrics[f"eval/{name}/ssim"] = float(ssim(x, recon).mean())
+            rows.append(recon)
         if self.ctx.main:
-            save_image_rows([x, recon], self.out / "eval" / f"step_{self.step:08d}.png")
+            save_image_rows(rows, self.out / "eval" / f"step_{self.step:08d}.png")
         return metrics
 
     @torch.no_grad()

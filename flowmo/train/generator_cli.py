@@ -39,7 +39,8 @@ def _parser() -> argparse.ArgumentParser:
                         "(train.steps, cadences, device, ...: flowmo.train.checkpointing.RESUMABLE), which are "
                         "said and recorded in --out's config_changes.json")
     p.add_argument("--export", metavar="DIR",
-                   help="after training, write the EMA weights as a generator folder here (config.json + "
+                   help="after training, write the EMA weights (train.ema; the raw weights when it is disabled: "
+                        "the folder's metadata says which) as a generator folder here (config.json + "
                         "model.safetensors, with the token layout, tokenizer fingerprint and spec, and classes); "
                         "not --out itself nor its checkpoints/ (e.g. OUT/model), and not a folder of another kind (a "
                         "tokenizer folder, a run): refused before training")
@@ -80,9 +81,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     if trainer.ctx.main:
         if args.export:
-            path = export_generator(Path(args.out), Path(args.export))
+            weights = "ema" if config.train.ema.enabled else "raw"
+            path = export_generator(Path(args.out), Path(args.export), weights=weights)
             if not args.quiet:
-                print(f"exported the EMA weights to {path}")
+                print(f"exported the {'EMA' if weights == 'ema' else 'raw'} weights of step {trainer.step} to {path}")
         if not args.quiet and summary.get("last_terms"):
             print(f"step {summary['end_step']}: loss {summary['last_terms']['total']:.4f}")
         (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")

@@ -94,14 +94,6 @@ class GeneratorTrainSpec(_Strict):
                                      f"on the command line, or '{name}: ...' under 'train:' in the config")
         return data
 
-    @model_validator(mode="after")
-    def _check(self) -> "GeneratorTrainSpec":
-        o = self.optim
-        if o.decay != "constant" and o.final_lr_fraction == 0 and o.warmup_steps == 0 and self.steps == 1:
-            raise ValueError(f"train.optim.decay {o.decay!r} with final_lr_fraction 0 and no warm-up runs the "
-                             "only step (train.steps = 1) at lr 0: it would train nothing; use decay: constant")
-        return self
-
 
 class GeneratorTrainConfig(_Strict):
     generator: dict[str, Any] = Field(

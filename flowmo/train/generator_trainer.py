@@ -37,6 +37,7 @@ from ..generators.base import TokenGenerator
 from ..generators.build import build_generator
 from .checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
 from .config import config_differences, describe_differences
+from .ema import weights_words
 from .generator_config import GeneratorTrainConfig
 from .loop import TrainerBase
 from .sampler import StepBatchSampler, derive_seed
@@ -208,7 +209,9 @@ def export_generator(source: Union[str, Path], out: Union[str, Path], *, weights
                      step: Optional[int] = None) -> Path:
     """A generator run folder (its newest checkpoint, or ``step``'s) or one of its checkpoint
     folders -> a generator folder (:meth:`TokenGenerator.save_pretrained`) with the EMA (or
-    ``weights="raw"``) weights and the metadata of :func:`generator_metadata`.
+    ``weights="raw"``) weights and the metadata of :func:`generator_metadata`, plus ``weights``
+    (which weights: ``"ema (...)"`` or ``"raw (...)"``, :func:`flowmo.train.ema.weights_words`) and
+    ``step`` (the checkpoint's).
 
     Raises:
         FileNotFoundError: no run/checkpoint folder, no checkpoint, or the run's records missing.
@@ -229,9 +232,11 @@ def export_generator(source: Union[str, Path], out: Union[str, Path], *, weights
     has_ema = (ckpt / "ema.safetensors").is_file()
     if weights == "ema" and not has_ema:
         raise CheckpointError(f"{ckpt} has no EMA weights (EMA was disabled); export the raw weights")
-    parts, _ = load_checkpoint(ckpt, ["model"] + (["ema"] if weights == "ema" else []))
+    parts, state = load_checkpoint(ckpt, ["model"] + (["ema"] if weights == "ema" else []))
     g = _with_weights(config.generator, record["classes"], layout, parts["model"], parts.get("ema"))
     meta = {k: record[k] for k in ("layout", "tokenizer_fingerprint", "classes", "tokenizer_spec")}
     if record.get("tokenizer_weights") is not None:  # runs on token sets written before the digest lack it
         meta["tokenizer_weights"] = record["tokenizer_weights"]
+    meta["weights"] = weights_words(weights, config.train.ema)
+    meta["step"] = int(state.get("step", 0))
     return g.save_pretrained(out, metadata=meta)

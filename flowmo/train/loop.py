@@ -42,7 +42,7 @@ from torch import nn
 from ..devices import DistContext, init_process_group, resolve_device
 from .checkpointing import CheckpointingMixin
 from .counters import Counters
-from .ema import ema_update_
+from .ema import ema_keep, ema_update_
 from .records import RecordsMixin
 from .sampler import derive_seed
 
@@ -146,10 +146,12 @@ class TrainerBase(CheckpointingMixin, RecordsMixin):
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     def _lr(self, step: int) -> float:
-        """The learning rate of the step taken when the counter reads ``step`` (0-based): step
-        k = step + 1 uses lr * min(1, k / warmup_steps) during the warm-up (the full lr when
-        warmup_steps is 0), then ``optim.decay``'s schedule down to lr * final_lr_fraction at
-        step ``train.steps`` (see OptimConfig.decay)."""
+        """The learning rate of the step taken when the counter reads ``step`` (0-based; the step
+        is k = step + 1): lr * k / warmup_steps while k < warmup_steps (the full lr from step 1
+        when warmup_steps is 0 or 1), then ``optim.decay``'s schedule evaluated at the counter as
+        the step starts, ``step``, so that it would reach lr * final_lr_fraction when the counter
+        reads ``train.steps``, after the last step: every step of a decay trains, the last one
+        too (see OptimConfig.decay). A pure function of the step: a resumed run repeats it."""
         o = self.tc.optim
         k = step + 1
         if o.warmup_steps and k < o.warmup_steps:
@@ -157,7 +159,7 @@ class TrainerBase(CheckpointingMixin, RecordsMixin):
         start, end = o.warmup_steps, self.tc.steps
         if o.decay == "constant" or start >= end:
             return o.lr
-        u = min(1.0, max(0.0, (k - start) / (end - start)))
+        u = min(1.0, max(0.0, (step - start) / (end - start)))
         shape = (1 + math.cos(math.pi * u)) / 2 if o.decay == "cosine" else 1 - u
         f = o.final_lr_fraction
         return o.lr * (f + (1 - f) * shape)
@@ -219,7 +221,8 @@ class TrainerBase(CheckpointingMixin, RecordsMixin):
         due = self.step % e.every == 0 or self.step == self.tc.steps
         if self.ema and due and self.step > self.ema_step:
             # one update standing for every step since the previous one (train.ema.every)
-            ema_update_(self.ema, dict(self.model.named_parameters()), e.decay, self.step - self.ema_step)
+            keep = ema_keep(e.decay, self.ema_step, self.step, e.warmup)
+            ema_update_(self.ema, dict(self.model.named_parameters()), keep)
             self.ema_step = self.step
         self._after_step()
         if self.counters.nonfinite_streak >= self.tc.max_nonfinite:

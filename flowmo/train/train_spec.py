@@ -101,16 +101,18 @@ class OptimConfig(_Strict):
     decay: Literal["constant", "cosine", "linear"] = Field(
         "constant",
         description="after the warm-up: constant (the release's schedule) keeps lr; cosine and linear "
-                    "decay it from lr at step W = warmup_steps to lr * final_lr_fraction at the last step "
-                    "(train.steps). Step k (1-based, k > W) uses lr * (f + (1 - f) * s) with "
-                    "u = (k - W) / (steps - W), s = (1 + cos(pi u)) / 2 (cosine) or 1 - u (linear); the "
-                    "last step runs at lr * f. With warmup_steps >= train.steps the whole run is warm-up "
-                    "and nothing decays",
+                    "decay it from lr, as the counter reads W = warmup_steps, to lr * final_lr_fraction as "
+                    "it reads train.steps, after the last step. Step k (1-based, k > W) uses lr * (f + (1 - f) "
+                    "* s), evaluated as the step starts: u = (k - 1 - W) / (steps - W), s = (1 + cos(pi u)) / 2 "
+                    "(cosine) or 1 - u (linear); so step W + 1 runs at lr and the last step above the floor "
+                    "(with f = 0 every step trains, the last one at lr * s((steps - W - 1) / (steps - W))). "
+                    "With warmup_steps >= train.steps the whole run is warm-up and nothing decays",
     )
     final_lr_fraction: SpecFloat = Field(
         0.0, ge=0, le=1,
-        description="the lr of the last step as a fraction of lr, in [0, 1]; only with a decay (it must stay 0 "
-                    "with decay: constant)",
+        description="the floor of the decay as a fraction of lr, in [0, 1]: the lr the schedule reaches after "
+                    "the last step (the last step itself runs above it); only with a decay (it must stay 0 with "
+                    "decay: constant)",
     )
 
     @model_validator(mode="after")
@@ -129,14 +131,29 @@ class OptimConfig(_Strict):
 
 
 class EMAConfig(_Strict):
+    """The exponential moving average of the weights (what ``flowmo train --export`` and
+    ``flowmo export`` write unless ``--raw``). Step n has the per-step decay d_n; the EMA starts as
+    a copy of the initial weights. The release's EMA is ``{decay: 0.9999, every: 10, warmup:
+    false}`` (configs/flowmo_lo_stage1a.yaml); the default warm-up makes the EMA of a run of any
+    length an average of its late weights (:func:`flowmo.train.ema.ema_keep`)."""
+
     enabled: SpecBool = True
-    decay: SpecFloat = Field(0.9999, ge=0, lt=1, description="in [0, 1)")
+    decay: SpecFloat = Field(0.9999, ge=0, lt=1, description="the per-step decay once warmed up, in [0, 1)")
     every: SpecInt = Field(
         10, gt=0, le=MAX_STEPS,
         description="after steps N, 2N, 3N, ... and after the last step (train.steps), one EMA update "
-                    "standing for the k steps since the previous one: ema <- decay**k ema + (1 - decay**k) "
-                    "weights (k = N except at the last step); 1: after every step; >= train.steps: once, "
-                    "after the last step. So every step is in the EMA, whatever N and train.steps are",
+                    "standing for the steps a+1 .. b since the previous one: ema <- K ema + (1 - K) weights, "
+                    "K = d_(a+1) * ... * d_b (decay**(b - a) without warm-up); 1: after every step; >= "
+                    "train.steps: once, after the last step. So every step is in the EMA, whatever N and "
+                    "train.steps are",
+    )
+    warmup: SpecBool = Field(
+        True,
+        description="true: d_n = min(decay, n / (n + 9)) for n >= 2 and d_1 = 0 (diffusers' EMAModel "
+                    "warm-up, (1 + s) / (10 + s) with s = n - 1): the first step replaces the initial "
+                    "weights and a short run's EMA averages its late steps; false: d_n = decay from step 1 "
+                    "(the release's EMA: with decay 0.9999 a run of 60 steps exports its initial weights "
+                    "at 99.4%)",
     )
 
 
@@ -175,7 +192,9 @@ class LogConfig(_Strict):
 
 
 class EvalConfig(_Strict):
-    """Held-out PSNR/SSIM during training (built-in photos: the held-out photos; a folder: its first images).
+    """Held-out PSNR/SSIM during training (built-in photos: the held-out photos; a folder: its first images),
+    of the raw weights (``eval/raw/psnr``, ``eval/raw/ssim`` in metrics.jsonl) and, when ``train.ema`` is
+    enabled, of the EMA weights (``eval/ema/psnr``, ``eval/ema/ssim``): each figure names its weights.
 
     Held-out image ``i`` is decoded from :func:`flowmo.data.noise.image_noise` ``(train.seed, [i])``,
     the noise of ``flowmo eval --seed <train.seed>`` for the same image."""
@@ -193,7 +212,6 @@ class EvalConfig(_Strict):
         description=f"sampler steps for evaluation decodes (1: one step; at most {MAX_SAMPLER_STEPS}); "
                     "None: the model spec's sampler",
     )
-    use_ema: SpecBool = False
 
 
 class TrainSpec(_Strict):
@@ -268,8 +286,4 @@ class TrainSpec(_Strict):
     def _check(self) -> "TrainSpec":
         if self.stage == "1b" and self.init_from is None:
             raise ValueError("stage '1b' needs train.init_from (a Stage 1A run, checkpoint or model folder)")
-        o = self.optim
-        if o.decay != "constant" and o.final_lr_fraction == 0 and o.warmup_steps == 0 and self.steps == 1:
-            raise ValueError(f"train.optim.decay {o.decay!r} with final_lr_fraction 0 and no warm-up runs the "
-                             "only step (train.steps = 1) at lr 0: it would train nothing; use decay: constant")
         return self

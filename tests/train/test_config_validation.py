@@ -136,7 +136,7 @@ def test_integral_floats_are_accepted_as_ints():
 # ----------------------------------------------------------------------------- bools
 BOOL_FIELDS = [
     "train.renormalize", "train.data.hflip", "train.ema.enabled", "train.log.tensorboard", "train.log.progress",
-    "train.eval.enabled", "train.eval.use_ema", "model.sampler.clip", "model.encoder.qkv_bias",
+    "train.eval.enabled", "train.ema.warmup", "model.sampler.clip", "model.encoder.qkv_bias",
 ]
 
 

@@ -178,14 +178,14 @@ def test_non_integer_token_bits_fsq(tmp_path):
 
 
 def test_report_equals_the_runs_final_evaluation(tmp_path):
-    """The report's figure for the model's own sampler is the run's final eval/psnr and eval/ssim
-    (same EMA weights, crops and noise)."""
+    """The report's figure for the model's own sampler is the run's final eval/ema/psnr and
+    eval/ema/ssim (same EMA weights, crops and noise)."""
     from flowmo.train import Trainer, load_config
     from flowmo.train.cli import export_checkpoint
 
     cfg = load_config(None, ["model=tiny", "model.sampler.steps=2", "train.steps=2", "train.seed=5",
                              "train.log.progress=false", "train.log.tensorboard=false", "train.ema.decay=0.5",
-                             "train.optim.batch_size=2", "train.eval.use_ema=true", "train.eval.images=10"])
+                             "train.optim.batch_size=2", "train.eval.images=10"])
     trainer = Trainer(cfg, tmp_path / "run", log=lambda s: None)
     summary = trainer.fit()
     trainer.close()
@@ -193,8 +193,8 @@ def test_report_equals_the_runs_final_evaluation(tmp_path):
     assert main(["--run", str(tmp_path / "run")]) == 0
     r = json.loads((tmp_path / "run" / "report.json").read_text())
     end = summary["eval_end"]
-    assert r["held_out"][0]["psnr"] == round(end["eval/psnr"], 2)
-    assert r["held_out"][0]["ssim"] == round(end["eval/ssim"], 4)
+    assert r["held_out"][0]["psnr"] == round(end["eval/ema/psnr"], 2)
+    assert r["held_out"][0]["ssim"] == round(end["eval/ema/ssim"], 4)
 
 
 @pytest.mark.parametrize("rows, kw, match", [

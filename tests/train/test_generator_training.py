@@ -18,6 +18,7 @@ from flowmo.generators.build import build_generator
 from flowmo.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from flowmo.train.generator_config import load_generator_config
 from flowmo.train.generator_trainer import GeneratorTrainer, export_generator
+from flowmo.train.sampler import derive_seed
 
 from conftest import REPO
 
@@ -89,6 +90,19 @@ def test_training_lowers_the_loss(tmp_path, token_set):
     assert latest_checkpoint(tmp_path / "run" / "checkpoints").name == "ckpt-00000030"
 
 
+@pytest.mark.parametrize("decay", ["constant", "cosine", "linear"])
+def test_the_last_step_of_a_generator_schedule_changes_the_weights(tmp_path, token_set, decay):
+    """The generator trainer's schedule is the tokenizer trainer's: with final_lr_fraction 0 the
+    last step runs above 0 (cosine over 2 steps: lr, then lr * (1 + cos(pi / 2)) / 2 = lr / 2)."""
+    t = GeneratorTrainer(config(token_set, steps=2, optim={"decay": decay}), tmp_path / "run")
+    t.train_step()
+    before = {k: v.clone() for k, v in t.model.state_dict().items()}
+    t.train_step()
+    assert any(not torch.equal(v, before[k]) for k, v in t.model.state_dict().items())
+    expected_last = {"constant": 3e-3, "cosine": 3e-3 / 2, "linear": 3e-3 / 2}[decay]
+    assert t._lr(1) == pytest.approx(expected_last, rel=1e-12) and t._lr(0) == 3e-3
+
+
 def _states(t):
     return ({k: v.clone() for k, v in t.model.state_dict().items()}, {k: v.clone() for k, v in t.ema.items()},
             t.optimizer.state_dict())
@@ -128,7 +142,10 @@ def test_export_loads_with_from_pretrained_and_carries_the_metadata(tmp_path, to
     for k, v in raw.state_dict().items():
         assert torch.equal(v, t.model.state_dict()[k]), k
     meta = read_generator_config(path)["metadata"]
-    assert set(meta) == {"layout", "tokenizer_fingerprint", "classes", "tokenizer_spec"}
+    assert set(meta) == {"layout", "tokenizer_fingerprint", "classes", "tokenizer_spec", "weights", "step"}
+    # which weights, and of which step
+    assert meta["weights"].startswith("ema (") and "decay 0.9 per step" in meta["weights"] and meta["step"] == 4
+    assert read_generator_config(tmp_path / "raw")["metadata"]["weights"].startswith("raw (")
     assert TokenLayout.from_json(json.dumps(meta["layout"])) == LAYOUT
     assert meta["tokenizer_fingerprint"] == SPEC.fingerprint()
     assert meta["classes"] == CLASSES
@@ -136,6 +153,32 @@ def test_export_loads_with_from_pretrained_and_carries_the_metadata(tmp_path, to
     # the exported generator samples sequences of the token set's layout
     out = g.generate(torch.tensor([0, 2]), steps=2, generator=torch.Generator().manual_seed(0))
     assert LAYOUT.from_sequence(out.tokens).shape == (2, 16, 2)
+
+
+def test_a_short_runs_exported_ema_generator_is_not_its_initialisation(tmp_path, token_set):
+    """The shipped example's EMA (decay 0.999 every step) on a 30-step run, exported through the
+    command line: with the warm-up the exported generator's loss is the trained one's, far below
+    the initialisation's (without it the EMA was 97% the initial weights: 0.999**30)."""
+    from flowmo.train.generator_cli import main as gen_main
+
+    sets = [f"train.tokens={token_set}", "train.steps=30", "train.device=cpu", "train.autocast=off",
+            "train.optim={lr: 3.0e-3, batch_size: 8}", "train.ema={decay: 0.999, every: 1}",
+            "train.log.tensorboard=false",
+            "generator={name: maskgit, width: 32, depth: 1, heads: 2, label_dropout: 0.1}", "train.log.progress=false"]
+    run = tmp_path / "run"
+    args = [a for x in sets for a in ("--set", x)]
+    assert gen_main([*args, "--out", str(run), "--export", str(tmp_path / "ema"), "-q"]) == 0
+    ts = read_token_set(token_set)
+    with torch.random.fork_rng(devices=[]):  # the run's initial weights (train.seed 0), as the trainer makes them
+        torch.manual_seed(derive_seed(0, "init"))
+        initial = build_generator({"name": "maskgit", "width": 32, "depth": 1, "heads": 2, "label_dropout": 0.1},
+                                  vocab_size=512, seq_len=32, num_classes=3)
+    init = _held_out_loss(initial, ts)
+    raw = _held_out_loss(MaskGiT.from_pretrained(export_generator(run, tmp_path / "raw", weights="raw")), ts)
+    ema = _held_out_loss(MaskGiT.from_pretrained(tmp_path / "ema"), ts)
+    assert raw < 0.75 * init, (init, raw)
+    assert abs(ema - raw) < 0.1 * (init - raw), (init, raw, ema)
+    assert read_generator_config(tmp_path / "ema")["metadata"]["weights"].startswith("ema (")
 
 
 def test_the_tokenizer_weights_digest_is_carried_into_the_exported_folder(tmp_path):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
@@ -91,14 +90,28 @@ def test_negative_values_are_refused(folder, kw):
         load_config(raw(folder, **kw))
 
 
-def test_ema_every_beyond_steps_is_accepted_and_updates_once_at_the_end(folder, tmp_path):
+# The per-step EMA decays d_n of step n with train.ema.decay 0.9, by hand: without warm-up 0.9;
+# with it min(0.9, n / (n + 9)) and d_1 = 0 (diffusers' EMAModel warm-up): 0, 2/11, 3/12, 4/13.
+EMA_DECAYS = {False: {1: 0.9, 2: 0.9, 3: 0.9, 4: 0.9}, True: {1: 0.0, 2: 2 / 11, 3: 3 / 12, 4: 4 / 13}}
+
+
+def _keep(warmup: bool, after: int, upto: int) -> float:
+    """The share of the EMA kept by one update standing for steps after+1 .. upto."""
+    keep = 1.0
+    for n in range(after + 1, upto + 1):
+        keep *= EMA_DECAYS[warmup][n]
+    return keep
+
+
+@pytest.mark.parametrize("warmup", [False, True])
+def test_ema_every_beyond_steps_is_accepted_and_updates_once_at_the_end(folder, tmp_path, warmup):
     """every > steps used to leave the EMA at the initial weights (exported as the model):
     now the last step makes one update standing for all the steps."""
-    t = trainer(folder, tmp_path / "run", ema={"every": STEPS + 1, "decay": 0.9})
+    t = trainer(folder, tmp_path / "run", ema={"every": STEPS + 1, "decay": 0.9, "warmup": warmup})
     start = {k: v.double() for k, v in t.ema.items()}
     t.fit()
     p = params(t.model)
-    d = 0.9 ** STEPS
+    d = _keep(warmup, 0, STEPS)
     for n, e in start.items():
         torch.testing.assert_close(t.ema[n].double(), d * e + (1 - d) * p[n].double(), rtol=0, atol=1e-6)
 
@@ -188,11 +201,8 @@ def test_warmup_steps_reaches_the_full_lr_at_step_n(folder, tmp_path, w, monkeyp
     assert [r["lr"] for r in records(tmp_path / "run")] == pytest.approx(expected, rel=1e-12)
 
 
-@pytest.mark.parametrize("decay", ["cosine", "linear"])
-@pytest.mark.parametrize("w", [0, 1, 2, STEPS, STEPS + 2])
-@pytest.mark.parametrize("f", [0.0, 0.25, 1.0])
-def test_lr_decay_schedules(folder, tmp_path, decay, w, f, monkeypatch):
-    t = trainer(folder, tmp_path / "run", optim={"warmup_steps": w, "decay": decay, "final_lr_fraction": f})
+def _lrs_used(t, monkeypatch) -> list[float]:
+    """Fills, as t trains, with the lr each optimizer step actually runs with."""
     used = []
     real = t.optimizer.step
 
@@ -201,23 +211,65 @@ def test_lr_decay_schedules(folder, tmp_path, decay, w, f, monkeypatch):
         return real(*a, **k)
 
     monkeypatch.setattr(t.optimizer, "step", step)
+    return used
+
+
+# The decay's shape s at the counter each step starts from, worked out by hand for STEPS = 3:
+# step k (k > W) runs at s(u), u = (k - 1 - W) / (3 - W): cosine (1 + cos(pi u)) / 2, linear 1 - u;
+# the decay reaches its floor (s = 0) only as the counter reads 3, after the last step.
+# cos(pi / 3) = 1/2, cos(2 pi / 3) = -1/2, cos(pi / 2) = 0.
+SHAPES = {
+    "cosine": {0: [1.0, 0.75, 0.25],     # u = 0, 1/3, 2/3
+               1: [1.0, 1.0, 0.5],       # warm-up ends at step 1; then u = 0, 1/2
+               2: [0.5, 1.0, 1.0]},      # warm-up 1/2, 1; the one decay step starts at u = 0
+    "linear": {0: [1.0, 2 / 3, 1 / 3],
+               1: [1.0, 1.0, 0.5],
+               2: [0.5, 1.0, 1.0]},
+}
+WARMUP_ONLY = {STEPS: [1 / 3, 2 / 3, 1.0],          # all warm-up: nothing decays
+               STEPS + 2: [1 / 5, 2 / 5, 3 / 5]}   # warm-up never ends
+
+
+@pytest.mark.parametrize("decay", ["cosine", "linear"])
+@pytest.mark.parametrize("w", [0, 1, 2, STEPS, STEPS + 2])
+@pytest.mark.parametrize("f", [0.0, 0.25, 1.0])
+def test_lr_decay_schedules(folder, tmp_path, decay, w, f, monkeypatch):
+    t = trainer(folder, tmp_path / "run", optim={"warmup_steps": w, "decay": decay, "final_lr_fraction": f})
+    used = _lrs_used(t, monkeypatch)
     t.fit()
-    # written out per step for STEPS = 3 (k = 1, 2, 3), independently of the trainer's formula
     assert STEPS == 3
-    cos_or_lin = {"cosine": lambda u: (1 + np.cos(np.pi * u)) / 2, "linear": lambda u: 1 - u}[decay]
-    table = {
-        0: [cos_or_lin(1 / 3), cos_or_lin(2 / 3), cos_or_lin(1.0)],   # decay from step 0 to step 3
-        1: [1.0, cos_or_lin(1 / 2), cos_or_lin(1.0)],                 # full at step 1, then decay
-        2: [0.5, 1.0, cos_or_lin(1.0)],                                # warm-up to step 2, decay to 3
-        STEPS: [1 / 3, 2 / 3, 1.0],                                    # all warm-up: nothing decays
-        STEPS + 2: [1 / 5, 2 / 5, 3 / 5],                              # warm-up never ends
-    }
-    expected = [LR * ((f + (1 - f) * s) if k > w else s)
-                for k, s in zip(range(1, STEPS + 1), table[w])]
+    table = SHAPES[decay].get(w) or WARMUP_ONLY[w]
+    expected = [LR * ((f + (1 - f) * s) if k > w else s) for k, s in zip(range(1, STEPS + 1), table)]
     assert used == pytest.approx(expected, rel=1e-12, abs=1e-15)
     assert [r["lr"] for r in records(tmp_path / "run")] == pytest.approx(expected, rel=1e-12, abs=1e-15)
-    if w < STEPS:
-        assert used[-1] == pytest.approx(LR * f, abs=1e-15)
+    assert min(used) > 0  # every step trains, the last one too, even with the floor at 0
+
+
+@pytest.mark.parametrize("decay", ["cosine", "linear"])
+@pytest.mark.parametrize("w", [0, 2])
+def test_a_decay_reaches_its_floor_after_the_last_step(folder, tmp_path, decay, w):
+    """lr * f is the schedule's value at the counter train.steps (the step a resumed, extended run
+    would take next), never the lr of a step within the run; between, the decay is strictly falling."""
+    f = 0.25
+    t = trainer(folder, tmp_path / "run", optim={"warmup_steps": w, "decay": decay, "final_lr_fraction": f})
+    lrs = [t._lr(c) for c in range(w, STEPS + 1)]  # the counters the decay spans: W .. steps
+    assert lrs[0] == pytest.approx(LR) and lrs[-1] == pytest.approx(LR * f, rel=1e-12)
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+
+
+@pytest.mark.parametrize("decay, w", [("constant", 0), ("constant", 2), ("cosine", 0), ("cosine", 2),
+                                      ("linear", 0), ("linear", 2)])
+def test_the_last_step_of_every_schedule_changes_the_weights(folder, tmp_path, decay, w):
+    """With the default final_lr_fraction 0, a decayed schedule's last step used to run at lr 0 and
+    leave every weight as it was (renormalisation off: it would rescale unchanged weights)."""
+    t = trainer(folder, tmp_path / "run", renormalize=False, optim={"warmup_steps": w, "decay": decay})
+    while t.step < STEPS - 1:
+        t.train_step()
+    before = params(t.model)
+    t.train_step()
+    assert t.step == STEPS
+    changed = [n for n, p in params(t.model).items() if not torch.equal(p, before[n])]
+    assert changed and any(n.startswith("decoder.") for n in changed)
 
 
 @pytest.mark.parametrize("kw, match", [({"decay": "exp"}, "decay"), ({"final_lr_fraction": 1.5}, "final_lr_fraction"),
@@ -231,13 +283,37 @@ def test_lr_decay_bad_values(kw, match):
         OptimConfig(**kw)
 
 
-def test_a_decay_whose_only_step_runs_at_lr_0_is_refused():
+def test_a_decayed_schedule_resumes_bitwise(folder, tmp_path):
+    """The schedule is a function of the step alone: stopped after step 2 and resumed, a cosine
+    run with warm-up ends with the weights, EMA and optimizer state of an uninterrupted one."""
+    kw = dict(optim={"warmup_steps": 1, "decay": "cosine"})
+    full = trainer(folder, tmp_path / "full", **kw)
+    full.fit()
+    part = trainer(folder, tmp_path / "part", **kw)
+    part.train_step()
+    part.train_step()
+    part.save()
+    resumed = trainer(folder, tmp_path / "part", resume=True, **kw)
+    assert resumed.step == 2
+    resumed.fit()
+    assert same(params(full.model), params(resumed.model))
+    assert all(torch.equal(full.ema[k], resumed.ema[k]) for k in full.ema)
+    last = records(tmp_path / "full")[-1]  # step 3: lr * (1 + cos(pi / 2)) / 2
+    assert [(r["step"], r["lr"]) for r in records(tmp_path / "part")] == [(3, last["lr"])] == [(3, LR / 2)]
+
+
+def test_a_one_step_decay_trains_its_step_at_the_full_lr(folder, tmp_path, monkeypatch):
+    """train.steps = 1 with a decay and no warm-up used to be refused (its only step ran at lr 0);
+    the step now starts the decay: lr, the floor coming after it."""
     from flowmo.train.config import TrainSpec
 
-    with pytest.raises(ValueError, match="train nothing"):
-        TrainSpec(steps=1, optim={"decay": "cosine"})
-    TrainSpec(steps=1, optim={"decay": "cosine", "final_lr_fraction": 0.1})  # trains at 0.1 lr
-    TrainSpec(steps=2, optim={"decay": "linear"})  # step 1 trains
+    for decay in ("cosine", "linear"):
+        TrainSpec(steps=1, optim={"decay": decay})
+        t = trainer(folder, tmp_path / decay, steps=1, optim={"decay": decay})
+        used = _lrs_used(t, monkeypatch)
+        before = params(t.model)
+        t.fit()
+        assert used == [LR] and not same(before, params(t.model))
 
 
 def test_logged_lr_is_the_lr_of_the_step_even_when_the_optimizer_is_rebuilt(folder, tmp_path):
@@ -246,15 +322,16 @@ def test_logged_lr_is_the_lr_of_the_step_even_when_the_optimizer_is_rebuilt(fold
 
 
 # ----------------------------------------------------------------------------- ema.every
+@pytest.mark.parametrize("warmup", [False, True])
 @pytest.mark.parametrize("every", [1, 2, STEPS, STEPS + 4])
-def test_ema_every_updates_after_multiples_of_n_and_the_last_step(folder, tmp_path, every):
-    t = trainer(folder, tmp_path / "run", ema={"every": every, "decay": 0.9})
+def test_ema_every_updates_after_multiples_of_n_and_the_last_step(folder, tmp_path, every, warmup):
+    t = trainer(folder, tmp_path / "run", ema={"every": every, "decay": 0.9, "warmup": warmup})
     expected = {k: v.double() for k, v in t.ema.items()}
     last = 0
     for k in range(1, STEPS + 1):
         t.train_step()
-        if k % every == 0 or k == STEPS:  # by hand, in float64: decay**(steps since the last update)
-            d = 0.9 ** (k - last)
+        if k % every == 0 or k == STEPS:  # by hand, in float64: the decays of the steps since the last update
+            d = _keep(warmup, last, k)
             last = k
             p = params(t.model)
             expected = {n: d * e + (1 - d) * p[n].double() for n, e in expected.items()}
@@ -305,7 +382,8 @@ def test_log_images_every_writes_pngs_after_multiples(folder, tmp_path, every, e
                                             (STEPS + 1, [0, 3])])
 def test_eval_every_evaluates_at_the_start_after_multiples_and_at_the_end(folder, tmp_path, every, expected):
     trainer(folder, tmp_path / "run", eval={"enabled": True, "every": every}).fit()
-    assert [r["step"] for r in records(tmp_path / "run") if "eval/psnr" in r] == expected
+    # each evaluation measures both weight sets, each figure named by its weights
+    assert [r["step"] for r in records(tmp_path / "run") if {"eval/raw/psnr", "eval/ema/psnr"} <= set(r)] == expected
     assert sorted(int(p.stem.split("_")[1]) for p in (tmp_path / "run" / "eval").glob("step_*.png")) == expected
 
 
@@ -366,20 +444,23 @@ def test_grad_accum_one_and_two_micro_batches(folder, tmp_path):
         assert t.counters.images_seen == 2 * accum  # batch_size 2 per micro-batch
 
 
-def test_ema_after_extending_a_finished_run_counts_each_step_once(folder, tmp_path):
+@pytest.mark.parametrize("warmup", [False, True])
+def test_ema_after_extending_a_finished_run_counts_each_step_once(folder, tmp_path, warmup):
     """A run of 3 steps with ema.every=2 updates after steps 2 and 3; extended to 4 steps
-    (--resume with a larger train.steps) the update after step 4 stands for 1 step, not 2."""
+    (--resume with a larger train.steps) the update after step 4 stands for step 4 alone."""
     out = tmp_path / "run"
-    first = trainer(folder, out, ema={"every": 2, "decay": 0.9})
+    ema = {"every": 2, "decay": 0.9, "warmup": warmup}
+    first = trainer(folder, out, ema=ema)
     first.fit()
     ema3 = {k: v.double() for k, v in first.ema.items()}
     assert first.ema_step == STEPS
-    more = trainer(folder, out, resume=True, steps=STEPS + 1, ema={"every": 2, "decay": 0.9})
+    more = trainer(folder, out, resume=True, steps=STEPS + 1, ema=ema)
     assert more.ema_step == STEPS
     more.fit()
     p = params(more.model)
+    d = EMA_DECAYS[warmup][4]
     for n, e in ema3.items():
-        torch.testing.assert_close(more.ema[n].double(), 0.9 * e + 0.1 * p[n].double(), rtol=0, atol=1e-6)
+        torch.testing.assert_close(more.ema[n].double(), d * e + (1 - d) * p[n].double(), rtol=0, atol=1e-6)
 
 
 def test_threads_sets_the_intra_op_thread_count_and_none_leaves_it(folder, tmp_path):

@@ -6,12 +6,16 @@ import json
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 import flowmo
 from flowmo.train import Trainer, load_config
 from flowmo.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from flowmo.eval.cli import main as eval_main
 from flowmo.train.cli import export_checkpoint, main as train_main
+from flowmo.train.ema import ema_keep
 from flowmo.train.trainer import StepBatchSampler, block_linear_weights, ema_update_, renormalize_
 
 
@@ -89,19 +93,71 @@ def test_renormalisation_keeps_initial_norms(tmp_path, image_folder):
     assert torch.allclose(torch.linalg.vector_norm(w["a"]), torch.tensor(3.0))
 
 
-def test_ema_formula(tmp_path, image_folder):
+def test_ema_formula_without_warmup(tmp_path, image_folder):
+    """The release's EMA (warmup false): one update standing for k steps keeps decay**k of the EMA."""
     ema = {"w": torch.tensor([1.0, 2.0])}
-    ema_update_(ema, {"w": torch.tensor([3.0, 0.0])}, decay=0.9, every=2)
-    d = 0.9**2
-    assert torch.allclose(ema["w"], torch.tensor([d * 1 + (1 - d) * 3, d * 2 + (1 - d) * 0]))
-    t = Trainer(config(image_folder), tmp_path / "run")
+    ema_update_(ema, {"w": torch.tensor([3.0, 0.0])}, keep=0.81)
+    assert torch.allclose(ema["w"], torch.tensor([0.81 * 1 + 0.19 * 3, 0.81 * 2 + 0.19 * 0]))
+    assert ema_keep(0.9, 0, 2, warmup=False) == pytest.approx(0.81, rel=1e-15)
+    t = Trainer(config(image_folder, ema={"warmup": False}), tmp_path / "run")
     e0 = {k: v.clone() for k, v in t.ema.items()}
     t.train_step()
     assert all(torch.equal(e0[k], t.ema[k]) for k in e0)  # every 2 steps: not yet
     t.train_step()
     p2 = params(t.model)
+    d = 0.9**2
     for k in e0:
         assert torch.allclose(t.ema[k], d * e0[k] + (1 - d) * p2[k], atol=1e-7)
+
+
+def _warm_decay(decay: float, n: int) -> float:
+    """The per-step decay of step n (1-based) with warm-up, as diffusers' EMAModel.get_decay
+    defines it for optimization_step n: s = n - 1; 0 when s = 0, else min(decay, (1 + s) / (10 + s))."""
+    s = n - 1
+    return 0.0 if s == 0 else min(decay, (1 + s) / (10 + s))
+
+
+@given(decay=st.floats(0.0, 0.99999, exclude_max=False), start=st.integers(0, 3000), span=st.integers(1, 3000),
+       warmup=st.booleans())
+@settings(max_examples=300, deadline=None)
+def test_ema_keep_is_the_product_of_the_per_step_decays(decay, start, span, warmup):
+    end = start + span
+    expected = 1.0
+    for n in range(start + 1, end + 1):
+        expected *= _warm_decay(decay, n) if warmup else decay
+    assert ema_keep(decay, start, end, warmup) == pytest.approx(expected, rel=1e-11, abs=1e-300)
+
+
+@given(decay=st.floats(0.0, 0.9999), a=st.integers(0, 10**6), b=st.integers(1, 10**6), c=st.integers(1, 10**6),
+       warmup=st.booleans())
+@settings(max_examples=200, deadline=None)
+def test_ema_keep_of_consecutive_spans_multiplies(decay, a, b, c, warmup):
+    """Updating after b and then after c keeps what one update standing for both spans keeps:
+    train.ema.every changes how often the EMA is updated, not its weights."""
+    b, c = a + b, a + b + c
+    whole = ema_keep(decay, a, c, warmup)
+    assert 0.0 <= whole <= 1.0
+    assert ema_keep(decay, a, b, warmup) * ema_keep(decay, b, c, warmup) == pytest.approx(whole, rel=1e-9, abs=1e-300)
+
+
+@pytest.mark.parametrize("every", [1, 2])
+def test_the_ema_after_n_updates_is_the_hand_computed_recurrence(tmp_path, image_folder, every):
+    """Decay 0.3 with warm-up over 4 steps: d_1 = 0, d_2 = 2/11, d_3 = 3/12 = 0.25, then
+    4/13 > 0.3 so d_4 = 0.3. every 1: e_n = d_n e_(n-1) + (1 - d_n) w_n; every 2 (updates after
+    steps 2 and 4): e = d_1 d_2 e_0 + (1 - d_1 d_2) w_2 = w_2, then e = d_3 d_4 e + (1 - d_3 d_4) w_4."""
+    t = Trainer(config(image_folder, steps=4, ema={"decay": 0.3, "every": every, "warmup": True},
+                       checkpoint={"every": 100}), tmp_path / "run")
+    e = {k: v.double() for k, v in t.ema.items()}
+    # the share of the old EMA each update keeps, by the step it follows
+    keeps = {1: {1: 0.0, 2: 2 / 11, 3: 0.25, 4: 0.3}, 2: {2: 0.0 * (2 / 11), 4: 0.25 * 0.3}}[every]
+    for n in range(1, 5):
+        t.train_step()
+        if n in keeps:
+            w = params(t.model)
+            e = {k: keeps[n] * e[k] + (1 - keeps[n]) * w[k].double() for k in e}
+        for k in e:
+            torch.testing.assert_close(t.ema[k].double(), e[k], rtol=0, atol=1e-6)
+    assert any(not torch.equal(t.ema[k], params(t.model)[k]) for k in e)  # an average, not the last weights
 
 
 def _states(t):
@@ -266,3 +322,72 @@ def test_export_never_overwrites_the_run_or_another_kind_of_folder(tmp_path, ima
     assert cli_main(["export", str(run), "--output", str(tmp_path / "model"), "-q"]) == 0
     assert cli_main(["export", str(run), "--output", str(tmp_path / "model"), "--raw", "-q"]) == 0
     flowmo.FlowMo.from_pretrained(tmp_path / "model")
+
+
+# ----------------------------------------------------------------------------- which weights, and their figures
+def _held_out_psnr(folder, n: int = 4, seed: int = 0) -> float:
+    """Held-out PSNR of a model folder's weights, computed here from its files: the run's first n
+    held-out photos, each decoded in one step from the run's noise for its id."""
+    from flowmo.data.noise import image_noise
+    from flowmo.data.photos import held_out_photos
+    from flowmo.eval.metrics import psnr
+
+    model = flowmo.FlowMo.from_pretrained(folder)
+    x = held_out_photos(model.spec.image_size)[:n]
+    noise = image_noise(seed, range(n), x.shape[1:], dtype=model.dtype)
+    return float(psnr(x, model.reconstruct(x, noise=noise, sampler={"steps": 1})).mean())
+
+
+def _card(folder) -> str:
+    return (folder / "README.md").read_text()
+
+
+def test_a_short_runs_exported_ema_is_not_its_initialisation(tmp_path, capsys):
+    """flowmo train --export with the default EMA (decay 0.9999 every 10 steps, warm-up) on a 20-step
+    run: the exported folder's held-out PSNR (computed from its files) is the raw weights', well above
+    the initialisation's (without the warm-up the EMA was 99.8% the initial weights). Each model card
+    names its weights and gives only the figures the run recorded of those weights."""
+    from flowmo.model_card import card_weights
+
+    run = tmp_path / "run"
+    sets = ["model=tiny", "train.steps=20", "train.optim.lr=3e-3", "train.optim.batch_size=4", "train.eval.images=4",
+            "train.eval.steps=1", "train.log.tensorboard=false"]
+    args = [a for s in sets for a in ("--set", s)]
+    assert train_main([*args, "--out", str(run), "--export", str(tmp_path / "ema")]) == 0
+    printed = capsys.readouterr().out
+    assert "exported the EMA weights of step 20" in printed
+    assert "held-out PSNR of the EMA weights (exported)" in printed and "held-out PSNR of the raw weights:" in printed
+    export_checkpoint(run, tmp_path / "raw", weights="raw")
+    ema, raw = _held_out_psnr(tmp_path / "ema"), _held_out_psnr(tmp_path / "raw")
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    init = next(r for r in records if r["step"] == 0)["eval/raw/psnr"]
+    assert raw - init > 1.0, (init, raw)  # the run learned something
+    assert abs(ema - raw) < 0.1 * (raw - init), (init, raw, ema)
+    for folder, weights, figure in ((tmp_path / "ema", "ema", ema), (tmp_path / "raw", "raw", raw)):
+        card, other = _card(folder), {"ema": "raw", "raw": "ema"}[weights]
+        assert card_weights(card) == weights
+        assert f"- eval/{weights}/psnr: {figure:.4g}" in card and f"eval/{other}/" not in card
+        assert f"the {'EMA' if weights == 'ema' else 'raw'} weights of step 20 (this folder's weights)" in card
+        # flowmo eval of the folder says which weights it measured, and measures the card's figure
+        out = tmp_path / f"eval_{weights}"
+        assert eval_main(["--model", str(folder), "--data", "builtin", "--limit", "4", "--steps", "1",
+                          "--lpips", "none", "--no-fid", "--output", str(out), "--examples", "0"]) == 0
+        said = json.loads((out / "metrics.json").read_text())
+        assert said["protocol"]["model"]["weights"] == weights
+        assert said["metrics"]["psnr"] == pytest.approx(figure, abs=1e-4)
+        assert f"({'EMA' if weights == 'ema' else 'raw'} weights)" in capsys.readouterr().out
+
+
+def test_with_ema_disabled_the_export_is_the_raw_weights_and_says_so(tmp_path, image_folder, capsys):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(config(image_folder, steps=2, ema={"enabled": False},
+                          eval={"enabled": True, "images": 2, "steps": 1}).model_dump_json())
+    assert train_main(["--config", str(cfg), "--out", str(tmp_path / "run"), "--export", str(tmp_path / "m")]) == 0
+    assert "exported the raw weights of step 2" in capsys.readouterr().out
+    from flowmo.model_card import card_weights
+
+    card = _card(tmp_path / "m")
+    assert card_weights(card) == "raw" and "- eval/raw/psnr: " in card and "eval/ema/" not in card
+    parts, _ = load_checkpoint(latest_checkpoint(tmp_path / "run" / "checkpoints"), ["model"])
+    model = flowmo.FlowMo.from_pretrained(tmp_path / "m")
+    assert all(torch.equal(v, parts["model"][k]) for k, v in model.state_dict().items())
