@@ -198,6 +198,15 @@ def test_train_quiet_and_device_options(monkeypatch, tmp_path, capsys):
     assert made["config"].train.device == "auto" and made["config"].train.log.progress is True
     assert made["log"] is None  # the Trainer's own printing log
     assert "held-out PSNR of the raw weights: 1.00 dB -> 2.00 dB" in capsys.readouterr().out
+    # one's own data: the evaluation reads the first training images, which are not held out
+    from conftest import random_png_folder
+
+    folder = random_png_folder(tmp_path / "data", 2, seed=0)
+    assert train_cli.main([*map(str, base), "--set", f"train.data.folder={folder}", "--out",
+                           str(tmp_path / "run2")]) == 0
+    printed = capsys.readouterr().out
+    assert "training-image (not held-out) PSNR of the raw weights: 1.00 dB -> 2.00 dB" in printed
+    assert "held-out PSNR" not in printed
 
 
 # ------------------------------------------------------------------ train without --config

@@ -240,7 +240,7 @@ RELEASE_RUNS = {"flowmo_lo_stage1a.yaml", "flowmo_lo_stage1b.yaml"}
 
 
 @pytest.mark.parametrize("name", sorted(p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("*.yaml")))
-def test_release_configs_keep_the_release_ema_and_the_others_warm_up(name):
+def test_release_configs_keep_the_release_ema_and_the_others_warm_up(name, starting_points):
     """The release's EMA: decay 0.9999, one update every 10 steps, no warm-up (a copy of the
     initial weights decayed from step 1). Every other shipped config (the CPU demos, few-step
     post-training, the generators) warms its EMA up, so that its short runs export an average
@@ -249,7 +249,7 @@ def test_release_configs_keep_the_release_ema_and_the_others_warm_up(name):
     from flowmo.train.generator_config import load_generator_config
 
     path = CONFIGS / name
-    ema = (load_generator_config(path) if name.startswith("generators/") else load_config(path)).train.ema
+    ema = (load_generator_config(path) if name.startswith("generators/") else _load(name, starting_points)).train.ema
     if name in RELEASE_RUNS:
         assert ema == EMAConfig(enabled=True, decay=0.9999, every=10, warmup=False)
     else:

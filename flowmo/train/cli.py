@@ -8,11 +8,12 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from .loop import INTERRUPTED_STATUS
 from ..cli_common import add_common_arguments
 from ..folder_kinds import check_folder_kind, check_outside_run
 from ..imports import import_modules
 from .ema import weights_words
-from .evaluation import WEIGHT_WORDS
+from .evaluation import WEIGHT_WORDS, eval_set_words
 
 __all__ = ["main", "export_main", "export_checkpoint"]
 
@@ -82,7 +83,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise
     trainer.close()
     if summary.get("interrupted"):
-        return 0
+        return INTERRUPTED_STATUS  # not finished: `flowmo train ... && next` must not go on
     if trainer.ctx.main:
         weights = "ema" if config.train.ema.enabled else "raw"
         if args.export:
@@ -95,7 +96,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 if f"eval/{w}/psnr" in s and f"eval/{w}/psnr" in e:
                     ps, pe, ss, se = s[f"eval/{w}/psnr"], e[f"eval/{w}/psnr"], s[f"eval/{w}/ssim"], e[f"eval/{w}/ssim"]
                     exported = " (exported)" if args.export and w == weights else ""
-                    print(f"held-out PSNR of the {WEIGHT_WORDS[w]}{exported}: {ps:.2f} dB -> {pe:.2f} dB "
+                    print(f"{eval_set_words(config.train.data)} PSNR of the {WEIGHT_WORDS[w]}{exported}: {ps:.2f} dB -> {pe:.2f} dB "
                           f"({pe - ps:+.2f} dB); SSIM {ss:.4f} -> {se:.4f}")
         (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return 0
@@ -142,9 +143,9 @@ def _card_facts(config: Any, run: Path, step: int, weights: str) -> dict:
     tc = config.train
     if tc.data.shards is not None:
         data = f"tar shards {tc.data.shards if isinstance(tc.data.shards, str) else list(tc.data.shards)}"
-        held_out = f"the first {tc.eval.images} items of the training shards"
+        held_out = f"the first {tc.eval.images} items of the training shards (trained on: not held out)"
     elif tc.data.folder is not None:
-        data, held_out = tc.data.folder, f"the first {tc.eval.images} images of the training folder"
+        data, held_out = tc.data.folder, f"the first {tc.eval.images} images of the training folder (trained on: not held out)"
     else:
         data = "the built-in photos (scikit-image, scikit-learn, matplotlib; chelsea and coffee held out)"
         held_out = f"{tc.eval.images} crops of the held-out built-in photos (chelsea, coffee)"

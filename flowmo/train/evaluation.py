@@ -5,6 +5,7 @@ of originals over reconstructions; :func:`describe_eval` says the figures in wor
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -22,6 +23,13 @@ def describe_eval(metrics: dict) -> str:
     ``"raw weights: PSNR 10.70 dB, SSIM 0.2500; EMA weights: PSNR ..."``."""
     return "; ".join(f"{words}: PSNR {metrics[f'eval/{w}/psnr']:.2f} dB, SSIM {metrics[f'eval/{w}/ssim']:.4f}"
                      for w, words in WEIGHT_WORDS.items() if f"eval/{w}/psnr" in metrics)
+
+
+def eval_set_words(data: Any) -> str:
+    """What the trainer's evaluation images are, for its log lines (``data``: ``train.data``):
+    ``"held-out"`` for the built-in photos (chelsea and coffee are never trained on), else
+    ``"training-image"`` (the first images of the training folder or shards: not held out)."""
+    return "held-out" if data.folder is None and data.shards is None else "training-image (not held-out)"
 
 
 class EvaluationMixin:

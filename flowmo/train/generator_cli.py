@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .loop import INTERRUPTED_STATUS
 from ..cli_common import add_common_arguments
 from ..folder_kinds import check_folder_kind, check_outside_run
 from ..imports import import_modules
@@ -78,7 +79,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise
     trainer.close()
     if summary.get("interrupted"):
-        return 0
+        return INTERRUPTED_STATUS  # not finished: `flowmo train ... && next` must not go on
     if trainer.ctx.main:
         if args.export:
             weights = "ema" if config.train.ema.enabled else "raw"

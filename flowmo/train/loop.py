@@ -49,6 +49,12 @@ from .sampler import derive_seed
 __all__ = ["TrainerBase", "TrainingStopped"]
 
 
+INTERRUPTED_STATUS = 143
+"""The exit status of ``flowmo train`` / ``train-generator`` stopped by SIGTERM after saving its
+checkpoint: 128 + 15, the shell's and schedulers' "terminated by SIGTERM", so a job chain
+(``flowmo train ... && next``) does not take the unfinished run for done."""
+
+
 class TrainingStopped(RuntimeError):
     """The run stopped itself (e.g. too many non-finite losses in a row)."""
 

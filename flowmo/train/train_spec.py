@@ -286,4 +286,8 @@ class TrainSpec(_Strict):
     def _check(self) -> "TrainSpec":
         if self.stage == "1b" and self.init_from is None:
             raise ValueError("stage '1b' needs train.init_from (a Stage 1A run, checkpoint or model folder)")
+        if self.stage == "1a" and self.init_from is not None:
+            raise ValueError(f"train.init_from ({self.init_from!r}) is read by stage '1b' only, and this run is "
+                             "stage '1a', which starts from fresh weights; set train.stage=1b to post-train that "
+                             "model, or continue a Stage 1A run with --resume")
         return self

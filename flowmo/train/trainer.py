@@ -32,7 +32,7 @@ from ..model import FlowMo
 from .checkpoint import CheckpointError
 from .config import TrainConfig, config_differences, describe_differences, read_train_config
 from .ema import block_linear_weights, ema_update_, renormalize_
-from .evaluation import EvaluationMixin, describe_eval
+from .evaluation import EvaluationMixin, describe_eval, eval_set_words
 from .freezing import FreezingMixin
 from .init_from import InitFromMixin
 from .loop import TrainerBase, TrainingStopped
@@ -239,7 +239,7 @@ class Trainer(EvaluationMixin, FreezingMixin, InitFromMixin, TrainerBase):
             summary["eval_start"] = m
             self._record(m)
             if self.ctx.main:
-                self._log(f"step 0: held-out {describe_eval(m)}")
+                self._log(f"step 0: {eval_set_words(self.tc.data)} {describe_eval(m)}")
 
     def _after_log_step(self) -> None:
         tc, ev = self.tc, self.tc.eval
@@ -254,7 +254,7 @@ class Trainer(EvaluationMixin, FreezingMixin, InitFromMixin, TrainerBase):
             summary["eval_end"] = m
             self._record(m)
             if self.ctx.main:
-                self._log(f"step {self.step}: held-out {describe_eval(m)}")
+                self._log(f"step {self.step}: {eval_set_words(self.tc.data)} {describe_eval(m)}")
 
     def _held_out_or_batch(self) -> Tensor:
         if not hasattr(self, "_held_out"):

@@ -283,3 +283,10 @@ def test_defaults_and_shipped_configs_still_load():
     assert c.train.freeze_encoder_at is None and c.train.data.hflip is True
     for p in sorted(Path(__file__).resolve().parents[2].joinpath("configs").glob("*.yaml")):
         load_config(p)
+
+
+def test_init_from_in_a_stage_1a_run_is_refused_not_ignored(tmp_path):
+    """Stage 1A starts from fresh weights: an init_from there used to be recorded and silently
+    not loaded."""
+    msg = refused(f"train.init_from={tmp_path}", words=["stage '1a'", "train.stage=1b", "--resume"])
+    assert "\n" not in msg.strip()
