@@ -41,7 +41,9 @@ RESUMABLE: dict[str, str] = {
                                "the same steps under both values (a freeze still ahead may move)",
     "train.device": "where the run computes; another device's kernels round differently, so the steps after "
                     "the change equal an uninterrupted run's up to rounding, not bitwise",
-    "train.threads": "the CPU threads, which do not change the numbers (docs/reliability.md, section 6)",
+    "train.threads": "the CPU threads: the same numbers on some CPUs (AMD EPYC here), rounding-level differences on "
+                     "others (an Intel Xeon), so as for train.device the steps after the change may equal an "
+                     "uninterrupted run's up to rounding only (docs/reliability.md, section 6)",
     "train.max_nonfinite": "when the run gives up on non-finite losses, not what a step computes",
     "train.dist_timeout_s": "how long a collective waits for a dead rank",
     "train.data.workers": "the loader's processes: each item's crop and flip are drawn from (seed, epoch, index) "
@@ -70,7 +72,7 @@ def _resume_refusal(field: str, old: Any, new: Any, step: int, config: dict) -> 
         return ""
     if key == "train.steps" and config["train"]["optim"]["decay"] != "constant":
         return (f"with train.optim.decay {config['train']['optim']['decay']!r} every step's learning rate depends on "
-                "train.steps")
+                "train.steps, so such a run cannot be extended: train a new run with the longer schedule")
     if key == "train.freeze_encoder_at":
         trained = [step if v is None else min(v, step) for v in (old, new)]
         if trained[0] != trained[1]:
@@ -149,7 +151,8 @@ class CheckpointingMixin:
             raise CheckpointError(
                 f"{self.out} was trained to step {step} with other settings than this config's: "
                 f"{describe_differences(refused)}{' (' + '; '.join(notes) + ')' if notes else ''}; a resumed run "
-                f"keeps the settings its steps were trained with (only {', '.join(RESUMABLE)} may change): resume "
+                f"keeps the settings its steps were trained with (what may change: "
+                f"flowmo.train.checkpointing.RESUMABLE): resume "
                 f"with the run's own config ({path}) or start a new run in another output folder")
 
     def _record_config_changes(self) -> None:
