@@ -246,12 +246,26 @@ def check_folder_kind(directory: PathLike, want: str, argument: str = "directory
     if d.exists() and not d.is_dir():
         raise ValueError(f"{argument} {str(d)!r} is a file, not a folder")
     kind = folder_kind(d)
-    if kind is None or kind == want:
+    if kind is None:  # no config.json: still refuse flowmo's other folders, whose files would be overwritten
+        kind = path_kind(d) if d.is_dir() else None
+        if kind in _NOT_WRITABLE_INTO:
+            raise ValueError(f"{argument} {str(d)!r} is {PATH_KINDS[kind]}: writing {FOLDER_KINDS[want]} there "
+                             "would overwrite or mix with its files; write it into another (new or empty) folder")
+        if not want.endswith("-run") and (d / "checkpoints").is_dir():
+            raise ValueError(f"{argument} {str(d)!r} holds a training run's checkpoints/: write "
+                             f"{FOLDER_KINDS[want]} into another (new or empty) folder")
+        return
+    if kind == want:
         return
     other = f", which {_RESUMED_BY[kind]} resumes" if want.endswith("-run") and kind in _RESUMED_BY else ""
     raise ValueError(f"{argument} {str(d)!r} holds {FOLDER_KINDS[kind]}{other}: its {CONFIG_NAME} would be "
                      f"overwritten by {FOLDER_KINDS[want]}'s; write the {want} folder into another (new or empty) "
                      "folder")
+
+
+_NOT_WRITABLE_INTO = frozenset({"tokenizer-checkpoint", "generator-checkpoint", "checkpoints", "token-set",
+                                "partial-token-set", "images"})
+"""Folder kinds without a config.json that :func:`check_folder_kind` refuses to write into."""
 
 
 def _is_within(path: Path, folder: Path) -> bool:

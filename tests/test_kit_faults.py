@@ -420,7 +420,31 @@ class _InferenceRoundsOtherwise(_SafeCommitment):
         return QuantizerOutput(q, self.codes_to_indices(q))
 
 
-def test_a_quantize_that_disagrees_with_forward_is_caught():
-    with pytest.raises(AssertionError, match=r"property 'inference' failed: quantize \(eval mode\) gives other "
-                                             r"indices than forward"):
-        check_quantizer(_InferenceRoundsOtherwise, 4, max_examples=5)
+class _InferenceInt32(_SafeCommitment):
+    def quantize(self, z):
+        out = self(z)
+        return QuantizerOutput(out.values, out.indices.int())
+
+
+class _InferenceOtherWithoutGrad(_SafeCommitment):
+    def quantize(self, z):
+        out = self(z)
+        return QuantizerOutput(out.values, out.indices if torch.is_grad_enabled() else out.indices.flip(0))
+
+
+class _InferenceModifiesInput(_SafeCommitment):
+    def quantize(self, z):
+        out = self(z)
+        z.zero_()
+        return out
+
+
+@pytest.mark.parametrize("cls, words", [
+    (_InferenceRoundsOtherwise, r"quantize \(eval mode\) gives other indices than forward"),
+    (_InferenceInt32, r"quantize \(eval mode\) gives indices of dtype torch.int32"),
+    (_InferenceOtherWithoutGrad, r"quantize \(eval mode\) gives other indices than forward"),
+    (_InferenceModifiesInput, r"quantize modified its input in place"),
+])
+def test_a_quantize_that_disagrees_with_forward_is_caught(cls, words):
+    with pytest.raises(AssertionError, match=r"property 'inference' failed: " + words):
+        check_quantizer(cls, 4, max_examples=5)

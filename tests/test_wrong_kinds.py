@@ -338,3 +338,22 @@ def test_a_custom_pydantic_error_of_a_users_model_is_one_line_too():
         Mine(x=5)
     _one_line(e.value, "invalid Mine", "x is 5, more than 3")
     assert [err["type"] for err in e.value.errors()] == ["too_big"]
+
+
+def test_a_model_is_not_written_into_a_training_checkpoint_or_checkpoints_folder(tmp_path):
+    """flowmo export / save_pretrained into another run's checkpoint replaced its weights, and the
+    run then resumed from them: a checkpoint, a run's checkpoints/ and a run without config.json
+    are refused, naming what they are."""
+    from flowmo.folder_kinds import check_folder_kind
+
+    ckpt = tmp_path / "r2" / "checkpoints" / "ckpt-00000004"
+    ckpt.mkdir(parents=True)
+    (ckpt / "state.json").write_text('{"step": 4}')
+    model = flowmo.build(flowmo.flowmo_tiny())
+    for target, words in ((ckpt, "is a tokenizer training checkpoint"),
+                          (ckpt.parent, "is the checkpoints/ folder of a training run"),
+                          (tmp_path / "r2", "holds a training run's checkpoints/")):
+        with pytest.raises(ValueError, match=words):
+            model.save_pretrained(target)
+    assert sorted(p.name for p in ckpt.iterdir()) == ["state.json"]
+    check_folder_kind(tmp_path / "r2", "tokenizer-run", "--out")  # a run's own folder resumes

@@ -8,6 +8,7 @@ from typing import Any, Callable, Optional, Union
 import torch
 from torch import Tensor
 
+from ..quantizers.base import Quantizer
 from .checker import _Checker, _mismatch, _same, _seeded
 from .quantizer_probe import _QuantizerProbe
 
@@ -52,8 +53,9 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
       finite, scalar tensors and ``loss`` is a finite scalar; both modes give the same terms
       with the same values (a term that reads ``self.training`` would silently vanish from a
       fine-tuning loop that forgot ``.train()``: a loaded model is in eval mode).
-    - ``inference``: :meth:`Quantizer.quantize` (what tokenize and reconstruct call) gives
-      exactly forward's values and indices, in either mode.
+    - ``inference``: :meth:`Quantizer.quantize` (what tokenize and reconstruct call), under
+      ``no_grad``, gives exactly forward's values and indices (same dtypes and shapes), in either
+      mode, and leaves its input unchanged.
     - ``deterministic``: the same input gives the same values, indices and losses (a failure
       says "non-deterministic" and where the two calls differ).
     - ``bfloat16``: a bfloat16 input gives bfloat16 values and the indices of the float32
@@ -209,14 +211,24 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
                     "a term must not read self.training (a loaded model is in eval mode, and a fine-tuning loop "
                     "that forgot .train() would silently train without it)")
 
+    own_quantize = type(q).quantize is not Quantizer.quantize
+
     def p_inference(z: Tensor) -> None:
         for mode in ("eval", "train"):
             q.train(mode == "train")
-            full, fast = quantize(z), q.quantize(z)
+            full = quantize(z)
+            before = z.clone()
+            with torch.no_grad():  # as tokenize calls it
+                fast = q.quantize(z)
             if not isinstance(fast, probe.output_type):
                 raise AssertionError(f"quantize returned {type(fast).__name__}, not a QuantizerOutput")
+            if own_quantize and not torch.equal(z, before):  # the default is forward: input_unchanged's
+                raise AssertionError("quantize modified its input in place")
             for what in ("indices", "values"):
                 a, b = getattr(full, what), getattr(fast, what)
+                if a.dtype != b.dtype or a.shape != b.shape:
+                    raise AssertionError(f"quantize ({mode} mode) gives {what} of dtype {b.dtype} and shape "
+                                         f"{tuple(b.shape)} where forward gives {a.dtype} {tuple(a.shape)}")
                 if not torch.equal(a, b):
                     raise AssertionError(f"quantize ({mode} mode) gives other {what} than forward, which tokenize "
                                          f"and the loss would then disagree on: {_mismatch(a, b)}")

@@ -37,8 +37,9 @@ RESUMABLE: dict[str, str] = {
     "train.steps": "the run's length: with train.optim.decay constant no step's learning rate depends on it, so the "
                    "steps trained are those of a run of the new length (a finished run extended: the EMA's last "
                    "update, at the old end, stood for the steps since the one before it)",
-    "train.freeze_encoder_at": "when the encoder stops training, while the steps already trained trained it for "
-                               "the same steps under both values (a freeze still ahead may move)",
+    "train.freeze_encoder_at": "when the encoder stops training, while the run's freeze is still ahead of the "
+                               "checkpoint and the new one at or after it (a freeze already applied is part of the "
+                               "checkpoint's state)",
     "train.device": "where the run computes; another device's kernels round differently, so the steps after "
                     "the change equal an uninterrupted run's up to rounding, not bitwise",
     "train.threads": "the CPU threads: the same numbers on some CPUs (AMD EPYC here), rounding-level differences on "
@@ -74,6 +75,9 @@ def _resume_refusal(field: str, old: Any, new: Any, step: int, config: dict) -> 
         return (f"with train.optim.decay {config['train']['optim']['decay']!r} every step's learning rate depends on "
                 "train.steps, so such a run cannot be extended: train a new run with the longer schedule")
     if key == "train.freeze_encoder_at":
+        if old is not None and old <= step:  # applied: the checkpoint holds a frozen encoder (and its optimizer)
+            return (f"the encoder was frozen at step {old} of the {step} steps trained, and a checkpoint's frozen "
+                    "encoder is not unfrozen; only a freeze at or after the checkpoint's step may move")
         trained = [step if v is None else min(v, step) for v in (old, new)]
         if trained[0] != trained[1]:
             return (f"the {step} steps trained trained the encoder for {trained[0]} of them, not "

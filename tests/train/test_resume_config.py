@@ -128,6 +128,17 @@ REFUSED = [
 ]
 
 
+def test_a_freeze_already_applied_cannot_be_moved_or_removed_on_resume(image_folder, tmp_path):
+    """The checkpoint at the freeze holds a frozen encoder: a resumed run with the freeze later or
+    gone would keep it frozen (it did, silently), so the change is refused."""
+    out = tmp_path / "run"
+    Trainer(load_config(raw_config(image_folder, steps=2), ["train.freeze_encoder_at=2"]), out, log=quiet()).fit()
+    for value in ("null", "3"):
+        cfg = load_config(raw_config(image_folder, steps=2), [f"train.freeze_encoder_at={value}"])
+        with pytest.raises(CheckpointError, match=r"train.freeze_encoder_at 2 -> .*frozen at step 2 of the 2 steps"):
+            Trainer(cfg, out, resume=True, log=quiet())
+
+
 @pytest.mark.parametrize("override, field, old, new", REFUSED, ids=[r[1] for r in REFUSED])
 def test_resuming_with_a_changed_training_setting_is_refused_naming_it(two_step_run, image_folder, override,
                                                                       field, old, new):
