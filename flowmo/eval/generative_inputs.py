@@ -190,6 +190,13 @@ def _network(weights: Optional[PathLike], inception: Optional[torch.nn.Module]):
             raise ValueError("give weights or inception, not both")
         if not isinstance(inception, FIDInceptionV3):
             raise TypeError(f"inception must be a flowmo.nets.inception.FIDInceptionV3, got {type(inception).__name__}")
+        if inception.input_range != "-11" or inception.fc.out_features != 1008:
+            raise ValueError("inception must be built as the metrics use it, FIDInceptionV3(num_classes=1008, "
+                             "input_range='-11') (the generated and reference images are in [-1, 1]; the Inception "
+                             f"Score reads 1008 logits), got num_classes={inception.fc.out_features}, "
+                             f"input_range={inception.input_range!r}")
+        if any(p.device.type == "meta" for p in inception.parameters()):
+            raise ValueError("inception is on the meta device (it has no weights): load its weights first")
         return inception, {"name": NETWORK_NAME, "source": "explicit module given by the caller",
                            "note": "weights unknown: comparable to published numbers only if the module holds the "
                                    "standard pretrained weights", "files": []}, None

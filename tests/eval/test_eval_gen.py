@@ -315,6 +315,21 @@ def test_a_generate_folder_is_measured_by_its_record_not_its_grid(tmp_path):
 
 
 # ---------------------------------------------------------------- a stand-in network
+@pytest.mark.parametrize("build, match", [
+    (lambda: FIDInceptionV3(input_range="01"), "input_range='01'"),
+    (lambda: FIDInceptionV3(num_classes=5), "num_classes=5"),
+    (lambda: FIDInceptionV3().to("meta"), "meta device"),
+])
+def test_a_callers_inception_built_otherwise_is_refused(setup, build, match):
+    """An Inception for [0, 1] inputs silently remapped [-1, 1] images to [-3, 1] (gFID 1.16
+    for 0.23); another class count changed the Inception Score's classes."""
+    net = build()
+    for call in (lambda: evaluate_generation(setup["gen"], setup["ref"], inception=net, k=2),
+                 lambda: measure_reference(setup["ref"], inception=net)):
+        with pytest.raises(ValueError, match=match):
+            call()
+
+
 class _GreyLevelNet(FIDInceptionV3):
     """A stand-in FID network (a real FIDInceptionV3 module, so it is accepted as ``inception=``)
     with a cheap forward: pool3 holds 50 at the index of the image's class, the class being its
