@@ -85,6 +85,23 @@ def _resume_refusal(field: str, old: Any, new: Any, step: int, config: dict) -> 
     return None
 
 
+def _read_history(path: Path) -> list:
+    """The run's :data:`CONFIG_CHANGES` record ([] when absent); CheckpointError naming the file
+    when it is not a JSON list of {step, field, old, new}."""
+    if not path.is_file():
+        return []
+    try:
+        history = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} (the run's record of its config changes) is not valid JSON ({e}); restore it "
+                              "or move it away to resume") from None
+    if not isinstance(history, list) or not all(
+            isinstance(c, dict) and set(c) == {"step", "field", "old", "new"} for c in history):
+        raise CheckpointError(f"{path} does not hold a JSON list of {{step, field, old, new}} (the run's record of "
+                              "its config changes); restore it or move it away to resume")
+    return history
+
+
 class CheckpointingMixin:
     """A trainer's checkpoint methods (they use its model, optimizer, EMA, counters, ``tc`` and
     output folder).
@@ -158,6 +175,8 @@ class CheckpointingMixin:
                 f"keeps the settings its steps were trained with (what may change: "
                 f"flowmo.train.checkpointing.RESUMABLE): resume "
                 f"with the run's own config ({path}) or start a new run in another output folder")
+        if self._config_changes:  # read before config.json is rewritten: a damaged history loses nothing
+            self._config_history = _read_history(self.out / CONFIG_CHANGES)
 
     def _record_config_changes(self) -> None:
         """(Rank 0, after ``config.json`` was written.) Say the changes a resumed run accepted
@@ -170,10 +189,7 @@ class CheckpointingMixin:
             return
         if not changes:
             return
-        history = json.loads(path.read_text()) if path.is_file() else []
-        if not isinstance(history, list):
-            raise CheckpointError(f"{path} does not hold a JSON list (the run's config changes); move it away")
-        atomic_write_text(path, json.dumps(history + changes, indent=1) + "\n")
+        atomic_write_text(path, json.dumps(self._config_history + changes, indent=1) + "\n")
         self._log(f"resumed at step {changes[0]['step']} with changed settings (recorded in {path}): "
                   + describe_differences((c["field"], c["old"], c["new"]) for c in changes))
 

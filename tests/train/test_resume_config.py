@@ -373,3 +373,17 @@ def test_init_from_a_released_name_takes_its_folder(tmp_path, image_folder, mode
     assert asked == ["flowmo_lo"] and cfg.model.architecture() == FOLDER_SPEC.architecture()
     with pytest.raises(FileNotFoundError, match="train.init_from: nowhere does not exist"):
         load_config(stage1b(image_folder, "nowhere"))
+
+
+@pytest.mark.parametrize("text", ["{not json", "", '{"a": 1}', "[1]"])
+def test_a_damaged_change_record_is_refused_naming_it_before_anything_is_rewritten(image_folder, tmp_path, text):
+    """config.json used to be rewritten with the accepted change before the damaged record failed
+    (with a bare JSON error), so the next resume saw no change and it was never recorded."""
+    out = tmp_path / "run"
+    Trainer(load_config(raw_config(image_folder, steps=2)), out, log=quiet()).fit()
+    (out / CONFIG_CHANGES).write_text(text)
+    before = (out / "config.json").read_bytes()
+    cfg = load_config(raw_config(image_folder, steps=2), ["train.log.every=2"])
+    with pytest.raises(CheckpointError, match=CONFIG_CHANGES + r".*(not valid JSON|does not hold a JSON list)"):
+        Trainer(cfg, out, resume=True, log=quiet()).fit()
+    assert (out / "config.json").read_bytes() == before
