@@ -102,6 +102,27 @@ def _read_history(path: Path) -> list:
     return history
 
 
+def config_at_step(run: Path, config: dict, step: int) -> dict:
+    """The run's config (``config``: its ``config.json`` as JSON data) as it was for the steps up
+    to ``step``: the changes :data:`CONFIG_CHANGES` records from resumptions at ``step`` or later
+    undone, newest first (a field a change added is removed again)."""
+    from .config import ABSENT
+
+    doc = json.loads(json.dumps(config))
+    for change in reversed(_read_history(Path(run) / CONFIG_CHANGES)):
+        if change["step"] < step:
+            continue
+        *parents, leaf = change["field"].split(".")
+        node = doc
+        for key in parents:
+            node = node.setdefault(key, {})
+        if change["old"] == ABSENT:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = change["old"]
+    return doc
+
+
 class CheckpointingMixin:
     """A trainer's checkpoint methods (they use its model, optimizer, EMA, counters, ``tc`` and
     output folder).

@@ -115,6 +115,7 @@ def export_checkpoint(source: Path, out: Path, *, weights: str = "ema", step: Op
     """
     from ..model import FlowMo
     from .checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+    from .checkpointing import config_at_step
     from .config import read_train_config
 
     if weights not in ("ema", "raw"):
@@ -129,6 +130,8 @@ def export_checkpoint(source: Path, out: Path, *, weights: str = "ema", step: Op
     if weights == "ema" and part == "model":
         raise CheckpointError(f"{ckpt} has no EMA weights (EMA was disabled); use --raw")
     parts, state = load_checkpoint(ckpt, [part])
+    # the config of the exported step (a later --resume may have changed the evaluation or sampler)
+    config = type(config).model_validate(config_at_step(run, config.model_dump(mode="json"), int(state.get("step", 0))))
     model = FlowMo(config.model)
     sd = model.state_dict()
     model.load_state_dict({k: parts[part][k].to(v.dtype) for k, v in sd.items()})

@@ -387,3 +387,24 @@ def test_a_damaged_change_record_is_refused_naming_it_before_anything_is_rewritt
     with pytest.raises(CheckpointError, match=CONFIG_CHANGES + r".*(not valid JSON|does not hold a JSON list)"):
         Trainer(cfg, out, resume=True, log=quiet()).fit()
     assert (out / "config.json").read_bytes() == before
+
+
+def test_an_earlier_checkpoints_card_describes_the_config_of_its_steps(image_folder, tmp_path):
+    """A resume that changed the evaluation: the card of a checkpoint before it says what that
+    checkpoint's figures were measured with, not the later config."""
+    from flowmo.train.checkpointing import config_at_step
+
+    out = tmp_path / "run"
+    ev = ["train.eval.enabled=true", "train.eval.steps=1"]
+    Trainer(load_config(raw_config(image_folder, steps=2), ev + ["train.eval.images=2"]), out, log=quiet()).fit()
+    Trainer(load_config(raw_config(image_folder, steps=3), ev + ["train.eval.images=1"]), out, resume=True,
+            log=quiet()).fit()
+    now = json.loads((out / "config.json").read_text())
+    assert now["train"]["eval"]["images"] == 1 and now["train"]["steps"] == 3
+    then = config_at_step(out, now, 2)
+    assert then["train"]["eval"]["images"] == 2 and then["train"]["steps"] == 2
+    assert config_at_step(out, now, 3) == now
+    export_checkpoint(out, tmp_path / "m2", step=2, weights="raw")
+    export_checkpoint(out, tmp_path / "m3", step=3, weights="raw")
+    assert "first 2 images" in (tmp_path / "m2" / "README.md").read_text()
+    assert "first 1 images" in (tmp_path / "m3" / "README.md").read_text()
