@@ -259,11 +259,15 @@ def read_train_config(path: Union[str, Path]) -> TrainConfig:
     path = Path(path)
     text = path.read_text()
     try:
-        return TrainConfig.model_validate_json(text)
+        doc = json.loads(text)
+        ema = doc.get("train", {}).get("ema") if isinstance(doc, dict) and isinstance(doc.get("train"), dict) else None
+        if isinstance(ema, dict) and "warmup" not in ema:  # a run recorded before the EMA warm-up existed:
+            ema["warmup"] = False                           # its steps ran without one
+        return TrainConfig.model_validate(doc)
     except ValueError as e:
         unknown = unknown_components(e)
         if not unknown:
-            raise
+            raise ValueError(f"{path} (a run's recorded config) cannot be read: {e}") from None
         try:
             recorded = check_module_names(json.loads(text).get("imports", []))
         except (TypeError, ValueError, AttributeError):

@@ -408,3 +408,24 @@ def test_an_earlier_checkpoints_card_describes_the_config_of_its_steps(image_fol
     export_checkpoint(out, tmp_path / "m3", step=3, weights="raw")
     assert "first 2 images" in (tmp_path / "m2" / "README.md").read_text()
     assert "first 1 images" in (tmp_path / "m3" / "README.md").read_text()
+
+
+def test_a_run_recorded_before_the_ema_warm_up_resumes_with_its_own_ema(image_folder, tmp_path):
+    """A config.json without train.ema.warmup is a run whose steps ran without one: read as
+    warmup false, so resuming it with today's default (warm-up on) is a refused EMA change, not a
+    silent one; an unreadable record names its file."""
+    from flowmo.train.config import read_train_config
+
+    out = tmp_path / "run"
+    Trainer(load_config(raw_config(image_folder, steps=2)), out, log=quiet()).fit()
+    doc = json.loads((out / "config.json").read_text())
+    del doc["train"]["ema"]["warmup"]
+    (out / "config.json").write_text(json.dumps(doc))
+    assert read_train_config(out / "config.json").train.ema.warmup is False
+    with pytest.raises(CheckpointError, match=r"train.ema.warmup false -> true"):
+        Trainer(load_config(raw_config(image_folder, steps=2), ["train.ema.warmup=true"]), out, resume=True,
+                log=quiet())
+    doc["train"]["eval"]["use_ema"] = True
+    (out / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=r"config.json \(a run's recorded config\) cannot be read: .*use_ema"):
+        read_train_config(out / "config.json")
