@@ -572,3 +572,11 @@ def test_the_writer_refuses_a_folder_webdataset_skips_as_metadata(tmp_path):
     (tmp_path / "in" / "__meta__" / "a.png").write_bytes(png_bytes(0))
     with pytest.raises(ValueError, match=r"input: 1 files are in a folder named '__NAME__', e\.g\. '__meta__/a\.png'"):
         write_shards(tmp_path / "in", str(tmp_path / "o-%d.tar"))
+
+
+@pytest.mark.parametrize("text", ["99999999999999999999999", "\u0663", "-1", "1.0", ""])
+def test_a_cls_that_is_not_a_small_ascii_integer_is_refused_naming_it(tmp_path, text):
+    """A 23-digit class overflowed int64 later, in the collate; Arabic-Indic '٣' was read as 3."""
+    path = make_tar(tmp_path / "t.tar", [("a.png", png_bytes(0)), ("a.cls", text.encode())])
+    with pytest.raises(ValueError, match=r"a\.cls is not a class index"):
+        TarShardDataset(str(path), 8, labels="cls")

@@ -323,8 +323,8 @@ def _cls_label(path: Path, key: str, where, name: str) -> int:
         raise ValueError(f"{name}: labels='cls' but {str(path)!r} has no {key}.cls member for image key {key!r}")
     try:
         text = _read_at(path, *where).decode("utf-8").strip()
-        if not re.fullmatch(r"\d+", text):
-            raise ValueError(f"not a non-negative integer: {text[:40]!r}")
+        if not re.fullmatch(r"[0-9]{1,18}", text):  # ASCII digits (not '٣'), below 2**63 (an int64 label)
+            raise ValueError(f"not a non-negative integer below 10**18: {text[:40]!r}")
     except (ValueError, EOFError, UnicodeDecodeError) as e:
         raise ValueError(f"{name}: {str(path)!r} member {key}.cls is not a class index ({e})") from None
     return int(text)
