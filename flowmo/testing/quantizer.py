@@ -79,6 +79,9 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
     ``codebook_size`` is a python int in [1, 2**63], ``bits_per_token`` a finite number in
     (0, log2(codebook_size)] (or 0 for a codebook of one), ``has_groups`` a bool.
 
+    The class's declarations (``loss_terms``, ``check_channels``) are checked by
+    :func:`flowmo.testing.check_component`, which runs this too: use it for a registered quantizer.
+
     Returns ``{property: examples run}``. Restores the module's train/eval mode.
     """
     ck = _Checker("check_quantizer", max_examples)
