@@ -5,7 +5,8 @@ training loss as a spec declares it."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, NamedTuple, Optional
+from contextlib import contextmanager
+from typing import Any, ClassVar, Iterator, NamedTuple, Optional
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
@@ -86,31 +87,32 @@ class OneLineErrors(BaseModel):
     :class:`SpecValidationError`, pydantic's error told in one line."""
 
     def __init__(self, /, **data: Any) -> None:
-        try:
+        with _told_in_one_line():
             super().__init__(**data)
-        except ValidationError as e:
-            raise SpecValidationError.of(e) from None
 
     @classmethod
     def model_validate(cls, *args: Any, **kw: Any) -> Any:
-        try:
+        with _told_in_one_line():
             return super().model_validate(*args, **kw)
-        except ValidationError as e:
-            raise SpecValidationError.of(e) from None
 
     @classmethod
     def model_validate_json(cls, *args: Any, **kw: Any) -> Any:
-        try:
+        with _told_in_one_line():
             return super().model_validate_json(*args, **kw)
-        except ValidationError as e:
-            raise SpecValidationError.of(e) from None
 
     @classmethod
     def model_validate_strings(cls, *args: Any, **kw: Any) -> Any:
-        try:
+        with _told_in_one_line():
             return super().model_validate_strings(*args, **kw)
-        except ValidationError as e:
-            raise SpecValidationError.of(e) from None
+
+
+@contextmanager
+def _told_in_one_line() -> Iterator[None]:
+    """Re-raise pydantic's ValidationError as :class:`SpecValidationError` (one line)."""
+    try:
+        yield
+    except ValidationError as e:
+        raise SpecValidationError.of(e) from None
 
 
 class LossTerm(NamedTuple):
