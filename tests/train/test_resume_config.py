@@ -31,6 +31,7 @@ from flowmo.train.generator_config import load_generator_config
 from flowmo.train.generator_trainer import GeneratorTrainer
 
 from .test_generator_training import write_token_set
+from .test_trainer import raw_config
 
 
 @pytest.fixture(scope="module")
@@ -40,27 +41,6 @@ def image_folder(tmp_path_factory):
     for i in range(6):
         Image.fromarray(rng.integers(0, 256, size=(40, 48, 3), dtype=np.uint8)).save(root / f"img{i}.png")
     return root
-
-
-def raw_config(folder, **train) -> dict:
-    base = {
-        "model": "tiny",
-        "train": {
-            "steps": 4, "seed": 3, "device": "cpu",
-            "data": {"folder": str(folder)},
-            "optim": {"lr": 1e-3, "batch_size": 2},
-            "ema": {"decay": 0.9, "every": 2},
-            "checkpoint": {"every": 2, "keep_last": 10},
-            "log": {"every": 1, "images_every": 1000, "tensorboard": False, "progress": False},
-            "eval": {"enabled": False},
-        },
-    }
-    for k, v in train.items():
-        if isinstance(v, dict):
-            base["train"][k] = {**base["train"].get(k, {}), **v}
-        else:
-            base["train"][k] = v
-    return base
 
 
 def quiet(log=None):

@@ -31,7 +31,8 @@ def image_folder(tmp_path_factory):
     return root
 
 
-def config(folder, **train):
+def raw_config(folder, **train) -> dict:
+    """The tiny test run's config as data (``train`` sections merged over the defaults)."""
     base = {
         "model": "tiny",
         "train": {
@@ -49,7 +50,11 @@ def config(folder, **train):
             base["train"].setdefault(k, {}).update(v)
         else:
             base["train"][k] = v
-    return load_config(base)
+    return base
+
+
+def config(folder, **train):
+    return load_config(raw_config(folder, **train))
 
 
 def params(model):
