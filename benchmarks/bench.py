@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import flowmo  # noqa: E402
-from flowmo.flops import attention_flops, decoder_flops, encoder_flops  # noqa: E402
+from benchmarks.flops import attention_flops, decoder_flops, encoder_flops  # noqa: E402
 
 
 def _timed(fn, sync) -> float:

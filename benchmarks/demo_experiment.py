@@ -3,12 +3,12 @@
     python benchmarks/demo_experiment.py NAME [--set key=value ...]
 
 Trains ``configs/demo.yaml`` with the given ``--set`` overrides (no evaluation during
-training), then decodes the held-out photo crops (``flowmo.train.data.held_out_photos``)
+training), then decodes the held-out photo crops (``flowmo.data.folders.held_out_photos``)
 with the EMA weights under several samplers, from the same noise (seed 0), and prints one
 JSON line: training seconds, bits per image and per pixel, parameters, PSNR / SSIM /
 decoder calls per sampler, and the thumbnail baseline at the same number of bits (area
 downsampling to the largest k x k 8-bit thumbnail with 24 k^2 <= bits, bicubic upsampling:
-:func:`flowmo.eval.baselines.thumbnail_baseline`).
+:func:`examples.photo_demo.baselines.thumbnail_baseline`).
 The line is also appended to ``--results`` (default ``runs/demo_experiments.jsonl``).
 Used for the table in docs/demo.md.
 """
@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
-from flowmo.eval.baselines import thumbnail_baseline
-from flowmo.eval.metrics import psnr, ssim
+from examples.photo_demo.baselines import thumbnail_baseline
+from flowmo.metrics.pixel import psnr, ssim
 from flowmo.spec import SamplerSpec
 from flowmo.train import Trainer, load_config
-from flowmo.train.data import held_out_photos
+from flowmo.data.folders import held_out_photos
 
 SAMPLERS = {
     "release_31": SamplerSpec(),  # the release's default: 25 Euler steps, pow 0.25, CFG 1.5 on its interval

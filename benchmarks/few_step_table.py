@@ -18,13 +18,13 @@ Columns:
   interleaved, round by round (the machine's speed drifts);
 - PSNR / SSIM to the originals (uint8, the library's metrics);
 - sharp: the high-frequency share of the power spectrum (grey, mean removed, frequencies above
-  half the Nyquist frequency: :func:`flowmo.eval.sharpness.high_frequency_share`) of the decoded
+  half the Nyquist frequency: :func:`benchmarks.sharpness.high_frequency_share`) of the decoded
   images over the originals' (1 = as sharp as the originals; blur lowers it, leftover noise
   raises it);
 - vs 31: PSNR of the row's images against the 31-call sampler's images from the same noise;
 - FD: the Fréchet distance between the decoded set's and the originals' features in the
   Fashion-MNIST classifier's feature space (the generation demo's classifier,
-  :mod:`flowmo.eval.classifier`, trained on Fashion-MNIST padded to 32 x 32; photos are measured in
+  :mod:`examples.fashion.classifier`, trained on Fashion-MNIST padded to 32 x 32; photos are measured in
   grey): the offline stand-in for rFID, which rewards realistic texture, not the mean image;
   feat: the mean per-image Euclidean distance between the features of the decoded image and its
   original (the offline stand-in for LPIPS);
@@ -51,9 +51,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import flowmo  # noqa: E402
-from flowmo.data.noise import image_noise  # noqa: E402
-from flowmo.eval.metrics import psnr, ssim  # noqa: E402
-from flowmo.eval.sharpness import high_frequency_share  # noqa: E402
+from flowmo.samplers.noise import image_noise  # noqa: E402
+from flowmo.metrics.pixel import psnr, ssim  # noqa: E402
+from benchmarks.sharpness import high_frequency_share  # noqa: E402
 from flowmo.samplers import SAMPLER_PRESETS  # noqa: E402
 
 GRIDS = {"linear": {"name": "linear"}, "pow 0.5": {"name": "pow", "p": 0.5}, "pow 0.25": {"name": "pow", "p": 0.25}}
@@ -71,8 +71,8 @@ def load_data(kind: str, n: int, size: int) -> torch.Tensor:
         extra = [more[i] for i in range(max(n - len(fixed), 0))]
         extra = [e[0] if isinstance(e, (tuple, list)) else e for e in extra]
         return torch.cat([fixed] + ([torch.stack(extra)] if extra else []))[:n]
-    from flowmo.data.fashion_mnist import load_fashion_mnist
-    from flowmo.eval.fashion_demo import padded
+    from examples.fashion.data import load_fashion_mnist
+    from examples.fashion.report import padded
 
     x, _ = load_fashion_mnist(None, "test")
     return padded(x[:n], size)
@@ -80,12 +80,12 @@ def load_data(kind: str, n: int, size: int) -> torch.Tensor:
 
 def classifier(folder: Path, size: int):
     """The Fashion-MNIST classifier of the generation demo, trained once and cached."""
-    from flowmo.eval.classifier import load_classifier, train_classifier
+    from examples.fashion.classifier import load_classifier, train_classifier
 
     if (folder / "classifier.json").is_file():
         return load_classifier(folder)
-    from flowmo.data.fashion_mnist import CLASS_NAMES, load_fashion_mnist
-    from flowmo.eval.fashion_demo import padded
+    from examples.fashion.data import CLASS_NAMES, load_fashion_mnist
+    from examples.fashion.report import padded
 
     x, y = load_fashion_mnist(None, "train")
     clf = train_classifier(padded(x, size), torch.from_numpy(y), epochs=2, generator=0,
@@ -103,7 +103,7 @@ def features(clf, images: torch.Tensor) -> torch.Tensor:
 
 
 def frechet(a: torch.Tensor, b: torch.Tensor) -> float:
-    from flowmo.eval.frechet import frechet_distance
+    from flowmo.metrics.frechet import frechet_distance
 
     return frechet_distance(a.mean(0).numpy(), torch.cov(a.T).numpy(), b.mean(0).numpy(), torch.cov(b.T).numpy())
 

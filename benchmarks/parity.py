@@ -14,7 +14,9 @@ from safetensors.torch import load_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from flowmo import GuidanceSpec, SamplerSpec  # noqa: E402
-from flowmo.compat import load_release_checkpoint, reference_state_dict, spec_from_reference_meta  # noqa: E402
+from flowmo.folders.convert import load_release_checkpoint
+from flowmo.folders.release import spec_from_reference_meta
+from flowmo.folders.reference import reference_state_dict  # noqa: E402
 from flowmo.losses import ModeSeeking  # noqa: E402
 from flowmo.samplers import sample  # noqa: E402
 from flowmo.spec import ModeSeekingSpec  # noqa: E402

@@ -8,7 +8,7 @@ AssertionError from deep inside ``.to()``.
 
 **The device rule** (:func:`resolve_device`; every ``device=`` / ``--device`` / ``train.device``
 that takes ``auto``: ``flowmo reconstruct``/``tokenize``/``detokenize``/``eval``/``train``,
-:func:`flowmo.io.resolve_device`): ``auto`` is CUDA device ``LOCAL_RANK`` (0 without a launcher)
+:func:`flowmo.cli.io.resolve_device`): ``auto`` is CUDA device ``LOCAL_RANK`` (0 without a launcher)
 when CUDA is available, else MPS when available and this is a single process (MPS has one device
 and no process-group backend), else the CPU. A bare ``cuda`` means CUDA device ``LOCAL_RANK`` too,
 so each process of a launched run uses its own GPU; an indexed one (``cuda:1``) is taken as given.

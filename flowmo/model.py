@@ -1,12 +1,14 @@
 """FlowMo: an MM-DiT encoder, a quantizer and an MM-DiT flow-matching decoder, composed from a spec.
 
 This module holds the architecture and the tokenize / decode API; the training losses live in
-:mod:`flowmo.objectives` and saving / loading model folders in :mod:`flowmo.pretrained` (both
+:mod:`flowmo.objectives` and saving / loading model folders in :mod:`flowmo.folders.model_folder` (both
 inherited by :class:`FlowMo`)."""
 
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
@@ -18,7 +20,6 @@ from .losses.flow import FlowLoss
 from .losses.posttrain import PosttrainObjective
 from .losses.time_samplers import TimeSampler
 from .objectives import LossOutput, ObjectivesMixin
-from .pretrained import CONFIG_NAME, WEIGHTS_NAME, PretrainedMixin, config_json, read_config
 from .quantizers.base import Quantizer, QuantizerOutput
 from .registry import BACKBONES, QUANTIZERS, TIME_SAMPLERS
 from .samplers.presets import resolve_preset
@@ -53,7 +54,7 @@ def build(spec: Union[FlowMoSpec, dict, str]) -> "FlowMo":
     return FlowMo(spec)
 
 
-class FlowMo(ObjectivesMixin, PretrainedMixin, nn.Module):
+class FlowMo(ObjectivesMixin, nn.Module):
     """The FlowMo tokenizer.
 
     Images are float tensors (B, 3, H, W) in [-1, 1] with H = W = ``spec.image_size``.
@@ -374,6 +375,68 @@ class FlowMo(ObjectivesMixin, PretrainedMixin, nn.Module):
             code = self.quantize(self.encode(images), losses=False).values
         return self.decode(code, **kw).images
 
+    # ------------------------------------------------------------------ model folders
+    def save_pretrained(self, directory: Union[str, os.PathLike], *, card: Optional[dict] = None) -> Path:
+        """Write ``config.json`` (the spec), ``model.safetensors`` and the model card ``README.md``
+        (:func:`flowmo.folders.card.model_card`: the Hub's metadata header and the model in words;
+        ``card`` passes its keyword arguments, e.g. ``{"license": "mit", "training": {...},
+        "evaluation": {...}, "name": "user/repo"}``), each atomically, into ``directory``.
+
+        When the spec names components registered outside flowmo, ``config.json`` also lists
+        the modules that registered them (key ``"imports"``; see :mod:`flowmo.folders.imports`), so that
+        loading it elsewhere can say what to import. A component defined in ``__main__`` (a
+        script or notebook) cannot be imported elsewhere: a warning says so.
+
+        Raises ValueError when ``directory`` holds another kind of folder's ``config.json`` (a
+        generator folder, a training run, a file flowmo does not know;
+        :func:`flowmo.folders.kinds.check_folder_kind`); a tokenizer folder is overwritten.
+        """
+        from flowmo.folders.model_folder import save_model_folder
+
+        return save_model_folder(self, directory, card=card)
+
+    @classmethod
+    def from_pretrained(cls, directory: Union[str, os.PathLike], *, device: Union[str, torch.device, None] = None,
+                        dtype: Optional[torch.dtype] = None, revision: Optional[str] = None,
+                        subfolder: Optional[str] = None, token: Union[str, bool, None] = None,
+                        cache_dir: Union[str, os.PathLike, None] = None) -> "FlowMo":
+        """Load a folder written by :meth:`save_pretrained` (or ``flowmo convert``), a released
+        model by name, or a model folder in a Hugging Face Hub repository.
+
+        ``directory``: the model folder (str or os.PathLike) holding ``config.json`` and
+        ``model.safetensors``; or, when no such local path exists, a released name
+        (``"flowmo_lo"``, ``"flowmo_hi"``: downloaded through ``huggingface_hub`` and converted
+        once into flowmo's cache, :mod:`flowmo.folders.hub`) or a Hub repository id ``"user/repo"``
+        holding a model folder (at ``revision``, in ``subfolder``; ``token`` and ``cache_dir`` go
+        to the Hub client; its offline mode ``HF_HUB_OFFLINE=1`` is honoured). These need the
+        optional ``huggingface_hub`` (``pip install 'flowmo[hub]'``: ImportError saying so).
+        ``device``: where to put the model (a device name such as
+        ``"cpu"``, ``"cuda:0"``, a ``torch.device``; None: the CPU); ``dtype``: a floating
+        ``torch.dtype`` (None: float32). Returns the model in eval mode.
+
+        Raises TypeError for a ``directory`` of another type, ValueError naming the argument
+        for a ``directory`` that is one of the folder's files (it says to pass the folder),
+        for another kind of folder or file (a generator folder, a training run or checkpoint, a
+        token set, ...: the message names the kind found, :func:`flowmo.folders.kinds.wrong_kind`)
+        and for a malformed or unavailable ``device``, FileNotFoundError for a missing folder
+        or file, ValueError for a damaged config or weights file, and ValueError when
+        ``config.json`` names a component that is not registered (a quantizer, time grid, ...
+        registered in your own module): the message names the component and the module(s) the
+        file's ``"imports"`` lists, to import first (``import my_pkg.vq``; on the command line
+        ``--import my_pkg.vq``). Loading never imports a module by itself. Also ValueError naming
+        the module when the components are not registered by the modules ``"imports"`` records
+        (:func:`flowmo.folders.imports.check_recorded_modules`): a recorded module that is not imported
+        (it may have replaced a built-in name, which would otherwise load silently as the
+        built-in), or a component registered now by a module the file does not record.
+        """
+        from flowmo.folders.hub import model_source
+        from flowmo.folders.model_folder import load_arguments, load_model_folder
+
+        device = load_arguments(directory, device, dtype)
+        folder = model_source(directory, revision=revision, subfolder=subfolder, token=token, cache_dir=cache_dir,
+                              model_class=cls)
+        return load_model_folder(cls, directory, folder, device=device, dtype=dtype)
+
     def compile(self, **kwargs: Any) -> "FlowMo":
         """Compile every transformer block with ``torch.compile`` (in place; off unless called).
 
@@ -385,6 +448,3 @@ class FlowMo(ObjectivesMixin, PretrainedMixin, nn.Module):
             for unit in backbone.compile_units():
                 unit.compile(**kwargs)
         return self
-
-# kept importable from here: the loss output (flowmo.objectives) and the model folder (flowmo.pretrained)
-__all__ += ["StateDictMismatchError", "CONFIG_NAME", "WEIGHTS_NAME", "config_json", "read_config"]

@@ -26,7 +26,7 @@ fi
 bash scripts/setup.sh
 . .venv/bin/activate
 out=${FLOWMO_FASHION_OUT:-runs/fashion}
-python -m flowmo.data.fashion_mnist --out "$out/images" --split train --limit-per-class 2000
+python -m examples.fashion.data --out "$out/images" --split train --limit-per-class 2000
 # --resume / --overwrite: a second run of this script continues or redoes each step instead of refusing
 flowmo train --config configs/fashion_tokenizer.yaml --set "train.data.folder=$out/images/train" \
   --out "$out/tokenizer" --resume --export "$out/tokenizer/model"
@@ -37,4 +37,4 @@ flowmo train-generator --config configs/generators/fashion_maskgit.yaml --set "t
 flowmo generate --generator "$out/generator/model" --tokenizer "$out/tokenizer/model" \
   --classes 0 1 2 3 4 5 6 7 8 9 --per-class 10 --cfg 2 --seed 0 --out "$out/samples" --overwrite
 echo
-python -m flowmo.eval.fashion_demo --run "$out"
+python -m examples.fashion.report --run "$out"

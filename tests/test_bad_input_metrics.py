@@ -1,4 +1,4 @@
-"""Bad input to the metrics (flowmo.eval.metrics, the Evaluator): clear ValueErrors naming the
+"""Bad input to the metrics (flowmo.metrics, the Evaluator): clear ValueErrors naming the
 argument, never a silent wrong value; exact values where the input is valid but extreme.
 
 Expected values are closed forms written out here (1-D Gaussians:
@@ -14,16 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from flowmo.eval import Evaluator
-from flowmo.eval.metrics import (
-    FeatureStats,
-    batched_psnr,
-    feature_statistics,
-    frechet_distance,
-    psnr,
-    quantise_pair,
-    ssim,
-)
+from flowmo.metrics import Evaluator
+from flowmo.metrics.feature_stats import FeatureStats, feature_statistics
+from flowmo.metrics.pixel import batched_psnr, psnr, ssim
+from flowmo.metrics.frechet import frechet_distance
+from flowmo.metrics.eight_bit import quantise_pair
 
 
 def _fd_1d(m1, s1, m2, s2) -> float:

@@ -16,11 +16,11 @@ import torch
 from torch import nn
 
 import flowmo
-from flowmo.data.token_layout import layout_for
-from flowmo.eval import Evaluator
-from flowmo.eval.classifier import SmallClassifier, classifier_frechet
-from flowmo.eval.evaluator import evaluate_model
-from flowmo.eval.generation import inception_features
+from flowmo.generators.layout import layout_for
+from flowmo.metrics import Evaluator
+from examples.fashion.classifier import SmallClassifier, classifier_frechet
+from flowmo.metrics.evaluator import evaluate_model
+from flowmo.metrics.generation import inception_features
 from flowmo.generators import AutoregressiveGenerator, MaskGiT, generate_images
 from flowmo.nets.inception import FIDInceptionV3
 

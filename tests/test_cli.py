@@ -14,7 +14,7 @@ from PIL import Image
 
 import flowmo
 from flowmo import cli
-from flowmo.io import list_images, load_image, read_tokens
+from flowmo.cli.io import list_images, load_image, read_tokens
 
 from conftest import HANG_GUARD_S
 
@@ -182,7 +182,7 @@ def test_convert_release_checkpoint(release_ckpt, images, tmp_path, capsys):
     m = flowmo.FlowMo.from_pretrained(out_raw)
     assert all(torch.equal(m.state_dict()[k], v) for k, v in raw.items())
     # each converted folder's model card names the weights it holds
-    from flowmo.model_card import card_weights
+    from flowmo.folders.card import card_weights
 
     assert card_weights((out / "README.md").read_text()) == "ema"
     assert card_weights((out_raw / "README.md").read_text()) == "raw"
@@ -309,7 +309,7 @@ def test_reconstruct_refuses_to_overwrite_its_input_images(model_dir, tmp_path, 
 
 
 def test_an_interrupted_training_says_how_to_continue(monkeypatch, capsys):
-    import flowmo.train.cli as train_cli
+    import flowmo.cli.train as train_cli
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt

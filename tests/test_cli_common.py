@@ -95,7 +95,7 @@ def test_the_console_script_imports_modules_from_the_current_folder(tmp_path):
 
 
 def test_import_modules_searches_the_current_folder_and_refuses_file_names(tmp_path, monkeypatch):
-    from flowmo.imports import check_module_names, import_modules
+    from flowmo.folders.imports import check_module_names, import_modules
 
     name = "cwd_only_module_q15"
     (tmp_path / f"{name}.py").write_text("VALUE = 15\n")
@@ -130,8 +130,8 @@ def test_every_command_lists_the_common_options(command, capsys):
 
 
 def test_every_command_accepts_the_common_options():
-    from flowmo.eval.cli import build_parser as eval_parser
-    from flowmo.train.cli import _train_parser
+    from flowmo.cli.eval import build_parser as eval_parser
+    from flowmo.cli.train import _train_parser
 
     required = {"reconstruct": ["--model", "m", "--input", "i", "--output", "o"],
                 "tokenize": ["--model", "m", "--input", "i", "--output", "o"],
@@ -170,7 +170,7 @@ def test_export_output_has_help(capsys):
 def test_train_quiet_and_device_options(monkeypatch, tmp_path, capsys):
     """--device is --set train.device=D; --quiet turns the progress bar and the log lines off."""
     import flowmo.train.trainer as trainer_module
-    from flowmo.train import cli as train_cli
+    from flowmo.cli import train as train_cli
 
     made = {}
 
@@ -311,8 +311,8 @@ def test_reconstruct_and_detokenize_apply_the_sampler_options(model_dir, two_ima
                      str(tmp_path / "a"), *options]) == 0
     # the same decode in Python: the CLI's noise for image i is the library's one recipe,
     # image_noise(--seed, [i]) (as flowmo eval's)
-    from flowmo.data.noise import image_noise
-    from flowmo.io import load_image, save_image
+    from flowmo.samplers.noise import image_noise
+    from flowmo.cli.io import load_image, save_image
 
     x = load_image(src, 32)[None]
     noise = image_noise(0, [0], (3, 32, 32))
@@ -333,7 +333,7 @@ def test_reconstruct_and_detokenize_apply_the_sampler_options(model_dir, two_ima
     assert cli.main(["tokenize", "--model", str(model_dir), "--input", str(src), "--output", str(tokens)]) == 0
     assert cli.main(["detokenize", "--model", str(model_dir), "--tokens", str(tokens), "--output",
                      str(tmp_path / "d"), *options]) == 0
-    from flowmo.io import read_tokens
+    from flowmo.cli.io import read_tokens
 
     code = model.tokens_to_code(read_tokens(tokens).tokens)
     with torch.no_grad():

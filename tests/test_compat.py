@@ -9,16 +9,15 @@ import torch
 
 import flowmo
 from flowmo import StateDictMismatchError
-from flowmo.compat import (
+from flowmo.folders.convert import convert_release_checkpoint, load_release_checkpoint
+from flowmo.folders.release import (
     NotACheckpointError,
-    convert_release_checkpoint,
     infer_release_spec,
-    load_release_checkpoint,
     load_release_state_dict,
     map_release_state_dict,
     spec_from_release_config,
 )
-from flowmo._state import check_state_dict
+from flowmo.state_dicts import check_state_dict
 
 from conftest import reference_file
 

@@ -60,7 +60,7 @@ STARTING_POINTS = {
 def starting_points(tmp_path_factory):
     """train.init_from value -> a model folder's config.json holding that model's spec (all
     load_config reads; the weights are the Trainer's business)."""
-    from flowmo.pretrained import config_json
+    from flowmo.folders.model_folder import config_json
 
     out = {}
     for i, (name, spec) in enumerate(STARTING_POINTS.items()):

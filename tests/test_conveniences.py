@@ -73,7 +73,7 @@ def test_from_pretrained_argument_types(folder):
 
 
 def test_load_model_takes_the_config_file_too(folder):
-    from flowmo.io import load_model
+    from flowmo.cli.io import load_model
 
     assert load_model(folder / "config.json").spec == load_model(folder).spec == flowmo.flowmo_tiny()
 
@@ -159,7 +159,7 @@ def test_from_pretrained_device_mistakes(folder, device, words):
 
 @pytest.mark.parametrize("device, words", BAD_DEVICES + [(UNAVAILABLE, "not available")])
 def test_load_model_and_resolve_device_mistakes(folder, device, words):
-    from flowmo.io import load_model, resolve_device
+    from flowmo.cli.io import load_model, resolve_device
 
     with pytest.raises(ValueError, match="device"):
         load_model(folder, device=device)
@@ -169,7 +169,7 @@ def test_load_model_and_resolve_device_mistakes(folder, device, words):
 
 
 def test_good_devices_are_accepted(folder):
-    from flowmo.io import resolve_device
+    from flowmo.cli.io import resolve_device
 
     assert FlowMo.from_pretrained(folder, device="cpu").device == torch.device("cpu")
     assert FlowMo.from_pretrained(folder, device=torch.device("cpu")).device == torch.device("cpu")
@@ -179,7 +179,7 @@ def test_good_devices_are_accepted(folder):
 
 @pytest.mark.parametrize("device", ["gpu", 2.0, UNAVAILABLE])
 def test_evaluator_device_mistakes(device):
-    from flowmo.eval import Evaluator, evaluate_model
+    from flowmo.metrics import Evaluator, evaluate_model
 
     with pytest.raises(ValueError, match="^device"):
         Evaluator(lpips=(), fid=False, device=device)
@@ -214,7 +214,7 @@ def test_trainer_refuses_an_unavailable_device(tmp_path):
 def test_eval_cli_sampler_takes_a_preset_name_and_merges_edits():
     import argparse
 
-    from flowmo.eval.cli import sampler_from_args
+    from flowmo.cli.eval import sampler_from_args
 
     model = flowmo.build(flowmo.flowmo_tiny().replace(sampler={"solver": "heun", "guidance": {"scale": 2.0}}))
 

@@ -156,8 +156,8 @@ def test_maskgit_decodes_with_the_codes_floor_and_says_the_paper_writes_ceil():
 def test_precision_recall_use_float64_distances_and_say_guided_diffusion_uses_float16():
     import numpy as np
 
-    from flowmo.eval.generation import precision_recall
-    from flowmo.eval.generative_inputs import CONVENTIONS
+    from flowmo.metrics.generation import precision_recall
+    from flowmo.metrics.generative_inputs import CONVENTIONS
 
     def brute(real, fake, k, half):
         def sq(a, b):  # squared distances; ``half``: as guided-diffusion's evaluator, in float16

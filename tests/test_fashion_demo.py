@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 
 import flowmo
-from flowmo.data.fashion_mnist import main as fashion_main
-from flowmo.data.fashion_mnist import write_class_folders
-from flowmo.data.token_layout import layout_for
-from flowmo.eval.fashion_demo import fashion_report, format_report, padded
+from examples.fashion.data import main as fashion_main
+from examples.fashion.data import write_class_folders
+from flowmo.generators.layout import layout_for
+from examples.fashion.report import fashion_report, format_report, padded
 
 from test_fashion_mnist import make_folder
 

@@ -1,4 +1,4 @@
-"""Fashion-MNIST loading (flowmo.data.fashion_mnist) from small IDX files written here with
+"""Fashion-MNIST loading (examples.fashion.data) from small IDX files written here with
 struct/numpy, the folder lookup and its error, the class-folder writer; one test on the real
 files of Debian's dataset-fashion-mnist, skipped when they are absent."""
 
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import flowmo.data.fashion_mnist as fm
-from flowmo.data.fashion_mnist import (
+import examples.fashion.data as fm
+from examples.fashion.data import (
     CLASS_NAMES,
     FashionMNISTNotFound,
     class_folder_name,

@@ -27,9 +27,10 @@ from PIL import Image
 import flowmo
 from flowmo import FlowMo, StateDictMismatchError
 from flowmo import cli
-from flowmo.compat import NotACheckpointError, load_release_checkpoint, load_release_state_dict
+from flowmo.folders.convert import load_release_checkpoint
+from flowmo.folders.release import NotACheckpointError, load_release_state_dict
 from flowmo.train import Trainer, load_config
-from flowmo.train.checkpoint import CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint
+from flowmo.folders.checkpoints import CheckpointError, latest_checkpoint, list_checkpoints, load_checkpoint
 
 SPEC = flowmo.flowmo_tiny()
 WEIGHTS = "model.safetensors"

@@ -35,7 +35,7 @@ from pydantic import ValidationError
 
 import flowmo
 from flowmo import FlowMoSpec, SamplerSpec
-from flowmo.eval.metrics import psnr, ssim
+from flowmo.metrics.pixel import psnr, ssim
 from flowmo.model import LossOutput
 from flowmo.quantizers import FSQ
 from flowmo.samplers import sample

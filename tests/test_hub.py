@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import flowmo
-from flowmo import hub
+from flowmo.folders import hub, upload
 
 huggingface_hub = pytest.importorskip("huggingface_hub", reason="the Hub tests need huggingface_hub "
                                       "(pip install 'flowmo[hub]')")
@@ -72,7 +72,7 @@ def test_a_released_name_converts_once_and_loads_the_ema_weights(tmp_path, offli
     folder = next((tmp_path / "flowmo_cache" / "released").iterdir())
     assert (folder / "source.json").is_file() and (folder / "README.md").is_file()
     # a second call loads the converted folder: the .pth is not read again
-    from flowmo.compat import release
+    from flowmo.folders import release
 
     def no_read(*a, **k):
         raise AssertionError("the release file was read again")
@@ -164,20 +164,20 @@ def test_push_to_hub_uploads_our_folder(tmp_path, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     m = flowmo.build("tiny")
-    url = hub.push_to_hub(m, "user/tok", token="t0")
+    url = upload.push_to_hub(m, "user/tok", token="t0")
     assert url.endswith("/commit/1") and calls["token"] == "t0"
     assert calls["files"] == ["README.md", "config.json", "model.safetensors"]
     assert flowmo.FlowMo.from_pretrained(tmp_path / "uploaded").spec == m.spec
     assert "from_pretrained('user/tok')" in (tmp_path / "uploaded" / "README.md").read_text()  # card names the repo
     with pytest.raises(ValueError, match="repo_id"):
-        hub.push_to_hub(m, "not a repo")
+        upload.push_to_hub(m, "not a repo")
     # a folder is uploaded as it is: its own card (an exported run's figures) kept
     shutil.rmtree(tmp_path / "uploaded")
     folder = m.save_pretrained(tmp_path / "mine", card={"license": "mit", "evaluation": {"eval/psnr": 12.5}})
-    hub.push_to_hub(folder, "user/tok")
+    upload.push_to_hub(folder, "user/tok")
     assert (tmp_path / "uploaded" / "README.md").read_text() == (folder / "README.md").read_text()
     with pytest.raises(ValueError, match="card applies"):
-        hub.push_to_hub(folder, "user/tok", card={"license": "mit"})
+        upload.push_to_hub(folder, "user/tok", card={"license": "mit"})
 
 
 def test_flowmo_eval_takes_a_hub_name_and_raw_is_refused_for_names(tmp_path, offline):
@@ -185,8 +185,8 @@ def test_flowmo_eval_takes_a_hub_name_and_raw_is_refused_for_names(tmp_path, off
 
     from PIL import Image
 
-    from flowmo.eval.cli import main as eval_main
-    from flowmo.io import load_model
+    from flowmo.cli.eval import main as eval_main
+    from flowmo.cli.io import load_model
 
     m = flowmo.build("tiny")
     local = m.save_pretrained(tmp_path / "folder")

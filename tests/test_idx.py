@@ -1,4 +1,4 @@
-"""The IDX reader (flowmo.data.idx): files written here byte by byte with struct/numpy,
+"""The IDX reader (examples.fashion.idx): files written here byte by byte with struct/numpy,
 independently of the reader; corrupt and truncated files refused with the reason."""
 
 import gzip
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowmo.data.idx import IDXFormatError, read_idx
+from examples.fashion.idx import IDXFormatError, read_idx
 
 CODES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 

@@ -1,4 +1,4 @@
-"""flowmo.images / flowmo.io / ImageFolderDataset on hostile and unusual image input.
+"""flowmo.data.images / flowmo.cli.io / ImageFolderDataset on hostile and unusual image input.
 
 Found by a break-it tester: a named pipe with an image name hung the folder dataset; which
 name a symlinked file was listed under depended on the directory order; a 1,000,000 x 1
@@ -21,7 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-from flowmo.images import (
+from flowmo.data.images import (
     DEFAULT_PIXEL_LIMIT,
     UnsupportedImageError,
     check_size,
@@ -32,7 +32,7 @@ from flowmo.images import (
     resize_short_side,
     resized_size,
 )
-from flowmo.io import check_image_header, list_images, load_image
+from flowmo.cli.io import check_image_header, list_images, load_image
 from flowmo.data.folders import ImageFolderDataset, _verify_image
 
 ATOL = 1e-6
@@ -151,7 +151,7 @@ def test_named_pipe_with_an_image_name_never_blocks(tmp_path, caplog):
     fifo = tmp_path / "b.png"
     os.mkfifo(fifo)
     call = _NoHang(fifo)
-    with caplog.at_level(logging.WARNING, logger="flowmo.train.data"):
+    with caplog.at_level(logging.WARNING, logger="flowmo.data.folders"):
         ds = call(ImageFolderDataset, tmp_path, 8, train=False)
     # left out of the listing, but recorded, counted and logged like an unreadable file
     assert [p.name for p in ds.files] == ["a.png"]
@@ -183,7 +183,7 @@ def test_file_replaced_by_a_named_pipe_after_listing_is_skipped(tmp_path, caplog
     (tmp_path / "b.png").unlink()
     os.mkfifo(tmp_path / "b.png")
     call = _NoHang(tmp_path / "b.png")
-    with caplog.at_level(logging.WARNING, logger="flowmo.train.data"):
+    with caplog.at_level(logging.WARNING, logger="flowmo.data.folders"):
         x = call(ds.__getitem__, 1)  # the bad file is replaced by the next readable one
     torch.testing.assert_close(x, torch.full((3, 8, 8), 10 / 127.5 - 1), atol=ATOL, rtol=0)
     assert ds.bad_paths == {tmp_path / "b.png"} and "b.png" in caplog.text and "named pipe" in caplog.text
@@ -290,7 +290,7 @@ def test_a_1000000_by_1_png_is_refused_not_a_memory_error(tmp_path, caplog):
     with pytest.raises(ValueError, match=r"b_wide\.png' is not a readable image .*256000000x256"):
         check_image_header(wide, size=256)
     # training: skipped (the next readable file is returned), counted, logged
-    with caplog.at_level(logging.WARNING, logger="flowmo.train.data"):
+    with caplog.at_level(logging.WARNING, logger="flowmo.data.folders"):
         ds = ImageFolderDataset(tmp_path, 256, train=True)
         x = ds[1]
     torch.testing.assert_close(x, torch.full((3, 256, 256), 50 / 127.5 - 1), atol=ATOL, rtol=0)
@@ -302,7 +302,7 @@ def test_a_1000000_by_1_png_is_refused_not_a_memory_error(tmp_path, caplog):
     small = ImageFolderDataset(tmp_path, 1, train=False)
     assert small[1].shape == (3, 1, 1) and small.scan_corrupt() == []
     # the release protocol's own transform is guarded the same way
-    from flowmo.eval.cli import release_image_folder
+    from flowmo.cli.eval import release_image_folder
 
     rel = release_image_folder(tmp_path, 256)
     assert rel[1].shape == (3, 256, 256) and rel.bad_paths == {wide}
@@ -328,7 +328,7 @@ def test_any_transform_error_of_one_file_skips_that_file(tmp_path, caplog):
                 raise MemoryError("cannot allocate")
             return super()._transform(img, index)
 
-    with caplog.at_level(logging.WARNING, logger="flowmo.train.data"):
+    with caplog.at_level(logging.WARNING, logger="flowmo.data.folders"):
         ds = Fragile(tmp_path, 8, train=False)
         x = ds[1]
     torch.testing.assert_close(x, torch.full((3, 8, 8), 10 / 127.5 - 1), atol=ATOL, rtol=0)

@@ -1,8 +1,8 @@
-"""flowmo.images: every image mode Pillow opens decodes by the documented rules.
+"""flowmo.data.images: every image mode Pillow opens decodes by the documented rules.
 
 Each test writes a real file (with Pillow, or byte by byte for layouts Pillow cannot write:
 16-bit colour PNGs, unsigned 32-bit and min-is-white TIFFs), loads it through the library
-(``decode_image`` + ``image_to_tensor``, ``flowmo.io.load_image``, ``ImageFolderDataset``) and
+(``decode_image`` + ``image_to_tensor``, ``flowmo.cli.io.load_image``, ``ImageFolderDataset``) and
 compares with values in [-1, 1] computed here by hand from the documented formulas.
 Unconvertible files are skipped and counted by the datasets and refused by the command line.
 """
@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image, features
 
-from flowmo.images import (
+from flowmo.data.images import (
     BACKGROUND,
     UnsupportedImageError,
     center_crop,
@@ -28,8 +28,8 @@ from flowmo.images import (
     image_to_tensor,
     resize_short_side,
 )
-from flowmo.io import check_image_header, load_image
-from flowmo.train.data import ImageFolderDataset
+from flowmo.cli.io import check_image_header, load_image
+from flowmo.data.folders import ImageFolderDataset
 
 ATOL = 1e-6  # float32 rounding (e.g. of v / 65535 * 2 - 1); 8-bit levels are 0.0078 apart
 
@@ -495,7 +495,7 @@ def test_unconvertible_files_are_skipped_and_counted_in_training_and_evaluation(
     _float_out_of_range(tmp_path / "b_float.tif")
     _signed32(tmp_path / "c_signed.tif")
     (tmp_path / "d_corrupt.tif").write_bytes(b"II*\x00garbage")
-    with caplog.at_level(logging.WARNING, logger="flowmo.train.data"):
+    with caplog.at_level(logging.WARNING, logger="flowmo.data.folders"):
         ds = ImageFolderDataset(tmp_path, 8, train=True, extensions=("tif",))
         for i in range(len(ds)):  # the bad files are replaced by the good one, never a crash
             torch.testing.assert_close(ds[i], torch.full((3, 8, 8), 32768 / 65535 * 2 - 1), atol=ATOL, rtol=0)
@@ -508,7 +508,7 @@ def test_unconvertible_files_are_skipped_and_counted_in_training_and_evaluation(
     assert {p.name for p in fresh.scan_corrupt()} == bad and len(fresh) == 1 and fresh.skipped == 3
 
     # evaluation (flowmo eval --data FOLDER): the bad files are skipped and listed, never replaced
-    from flowmo.eval.cli import _folder_batches
+    from flowmo.cli.eval import _folder_batches
 
     ev = ImageFolderDataset(tmp_path, 8, train=False, extensions=("tif",))
     skipped: list = []
@@ -602,9 +602,9 @@ def test_decoder_argument_errors(tmp_path):
 
 def test_folders_read_every_listed_extension_by_default(tmp_path):
     """Training, `flowmo eval --data` and the CLI's folder inputs list the same extensions
-    (flowmo.images.IMAGE_EXTENSIONS); TIFF, GIF, BMP and PGM were silently left out before."""
-    from flowmo.images import IMAGE_EXTENSIONS
-    from flowmo.io import list_images
+    (flowmo.data.images.IMAGE_EXTENSIONS); TIFF, GIF, BMP and PGM were silently left out before."""
+    from flowmo.data.images import IMAGE_EXTENSIONS
+    from flowmo.cli.io import list_images
 
     grey = np.full((8, 8), 32768, np.uint16)
     Image.fromarray(grey).save(tmp_path / "a.tif")
@@ -623,7 +623,7 @@ def test_folders_read_every_listed_extension_by_default(tmp_path):
 def test_release_protocol_loader_keeps_16bit_grey(tmp_path):
     """`flowmo eval --protocol release` crashed on a 16-bit grey PNG (mode F after decoding);
     it now gives 2 v - 1 on all three channels, as the standard loader."""
-    from flowmo.eval.cli import release_image_folder
+    from flowmo.cli.eval import release_image_folder
 
     Image.fromarray(np.full((40, 48), 32768, np.uint16)).save(tmp_path / "grey16.png")
     x = release_image_folder(tmp_path, 32)[0]

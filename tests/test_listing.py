@@ -1,4 +1,4 @@
-"""One folder listing for every reader: flowmo reconstruct/tokenize (flowmo.io.list_images), flowmo
+"""One folder listing for every reader: flowmo reconstruct/tokenize (flowmo.cli.io.list_images), flowmo
 eval and the trainer (ImageFolderDataset) and token sets (class_folder_images) list a folder's
 images as the same files in the same order, symbolic links included, so image i of a folder is
 the same file (and, for a seed, decodes from the same noise) everywhere."""
@@ -12,7 +12,7 @@ from PIL import Image
 from flowmo.data.folders import ImageFolderDataset
 from flowmo.data.listing import list_folder_images
 from flowmo.data.token_shards import class_folder_images
-from flowmo.io import list_images
+from flowmo.cli.io import list_images
 
 
 def _png(path, v):

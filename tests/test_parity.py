@@ -12,7 +12,9 @@ import torch
 from safetensors.torch import load_file
 
 from flowmo import GuidanceSpec, SamplerSpec
-from flowmo.compat import load_release_checkpoint, reference_state_dict, spec_from_reference_meta, state_dict_checksum
+from flowmo.folders.convert import load_release_checkpoint
+from flowmo.folders.release import spec_from_reference_meta
+from flowmo.folders.reference import reference_state_dict, state_dict_checksum
 from flowmo.losses import ModeSeeking
 from flowmo.samplers import sample
 from flowmo.spec import ModeSeekingSpec
@@ -33,7 +35,7 @@ def ref(request, tmp_path_factory):
     meta = json.loads((folder / "meta.json").read_text())
     tensors = load_file(str(folder / "tensors.safetensors"))
     state = reference_state_dict(meta["state_dict_shapes"])
-    # the release's layout: a torch.save'd dict, read back through flowmo.compat
+    # the release's layout: a torch.save'd dict, read back through flowmo.folders
     path = tmp_path_factory.mktemp(folder.name) / "checkpoint.pth"
     torch.save({"model_ema_state_dict": state, "model_state_dict": state, "total_steps": 0}, path)
     model = load_release_checkpoint(path, spec=spec_from_reference_meta(meta))

@@ -5,7 +5,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import flowmo
-from flowmo.flops import attention_flops, decoder_flops, encoder_flops
+from benchmarks.flops import attention_flops, decoder_flops, encoder_flops
 
 
 @pytest.fixture(scope="module")

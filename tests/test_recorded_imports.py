@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import flowmo
-from flowmo.imports import check_recorded_modules
+from flowmo.folders.imports import check_recorded_modules
 from flowmo.samplers import PowGrid, build_grid
 from flowmo.spec import PowGridSpec
 

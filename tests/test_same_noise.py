@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 from flowmo.cli import main as flowmo_main
-from flowmo.data.noise import image_noise
-from flowmo.eval.cli import main as eval_main
+from flowmo.samplers.noise import image_noise
+from flowmo.cli.eval import main as eval_main
 from flowmo.train import Trainer, load_config
 
 SIZE = 32  # the tiny preset's image size

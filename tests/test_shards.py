@@ -283,7 +283,7 @@ def test_flowmo_eval_reads_shards_as_the_folder(tmp_path):
 
     import flowmo
     from flowmo.data.shard_writer import write_shards
-    from flowmo.eval.cli import main as eval_main
+    from flowmo.cli.eval import main as eval_main
 
     folder = tmp_path / "imgs"
     rng = np.random.default_rng(3)
@@ -309,7 +309,7 @@ def test_flowmo_tokenize_reads_shards_as_the_folder(tmp_path):
     import flowmo
     from flowmo.cli import main
     from flowmo.data.shard_writer import write_shards
-    from flowmo.io import read_tokens
+    from flowmo.cli.io import read_tokens
 
     folder = tmp_path / "imgs"
     folder.mkdir()

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import flowmo
-from flowmo.data.token_layout import layout_for
+from flowmo.generators.layout import layout_for
 from flowmo.data.token_shards import TokenShardWriter, class_folder_images, read_token_set
 from flowmo.data.tokens import read_tokens, write_tokens
 

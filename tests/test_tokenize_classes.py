@@ -11,10 +11,10 @@ from PIL import Image
 
 import flowmo
 from flowmo.cli import main
-from flowmo.data.token_layout import layout_for
+from flowmo.generators.layout import layout_for
 from flowmo.data.token_shards import read_token_set
 from flowmo.data.tokens import read_tokens
-from flowmo.io import load_image
+from flowmo.cli.io import load_image
 
 CLASSES = ["ant", "bee", "cow"]  # folder names, deliberately created out of order below
 PER_CLASS = {"ant": 2, "bee": 3, "cow": 2}

@@ -21,12 +21,12 @@ from pydantic import ValidationError
 
 import flowmo
 from flowmo.cli import main
-from flowmo.data.token_layout import TokenLayout
+from flowmo.generators.layout import TokenLayout
 from flowmo.data.token_shards import TokenShardWriter, read_token_set
 from flowmo.data.tokens import read_tokens, write_tokens
 from flowmo.generators import MaskGiT, load_generator
-from flowmo.io import list_images, load_model
-from flowmo.train.checkpoint import resolve_checkpoint
+from flowmo.cli.io import list_images, load_model
+from flowmo.folders.checkpoints import resolve_checkpoint
 from flowmo.train.config import load_config
 from flowmo.train.generator_config import load_generator_config
 from flowmo.train.init_from import InitFromMixin
@@ -36,7 +36,7 @@ LAYOUT = TokenLayout("group", 16, 2, 512, SPEC.fingerprint())
 CLASSES = ["a", "b"]
 PYDANTIC_DUMP = re.compile(r"errors\.pydantic\.dev|validation errors? for|For further information|\[type=")
 
-# what each kind is called in the messages (written here, not taken from flowmo.folder_kinds)
+# what each kind is called in the messages (written here, not taken from flowmo.folders.kinds)
 NAMED = {
     "tokenizer": "a tokenizer model folder",
     "generator": "a generator folder",
@@ -106,7 +106,7 @@ def _init_from(path):
 # reader -> (call, the kinds it reads)
 READERS = {
     "FlowMo.from_pretrained": (flowmo.FlowMo.from_pretrained, {"tokenizer"}),
-    "flowmo.io.load_model": (load_model, {"tokenizer", "tokenizer-weights"}),
+    "flowmo.cli.io.load_model": (load_model, {"tokenizer", "tokenizer-weights"}),
     "load_generator": (load_generator, {"generator"}),
     "MaskGiT.from_pretrained": (MaskGiT.from_pretrained, {"generator"}),
     "read_token_set": (read_token_set, {"token-set", "labelled-token-file"}),
@@ -344,7 +344,7 @@ def test_a_model_is_not_written_into_a_training_checkpoint_or_checkpoints_folder
     """flowmo export / save_pretrained into another run's checkpoint replaced its weights, and the
     run then resumed from them: a checkpoint, a run's checkpoints/ and a run without config.json
     are refused, naming what they are."""
-    from flowmo.folder_kinds import check_folder_kind
+    from flowmo.folders.kinds import check_folder_kind
 
     ckpt = tmp_path / "r2" / "checkpoints" / "ckpt-00000004"
     ckpt.mkdir(parents=True)

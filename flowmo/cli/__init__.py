@@ -8,14 +8,14 @@ Subcommands::
     flowmo generate    --generator DIR --tokenizer M --classes NAMES... --per-class N --out DIR [--cfg S]
                        [--steps N] [--temperature T] [--top-k K] [--seed S]   (flowmo.cli.generate)
     flowmo convert     --checkpoint flowmo_lo.pth --output DIR [--raw] [--code-length T] [--image-size S]
-    flowmo train ...   (flowmo.train.cli.main)
-    flowmo eval ...    (flowmo.eval.cli.main)
-    flowmo export ...  (flowmo.train.cli.export_main)
-    flowmo train-generator ...  (flowmo.train.generator_cli.main)
-    flowmo eval-gen ...  (flowmo.eval.gen_cli.main)
+    flowmo train ...   (flowmo.cli.train.main)
+    flowmo eval ...    (flowmo.cli.eval.main)
+    flowmo export ...  (flowmo.cli.train.export_main)
+    flowmo train-generator ...  (flowmo.cli.train_generator.main)
+    flowmo eval-gen ...  (flowmo.cli.eval_gen.main)
 
 ``M`` is a model folder (``FlowMo.save_pretrained``/``flowmo convert``) or a released
-``.pth`` checkpoint. Every command takes the same common options (:mod:`flowmo.cli_common`),
+``.pth`` checkpoint. Every command takes the same common options (:mod:`flowmo.cli.options`),
 listed in its ``--help``: ``--import MODULE`` (repeatable): modules to import first, so that
 the components they register (a quantizer, a time grid, ...) are known (found installed, on
 PYTHONPATH or in the current folder, for the ``flowmo`` script as for ``python -m flowmo``);
@@ -46,7 +46,7 @@ import sys
 import traceback
 from typing import Any, Optional, Sequence
 
-from ..imports import import_modules
+from flowmo.folders.imports import import_modules
 from .commands import _COMMANDS, _Ctx
 from .errors import CLIError, _describe, _exit_code, _one_line
 from .parser import PROG, build_parser
@@ -55,11 +55,11 @@ __all__ = ["main", "CLIError"]
 
 # subcommand -> (module, function); the function takes the remaining argv
 DELEGATED: dict[str, tuple[str, str]] = {
-    "train": ("flowmo.train.cli", "main"),
-    "eval": ("flowmo.eval.cli", "main"),
-    "eval-gen": ("flowmo.eval.gen_cli", "main"),
-    "export": ("flowmo.train.cli", "export_main"),
-    "train-generator": ("flowmo.train.generator_cli", "main"),
+    "train": ("flowmo.cli.train", "main"),
+    "eval": ("flowmo.cli.eval", "main"),
+    "eval-gen": ("flowmo.cli.eval_gen", "main"),
+    "export": ("flowmo.cli.train", "export_main"),
+    "train-generator": ("flowmo.cli.train_generator", "main"),
 }
 _GLOBAL_FLAGS = {"--debug", "--quiet", "-q", "--version", "-h", "--help"}
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from ..cli_common import sampler_from_args
+from flowmo.cli.options import sampler_from_args
 from .errors import CLIError
 from .generate import run_generate
 from .parser import PROG
@@ -39,7 +39,7 @@ class _Ctx:
 
 def _load(args: argparse.Namespace):
     from ..devices import DistContext
-    from ..io import load_model, resolve_device
+    from flowmo.cli.io import load_model, resolve_device
 
     device = resolve_device(args.device, argument="--device", ctx=DistContext())  # one process
     model = load_model(args.model, device=device, code_length=args.code_length, image_size=args.image_size)
@@ -59,7 +59,7 @@ def _batches(n: int, size: int):
 def _images(args: argparse.Namespace):
     """The input images, each header checked before any model work; ``args._sizes`` gets
     their (width, height) for :func:`_resize_note`."""
-    from ..io import check_image_header, list_images
+    from flowmo.cli.io import check_image_header, list_images
 
     files = list_images(args.input)
     args._sizes = [check_image_header(f.path) for f in files]
@@ -103,8 +103,8 @@ def _refuse_overwriting_inputs(output: str, names: list[str], inputs: list[Path]
 def _cmd_reconstruct(args: argparse.Namespace, ctx: _Ctx) -> int:
     import torch
 
-    from ..data.noise import image_noise
-    from ..io import load_image, output_names, save_image
+    from flowmo.samplers.noise import image_noise
+    from flowmo.cli.io import load_image, output_names, save_image
 
     files = _images(args)
     names = output_names([f.name for f in files])
@@ -129,7 +129,7 @@ def _cmd_reconstruct(args: argparse.Namespace, ctx: _Ctx) -> int:
 def _cmd_tokenize(args: argparse.Namespace, ctx: _Ctx) -> int:
     import torch
 
-    from ..io import load_image, write_tokens
+    from flowmo.cli.io import load_image, write_tokens
     from ..state_dicts import token_weights_digest
 
     if getattr(args, "classes", False):
@@ -172,7 +172,7 @@ def _tokenize_shards(args: argparse.Namespace, ctx: _Ctx) -> int:
     import torch
 
     from ..data.shards import TarShardDataset, is_shard_pattern
-    from ..io import write_tokens
+    from flowmo.cli.io import write_tokens
     from ..state_dicts import token_weights_digest
 
     if not all(is_shard_pattern(p) for p in args.input):
@@ -203,8 +203,8 @@ def _tokenize_shards(args: argparse.Namespace, ctx: _Ctx) -> int:
 def _cmd_detokenize(args: argparse.Namespace, ctx: _Ctx) -> int:
     import torch
 
-    from ..data.noise import image_noise
-    from ..io import output_names, read_tokens, save_image
+    from flowmo.samplers.noise import image_noise
+    from flowmo.cli.io import output_names, read_tokens, save_image
 
     tf = read_tokens(args.tokens)
     names = output_names(tf.sources)
@@ -252,7 +252,7 @@ def _cmd_detokenize(args: argparse.Namespace, ctx: _Ctx) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace, ctx: _Ctx) -> int:
-    from ..compat import convert_release_checkpoint
+    from flowmo.folders.convert import convert_release_checkpoint
 
     ckpt = Path(args.checkpoint).expanduser()
     if not ckpt.is_file():

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..cli_common import add_common_arguments, positive_int
+from flowmo.cli.options import add_common_arguments, positive_int
 from .errors import CLIError
 
 __all__ = ["add_generate_parser", "run_generate"]
@@ -90,7 +90,7 @@ def add_generate_parser(sub: Any) -> argparse.ArgumentParser:
                    help="sampling temperature (default 1; 0 = argmax)")
     g.add_argument("--top-k", type=positive_int, default=None, metavar="K", help="keep the K most likely tokens")
     g.add_argument("--seed", type=_non_negative_int, default=0, metavar="S",
-                   help="seed of the token draws and of the decoding noise (image i: flowmo.data.noise.image_noise(S, "
+                   help="seed of the token draws and of the decoding noise (image i: flowmo.samplers.noise.image_noise(S, "
                         "[i])) (default 0)")
     g.add_argument("--batch-size", type=positive_int, default=16, metavar="B",
                    help="images per batch (default 16; the token draws depend on it)")
@@ -169,12 +169,12 @@ def run_generate(args: argparse.Namespace, ctx: Any) -> int:
     :mod:`flowmo.cli.commands`). Returns the exit status (0)."""
     import torch
 
-    from ..cli_common import sampler_from_args
+    from flowmo.cli.options import sampler_from_args
     from ..data.files import atomic_write
     from ..data.grids import save_image_rows
     from ..generators import class_names, generate_images, load_generator, resolve_classes
     from ..devices import DistContext
-    from ..io import load_model, resolve_device, save_image
+    from flowmo.cli.io import load_model, resolve_device, save_image
 
     out = Path(args.out).expanduser()
     previous = _previous_output(out, args.overwrite)  # refused before anything is loaded or generated

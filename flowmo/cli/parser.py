@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli_common import add_common_arguments, add_sampler_arguments, positive_int
+from flowmo.cli.options import add_common_arguments, add_sampler_arguments, positive_int
 from .generate import add_generate_parser
 
 __all__ = ["PROG", "build_parser"]
@@ -58,7 +58,7 @@ def _sampling_args(p: argparse.ArgumentParser, item: str = "input image i (input
                    "folder's files sorted by relative name)") -> None:
     p.add_argument("--seed", type=int, default=0, metavar="S",
                    help=f"seed of the decoding noise (default 0): {item} is decoded from "
-                        "the noise flowmo eval --seed S gives image i (flowmo.data.noise.image_noise)")
+                        "the noise flowmo eval --seed S gives image i (flowmo.samplers.noise.image_noise)")
     add_sampler_arguments(p)
 
 

@@ -1,5 +1,5 @@
 """The data layer: everything below training, evaluation and the command line that reads or
-writes pixels, tokens or files. Training (:mod:`flowmo.train`), evaluation (:mod:`flowmo.eval`)
+writes pixels, tokens or files. Training (:mod:`flowmo.train`), evaluation (:mod:`flowmo.metrics`)
 and the CLI import from here; nothing here imports them.
 
 * :mod:`flowmo.data.images` - the one image decoder (every Pillow mode by documented rules),
@@ -16,12 +16,12 @@ and the CLI import from here; nothing here imports them.
 * :mod:`flowmo.data.grids` - rows of images written as one PNG.
 * :mod:`flowmo.data.tokens` - token files (safetensors with ``flowmo-tokens`` metadata).
 * :mod:`flowmo.data.files` - the one atomic, fsync'ed file write.
-* :mod:`flowmo.data.noise` - the one per-image noise recipe for decoding with a seed.
+* :mod:`flowmo.samplers.noise` - the one per-image noise recipe for decoding with a seed.
 * :mod:`flowmo.data.listing` - the one folder listing (the same files in the same order for
   reconstruct, tokenize, eval, the trainer and token sets).
-* :mod:`flowmo.data.token_layout`, :mod:`flowmo.data.token_shards` (+ :mod:`flowmo.data.token_set_reader`) - token layouts for a
+* :mod:`flowmo.generators.layout`, :mod:`flowmo.data.token_shards` (+ :mod:`flowmo.data.token_set_reader`) - token layouts for a
   generator and labelled, sharded token sets.
-* :mod:`flowmo.data.idx`, :mod:`flowmo.data.fashion_mnist` - the IDX format and Fashion-MNIST.
+* :mod:`examples.fashion.idx`, :mod:`examples.fashion.data` - the IDX format and Fashion-MNIST.
 
 This package's ``__init__`` imports no submodule (``import flowmo`` itself loads the few it
 needs, e.g. :mod:`flowmo.data.files`), so a module that needs one helper does not pay for

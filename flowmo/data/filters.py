@@ -1,5 +1,5 @@
 """Separable image filters with scipy.ndimage's conventions, in torch (any device, differentiable):
-shared by the SSIM of :mod:`flowmo.eval.metrics` and the differentiable SSIM distance of
+shared by the SSIM of :mod:`flowmo.metrics` and the differentiable SSIM distance of
 :mod:`flowmo.nets.distances`."""
 
 from __future__ import annotations

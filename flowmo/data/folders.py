@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..folder_kinds import kind_note
+from flowmo.folders.kinds import kind_note
 from .listing import list_folder_images
 from .draws import _check_image_size, _check_nonneg_int, first_readable, square_crop
 from .images import (

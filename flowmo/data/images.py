@@ -3,7 +3,7 @@
 Every code path that reads an image file goes through :func:`decode_image`: the training and
 evaluation datasets (:class:`flowmo.data.folders.ImageFolderDataset`, also behind
 ``flowmo eval --data FOLDER`` and the trainer's held-out folder), the command line's
-``reconstruct`` / ``tokenize`` (:func:`flowmo.io.load_image`) and the built-in photo that ships
+``reconstruct`` / ``tokenize`` (:func:`flowmo.cli.io.load_image`) and the built-in photo that ships
 as a JPEG. :func:`image_to_tensor` turns the result into the library's image format, a float32
 ``(3, H, W)`` tensor in [-1, 1].
 
@@ -74,7 +74,7 @@ Only regular files are read (:func:`open_image_file`): a named pipe, socket, dev
 folder with an image name raises ``ValueError`` naming it, without reading (a named pipe
 would block forever). Pillow's decompression-bomb check applies when a file is opened
 (more than twice ``PIL.Image.MAX_IMAGE_PIXELS`` pixels: ``DecompressionBombError``). Resizing
-(:func:`resize_short_side`, and the datasets and ``flowmo.io.load_image`` through it) is
+(:func:`resize_short_side`, and the datasets and ``flowmo.cli.io.load_image`` through it) is
 bounded by the same limit, :func:`pixel_limit` (89,478,485 pixels by default): a target
 short side ``size`` must satisfy ``size * size <= pixel_limit()`` (at most 9,459;
 ``ValueError`` naming ``size``), and an image whose resized size would exceed it (a very

@@ -10,7 +10,7 @@ scikit-learn, matplotlib), for demos and smoke tests when the user gives no data
   environment can load.
 
 Every public name here is importable from :mod:`flowmo.data.folders` (and
-``flowmo.train.data``) too.
+``flowmo.data.folders``) too.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from typing import Any, Optional, Union
 
 import torch
 
-from .token_layout import TokenLayout
+from flowmo.generators.layout import TokenLayout
 from .token_shards import INDEX_NAME, TOKEN_SET_FORMAT, TOKEN_SET_VERSION, TokenSet, _names
 from .tokens import read_tokens
 
@@ -81,7 +81,7 @@ def read_token_set(path: PathLike) -> TokenSet:
             interrupted ``flowmo tokenize``), an unreadable or malformed index (``unreadable
             index.json (...)``), a missing or inconsistent shard.
     """
-    from ..folder_kinds import path_kind, wrong_kind
+    from flowmo.folders.kinds import path_kind, wrong_kind
 
     path = Path(path)
     expected = "a token set folder (flowmo tokenize --classes) or a labelled token file"

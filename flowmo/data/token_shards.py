@@ -8,7 +8,7 @@ A token set is a folder::
     ...
 
 ``index.json`` holds ``format`` (``flowmo-token-set``), ``version``, ``fingerprint`` (the
-tokenizer spec's), ``layout`` (a :class:`~flowmo.data.token_layout.TokenLayout` object),
+tokenizer spec's), ``layout`` (a :class:`~flowmo.generators.layout.TokenLayout` object),
 ``classes`` (names; label i is ``classes[i]``), ``augment`` (e.g. ``["hflip"]``: each image was
 also tokenized mirrored) and ``shards`` (``[{"file": ..., "count": ...}]``, each file once) with ``count``, their
 total, and (when the writer was given it) ``tokenizer_weights``, the tokenizer's
@@ -39,7 +39,7 @@ from torch import Tensor
 from .files import atomic_write_text, fsync_dir
 from .images import IMAGE_EXTENSIONS
 from .listing import list_folder_images
-from .token_layout import TokenLayout
+from flowmo.generators.layout import TokenLayout
 from .tokens import write_tokens
 
 __all__ = ["TokenSet", "TokenShardWriter", "read_token_set", "class_folder_images",
@@ -137,7 +137,7 @@ class TokenShardWriter:
     Args:
         folder: the output folder (created; must not hold a token set unless ``overwrite``).
         spec: the tokenizer's :class:`flowmo.FlowMoSpec`.
-        layout: its :class:`TokenLayout` (:func:`~flowmo.data.token_layout.layout_for`).
+        layout: its :class:`TokenLayout` (:func:`~flowmo.generators.layout.layout_for`).
         classes: the class names (a list or tuple of distinct strings).
         shard_size: images per shard (an int >= 1).
         augment: recorded in the index (what the caller tokenized beside the originals): a list or

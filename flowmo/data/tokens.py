@@ -4,12 +4,12 @@ A token file is a safetensors file with one int64 tensor ``tokens`` ((N, T), or 
 for entropy-group indices) and string metadata: ``format`` (``flowmo-tokens``),
 ``version``, ``fingerprint`` (the model spec's :meth:`~flowmo.FlowMoSpec.fingerprint`),
 ``spec`` (the full spec JSON), ``sources`` (a JSON list of the source images' relative
-names) and ``groups`` (``"true"``/``"false"``). Also importable from :mod:`flowmo.io`.
+names) and ``groups`` (``"true"``/``"false"``). Also importable from :mod:`flowmo.cli.io`.
 
 Labelled token files (the data of a class-conditional generator, see
 :mod:`flowmo.data.token_shards`) add an int64 tensor ``labels`` (N,) with values in
 [0, len(classes)) and the metadata ``classes`` (a JSON list of class names) and ``layout``
-(:meth:`flowmo.data.token_layout.TokenLayout.to_json`). Files without them read as before,
+(:meth:`flowmo.generators.layout.TokenLayout.to_json`). Files without them read as before,
 with ``labels``, ``classes`` and ``layout`` None.
 
 ``flowmo tokenize`` also records ``tokenizer_weights``, the digest of the weights that make the
@@ -64,7 +64,7 @@ def write_tokens(path: PathLike, tokens: Tensor, *, spec: Any, sources: Sequence
     """Write a token file (see module docstring), atomically, creating parent folders.
 
     ``labels`` (int64 (N,), in [0, len(classes))) and ``classes`` come together or not at all;
-    ``layout`` is a :class:`~flowmo.data.token_layout.TokenLayout` (or its JSON) whose fingerprint
+    ``layout`` is a :class:`~flowmo.generators.layout.TokenLayout` (or its JSON) whose fingerprint
     must be ``spec``'s; ``tokenizer_weights`` is the tokenizer's
     :func:`~flowmo.state_dicts.token_weights_digest` (64 hex characters) or None (not recorded).
     TypeError / ValueError naming the argument otherwise."""
@@ -94,7 +94,7 @@ def write_tokens(path: PathLike, tokens: Tensor, *, spec: Any, sources: Sequence
         meta["classes"] = json.dumps(list(classes))
         data["labels"] = labels.detach().cpu().contiguous()
     if layout is not None:
-        from .token_layout import TokenLayout
+        from flowmo.generators.layout import TokenLayout
 
         layout = layout if isinstance(layout, TokenLayout) else TokenLayout.from_json(layout)
         if layout.fingerprint != meta["fingerprint"]:
@@ -134,7 +134,7 @@ def read_tokens(path: PathLike) -> TokenFile:
     anything else."""
     from safetensors import SafetensorError, safe_open
 
-    from ..folder_kinds import path_kind, wrong_kind
+    from flowmo.folders.kinds import path_kind, wrong_kind
 
     path = Path(path)
     expected = "a token file (a .safetensors file written by flowmo tokenize)"
@@ -188,7 +188,7 @@ def read_tokens(path: PathLike) -> TokenFile:
             raise ValueError(f"{str(path)!r}: bad labels or classes ({e})") from None
     layout = meta.get("layout")
     if layout is not None:
-        from .token_layout import TokenLayout
+        from flowmo.generators.layout import TokenLayout
 
         try:
             parsed = TokenLayout.from_json(layout)

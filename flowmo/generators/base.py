@@ -5,11 +5,11 @@ A token generator models sequences of L discrete tokens (a tokenizer's indices, 
 :meth:`TokenGenerator.loss` and samples with :meth:`TokenGenerator.generate`. A class-conditional
 generator has a learned null class (index ``num_classes``) for classifier-free guidance.
 
-A saved generator is a folder (:mod:`flowmo.generators.folder`): ``config.json`` (``{"format": "flowmo-generator", "version": 1,
+A saved generator is a folder (:mod:`flowmo.folders.generator_folder`): ``config.json`` (``{"format": "flowmo-generator", "version": 1,
 "generator": <name>, "config": <constructor arguments>, "metadata": {...}}``; ``metadata`` holds
 what the caller records, e.g. the tokenizer's fingerprint and token layout; ``"imports"``, present
 only for a generator registered outside flowmo, lists the module that registered it, as a
-tokenizer folder does: :mod:`flowmo.imports`) and ``model.safetensors`` (the state dict).
+tokenizer folder does: :mod:`flowmo.folders.imports`) and ``model.safetensors`` (the state dict).
 Loading reads JSON and safetensors only.
 """
 
@@ -27,8 +27,15 @@ from torch import Tensor, nn
 from flowmo.objectives import LossOutput
 
 from ._checks import check_generator, check_index_tensor, check_int, check_real, check_top_k
-from .folder import (GENERATOR_CONFIG_NAME, GENERATOR_FORMAT, GENERATOR_WEIGHTS_NAME, generator_modules,
-                     load_generator_folder, read_generator_config, save_generator_folder)
+from flowmo.folders.generator_folder import (
+    GENERATOR_CONFIG_NAME,
+    GENERATOR_FORMAT,
+    GENERATOR_WEIGHTS_NAME,
+    generator_modules,
+    load_generator_folder,
+    read_generator_config,
+    save_generator_folder,
+)
 
 __all__ = ["GenerationOutput", "TokenGenerator", "GENERATOR_FORMAT", "GENERATOR_CONFIG_NAME",
            "GENERATOR_WEIGHTS_NAME", "read_generator_config", "check_constructed", "generator_modules"]
@@ -265,7 +272,7 @@ class TokenGenerator(nn.Module, ABC):
             TypeError: ``metadata`` not a JSON-able mapping.
             ValueError: ``directory`` holds another kind of folder's ``config.json`` (a tokenizer
                 model folder, a training run, a file flowmo does not know:
-                :func:`flowmo.folder_kinds.check_folder_kind`); a generator folder is overwritten.
+                :func:`flowmo.folders.kinds.check_folder_kind`); a generator folder is overwritten.
         """
         return save_generator_folder(self, directory, metadata)
 

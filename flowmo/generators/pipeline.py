@@ -2,7 +2,7 @@
 them through the tokenizer that made the generator's training tokens.
 
 A generator folder (:meth:`TokenGenerator.save_pretrained`) records, in its ``metadata``, the
-token layout its sequences follow (``"layout"``: :meth:`flowmo.data.token_layout.TokenLayout.to_json`
+token layout its sequences follow (``"layout"``: :meth:`flowmo.generators.layout.TokenLayout.to_json`
 or the same object as a dict), the tokenizer's spec fingerprint (``"tokenizer_fingerprint"``), the
 digest of the weights that make the tokenizer's tokens (``"tokenizer_weights"``:
 :func:`flowmo.state_dicts.token_weights_digest`, or the whole model's digest in folders written
@@ -13,7 +13,7 @@ one of the same spec with other weights (:func:`check_tokenizer`), then turns ea
 sequence into tokenizer indices (:meth:`TokenLayout.from_sequence`), the indices into the quantized
 code (``FlowMo.tokens_to_code``, or ``quantizer.group_indices_to_codes`` for the entropy-group
 layout) and the code into images (``FlowMo.decode`` with the tokenizer's sampler), image ``i``
-from the library's one per-image noise recipe :func:`flowmo.data.noise.image_noise` ``(seed, [i])``.
+from the library's one per-image noise recipe :func:`flowmo.samplers.noise.image_noise` ``(seed, [i])``.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from flowmo.data.noise import image_noise
-from flowmo.data.token_layout import TokenLayout
+from flowmo.samplers.noise import image_noise
+from flowmo.generators.layout import TokenLayout
 from flowmo.data.tokens import check_weights_digest
-from flowmo.imports import check_recorded_modules, unknown_component_message
+from flowmo.folders.imports import check_recorded_modules, unknown_component_message
 from flowmo.nets.frozen import evaluating
 from flowmo.registry import GENERATORS, UnknownComponentError
 from flowmo.state_dicts import makes_the_same_tokens, token_weights_digest
@@ -169,7 +169,7 @@ def check_tokenizer(generator: TokenGenerator, tokenizer: Any, layout: Optional[
         layout = recorded_layout(generator.metadata)
         if layout is None:
             raise ValueError("the generator records no token layout (metadata \"layout\"): pass layout= (a TokenLayout, "
-                             "e.g. flowmo.data.token_layout.layout_for(tokenizer)) to say how its sequences map to the "
+                             "e.g. flowmo.generators.layout.layout_for(tokenizer)) to say how its sequences map to the "
                              "tokenizer's tokens")
     elif not isinstance(layout, TokenLayout):
         raise TypeError(f"layout must be a TokenLayout or None, got {type(layout).__name__}")

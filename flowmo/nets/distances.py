@@ -295,7 +295,7 @@ _SSIM_K1, _SSIM_K2 = 0.01, 0.03
 def ssim_map_torch(x: Tensor, y: Tensor, *, data_range: float = 1.0) -> Tensor:
     """Per-image SSIM of float images (B, C, H, W) in a range of width ``data_range``,
     differentiable, in the images' dtype (float32 at least). Gaussian window as
-    :func:`flowmo.eval.metrics.ssim` (scipy 'reflect' borders, 5-pixel crop), without
+    :func:`flowmo.metrics.ssim` (scipy 'reflect' borders, 5-pixel crop), without
     quantisation. Returns (B,)."""
     from ..data.filters import gaussian_filter_reflect, gaussian_kernel_1d
 

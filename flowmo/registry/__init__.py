@@ -41,7 +41,7 @@ cell or reloading a module: an object with the same module and qualified name re
 old entry); a different object under a taken name, or the same one with another spec, is
 refused unless ``replace=True``. ``build`` checks the wiring sizes (positive ints).
 Each entry records the module that defined it (``Entry.module``), so a saved model can name
-the modules to import before it loads (see :mod:`flowmo.imports`).
+the modules to import before it loads (see :mod:`flowmo.folders.imports`).
 
 The package: :mod:`~flowmo.registry.core` (the :class:`Registry`), :mod:`~flowmo.registry.entry`
 (:class:`Entry` and the errors), :mod:`~flowmo.registry.checks` (what a registration must

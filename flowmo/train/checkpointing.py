@@ -1,6 +1,6 @@
 """The trainers' checkpoints: what a checkpoint of a run holds (model, optimizer, EMA, counters,
 RNG, and what a trainer adds), restoring a run from one, and what a resumed run's config may
-change (:data:`RESUMABLE`). The file format is :mod:`flowmo.train.checkpoint`'s."""
+change (:data:`RESUMABLE`). The file format is :mod:`flowmo.folders.checkpoints`'s."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from torch import Tensor
 
 from ..data.files import atomic_write_text
 from ..state_dicts import check_finite, check_state_dict
-from .checkpoint import (
+from flowmo.folders.checkpoints import (
     PREFIX,
     CheckpointError,
     load_checkpoint,

@@ -16,7 +16,12 @@ from typing import Any, Optional, Union
 import yaml
 from pydantic import Field, field_validator, model_validator
 
-from ..imports import check_module_names, import_modules, unknown_component_message, unknown_components
+from flowmo.folders.imports import (
+    check_module_names,
+    import_modules,
+    unknown_component_message,
+    unknown_components,
+)
 from ..presets import get_preset
 from ..spec import FlowMoSpec, merge_data
 from .train_spec import (

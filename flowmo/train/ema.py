@@ -73,7 +73,7 @@ def ema_update_(ema: dict[str, Tensor], params: dict[str, Tensor], keep: float) 
 def weights_words(weights: str, ema: Any) -> str:
     """Which weights an exported folder holds, in words: ``"ema (...)"`` with the run's EMA recipe
     (``ema``: its EMAConfig) or ``"raw (...)"``; the first word is ``ema`` or ``raw`` (a model
-    card's ``weights`` line: :func:`flowmo.model_card.card_weights` reads it back)."""
+    card's ``weights`` line: :func:`flowmo.folders.card.card_weights` reads it back)."""
     if weights == "raw":
         return "raw (the trained weights of the step, not averaged)"
     return (f"ema (the exponential moving average of the trained weights: decay {ema.decay:g} per step, updated "

@@ -99,12 +99,12 @@ class EvaluationMixin:
         and a PNG of the originals over each set's reconstructions (raw, then EMA).
 
         Held-out image id ``i`` (:meth:`held_out_with_ids`) is decoded from
-        :func:`flowmo.data.noise.image_noise` ``(train.seed, [i])``: the noise
+        :func:`flowmo.samplers.noise.image_noise` ``(train.seed, [i])``: the noise
         ``flowmo eval --seed <train.seed>`` and ``flowmo reconstruct --seed <train.seed>`` use
         for image ``i``, with every weight set."""
-        from ..eval.metrics import psnr, ssim
+        from flowmo.metrics.pixel import psnr, ssim
         from ..data.grids import save_image_rows
-        from ..data.noise import image_noise
+        from flowmo.samplers.noise import image_noise
 
         if not hasattr(self, "_held_out_ids"):
             self._held_out, self._held_out_ids = self.held_out_with_ids()

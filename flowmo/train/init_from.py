@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from ..model import CONFIG_NAME, WEIGHTS_NAME
+from flowmo.folders.model_folder import CONFIG_NAME, WEIGHTS_NAME
 from ..state_dicts import StateDictMismatchError, check_state_dict
-from .checkpoint import latest_checkpoint, load_checkpoint
+from flowmo.folders.checkpoints import latest_checkpoint, load_checkpoint
 
 __all__ = ["InitFromMixin", "resolve_init_from", "init_from_spec", "check_init_architecture"]
 
@@ -21,13 +21,13 @@ _FORMS = "a Stage 1A run folder, one of its checkpoint folders, a model folder"
 def resolve_init_from(source: str) -> Path:
     """The local folder ``train.init_from`` names: an existing path as it is, else a released
     model's name (``flowmo_lo``, ...) or a Hub id ``user/repo``, fetched into the cache
-    (:func:`flowmo.hub.resolve_model_source`; a local path always wins over a name).
+    (:func:`flowmo.folders.hub.resolve_model_source`; a local path always wins over a name).
 
     Raises FileNotFoundError naming ``train.init_from`` and the forms accepted."""
     path = Path(source).expanduser()
     if path.exists():
         return path
-    from ..hub import RELEASED, is_repo_id, resolve_model_source
+    from flowmo.folders.hub import RELEASED, is_repo_id, resolve_model_source
 
     if source in RELEASED or is_repo_id(source):
         try:
@@ -47,7 +47,7 @@ def init_from_spec(folder: Path, *, needed: bool = False) -> Optional[Any]:
     with ``needed`` that is a FileNotFoundError saying to give the config a ``model`` section.
     FileNotFoundError for a folder of none of these kinds; ValueError for an invalid config or a
     folder of another kind (a generator's, a token set: the kind named)."""
-    from ..folder_kinds import path_kind, wrong_kind
+    from flowmo.folders.kinds import path_kind, wrong_kind
     from .config import read_train_config
 
     folder = Path(folder)
@@ -66,7 +66,7 @@ def init_from_spec(folder: Path, *, needed: bool = False) -> Optional[Any]:
                                     "the config a model: section with the architecture of its weights")
         return None
     if (folder / CONFIG_NAME).is_file():
-        from ..pretrained import read_config
+        from flowmo.folders.model_folder import read_config
 
         return read_config(folder / CONFIG_NAME)[0]
     raise FileNotFoundError(f"train.init_from: {folder} is neither {_FORMS.replace(', a model', ' nor a model')}")

@@ -103,7 +103,7 @@ class TrainerBase(CheckpointingMixin, RecordsMixin):
         """The checkpoint to resume from: the newest complete one with ``resume``, else None.
         Without ``resume``, an output folder that already holds a run's checkpoints is refused
         (CheckpointError): starting over there would mix two runs' checkpoints and metrics."""
-        from .checkpoint import CheckpointError, latest_checkpoint
+        from flowmo.folders.checkpoints import CheckpointError, latest_checkpoint
 
         found = latest_checkpoint(self.ckpt_dir)
         if resume:

@@ -50,7 +50,7 @@ class _Strict(OneLineErrors):  # validation errors in one line, as the specs'
 
 
 class DataConfig(_Strict):
-    folder: Optional[str] = Field(None, description="image folder (recursive; the extensions of flowmo.images.IMAGE_EXTENSIONS); None (and no shards): the built-in photos")
+    folder: Optional[str] = Field(None, description="image folder (recursive; the extensions of flowmo.data.images.IMAGE_EXTENSIONS); None (and no shards): the built-in photos")
     workers: SpecInt = Field(0, ge=0, le=MAX_WORKERS, description=f"DataLoader worker processes (0 .. {MAX_WORKERS})")
     builtin_length: SpecInt = Field(
         4096, gt=0, le=MAX_BUILTIN_LENGTH,
@@ -196,7 +196,7 @@ class EvalConfig(_Strict):
     of the raw weights (``eval/raw/psnr``, ``eval/raw/ssim`` in metrics.jsonl) and, when ``train.ema`` is
     enabled, of the EMA weights (``eval/ema/psnr``, ``eval/ema/ssim``): each figure names its weights.
 
-    Held-out image ``i`` is decoded from :func:`flowmo.data.noise.image_noise` ``(train.seed, [i])``,
+    Held-out image ``i`` is decoded from :func:`flowmo.samplers.noise.image_noise` ``(train.seed, [i])``,
     the noise of ``flowmo eval --seed <train.seed>`` for the same image."""
 
     every: Optional[SpecInt] = Field(

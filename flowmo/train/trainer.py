@@ -29,7 +29,7 @@ from torch import Tensor
 
 from ..data.files import atomic_write_text
 from ..model import FlowMo
-from .checkpoint import CheckpointError
+from flowmo.folders.checkpoints import CheckpointError
 from .config import TrainConfig, config_differences, describe_differences, read_train_config
 from .ema import block_linear_weights, ema_update_, renormalize_
 from .evaluation import EvaluationMixin, describe_eval, eval_set_words

@@ -1,4 +1,4 @@
-"""The small demo classifier (flowmo.eval.classifier): it learns a separable synthetic problem,
+"""The small demo classifier (examples.fashion.classifier): it learns a separable synthetic problem,
 is deterministic given its generator, saves/loads identically, and refuses bad input."""
 
 import json
@@ -7,14 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from flowmo.eval.classifier import (
+from examples.fashion.classifier import (
     SmallClassifier,
     classifier_frechet,
     conditional_accuracy,
     load_classifier,
     train_classifier,
 )
-from flowmo.eval.metrics import feature_statistics, frechet_distance
+from flowmo.metrics.feature_stats import feature_statistics
+from flowmo.metrics.frechet import frechet_distance
 
 
 def synthetic(n_per_class: int, seed: int, size: int = 16):

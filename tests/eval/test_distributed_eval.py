@@ -41,7 +41,7 @@ class _Features(nn.Module):
 
 def _data():
     """Originals, reconstructions and tokens (2 groups) of image ids 0..N-1, from fixed seeds."""
-    from flowmo.train.data import held_out_photos
+    from flowmo.data.folders import held_out_photos
 
     x = held_out_photos(32)[:N_IMAGES]
     g = torch.Generator().manual_seed(3)
@@ -52,7 +52,7 @@ def _data():
 
 
 def _evaluator():
-    from flowmo.eval import Evaluator
+    from flowmo.metrics import Evaluator
     from flowmo.nets import lpips_alex, lpips_vgg
 
     torch.manual_seed(0)
@@ -84,7 +84,7 @@ def cli_args(model, weights, out):
 def _worker(out, model, weights):
     import torch.distributed as dist
 
-    from flowmo.eval.cli import main
+    from flowmo.cli.eval import main
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
@@ -100,7 +100,7 @@ def _worker(out, model, weights):
 def test_two_ranks_equal_one_process(tmp_path, monkeypatch):
     import flowmo
     from conftest import HANG_GUARD_S  # here, not at the top: the ranks run this file as a script
-    from flowmo.eval.cli import main
+    from flowmo.cli.eval import main
     from flowmo.nets.alexnet import AlexNet
     from flowmo.nets.lpips import LPIPS
 

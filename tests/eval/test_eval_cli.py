@@ -13,12 +13,12 @@ import torch
 from PIL import Image
 
 import flowmo
-from flowmo.eval.cli import main
-from flowmo.eval.metrics import psnr
+from flowmo.cli.eval import main
+from flowmo.metrics.pixel import psnr
 from flowmo.nets.alexnet import AlexNet
 from flowmo.nets.lpips import LPIPS
 from flowmo.nets.weights import WEIGHT_SPECS
-from flowmo.train.data import held_out_photos
+from flowmo.data.folders import held_out_photos
 
 from conftest import HANG_GUARD_S
 
@@ -76,7 +76,7 @@ def test_eval_builtin_photos_end_to_end(tiny_model, tmp_path, capsys):
     assert "4 images" in capsys.readouterr().out
 
     # the reconstruction the JSON describes is the one the API gives for the same seed
-    from flowmo.eval import image_noise
+    from flowmo.metrics import image_noise
 
     model = flowmo.FlowMo.from_pretrained(tiny_model)
     with torch.no_grad():
@@ -145,7 +145,7 @@ def test_eval_bad_input(tiny_model, tmp_path):
 
 
 def test_python_m_reports_bad_input_in_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "flowmo.eval.cli", "--model", str(tmp_path / "nope"),
+    proc = subprocess.run([sys.executable, "-m", "flowmo.cli.eval", "--model", str(tmp_path / "nope"),
                            "--data", "builtin"], capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "flowmo eval: error:" in proc.stderr
@@ -154,7 +154,7 @@ def test_python_m_reports_bad_input_in_one_line(tmp_path):
 def test_eval_release_protocol_loader_and_record(tiny_model, tmp_path):
     """--protocol release: the release's loader (torchvision Resize + CenterCrop on PIL, bilinear),
     its metric conventions, and the record in metrics.json."""
-    from flowmo.eval.cli import release_image_folder
+    from flowmo.cli.eval import release_image_folder
 
     data = tmp_path / "images"
     data.mkdir()

@@ -17,8 +17,13 @@ import pytest
 import torch
 from PIL import Image
 
-from flowmo.eval.generation import frechet_distance_of_features, inception_features, inception_score
-from flowmo.eval.generative import ReferenceStats, evaluate_generation, load_reference_stats, measure_reference
+from flowmo.metrics.generation import frechet_distance_of_features, inception_features, inception_score
+from flowmo.metrics.generative import (
+    ReferenceStats,
+    evaluate_generation,
+    load_reference_stats,
+    measure_reference,
+)
 from flowmo.nets.inception import FIDInceptionV3, inception_fid
 from flowmo.nets.weights import WEIGHT_SPECS
 
@@ -254,8 +259,8 @@ def test_cli_measures_the_reference_alone_and_generates_on_the_fly(setup, tmp_pa
 
     import flowmo
     from flowmo.cli import main
-    from flowmo.cli_common import sampler_from_args
-    from flowmo.data.token_layout import layout_for
+    from flowmo.cli.options import sampler_from_args
+    from flowmo.generators.layout import layout_for
     from flowmo.generators import MaskGiT, generate_images, load_generator
 
     stats = tmp_path / "s.safetensors"
@@ -296,7 +301,7 @@ def test_a_generate_folder_is_measured_by_its_record_not_its_grid(tmp_path):
     import numpy as _np
     from PIL import Image as _Image
 
-    from flowmo.eval.generative_inputs import _Source
+    from flowmo.metrics.generative_inputs import _Source
 
     out = tmp_path / "samples"
     out.mkdir()

@@ -14,14 +14,17 @@ import torch
 from torch import nn
 
 import flowmo
-from flowmo.eval import Evaluator, codebook_statistics, evaluate_model, image_noise
-from flowmo.eval import codebook as codebook_mod
-from flowmo.eval.metrics import feature_statistics, frechet_distance, psnr, ssim, to_uint8
+from flowmo.metrics import Evaluator, codebook_statistics, evaluate_model, image_noise
+from flowmo.metrics import codebook as codebook_mod
+from flowmo.metrics.feature_stats import feature_statistics
+from flowmo.metrics.frechet import frechet_distance
+from flowmo.metrics.pixel import psnr, ssim
+from flowmo.metrics.eight_bit import to_uint8
 from flowmo.nets import lpips_alex, lpips_vgg
 from flowmo.nets.alexnet import AlexNet
 from flowmo.nets.lpips import LPIPS
 from flowmo.nets.weights import WEIGHT_SPECS
-from flowmo.train.data import held_out_photos
+from flowmo.data.folders import held_out_photos
 
 
 @pytest.fixture(autouse=True)

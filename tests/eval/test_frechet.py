@@ -1,4 +1,4 @@
-"""The Frechet distance (flowmo.eval.metrics.frechet_distance): exact values on rank-deficient and
+"""The Frechet distance (flowmo.metrics.frechet_distance): exact values on rank-deficient and
 large-valued inputs (issue 16, fault 7), closed forms, non-negativity, clear errors, and the
 evaluator's rFID on rank-deficient features.
 
@@ -17,9 +17,10 @@ from hypothesis import strategies as st
 from scipy import linalg
 from torch import nn
 
-from flowmo.eval import Evaluator
-from flowmo.eval.evaluator import codebook_statistics
-from flowmo.eval.metrics import FeatureStats, feature_statistics, frechet_distance
+from flowmo.metrics import Evaluator
+from flowmo.metrics.evaluator import codebook_statistics
+from flowmo.metrics.feature_stats import FeatureStats, feature_statistics
+from flowmo.metrics.frechet import frechet_distance
 
 
 def _two_sample_closed_form(a: np.ndarray, b: np.ndarray) -> float:

@@ -1,4 +1,4 @@
-"""Generation metrics (flowmo.eval.generation): Inception Score, precision/recall, Frechet of
+"""Generation metrics (flowmo.metrics.generation): Inception Score, precision/recall, Frechet of
 features, sFID features. Expected values are worked by hand or computed by an independent
 formulation (scipy's entropy, brute-force distance matrices from scipy's cdist)."""
 
@@ -13,7 +13,7 @@ from scipy.spatial.distance import cdist
 from scipy.special import softmax
 from scipy.stats import entropy
 
-from flowmo.eval.generation import (
+from flowmo.metrics.generation import (
     SPATIAL_DIM,
     frechet_distance_of_features,
     inception_features,

@@ -1,4 +1,4 @@
-"""Tests for flowmo.eval.metrics: PSNR/SSIM against scikit-image, Frechet distance, feature stats."""
+"""Tests for flowmo.metrics: PSNR/SSIM against scikit-image, Frechet distance, feature stats."""
 
 import math
 
@@ -8,14 +8,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowmo.eval.metrics import (
-    FeatureStats,
-    feature_statistics,
-    frechet_distance,
-    psnr,
-    ssim,
-    to_uint8,
-)
+from flowmo.metrics.feature_stats import FeatureStats, feature_statistics
+from flowmo.metrics.frechet import frechet_distance
+from flowmo.metrics.pixel import psnr, ssim
+from flowmo.metrics.eight_bit import to_uint8
 
 skimage = pytest.importorskip("skimage")
 from scipy import ndimage  # noqa: E402

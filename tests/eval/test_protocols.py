@@ -16,15 +16,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowmo.eval import Evaluator, evaluate_model
-from flowmo.eval.metrics import (
-    batched_psnr,
-    psnr,
-    quantise_pair,
-    release_originals,
-    ssim,
-    to_uint8,
-)
+from flowmo.metrics import Evaluator, evaluate_model
+from flowmo.metrics.pixel import batched_psnr, psnr, ssim
+from flowmo.metrics.eight_bit import quantise_pair, release_originals, to_uint8
 from flowmo.nets import lpips_alex
 
 skimage = pytest.importorskip("skimage")

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flowmo.eval.sharpness import high_frequency_share, sharpness_ratio
+from benchmarks.sharpness import high_frequency_share, sharpness_ratio
 
 
 def _wave(fy: int, fx: int, n: int = 32) -> torch.Tensor:

@@ -15,9 +15,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import flowmo
-from flowmo.folder_kinds import check_folder_kind, check_outside_run, folder_kind
+from flowmo.folders.kinds import check_folder_kind, check_outside_run, folder_kind
 from flowmo.generators import MaskGiT, load_generator, read_generator_config
-from flowmo.generators.folder import save_generator_folder
+from flowmo.folders.generator_folder import save_generator_folder
 
 V, L, C = 16, 8, 3
 SMALL = {"width": 32, "depth": 1, "heads": 2, "mlp_ratio": 2.0}

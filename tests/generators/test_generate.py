@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import flowmo
-from flowmo.data.noise import image_noise
-from flowmo.data.token_layout import TokenLayout, layout_for
+from flowmo.samplers.noise import image_noise
+from flowmo.generators.layout import TokenLayout, layout_for
 from flowmo.generators import (AutoregressiveGenerator, GeneratedImages, MaskGiT, generate_images, load_generator,
                                resolve_classes)
 

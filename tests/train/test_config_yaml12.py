@@ -5,7 +5,7 @@ import pytest
 from pydantic import ValidationError
 
 import flowmo
-from flowmo.imports import import_modules
+from flowmo.folders.imports import import_modules
 from flowmo.train.config import load_config, parse_yaml
 
 BASE = {"model": "tiny", "train": {"steps": 10}}

@@ -1,4 +1,4 @@
-"""Tests for flowmo.train.data: image folders (incl. corrupt files) and built-in photos."""
+"""Tests for flowmo.data.folders: image folders (incl. corrupt files) and built-in photos."""
 
 import io
 import pickle
@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from flowmo.train.data import (
+from flowmo.data.folders import (
     BUILTIN_PHOTO_NAMES,
     DEFAULT_HOLDOUT,
     BuiltinPhotos,

@@ -1,4 +1,4 @@
-"""The demo's final report (flowmo.train.demo): figures, PNGs, report.json, CLI."""
+"""The demo's final report (examples.photo_demo.report): figures, PNGs, report.json, CLI."""
 
 import json
 
@@ -10,13 +10,13 @@ from PIL import Image
 pytest.importorskip("skimage", reason="the demo report needs the built-in photos (scikit-image)")
 
 from flowmo import FlowMo  # noqa: E402
-from flowmo.eval.baselines import thumbnail_baseline  # noqa: E402
-from flowmo.eval.metrics import psnr, ssim  # noqa: E402
+from examples.photo_demo.baselines import thumbnail_baseline  # noqa: E402
+from flowmo.metrics.pixel import psnr, ssim  # noqa: E402
 from flowmo.presets import flowmo_tiny  # noqa: E402
 from flowmo.spec import SamplerSpec  # noqa: E402
-from flowmo.train.data import BuiltinPhotos, held_out_photos  # noqa: E402
-from flowmo.data.noise import image_noise  # noqa: E402
-from flowmo.train.demo import demo_report, describe_sampler, format_report, main  # noqa: E402
+from flowmo.data.folders import BuiltinPhotos, held_out_photos  # noqa: E402
+from flowmo.samplers.noise import image_noise  # noqa: E402
+from examples.photo_demo.report import demo_report, describe_sampler, format_report, main  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def test_cli(model, tmp_path, capsys):
 
 @pytest.mark.parametrize("scale", [0, -2, True, 1.5, "2"])
 def test_save_image_rows_bad_scale(tmp_path, scale):
-    from flowmo.train.visual import save_image_rows
+    from flowmo.data.grids import save_image_rows
 
     with pytest.raises(ValueError, match="scale must be an int >= 1"):
         save_image_rows([torch.zeros(1, 3, 4, 4)], tmp_path / "x.png", scale=scale)
@@ -181,7 +181,7 @@ def test_report_equals_the_runs_final_evaluation(tmp_path):
     """The report's figure for the model's own sampler is the run's final eval/ema/psnr and
     eval/ema/ssim (same EMA weights, crops and noise)."""
     from flowmo.train import Trainer, load_config
-    from flowmo.train.cli import export_checkpoint
+    from flowmo.cli.train import export_checkpoint
 
     cfg = load_config(None, ["model=tiny", "model.sampler.steps=2", "train.steps=2", "train.seed=5",
                              "train.log.progress=false", "train.log.tensorboard=false", "train.ema.decay=0.5",

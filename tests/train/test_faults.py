@@ -14,7 +14,7 @@ import torch
 
 from flowmo.model import LossOutput
 from flowmo.train import Trainer, TrainingStopped, load_config
-from flowmo.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from flowmo.folders.checkpoints import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 
 from conftest import HANG_GUARD_S, random_png_folder
 
@@ -84,7 +84,7 @@ def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypa
 
 
 def _launch(cfg_file, out, resume=False):
-    cmd = [sys.executable, "-m", "flowmo.train.cli", "--config", str(cfg_file), "--out", str(out)]
+    cmd = [sys.executable, "-m", "flowmo.cli.train", "--config", str(cfg_file), "--out", str(out)]
     if resume:
         cmd.append("--resume")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

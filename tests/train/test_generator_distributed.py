@@ -8,7 +8,7 @@ import sys
 
 import torch
 
-from flowmo.train.checkpoint import latest_checkpoint, load_checkpoint
+from flowmo.folders.checkpoints import latest_checkpoint, load_checkpoint
 from flowmo.train.generator_config import load_generator_config
 from flowmo.train.generator_trainer import GeneratorTrainer
 
@@ -36,7 +36,7 @@ def test_two_gloo_ranks_equal_one_process_with_accumulation(tmp_path):
     cfg.write_text(json.dumps(_config(tokens, accum=1)))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "flowmo.train.generator_cli", "--config", str(cfg), "--out", str(tmp_path / "ddp")]
+           "-m", "flowmo.cli.train_generator", "--config", str(cfg), "--out", str(tmp_path / "ddp")]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 

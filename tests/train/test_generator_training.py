@@ -11,11 +11,11 @@ import pytest
 import torch
 
 import flowmo
-from flowmo.data.token_layout import TokenLayout
+from flowmo.generators.layout import TokenLayout
 from flowmo.data.token_shards import TokenShardWriter, read_token_set
 from flowmo.generators import MaskGiT, read_generator_config
 from flowmo.generators.build import build_generator
-from flowmo.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+from flowmo.folders.checkpoints import CheckpointError, latest_checkpoint, load_checkpoint
 from flowmo.train.generator_config import load_generator_config
 from flowmo.train.generator_trainer import GeneratorTrainer, export_generator
 from flowmo.train.sampler import derive_seed
@@ -159,7 +159,7 @@ def test_a_short_runs_exported_ema_generator_is_not_its_initialisation(tmp_path,
     """The shipped example's EMA (decay 0.999 every step) on a 30-step run, exported through the
     command line: with the warm-up the exported generator's loss is the trained one's, far below
     the initialisation's (without it the EMA was 97% the initial weights: 0.999**30)."""
-    from flowmo.train.generator_cli import main as gen_main
+    from flowmo.cli.train_generator import main as gen_main
 
     sets = [f"train.tokens={token_set}", "train.steps=30", "train.device=cpu", "train.autocast=off",
             "train.optim={lr: 3.0e-3, batch_size: 8}", "train.ema={decay: 0.999, every: 1}",

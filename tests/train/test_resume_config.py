@@ -23,10 +23,10 @@ from PIL import Image
 
 import flowmo
 from flowmo.train import Trainer, load_config
-from flowmo.train.checkpoint import CheckpointError
+from flowmo.folders.checkpoints import CheckpointError
 from flowmo.train.checkpointing import CONFIG_CHANGES
 from flowmo.train.config import ABSENT, config_differences
-from flowmo.train.cli import export_checkpoint
+from flowmo.cli.train import export_checkpoint
 from flowmo.train.generator_config import load_generator_config
 from flowmo.train.generator_trainer import GeneratorTrainer
 
@@ -344,11 +344,11 @@ def test_a_stage1a_run_folder_gives_its_architecture_and_a_conflict_is_refused(t
 
 
 def test_init_from_a_released_name_takes_its_folder(tmp_path, image_folder, model_folder, monkeypatch):
-    import flowmo.hub
+    import flowmo.folders.hub
 
     monkeypatch.chdir(tmp_path)  # no local folder named flowmo_lo
     asked = []
-    monkeypatch.setattr(flowmo.hub, "released_folder", lambda name, **kw: asked.append(name) or model_folder)
+    monkeypatch.setattr(flowmo.folders.hub, "released_folder", lambda name, **kw: asked.append(name) or model_folder)
     cfg = load_config(stage1b(image_folder, "flowmo_lo"))
     assert asked == ["flowmo_lo"] and cfg.model.architecture() == FOLDER_SPEC.architecture()
     with pytest.raises(FileNotFoundError, match="train.init_from: nowhere does not exist"):

@@ -13,7 +13,7 @@ import torch
 
 from flowmo.model import LossOutput
 from flowmo.train import Trainer, TrainingStopped, load_config
-from flowmo.train.checkpoint import list_checkpoints, load_checkpoint
+from flowmo.folders.checkpoints import list_checkpoints, load_checkpoint
 
 from conftest import random_png_folder
 

@@ -12,9 +12,9 @@ from PIL import Image
 
 import flowmo
 from flowmo.train import Trainer, load_config
-from flowmo.train.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
-from flowmo.eval.cli import main as eval_main
-from flowmo.train.cli import export_checkpoint, main as train_main
+from flowmo.folders.checkpoints import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from flowmo.cli.eval import main as eval_main
+from flowmo.cli.train import export_checkpoint, main as train_main
 from flowmo.train.ema import ema_keep
 from flowmo.train.trainer import StepBatchSampler, block_linear_weights, ema_update_, renormalize_
 
@@ -333,9 +333,9 @@ def test_export_never_overwrites_the_run_or_another_kind_of_folder(tmp_path, ima
 def _held_out_psnr(folder, n: int = 4, seed: int = 0) -> float:
     """Held-out PSNR of a model folder's weights, computed here from its files: the run's first n
     held-out photos, each decoded in one step from the run's noise for its id."""
-    from flowmo.data.noise import image_noise
+    from flowmo.samplers.noise import image_noise
     from flowmo.data.photos import held_out_photos
-    from flowmo.eval.metrics import psnr
+    from flowmo.metrics.pixel import psnr
 
     model = flowmo.FlowMo.from_pretrained(folder)
     x = held_out_photos(model.spec.image_size)[:n]
@@ -352,7 +352,7 @@ def test_a_short_runs_exported_ema_is_not_its_initialisation(tmp_path, capsys):
     run: the exported folder's held-out PSNR (computed from its files) is the raw weights', well above
     the initialisation's (without the warm-up the EMA was 99.8% the initial weights). Each model card
     names its weights and gives only the figures the run recorded of those weights."""
-    from flowmo.model_card import card_weights
+    from flowmo.folders.card import card_weights
 
     run = tmp_path / "run"
     sets = ["model=tiny", "train.steps=20", "train.optim.lr=3e-3", "train.optim.batch_size=4", "train.eval.images=4",
@@ -389,7 +389,7 @@ def test_with_ema_disabled_the_export_is_the_raw_weights_and_says_so(tmp_path, i
                           eval={"enabled": True, "images": 2, "steps": 1}).model_dump_json())
     assert train_main(["--config", str(cfg), "--out", str(tmp_path / "run"), "--export", str(tmp_path / "m")]) == 0
     assert "exported the raw weights of step 2" in capsys.readouterr().out
-    from flowmo.model_card import card_weights
+    from flowmo.folders.card import card_weights
 
     card = _card(tmp_path / "m")
     assert card_weights(card) == "raw" and "- eval/raw/psnr: " in card and "eval/ema/" not in card

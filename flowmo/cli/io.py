@@ -1,0 +1,280 @@
+"""File helpers shared by the command line: image files in and out, models from folders or
+released checkpoints; token files (kept here as an import path: the code lives in
+:mod:`flowmo.data.tokens`).
+
+Images are float32 tensors (3, H, W) in [-1, 1]. Input images are decoded fully by
+:func:`flowmo.data.images.decode_image` (EXIF orientation applied, transparency composited onto
+white, every Pillow mode converted to RGB by documented rules), their short
+side resized to the model's image size (bicubic, antialiased when shrinking) and centre
+cropped. Output images are written as 8-bit PNGs.
+
+A token file is a safetensors file with one int64 tensor ``tokens`` ((N, T), or (N, T, G)
+for entropy-group indices) and string metadata: ``format`` (``flowmo-tokens``),
+``version``, ``fingerprint`` (the model spec's :meth:`~flowmo.FlowMoSpec.fingerprint`),
+``spec`` (the full spec JSON), ``sources`` (a JSON list of the source images' relative
+names) and ``groups`` (``"true"``/``"false"``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from flowmo.data.images import IMAGE_EXTENSIONS as _EXTENSIONS
+from flowmo.data.listing import list_folder_images
+from flowmo.folders.kinds import kind_note
+from flowmo.data.tokens import TOKEN_FORMAT, TokenFile, read_tokens, write_tokens  # noqa: F401
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ImageFile",
+    "list_images",
+    "output_names",
+    "load_image",
+    "check_image_header",
+    "save_image",
+    "resolve_device",
+    "load_model",
+    "TokenFile",
+    "TOKEN_FORMAT",
+    "write_tokens",
+    "read_tokens",
+]
+
+PathLike = Union[str, os.PathLike]
+
+IMAGE_EXTENSIONS: tuple[str, ...] = tuple(f".{e}" for e in _EXTENSIONS)  # with the dot, as Path.suffix
+
+
+# ----------------------------------------------------------------------------- listing
+@dataclass(frozen=True)
+class ImageFile:
+    """An input image: its ``path`` and its ``name`` relative to the input it was found in
+    (POSIX separators; a file given directly is named by its file name)."""
+
+    path: Path
+    name: str
+
+
+def list_images(inputs: Union[PathLike, Sequence[PathLike]]) -> list[ImageFile]:
+    """The images named by ``inputs`` (files, or folders listed by
+    :func:`flowmo.data.listing.list_folder_images`: recursively, following folder links, hidden
+    files and folders skipped, one name per file), in order: inputs in the order given, a
+    folder's files sorted by relative name, exactly as ``flowmo eval`` and the trainer list a
+    folder (so image i is the same file for ``--seed`` everywhere).
+
+    Raises FileNotFoundError for a path that does not exist, ValueError for a folder
+    without images, for no inputs, or when two images get the same relative name.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    if not inputs:
+        raise ValueError("no input images given")
+    found: list[ImageFile] = []
+    for raw in inputs:
+        p = Path(raw).expanduser()
+        if p.is_dir():
+            # the data layer's one listing: the same files in the same order as flowmo eval reads
+            files = [ImageFile(path, rel) for rel, path in list_folder_images(p)[0]]
+            if not files:
+                raise ValueError(f"no images ({', '.join(e[1:] for e in IMAGE_EXTENSIONS)}) found in folder {str(p)!r}"
+                                 f"{kind_note(p)}")
+            found.extend(files)
+        elif p.is_file():
+            found.append(ImageFile(p, p.name))
+        elif p.exists():
+            raise ValueError(f"{str(p)!r} is neither a file nor a folder")
+        else:
+            raise FileNotFoundError(f"input {str(p)!r} does not exist")
+    output_names([f.name for f in found])  # refuse collisions before any work is done
+    return found
+
+
+def output_names(names: Iterable[str], suffix: str = ".png") -> list[str]:
+    """Relative output names: each name with its extension replaced by ``suffix``.
+
+    Raises ValueError when two names map to the same output (e.g. ``a.jpg`` and ``a.png``,
+    or equal names from two input folders)."""
+    out: list[str] = []
+    seen: dict[str, str] = {}
+    for n in names:
+        p = Path(n)
+        if p.is_absolute() or ".." in p.parts:
+            raise ValueError(f"image name {n!r} must be a relative path inside the output folder")
+        o = p.with_suffix(suffix).as_posix()
+        if o in seen:
+            raise ValueError(f"images {seen[o]!r} and {n!r} would both be written as {o!r}; rename one of them")
+        seen[o] = n
+        out.append(o)
+    return out
+
+
+# ----------------------------------------------------------------------------- images
+def check_image_header(path: PathLike, size: Optional[int] = None) -> tuple[int, int]:
+    """Cheap check that ``path`` looks like an image flowmo can read (header only): a regular
+    file (a named pipe, socket, device or folder is refused without reading it), which
+    Pillow identifies, within Pillow's decompression-bomb limit, whose pixel mode has an RGB
+    conversion under :mod:`flowmo.data.images` and, if ``size`` is given, whose short side can be
+    resized to ``size`` within :func:`flowmo.data.images.pixel_limit` pixels (a float image's range,
+    and the pixel data itself, are only checked by :func:`load_image`).
+
+    Returns the stored (width, height) (before any EXIF rotation). Raises ValueError naming
+    ``size`` for a bad ``size``, and ValueError naming the file otherwise (``'...' is not a
+    readable image (<reason>)``)."""
+    from PIL import Image
+
+    from flowmo.data.images import check_convertible, check_size, open_image_file, resized_size
+
+    if size is not None:
+        check_size(size)
+    name = repr(str(path))
+    try:
+        with open_image_file(path) as fp, Image.open(fp) as im:
+            w, h = im.size  # header parsed by open()
+            check_convertible(im)
+            if size is not None:
+                resized_size(w, h, size, name=name)
+    except Exception as e:  # noqa: BLE001 - Pillow raises many kinds for damaged headers
+        raise _unreadable(path, e) from None
+    return int(w), int(h)
+
+
+def _reason(e: BaseException) -> str:
+    msg = str(e).splitlines()[0] if str(e) else ""
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+
+
+def _unreadable(path: PathLike, e: BaseException) -> ValueError:
+    """``'<path>' is not a readable image (<reason>)``: every failure to read one image file,
+    whatever the decoder raised (Pillow raises ``OSError``, ``ValueError``, ``SyntaxError``,
+    ``TypeError``, ``struct.error``, ``DecompressionBombError``, ... for damaged or hostile
+    files; ``MemoryError`` for an image too large for this machine)."""
+    return ValueError(f"{str(path)!r} is not a readable image ({_reason(e)})")
+
+
+def load_image(path: PathLike, size: int) -> Tensor:
+    """Decode ``path`` with :func:`flowmo.data.images.decode_image` (the library's one decoder:
+    every Pillow mode by documented rules, EXIF orientation, transparency over white, 16-bit
+    grey at full precision), resize its short side to ``size`` (bicubic, antialiased when
+    shrinking), centre crop to ``size`` x ``size``: float32 (3, size, size) in [-1, 1].
+
+    Raises ValueError naming ``size`` unless it is a positive int with ``size x size`` within
+    :func:`flowmo.data.images.pixel_limit` (9,459 at Pillow's default limit);
+    FileNotFoundError if ``path`` does not exist; and ValueError naming the file for anything
+    that is not a regular file (a named pipe, ...), cannot be decoded (corrupt, truncated, not
+    an image, a decompression bomb), converted to RGB (e.g. float samples outside [0, 1];
+    :class:`flowmo.data.images.UnsupportedImageError`) or resized to ``size`` within the pixel limit
+    (a very long, thin image)."""
+    from flowmo.data.images import (
+        center_crop,
+        check_size,
+        decode_image,
+        image_to_tensor,
+        resize_short_side,
+        resized_size,
+    )
+
+    size = check_size(size)
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"image {str(path)!r} does not exist")
+    try:
+        img = decode_image(path)
+        resized_size(*img.size, size, name=repr(str(path)))  # refused before any pixel is resized
+        return image_to_tensor(center_crop(resize_short_side(img, size), size))
+    except Exception as e:  # noqa: BLE001 - any failure of this one file
+        raise _unreadable(path, e) from None
+
+
+def save_image(image: Tensor, path: PathLike) -> Path:
+    """Write a (3, H, W) image in [-1, 1] (clamped) as an 8-bit PNG, creating parent folders."""
+    from PIL import Image
+
+    if not isinstance(image, Tensor) or image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(f"image must be a (3, H, W) tensor, got {getattr(image, 'shape', type(image))}")
+    arr = ((image.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr.permute(1, 2, 0).numpy()).save(path, format="PNG")
+    return path
+
+
+# ----------------------------------------------------------------------------- devices and models
+def resolve_device(name: Any = "auto", *, argument: str = "device", ctx: Any = None) -> torch.device:
+    """``auto`` / None, a torch device string, a ``torch.device`` or a CUDA index, by the one
+    device rule of :func:`flowmo.devices.resolve_device` (``auto``: ``cuda:LOCAL_RANK``, else MPS
+    in a single process, else the CPU); ValueError naming ``argument`` if the device is
+    malformed, of another type, or not available here. ``ctx``: the process's
+    :class:`flowmo.devices.DistContext` (default: from the launcher's environment variables;
+    single-process commands pass ``DistContext()`` so those variables are not read)."""
+    from flowmo.devices import resolve_device as _resolve
+
+    return _resolve(name, argument, ctx)
+
+
+def load_model(
+    path: PathLike,
+    *,
+    device: Union[str, torch.device, None] = None,
+    code_length: int = 256,
+    image_size: int = 256,
+    weights: str = "ema",
+) -> Any:
+    """A FlowMo model (eval mode) from a ``from_pretrained`` folder (or its
+    ``model.safetensors`` or ``config.json``: the folder is loaded), a released name
+    (``flowmo_lo``, ``flowmo_hi``) or Hub repository id (``user/repo``) as
+    :meth:`flowmo.FlowMo.from_pretrained` takes them, or from a released ``.pth``/``.pt`` checkpoint (``weights``:
+    ``ema`` or ``raw``; ``code_length`` and ``image_size`` are not stored in those files
+    and default to the release's 256).
+
+    Imports :mod:`flowmo.nets` first, so specs naming network distances validate. ``device``
+    as for :func:`resolve_device` (without ``auto``); a malformed or unavailable one raises
+    ValueError naming it before anything is read. Raises as
+    :meth:`flowmo.FlowMo.from_pretrained` for a folder (ValueError naming the module to import
+    for a component that is not registered), ValueError naming the kind found for another kind
+    of folder or file (a generator folder, a run, a token file, ...), FileNotFoundError for a
+    missing path.
+    """
+    import flowmo.nets  # noqa: F401  registers the network perceptual distances
+    from flowmo.devices import check_device
+    from flowmo.folders.model_folder import CONFIG_NAME, WEIGHTS_NAME
+    from flowmo.model import FlowMo
+
+    if device is not None:
+        device = check_device(device, "device")
+    from flowmo.folders.kinds import folder_kind, path_kind, wrong_kind
+
+    expected = f"a tokenizer model folder ({CONFIG_NAME} + {WEIGHTS_NAME}) or a released .pth checkpoint"
+    p = Path(path).expanduser()
+    if p.is_file() and p.name in (WEIGHTS_NAME, CONFIG_NAME) and folder_kind(p.parent) == "tokenizer":
+        p = p.parent
+    if p.is_dir():
+        if path_kind(p) not in ("tokenizer", "unknown", "folder", "empty"):  # another kind: say which
+            raise wrong_kind(p, "model", expected, "tokenizer")
+        model = FlowMo.from_pretrained(p)
+    elif p.is_file() and p.suffix.lower() in (".pth", ".pt", ".ckpt", ".bin"):
+        from flowmo.folders.convert import load_release_checkpoint
+
+        model = load_release_checkpoint(p, weights=weights, code_length=code_length, image_size=image_size)
+    elif p.exists():
+        raise wrong_kind(p, "model", expected, "tokenizer")
+    else:
+        from flowmo.folders.hub import RELEASED, is_repo_id
+
+        if str(path) in RELEASED or is_repo_id(str(path)):
+            if weights != "ema":
+                raise ValueError(f"weights={weights!r} applies to a released .pth checkpoint file; the name "
+                                 f"{str(path)!r} loads a model folder (a released name: its EMA weights)")
+            model = FlowMo.from_pretrained(str(path))  # a released name or a Hub repository id
+        else:
+            raise FileNotFoundError(f"model {str(p)!r} does not exist (give a model folder, a released .pth "
+                                    f"checkpoint, a released name ({', '.join(RELEASED)}) or a Hugging Face Hub "
+                                    "repository id 'user/repo')")
+    if device is not None:
+        model.to(device)
+    return model.eval()

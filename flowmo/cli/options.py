@@ -1,0 +1,134 @@
+"""Options every ``flowmo`` subcommand shares, defined once so that they mean the same everywhere.
+
+- :func:`add_common_arguments`: ``--debug``, ``-q/--quiet``, ``--import MODULE`` (repeatable)
+  and, where the command runs a model, ``--device``; listed under "common options" in each
+  command's ``--help``.
+- :func:`add_sampler_arguments` / :func:`sampler_from_args`: the decoding options of the
+  commands that decode (``reconstruct``, ``detokenize``, ``eval``): ``--sampler``,
+  ``--steps``, ``--solver``, ``--grid``, ``--cfg-scale``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from flowmo.folders.imports import add_import_argument
+
+__all__ = ["add_common_arguments", "add_sampler_arguments", "sampler_from_args", "positive_int",
+           "SAMPLER_OPTIONS_HELP"]
+
+SAMPLER_OPTIONS_HELP = (
+    "decoding options (default: the model's sampler). --sampler takes a preset name (release, fast), which "
+    "replaces the whole sampler (a preset is a complete sampler: its steps, grid, solver and guidance), or "
+    "JSON of sampler fields (or @file.json) merged into the model's sampler; --steps, --solver, --grid and "
+    "--cfg-scale then edit the result (a new --grid/--solver name takes that component's defaults)")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a positive int (ArgumentTypeError otherwise)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, *, device: Optional[str] = None,
+                         device_default: Optional[str] = "auto", keep_global: bool = False) -> None:
+    """Add the options every flowmo command takes, in one group "common options".
+
+    Args:
+        parser: the command's parser.
+        device: the help text of ``--device`` for a command that runs a model; None: no
+            ``--device`` (a command that runs none: convert, export).
+        device_default: the default of ``--device``.
+        keep_global: for the ``flowmo`` parser's own subcommands, whose ``--debug`` and
+            ``--quiet`` may also come before the subcommand: the options then default to
+            ``argparse.SUPPRESS`` so that a value given before the subcommand stays.
+    """
+    g = parser.add_argument_group("common options (every flowmo command)")
+    default: Any = argparse.SUPPRESS if keep_global else False
+    g.add_argument("--debug", action="store_true", default=default,
+                   help="show full tracebacks instead of one-line errors")
+    g.add_argument("--quiet", "-q", action="store_true", default=default,
+                   help="no progress bars, summaries or notes (errors are still reported)")
+    add_import_argument(g)
+    if device is not None:
+        g.add_argument("--device", default=device_default, help=device)
+
+
+def add_sampler_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--sampler``, ``--steps``, ``--solver``, ``--grid`` and ``--cfg-scale`` (one group);
+    :func:`sampler_from_args` turns them into a :class:`flowmo.SamplerSpec`."""
+    g = parser.add_argument_group("sampler options", SAMPLER_OPTIONS_HELP)
+    g.add_argument("--sampler", default=None, metavar="PRESET_OR_JSON",
+                   help="a sampler preset name (release, fast, or one of the model's own, e.g. distillation-4: "
+                        "replaces the whole sampler) or sampler fields as JSON (or @file.json) merged into the "
+                        "model's sampler; applied before the options below")
+    g.add_argument("--steps", type=positive_int, default=None, metavar="N",
+                   help="decoder ODE steps (default: the model's sampler's, or the preset's)")
+    g.add_argument("--solver", default=None, metavar="NAME",
+                   help="a registered ODE solver: euler, heun, or one registered by an --import module")
+    g.add_argument("--grid", default=None, metavar="NAME",
+                   help="a registered time grid: pow, linear, shifted, or one registered by an --import module")
+    g.add_argument("--cfg-scale", type=float, default=None, metavar="S",
+                   help="classifier-free guidance scale (1 = off)")
+
+
+def sampler_from_args(base: Any, args: argparse.Namespace, presets: Optional[Mapping[str, Any]] = None) -> Any:
+    """The sampler ``base`` (a :class:`flowmo.SamplerSpec`, the model's) with the command line's
+    edits, validated.
+
+    ``--sampler`` is a sampler preset name (one of the model's own ``presets``, its
+    ``spec.sampler_presets``, or a global one such as ``fast``: the preset replaces the whole
+    sampler, a custom grid, solver or guidance included) or JSON (or @file.json) of changes merged as
+    :meth:`flowmo.FlowMoSpec.replace` merges (``{"guidance": {"scale": 2}}`` keeps the
+    interval); then ``--steps``, ``--solver``, ``--grid`` and ``--cfg-scale`` are applied the
+    same way (a new ``--grid`` name takes that grid's defaults; the same name keeps its fields).
+
+    Raises FileNotFoundError for a missing @file, ValueError ("invalid sampler settings: ...")
+    for anything else that is wrong.
+    """
+    from flowmo.samplers.presets import resolve_preset
+    from flowmo.spec import replace_spec
+
+    try:
+        spec = base
+        if args.sampler:
+            text = args.sampler
+            if text.startswith("@"):
+                f = Path(text[1:]).expanduser()
+                if not f.is_file():
+                    raise FileNotFoundError(f"--sampler file {str(f)!r} does not exist")
+                text = f.read_text()
+            try:
+                extra = json.loads(text)
+            except json.JSONDecodeError as e:
+                if text.strip().startswith(("{", "[", '"')):
+                    raise ValueError(f"--sampler is not valid JSON: {e}") from None
+                extra = text.strip()  # a preset name
+            if isinstance(extra, str):
+                spec = resolve_preset(extra, presets)
+            elif isinstance(extra, dict):
+                spec = replace_spec(spec, extra)
+            else:
+                raise ValueError("--sampler must be a sampler preset name or a JSON object of sampler fields")
+        changes: dict[str, Any] = {}
+        if args.steps is not None:
+            changes["steps"] = args.steps
+        if args.solver is not None:
+            changes["solver"] = args.solver
+        if args.grid is not None:
+            changes["grid"] = args.grid
+        if args.cfg_scale is not None:
+            changes["guidance"] = {"scale": args.cfg_scale}
+        return replace_spec(spec, changes) if changes else spec
+    except FileNotFoundError:
+        raise
+    except ValueError as e:
+        raise ValueError(f"invalid sampler settings: {e}") from None
