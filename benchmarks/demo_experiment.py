@@ -26,7 +26,7 @@ from examples.photo_demo.baselines import thumbnail_baseline
 from flowmo.metrics.pixel import psnr, ssim
 from flowmo.spec import SamplerSpec
 from flowmo.train import Trainer, load_config
-from flowmo.data.folders import held_out_photos
+from flowmo.data.photos import held_out_photos
 
 SAMPLERS = {
     "release_31": SamplerSpec(),  # the release's default: 25 Euler steps, pow 0.25, CFG 1.5 on its interval

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import flowmo  # noqa: E402
 from flowmo.metrics.pixel import psnr, ssim  # noqa: E402
 from flowmo.samplers import SAMPLER_PRESETS  # noqa: E402
-from flowmo.data.folders import held_out_photos  # noqa: E402
+from flowmo.data.photos import held_out_photos  # noqa: E402
 
 GRIDS = {"linear": {"name": "linear"}, "pow 0.25": {"name": "pow", "p": 0.25}, "pow 0.5": {"name": "pow", "p": 0.5},
          "shifted 3": {"name": "shifted", "shift": 3.0}}

@@ -22,7 +22,7 @@ from .losses.time_samplers import TimeSampler
 from .objectives import LossOutput, ObjectivesMixin
 from .quantizers.base import Quantizer, QuantizerOutput
 from .registry import BACKBONES, QUANTIZERS, TIME_SAMPLERS
-from .samplers.presets import resolve_preset
+from .spec.sampling import resolve_preset
 from .samplers.sampler import SampleOutput, sample, state_dtype
 from .state_dicts import StateDictMismatchError
 from .spec import FlowMoSpec, SamplerSpec, replace_spec
@@ -389,7 +389,7 @@ class FlowMo(ObjectivesMixin, nn.Module):
 
         Raises ValueError when ``directory`` holds another kind of folder's ``config.json`` (a
         generator folder, a training run, a file flowmo does not know;
-        :func:`flowmo.folders.kinds.check_folder_kind`); a tokenizer folder is overwritten.
+        :func:`flowmo.data.folder_kinds.check_folder_kind`); a tokenizer folder is overwritten.
         """
         from flowmo.folders.model_folder import save_model_folder
 
@@ -417,7 +417,7 @@ class FlowMo(ObjectivesMixin, nn.Module):
         Raises TypeError for a ``directory`` of another type, ValueError naming the argument
         for a ``directory`` that is one of the folder's files (it says to pass the folder),
         for another kind of folder or file (a generator folder, a training run or checkpoint, a
-        token set, ...: the message names the kind found, :func:`flowmo.folders.kinds.wrong_kind`)
+        token set, ...: the message names the kind found, :func:`flowmo.data.folder_kinds.wrong_kind`)
         and for a malformed or unavailable ``device``, FileNotFoundError for a missing folder
         or file, ValueError for a damaged config or weights file, and ValueError when
         ``config.json`` names a component that is not registered (a quantizer, time grid, ...

@@ -16,10 +16,10 @@ import torch
 from torch import nn
 
 import flowmo
-from flowmo.generators.layout import layout_for
+from flowmo.data.token_layout import layout_for
 from flowmo.metrics import Evaluator
 from examples.fashion.classifier import SmallClassifier, classifier_frechet
-from flowmo.metrics.evaluator import evaluate_model
+from flowmo.metrics.run import evaluate_model
 from flowmo.metrics.generation import inception_features
 from flowmo.generators import AutoregressiveGenerator, MaskGiT, generate_images
 from flowmo.nets.inception import FIDInceptionV3

@@ -14,7 +14,8 @@ from PIL import Image
 
 import flowmo
 from flowmo import cli
-from flowmo.cli.io import list_images, load_image, read_tokens
+from flowmo.cli.io import list_images, load_image
+from flowmo.data.tokens import read_tokens
 
 from conftest import HANG_GUARD_S
 

@@ -333,7 +333,7 @@ def test_reconstruct_and_detokenize_apply_the_sampler_options(model_dir, two_ima
     assert cli.main(["tokenize", "--model", str(model_dir), "--input", str(src), "--output", str(tokens)]) == 0
     assert cli.main(["detokenize", "--model", str(model_dir), "--tokens", str(tokens), "--output",
                      str(tmp_path / "d"), *options]) == 0
-    from flowmo.cli.io import read_tokens
+    from flowmo.data.tokens import read_tokens
 
     code = model.tokens_to_code(read_tokens(tokens).tokens)
     with torch.no_grad():

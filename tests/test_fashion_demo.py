@@ -12,7 +12,7 @@ from PIL import Image
 import flowmo
 from examples.fashion.data import main as fashion_main
 from examples.fashion.data import write_class_folders
-from flowmo.generators.layout import layout_for
+from flowmo.data.token_layout import layout_for
 from examples.fashion.report import fashion_report, format_report, padded
 
 from test_fashion_mnist import make_folder

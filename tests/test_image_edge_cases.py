@@ -21,17 +21,9 @@ import pytest
 import torch
 from PIL import Image
 
-from flowmo.data.images import (
-    DEFAULT_PIXEL_LIMIT,
-    UnsupportedImageError,
-    check_size,
-    decode_image,
-    image_to_tensor,
-    open_image_file,
-    pixel_limit,
-    resize_short_side,
-    resized_size,
-)
+from flowmo.data.image_sizes import DEFAULT_PIXEL_LIMIT, check_size, pixel_limit, resize_short_side, resized_size
+from flowmo.data.image_modes import UnsupportedImageError
+from flowmo.data.images import decode_image, image_to_tensor, open_image_file
 from flowmo.cli.io import check_image_header, list_images, load_image
 from flowmo.data.folders import ImageFolderDataset, _verify_image
 
@@ -302,14 +294,14 @@ def test_a_1000000_by_1_png_is_refused_not_a_memory_error(tmp_path, caplog):
     small = ImageFolderDataset(tmp_path, 1, train=False)
     assert small[1].shape == (3, 1, 1) and small.scan_corrupt() == []
     # the release protocol's own transform is guarded the same way
-    from flowmo.cli.eval import release_image_folder
+    from flowmo.data.eval_images import release_image_folder
 
     rel = release_image_folder(tmp_path, 256)
     assert rel[1].shape == (3, 256, 256) and rel.bad_paths == {wide}
 
 
 def test_trainer_item_loader_reports_a_long_thin_image(tmp_path):
-    from flowmo.train.trainer import _Indexed
+    from flowmo.train.sampler import _Indexed
 
     _save_rgb(tmp_path / "a.png", 50, size=(64, 64))
     wide = _wide_png(tmp_path / "b.png", 2_000_000, 1)

@@ -20,14 +20,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image, features
 
-from flowmo.data.images import (
-    BACKGROUND,
-    UnsupportedImageError,
-    center_crop,
-    decode_image,
-    image_to_tensor,
-    resize_short_side,
-)
+from flowmo.data.image_modes import BACKGROUND, UnsupportedImageError
+from flowmo.data.image_sizes import center_crop, resize_short_side
+from flowmo.data.images import decode_image, image_to_tensor
 from flowmo.cli.io import check_image_header, load_image
 from flowmo.data.folders import ImageFolderDataset
 
@@ -508,17 +503,17 @@ def test_unconvertible_files_are_skipped_and_counted_in_training_and_evaluation(
     assert {p.name for p in fresh.scan_corrupt()} == bad and len(fresh) == 1 and fresh.skipped == 3
 
     # evaluation (flowmo eval --data FOLDER): the bad files are skipped and listed, never replaced
-    from flowmo.cli.eval import _folder_batches
+    from flowmo.data.eval_images import folder_batches
 
     ev = ImageFolderDataset(tmp_path, 8, train=False, extensions=("tif",))
     skipped: list = []
-    batches = list(_folder_batches(ev, range(len(ev)), 4, 0, skipped))
+    batches = list(folder_batches(ev, range(len(ev)), 4, 0, skipped))
     assert sum(len(ids) for _, ids in batches) == 1
     assert sorted(p.rsplit("/", 1)[-1] for p in skipped) == sorted(bad)
 
 
 def test_trainer_item_loader_reports_unconvertible_files(tmp_path):
-    from flowmo.train.trainer import _Indexed
+    from flowmo.train.sampler import _Indexed
 
     Image.fromarray(np.full((8, 8), 1000, np.uint16)).save(tmp_path / "a.png")
     _float_out_of_range(tmp_path / "b.tif")
@@ -623,7 +618,7 @@ def test_folders_read_every_listed_extension_by_default(tmp_path):
 def test_release_protocol_loader_keeps_16bit_grey(tmp_path):
     """`flowmo eval --protocol release` crashed on a 16-bit grey PNG (mode F after decoding);
     it now gives 2 v - 1 on all three channels, as the standard loader."""
-    from flowmo.cli.eval import release_image_folder
+    from flowmo.data.eval_images import release_image_folder
 
     Image.fromarray(np.full((40, 48), 32768, np.uint16)).save(tmp_path / "grey16.png")
     x = release_image_folder(tmp_path, 32)[0]

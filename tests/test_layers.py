@@ -1,6 +1,5 @@
-"""The shell's layering and its one-of-each plumbing: the data layer imports neither training nor
-evaluation, evaluation does not import training, no module imports another package's private
-names; one atomic write, one device rule."""
+"""The package's floors and its one-of-each plumbing: no module imports a higher floor, no import
+cycles, no module imports another package's private names; one atomic write, one device rule."""
 
 import ast
 import os
@@ -35,12 +34,78 @@ def _files(*parts):
         yield from ([path] if path.suffix == ".py" else sorted(path.rglob("*.py")))
 
 
-@pytest.mark.parametrize("lower, higher", [("data", ("flowmo.train", "flowmo.metrics", "flowmo.cli")),
-                                           ("eval", ("flowmo.train",)), ("io.py", ("flowmo.train", "flowmo.metrics"))])
-def test_lower_layers_do_not_import_higher_ones(lower, higher):
-    bad = [f"{f.relative_to(ROOT)}:{line} imports {m}" for f in _files(lower) for line, m, _ in _imports(f)
-           if any(m == h or m.startswith(h + ".") for h in higher)]
+# the floors, lowest first: a module imports only from its own floor or below (docs/reference/index.md)
+FLOORS = [
+    ("registry", "spec", "presets", "devices", "state_dicts"),
+    ("data",),
+    ("blocks", "quantizers", "losses", "samplers", "generators", "nets", "metrics", "model", "objectives"),
+    ("folders",),
+    ("train", "cli", "testing", "__main__"),
+]
+# the library's own save/load methods, which hand the files to folders/ (FlowMo.save_pretrained /
+# from_pretrained, TokenGenerator's, and flowmo.generators naming load_generator in its surface)
+UPWARD = {("model", "folders.model_folder"), ("model", "folders.hub"), ("generators.base", "folders.generator_folder"),
+          ("generators", "folders.generator_folder")}
+
+
+def _floor(module: str) -> int:
+    if module == "flowmo":  # the package's public surface names everything
+        return len(FLOORS)
+    return next(i for i, names in enumerate(FLOORS) if module.split(".")[1] in names)
+
+
+def _module(path: Path) -> str:
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _flowmo_imports(path: Path):
+    """(line, imported flowmo module) of every import in ``path``, type-only imports excluded."""
+    tree = ast.parse(path.read_text())
+    typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+                   for n in ast.walk(node)}
+    for line, module, names in _imports(path):
+        if not module.startswith("flowmo."):
+            continue
+        if any(id(n) in typing_only for n in ast.walk(tree) if getattr(n, "lineno", None) == line
+               and isinstance(n, (ast.Import, ast.ImportFrom))):
+            continue
+        for name in names or [None]:
+            sub = f"{module}.{name}" if name else module
+            yield line, sub if (ROOT.parent / Path(*sub.split("."))).with_suffix(".py").exists() or \
+                (ROOT.parent / Path(*sub.split("."))).is_dir() else module
+
+
+def test_nothing_imports_a_higher_floor():
+    bad = []
+    for f in sorted(ROOT.rglob("*.py")):
+        me = _module(f)
+        for line, target in _flowmo_imports(f):
+            if _floor(target) > _floor(me) and (me[7:], ".".join(target.split(".")[1:3])) not in UPWARD:
+                bad.append(f"{f.relative_to(ROOT)}:{line} imports {target}")
     assert not bad, bad
+
+
+def test_no_import_cycles():
+    graph = {_module(f): {t for _, t in _flowmo_imports(f)} for f in ROOT.rglob("*.py")}
+    graph = {m: {t if t in graph else t.rpartition(".")[0] for t in ts} - {m} for m, ts in graph.items()}
+    # a package importing its own submodules is its public surface, not a cycle
+    graph = {m: {t for t in ts if not t.startswith(m + ".")} for m, ts in graph.items()}
+    state, cycles = {}, []
+
+    def visit(m, path):
+        state[m] = 1
+        for t in graph.get(m, ()):
+            if state.get(t) == 1:
+                cycles.append(path[path.index(t):] + [t])
+            elif t not in state:
+                visit(t, path + [t])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert not cycles, cycles
 
 
 def test_no_module_imports_a_private_name_of_another_package():
@@ -57,7 +122,6 @@ def test_no_module_imports_a_private_name_of_another_package():
             private_module = any(p.startswith("_") and not p.startswith("__") for p in parts)
             if target != own and (private or private_module):
                 bad.append(f"{f.relative_to(ROOT)}:{line} from {module} import {names}")
-    # flowmo.state_dicts / flowmo._cli_common / flowmo.devices are kept as import paths only
     assert not bad, bad
 
 

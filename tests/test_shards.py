@@ -309,7 +309,7 @@ def test_flowmo_tokenize_reads_shards_as_the_folder(tmp_path):
     import flowmo
     from flowmo.cli import main
     from flowmo.data.shard_writer import write_shards
-    from flowmo.cli.io import read_tokens
+    from flowmo.data.tokens import read_tokens
 
     folder = tmp_path / "imgs"
     folder.mkdir()

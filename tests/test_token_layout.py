@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import flowmo
-from flowmo.generators.layout import MAX_VOCAB, TokenLayout, layout_for
+from flowmo.data.token_layout import MAX_VOCAB, TokenLayout, layout_for
 
 
 def _lfq(code_channels=8, group_bits=4):

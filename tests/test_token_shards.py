@@ -9,8 +9,9 @@ import torch
 from PIL import Image
 
 import flowmo
-from flowmo.generators.layout import layout_for
-from flowmo.data.token_shards import TokenShardWriter, class_folder_images, read_token_set
+from flowmo.data.token_layout import layout_for
+from flowmo.data.token_shards import TokenShardWriter, class_folder_images
+from flowmo.data.token_set_reader import read_token_set
 from flowmo.data.tokens import read_tokens, write_tokens
 
 

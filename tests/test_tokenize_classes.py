@@ -11,8 +11,8 @@ from PIL import Image
 
 import flowmo
 from flowmo.cli import main
-from flowmo.generators.layout import layout_for
-from flowmo.data.token_shards import read_token_set
+from flowmo.data.token_layout import layout_for
+from flowmo.data.token_set_reader import read_token_set
 from flowmo.data.tokens import read_tokens
 from flowmo.cli.io import load_image
 

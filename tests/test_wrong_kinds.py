@@ -21,8 +21,9 @@ from pydantic import ValidationError
 
 import flowmo
 from flowmo.cli import main
-from flowmo.generators.layout import TokenLayout
-from flowmo.data.token_shards import TokenShardWriter, read_token_set
+from flowmo.data.token_layout import TokenLayout
+from flowmo.data.token_shards import TokenShardWriter
+from flowmo.data.token_set_reader import read_token_set
 from flowmo.data.tokens import read_tokens, write_tokens
 from flowmo.generators import MaskGiT, load_generator
 from flowmo.cli.io import list_images, load_model
@@ -36,7 +37,7 @@ LAYOUT = TokenLayout("group", 16, 2, 512, SPEC.fingerprint())
 CLASSES = ["a", "b"]
 PYDANTIC_DUMP = re.compile(r"errors\.pydantic\.dev|validation errors? for|For further information|\[type=")
 
-# what each kind is called in the messages (written here, not taken from flowmo.folders.kinds)
+# what each kind is called in the messages (written here, not taken from flowmo.data.folder_kinds)
 NAMED = {
     "tokenizer": "a tokenizer model folder",
     "generator": "a generator folder",
@@ -323,7 +324,7 @@ def test_a_custom_pydantic_error_of_a_users_model_is_one_line_too():
     from pydantic import model_validator
     from pydantic_core import PydanticCustomError
 
-    from flowmo.spec.base import OneLineErrors
+    from flowmo.registry.spec_base import OneLineErrors
 
     class Mine(OneLineErrors):
         x: int = 0
@@ -344,7 +345,7 @@ def test_a_model_is_not_written_into_a_training_checkpoint_or_checkpoints_folder
     """flowmo export / save_pretrained into another run's checkpoint replaced its weights, and the
     run then resumed from them: a checkpoint, a run's checkpoints/ and a run without config.json
     are refused, naming what they are."""
-    from flowmo.folders.kinds import check_folder_kind
+    from flowmo.data.folder_kinds import check_folder_kind
 
     ckpt = tmp_path / "r2" / "checkpoints" / "ckpt-00000004"
     ckpt.mkdir(parents=True)

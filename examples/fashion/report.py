@@ -85,7 +85,8 @@ def fashion_report(tokenizer_dir: Path, generator_dir: Path, *, out: Optional[Pa
         ValueError: bad counts; FileNotFoundError: data or folders absent (naming them).
     """
     from examples.fashion.data import CLASS_NAMES, load_fashion_mnist
-    from flowmo.generators.pipeline import check_tokenizer, generate_images, load_generator
+    from flowmo.folders.generator_folder import load_generator
+    from flowmo.generators.pipeline import check_tokenizer, generate_images
     from flowmo.model import FlowMo
     from examples.fashion.classifier import classifier_frechet, conditional_accuracy, train_classifier
 

@@ -147,7 +147,7 @@ def demo_report(model, out: os.PathLike, *, train_seed: int = 0, images: Optiona
         ValueError: ``images`` is not a positive int, or ``out`` is an existing file.
     """
     from flowmo.model import FlowMo
-    from flowmo.data.folders import BuiltinPhotos, held_out_photos
+    from flowmo.data.photos import BuiltinPhotos, held_out_photos
 
     if not isinstance(model, FlowMo):
         raise TypeError(f"model must be a flowmo.FlowMo, got {type(model).__name__}")

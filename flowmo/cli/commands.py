@@ -129,7 +129,8 @@ def _cmd_reconstruct(args: argparse.Namespace, ctx: _Ctx) -> int:
 def _cmd_tokenize(args: argparse.Namespace, ctx: _Ctx) -> int:
     import torch
 
-    from flowmo.cli.io import load_image, write_tokens
+    from flowmo.cli.io import load_image
+    from flowmo.data.tokens import write_tokens
     from ..state_dicts import token_weights_digest
 
     if getattr(args, "classes", False):
@@ -172,7 +173,7 @@ def _tokenize_shards(args: argparse.Namespace, ctx: _Ctx) -> int:
     import torch
 
     from ..data.shards import TarShardDataset, is_shard_pattern
-    from flowmo.cli.io import write_tokens
+    from flowmo.data.tokens import write_tokens
     from ..state_dicts import token_weights_digest
 
     if not all(is_shard_pattern(p) for p in args.input):
@@ -204,7 +205,8 @@ def _cmd_detokenize(args: argparse.Namespace, ctx: _Ctx) -> int:
     import torch
 
     from flowmo.samplers.noise import image_noise
-    from flowmo.cli.io import output_names, read_tokens, save_image
+    from flowmo.cli.io import output_names, save_image
+    from flowmo.data.tokens import read_tokens
 
     tf = read_tokens(args.tokens)
     names = output_names(tf.sources)

@@ -29,7 +29,7 @@ def _describe(e: BaseException) -> str:
     """A one-line description of an exception."""
     from pydantic import ValidationError
 
-    from ..spec.base import validation_message
+    from flowmo.registry.spec_base import validation_message
 
     if isinstance(e, ValidationError):  # flowmo's own are one line already; any other told the same way
         return _one_line(validation_message(e))

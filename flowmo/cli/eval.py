@@ -25,7 +25,7 @@ from flowmo.cli.options import sampler_from_args as _sampler_from_args
 from flowmo.folders.imports import import_modules
 from flowmo.metrics.collectives import gather_objects
 from flowmo.data.shards import is_shard_pattern
-from flowmo.data.eval_images import RELEASE_CROP, _folder_batches, open_images, release_image_folder
+from flowmo.data.eval_images import RELEASE_CROP, folder_batches, open_images, release_image_folder
 
 __all__ = ["main", "build_parser", "load_model", "sampler_from_args", "release_image_folder", "RELEASE_CROP"]
 
@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------------------------------------- pieces
 def _hash(path: Path) -> str:
-    from flowmo.metrics.evaluator import file_sha256
+    from flowmo.metrics.networks import file_sha256
 
     return file_sha256(path)
 
@@ -192,7 +192,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise FileNotFoundError(f"--data {data_arg!r} does not exist (give an image folder, tar shards or 'builtin')")
 
     from flowmo import __version__
-    from flowmo.metrics.evaluator import CONVENTIONS, QUANTISATION, Evaluator, evaluate_model
+    from flowmo.metrics.conventions import CONVENTIONS, QUANTISATION
+    from flowmo.metrics.evaluator import Evaluator
+    from flowmo.metrics.run import evaluate_model
 
     model, model_info = load_model(args.model, raw=args.raw)
     sampler = sampler_from_args(model, args)
@@ -214,7 +216,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             data = [(source.images[sel[s:s + args.batch_size]], sel[s:s + args.batch_size])
                     for s in range(0, len(local_ids), args.batch_size)]
         else:
-            data = _folder_batches(source.folder, local_ids, args.batch_size, args.workers, skipped)
+            data = folder_batches(source.folder, local_ids, args.batch_size, args.workers, skipped)
         k = min(args.examples, max(1, n_total // 2)) if args.examples else 0
         evaluator = Evaluator(lpips=heads, fid=not args.no_fid, weights_dir=args.weights_dir, device=device,
                               keep_examples=k, rank_by=None if args.rank_by == "auto" else args.rank_by,

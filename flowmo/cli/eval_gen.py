@@ -122,7 +122,8 @@ def _generate(args: argparse.Namespace, device: Any, progress: bool) -> tuple[An
     import torch
 
     from flowmo.cli.options import sampler_from_args
-    from flowmo.generators.pipeline import class_names, generate_images, load_generator, resolve_classes
+    from flowmo.folders.generator_folder import load_generator
+    from flowmo.generators.pipeline import class_names, generate_images, resolve_classes
     from flowmo.cli.io import load_model
 
     if args.tokenizer is None or args.per_class is None:

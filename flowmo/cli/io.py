@@ -27,8 +27,9 @@ from torch import Tensor
 
 from flowmo.data.images import IMAGE_EXTENSIONS as _EXTENSIONS
 from flowmo.data.listing import list_folder_images
-from flowmo.folders.kinds import kind_note
-from flowmo.data.tokens import TOKEN_FORMAT, TokenFile, read_tokens, write_tokens  # noqa: F401
+from flowmo.data.folder_kinds import kind_note
+from flowmo.data.folder_kinds import TOKEN_FORMAT
+from flowmo.data.tokens import TokenFile, read_tokens, write_tokens  # noqa: F401
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -128,7 +129,9 @@ def check_image_header(path: PathLike, size: Optional[int] = None) -> tuple[int,
     readable image (<reason>)``)."""
     from PIL import Image
 
-    from flowmo.data.images import check_convertible, check_size, open_image_file, resized_size
+    from flowmo.data.image_modes import check_convertible
+    from flowmo.data.image_sizes import check_size, resized_size
+    from flowmo.data.images import open_image_file
 
     if size is not None:
         check_size(size)
@@ -170,14 +173,8 @@ def load_image(path: PathLike, size: int) -> Tensor:
     an image, a decompression bomb), converted to RGB (e.g. float samples outside [0, 1];
     :class:`flowmo.data.images.UnsupportedImageError`) or resized to ``size`` within the pixel limit
     (a very long, thin image)."""
-    from flowmo.data.images import (
-        center_crop,
-        check_size,
-        decode_image,
-        image_to_tensor,
-        resize_short_side,
-        resized_size,
-    )
+    from flowmo.data.image_sizes import center_crop, check_size, resize_short_side, resized_size
+    from flowmo.data.images import decode_image, image_to_tensor
 
     size = check_size(size)
     path = Path(path)
@@ -247,7 +244,7 @@ def load_model(
 
     if device is not None:
         device = check_device(device, "device")
-    from flowmo.folders.kinds import folder_kind, path_kind, wrong_kind
+    from flowmo.data.folder_kinds import folder_kind, path_kind, wrong_kind
 
     expected = f"a tokenizer model folder ({CONFIG_NAME} + {WEIGHTS_NAME}) or a released .pth checkpoint"
     p = Path(path).expanduser()

@@ -94,7 +94,7 @@ def sampler_from_args(base: Any, args: argparse.Namespace, presets: Optional[Map
     Raises FileNotFoundError for a missing @file, ValueError ("invalid sampler settings: ...")
     for anything else that is wrong.
     """
-    from flowmo.samplers.presets import resolve_preset
+    from flowmo.spec.sampling import resolve_preset
     from flowmo.spec import replace_spec
 
     try:

@@ -5,7 +5,7 @@ class-conditional token generator.
 Images are listed by :func:`~flowmo.data.token_shards.class_folder_images` (classes sorted by
 folder name, label i = classes[i]; images sorted by class then relative path), each resized and
 centre-cropped to the model's image size as the single-file ``tokenize`` does, tokenized in
-batches of ``--batch-size`` in the layout ``--layout`` (:func:`~flowmo.generators.layout.layout_for`)
+batches of ``--batch-size`` in the layout ``--layout`` (:func:`~flowmo.data.token_layout.layout_for`)
 and written in shards of ``--shard-size`` rows. With ``--hflip`` every image is tokenized twice,
 as it is and mirrored left-right; the mirrored row follows its original, its source name ends in
 ``#hflip`` and the set's ``augment`` records ``hflip``. The set records the tokenizer's
@@ -37,7 +37,7 @@ SET_ONLY_OPTIONS = ("layout", "shard_size", "hflip", "overwrite")
 def tokenize_class_folders(args: argparse.Namespace, ctx: _Ctx) -> int:
     import torch
 
-    from flowmo.generators.layout import layout_for
+    from flowmo.data.token_layout import layout_for
     from ..data.token_shards import INDEX_NAME, TokenShardWriter, class_folder_images
     from flowmo.cli.io import check_image_header, load_image
     from ..state_dicts import token_weights_digest

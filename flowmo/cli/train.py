@@ -10,7 +10,7 @@ from typing import Any, Optional, Sequence
 
 from flowmo.train.loop import INTERRUPTED_STATUS
 from flowmo.cli.options import add_common_arguments
-from flowmo.folders.kinds import check_folder_kind, check_outside_run
+from flowmo.data.folder_kinds import check_folder_kind, check_outside_run
 from flowmo.folders.imports import import_modules
 from flowmo.train.ema import weights_words
 from flowmo.train.evaluation import WEIGHT_WORDS, eval_set_words
@@ -108,7 +108,7 @@ def export_checkpoint(source: Path, out: Path, *, weights: str = "ema", step: Op
     names them and gives the held-out figures the run recorded of those weights at that step.
 
     Raises ValueError for an ``out`` that is the run folder or inside its ``checkpoints/`` (the
-    run's files would be replaced: :func:`flowmo.folders.kinds.check_outside_run`) or holding
+    run's files would be replaced: :func:`flowmo.data.folder_kinds.check_outside_run`) or holding
     another kind of folder
     (:meth:`flowmo.FlowMo.save_pretrained`); FileNotFoundError for a missing run, checkpoint or
     record; CheckpointError for EMA weights asked of a run without them.
@@ -196,7 +196,7 @@ def export_main(argv: Optional[Sequence[str]] = None) -> int:
     if (run / "state.json").is_file() and not (run / "checkpoints").is_dir():  # a checkpoint folder
         run = run.parent.parent
     check_outside_run(a.output, run, "--output", "the run folder")
-    from flowmo.folders.kinds import folder_kind
+    from flowmo.data.folder_kinds import folder_kind
 
     weights = "raw" if a.raw else "ema"
     if folder_kind(run) == "generator-run":  # a `flowmo train-generator` run: its generator folder

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 from flowmo.train.loop import INTERRUPTED_STATUS
 from flowmo.cli.options import add_common_arguments
-from flowmo.folders.kinds import check_folder_kind, check_outside_run
+from flowmo.data.folder_kinds import check_folder_kind, check_outside_run
 from flowmo.folders.imports import import_modules
 
 __all__ = ["main"]

@@ -19,7 +19,7 @@ and the CLI import from here; nothing here imports them.
 * :mod:`flowmo.samplers.noise` - the one per-image noise recipe for decoding with a seed.
 * :mod:`flowmo.data.listing` - the one folder listing (the same files in the same order for
   reconstruct, tokenize, eval, the trainer and token sets).
-* :mod:`flowmo.generators.layout`, :mod:`flowmo.data.token_shards` (+ :mod:`flowmo.data.token_set_reader`) - token layouts for a
+* :mod:`flowmo.data.token_layout`, :mod:`flowmo.data.token_shards` (+ :mod:`flowmo.data.token_set_reader`) - token layouts for a
   generator and labelled, sharded token sets.
 * :mod:`examples.fashion.idx`, :mod:`examples.fashion.data` - the IDX format and Fashion-MNIST.
 

@@ -12,7 +12,8 @@ import torch
 
 from PIL import Image
 
-from .images import check_size, image_to_tensor, resize_short_side
+from flowmo.data.image_sizes import check_size, resize_short_side
+from flowmo.data.images import image_to_tensor
 
 
 def _check_image_size(image_size) -> int:

@@ -38,7 +38,7 @@ def _item_name(ds: Any, i: int) -> Any:
     return ds.name(i) if isinstance(ds, TarShardDataset) else ds.files[i]
 
 
-def _folder_batches(ds: Any, indices: Sequence[int], batch_size: int, workers: int, skipped: list):
+def folder_batches(ds: Any, indices: Sequence[int], batch_size: int, workers: int, skipped: list):
     """``(images, ids)`` batches of the folder ``ds``'s images ``indices`` (loaded by ``workers``
     processes); the paths of unreadable files are appended to ``skipped`` instead."""
     loader = torch.utils.data.DataLoader(_Items(ds, indices), batch_size=batch_size, shuffle=False,
@@ -103,7 +103,7 @@ RELEASE_CROP = ("RGB (EXIF orientation applied, transparency on white), as the r
 
 
 def _builtin_names() -> list[str]:
-    from flowmo.data.folders import DEFAULT_HOLDOUT, available_photos
+    from flowmo.data.photos import DEFAULT_HOLDOUT, available_photos
 
     parts = ("full", "top_left", "top_right", "bottom_left", "bottom_right")
     return [f"{n}/{p}" for n in available_photos(DEFAULT_HOLDOUT) for p in parts]
@@ -129,7 +129,7 @@ def open_images(data: str, size: int, protocol: str) -> EvalImages:
     folder. Raises as ``ImageFolderDataset`` / ``TarShardDataset`` (``FileNotFoundError`` /
     ``ValueError``) for missing or empty data."""
     if data == "builtin":
-        from flowmo.data.folders import held_out_photos
+        from flowmo.data.photos import held_out_photos
 
         names = _builtin_names()
         info: dict[str, Any] = {

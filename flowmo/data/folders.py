@@ -28,34 +28,13 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from flowmo.folders.kinds import kind_note
+from flowmo.data.folder_kinds import kind_note
 from .listing import list_folder_images
 from .draws import _check_image_size, _check_nonneg_int, first_readable, square_crop
-from .images import (
-    IMAGE_EXTENSIONS,
-    decode_image,
-    open_image_file,
-    resized_size,
-)
-from .photos import (
-    BUILTIN_PHOTO_NAMES,
-    DEFAULT_HOLDOUT,
-    BuiltinPhotos,
-    available_photos,
-    held_out_photos,
-    load_photo,
-)
+from flowmo.data.images import IMAGE_EXTENSIONS, decode_image, open_image_file
+from flowmo.data.image_sizes import resized_size
 
-__all__ = [
-    "IMAGE_EXTENSIONS",
-    "ImageFolderDataset",
-    "BuiltinPhotos",
-    "BUILTIN_PHOTO_NAMES",
-    "DEFAULT_HOLDOUT",
-    "available_photos",
-    "load_photo",
-    "held_out_photos",
-]
+__all__ = ["ImageFolderDataset"]
 
 logger = logging.getLogger(__name__)
 

@@ -101,24 +101,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .image_modes import BACKGROUND, UnsupportedImageError, _png_rawmode, _tiff_tag, _to_rgb, check_convertible
-from .image_sizes import DEFAULT_PIXEL_LIMIT, center_crop, check_size, pixel_limit, resize_short_side, resized_size
+from .image_modes import UnsupportedImageError, _png_rawmode, _tiff_tag, _to_rgb, check_convertible
 
-__all__ = [
-    "IMAGE_EXTENSIONS",
-    "BACKGROUND",
-    "DEFAULT_PIXEL_LIMIT",
-    "UnsupportedImageError",
-    "check_convertible",
-    "check_size",
-    "decode_image",
-    "image_to_tensor",
-    "open_image_file",
-    "pixel_limit",
-    "resized_size",
-    "resize_short_side",
-    "center_crop",
-]
+__all__ = ["IMAGE_EXTENSIONS", "decode_image", "image_to_tensor", "open_image_file"]
 
 #: File extensions (lower case, without the dot) read from image folders by training, ``flowmo
 #: eval`` and the CLI's folder inputs: the formats Pillow decodes that hold photos or scans.

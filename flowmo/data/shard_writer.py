@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from flowmo.folders.kinds import kind_note
+from flowmo.data.folder_kinds import kind_note
 from .listing import list_folder_images
 from .shards import _META, EXTRA_HINT
 

@@ -59,7 +59,8 @@ import torch
 from torch.utils.data import Dataset
 
 from .draws import _check_image_size, _check_nonneg_int, first_readable, square_crop
-from .images import IMAGE_EXTENSIONS, decode_image, resized_size
+from flowmo.data.images import IMAGE_EXTENSIONS, decode_image
+from flowmo.data.image_sizes import resized_size
 
 __all__ = ["TarShardDataset", "expand_shards", "split_key", "member_path", "is_shard_pattern", "EXTRA_HINT",
            "IGNORED", "QUIET"]

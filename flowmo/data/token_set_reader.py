@@ -11,8 +11,9 @@ from typing import Any, Optional, Union
 
 import torch
 
-from flowmo.generators.layout import TokenLayout
-from .token_shards import INDEX_NAME, TOKEN_SET_FORMAT, TOKEN_SET_VERSION, TokenSet, _names
+from flowmo.data.token_layout import TokenLayout
+from flowmo.data.token_shards import INDEX_NAME, TOKEN_SET_VERSION, TokenSet, _names
+from flowmo.data.folder_kinds import TOKEN_SET_FORMAT
 from .tokens import read_tokens
 
 __all__ = ["read_token_set"]
@@ -81,7 +82,7 @@ def read_token_set(path: PathLike) -> TokenSet:
             interrupted ``flowmo tokenize``), an unreadable or malformed index (``unreadable
             index.json (...)``), a missing or inconsistent shard.
     """
-    from flowmo.folders.kinds import path_kind, wrong_kind
+    from flowmo.data.folder_kinds import path_kind, wrong_kind
 
     path = Path(path)
     expected = "a token set folder (flowmo tokenize --classes) or a labelled token file"

@@ -8,7 +8,7 @@ A token set is a folder::
     ...
 
 ``index.json`` holds ``format`` (``flowmo-token-set``), ``version``, ``fingerprint`` (the
-tokenizer spec's), ``layout`` (a :class:`~flowmo.generators.layout.TokenLayout` object),
+tokenizer spec's), ``layout`` (a :class:`~flowmo.data.token_layout.TokenLayout` object),
 ``classes`` (names; label i is ``classes[i]``), ``augment`` (e.g. ``["hflip"]``: each image was
 also tokenized mirrored) and ``shards`` (``[{"file": ..., "count": ...}]``, each file once) with ``count``, their
 total, and (when the writer was given it) ``tokenizer_weights``, the tokenizer's
@@ -39,14 +39,16 @@ from torch import Tensor
 from .files import atomic_write_text, fsync_dir
 from .images import IMAGE_EXTENSIONS
 from .listing import list_folder_images
-from flowmo.generators.layout import TokenLayout
+from flowmo.data.token_layout import TokenLayout
 from .tokens import write_tokens
+from flowmo.data.folder_kinds import TOKEN_SET_FORMAT
 
-__all__ = ["TokenSet", "TokenShardWriter", "read_token_set", "class_folder_images",
-           "TOKEN_SET_FORMAT", "TOKEN_SET_VERSION", "INDEX_NAME", "STAGING_PREFIX"]
+__all__ = [
+    "TokenSet", "TokenShardWriter", "class_folder_images", "TOKEN_SET_VERSION", "INDEX_NAME",
+    "STAGING_PREFIX",
+]
 
 PathLike = Union[str, os.PathLike]
-TOKEN_SET_FORMAT = "flowmo-token-set"
 TOKEN_SET_VERSION = "1"
 INDEX_NAME = "index.json"
 STAGING_PREFIX = ".partial-"
@@ -137,7 +139,7 @@ class TokenShardWriter:
     Args:
         folder: the output folder (created; must not hold a token set unless ``overwrite``).
         spec: the tokenizer's :class:`flowmo.FlowMoSpec`.
-        layout: its :class:`TokenLayout` (:func:`~flowmo.generators.layout.layout_for`).
+        layout: its :class:`TokenLayout` (:func:`~flowmo.data.token_layout.layout_for`).
         classes: the class names (a list or tuple of distinct strings).
         shard_size: images per shard (an int >= 1).
         augment: recorded in the index (what the caller tokenized beside the originals): a list or
@@ -323,4 +325,3 @@ def _holds_set(folder: Path) -> bool:
                                 or any(_is_shard_name(p.name) for p in folder.iterdir()))
 
 
-from .token_set_reader import read_token_set  # noqa: E402  (re-exported; it builds TokenSets)

@@ -9,7 +9,7 @@ names) and ``groups`` (``"true"``/``"false"``). Also importable from :mod:`flowm
 Labelled token files (the data of a class-conditional generator, see
 :mod:`flowmo.data.token_shards`) add an int64 tensor ``labels`` (N,) with values in
 [0, len(classes)) and the metadata ``classes`` (a JSON list of class names) and ``layout``
-(:meth:`flowmo.generators.layout.TokenLayout.to_json`). Files without them read as before,
+(:meth:`flowmo.data.token_layout.TokenLayout.to_json`). Files without them read as before,
 with ``labels``, ``classes`` and ``layout`` None.
 
 ``flowmo tokenize`` also records ``tokenizer_weights``, the digest of the weights that make the
@@ -31,12 +31,12 @@ import torch
 from torch import Tensor
 
 from .files import atomic_write
+from flowmo.data.folder_kinds import TOKEN_FORMAT
 
-__all__ = ["TokenFile", "TOKEN_FORMAT", "TOKEN_FORMAT_VERSION", "write_tokens", "read_tokens", "check_weights_digest"]
+__all__ = ["TokenFile", "TOKEN_FORMAT_VERSION", "write_tokens", "read_tokens", "check_weights_digest"]
 
 PathLike = Union[str, os.PathLike]
 
-TOKEN_FORMAT = "flowmo-tokens"
 TOKEN_FORMAT_VERSION = "1"
 
 
@@ -64,7 +64,7 @@ def write_tokens(path: PathLike, tokens: Tensor, *, spec: Any, sources: Sequence
     """Write a token file (see module docstring), atomically, creating parent folders.
 
     ``labels`` (int64 (N,), in [0, len(classes))) and ``classes`` come together or not at all;
-    ``layout`` is a :class:`~flowmo.generators.layout.TokenLayout` (or its JSON) whose fingerprint
+    ``layout`` is a :class:`~flowmo.data.token_layout.TokenLayout` (or its JSON) whose fingerprint
     must be ``spec``'s; ``tokenizer_weights`` is the tokenizer's
     :func:`~flowmo.state_dicts.token_weights_digest` (64 hex characters) or None (not recorded).
     TypeError / ValueError naming the argument otherwise."""
@@ -94,7 +94,7 @@ def write_tokens(path: PathLike, tokens: Tensor, *, spec: Any, sources: Sequence
         meta["classes"] = json.dumps(list(classes))
         data["labels"] = labels.detach().cpu().contiguous()
     if layout is not None:
-        from flowmo.generators.layout import TokenLayout
+        from flowmo.data.token_layout import TokenLayout
 
         layout = layout if isinstance(layout, TokenLayout) else TokenLayout.from_json(layout)
         if layout.fingerprint != meta["fingerprint"]:
@@ -134,7 +134,7 @@ def read_tokens(path: PathLike) -> TokenFile:
     anything else."""
     from safetensors import SafetensorError, safe_open
 
-    from flowmo.folders.kinds import path_kind, wrong_kind
+    from flowmo.data.folder_kinds import path_kind, wrong_kind
 
     path = Path(path)
     expected = "a token file (a .safetensors file written by flowmo tokenize)"
@@ -188,7 +188,7 @@ def read_tokens(path: PathLike) -> TokenFile:
             raise ValueError(f"{str(path)!r}: bad labels or classes ({e})") from None
     layout = meta.get("layout")
     if layout is not None:
-        from flowmo.generators.layout import TokenLayout
+        from flowmo.data.token_layout import TokenLayout
 
         try:
             parsed = TokenLayout.from_json(layout)

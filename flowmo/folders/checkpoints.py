@@ -108,7 +108,7 @@ def resolve_checkpoint(source: Path, step: Optional[int] = None, *, kind: str = 
         return source, source.parent.parent
     if not source.exists():
         raise FileNotFoundError(f"{source} does not exist (expected a {kind} folder or a checkpoint folder)")
-    from flowmo.folders.kinds import wrong_kind
+    from flowmo.data.folder_kinds import wrong_kind
 
     raise wrong_kind(source, "", f"a {kind} folder or a checkpoint folder", "run")  # the kind found, named
 

@@ -11,17 +11,21 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
 
 import torch
 
 from flowmo.data.files import atomic_write
-from flowmo.folders.kinds import check_folder_kind, describe_path, path_kind, wrong_kind
-from flowmo.folders.imports import IMPORTS_KEY, check_module_names
+from flowmo.data.folder_kinds import check_folder_kind, describe_path, path_kind, wrong_kind
+from flowmo.folders.imports import IMPORTS_KEY, check_module_names, check_recorded_modules, unknown_component_message
+from flowmo.registry import GENERATORS, UnknownComponentError
 from flowmo.state_dicts import StateDictMismatchError, check_finite, check_state_dict
 
+if TYPE_CHECKING:  # pragma: no cover
+    from flowmo.generators.base import TokenGenerator
+
 __all__ = ["GENERATOR_FORMAT", "GENERATOR_CONFIG_NAME", "GENERATOR_WEIGHTS_NAME", "read_generator_config",
-           "generator_modules", "save_generator_folder", "load_generator_folder"]
+           "generator_modules", "save_generator_folder", "load_generator_folder", "load_generator"]
 
 GENERATOR_FORMAT = "flowmo-generator"
 GENERATOR_CONFIG_NAME = "config.json"
@@ -239,3 +243,37 @@ def generator_modules(cls: type) -> list[str]:
     return [entry.module]
 
 
+def load_generator(directory: PathLike, *, device: Union[str, torch.device, None] = None) -> "TokenGenerator":
+    """The generator saved in ``directory``, its class found by the folder's recorded name through
+    :data:`flowmo.GENERATORS` (eval mode; its :attr:`~TokenGenerator.metadata` holds the folder's).
+
+    Args:
+        directory: a folder written by :meth:`flowmo.generators.TokenGenerator.save_pretrained`.
+        device: where to put it (None: the CPU, where it is loaded).
+
+    Raises:
+        FileNotFoundError: no such folder, or a file of it is missing.
+        ValueError: a damaged config; a generator name that is not registered (naming the module
+            the folder records under ``"imports"`` to import first: loading never imports a module
+            by itself); a recorded module that is not imported, or a name registered now by
+            another module; weights that do not fit.
+    """
+    doc = read_generator_config(directory)
+    path = str(Path(directory) / GENERATOR_CONFIG_NAME)
+    name, recorded = doc["generator"], doc["imports"]
+    if name not in GENERATORS:
+        err = UnknownComponentError(f"unknown token generator {name!r}", GENERATORS.kind, name)
+        raise ValueError(unknown_component_message([err], recorded, path))
+    entry = GENERATORS.get(name)
+    cls = entry.factory
+    if not (isinstance(cls, type) and issubclass(cls, GENERATORS.interface)):
+        raise ValueError(f"{path}: the token generator {name!r} is registered as a factory function "
+                         f"({getattr(cls, '__qualname__', cls)!r}), not a TokenGenerator class; only a class "
+                         "registered under its name can be loaded from a folder")
+    fields = {k: v for k, v in doc["config"].items() if k not in GENERATORS.wiring}
+    try:
+        spec = GENERATORS.spec_base.model_validate({"name": name, **fields})
+    except ValueError as e:
+        raise ValueError(f"{path}: its config is not a valid {name!r} spec: {e}") from None
+    check_recorded_modules(spec, recorded, path)
+    return cls.from_pretrained(directory, device=device)

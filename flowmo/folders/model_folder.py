@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Mapping, Optional, Union
 import torch
 
 from flowmo.data.files import atomic_write
-from flowmo.folders.kinds import check_folder_kind, describe_path, path_kind, wrong_kind
+from flowmo.data.folder_kinds import check_folder_kind, describe_path, path_kind, wrong_kind
 from flowmo.folders.imports import (
     IMPORTS_KEY,
     check_module_names,

@@ -16,9 +16,11 @@ Every generator is registered in :data:`flowmo.GENERATORS` (wiring: ``vocab_size
 """
 
 from .autoregressive import AutoregressiveGenerator
-from .base import GenerationOutput, TokenGenerator, check_constructed, generator_modules, read_generator_config
+from flowmo.generators.base import GenerationOutput, TokenGenerator, check_constructed
+from flowmo.folders.generator_folder import generator_modules, read_generator_config
 from .maskgit import MaskGiT
-from .pipeline import (GeneratedImages, check_tokenizer, class_names, generate_images, load_generator,
+from flowmo.folders.generator_folder import load_generator
+from .pipeline import (GeneratedImages, check_tokenizer, class_names, generate_images,
                        recorded_layout, resolve_classes, sequences_to_code)
 from .sampling import guide, gumbel_noise, sample_logits, top_k_filter
 from .schedule import (cosine_gamma, decoding_mask_count, decoding_schedule, random_mask, sample_mask_counts,

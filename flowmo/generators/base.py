@@ -27,18 +27,9 @@ from torch import Tensor, nn
 from flowmo.objectives import LossOutput
 
 from ._checks import check_generator, check_index_tensor, check_int, check_real, check_top_k
-from flowmo.folders.generator_folder import (
-    GENERATOR_CONFIG_NAME,
-    GENERATOR_FORMAT,
-    GENERATOR_WEIGHTS_NAME,
-    generator_modules,
-    load_generator_folder,
-    read_generator_config,
-    save_generator_folder,
-)
+from flowmo.folders.generator_folder import load_generator_folder, save_generator_folder
 
-__all__ = ["GenerationOutput", "TokenGenerator", "GENERATOR_FORMAT", "GENERATOR_CONFIG_NAME",
-           "GENERATOR_WEIGHTS_NAME", "read_generator_config", "check_constructed", "generator_modules"]
+__all__ = ["GenerationOutput", "TokenGenerator", "check_constructed"]
 
 
 PathLike = Union[str, os.PathLike]
@@ -272,7 +263,7 @@ class TokenGenerator(nn.Module, ABC):
             TypeError: ``metadata`` not a JSON-able mapping.
             ValueError: ``directory`` holds another kind of folder's ``config.json`` (a tokenizer
                 model folder, a training run, a file flowmo does not know:
-                :func:`flowmo.folders.kinds.check_folder_kind`); a generator folder is overwritten.
+                :func:`flowmo.data.folder_kinds.check_folder_kind`); a generator folder is overwritten.
         """
         return save_generator_folder(self, directory, metadata)
 

@@ -2,7 +2,7 @@
 them through the tokenizer that made the generator's training tokens.
 
 A generator folder (:meth:`TokenGenerator.save_pretrained`) records, in its ``metadata``, the
-token layout its sequences follow (``"layout"``: :meth:`flowmo.generators.layout.TokenLayout.to_json`
+token layout its sequences follow (``"layout"``: :meth:`flowmo.data.token_layout.TokenLayout.to_json`
 or the same object as a dict), the tokenizer's spec fingerprint (``"tokenizer_fingerprint"``), the
 digest of the weights that make the tokenizer's tokens (``"tokenizer_weights"``:
 :func:`flowmo.state_dicts.token_weights_digest`, or the whole model's digest in folders written
@@ -21,63 +21,24 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
 from flowmo.samplers.noise import image_noise
-from flowmo.generators.layout import TokenLayout
+from flowmo.data.token_layout import TokenLayout
 from flowmo.data.tokens import check_weights_digest
-from flowmo.folders.imports import check_recorded_modules, unknown_component_message
 from flowmo.nets.frozen import evaluating
-from flowmo.registry import GENERATORS, UnknownComponentError
 from flowmo.state_dicts import makes_the_same_tokens, token_weights_digest
 
 from ._checks import check_int
-from .base import GENERATOR_CONFIG_NAME, TokenGenerator, read_generator_config
+from flowmo.generators.base import TokenGenerator
 
-__all__ = ["load_generator", "recorded_layout", "class_names", "resolve_classes", "check_tokenizer",
+__all__ = ["recorded_layout", "class_names", "resolve_classes", "check_tokenizer",
            "sequences_to_code", "GeneratedImages", "generate_images"]
 
 PathLike = Union[str, os.PathLike]
-
-
-def load_generator(directory: PathLike, *, device: Union[str, torch.device, None] = None) -> TokenGenerator:
-    """The generator saved in ``directory``, its class found by the folder's recorded name through
-    :data:`flowmo.GENERATORS` (eval mode; its :attr:`~TokenGenerator.metadata` holds the folder's).
-
-    Args:
-        directory: a folder written by :meth:`TokenGenerator.save_pretrained`.
-        device: where to put it (None: the CPU, where it is loaded).
-
-    Raises:
-        FileNotFoundError: no such folder, or a file of it is missing.
-        ValueError: a damaged config; a generator name that is not registered (naming the module
-            the folder records under ``"imports"`` to import first: loading never imports a module
-            by itself); a recorded module that is not imported, or a name registered now by
-            another module; weights that do not fit.
-    """
-    doc = read_generator_config(directory)
-    path = str(Path(directory) / GENERATOR_CONFIG_NAME)
-    name, recorded = doc["generator"], doc["imports"]
-    if name not in GENERATORS:
-        err = UnknownComponentError(f"unknown token generator {name!r}", GENERATORS.kind, name)
-        raise ValueError(unknown_component_message([err], recorded, path))
-    entry = GENERATORS.get(name)
-    cls = entry.factory
-    if not (isinstance(cls, type) and issubclass(cls, TokenGenerator)):
-        raise ValueError(f"{path}: the token generator {name!r} is registered as a factory function "
-                         f"({getattr(cls, '__qualname__', cls)!r}), not a TokenGenerator class; only a class "
-                         "registered under its name can be loaded from a folder")
-    fields = {k: v for k, v in doc["config"].items() if k not in GENERATORS.wiring}
-    try:
-        spec = GENERATORS.spec_base.model_validate({"name": name, **fields})
-    except ValueError as e:
-        raise ValueError(f"{path}: its config is not a valid {name!r} spec: {e}") from None
-    check_recorded_modules(spec, recorded, path)
-    return cls.from_pretrained(directory, device=device)
 
 
 # ----------------------------------------------------------------------------- metadata
@@ -169,7 +130,7 @@ def check_tokenizer(generator: TokenGenerator, tokenizer: Any, layout: Optional[
         layout = recorded_layout(generator.metadata)
         if layout is None:
             raise ValueError("the generator records no token layout (metadata \"layout\"): pass layout= (a TokenLayout, "
-                             "e.g. flowmo.generators.layout.layout_for(tokenizer)) to say how its sequences map to the "
+                             "e.g. flowmo.data.token_layout.layout_for(tokenizer)) to say how its sequences map to the "
                              "tokenizer's tokens")
     elif not isinstance(layout, TokenLayout):
         raise TypeError(f"layout must be a TokenLayout or None, got {type(layout).__name__}")

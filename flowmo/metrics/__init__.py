@@ -68,7 +68,10 @@ MPS) fall back to the CPU; elsewhere the result stays on the input's device.
 """
 
 from flowmo.metrics.eight_bit import quantise_pair, release_originals, to_uint8
-from flowmo.metrics.evaluator import Evaluator, codebook_statistics, evaluate_model, image_noise
+from flowmo.metrics.evaluator import Evaluator
+from flowmo.metrics.codebook import codebook_statistics
+from flowmo.samplers.noise import image_noise
+from flowmo.metrics.run import evaluate_model
 from flowmo.metrics.feature_stats import FeatureStats, feature_statistics
 from flowmo.metrics.frechet import frechet_distance
 from flowmo.metrics.inputs import ORIGINALS_TOL, PROTOCOLS

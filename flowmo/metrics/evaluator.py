@@ -69,47 +69,21 @@ import torch
 from torch import Tensor, nn
 
 from flowmo.devices import check_device
-from flowmo.samplers.noise import image_noise
 from flowmo.nets.frozen import evaluating
 from flowmo.metrics.collectives import computed_on_rank0, gather_objects, world_and_rank
-from flowmo.metrics.codebook import DENSE_CODEBOOK_LIMIT, codebook_statistics, count_tokens
-from flowmo.metrics.conventions import (
-    CONVENTIONS,
-    FID_CONVENTION,
-    LPIPS_CONVENTION,
-    LPIPS_NETS,
-    PSNR5_CONVENTION,
-    PSNR_CONVENTION,
-    QUANTISATION,
-    SSIM_CONVENTION,
-)
+from flowmo.metrics.codebook import count_tokens
+from flowmo.metrics.conventions import LPIPS_NETS
 from flowmo.metrics.state import Accumulated, Merged, _to_id_array, select_examples
-from flowmo.metrics.networks import NetworksMixin, file_sha256
-from flowmo.metrics.eight_bit import quantise_pair
+from flowmo.metrics.networks import file_sha256, how_to_get, name_hash_ok, resolve_net_files, unavailable
+from flowmo.metrics.eight_bit import quantise_pair, release_originals
 from flowmo.metrics.inputs import _check_protocol
 from flowmo.metrics.pixel import per_image_values
 
-__all__ = [
-    "Evaluator",
-    "evaluate_model",
-    "image_noise",
-    "codebook_statistics",
-    "file_sha256",
-    "LPIPS_NETS",
-    "DENSE_CODEBOOK_LIMIT",
-    # kept importable from here (they live in flowmo.metrics.conventions)
-    "QUANTISATION",
-    "CONVENTIONS",
-    "PSNR_CONVENTION",
-    "PSNR5_CONVENTION",
-    "SSIM_CONVENTION",
-    "LPIPS_CONVENTION",
-    "FID_CONVENTION",
-]
+__all__ = ["Evaluator"]
 
 
 # ---------------------------------------------------------------------------------------------- evaluator
-class Evaluator(NetworksMixin):
+class Evaluator:
     """Streaming reconstruction metrics; see the module docstring for every convention.
 
     Args:
@@ -342,6 +316,62 @@ class Evaluator(NetworksMixin):
         return m.results(protocol=self.protocol, metric_names=self.metric_names, unavailable=self.unavailable,
                          bits_per_pixel=self.bits_per_pixel, net_info=self.net_info)
 
+    # ------------------------------------------------------------------ networks
+    def _add_explicit(self, metric: str, module: nn.Module) -> None:
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"the network for {metric} must be a torch.nn.Module, got {type(module).__name__}")
+        self.nets[metric] = module  # run under flowmo.nets.frozen.evaluating: its own mode is left alone
+        self.net_info[metric] = {
+            "source": "explicit module given by the caller",
+            "note": "weights unknown to the evaluator: comparable to published numbers only if the module "
+                    "holds the standard pretrained weights",
+        }
 
-# the run over a data set lives in flowmo.metrics.run (it builds an Evaluator); kept importable from here
-from flowmo.metrics.run import evaluate_model  # noqa: E402
+    def _add_from_files(self, metric: str, net: str) -> None:
+        from flowmo.nets import inception_fid, lpips_alex, lpips_vgg
+
+        found, missing = resolve_net_files(net, self.weights_dir)
+        if missing:
+            self.unavailable[metric] = unavailable(missing, how_to_get(net, missing, self.weights_dir))
+            return
+        if net == "inception_fid":
+            module = inception_fid(weights_path=found["inception_fid"])
+        elif net == "lpips_vgg":
+            module = lpips_vgg(weights_path=found["lpips_vgg_heads"], trunk_weights_path=found["vgg16"])
+        else:
+            module = lpips_alex(weights_path=found["lpips_alex_heads"], trunk_weights_path=found["alexnet"])
+        self.nets[metric] = module
+        self.net_info[metric] = {"source": "weight files", "files": [str(p) for p in found.values()]}
+
+    def weight_files(self, hashes: bool = True) -> list[dict]:
+        """The weight files used: network, file name, path and (with ``hashes``) SHA-256, plus
+        whether the hash prefix in a torch hub name matches it (None for names without one)."""
+        out = []
+        for metric, info in self.net_info.items():
+            for p in info.get("files", []):
+                entry: dict[str, Any] = {"metric": metric, "file": Path(p).name, "path": str(p)}
+                if hashes:
+                    sha = self._hash_cache.get(p) or file_sha256(p)
+                    self._hash_cache[p] = sha
+                    entry["sha256"] = sha
+                    entry["name_hash_ok"] = name_hash_ok(Path(p).name, sha)
+                out.append(entry)
+        return out
+
+    def _net(self, metric: str, device: torch.device) -> nn.Module:
+        net = self.nets[metric]
+        if self._net_device.get(metric) != device:
+            net.to(device)
+            self._net_device[metric] = device
+        return net
+
+    def _network_inputs(self, originals: Tensor, reconstructions: Tensor, o8: Tensor, r8: Tensor,
+                        dev: torch.device) -> tuple[Tensor, Tensor]:
+        """The [-1, 1] float32 images LPIPS and Inception see under the protocol."""
+        if self.protocol == "release":
+            # the release feeds its float images: loader originals, clamped reconstructions, both
+            # through (x + 1) / 2 (and back by 2 * y - 1 for LPIPS / inside the FID Inception)
+            of = release_originals(originals).to(dev)
+            rf = reconstructions.to(device=dev, dtype=torch.float32).clamp(-1.0, 1.0)
+            return ((of + 1.0) / 2.0) * 2.0 - 1.0, ((rf + 1.0) / 2.0) * 2.0 - 1.0
+        return o8.to(dev).float() / 127.5 - 1.0, r8.to(dev).float() / 127.5 - 1.0

@@ -49,7 +49,6 @@ from flowmo.metrics.generative_inputs import (
     CONVENTIONS,
     FEATURE_LAYERS,
     METRICS,
-    NETWORK_NAME,
     _check_int,
     _device,
     _image_handling,
@@ -61,8 +60,7 @@ from flowmo.metrics.generative_inputs import (
 from flowmo.metrics.frechet import frechet_distance
 from flowmo.metrics.reference_stats import ReferenceStats, check_network, load_reference_stats
 
-__all__ = ["evaluate_generation", "measure_reference", "GenerationResult", "ReferenceStats",
-           "load_reference_stats", "METRICS", "FEATURE_LAYERS", "NETWORK_NAME"]
+__all__ = ["evaluate_generation", "measure_reference", "GenerationResult"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 Images = Union[PathLike, torch.Tensor]
@@ -103,7 +101,7 @@ def _prepare(*, k, splits, batch_size, limit, image_size):
     batch_size = _check_int(batch_size, "batch_size", 1)
     limit = _check_int(limit, "limit", 1, allow_none=True)
     if image_size is not None:
-        from flowmo.data.images import check_size
+        from flowmo.data.image_sizes import check_size
 
         image_size = check_size(image_size)
     return k, splits, batch_size, limit, image_size

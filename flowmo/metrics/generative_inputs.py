@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator, Optional, Union
 import numpy as np
 import torch
 
-from flowmo.folders.kinds import kind_note
+from flowmo.data.folder_kinds import kind_note
 from flowmo.metrics.generation import SPATIAL_DIM, inception_features
 from flowmo.metrics.feature_stats import FeatureStats
 
@@ -125,7 +125,8 @@ class _Source:
         self.count = len(self.files)
 
     def _load(self, path: Path) -> torch.Tensor:
-        from flowmo.data.images import center_crop, decode_image, image_to_tensor, resize_short_side
+        from flowmo.data.image_sizes import center_crop, resize_short_side
+        from flowmo.data.images import decode_image, image_to_tensor
 
         img = decode_image(path)
         if self.image_size is not None:

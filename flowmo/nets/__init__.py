@@ -15,15 +15,10 @@ from .lpips import LPIPS, lpips_alex, lpips_vgg
 from .resnet import ResNet50, resnet50
 from .vgg import VGG16, vgg16
 from . import distances  # noqa: F401  registers lpips_vgg, lpips_alex, resnet50_logits, ssim
-from .weights import (
-    ENV_VAR,
-    MissingWeightsError,
-    WeightsFormatError,
-    freeze,
-    load_weights,
-    required_files,
-    resolve_weights,
-)
+from flowmo.nets.weights import ENV_VAR, MissingWeightsError, load_weights, resolve_weights
+from flowmo.nets.weight_io import WeightsFormatError
+from flowmo.nets.frozen import freeze
+from flowmo.nets.weight_specs import required_files
 
 __all__ = [
     "AlexNet",

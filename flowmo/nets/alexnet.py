@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import os
 
-import torch
 from torch import nn
 
-from .weights import TappedTrunk, instantiate
+from flowmo.nets.frozen import TappedTrunk
+from flowmo.nets.weights import instantiate
 
 __all__ = ["AlexNet", "ALEXNET_LPIPS_TAPS", "ALEXNET_LPIPS_CHANNELS", "alexnet"]
 

@@ -47,7 +47,8 @@ from ..registry import PERCEPTUAL_DISTANCES
 from ..spec import PerceptualSpec, SpecBool
 from .lpips import lpips_alex, lpips_vgg
 from .resnet import resnet50
-from .weights import WEIGHT_SPECS, MissingWeightsError, resolve_weights
+from flowmo.nets.weight_specs import WEIGHT_SPECS
+from flowmo.nets.weights import MissingWeightsError, resolve_weights
 
 __all__ = [
     "LPIPSVGGSpec",

@@ -38,7 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .weights import Freezable, instantiate
+from flowmo.nets.frozen import Freezable
+from flowmo.nets.weights import instantiate
 
 __all__ = [
     "BasicConv2d",

@@ -30,7 +30,10 @@ from torch import nn
 
 from .alexnet import ALEXNET_LPIPS_CHANNELS, AlexNet
 from .vgg import VGG16, VGG16_LPIPS_CHANNELS
-from .weights import WEIGHT_SPECS, Freezable, apply_state_dict, freeze, read_state_dict, resolve_weights
+from flowmo.nets.weight_specs import WEIGHT_SPECS
+from flowmo.nets.frozen import Freezable, freeze
+from flowmo.nets.weight_io import apply_state_dict, read_state_dict
+from flowmo.nets.weights import resolve_weights
 
 __all__ = ["LPIPS", "LinHead", "lpips_vgg", "lpips_alex", "LPIPS_SHIFT", "LPIPS_SCALE"]
 

@@ -14,7 +14,8 @@ import os
 import torch
 from torch import nn
 
-from .weights import Freezable, instantiate
+from flowmo.nets.frozen import Freezable
+from flowmo.nets.weights import instantiate
 
 __all__ = ["Bottleneck", "ResNet50", "resnet50"]
 

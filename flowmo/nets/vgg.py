@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import os
 
-import torch
 from torch import nn
 
-from .weights import TappedTrunk, instantiate
+from flowmo.nets.frozen import TappedTrunk
+from flowmo.nets.weights import instantiate
 
 __all__ = ["VGG16", "VGG16_CFG", "VGG16_LPIPS_TAPS", "VGG16_LPIPS_CHANNELS", "vgg16"]
 

@@ -38,28 +38,13 @@ from typing import Callable, Iterable, TypeVar
 import torch
 from torch import nn
 
-from .frozen import Freezable, TappedTrunk, freeze
-from .weight_io import WeightsFormatError, apply_state_dict, read_state_dict
-from .weight_specs import NET_WEIGHTS, WEIGHT_SPECS, WeightSpec, _spec, required_files
+from .frozen import freeze
+from .weight_io import apply_state_dict, read_state_dict
+from .weight_specs import _spec
 
 __all__ = [
-    "ENV_VAR",
-    "hub_checkpoints_dir",
-    "MissingWeightsError",
-    "WeightsFormatError",
-    "WeightSpec",
-    "WEIGHT_SPECS",
-    "NET_WEIGHTS",
-    "required_files",
-    "search_locations",
-    "resolve_weights",
-    "read_state_dict",
-    "apply_state_dict",
-    "load_weights",
-    "instantiate",
-    "freeze",
-    "Freezable",
-    "TappedTrunk",
+    "ENV_VAR", "hub_checkpoints_dir", "MissingWeightsError", "search_locations", "resolve_weights",
+    "load_weights", "instantiate",
 ]
 
 ENV_VAR = "FLOWMO_WEIGHTS_DIR"

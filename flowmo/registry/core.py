@@ -286,7 +286,7 @@ class Registry(Generic[T]):
 
 
 def _generic_spec_base(registry: Registry) -> type:
-    from ..spec import ComponentSpec
+    from .spec_base import ComponentSpec
 
     class KindSpec(ComponentSpec):
         kind_base: typing.ClassVar[bool] = True

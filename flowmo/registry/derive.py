@@ -143,8 +143,9 @@ def _strict_type(tp: Any) -> Any:
     (``Any``, ``object``, tensors, paths, ...) and for containers without item types."""
     from pydantic import AfterValidator, BaseModel, BeforeValidator
 
-    from ..spec import SpecBool, SpecFloat, SpecInt, SpecModel
-    from ..spec.scalars import strict_literal
+    from .scalars import SpecBool, SpecFloat, SpecInt
+    from .spec_base import SpecModel
+    from .scalars import strict_literal
 
     if tp is bool:
         return SpecBool

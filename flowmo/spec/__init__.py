@@ -9,14 +9,14 @@ every field of every component.
 Specs are data: a FlowMoSpec fully determines the model's architecture, its training
 losses and its default sampler, and round-trips through JSON.
 
-The package: :mod:`~flowmo.spec.scalars` (strict scalar field types, field ranges),
-:mod:`~flowmo.spec.base` (SpecModel, ComponentSpec, LossTerm), :mod:`~flowmo.spec.components`
+The package: :mod:`~flowmo.registry.scalars` (strict scalar field types, field ranges),
+:mod:`~flowmo.registry.spec_base` (SpecModel, ComponentSpec, LossTerm), :mod:`~flowmo.spec.components`
 (the component kinds' specs), :mod:`~flowmo.spec.sampling` (grids, solvers, guidance, the
-sampler), :mod:`~flowmo.spec.model` (FlowMoSpec) and :mod:`~flowmo.spec.editing`
+sampler), :mod:`~flowmo.spec.model` (FlowMoSpec) and :mod:`~flowmo.registry.spec_base`
 (``replace`` and the merge rules).
 """
 
-from .base import ComponentSpec, LossTerm, SpecModel
+from flowmo.registry.spec_base import ComponentSpec, LossTerm, SpecModel
 from .components import (
     BackboneSpec,
     FatLogitNormalTimeSpec,
@@ -35,10 +35,10 @@ from .components import (
     TimeSamplerSpec,
     UniformTimeSpec,
 )
-from .editing import merge_data, replace_spec
+from flowmo.registry.spec_base import merge_data, replace_spec
 from .model import FlowMoSpec
 from .sampling import GuidanceSpec, KnotsGridSpec, PowGridSpec, SamplerSpec, ShiftedGridSpec, SolverSpec, TimeGridSpec, sigma_to_t
-from .scalars import (
+from flowmo.registry.scalars import (
     MAX_ATTN_SCALE,
     MAX_CHAIN_STEPS,
     MAX_DEPTH,

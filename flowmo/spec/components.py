@@ -20,9 +20,9 @@ from ..registry import (
     TIME_SAMPLERS,
     Registry,
 )
-from .base import ComponentSpec, LossTerm
+from flowmo.registry.spec_base import ComponentSpec, LossTerm
 from .sampling import SamplerSpec, TimeGridSpec
-from .scalars import (
+from flowmo.registry.scalars import (
     MAX_ATTN_SCALE,
     MAX_CHAIN_STEPS,
     MAX_DEPTH,

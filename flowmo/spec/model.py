@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, SerializeAsAny, model_validator
 
 from ..registry import QUANTIZERS
-from .base import LossTerm, SpecModel
+from flowmo.registry.spec_base import LossTerm, SpecModel
 from .components import (
     BackboneSpec,
     FatLogitNormalTimeSpec,
@@ -26,9 +26,9 @@ from .components import (
     RectifiedFlowLossSpec,
     TimeSamplerSpec,
 )
-from .editing import replace_spec
+from flowmo.registry.spec_base import replace_spec
 from .sampling import SamplerSpec
-from .scalars import MAX_IMAGE_SIZE, MAX_TOKENS, SpecInt, _is_bool
+from flowmo.registry.scalars import MAX_IMAGE_SIZE, MAX_TOKENS, SpecInt, is_bool
 
 
 PRESET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -41,7 +41,7 @@ def check_preset_name(name: Any, what: str) -> str:
     ``--sampler`` would parse it as JSON) and is not a global preset's name (``release``, ``fast``,
     or one added to :data:`flowmo.samplers.SAMPLER_PRESETS`: the model's would silently mean
     something else). ValueError naming ``what`` otherwise."""
-    from ..samplers.presets import SAMPLER_PRESETS
+    from .sampling import SAMPLER_PRESETS
 
     if not isinstance(name, str) or not PRESET_NAME.fullmatch(name):
         raise ValueError(f"{what}: a preset name must be letters, digits, '_', '-' or '.' (starting with a letter or "
@@ -241,7 +241,7 @@ def _declared_terms(part: str, spec: Any) -> list[LossTerm]:
         if not isinstance(name, str) or not name:
             raise ValueError(f"{where}: loss_terms() entry {i}: the name must be a non-empty str, got {name!r}")
         try:
-            w = float(weight) if isinstance(weight, numbers.Real) and not _is_bool(weight) else math.nan
+            w = float(weight) if isinstance(weight, numbers.Real) and not is_bool(weight) else math.nan
         except (OverflowError, TypeError, ValueError):
             w = math.nan
         if not math.isfinite(w):

@@ -5,13 +5,21 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal, Mapping, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
 
 from ..registry import SOLVERS, TIME_GRIDS, Registry
-from .base import ComponentSpec, SpecModel
-from .scalars import MAX_SAMPLER_STEPS, POW_P_RANGE, SHIFT_RANGE, SpecBool, SpecFloat, SpecInt, _is_bool
+from flowmo.registry.spec_base import ComponentSpec, SpecModel
+from flowmo.registry.scalars import (
+    MAX_SAMPLER_STEPS,
+    POW_P_RANGE,
+    SHIFT_RANGE,
+    SpecBool,
+    SpecFloat,
+    SpecInt,
+    is_bool,
+)
 
 
 class TimeGridSpec(ComponentSpec):
@@ -101,7 +109,7 @@ class GuidanceSpec(SpecModel):
                 raise ValueError("give guidance.interval (in t) or guidance.interval_sigma, not both")
             if sig is not None:
                 if (not isinstance(sig, (list, tuple)) or len(sig) != 2
-                        or not all(isinstance(x, numbers.Real) and not _is_bool(x) for x in sig)):
+                        or not all(isinstance(x, numbers.Real) and not is_bool(x) for x in sig)):
                     raise ValueError(f"interval_sigma must be a pair [lo, hi] of numbers, got {sig!r}")
                 lo, hi = (float(x) for x in sig)
                 if not (math.isfinite(lo) and math.isfinite(hi)) or lo < 0 or hi < lo:
@@ -144,10 +152,30 @@ class SamplerSpec(SpecModel):
     def _preset_name(cls, data: Any) -> Any:
         if not isinstance(data, str):
             return data
-        from ..samplers.presets import SAMPLER_PRESETS  # imported here: the presets module imports this one
 
         if data not in SAMPLER_PRESETS:
             raise ValueError(f"unknown sampler preset {data!r}; available: {', '.join(SAMPLER_PRESETS)} "
                              "(or give a SamplerSpec or a dict of its fields)")
         preset = SAMPLER_PRESETS[data]
         return preset.model_dump() if isinstance(preset, BaseModel) else preset
+
+
+SAMPLER_PRESETS: dict[str, SamplerSpec] = {}
+"""Named sampler settings (``model.decode(code, sampler="fast")``, ``--sampler fast``): name ->
+:class:`SamplerSpec`. :mod:`flowmo.samplers` adds the built-in ones once the grids and solvers
+they name are registered ("release": the release's 25 Euler steps; "fast": 8); add your own here."""
+
+
+def resolve_preset(name: str, model_presets: Optional[Mapping[str, SamplerSpec]] = None) -> SamplerSpec:
+    """The sampler a preset ``name`` stands for: the model's own preset of that name
+    (``FlowMoSpec.sampler_presets``, e.g. a few-step decoder's ``"distillation-4"``) when it
+    has one, else the global :data:`SAMPLER_PRESETS` entry. Raises ValueError listing both
+    kinds of names when neither has it."""
+    model_presets = model_presets or {}
+    if name in model_presets:
+        return model_presets[name]
+    if name in SAMPLER_PRESETS:
+        return SamplerSpec.model_validate(name)
+    own = f"; this model's own: {', '.join(model_presets)}" if model_presets else ""
+    raise ValueError(f"unknown sampler preset {name!r}; global presets: {', '.join(SAMPLER_PRESETS)}{own} "
+                     "(or give a SamplerSpec or a dict of its fields)")

@@ -50,7 +50,8 @@ class EvaluationMixin:
         training shards (:class:`flowmo.data.shards.TarShardDataset`), an unreadable one skipped
         with its id (as ``flowmo eval --limit n`` skips it), so image id i decodes from the same
         noise here and in ``flowmo eval``."""
-        from ..data.folders import ImageFolderDataset, held_out_photos
+        from ..data.folders import ImageFolderDataset
+        from ..data.photos import held_out_photos
 
         n = self.tc.eval.images
         s = self.config.model.image_size

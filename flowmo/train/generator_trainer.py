@@ -30,9 +30,9 @@ import torch
 from torch import Tensor, nn
 
 from ..data.files import atomic_write_text
-from flowmo.generators.layout import TokenLayout
-from ..data.token_shards import read_token_set
-from flowmo.folders.kinds import check_outside_run
+from flowmo.data.token_layout import TokenLayout
+from ..data.token_set_reader import read_token_set
+from flowmo.data.folder_kinds import check_outside_run
 from ..generators.base import TokenGenerator
 from ..generators.build import build_generator
 from flowmo.folders.checkpoints import CheckpointError, load_checkpoint, resolve_checkpoint
@@ -217,7 +217,7 @@ def export_generator(source: Union[str, Path], out: Union[str, Path], *, weights
         FileNotFoundError: no run/checkpoint folder, no checkpoint, or the run's records missing.
         ValueError: an unknown ``weights``, a missing ``step``, or a checkpoint without EMA weights
             when ``weights="ema"`` (CheckpointError); an ``out`` that is the run folder or inside its
-            ``checkpoints/`` (:func:`flowmo.folders.kinds.check_outside_run`) or holding another kind of folder.
+            ``checkpoints/`` (:func:`flowmo.data.folder_kinds.check_outside_run`) or holding another kind of folder.
     """
     if weights not in ("ema", "raw"):
         raise ValueError(f"weights must be 'ema' or 'raw', got {weights!r}")

@@ -47,7 +47,7 @@ def init_from_spec(folder: Path, *, needed: bool = False) -> Optional[Any]:
     with ``needed`` that is a FileNotFoundError saying to give the config a ``model`` section.
     FileNotFoundError for a folder of none of these kinds; ValueError for an invalid config or a
     folder of another kind (a generator's, a token set: the kind named)."""
-    from flowmo.folders.kinds import path_kind, wrong_kind
+    from flowmo.data.folder_kinds import path_kind, wrong_kind
     from .config import read_train_config
 
     folder = Path(folder)

@@ -23,7 +23,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from ..devices import parse_device
 from ..spec import MAX_SAMPLER_STEPS, SpecBool, SpecFloat, SpecInt
-from ..spec.base import OneLineErrors
+from flowmo.registry.spec_base import OneLineErrors
 
 __all__ = [
     "DataConfig", "OptimConfig", "EMAConfig", "CheckpointConfig", "LogConfig", "EvalConfig", "TrainSpec",

@@ -180,7 +180,8 @@ class Trainer(EvaluationMixin, FreezingMixin, InitFromMixin, TrainerBase):
 
     # ---------------------------------------------------------------- data
     def _dataset(self):
-        from ..data.folders import BuiltinPhotos, ImageFolderDataset
+        from ..data.folders import ImageFolderDataset
+        from ..data.photos import BuiltinPhotos
 
         d = self.tc.data
         s = self.config.model.image_size

@@ -86,7 +86,7 @@ def test_held_out_calibration_matches_the_issue():
     """Issue 10 lists the thumbnail figures on the held-out 32 px crops (computed by its author):
     2x2 17.95 dB / 0.256, 3x3 18.85 / 0.300, 4x4 19.70 / 0.356, 6x6 21.09 / 0.475, 8x8 22.79 / 0.613."""
     pytest.importorskip("skimage", reason="needs the built-in photos (scikit-image)")
-    from flowmo.data.folders import held_out_photos
+    from flowmo.data.photos import held_out_photos
 
     x = held_out_photos(32)
     for bits, side, p, s in [(96, 2, 17.95, 0.256), (216, 3, 18.85, 0.300), (384, 4, 19.70, 0.356),

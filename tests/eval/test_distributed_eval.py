@@ -41,7 +41,7 @@ class _Features(nn.Module):
 
 def _data():
     """Originals, reconstructions and tokens (2 groups) of image ids 0..N-1, from fixed seeds."""
-    from flowmo.data.folders import held_out_photos
+    from flowmo.data.photos import held_out_photos
 
     x = held_out_photos(32)[:N_IMAGES]
     g = torch.Generator().manual_seed(3)

@@ -17,8 +17,8 @@ from flowmo.cli.eval import main
 from flowmo.metrics.pixel import psnr
 from flowmo.nets.alexnet import AlexNet
 from flowmo.nets.lpips import LPIPS
-from flowmo.nets.weights import WEIGHT_SPECS
-from flowmo.data.folders import held_out_photos
+from flowmo.nets.weight_specs import WEIGHT_SPECS
+from flowmo.data.photos import held_out_photos
 
 from conftest import HANG_GUARD_S
 
@@ -154,7 +154,7 @@ def test_python_m_reports_bad_input_in_one_line(tmp_path):
 def test_eval_release_protocol_loader_and_record(tiny_model, tmp_path):
     """--protocol release: the release's loader (torchvision Resize + CenterCrop on PIL, bilinear),
     its metric conventions, and the record in metrics.json."""
-    from flowmo.cli.eval import release_image_folder
+    from flowmo.data.eval_images import release_image_folder
 
     data = tmp_path / "images"
     data.mkdir()

@@ -18,14 +18,10 @@ import torch
 from PIL import Image
 
 from flowmo.metrics.generation import frechet_distance_of_features, inception_features, inception_score
-from flowmo.metrics.generative import (
-    ReferenceStats,
-    evaluate_generation,
-    load_reference_stats,
-    measure_reference,
-)
+from flowmo.metrics.reference_stats import ReferenceStats, load_reference_stats
+from flowmo.metrics.generative import evaluate_generation, measure_reference
 from flowmo.nets.inception import FIDInceptionV3, inception_fid
-from flowmo.nets.weights import WEIGHT_SPECS
+from flowmo.nets.weight_specs import WEIGHT_SPECS
 
 FILE = WEIGHT_SPECS["inception_fid"].filename  # pt_inception-2015-12-05-6726825d.pth
 
@@ -260,7 +256,7 @@ def test_cli_measures_the_reference_alone_and_generates_on_the_fly(setup, tmp_pa
     import flowmo
     from flowmo.cli import main
     from flowmo.cli.options import sampler_from_args
-    from flowmo.generators.layout import layout_for
+    from flowmo.data.token_layout import layout_for
     from flowmo.generators import MaskGiT, generate_images, load_generator
 
     stats = tmp_path / "s.safetensors"

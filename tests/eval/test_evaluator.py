@@ -23,8 +23,8 @@ from flowmo.metrics.eight_bit import to_uint8
 from flowmo.nets import lpips_alex, lpips_vgg
 from flowmo.nets.alexnet import AlexNet
 from flowmo.nets.lpips import LPIPS
-from flowmo.nets.weights import WEIGHT_SPECS
-from flowmo.data.folders import held_out_photos
+from flowmo.nets.weight_specs import WEIGHT_SPECS
+from flowmo.data.photos import held_out_photos
 
 
 @pytest.fixture(autouse=True)

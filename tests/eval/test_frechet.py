@@ -18,7 +18,7 @@ from scipy import linalg
 from torch import nn
 
 from flowmo.metrics import Evaluator
-from flowmo.metrics.evaluator import codebook_statistics
+from flowmo.metrics.codebook import codebook_statistics
 from flowmo.metrics.feature_stats import FeatureStats, feature_statistics
 from flowmo.metrics.frechet import frechet_distance
 

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import flowmo
-from flowmo.folders.kinds import check_folder_kind, check_outside_run, folder_kind
+from flowmo.data.folder_kinds import check_folder_kind, check_outside_run, folder_kind
 from flowmo.generators import MaskGiT, load_generator, read_generator_config
 from flowmo.folders.generator_folder import save_generator_folder
 

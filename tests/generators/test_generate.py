@@ -11,7 +11,7 @@ import torch
 
 import flowmo
 from flowmo.samplers.noise import image_noise
-from flowmo.generators.layout import TokenLayout, layout_for
+from flowmo.data.token_layout import TokenLayout, layout_for
 from flowmo.generators import (AutoregressiveGenerator, GeneratedImages, MaskGiT, generate_images, load_generator,
                                resolve_classes)
 

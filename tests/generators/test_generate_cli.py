@@ -12,7 +12,7 @@ from PIL import Image
 
 import flowmo
 from flowmo.cli import main
-from flowmo.generators.layout import layout_for
+from flowmo.data.token_layout import layout_for
 from flowmo.generators import AutoregressiveGenerator, MaskGiT
 from flowmo.state_dicts import weights_digest
 

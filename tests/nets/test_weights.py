@@ -14,7 +14,8 @@ from flowmo.nets.lpips import lpips_alex, lpips_vgg
 from flowmo.nets.resnet import resnet50
 from flowmo.nets.alexnet import alexnet
 from flowmo.nets.vgg import vgg16
-from flowmo.nets.weights import MissingWeightsError, WeightsFormatError
+from flowmo.nets.weights import MissingWeightsError
+from flowmo.nets.weight_io import WeightsFormatError
 
 REAL_LPIPS_PACKAGE_DIR = W._lpips_package_dir  # captured before the autouse fixture patches it
 

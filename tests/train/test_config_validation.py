@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from flowmo.spec import MAX_SAMPLER_STEPS
-from flowmo.train.config import (
+from flowmo.train.train_spec import (
     MAX_BATCH,
     MAX_BUILTIN_LENGTH,
     MAX_IMAGES,
@@ -17,9 +17,8 @@ from flowmo.train.config import (
     MAX_TIMEOUT_S,
     MAX_WORKERS,
     TrainSpec,
-    apply_overrides,
-    load_config,
 )
+from flowmo.train.config import apply_overrides, load_config
 
 BASE = {"model": "tiny", "train": {"steps": 2}}
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from flowmo.train.config import load_config, parse_yaml
+from flowmo.train.config import load_config
+from flowmo.train.yaml12 import parse_yaml
 
 
 @pytest.mark.parametrize("text, value", [

@@ -6,7 +6,8 @@ from pydantic import ValidationError
 
 import flowmo
 from flowmo.folders.imports import import_modules
-from flowmo.train.config import load_config, parse_yaml
+from flowmo.train.config import load_config
+from flowmo.train.yaml12 import parse_yaml
 
 BASE = {"model": "tiny", "train": {"steps": 10}}
 

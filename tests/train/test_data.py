@@ -8,15 +8,15 @@ import pytest
 import torch
 from PIL import Image
 
-from flowmo.data.folders import (
+from flowmo.data.photos import (
     BUILTIN_PHOTO_NAMES,
     DEFAULT_HOLDOUT,
     BuiltinPhotos,
-    ImageFolderDataset,
     available_photos,
     held_out_photos,
     load_photo,
 )
+from flowmo.data.folders import ImageFolderDataset
 
 
 def _photo(h, w, seed):

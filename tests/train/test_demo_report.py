@@ -14,7 +14,7 @@ from examples.photo_demo.baselines import thumbnail_baseline  # noqa: E402
 from flowmo.metrics.pixel import psnr, ssim  # noqa: E402
 from flowmo.presets import flowmo_tiny  # noqa: E402
 from flowmo.spec import SamplerSpec  # noqa: E402
-from flowmo.data.folders import BuiltinPhotos, held_out_photos  # noqa: E402
+from flowmo.data.photos import BuiltinPhotos, held_out_photos  # noqa: E402
 from flowmo.samplers.noise import image_noise  # noqa: E402
 from examples.photo_demo.report import demo_report, describe_sampler, format_report, main  # noqa: E402
 

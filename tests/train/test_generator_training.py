@@ -11,8 +11,9 @@ import pytest
 import torch
 
 import flowmo
-from flowmo.generators.layout import TokenLayout
-from flowmo.data.token_shards import TokenShardWriter, read_token_set
+from flowmo.data.token_layout import TokenLayout
+from flowmo.data.token_shards import TokenShardWriter
+from flowmo.data.token_set_reader import read_token_set
 from flowmo.generators import MaskGiT, read_generator_config
 from flowmo.generators.build import build_generator
 from flowmo.folders.checkpoints import CheckpointError, latest_checkpoint, load_checkpoint

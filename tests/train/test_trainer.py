@@ -16,7 +16,8 @@ from flowmo.folders.checkpoints import latest_checkpoint, list_checkpoints, load
 from flowmo.cli.eval import main as eval_main
 from flowmo.cli.train import export_checkpoint, main as train_main
 from flowmo.train.ema import ema_keep
-from flowmo.train.trainer import StepBatchSampler, block_linear_weights, ema_update_, renormalize_
+from flowmo.train.sampler import StepBatchSampler
+from flowmo.train.ema import block_linear_weights, ema_update_, renormalize_
 
 
 @pytest.fixture(scope="module")

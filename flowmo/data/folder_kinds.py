@@ -28,6 +28,10 @@ __all__ = ["CONFIG_NAME", "FOLDER_KINDS", "PATH_KINDS", "folder_kind", "path_kin
            "wrong_kind", "check_folder_kind", "check_outside_run"]
 
 CONFIG_NAME = "config.json"
+TOKEN_FORMAT = "flowmo-tokens"
+"""The ``format`` metadata of a token file (:mod:`flowmo.data.tokens`)."""
+TOKEN_SET_FORMAT = "flowmo-token-set"
+"""The ``format`` of a token set's ``index.json`` (:mod:`flowmo.data.token_shards`)."""
 
 FOLDER_KINDS = {
     "generator": "a generator folder",
@@ -118,7 +122,6 @@ def _folder_kind_by_contents(d: Path) -> str:
         doc = _json_object(state)
         return "generator-checkpoint" if doc.get("kind") == "generator" else "tokenizer-checkpoint"
     if (d / "index.json").is_file():
-        from flowmo.data.token_shards import TOKEN_SET_FORMAT
 
         return "token-set" if _json_object(d / "index.json").get("format") == TOKEN_SET_FORMAT else "folder"
     from flowmo.data.images import IMAGE_EXTENSIONS
@@ -145,7 +148,6 @@ def _file_kind(f: Path) -> str:
     if f.name == CONFIG_NAME:
         return "config-file"
     if f.suffix.lower() == ".safetensors":
-        from flowmo.data.tokens import TOKEN_FORMAT
 
         try:
             from safetensors import safe_open

@@ -1,17 +1,23 @@
 """The bases of every spec: :class:`OneLineErrors` (validation errors told in one line),
 :class:`SpecModel` (frozen, editable with ``replace``), :class:`ComponentSpec` (tagged by
 ``name``, dispatching on it for a kind's base class), and :class:`LossTerm`, one term of a
-training loss as a spec declares it."""
+training loss as a spec declares it; editing specs: :func:`replace_spec` (behind every spec's
+``replace``) and :func:`merge_data`, the merge rules it shares with the training config's overrides."""
 
 from __future__ import annotations
 
+import types
+import typing
+from collections.abc import Mapping
 from contextlib import contextmanager
-from typing import Any, ClassVar, Iterator, NamedTuple, Optional
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Iterator, NamedTuple, Optional, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from ..registry import Registry
+if TYPE_CHECKING:  # pragma: no cover
+    from flowmo.registry.core import Registry
+
 
 _SHOWN_ERRORS = 5  # errors named in one message; the rest are counted
 
@@ -142,7 +148,6 @@ class SpecModel(OneLineErrors):
 
     def replace(self, **changes: Any) -> Any:
         """A validated copy with ``changes`` applied (semantics: :func:`replace_spec`)."""
-        from .editing import replace_spec  # imported here: the editing module imports this one
 
         return replace_spec(self, changes)
 
@@ -188,3 +193,145 @@ class ComponentSpec(SpecModel):
         if spec_cls is None or spec_cls is cls:
             return handler(data)
         return spec_cls.model_validate(data)
+
+
+# ----------------------------------------------------------------------------- editing
+S = TypeVar("S", bound=BaseModel)
+
+
+def replace_spec(spec: S, changes: Mapping[str, Any]) -> S:
+    """A validated copy of ``spec`` (any spec: FlowMoSpec, SamplerSpec, a component spec, ...)
+    with ``changes`` applied; :meth:`SpecModel.replace` and ``FlowMoSpec.replace`` call it.
+
+    The result is ``model_validate(merge_data(type(spec), spec.model_dump(), changes))`` (for
+    a component spec, validated through its kind's base class, so a new ``name`` dispatches):
+    see :func:`merge_data` for the merge rules. Raises TypeError if ``spec`` is not a pydantic
+    model or ``changes`` not a mapping, ValueError naming unknown fields, and pydantic's
+    ValidationError (a ValueError) naming the fields of an invalid result.
+    """
+    if not isinstance(spec, BaseModel):
+        raise TypeError(f"spec must be a spec (a pydantic model), got {type(spec).__name__}")
+    cls = type(spec)
+    data = merge_data(cls, spec.model_dump(), changes)
+    return (_kind_base(cls) or cls).model_validate(data)
+
+
+def merge_data(cls: type[BaseModel], base: Any, changes: Mapping[str, Any], *, where: str = "") -> dict[str, Any]:
+    """The data of spec class ``cls`` (``base``: a dict of its fields, a spec object, or a
+    name) edited by ``changes``, unvalidated: what :func:`replace_spec` validates and what
+    the training config's file overrides and ``--set`` overrides build (flowmo.train.config).
+
+    Rules, for each ``key: value`` of ``changes``:
+
+    - ``key`` must be a field of the spec class (or an alternative key of a
+      ``mutually_exclusive`` group); anything else raises ValueError naming the unknown keys,
+      the place (``where``, e.g. ``"sampler.guidance"``) and the accepted ones. For a
+      component spec the class is the one its ``name`` is registered with.
+    - a dict value for a field that holds a spec merges into the current value by these
+      rules, recursively (a missing or None current value counts as the field's default, or
+      as empty); a str value for a component field means ``{"name": value}``.
+    - a component whose ``name`` changes starts from nothing: the old component's fields
+      are dropped and the new one's defaults fill what ``changes`` does not give (the same
+      name keeps them).
+    - giving one key of a ``mutually_exclusive`` group (``interval`` / ``interval_sigma``)
+      drops the others from the result.
+    - any other value (a spec object, list, tuple, number, None, a sampler preset name)
+      replaces the field whole.
+
+    Raises TypeError if ``changes`` is not a mapping and ValueError for unknown keys.
+    """
+    if not isinstance(changes, Mapping):
+        raise TypeError(f"{where or cls.__name__}: the changes must be a mapping of field names to values, "
+                        f"got {type(changes).__name__} {changes!r}")
+    base = _as_data(cls, base)
+    data: dict[str, Any] = dict(base) if isinstance(base, Mapping) else {}
+    target: Optional[type[BaseModel]] = cls
+    kind = _kind_base(cls)
+    if kind is not None:
+        old = data.get("name")
+        if "name" in changes and old is not None and changes["name"] != old:
+            data = {}  # another component: the old one's fields do not apply to it
+        target = _registered_spec(kind, changes.get("name", data.get("name")))
+    if target is not None:
+        place = where or cls.__name__
+        if kind is not None and kind.registry is not None:
+            place = f"{place} ({kind.registry.kind} {changes.get('name', data.get('name'))!r})"
+        _check_keys(target, changes, place)
+    fields = (target or cls).model_fields
+    groups = _exclusive_groups(target or cls)
+    for key in changes:
+        for group in groups:
+            if key in group:
+                for other in group:
+                    if other != key and other not in changes:
+                        data.pop(other, None)
+    for key, value in changes.items():
+        info = fields.get(key)
+        sub = _model_class(info.annotation) if info is not None else None
+        if sub is not None and isinstance(value, str) and _kind_base(sub) is not None:
+            value = {"name": value}
+        if sub is not None and isinstance(value, Mapping):
+            current = data[key] if key in data else _default_data(info)
+            data[key] = merge_data(sub, current, value, where=f"{where}.{key}" if where else key)
+        else:
+            data[key] = value.model_dump() if isinstance(value, BaseModel) else value
+    return data
+
+
+def _kind_base(cls: type) -> Optional[type[ComponentSpec]]:
+    """The component-kind base class (``kind_base = True``) of spec class ``cls``, or None."""
+    for c in cls.__mro__:
+        if c.__dict__.get("kind_base", False):
+            return c
+    return None
+
+
+def _registered_spec(kind: type[ComponentSpec], name: Any) -> Optional[type[BaseModel]]:
+    """The spec class registered for component ``name`` of ``kind`` (the kind's base class when
+    the factory takes none); None when the name is not registered (validation says so)."""
+    reg = kind.registry
+    if reg is None or not isinstance(name, str) or name not in reg:
+        return None
+    return reg.get(name).spec or kind
+
+
+def _exclusive_groups(cls: type) -> tuple[tuple[str, ...], ...]:
+    return cls.mutually_exclusive if isinstance(cls, type) and issubclass(cls, SpecModel) else ()
+
+
+def _check_keys(cls: type[BaseModel], changes: Mapping[str, Any], where: str) -> None:
+    accepted = list(cls.model_fields)
+    accepted += [k for g in _exclusive_groups(cls) for k in g if k not in accepted]
+    unknown = [k for k in changes if k not in accepted]
+    if unknown:
+        s = "s" if len(unknown) > 1 else ""
+        raise ValueError(f"{where}: unknown field{s} {', '.join(repr(k) for k in unknown)} "
+                         f"({cls.__name__} takes {', '.join(accepted)})")
+
+
+def _model_class(annotation: Any) -> Optional[type[BaseModel]]:
+    """The spec class a field's annotation holds (through Optional and Annotated), or None."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        return _model_class(typing.get_args(annotation)[0])
+    if origin is Union or origin is types.UnionType:
+        found = {c for c in map(_model_class, typing.get_args(annotation)) if c is not None}
+        return found.pop() if len(found) == 1 else None
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _as_data(cls: type[BaseModel], value: Any) -> Any:
+    """A current value as a dict of fields where it is a spec object or a name."""
+    if isinstance(value, BaseModel):
+        return value.model_dump()
+    if isinstance(value, str):
+        if _kind_base(cls) is not None:
+            return {"name": value}
+        return cls.model_validate(value).model_dump()  # e.g. a sampler preset name
+    return value
+
+
+def _default_data(info: Any) -> Any:
+    if info.is_required():
+        return {}
+    return _as_data(_model_class(info.annotation) or BaseModel, info.get_default(call_default_factory=True))

@@ -21,7 +21,7 @@ def _is_bool_scalar(v: Any) -> bool:
     return isinstance(v, bool) or type(v).__name__ in ("bool_", "bool") and type(v).__module__ == "numpy"
 
 
-def _is_bool(v: Any) -> bool:
+def is_bool(v: Any) -> bool:
     """A boolean: python's, numpy's, or an array / tensor of booleans (``torch.tensor(True)``)."""
     return _is_bool_scalar(v) or _is_array(v) and str(v.dtype) in ("torch.bool", "bool")
 
@@ -44,7 +44,7 @@ def _is_quoted_number(v: Any) -> bool:
 
 
 def _refuse_bool_and_str(v: Any, expected: str) -> Any:
-    if _is_bool(v):
+    if is_bool(v):
         raise ValueError(f"expected {expected}, {_bool_hint(v)}")
     if isinstance(v, (str, bytes)):
         hint = " (write the number without quotes)" if _is_quoted_number(v) else ""
@@ -80,7 +80,7 @@ def strict_literal(values: tuple) -> Callable[[Any], Any]:
         else "a number"
 
     def check(v: Any) -> Any:
-        if _is_bool(v) and not any(isinstance(x, bool) and x == bool(v) for x in values):
+        if is_bool(v) and not any(isinstance(x, bool) and x == bool(v) for x in values):
             raise ValueError(f"expected {expected}, {_bool_hint(v)}")
         if isinstance(v, (str, bytes)) and not any(isinstance(x, str) for x in values):
             _refuse_bool_and_str(v, expected)
