@@ -170,6 +170,9 @@ class TokenGenerator(nn.Module, ABC):
     def config(self) -> dict[str, Any]:
         """The constructor's keyword arguments, written to a saved folder's ``config.json``.
 
+        Args:
+            self: the generator; no other argument.
+
         Returns:
             a JSON-able dict, wiring included (``vocab_size``, ``seq_len``, ``num_classes``):
             ``type(self)(**self.config())`` builds the same architecture.
