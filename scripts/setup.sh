@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create ./.venv (Python 3.10+) with the CPU build of PyTorch and flowmo installed in editable mode.
-# Usage: bash scripts/setup.sh [extra ...]   (extras: test, photos, hub, shards)
+# Usage: bash scripts/setup.sh [extra ...]   (extras: test, photos, hub, shards, docs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}

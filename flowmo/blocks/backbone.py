@@ -119,8 +119,8 @@ class MMDiT(Backbone):
 
         Raises:
             TypeError / ValueError: a token tensor of the wrong shape or batch, ``grid`` not
-            two positive ints or rows * cols not the number of patches, ``t`` not (B,) or given
-            without time conditioning, an unknown or unbuilt output head.
+                two positive ints or rows * cols not the number of patches, ``t`` not (B,) or given
+                without time conditioning, an unknown or unbuilt output head.
         """
         outputs = self.outputs if outputs is None else check_streams(outputs, "outputs", self.outputs)
         rows, cols = grid = check_grid(grid)

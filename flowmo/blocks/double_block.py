@@ -134,11 +134,11 @@ class DoubleStreamBlock(nn.Module):
 
         Raises:
             TypeError / ValueError: a stream not (B, N, D), different batches, ``vec`` not
-            (B, D) (e.g. (B, 1, D)) or given to a block built without modulation, a table that
-            does not cover N_txt + N_img tokens; ``img``, ``txt``, ``vec`` or ``freqs`` on another
-            device than the block's parameters (ValueError), or ``img``, ``txt``, ``vec`` of
-            another dtype outside ``torch.autocast`` (TypeError: cast the block with
-            ``block.to(dtype)`` or the inputs).
+                (B, D) (e.g. (B, 1, D)) or given to a block built without modulation, a table that
+                does not cover N_txt + N_img tokens; ``img``, ``txt``, ``vec`` or ``freqs`` on another
+                device than the block's parameters (ValueError), or ``img``, ``txt``, ``vec`` of
+                another dtype outside ``torch.autocast`` (TypeError: cast the block with
+                ``block.to(dtype)`` or the inputs).
         """
         check_tokens(img, "img", self.width)
         check_tokens(txt, "txt", self.width, batch=img.shape[0])

@@ -30,7 +30,7 @@ def patchify(images: Tensor, patch_size: int) -> Tensor:
 
     Raises:
         TypeError / ValueError: ``images`` not a 4-D tensor, ``patch_size`` not a positive int,
-        H or W not a multiple of it.
+            H or W not a multiple of it.
     """
     p = check_positive_int(patch_size, "patch_size")
     if not isinstance(images, Tensor):
@@ -62,7 +62,7 @@ def unpatchify(tokens: Tensor, patch_size: int, grid: tuple[int, int], channels:
 
     Raises:
         TypeError / ValueError: ``tokens`` not a 3-D tensor; ``grid`` not two positive ints or
-        rows * cols not the number of tokens; the token size not p * p * channels.
+            rows * cols not the number of tokens; the token size not p * p * channels.
     """
     p = check_positive_int(patch_size, "patch_size")
     c = check_positive_int(channels, "channels")
@@ -94,7 +94,7 @@ def timestep_embedding(t: Tensor, dim: int = 256, time_factor: float = 1000.0, m
 
     Raises:
         TypeError / ValueError: ``t`` not a real 1-D tensor, ``dim`` not an int >= 2 (one
-        cos/sin pair), ``time_factor`` or ``max_period`` not a finite number > 0.
+            cos/sin pair), ``time_factor`` or ``max_period`` not a finite number > 0.
     """
     if not isinstance(t, Tensor):
         raise TypeError(f"t must be a torch.Tensor (B,) of times in [0, 1], got {type(t).__name__}")

@@ -45,8 +45,8 @@ class FinalLayer(nn.Module):
 
         Raises:
             TypeError / ValueError: ``x`` not (B, N, width); ``vec`` not (B, width) (e.g.
-            (B, 1, width)) or given to a layer built with ``modulation=False``; ``x`` or ``vec``
-            on another device or (outside ``torch.autocast``) of another dtype than the layer.
+                (B, 1, width)) or given to a layer built with ``modulation=False``; ``x`` or ``vec``
+                on another device or (outside ``torch.autocast``) of another dtype than the layer.
         """
         check_tokens(x, "x", self.width)
         check_vec(vec, "vec", x.shape[0], self.width, self.modulation)

@@ -64,7 +64,7 @@ def rope_angles(positions: Tensor, axes_dim: Sequence[int], theta: float = 10000
 
     Raises:
         TypeError / ValueError: ``positions`` not a 2-D tensor with one column per axis, an
-        odd or non-positive ``axes_dim`` entry, ``theta`` not > 0.
+            odd or non-positive ``axes_dim`` entry, ``theta`` not > 0.
     """
     dims = check_axes_dim(axes_dim)
     theta = _check_theta(theta)

@@ -169,7 +169,7 @@ class TokenGenerator(nn.Module, ABC):
         """The constructor's keyword arguments, written to a saved folder's ``config.json``.
 
         Args:
-            none.
+            self: the generator; no other argument.
 
         Returns:
             a JSON-able dict, wiring included (``vocab_size``, ``seq_len``, ``num_classes``):

@@ -55,6 +55,11 @@ __all__ = [
 
 
 class TrainConfig(_Strict):
+    """A ``flowmo train`` config (:func:`load_config`): ``model`` (a :class:`~flowmo.FlowMoSpec`; in
+    a file, a preset name or ``{preset: NAME, <overrides>}`` too), ``train``
+    (:class:`~flowmo.train.train_spec.TrainSpec`) and ``imports`` (the modules that register the
+    config's own components)."""
+
     imports: tuple[str, ...] = Field(
         (), description="modules to import before the model is validated: those that register the config's own "
                         "components (load_config imports them; so does --import MODULE on the command line)",

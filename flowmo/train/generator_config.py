@@ -43,6 +43,9 @@ __all__ = ["GeneratorLogConfig", "GeneratorTrainSpec", "GeneratorTrainConfig", "
 
 
 class GeneratorLogConfig(_Strict):
+    """``train.log`` of a generator run: the metrics records (``metrics.jsonl``, TensorBoard) and
+    the progress bar."""
+
     every: SpecInt = Field(
         10, gt=0, le=MAX_STEPS,
         description="a metrics record after steps N, 2N, 3N, ... and after the last step; 1: after every step; "
@@ -53,6 +56,10 @@ class GeneratorLogConfig(_Strict):
 
 
 class GeneratorTrainSpec(_Strict):
+    """The ``train`` section of a generator training config: the token set, the length and seed of
+    the run, the device, and the sections ``optim``, ``ema``, ``checkpoint`` and ``log`` (those of
+    the tokenizer trainer, but ``log``). ``tokens`` and ``steps`` have no default."""
+
     tokens: str = Field(description="the token set to train on: a folder written by 'flowmo tokenize --classes' "
                                     "(or one labelled token file)")
     steps: SpecInt = Field(
@@ -96,6 +103,9 @@ class GeneratorTrainSpec(_Strict):
 
 
 class GeneratorTrainConfig(_Strict):
+    """A ``flowmo train-generator`` config (:func:`load_generator_config`): ``generator`` (a
+    :class:`~flowmo.GeneratorSpec` as a mapping) and ``train`` (:class:`GeneratorTrainSpec`)."""
+
     generator: dict[str, Any] = Field(
         description="the generator: {name: maskgit | autoregressive, <constructor option>: value, ...} "
                     "(flowmo.generators.build); vocab_size, seq_len and num_classes come from the token set",

@@ -50,6 +50,9 @@ class _Strict(OneLineErrors):  # validation errors in one line, as the specs'
 
 
 class DataConfig(_Strict):
+    """``train.data``: where the training images come from (a folder, tar shards, or the built-in
+    photos when neither is set) and how they are read."""
+
     folder: Optional[str] = Field(None, description="image folder (recursive; the extensions of flowmo.data.images.IMAGE_EXTENSIONS); None (and no shards): the built-in photos")
     workers: SpecInt = Field(0, ge=0, le=MAX_WORKERS, description=f"DataLoader worker processes (0 .. {MAX_WORKERS})")
     builtin_length: SpecInt = Field(
@@ -83,6 +86,9 @@ class DataConfig(_Strict):
 
 
 class OptimConfig(_Strict):
+    """``train.optim``: Adam and its learning-rate schedule (warm-up, then constant, cosine or
+    linear decay), the batch per device and micro-step, gradient accumulation and clipping."""
+
     lr: SpecFloat = Field(1e-4, gt=0, description="learning rate (finite, > 0)")
     betas: tuple[SpecFloat, SpecFloat] = Field((0.9, 0.95), description="Adam betas, each in [0, 1)")
     eps: SpecFloat = Field(1e-8, gt=0, description="Adam epsilon (finite, > 0)")
@@ -158,6 +164,9 @@ class EMAConfig(_Strict):
 
 
 class CheckpointConfig(_Strict):
+    """``train.checkpoint``: when checkpoints are written (``OUT/checkpoints/ckpt-<step>/``) and
+    which are kept."""
+
     every: SpecInt = Field(
         1000, gt=0, le=MAX_STEPS,
         description="save after steps N, 2N, 3N, ... and after the last step (train.steps); 1: after every "
@@ -176,6 +185,9 @@ class CheckpointConfig(_Strict):
 
 
 class LogConfig(_Strict):
+    """``train.log``: the metrics records (``metrics.jsonl``, TensorBoard), the PNGs of inputs next
+    to reconstructions and the progress bar."""
+
     every: SpecInt = Field(
         10, gt=0, le=MAX_STEPS,
         description="a metrics record after steps N, 2N, 3N, ... and after the last step; 1: after every step; "
@@ -215,6 +227,12 @@ class EvalConfig(_Strict):
 
 
 class TrainSpec(_Strict):
+    """The ``train`` section of a tokenizer training config: the stage, the length and seed of the
+    run, Stage 1B's starting point, the device, and its sections ``data``, ``optim``, ``ema``,
+    ``checkpoint``, ``log`` and ``eval``. ``steps`` is the one field without a default. Each
+    field's bounds and meaning: its description (``TrainSpec.model_fields["steps"].description``),
+    also in the documentation's configuration reference."""
+
     stage: Literal["1a", "1b"] = "1a"
     steps: SpecInt = Field(
         gt=0, le=MAX_STEPS,
