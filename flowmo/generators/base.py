@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Mapping, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from flowmo.objectives import LossOutput
+from flowmo.model import LossOutput
 
 from ._checks import check_generator, check_index_tensor, check_int, check_real, check_top_k
 from .folder import (GENERATOR_CONFIG_NAME, GENERATOR_FORMAT, GENERATOR_WEIGHTS_NAME, generator_modules,
