@@ -24,6 +24,7 @@ from .losses.time_samplers import TimeSampler
 from .pretrained import CONFIG_NAME, WEIGHTS_NAME, PretrainedMixin, config_json, read_config
 from .quantizers.base import Quantizer, QuantizerOutput
 from .registry import BACKBONES, FLOW_LOSSES, POSTTRAIN_OBJECTIVES, QUANTIZERS, TIME_SAMPLERS
+from .samplers.grids import describe
 from .samplers.presets import resolve_preset
 from .samplers.sampler import SampleOutput, sample, state_dtype
 from .state_dicts import StateDictMismatchError
@@ -46,13 +47,22 @@ class LossOutput:
 
 
 def _merge_terms(terms: dict, new: Any, source: str) -> None:
-    """Add ``new`` (a mapping name -> tensor from ``source``) to ``terms``; TypeError for another
-    type, ValueError naming a term whose name is already taken (it would silently replace another)."""
-    if not isinstance(new, Mapping) or not all(isinstance(v, Tensor) for v in new.values()):
-        raise TypeError(f"{source} must return a dict of named tensors, got {type(new).__name__}")
+    """Add ``new`` (a mapping name -> tensor from ``source``, a component whose outputs the
+    conformance kit checks) to ``terms``; ValueError naming a term whose name is already taken
+    (it would silently replace another)."""
     if terms.keys() & new.keys():
-        raise ValueError(f"{source} returns a term named {sorted(terms.keys() & new.keys())[0]!r} that another part of the loss already uses; rename it")
+        raise ValueError(f"{source} returns a term named {min(terms.keys() & new.keys())!r}, already used; rename it")
     terms.update(new)
+
+
+def _check_teacher_capability(objective: Any) -> None:
+    """``needs_teacher`` must be a bool, and True only when ``__call__`` takes ``teacher=``
+    (TypeError naming the class otherwise, before any training step)."""
+    params = inspect.signature(objective.__call__).parameters
+    takes = "teacher" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    if not isinstance(objective.needs_teacher, bool) or (objective.needs_teacher and not takes):
+        raise TypeError(f"{type(objective).__name__}.needs_teacher must be a bool, True only if __call__ takes teacher="
+                        f" (got {objective.needs_teacher!r}; __call__ {'takes' if takes else 'takes no'} teacher=)")
 
 
 def build(spec: Union[FlowMoSpec, dict, str]) -> "FlowMo":
@@ -133,16 +143,16 @@ class FlowMo(PretrainedMixin, nn.Module):
         """``x`` must have ``shape`` (a None entry: any size >= 1, the batch; ``what`` words it
         in the message) and be on the model's device; ValueError naming ``name``."""
         if x.ndim != len(shape) or any(g < 1 if d is None else g != d for g, d in zip(x.shape, shape)):
-            what = what or "shape (" + ", ".join("batch" if d is None else str(d) for d in shape) + ") with a non-empty batch"
-            raise ValueError(f"{name} must have {what}, got {tuple(x.shape)}")
+            dims = ", ".join("batch" if d is None else str(d) for d in shape)
+            raise ValueError(f"{name} must have {what or f'shape ({dims}), batch not empty'}, got {tuple(x.shape)}")
         if x.device != self.device:
-            raise ValueError(f"{name} is on {x.device} but the model is on {self.device}; move it with .to(model.device)")
+            raise ValueError(f"{name} is on {x.device} but the model is on {self.device}")
 
     def _check_float(self, x: Any, name: str, shape: tuple, what: Optional[str] = None) -> Tensor:
         """``x`` must be a finite floating-point tensor of ``shape`` on the model's device
         (:meth:`_check_layout`); TypeError / ValueError naming ``name``."""
         if not isinstance(x, Tensor) or not x.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point torch.Tensor, got {x.dtype if isinstance(x, Tensor) else type(x).__name__}")
+            raise TypeError(f"{name} must be a floating-point torch.Tensor, got {describe(x)}")
         self._check_layout(x, name, shape, what)
         if not bool(torch.isfinite(x).all()):
             raise ValueError(f"{name} contains NaN or Inf values")
@@ -156,7 +166,7 @@ class FlowMo(PretrainedMixin, nn.Module):
         self._check_float(images, "images", (None, 3, self.spec.image_size, self.spec.image_size))
         lo, hi = torch.stack(torch.aminmax(images)).tolist()
         if lo < -1.05 or hi > 1.05:
-            raise ValueError(f"images must lie in [-1, 1], got values in [{lo:.3g}, {hi:.3g}]; convert uint8 images with x / 127.5 - 1")
+            raise ValueError(f"images must lie in [-1, 1] (uint8 x: x / 127.5 - 1), got values in [{lo:.3g}, {hi:.3g}]")
         return images.to(self.dtype)
 
     def _cast(self, x: Tensor, name: str, dtype: torch.dtype) -> Tensor:
@@ -164,22 +174,24 @@ class FlowMo(PretrainedMixin, nn.Module):
         (e.g. 1e300 in float64 to bfloat16)."""
         y = x.to(dtype)
         if y.dtype != x.dtype and not bool(torch.isfinite(y).all()):
-            raise ValueError(f"{name} has values beyond the range of {dtype} (max |{name}| = {float(x.abs().max()):.3g}); scale it down")
+            raise ValueError(f"{name} has values beyond the range of {dtype}; scale it down")
         return y
 
     def _check_tokens(self, tokens: Any) -> Tensor:
         """Integer tokens (B, T), B >= 1, on the model's device, in [0, codebook_size)."""
-        if not isinstance(tokens, Tensor) or tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool:
-            raise TypeError(f"tokens must be an int64 torch.Tensor (any integer dtype) of shape (batch, {self.spec.code_length}), got {tokens.dtype if isinstance(tokens, Tensor) else type(tokens).__name__}")
+        if (not isinstance(tokens, Tensor) or tokens.is_floating_point() or tokens.is_complex()
+                or tokens.dtype == torch.bool):
+            raise TypeError(f"tokens must be an int64 torch.Tensor (any integer dtype), got {describe(tokens)}")
         self._check_layout(tokens, "tokens", (None, self.spec.code_length))
         self.quantizer.check_indices(tokens, "tokens (indices)")  # the range, under the argument's name
         return tokens
 
     def _check_times(self, t: Any, b: int, name: str) -> Tensor:
         """Flow times: a number or a real tensor, scalar or (B,), finite, in [0, 1] -> float32 (B,)."""
-        if isinstance(t, bool) or not isinstance(t, (int, float, Tensor)) or (isinstance(t, Tensor) and (t.is_complex() or t.dtype == torch.bool)):
-            raise TypeError(f"{name} must be a number or a real torch.Tensor, got {t.dtype if isinstance(t, Tensor) else type(t).__name__}")
-        if isinstance(t, Tensor) and t.device != self.device and (t.ndim > 0 or t.device.type == "meta"):  # a scalar may move
+        if isinstance(t, bool) or not isinstance(t, (int, float, Tensor)) or (
+                isinstance(t, Tensor) and (t.is_complex() or t.dtype == torch.bool)):
+            raise TypeError(f"{name} must be a number or a real torch.Tensor, got {describe(t)}")
+        if isinstance(t, Tensor) and t.device != self.device and (t.ndim or t.device.type == "meta"):  # scalars move
             raise ValueError(f"{name} is on {t.device} but the model is on {self.device}")
         t = torch.as_tensor(t, dtype=torch.float32).to(self.device)
         t = t.expand(b) if t.ndim == 0 else t
@@ -244,7 +256,8 @@ class FlowMo(PretrainedMixin, nn.Module):
     def _decoder_velocity(self, decoder: Backbone, x_t: Tensor, t: Tensor, cond: Tensor) -> Tensor:
         s = self.spec.image_size
         if not isinstance(x_t, Tensor) or tuple(x_t.shape[1:]) != (3, s, s):
-            raise ValueError(f"x_t must have shape (B, 3, {s}, {s}) (the model's image size; its patch grid is {self.grid}), got {tuple(getattr(x_t, 'shape', ()))}")
+            raise ValueError(f"x_t must have shape (B, 3, {s}, {s}) (the model's image size; its patch grid is "
+                             f"{self.grid}), got {tuple(getattr(x_t, 'shape', ()))}")
         img, _ = decoder(patchify(x_t, self.spec.patch_size), cond, t, self.grid, outputs=("img",))
         return unpatchify(img, self.spec.patch_size, self.grid)
 
@@ -261,7 +274,8 @@ class FlowMo(PretrainedMixin, nn.Module):
         x_t = self._cast(self._check_float(x_t, "x_t", (None, 3, s, s)), "x_t", self.dtype)
         b = x_t.shape[0]
         t = self._check_times(t, b, "t")
-        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) or not math.isfinite(guidance_scale):
+        if isinstance(guidance_scale, bool) or not (isinstance(guidance_scale, (int, float))
+                                                     and math.isfinite(guidance_scale)):
             raise TypeError(f"guidance_scale must be a finite real number, got {guidance_scale!r}")
         if code is not None:
             code = self._check_float(code, "code", (b, self.spec.code_length, self.spec.code_channels))
@@ -273,7 +287,8 @@ class FlowMo(PretrainedMixin, nn.Module):
             work = state_dtype(v.dtype)
             v = (v_u.to(work) + guidance_scale * (v.to(work) - v_u.to(work))).to(v.dtype)
         if not bool(torch.isfinite(v).all()):
-            raise ValueError(f"the velocity is not finite: x_t, code or guidance_scale ({guidance_scale}) is too large for {self.dtype}, or the weights are not finite")
+            raise ValueError(f"the velocity is not finite: x_t, code or guidance_scale ({guidance_scale}) is too large "
+                             f"for {self.dtype}, or the weights are not finite")
         return v
 
     def _sampler_spec(self, sampler: Union[SamplerSpec, dict, str, None]) -> SamplerSpec:
@@ -369,7 +384,8 @@ class FlowMo(PretrainedMixin, nn.Module):
 
         Only each backbone's :meth:`~flowmo.blocks.Backbone.compile_units` are compiled (the
         MM-DiT's blocks): the backbone's loop, its cached RoPE tables and the samplers stay in
-        Python, so one compiled block serves every block, step and batch size. ``kwargs`` go to ``torch.compile`` (e.g. ``mode="max-autotune"``).
+        Python, so one compiled block serves every block, step and batch size. ``kwargs`` go to
+        ``torch.compile`` (e.g. ``mode="max-autotune"``).
         """
         for backbone in (self.encoder, self.decoder):
             for unit in backbone.compile_units():
@@ -391,10 +407,7 @@ class FlowMo(PretrainedMixin, nn.Module):
         ``__call__`` takes ``teacher=``."""
         if self._posttrain is None:
             objective = POSTTRAIN_OBJECTIVES.build(self.spec.posttrain)
-            params = inspect.signature(objective.__call__).parameters
-            takes = "teacher" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
-            if not isinstance(objective.needs_teacher, bool) or (objective.needs_teacher and not takes):
-                raise TypeError(f"{type(objective).__name__}.needs_teacher must be a bool, True only when its __call__ takes teacher= (got {objective.needs_teacher!r}; __call__ {'takes' if takes else 'takes no'} teacher=)")
+            _check_teacher_capability(objective)
             self._posttrain = objective
         return self._posttrain
 
@@ -416,11 +429,11 @@ class FlowMo(PretrainedMixin, nn.Module):
         teacher = copy.deepcopy(self.decoder)
         if state is not None:
             if not isinstance(state, Mapping):
-                raise TypeError(f"state must be a mapping name -> tensor (the decoder's weights), got {type(state).__name__}")
+                raise TypeError(f"state must be a mapping name -> tensor (the decoder's), got {describe(state)}")
             bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, Tensor)
                    or v.layout != torch.strided or v.device.type == "meta"]
             if bad:
-                raise TypeError(f"state's keys must be parameter names (str) and its values dense tensors with values; not so for {bad[:5]}")
+                raise TypeError(f"state's keys must be parameter names (str), its values dense tensors: {bad[:5]}")
             if any(k.startswith("decoder.") for k in state):
                 state = {k[len("decoder."):]: v for k, v in state.items() if k.startswith("decoder.")}
             check_state_dict({k: tuple(v.shape) for k, v in teacher.state_dict().items()}, dict(state),
@@ -497,7 +510,7 @@ class FlowMo(PretrainedMixin, nn.Module):
             self._check_float(noise, "noise", tuple(images.shape), f"the shape of images {tuple(images.shape)}")
         objective, spec = self.posttrain_objective, self.spec.posttrain
         if objective.needs_teacher and self._teacher is None:
-            raise ValueError(f"the post-training objective {spec.name!r} needs a frozen teacher: call model.set_teacher() first (the trainer does, from train.init_from)")
+            raise ValueError(f"the posttrain objective {spec.name!r} needs a teacher: call model.set_teacher() first")
         with torch.no_grad():
             q = self.quantizer(self._encode(images))
         cond = self.conditioning(q.values)
@@ -525,7 +538,7 @@ class FlowMo(PretrainedMixin, nn.Module):
         training mode it is returned: a training loop must see it, not an exception)."""
         total = torch.stack([v.float() for v in terms.values()]).sum()
         if not self.training and not bool(torch.isfinite(total)):
-            raise ValueError(f"the loss is not finite: noise or the images are too large for {self.dtype}, or the weights are not finite")
+            raise ValueError(f"the loss is not finite: noise/images too large for {self.dtype}, or weights not finite")
         return LossOutput(total, terms)
 
     def forward(self, images: Tensor, *, objective: str = "flow", **kw: Any) -> LossOutput:

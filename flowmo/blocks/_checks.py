@@ -35,13 +35,13 @@ def check_positive_real(value: Any, name: str, rule: str = "a real number > 0 (f
 
 
 def check_tensor(x: Any, name: str, layout: str, ndim: Optional[int] = None, last: Optional[int] = None,
-                 *, floating: bool = True) -> Tensor:
+                 floating: bool = True) -> Tensor:
     """``x`` must be a tensor of ``layout`` (e.g. "(B, N, 32)"): ``ndim`` dims and a last dim of
     ``last`` where given, floating-point with ``floating``."""
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor {layout}, got {type(x).__name__}")
     if (ndim is not None and x.ndim != ndim) or (last is not None and (x.ndim == 0 or x.shape[-1] != last)):
-        raise ValueError(f"{name} must have shape {layout}{f' ({ndim} dims)' if ndim else ''}, got {tuple(x.shape)}")
+        raise ValueError(f"{name} must have shape {layout}{f' ({ndim} dims)' if ndim else ''}, got {shape_of(x)}")
     if floating and not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
     return x
@@ -52,7 +52,7 @@ def check_grid(grid: Any, name: str = "grid") -> tuple[int, int]:
     if not isinstance(grid, (tuple, list)) or len(grid) != 2:
         raise TypeError(f"{name} must be a pair (rows, cols) of positive ints, got {grid!r}")
     if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1 for v in grid):
-        raise ValueError(f"{name} must be a pair (rows, cols) of positive ints, got rows = {grid[0]!r}, cols = {grid[1]!r}")
+        raise ValueError(f"{name} must be a pair (rows, cols) of positive ints, got rows = {grid[0]}, cols = {grid[1]}")
     return int(grid[0]), int(grid[1])
 
 
@@ -66,14 +66,14 @@ def check_streams(streams: Any, name: str, allowed: tuple[str, ...] = ("img", "t
 
 
 def check_vec(vec: Any, batch: Optional[int], width: int, modulated: bool = True) -> None:
-    """``vec`` must be None or one conditioning vector per sample (B, width) (B = ``batch`` when
-    given); a module built without modulation (``modulated=False``) takes only None. Its dtype
-    is left to :func:`check_like`."""
+    """``vec`` must be None or one conditioning vector per sample (B, width) (B = ``batch``, or
+    vec's own batch when None); a module built without modulation takes only None. Its dtype is
+    left to :func:`check_like`."""
     batch = vec.shape[0] if batch is None and isinstance(vec, Tensor) and vec.ndim else batch
     if vec is not None and not modulated:
-        raise ValueError("vec must be None: this module was built with modulation=False (no time conditioning)")
+        raise ValueError("vec must be None: this module was built with modulation=False")
     if vec is not None and (not isinstance(vec, Tensor) or vec.shape != (batch, width)):
-        raise ValueError(f"vec must have shape (B, D) = ({batch}, {width}) (one vector per sample), got {shape_of(vec)}")
+        raise ValueError(f"vec must have shape (B, D) = ({batch}, {width}), got {shape_of(vec)}")
 
 
 def check_table(freqs: Any, name: str, n: int, head_dim: int, covers: Optional[str], pairs: str,
@@ -82,30 +82,31 @@ def check_table(freqs: Any, name: str, n: int, head_dim: int, covers: Optional[s
     The messages: a table of another row count "covers M tokens``covers``" (None: the shape
     message instead), one of another head dim "... but ``pairs``: sum(axes_dim) must equal the
     head dim"."""
+    half = head_dim // 2
     if not isinstance(freqs, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor ({n}, {head_dim // 2}, 2), got {type(freqs).__name__}")
+        raise TypeError(f"{name} must be a torch.Tensor ({n}, {half}, 2), got {type(freqs).__name__}")
     if covers is not None and freqs.ndim == 3 and freqs.shape[0] != n:
         raise ValueError(f"{name} covers {freqs.shape[0]} tokens{covers}")
     if freqs.ndim == 3 and freqs.shape[2] == 2 and 2 * freqs.shape[1] != head_dim:
-        raise ValueError(f"{name} has {freqs.shape[1]} angle pairs per token, for a head dim of {2 * freqs.shape[1]}, but {pairs}: sum(axes_dim) must equal the head dim")
-    if tuple(freqs.shape) != (n, head_dim // 2, 2) or freqs.dtype != torch.float32:
-        raise ValueError(f"{name} must be float32 ({n}, {head_dim // 2}, 2) (one row per token), got {freqs.dtype} {tuple(freqs.shape)}")
+        raise ValueError(f"{name} has {freqs.shape[1]} angle pairs per token, for a head dim of {2 * freqs.shape[1]}, "
+                         f"but {pairs}: sum(axes_dim) must equal the head dim")
+    if freqs.shape != (n, half, 2) or freqs.dtype != torch.float32:
+        raise ValueError(f"{name} must be float32 ({n}, {half}, 2), got {freqs.dtype} {shape_of(freqs)}")
     if device is not None and freqs.device != device:
-        raise ValueError(f"{name} is on {freqs.device} but x is on {device}: build the table on x's device")
+        raise ValueError(f"{name} is on {freqs.device} but x is on {device}: build the table there")
 
 
-def check_like(ref: Optional[Tensor], owner: str, inputs: dict[str, Optional[Tensor]],
-               any_dtype: tuple[str, ...] = ()) -> None:
+def check_like(ref: Optional[Tensor], owner: str, inputs: dict[str, Optional[Tensor]], any_dtype: tuple = ()) -> None:
     """Each tensor of ``inputs`` (None entries skipped) must be on the device of ``ref`` (a
-    parameter of ``owner``, e.g. "the block"; None: no parameters, nothing to check) and,
-    unless named in ``any_dtype`` or under ``torch.autocast`` (which mixes dtypes on purpose),
-    have its dtype. Raises ValueError (device) / TypeError (dtype) naming the input."""
-    for name, x in inputs.items():
-        if ref is not None and x is not None and x.device != ref.device:
-            raise ValueError(f"{name} is on {x.device} but {owner}'s parameters are on {ref.device}; move one of them")
-        if (ref is not None and x is not None and name not in any_dtype and x.dtype != ref.dtype
+    parameter of ``owner``, e.g. "the block"; None: nothing to check) and, unless named in
+    ``any_dtype`` or under ``torch.autocast`` (which mixes dtypes on purpose), have its dtype.
+    Raises ValueError (device) / TypeError (dtype) naming the input."""
+    for name, x in inputs.items() if ref is not None else ():
+        if x is not None and x.device != ref.device:
+            raise ValueError(f"{name} is on {x.device} but {owner}'s parameters are on {ref.device}")
+        if (x is not None and x.dtype != ref.dtype and name not in any_dtype
                 and not torch.is_autocast_enabled(x.device.type)):
-            raise TypeError(f"{name} has dtype {x.dtype} but {owner}'s parameters are {ref.dtype}; cast one of them or run under torch.autocast")
+            raise TypeError(f"{name} has dtype {x.dtype} but {owner}'s parameters are {ref.dtype} (cast one)")
 
 
 def first_parameter(module: torch.nn.Module) -> Optional[Tensor]:

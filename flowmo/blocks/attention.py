@@ -147,10 +147,13 @@ def attention(q: Tensor, k: Tensor, v: Tensor, freqs: Tensor, scale: float,
     for x, name in ((q, "q"), (k, "k"), (v, "v")):
         check_tensor(x, name, "(B, H, N, D)", 4)
     if not q.dtype == k.dtype == v.dtype or not q.device == k.device == v.device:
-        raise TypeError(f"q, k and v must have one dtype and one device, got {q.dtype}, {k.dtype}, {v.dtype} on {q.device}, {k.device}, {v.device}")
+        raise TypeError(f"q, k and v must have one dtype and device, got {q.dtype}, {k.dtype}, {v.dtype} on "
+                        f"{q.device}, {k.device}, {v.device}")
     check_positive_real(scale, "scale (the softmax scale)", "a finite number > 0")
-    if v.shape != k.shape or q.shape[:2] + q.shape[3:] != k.shape[:2] + k.shape[3:] or (q_freqs is None and q.shape != k.shape):
-        raise ValueError(f"q, k and v must have the same shape (B, H, N, D) (q may have fewer tokens when q_freqs is given), got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    if (v.shape != k.shape or q.shape[:2] + q.shape[3:] != k.shape[:2] + k.shape[3:]
+            or (q_freqs is None and q.shape[2] != k.shape[2])):
+        raise ValueError(f"q, k and v must have the same shape (B, H, N, D) (q fewer tokens with q_freqs), got "
+                         f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
     n, m, d = k.shape[-2], q.shape[-2], k.shape[-1]
     check_table(freqs, "freqs", n, d, f" but there are {n} keys", f"q and k have head dim D = {d}", q.device)
     if q_freqs is not None:

@@ -128,7 +128,8 @@ class MMDiT(Backbone):
         check_tensor(txt, "txt", f"(B, N, {self.txt_in.in_features})", 3, self.txt_in.in_features)
         b = img.shape[0]
         if img.shape[1] != rows * cols:
-            raise ValueError(f"grid (rows, cols) = ({rows}, {cols}) has {rows * cols} patches but img has {img.shape[1]} tokens")
+            raise ValueError(f"grid (rows, cols) = ({rows}, {cols}) has {rows * cols} patches but img has "
+                             f"{img.shape[1]} tokens")
         if t is not None and self.time_in is None:
             raise ValueError("t must be None: this MMDiT was built with time_conditioning=False")
         if t is not None and (not isinstance(t, Tensor) or t.shape != (b,)):

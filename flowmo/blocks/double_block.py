@@ -83,11 +83,12 @@ class DoubleStreamBlock(nn.Module):
         width = check_positive_int(width, "width")
         heads = check_positive_int(heads, "heads")
         if width % heads or (width // heads) % 2:
-            raise ValueError(f"width ({width}) must be divisible by heads ({heads}) and the head dim width / heads = {width} / {heads} = {width / heads:g} must be even (RoPE rotates pairs)")
+            raise ValueError(f"width ({width}) must be divisible by heads ({heads}) and the head dim width / heads = "
+                             f"{width} / {heads} = {width / heads:g} must be even (RoPE rotates pairs)")
         if softmax_scale is not None:
             check_positive_real(softmax_scale, "softmax_scale", "None or a finite number > 0")
         if not isinstance(modulation, bool) or not isinstance(qkv_bias, bool):
-            raise TypeError(f"modulation must be a bool and qkv_bias must be a bool, got {modulation!r} and {qkv_bias!r}")
+            raise TypeError(f"modulation must be a bool and qkv_bias must be a bool, got {modulation!r}, {qkv_bias!r}")
         self.width = width
         self.heads = heads
         self.head_dim = width // heads
@@ -166,11 +167,12 @@ class DoubleStreamBlock(nn.Module):
             raise ValueError(f"txt has batch {txt.shape[0]} but the other stream has batch {img.shape[0]}")
         check_vec(vec, img.shape[0], self.width, self.modulation)
         n_txt, n_img = txt.shape[1], img.shape[1]
-        image_only = isinstance(freqs, Tensor) and freqs.ndim > 0 and freqs.shape[0] == n_img != n_txt
+        only_img = isinstance(freqs, Tensor) and freqs.shape[:1] == (n_img,) != (n_txt,)
         check_table(freqs, "freqs", n_txt + n_img, self.head_dim,
-                    f"{' (it covers only the image tokens)' if image_only else ''} but the block attends over N_txt + N_img = {n_txt} + {n_img} = {n_txt + n_img} tokens, latent first",
+                    f"{' (it covers only the image tokens)' * only_img} but the block attends over N_txt + N_img = "
+                    f"{n_txt} + {n_img} = {n_txt + n_img} tokens",
                     f"this block's head dim is {self.head_dim} (width / heads)")
-        check_like(first_parameter(self), "the block", {"img": img, "txt": txt, "vec": vec, "freqs": freqs}, ("freqs",))
+        check_like(first_parameter(self), "the block", dict(img=img, txt=txt, vec=vec, freqs=freqs), ("freqs",))
 
 
 def _triples(mods: list[ModulationOut]) -> tuple[ModulationOut, Optional[ModulationOut]]:

@@ -33,7 +33,7 @@ def patchify(images: Tensor, patch_size: int) -> Tensor:
     p = check_positive_int(patch_size, "patch_size")
     h, w = check_tensor(images, "images", "(B, C, H, W)", 4, floating=False).shape[-2:]
     if h % p or w % p:
-        raise ValueError(f"images of size H x W = {h} x {w} do not split into {p} x {p} patches: H and W must be multiples of patch_size = {p}")
+        raise ValueError(f"images of size H x W = {h} x {w} do not split into {p} x {p} patches (patch_size = {p})")
     return rearrange(images, "b c (gh ph) (gw pw) -> b (gh gw) (ph pw c)", ph=p, pw=p)
 
 
@@ -64,7 +64,8 @@ def unpatchify(tokens: Tensor, patch_size: int, grid: tuple[int, int], channels:
     if tokens.shape[1] != gh * gw:
         raise ValueError(f"grid (rows, cols) = ({gh}, {gw}) has {gh * gw} patches but tokens has {tokens.shape[1]}")
     if tokens.shape[2] != p * p * c:
-        raise ValueError(f"tokens must have p * p * channels = {p} * {p} * {c} = {p * p * c} values per token, got {tokens.shape[2]}")
+        raise ValueError(f"tokens must have p * p * channels = {p} * {p} * {c} = {p * p * c} values per token, "
+                         f"got {tokens.shape[2]}")
     return rearrange(tokens, "b (gh gw) (ph pw c) -> b c (gh ph) (gw pw)", gh=gh, gw=gw, ph=p, pw=p, c=c)
 
 
@@ -96,7 +97,7 @@ def _check_times(t: Tensor) -> None:
     if not isinstance(t, Tensor):
         raise TypeError(f"t must be a torch.Tensor (B,) of times in [0, 1], got {type(t).__name__}")
     if t.ndim != 1 or t.is_complex() or t.dtype == torch.bool:
-        raise ValueError(f"t must be a real (B,) tensor of times in [0, 1] (one per sample), got {t.dtype} {tuple(t.shape)}")
+        raise ValueError(f"t must be a real (B,) tensor of times in [0, 1], got {t.dtype} {tuple(t.shape)}")
 
 
 def _sinusoids(t: Tensor, dim: int, time_factor: float, max_period: float) -> Tensor:

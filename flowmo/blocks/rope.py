@@ -32,7 +32,7 @@ def check_axes_dim(axes_dim: Any, name: str = "axes_dim") -> tuple[int, ...]:
     dims = tuple(check_positive_int(d, f"{name}[{a}]") for a, d in enumerate(axes_dim))
     odd = next((a for a, d in enumerate(dims) if d % 2), None)
     if odd is not None:
-        raise ValueError(f"every entry of {name} must be even (each frequency rotates a channel pair), got {name}[{odd}] = {dims[odd]} is odd")
+        raise ValueError(f"every entry of {name} must be even (rotated in pairs): {name}[{odd}] = {dims[odd]} is odd")
     return dims
 
 
@@ -57,8 +57,8 @@ def rope_angles(positions: Tensor, axes_dim: Sequence[int], theta: float = 10000
     """
     dims = check_axes_dim(axes_dim)
     theta = check_positive_real(theta, "theta", "finite and > 0")
-    if not isinstance(positions, Tensor) or positions.ndim != 2 or positions.shape[-1] != len(dims) or positions.is_complex():
-        raise ValueError(f"positions must have shape (N, n_axes) = (N, {len(dims)}) (real, one column per entry of axes_dim), got {shape_of(positions)}")
+    if not isinstance(positions, Tensor) or positions.is_complex() or positions.shape[1:] != (len(dims),):
+        raise ValueError(f"positions must have shape (N, n_axes) = (N, {len(dims)}), real, got {shape_of(positions)}")
     pos = positions.to(torch.float64)
     parts = []
     for a, d in enumerate(dims):
