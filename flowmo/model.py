@@ -351,13 +351,7 @@ class FlowMo(PretrainedMixin, nn.Module):
         1e300 in float64 for a float32 state) raises ``ValueError`` saying so.
         """
         code = self._check_float(code, "code", (None, self.spec.code_length, self.spec.code_channels))
-        return self._decode(self._cast(code, "code", self.dtype), noise, generator, sampler, return_intermediates,
-                            enable_grad)
-
-    def _decode(self, code: Tensor, noise: Optional[Tensor] = None, generator: Optional[torch.Generator] = None,
-                sampler: Union[SamplerSpec, dict, str, None] = None, return_intermediates: bool = False,
-                enable_grad: bool = False) -> SampleOutput:
-        """:meth:`decode` of a code that is already checked (finite, the model's dtype and device)."""
+        code = self._cast(code, "code", self.dtype)
         b, s = code.shape[0], self.spec.image_size
         work = state_dtype(self.dtype)
         if noise is None:
@@ -371,13 +365,13 @@ class FlowMo(PretrainedMixin, nn.Module):
 
     def detokenize(self, tokens: Tensor, **kw: Any) -> Tensor:
         """Tokens (B, T) -> images (B, 3, H, W). Keyword arguments as for :meth:`decode`."""
-        return self._decode(self.tokens_to_code(tokens), **kw).images
+        return self.decode(self.tokens_to_code(tokens), **kw).images
 
     def reconstruct(self, images: Tensor, **kw: Any) -> Tensor:
         """Encode, quantize and decode. Keyword arguments as for :meth:`decode`."""
         with torch.no_grad():
             code = self.quantize(self.encode(images), losses=False).values
-        return self._decode(code, **kw).images
+        return self.decode(code, **kw).images
 
     def compile(self, **kwargs: Any) -> "FlowMo":
         """Compile every transformer block with ``torch.compile`` (in place; off unless called).

@@ -68,7 +68,7 @@ def check_times(times: Tensor, steps: int, what: str = "the time grid") -> Tenso
         raise ValueError(f"{what} must run from t = 1 (noise) to t = 0 (data), got t[0] = {t[0]!r}, t[-1] = {t[-1]!r}")
     i = next((i for i in range(steps) if not t[i] > t[i + 1]), None)  # NaN fails too
     if i is not None:
-        raise ValueError(f"{what} must be strictly decreasing, but t[{i}] = {t[i]!r} and t[{i + 1}] = {t[i + 1]!r}")
+        raise ValueError(f"{what} must be strictly decreasing from 1 to 0: t[{i}] = {t[i]!r}, t[{i + 1}] = {t[i + 1]!r}")
     return times
 
 

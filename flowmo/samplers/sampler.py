@@ -201,8 +201,8 @@ def _check_inputs(decoder, noise, cond, spec, null_cond) -> SamplerSpec:
     """Validate sample()'s arguments (ValueError / TypeError naming the argument); returns the spec."""
     spec = SamplerSpec.model_validate(spec) if isinstance(spec, (dict, str)) else spec
     if not isinstance(spec, SamplerSpec) or not callable(decoder):
-        raise TypeError(f"spec must be a SamplerSpec, dict or preset name and decoder a callable (x_t, t, cond) -> v, "
-                        f"got {describe(spec)} and {describe(decoder)}")
+        raise TypeError(f"spec must be a SamplerSpec, a dict or a sampler preset name and decoder a callable, got "
+                        f"{describe(spec)} and {describe(decoder)}")
     for name, x in (("noise", noise), ("cond", cond), ("null_cond", null_cond)):
         if x is not None or name != "null_cond":
             check_float_batch(x, name)
