@@ -50,8 +50,7 @@ from .spec import (
 from . import blocks, losses, quantizers, samplers  # noqa: E402,F401  isort: skip
 from . import nets  # noqa: E402,F401  registers the network distances (weights load only when built)
 from . import generators  # noqa: E402,F401  registers the token generators
-from flowmo.model import FlowMo, build
-from flowmo.objectives import LossOutput  # noqa: E402
+from .model import FlowMo, LossOutput, build  # noqa: E402
 from .state_dicts import StateDictMismatchError  # noqa: E402
 from .presets import PRESETS, flowmo_hi, flowmo_lo, flowmo_medium, flowmo_small, flowmo_tiny, get_preset, release_spec  # noqa: E402
 from .quantizers import FSQ, LFQ, Quantizer, QuantizerOutput  # noqa: E402

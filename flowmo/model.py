@@ -1,17 +1,21 @@
 """FlowMo: an MM-DiT encoder, a quantizer and an MM-DiT flow-matching decoder, composed from a spec.
 
-This module holds the architecture and the tokenize / decode API; the training losses live in
-:mod:`flowmo.objectives` and saving / loading model folders in :mod:`flowmo.folders.model_folder` (both
-inherited by :class:`FlowMo`)."""
+This module holds the architecture, the tokenize / decode API and the training losses (the
+Stage 1A loss and the Stage 1B post-training loss, with :class:`LossOutput`); :meth:`FlowMo.save_pretrained`
+and :meth:`FlowMo.from_pretrained` hand the model folder's files to :mod:`flowmo.folders.model_folder`."""
 
 from __future__ import annotations
 
+import copy
+import inspect
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 import torch
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from .blocks.base import Backbone
@@ -19,15 +23,47 @@ from .blocks.embeddings import patchify, unpatchify
 from .losses.flow import FlowLoss
 from .losses.posttrain import PosttrainObjective
 from .losses.time_samplers import TimeSampler
-from .objectives import LossOutput, ObjectivesMixin
 from .quantizers.base import Quantizer, QuantizerOutput
-from .registry import BACKBONES, QUANTIZERS, TIME_SAMPLERS
+from .registry import BACKBONES, FLOW_LOSSES, POSTTRAIN_OBJECTIVES, QUANTIZERS, TIME_SAMPLERS
+from .samplers.grids import describe
 from .spec.sampling import resolve_preset
 from .samplers.sampler import SampleOutput, sample, state_dtype
-from .state_dicts import StateDictMismatchError
 from .spec import FlowMoSpec, SamplerSpec, replace_spec
 
 __all__ = ["FlowMo", "LossOutput", "build"]
+
+
+@dataclass
+class LossOutput:
+    """A training loss: ``total`` (what to backpropagate) and its named terms (weighted)."""
+
+    total: Tensor
+    terms: dict[str, Tensor]
+
+    def detached(self) -> dict[str, float]:
+        out = {"total": float(self.total.detach())}
+        out.update({k: float(v.detach()) for k, v in self.terms.items()})
+        return out
+
+
+def _merge_terms(terms: dict, new: Any, source: str) -> None:
+    """Add ``new`` (a mapping name -> tensor from ``source``, a component whose outputs the
+    conformance kit checks) to ``terms``; ValueError naming a term whose name is already taken
+    (it would silently replace another)."""
+    if terms.keys() & new.keys():
+        raise ValueError(f"{source} returns a term named {min(terms.keys() & new.keys())!r}, already used; rename it")
+    terms.update(new)
+
+
+def _check_teacher_capability(objective: Any) -> None:
+    """``needs_teacher`` must be a bool, and True only when ``__call__`` takes ``teacher=``
+    (TypeError naming the class otherwise, before any training step)."""
+    params = inspect.signature(objective.__call__).parameters
+    takes = "teacher" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    if not isinstance(objective.needs_teacher, bool) or (objective.needs_teacher and not takes):
+        raise TypeError(f"{type(objective).__name__}.needs_teacher must be a bool, True only if __call__ takes teacher="
+                        f" (got {objective.needs_teacher!r}; __call__ {'takes' if takes else 'takes no'} teacher=)")
+
 
 def build(spec: Union[FlowMoSpec, dict, str]) -> "FlowMo":
     """Build the model a spec describes (float32, on the CPU, in training mode).
@@ -54,7 +90,7 @@ def build(spec: Union[FlowMoSpec, dict, str]) -> "FlowMo":
     return FlowMo(spec)
 
 
-class FlowMo(ObjectivesMixin, nn.Module):
+class FlowMo(nn.Module):
     """The FlowMo tokenizer.
 
     Images are float tensors (B, 3, H, W) in [-1, 1] with H = W = ``spec.image_size``.
@@ -102,91 +138,78 @@ class FlowMo(ObjectivesMixin, nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    # ------------------------------------------------------------------ input checks
-    def _check_images(self, images: Any, name: str = "images") -> Tensor:
-        if not isinstance(images, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(images).__name__}")
-        if not images.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point tensor in [-1, 1], got dtype {images.dtype}")
-        s = self.spec.image_size
-        if images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != s or images.shape[3] != s:
-            raise ValueError(f"{name} must have shape (batch, 3, {s}, {s}), got {tuple(images.shape)}")
-        if images.shape[0] == 0:
-            raise ValueError(f"{name} is an empty batch (shape {tuple(images.shape)})")
-        self._check_device(images, name)
-        if not bool(torch.isfinite(images).all()):
-            raise ValueError(f"{name} contains NaN or Inf values")
-        lo, hi = float(images.min()), float(images.max())
-        if lo < -1.05 or hi > 1.05:
-            raise ValueError(
-                f"{name} must lie in [-1, 1], got values in [{lo:.3g}, {hi:.3g}] "
-                "(convert uint8 images with x / 127.5 - 1)"
-            )
-        return images.to(self._input_dtype())
-
-    def _input_dtype(self) -> torch.dtype:
-        return self.dtype
-
-    def _check_device(self, x: Tensor, name: str) -> None:
+    # ------------------------------------------------------------------ input checks (at the public methods only)
+    def _check_layout(self, x: Tensor, name: str, shape: tuple, what: Optional[str] = None) -> None:
+        """``x`` must have ``shape`` (a None entry: any size >= 1, the batch; ``what`` words it
+        in the message) and be on the model's device; ValueError naming ``name``."""
+        if x.ndim != len(shape) or any(g < 1 if d is None else g != d for g, d in zip(x.shape, shape)):
+            dims = ", ".join("batch" if d is None else str(d) for d in shape)
+            raise ValueError(f"{name} must have {what or f'shape ({dims}), batch not empty'}, got {tuple(x.shape)}")
         if x.device != self.device:
-            raise ValueError(f"{name} is on device {x.device} but the model is on {self.device}; "
-                             f"move it with .to(model.device)")
+            raise ValueError(f"{name} is on {x.device} but the model is on {self.device}")
 
-    def _check_noisy(self, x: Any, name: str, *, cast: bool = True) -> Tensor:
-        """A noisy image or noise (B, 3, H, W): any finite float values (no [-1, 1] range).
-        Returned in the model's input dtype (``cast``; ValueError if a value overflows it)
-        or as given."""
-        s = self.spec.image_size
+    def _check_float(self, x: Any, name: str, shape: tuple, what: Optional[str] = None) -> Tensor:
+        """``x`` must be a finite floating-point tensor of ``shape`` on the model's device
+        (:meth:`_check_layout`); TypeError / ValueError naming ``name``."""
         if not isinstance(x, Tensor) or not x.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point torch.Tensor of shape (batch, 3, {s}, {s}), "
-                            f"got {type(x).__name__ if not isinstance(x, Tensor) else x.dtype}")
-        if x.ndim != 4 or x.shape[1:] != (3, s, s) or x.shape[0] == 0:
-            raise ValueError(f"{name} must have shape (batch, 3, {s}, {s}) with batch >= 1, got {tuple(x.shape)}")
-        self._check_device(x, name)
+            raise TypeError(f"{name} must be a floating-point torch.Tensor, got {describe(x)}")
+        self._check_layout(x, name, shape, what)
         if not bool(torch.isfinite(x).all()):
             raise ValueError(f"{name} contains NaN or Inf values")
-        return self._cast_input(x, name) if cast else x
+        return x
 
-    def _cast_input(self, x: Tensor, name: str, dtype: Optional[torch.dtype] = None,
-                    what: str = "the model's dtype") -> Tensor:
-        """Finite ``x`` cast to ``dtype`` (default: the model's input dtype); ValueError naming
-        ``name`` if a finite value overflows the cast (e.g. 1e300 in float64 to bfloat16)."""
-        dtype = dtype or self._input_dtype()
+    def _check_images(self, images: Any) -> Tensor:
+        """Images (B, 3, S, S), B >= 1, floating, on the model's device, finite and in [-1, 1]
+        (1.05 tolerated), returned in the model's dtype."""
+        if not isinstance(images, Tensor):
+            raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+        self._check_float(images, "images", (None, 3, self.spec.image_size, self.spec.image_size))
+        lo, hi = torch.stack(torch.aminmax(images)).tolist()
+        if lo < -1.05 or hi > 1.05:
+            raise ValueError(f"images must lie in [-1, 1] (uint8 x: x / 127.5 - 1), got values in [{lo:.3g}, {hi:.3g}]")
+        return images.to(self.dtype)
+
+    def _cast(self, x: Tensor, name: str, dtype: torch.dtype) -> Tensor:
+        """Finite ``x`` in ``dtype``; ValueError naming ``name`` where a value overflows it
+        (e.g. 1e300 in float64 to bfloat16)."""
         y = x.to(dtype)
         if y.dtype != x.dtype and not bool(torch.isfinite(y).all()):
-            raise ValueError(f"{name} has values beyond the range of {what} {dtype} (max |{name}| = "
-                             f"{float(x.abs().max()):.3g}, finite in {x.dtype}); scale it down")
+            raise ValueError(f"{name} has values beyond the range of {dtype}; scale it down")
         return y
 
-    def _check_code(self, code: Any, name: str = "code") -> Tensor:
-        t, c = self.spec.code_length, self.spec.code_channels
-        if not isinstance(code, Tensor) or not code.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point torch.Tensor of shape (batch, {t}, {c})")
-        if code.ndim != 3 or code.shape[1:] != (t, c) or code.shape[0] == 0:
-            raise ValueError(f"{name} must have shape (batch, {t}, {c}) with batch >= 1, got {tuple(code.shape)}")
-        self._check_device(code, name)
-        if not bool(torch.isfinite(code).all()):
-            raise ValueError(f"{name} contains NaN or Inf values")
-        return self._cast_input(code, name)
-
     def _check_tokens(self, tokens: Any) -> Tensor:
-        t = self.spec.code_length
-        if not isinstance(tokens, Tensor):
-            raise TypeError(f"tokens must be an int64 torch.Tensor of shape (batch, {t}), got {type(tokens).__name__}")
-        if tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool:
-            raise TypeError(f"tokens must be an integer tensor, got dtype {tokens.dtype}")
-        if tokens.ndim != 2 or tokens.shape[1] != t or tokens.shape[0] == 0:
-            raise ValueError(f"tokens must have shape (batch, {t}) with batch >= 1, got {tuple(tokens.shape)}")
-        self._check_device(tokens, "tokens")
-        self.quantizer.check_indices(tokens, "tokens (indices)")  # range check under the argument's name
+        """Integer tokens (B, T), B >= 1, on the model's device, in [0, codebook_size)."""
+        if (not isinstance(tokens, Tensor) or tokens.is_floating_point() or tokens.is_complex()
+                or tokens.dtype == torch.bool):
+            raise TypeError(f"tokens must be an int64 torch.Tensor (any integer dtype), got {describe(tokens)}")
+        self._check_layout(tokens, "tokens", (None, self.spec.code_length))
+        self.quantizer.check_indices(tokens, "tokens (indices)")  # the range, under the argument's name
         return tokens
+
+    def _check_times(self, t: Any, b: int, name: str) -> Tensor:
+        """Flow times: a number or a real tensor, scalar or (B,), finite, in [0, 1] -> float32 (B,)."""
+        if isinstance(t, bool) or not isinstance(t, (int, float, Tensor)) or (
+                isinstance(t, Tensor) and (t.is_complex() or t.dtype == torch.bool)):
+            raise TypeError(f"{name} must be a number or a real torch.Tensor, got {describe(t)}")
+        if isinstance(t, Tensor) and t.device != self.device and (t.ndim or t.device.type == "meta"):  # scalars move
+            raise ValueError(f"{name} is on {t.device} but the model is on {self.device}")
+        t = torch.as_tensor(t, dtype=torch.float32).to(self.device)
+        t = t.expand(b) if t.ndim == 0 else t
+        if t.shape != (b,):
+            raise ValueError(f"{name} must be a scalar or have shape ({b},), got {tuple(t.shape)}")
+        lo, hi = torch.stack(torch.aminmax(t)).tolist()
+        if not 0 <= lo <= hi <= 1:
+            raise ValueError(f"{name} must lie in [0, 1] (finite), got values in [{lo:.3g}, {hi:.3g}]")
+        return t
 
     # ------------------------------------------------------------------ encoder and quantizer
     def encode(self, images: Tensor) -> Tensor:
         """Images (B, 3, H, W) in [-1, 1] -> continuous code (B, T, C)."""
-        images = self._check_images(images)
-        b = images.shape[0]
-        txt = images.new_zeros(b, self.spec.code_length, self.spec.code_channels)
+        return self._encode(self._check_images(images))
+
+    def _encode(self, images: Tensor) -> Tensor:
+        """:meth:`encode` of images already checked (and cast) by :meth:`_check_images`."""
+        txt = images.new_zeros(images.shape[0], self.spec.code_length, self.spec.code_channels)
         _, code = self.encoder(patchify(images, self.spec.patch_size), txt, None, self.grid, outputs=("txt",))
         return code
 
@@ -200,12 +223,10 @@ class FlowMo(ObjectivesMixin, nn.Module):
     def tokenize(self, images: Tensor, *, groups: bool = False) -> Tensor:
         """Images -> int64 tokens (B, T); with ``groups=True`` (LFQ only) indices per entropy
         group (B, T, C/G) in the release's layout."""
+        if groups and not self.quantizer.has_groups:
+            raise ValueError(f"groups=True needs a quantizer with entropy groups; {self.spec.quantizer.name} has none")
         q = self.quantize(self.encode(images), losses=False)
-        if groups:
-            if not self.quantizer.has_groups:
-                raise ValueError(f"groups=True needs a quantizer with entropy groups; {self.spec.quantizer.name} has none")
-            return self.quantizer.codes_to_group_indices(q.values)
-        return q.indices
+        return self.quantizer.codes_to_group_indices(q.values) if groups else q.indices
 
     def tokens_to_code(self, tokens: Tensor) -> Tensor:
         """Tokens (B, T) -> quantized code (B, T, C)."""
@@ -214,7 +235,7 @@ class FlowMo(ObjectivesMixin, nn.Module):
     # ------------------------------------------------------------------ decoder
     def conditioning(self, code: Optional[Tensor], batch: Optional[int] = None) -> Tensor:
         """The decoder's latent input: code (B, T, C) plus a channel of ones; None gives the
-        all-zero (unconditional) input, mask included."""
+        all-zero (unconditional) input, mask included, of ``batch`` (required then) samples."""
         if code is None:
             if batch is None:
                 raise ValueError("batch is needed for the unconditional (code=None) input")
@@ -234,10 +255,9 @@ class FlowMo(ObjectivesMixin, nn.Module):
 
     def _decoder_velocity(self, decoder: Backbone, x_t: Tensor, t: Tensor, cond: Tensor) -> Tensor:
         s = self.spec.image_size
-        if not isinstance(x_t, Tensor) or x_t.ndim != 4 or tuple(x_t.shape[1:]) != (3, s, s):
-            shape = tuple(x_t.shape) if isinstance(x_t, Tensor) else type(x_t).__name__
+        if not isinstance(x_t, Tensor) or tuple(x_t.shape[1:]) != (3, s, s):
             raise ValueError(f"x_t must have shape (B, 3, {s}, {s}) (the model's image size; its patch grid is "
-                             f"{self.grid}), got {shape}")
+                             f"{self.grid}), got {tuple(getattr(x_t, 'shape', ()))}")
         img, _ = decoder(patchify(x_t, self.spec.patch_size), cond, t, self.grid, outputs=("img",))
         return unpatchify(img, self.spec.patch_size, self.grid)
 
@@ -247,19 +267,19 @@ class FlowMo(ObjectivesMixin, nn.Module):
 
         With ``guidance_scale`` != 1: v_u + scale (v_c - v_u), computed in
         ``state_dtype(self.dtype)`` (float32 for a bfloat16 / float16 model) and rounded once to
-        the model's dtype. Returns (B, 3, H, W) in the model's dtype.
+        the model's dtype. Returns (B, 3, H, W) in the model's dtype. ValueError when the
+        velocity is not finite (inputs too large for the model's dtype, or non-finite weights).
         """
-        x_t = self._check_noisy(x_t, "x_t")
+        s = self.spec.image_size
+        x_t = self._cast(self._check_float(x_t, "x_t", (None, 3, s, s)), "x_t", self.dtype)
         b = x_t.shape[0]
         t = self._check_times(t, b, "t")
-        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)):
-            raise TypeError(f"guidance_scale must be a real number, got {type(guidance_scale).__name__}")
-        if not math.isfinite(guidance_scale):
-            raise ValueError(f"guidance_scale must be finite, got {guidance_scale}")
+        if isinstance(guidance_scale, bool) or not (isinstance(guidance_scale, (int, float))
+                                                     and math.isfinite(guidance_scale)):
+            raise TypeError(f"guidance_scale must be a finite real number, got {guidance_scale!r}")
         if code is not None:
-            code = self._check_code(code)
-            if code.shape[0] != b:
-                raise ValueError(f"code has batch {code.shape[0]} but x_t has batch {b}")
+            code = self._check_float(code, "code", (b, self.spec.code_length, self.spec.code_channels))
+            code = self._cast(code, "code", self.dtype)
         cond = self.conditioning(code, b)
         v = self.decoder_velocity(x_t, t, cond)
         if guidance_scale != 1.0 and code is not None:
@@ -267,28 +287,9 @@ class FlowMo(ObjectivesMixin, nn.Module):
             work = state_dtype(v.dtype)
             v = (v_u.to(work) + guidance_scale * (v.to(work) - v_u.to(work))).to(v.dtype)
         if not bool(torch.isfinite(v).all()):
-            raise ValueError(
-                f"the velocity is not finite: x_t (max |x_t| = {float(x_t.abs().max()):.3g}), code or "
-                f"guidance_scale ({guidance_scale}) is too large for {self.dtype}, or the weights are not finite"
-            )
+            raise ValueError(f"the velocity is not finite: x_t, code or guidance_scale ({guidance_scale}) is too large "
+                             f"for {self.dtype}, or the weights are not finite")
         return v
-
-    def _check_times(self, t: Any, b: int, name: str) -> Tensor:
-        """Flow times: a number or a real tensor, scalar or (B,), finite, in [0, 1] -> float32 (B,)."""
-        if isinstance(t, Tensor):
-            if t.is_complex() or t.dtype == torch.bool:
-                raise TypeError(f"{name} must be a real tensor, got dtype {t.dtype}")
-            if t.device != self.device and (t.ndim > 0 or t.device.type == "meta"):  # a scalar may be moved
-                raise ValueError(f"{name} is on device {t.device} but the model is on {self.device}")
-        elif isinstance(t, bool) or not isinstance(t, (int, float)):
-            raise TypeError(f"{name} must be a number or a torch.Tensor, got {type(t).__name__}")
-        t = torch.as_tensor(t, dtype=torch.float32).to(self.device)
-        t = t.expand(b) if t.ndim == 0 else t
-        if t.shape != (b,):
-            raise ValueError(f"{name} must be a scalar or have shape ({b},), got {tuple(t.shape)}")
-        if not bool(torch.isfinite(t).all()) or float(t.min()) < 0 or float(t.max()) > 1:
-            raise ValueError(f"{name} must lie in [0, 1] (finite), got values in [{float(t.min()):.3g}, {float(t.max()):.3g}]")
-        return t
 
     def _sampler_spec(self, sampler: Union[SamplerSpec, dict, str, None]) -> SamplerSpec:
         """``sampler`` of :meth:`decode` as a SamplerSpec: None is the spec's sampler, a dict
@@ -349,17 +350,14 @@ class FlowMo(ObjectivesMixin, nn.Module):
         rounded to the model's own dtype). Finite noise beyond the state dtype's range (e.g.
         1e300 in float64 for a float32 state) raises ``ValueError`` saying so.
         """
-        code = self._check_code(code)
-        b = code.shape[0]
-        s = self.spec.image_size
+        code = self._check_float(code, "code", (None, self.spec.code_length, self.spec.code_channels))
+        code = self._cast(code, "code", self.dtype)
+        b, s = code.shape[0], self.spec.image_size
         work = state_dtype(self.dtype)
         if noise is None:
             noise = torch.randn(b, 3, s, s, generator=generator, device=code.device, dtype=work)
         else:
-            self._check_noisy(noise, "noise", cast=False)
-            if noise.shape != (b, 3, s, s):
-                raise ValueError(f"noise must have shape ({b}, 3, {s}, {s}), got {tuple(noise.shape)}")
-            noise = self._cast_input(noise, "noise", work, f"the sampler's state dtype (for a {self.dtype} model)")
+            noise = self._cast(self._check_float(noise, "noise", (b, 3, s, s)), "noise", work)
         cond = self.conditioning(code)
         return sample(self.decoder_velocity, noise, cond, self._sampler_spec(sampler),
                       null_cond=torch.zeros_like(cond), return_intermediates=return_intermediates,
@@ -442,9 +440,169 @@ class FlowMo(ObjectivesMixin, nn.Module):
 
         Only each backbone's :meth:`~flowmo.blocks.Backbone.compile_units` are compiled (the
         MM-DiT's blocks): the backbone's loop, its cached RoPE tables and the samplers stay in
-        Python, so one compiled block serves every block, step and batch size. ``kwargs`` go to ``torch.compile`` (e.g. ``mode="max-autotune"``).
+        Python, so one compiled block serves every block, step and batch size. ``kwargs`` go to
+        ``torch.compile`` (e.g. ``mode="max-autotune"``).
         """
         for backbone in (self.encoder, self.decoder):
             for unit in backbone.compile_units():
                 unit.compile(**kwargs)
         return self
+
+    # ------------------------------------------------------------------ training losses
+    @property
+    def flow_loss(self) -> FlowLoss:
+        """The spec's flow loss (:class:`flowmo.losses.FlowLoss`), built on first use."""
+        if self._flow_loss is None:
+            self._flow_loss = FLOW_LOSSES.build(self.spec.flow_loss)
+        return self._flow_loss
+
+    @property
+    def posttrain_objective(self) -> PosttrainObjective:
+        """The spec's post-training objective (:class:`flowmo.losses.PosttrainObjective`), built on
+        first use; TypeError unless its ``needs_teacher`` is a bool, True only when its
+        ``__call__`` takes ``teacher=``."""
+        if self._posttrain is None:
+            objective = POSTTRAIN_OBJECTIVES.build(self.spec.posttrain)
+            _check_teacher_capability(objective)
+            self._posttrain = objective
+        return self._posttrain
+
+    # ------------------------------------------------------------------ the teacher
+    def set_teacher(self, state: Optional[Mapping[str, Tensor]] = None) -> None:
+        """Freeze a copy of the decoder as the teacher of a distillation objective
+        (``posttrain.needs_teacher``): the decoder's current weights, or ``state``: the decoder's
+        weights as :meth:`teacher_state` returns them (keys without the ``decoder.`` prefix) or a
+        whole model's state dict (its ``decoder.*`` entries are taken). Call it after loading the
+        weights the teacher should have (the trainer calls it after ``train.init_from``).
+
+        The teacher is not a submodule: it is not in :meth:`state_dict`, not saved by
+        :meth:`save_pretrained` and never trained; ``.to()`` / ``.double()`` move and cast it with
+        the model. Raises TypeError when ``state`` is not a mapping of dense tensors, and
+        StateDictMismatchError (a ValueError) naming the keys when its keys or shapes do not fit
+        the decoder or it holds NaN / Inf values."""
+        from .state_dicts import check_finite, check_state_dict
+
+        teacher = copy.deepcopy(self.decoder)
+        if state is not None:
+            if not isinstance(state, Mapping):
+                raise TypeError(f"state must be a mapping name -> tensor (the decoder's), got {describe(state)}")
+            bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, Tensor)
+                   or v.layout != torch.strided or v.device.type == "meta"]
+            if bad:
+                raise TypeError(f"state's keys must be parameter names (str), its values dense tensors: {bad[:5]}")
+            if any(k.startswith("decoder.") for k in state):
+                state = {k[len("decoder."):]: v for k, v in state.items() if k.startswith("decoder.")}
+            check_state_dict({k: tuple(v.shape) for k, v in teacher.state_dict().items()}, dict(state),
+                             "the teacher's state (the decoder's weights, keys without 'decoder.')")
+            check_finite(state, "the teacher's state")
+            teacher.load_state_dict(state)
+        else:
+            check_finite(teacher.state_dict(), "the decoder (the teacher would copy it)")
+        teacher.requires_grad_(False)
+        teacher.eval()
+        self.__dict__["_teacher"] = teacher  # bypasses nn.Module registration on purpose
+
+    def teacher_state(self) -> dict[str, Tensor]:
+        """A copy of the teacher decoder's weights (keys without the ``decoder.`` prefix; editing
+        it leaves the teacher as it is); ValueError when :meth:`set_teacher` was not called."""
+        if self._teacher is None:
+            raise ValueError("this model has no teacher (call set_teacher() first)")
+        return {k: v.detach().clone() for k, v in self._teacher.state_dict().items()}
+
+    def teacher_velocity(self, x_t: Tensor, t: Tensor, cond: Tensor) -> Tensor:
+        """:meth:`decoder_velocity` of the frozen teacher (same arguments and shapes)."""
+        if self._teacher is None:
+            raise ValueError("this model has no teacher (call set_teacher() first)")
+        return self._decoder_velocity(self._teacher, x_t, t, cond)
+
+    def loss(self, images: Tensor, *, t: Union[Tensor, float, None] = None, noise: Optional[Tensor] = None,
+             cfg_dropout: bool = True, generator: Optional[torch.Generator] = None) -> LossOutput:
+        """Stage 1A: rectified flow on the decoder plus the quantizer's (and perceptual) terms.
+
+        ``t`` (a number or (B,), in [0, 1]) and ``noise`` (finite, like images) default to draws
+        from the spec's time sampler and N(0, I). A non-finite total raises ValueError in eval
+        mode and is returned in training mode (the trainer skips and counts such steps, and all
+        ranks must agree on that).
+        """
+        images = self._check_images(images)
+        b = images.shape[0]
+        q = self.quantize(self._encode(images))
+        if t is None:
+            t = self.time_sampler.sample(b, generator=generator, device=images.device)
+        else:
+            t = self._check_times(t, b, "t")
+        if noise is None:
+            noise = torch.randn(images.shape, generator=generator, device=images.device, dtype=images.dtype)
+        else:
+            noise = self._check_float(noise, "noise", tuple(images.shape), f"the shape of images {tuple(images.shape)}")
+            noise = self._cast(noise, "noise", images.dtype)
+        terms: dict[str, Tensor] = {}
+        _merge_terms(terms, dict(self.flow_loss(self.decoder_velocity, images, self.conditioning(q.values), t,
+                                                noise, dropout=cfg_dropout, generator=generator)), "the flow loss")
+        _merge_terms(terms, {f"quantizer/{k}": v for k, v in q.losses.items()}, "the quantizer")
+        return self._loss_output(terms)
+
+    def posttrain_loss(self, images: Tensor, *, generator: Optional[torch.Generator] = None,
+                       noise: Optional[Tensor] = None, u: Optional[Tensor] = None,
+                       cfg_dropout: bool = True) -> LossOutput:
+        """Stage 1B (the release's recipe): the flow loss (weighted by ``posttrain.flow_weight``),
+        the quantizer's terms and the post-training objective's terms, with the encoder and
+        quantizer frozen. The quantizer's terms are computed without gradients (nothing they
+        depend on trains in Stage 1B); they are reported, as the release's Stage 1B loss holds
+        them. ``spec.loss_terms("1b")`` lists the terms.
+
+        ``noise`` (the chain's starting noise) must be a finite floating tensor of the images'
+        shape on the model's device; ``u`` (the objective's draws) goes to the objective, which
+        documents and checks it (``mode_seeking``: (B, K + 1), finite, non-negative, each row's
+        entries 1..K with a positive sum); both default to draws from ``generator``. Bad values
+        raise TypeError / ValueError naming the argument. A post-training objective whose term
+        names collide with the flow loss's or the quantizer's raises ValueError (a term would
+        silently replace another). As in :meth:`loss`, a non-finite total raises ValueError in
+        eval mode and is returned in training mode.
+        """
+        images = self._check_images(images)
+        b = images.shape[0]
+        if noise is not None:
+            self._check_float(noise, "noise", tuple(images.shape), f"the shape of images {tuple(images.shape)}")
+        objective, spec = self.posttrain_objective, self.spec.posttrain
+        if objective.needs_teacher and self._teacher is None:
+            raise ValueError(f"the posttrain objective {spec.name!r} needs a teacher: call model.set_teacher() first")
+        with torch.no_grad():
+            q = self.quantizer(self._encode(images))
+        cond = self.conditioning(q.values)
+        terms: dict[str, Tensor] = {}
+        if spec.flow_weight > 0:
+            t = self.time_sampler.sample(b, generator=generator, device=images.device)
+            eps = torch.randn(images.shape, generator=generator, device=images.device, dtype=images.dtype)
+            velocity = self.decoder_velocity
+            if objective.checkpoints_decoder and torch.is_grad_enabled():
+                # recompute this decoder call in backward too: the chain's calls are checkpointed,
+                # and holding this one's activations would set the step's memory peak
+                def velocity(x_t: Tensor, t_: Tensor, c: Tensor) -> Tensor:
+                    return torch.utils.checkpoint.checkpoint(self.decoder_velocity, x_t, t_, c, use_reentrant=False)
+            flow = self.flow_loss(velocity, images, cond, t, eps, dropout=cfg_dropout,
+                                  generator=generator)
+            _merge_terms(terms, {k: spec.flow_weight * v for k, v in flow.items()}, "the flow loss")
+        _merge_terms(terms, {f"quantizer/{k}": v for k, v in q.losses.items()}, "the quantizer")
+        kw: dict[str, Any] = {"teacher": self.teacher_velocity} if objective.needs_teacher else {}
+        extra = objective(self.decoder_velocity, images, cond, noise=noise, u=u, generator=generator, **kw)
+        _merge_terms(terms, extra, f"the post-training objective {spec.name!r}")
+        return self._loss_output(terms)
+
+    def _loss_output(self, terms: dict[str, Tensor]) -> LossOutput:
+        """``terms`` and their float32 sum; in eval mode a non-finite sum raises ValueError (in
+        training mode it is returned: a training loop must see it, not an exception)."""
+        total = torch.stack([v.float() for v in terms.values()]).sum()
+        if not self.training and not bool(torch.isfinite(total)):
+            raise ValueError(f"the loss is not finite: noise/images too large for {self.dtype}, or weights not finite")
+        return LossOutput(total, terms)
+
+    def forward(self, images: Tensor, *, objective: str = "flow", **kw: Any) -> LossOutput:
+        """The training loss (so that DistributedDataParallel sees the computation):
+        ``objective="flow"`` is :meth:`loss`, ``"posttrain"`` is :meth:`posttrain_loss`."""
+        if objective == "flow":
+            return self.loss(images, **kw)
+        if objective == "posttrain":
+            return self.posttrain_loss(images, **kw)
+        raise ValueError(f"objective must be 'flow' or 'posttrain', got {objective!r}")
+

@@ -36,7 +36,7 @@ from pydantic import ValidationError
 import flowmo
 from flowmo import FlowMoSpec, SamplerSpec
 from flowmo.metrics.pixel import psnr, ssim
-from flowmo.objectives import LossOutput
+from flowmo.model import LossOutput
 from flowmo.quantizers import FSQ
 from flowmo.samplers import sample
 from flowmo.samplers.sampler import SampleOutput

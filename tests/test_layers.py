@@ -38,7 +38,7 @@ def _files(*parts):
 FLOORS = [
     ("registry", "spec", "presets", "devices", "state_dicts"),
     ("data",),
-    ("blocks", "quantizers", "losses", "samplers", "generators", "nets", "metrics", "model", "objectives"),
+    ("blocks", "quantizers", "losses", "samplers", "generators", "nets", "metrics", "model"),
     ("folders",),
     ("train", "cli", "testing", "__main__"),
 ]

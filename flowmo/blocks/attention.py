@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Optional
 
 import torch
@@ -11,8 +9,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from ._checks import check_positive_int, check_tensor
-from .rope import apply_rope
+from ._checks import check_positive_int, check_positive_real, check_table, check_tensor
+from .rope import _rotate
 
 __all__ = ["RMSNorm", "QKNorm", "SelfAttention", "attention"]
 
@@ -38,11 +36,11 @@ class RMSNorm(nn.Module):
             ValueError: the last dim of ``x`` is not ``dim``.
             TypeError: ``x`` is not floating-point.
         """
-        if not isinstance(x, Tensor) or x.ndim < 1 or x.shape[-1] != self.dim:
-            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(f"x must have shape (..., {self.dim}) (last dim = dim), got {shape}")
-        if not x.is_floating_point():
-            raise TypeError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+        check_tensor(x, "x", f"(..., {self.dim})", last=self.dim)
+        return self._normalize(x)
+
+    def _normalize(self, x: Tensor) -> Tensor:
+        """:meth:`forward` of an ``x`` already checked."""
         y = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)  # x * rsqrt(mean(x^2) + eps)
         return y.to(x.dtype) * self.scale.to(x.dtype)
 
@@ -87,10 +85,8 @@ class SelfAttention(nn.Module):
         self.heads = check_positive_int(heads, "heads")
         if width % heads:
             raise ValueError(f"width ({width}) must be divisible by heads ({heads})")
-        if not isinstance(queries, bool):
-            raise TypeError(f"queries must be a bool, got {type(queries).__name__}")
-        if not isinstance(qkv_bias, bool):
-            raise TypeError(f"qkv_bias must be a bool, got {type(qkv_bias).__name__} {qkv_bias!r}")
+        if not isinstance(queries, bool) or not isinstance(qkv_bias, bool):
+            raise TypeError(f"queries must be a bool and qkv_bias must be a bool, got {queries!r} and {qkv_bias!r}")
         self.width = width
         self.head_dim = width // heads
         self.queries = queries
@@ -112,15 +108,16 @@ class SelfAttention(nn.Module):
         Raises:
             ValueError: ``x`` is not (B, N, width).
         """
-        check_tensor(x, "x", 3, f"(B, N, {self.width})")
-        if x.shape[-1] != self.width:
-            raise ValueError(f"x must have shape (B, N, {self.width}) (last dim = width), got {tuple(x.shape)}")
+        check_tensor(x, "x", f"(B, N, {self.width})", 3, self.width)
+        return self._project(x)
+
+    def _project(self, x: Tensor) -> tuple[Optional[Tensor], Tensor, Tensor]:
+        """:meth:`qkv_heads` of an ``x`` already checked."""
         if not self.queries:
             k, v = rearrange(self.kv(x), "b n (k h d) -> k b h n d", k=2, h=self.heads)
-            return None, self.key_norm(k), v
+            return None, self.key_norm._normalize(k), v
         q, k, v = rearrange(self.qkv(x), "b n (k h d) -> k b h n d", k=3, h=self.heads)
-        q, k = self.norm(q, k)
-        return q, k, v
+        return self.norm.query_norm._normalize(q), self.norm.key_norm._normalize(k), v
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, freqs: Tensor, scale: float,
@@ -143,32 +140,30 @@ def attention(q: Tensor, k: Tensor, v: Tensor, freqs: Tensor, scale: float,
         (B, M, H * D) in v's dtype, heads merged as ``(h d)``.
 
     Raises:
-        TypeError: q, k or v not a floating tensor, or not all of one dtype.
-        ValueError: q, k, v of mismatched or non-4-D shapes, or on different devices; a table
-            not covering the tokens; ``scale`` not a finite number > 0.
+        TypeError: q, k or v not a floating tensor, or not all of one dtype and device.
+        ValueError: q, k, v of mismatched or non-4-D shapes; a table not float32 (N, D/2, 2)
+            (or (M, D/2, 2)) on q's device; ``scale`` not a finite number > 0.
     """
-    check_tensor(q, "q", 4, "(B, H, N, D)")
-    check_tensor(k, "k", 4, "(B, H, N, D)")
-    check_tensor(v, "v", 4, "(B, H, N, D)")
-    if not q.dtype == k.dtype == v.dtype:
-        raise TypeError(f"q, k and v must have one dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
-    if not q.device == k.device == v.device:
-        raise ValueError(f"q, k and v must be on one device, got {q.device}, {k.device}, {v.device}")
-    if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not (math.isfinite(scale) and scale > 0):
-        raise ValueError(f"scale (the softmax scale) must be a finite number > 0, got {scale!r}")
-    q_shape_ok = isinstance(k, Tensor) and (q.shape == k.shape if q_freqs is None else
-                                            (q.shape[:2] == k.shape[:2] and q.shape[3] == k.shape[3]))
-    if not q_shape_ok or not isinstance(v, Tensor) or v.shape != k.shape:
-        shapes = [tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__ for t in (q, k, v)]
-        raise ValueError(f"q, k and v must have the same shape (B, H, N, D) (q may have fewer tokens when "
-                         f"q_freqs is given), got {shapes[0]}, {shapes[1]}, {shapes[2]}")
-    n, d = k.shape[-2], k.shape[-1]
-    for table, rows, what in ((freqs, n, "freqs"), (q_freqs, q.shape[-2], "q_freqs")):
-        if isinstance(table, Tensor) and table.ndim == 3 and table.shape[0] != rows:
-            raise ValueError(f"{what} covers {table.shape[0]} tokens but there are {rows} "
-                             f"{'keys' if what == 'freqs' else 'queries'}: the RoPE table must have one row "
-                             f"per token (all streams, e.g. [latent, image]), shape ({rows}, {d // 2}, 2)")
-    q = apply_rope(q, freqs if q_freqs is None else q_freqs).to(v.dtype)
-    k = apply_rope(k, freqs).to(v.dtype)
+    for x, name in ((q, "q"), (k, "k"), (v, "v")):
+        check_tensor(x, name, "(B, H, N, D)", 4)
+    if not q.dtype == k.dtype == v.dtype or not q.device == k.device == v.device:
+        raise TypeError(f"q, k and v must have one dtype and device, got {q.dtype}, {k.dtype}, {v.dtype} on "
+                        f"{q.device}, {k.device}, {v.device}")
+    check_positive_real(scale, "scale (the softmax scale)", "a finite number > 0")
+    if (v.shape != k.shape or q.shape[:2] + q.shape[3:] != k.shape[:2] + k.shape[3:]
+            or (q_freqs is None and q.shape[2] != k.shape[2])):
+        raise ValueError(f"q, k and v must have the same shape (B, H, N, D) (q fewer tokens with q_freqs), got "
+                         f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    n, m, d = k.shape[-2], q.shape[-2], k.shape[-1]
+    check_table(freqs, "freqs", n, d, f" but there are {n} keys", f"q and k have head dim D = {d}", q.device)
+    if q_freqs is not None:
+        check_table(q_freqs, "q_freqs", m, d, f" but there are {m} queries", f"q and k have head dim D = {d}", q.device)
+    return _attend(q, k, v, freqs, scale, q_freqs)
+
+
+def _attend(q: Tensor, k: Tensor, v: Tensor, freqs: Tensor, scale: float, q_freqs: Optional[Tensor] = None) -> Tensor:
+    """:func:`attention` of arguments already checked."""
+    q = _rotate(q, freqs if q_freqs is None else q_freqs).to(v.dtype)
+    k = _rotate(k, freqs).to(v.dtype)
     out = F.scaled_dot_product_attention(q, k, v, scale=scale)
     return rearrange(out, "b h n d -> b n (h d)")

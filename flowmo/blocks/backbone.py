@@ -10,7 +10,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..registry import BACKBONES
 from ..spec import MMDiTSpec
-from ._checks import check_grid, check_like, check_positive_int, check_streams, check_tokens, first_parameter
+from ._checks import check_grid, check_like, check_positive_int, check_streams, check_tensor, first_parameter, shape_of
 from .base import Backbone
 from .double_block import DoubleStreamBlock
 from .embeddings import TimeEmbedding
@@ -84,8 +84,7 @@ class MMDiT(Backbone):
     def rope_tables(self, code_length: int, grid: tuple[int, int], device: torch.device) -> Tensor:
         """The float32 RoPE table (code_length + rows * cols, head_dim / 2, 2) for the tokens
         [latent, image] (:func:`flowmo_positions`), built once per (layout, device) and cached."""
-        grid = check_grid(grid)
-        return self.rope.get((code_length, grid), device, lambda dev: flowmo_positions(code_length, grid, dev))
+        return self.rope.get((code_length, tuple(grid)), device, lambda dev: flowmo_positions(code_length, grid, dev))
 
     def forward(
         self,
@@ -118,29 +117,24 @@ class MMDiT(Backbone):
             (img_out (B, rows * cols, patch_dim) or None, txt_out (B, T, txt_out_dim) or None).
 
         Raises:
-            TypeError / ValueError: a token tensor of the wrong shape or batch, ``grid`` not
-                two positive ints or rows * cols not the number of patches, ``t`` not (B,) or given
-                without time conditioning, an unknown or unbuilt output head.
+            TypeError / ValueError: a token tensor of the wrong shape (the first block reports
+                a batch mismatch), ``grid`` not two positive ints or rows * cols not the number of
+                patches, ``t`` not (B,) or given without time conditioning, an unknown or unbuilt
+                output head.
         """
         outputs = self.outputs if outputs is None else check_streams(outputs, "outputs", self.outputs)
         rows, cols = grid = check_grid(grid)
-        check_tokens(img, "img", self.img_in.in_features)
+        check_tensor(img, "img", f"(B, N, {self.img_in.in_features})", 3, self.img_in.in_features)
+        check_tensor(txt, "txt", f"(B, N, {self.txt_in.in_features})", 3, self.txt_in.in_features)
         b = img.shape[0]
         if img.shape[1] != rows * cols:
             raise ValueError(f"grid (rows, cols) = ({rows}, {cols}) has {rows * cols} patches but img has "
-                             f"{img.shape[1]} tokens (img shape {tuple(img.shape)})")
-        check_tokens(txt, "txt", self.txt_in.in_features, batch=b)
-        if t is not None:
-            if self.time_in is None:
-                raise ValueError("t must be None: this MMDiT was built with time_conditioning=False")
-            if not isinstance(t, Tensor) or t.ndim != 1 or t.shape[0] != b:
-                shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
-                raise ValueError(f"t must be None or a (B,) = ({b},) tensor of times in [0, 1], got {shape}")
-        ref = first_parameter(self)
-        for x, name in ((img, "img"), (txt, "txt")):
-            check_like(x, name, ref, "the MMDiT")
-        if t is not None:
-            check_like(t, "t", ref, "the MMDiT", dtype=False)
+                             f"{img.shape[1]} tokens")
+        if t is not None and self.time_in is None:
+            raise ValueError("t must be None: this MMDiT was built with time_conditioning=False")
+        if t is not None and (not isinstance(t, Tensor) or t.shape != (b,)):
+            raise ValueError(f"t must be None or a (B,) = ({b},) tensor of times in [0, 1], got {shape_of(t)}")
+        check_like(first_parameter(self), "the MMDiT", {"img": img, "txt": txt, "t": t}, ("t",))
         freqs = self.rope_tables(txt.shape[1], grid, img.device)
         vec = self.time_in(t) if t is not None else None
         img = self.img_in(img)

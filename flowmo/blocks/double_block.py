@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._checks import check_like, check_positive_int, check_streams, check_tokens, check_vec, first_parameter
-from .attention import SelfAttention, attention
+from ._checks import (check_like, check_positive_int, check_positive_real, check_streams, check_table, check_tensor,
+                      check_vec, first_parameter)
+from .attention import SelfAttention, _attend
 from .modulation import Modulation, ModulationOut, modulate
 
 __all__ = ["DoubleStreamBlock", "mlp", "TanhGELU"]
@@ -38,12 +37,9 @@ def mlp(width: int, ratio: float) -> nn.Sequential:
     Takes and returns tokens (..., width). Raises ValueError when int(width * ratio) < 1.
     """
     width = check_positive_int(width, "width")
-    if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not ratio > 0:
-        raise ValueError(f"ratio (the MLP ratio) must be a real number > 0, got {ratio!r}")
-    hidden = int(width * ratio)
+    hidden = int(width * check_positive_real(ratio, "ratio (the MLP ratio)"))
     if hidden < 1:
-        raise ValueError(f"ratio ({ratio}) gives an MLP hidden size int(width * ratio) = {hidden}; "
-                         "it must be >= 1")
+        raise ValueError(f"ratio ({ratio}) gives an MLP hidden size int(width * ratio) = {hidden}; it must be >= 1")
     return nn.Sequential(nn.Linear(width, hidden), TanhGELU(), nn.Linear(hidden, width))
 
 
@@ -86,18 +82,13 @@ class DoubleStreamBlock(nn.Module):
         super().__init__()
         width = check_positive_int(width, "width")
         heads = check_positive_int(heads, "heads")
-        if width % heads:
-            raise ValueError(f"width ({width}) must be divisible by heads ({heads})")
-        if (width // heads) % 2:
-            raise ValueError(f"the head dim width / heads = {width} / {heads} = {width // heads} must be even "
-                             "(RoPE rotates pairs of channels)")
-        if softmax_scale is not None and (isinstance(softmax_scale, bool) or not isinstance(softmax_scale, numbers.Real)
-                                          or not (math.isfinite(softmax_scale) and softmax_scale > 0)):
-            raise ValueError(f"softmax_scale must be None or a finite number > 0, got {softmax_scale!r}")
-        if not isinstance(modulation, bool):
-            raise TypeError(f"modulation must be a bool, got {type(modulation).__name__}")
-        if not isinstance(qkv_bias, bool):
-            raise TypeError(f"qkv_bias must be a bool, got {type(qkv_bias).__name__} {qkv_bias!r}")
+        if width % heads or (width // heads) % 2:
+            raise ValueError(f"width ({width}) must be divisible by heads ({heads}) and the head dim width / heads = "
+                             f"{width} / {heads} = {width / heads:g} must be even (RoPE rotates pairs)")
+        if softmax_scale is not None:
+            check_positive_real(softmax_scale, "softmax_scale", "None or a finite number > 0")
+        if not isinstance(modulation, bool) or not isinstance(qkv_bias, bool):
+            raise TypeError(f"modulation must be a bool and qkv_bias must be a bool, got {modulation!r}, {qkv_bias!r}")
         self.width = width
         self.heads = heads
         self.head_dim = width // heads
@@ -140,32 +131,25 @@ class DoubleStreamBlock(nn.Module):
                 another dtype outside ``torch.autocast`` (TypeError: cast the block with
                 ``block.to(dtype)`` or the inputs).
         """
-        check_tokens(img, "img", self.width)
-        check_tokens(txt, "txt", self.width, batch=img.shape[0])
-        check_vec(vec, "vec", img.shape[0], self.width, self.modulation)
-        n_txt, n_img = txt.shape[1], img.shape[1]
-        _check_table(freqs, n_txt, n_img, self.head_dim)
-        ref = first_parameter(self)
-        for x, name in ((img, "img"), (txt, "txt"), (vec, "vec")):
-            check_like(x, name, ref, "the block")
-        check_like(freqs, "freqs", ref, "the block", dtype=False)
+        self._check_inputs(img, txt, vec, freqs)
+        n_txt = txt.shape[1]
         img_m1 = img_m2 = txt_m1 = txt_m2 = None
         if vec is not None:
-            img_m1, img_m2 = _triples(self.img_mod(vec))
-            txt_m1, txt_m2 = _triples(self.txt_mod(vec))
+            img_m1, img_m2 = _triples(self.img_mod._split(vec))
+            txt_m1, txt_m2 = _triples(self.txt_mod._split(vec))
 
-        iq, ik, iv = self.img_attn.qkv_heads(modulate(self.img_norm1(img), img_m1))
-        tq, tk, tv = self.txt_attn.qkv_heads(modulate(self.txt_norm1(txt), txt_m1))
+        iq, ik, iv = self.img_attn._project(modulate(self.img_norm1(img), img_m1))
+        tq, tk, tv = self.txt_attn._project(modulate(self.txt_norm1(txt), txt_m1))
         # latent tokens first, then image tokens
         k = torch.cat((tk, ik), dim=2)
         v = torch.cat((tv, iv), dim=2)
         if iq is not None and tq is not None:
-            out = attention(torch.cat((tq, iq), dim=2), k, v, freqs, self.softmax_scale)
+            out = _attend(torch.cat((tq, iq), dim=2), k, v, freqs, self.softmax_scale)
             txt_a, img_a = out[:, :n_txt], out[:, n_txt:]
         elif tq is not None:  # only the latent tokens ask
-            txt_a, img_a = attention(tq, k, v, freqs, self.softmax_scale, q_freqs=freqs[:n_txt]), None
+            txt_a, img_a = _attend(tq, k, v, freqs, self.softmax_scale, q_freqs=freqs[:n_txt]), None
         else:  # only the image tokens ask
-            txt_a, img_a = None, attention(iq, k, v, freqs, self.softmax_scale, q_freqs=freqs[n_txt:])
+            txt_a, img_a = None, _attend(iq, k, v, freqs, self.softmax_scale, q_freqs=freqs[n_txt:])
 
         if img_a is not None:
             img = _residual(img, self.img_attn.proj(img_a), img_m1)
@@ -175,29 +159,20 @@ class DoubleStreamBlock(nn.Module):
             txt = _residual(txt, self.txt_mlp(modulate(self.txt_norm2(txt), txt_m2)), txt_m2)
         return (img if img_a is not None else None), (txt if txt_a is not None else None)
 
-
-def _check_table(freqs: Tensor, n_txt: int, n_img: int, head_dim: int) -> None:
-    """The RoPE table must be float32 (n_txt + n_img, head_dim / 2, 2)."""
-    n = n_txt + n_img
-    if not isinstance(freqs, Tensor):
-        raise TypeError(f"freqs must be a torch.Tensor ({n}, {head_dim // 2}, 2), got {type(freqs).__name__}")
-    if freqs.ndim == 3 and freqs.shape[0] != n:
-        hint = ("" if n_img == n_txt else " (it covers only the image tokens)" if freqs.shape[0] == n_img
-                else " (it covers only the latent tokens)" if freqs.shape[0] == n_txt else "")
-        raise ValueError(
-            f"freqs covers {freqs.shape[0]} tokens{hint} but the block attends over N_txt + N_img = "
-            f"{n_txt} + {n_img} = {n} tokens, latent first: build the table for all of them, e.g. "
-            f"rope_freqs(rope_angles(flowmo_positions({n_txt}, grid), axes_dim))"
-        )
-    if freqs.ndim == 3 and freqs.shape[1] != head_dim // 2:
-        raise ValueError(
-            f"freqs has {freqs.shape[1]} angle pairs per token, for a head dim of {2 * freqs.shape[1]}, but this "
-            f"block's head dim is {head_dim} (width / heads): sum(axes_dim) must equal the head dim; build the "
-            f"table with rope_angles(positions, axes_dim) where the (even) axes_dim sum to {head_dim}, "
-            f"shape ({n}, {head_dim // 2}, 2)")
-    if tuple(freqs.shape) != (n, head_dim // 2, 2) or freqs.dtype != torch.float32:
-        raise ValueError(f"freqs must be float32 ({n}, {head_dim // 2}, 2) = (N_txt + N_img, head_dim / 2, 2), "
-                         f"got {freqs.dtype} {tuple(freqs.shape)}")
+    def _check_inputs(self, img: Tensor, txt: Tensor, vec: Optional[Tensor], freqs: Tensor) -> None:
+        """The block's one input check (metadata only; see :meth:`forward`'s Raises)."""
+        for name, x in (("img", img), ("txt", txt)):
+            check_tensor(x, name, f"(B, N, {self.width})", 3, self.width)
+        if txt.shape[0] != img.shape[0]:
+            raise ValueError(f"txt has batch {txt.shape[0]} but the other stream has batch {img.shape[0]}")
+        check_vec(vec, img.shape[0], self.width, self.modulation)
+        n_txt, n_img = txt.shape[1], img.shape[1]
+        only_img = isinstance(freqs, Tensor) and freqs.shape[:1] == (n_img,) != (n_txt,)
+        check_table(freqs, "freqs", n_txt + n_img, self.head_dim,
+                    f"{' (it covers only the image tokens)' * only_img} but the block attends over N_txt + N_img = "
+                    f"{n_txt} + {n_img} = {n_txt + n_img} tokens",
+                    f"this block's head dim is {self.head_dim} (width / heads)")
+        check_like(first_parameter(self), "the block", dict(img=img, txt=txt, vec=vec, freqs=freqs), ("freqs",))
 
 
 def _triples(mods: list[ModulationOut]) -> tuple[ModulationOut, Optional[ModulationOut]]:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import math
 
-import numbers
-
 import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from ._checks import check_grid, check_positive_int
+from ._checks import check_grid, check_positive_int, check_positive_real, check_tensor
 
 __all__ = ["patchify", "unpatchify", "timestep_embedding", "TimeEmbedding"]
 
@@ -33,14 +31,9 @@ def patchify(images: Tensor, patch_size: int) -> Tensor:
             H or W not a multiple of it.
     """
     p = check_positive_int(patch_size, "patch_size")
-    if not isinstance(images, Tensor):
-        raise TypeError(f"images must be a torch.Tensor (B, C, H, W), got {type(images).__name__}")
-    if images.ndim != 4:
-        raise ValueError(f"images must have shape (B, C, H, W) (4 dims), got {tuple(images.shape)}")
-    h, w = images.shape[-2:]
+    h, w = check_tensor(images, "images", "(B, C, H, W)", 4, floating=False).shape[-2:]
     if h % p or w % p:
-        raise ValueError(f"images of size H x W = {h} x {w} do not split into {p} x {p} patches: "
-                         f"H and W must be multiples of patch_size = {p}")
+        raise ValueError(f"images of size H x W = {h} x {w} do not split into {p} x {p} patches (patch_size = {p})")
     return rearrange(images, "b c (gh ph) (gw pw) -> b (gh gw) (ph pw c)", ph=p, pw=p)
 
 
@@ -67,16 +60,12 @@ def unpatchify(tokens: Tensor, patch_size: int, grid: tuple[int, int], channels:
     p = check_positive_int(patch_size, "patch_size")
     c = check_positive_int(channels, "channels")
     gh, gw = check_grid(grid)
-    if not isinstance(tokens, Tensor):
-        raise TypeError(f"tokens must be a torch.Tensor (B, N, p*p*C), got {type(tokens).__name__}")
-    if tokens.ndim != 3:
-        raise ValueError(f"tokens must have shape (B, N, p*p*C) (3 dims), got {tuple(tokens.shape)}")
+    check_tensor(tokens, "tokens", "(B, N, p*p*C)", 3, floating=False)
     if tokens.shape[1] != gh * gw:
-        raise ValueError(f"grid (rows, cols) = ({gh}, {gw}) has {gh * gw} patches but tokens has "
-                         f"{tokens.shape[1]} (tokens shape {tuple(tokens.shape)})")
+        raise ValueError(f"grid (rows, cols) = ({gh}, {gw}) has {gh * gw} patches but tokens has {tokens.shape[1]}")
     if tokens.shape[2] != p * p * c:
         raise ValueError(f"tokens must have p * p * channels = {p} * {p} * {c} = {p * p * c} values per token, "
-                         f"got {tokens.shape[2]} (tokens shape {tuple(tokens.shape)})")
+                         f"got {tokens.shape[2]}")
     return rearrange(tokens, "b (gh gw) (ph pw c) -> b c (gh ph) (gw pw)", gh=gh, gw=gw, ph=p, pw=p, c=c)
 
 
@@ -96,14 +85,23 @@ def timestep_embedding(t: Tensor, dim: int = 256, time_factor: float = 1000.0, m
         TypeError / ValueError: ``t`` not a real 1-D tensor, ``dim`` not an int >= 2 (one
             cos/sin pair), ``time_factor`` or ``max_period`` not a finite number > 0.
     """
+    _check_times(t)
+    dim = check_positive_int(dim, "dim", minimum=2)
+    time_factor = check_positive_real(time_factor, "time_factor")
+    max_period = check_positive_real(max_period, "max_period")
+    return _sinusoids(t, dim, time_factor, max_period)
+
+
+def _check_times(t: Tensor) -> None:
+    """``t`` must be a real 1-D tensor (B,) (its values are not checked)."""
     if not isinstance(t, Tensor):
         raise TypeError(f"t must be a torch.Tensor (B,) of times in [0, 1], got {type(t).__name__}")
     if t.ndim != 1 or t.is_complex() or t.dtype == torch.bool:
-        raise ValueError(f"t must be a real (B,) tensor of times in [0, 1] (one per sample), got "
-                         f"{t.dtype} {tuple(t.shape)}")
-    dim = check_positive_int(dim, "dim", minimum=2)
-    _check_positive_real(time_factor, "time_factor")
-    _check_positive_real(max_period, "max_period")
+        raise ValueError(f"t must be a real (B,) tensor of times in [0, 1], got {t.dtype} {tuple(t.shape)}")
+
+
+def _sinusoids(t: Tensor, dim: int, time_factor: float, max_period: float) -> Tensor:
+    """:func:`timestep_embedding` of arguments already checked."""
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
     args = (time_factor * t).float()[:, None] * freqs[None]
@@ -111,12 +109,6 @@ def timestep_embedding(t: Tensor, dim: int = 256, time_factor: float = 1000.0, m
     if dim % 2:
         emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
     return emb
-
-
-def _check_positive_real(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a real number > 0 (finite), got {value!r}")
-    return float(value)
 
 
 class TimeEmbedding(nn.Module):
@@ -135,8 +127,7 @@ class TimeEmbedding(nn.Module):
         super().__init__()
         check_positive_int(hidden, "hidden")
         self.freq_dim = check_positive_int(freq_dim, "freq_dim", minimum=2)
-        _check_positive_real(time_factor, "time_factor")
-        self.time_factor = time_factor
+        self.time_factor = check_positive_real(time_factor, "time_factor")
         self.in_layer = nn.Linear(freq_dim, hidden)
         self.silu = nn.SiLU()
         self.out_layer = nn.Linear(hidden, hidden)
@@ -145,5 +136,6 @@ class TimeEmbedding(nn.Module):
         """t (B,), times in [0, 1] (0 data, 1 noise) -> the conditioning vector (B, hidden), in
         the layer's dtype. Raises ValueError for a ``t`` that is not (B,) (see
         :func:`timestep_embedding`)."""
-        emb = timestep_embedding(t, self.freq_dim, self.time_factor).to(self.in_layer.weight.dtype)
+        _check_times(t)
+        emb = _sinusoids(t, self.freq_dim, self.time_factor, 10000.0).to(self.in_layer.weight.dtype)
         return self.out_layer(self.silu(self.in_layer(emb)))

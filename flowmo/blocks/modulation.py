@@ -47,10 +47,13 @@ class Modulation(nn.Module):
             ValueError: ``vec`` is not (B, D) (e.g. (B, 1, D): no token axis here).
         """
         if vec is None:
-            raise ValueError("vec must be a (B, D) tensor, got None (a module without conditioning "
-                             "skips Modulation and passes mod=None to modulate)")
-        check_vec(vec, "vec", None, self.width, True)
-        check_like(vec, "vec", self.lin.weight, "the modulation")
+            raise ValueError("vec must be a (B, D) tensor, got None (without conditioning, pass mod=None to modulate)")
+        check_vec(vec, None, self.width)
+        check_like(self.lin.weight, "the modulation", {"vec": vec})
+        return self._split(vec)
+
+    def _split(self, vec: Tensor) -> list[ModulationOut]:
+        """:meth:`forward` of a ``vec`` already checked."""
         out = self.lin(F.silu(vec))[:, None, :].chunk(self.chunks, dim=-1)
         return [ModulationOut(*out[i : i + 3]) for i in range(0, self.chunks, 3)]
 

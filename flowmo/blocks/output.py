@@ -6,7 +6,7 @@ from typing import Optional
 
 from torch import Tensor, nn
 
-from ._checks import check_like, check_positive_int, check_tokens, check_vec, first_parameter
+from ._checks import check_like, check_positive_int, check_tensor, check_vec, first_parameter
 
 __all__ = ["FinalLayer"]
 
@@ -48,11 +48,9 @@ class FinalLayer(nn.Module):
                 (B, 1, width)) or given to a layer built with ``modulation=False``; ``x`` or ``vec``
                 on another device or (outside ``torch.autocast``) of another dtype than the layer.
         """
-        check_tokens(x, "x", self.width)
-        check_vec(vec, "vec", x.shape[0], self.width, self.modulation)
-        ref = first_parameter(self)
-        check_like(x, "x", ref, "the layer")
-        check_like(vec, "vec", ref, "the layer")
+        check_tensor(x, "x", f"(B, N, {self.width})", 3, self.width)
+        check_vec(vec, x.shape[0], self.width, self.modulation)
+        check_like(first_parameter(self), "the layer", {"x": x, "vec": vec})
         x = self.norm_final(x)
         if vec is not None:
             shift, scale = self.adaLN_modulation(vec)[:, None, :].chunk(2, dim=-1)

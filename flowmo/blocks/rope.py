@@ -10,14 +10,12 @@ computes them once per input shape and device and reuses them in every block and
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Any, Callable, Hashable, Optional, Sequence
 
 import torch
 from torch import Tensor
 
-from ._checks import check_grid, check_positive_int
+from ._checks import check_grid, check_positive_int, check_positive_real, check_table, shape_of
 
 __all__ = ["rope_angles", "rope_freqs", "apply_rope", "RopeTable", "flowmo_positions", "check_axes_dim"]
 
@@ -32,19 +30,10 @@ def check_axes_dim(axes_dim: Any, name: str = "axes_dim") -> tuple[int, ...]:
     if isinstance(axes_dim, (str, bytes)) or not isinstance(axes_dim, Sequence) or len(axes_dim) == 0:
         raise TypeError(f"{name} must be a non-empty sequence of positive even ints, got {axes_dim!r}")
     dims = tuple(check_positive_int(d, f"{name}[{a}]") for a, d in enumerate(axes_dim))
-    odd = [a for a, d in enumerate(dims) if d % 2]
-    if odd:
-        raise ValueError(f"every entry of {name} must be even (each frequency rotates one pair of channels), "
-                         f"got {list(dims)}: {name}[{odd[0]}] = {dims[odd[0]]} is odd")
+    odd = next((a for a, d in enumerate(dims) if d % 2), None)
+    if odd is not None:
+        raise ValueError(f"every entry of {name} must be even (rotated in pairs): {name}[{odd}] = {dims[odd]} is odd")
     return dims
-
-
-def _check_theta(theta: Any) -> float:
-    if isinstance(theta, bool) or not isinstance(theta, numbers.Real):
-        raise TypeError(f"theta must be a real number, got {type(theta).__name__}")
-    if not (math.isfinite(theta) and theta > 0):
-        raise ValueError(f"theta must be finite and > 0, got {theta}")
-    return float(theta)
 
 
 def rope_angles(positions: Tensor, axes_dim: Sequence[int], theta: float = 10000.0) -> Tensor:
@@ -67,14 +56,9 @@ def rope_angles(positions: Tensor, axes_dim: Sequence[int], theta: float = 10000
             odd or non-positive ``axes_dim`` entry, ``theta`` not > 0.
     """
     dims = check_axes_dim(axes_dim)
-    theta = _check_theta(theta)
-    if not isinstance(positions, Tensor):
-        raise TypeError(f"positions must be a torch.Tensor (N, n_axes), got {type(positions).__name__}")
-    if positions.ndim != 2 or positions.shape[-1] != len(dims):
-        raise ValueError(f"positions must have shape (N, n_axes) = (N, {len(dims)}) (one column per entry of "
-                         f"axes_dim {list(dims)}), got {tuple(positions.shape)}")
-    if positions.is_complex() or positions.dtype == torch.bool:
-        raise TypeError(f"positions must be real numbers, got dtype {positions.dtype}")
+    theta = check_positive_real(theta, "theta", "finite and > 0")
+    if not isinstance(positions, Tensor) or positions.is_complex() or positions.shape[1:] != (len(dims),):
+        raise ValueError(f"positions must have shape (N, n_axes) = (N, {len(dims)}), real, got {shape_of(positions)}")
     pos = positions.to(torch.float64)
     parts = []
     for a, d in enumerate(dims):
@@ -106,21 +90,15 @@ def apply_rope(x: Tensor, freqs: Tensor) -> Tensor:
         ValueError: ``freqs`` not float32 (N, D/2, 2) for ``x`` (..., N, D), or on another
             device than ``x``.
     """
-    if not isinstance(x, Tensor) or not isinstance(freqs, Tensor):
-        raise TypeError(f"x and freqs must be torch.Tensors, got {type(x).__name__} and {type(freqs).__name__}")
-    if freqs.ndim == 3 and freqs.shape[-1] == 2 and x.ndim >= 2 and freqs.shape[-2] * 2 != x.shape[-1]:
-        raise ValueError(f"freqs has {freqs.shape[-2]} angle pairs per token, for a head dim of "
-                         f"{2 * freqs.shape[-2]}, but x (..., N, D) = {tuple(x.shape)} has head dim D = "
-                         f"{x.shape[-1]}: sum(axes_dim) must equal the head dim (rope_angles(positions, axes_dim) "
-                         f"with even axes_dim summing to {x.shape[-1]})")
-    if (freqs.ndim != 3 or freqs.shape[-1] != 2 or freqs.shape[-2] * 2 != x.shape[-1]
-            or freqs.dtype != torch.float32 or x.ndim < 2 or freqs.shape[0] != x.shape[-2]):
-        n = x.shape[-2] if x.ndim >= 2 else "N"
-        raise ValueError(f"freqs must be float32 ({n}, {x.shape[-1] // 2}, 2) (one row per token of x) for x "
-                         f"(..., N, D) = {tuple(x.shape)}, got {freqs.dtype} {tuple(freqs.shape)}")
-    if freqs.device != x.device:
-        raise ValueError(f"freqs is on {freqs.device} but x is on {x.device}: build the table on x's device "
-                         f"(freqs.to({str(x.device)!r}))")
+    if not isinstance(x, Tensor) or x.ndim < 2:
+        raise TypeError(f"x must be a torch.Tensor (..., N, D), got {shape_of(x)}")
+    check_table(freqs, "freqs", x.shape[-2], x.shape[-1], None,
+                f"x (..., N, D) = {tuple(x.shape)} has head dim D = {x.shape[-1]}", x.device)
+    return _rotate(x, freqs)
+
+
+def _rotate(x: Tensor, freqs: Tensor) -> Tensor:
+    """:func:`apply_rope` of arguments already checked."""
     half = x.shape[-1] // 2  # not -1: an x without tokens (N = 0 or B = 0) has no size to infer
     if torch.compiler.is_compiling():
         x0, x1 = x.float().unflatten(-1, (half, 2)).unbind(-1)
@@ -138,10 +116,8 @@ def rope_freqs(angles: Tensor) -> Tensor:
     Raises:
         ValueError: ``angles`` is not a 2-D real tensor.
     """
-    if not isinstance(angles, Tensor):
-        raise TypeError(f"angles must be a torch.Tensor (N, D/2), got {type(angles).__name__}")
-    if angles.ndim != 2 or angles.is_complex():
-        raise ValueError(f"angles must be a real (N, D/2) tensor, got {angles.dtype} {tuple(angles.shape)}")
+    if not isinstance(angles, Tensor) or angles.ndim != 2 or angles.is_complex():
+        raise ValueError(f"angles must be a real (N, D/2) tensor, got {shape_of(angles)}")
     angles = angles.float()
     return torch.stack((torch.cos(angles), torch.sin(angles)), dim=-1).contiguous()
 
@@ -188,7 +164,7 @@ class RopeTable:
 
     def __init__(self, axes_dim: Sequence[int], theta: float = 10000.0, max_entries: int = 16):
         self.axes_dim = check_axes_dim(axes_dim)
-        self.theta = _check_theta(theta)
+        self.theta = check_positive_real(theta, "theta", "finite and > 0")
         self.max_entries = check_positive_int(max_entries, "max_entries")
         self.builds = 0
         self._cache: dict[tuple[Hashable, str], Tensor] = {}

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowmo.nets.frozen import evaluating
-from flowmo.objectives import LossOutput
+from flowmo.model import LossOutput
 from flowmo.registry import GENERATORS
 
 from ._checks import check_generator, check_index_tensor, check_int, set_transformer_options

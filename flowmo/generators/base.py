@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Mapping, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from flowmo.objectives import LossOutput
+from flowmo.model import LossOutput
 
 from ._checks import check_generator, check_index_tensor, check_int, check_real, check_top_k
 from flowmo.folders.generator_folder import load_generator_folder, save_generator_folder

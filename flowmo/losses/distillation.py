@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from ..registry import POSTTRAIN_OBJECTIVES
-from ..samplers.grids import build_grid, check_times
+from ..samplers.grids import build_grid, check_times, describe
 from ..samplers.sampler import GuidedVelocity, check_float_batch, state_dtype
 from ..samplers.solvers import build_solver
 from ..spec import DistillationSpec, KnotsGridSpec, SamplerSpec
@@ -39,11 +39,9 @@ def window_bounds(steps: int, k: int) -> list[int]:
     """The teacher grid indices n_j = floor(j * steps / k + 1/2), j = 0 .. k, that cut a
     ``steps``-step grid into ``k`` windows: n_0 = 0, n_k = steps, strictly increasing (each
     window holds at least one teacher step). ValueError unless 1 <= k <= steps (ints)."""
-    for name, v in (("steps", steps), ("k", k)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
-    if k > steps:
-        raise ValueError(f"k = {k} windows need at least k teacher steps, got steps = {steps}")
+    if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in (steps, k)) or k > steps:
+        raise ValueError(f"steps and k must be positive ints, k = {k!r} windows needing at least k teacher steps "
+                         f"(steps = {steps!r})")
     return [(2 * j * steps + k) // (2 * k) for j in range(k + 1)]
 
 
@@ -62,13 +60,12 @@ class Distillation(PosttrainObjective):
     def __init__(self, spec: DistillationSpec):
         self.spec = spec
         t = spec.teacher
-        self.teacher_times = check_times(build_grid(t.grid)(t.steps), t.steps, f"the teacher's time grid {t.grid.name!r}")
+        self.teacher_times = check_times(build_grid(t.grid)(t.steps), t.steps, f"the teacher's grid {t.grid.name!r}")
         self.bounds = window_bounds(t.steps, spec.k)
         self.times = self.teacher_times[self.bounds]
-        width = (self.times[:-1] - self.times[1:]).to(torch.float32)
-        if not bool((width > 0).all()) or not bool((self.times.to(torch.float32)[1:] < self.times.to(torch.float32)[:-1]).all()):
+        if not bool(((self.times[:-1] - self.times[1:]).float() > 0).all() and self.times.float().diff().lt(0).all()):
             raise ValueError(f"the teacher's grid gives student times {self.times.tolist()} that are not distinct in "
-                             "float32 (the precision the decoder takes t in): use another teacher grid or fewer steps")
+                             "float32 (the decoder's t): use another teacher grid or fewer steps")
         self.solver = build_solver(t.solver)
 
     def sampler_preset(self) -> tuple[str, SamplerSpec]:
@@ -114,27 +111,18 @@ class Distillation(PosttrainObjective):
         the noise). The state arithmetic runs in ``state_dtype(x.dtype)``; both decoders are
         called in x's dtype.
         """
-        check_float_batch(x, "x")
         b = x.shape[0]
-        if teacher is None or not callable(teacher):
-            raise TypeError("the distillation objective needs teacher=, the frozen teacher decoder's velocity "
-                            "(x_t, t, cond) -> v (FlowMo.set_teacher() makes it; the trainer does)")
-        if not isinstance(cond, Tensor) or cond.ndim < 1 or cond.shape[0] != b or cond.device != x.device:
-            raise ValueError(f"cond must be a tensor with batch {b} on {x.device} (x's), got "
-                             f"{tuple(cond.shape) if isinstance(cond, Tensor) else type(cond).__name__}")
+        if not callable(teacher):
+            raise TypeError("the distillation objective needs teacher=, the frozen teacher (FlowMo.set_teacher)")
         if noise is not None:
             check_float_batch(noise, "noise")
             if noise.shape != x.shape or noise.device != x.device:
-                raise ValueError(f"noise must have x's shape {tuple(x.shape)} and device {x.device}, got "
-                                 f"{tuple(noise.shape)} on {noise.device}")
-        if u is not None:
-            if not isinstance(u, Tensor) or not u.is_floating_point():
-                raise TypeError(f"u must be a floating torch.Tensor of shape ({b},), got "
-                                f"{u.dtype if isinstance(u, Tensor) else type(u).__name__}")
-            if tuple(u.shape) != (b,) or u.device != x.device:
-                raise ValueError(f"u must have shape ({b},) on {x.device}, got {tuple(u.shape)} on {u.device}")
-            if not bool(((u >= 0) & (u < 1)).all()):
-                raise ValueError("u must lie in [0, 1) (each draw picks a window)")
+                raise ValueError(f"noise must have x's shape {tuple(x.shape)} and device, got {tuple(noise.shape)}")
+        if u is not None and (not isinstance(u, Tensor) or not u.is_floating_point() or u.shape != (b,)
+                              or u.device != x.device):
+            raise ValueError(f"u must have shape ({b},) (floating draws on x's device), got {describe(u)}")
+        if u is not None and not bool(((u >= 0) & (u < 1)).all()):
+            raise ValueError("u must lie in [0, 1) (each draw picks a window)")
         work = state_dtype(x.dtype)
         if noise is None:
             noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=work)
@@ -153,7 +141,5 @@ class Distillation(PosttrainObjective):
                 target[sel] = self.teacher_step(teacher, z[sel], cond[sel], j, x.dtype)
         v_teacher = (z - target) / (s0 - s1).to(work).view(view)
         v = velocity(z.to(x.dtype), s0.to(torch.float32), cond)
-        if not isinstance(v, Tensor) or v.shape != z.shape or not v.is_floating_point():
-            raise TypeError(f"velocity must return a real floating-point tensor of shape {tuple(z.shape)}")
         loss = (v.to(work) - v_teacher).pow(2).flatten(1).mean(1).mean()
         return {"distillation": self.spec.weight * loss}

@@ -10,7 +10,7 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from ..registry import POSTTRAIN_OBJECTIVES
-from ..samplers.grids import build_grid, check_times
+from ..samplers.grids import build_grid, check_times, describe
 from ..samplers.sampler import check_float_batch, state_dtype
 from ..spec import GuidanceSpec, LossTerm, ModeSeekingSpec, SamplerSpec
 from .flow import VelocityFn
@@ -28,28 +28,21 @@ def _check_u(u: Any, *, batch: Optional[int] = None, steps: Optional[int] = None
     1..K summing to a positive number (the times need a positive total to run from 1 to 0).
     """
     if not isinstance(u, Tensor):
-        raise TypeError(f"u must be a torch.Tensor of non-negative draws, shape (batch, K + 1), "
-                        f"got {type(u).__name__}")
+        raise TypeError(f"u must be a torch.Tensor of non-negative draws (batch, K + 1), got {type(u).__name__}")
     if not u.is_floating_point():
         raise TypeError(f"u must be a real floating-point tensor (uniform draws), got dtype {u.dtype}")
-    if u.device.type == "meta":
-        raise ValueError("u is a meta tensor (it has no values)")
-    want = (batch if batch is not None else "batch", steps + 1 if steps is not None else "K + 1")
-    if (u.ndim != 2 or u.shape[0] == 0 or u.shape[1] < 2 or (batch is not None and u.shape[0] != batch)
-            or (steps is not None and u.shape[1] != steps + 1)):
-        raise ValueError(f"u must have shape ({want[0]}, {want[1]}) with at least one row and two columns, "
-                         f"got {tuple(u.shape)}")
-    if device is not None and u.device != device:
-        raise ValueError(f"u is on {u.device} but must be on {device} (the noise's / images' device)")
+    shape_ok = (u.ndim == 2 and u.shape[0] >= 1 and u.shape[1] >= 2 and (batch is None or u.shape[0] == batch)
+                and (steps is None or u.shape[1] == steps + 1))
+    if not shape_ok or u.device.type == "meta" or (device is not None and u.device != device):
+        raise ValueError(f"u must have shape ({batch or 'batch'}, {'K + 1' if steps is None else steps + 1}) (rows >= 1,"
+                         f" columns >= 2) on {device or 'a device with values'}, got {describe(u)}")
     if not bool(torch.isfinite(u).all()):
         raise ValueError("u contains NaN or Inf values")
     if bool((u < 0).any()):
         raise ValueError(f"u must be non-negative (its entries are step sizes), got a minimum of {float(u.min()):.3g}")
-    rows = (u[:, 1:] > 0).any(dim=1)
-    if not bool(rows.all()):
-        bad = int((~rows).nonzero()[0, 0])
-        raise ValueError(f"u[{bad}, 1:] is all zero: each row's entries 1..K must have a positive sum for the "
-                         "chain's times to run from 1 to 0")
+    zero_rows = (u[:, 1:] == 0).all(dim=1).nonzero()
+    if len(zero_rows):
+        raise ValueError(f"u[{int(zero_rows[0, 0])}, 1:] is all zero: each row's entries 1..K need a positive sum")
     return u
 
 
@@ -66,7 +59,11 @@ def random_chain_times(u: Tensor) -> Tensor:
     with each row's entries 1..K summing to a positive number; otherwise TypeError /
     ValueError naming ``u``.
     """
-    u = _check_u(u)
+    return _chain_times(_check_u(u))
+
+
+def _chain_times(u: Tensor) -> Tensor:
+    """:func:`random_chain_times` of a ``u`` already checked."""
     w = u[:, 1:].double()
     c = torch.cumsum(w / w.amax(dim=1, keepdim=True), dim=1)  # entries <= 1 each: no overflow
     s = torch.cat((torch.zeros_like(c[:, :1]), c), dim=1) / c[:, -1:]
@@ -132,7 +129,8 @@ class PosttrainObjective(ABC):
 
         Args:
             velocity: ``velocity(x_t, t, cond)`` -> v, the decoder (as for :class:`FlowLoss`).
-            x: clean images (B, 3, H, W) in [-1, 1], in the decoder's dtype.
+            x: clean images (B, 3, H, W) in [-1, 1], in the decoder's dtype (trusted: the caller,
+                :meth:`flowmo.FlowMo.posttrain_loss`, checked them).
             cond: the decoder's conditioning (B, T, C + 1).
             noise: optional starting noise of x's shape (default: drawn from ``generator``).
             u: optional per-sample random draws (B, ...) the objective documents (default:
@@ -190,25 +188,24 @@ class ModeSeeking(PosttrainObjective):
         grid's times). Anything else raises TypeError / ValueError naming the argument.
         """
         check_float_batch(noise, "noise")
-        b = noise.shape[0]
-        if not isinstance(cond, Tensor):
-            raise TypeError(f"cond must be a torch.Tensor, got {type(cond).__name__}")
-        if cond.ndim < 1 or cond.shape[0] != b:
-            raise ValueError(f"cond must have batch {b} (noise's), got shape {tuple(cond.shape)}")
-        if cond.device != noise.device:
-            raise ValueError(f"cond is on {cond.device} but noise is on {noise.device}")
-        if not callable(velocity):
-            raise TypeError(f"velocity must be callable (x_t, t, cond) -> v, got {type(velocity).__name__}")
-        if decoder_dtype is not None and (not isinstance(decoder_dtype, torch.dtype)
-                                          or not decoder_dtype.is_floating_point):
-            raise TypeError(f"decoder_dtype must be a floating-point torch.dtype or None, got {decoder_dtype!r}")
-        if self.times is None:
-            u = _check_u(u, batch=b, steps=self.spec.k, device=noise.device)
-            times64 = random_chain_times(u.double())
-        elif u is not None:
+        self._check_cond_and_u(cond, u, noise.shape[0], noise.device, u_required=True)
+        return self._chain(velocity, noise, cond, u, decoder_dtype)
+
+    def _check_cond_and_u(self, cond: Any, u: Any, b: int, device: torch.device, u_required: bool) -> None:
+        """``cond`` with batch ``b`` on ``device``; ``u``: None with ``spec.grid``, else (B, K + 1)
+        draws (:func:`random_chain_times`), which may be None (drawn later) unless ``u_required``."""
+        if not isinstance(cond, Tensor) or cond.ndim < 1 or cond.shape[0] != b or cond.device != device:
+            raise ValueError(f"cond must have batch {b} on {device} (noise's), got {describe(cond)}")
+        if u is not None and self.times is not None:
             raise ValueError("u must be None: this chain runs on the fixed grid spec.grid (its times take no draws)")
-        else:
-            times64 = self.times.to(noise.device).expand(b, -1)
+        if self.times is None and (u is not None or u_required):
+            _check_u(u, batch=b, steps=self.spec.k, device=device)
+
+    def _chain(self, velocity: VelocityFn, noise: Tensor, cond: Tensor, u: Optional[Tensor],
+               decoder_dtype: Optional[torch.dtype] = None) -> Tensor:
+        """:meth:`chain` of arguments already checked."""
+        b = noise.shape[0]
+        times64 = _chain_times(u.double()) if self.times is None else self.times.to(noise.device).expand(b, -1)
         work = state_dtype(noise.dtype)
         dd = decoder_dtype or noise.dtype
         times = times64.to(torch.float32)
@@ -221,8 +218,8 @@ class ModeSeeking(PosttrainObjective):
             x = z.to(dd)
             v = checkpoint(velocity, x, t, cond, use_reentrant=False) if use_ckpt else velocity(x, t, cond)
             if not isinstance(v, Tensor) or v.shape != z.shape or not v.is_floating_point():
-                raise TypeError(f"velocity must return a real floating-point tensor of shape {tuple(z.shape)}, got "
-                                f"{f'{tuple(v.shape)} {v.dtype}' if isinstance(v, Tensor) else type(v).__name__}")
+                raise TypeError(f"velocity must return a real floating-point tensor of shape {tuple(z.shape)}, "
+                                f"got {describe(v)}")
             z = z - dt * v.to(work)
         return z
 
@@ -238,23 +235,17 @@ class ModeSeeking(PosttrainObjective):
         ``noise`` must be a finite floating tensor of x's shape on x's device. ``u`` (B, K + 1)
         as :meth:`chain` requires, on x's device; default: uniform draws.
         """
-        check_float_batch(x, "x")
         if noise is not None:
             check_float_batch(noise, "noise")
-            if noise.shape != x.shape:
-                raise ValueError(f"noise must have the shape of x {tuple(x.shape)}, got {tuple(noise.shape)}")
-            if noise.device != x.device:
-                raise ValueError(f"noise is on {noise.device} but x is on {x.device}")
-        if u is not None and self.times is not None:
-            raise ValueError("u must be None: this chain runs on the fixed grid spec.grid (its times take no draws)")
-        if u is not None:
-            _check_u(u, batch=x.shape[0], steps=self.spec.k, device=x.device)
+            if noise.shape != x.shape or noise.device != x.device:
+                raise ValueError(f"noise must have the shape of x {tuple(x.shape)} and its device, got {describe(noise)}")
+        self._check_cond_and_u(cond, u, x.shape[0], x.device, u_required=False)
         work = state_dtype(x.dtype)
         if noise is None:
             noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=work)
         if u is None and self.times is None:
             u = self.draw_u(x.shape[0], generator=generator, device=x.device)
-        sample = self.chain(velocity, noise, cond, u, decoder_dtype=x.dtype)
+        sample = self._chain(velocity, noise, cond, u, x.dtype)
         dist = self.distance.to(x.device)(sample, x.to(sample.dtype))
         return {"mode_seeking": self.spec.weight * dist.mean()}
 

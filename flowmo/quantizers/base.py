@@ -182,62 +182,47 @@ class Quantizer(nn.Module, ABC):
         small unsigned integer tensor with values in [0, codebook_size)."""
         self._check_indices(indices, name)
 
-    # -- input checks shared by every quantizer
-    def _check_code(self, z: Tensor, name: str = "z") -> None:
-        if not isinstance(z, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(z).__name__}")
-        if not z.is_floating_point():
-            raise TypeError(f"{name} must be a floating-point tensor, got {z.dtype}")
+    # -- input checks shared by every quantizer (for its public methods)
+    def _check_code(self, z: Tensor, name: str = "z", *, values: bool = False) -> None:
+        """``z`` must be a floating tensor (..., channels); with ``values``, also finite (not meta)."""
+        if not isinstance(z, Tensor) or not z.is_floating_point():
+            raise TypeError(f"{name} must be a floating-point torch.Tensor, got {getattr(z, 'dtype', type(z).__name__)}")
         if z.ndim < 1 or z.shape[-1] != self.channels:
             raise ValueError(f"{name} must have shape (..., {self.channels}), got {tuple(z.shape)}")
-
-    def _check_values(self, x: Tensor, name: str) -> None:
-        """The values of a code tensor can be read (not a meta tensor) and are finite."""
-        if x.device.type == "meta":
-            raise ValueError(f"{name} is a meta tensor (it has no values)")
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError(f"{name} contains NaN or Inf values")
+        if values and (z.device.type == "meta" or not bool(torch.isfinite(z).all())):
+            raise ValueError(f"{name} must have finite values (no NaN or Inf, not a meta tensor)")
 
     def _check_indices(self, indices: Tensor, name: str = "indices", size: int | None = None) -> None:
+        """``indices`` must be an integer tensor (not uint64, not meta) in [0, size) (default
+        ``codebook_size``), checked with one device sync."""
         size = self.codebook_size if size is None else size
-        if not isinstance(indices, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(indices).__name__}")
-        if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
-            raise TypeError(f"{name} must be an integer tensor, got {indices.dtype}")
-        if indices.dtype == torch.uint64:
-            raise TypeError(f"{name} must be a signed integer tensor (int64), got {indices.dtype}")
-        if indices.device.type == "meta":
-            raise ValueError(f"{name} is a meta tensor (it has no values)")
-        wide = indices if indices.dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64) \
-            else indices.to(torch.int64)  # uint16 / uint32: no min/max kernels
-        if wide.numel() and (int(wide.min()) < 0 or int(wide.max()) >= size):
-            raise ValueError(
-                f"{name} must lie in [0, {size}), got values in [{int(wide.min())}, {int(wide.max())}]"
-            )
+        if (not isinstance(indices, Tensor) or indices.is_floating_point() or indices.is_complex()
+                or indices.dtype in (torch.bool, torch.uint64) or indices.device.type == "meta"):
+            raise TypeError(f"{name} must be an integer tensor with values (not bool, uint64 or meta), got "
+                            f"{getattr(indices, 'dtype', type(indices).__name__)}")
+        lo, hi = torch.stack(torch.aminmax(indices.to(torch.int64))).tolist() if indices.numel() else (0, 0)
+        if lo < 0 or hi >= size:
+            raise ValueError(f"{name} must lie in [0, {size}), got values in [{lo}, {hi}]")
 
 
 def check_constructed(quantizer: Quantizer, channels: int) -> None:
     """Check the attributes a quantizer's constructor must set (``QUANTIZERS.build`` calls it).
 
     Raises:
-        TypeError: ``channels`` or ``codebook_size`` is not set, or is not an int; the message
+        TypeError: ``channels`` or ``codebook_size`` is not set to a python int; the message
             names the attribute and says to set it in the constructor.
         ValueError: ``quantizer.channels`` differs from the ``channels`` it was built with, or
             ``codebook_size`` is not in [1, 2**63].
     """
     name = type(quantizer).__qualname__
-    values = {}
-    for attr, what in (("channels", "C, the channels of one token: the channels argument"),
-                       ("codebook_size", "the vocabulary of one token: indices lie in [0, codebook_size)")):
+    for attr in ("channels", "codebook_size"):
         try:
             v = object.__getattribute__(quantizer, attr)  # the interface only annotates them: no default
         except AttributeError:
-            raise TypeError(f"{name} does not set {attr} ({what}); set self.{attr} in its constructor, after "
-                            "super().__init__()") from None
+            v = None
         if isinstance(v, bool) or not isinstance(v, int):
-            raise TypeError(f"{name}.{attr} must be a python int ({what}), got {type(v).__name__} {v!r}")
-        values[attr] = v
-    if values["channels"] != channels:
-        raise ValueError(f"{name}.channels is {values['channels']} but it was built with channels={channels}")
-    if not 1 <= values["codebook_size"] <= 2**63:
-        raise ValueError(f"{name}.codebook_size must be in [1, 2**63], got {values['codebook_size']}")
+            raise TypeError(f"{name} does not set {attr} to a python int ({v!r}): set self.{attr} in its constructor")
+    if quantizer.channels != channels:
+        raise ValueError(f"{name}.channels is {quantizer.channels} but it was built with channels={channels}")
+    if not 1 <= quantizer.codebook_size <= 2**63:
+        raise ValueError(f"{name}.codebook_size must be in [1, 2**63], got {quantizer.codebook_size}")

@@ -67,8 +67,7 @@ class FSQ(Quantizer):
 
     def codes_to_indices(self, codes: Tensor) -> Tensor:
         """(..., C) normalised codes -> (...) int64 indices (codes are snapped to the nearest level)."""
-        self._check_code(codes, "codes")
-        self._check_values(codes, "codes")
+        self._check_code(codes, "codes", values=True)
         return self._indices(codes)
 
     def _indices(self, codes: Tensor) -> Tensor:

@@ -109,8 +109,7 @@ class LFQ(Quantizer):
     # -- codes <-> indices
     def codes_to_indices(self, codes: Tensor) -> Tensor:
         """(..., C) codes (sign taken) -> (...) int64 token indices."""
-        self._check_code(codes, "codes")
-        self._check_values(codes, "codes")
+        self._check_code(codes, "codes", values=True)
         return self._indices(codes)
 
     def _indices(self, codes: Tensor) -> Tensor:
@@ -124,8 +123,7 @@ class LFQ(Quantizer):
 
     def codes_to_group_indices(self, codes: Tensor) -> Tensor:
         """(..., C) codes -> (..., C/G) int64 indices per entropy group (the release's layout)."""
-        self._check_code(codes, "codes")
-        self._check_values(codes, "codes")
+        self._check_code(codes, "codes", values=True)
         g = self.to_groups(codes > 0).long()
         return (g * _bit_weights(self.group_bits, codes.device)).sum(-1)
 

@@ -46,6 +46,11 @@ class TimeGrid(ABC):
         return torch.arange(steps, -1, -1, dtype=torch.float64) / steps
 
 
+def describe(x: object) -> str:
+    """``x`` in a message: "dtype (shape) on device" for a tensor, else its type's name."""
+    return f"{x.dtype} {tuple(x.shape)} on {x.device}" if isinstance(x, Tensor) else type(x).__name__
+
+
 def check_times(times: Tensor, steps: int, what: str = "the time grid") -> Tensor:
     """Validate what a grid returned for ``steps`` steps; returns it.
 
@@ -54,21 +59,16 @@ def check_times(times: Tensor, steps: int, what: str = "the time grid") -> Tenso
         ValueError: not of shape (steps + 1,), not finite, not starting at exactly 1 and
             ending at exactly 0, or not strictly decreasing (naming the first offending step).
     """
-    if not isinstance(times, Tensor) or not times.is_floating_point():
-        raise TypeError(f"{what} must return a floating-point tensor of {steps + 1} times, got "
-                        f"{times.dtype if isinstance(times, Tensor) else type(times).__name__}")
+    if not isinstance(times, Tensor) or not times.is_floating_point() or times.device.type == "meta":
+        raise TypeError(f"{what} must return a floating-point tensor with values, got {describe(times)}")
     if tuple(times.shape) != (steps + 1,):
         raise ValueError(f"{what} returned shape {tuple(times.shape)} for {steps} steps; expected ({steps + 1},)")
-    if times.device.type == "meta" or not bool(torch.isfinite(times).all()):
-        raise ValueError(f"{what} returned times that are not all finite")
-    if float(times[0]) != 1.0 or float(times[-1]) != 0.0:
-        raise ValueError(f"{what} must run from t = 1 (noise) to t = 0 (data), got t[0] = {float(times[0])!r} "
-                         f"and t[-1] = {float(times[-1])!r}")
-    steps_ok = times[1:] < times[:-1]
-    if not bool(steps_ok.all()):
-        i = int((~steps_ok).nonzero()[0, 0])
-        raise ValueError(f"{what} must be strictly decreasing from 1 to 0, but t[{i}] = {float(times[i])!r} and "
-                         f"t[{i + 1}] = {float(times[i + 1])!r}")
+    t = times.tolist()
+    if t[0] != 1.0 or t[-1] != 0.0:
+        raise ValueError(f"{what} must run from t = 1 (noise) to t = 0 (data), got t[0] = {t[0]!r}, t[-1] = {t[-1]!r}")
+    i = next((i for i in range(steps) if not t[i] > t[i + 1]), None)  # NaN fails too
+    if i is not None:
+        raise ValueError(f"{what} must be strictly decreasing from 1 to 0: t[{i}] = {t[i]!r}, t[{i + 1}] = {t[i + 1]!r}")
     return times
 
 

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from ..spec import GuidanceSpec, SamplerSpec
-from .grids import build_grid, check_times
+from .grids import build_grid, check_times, describe
 from .solvers import build_solver
 
 __all__ = ["sample", "SampleOutput", "GuidedVelocity", "state_dtype", "check_float_batch"]
@@ -78,12 +78,9 @@ class GuidedVelocity:
     def _decode(self, z: Tensor, t: Tensor, cond: Tensor) -> Tensor:
         x = z if self.decoder_dtype is None else z.to(self.decoder_dtype)
         v = self.decoder(x, t, cond)
-        if not isinstance(v, Tensor) or v.shape != z.shape:
-            raise ValueError(f"the decoder must return a velocity tensor of the input's shape {tuple(z.shape)}, "
-                             f"got {tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__}")
-        if not v.is_floating_point():
-            raise TypeError(f"the decoder must return a real floating-point velocity, got dtype {v.dtype} "
-                            "(an integer, boolean or complex velocity is not a flow's)")
+        if not isinstance(v, Tensor) or v.shape != z.shape or not v.is_floating_point():
+            raise TypeError(f"the decoder must return a real floating-point velocity of shape {tuple(z.shape)}, "
+                            f"got {describe(v)}")
         return v.to(z.dtype)
 
     def guided_at(self, t: float) -> bool:
@@ -109,12 +106,11 @@ def check_float_batch(x: object, name: str) -> None:
     with values (not on the meta device), all finite. Raises TypeError (not a real float
     tensor) or ValueError (no batch, meta, NaN/Inf), naming ``name``."""
     if not isinstance(x, Tensor) or not x.is_floating_point():
-        raise TypeError(f"{name} must be a real floating-point torch.Tensor, got "
-                        f"{x.dtype if isinstance(x, Tensor) else type(x).__name__}")
-    if x.ndim < 1 or x.shape[0] == 0:
-        raise ValueError(f"{name} must have a batch dimension of size >= 1, got shape {tuple(x.shape)}")
+        raise TypeError(f"{name} must be a real floating-point torch.Tensor, got {describe(x)}")
     if x.device.type == "meta":
         raise ValueError(f"{name} is a meta tensor (it has no values)")
+    if x.ndim < 1 or x.shape[0] == 0:
+        raise ValueError(f"{name} must have a batch dimension of size >= 1, got shape {tuple(x.shape)}")
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or Inf values")
 
@@ -158,13 +154,11 @@ def sample(
     wrong way).
     """
     spec = _check_inputs(decoder, noise, cond, spec, null_cond)
-    if decoder_dtype is not None and (not isinstance(decoder_dtype, torch.dtype) or not decoder_dtype.is_floating_point):
-        raise TypeError(f"decoder_dtype must be a floating-point torch.dtype or None, got {decoder_dtype!r}")
     own = _module_dtype(decoder)
-    if (decoder_dtype is not None and own is not None and decoder_dtype != own
-            and not torch.is_autocast_enabled(noise.device.type)):
-        raise ValueError(f"decoder_dtype is {decoder_dtype} but the decoder's parameters are {own}: it would be "
-                         f"called with inputs it cannot take; pass decoder_dtype={own} (or None)")
+    if not (decoder_dtype is None or isinstance(decoder_dtype, torch.dtype) and decoder_dtype.is_floating_point):
+        raise TypeError(f"decoder_dtype must be a floating-point torch.dtype or None, got {decoder_dtype!r}")
+    if decoder_dtype not in (None, own) and own is not None and not torch.is_autocast_enabled(noise.device.type):
+        raise ValueError(f"decoder_dtype is {decoder_dtype} but the decoder's parameters are {own}: pass {own} or None")
     if null_cond is None:
         null_cond = torch.zeros_like(cond)
     dd = decoder_dtype or own or noise.dtype
@@ -176,18 +170,10 @@ def sample(
     inter: list[Tensor] = []
     cb = (lambda i, z: inter.append(z)) if return_intermediates else None
     with (nullcontext() if enable_grad else torch.no_grad()):
-        z = solver.solve(velocity, noise.to(work), times, cb)
-        if not isinstance(z, Tensor) or z.shape != noise.shape or z.dtype != work:
-            raise TypeError(f"solver {spec.solver.name!r} returned "
-                            f"{tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__} "
-                            f"{getattr(z, 'dtype', '')}; expected the state's shape {tuple(noise.shape)} and dtype {work}")
+        z = solver.solve(velocity, noise.to(work), times, cb)  # the state's shape and dtype (check_solver)
         if not bool(torch.isfinite(z).all()):
-            raise ValueError(
-                f"sampling produced non-finite images: the noise (max |noise| = {float(noise.abs().max()):.3g}), "
-                f"the conditioning code (max |cond| = {float(cond.abs().max()):.3g}) or the sampler's guidance "
-                f"scale ({spec.guidance.scale}) is too large for the decoder's dtype "
-                f"({dd}), or the decoder's weights are not finite"
-            )
+            raise ValueError(f"sampling produced non-finite images: noise, cond or guidance ({spec.guidance.scale}) is "
+                             f"too large for {dd}, or the weights are not finite")
         if spec.clip:
             z = z.clamp(-1.0, 1.0)
     return SampleOutput(z, velocity.calls, times, inter)
@@ -207,30 +193,21 @@ def _to_decoder_dtype(x: Tensor, name: str, dtype: torch.dtype) -> Tensor:
     """``x`` (finite) cast to the decoder's dtype; ValueError naming ``name`` if that overflows."""
     y = x.to(dtype)
     if y.dtype != x.dtype and not bool(torch.isfinite(y).all()):
-        raise ValueError(f"{name} has values beyond the range of the decoder's dtype {dtype} "
-                         f"(max |{name}| = {float(x.abs().max()):.3g}, finite in {x.dtype}): it cannot be "
-                         "passed to the decoder")
+        raise ValueError(f"{name} has values beyond the range of the decoder's dtype {dtype}; scale it down")
     return y
 
 
 def _check_inputs(decoder, noise, cond, spec, null_cond) -> SamplerSpec:
     """Validate sample()'s arguments (ValueError / TypeError naming the argument); returns the spec."""
-    if isinstance(spec, (dict, str)):
-        spec = SamplerSpec.model_validate(spec)
-    elif not isinstance(spec, SamplerSpec):
-        raise TypeError(f"spec must be a SamplerSpec, a dict of its fields or a sampler preset name, "
-                        f"got {type(spec).__name__}")
-    if not callable(decoder):
-        raise TypeError(f"decoder must be callable (x_t, t, cond) -> velocity, got {type(decoder).__name__}")
+    spec = SamplerSpec.model_validate(spec) if isinstance(spec, (dict, str)) else spec
+    if not isinstance(spec, SamplerSpec) or not callable(decoder):
+        raise TypeError(f"spec must be a SamplerSpec, a dict or a sampler preset name and decoder a callable, got "
+                        f"{describe(spec)} and {describe(decoder)}")
     for name, x in (("noise", noise), ("cond", cond), ("null_cond", null_cond)):
-        if x is None and name == "null_cond":
-            continue
-        check_float_batch(x, name)
-    if cond.shape[0] != noise.shape[0]:
-        raise ValueError(f"cond has batch {cond.shape[0]} but noise has batch {noise.shape[0]}")
-    if cond.device != noise.device:
-        raise ValueError(f"cond is on {cond.device} but noise is on {noise.device}")
-    if null_cond is not None and (null_cond.shape != cond.shape or null_cond.device != cond.device):
-        raise ValueError(f"null_cond must have the shape and device of cond {tuple(cond.shape)} ({cond.device}), "
-                         f"got {tuple(null_cond.shape)} ({null_cond.device})")
+        if x is not None or name != "null_cond":
+            check_float_batch(x, name)
+    if (cond.shape[0], cond.device) != (noise.shape[0], noise.device) or (
+            null_cond is not None and (null_cond.shape, null_cond.device) != (cond.shape, cond.device)):
+        raise ValueError(f"cond must have noise's batch and device, null_cond cond's shape and device; got noise "
+                         f"{describe(noise)}, cond {describe(cond)}, null_cond {describe(null_cond)}")
     return spec

@@ -72,7 +72,7 @@ def check_generator(make: Any, *, vocab_size: int, seq_len: int, num_classes: in
     restores the generator's train/eval mode and leaves its parameters unchanged.
     """
     from ..generators.base import GenerationOutput, TokenGenerator
-    from ..objectives import LossOutput
+    from ..model import LossOutput
 
     ck = _Checker("check_generator", max_examples)
     st = ck.st

@@ -13,7 +13,7 @@ A subclass builds its model and supplies the model-specific parts through these 
 - ``_next_batch()`` -> the next micro-batch (from an iterator over a
   :class:`~flowmo.train.sampler.StepBatchSampler`, so the data order is a function of
   (seed, step, micro-batch) and a resumed run sees the same data);
-- ``_micro_loss(batch, generator)`` -> a :class:`~flowmo.objectives.LossOutput` through
+- ``_micro_loss(batch, generator)`` -> a :class:`~flowmo.model.LossOutput` through
   ``self.ddp`` (all random draws of the micro-batch from ``generator``);
 - ``_after_optimizer_step()``, ``_after_step()`` (after the EMA update), ``_before_fit(summary)``,
   ``_after_log_step()`` (inside the loop, before the checkpoint), ``_after_fit(summary)``;

@@ -15,7 +15,7 @@ from torch import nn
 import flowmo
 from flowmo.generators import (AutoregressiveGenerator, GenerationOutput, MaskGiT, TokenGenerator, load_generator,
                                read_generator_config)
-from flowmo.objectives import LossOutput
+from flowmo.model import LossOutput
 from flowmo.registry import RegistryError
 from flowmo.testing import check_component, check_generator
 

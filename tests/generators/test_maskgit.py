@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flowmo.generators import GenerationOutput, MaskGiT, TokenGenerator
-from flowmo.objectives import LossOutput
+from flowmo.model import LossOutput
 
 V, L, C = 8, 16, 3
 

@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from flowmo.objectives import LossOutput
+from flowmo.model import LossOutput
 from flowmo.train import Trainer, TrainingStopped, load_config
 from flowmo.folders.checkpoints import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 

@@ -11,7 +11,7 @@ import json
 import pytest
 import torch
 
-from flowmo.objectives import LossOutput
+from flowmo.model import LossOutput
 from flowmo.train import Trainer, TrainingStopped, load_config
 from flowmo.folders.checkpoints import list_checkpoints, load_checkpoint
 
