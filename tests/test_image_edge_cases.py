@@ -302,7 +302,7 @@ def test_a_1000000_by_1_png_is_refused_not_a_memory_error(tmp_path, caplog):
     small = ImageFolderDataset(tmp_path, 1, train=False)
     assert small[1].shape == (3, 1, 1) and small.scan_corrupt() == []
     # the release protocol's own transform is guarded the same way
-    from flowmo.cli.eval import release_image_folder
+    from flowmo.data.eval_images import release_image_folder
 
     rel = release_image_folder(tmp_path, 256)
     assert rel[1].shape == (3, 256, 256) and rel.bad_paths == {wide}

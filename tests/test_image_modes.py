@@ -508,7 +508,7 @@ def test_unconvertible_files_are_skipped_and_counted_in_training_and_evaluation(
     assert {p.name for p in fresh.scan_corrupt()} == bad and len(fresh) == 1 and fresh.skipped == 3
 
     # evaluation (flowmo eval --data FOLDER): the bad files are skipped and listed, never replaced
-    from flowmo.cli.eval import _folder_batches
+    from flowmo.data.eval_images import _folder_batches
 
     ev = ImageFolderDataset(tmp_path, 8, train=False, extensions=("tif",))
     skipped: list = []
@@ -623,7 +623,7 @@ def test_folders_read_every_listed_extension_by_default(tmp_path):
 def test_release_protocol_loader_keeps_16bit_grey(tmp_path):
     """`flowmo eval --protocol release` crashed on a 16-bit grey PNG (mode F after decoding);
     it now gives 2 v - 1 on all three channels, as the standard loader."""
-    from flowmo.cli.eval import release_image_folder
+    from flowmo.data.eval_images import release_image_folder
 
     Image.fromarray(np.full((40, 48), 32768, np.uint16)).save(tmp_path / "grey16.png")
     x = release_image_folder(tmp_path, 32)[0]
