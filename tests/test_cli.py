@@ -2,9 +2,9 @@
 convert, delegation, and one-line errors for bad input."""
 
 import os
+import re
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -256,37 +256,41 @@ def test_debug_shows_the_traceback(model_dir, bad_files, tmp_path, capsys):
     assert_one_line_error(rc, err, debug=True)
 
 
-# ------------------------------------------------------------------ delegation
-def test_delegated_commands_get_their_arguments(monkeypatch, capsys):
+# ------------------------------------------------------------------ subcommands
+def test_a_subcommand_runs_with_its_parsed_arguments(monkeypatch, capsys):
     calls = []
-    mod = types.ModuleType("fake_flowmo_delegate")
 
-    def fake_main(argv, debug=False):
-        calls.append((list(argv), debug))
-        if "--fail" in argv:
+    def fake_run(args):
+        calls.append((args.config, args.out, args.debug))
+        if args.config == "fail.yaml":
             raise ValueError("bad config\nsecond line")
         return 0
 
-    mod.main = fake_main
-    monkeypatch.setitem(sys.modules, "fake_flowmo_delegate", mod)
-    monkeypatch.setitem(cli.DELEGATED, "train", ("fake_flowmo_delegate", "main"))
+    monkeypatch.setattr(cli.train, "run", fake_run)
     assert cli.main(["train", "--config", "c.yaml", "--out", "run"]) == 0
     assert cli.main(["--debug", "train", "--out", "run", "--debug"]) == 0
-    assert calls == [(["--config", "c.yaml", "--out", "run"], False), (["--out", "run"], True)]
+    assert calls == [("c.yaml", "run", False), (None, "run", True)]
     capsys.readouterr()
-    rc = cli.main(["train", "--fail"])
+    rc = cli.main(["train", "--config", "fail.yaml", "--out", "run"])
     assert_one_line_error(rc, capsys.readouterr().err)
 
 
-def test_unavailable_delegate_says_so(monkeypatch, capsys):
-    monkeypatch.setitem(cli.DELEGATED, "eval", ("flowmo.no_such_module_cli", "main"))
-    rc = cli.main(["eval", "--model", "x"])
-    err = capsys.readouterr().err
-    assert_one_line_error(rc, err, code=1)
-    assert "unavailable" in err and "flowmo eval" in err
-    monkeypatch.setitem(cli.DELEGATED, "export", ("flowmo.cli", "no_such_function"))
-    rc = cli.main(["export", "run"])
-    assert rc == 1 and "unavailable" in capsys.readouterr().err
+@pytest.mark.parametrize("module", cli.SUBCOMMANDS, ids=lambda m: m.NAME)
+def test_every_subcommand_is_listed_and_has_help(module, capsys):
+    assert cli.main(["--help"]) == 0
+    listed = capsys.readouterr().out
+    assert re.search(rf"^\s+{re.escape(module.NAME)}(\s|$)", listed, re.M), listed
+    assert cli.main([module.NAME, "--help"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"usage: flowmo {module.NAME} ") and "common options (every flowmo command)" in text
+    alone = module.add_parser()  # the same parser alone: the arguments after the subcommand
+    assert alone.prog == f"flowmo {module.NAME}" and alone.format_help().split("\n", 1)[1] == text.split("\n", 1)[1]
+
+
+def test_python_m_flowmo_cli_is_the_flowmo_command():
+    r = subprocess.run([sys.executable, "-m", "flowmo.cli", "shards", "--input"], capture_output=True, text=True,
+                       timeout=HANG_GUARD_S)
+    assert r.returncode == 2 and r.stderr.startswith("flowmo shards: error: ") and r.stderr.count("\n") == 1
 
 
 def test_help_and_no_command(capsys):
@@ -315,6 +319,6 @@ def test_an_interrupted_training_says_how_to_continue(monkeypatch, capsys):
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_cli, "main", interrupted)
+    monkeypatch.setattr(train_cli, "run", interrupted)
     assert cli.main(["train", "--config", "x.yaml", "--out", "run"]) == 130
     assert "interrupted (no checkpoint was written now: --resume continues from the newest" in capsys.readouterr().err

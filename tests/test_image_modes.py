@@ -513,7 +513,7 @@ def test_unconvertible_files_are_skipped_and_counted_in_training_and_evaluation(
 
 
 def test_trainer_item_loader_reports_unconvertible_files(tmp_path):
-    from flowmo.train.sampler import _Indexed
+    from flowmo.train.trainer import _Indexed
 
     Image.fromarray(np.full((8, 8), 1000, np.uint16)).save(tmp_path / "a.png")
     _float_out_of_range(tmp_path / "b.tif")

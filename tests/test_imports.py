@@ -220,8 +220,8 @@ def test_a_component_defined_in_main_is_saved_with_a_warning(tmp_path):
 
 
 def test_every_cli_command_takes_import():
-    from flowmo.cli.eval import build_parser as eval_parser
-    from flowmo.cli.train import _train_parser
+    from flowmo.cli.eval import add_parser as eval_parser
+    from flowmo.cli.train import add_parser as _train_parser
 
     for command in ("reconstruct", "tokenize", "detokenize", "convert"):
         args = build_parser().parse_args([command, "--import", "a.b", "--import", "c", *_required(command)])

@@ -31,7 +31,7 @@ def test_save_pretrained_writes_a_card_with_the_hub_header_and_the_spec_in_words
 
 def test_an_exported_run_card_records_its_training_and_held_out_figures(tmp_path):
     from flowmo.train import Trainer, load_config
-    from flowmo.cli.train import export_checkpoint
+    from flowmo.train.export import export_checkpoint
 
     cfg = load_config({"model": "tiny", "train": {
         "steps": 2, "seed": 1, "data": {"folder": None, "builtin_length": 8}, "optim": {"batch_size": 2},
@@ -60,7 +60,7 @@ def test_presets_are_listed_and_bad_arguments_refused():
 
 def test_card_fields_are_checked_and_a_shard_run_names_its_shards(tmp_path):
     from flowmo.train import load_config
-    from flowmo.cli.train import _card_facts
+    from flowmo.train.export import _card_facts
 
     m = flowmo.FlowMo(flowmo.get_preset("tiny"))
     with pytest.raises(ValueError, match="unknown field.*licence"):

@@ -16,10 +16,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from flowmo.cli import main as flowmo_main
 from flowmo.data.folders import ImageFolderDataset
 from flowmo.data.listing import list_folder_images
-from flowmo.data.shard_writer import main as shards_main, write_shards
+from flowmo.data.shard_writer import write_shards
 from flowmo.data.shards import IGNORED, TarShardDataset, expand_shards, split_key
+
+from conftest import HANG_GUARD_S
+
+
+def shards_main(argv):
+    """``flowmo shards ARGV`` in this process; the exit status."""
+    return flowmo_main(["shards", *argv])
 
 
 def png_bytes(seed, size=(40, 48)):
@@ -274,6 +282,26 @@ def test_the_tool_refuses_what_it_cannot_write(tmp_path, folder, capsys):
     with pytest.raises(ValueError, match="holds no images"):
         write_shards(tmp_path / "empty", str(tmp_path / "g-%d.tar"))
     assert not list(tmp_path.glob("[defg]-*.tar"))  # nothing written when refused
+
+
+def test_flowmo_shards_writes_the_folder_as_the_reader_reads_it(tmp_path, folder):
+    """``python -m flowmo shards``: the folder's images in its order, the class index of each
+    top-level folder as its label, the bytes unchanged; a summary line, which -q hides."""
+    import subprocess
+
+    out = tmp_path / "o" / "s-%03d.tar"
+    proc = subprocess.run([sys.executable, "-m", "flowmo", "shards", "--input", str(folder), "--output", str(out),
+                           "--max-count", "3", "--classes"], capture_output=True, text=True, timeout=HANG_GUARD_S)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("wrote 3 shards: ") and proc.stderr == ""
+    shards = TarShardDataset(str(tmp_path / "o" / "s-{000..002}.tar"), 24, train=False, labels="cls")
+    files = ImageFolderDataset(folder, 24, train=False)
+    assert [shards.items[i].member for i in range(len(shards))] == [
+        p.relative_to(folder).as_posix() for p in files.files]
+    assert [shards.label(i) for i in range(len(shards))] == [int(p.parent.name[-1]) for p in files.files]
+    assert all(shards.read_bytes(i) == f.read_bytes() for i, f in enumerate(files.files))
+    assert shards_main(["-q", "--input", str(folder), "--output", str(tmp_path / "q-%d.tar")]) == 0
+    assert len(list(tmp_path.glob("q-*.tar"))) == 1
 
 
 def test_flowmo_eval_reads_shards_as_the_folder(tmp_path):

@@ -1,8 +1,8 @@
-"""``flowmo eval``: reconstruction metrics of a tokenizer on an image folder or the built-in photos.
+"""``flowmo eval``: reconstruction metrics of a tokenizer on an image folder, tar shards or the
+built-in photos (:func:`flowmo.metrics.evaluator.evaluate_model`).
 
-Also ``python -m flowmo.cli.eval`` and, for several processes,
-``torchrun --nproc_per_node N -m flowmo.cli.eval ...`` (each rank reconstructs every N-th
-image; the metrics are gathered and equal those of one process). See docs/evaluation.md.
+For several processes, ``torchrun --nproc_per_node N -m flowmo eval ...`` (each rank reconstructs
+every N-th image; the metrics are gathered and equal those of one process). See docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -16,25 +16,20 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import torch
+from .command import add_subcommand
+from .options import add_common_arguments, add_sampler_arguments
 
-from flowmo.devices import DistContext, init_process_group, resolve_device
-from flowmo.data.files import atomic_write_text
-from flowmo.cli.options import add_common_arguments, add_sampler_arguments
-from flowmo.cli.options import sampler_from_args as _sampler_from_args
-from flowmo.folders.imports import import_modules
-from flowmo.metrics.collectives import gather_objects
-from flowmo.data.shards import is_shard_pattern
-from flowmo.data.eval_images import RELEASE_CROP, folder_batches, open_images, release_image_folder
+__all__ = ["NAME", "add_parser", "run", "main", "load_model", "sampler_from_args"]
 
-__all__ = ["main", "build_parser", "load_model", "sampler_from_args", "release_image_folder", "RELEASE_CROP"]
+NAME = "eval"
 
 SUMMARY_KEYS = ("psnr", "ssim", "lpips_vgg", "lpips_alex", "rfid")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="flowmo eval",
+def add_parser(sub: Optional[Any] = None) -> argparse.ArgumentParser:
+    """The ``eval`` parser (:func:`flowmo.cli.command.add_subcommand`)."""
+    p = add_subcommand(
+        sub, NAME, help="evaluate a tokenizer",
         description="Reconstruction metrics (PSNR, SSIM, LPIPS, rFID, bits per pixel, codebook usage) of a "
                     "FlowMo tokenizer. Writes metrics.json (metrics + protocol), best_worst.png and per_image.csv.")
     p.add_argument("--model", required=True, metavar="DIR_OR_NAME",
@@ -74,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------------------------------------- pieces
 def _hash(path: Path) -> str:
-    from flowmo.metrics.networks import file_sha256
+    from flowmo.metrics.evaluator import file_sha256
 
     return file_sha256(path)
 
@@ -128,13 +123,18 @@ def sampler_from_args(model: Any, args: argparse.Namespace):
     (``{"guidance": {"scale": 2}}`` keeps the interval); then ``--steps``, ``--solver``,
     ``--grid`` and ``--cfg-scale`` edit the result the same way (a new ``--grid`` name takes
     that grid's defaults; the same name keeps its fields)."""
-    return _sampler_from_args(model.spec.sampler, args, model.spec.sampler_presets)
+    from .options import sampler_from_args as edited_sampler
+
+    return edited_sampler(model.spec.sampler, args, model.spec.sampler_presets)
 
 
-def _dist_setup(device_arg: str) -> tuple[int, int, torch.device, bool]:
+def _dist_setup(device_arg: str) -> tuple[int, int, Any, bool]:
     """(world, rank, device, whether the process group was started here), by the library's one
     device rule and process-group set-up (:mod:`flowmo.devices`)."""
+    import torch
     import torch.distributed as dist
+
+    from flowmo.devices import DistContext, init_process_group, resolve_device
 
     ctx = DistContext.from_env()
     device = resolve_device(device_arg, "--device", ctx)  # ValueError naming it: malformed or not here
@@ -148,10 +148,14 @@ def _dist_setup(device_arg: str) -> tuple[int, int, torch.device, bool]:
 
 
 def _write_json(path: Path, obj: Any) -> None:
+    from flowmo.data.files import atomic_write_text
+
     atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def _png(examples: dict, path: Path) -> Optional[Path]:
+    import torch
+
     from flowmo.data.grids import save_image_rows
 
     best, worst = examples["best"], examples["worst"]
@@ -167,9 +171,23 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return f"{v:.{digits}f}" if isinstance(v, float) else "unavailable"
 
 
-# ---------------------------------------------------------------------------------------------- main
+# ---------------------------------------------------------------------------------------------- run
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    """``flowmo eval`` in this process: ``argv`` are the arguments after ``eval``; a failure
+    raises (``flowmo eval`` reports it as one line)."""
+    return run(add_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``flowmo eval``; returns 0. Writes metrics.json, best_worst.png and per_image.csv in
+    ``--output`` (rank 0)."""
+    import torch
+
+    from flowmo.data.eval_images import folder_batches, open_images
+    from flowmo.data.shards import is_shard_pattern
+    from flowmo.folders.imports import import_modules
+    from flowmo.metrics.collectives import gather_objects
+
     import_modules(args.imports)
     t_start = time.time()
     if args.limit is not None and args.limit <= 0:
@@ -274,7 +292,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "device": str(device), "world_size": world, "batch_size_per_rank": args.batch_size,
             "autocast": "bfloat16" if args.bf16 else None,
             "versions": {"flowmo": __version__, "torch": torch.__version__, "python": platform.python_version()},
-            "command": ["flowmo", "eval", *(sys.argv[1:] if argv is None else list(argv))],
+            "command": args.command_line,
             "wall_seconds": time.time() - t_start,
         }
         result = {
@@ -304,15 +322,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             import torch.distributed as dist
 
             dist.destroy_process_group()
-
-
-def _cli() -> int:
-    try:
-        return main()
-    except (ValueError, FileNotFoundError) as e:
-        print(f"flowmo eval: error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(_cli())

@@ -11,8 +11,7 @@ than the one the generator's folder records is refused with the reason. An ``--o
 holds a ``generate.json`` or any image file is refused (old and new images would be mixed, and
 ``flowmo eval-gen`` would read both) unless ``--overwrite`` is given, which deletes the files the
 old ``generate.json`` lists, its grid and itself before the new ones are written (image files it
-does not list are refused even then: they are not generate's to delete). :func:`add_generate_parser`
-adds the subcommand to the ``flowmo`` parser; :func:`run_generate` runs it.
+does not list are refused even then: they are not generate's to delete).
 """
 
 from __future__ import annotations
@@ -21,14 +20,16 @@ import argparse
 import json
 import math
 import re
-import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
-from flowmo.cli.options import add_common_arguments, positive_int
+from .command import Context, add_subcommand
 from .errors import CLIError
+from .options import DEVICE_HELP, add_common_arguments, positive_int
 
-__all__ = ["add_generate_parser", "run_generate"]
+__all__ = ["NAME", "add_parser", "run"]
+
+NAME = "generate"
 
 RECORD_NAME = "generate.json"
 GRID_NAME = "grid.png"
@@ -54,9 +55,9 @@ def _non_negative_int(text: str) -> int:
     return v
 
 
-def add_generate_parser(sub: Any) -> argparse.ArgumentParser:
-    """Add the ``generate`` subcommand to the ``flowmo`` parser's subparsers ``sub``."""
-    p = sub.add_parser("generate", help="images from a token generator and its tokenizer",
+def add_parser(sub: Optional[Any] = None) -> argparse.ArgumentParser:
+    """The ``generate`` parser (:func:`flowmo.cli.command.add_subcommand`)."""
+    p = add_subcommand(sub, NAME, help="images from a token generator and its tokenizer",
                        description="Sample token sequences with a generator folder (flowmo train-generator / "
                                    "TokenGenerator.save_pretrained) and decode them with the tokenizer its tokens "
                                    "came from (refused, with the reason, for any other tokenizer). Writes one PNG "
@@ -101,7 +102,7 @@ def add_generate_parser(sub: Any) -> argparse.ArgumentParser:
     d.add_argument("--decoder-steps", type=positive_int, default=None, metavar="N", help="decoder ODE steps")
     d.add_argument("--decoder-cfg", type=float, default=None, metavar="S",
                    help="the decoder's classifier-free guidance scale (1 = off)")
-    add_common_arguments(p, device="torch device (default: auto = cuda, mps or cpu)", keep_global=True)
+    add_common_arguments(p, device=DEVICE_HELP)
     return p
 
 
@@ -122,7 +123,7 @@ def _previous_output(out: Path, overwrite: bool) -> list[Path]:
     images its ``generate.json`` lists, then ``grid.png``, then ``generate.json``; [] for a new or
     empty folder). Raises CLIError for an ``out`` holding a record or images without ``overwrite``,
     and, with it, for an unreadable record or image files the record does not list."""
-    from ..data.listing import list_folder_images
+    from flowmo.data.listing import list_folder_images
 
     if not out.exists():
         return []
@@ -164,18 +165,21 @@ def _previous_output(out: Path, overwrite: bool) -> list[Path]:
     return [p for p in (out / n for n in order) if p.is_file() or p.is_symlink()] + ([record] if has_record else [])
 
 
-def run_generate(args: argparse.Namespace, ctx: Any) -> int:
-    """Run ``flowmo generate`` with the parsed ``args``; ``ctx`` reports progress (see
-    :mod:`flowmo.cli.commands`). Returns the exit status (0)."""
+def run(args: argparse.Namespace) -> int:
+    """Run ``flowmo generate``; returns 0."""
     import torch
 
-    from flowmo.cli.options import sampler_from_args
-    from ..data.files import atomic_write
-    from ..data.grids import save_image_rows
-    from ..generators import class_names, generate_images, load_generator, resolve_classes
-    from ..devices import DistContext
-    from flowmo.cli.io import load_model, resolve_device, save_image
+    from flowmo.data.files import atomic_write
+    from flowmo.data.grids import save_image_rows
+    from flowmo.devices import DistContext
+    from flowmo.folders.imports import import_modules
+    from flowmo.generators import class_names, generate_images, load_generator, resolve_classes
 
+    from .io import load_model, resolve_device, save_image
+    from .options import sampler_from_args
+
+    ctx = Context(args)
+    import_modules(args.imports)
     out = Path(args.out).expanduser()
     previous = _previous_output(out, args.overwrite)  # refused before anything is loaded or generated
     device = resolve_device(args.device, argument="--device", ctx=DistContext())  # one process
@@ -233,7 +237,7 @@ def run_generate(args: argparse.Namespace, ctx: Any) -> int:
         "generator_steps": result.steps, "forward_passes": result.forward_passes, "nfe_per_image": result.nfe,
         "decoder_calls_per_image": result.decoder_calls,
         "grid": GRID_NAME, "images": files,
-        "torch": torch.__version__, "argv": sys.argv[1:],
+        "torch": torch.__version__, "argv": args.command_line[1:],
     }
     text = json.dumps(record, indent=2) + "\n"
     atomic_write(out / RECORD_NAME, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

@@ -1,26 +1,20 @@
-"""File helpers shared by the command line: image files in and out, models from folders or
-released checkpoints; token files (kept here as an import path: the code lives in
-:mod:`flowmo.data.tokens`).
+"""Input and output helpers shared by the subcommands: image files in and out, models from
+folders or released checkpoints, batches (token files: :mod:`flowmo.data.tokens`).
 
 Images are float32 tensors (3, H, W) in [-1, 1]. Input images are decoded fully by
 :func:`flowmo.data.images.decode_image` (EXIF orientation applied, transparency composited onto
 white, every Pillow mode converted to RGB by documented rules), their short
 side resized to the model's image size (bicubic, antialiased when shrinking) and centre
 cropped. Output images are written as 8-bit PNGs.
-
-A token file is a safetensors file with one int64 tensor ``tokens`` ((N, T), or (N, T, G)
-for entropy-group indices) and string metadata: ``format`` (``flowmo-tokens``),
-``version``, ``fingerprint`` (the model spec's :meth:`~flowmo.FlowMoSpec.fingerprint`),
-``spec`` (the full spec JSON), ``sources`` (a JSON list of the source images' relative
-names) and ``groups`` (``"true"``/``"false"``).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -28,8 +22,7 @@ from torch import Tensor
 from flowmo.data.images import IMAGE_EXTENSIONS as _EXTENSIONS
 from flowmo.data.listing import list_folder_images
 from flowmo.data.folder_kinds import kind_note
-from flowmo.data.folder_kinds import TOKEN_FORMAT
-from flowmo.data.tokens import TokenFile, read_tokens, write_tokens  # noqa: F401
+from .errors import CLIError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -41,10 +34,11 @@ __all__ = [
     "save_image",
     "resolve_device",
     "load_model",
-    "TokenFile",
-    "TOKEN_FORMAT",
-    "write_tokens",
-    "read_tokens",
+    "model_from_args",
+    "input_images",
+    "resize_note",
+    "output_folder",
+    "batches",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -275,3 +269,47 @@ def load_model(
     if device is not None:
         model.to(device)
     return model.eval()
+
+
+# ----------------------------------------------------------------------------- the subcommands' shared steps
+def model_from_args(args: argparse.Namespace) -> tuple[Any, torch.device]:
+    """(model, device) of a command with :func:`flowmo.cli.options.add_model_arguments` and
+    ``--device`` (one process: the launcher's variables are not read)."""
+    from flowmo.devices import DistContext
+
+    device = resolve_device(args.device, argument="--device", ctx=DistContext())
+    model = load_model(args.model, device=device, code_length=args.code_length, image_size=args.image_size)
+    return model, device
+
+
+def input_images(inputs: Sequence[PathLike]) -> tuple[list[ImageFile], list[tuple[int, int]]]:
+    """The images of ``inputs`` (:func:`list_images`) and their stored (width, height), each
+    header checked (:func:`check_image_header`) before any model work."""
+    files = list_images(inputs)
+    return files, [check_image_header(f.path) for f in files]
+
+
+def resize_note(ctx: Any, sizes: Sequence[tuple[int, int]], size: int) -> None:
+    """Note once per run (``ctx``: a :class:`flowmo.cli.command.Context`; after the images were
+    read, so that a failed run prints only its error) that the inputs of ``sizes`` other than
+    ``size`` x ``size`` were resized and centre-cropped."""
+    other = sum(1 for wh in sizes if tuple(wh) != (size, size))
+    if other:
+        ctx.note(f"{other} of {len(sizes)} input image{'s' if len(sizes) != 1 else ''} "
+                 f"{'were' if other != 1 else 'was'} not {size}x{size}, the model's image size: each was resized "
+                 f"(short side to {size} px, bicubic) and centre-cropped to {size}x{size}")
+
+
+def output_folder(path: PathLike) -> Path:
+    """The folder ``path``, created if missing; CLIError when it exists and is not a folder."""
+    out = Path(path).expanduser()
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"output {str(out)!r} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def batches(n: int, size: int) -> Iterator[tuple[int, int]]:
+    """``(a, b)`` bounds of the batches of ``size`` items of ``range(n)``."""
+    for i in range(0, n, size):
+        yield i, min(i + size, n)

@@ -3,9 +3,13 @@
 - :func:`add_common_arguments`: ``--debug``, ``-q/--quiet``, ``--import MODULE`` (repeatable)
   and, where the command runs a model, ``--device``; listed under "common options" in each
   command's ``--help``.
+- :func:`add_model_arguments`: the model options of ``reconstruct``, ``tokenize`` and
+  ``detokenize`` (``--model``, ``--batch-size``, and ``--code-length`` / ``--image-size`` for a
+  released checkpoint).
 - :func:`add_sampler_arguments` / :func:`sampler_from_args`: the decoding options of the
   commands that decode (``reconstruct``, ``detokenize``, ``eval``): ``--sampler``,
-  ``--steps``, ``--solver``, ``--grid``, ``--cfg-scale``.
+  ``--steps``, ``--solver``, ``--grid``, ``--cfg-scale``; :func:`add_decoding_arguments` adds
+  them with ``--seed``.
 """
 
 from __future__ import annotations
@@ -17,8 +21,13 @@ from typing import Any, Mapping, Optional
 
 from flowmo.folders.imports import add_import_argument
 
-__all__ = ["add_common_arguments", "add_sampler_arguments", "sampler_from_args", "positive_int",
-           "SAMPLER_OPTIONS_HELP"]
+__all__ = ["add_common_arguments", "add_model_arguments", "add_sampler_arguments", "add_decoding_arguments",
+           "sampler_from_args", "positive_int", "SAMPLER_OPTIONS_HELP", "DEVICE_HELP", "RESIZE_HELP"]
+
+DEVICE_HELP = "torch device (default: auto = cuda, mps or cpu)"
+RESIZE_HELP = ("each image's short side is resized to the model's image size (bicubic, antialiased) and the "
+               "centre square cropped, as flowmo eval and training do; a note says so when an input was not "
+               "already of that size")
 
 SAMPLER_OPTIONS_HELP = (
     "decoding options (default: the model's sampler). --sampler takes a preset name (release, fast), which "
@@ -39,27 +48,41 @@ def positive_int(text: str) -> int:
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, device: Optional[str] = None,
-                         device_default: Optional[str] = "auto", keep_global: bool = False) -> None:
+                         device_default: Optional[str] = "auto") -> None:
     """Add the options every flowmo command takes, in one group "common options".
+
+    ``--debug`` and ``--quiet`` may also come before the subcommand (``flowmo -q eval ...``):
+    here they default to ``argparse.SUPPRESS``, so that a value given there stays; the
+    ``flowmo`` parser (or :func:`flowmo.cli.command.add_subcommand`'s parser of one
+    subcommand) gives them their default, False.
 
     Args:
         parser: the command's parser.
         device: the help text of ``--device`` for a command that runs a model; None: no
             ``--device`` (a command that runs none: convert, export).
         device_default: the default of ``--device``.
-        keep_global: for the ``flowmo`` parser's own subcommands, whose ``--debug`` and
-            ``--quiet`` may also come before the subcommand: the options then default to
-            ``argparse.SUPPRESS`` so that a value given before the subcommand stays.
     """
     g = parser.add_argument_group("common options (every flowmo command)")
-    default: Any = argparse.SUPPRESS if keep_global else False
-    g.add_argument("--debug", action="store_true", default=default,
+    g.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                    help="show full tracebacks instead of one-line errors")
-    g.add_argument("--quiet", "-q", action="store_true", default=default,
+    g.add_argument("--quiet", "-q", action="store_true", default=argparse.SUPPRESS,
                    help="no progress bars, summaries or notes (errors are still reported)")
     add_import_argument(g)
     if device is not None:
         g.add_argument("--device", default=device_default, help=device)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--model``, ``--batch-size`` and, for a released ``.pth`` checkpoint (which does not
+    store them), ``--code-length`` and ``--image-size``."""
+    parser.add_argument("--model", required=True, metavar="DIR_OR_NAME",
+                        help="a model folder (config.json + model.safetensors), a released .pth checkpoint, a "
+                             "released name (flowmo_lo, flowmo_hi) or a Hugging Face Hub repository id user/repo "
+                             "(pip install 'flowmo[hub]')")
+    parser.add_argument("--batch-size", type=positive_int, default=8, metavar="B", help="images per batch (default 8)")
+    g = parser.add_argument_group("released .pth checkpoints only (not stored in those files)")
+    g.add_argument("--code-length", type=positive_int, default=256, metavar="T", help="tokens per image (256)")
+    g.add_argument("--image-size", type=positive_int, default=256, metavar="S", help="image size (256)")
 
 
 def add_sampler_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,6 +101,15 @@ def add_sampler_arguments(parser: argparse.ArgumentParser) -> None:
                    help="a registered time grid: pow, linear, shifted, or one registered by an --import module")
     g.add_argument("--cfg-scale", type=float, default=None, metavar="S",
                    help="classifier-free guidance scale (1 = off)")
+
+
+def add_decoding_arguments(parser: argparse.ArgumentParser, item: str = "input image i (inputs in the order "
+                           "given, a folder's files sorted by relative name)") -> None:
+    """Add ``--seed`` (``item``: what decodes from the noise of image i) and the sampler options."""
+    parser.add_argument("--seed", type=int, default=0, metavar="S",
+                        help=f"seed of the decoding noise (default 0): {item} is decoded from the noise flowmo eval "
+                             "--seed S gives image i (flowmo.samplers.noise.image_noise)")
+    add_sampler_arguments(parser)
 
 
 def sampler_from_args(base: Any, args: argparse.Namespace, presets: Optional[Mapping[str, Any]] = None) -> Any:

@@ -1,20 +1,25 @@
-"""`flowmo train-generator` (also ``python -m flowmo.cli.train_generator``): train a token
-generator on a token set written by ``flowmo tokenize --classes``."""
+"""``flowmo train-generator``: train a token generator (MaskGiT, autoregressive) on a token set
+written by ``flowmo tokenize --classes`` (:class:`flowmo.train.generator_trainer.GeneratorTrainer`).
+
+    flowmo train-generator [--config FILE] --out RUN [--set KEY=VALUE ...] [--resume] [--export DIR] [--device D]
+
+Several processes: ``torchrun --nproc_per_node N -m flowmo train-generator ...``. Ctrl-C stops the
+run without a checkpoint (exit status 130); SIGTERM saves one and stops (143).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
-from flowmo.train.loop import INTERRUPTED_STATUS
-from flowmo.cli.options import add_common_arguments
-from flowmo.data.folder_kinds import check_folder_kind, check_outside_run
-from flowmo.folders.imports import import_modules
+from .command import TRAINING_INTERRUPTED, add_subcommand
+from .options import add_common_arguments
 
-__all__ = ["main"]
+__all__ = ["NAME", "add_parser", "run", "main"]
+
+NAME = "train-generator"
 
 _EPILOG = (
     "The config has a 'generator' section ({name: maskgit | autoregressive, width, depth, heads, "
@@ -25,10 +30,10 @@ _EPILOG = (
     "--out runs/gen'. See configs/generators/example.yaml.")
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="flowmo train-generator",
-                                description="Train a token generator (MaskGiT, ...) on a labelled token set.",
-                                epilog=_EPILOG)
+def add_parser(sub: Optional[Any] = None) -> argparse.ArgumentParser:
+    """The ``train-generator`` parser (:func:`flowmo.cli.command.add_subcommand`)."""
+    p = add_subcommand(sub, NAME, help="train a token generator on a token set", interrupted=TRAINING_INTERRUPTED,
+                       description="Train a token generator (MaskGiT, ...) on a labelled token set.", epilog=_EPILOG)
     p.add_argument("--config", help="YAML/JSON file with 'generator' and 'train' sections")
     p.add_argument("--out", required=True, help="output folder (checkpoints, metrics.jsonl, config.json, token_set.json)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -51,9 +56,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = _parser().parse_args(argv)
+    """``flowmo train-generator`` in this process: ``argv`` are the arguments after
+    ``train-generator``; a failure raises (``flowmo train-generator`` reports it as one line)."""
+    return run(add_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``flowmo train-generator``; returns 0, or :data:`flowmo.train.loop.INTERRUPTED_STATUS`
+    (143) when SIGTERM stopped the run after saving a checkpoint."""
+    from flowmo.folders.imports import import_modules
+    from flowmo.data.folder_kinds import check_folder_kind, check_outside_run
     from flowmo.train.generator_config import load_generator_config
     from flowmo.train.generator_trainer import GeneratorTrainer, export_generator
+    from flowmo.train.loop import INTERRUPTED_STATUS
 
     check_folder_kind(args.out, "generator-run", "--out")  # not a tokenizer run, model folder, ...
     if args.config is None and args.resume and (Path(args.out) / "config.json").is_file():
@@ -90,7 +105,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"step {summary['end_step']}: loss {summary['last_terms']['total']:.4f}")
         (Path(args.out) / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

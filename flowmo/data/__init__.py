@@ -10,7 +10,7 @@ folders, training and the CLI import from here; nothing here imports them.
   :mod:`flowmo.data.draws`, the per-item seeded draws both datasets use.
 * :mod:`flowmo.data.shards` (+ :mod:`flowmo.data.shard_writer`) - training images in tar shards
   (the webdataset layout), indexed once and read by random access in the folder's order; the
-  folder -> shards tool (``python -m flowmo.data.shards``). Needs the ``shards`` extra for brace
+  folder -> shards tool (``flowmo shards``). Needs the ``shards`` extra for brace
   patterns and writing.
 * :mod:`flowmo.data.grids` - rows of images written as one PNG.
 * :mod:`flowmo.data.tokens` - token files (safetensors with ``flowmo-tokens`` metadata).

@@ -1,10 +1,9 @@
 """An image folder -> tar shards (webdataset's ``ShardWriter``), read back by
 :class:`flowmo.data.shards.TarShardDataset` in the folder's order.
 
-Command line::
+Command line: ``flowmo shards`` (:mod:`flowmo.cli.shards`)::
 
-    python -m flowmo.data.shards --input FOLDER --output "out/train-%06d.tar" \\
-        [--max-count N] [--max-size BYTES] [--classes]
+    flowmo shards --input FOLDER --output "out/train-%06d.tar" [--max-count N] [--max-size BYTES] [--classes]
 
 Each image of the folder's listing (:func:`flowmo.data.listing.list_folder_images`: recursive,
 hidden files skipped, sorted by relative name) becomes one sample whose key is its relative
@@ -25,17 +24,14 @@ without a ``%`` format, and an output shard that exists already (never overwritt
 from __future__ import annotations
 
 import os
-
-import argparse
-import sys
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List
 
 from flowmo.data.folder_kinds import kind_note
 from .listing import list_folder_images
 from .shards import _META, EXTRA_HINT
 
-__all__ = ["write_shards", "main"]
+__all__ = ["write_shards"]
 
 
 def _keys(rel_names: List[str], classes: bool, name: str):
@@ -154,25 +150,3 @@ def write_shards(folder, output: str, max_count: int = 100_000, max_size: int = 
         for stream in streams.values():  # after an error inside a write
             stream.close()
     return written
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m flowmo.data.shards``: write a folder's images into tar shards (module docstring).
-    Returns the exit status: 0, or 2 with one line on stderr for bad arguments."""
-    p = argparse.ArgumentParser(prog="python -m flowmo.data.shards",
-                                description="Write an image folder into tar shards (webdataset layout) that "
-                                            "train.data.shards reads in the folder's order.")
-    p.add_argument("--input", required=True, help="the image folder (recursive)")
-    p.add_argument("--output", required=True, help="shard path pattern, e.g. 'out/train-%%06d.tar'")
-    p.add_argument("--max-count", type=int, default=100_000, help="images per shard (default 100000)")
-    p.add_argument("--max-size", type=int, default=3_000_000_000, help="bytes per shard (default 3e9)")
-    p.add_argument("--classes", action="store_true", help="write KEY.cls: the index of the top-level class folder")
-    args = p.parse_args(argv)
-    try:
-        paths = write_shards(args.input, args.output, args.max_count, args.max_size, args.classes)
-    except (ValueError, TypeError, OSError, ImportError) as e:
-        msg = str(e).replace("max_count", "--max-count").replace("max_size", "--max-size")
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
-    print(f"wrote {len(paths)} shards: {paths[0]} .. {paths[-1]}")
-    return 0

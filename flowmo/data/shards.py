@@ -28,7 +28,7 @@ in an image extension but is not one (webdataset reads ``Track 2.0.png`` as key 
 field ``0.png``: not an image of ours), fields of keys without an image, and the sidecar
 fields of an image's key (``.json``, ``.txt``, a ``.cls`` not used as the label). Order: shards in
 the given order; within a shard, items sorted by their image member's normalised name.
-:func:`write_shards` (``python -m flowmo.data.shards``) writes a folder's
+:func:`~flowmo.data.shard_writer.write_shards` (``flowmo shards``) writes a folder's
 images in the folder's listing order (:func:`flowmo.data.listing.list_folder_images`) with
 member name = relative file name, so the shards of a folder list the same items in the same
 order as :class:`~flowmo.data.folders.ImageFolderDataset` over it, however they are split.
@@ -247,7 +247,7 @@ def _index_shard(path: Path, k: int, labels: Optional[str], name: str) -> Tuple[
                 if m.issparse():
                     raise ValueError(f"{name}: {str(path)!r} holds the sparse member {m.name!r}, whose bytes are not "
                                      "stored in one piece (random access cannot read it): write the shard without "
-                                     "--sparse (python -m flowmo.data.shards does)")
+                                     "--sparse (flowmo shards does)")
                 example = f"{path}/{m.name}"
                 try:
                     norm = member_path(m.name)
@@ -460,9 +460,3 @@ class TarShardDataset(Dataset):
             return img
         detail = f" (last error: {last})" if last else ""
         raise RuntimeError(f"no readable image in the {len(self.shards)} tar shards: all {n} items failed{detail}")
-
-
-if __name__ == "__main__":  # pragma: no cover - the command line of flowmo.data.shard_writer
-    from .shard_writer import main
-
-    raise SystemExit(main())

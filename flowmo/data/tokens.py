@@ -4,7 +4,7 @@ A token file is a safetensors file with one int64 tensor ``tokens`` ((N, T), or 
 for entropy-group indices) and string metadata: ``format`` (``flowmo-tokens``),
 ``version``, ``fingerprint`` (the model spec's :meth:`~flowmo.FlowMoSpec.fingerprint`),
 ``spec`` (the full spec JSON), ``sources`` (a JSON list of the source images' relative
-names) and ``groups`` (``"true"``/``"false"``). Also importable from :mod:`flowmo.cli.io`.
+names) and ``groups`` (``"true"``/``"false"``).
 
 Labelled token files (the data of a class-conditional generator, see
 :mod:`flowmo.data.token_shards`) add an int64 tensor ``labels`` (N,) with values in

@@ -145,7 +145,7 @@ def test_eval_bad_input(tiny_model, tmp_path):
 
 
 def test_python_m_reports_bad_input_in_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "flowmo.cli.eval", "--model", str(tmp_path / "nope"),
+    proc = subprocess.run([sys.executable, "-m", "flowmo", "eval", "--model", str(tmp_path / "nope"),
                            "--data", "builtin"], capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "flowmo eval: error:" in proc.stderr

@@ -181,7 +181,7 @@ def test_report_equals_the_runs_final_evaluation(tmp_path):
     """The report's figure for the model's own sampler is the run's final eval/ema/psnr and
     eval/ema/ssim (same EMA weights, crops and noise)."""
     from flowmo.train import Trainer, load_config
-    from flowmo.cli.train import export_checkpoint
+    from flowmo.train.export import export_checkpoint
 
     cfg = load_config(None, ["model=tiny", "model.sampler.steps=2", "train.steps=2", "train.seed=5",
                              "train.log.progress=false", "train.log.tensorboard=false", "train.ema.decay=0.5",

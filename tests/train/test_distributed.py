@@ -59,7 +59,7 @@ def test_two_gloo_ranks_equal_one_process_with_accumulation(tmp_path, fast_paths
     cfg2.write_text(json.dumps(_config(folder, accum=1, fast_paths=fast_paths, init_from=init)))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "flowmo.cli.train", "--config", str(cfg2), "--out", str(tmp_path / "ddp")]
+           "-m", "flowmo", "train", "--config", str(cfg2), "--out", str(tmp_path / "ddp")]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 

@@ -84,7 +84,7 @@ def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypa
 
 
 def _launch(cfg_file, out, resume=False):
-    cmd = [sys.executable, "-m", "flowmo.cli.train", "--config", str(cfg_file), "--out", str(out)]
+    cmd = [sys.executable, "-m", "flowmo", "train", "--config", str(cfg_file), "--out", str(out)]
     if resume:
         cmd.append("--resume")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

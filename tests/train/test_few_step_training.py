@@ -13,7 +13,7 @@ import flowmo
 from flowmo.cli import main as cli_main
 from flowmo.train import Trainer, load_config
 from flowmo.folders.checkpoints import CheckpointError, latest_checkpoint, load_checkpoint
-from flowmo.cli.train import export_checkpoint
+from flowmo.train.export import export_checkpoint
 
 TEACHER = {"steps": 6, "grid": {"name": "pow", "p": 0.25}, "guidance": {"scale": 1.5, "interval": [0.0, 0.5]}}
 

@@ -36,7 +36,7 @@ def test_two_gloo_ranks_equal_one_process_with_accumulation(tmp_path):
     cfg.write_text(json.dumps(_config(tokens, accum=1)))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "flowmo.cli.train_generator", "--config", str(cfg), "--out", str(tmp_path / "ddp")]
+           "-m", "flowmo", "train-generator", "--config", str(cfg), "--out", str(tmp_path / "ddp")]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 

@@ -2,7 +2,7 @@
 whole job exit with an error within a bounded time, leaving no worker process behind.
 
 The jobs are real: ``python -m torch.distributed.run --standalone --nproc_per_node 2 -m
-flowmo.cli.train`` training the tiny model with gloo on the CPU.
+flowmo train`` training the tiny model with gloo on the CPU.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def job(tmp_path, request):
     env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     log = tmp_path / "job.log"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "flowmo.cli.train", "--config", str(cfg), "--out", str(out)]
+           "-m", "flowmo", "train", "--config", str(cfg), "--out", str(out)]
     with open(log, "w") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     proc.launched = time.monotonic()
@@ -89,7 +89,8 @@ def _workers(out: Path, rank: int | None = None) -> list[int]:
         if not entry.isdigit():
             continue
         args = _read(f"/proc/{entry}/cmdline").split(b"\0")
-        if b"flowmo.cli.train" not in args or str(out).encode() not in args or b"torch.distributed.run" in args:
+        if (b"flowmo" not in args or b"train" not in args or str(out).encode() not in args
+                or b"torch.distributed.run" in args):
             continue
         status = _read(f"/proc/{entry}/status")
         if b"State:\tZ" in status:  # a zombie has exited already

@@ -26,7 +26,7 @@ from flowmo.train import Trainer, load_config
 from flowmo.folders.checkpoints import CheckpointError
 from flowmo.train.checkpointing import CONFIG_CHANGES
 from flowmo.train.config import ABSENT, config_differences
-from flowmo.cli.train import export_checkpoint
+from flowmo.train.export import export_checkpoint
 from flowmo.train.generator_config import load_generator_config
 from flowmo.train.generator_trainer import GeneratorTrainer
 

@@ -117,7 +117,7 @@ def test_two_gloo_ranks_from_shards_equal_one_process_from_the_folder(tmp_path, 
     (tmp_path / "ddp.json").write_text(json.dumps({"model": "tiny", "train": cfg.train.model_dump(mode="json")}))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "flowmo.cli.train", "--config", str(tmp_path / "ddp.json"), "--out", str(tmp_path / "ddp")]
+           "-m", "flowmo", "train", "--config", str(tmp_path / "ddp.json"), "--out", str(tmp_path / "ddp")]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     single = Trainer(folder_config(image_folder, steps=3, device="cpu", optim={"grad_accum": 2}), tmp_path / "one")
