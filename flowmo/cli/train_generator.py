@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
-    from flowmo.train.generator_config import load_generator_config
+    from flowmo.train.config import load_generator_config
     from flowmo.train.generator_trainer import GeneratorTrainer, export_generator
 
     check_folder_kind(args.out, "generator-run", "--out")  # not a tokenizer run, model folder, ...

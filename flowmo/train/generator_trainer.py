@@ -29,16 +29,16 @@ from typing import Any, Callable, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from ..data.files import atomic_write_text
-from flowmo.generators.layout import TokenLayout
-from ..data.token_shards import read_token_set
+from flowmo.folders.checkpoints import CheckpointError, load_checkpoint, resolve_checkpoint
 from flowmo.folders.kinds import check_outside_run
+from flowmo.generators.layout import TokenLayout
+
+from ..data.files import atomic_write_text
+from ..data.token_shards import read_token_set
 from ..generators.base import TokenGenerator
 from ..generators.build import build_generator
-from flowmo.folders.checkpoints import CheckpointError, load_checkpoint, resolve_checkpoint
-from .config import config_differences, describe_differences
+from .config import GeneratorTrainConfig, config_differences, describe_differences
 from .ema import weights_words
-from .generator_config import GeneratorTrainConfig
 from .loop import TrainerBase
 from .sampler import StepBatchSampler, derive_seed
 

@@ -15,8 +15,8 @@ from flowmo.train import Trainer, load_config
 from flowmo.folders.checkpoints import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from flowmo.cli.eval import main as eval_main
 from flowmo.cli.train import export_checkpoint, main as train_main
-from flowmo.train.ema import ema_keep
-from flowmo.train.trainer import StepBatchSampler, block_linear_weights, ema_update_, renormalize_
+from flowmo.train.ema import block_linear_weights, ema_keep, ema_update_, renormalize_
+from flowmo.train.sampler import StepBatchSampler
 
 
 @pytest.fixture(scope="module")
