@@ -245,8 +245,8 @@ def test_release_configs_keep_the_release_ema_and_the_others_warm_up(name, start
     initial weights decayed from step 1). Every other shipped config (the CPU demos, few-step
     post-training, the generators) warms its EMA up, so that its short runs export an average
     of their late weights."""
-    from flowmo.train.train_spec import EMAConfig
-    from flowmo.train.generator_config import load_generator_config
+    from flowmo.train.config import EMAConfig
+    from flowmo.train.config import load_generator_config
 
     path = CONFIGS / name
     ema = (load_generator_config(path) if name.startswith("generators/") else _load(name, starting_points)).train.ema

@@ -281,7 +281,7 @@ def test_file_overrides_of_a_preset_switch_components():
 ])
 def test_set_has_exactly_the_semantics_of_replace(overrides):
     """Each override is one FlowMoSpec.replace of the nested change it spells, in order."""
-    from flowmo.train.yaml12 import parse_yaml
+    from flowmo.train.config import parse_yaml
 
     got = load_config(BASE, overrides).model
     data = flowmo.flowmo_tiny().model_dump()

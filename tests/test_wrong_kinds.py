@@ -28,9 +28,8 @@ from flowmo.data.tokens import read_tokens, write_tokens
 from flowmo.generators import MaskGiT, load_generator
 from flowmo.cli.io import list_images, load_model
 from flowmo.folders.checkpoints import resolve_checkpoint
-from flowmo.train.config import load_config
-from flowmo.train.generator_config import load_generator_config
-from flowmo.train.init_from import InitFromMixin
+from flowmo.train.config import load_config, load_generator_config
+from flowmo.train.trainer import Trainer
 
 SPEC = flowmo.flowmo_tiny()  # 16 tokens x 2 groups of 9 bits
 LAYOUT = TokenLayout("group", 16, 2, 512, SPEC.fingerprint())
@@ -101,7 +100,7 @@ def kinds(tmp_path_factory) -> dict[str, Path]:
 
 
 def _init_from(path):
-    InitFromMixin._load_init(None, Path(path))  # the kind is checked before the trainer is used
+    Trainer._load_init(None, Path(path))  # the kind is checked before the trainer is used
 
 
 # reader -> (call, the kinds it reads)

@@ -24,7 +24,7 @@ _EPILOG = (
     "Without --config, the --set overrides make the whole config: the model (--set model=PRESET: {presets}) "
     "and train.steps, the one training field without a default, are needed, e.g. "
     "'flowmo train --set model=tiny --set train.steps=200 --out runs/tiny --export runs/tiny/model'; every other "
-    "train.* field has a default (flowmo/train/train_spec.py; the EMA --export writes warms up, train.ema.warmup, "
+    "train.* field has a default (flowmo/train/config/schema.py; the EMA --export writes warms up, train.ema.warmup, "
     "so a short run exports an average of its late weights). With --config, the --set overrides edit the file's "
     "config.")
 

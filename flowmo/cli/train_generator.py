@@ -25,7 +25,7 @@ _EPILOG = (
     "The config has a 'generator' section ({name: maskgit | autoregressive, width, depth, heads, "
     "label_dropout, ...}; vocab_size, seq_len and num_classes come from the token set) and a 'train' section "
     "(tokens: the token set folder, steps, seed, device, threads, optim, ema, checkpoint, log; "
-    "flowmo/train/generator_config.py). Without --config the --set overrides make the whole config, e.g. "
+    "flowmo/train/config/schema.py). Without --config the --set overrides make the whole config, e.g. "
     "'flowmo train-generator --set generator.name=maskgit --set train.tokens=runs/tokens --set train.steps=500 "
     "--out runs/gen'. See configs/generators/example.yaml.")
 
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     (143) when SIGTERM stopped the run after saving a checkpoint."""
     from flowmo.folders.imports import import_modules
     from flowmo.data.folder_kinds import check_folder_kind, check_outside_run
-    from flowmo.train.generator_config import load_generator_config
+    from flowmo.train.config import load_generator_config
     from flowmo.train.generator_trainer import GeneratorTrainer, export_generator
     from flowmo.train.loop import INTERRUPTED_STATUS
 

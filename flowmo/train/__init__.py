@@ -1,8 +1,8 @@
-"""Training: configuration, data, the Stage 1A / 1B trainer, checkpoints."""
+"""Training: the configuration, the one training loop, the tokenizer (Stage 1A / 1B) and token
+generator trainers."""
 
-from flowmo.train.config import TrainConfig, load_config
-from flowmo.train.train_spec import TrainSpec
-from flowmo.train.trainer import Trainer
-from flowmo.train.loop import TrainingStopped
+from .config import TrainConfig, TrainSpec, load_config
+from .loop import TrainingStopped
+from .trainer import Trainer
 
 __all__ = ["TrainConfig", "TrainSpec", "load_config", "Trainer", "TrainingStopped"]

@@ -1,6 +1,8 @@
-"""The trainers' checkpoints: what a checkpoint of a run holds (model, optimizer, EMA, counters,
-RNG, and what a trainer adds), restoring a run from one, and what a resumed run's config may
-change (:data:`RESUMABLE`). The file format is :mod:`flowmo.folders.checkpoints`'s."""
+"""What a resumed run may change in its config (:data:`RESUMABLE`), the refusal of any other
+change (:func:`resume_changes`), and the run's record of the changes it accepted
+(:data:`CONFIG_CHANGES`, :func:`config_at_step`). The trainers save and restore their
+checkpoints in :class:`flowmo.train.loop.TrainerBase`; the file format is
+:mod:`flowmo.folders.checkpoints`'s."""
 
 from __future__ import annotations
 
@@ -8,24 +10,11 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-import torch
-from torch import Tensor
+from flowmo.folders.checkpoints import CheckpointError
 
-from ..data.files import atomic_write_text
-from ..state_dicts import check_finite, check_state_dict
-from flowmo.folders.checkpoints import (
-    PREFIX,
-    CheckpointError,
-    load_checkpoint,
-    optimizer_from_tensors,
-    optimizer_to_tensors,
-    prune_checkpoints,
-    save_checkpoint,
-)
-from .config import config_differences, describe_differences
-from .counters import Counters
+from .config import ABSENT, config_differences, describe_differences
 
-__all__ = ["CheckpointingMixin", "RESUMABLE", "CONFIG_CHANGES"]
+__all__ = ["RESUMABLE", "CONFIG_CHANGES", "resume_changes", "read_history", "config_at_step"]
 
 CONFIG_CHANGES = "config_changes.json"
 """The run folder's record of the config changes its resumptions accepted: a JSON list of
@@ -85,7 +74,33 @@ def _resume_refusal(field: str, old: Any, new: Any, step: int, config: dict) -> 
     return None
 
 
-def _read_history(path: Path) -> list:
+def resume_changes(run: Path, old: dict, new: dict, step: int) -> list[dict[str, Any]]:
+    """The changes of a run resumed at ``step``: this run's config ``new`` against the one the run
+    in folder ``run`` recorded, ``old`` (both as JSON data, ``model_dump(mode="json")``), compared
+    field by field, as :data:`CONFIG_CHANGES` entries ``{step, field, old, new}``.
+
+    Raises CheckpointError naming every change :data:`RESUMABLE` does not allow (with its old and
+    new value, and why when a condition refuses it) and the fix."""
+    accepted, refused, notes = [], [], []
+    for field, a, b in config_differences(old, new):
+        why = _resume_refusal(field, a, b, step, new)
+        if why is None:
+            accepted.append({"step": step, "field": field, "old": a, "new": b})
+        else:
+            refused.append((field, a, b))
+            if why:
+                notes.append(f"{field}: {why}")
+    if refused:
+        raise CheckpointError(
+            f"{run} was trained to step {step} with other settings than this config's: "
+            f"{describe_differences(refused)}{' (' + '; '.join(notes) + ')' if notes else ''}; a resumed run "
+            f"keeps the settings its steps were trained with (what may change: "
+            f"flowmo.train.checkpointing.RESUMABLE): resume "
+            f"with the run's own config ({Path(run) / 'config.json'}) or start a new run in another output folder")
+    return accepted
+
+
+def read_history(path: Path) -> list:
     """The run's :data:`CONFIG_CHANGES` record ([] when absent); CheckpointError naming the file
     when it is not a JSON list of {step, field, old, new}."""
     if not path.is_file():
@@ -106,10 +121,8 @@ def config_at_step(run: Path, config: dict, step: int) -> dict:
     """The run's config (``config``: its ``config.json`` as JSON data) as it was for the steps up
     to ``step``: the changes :data:`CONFIG_CHANGES` records from resumptions at ``step`` or later
     undone, newest first (a field a change added is removed again)."""
-    from .config import ABSENT
-
     doc = json.loads(json.dumps(config))
-    for change in reversed(_read_history(Path(run) / CONFIG_CHANGES)):
+    for change in reversed(read_history(Path(run) / CONFIG_CHANGES)):
         if change["step"] < step:
             continue
         *parents, leaf = change["field"].split(".")
@@ -123,159 +136,3 @@ def config_at_step(run: Path, config: dict, step: int) -> dict:
     return doc
 
 
-class CheckpointingMixin:
-    """A trainer's checkpoint methods (they use its model, optimizer, EMA, counters, ``tc`` and
-    output folder).
-
-    Every checkpoint holds the parts ``model``, ``optimizer`` and (when EMA is on) ``ema``, and
-    the state fields ``step``, ``optimizer``, ``ema_step``, ``data_position``, ``counters``,
-    ``world_size``, ``torch_rng`` and ``model_fingerprint``. A trainer adds its own through
-    the hooks :meth:`_model_fingerprint`, :meth:`_checkpoint_parts`, :meth:`_checkpoint_state`,
-    :meth:`_required_parts` and :meth:`_restore_extra`."""
-
-    # ---------------------------------------------------------------- hooks
-    def _model_fingerprint(self) -> str:
-        """A fingerprint of the trained architecture: a checkpoint of another one is refused."""
-        raise NotImplementedError
-
-    def _checkpoint_parts(self) -> dict[str, dict[str, Tensor]]:
-        """Extra named tensor dicts to save beside model, optimizer and EMA."""
-        return {}
-
-    def _checkpoint_state(self) -> dict[str, Any]:
-        """Extra JSON fields of ``state.json``."""
-        return {}
-
-    def _required_parts(self) -> list[str]:
-        """The extra parts a checkpoint of this trainer must hold."""
-        return []
-
-    def _restore_extra(self, parts: dict[str, dict[str, Tensor]], state: dict[str, Any]) -> None:
-        """Restore the trainer's own parts and state; runs after the model, step and EMA and before
-        the optimizer's state is loaded (so it may rebuild the optimizer)."""
-
-    # ---------------------------------------------------------------- the config of a resumed run
-    def _read_run_config(self, path: Path) -> Any:
-        """The config a run recorded (its ``config.json``), as the trainer's config class
-        (CheckpointError naming the file when it is not one)."""
-        try:
-            return type(self.config).model_validate_json(path.read_text())
-        except ValueError as e:
-            raise CheckpointError(f"{path} is not this kind of run's config ({str(e).splitlines()[0]}); "
-                                  "use another output folder") from None
-
-    def _check_resume_config(self, ckpt: Path) -> None:
-        """Resuming from ``ckpt``: compare this run's config with the one the run recorded
-        (``config.json``) field by field. The changes :data:`RESUMABLE` allows are kept for
-        :meth:`_record_config_changes`; any other change raises CheckpointError naming every
-        such field with its old and new value, and the fix. Called on every rank (the run
-        folder is shared, as the checkpoints are), so all ranks refuse together."""
-        path = self.out / "config.json"
-        self._config_changes: Optional[list[dict[str, Any]]] = []
-        if not path.is_file():
-            if self.ctx.main:
-                self._log(f"note: {path} is missing, so this config cannot be compared with the one the run's "
-                          "steps were trained with; it is recorded as the run's config from here on")
-            return
-        old = self._read_run_config(path).model_dump(mode="json")
-        new = self.config.model_dump(mode="json")
-        step = int(ckpt.name[len(PREFIX):])
-        refused, notes = [], []
-        for field, a, b in config_differences(old, new):
-            why = _resume_refusal(field, a, b, step, new)
-            if why is None:
-                self._config_changes.append({"step": step, "field": field, "old": a, "new": b})
-            else:
-                refused.append((field, a, b))
-                if why:
-                    notes.append(f"{field}: {why}")
-        if refused:
-            raise CheckpointError(
-                f"{self.out} was trained to step {step} with other settings than this config's: "
-                f"{describe_differences(refused)}{' (' + '; '.join(notes) + ')' if notes else ''}; a resumed run "
-                f"keeps the settings its steps were trained with (what may change: "
-                f"flowmo.train.checkpointing.RESUMABLE): resume "
-                f"with the run's own config ({path}) or start a new run in another output folder")
-        if self._config_changes:  # read before config.json is rewritten: a damaged history loses nothing
-            self._config_history = _read_history(self.out / CONFIG_CHANGES)
-
-    def _record_config_changes(self) -> None:
-        """(Rank 0, after ``config.json`` was written.) Say the changes a resumed run accepted
-        and append them to :data:`CONFIG_CHANGES`; a run that starts at step 0 has no history
-        (a stale file is removed)."""
-        path = self.out / CONFIG_CHANGES
-        changes = getattr(self, "_config_changes", None)
-        if changes is None:
-            path.unlink(missing_ok=True)
-            return
-        if not changes:
-            return
-        atomic_write_text(path, json.dumps(self._config_history + changes, indent=1) + "\n")
-        self._log(f"resumed at step {changes[0]['step']} with changed settings (recorded in {path}): "
-                  + describe_differences((c["field"], c["old"], c["new"]) for c in changes))
-
-    # ---------------------------------------------------------------- save / restore
-    def save(self) -> Optional[Path]:
-        """Write a checkpoint of the current step (rank 0) and prune old ones."""
-        if not self.ctx.main:
-            return None
-        opt_tensors, opt_meta = optimizer_to_tensors(self.optimizer, self._opt_names)
-        parts = {
-            "model": {k: v for k, v in self.model.state_dict().items()},
-            "optimizer": opt_tensors,
-            **self._checkpoint_parts(),
-        }
-        if self.ema:
-            parts["ema"] = self.ema
-        state = {
-            "step": self.step,
-            **self._checkpoint_state(),
-            "optimizer": opt_meta,
-            "ema_step": self.ema_step,
-            "data_position": self.step * self.ctx.world * self.tc.optim.grad_accum * self.tc.optim.batch_size,
-            "counters": {"nonfinite_total": self.counters.nonfinite_total,
-                         "nonfinite_streak": self.counters.nonfinite_streak,
-                         "skipped_images": self.counters.skipped_images,
-                         "images_seen": self.counters.images_seen},
-            "world_size": self.ctx.world,
-            "torch_rng": torch.get_rng_state().tolist(),
-            "model_fingerprint": self._model_fingerprint(),
-        }
-        path = save_checkpoint(self.ckpt_dir, self.step, parts, state)
-        ck = self.tc.checkpoint
-        prune_checkpoints(self.ckpt_dir, ck.keep_last, ck.keep_every)
-        return path
-
-    def _restore(self, path: Path) -> None:
-        try:
-            self._restore_from(path)
-        except CheckpointError:
-            raise
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
-            # a complete-looking folder with damaged contents: name it, never resume from it
-            raise CheckpointError(
-                f"{path} is damaged ({type(e).__name__}: {e}); move it away to resume from the previous checkpoint"
-            ) from e
-
-    def _restore_from(self, path: Path) -> None:
-        ema = self.tc.ema.enabled or (path / "ema.safetensors").is_file()
-        required = ["model", "optimizer"] + self._required_parts() + (["ema"] if ema else [])
-        parts, state = load_checkpoint(path, required)
-        check_finite(parts["model"], str(path / "model.safetensors"))
-        if state.get("model_fingerprint") not in (None, self._model_fingerprint()):
-            raise CheckpointError(f"{path} was written for a different model architecture")
-        check_state_dict({k: tuple(v.shape) for k, v in self.model.state_dict().items()}, parts["model"], str(path))
-        self.model.load_state_dict(parts["model"])
-        self.step = int(state["step"])
-        if "ema" in parts:
-            self.ema = {k: v.to(self.device) for k, v in parts["ema"].items()}
-        # checkpoints written before ema_step was recorded: the last multiple of ema.every
-        self.ema_step = int(state.get("ema_step", self.step - self.step % self.tc.ema.every))
-        self._restore_extra(parts, state)
-        optimizer_from_tensors(self.optimizer, self._opt_names, parts["optimizer"], state["optimizer"])
-        c = state.get("counters", {})
-        self.counters = Counters(c.get("nonfinite_total", 0), c.get("nonfinite_streak", 0),
-                                 list(c.get("skipped_images", [])), c.get("images_seen", 0))
-        torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
-        if self.ctx.main:
-            self._log(f"resumed from {path} at step {self.step}")

@@ -29,16 +29,16 @@ from typing import Any, Callable, Optional, Union
 import torch
 from torch import Tensor, nn
 
-from ..data.files import atomic_write_text
-from flowmo.data.token_layout import TokenLayout
-from ..data.token_set_reader import read_token_set
+from flowmo.folders.checkpoints import CheckpointError, load_checkpoint, resolve_checkpoint
 from flowmo.data.folder_kinds import check_outside_run
+from flowmo.data.token_layout import TokenLayout
+
+from ..data.files import atomic_write_text
+from ..data.token_set_reader import read_token_set
 from ..generators.base import TokenGenerator
 from ..generators.build import build_generator
-from flowmo.folders.checkpoints import CheckpointError, load_checkpoint, resolve_checkpoint
-from .config import config_differences, describe_differences
+from .config import GeneratorTrainConfig, config_differences, describe_differences
 from .ema import weights_words
-from .generator_config import GeneratorTrainConfig
 from .loop import TrainerBase
 from .sampler import StepBatchSampler, derive_seed
 
@@ -51,7 +51,7 @@ class GeneratorLoss(nn.Module):
     """The module DDP wraps: its forward is the generator's training loss.
 
     ``forward(tokens, labels, generator=None)`` = ``generator_model.loss(tokens, labels,
-    generator=generator)`` (a :class:`~flowmo.model.LossOutput`); its parameters are the
+    generator=generator)`` (a :class:`~flowmo.objectives.LossOutput`); its parameters are the
     generator's (named ``generator.<name>``)."""
 
     def __init__(self, generator: TokenGenerator):

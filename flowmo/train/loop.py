@@ -3,10 +3,10 @@
 :class:`TrainerBase` holds what does not depend on the model trained: the process group and
 device, the Adam optimizer and its learning-rate schedule, one optimizer step of
 ``optim.grad_accum`` micro-batches (DDP's ``no_sync`` on all but the last, a non-finite loss on
-any rank skipping the step on every rank), the EMA update, checkpoints (save, restore, prune:
-:class:`~flowmo.train.checkpointing.CheckpointingMixin`), records and TensorBoard
-(:class:`~flowmo.train.records.RecordsMixin`), the progress bar, SIGTERM (save and stop after
-the current step) and ``close``.
+any rank skipping the step on every rank), the EMA update, checkpoints (save, restore, prune;
+on resume, the config compared with the run's: :mod:`~flowmo.train.checkpointing`), the records
+(``metrics.jsonl`` and TensorBoard), the progress bar, SIGTERM (save and stop after the current
+step) and ``close``.
 
 A subclass builds its model and supplies the model-specific parts through these hooks:
 
@@ -19,7 +19,9 @@ A subclass builds its model and supplies the model-specific parts through these 
   ``_after_log_step()`` (inside the loop, before the checkpoint), ``_after_fit(summary)``;
 - ``_ddp_module()`` (what DDP wraps; its forward computes the loss), ``_progress_desc()``,
   ``_extra_record()`` and ``_extra_summary()`` (fields added to the records and the summary);
-- the checkpoint hooks of :class:`~flowmo.train.checkpointing.CheckpointingMixin`.
+- the checkpoint hooks ``_model_fingerprint()`` (required), ``_checkpoint_parts()``,
+  ``_checkpoint_state()``, ``_required_parts()``, ``_restore_extra(parts, state)`` and
+  ``_read_run_config(path)``.
 
 Set-up: a subclass's ``__init__`` calls :meth:`TrainerBase._setup_runtime` first (device,
 process group, threads, counters), builds its model, then uses :meth:`_make_optimizer`,
@@ -28,25 +30,39 @@ process group, threads, counters), builds its model, then uses :meth:`_make_opti
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 import torch
 import torch.distributed as dist
-from torch import nn
+from torch import Tensor, nn
 
+from flowmo.folders.checkpoints import (
+    PREFIX,
+    CheckpointError,
+    latest_checkpoint,
+    load_checkpoint,
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+    prune_checkpoints,
+    save_checkpoint,
+)
+
+from ..data.files import atomic_write_text
 from ..devices import DistContext, init_process_group, resolve_device
-from .checkpointing import CheckpointingMixin
-from .counters import Counters
+from ..state_dicts import check_finite, check_state_dict
+from .checkpointing import CONFIG_CHANGES, read_history, resume_changes
+from .config import describe_differences
 from .ema import ema_keep, ema_update_
-from .records import RecordsMixin
 from .sampler import derive_seed
 
-__all__ = ["TrainerBase", "TrainingStopped"]
+__all__ = ["TrainerBase", "TrainingStopped", "Counters", "INTERRUPTED_STATUS"]
 
 
 INTERRUPTED_STATUS = 143
@@ -59,10 +75,22 @@ class TrainingStopped(RuntimeError):
     """The run stopped itself (e.g. too many non-finite losses in a row)."""
 
 
-class TrainerBase(CheckpointingMixin, RecordsMixin):
+@dataclass
+class Counters:
+    """The run's counters, saved in every checkpoint: non-finite losses (in total and in a row),
+    the unreadable images skipped, the images (rows) seen."""
+
+    nonfinite_total: int = 0
+    nonfinite_streak: int = 0
+    skipped_images: list[str] = field(default_factory=list)
+    images_seen: int = 0
+
+
+class TrainerBase:
     """The shared loop (see the module docstring). Attributes a subclass relies on:
 
-    ``tc`` (the ``train`` section: steps, seed, device, threads, autocast, max_nonfinite,
+    ``config`` (the run's whole config, a pydantic model: recorded in ``config.json`` and
+    compared on resume), ``tc`` (its ``train`` section: steps, seed, device, threads, autocast, max_nonfinite,
     dist_timeout_s, optim, ema, checkpoint, log), ``out`` (the run folder), ``ctx``
     (:class:`~flowmo.devices.DistContext`), ``device``, ``model`` (the module whose parameters
     are trained, EMA'd and checkpointed), ``ddp`` (the module called for the loss: DDP-wrapped
@@ -94,6 +122,8 @@ class TrainerBase(CheckpointingMixin, RecordsMixin):
         self.ema_step = 0  # the step of the EMA's last update (or of its initialisation)
         self._data_iter = None
         self._writer = None
+        self._config_changes: Optional[list[dict[str, Any]]] = None  # None: a run starting at step 0
+        self._config_history: list[dict[str, Any]] = []
 
     @property
     def ckpt_dir(self) -> Path:
@@ -103,8 +133,6 @@ class TrainerBase(CheckpointingMixin, RecordsMixin):
         """The checkpoint to resume from: the newest complete one with ``resume``, else None.
         Without ``resume``, an output folder that already holds a run's checkpoints is refused
         (CheckpointError): starting over there would mix two runs' checkpoints and metrics."""
-        from flowmo.folders.checkpoints import CheckpointError, latest_checkpoint
-
         found = latest_checkpoint(self.ckpt_dir)
         if resume:
             if found is None and self.ctx.main:
@@ -322,6 +350,169 @@ class TrainerBase(CheckpointingMixin, RecordsMixin):
         if self._writer:
             self._writer.flush()
         return summary
+
+    # ---------------------------------------------------------------- records
+    def _record(self, metrics: dict[str, Any]) -> None:
+        """(Rank 0) One line of ``metrics.jsonl``: the step and ``metrics``; and, with
+        ``train.log.tensorboard``, their finite numbers as TensorBoard scalars (a note once when
+        TensorBoard is not installed)."""
+        if not self.ctx.main:
+            return
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"step": self.step, **metrics}) + "\n")
+        if self.tc.log.tensorboard:
+            if self._writer is None:
+                try:
+                    from torch.utils.tensorboard import SummaryWriter
+
+                    self._writer = SummaryWriter(str(self.out / "tensorboard"))
+                except Exception as e:  # tensorboard not installed
+                    self._writer = False
+                    self._log(f"note: train.log.tensorboard is on but TensorBoard is unavailable "
+                              f"({type(e).__name__}: {e}); install it (pip install tensorboard) for TensorBoard "
+                              "scalars, or set train.log.tensorboard=false; the metrics are in metrics.jsonl")
+            if self._writer:
+                for k, v in metrics.items():
+                    if isinstance(v, (int, float)) and math.isfinite(v):
+                        self._writer.add_scalar(k, v, self.step)
+
+    # ---------------------------------------------------------------- checkpoint hooks
+    def _model_fingerprint(self) -> str:
+        """A fingerprint of the trained architecture: a checkpoint of another one is refused."""
+        raise NotImplementedError
+
+    def _checkpoint_parts(self) -> dict[str, dict[str, Tensor]]:
+        """Extra named tensor dicts to save beside model, optimizer and EMA."""
+        return {}
+
+    def _checkpoint_state(self) -> dict[str, Any]:
+        """Extra JSON fields of ``state.json``."""
+        return {}
+
+    def _required_parts(self) -> list[str]:
+        """The extra parts a checkpoint of this trainer must hold."""
+        return []
+
+    def _restore_extra(self, parts: dict[str, dict[str, Tensor]], state: dict[str, Any]) -> None:
+        """Restore the trainer's own parts and state; runs after the model, step and EMA and before
+        the optimizer's state is loaded (so it may rebuild the optimizer)."""
+
+    def _read_run_config(self, path: Path) -> Any:
+        """The config a run recorded (its ``config.json``), as the trainer's config class
+        (CheckpointError naming the file when it is not one)."""
+        try:
+            return type(self.config).model_validate_json(path.read_text())
+        except ValueError as e:
+            raise CheckpointError(f"{path} is not this kind of run's config ({str(e).splitlines()[0]}); "
+                                  "use another output folder") from None
+
+    # ---------------------------------------------------------------- the config of a resumed run
+    def _check_resume_config(self, ckpt: Path) -> None:
+        """Resuming from ``ckpt``: this run's config against the one the run recorded
+        (``config.json``): the changes :data:`~flowmo.train.checkpointing.RESUMABLE` allows are
+        kept for :meth:`_record_config_changes`, any other raises CheckpointError
+        (:func:`~flowmo.train.checkpointing.resume_changes`). Called on every rank (the run
+        folder is shared, as the checkpoints are), so all ranks refuse together."""
+        path = self.out / "config.json"
+        self._config_changes = []
+        if not path.is_file():
+            if self.ctx.main:
+                self._log(f"note: {path} is missing, so this config cannot be compared with the one the run's "
+                          "steps were trained with; it is recorded as the run's config from here on")
+            return
+        old = self._read_run_config(path).model_dump(mode="json")
+        step = int(ckpt.name[len(PREFIX):])
+        self._config_changes = resume_changes(self.out, old, self.config.model_dump(mode="json"), step)
+        if self._config_changes:  # read before config.json is rewritten: a damaged history loses nothing
+            self._config_history = read_history(self.out / CONFIG_CHANGES)
+
+    def _record_config_changes(self) -> None:
+        """(Rank 0, after ``config.json`` was written.) Say the changes a resumed run accepted
+        and append them to :data:`~flowmo.train.checkpointing.CONFIG_CHANGES`; a run that starts
+        at step 0 has no history (a stale file is removed)."""
+        path = self.out / CONFIG_CHANGES
+        changes = self._config_changes
+        if changes is None:
+            path.unlink(missing_ok=True)
+            return
+        if not changes:
+            return
+        atomic_write_text(path, json.dumps(self._config_history + changes, indent=1) + "\n")
+        self._log(f"resumed at step {changes[0]['step']} with changed settings (recorded in {path}): "
+                  + describe_differences((c["field"], c["old"], c["new"]) for c in changes))
+
+    # ---------------------------------------------------------------- save / restore
+    def save(self) -> Optional[Path]:
+        """Write a checkpoint of the current step (rank 0) and prune old ones.
+
+        Every checkpoint holds the parts ``model``, ``optimizer`` and (when EMA is on) ``ema``,
+        and the state fields ``step``, ``optimizer``, ``ema_step``, ``data_position``,
+        ``counters``, ``world_size``, ``torch_rng`` and ``model_fingerprint``; a trainer adds its
+        own (:meth:`_checkpoint_parts`, :meth:`_checkpoint_state`)."""
+        if not self.ctx.main:
+            return None
+        opt_tensors, opt_meta = optimizer_to_tensors(self.optimizer, self._opt_names)
+        parts = {
+            "model": {k: v for k, v in self.model.state_dict().items()},
+            "optimizer": opt_tensors,
+            **self._checkpoint_parts(),
+        }
+        if self.ema:
+            parts["ema"] = self.ema
+        state = {
+            "step": self.step,
+            **self._checkpoint_state(),
+            "optimizer": opt_meta,
+            "ema_step": self.ema_step,
+            "data_position": self.step * self.ctx.world * self.tc.optim.grad_accum * self.tc.optim.batch_size,
+            "counters": {"nonfinite_total": self.counters.nonfinite_total,
+                         "nonfinite_streak": self.counters.nonfinite_streak,
+                         "skipped_images": self.counters.skipped_images,
+                         "images_seen": self.counters.images_seen},
+            "world_size": self.ctx.world,
+            "torch_rng": torch.get_rng_state().tolist(),
+            "model_fingerprint": self._model_fingerprint(),
+        }
+        path = save_checkpoint(self.ckpt_dir, self.step, parts, state)
+        ck = self.tc.checkpoint
+        prune_checkpoints(self.ckpt_dir, ck.keep_last, ck.keep_every)
+        return path
+
+    def _restore(self, path: Path) -> None:
+        """Continue from checkpoint ``path``; CheckpointError naming it when it does not fit the
+        run or its contents are damaged."""
+        try:
+            self._restore_from(path)
+        except CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as e:
+            # a complete-looking folder with damaged contents: name it, never resume from it
+            raise CheckpointError(
+                f"{path} is damaged ({type(e).__name__}: {e}); move it away to resume from the previous checkpoint"
+            ) from e
+
+    def _restore_from(self, path: Path) -> None:
+        ema = self.tc.ema.enabled or (path / "ema.safetensors").is_file()
+        required = ["model", "optimizer"] + self._required_parts() + (["ema"] if ema else [])
+        parts, state = load_checkpoint(path, required)
+        check_finite(parts["model"], str(path / "model.safetensors"))
+        if state.get("model_fingerprint") not in (None, self._model_fingerprint()):
+            raise CheckpointError(f"{path} was written for a different model architecture")
+        check_state_dict({k: tuple(v.shape) for k, v in self.model.state_dict().items()}, parts["model"], str(path))
+        self.model.load_state_dict(parts["model"])
+        self.step = int(state["step"])
+        if "ema" in parts:
+            self.ema = {k: v.to(self.device) for k, v in parts["ema"].items()}
+        # checkpoints written before ema_step was recorded: the last multiple of ema.every
+        self.ema_step = int(state.get("ema_step", self.step - self.step % self.tc.ema.every))
+        self._restore_extra(parts, state)
+        optimizer_from_tensors(self.optimizer, self._opt_names, parts["optimizer"], state["optimizer"])
+        c = state.get("counters", {})
+        self.counters = Counters(c.get("nonfinite_total", 0), c.get("nonfinite_streak", 0),
+                                 list(c.get("skipped_images", [])), c.get("images_seen", 0))
+        torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
+        if self.ctx.main:
+            self._log(f"resumed from {path} at step {self.step}")
 
     # ---------------------------------------------------------------- SIGTERM
     def _install_sigterm(self):

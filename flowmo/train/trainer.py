@@ -10,13 +10,12 @@ reaches the same weights as an uninterrupted run (bitwise on one CPU process), a
 The model-agnostic loop (process group and device, optimizer and lr schedule, steps with
 gradient accumulation, non-finite handling, EMA, checkpoints, records, progress bar, SIGTERM,
 ``close``) is :class:`~flowmo.train.loop.TrainerBase`, shared with the token generator's trainer.
-This module holds what is FlowMo's: the model and its set-up, the image data, the objective of
-the stage, renormalisation and the encoder freeze, held-out evaluation. Its other
-responsibilities live beside it: the data order (:mod:`~flowmo.train.sampler`), EMA and
-renormalisation (:mod:`~flowmo.train.ema`), checkpoints of a run (:mod:`~flowmo.train.checkpointing`),
-Stage 1B's starting point (:mod:`~flowmo.train.init_from`), held-out evaluation and images
-(:mod:`~flowmo.train.evaluation`), the parameters trained (:mod:`~flowmo.train.freezing`) and
-the metric records (:mod:`~flowmo.train.records`).
+This class holds what is FlowMo's: the model and its set-up, Stage 1B's starting point, the
+parameters trained (the dry-run freeze of parameters no loss changes, the encoder freeze), the
+image data, the objective of the stage, renormalisation, held-out evaluation and images. The
+pure parts live beside it: the data order (:mod:`~flowmo.train.sampler`), EMA and renormalisation
+(:mod:`~flowmo.train.ema`), the evaluation's images and figures (:mod:`~flowmo.train.evaluation`),
+Stage 1B's starting model (:func:`~flowmo.train.config.init_from_spec`).
 """
 
 from __future__ import annotations
@@ -27,21 +26,31 @@ from typing import Any, Callable, Iterator, Optional, Union
 import torch
 from torch import Tensor
 
+from flowmo.folders.checkpoints import CheckpointError, latest_checkpoint, load_checkpoint
+from flowmo.folders.model_folder import CONFIG_NAME, WEIGHTS_NAME
+
 from ..data.files import atomic_write_text
+from ..data.grids import save_image_rows
 from ..model import FlowMo
-from flowmo.folders.checkpoints import CheckpointError
-from .config import TrainConfig, config_differences, describe_differences, read_train_config
-from .ema import block_linear_weights, ema_update_, renormalize_
-from .evaluation import EvaluationMixin, describe_eval, eval_set_words
-from .freezing import FreezingMixin
-from .init_from import InitFromMixin
-from .loop import TrainerBase, TrainingStopped
+from ..state_dicts import StateDictMismatchError, check_state_dict
+from .config import (
+    TrainConfig,
+    check_init_architecture,
+    config_differences,
+    describe_differences,
+    init_from_spec,
+    read_train_config,
+    resolve_init_from,
+)
+from .ema import block_linear_weights, renormalize_
+from .evaluation import describe_eval, eval_set_words, held_out_images, reconstruction_metrics
+from .loop import TrainerBase
 from .sampler import StepBatchSampler, _collate, _Indexed, derive_seed
 
-__all__ = ["Trainer", "derive_seed", "StepBatchSampler", "TrainingStopped", "renormalize_", "ema_update_"]
+__all__ = ["Trainer"]
 
-# ---------------------------------------------------------------------------------- trainer
-class Trainer(EvaluationMixin, FreezingMixin, InitFromMixin, TrainerBase):
+
+class Trainer(TrainerBase):
     """Trains a FlowMo model as a TrainConfig says, writing into ``out_dir``.
 
     ``out_dir`` gets ``config.json`` (the resolved config), ``checkpoints/``, ``metrics.jsonl``,
@@ -69,6 +78,7 @@ class Trainer(EvaluationMixin, FreezingMixin, InitFromMixin, TrainerBase):
             self._adopt_objective_sampler()
             self.needs_teacher = self.model.posttrain_objective.needs_teacher
         self.targets: dict[str, Tensor] = {}
+        self._eval_set: Optional[tuple[Tensor, list[int]]] = None  # the evaluation images and ids, once read
 
         ckpt = self._starting_checkpoint(resume)
         if ckpt is not None:
@@ -136,6 +146,94 @@ class Trainer(EvaluationMixin, FreezingMixin, InitFromMixin, TrainerBase):
                                       f"({describe_differences(diffs)}); use another output folder")
         atomic_write_text(path, text + "\n")
         self._record_config_changes()
+
+    # ---------------------------------------------------------------- Stage 1B's starting point
+    def _load_init(self, path: Path) -> None:
+        """Stage 1B's starting point ``train.init_from``: a run folder (its newest checkpoint), a
+        checkpoint folder or a model folder (or a released name or Hub id): its weights, and from
+        a checkpoint its renormalisation targets and EMA. The folder's kind is checked before the
+        trainer is used (ValueError naming a wrong kind); its architecture must be the config's
+        (:func:`~flowmo.train.config.check_init_architecture`: ValueError naming the differing
+        fields); FileNotFoundError for a run without a complete checkpoint."""
+        source = str(path)
+        path = resolve_init_from(source)
+        init_spec = init_from_spec(path)
+        if init_spec is not None:
+            check_init_architecture(self.config.model, init_spec, source)
+        if (path / "checkpoints").is_dir():
+            found = latest_checkpoint(path / "checkpoints")
+            if found is None:
+                raise FileNotFoundError(f"train.init_from: {path} has no complete checkpoint")
+            path = found
+        if (path / "state.json").is_file():
+            parts, _ = load_checkpoint(path, ["model"] + (["ema"] if (path / "ema.safetensors").is_file() else []))
+            weights = parts["model"]
+            if (path / "renorm.safetensors").is_file():
+                self.targets = load_checkpoint(path, ["renorm"])[0]["renorm"]
+            if "ema" in parts and self.tc.ema.enabled:
+                self.ema = {k: v.float().to(self.device) for k, v in parts["ema"].items()}
+        elif (path / WEIGHTS_NAME).is_file() and (path / CONFIG_NAME).is_file():
+            from safetensors.torch import load_file
+
+            weights = load_file(str(path / WEIGHTS_NAME))
+        else:
+            raise FileNotFoundError(
+                f"train.init_from: {path} is neither a run folder, a checkpoint folder nor a model folder"
+            )
+        try:
+            check_state_dict({k: tuple(v.shape) for k, v in self.model.state_dict().items()}, weights, str(path))
+        except StateDictMismatchError as e:
+            if init_spec is not None:  # the folder's spec is the config's: its weights do not fit its spec
+                raise
+            raise StateDictMismatchError(f"{e}; train.init_from's weights are of another architecture than the "
+                                         "config's model: section, and the folder records no spec to take it "
+                                         "from: give model: the architecture of these weights") from None
+        self.model.load_state_dict(weights)
+
+    # ---------------------------------------------------------------- the parameters trained
+    def _freeze_unused(self) -> None:
+        """Parameters no loss can change are found with one dry-run backward on random images and
+        frozen: those without a gradient or with an exactly zero one (the encoder's time and
+        modulation layers, heads whose output is unused, the encoder's latent input weight, whose
+        input is all zeros, ...). DDP then needs no unused-parameter search."""
+        s = self.config.model.image_size
+        g = torch.Generator(self.device).manual_seed(derive_seed(self.tc.seed, "dry-run"))
+        x = torch.rand(2, 3, s, s, generator=g, device=self.device) * 2 - 1
+        self.model.train()
+        out = self.model(x, objective=self.objective, generator=g, cfg_dropout=False)
+        out.total.backward()
+        self.unused = [n for n, p in self.model.named_parameters()
+                       if p.requires_grad and (p.grad is None or not bool(p.grad.any()))]
+        for n, p in self.model.named_parameters():
+            p.grad = None
+            if n in self.unused:
+                p.requires_grad_(False)
+
+    def _freeze_encoder(self) -> None:
+        for p in self.model.encoder.parameters():
+            p.requires_grad_(False)
+
+    @property
+    def encoder_frozen(self) -> bool:
+        """True when no encoder parameter is trained any more."""
+        return not any(p.requires_grad for p in self.model.encoder.parameters())
+
+    def _apply_encoder_freeze(self, *, wrap: bool = True) -> None:
+        """Stage 1A's ``train.freeze_encoder_at = N``: once the step counter reads N (N steps
+        done; at construction for N = 0 or a resumed run already past N), freeze the encoder and
+        rebuild the optimizer (and the DDP wrapper, with ``wrap``) for the parameters left.
+        Idempotent: nothing happens when the encoder is frozen already."""
+        f = self.tc.freeze_encoder_at
+        if self.tc.stage != "1a" or f is None or self.step < f or self.encoder_frozen:
+            return
+        self._freeze_encoder()
+        self.optimizer = self._make_optimizer()
+        if wrap:
+            self.ddp = self._wrap()
+        if self.ctx.main:
+            what = "the encoder is never trained" if f == 0 else f"the encoder was trained for {f} steps"
+            self._log(f"step {self.step}: encoder frozen (train.freeze_encoder_at={f}: {what}); "
+                      "optimizer rebuilt for the decoder")
 
     # ---------------------------------------------------------------- checkpoint hooks
     def _model_fingerprint(self) -> str:
@@ -257,7 +355,61 @@ class Trainer(EvaluationMixin, FreezingMixin, InitFromMixin, TrainerBase):
             if self.ctx.main:
                 self._log(f"step {self.step}: {eval_set_words(self.tc.data)} {describe_eval(m)}")
 
+    # ---------------------------------------------------------------- evaluation
+    def ema_model(self) -> FlowMo:
+        """A copy of the model with the EMA weights, in eval mode."""
+        m = FlowMo(self.config.model).to(self.device)
+        sd = self.model.state_dict()
+        m.load_state_dict({k: self.ema[k].to(sd[k].dtype) if k in self.ema else v for k, v in sd.items()})
+        return m.eval()
+
+    def held_out_with_ids(self) -> tuple[Tensor, list[int]]:
+        """The run's evaluation images (``train.eval.images`` of them) and their global ids
+        (:func:`~flowmo.train.evaluation.held_out_images`)."""
+        return held_out_images(self.tc.data, self.tc.eval.images, self.config.model.image_size)
+
+    def held_out(self) -> Tensor:
+        """The held-out images (:meth:`held_out_with_ids` without the ids)."""
+        return self.held_out_with_ids()[0]
+
+    def weight_sets(self) -> dict[str, FlowMo]:
+        """The run's weight sets by name: ``raw`` (the trained weights) and, when ``train.ema``
+        is enabled, ``ema`` (:meth:`ema_model`: what ``--export`` and ``flowmo export`` write)."""
+        sets = {"raw": self.model}
+        if self.ema:
+            sets["ema"] = self.ema_model()
+        return sets
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Held-out PSNR and SSIM of each weight set (:meth:`weight_sets`): ``eval/raw/psnr``,
+        ``eval/raw/ssim`` and, with EMA, ``eval/ema/psnr``, ``eval/ema/ssim``
+        (:func:`~flowmo.train.evaluation.reconstruction_metrics`, decoded from the noise of
+        ``flowmo eval --seed <train.seed>``, with ``train.eval.steps``); rank 0 writes a PNG of
+        the originals over each set's reconstructions (raw, then EMA) to ``eval/``."""
+        images, ids = self._eval_images()
+        metrics, rows = reconstruction_metrics(self.weight_sets(), images.to(self.device), ids, self.tc.seed,
+                                               self.tc.eval.steps)
+        if self.ctx.main:
+            save_image_rows(rows, self.out / "eval" / f"step_{self.step:08d}.png")
+        return metrics
+
+    @torch.no_grad()
+    def save_images(self, images: Tensor) -> Path:
+        """A PNG of ``images`` over their reconstructions by the raw weights (``images/``)."""
+        self.model.eval()
+        g = torch.Generator(self.device).manual_seed(derive_seed(self.tc.seed, "images", self.step))
+        recon = self.model.reconstruct(images, generator=g)
+        self.model.train()
+        path = self.out / "images" / f"step_{self.step:08d}.png"
+        save_image_rows([images, recon], path)
+        return path
+
+    def _eval_images(self) -> tuple[Tensor, list[int]]:
+        """:meth:`held_out_with_ids`, read once per run."""
+        if self._eval_set is None:
+            self._eval_set = self.held_out_with_ids()
+        return self._eval_set
+
     def _held_out_or_batch(self) -> Tensor:
-        if not hasattr(self, "_held_out"):
-            self._held_out = self.held_out()
-        return self._held_out[: self.tc.log.images].to(self.device)
+        return self._eval_images()[0][: self.tc.log.images].to(self.device)

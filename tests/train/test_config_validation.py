@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from flowmo.spec import MAX_SAMPLER_STEPS
-from flowmo.train.train_spec import (
+from flowmo.train.config import (
     MAX_BATCH,
     MAX_BUILTIN_LENGTH,
     MAX_IMAGES,

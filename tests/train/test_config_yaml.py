@@ -3,7 +3,7 @@
 import pytest
 
 from flowmo.train.config import load_config
-from flowmo.train.yaml12 import parse_yaml
+from flowmo.train.config import parse_yaml
 
 
 @pytest.mark.parametrize("text, value", [
@@ -22,3 +22,14 @@ def test_autocast_off_and_exponent_lr_in_a_file_and_an_override(tmp_path):
     assert c.train.autocast == "off" and c.train.optim.lr == 3e-4
     c = load_config({"model": "tiny", "train": {"steps": 2}}, ["train.autocast=off", "train.optim.lr=2e-3"])
     assert c.train.autocast == "off" and c.train.optim.lr == 2e-3
+
+
+def test_a_key_given_twice_is_refused_naming_the_file_and_line(tmp_path):
+    cfg = tmp_path / "twice.yaml"
+    cfg.write_text("model: tiny\ntrain: {steps: 2}\ntrain: {steps: 3}\n")
+    with pytest.raises(ValueError) as e:
+        load_config(cfg)
+    msg = str(e.value)
+    assert "twice.yaml" in msg and "duplicate key" in msg and "line 3" in msg and "\n" not in msg, msg
+    with pytest.raises(ValueError, match="override 'train.optim={lr: 1, lr: 2}'.*duplicate key"):
+        load_config({"model": "tiny", "train": {"steps": 2}}, ["train.optim={lr: 1, lr: 2}"])

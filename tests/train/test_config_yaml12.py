@@ -7,7 +7,7 @@ from pydantic import ValidationError
 import flowmo
 from flowmo.folders.imports import import_modules
 from flowmo.train.config import load_config
-from flowmo.train.yaml12 import parse_yaml
+from flowmo.train.config import parse_yaml
 
 BASE = {"model": "tiny", "train": {"steps": 10}}
 

@@ -9,7 +9,7 @@ import sys
 import torch
 
 from flowmo.folders.checkpoints import latest_checkpoint, load_checkpoint
-from flowmo.train.generator_config import load_generator_config
+from flowmo.train.config import load_generator_config
 from flowmo.train.generator_trainer import GeneratorTrainer
 
 from conftest import HANG_GUARD_S

@@ -17,7 +17,7 @@ from flowmo.data.token_set_reader import read_token_set
 from flowmo.generators import MaskGiT, read_generator_config
 from flowmo.generators.build import build_generator
 from flowmo.folders.checkpoints import CheckpointError, latest_checkpoint, load_checkpoint
-from flowmo.train.generator_config import load_generator_config
+from flowmo.train.config import load_generator_config
 from flowmo.train.generator_trainer import GeneratorTrainer, export_generator
 from flowmo.train.sampler import derive_seed
 
@@ -318,7 +318,7 @@ def test_export_never_overwrites_the_run_or_another_kind_of_folder(tmp_path, tok
     # and a generator run's folder is not taken by a tokenizer export either
     with pytest.raises(ValueError, match="holds a generator training run"):
         flowmo.build(SPEC).save_pretrained(run)
-    from flowmo.train.generator_config import GeneratorTrainConfig
+    from flowmo.train.config import GeneratorTrainConfig
 
     assert GeneratorTrainConfig.model_validate_json((run / "config.json").read_text()).train.steps == 3
 

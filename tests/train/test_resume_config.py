@@ -27,7 +27,7 @@ from flowmo.folders.checkpoints import CheckpointError
 from flowmo.train.checkpointing import CONFIG_CHANGES
 from flowmo.train.config import ABSENT, config_differences
 from flowmo.train.export import export_checkpoint
-from flowmo.train.generator_config import load_generator_config
+from flowmo.train.config import load_generator_config
 from flowmo.train.generator_trainer import GeneratorTrainer
 
 from .test_generator_training import write_token_set

@@ -277,7 +277,7 @@ def test_the_last_step_of_every_schedule_changes_the_weights(folder, tmp_path, d
                                        ({"final_lr_fraction": -0.1}, "final_lr_fraction"),
                                        ({"final_lr_fraction": True}, "final_lr_fraction")])
 def test_lr_decay_bad_values(kw, match):
-    from flowmo.train.train_spec import OptimConfig
+    from flowmo.train.config import OptimConfig
 
     with pytest.raises(ValueError, match=match):
         OptimConfig(**kw)
@@ -305,7 +305,7 @@ def test_a_decayed_schedule_resumes_bitwise(folder, tmp_path):
 def test_a_one_step_decay_trains_its_step_at_the_full_lr(folder, tmp_path, monkeypatch):
     """train.steps = 1 with a decay and no warm-up used to be refused (its only step ran at lr 0);
     the step now starts the decay: lr, the floor coming after it."""
-    from flowmo.train.train_spec import TrainSpec
+    from flowmo.train.config import TrainSpec
 
     for decay in ("cosine", "linear"):
         TrainSpec(steps=1, optim={"decay": decay})

@@ -14,11 +14,10 @@ import flowmo
 from flowmo.train import Trainer, load_config
 from flowmo.folders.checkpoints import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
 from flowmo.cli.eval import main as eval_main
-from flowmo.train.export import export_checkpoint
 from flowmo.cli.train import main as train_main
-from flowmo.train.ema import ema_keep
+from flowmo.train.export import export_checkpoint
+from flowmo.train.ema import block_linear_weights, ema_keep, ema_update_, renormalize_
 from flowmo.train.sampler import StepBatchSampler
-from flowmo.train.ema import block_linear_weights, ema_update_, renormalize_
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,11 @@
-"""The ``train`` section of the training configuration: :class:`TrainSpec` and its sections
-(data, optim, EMA, checkpoint, log, eval), each field with its bounds and meaning in its
-description. Every name here is importable from :mod:`flowmo.train.config` too.
+"""The fields of both trainers' configurations, their bounds and meaning: :class:`TrainConfig`
+(``flowmo train``: ``model``, ``train``: :class:`TrainSpec`, ``imports``) and
+:class:`GeneratorTrainConfig` (``flowmo train-generator``: ``generator``, ``train``:
+:class:`GeneratorTrainSpec`), and :func:`config_differences` between two of them.
+
+The two ``train`` sections share their fields of the run (steps, seed, device, ...) and the
+``optim``, ``ema`` and ``checkpoint`` sections, with the same bounds and meanings
+(``optim.batch_size`` counts images for a tokenizer, token sequences for a generator).
 
 Step-valued fields count *optimizer steps* (one step = ``optim.grad_accum`` micro-batches on
 every rank; a step skipped for a non-finite loss counts too). Step k is the k-th step, k = 1
@@ -17,16 +22,24 @@ counts at most ``MAX_STEPS`` = 2**40), stated in its description.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+import json
+from collections.abc import Iterable
+from typing import Annotated, Any, ClassVar, Literal, Optional
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from ..devices import parse_device
-from ..spec import MAX_SAMPLER_STEPS, SpecBool, SpecFloat, SpecInt
+from flowmo.folders.imports import check_module_names
+
+from ...devices import parse_device
+from ...generators.build import check_generator_config
+from ...presets import get_preset
+from ...spec import MAX_SAMPLER_STEPS, FlowMoSpec, SpecBool, SpecFloat, SpecInt, merge_data
 from flowmo.registry.spec_base import OneLineErrors
 
 __all__ = [
-    "DataConfig", "OptimConfig", "EMAConfig", "CheckpointConfig", "LogConfig", "EvalConfig", "TrainSpec",
+    "DataConfig", "OptimConfig", "EMAConfig", "CheckpointConfig", "LogConfig", "EvalConfig", "TrainSpec", "TrainConfig",
+    "GeneratorLogConfig", "GeneratorTrainSpec", "GeneratorTrainConfig", "expand_model",
+    "ABSENT", "config_differences", "describe_differences",
     "MAX_STEPS", "MAX_SEED", "MAX_WORKERS", "MAX_BUILTIN_LENGTH", "MAX_BATCH", "MAX_IMAGES", "MAX_LOG_IMAGES",
     "MAX_TIMEOUT_S",
 ]
@@ -45,14 +58,76 @@ MAX_LOG_IMAGES = 1024
 MAX_TIMEOUT_S = 365 * 24 * 3600
 
 
+# ---------------------------------------------------------------------------------- bases and shared fields
 class _Strict(OneLineErrors):  # validation errors in one line, as the specs'
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-class DataConfig(_Strict):
-    """``train.data``: where the training images come from (a folder, tar shards, or the built-in
-    photos when neither is set) and how they are read."""
+class _TrainSection(_Strict):
+    """Base of the two trainers' ``train`` sections: a field without a default that is missing is
+    named with how to give it (``_required``: name -> (what it is, a placeholder for its value))."""
 
+    _required: ClassVar[dict[str, tuple[str, str]]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _required_given(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name, (what, value) in cls._required.items():
+                if name not in data:
+                    raise ValueError(f"train.{name} is required ({what}; it has no default): --set train.{name}={value} "
+                                     f"on the command line, or '{name}: {value}' under 'train:' in the config")
+        return data
+
+
+def _device_name(v: Any) -> Any:
+    if isinstance(v, str):
+        parse_device(v, "device", auto=True)  # ValueError: a name torch cannot parse
+    return v  # another type: refused by the str field
+
+
+# the fields of a run both trainers' train sections have
+Steps = Annotated[SpecInt, Field(
+    gt=0, le=MAX_STEPS,
+    description="train until the step counter reads N: N optimizer steps from scratch; a resumed run continues to N "
+                "(one already at or past N trains no further step)",
+)]
+Seed = Annotated[SpecInt, Field(
+    ge=0, le=MAX_SEED,
+    description="0 .. 2**63 - 1: the initial weights, the data order and every random draw of every step",
+)]
+Autocast = Annotated[Literal["auto", "bf16", "off"], Field(description="auto: bf16 on CUDA, off on CPU")]
+Device = Annotated[str, BeforeValidator(_device_name), Field(
+    description="auto: cuda (LOCAL_RANK) when available, else cpu; or a torch device name (cpu, cuda, cuda:1, mps): "
+                "its spelling is checked here, its presence when the trainer starts",
+)]
+Threads = Annotated[Optional[SpecInt], Field(
+    gt=0, le=1024,
+    description="intra-op CPU threads of this process (torch.set_num_threads, set when the trainer is built; "
+                "process-wide); None: PyTorch's default (the number of cores). A run repeats bitwise at a fixed "
+                "thread count; another count may change the numbers at float32 rounding level on some CPUs "
+                "(docs/reliability.md, section 6). 1 is the robust choice on a machine shared with other CPU-heavy "
+                "work: measured on 2 cores beside one busy process, the demo ran 0.8 steps/s with 2 threads and 2.4 "
+                "with 1 (alone: 3.5-4.1 and 2.3)",
+)]
+MaxNonfinite = Annotated[SpecInt, Field(
+    gt=0, le=MAX_STEPS,
+    description="stop the run (TrainingStopped) once N consecutive steps had a non-finite loss (each is skipped: no "
+                "weight change); 1: at the first one; N > train.steps: never within the run",
+)]
+DistTimeout = Annotated[SpecInt, Field(
+    gt=0, le=MAX_TIMEOUT_S,
+    description="a collective waiting longer than this many seconds (a dead rank) fails the run; at most a year",
+)]
+LogEvery = Annotated[SpecInt, Field(
+    gt=0, le=MAX_STEPS,
+    description="a metrics record after steps N, 2N, 3N, ... and after the last step; 1: after every step; "
+                "N >= train.steps: only after the last step",
+)]
+
+
+# ---------------------------------------------------------------------------------- sections
+class DataConfig(_Strict):
     folder: Optional[str] = Field(None, description="image folder (recursive; the extensions of flowmo.data.images.IMAGE_EXTENSIONS); None (and no shards): the built-in photos")
     workers: SpecInt = Field(0, ge=0, le=MAX_WORKERS, description=f"DataLoader worker processes (0 .. {MAX_WORKERS})")
     builtin_length: SpecInt = Field(
@@ -86,14 +161,12 @@ class DataConfig(_Strict):
 
 
 class OptimConfig(_Strict):
-    """``train.optim``: Adam and its learning-rate schedule (warm-up, then constant, cosine or
-    linear decay), the batch per device and micro-step, gradient accumulation and clipping."""
-
     lr: SpecFloat = Field(1e-4, gt=0, description="learning rate (finite, > 0)")
     betas: tuple[SpecFloat, SpecFloat] = Field((0.9, 0.95), description="Adam betas, each in [0, 1)")
     eps: SpecFloat = Field(1e-8, gt=0, description="Adam epsilon (finite, > 0)")
     weight_decay: SpecFloat = Field(0.0, ge=0, description="weight decay (finite, >= 0)")
-    batch_size: SpecInt = Field(8, gt=0, le=MAX_BATCH, description=f"images per device per micro-step (1 .. {MAX_BATCH})")
+    batch_size: SpecInt = Field(8, gt=0, le=MAX_BATCH,
+                                description=f"images (token sequences) per device per micro-step (1 .. {MAX_BATCH})")
     grad_accum: SpecInt = Field(
         1, gt=0, le=MAX_BATCH, description=f"micro-batches per optimizer step (1: none accumulated; at most {MAX_BATCH})"
     )
@@ -164,9 +237,6 @@ class EMAConfig(_Strict):
 
 
 class CheckpointConfig(_Strict):
-    """``train.checkpoint``: when checkpoints are written (``OUT/checkpoints/ckpt-<step>/``) and
-    which are kept."""
-
     every: SpecInt = Field(
         1000, gt=0, le=MAX_STEPS,
         description="save after steps N, 2N, 3N, ... and after the last step (train.steps); 1: after every "
@@ -185,20 +255,19 @@ class CheckpointConfig(_Strict):
 
 
 class LogConfig(_Strict):
-    """``train.log``: the metrics records (``metrics.jsonl``, TensorBoard), the PNGs of inputs next
-    to reconstructions and the progress bar."""
-
-    every: SpecInt = Field(
-        10, gt=0, le=MAX_STEPS,
-        description="a metrics record after steps N, 2N, 3N, ... and after the last step; 1: after every step; "
-                    "N >= train.steps: only after the last step",
-    )
+    every: LogEvery = 10
     images_every: SpecInt = Field(
         500, gt=0, le=MAX_STEPS,
         description="a PNG of inputs next to reconstructions after steps N, 2N, 3N, ... (not forced at the "
                     "end); 1: after every step; N > train.steps: none",
     )
     images: SpecInt = Field(4, gt=0, le=MAX_LOG_IMAGES, description=f"images in that PNG (1 .. {MAX_LOG_IMAGES})")
+    tensorboard: SpecBool = True
+    progress: SpecBool = True
+
+
+class GeneratorLogConfig(_Strict):
+    every: LogEvery = 10
     tensorboard: SpecBool = True
     progress: SpecBool = True
 
@@ -226,20 +295,15 @@ class EvalConfig(_Strict):
     )
 
 
-class TrainSpec(_Strict):
-    """The ``train`` section of a tokenizer training config: the stage, the length and seed of the
-    run, Stage 1B's starting point, the device, and its sections ``data``, ``optim``, ``ema``,
-    ``checkpoint``, ``log`` and ``eval``. ``steps`` is the one field without a default. Each
-    field's bounds and meaning: its description (``TrainSpec.model_fields["steps"].description``),
-    also in the documentation's configuration reference."""
+# ---------------------------------------------------------------------------------- the train sections
+class TrainSpec(_TrainSection):
+    """The ``train`` section of a tokenizer run (``flowmo train``)."""
+
+    _required: ClassVar[dict[str, tuple[str, str]]] = {"steps": ("the number of optimizer steps", "N")}
 
     stage: Literal["1a", "1b"] = "1a"
-    steps: SpecInt = Field(
-        gt=0, le=MAX_STEPS,
-        description="train until the step counter reads N: N optimizer steps from scratch; a resumed run "
-                    "continues to N (one already at or past N trains no further step)",
-    )
-    seed: SpecInt = Field(0, ge=0, le=MAX_SEED, description="0 .. 2**63 - 1")
+    steps: Steps
+    seed: Seed = 0
     init_from: Optional[str] = Field(
         None,
         description="Stage 1B: a Stage 1A run folder, checkpoint folder or model folder, or a released model's name "
@@ -254,51 +318,17 @@ class TrainSpec(_Strict):
                     "freezes the encoder (this field is then unused)",
     )
     renormalize: SpecBool = Field(True, description="rescale block Linear weights to their initial norms after each step")
-    autocast: Literal["auto", "bf16", "off"] = Field("auto", description="auto: bf16 on CUDA, off on CPU")
-    device: str = Field(
-        "auto", description="auto: cuda (LOCAL_RANK) when available, else cpu; or a torch device name "
-                            "(cpu, cuda, cuda:1, mps): its spelling is checked here, its presence when the "
-                            "Trainer starts",
-    )
-    threads: Optional[SpecInt] = Field(
-        None, gt=0, le=1024,
-        description="intra-op CPU threads of this process (torch.set_num_threads, set when the Trainer is "
-                    "built; process-wide); None: PyTorch's default (the number of cores). A run repeats "
-                    "bitwise at a fixed thread count; another count may change the numbers at float32 "
-                    "rounding level on some CPUs (docs/reliability.md, section 6). 1 is the robust choice on "
-                    "a machine shared with other CPU-heavy work: measured on 2 cores beside one busy process, "
-                    "the demo ran 0.8 steps/s with 2 threads and 2.4 with 1 (alone: 3.5-4.1 and 2.3)",
-    )
-    max_nonfinite: SpecInt = Field(
-        10, gt=0, le=MAX_STEPS,
-        description="stop the run (TrainingStopped) once N consecutive steps had a non-finite loss (each is "
-                    "skipped: no weight change); 1: at the first one; N > train.steps: never within the run",
-    )
-    dist_timeout_s: SpecInt = Field(
-        600, gt=0, le=MAX_TIMEOUT_S,
-        description="a collective waiting longer than this many seconds (a dead rank) fails the run; at most a year",
-    )
+    autocast: Autocast = "auto"
+    device: Device = "auto"
+    threads: Threads = None
+    max_nonfinite: MaxNonfinite = 10
+    dist_timeout_s: DistTimeout = 600
     data: DataConfig = Field(default_factory=DataConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     ema: EMAConfig = Field(default_factory=EMAConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
-
-    @field_validator("device", mode="before")
-    @classmethod
-    def _device(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            parse_device(v, "device", auto=True)  # ValueError: a name torch cannot parse
-        return v  # another type: refused by the str field
-
-    @model_validator(mode="before")
-    @classmethod
-    def _steps_given(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "steps" not in data:
-            raise ValueError("train.steps is required (the number of optimizer steps; it has no default): "
-                             "--set train.steps=N on the command line, or 'steps: N' under 'train:' in the config")
-        return data
 
     @model_validator(mode="after")
     def _check(self) -> "TrainSpec":
@@ -309,3 +339,111 @@ class TrainSpec(_Strict):
                              "stage '1a', which starts from fresh weights; set train.stage=1b to post-train that "
                              "model, or continue a Stage 1A run with --resume")
         return self
+
+
+class GeneratorTrainSpec(_TrainSection):
+    """The ``train`` section of a generator run (``flowmo train-generator``)."""
+
+    _required: ClassVar[dict[str, tuple[str, str]]] = {"tokens": ("the token set folder", "FOLDER"),
+                                                       "steps": ("the number of optimizer steps", "N")}
+
+    tokens: str = Field(description="the token set to train on: a folder written by 'flowmo tokenize --classes' "
+                                    "(or one labelled token file)")
+    steps: Steps
+    seed: Seed = 0
+    autocast: Autocast = "auto"
+    device: Device = "auto"
+    threads: Threads = None
+    max_nonfinite: MaxNonfinite = 10
+    dist_timeout_s: DistTimeout = 600
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    ema: EMAConfig = Field(default_factory=EMAConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    log: GeneratorLogConfig = Field(default_factory=GeneratorLogConfig)
+
+
+# ---------------------------------------------------------------------------------- the configs
+class TrainConfig(_Strict):
+    imports: tuple[str, ...] = Field(
+        (), description="modules to import before the model is validated: those that register the config's own "
+                        "components (load_config imports them; so does --import MODULE on the command line)",
+    )
+    model: FlowMoSpec
+    train: TrainSpec
+
+    @field_validator("imports", mode="before")
+    @classmethod
+    def _imports(cls, v: Any) -> Any:
+        return tuple(check_module_names(v, "imports"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "model" in data:
+            data = dict(data)
+            data["model"] = expand_model(data["model"])
+        if isinstance(data, dict) and "train" not in data:
+            data = {**data, "train": {}}  # so that the message names the missing field: train.steps
+        return data
+
+
+class GeneratorTrainConfig(_Strict):
+    generator: dict[str, Any] = Field(
+        description="the generator: {name: maskgit | autoregressive, <constructor option>: value, ...} "
+                    "(flowmo.generators.build); vocab_size, seq_len and num_classes come from the token set",
+    )
+    train: GeneratorTrainSpec
+
+    @field_validator("generator", mode="after")
+    @classmethod
+    def _generator(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return check_generator_config(v)
+
+
+def expand_model(model: Any) -> Any:
+    """The ``model`` section of a config as data: a preset name gives that preset's spec; a
+    dict with a ``preset`` key gives the preset edited by the dict's other keys with the
+    semantics of :meth:`flowmo.FlowMoSpec.replace` (:func:`flowmo.spec.merge_data`: nested
+    dicts merge, naming another component drops the old one's fields, ``interval_sigma``
+    replaces ``interval``, unknown keys raise ValueError naming them); anything else is
+    returned as it is (validated later)."""
+    if isinstance(model, str):
+        return get_preset(model)
+    if isinstance(model, dict) and "preset" in model:
+        if not isinstance(model["preset"], str):
+            raise ValueError(f"model.preset must be a preset name (a str), got {model['preset']!r}")
+        rest = {k: v for k, v in model.items() if k != "preset"}
+        return merge_data(FlowMoSpec, get_preset(model["preset"]).model_dump(mode="json"), rest, where="model")
+    return model
+
+
+# ---------------------------------------------------------------------------------- comparing configs
+ABSENT = "(absent)"
+"""What :func:`config_differences` gives for a key that one side lacks."""
+
+
+def config_differences(old: Any, new: Any, path: str = "") -> list[tuple[str, Any, Any]]:
+    """Where two configs, as JSON data (``model_dump(mode="json")``), differ: ``(dotted path,
+    old value, new value)`` for each differing leaf, in the order of ``old``'s keys and then
+    ``new``'s own. Mappings are compared key by key, except two components with different
+    ``name`` fields, which are compared whole (their other fields mean different things); a
+    key on one side only has :data:`ABSENT` on the other. ``path`` prefixes the paths."""
+    if isinstance(old, dict) and isinstance(new, dict) and old.get("name") == new.get("name"):
+        out: list[tuple[str, Any, Any]] = []
+        for k in list(old) + [k for k in new if k not in old]:
+            where = f"{path}.{k}" if path else str(k)
+            if k not in old or k not in new:
+                out.append((where, old.get(k, ABSENT), new.get(k, ABSENT)))
+            else:
+                out.extend(config_differences(old[k], new[k], where))
+        return out
+    return [] if old == new else [(path, old, new)]
+
+
+def describe_differences(differences: Iterable[tuple[str, Any, Any]]) -> str:
+    """``path old -> new`` for each difference of :func:`config_differences`, joined by ", "
+    (values as JSON)."""
+    def show(v: Any) -> str:
+        return v if v is ABSENT else json.dumps(v)
+
+    return ", ".join(f"{p} {show(a)} -> {show(b)}" for p, a, b in differences)
