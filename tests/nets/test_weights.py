@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from flowmo.nets import weight_specs
 from flowmo.nets import weights as W
 from flowmo.nets.inception import inception_fid
 from flowmo.nets.lpips import lpips_alex, lpips_vgg
@@ -66,19 +67,19 @@ def _images(b=2, h=64, w=64, seed=0):
 
 # ---------------------------------------------------------------------- required_files
 def test_required_files():
-    assert W.required_files("vgg16") == ["vgg16-397923af.pth"]
-    assert W.required_files("alexnet") == ["alexnet-owt-7be5be79.pth"]
-    assert W.required_files("resnet50") == ["resnet50-0676ba61.pth"]
-    assert W.required_files("inception_fid") == ["pt_inception-2015-12-05-6726825d.pth"]
-    assert W.required_files("lpips_vgg") == ["vgg16-397923af.pth", "vgg.pth"]
-    assert W.required_files("lpips_alex") == ["alexnet-owt-7be5be79.pth", "alex.pth"]
-    assert W.WEIGHT_SPECS["resnet50"].names == (
+    assert weight_specs.required_files("vgg16") == ["vgg16-397923af.pth"]
+    assert weight_specs.required_files("alexnet") == ["alexnet-owt-7be5be79.pth"]
+    assert weight_specs.required_files("resnet50") == ["resnet50-0676ba61.pth"]
+    assert weight_specs.required_files("inception_fid") == ["pt_inception-2015-12-05-6726825d.pth"]
+    assert weight_specs.required_files("lpips_vgg") == ["vgg16-397923af.pth", "vgg.pth"]
+    assert weight_specs.required_files("lpips_alex") == ["alexnet-owt-7be5be79.pth", "alex.pth"]
+    assert weight_specs.WEIGHT_SPECS["resnet50"].names == (
         "resnet50-0676ba61.pth",
         "resnet50-11ad3fa6.pth",
         "resnet50-19c8e357.pth",
     )
     with pytest.raises(KeyError, match="unknown network"):
-        W.required_files("vgg19")
+        weight_specs.required_files("vgg19")
 
 
 # ---------------------------------------------------------------------- missing files
