@@ -1,11 +1,10 @@
 """The model card a model folder carries: ``README.md`` with the Hugging Face Hub's metadata header
-(YAML between ``---`` lines: library, license, tags), then the model in words: its tokens, bits,
+(YAML between ``---`` lines: library, license, tags; written by ``huggingface_hub.ModelCardData``), then the model in words: its tokens, bits,
 image size and parameters, its sampler and named presets, its training and evaluation when
 known, and how to load it. :meth:`flowmo.FlowMo.save_pretrained` writes it."""
 
 from __future__ import annotations
 
-import json
 from typing import Any, Mapping, Optional
 
 __all__ = ["model_card", "card_weights", "CARD_NAME", "CARD_KEYS"]
@@ -27,10 +26,6 @@ def _sampler_words(s: Any) -> str:
     else:
         words += f", classifier-free guidance {g.scale:g} for t in [{g.interval[0]:.3f}, {g.interval[1]:.3f}]"
     return words
-
-
-def _yaml_str(v: str) -> str:
-    return json.dumps(v)  # a JSON string is a valid YAML scalar
 
 
 def model_card(spec: Any, *, parameters: Optional[int] = None, license: str = "other",
@@ -60,8 +55,11 @@ def model_card(spec: Any, *, parameters: Optional[int] = None, license: str = "o
             raise TypeError(f"{arg} must be a mapping or None, got {type(v).__name__}")
     bits_token = spec.bits_per_token
     bits_image = bits_token * spec.code_length
-    lines = ["---", "library_name: flowmo", f"license: {_yaml_str(license)}", "tags:", "- image-tokenizer",
-             "- flowmo", "- diffusion-autoencoder", "---", "",
+    from huggingface_hub import ModelCardData
+
+    header = ModelCardData(library_name="flowmo", license=license,
+                           tags=["image-tokenizer", "flowmo", "diffusion-autoencoder"]).to_yaml()
+    lines = ["---", header, "---", "",
              f"# {name or 'FlowMo tokenizer'}", "",
              "A FlowMo image tokenizer (Sargent et al., \"Flow to the Mode\", arXiv 2503.11056): a transformer "
              "diffusion autoencoder that turns an image into a short sequence of discrete tokens and back, "
