@@ -115,7 +115,7 @@ def check_image_header(path: PathLike, size: Optional[int] = None) -> tuple[int,
     file (a named pipe, socket, device or folder is refused without reading it), which
     Pillow identifies, within Pillow's decompression-bomb limit, whose pixel mode has an RGB
     conversion under :mod:`flowmo.data.images` and, if ``size`` is given, whose short side can be
-    resized to ``size`` within :func:`flowmo.data.images.pixel_limit` pixels (a float image's range,
+    resized to ``size`` within :func:`flowmo.data.image_sizes.pixel_limit` pixels (a float image's range,
     and the pixel data itself, are only checked by :func:`load_image`).
 
     Returns the stored (width, height) (before any EXIF rotation). Raises ValueError naming
@@ -161,7 +161,7 @@ def load_image(path: PathLike, size: int) -> Tensor:
     shrinking), centre crop to ``size`` x ``size``: float32 (3, size, size) in [-1, 1].
 
     Raises ValueError naming ``size`` unless it is a positive int with ``size x size`` within
-    :func:`flowmo.data.images.pixel_limit` (9,459 at Pillow's default limit);
+    :func:`flowmo.data.image_sizes.pixel_limit` (9,459 at Pillow's default limit);
     FileNotFoundError if ``path`` does not exist; and ValueError naming the file for anything
     that is not a regular file (a named pipe, ...), cannot be decoded (corrupt, truncated, not
     an image, a decompression bomb), converted to RGB (e.g. float samples outside [0, 1];

@@ -208,7 +208,7 @@ _HINTS = {
     ("generator", "generator-checkpoint"): _EXPORT,
     ("generator", "tokenizer-run"): "it trains a tokenizer, not a generator",
     ("generator", "tokenizer-checkpoint"): "it holds a tokenizer, not a generator",
-    ("token-file", "token-set"): "a token set is read with flowmo.data.token_shards.read_token_set",
+    ("token-file", "token-set"): "a token set is read with flowmo.data.token_set_reader.read_token_set",
     ("token-set", "partial-token-set"): "write it again with flowmo tokenize --classes",
     ("run", "tokenizer"): "it is a model folder already",
     ("run", "generator"): "it is a model folder already",

@@ -2,7 +2,7 @@
 (:class:`~flowmo.train.loop.TrainerBase`: torchrun/DDP, gradient accumulation, exact resume,
 EMA, atomic checkpoints, records and TensorBoard, progress bar, SIGTERM).
 
-The data are the token set's rows (sequence, label) (:func:`flowmo.data.token_shards.read_token_set`),
+The data are the token set's rows (sequence, label) (:func:`flowmo.data.token_set_reader.read_token_set`),
 addressed per micro-batch by :class:`~flowmo.train.sampler.StepBatchSampler` exactly as the image
 trainer addresses images; micro-batch m of step s draws its masks and label dropout from a
 generator seeded by (train.seed, s, m). So a run resumed at step k reaches the same weights and
