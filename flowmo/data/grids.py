@@ -40,14 +40,11 @@ def save_image_rows(rows: Sequence[Tensor], path: Path, pad: int = 2, scale: int
     if isinstance(rows, Tensor) or not isinstance(rows, Sequence) or len(rows) == 0:
         raise ValueError("rows must be a non-empty list of (B, 3, H, W) tensors")
     for i, r in enumerate(rows):
-        if not isinstance(r, Tensor) or r.ndim != 4 or r.shape[1] != 3 or r.shape[0] == 0:
-            got = tuple(r.shape) if isinstance(r, Tensor) else type(r).__name__
-            raise ValueError(f"rows[{i}] must be a (B, 3, H, W) tensor with B >= 1, got {got}")
-        if not r.is_floating_point():
-            raise ValueError(f"rows[{i}] must be floating point in [-1, 1], got dtype {r.dtype}")
+        if not isinstance(r, Tensor) or r.ndim != 4 or r.shape[1] != 3 or r.shape[0] == 0 or not r.is_floating_point():
+            got = f"{r.dtype} {tuple(r.shape)}" if isinstance(r, Tensor) else type(r).__name__
+            raise ValueError(f"rows[{i}] must be a (B, 3, H, W) tensor, B >= 1, floating point, got {got}")
         if r.shape[-2:] != rows[0].shape[-2:]:
-            raise ValueError(f"rows[{i}] has images of {tuple(r.shape[-2:])} but rows[0] of "
-                             f"{tuple(rows[0].shape[-2:])}; all rows need one H and W")
+            raise ValueError(f"rows[{i}] has images of {tuple(r.shape[-2:])}, rows[0] of {tuple(rows[0].shape[-2:])}")
         if not bool(torch.isfinite(r).all()):
             raise ValueError(f"rows[{i}] holds NaN or Inf values")
     arrays = [to_uint8_hwc(r) for r in rows]
