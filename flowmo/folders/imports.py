@@ -47,9 +47,8 @@ def check_module_names(names: Any, what: str = "imports") -> list[str]:
         if isinstance(n, str) and (n.endswith(".py") or "/" in n or "\\" in n):
             module = n[:-3] if n.endswith(".py") else n
             module = ".".join(part for part in re.split(r"[/\\]+", module) if part not in ("", "."))
-            raise ValueError(f"{what}: {n!r} is a file name; give the module name instead: {module} (drop the .py and "
-                             "write folders as dots; the folder holding it must be the current folder, installed "
-                             "or on PYTHONPATH)")
+            raise ValueError(f"{what}: {n!r} is a file name; give the module name instead: {module} (drop the .py, "
+                             "write folders as dots)")
         if not isinstance(n, str) or not n or not all(part.isidentifier() for part in n.split(".")):
             raise ValueError(f"{what}: {n!r} is not a module name (dotted Python identifiers, e.g. my_pkg.vq)")
         if n not in out:
@@ -78,9 +77,7 @@ def import_modules(names: Iterable[str], *, what: str = "--import") -> list[str]
         ValueError: a module that cannot be found (naming it and where Python looked).
         ImportError: importing the module raised an error (chained to it).
     """
-    if isinstance(names, (str, bytes)):
-        raise TypeError(f"{what} must be a list of module names, got the string {names!r}")
-    if names is None or isinstance(names, Mapping):  # a dict would be iterated as its keys
+    if names is None or isinstance(names, (str, bytes, Mapping)):  # a dict would be iterated as its keys
         raise TypeError(f"{what} must be a list of module names, got {type(names).__name__} {names!r}")
     mods = check_module_names(list(names), what)
     if mods:
@@ -91,8 +88,7 @@ def import_modules(names: Iterable[str], *, what: str = "--import") -> list[str]
         except ModuleNotFoundError as e:
             parents = {name.rsplit(".", k)[0] for k in range(name.count(".") + 1)}
             if e.name in parents:
-                raise ValueError(f"{what} {name}: no module named {e.name!r} (install it, or put its folder on "
-                                 "PYTHONPATH or run from the folder that holds it)") from None
+                raise ValueError(f"{what} {name}: no module named {e.name!r}; install it or add it to PYTHONPATH") from None
             raise ImportError(f"{what} {name}: importing it failed: {e}") from e
         except RegistryError as e:
             raise ValueError(f"{what} {name}: a registration in it was refused: {e}") from e
@@ -172,17 +168,11 @@ def check_recorded_modules(spec: Any, recorded: list[str], source: str) -> None:
 
     Components defined in ``__main__`` (a script or notebook) are never recorded and not checked.
     """
-    import sys
-
     missing = [m for m in recorded if m not in sys.modules]
-    if missing:
-        s = "s" if len(missing) > 1 else ""
-        raise ValueError(
-            f"{source} records the module{s} {', '.join(missing)} (key {IMPORTS_KEY!r}), which registered its "
-            f"components when it was saved, and {'they are' if s else 'it is'} not imported: import "
-            f"{'them' if s else 'it'} first (Python: import {missing[0]}; flowmo commands: --import {missing[0]}). "
-            "Without it a component of the same name (a built-in one the module replaced) would be built instead; "
-            "flowmo does not import modules named in a file by itself")
+    if missing:  # else the component of the same name (a built-in one the module replaced) would be built
+        raise ValueError(f"{source} records the module{'s' if len(missing) > 1 else ''} {', '.join(missing)} (in "
+                         f"'imports'), not imported: import it first (Python: import {missing[0]}; flowmo commands: "
+                         f"--import {missing[0]})")
     seen: set[str] = set()
     for c in _component_specs(spec):
         registry = type(c).registry
@@ -192,19 +182,14 @@ def check_recorded_modules(spec: Any, recorded: list[str], source: str) -> None:
         if entry.builtin or entry.module == "__main__":
             continue
         seen.add(entry.module)
-        if entry.module not in recorded:
-            was = (f"records its components as registered by {', '.join(recorded)} (key {IMPORTS_KEY!r})" if recorded
-                   else f"was saved with flowmo's built-in {registry.kind} {c.name!r} (it has no {IMPORTS_KEY!r} key)")
-            raise ValueError(
-                f"{source}: its {registry.kind} {c.name!r} is registered now by the module {entry.module}, but the "
-                f"file {was}: the name now means another component. Load it in a process that does not import "
-                f"{entry.module}, or register the original component again")
+        if entry.module not in recorded:  # the name now means another component
+            was = f"records {recorded}" if recorded else f"was saved with flowmo's built-in {registry.kind} {c.name!r}"
+            raise ValueError(f"{source}: its {registry.kind} {c.name!r} is registered now by the module "
+                             f"{entry.module}, but the file {was}; load it where {entry.module} is not imported")
     unused = [m for m in recorded if m not in seen]
-    if unused:
-        raise ValueError(
-            f"{source} records the module(s) {', '.join(unused)} (key {IMPORTS_KEY!r}) as registering its components, "
-            "but none of its components is registered by them now (another registration replaced them): the "
-            f"names now mean other components. Import {unused[0]} after the modules that replaced its components")
+    if unused:  # another registration replaced them: the names now mean other components
+        raise ValueError(f"{source} records the module(s) {', '.join(unused)} (in 'imports'), but none of its "
+                         f"components is registered by them now; import {unused[0]} after the modules that replaced them")
 
 
 def unknown_components(error: BaseException) -> list[UnknownComponentError]:
