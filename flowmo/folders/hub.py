@@ -109,6 +109,15 @@ def _marker(real: Path, digest: str) -> Path:
     return cache_root() / VERIFIED_DIR / f"{name}.json"
 
 
+def _recorded(real: Path, digest: str, stamp: dict) -> bool:
+    """Whether a check of the file ``real`` against ``digest`` was recorded (:func:`_record`) when
+    it was as ``stamp`` (its :func:`_stamp` now) says."""
+    try:
+        return json.loads(_marker(real, digest).read_text()) == stamp
+    except (OSError, ValueError):
+        return False
+
+
 def _record(path: Path, digest: str, algorithm: str, stamp: Optional[dict] = None) -> None:
     """Record that ``path`` was checked against ``digest`` (module docstring): ``stamp``, its
     :func:`_stamp` taken before it was hashed, or (None) as it is now."""
@@ -143,11 +152,8 @@ def _check_file(path: Union[str, os.PathLike], digest: str, algorithm: str = "sh
     """
     real = Path(os.path.realpath(path))
     stamp = _stamp(real, digest, algorithm)  # before hashing: a change while hashing is seen next time
-    try:
-        if json.loads(_marker(real, digest).read_text()) == stamp:
-            return False
-    except (OSError, ValueError):
-        pass
+    if _recorded(real, digest, stamp):
+        return False
     actual = _file_digest(real, algorithm)
     if actual != digest:
         raise ValueError(f"{what or real} is damaged: its {'SHA-256' if algorithm == 'sha256' else 'git blob SHA-1'} is "

@@ -145,14 +145,12 @@ def load_release_state_dict(path: PathLike, *, weights: str = "ema") -> dict[str
     if not isinstance(obj, Mapping):
         raise NotACheckpointError(f"{p} holds a {type(obj).__name__}, not a checkpoint dict")
     key = "model_ema_state_dict" if weights == "ema" else "model_state_dict"
-    if key in obj:
+    if isinstance(obj.get(key), Mapping):
         state = obj[key]
     elif obj and all(isinstance(v, Tensor) for v in obj.values()):
         state = obj  # a bare state dict
     else:  # a FlowMo checkpoint holds 'model_ema_state_dict' and 'model_state_dict'
-        raise NotACheckpointError(f"{p} has no {key!r}: it has {', '.join(map(str, list(obj)[:8])) or 'nothing'}")
-    if not isinstance(state, Mapping):
-        raise NotACheckpointError(f"{p}: {key!r} is a {type(state).__name__}, not a state dict")
+        raise NotACheckpointError(f"{p} has no {key!r} state dict: it has {', '.join(map(str, list(obj)[:8]))}")
     return map_release_state_dict(state)
 
 
