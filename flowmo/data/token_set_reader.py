@@ -68,8 +68,9 @@ def read_token_set(path: PathLike) -> TokenSet:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError (``token set '...' is <kind>, not ...``): another kind of folder or file (a
-            model folder, a run, a token file without labels, ...: the kind found is named).
+        ValueError (``token set '...' is <kind>, not ...``; for a file, ``token file '...' is
+            <kind>, not ...``): another kind of folder or file (a model folder, a run, model
+            weights, ...: the kind found is named), or a token file without labels.
         ValueError (``token set '...': ...``, with the reason): incomplete (no ``index.json``: an
             interrupted ``flowmo tokenize``), an unreadable or malformed index (``unreadable
             index.json (...)``), a missing or inconsistent shard.
@@ -79,9 +80,7 @@ def read_token_set(path: PathLike) -> TokenSet:
     path = Path(path)
     expected = "a token set folder (flowmo tokenize --classes) or a labelled token file"
     if path.is_file():
-        if path_kind(path) in ("safetensors", "config-file"):  # readable, of another kind: say which
-            raise wrong_kind(path, "token set", expected, "token-set")
-        tf = read_tokens(path)
+        tf = read_tokens(path)  # refuses another kind of file, naming it
         if tf.labels is None or tf.layout is None:
             raise _bad(path, "is a token file without labels and layout; use 'flowmo tokenize --classes'")
         layout = TokenLayout.from_json(tf.layout)

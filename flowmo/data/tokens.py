@@ -69,7 +69,8 @@ def write_tokens(path: PathLike, tokens: Tensor, *, spec: Any, sources: Sequence
     all; ``layout`` is a :class:`~flowmo.data.token_layout.TokenLayout` (or its JSON) whose
     fingerprint must be ``spec``'s; ``tokenizer_weights`` is the tokenizer's
     :func:`~flowmo.state_dicts.token_weights_digest` (64 hex characters) or None (not recorded).
-    TypeError / ValueError naming the argument otherwise."""
+    TypeError / ValueError naming the argument otherwise (ValueError from
+    :func:`~flowmo.data.files.atomic_write` for a ``path`` that is a folder)."""
     from safetensors.torch import save_file
 
     dims = 3 if groups else 2
@@ -84,8 +85,6 @@ def write_tokens(path: PathLike, tokens: Tensor, *, spec: Any, sources: Sequence
     layout = layout if layout is None or isinstance(layout, TokenLayout) else TokenLayout.from_json(layout)
     if layout is not None and (layout.fingerprint != spec.fingerprint() or (layout.kind == "group") != groups):
         raise ValueError(f"layout ({layout.kind!r}, {layout.fingerprint}) does not match groups={groups} or the spec")
-    if Path(path).is_dir():
-        raise ValueError(f"token output {str(path)!r} is a folder; give a file name such as tokens.safetensors")
     meta = {
         "format": TOKEN_FORMAT,
         "version": TOKEN_FORMAT_VERSION,

@@ -6,6 +6,7 @@ use these functions."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -120,16 +121,13 @@ def _build(cls: type, config: dict, d: Path, *, meta: bool) -> Any:
     ValueError naming the config file (on the meta device any error: a size too large to
     describe, or a constructor that computes with tensor values, which cannot be checked
     against the weights before allocating and is therefore not loaded)."""
+    meta_errors = (NotImplementedError, RuntimeError) if meta else ()  # built for real, these propagate
     try:
-        if not meta:
-            return cls(**config)
-        with torch.device("meta"):
+        with torch.device("meta") if meta else contextlib.nullcontext():
             return cls(**config)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{d / GENERATOR_CONFIG_NAME}: its config does not build a {cls.name}: {e}") from None
-    except (NotImplementedError, RuntimeError) as e:
-        if not meta:
-            raise
+    except meta_errors as e:
         raise ValueError(f"{d / GENERATOR_CONFIG_NAME}: its config does not build a {cls.name} on the meta device "
                          f"({type(e).__name__}: {e}); its constructor must not compute with tensor values") from None
 
