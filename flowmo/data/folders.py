@@ -30,7 +30,7 @@ from torch.utils.data import Dataset
 
 from flowmo.data.folder_kinds import kind_note
 from .listing import list_folder_images
-from .draws import _check_nonneg_int, first_readable, square_crop
+from .draws import _check_int, first_readable, square_crop
 from flowmo.data.images import IMAGE_EXTENSIONS, decode_image, open_image_file
 from flowmo.data.image_sizes import check_size, resized_size
 
@@ -121,7 +121,7 @@ class ImageFolderDataset(Dataset):
         self.image_size = check_size(image_size, "image_size")
         self.train = bool(train)
         self.hflip = bool(hflip)
-        self.seed = _check_nonneg_int(seed, "seed")
+        self.seed = _check_int(seed, "seed")
         self.epoch = 0
         if isinstance(extensions, str):
             extensions = (extensions,)
@@ -159,7 +159,7 @@ class ImageFolderDataset(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         """Select the random crops of epoch ``epoch`` (train mode)."""
-        self.epoch = _check_nonneg_int(epoch, "epoch")
+        self.epoch = _check_int(epoch, "epoch")
 
     def _record_bad(self, path: Path, reason: str) -> None:
         if path not in self.bad_paths:

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from .draws import _check_int
 from .files import atomic_write
 
 __all__ = ["to_uint8_hwc", "save_image_rows"]
@@ -33,10 +34,8 @@ def save_image_rows(rows: Sequence[Tensor], path: Path, pad: int = 2, scale: int
     Raises:
         ValueError: any of the above does not hold (naming the argument and the row).
     """
-    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
-        raise ValueError(f"scale must be an int >= 1, got {scale!r}")
-    if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
-        raise ValueError(f"pad must be an int >= 0, got {pad!r}")
+    scale = _check_int(scale, "scale", 1)
+    pad = _check_int(pad, "pad", 0)
     if isinstance(rows, Tensor) or not isinstance(rows, Sequence) or len(rows) == 0:
         raise ValueError("rows must be a non-empty list of (B, 3, H, W) tensors")
     for i, r in enumerate(rows):

@@ -25,7 +25,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from flowmo.data.image_sizes import check_size
-from .draws import _check_nonneg_int, _generator, _randint, _uniform
+from .draws import _check_int, _generator, _randint, _uniform
 from .images import decode_image, image_to_tensor
 
 __all__ = ["BuiltinPhotos", "BUILTIN_PHOTO_NAMES", "DEFAULT_HOLDOUT", "available_photos", "load_photo",
@@ -202,10 +202,8 @@ class BuiltinPhotos(Dataset):
     ):
         self.image_size = check_size(image_size, "image_size")
         self.train = bool(train)
-        if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length <= 0:
-            raise ValueError(f"length must be a positive int, got {length!r}")
-        self.length = int(length)
-        self.seed = _check_nonneg_int(seed, "seed")
+        self.length = _check_int(length, "length", 1)
+        self.seed = _check_int(seed, "seed")
         self.epoch = 0
         lo, hi = (float(v) for v in scale)
         if not 0.0 < lo <= hi <= 1.0:
@@ -233,7 +231,7 @@ class BuiltinPhotos(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         """Select the random crops of epoch ``epoch`` (train mode)."""
-        self.epoch = _check_nonneg_int(epoch, "epoch")
+        self.epoch = _check_int(epoch, "epoch")
 
     def __len__(self) -> int:
         return self.length

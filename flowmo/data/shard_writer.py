@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from flowmo.data.folder_kinds import kind_note
+from .draws import _check_int
 from .listing import list_folder_images
 from .shards import _META, EXTRA_HINT
 
@@ -90,9 +91,8 @@ def write_shards(folder, output: str, max_count: int = 100_000, max_size: int = 
         import webdataset as wds
     except ImportError as e:
         raise ImportError(f"writing tar shards needs the optional webdataset extra: {EXTRA_HINT} ({e})") from None
-    for value, arg in ((max_count, "max_count"), (max_size, "max_size")):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{arg} must be an int >= 1, got {value!r}")
+    max_count = _check_int(max_count, "max_count", 1)
+    max_size = _check_int(max_size, "max_size", 1)
     root = Path(folder).expanduser()
     if not root.exists():
         raise FileNotFoundError(f"input folder not found: {str(root)!r}")

@@ -58,7 +58,7 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
 import torch
 from torch.utils.data import Dataset
 
-from .draws import _check_nonneg_int, first_readable, square_crop
+from .draws import _check_int, first_readable, square_crop
 from flowmo.data.images import IMAGE_EXTENSIONS, decode_image
 from flowmo.data.image_sizes import check_size, resized_size
 
@@ -363,7 +363,7 @@ class TarShardDataset(Dataset):
         self.image_size = check_size(image_size, "image_size")
         self.train = bool(train)
         self.hflip = bool(hflip)
-        self.seed = _check_nonneg_int(seed, "seed")
+        self.seed = _check_int(seed, "seed")
         self.epoch = 0
         if labels is not None and labels not in LABEL_SOURCES:
             raise ValueError(f"labels must be None, 'cls' or 'prefix', got {labels!r}")
@@ -404,7 +404,7 @@ class TarShardDataset(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         """Select the random crops of epoch ``epoch`` (train mode)."""
-        self.epoch = _check_nonneg_int(epoch, "epoch")
+        self.epoch = _check_int(epoch, "epoch")
 
     def name(self, index: int) -> str:
         """Item ``index``'s name: ``"<shard path>/<image member name>"`` (the name normalised, :func:`member_path`)."""
