@@ -127,8 +127,8 @@ class TokenLayout:
         is_model = isinstance(tokenizer, torch.nn.Module)
         fp = (tokenizer.spec if is_model else tokenizer).fingerprint()
         if fp != self.fingerprint:
-            raise ValueError(f"{what} were made by the tokenizer of spec fingerprint {self.fingerprint}, not {fp}: "
-                             "decoding them with it would give garbage; use the tokenizer that wrote them")
+            raise ValueError(f"{what} were made by the tokenizer with spec fingerprint {self.fingerprint}, not by this "
+                             f"one ({fp}): decoding them with it would give garbage; use the tokenizer that wrote them")
         expected = layout_for(tokenizer, self.kind) if is_model else None
         if expected is not None and expected != self:
             raise ValueError(f"{what} have layout {self.to_json()}, but this tokenizer gives {expected.to_json()}")
