@@ -1,6 +1,7 @@
 """What the image datasets (:class:`~flowmo.data.folders.ImageFolderDataset`,
-:class:`~flowmo.data.photos.BuiltinPhotos`) share: the checks of their ``image_size``,
-``seed`` and ``epoch`` arguments, and random draws from a ``torch.Generator`` seeded from
+:class:`~flowmo.data.photos.BuiltinPhotos`) share: the check of their integer arguments (``seed``,
+``epoch``, ``length``; also the image grids' and shard writer's; ``image_size``:
+:func:`flowmo.data.image_sizes.check_size`), and random draws from a ``torch.Generator`` seeded from
 ``(seed, epoch, index)`` only, so that the crop of item ``index`` in epoch ``epoch`` does not
 depend on worker count, worker assignment or iteration order; and :func:`square_crop`, the
 resize + crop (+ flip) both the folder and the tar-shard datasets apply to a decoded image."""
@@ -12,20 +13,14 @@ import torch
 
 from PIL import Image
 
-from flowmo.data.image_sizes import check_size, resize_short_side
+from flowmo.data.image_sizes import resize_short_side
 from flowmo.data.images import image_to_tensor
 
 
-def _check_image_size(image_size) -> int:
-    """A positive int whose square is within Pillow's decompression-bomb limit
-    (:func:`flowmo.data.images.check_size`: at most 9,459 by default); else ValueError naming
-    ``image_size``."""
-    return check_size(image_size, "image_size")
-
-
-def _check_nonneg_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+def _check_int(value, name: str, minimum: int = 0) -> int:
+    """``value`` as an int >= ``minimum`` (bools refused); else ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
     return int(value)
 
 

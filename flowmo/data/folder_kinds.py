@@ -250,19 +250,16 @@ def check_folder_kind(directory: PathLike, want: str, argument: str = "directory
     kind = folder_kind(d)
     if kind is None:  # no config.json: still refuse flowmo's other folders, whose files would be overwritten
         kind = path_kind(d) if d.is_dir() else None
-        if kind in _NOT_WRITABLE_INTO:
-            raise ValueError(f"{argument} {str(d)!r} is {PATH_KINDS[kind]}: writing {FOLDER_KINDS[want]} there "
-                             "would overwrite or mix with its files; write it into another (new or empty) folder")
+        if kind in _NOT_WRITABLE_INTO:  # writing there would overwrite or mix with its files
+            raise ValueError(f"{argument} {str(d)!r} is {PATH_KINDS[kind]}; use a new or empty folder")
         if not want.endswith("-run") and (d / "checkpoints").is_dir():
-            raise ValueError(f"{argument} {str(d)!r} holds a training run's checkpoints/: write "
-                             f"{FOLDER_KINDS[want]} into another (new or empty) folder")
+            raise ValueError(f"{argument} {str(d)!r} holds a training run's checkpoints/; use a new or empty folder")
         return
     if kind == want:
         return
     other = f", which {_RESUMED_BY[kind]} resumes" if want.endswith("-run") and kind in _RESUMED_BY else ""
-    raise ValueError(f"{argument} {str(d)!r} holds {FOLDER_KINDS[kind]}{other}: its {CONFIG_NAME} would be "
-                     f"overwritten by {FOLDER_KINDS[want]}'s; write the {want} folder into another (new or empty) "
-                     "folder")
+    raise ValueError(f"{argument} {str(d)!r} holds {FOLDER_KINDS[kind]}{other}, whose {CONFIG_NAME} would be "
+                     f"overwritten by {FOLDER_KINDS[want]}'s; use a new or empty folder")
 
 
 _NOT_WRITABLE_INTO = frozenset({"tokenizer-checkpoint", "generator-checkpoint", "checkpoints", "token-set",
@@ -288,10 +285,7 @@ def check_outside_run(export: PathLike, run: PathLike, export_argument: str = "-
     """
     e, r = Path(export), Path(run)
     same = e.expanduser().resolve() == r.expanduser().resolve()
-    if same or _is_within(e, r / "checkpoints"):
+    if same or _is_within(e, r / "checkpoints"):  # its config.json or a checkpoint's weights
         where = "is the training run folder" if same else "is inside the checkpoints of the training run folder"
-        what = (f"its {CONFIG_NAME}, which resuming reads" if same
-                else "a checkpoint's model.safetensors")
-        raise ValueError(f"{export_argument} {str(e)!r} {where} {run_argument} {str(r)!r}: exporting there would "
-                         f"overwrite the run's files ({what}); give {export_argument} another folder (outside the "
-                         "run, or a sub-folder of it such as RUN/model)")
+        raise ValueError(f"{export_argument} {str(e)!r} {where} {run_argument} {str(r)!r}, whose files an export would "
+                         f"overwrite; give {export_argument} another folder (outside the run, or RUN/model)")

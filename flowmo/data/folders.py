@@ -30,9 +30,9 @@ from torch.utils.data import Dataset
 
 from flowmo.data.folder_kinds import kind_note
 from .listing import list_folder_images
-from .draws import _check_image_size, _check_nonneg_int, first_readable, square_crop
+from .draws import _check_int, first_readable, square_crop
 from flowmo.data.images import IMAGE_EXTENSIONS, decode_image, open_image_file
-from flowmo.data.image_sizes import resized_size
+from flowmo.data.image_sizes import check_size, resized_size
 
 __all__ = ["ImageFolderDataset"]
 
@@ -118,10 +118,10 @@ class ImageFolderDataset(Dataset):
         seed: int = 0,
         hflip: bool = False,
     ):
-        self.image_size = _check_image_size(image_size)
+        self.image_size = check_size(image_size, "image_size")
         self.train = bool(train)
         self.hflip = bool(hflip)
-        self.seed = _check_nonneg_int(seed, "seed")
+        self.seed = _check_int(seed, "seed")
         self.epoch = 0
         if isinstance(extensions, str):
             extensions = (extensions,)
@@ -131,9 +131,7 @@ class ImageFolderDataset(Dataset):
         self.extensions = exts
         self.root = Path(root).expanduser()
         if not self.root.exists():
-            raise FileNotFoundError(
-                f"image folder not found: {str(self.root)!r} (looking for {', '.join(exts)} files)"
-            )
+            raise FileNotFoundError(f"image folder not found: {str(self.root)!r} (looking for {', '.join(exts)} files)")
         if not self.root.is_dir():
             raise ValueError(f"image folder path is not a directory: {str(self.root)!r}")
         self.bad_paths: Set[Path] = set()
@@ -142,12 +140,9 @@ class ImageFolderDataset(Dataset):
         for path, reason in not_regular:
             self._record_bad(path, reason)
         self._not_regular: List[Path] = [p for p, _ in not_regular]
-        if not self.files:
-            extra = f"; {len(not_regular)} entries that are not regular files skipped" if not_regular else ""
-            raise ValueError(
-                f"no image files with extensions {', '.join(exts)} found under {str(self.root)!r} "
-                f"(searched recursively, hidden files ignored{extra}){kind_note(self.root)}"
-            )
+        if not self.files:  # searched recursively, hidden files ignored
+            raise ValueError(f"no image files with extensions {', '.join(exts)} under {str(self.root)!r}; "
+                             f"{len(not_regular)} entries that are not regular files skipped{kind_note(self.root)}")
 
     def _list_files(self) -> Tuple[List[Path], List[Tuple[Path, str]]]:
         """(regular image files, sorted by relative name and de-duplicated; the entries with an
@@ -164,7 +159,7 @@ class ImageFolderDataset(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         """Select the random crops of epoch ``epoch`` (train mode)."""
-        self.epoch = _check_nonneg_int(epoch, "epoch")
+        self.epoch = _check_int(epoch, "epoch")
 
     def _record_bad(self, path: Path, reason: str) -> None:
         if path not in self.bad_paths:

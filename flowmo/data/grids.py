@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from .draws import _check_int
 from .files import atomic_write
 
 __all__ = ["to_uint8_hwc", "save_image_rows"]
@@ -33,21 +34,16 @@ def save_image_rows(rows: Sequence[Tensor], path: Path, pad: int = 2, scale: int
     Raises:
         ValueError: any of the above does not hold (naming the argument and the row).
     """
-    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
-        raise ValueError(f"scale must be an int >= 1, got {scale!r}")
-    if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
-        raise ValueError(f"pad must be an int >= 0, got {pad!r}")
+    scale = _check_int(scale, "scale", 1)
+    pad = _check_int(pad, "pad", 0)
     if isinstance(rows, Tensor) or not isinstance(rows, Sequence) or len(rows) == 0:
         raise ValueError("rows must be a non-empty list of (B, 3, H, W) tensors")
     for i, r in enumerate(rows):
-        if not isinstance(r, Tensor) or r.ndim != 4 or r.shape[1] != 3 or r.shape[0] == 0:
-            got = tuple(r.shape) if isinstance(r, Tensor) else type(r).__name__
-            raise ValueError(f"rows[{i}] must be a (B, 3, H, W) tensor with B >= 1, got {got}")
-        if not r.is_floating_point():
-            raise ValueError(f"rows[{i}] must be floating point in [-1, 1], got dtype {r.dtype}")
+        if not isinstance(r, Tensor) or r.ndim != 4 or r.shape[1] != 3 or r.shape[0] == 0 or not r.is_floating_point():
+            got = f"{r.dtype} {tuple(r.shape)}" if isinstance(r, Tensor) else type(r).__name__
+            raise ValueError(f"rows[{i}] must be a (B, 3, H, W) tensor, B >= 1, floating point, got {got}")
         if r.shape[-2:] != rows[0].shape[-2:]:
-            raise ValueError(f"rows[{i}] has images of {tuple(r.shape[-2:])} but rows[0] of "
-                             f"{tuple(rows[0].shape[-2:])}; all rows need one H and W")
+            raise ValueError(f"rows[{i}] has images of {tuple(r.shape[-2:])}, rows[0] of {tuple(rows[0].shape[-2:])}")
         if not bool(torch.isfinite(r).all()):
             raise ValueError(f"rows[{i}] holds NaN or Inf values")
     arrays = [to_uint8_hwc(r) for r in rows]

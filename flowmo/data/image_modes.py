@@ -52,17 +52,12 @@ def _integer_max(im: Image.Image) -> int:
     fmt = im.format or "unknown"
     if fmt in ("PPM", "PGM"):
         return 65535  # Pillow rescales PGM/PPM samples from maxval to 0..65535
-    if fmt == "TIFF":
-        sample_format = _tiff_tag(im, _SAMPLE_FORMAT)
-        bits = _tiff_tag(im, _BITS_PER_SAMPLE)
-        if sample_format not in (None, 1):
-            raise UnsupportedImageError(
-                f"signed (SampleFormat {sample_format}) integer samples have no defined black and white level")
-        if isinstance(bits, int) and 1 <= bits <= 32:
-            return 2**bits - 1
-        raise UnsupportedImageError(f"32-bit integer image with an unusable BitsPerSample ({bits!r})")
-    raise UnsupportedImageError(
-        f"32-bit integer pixels (mode I) from a {fmt} file have no known bit depth, so no white level")
+    sample_format, bits = _tiff_tag(im, _SAMPLE_FORMAT), _tiff_tag(im, _BITS_PER_SAMPLE)  # None unless TIFF
+    if sample_format not in (None, 1):
+        raise UnsupportedImageError(f"signed (SampleFormat {sample_format}) integer samples have no white level")
+    if fmt != "TIFF" or not (isinstance(bits, int) and 1 <= bits <= 32):
+        raise UnsupportedImageError(f"mode I pixels of a {fmt} file (BitsPerSample {bits!r}) have no known bit depth")
+    return 2**bits - 1
 
 
 def check_convertible(im: Image.Image) -> None:
@@ -70,13 +65,10 @@ def check_convertible(im: Image.Image) -> None:
     shows that :func:`decode_image` would refuse it (unknown mode, signed integer samples,
     32-bit integers of unknown depth). Reads no pixels, so mode ``F`` files pass here and
     are checked for their range when decoded."""
-    mode = im.mode
-    if mode in _EIGHT_BIT or mode in _ALPHA or mode in _UINT16 or mode == "F":
-        return
-    if mode == "I":
+    if im.mode == "I":
         _integer_max(im)
-        return
-    raise UnsupportedImageError(f"pixel mode {mode!r} has no RGB conversion in flowmo")
+    elif im.mode not in _EIGHT_BIT | _ALPHA | _UINT16 | {"F"}:
+        raise UnsupportedImageError(f"pixel mode {im.mode!r} has no RGB conversion in flowmo")
 
 
 def _has_transparency(im: Image.Image) -> bool:
@@ -129,9 +121,7 @@ def _png_low_bytes(fp: IO[bytes], name: str) -> np.ndarray:
     with Image.open(fp, formats=["PNG"]) as im:
         tile = list(im.tile)
         if len(tile) != 1 or _png_rawmode(im) != "RGB;16B":
-            raise UnsupportedImageError(
-                f"{name}: a 16-bit colour PNG with a transparent colour (tRNS) whose samples could not be "
-                "read at 16 bits to find the transparent pixels")
+            raise UnsupportedImageError(f"{name}: a 16-bit colour PNG with a tRNS colour not readable at 16 bits")
         first = tile[0]
         im.tile = [first._replace(args="RGB;16L") if hasattr(first, "_replace") else first[:3] + ("RGB;16L",)]
         im.load()
@@ -154,8 +144,7 @@ def _colour_key_mask(im: Image.Image, rawmode: Optional[str], fp: Optional[IO[by
     png = im.format == "PNG"
     bits = _PNG_KEY_BITS.get(rawmode) if png else None
     if png and bits is None:
-        raise UnsupportedImageError(
-            f"{name}: PNG with a transparent colour (tRNS) and an unknown sample layout {rawmode!r}")
+        raise UnsupportedImageError(f"{name}: PNG with a tRNS colour and an unknown sample layout {rawmode!r}")
     if mode == "RGB":
         if not (isinstance(key, tuple) and len(key) == 3 and all(isinstance(k, int) for k in key)):
             return None
@@ -223,8 +212,7 @@ def _to_rgb(im: Image.Image, name: str, rawmode: Optional[str] = None, fp: Optio
             raise UnsupportedImageError(f"{name}: 32-bit float samples include NaN or infinity")
         lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
         if lo < 0.0 or hi > 1.0:
-            raise UnsupportedImageError(
-                f"{name}: 32-bit float samples lie in [{lo:.6g}, {hi:.6g}], not in [0, 1]; "
-                "flowmo does not guess the range of float images (rescale them to [0, 1])")
+            raise UnsupportedImageError(f"{name}: 32-bit float samples lie in [{lo:.6g}, {hi:.6g}], not in [0, 1] "
+                                        "(flowmo does not guess the range of float images: rescale them)")
         return _grey_float(im, arr)
     raise UnsupportedImageError(f"{name}: pixel mode {mode!r} has no RGB conversion in flowmo")

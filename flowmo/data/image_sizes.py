@@ -35,13 +35,9 @@ def check_size(size, name: str = "size") -> int:
     """``size`` as an int if it is a usable square side: a positive int whose square
     ``size x size`` is at most :func:`pixel_limit` (9,459 at Pillow's default); else
     ``ValueError`` naming ``name``."""
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size <= 0:
-        raise ValueError(f"{name} must be a positive int, got {size!r}")
-    limit = pixel_limit()
-    if int(size) > math.isqrt(limit):
-        raise ValueError(
-            f"{name} must be a positive int of at most {math.isqrt(limit)} ({name} x {name} pixels within Pillow's "
-            f"decompression-bomb limit PIL.Image.MAX_IMAGE_PIXELS = {limit}), got {size!r}")
+    top = math.isqrt(pixel_limit())
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 0 < size <= top:
+        raise ValueError(f"{name} must be a positive int of at most {top} (PIL.Image.MAX_IMAGE_PIXELS), got {size!r}")
     return int(size)
 
 
@@ -67,21 +63,17 @@ def resized_size(width: int, height: int, size, name: str = "img") -> Tuple[int,
         new_h = size if h < w else max(size, round(h * scale))
     limit = pixel_limit()
     if new_w * new_h > limit:
-        raise UnsupportedImageError(
-            f"{name}: an image of {w}x{h} pixels resized to a short side of {size} would have {new_w}x{new_h} = "
-            f"{new_w * new_h} pixels, more than Pillow's decompression-bomb limit PIL.Image.MAX_IMAGE_PIXELS = "
-            f"{limit} (aspect ratio {max(w, h) / short:.4g}:1)")
+        raise UnsupportedImageError(f"{name}: an image of {w}x{h} pixels resized to a short side of {size} would have "
+                                    f"{new_w}x{new_h} = {new_w * new_h} pixels, more than Pillow's decompression-bomb limit MAX_IMAGE_PIXELS")
     return new_w, new_h
 
 
 def resize_short_side(img: Image.Image, size: int) -> Image.Image:
-    """Resize ``img`` (any PIL mode) so its short side is exactly ``size`` pixels, keeping the
-    aspect ratio (bicubic; Pillow antialiases when shrinking). Returned unchanged if the short
+    """Resize the PIL image ``img`` (any mode) so its short side is exactly ``size`` pixels, keeping
+    the aspect ratio (bicubic; Pillow antialiases when shrinking). Returned unchanged if the short
     side is already ``size``. Raises ``ValueError`` naming ``size`` unless it is a positive int
     with ``size x size`` within :func:`pixel_limit`, and :class:`UnsupportedImageError` naming
     ``img`` if the result would exceed :func:`pixel_limit` pixels (see :func:`resized_size`)."""
-    if not isinstance(img, Image.Image):
-        raise TypeError(f"img must be a PIL.Image.Image, got {type(img).__name__}")
     w, h = img.size
     new_w, new_h = resized_size(w, h, size, name="img")
     if (new_w, new_h) == (w, h):

@@ -101,7 +101,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .image_modes import UnsupportedImageError, _png_rawmode, _tiff_tag, _to_rgb, check_convertible
+from .image_modes import UnsupportedImageError, _png_rawmode, _tiff_tag, _to_rgb
 
 __all__ = ["IMAGE_EXTENSIONS", "decode_image", "image_to_tensor", "open_image_file"]
 
@@ -228,21 +228,16 @@ def _decode(fp: IO[bytes], name: str) -> Image.Image:
         tiff_size = _tiff_stored_size(opened) if opened.format == "TIFF" else None
         tiff_orientation = _tiff_tag(opened, 274) if opened.format == "TIFF" else None
         opened.load()  # full decode: raises on truncated or corrupt data
-        try:
-            check_convertible(opened)
-        except UnsupportedImageError as e:
-            raise UnsupportedImageError(f"{name}: {e}") from None
-        rgb = _to_rgb(opened, name, rawmode, fp)  # per pixel, so before or after orienting alike
+        # the mode rules (refusing what check_convertible refuses), per pixel: before or after orienting alike
+        rgb = _to_rgb(opened, name, rawmode, fp)
         method = _UPRIGHT.get(_orientation(opened))  # None if none, or if Pillow applied it already
         if method is not None:
             rgb = rgb.transpose(method)
         if tiff_size is not None and tiff_orientation in (5, 6, 7, 8):
             tiff_size = tiff_size[::-1]
-        if tiff_size is not None and isinstance(tiff_orientation, int) and 1 <= tiff_orientation <= 8 \
-                and rgb.size != tiff_size:
-            raise UnsupportedImageError(
-                f"{name}: the TIFF's EXIF orientation {tiff_orientation} was not applied correctly by this Pillow "
-                f"version (decoded {rgb.size[0]}x{rgb.size[1]}, expected {tiff_size[0]}x{tiff_size[1]})")
+        if tiff_size is not None and tiff_orientation in range(1, 9) and rgb.size != tiff_size:
+            raise UnsupportedImageError(f"{name}: the TIFF's EXIF orientation {tiff_orientation} was not applied "
+                                        f"correctly by this Pillow version (decoded {rgb.size}, expected {tiff_size})")
         return rgb
 
 
@@ -261,8 +256,7 @@ def image_to_tensor(img: Image.Image) -> torch.Tensor:
     if img.mode == "F":
         arr = np.asarray(img, dtype=np.float32)
         if not np.isfinite(arr).all():
-            raise ValueError("img (mode 'F') holds NaN or infinite values; decoded images hold finite grey values "
-                             "in [0, 1]")
+            raise ValueError("img (mode 'F') holds NaN or infinite values; a decoded image holds grey values in [0, 1]")
         grey = torch.from_numpy(arr.copy()).clamp_(0.0, 1.0).mul_(2.0).sub_(1.0)
         return grey.unsqueeze(0).expand(3, -1, -1).contiguous()
     raise ValueError(f"img must be a decoded image of mode 'RGB' or 'F', got mode {img.mode!r}")

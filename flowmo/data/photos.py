@@ -24,7 +24,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .draws import _check_image_size, _check_nonneg_int, _generator, _randint, _uniform
+from flowmo.data.image_sizes import check_size
+from .draws import _check_int, _generator, _randint, _uniform
 from .images import decode_image, image_to_tensor
 
 __all__ = ["BuiltinPhotos", "BUILTIN_PHOTO_NAMES", "DEFAULT_HOLDOUT", "available_photos", "load_photo",
@@ -61,8 +62,7 @@ _UNAVAILABLE: Dict[str, str] = {}
 def _load_skimage(name: str) -> np.ndarray:
     from skimage import data as skdata
 
-    # Only the photos listed above ship in the wheel; others would try to download.
-    assert name in _SKIMAGE_PHOTOS
+    # name is one of _SKIMAGE_PHOTOS (_loader_for): only those ship in the wheel; others would try to download.
     img = getattr(skdata, name)()
     if name == "stereo_motorcycle":
         img = img[0]
@@ -93,12 +93,10 @@ def _load_matplotlib(name: str) -> np.ndarray:
 
 def _as_rgb_uint8(img) -> np.ndarray:
     arr = np.asarray(img)
-    if arr.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 photo, got dtype {arr.dtype}")
     if arr.ndim == 2:
         arr = np.stack([arr] * 3, axis=-1)
-    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
-        raise ValueError(f"expected an (H, W, 3) photo, got shape {arr.shape}")
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise ValueError(f"expected an (H, W, 3) uint8 photo, got {arr.dtype} {arr.shape}")
     return np.ascontiguousarray(arr[..., :3])
 
 
@@ -153,9 +151,8 @@ def _no_photos_error(what: str) -> ImportError:
 
 
 def _check_holdout(holdout) -> Tuple[str, ...]:
-    if isinstance(holdout, str):
-        holdout = (holdout,)
-    holdout = tuple(holdout)
+    """``holdout`` (a built-in photo's name, or several) as a tuple; ValueError for an unknown name."""
+    holdout = (holdout,) if isinstance(holdout, str) else tuple(holdout)
     for name in holdout:
         _loader_for(name)  # raises ValueError for unknown names
     return holdout
@@ -203,12 +200,10 @@ class BuiltinPhotos(Dataset):
         scale: Tuple[float, float] = (0.25, 1.0),
         hflip: bool = True,
     ):
-        self.image_size = _check_image_size(image_size)
+        self.image_size = check_size(image_size, "image_size")
         self.train = bool(train)
-        if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length <= 0:
-            raise ValueError(f"length must be a positive int, got {length!r}")
-        self.length = int(length)
-        self.seed = _check_nonneg_int(seed, "seed")
+        self.length = _check_int(length, "length", 1)
+        self.seed = _check_int(seed, "seed")
         self.epoch = 0
         lo, hi = (float(v) for v in scale)
         if not 0.0 < lo <= hi <= 1.0:
@@ -236,7 +231,7 @@ class BuiltinPhotos(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         """Select the random crops of epoch ``epoch`` (train mode)."""
-        self.epoch = _check_nonneg_int(epoch, "epoch")
+        self.epoch = _check_int(epoch, "epoch")
 
     def __len__(self) -> int:
         return self.length
@@ -270,10 +265,11 @@ def held_out_photos(image_size: int, holdout: Sequence[str] = DEFAULT_HOLDOUT) -
     resized to ``image_size`` (bicubic, antialiased).  No randomness.
     Raises ``ImportError`` if none of the held-out photos is available.
     """
-    size = _check_image_size(image_size)
-    names = available_photos(_check_holdout(holdout))
+    size = check_size(image_size, "image_size")
+    holdout = (holdout,) if isinstance(holdout, str) else tuple(holdout)
+    names = available_photos(holdout)  # refuses unknown names
     if not names:
-        raise _no_photos_error("the held-out set (" + ", ".join(_check_holdout(holdout)) + ")")
+        raise _no_photos_error("the held-out set (" + ", ".join(holdout) + ")")
     crops = []
     for name in names:
         photo = Image.fromarray(np.array(load_photo(name)))

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import List
 
 from flowmo.data.folder_kinds import kind_note
+from .draws import _check_int
 from .listing import list_folder_images
 from .shards import _META, EXTRA_HINT
 
@@ -41,26 +42,21 @@ def _keys(rel_names: List[str], classes: bool, name: str):
         if "." in stem.rsplit("/", 1)[-1]:
             problems.append(rel)
         keys.append((stem, ext))
-    if problems:
-        raise ValueError(f"{name}: {len(problems)} file names have a '.' before the extension, e.g. "
-                         f"{', '.join(map(repr, problems[:3]))}; webdataset keys end at the first '.' of the "
-                         "base name: rename them")
+    if problems:  # webdataset keys end at the first '.' of the base name
+        raise ValueError(f"{name}: {len(problems)} file names have a '.' before the extension, e.g. {problems[0]!r}")
     meta = [rel for rel in rel_names if _META.match(rel)]
-    if meta:
-        raise ValueError(f"{name}: {len(meta)} files are in a folder named '__NAME__', e.g. {meta[0]!r}, which "
-                         "webdataset (and the shard reader) skip as metadata: rename the folder")
+    if meta:  # webdataset (and the shard reader) skip such folders as metadata
+        raise ValueError(f"{name}: {len(meta)} files are in a folder named '__NAME__', e.g. {meta[0]!r}; rename it")
     seen = {}
     for rel, (stem, _) in zip(rel_names, keys):
         if stem in seen:
-            raise ValueError(f"{name}: {seen[stem]!r} and {rel!r} would have the same key {stem!r}; "
-                             "one image per key")
+            raise ValueError(f"{name}: {seen[stem]!r} and {rel!r} would have the same key {stem!r}; one image per key")
         seen[stem] = rel
     if not classes:
         return keys, None
     top = [rel for rel in rel_names if "/" not in rel]
     if top:
-        raise ValueError(f"{name}: --classes needs one folder per class, but {len(top)} images are at the top "
-                         f"level, e.g. {top[0]!r}")
+        raise ValueError(f"{name}: --classes needs one folder per class, got {len(top)} top-level images, e.g. {top[0]!r}")
     firsts = [rel.split("/", 1)[0] for rel in rel_names]
     index = {c: i for i, c in enumerate(sorted(set(firsts)))}
     return keys, [index[f] for f in firsts]
@@ -91,9 +87,8 @@ def write_shards(folder, output: str, max_count: int = 100_000, max_size: int = 
         import webdataset as wds
     except ImportError as e:
         raise ImportError(f"writing tar shards needs the optional webdataset extra: {EXTRA_HINT} ({e})") from None
-    for value, arg in ((max_count, "max_count"), (max_size, "max_size")):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{arg} must be an int >= 1, got {value!r}")
+    max_count = _check_int(max_count, "max_count", 1)
+    max_size = _check_int(max_size, "max_size", 1)
     root = Path(folder).expanduser()
     if not root.exists():
         raise FileNotFoundError(f"input folder not found: {str(root)!r}")
@@ -108,12 +103,10 @@ def write_shards(folder, output: str, max_count: int = 100_000, max_size: int = 
     if first is None or first == second:
         raise ValueError(f"output must hold one integer % format, e.g. 'out/train-%06d.tar', got {output!r}")
     if Path(first).parent != Path(second).parent or "\0" in first:
-        raise ValueError(f"output's shard number must be in the file name, not in a folder, e.g. "
-                         f"'out/train-%06d.tar', got {output!r}")
+        raise ValueError(f"output's shard number must be in the file name, not in a folder, got {output!r}")
     files, not_regular = list_folder_images(root)
-    if not files:
-        raise ValueError(f"input folder {str(root)!r} holds no images (searched recursively, hidden files ignored)"
-                         f"{kind_note(root)}")
+    if not files:  # searched recursively, hidden files ignored
+        raise ValueError(f"input folder {str(root)!r} holds no images{kind_note(root)}")
     for rel, _, reason in not_regular:
         print(f"skipping {rel}: {reason}")
     keys, labels = _keys([rel for rel, _ in files], classes, "input")

@@ -58,9 +58,9 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple, Union
 import torch
 from torch.utils.data import Dataset
 
-from .draws import _check_image_size, _check_nonneg_int, first_readable, square_crop
+from .draws import _check_int, first_readable, square_crop
 from flowmo.data.images import IMAGE_EXTENSIONS, decode_image
-from flowmo.data.image_sizes import resized_size
+from flowmo.data.image_sizes import check_size, resized_size
 
 __all__ = ["TarShardDataset", "expand_shards", "split_key", "member_path", "is_shard_pattern", "EXTRA_HINT",
            "IGNORED", "QUIET"]
@@ -244,17 +244,14 @@ def _index_shard(path: Path, k: int, labels: Optional[str], name: str) -> Tuple[
         with tarfile.open(path, mode="r:") as tf:  # "r:": uncompressed only (random access)
             for m in tf:
                 members, last = members + 1, m.name
-                if m.issparse():
-                    raise ValueError(f"{name}: {str(path)!r} holds the sparse member {m.name!r}, whose bytes are not "
-                                     "stored in one piece (random access cannot read it): write the shard without "
-                                     "--sparse (flowmo shards does)")
+                if m.issparse():  # its bytes are not stored in one piece
+                    raise ValueError(f"{name}: {str(path)!r} holds the sparse member {m.name!r}; write it without --sparse (flowmo shards does)")
                 example = f"{path}/{m.name}"
                 try:
                     norm = member_path(m.name)
                 except ValueError as e:
-                    raise ValueError(f"{name}: {str(path)!r}: {e} (tar refuses to extract such a member: it may "
-                                     "point outside the archive); write the shard again from inside its "
-                                     "folder") from None
+                    raise ValueError(f"{name}: {str(path)!r}: {e} (tar refuses to extract such a member); write the "
+                                     "shard again from inside its folder") from None
                 reason = _member_kind(m)
                 if reason is None and any(c.startswith(".") for c in norm.split("/")):
                     reason = "hidden"
@@ -267,10 +264,9 @@ def _index_shard(path: Path, k: int, labels: Optional[str], name: str) -> Tuple[
                     _count(ignored, reason, example)
                     continue
                 key, field = parts
-                if parts in seen:
+                if parts in seen:  # names compared as tar extracts them, fields lower-case, as webdataset does
                     raise ValueError(f"{name}: {str(path)!r} holds two members of key {key!r} and field {field!r} "
-                                     f"({seen[parts]!r} and {m.name!r}; names are compared as tar extracts them, "
-                                     "fields lower-case, as webdataset does): write the shard again with one of them")
+                                     f"({seen[parts]!r} and {m.name!r}); keep one")
                 seen[parts] = m.name
                 if field in _IMAGE_FIELDS:
                     images.setdefault(key, []).append((norm, m.offset_data, m.size))
@@ -282,15 +278,12 @@ def _index_shard(path: Path, k: int, labels: Optional[str], name: str) -> Tuple[
                     others.append((key, example))
             end = tf.offset  # after the last member tarfile read
     except tarfile.ReadError as e:
-        if members:
-            raise ValueError(f"{name}: {str(path)!r} is truncated or damaged after its member {members} ({last!r}): "
-                             f"{e}; download or write it again") from None
-        raise ValueError(f"{name}: {str(path)!r} is not an uncompressed tar file ({e}); compressed shards "
-                         "(.tar.gz, ...) cannot be read by random access: decompress them") from None
-    if not _zeros_from(path, end):  # tarfile ends quietly at a cut header: the members after it would be lost
-        raise ValueError(f"{name}: {str(path)!r} is truncated or damaged after its member {members} ({last!r}): "
-                         "what follows is neither a tar header nor the end-of-archive zeros; download or write "
-                         "it again (two tars concatenated also end here: list them as two shards)")
+        if not members:  # a .tar.gz (not read by random access) or another file
+            raise ValueError(f"{name}: {str(path)!r} is not an uncompressed tar file ({e}); decompress it") from None
+        end = None  # damaged after a member
+    # tarfile also ends quietly at a cut header (the members after it would be lost), or where two tars were concatenated
+    if end is None or not _zeros_from(path, end):
+        raise ValueError(f"{name}: {str(path)!r} is truncated or damaged after its member {members} ({last!r})")
     if members == 0:
         raise ValueError(f"{name}: {str(path)!r} is an empty tar file (no members)")
     for key, example in others:
@@ -298,15 +291,13 @@ def _index_shard(path: Path, k: int, labels: Optional[str], name: str) -> Tuple[
     for key, (raw, _, _) in cls.items():
         if key not in images:  # the label of no image
             _count(ignored, "no image", f"{path}/{raw}")
-    if not images:
-        raise ValueError(f"{name}: {str(path)!r} holds no images ({members} members; an image member is "
-                         f"named KEY.EXT with EXT one of {', '.join(IMAGE_EXTENSIONS)}"
-                         f"{'; left out: ' + _left_out(ignored) if ignored else ''})")
+    if not images:  # an image member is named KEY.EXT, EXT one of IMAGE_EXTENSIONS
+        raise ValueError(f"{name}: {str(path)!r} holds no images ({members} members; KEY.EXT with EXT in "
+                         f"{'/'.join(IMAGE_EXTENSIONS)}{'; left out: ' + _left_out(ignored) if ignored else ''})")
     items = []
     for key, found in images.items():
         if len(found) > 1:
-            raise ValueError(f"{name}: {str(path)!r} has {len(found)} images under key {key!r} "
-                             f"({', '.join(sorted(f[0] for f in found))}); one image per key")
+            raise ValueError(f"{name}: {str(path)!r} has {len(found)} images under key {key!r}; one image per key")
         member, offset, nbytes = found[0]
         if offset + nbytes > size:
             raise ValueError(f"{name}: {str(path)!r} is truncated: its member {member!r} is cut short")
@@ -320,14 +311,16 @@ def _index_shard(path: Path, k: int, labels: Optional[str], name: str) -> Tuple[
 
 
 def _cls_label(path: Path, key: str, where, name: str) -> int:
+    """The class index in the ``.cls`` member of ``key`` (``where``: its offset and size, None if
+    missing); ValueError naming the member otherwise."""
     if where is None:
         raise ValueError(f"{name}: labels='cls' but {str(path)!r} has no {key}.cls member for image key {key!r}")
     try:
         text = _read_at(path, *where).decode("utf-8").strip()
-        if not re.fullmatch(r"[0-9]{1,18}", text):  # ASCII digits (not '٣'), below 2**63 (an int64 label)
-            raise ValueError(f"not a non-negative integer below 10**18: {text[:40]!r}")
-    except (ValueError, EOFError, UnicodeDecodeError) as e:
-        raise ValueError(f"{name}: {str(path)!r} member {key}.cls is not a class index ({e})") from None
+    except (EOFError, UnicodeDecodeError) as e:
+        text = f"{type(e).__name__}: {e}"
+    if not re.fullmatch(r"[0-9]{1,18}", text):  # ASCII digits (not '٣'), below 2**63 (an int64 label)
+        raise ValueError(f"{name}: {str(path)!r} member {key}.cls is not a class index below 10**18: {text[:40]!r}")
     return int(text)
 
 
@@ -367,10 +360,10 @@ class TarShardDataset(Dataset):
 
     def __init__(self, shards, image_size: int, train: bool = True, seed: int = 0, hflip: bool = False,
                  labels: Optional[str] = None):
-        self.image_size = _check_image_size(image_size)
+        self.image_size = check_size(image_size, "image_size")
         self.train = bool(train)
         self.hflip = bool(hflip)
-        self.seed = _check_nonneg_int(seed, "seed")
+        self.seed = _check_int(seed, "seed")
         self.epoch = 0
         if labels is not None and labels not in LABEL_SOURCES:
             raise ValueError(f"labels must be None, 'cls' or 'prefix', got {labels!r}")
@@ -395,10 +388,9 @@ class TarShardDataset(Dataset):
 
     def _prefix_labels(self) -> None:
         firsts = []
-        for it in self.items:
+        for i, it in enumerate(self.items):
             if "/" not in it.member:
-                raise ValueError(f"labels='prefix' but shards member {it.member!r} of "
-                                 f"{str(self.shards[it.shard])!r} has no folder in its key")
+                raise ValueError(f"labels='prefix' but shards member {self.name(i)!r} has no folder in its key")
             firsts.append(it.member.split("/", 1)[0])
         self.class_names = sorted(set(firsts))
         index = {n: i for i, n in enumerate(self.class_names)}
@@ -412,7 +404,7 @@ class TarShardDataset(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         """Select the random crops of epoch ``epoch`` (train mode)."""
-        self.epoch = _check_nonneg_int(epoch, "epoch")
+        self.epoch = _check_int(epoch, "epoch")
 
     def name(self, index: int) -> str:
         """Item ``index``'s name: ``"<shard path>/<image member name>"`` (the name normalised, :func:`member_path`)."""

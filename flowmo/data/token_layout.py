@@ -57,14 +57,12 @@ class TokenLayout:
     def __post_init__(self) -> None:
         if self.kind not in LAYOUT_KINDS:
             raise ValueError(f"layout kind must be one of {LAYOUT_KINDS}, got {self.kind!r}")
-        for name in ("tokens", "groups", "vocab_size"):
+        for name, bound in (("tokens", ""), ("groups", ""), ("vocab_size", f" <= MAX_VOCAB = {MAX_VOCAB}")):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"layout {name} must be a positive integer, got {v!r}")
+            if type(v) is not int or v < 1 or (bound and v > MAX_VOCAB):
+                raise ValueError(f"layout {name} must be a positive integer{bound}, got {v!r}")
         if self.kind == "token" and self.groups != 1:
             raise ValueError(f"a 'token' layout has 1 group per token, got groups={self.groups}")
-        if self.vocab_size > MAX_VOCAB:
-            raise ValueError(f"layout vocab_size {self.vocab_size} exceeds MAX_VOCAB = {MAX_VOCAB}")
         if not isinstance(self.fingerprint, str) or not self.fingerprint:
             raise ValueError(f"layout fingerprint must be a non-empty string, got {self.fingerprint!r}")
 
@@ -97,13 +95,10 @@ class TokenLayout:
         return seq if self.kind == "token" else seq.reshape(seq.shape[0], self.tokens, self.groups)
 
     def _check(self, x: Any, name: str, shape: tuple[int, ...]) -> None:
-        if not isinstance(x, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-        if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
-            raise TypeError(f"{name} must be an integer tensor, got {x.dtype}")
+        if not isinstance(x, Tensor) or x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
+            raise TypeError(f"{name} must be an integer tensor (torch.Tensor), got {getattr(x, 'dtype', type(x))}")
         if x.ndim != 1 + len(shape) or tuple(x.shape[1:]) != shape:
-            want = ", ".join(["N", *map(str, shape)])
-            raise ValueError(f"{name} must have shape ({want}) for this {self.kind!r} layout, got {tuple(x.shape)}")
+            raise ValueError(f"{name} must have shape (N, {', '.join(map(str, shape))}), got {tuple(x.shape)}")
         if x.numel() and (int(x.min()) < 0 or int(x.max()) >= self.vocab_size):
             raise ValueError(f"{name} values must lie in [0, {self.vocab_size}), got [{int(x.min())}, {int(x.max())}]")
 
@@ -122,8 +117,7 @@ class TokenLayout:
             raise ValueError(f"a token layout must be a JSON object ({e})") from None
         fields = {"kind", "tokens", "groups", "vocab_size", "fingerprint"}
         if not isinstance(data, dict) or set(data) != fields:
-            got = sorted(data) if isinstance(data, dict) else type(data).__name__
-            raise ValueError(f"a token layout must have exactly the fields {sorted(fields)}, got {got}")
+            raise ValueError(f"a token layout must have exactly the fields {sorted(fields)}, got {data!r:.80}")
         return cls(**data)
 
     def check_tokenizer(self, tokenizer: Any, what: str = "these tokens") -> None:
@@ -133,9 +127,8 @@ class TokenLayout:
         is_model = isinstance(tokenizer, torch.nn.Module)
         fp = (tokenizer.spec if is_model else tokenizer).fingerprint()
         if fp != self.fingerprint:
-            raise ValueError(f"{what} were made by the tokenizer with spec fingerprint {self.fingerprint}, "
-                             f"not by this one ({fp}): decoding them with it would give garbage; "
-                             "use the tokenizer that wrote them")
+            raise ValueError(f"{what} were made by the tokenizer with spec fingerprint {self.fingerprint}, not by this "
+                             f"one ({fp}): decoding them with it would give garbage; use the tokenizer that wrote them")
         expected = layout_for(tokenizer, self.kind) if is_model else None
         if expected is not None and expected != self:
             raise ValueError(f"{what} have layout {self.to_json()}, but this tokenizer gives {expected.to_json()}")
@@ -161,13 +154,11 @@ def layout_for(tokenizer: Any, kind: str = "auto") -> TokenLayout:
         kind = "token" if q.codebook_size <= MAX_VOCAB else "group"
     if kind == "token":
         if q.codebook_size > MAX_VOCAB:
-            hint = " use the 'group' layout" if q.has_groups else ""
-            raise ValueError(f"the 'token' layout needs a codebook of at most {MAX_VOCAB} entries; this "
-                             f"quantizer has {q.codebook_size} (2^{q.bits_per_token:g});{hint}")
+            raise ValueError(f"the 'token' layout needs a codebook of at most {MAX_VOCAB} entries, got {q.codebook_size}"
+                             + ("; use the 'group' layout" if q.has_groups else ""))
         return TokenLayout("token", tokens, 1, int(q.codebook_size), fp)
     if not q.has_groups:
-        raise ValueError(f"the 'group' layout needs a quantizer with entropy groups; "
-                         f"{type(q).__name__} has none (use the 'token' layout)")
+        raise ValueError(f"the 'group' layout needs a quantizer with entropy groups, got {type(q).__name__}")
     with torch.no_grad():
         probe = q.indices_to_codes(torch.zeros(1, 1, dtype=torch.int64))
         groups = int(q.codes_to_group_indices(probe).shape[-1])

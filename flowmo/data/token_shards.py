@@ -40,7 +40,7 @@ from .files import atomic_write_text, fsync_dir
 from .images import IMAGE_EXTENSIONS
 from .listing import list_folder_images
 from flowmo.data.token_layout import TokenLayout
-from .tokens import write_tokens
+from .tokens import _check_labels, _names, write_tokens
 from flowmo.data.folder_kinds import TOKEN_SET_FORMAT
 
 __all__ = [
@@ -72,8 +72,7 @@ def class_folder_images(root: PathLike, *, argument: str = "root") -> tuple[list
     exts = {"." + e for e in IMAGE_EXTENSIONS}
     loose = [p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in exts and not p.name.startswith(".")]
     if loose:
-        raise ValueError(f"{argument} {str(root)!r} holds images outside class sub-folders ({', '.join(sorted(loose)[:3])}"
-                         f"{', ...' if len(loose) > 3 else ''}); put each class's images in a sub-folder named after it")
+        raise ValueError(f"{argument} {str(root)!r} holds images outside class sub-folders, e.g. {min(loose)!r}")
     classes: list[str] = []
     items: list[tuple[Path, int]] = []
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -82,8 +81,7 @@ def class_folder_images(root: PathLike, *, argument: str = "root") -> tuple[list
             items += [(p, len(classes)) for p in found]
             classes.append(sub.name)
     if not classes:
-        raise ValueError(f"{argument} {str(root)!r} has no class sub-folder holding images "
-                         f"(extensions: {', '.join(IMAGE_EXTENSIONS)})")
+        raise ValueError(f"{argument} {str(root)!r} has no class sub-folder holding images ({'/'.join(IMAGE_EXTENSIONS)})")
     return classes, items
 
 
@@ -163,8 +161,7 @@ class TokenShardWriter:
         if not isinstance(spec, FlowMoSpec):
             raise TypeError(f"spec must be a flowmo.FlowMoSpec (the tokenizer's), got {type(spec).__name__}")
         if not isinstance(layout, TokenLayout):
-            hint = " (parse a layout's JSON with TokenLayout.from_json)" if isinstance(layout, (str, bytes, dict)) else ""
-            raise TypeError(f"layout must be a TokenLayout{hint}, got {type(layout).__name__}")
+            raise TypeError(f"layout must be a TokenLayout (parse JSON with TokenLayout.from_json), got {layout!r:.40}")
         if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
             raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
         if not isinstance(overwrite, bool):
@@ -202,18 +199,9 @@ class TokenShardWriter:
             raise ValueError("this TokenShardWriter is closed")
         self.layout.to_sequence(indices, "indices")  # checks type, shape and range
         n = int(indices.shape[0])
-        if not isinstance(labels, Tensor) or labels.dtype != torch.int64:
-            got = labels.dtype if isinstance(labels, Tensor) else type(labels).__name__
-            raise TypeError(f"labels must be an int64 tensor of shape ({n},), got {got}")
-        if labels.shape != (n,):
-            raise ValueError(f"labels must be an int64 tensor of shape ({n},), got shape {tuple(labels.shape)}")
-        if n and (int(labels.min()) < 0 or int(labels.max()) >= len(self.classes)):
-            raise ValueError(f"labels must lie in [0, {len(self.classes)}) (one per class), "
-                             f"got [{int(labels.min())}, {int(labels.max())}]")
-        if isinstance(sources, (str, bytes)) or not isinstance(sources, Sequence):
-            raise TypeError(f"sources must be a list of {n} names, got {type(sources).__name__}")
-        if not all(isinstance(x, str) for x in sources):
-            raise TypeError("sources must be strings (the source images' names)")
+        _check_labels(labels, n, len(self.classes))
+        if not isinstance(sources, (list, tuple)) or not all(isinstance(x, str) for x in sources):
+            raise TypeError(f"sources must be a list of {n} names (sources must be strings), got {sources!r:.60}")
         if len(sources) != n:
             raise ValueError(f"{len(sources)} source names for {n} rows")
         self._rows.append((indices.detach().cpu().to(torch.int64), labels.detach().cpu(), list(sources)))
@@ -254,8 +242,7 @@ class TokenShardWriter:
             return self.folder / INDEX_NAME
         if not self._pending and not self._shards:
             self.abort()
-            raise ValueError("no rows were added to this TokenShardWriter: a token set holds at least one row "
-                             "(nothing was written)")
+            raise ValueError("no rows were added to this TokenShardWriter: a token set holds at least one")
         try:
             if self._pending:
                 self._flush(self._pending)
@@ -307,17 +294,6 @@ class TokenShardWriter:
             self.close()
         else:
             self.abort()  # an existing set stays as it was; nothing of the new one is left
-
-
-def _names(value: Any, name: str, *, empty: bool) -> list[str]:
-    """A list of distinct strings given as a list or tuple; TypeError / ValueError naming ``name``."""
-    if not isinstance(value, (list, tuple)):
-        raise TypeError(f"{name} must be a list of names (strings), got {type(value).__name__} {value!r:.60}")
-    if not all(isinstance(c, str) for c in value):
-        raise TypeError(f"{name} must hold strings, got {[type(c).__name__ for c in value]}")
-    if (not value and not empty) or len(set(value)) != len(value) or any(not c for c in value):
-        raise ValueError(f"{name} must be a {'' if empty else 'non-empty '}list of distinct non-empty names, got {list(value)!r}")
-    return list(value)
 
 
 def _holds_set(folder: Path) -> bool:

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from .files import atomic_write
+from flowmo.data.token_layout import TokenLayout
 from flowmo.data.folder_kinds import TOKEN_FORMAT
 
 __all__ = ["TokenFile", "TOKEN_FORMAT_VERSION", "write_tokens", "read_tokens", "check_weights_digest"]
@@ -63,19 +64,27 @@ def write_tokens(path: PathLike, tokens: Tensor, *, spec: Any, sources: Sequence
                  layout: Optional[Any] = None, tokenizer_weights: Optional[str] = None) -> Path:
     """Write a token file (see module docstring), atomically, creating parent folders.
 
-    ``labels`` (int64 (N,), in [0, len(classes))) and ``classes`` come together or not at all;
-    ``layout`` is a :class:`~flowmo.data.token_layout.TokenLayout` (or its JSON) whose fingerprint
-    must be ``spec``'s; ``tokenizer_weights`` is the tokenizer's
+    ``tokens``: int64 (N, T), or (N, T, G) when ``groups``; ``sources``: N names. ``labels``
+    (int64 (N,), in [0, len(classes))) and ``classes`` (distinct names) come together or not at
+    all; ``layout`` is a :class:`~flowmo.data.token_layout.TokenLayout` (or its JSON) whose
+    fingerprint must be ``spec``'s; ``tokenizer_weights`` is the tokenizer's
     :func:`~flowmo.state_dicts.token_weights_digest` (64 hex characters) or None (not recorded).
-    TypeError / ValueError naming the argument otherwise."""
+    TypeError / ValueError naming the argument otherwise (ValueError from
+    :func:`~flowmo.data.files.atomic_write` for a ``path`` that is a folder)."""
     from safetensors.torch import save_file
 
-    if tokens.dtype != torch.int64:
-        raise TypeError(f"tokens must be int64, got {tokens.dtype}")
-    if tokens.ndim != (3 if groups else 2):
-        raise ValueError(f"tokens must have {3 if groups else 2} dimensions, got shape {tuple(tokens.shape)}")
-    if len(sources) != tokens.shape[0]:
-        raise ValueError(f"{len(sources)} source names for {tokens.shape[0]} token rows")
+    dims = 3 if groups else 2
+    if tokens.dtype != torch.int64 or tokens.ndim != dims or len(sources) != tokens.shape[0]:
+        raise ValueError(f"tokens must be int64 of {dims} dims, a row per source, got {tokens.dtype} {tokens.shape}")
+    if tokenizer_weights is not None:
+        check_weights_digest(tokenizer_weights, "tokenizer_weights")
+    if (labels is None) != (classes is None):
+        raise ValueError("labels and classes must be given together (labels: int64 (N,), classes: their names)")
+    if labels is not None:
+        _check_labels(labels, tokens.shape[0], len(_names(classes, "classes", empty=False)))
+    layout = layout if layout is None or isinstance(layout, TokenLayout) else TokenLayout.from_json(layout)
+    if layout is not None and (layout.fingerprint != spec.fingerprint() or (layout.kind == "group") != groups):
+        raise ValueError(f"layout ({layout.kind!r}, {layout.fingerprint}) does not match groups={groups} or the spec")
     meta = {
         "format": TOKEN_FORMAT,
         "version": TOKEN_FORMAT_VERSION,
@@ -85,122 +94,108 @@ def write_tokens(path: PathLike, tokens: Tensor, *, spec: Any, sources: Sequence
         "groups": "true" if groups else "false",
     }
     if tokenizer_weights is not None:
-        meta["tokenizer_weights"] = check_weights_digest(tokenizer_weights, "tokenizer_weights")
+        meta["tokenizer_weights"] = tokenizer_weights
     data = {"tokens": tokens.detach().cpu().contiguous()}
-    if (labels is None) != (classes is None):
-        raise ValueError("labels and classes must be given together (labels: int64 (N,), classes: their names)")
     if labels is not None:
-        _check_labels(labels, list(classes), tokens.shape[0], "labels")
         meta["classes"] = json.dumps(list(classes))
         data["labels"] = labels.detach().cpu().contiguous()
     if layout is not None:
-        from flowmo.data.token_layout import TokenLayout
-
-        layout = layout if isinstance(layout, TokenLayout) else TokenLayout.from_json(layout)
-        if layout.fingerprint != meta["fingerprint"]:
-            raise ValueError(f"layout's fingerprint {layout.fingerprint} is not the spec's {meta['fingerprint']}")
-        if (layout.kind == "group") != groups:
-            raise ValueError(f"a {layout.kind!r} layout does not match groups={groups}")
         meta["layout"] = layout.to_json()
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"token output {str(path)!r} is a folder; give a file name such as tokens.safetensors")
-    return atomic_write(path, lambda tmp: save_file(data, str(tmp), metadata=meta))
+    return atomic_write(Path(path), lambda tmp: save_file(data, str(tmp), metadata=meta))
 
 
 def check_weights_digest(value: Any, name: str) -> str:
     """``value`` if it is a weights digest (:func:`flowmo.state_dicts.weights_digest`: 64 lowercase
-    hex characters); TypeError / ValueError naming ``name`` otherwise."""
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a weights digest (a string of 64 hex characters), got {type(value).__name__}")
-    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
-        raise ValueError(f"{name} must be a weights digest (64 lowercase hex characters), got {value!r:.80}")
+    hex characters); TypeError (not a string) / ValueError (another string) naming ``name`` otherwise."""
+    if not isinstance(value, str) or len(value) != 64 or value.strip("0123456789abcdef"):
+        error = ValueError if isinstance(value, str) else TypeError
+        raise error(f"{name} must be a weights digest (64 lowercase hex characters), got {value!r:.80}")
     return value
 
 
-def _check_labels(labels: Any, classes: list, n: int, name: str) -> None:
-    if not isinstance(labels, Tensor) or labels.dtype != torch.int64 or labels.shape != (n,):
-        got = f"{labels.dtype} {tuple(labels.shape)}" if isinstance(labels, Tensor) else type(labels).__name__
-        raise ValueError(f"{name} must be an int64 tensor of shape ({n},), got {got}")
-    if not classes or not all(isinstance(c, str) for c in classes) or len(set(classes)) != len(classes):
-        raise ValueError(f"classes must be a non-empty list of distinct names, got {classes!r}")
-    if n and (int(labels.min()) < 0 or int(labels.max()) >= len(classes)):
-        raise ValueError(f"{name} must lie in [0, {len(classes)}) (one per class), "
-                         f"got [{int(labels.min())}, {int(labels.max())}]")
+def _names(value: Any, name: str, *, empty: bool) -> list[str]:
+    """A list of distinct non-empty strings given as a list or tuple (``empty``: may have none);
+    TypeError (not a list of strings) / ValueError (empty, repeated or blank names) naming ``name``."""
+    if not isinstance(value, (list, tuple)) or not all(isinstance(c, str) for c in value):
+        raise TypeError(f"{name} must be a list of names ({name} must hold strings), got {value!r:.60}")
+    if (not value and not empty) or len(set(value)) != len(value) or not all(value):
+        raise ValueError(f"{name} must be a list of distinct names{'' if empty else ', not empty'}, got {value!r:.60}")
+    return list(value)
+
+
+def _check_labels(labels: Any, n: int, num_classes: int, name: str = "labels") -> None:
+    """Refuse ``labels`` unless an int64 (n,) tensor of class indices in [0, num_classes):
+    TypeError for another type or dtype, ValueError for another shape or a value out of range."""
+    if not isinstance(labels, Tensor) or labels.dtype != torch.int64:
+        raise TypeError(f"{name} must be an int64 tensor of shape ({n},), got {getattr(labels, 'dtype', labels)!r:.40}")
+    if labels.shape != (n,):
+        raise ValueError(f"{name} must be an int64 tensor of shape ({n},), got shape {tuple(labels.shape)}")
+    if n and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(f"{name} must lie in [0, {num_classes}), got [{int(labels.min())}, {int(labels.max())}]")
 
 
 def read_tokens(path: PathLike) -> TokenFile:
-    """Read a token file written by :func:`write_tokens`; ValueError (naming the file) for
-    anything else."""
-    from safetensors import SafetensorError, safe_open
+    """Read a token file written by :func:`write_tokens`.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError (naming the file): another kind of file or folder (the kind found is named),
+            not a readable safetensors file, not a flowmo token file or another version, or
+            metadata that does not fit the tokens (groups, sources, labels and classes, layout,
+            tokenizer weights digest).
+    """
+    from safetensors import safe_open
 
     from flowmo.data.folder_kinds import path_kind, wrong_kind
 
     path = Path(path)
-    expected = "a token file (a .safetensors file written by flowmo tokenize)"
-    if path.is_dir():
-        raise wrong_kind(path, "token file", expected, "token-file")
+    if path.is_dir() or path_kind(path) in ("safetensors", "config-file"):  # another kind: say which
+        raise wrong_kind(path, "token file", "a token file (a .safetensors file of flowmo tokenize)", "token-file")
     if not path.is_file():
         raise FileNotFoundError(f"token file {str(path)!r} does not exist")
-    if path_kind(path) in ("safetensors", "config-file"):  # readable, of another kind: say which
-        raise wrong_kind(path, "token file", expected, "token-file")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             keys = list(f.keys())
-            if "tokens" not in keys:
-                raise ValueError(f"{str(path)!r} holds no 'tokens' tensor (it has: {', '.join(keys) or 'nothing'})")
-            tokens = f.get_tensor("tokens")
+            tokens = f.get_tensor("tokens") if "tokens" in keys else None
             labels = f.get_tensor("labels") if "labels" in keys else None
-    except (SafetensorError, OSError) as e:
+    except Exception as e:  # SafetensorError, OSError, and plain exceptions for some malformed headers
         raise ValueError(f"{str(path)!r} is not a readable safetensors file ({_reason(e)})") from None
-    except Exception as e:  # safetensors raises plain exceptions for some malformed headers
-        if isinstance(e, ValueError) and str(path) in str(e):
-            raise
-        raise ValueError(f"{str(path)!r} is not a readable safetensors file ({_reason(e)})") from None
-    if meta.get("format") != TOKEN_FORMAT or "fingerprint" not in meta:
-        raise ValueError(f"{str(path)!r} is not a flowmo token file (no '{TOKEN_FORMAT}' metadata); "
-                         "write one with 'flowmo tokenize'")
-    if meta.get("version", TOKEN_FORMAT_VERSION) != TOKEN_FORMAT_VERSION:
-        raise ValueError(f"{str(path)!r} is a token file of version {meta.get('version')!r}; this flowmo reads "
-                         f"version {TOKEN_FORMAT_VERSION} (upgrade flowmo to read it)")
-    if meta.get("groups", "false") not in ("true", "false"):
-        raise ValueError(f"{str(path)!r}: its 'groups' metadata must be \"true\" or \"false\", got {meta.get('groups')!r}")
-    groups = meta.get("groups", "false") == "true"
-    if tokens.dtype != torch.int64 or tokens.ndim != (3 if groups else 2):
-        raise ValueError(f"{str(path)!r}: tokens must be int64 with {3 if groups else 2} dimensions, "
-                         f"got {tokens.dtype} {tuple(tokens.shape)}")
+    if tokens is None:
+        raise ValueError(f"{str(path)!r} holds no 'tokens' tensor (it has: {', '.join(keys) or 'nothing'})")
+    version = meta.get("version", TOKEN_FORMAT_VERSION)
+    if meta.get("format") != TOKEN_FORMAT or "fingerprint" not in meta or version != TOKEN_FORMAT_VERSION:
+        raise ValueError(f"{str(path)!r} is not a flowmo token file of version {TOKEN_FORMAT_VERSION} (format "
+                         f"{meta.get('format')!r}, version {version!r}); write it with this flowmo's flowmo tokenize")
+    groups = meta.get("groups", "false")
+    if groups not in ("true", "false") or tokens.dtype != torch.int64 or tokens.ndim != (3 if groups == "true" else 2):
+        raise ValueError(f"{str(path)!r}: tokens must be int64 of 2 dims, or 3 with 'groups' metadata \"true\", got "
+                         f"{tokens.dtype} {tuple(tokens.shape)} and {groups!r}")
+    groups = groups == "true"
     try:
         sources = json.loads(meta.get("sources", "null"))
     except json.JSONDecodeError:
         sources = None
     if sources is None:
         sources = [f"{i:06d}" for i in range(tokens.shape[0])]
-    if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources) or len(sources) != tokens.shape[0]:
-        raise ValueError(f"{str(path)!r}: the 'sources' metadata must list one name per token row "
-                         f"({tokens.shape[0]})")
+    if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources) or len(sources) != len(tokens):
+        raise ValueError(f"{str(path)!r}: the 'sources' metadata must list one name per token row ({len(tokens)})")
     classes = None
     if labels is not None or "classes" in meta:
         try:
-            classes = json.loads(meta.get("classes", "null"))
-            _check_labels(labels, classes, tokens.shape[0], "labels")
-        except (json.JSONDecodeError, ValueError) as e:
+            classes = _names(json.loads(meta.get("classes", "null")), "classes", empty=False)
+            _check_labels(labels, tokens.shape[0], len(classes))
+        except (json.JSONDecodeError, TypeError, ValueError) as e:
             raise ValueError(f"{str(path)!r}: bad labels or classes ({e})") from None
     layout = meta.get("layout")
-    if layout is not None:
-        from flowmo.data.token_layout import TokenLayout
-
-        try:
-            parsed = TokenLayout.from_json(layout)
-        except ValueError as e:
-            raise ValueError(f"{str(path)!r}: {e}") from None
-        if parsed.fingerprint != meta["fingerprint"] or (parsed.kind == "group") != groups:
-            raise ValueError(f"{str(path)!r}: its layout does not match its fingerprint and groups")
     weights = meta.get("tokenizer_weights")
-    if weights is not None:
-        try:
+    try:
+        parsed = None if layout is None else TokenLayout.from_json(layout)
+        if weights is not None:
             check_weights_digest(weights, "its 'tokenizer_weights' metadata")
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{str(path)!r}: {e}") from None
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{str(path)!r}: {e}") from None
+    if parsed is not None and (parsed.fingerprint != meta["fingerprint"] or (parsed.kind == "group") != groups):
+        raise ValueError(f"{str(path)!r}: its layout does not match its fingerprint and groups")
     return TokenFile(tokens, meta["fingerprint"], meta.get("spec", ""), sources, groups, labels, classes, layout,
                      weights)

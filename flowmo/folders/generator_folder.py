@@ -6,6 +6,7 @@ use these functions."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -94,24 +95,19 @@ def load_generator_folder(cls: type, directory: PathLike, device: Union[str, tor
     d = Path(directory)
     doc = read_generator_config(d)
     if doc["generator"] != cls.name:
-        raise ValueError(f"{d / GENERATOR_CONFIG_NAME} holds a {doc['generator']!r} generator, not "
-                         f"{cls.name!r}: load it with that generator's class")
+        raise ValueError(f"{d / GENERATOR_CONFIG_NAME} holds a {doc['generator']!r} generator, not {cls.name!r}")
     weights = d / GENERATOR_WEIGHTS_NAME
     if not weights.is_file():
-        raise FileNotFoundError(f"{str(weights)!r} is missing; a generator folder holds "
-                                f"{GENERATOR_CONFIG_NAME} and {GENERATOR_WEIGHTS_NAME}")
+        raise FileNotFoundError(f"{str(weights)!r} is missing; a generator folder holds it beside config.json")
     header = _weights_header(weights)
     skeleton = _build(cls, doc["config"], d, meta=True)
     _check_header(skeleton.state_dict(), header, str(weights))
     del skeleton
     model = _build(cls, doc["config"], d, meta=False)
-    expected = model.state_dict()
     try:
-        state = load_file(str(weights))
+        state = load_file(str(weights))  # the keys, shapes and dtypes of its header, checked above
     except Exception as e:  # safetensors raises several types for damaged files
         raise ValueError(f"{weights} is not a readable safetensors file: {type(e).__name__}: {e}") from None
-    check_state_dict({k: tuple(v.shape) for k, v in expected.items()}, state, str(weights))
-    _check_dtypes(expected, {k: v.dtype for k, v in state.items()}, str(weights))
     check_finite(state, str(weights))
     model.load_state_dict(state, strict=True)
     model.metadata = doc["metadata"]
@@ -125,20 +121,15 @@ def _build(cls: type, config: dict, d: Path, *, meta: bool) -> Any:
     ValueError naming the config file (on the meta device any error: a size too large to
     describe, or a constructor that computes with tensor values, which cannot be checked
     against the weights before allocating and is therefore not loaded)."""
+    meta_errors = (NotImplementedError, RuntimeError) if meta else ()  # built for real, these propagate
     try:
-        if not meta:
-            return cls(**config)
-        with torch.device("meta"):
+        with torch.device("meta") if meta else contextlib.nullcontext():
             return cls(**config)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{d / GENERATOR_CONFIG_NAME}: its config does not build a {cls.name}: {e}") from None
-    except (NotImplementedError, RuntimeError) as e:
-        if not meta:
-            raise
+    except meta_errors as e:
         raise ValueError(f"{d / GENERATOR_CONFIG_NAME}: its config does not build a {cls.name} on the meta device "
-                         f"({type(e).__name__}: {e}); a generator folder is checked there against its weights "
-                         "before memory is allocated, so the constructor must not compute with tensor values "
-                         "(.item(), .tolist(), ...)") from None
+                         f"({type(e).__name__}: {e}); its constructor must not compute with tensor values") from None
 
 
 # safetensors' dtype names (``get_slice(k).get_dtype()``) -> torch dtypes
@@ -169,21 +160,11 @@ def _check_header(expected: Mapping[str, torch.Tensor], header: Mapping[str, tup
     dict (StateDictMismatchError, a ValueError, naming ``source`` and the keys)."""
     shaped = {k: torch.empty(shape, device="meta") for k, (shape, _) in header.items()}
     check_state_dict({k: tuple(v.shape) for k, v in expected.items()}, shaped, source)
-    _check_dtypes(expected, {k: _SAFETENSORS_DTYPES.get(name, name) for k, (_, name) in header.items()}, source)
-
-
-def _check_dtypes(expected: Mapping[str, torch.Tensor], got: Mapping[str, Any], source: str) -> None:
-    """Refuse tensors stored in another dtype than the model's (``got``: key -> torch dtype or
-    its name without ``torch.``)."""
-    bad = []
-    for k, v in expected.items():
-        have = str(got[k]).removeprefix("torch.")
-        want = str(v.dtype).removeprefix("torch.")
-        if have != want:
-            bad.append(f"{k}: the model's is {want}, the file's {have}")
+    have = {k: _SAFETENSORS_DTYPES.get(name, name) for k, (_, name) in header.items()}
+    want = {k: str(v.dtype).removeprefix("torch.") for k, v in expected.items()}
+    bad = [f"{k}: the model's is {want[k]}, the file's {have[k]}" for k in want if want[k] != have[k]]
     if bad:
-        raise StateDictMismatchError(f"{source} does not fit the model: {len(bad)} dtype mismatch(es): "
-                                     + "; ".join(bad[:8]))
+        raise StateDictMismatchError(f"{source} does not fit the model: {len(bad)} dtype mismatch(es): {'; '.join(bad[:8])}")
 
 
 def read_generator_config(directory: PathLike) -> dict[str, Any]:
@@ -199,29 +180,26 @@ def read_generator_config(directory: PathLike) -> dict[str, Any]:
     if not isinstance(directory, (str, os.PathLike)):
         raise TypeError(f"directory must be a folder path (str or os.PathLike), got {type(directory).__name__}")
     d = Path(directory)
-    if d.is_file():  # one of the folder's files (the message says to pass the folder), or another kind
-        raise wrong_kind(d, "directory", GENERATOR_FOLDER, "generator")
     kind = path_kind(d)
-    if kind not in (None, "generator", "unknown", "folder", "empty"):  # another kind of folder: say which
+    # one of the folder's files (the message says to pass the folder), or another kind of folder or file: say which
+    if kind not in (None, "generator", "unknown", "folder", "empty"):
         raise wrong_kind(d, "directory", GENERATOR_FOLDER, "generator")
     path = d / GENERATOR_CONFIG_NAME
     if not path.is_file():
-        raise FileNotFoundError(f"{str(path)!r} is missing; a generator folder holds {GENERATOR_CONFIG_NAME} and "
-                                f"{GENERATOR_WEIGHTS_NAME}" + (f" ({str(d)!r} is {describe_path(d)})" if kind else ""))
+        raise FileNotFoundError(f"{str(path)!r} is missing; a generator folder holds config.json and model.safetensors"
+                                + (f" ({str(d)!r} is {describe_path(d)})" if kind else ""))
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(doc, dict) or doc.get("format") != GENERATOR_FORMAT:
-        raise ValueError(f"{path} is not a generator folder's config (its \"format\" is not {GENERATOR_FORMAT!r}; "
-                         f"{str(d)!r} is {describe_path(d)})")
+        raise ValueError(f"{path} is not a generator folder's config (no \"format\": {GENERATOR_FORMAT!r}; {str(d)!r} "
+                         f"is {describe_path(d)})")
     if type(doc.get("version")) is not int or doc["version"] != _VERSION:  # strict: not true, not 1.0
         raise ValueError(f"{path} has version {doc.get('version')!r}; this flowmo reads version {_VERSION}")
-    if not isinstance(doc.get("generator"), str) or not isinstance(doc.get("config"), dict):
-        raise ValueError(f"{path} must hold \"generator\" (a name) and \"config\" (an object)")
-    if not isinstance(doc.get("metadata", {}), dict):
-        raise ValueError(f"{path}: \"metadata\" must be an object")
     doc.setdefault("metadata", {})
+    if not all(isinstance(doc.get(k), t) for k, t in (("generator", str), ("config", dict), ("metadata", dict))):
+        raise ValueError(f"{path} must hold \"generator\" (a name), \"config\" and \"metadata\" (objects)")
     try:
         doc[IMPORTS_KEY] = check_module_names(doc.get(IMPORTS_KEY, []), f"{path}: {IMPORTS_KEY!r}")
     except (TypeError, ValueError) as e:
@@ -266,10 +244,8 @@ def load_generator(directory: PathLike, *, device: Union[str, torch.device, None
         raise ValueError(unknown_component_message([err], recorded, path))
     entry = GENERATORS.get(name)
     cls = entry.factory
-    if not (isinstance(cls, type) and issubclass(cls, GENERATORS.interface)):
-        raise ValueError(f"{path}: the token generator {name!r} is registered as a factory function "
-                         f"({getattr(cls, '__qualname__', cls)!r}), not a TokenGenerator class; only a class "
-                         "registered under its name can be loaded from a folder")
+    if not (isinstance(cls, type) and issubclass(cls, GENERATORS.interface)):  # only a class loads from a folder
+        raise ValueError(f"{path}: the token generator {name!r} is registered as a factory function, not a class")
     fields = {k: v for k, v in doc["config"].items() if k not in GENERATORS.wiring}
     try:
         spec = GENERATORS.spec_base.model_validate({"name": name, **fields})

@@ -58,8 +58,7 @@ def hub_client() -> Any:
     try:
         import huggingface_hub
     except ImportError:
-        raise ImportError(f"loading a model by name from the Hugging Face Hub needs the optional dependency: "
-                          f"{HUB_EXTRA_HINT}") from None
+        raise ImportError(f"a model by name from the Hugging Face Hub needs the optional {HUB_EXTRA_HINT}") from None
     return huggingface_hub
 
 
@@ -110,6 +109,15 @@ def _marker(real: Path, digest: str) -> Path:
     return cache_root() / VERIFIED_DIR / f"{name}.json"
 
 
+def _recorded(real: Path, digest: str, stamp: dict) -> bool:
+    """Whether a check of the file ``real`` against ``digest`` was recorded (:func:`_record`) when
+    it was as ``stamp`` (its :func:`_stamp` now) says."""
+    try:
+        return json.loads(_marker(real, digest).read_text()) == stamp
+    except (OSError, ValueError):
+        return False
+
+
 def _record(path: Path, digest: str, algorithm: str, stamp: Optional[dict] = None) -> None:
     """Record that ``path`` was checked against ``digest`` (module docstring): ``stamp``, its
     :func:`_stamp` taken before it was hashed, or (None) as it is now."""
@@ -144,16 +152,12 @@ def _check_file(path: Union[str, os.PathLike], digest: str, algorithm: str = "sh
     """
     real = Path(os.path.realpath(path))
     stamp = _stamp(real, digest, algorithm)  # before hashing: a change while hashing is seen next time
-    try:
-        if json.loads(_marker(real, digest).read_text()) == stamp:
-            return False
-    except (OSError, ValueError):
-        pass
+    if _recorded(real, digest, stamp):
+        return False
     actual = _file_digest(real, algorithm)
     if actual != digest:
-        label = "SHA-256" if algorithm == "sha256" else "git blob SHA-1"
-        raise ValueError(f"{what or real} is damaged: its {label} is {actual[:16]}... but it should be "
-                         f"{digest[:16]}...{'; ' + fix if fix else ''}")
+        raise ValueError(f"{what or real} is damaged: its {'SHA-256' if algorithm == 'sha256' else 'git blob SHA-1'} is "
+                         f"{actual[:16]}... but it should be {digest[:16]}...{'; ' + fix if fix else ''}")
     _record(real, digest, algorithm, stamp)
     return True
 
@@ -169,10 +173,8 @@ def _check_hub_file(path: Path, what: str) -> None:
     """Check a file of the Hub cache against the digest its blob is named by (none: unchecked)."""
     blob = Path(os.path.realpath(path))
     algorithm = _blob_algorithm(blob)
-    if algorithm is not None:
-        _check_file(blob, blob.name, algorithm, what=f"{what} ({blob})",
-                   fix=f"the Hub cache names the file by its digest (an interrupted or corrupted download, or a "
-                       f"change on disk); delete {blob} and load again online to download it anew")
+    if algorithm is not None:  # damaged by an interrupted download or a change on disk
+        _check_file(blob, blob.name, algorithm, what=f"{what} ({blob})", fix=f"delete {blob} and load again online")
 
 
 def released_folder(name: str, *, revision: Optional[str] = None, token: Union[str, bool, None] = None,
@@ -205,8 +207,8 @@ def released_folder(name: str, *, revision: Optional[str] = None, token: Union[s
                                        library_name="flowmo"))
     except (OSError, ValueError) as e:  # the client's not-found / offline / connection errors
         offline = " (HF_HUB_OFFLINE is set: only the cache is looked at)" if _offline(hub) else ""
-        raise FileNotFoundError(f"the released {name!r} ({filename} in the Hub repository {RELEASE_REPO}"
-                                f"{f', revision {revision}' if revision else ''}) is neither in the Hub cache nor "
+        at = f" at revision {revision}" if revision else ""
+        raise FileNotFoundError(f"{filename} in the Hub repository {RELEASE_REPO}{at} is neither in the Hub cache nor "
                                 f"downloadable{offline}: {type(e).__name__}: {first_line(e)}") from None
     blob = Path(os.path.realpath(pth))
     # the Hub cache names a blob by its etag: the SHA-256 of the content for LFS files (the
@@ -233,8 +235,7 @@ def released_folder(name: str, *, revision: Optional[str] = None, token: Union[s
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     except OSError as e:
-        raise OSError(f"flowmo's cache {str(cache_root())!r} ($FLOWMO_CACHE, else $XDG_CACHE_HOME/flowmo or "
-                      f"~/.cache/flowmo) cannot hold the converted model: {e}") from None
+        raise OSError(f"flowmo's cache {str(cache_root())!r} ($FLOWMO_CACHE) cannot hold the model: {e}") from None
     os.chmod(tmp, 0o755)  # mkdtemp makes it owner-only; a shared cache is read by others
     try:
         write_model_folder(tmp, spec, state, parameters=sum(v.numel() for v in state.values()))
@@ -321,8 +322,7 @@ def hub_folder(repo_id: str, *, revision: Optional[str] = None, subfolder: Optio
     folder = Path(root) / prefix if prefix else Path(root)
     missing = [f for f in ("config.json", "model.safetensors") if not (folder / f).is_file()]
     if missing:
-        raise FileNotFoundError(f"{where} holds no flowmo model folder: {', '.join(missing)} missing"
-                                f"{'' if subfolder else ' (is it in a subfolder? pass subfolder=)'}")
+        raise FileNotFoundError(f"{where} holds no model folder: {', '.join(missing)} missing (is it in a subfolder?)")
     for f in ("config.json", "model.safetensors"):  # what loading reads
         _check_hub_file(folder / f, f"the cached {prefix}{f} of {where}")
     return folder
@@ -367,7 +367,6 @@ def resolve_model_source(name_or_path: Union[str, os.PathLike], *, revision: Opt
         try:
             return hub_folder(name, revision=revision, subfolder=subfolder, token=token, cache_dir=cache_dir)
         except FileNotFoundError as e:
-            raise FileNotFoundError(f"{name!r} is not a local folder, and as a Hugging Face Hub repository id: "
-                                    f"{e}") from None
+            raise FileNotFoundError(f"{name!r} is not a local folder; as a Hugging Face Hub repository id: {e}") from None
     raise FileNotFoundError(f"{name!r} is neither a local model folder, a released model ({', '.join(RELEASED)}) nor "
                             "a Hugging Face Hub repository id ('user/repo')")

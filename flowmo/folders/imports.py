@@ -40,21 +40,16 @@ def check_module_names(names: Any, what: str = "imports") -> list[str]:
     A module is named as Python imports it (``my_pkg.vq``), not by its file: a name ending in
     ``.py`` or holding a path separator is refused with the module name to write instead
     (``mygrid.py`` -> ``mygrid``, ``my_pkg/vq.py`` -> ``my_pkg.vq``)."""
-    if isinstance(names, (str, bytes)) or not isinstance(names, (list, tuple)):
+    if not isinstance(names, (list, tuple)):
         raise TypeError(f"{what} must be a list of module names, got {type(names).__name__} {names!r}")
-    out: list[str] = []
     for n in names:
         if isinstance(n, str) and (n.endswith(".py") or "/" in n or "\\" in n):
-            module = n[:-3] if n.endswith(".py") else n
-            module = ".".join(part for part in re.split(r"[/\\]+", module) if part not in ("", "."))
-            raise ValueError(f"{what}: {n!r} is a file name; give the module name instead: {module} (drop the .py and "
-                             "write folders as dots; the folder holding it must be the current folder, installed "
-                             "or on PYTHONPATH)")
+            module = ".".join(part for part in re.split(r"[/\\]+", n.removesuffix(".py")) if part not in ("", "."))
+            raise ValueError(f"{what}: {n!r} is a file name; give the module name instead: {module} (drop the .py, "
+                             "write folders as dots)")
         if not isinstance(n, str) or not n or not all(part.isidentifier() for part in n.split(".")):
             raise ValueError(f"{what}: {n!r} is not a module name (dotted Python identifiers, e.g. my_pkg.vq)")
-        if n not in out:
-            out.append(n)
-    return out
+    return list(dict.fromkeys(names))
 
 
 def import_modules(names: Iterable[str], *, what: str = "--import") -> list[str]:
@@ -78,9 +73,7 @@ def import_modules(names: Iterable[str], *, what: str = "--import") -> list[str]
         ValueError: a module that cannot be found (naming it and where Python looked).
         ImportError: importing the module raised an error (chained to it).
     """
-    if isinstance(names, (str, bytes)):
-        raise TypeError(f"{what} must be a list of module names, got the string {names!r}")
-    if names is None or isinstance(names, Mapping):  # a dict would be iterated as its keys
+    if names is None or isinstance(names, (str, bytes, Mapping)):  # a dict would be iterated as its keys
         raise TypeError(f"{what} must be a list of module names, got {type(names).__name__} {names!r}")
     mods = check_module_names(list(names), what)
     if mods:
@@ -91,8 +84,7 @@ def import_modules(names: Iterable[str], *, what: str = "--import") -> list[str]
         except ModuleNotFoundError as e:
             parents = {name.rsplit(".", k)[0] for k in range(name.count(".") + 1)}
             if e.name in parents:
-                raise ValueError(f"{what} {name}: no module named {e.name!r} (install it, or put its folder on "
-                                 "PYTHONPATH or run from the folder that holds it)") from None
+                raise ValueError(f"{what} {name}: no module named {e.name!r}; install it or add it to PYTHONPATH") from None
             raise ImportError(f"{what} {name}: importing it failed: {e}") from e
         except RegistryError as e:
             raise ValueError(f"{what} {name}: a registration in it was refused: {e}") from e
@@ -141,19 +133,20 @@ def _component_specs(value: Any) -> Iterator[Any]:
             yield from _component_specs(v)
 
 
+def _registrations(spec: Any) -> Iterator[tuple[str, str, str]]:
+    """``(kind, name, module)`` of every non-built-in registered component named in ``spec``, in
+    order of appearance (``module`` ``"__main__"`` for one defined in a script or notebook)."""
+    for s in _component_specs(spec):
+        registry = type(s).registry
+        if registry is not None and s.name in registry and not registry.get(s.name).builtin:
+            yield registry.kind, s.name, registry.get(s.name).module
+
+
 def component_modules(spec: Any) -> list[str]:
     """The modules that registered the non-built-in components named in ``spec`` (a FlowMoSpec
     or any spec), in order of appearance, without repeats; ``"__main__"`` included when a
     component was defined in a script or notebook."""
-    out: list[str] = []
-    for s in _component_specs(spec):
-        registry = type(s).registry
-        if registry is None or s.name not in registry:
-            continue
-        entry = registry.get(s.name)
-        if not entry.builtin and entry.module not in out:
-            out.append(entry.module)
-    return out
+    return list(dict.fromkeys(module for _, _, module in _registrations(spec)))
 
 
 def check_recorded_modules(spec: Any, recorded: list[str], source: str) -> None:
@@ -172,39 +165,21 @@ def check_recorded_modules(spec: Any, recorded: list[str], source: str) -> None:
 
     Components defined in ``__main__`` (a script or notebook) are never recorded and not checked.
     """
-    import sys
-
     missing = [m for m in recorded if m not in sys.modules]
-    if missing:
-        s = "s" if len(missing) > 1 else ""
-        raise ValueError(
-            f"{source} records the module{s} {', '.join(missing)} (key {IMPORTS_KEY!r}), which registered its "
-            f"components when it was saved, and {'they are' if s else 'it is'} not imported: import "
-            f"{'them' if s else 'it'} first (Python: import {missing[0]}; flowmo commands: --import {missing[0]}). "
-            "Without it a component of the same name (a built-in one the module replaced) would be built instead; "
-            "flowmo does not import modules named in a file by itself")
-    seen: set[str] = set()
-    for c in _component_specs(spec):
-        registry = type(c).registry
-        if registry is None or c.name not in registry:
-            continue
-        entry = registry.get(c.name)
-        if entry.builtin or entry.module == "__main__":
-            continue
-        seen.add(entry.module)
-        if entry.module not in recorded:
-            was = (f"records its components as registered by {', '.join(recorded)} (key {IMPORTS_KEY!r})" if recorded
-                   else f"was saved with flowmo's built-in {registry.kind} {c.name!r} (it has no {IMPORTS_KEY!r} key)")
-            raise ValueError(
-                f"{source}: its {registry.kind} {c.name!r} is registered now by the module {entry.module}, but the "
-                f"file {was}: the name now means another component. Load it in a process that does not import "
-                f"{entry.module}, or register the original component again")
-    unused = [m for m in recorded if m not in seen]
-    if unused:
-        raise ValueError(
-            f"{source} records the module(s) {', '.join(unused)} (key {IMPORTS_KEY!r}) as registering its components, "
-            "but none of its components is registered by them now (another registration replaced them): the "
-            f"names now mean other components. Import {unused[0]} after the modules that replaced its components")
+    if missing:  # else the component of the same name (a built-in one the module replaced) would be built
+        raise ValueError(f"{source} records the module{'s' if len(missing) > 1 else ''} {', '.join(missing)} (in "
+                         f"'imports'), not imported: import it first (Python: import {missing[0]}; flowmo commands: "
+                         f"--import {missing[0]})")
+    now = [(kind, name, module) for kind, name, module in _registrations(spec) if module != "__main__"]
+    for kind, name, module in now:
+        if module not in recorded:  # the name now means another component
+            was = f"records {recorded}" if recorded else f"was saved with flowmo's built-in {kind} {name!r}"
+            raise ValueError(f"{source}: its {kind} {name!r} is registered now by the module {module}, but the "
+                             f"file {was}; load it where {module} is not imported")
+    unused = [m for m in recorded if m not in {module for _, _, module in now}]
+    if unused:  # another registration replaced them: the names now mean other components
+        raise ValueError(f"{source} records the module(s) {', '.join(unused)} (in 'imports'), but none of its "
+                         f"components is registered by them now; import {unused[0]} after the modules that replaced them")
 
 
 def unknown_components(error: BaseException) -> list[UnknownComponentError]:

@@ -45,8 +45,7 @@ def save_model_folder(model: "FlowMo", directory: Union[str, os.PathLike], *, ca
     from flowmo.folders.card import CARD_KEYS
 
     if card is not None and not isinstance(card, dict):
-        raise TypeError(f"card must be a dict of model card fields ({', '.join(CARD_KEYS)}) or None, "
-                        f"got {type(card).__name__}")
+        raise TypeError(f"card must be a dict of model card fields ({', '.join(CARD_KEYS)}) or None, got {card!r:.40}")
     unknown = sorted(set(card or {}) - set(CARD_KEYS))
     if unknown:
         raise ValueError(f"card has unknown field(s) {unknown}; the fields are {', '.join(CARD_KEYS)}")
@@ -83,8 +82,7 @@ def load_arguments(directory: Union[str, os.PathLike], device: Union[str, torch.
     from flowmo.devices import check_device
 
     if not isinstance(directory, (str, os.PathLike)):
-        raise TypeError(f"directory must be a model folder path (str or os.PathLike), got "
-                        f"{type(directory).__name__} {directory!r}")
+        raise TypeError(f"directory must be a model folder path (str or os.PathLike), got {directory!r:.60}")
     device = None if device is None else check_device(device, "device")
     if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
         raise TypeError(f"dtype must be a floating-point torch.dtype (e.g. torch.bfloat16) or None, got {dtype!r}")
@@ -97,36 +95,31 @@ def load_model_folder(cls: "type[FlowMo]", directory: Union[str, os.PathLike], d
     ``directory`` named (a path, a released name or a Hub repository, resolved by
     :func:`flowmo.folders.hub.model_source`); ``device``/``dtype`` checked by :func:`load_arguments`.
     :meth:`flowmo.FlowMo.from_pretrained` gives the errors."""
-    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     argument = "directory" if d == Path(directory).expanduser() else f"{str(directory)!r}: the folder"
-    if d.is_file():  # one of the folder's files (the message says to pass the folder), or another kind
-        raise wrong_kind(d, argument, TOKENIZER_FOLDER, "tokenizer")
-    if not d.is_dir():
-        raise FileNotFoundError(f"directory {str(d)!r} does not exist (expected {CONFIG_NAME} and {WEIGHTS_NAME})")
     kind = path_kind(d)
-    # another kind of folder: say which ("unknown": a damaged config, whose reading names the fields)
-    if kind not in ("tokenizer", "unknown", "folder", "empty"):
+    # one of the folder's files (the message says to pass the folder), or another kind of folder or file: say which
+    # ("unknown": a damaged config, whose reading names the fields)
+    if kind not in (None, "tokenizer", "unknown", "folder", "empty"):
         raise wrong_kind(d, argument, TOKENIZER_FOLDER, "tokenizer")
+    if kind is None:
+        raise FileNotFoundError(f"directory {str(d)!r} does not exist (expected {CONFIG_NAME} and {WEIGHTS_NAME})")
     cfg, weights = d / CONFIG_NAME, d / WEIGHTS_NAME
-    for f in (cfg, weights):
-        if not f.is_file():
-            raise FileNotFoundError(f"{str(f)!r} is missing; a FlowMo folder holds {CONFIG_NAME} and {WEIGHTS_NAME}"
-                                    + ("" if kind in ("tokenizer", "unknown") else f" ({str(d)!r} is {describe_path(d)})"))
+    missing = [str(f) for f in (cfg, weights) if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{missing[0]!r} is missing; a FlowMo folder holds {CONFIG_NAME} and {WEIGHTS_NAME}"
+                                + ("" if kind in ("tokenizer", "unknown") else f" ({str(d)!r} is {describe_path(d)})"))
     spec, raw = read_config(cfg)
     # save_pretrained writes every field; a missing one would silently take its default
     # (image_size, code_length, the sampler, ... are not visible in the weights)
     missing = [k for k in FlowMoSpec.model_fields if k not in raw and k not in OPTIONAL_FIELDS]
     if missing:
-        raise ValueError(f"{cfg} is missing the field(s) {', '.join(missing)} (save_pretrained writes every "
-                         "field of the spec; the file was edited or damaged)")
+        raise ValueError(f"{cfg} is missing the field(s) {', '.join(missing)}; it was edited or damaged")
     model = cls(spec)
     try:
         state = load_file(str(weights))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{weights} is not a readable safetensors file: {e}") from None
-    except Exception as e:  # safetensors raises plain exceptions for some malformed headers
+    except Exception as e:  # SafetensorError, OSError, and plain exceptions for some malformed headers
         raise ValueError(f"{weights} is not a readable safetensors file: {type(e).__name__}: {e}") from None
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     check_state_dict(expected, state, str(weights))

@@ -138,28 +138,19 @@ def load_release_state_dict(path: PathLike, *, weights: str = "ema") -> dict[str
         obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         detail = str(e).split("WeightsUnpickler error:")[-1].strip().splitlines()[0] if str(e) else ""
-        raise NotACheckpointError(
-            f"{p} was refused: it is not a checkpoint of plain tensors and containers (it was read with "
-            f"weights_only=True, so nothing in it ran; loader said: {detail})"
-        ) from None
+        raise NotACheckpointError(f"{p} was refused: it is not a checkpoint of plain tensors and containers (read with "
+                                  f"weights_only=True, nothing in it ran; {detail})") from None
     except Exception as e:  # truncated zip, random bytes, wrong format, ...
         raise NotACheckpointError(f"{p} is not a readable PyTorch checkpoint: {type(e).__name__}: {e}") from None
     if not isinstance(obj, Mapping):
         raise NotACheckpointError(f"{p} holds a {type(obj).__name__}, not a checkpoint dict")
     key = "model_ema_state_dict" if weights == "ema" else "model_state_dict"
-    if key in obj:
+    if isinstance(obj.get(key), Mapping):
         state = obj[key]
-    elif "model_ema_state_dict" in obj or "model_state_dict" in obj:
-        raise NotACheckpointError(f"{p} has no {key!r} (it has: {', '.join(map(str, obj))})")
     elif obj and all(isinstance(v, Tensor) for v in obj.values()):
         state = obj  # a bare state dict
-    else:
-        raise NotACheckpointError(
-            f"{p} is not a FlowMo checkpoint: expected 'model_ema_state_dict' / 'model_state_dict', "
-            f"found keys {', '.join(map(str, list(obj)[:8]))}"
-        )
-    if not isinstance(state, Mapping):
-        raise NotACheckpointError(f"{p}: {key!r} is a {type(state).__name__}, not a state dict")
+    else:  # a FlowMo checkpoint holds 'model_ema_state_dict' and 'model_state_dict'
+        raise NotACheckpointError(f"{p} has no {key!r} state dict: it has {', '.join(map(str, list(obj)[:8]))}")
     return map_release_state_dict(state)
 
 
@@ -214,10 +205,8 @@ def infer_release_spec(
         if w % 192:
             raise NotACheckpointError(f"{name} width {w} is not a multiple of 192 as in the release")
     g = codebook_size_for_entropy or _RELEASE_GROUP_BITS.get(channels)
-    if g is None:
-        raise ValueError(
-            f"codebook_size_for_entropy is needed for {channels} code channels (the release uses 9 for 18, 14 for 56)"
-        )
+    if g is None:  # the release uses 9 for 18 channels, 14 for 56
+        raise ValueError(f"codebook_size_for_entropy is needed for {channels} code channels (9 for 18, 14 for 56)")
     return release_spec(
         mup_width=dec_w // 192, enc_mup_width=enc_w // 192,
         enc_depth=_depth(state, "encoder"), dec_depth=_depth(state, "decoder"),

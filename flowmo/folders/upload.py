@@ -48,6 +48,5 @@ def push_to_hub(model: Any, repo_id: str, *, token: Union[str, bool, None] = Non
                                          "config.json", "model.safetensors", "README.md"],
                                      commit_message=commit_message or "Upload FlowMo model folder (flowmo)")
     except (OSError, ValueError) as e:
-        raise OSError(f"push_to_hub to the Hub repository {repo_id!r} failed: {type(e).__name__}: "
-                      f"{first_line(e)}") from None
+        raise OSError(f"push_to_hub to the Hub repository {repo_id!r} failed: {type(e).__name__}: {first_line(e)}") from None
     return str(getattr(info, "commit_url", info))
