@@ -49,7 +49,6 @@ from flowmo.metrics.generative_inputs import (
     CONVENTIONS,
     FEATURE_LAYERS,
     METRICS,
-    _check_int,
     _device,
     _image_handling,
     _measure,
@@ -58,6 +57,7 @@ from flowmo.metrics.generative_inputs import (
     _tqdm,
 )
 from flowmo.metrics.frechet import frechet_distance
+from flowmo.metrics.inputs import _check_int
 from flowmo.metrics.reference_stats import ReferenceStats, check_network, load_reference_stats
 
 __all__ = ["evaluate_generation", "measure_reference", "GenerationResult"]
@@ -96,10 +96,8 @@ class GenerationResult:
 
 # ---------------------------------------------------------------------------------------------- checks
 def _prepare(*, k, splits, batch_size, limit, image_size):
-    k = _check_int(k, "k", 1)
-    splits = _check_int(splits, "splits", 1)
-    batch_size = _check_int(batch_size, "batch_size", 1)
-    limit = _check_int(limit, "limit", 1, allow_none=True)
+    k, splits, batch_size = _check_int(k, "k"), _check_int(splits, "splits"), _check_int(batch_size, "batch_size")
+    limit = _check_int(limit, "limit", allow_none=True)
     if image_size is not None:
         from flowmo.data.image_sizes import check_size
 

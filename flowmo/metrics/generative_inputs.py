@@ -7,9 +7,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Union
+from typing import Callable, Iterator, Optional, Union
 
-import numpy as np
 import torch
 
 from flowmo.data.folder_kinds import kind_note
@@ -48,26 +47,17 @@ CONVENTIONS = {
 }
 
 
-def _check_int(value: Any, name: str, low: int, allow_none: bool = False) -> Optional[int]:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}{' or None' if allow_none else ''}, got {value!r}")
-    return int(value)
-
-
 def _check_tensor(x: torch.Tensor, name: str) -> torch.Tensor:
+    """``x`` if a float (N, 3, H, W) tensor of finite values in [-1, 1] (within 0.001); TypeError /
+    ValueError naming ``name`` otherwise."""
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a float tensor (N, 3, H, W) in [-1, 1], got dtype {x.dtype}")
-    if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] < 1 or x.shape[3] < 1:
-        raise ValueError(f"{name} must have shape (N, 3, H, W), got {tuple(x.shape)}")
-    if x.device.type == "meta":
-        raise ValueError(f"{name} is a meta tensor (it has no values)")
-    if x.numel() and not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} holds non-finite values (NaN or inf)")
-    if x.numel() and (float(x.min()) < -1.001 or float(x.max()) > 1.001):
-        raise ValueError(f"{name} must hold images in [-1, 1] (e.g. 2 * x - 1 of [0, 1] images), got values in "
-                         f"[{float(x.min()):.4g}, {float(x.max()):.4g}]")
+    if x.ndim != 4 or x.shape[1] != 3 or 0 in x.shape[2:] or x.is_meta:
+        raise ValueError(f"{name} must have shape (N, 3, H, W) and values, got {tuple(x.shape)} on {x.device}")
+    lo, hi = (float(x.min()), float(x.max())) if x.numel() else (0.0, 0.0)
+    if not (-1.001 <= lo and hi <= 1.001):  # NaN fails too
+        raise ValueError(f"{name} must hold finite images in [-1, 1] (e.g. 2 * x - 1 of [0, 1] images), got values "
+                         f"in [{lo:.4g}, {hi:.4g}]")
     return x
 
 
@@ -106,10 +96,9 @@ class _Source:
         from flowmo.data.listing import list_folder_images
 
         root = Path(images).expanduser()
-        if not root.exists():
-            raise FileNotFoundError(f"{name} folder {str(root)!r} does not exist")
         if not root.is_dir():
-            raise ValueError(f"{name} {str(root)!r} is not a folder")
+            raise (ValueError if root.exists() else FileNotFoundError)(f"{name} folder {str(root)!r} does not exist "
+                                                                       "or is not a folder")
         files, not_regular = list_folder_images(root)
         record = _generate_record_images(root)
         if record is not None:  # a `flowmo generate` folder: its images, not its grid
@@ -191,13 +180,10 @@ def _network(weights: Optional[PathLike], inception: Optional[torch.nn.Module]):
             raise ValueError("give weights or inception, not both")
         if not isinstance(inception, FIDInceptionV3):
             raise TypeError(f"inception must be a flowmo.nets.inception.FIDInceptionV3, got {type(inception).__name__}")
-        if inception.input_range != "-11" or inception.fc.out_features != 1008:
-            raise ValueError("inception must be built as the metrics use it, FIDInceptionV3(num_classes=1008, "
-                             "input_range='-11') (the generated and reference images are in [-1, 1]; the Inception "
-                             f"Score reads 1008 logits), got num_classes={inception.fc.out_features}, "
-                             f"input_range={inception.input_range!r}")
-        if any(p.device.type == "meta" for p in inception.parameters()):
-            raise ValueError("inception is on the meta device (it has no weights): load its weights first")
+        if (inception.input_range, inception.fc.out_features, inception.fc.weight.is_meta) != ("-11", 1008, False):
+            raise ValueError(f"inception must be FIDInceptionV3(num_classes=1008, input_range='-11') off the meta device, "
+                             f"got num_classes={inception.fc.out_features}, input_range={inception.input_range!r} on "
+                             f"{inception.fc.weight.device}")
         return inception, {"name": NETWORK_NAME, "source": "explicit module given by the caller",
                            "note": "weights unknown: comparable to published numbers only if the module holds the "
                                    "standard pretrained weights", "files": []}, None
