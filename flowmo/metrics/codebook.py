@@ -107,8 +107,7 @@ def count_tokens(codes: Optional[CodeCounts], tokens: Tensor, b: int, size: Opti
     if tokens.ndim not in (2, 3) or tokens.shape[0] != b:
         raise ValueError(f"tokens must have shape ({b}, T) or ({b}, T, G), got {tuple(tokens.shape)}")
     if size is None:
-        raise ValueError("codebook statistics need the codebook size: pass codebook= to update "
-                         "or codebook_size= to Evaluator")
+        raise ValueError("codebook statistics need the codebook size: pass codebook= to update or codebook_size= to Evaluator")
     size = int(size)
     t = tokens.shape[1]
     g = tokens.shape[2] if tokens.ndim == 3 else 1
@@ -118,8 +117,7 @@ def count_tokens(codes: Optional[CodeCounts], tokens: Tensor, b: int, size: Opti
     if codes is None:
         codes = CodeCounts(size, g, t)
     elif (codes.codebook_size, codes.groups, codes.tokens_per_image) != (size, g, t):
-        raise ValueError("tokens changed layout between batches: codebook size, groups and tokens per image "
-                         f"were ({codes.codebook_size}, {codes.groups}, "
-                         f"{codes.tokens_per_image}), now ({size}, {g}, {t})")
+        raise ValueError(f"tokens changed layout between batches: (codebook size, groups, tokens per image) was "
+                         f"{(codes.codebook_size, codes.groups, codes.tokens_per_image)}, now {(size, g, t)}")
     codes.update(idx)
     return codes

@@ -74,8 +74,7 @@ def _generate_record_images(root: Path) -> Optional[set]:
         doc = json.loads(path.read_text(encoding="utf-8"))
         return {str(entry["file"]) for entry in doc["images"]}
     except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{path} is damaged ({type(e).__name__}: {e}); it should list the generated images "
-                         "under 'images'") from None
+        raise ValueError(f"{path} is damaged ({type(e).__name__}: {e}); it should list the images under 'images'") from None
 
 
 class _Source:
@@ -91,21 +90,19 @@ class _Source:
             self.count = int(self.tensor.shape[0])
             return
         if not isinstance(images, (str, os.PathLike)):
-            raise TypeError(f"{name} must be an image folder (a path) or a float tensor (N, 3, H, W), "
-                            f"got {type(images).__name__}")
+            raise TypeError(f"{name} must be an image folder or a float tensor (N, 3, H, W), got {type(images).__name__}")
         from flowmo.data.listing import list_folder_images
 
         root = Path(images).expanduser()
         if not root.is_dir():
-            raise (ValueError if root.exists() else FileNotFoundError)(f"{name} folder {str(root)!r} does not exist "
-                                                                       "or is not a folder")
+            what, error = ("is not a folder", ValueError) if root.exists() else ("does not exist", FileNotFoundError)
+            raise error(f"{name} folder {str(root)!r} {what}")
         files, not_regular = list_folder_images(root)
         record = _generate_record_images(root)
         if record is not None:  # a `flowmo generate` folder: its images, not its grid
             files = [(rel, path) for rel, path in files if rel in record]
         if not files:
-            raise ValueError(f"{name}: no image files found under {str(root)!r} (searched recursively)"
-                             f"{kind_note(root)}")
+            raise ValueError(f"{name}: no image files found under {str(root)!r} (searched recursively){kind_note(root)}")
         self.tensor = None
         self.files = files[:limit]
         self.info = {"source": "folder" if record is None else "folder of flowmo generate (the images its "
@@ -188,8 +185,7 @@ def _network(weights: Optional[PathLike], inception: Optional[torch.nn.Module]):
                            "note": "weights unknown: comparable to published numbers only if the module holds the "
                                    "standard pretrained weights", "files": []}, None
     if weights is not None and not Path(weights).expanduser().exists():
-        raise FileNotFoundError(f"weights {str(weights)!r} does not exist (give the folder holding "
-                                "pt_inception-2015-12-05-6726825d.pth, or the file)")
+        raise FileNotFoundError(f"weights {str(weights)!r} does not exist (give pt_inception-2015-12-05-6726825d.pth or its folder)")
     found, missing = resolve_net_files("inception_fid", weights)
     if missing:
         report = unavailable(missing, how_to_get("inception_fid", missing, weights))
