@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 from .checks import _signature
 from .entry import RegistryError
-from .words import _describe
+from .words import _describe, _short
 
 if TYPE_CHECKING:
     from .core import Registry
@@ -28,8 +28,7 @@ def _derive_spec(registry: Registry, name: str, obj: Any) -> tuple[type, tuple[s
     try:
         hints = typing.get_type_hints(target, include_extras=True)
     except Exception as e:  # an annotation naming something undefined
-        raise RegistryError(f"{registry.kind} {name!r}: the annotations of {_describe(obj)} cannot be "
-                            f"resolved ({type(e).__name__}: {e})") from None
+        raise RegistryError(f"{registry.kind} {name!r}: the annotations of {_describe(obj)} cannot be resolved ({e})") from None
     where = f"{registry.kind} {name!r}: {_describe(obj)}"
     fields: dict[str, Any] = {}
     for p in sig.parameters.values():
@@ -38,19 +37,13 @@ def _derive_spec(registry: Registry, name: str, obj: Any) -> tuple[type, tuple[s
         if p.kind is inspect.Parameter.POSITIONAL_ONLY and p.default is not inspect.Parameter.empty:
             continue  # never passed by build (e.g. an interface's optional positional spec)
         if p.kind is not inspect.Parameter.KEYWORD_ONLY:
-            raise RegistryError(
-                f"{where}: argument {p.name!r} must be keyword-only (after `*`): a component's configuration "
-                "is its keyword-only arguments" + (f"; the model passes {', '.join(registry.wiring)}" if registry.wiring
-                                                   else "")
-                + " (or register an explicit spec class with spec=...)")
-        if p.name == "name":
-            raise RegistryError(f"{where}: argument 'name' is reserved (every spec's 'name' is the registered name)")
+            raise RegistryError(f"{where}: argument {p.name!r} must be keyword-only (after `*`): a component's "
+                                "configuration is its keyword-only arguments (or register a spec class with spec=...)")
         why = _reserved(registry, p.name)
         if why:
             raise RegistryError(f"{where}: argument {p.name!r} is reserved ({why}); rename it")
         if p.name not in hints:
-            raise RegistryError(f"{where}: argument {p.name!r} has no type annotation; annotate it "
-                                f"(e.g. `{p.name}: float = 0.1`) so that its spec can validate it")
+            raise RegistryError(f"{where}: argument {p.name!r} has no type annotation; annotate it (e.g. `{p.name}: float = 0.1`)")
         try:
             tp = _strict_type(hints[p.name])
         except _NotJSON as e:
@@ -67,8 +60,7 @@ def _derive_spec(registry: Registry, name: str, obj: Any) -> tuple[type, tuple[s
             name=(typing.Literal[name], name), **fields,
         )
     except Exception as e:  # a type pydantic cannot validate (e.g. torch.dtype)
-        raise RegistryError(f"{where}: its arguments cannot form a spec ({type(e).__name__}: {e}); specs are "
-                            "JSON data: use int, float, bool, str, tuples, lists, Literal, Optional, ...") from None
+        raise RegistryError(f"{where}: its arguments cannot form a spec ({e}); specs are JSON data: use {_JSON_TYPES}") from None
     for field, (tp, info) in fields.items():  # each default: valid, finite, and the same after JSON
         default = info.default
         if default is ...:
@@ -80,16 +72,16 @@ def _derive_spec(registry: Registry, name: str, obj: Any) -> tuple[type, tuple[s
             same = check.model_validate_json(value.model_dump_json()) == value
         except ValidationError as e:
             msgs = "; ".join(err["msg"].removeprefix("Value error, ") for err in e.errors())
-            raise RegistryError(f"{where}: the default value {_short(default)} of {field!r} is invalid for its "
-                                f"annotation: {msgs}") from None
+            raise RegistryError(f"{where}: the default value {_short(default)} of {field!r} is invalid for its annotation: {msgs}") from None
         if not same:
-            raise RegistryError(f"{where}: the default value {_short(default)} of {field!r} changes through JSON; "
-                                "use a value JSON keeps (numbers, strings, booleans, None, lists, dicts)")
+            raise RegistryError(f"{where}: the default value {_short(default)} of {field!r} changes through JSON; use a value JSON keeps")
     return spec_cls, tuple(fields)
 
 
 def _reserved(registry: Registry, arg: str) -> str:
     """Why a constructor argument cannot be a spec field (it would shadow something), or ''."""
+    if arg == "name":
+        return "every spec's 'name' is the registered name"
     if arg.startswith("_"):
         return "pydantic keeps names starting with '_' private, so no spec field can have one"
     if arg.startswith("model_"):
@@ -107,11 +99,6 @@ class _NotJSON(TypeError):
 
 _JSON_TYPES = ("int, float, bool, str, None, Literal[...], Optional[...] / Union[...], tuple[...], list[...] "
                "(stored as a tuple), dict[str, ...], Annotated[..., Field(...)] or a flowmo spec class")
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 
 def _show_type(tp: Any) -> str:
