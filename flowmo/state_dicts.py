@@ -24,15 +24,21 @@ def check_state_dict(expected: Mapping[str, Sequence[int]], got: Mapping[str, ob
 
     ``expected`` maps key -> shape; ``got`` maps key -> tensor (anything with ``.shape``).
     """
+    parts = _differences(expected, got)
+    if parts:
+        raise StateDictMismatchError(f"{source} does not fit the model: " + "; ".join(parts))
+
+
+def _differences(expected: Mapping[str, Sequence[int]], got: Mapping[str, object]) -> list[str]:
+    """How ``got`` (key -> tensor) differs from ``expected`` (key -> shape), in words: its missing
+    keys, its unexpected keys and its shape mismatches (each part present only if non-empty)."""
     missing = [k for k in expected if k not in got]
     unexpected = [k for k in got if k not in expected]
     shapes = [f"{k}: expected {tuple(expected[k])}, got {tuple(getattr(got[k], 'shape', ()))}"
               for k in expected if k in got and tuple(getattr(got[k], "shape", ())) != tuple(expected[k])]
-    parts = [f"{len(keys)} {what}: {text}" for what, keys, text in (
+    return [f"{len(keys)} {what}: {text}" for what, keys, text in (
         ("missing key(s)", missing, _fmt(missing)), ("unexpected key(s)", unexpected, _fmt(unexpected)),
         ("shape mismatch(es)", shapes, "; ".join(shapes[:8]))) if keys]
-    if parts:
-        raise StateDictMismatchError(f"{source} does not fit the model: " + "; ".join(parts))
 
 
 def check_finite(state: Mapping[str, object], source: str) -> None:

@@ -16,7 +16,7 @@ from flowmo.nets.frozen import evaluating
 from flowmo.objectives import LossOutput
 from flowmo.registry import GENERATORS
 
-from ._checks import check_generator, check_index_tensor, check_int, set_transformer_options
+from ._checks import check_index_tensor, check_int, set_transformer_options
 from .base import GenerationOutput, TokenGenerator
 from .sampling import _check_no_overflow, _draw, _guided, _top_k
 from .transformer import GeneratorBlock, SequenceRope
@@ -99,12 +99,8 @@ class AutoregressiveGenerator(TokenGenerator):
             LossOutput: total = terms["next_token_ce"], the mean over the B * L tokens of
             -log softmax(logits)[token] (nats per token).
         """
-        tokens = self.check_tokens(tokens)
+        tokens, labels = self.training_inputs(tokens, labels, generator)
         b = tokens.shape[0]
-        check_generator(generator, tokens.device)
-        if b == 0:
-            raise ValueError("tokens must hold at least one sample (B >= 1), got B = 0")
-        labels = self.training_labels(labels, b)
         if self.num_classes and self.label_dropout > 0:  # drawn in either mode: the later draws match
             drop = torch.rand(b, generator=generator, device=tokens.device) < self.label_dropout
             if self.training:  # dropout, as nn.Dropout: training mode only

@@ -214,6 +214,19 @@ class TokenGenerator(nn.Module, ABC):
             return torch.full((batch,), self.null_class, dtype=torch.long, device=self.device)
         return labels
 
+    def training_inputs(self, tokens: Any, labels: Any, generator: Any) -> tuple[Tensor, Tensor]:
+        """Check ``loss``'s common arguments: ``(tokens, labels)``, tokens int64 (B, seq_len) with
+        B >= 1 and labels as :meth:`training_labels` gives them.
+
+        Raises:
+            TypeError / ValueError: naming the argument (also a generator on another device type).
+        """
+        tokens = self.check_tokens(tokens)
+        check_generator(generator, tokens.device)
+        if tokens.shape[0] == 0:
+            raise ValueError("tokens must hold at least one sample (B >= 1), got B = 0")
+        return tokens, self.training_labels(labels, tokens.shape[0])
+
     def sampling_inputs(self, labels: Any, batch_size: Any, temperature: Any, cfg_scale: Any, top_k: Any,
                         generator: Any) -> tuple[Tensor, bool, float, float, Optional[int]]:
         """Check ``generate``'s common arguments.

@@ -27,7 +27,7 @@ from flowmo.nets.frozen import evaluating
 from flowmo.objectives import LossOutput
 from flowmo.registry import GENERATORS
 
-from ._checks import check_generator, check_index_tensor, check_int, check_real, set_transformer_options
+from ._checks import check_index_tensor, check_int, check_real, set_transformer_options
 from .base import GenerationOutput, TokenGenerator
 from .sampling import _check_no_overflow, _draw, _guided, _top_k, gumbel_noise
 from .schedule import _decoding_schedule, _random_mask, _sample_mask_counts
@@ -140,12 +140,8 @@ class MaskGiT(TokenGenerator):
             LossOutput: total = terms["masked_ce"] = the mean, over all masked positions of the
             batch, of -log softmax(logits)[token] (nats per masked token; MaskGIT's weighting).
         """
-        tokens = self.check_tokens(tokens)
+        tokens, labels = self.training_inputs(tokens, labels, generator)
         b, length = tokens.shape
-        check_generator(generator, tokens.device)
-        if b == 0:
-            raise ValueError("tokens must hold at least one sample (B >= 1), got B = 0")
-        labels = self.training_labels(labels, b)
         if self.num_classes and self.label_dropout > 0:  # drawn in either mode: the later draws match
             drop = torch.rand(b, generator=generator, device=tokens.device) < self.label_dropout
             if self.training:  # dropout, as nn.Dropout: training mode only

@@ -117,7 +117,7 @@ def count_tokens(codes: Optional[CodeCounts], tokens: Tensor, b: int, size: Opti
     if codes is None:
         codes = CodeCounts(size, g, t)
     elif (codes.codebook_size, codes.groups, codes.tokens_per_image) != (size, g, t):
-        raise ValueError(f"tokens changed layout between batches: (codebook size, groups, tokens per image) was "
-                         f"{(codes.codebook_size, codes.groups, codes.tokens_per_image)}, now {(size, g, t)}")
+        was = (codes.codebook_size, codes.groups, codes.tokens_per_image)
+        raise ValueError(f"tokens changed layout (codebook size, groups, tokens per image) from {was} to {(size, g, t)}")
     codes.update(idx)
     return codes

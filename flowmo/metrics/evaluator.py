@@ -166,8 +166,7 @@ class Evaluator:
         if rank_by is None:
             rank_by = next((m for m in ("lpips_vgg", "lpips_alex") if m in self.nets), "psnr")
         elif rank_by not in ("psnr", "ssim") and rank_by not in self.nets:
-            raise ValueError(f"rank_by must be 'psnr', 'ssim' or an available LPIPS metric "
-                             f"({sorted(k for k in self.nets if k.startswith('lpips'))}), got {rank_by!r}")
+            raise ValueError(f"rank_by must be 'psnr', 'ssim' or one of the LPIPS metrics {sorted(self.nets)}, got {rank_by!r}")
         self.rank_by = rank_by
         self.reset()
 
@@ -206,8 +205,7 @@ class Evaluator:
         originals, reconstructions = _check_pair(originals, reconstructions)
         b, win = originals.shape[0], _ssim_min_size(self.protocol)
         if originals.shape[1] != 3 or b and min(originals.shape[-2:]) < win:
-            raise ValueError(f"originals must have shape (B, 3, H, W) with H, W >= {win} (the {self.protocol} "
-                             f"protocol's SSIM window), got {tuple(originals.shape)}")
+            raise ValueError(f"originals must have shape (B, 3, H, W), H, W >= {win}, got {tuple(originals.shape)}")
         if b == 0:
             return
         world, rank = self._world()

@@ -67,8 +67,7 @@ def feature_statistics(features: ArrayLike) -> Tuple[np.ndarray, np.ndarray]:
     if not (np.all(np.isfinite(mu)) and np.all(np.isfinite(sigma))):
         mu, sigma = _scaled_mean_cov(feats)  # an intermediate overflowed: redo without it
         if not (np.all(np.isfinite(mu)) and np.all(np.isfinite(sigma))):
-            raise ValueError(f"features are too large (max |x| {float(np.max(np.abs(feats))):.3g}): their "
-                             "covariance overflows float64; rescale them")
+            raise ValueError(f"features too large (max |x| {float(np.max(np.abs(feats))):.3g}): covariance overflows float64")
     return mu, sigma
 
 
@@ -125,8 +124,7 @@ class FeatureStats:
             outer = centred.T @ centred
             s2 = self.sum_outer + outer if self.sum_outer is not None else outer
         if not (np.all(np.isfinite(shift)) and np.all(np.isfinite(s1)) and np.all(np.isfinite(s2))):
-            raise ValueError(f"features are too large (max |x| {float(np.max(np.abs(feats))):.3g}): their sums of "
-                             "outer products overflow float64; rescale them")
+            raise ValueError(f"features too large (max |x| {float(np.max(np.abs(feats))):.3g}): sums overflow float64")
         if self.shift is None:
             self._init(feats.shape[1], shift)
         self.count += feats.shape[0]
@@ -143,8 +141,7 @@ class FeatureStats:
     def merge(self, other: "FeatureStats") -> "FeatureStats":
         """Fold ``other``'s rows into this accumulator (in place). Returns ``self``."""
         if not isinstance(other, FeatureStats) or None not in (other.dim, self.dim) and other.dim != self.dim:
-            raise ValueError(f"other must be a FeatureStats of dimension {self.dim}, got {type(other).__name__} "
-                             f"of dimension {getattr(other, 'dim', None)}")
+            raise ValueError(f"other must be a FeatureStats of dimension {self.dim}, got {getattr(other, 'dim', other)}")
         if other.count == 0:
             if self.dim is None:
                 self.dim = other.dim
@@ -187,8 +184,7 @@ class FeatureStats:
         of shape (dim, dim), all finite. Raises ``ValueError`` naming the key otherwise.
         """
         if not isinstance(state, dict) or "count" not in state:
-            raise ValueError(f"state must be a FeatureStats.state_dict() (keys count, dim, shift, sum, sum_outer), "
-                             f"got {type(state).__name__}")
+            raise ValueError(f"state must be a FeatureStats.state_dict() with a 'count', got {type(state).__name__}")
         count = state["count"]
         if isinstance(count, torch.Tensor) and count.numel() == 1 and not count.is_floating_point():
             count = count.item()

@@ -34,15 +34,20 @@ def _check_gaussian(mu, sigma, idx: int) -> Tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"{sigma_name} has shape {sigma.shape}, expected the covariance {(mu.shape[0],) * 2} of {mu_name}")
     _check_finite(mu, mu_name)
     _check_finite(sigma, sigma_name)
-    scale = float(np.max(np.abs(sigma)))
-    if scale > 0.0:
-        # compared in units of a power of two near the largest entry: S - S^T cannot overflow
-        e = int(np.frexp(scale)[1])
-        rel = float(np.max(np.abs(np.ldexp(sigma, -e) - np.ldexp(sigma.T, -e)))) / float(np.ldexp(scale, -e))
-        if rel > _SYM_RTOL:
-            raise ValueError(f"{sigma_name} is not symmetric (max |S - S^T| is {rel:.3g} of its largest entry): "
-                             "not a covariance matrix")
+    rel = _asymmetry(sigma)
+    if rel > _SYM_RTOL:
+        raise ValueError(f"{sigma_name} is not symmetric (max |S - S^T| is {rel:.3g} of max |S|): not a covariance")
     return mu, _symmetrise(sigma)
+
+
+def _asymmetry(sigma: np.ndarray) -> float:
+    """max |S - S^T| / max |S| of a finite square matrix (0 for the zero matrix), computed in units
+    of a power of two near the largest entry, so that S - S^T cannot overflow."""
+    scale = float(np.max(np.abs(sigma)))
+    if scale == 0.0:
+        return 0.0
+    e = int(np.frexp(scale)[1])
+    return float(np.max(np.abs(np.ldexp(sigma, -e) - np.ldexp(sigma.T, -e)))) / float(np.ldexp(scale, -e))
 
 
 def _psd_factor(sigma: np.ndarray, name: str) -> Tuple[np.ndarray, float]:
@@ -66,8 +71,7 @@ def _psd_factor(sigma: np.ndarray, name: str) -> Tuple[np.ndarray, float]:
     if scale == 0.0:
         return np.zeros((d, 0)), 0.0
     if w[0] < -_PSD_RTOL * scale:
-        raise ValueError(f"{name} is not positive semi-definite (eigenvalues {w[0]:.6g} .. {w[-1]:.6g}): not a "
-                         "covariance matrix")
+        raise ValueError(f"{name} is not positive semi-definite (eigenvalues {w[0]:.6g} .. {w[-1]:.6g})")
     keep = w > d * np.finfo(np.float64).eps * scale
     wk = w[keep]
     return v[:, keep] * np.sqrt(wk), float(math.fsum(wk.tolist()))
@@ -152,6 +156,5 @@ def frechet_distance(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: 
         cov_part = max(tr1 + tr2 - 2.0 * cross, 0.0)
         value = mean_term + float(np.ldexp(cov_part, e))
     if not math.isfinite(value):
-        raise ValueError("the Frechet distance overflows float64 or is NaN (inputs too large or too small); rescale "
-                         "the features")
+        raise ValueError("the Frechet distance overflows float64 or is NaN: rescale the features")
     return max(value, 0.0)

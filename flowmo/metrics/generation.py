@@ -181,8 +181,7 @@ def inception_score(probabilities: ArrayLike, *, splits: int = 1, shuffle_seed: 
     sums = p.sum(axis=1)
     worst = sums[np.argmax(np.abs(sums - 1.0))]
     if abs(worst - 1.0) > atol:
-        raise ValueError(f"each row of probabilities must sum to 1 (within atol={atol}), one sums to {worst:.6g}: pass "
-                         "softmax outputs, or logits to inception_score_from_logits")
+        raise ValueError(f"each row of probabilities must sum to 1 (atol {atol}), one sums to {worst:.6g}: give softmax")
     splits, shuffle_seed = _groups(splits, shuffle_seed, p.shape[0])
     p = p / sums[:, None]
     with np.errstate(divide="ignore"):
@@ -296,8 +295,7 @@ def precision_recall(real_features: ArrayLike, generated_features: ArrayLike, *,
     real = _rows(real_features, "real_features", k + 1)
     gen = _rows(generated_features, "generated_features", k + 1)
     if real.shape[1] != gen.shape[1]:
-        raise ValueError(f"generated_features has dimension {gen.shape[1]} but real_features {real.shape[1]}: "
-                         "features of different networks or layers?")
+        raise ValueError(f"generated_features has dimension {gen.shape[1]} but real_features {real.shape[1]}")
     if device is None:
         device = real_features.device if isinstance(real_features, torch.Tensor) else torch.device("cpu")
     shift = real[0]  # a point inside the cloud; exact for integer-valued features (unlike the mean)
@@ -325,14 +323,10 @@ def frechet_distance_of_features(features_a: ArrayLike, features_b: ArrayLike) -
     of Dowson & Landau 1982 / Heusel et al. 2017). On pool features this is gFID; on
     :attr:`InceptionFeatures.spatial` it is sFID (Nash et al. 2021). For streaming many
     batches use :class:`flowmo.metrics.FeatureStats` and ``frechet_distance`` directly.
-    Each set needs >= 2 rows; raises ``ValueError`` (from those functions) naming the
-    argument otherwise, or for mismatched dimensions.
+    Each set needs >= 2 rows; raises ``ValueError`` (from those functions) otherwise, or for
+    mismatched dimensions.
     """
-    mu_a, sigma_a = feature_statistics(features_a)
-    mu_b, sigma_b = feature_statistics(features_b)
-    if mu_a.shape != mu_b.shape:
-        raise ValueError(f"features_b has dimension {mu_b.shape[0]} but features_a has {mu_a.shape[0]}")
-    return frechet_distance(mu_a, sigma_a, mu_b, sigma_b)
+    return frechet_distance(*feature_statistics(features_a), *feature_statistics(features_b))
 
 
 def inception_features(net: FIDInceptionV3, images: torch.Tensor) -> InceptionFeatures:

@@ -56,8 +56,7 @@ def _check_tensor(x: torch.Tensor, name: str) -> torch.Tensor:
         raise ValueError(f"{name} must have shape (N, 3, H, W) and values, got {tuple(x.shape)} on {x.device}")
     lo, hi = (float(x.min()), float(x.max())) if x.numel() else (0.0, 0.0)
     if not (-1.001 <= lo and hi <= 1.001):  # NaN fails too
-        raise ValueError(f"{name} must hold finite images in [-1, 1] (e.g. 2 * x - 1 of [0, 1] images), got values "
-                         f"in [{lo:.4g}, {hi:.4g}]")
+        raise ValueError(f"{name} must hold images in [-1, 1] (2 * x - 1 of [0, 1] ones), got [{lo:.4g}, {hi:.4g}]")
     return x
 
 
@@ -178,9 +177,8 @@ def _network(weights: Optional[PathLike], inception: Optional[torch.nn.Module]):
         if not isinstance(inception, FIDInceptionV3):
             raise TypeError(f"inception must be a flowmo.nets.inception.FIDInceptionV3, got {type(inception).__name__}")
         if (inception.input_range, inception.fc.out_features, inception.fc.weight.is_meta) != ("-11", 1008, False):
-            raise ValueError(f"inception must be FIDInceptionV3(num_classes=1008, input_range='-11') off the meta device, "
-                             f"got num_classes={inception.fc.out_features}, input_range={inception.input_range!r} on "
-                             f"{inception.fc.weight.device}")
+            got = f"num_classes={inception.fc.out_features}, input_range={inception.input_range!r} on {inception.fc.weight.device}"
+            raise ValueError(f"inception must be FIDInceptionV3(num_classes=1008, input_range='-11') off the meta device, got {got}")
         return inception, {"name": NETWORK_NAME, "source": "explicit module given by the caller",
                            "note": "weights unknown: comparable to published numbers only if the module holds the "
                                    "standard pretrained weights", "files": []}, None

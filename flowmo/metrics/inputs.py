@@ -55,18 +55,15 @@ def _check_pair(originals, reconstructions) -> Tuple[torch.Tensor, torch.Tensor]
     o = _check_images(originals, "originals")
     r = _check_images(reconstructions, "reconstructions")
     if (o.shape, o.device) != (r.shape, r.device):
-        raise ValueError(f"reconstructions must have the shape and device of originals: got {tuple(r.shape)} on "
-                         f"{r.device}, originals {tuple(o.shape)} on {o.device}")
+        raise ValueError(f"reconstructions must have the shape and device of originals, got {tuple(r.shape)} on {r.device}")
     if o.numel() == 0:
         return o, r
     (olo, ohi), (rlo, rhi) = ((float(x.min()), float(x.max())) for x in (o, r))
     if olo < -1.0 - ORIGINALS_TOL or ohi > 1.0 + ORIGINALS_TOL:
         hint = f"; {_U8_HINT}" if _looks_like_u8(olo, ohi) else ""
-        raise ValueError(f"originals must be images in [-1, 1] (within {ORIGINALS_TOL:g}): got values in "
-                         f"[{olo:.6g}, {ohi:.6g}]{hint}")
+        raise ValueError(f"originals must be images in [-1, 1] (within {ORIGINALS_TOL:g}), got [{olo:.6g}, {ohi:.6g}]{hint}")
     if _looks_like_u8(rlo, rhi):
-        raise ValueError(f"reconstructions must be images in [-1, 1] (values outside are clamped to it): got values "
-                         f"in [{rlo:.6g}, {rhi:.6g}]; {_U8_HINT}")
+        raise ValueError(f"reconstructions must be images in [-1, 1], got values in [{rlo:.6g}, {rhi:.6g}]; {_U8_HINT}")
     return o, r
 
 

@@ -222,8 +222,7 @@ def ssim(originals: torch.Tensor, reconstructions: torch.Tensor, protocol: str =
     win = _ssim_min_size(protocol)
     _, _, h, w = originals.shape
     if h < win or w < win:
-        raise ValueError(f"originals/reconstructions must be at least {win}x{win} pixels for SSIM ({protocol} "
-                         f"protocol), got {h}x{w}")
+        raise ValueError(f"originals/reconstructions must be at least {win}x{win} pixels for SSIM, got {h}x{w}")
     x, y = _quantised_pair(originals, reconstructions, protocol)
     return _ssim_quantised(x, y, protocol)
 

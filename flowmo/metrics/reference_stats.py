@@ -119,8 +119,7 @@ def load_reference_stats(path: PathLike) -> ReferenceStats:
         with safe_open(str(p), framework="pt") as f:
             meta = f.metadata() or {}
             if (meta.get("format"), meta.get("version")) != (FORMAT, VERSION):
-                raise ValueError(f"{name} is not a flowmo reference statistics file of version {VERSION} (its metadata "
-                                 f"has format {meta.get('format')!r}, version {meta.get('version')!r})")
+                raise ValueError(f"{name} is not a flowmo reference statistics file of version {VERSION} ({meta.get('format')!r})")
             missing = [k for k in _SHAPES if k not in set(f.keys())]
             if missing:
                 raise ValueError(f"{name} lacks the tensors {', '.join(missing)}")
@@ -154,8 +153,7 @@ def check_network(stats: ReferenceStats, network: dict, where: str = "reference"
     sha_then = [f.get("sha256") for f in theirs.get("files", []) if isinstance(f, dict)]
     sha_now = [f.get("sha256") for f in network.get("files", []) if isinstance(f, dict)]
     if sha_then and sha_now and sha_then != sha_now:
-        raise ValueError(f"{where} statistics were measured with Inception weights of SHA-256 {sha_then[0]}, not these "
-                         f"({sha_now[0]}): measure the reference set again with these weights")
+        raise ValueError(f"{where} statistics were measured with other Inception weights (SHA-256 {sha_then[0]}); remeasure")
     if sha_then and sha_now:
         return "verified: the same weight file (SHA-256) measured the reference and the generated images"
     return ("not verified: the network of the reference statistics or of this run is an explicit module, whose "

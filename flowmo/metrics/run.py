@@ -37,8 +37,7 @@ def _batches(data: Any, batch_size: int) -> Iterable[tuple[Tensor, Optional[Any]
         elif isinstance(item, (tuple, list)) and len(item) >= 1:
             yield item[0], (item[1] if len(item) > 1 else None)
         else:
-            raise TypeError("data must yield image tensors, (images, ids) pairs or dicts with 'images' "
-                            f"(and 'ids'), got {type(item).__name__}")
+            raise TypeError(f"data must yield image tensors, (images, ids) pairs or dicts, got {type(item).__name__}")
 
 
 def _sync(device: torch.device) -> None:
