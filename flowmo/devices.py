@@ -69,8 +69,7 @@ class DistContext:
         def read(var: str, default: Optional[str]) -> int:
             raw = os.environ.get(var, default)
             if raw is None:
-                raise ValueError(f"environment variable {var} expected, but not set (WORLD_SIZE > 1: start the processes "
-                                 "with torchrun, or unset WORLD_SIZE)")
+                raise ValueError(f"environment variable {var} expected, but not set (WORLD_SIZE > 1: launch with torchrun)")
             value = int(raw) if raw.strip().isdigit() else -1
             if value < 0:
                 raise ValueError(f"environment variable {var} must be a non-negative integer, got {raw!r}")

@@ -54,8 +54,7 @@ def check_generator(generator: Any, device: torch.device, name: str = "generator
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"{name} must be a torch.Generator or None, got {type(generator).__name__}")
     if generator is not None and generator.device.type != device.type:
-        raise ValueError(f"{name} is a {generator.device.type} generator but the weights are on {device}: make it "
-                         f"with torch.Generator(device={str(device)!r})")
+        raise ValueError(f"{name} is a {generator.device.type} generator but the weights are on {device}: make it there")
     return generator
 
 

@@ -245,8 +245,7 @@ class TokenGenerator(nn.Module, ABC):
         temperature = check_real(temperature, "temperature", low=0.0)
         cfg_scale = check_real(cfg_scale, "cfg_scale", low=0.0)
         if cfg_scale != 1.0 and not conditional:
-            raise ValueError(f"cfg_scale must be 1 without labels (guidance contrasts a class with the null class), "
-                             f"got {cfg_scale}")
+            raise ValueError(f"cfg_scale must be 1 without labels (it contrasts a class with the null class), got {cfg_scale}")
         top_k = None if top_k is None else check_int(top_k, "top_k", maximum=self.vocab_size)
         check_generator(generator, self.device)
         return labels, cfg_scale != 1.0, temperature, cfg_scale, top_k

@@ -128,8 +128,7 @@ def check_tokenizer(generator: TokenGenerator, tokenizer: Any, layout: Optional[
     """
     layout = recorded_layout(generator.metadata) if layout is None else layout
     if not isinstance(layout, TokenLayout):
-        raise ValueError(f"layout must be a TokenLayout (e.g. flowmo.data.token_layout.layout_for(tokenizer)) where the "
-                         f"generator records no token layout (metadata \"layout\"), got {type(layout).__name__}")
+        raise ValueError(f"layout must be a TokenLayout: the generator records no token layout, got {type(layout).__name__}")
     if (layout.seq_len, layout.vocab_size) != (generator.seq_len, generator.vocab_size):
         raise ValueError(f"the token layout gives sequences of {layout.seq_len} tokens in [0, {layout.vocab_size}) but the "
                          f"generator models {generator.seq_len} tokens in [0, {generator.vocab_size})")

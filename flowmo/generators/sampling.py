@@ -126,8 +126,7 @@ def sample_logits(logits: Tensor, temperature: float, *, generator: Optional[tor
     """
     tokens, overflow = _draw(_check_logits(logits), check_real(temperature, "temperature", low=0.0), generator)
     if bool(overflow):
-        raise ValueError(f"temperature {temperature:g} is too small: logits / temperature overflows float32; use 0 for "
-                         "the argmax, or a temperature >= 1e-3")
+        raise ValueError(f"temperature {temperature:g} is too small (logits / temperature overflow float32); use 0 for argmax")
     return tokens
 
 
@@ -135,5 +134,4 @@ def _check_no_overflow(overflow: Tensor, cfg_scale: float, temperature: float) -
     """After a decoding loop: ValueError if any step's guided or temperature-scaled logits
     overflowed (the kernels' flags, or-ed on the device: one host sync per ``generate``)."""
     if bool(overflow):
-        raise ValueError(f"cfg_scale {cfg_scale:g} or temperature {temperature:g} made the logits overflow float32: "
-                         "use a moderate guidance scale, or temperature 0 for the argmax")
+        raise ValueError(f"cfg_scale {cfg_scale:g} or temperature {temperature:g} made the logits overflow float32")

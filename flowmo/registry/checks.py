@@ -20,7 +20,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,%d}" % (MAX_NAME_LENGTH - 1))
 def _check_name(kind: str, name: Any) -> None:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise RegistryError(f"{kind} registry: name must be a non-empty string of letters, digits, '_' and '-' (at most "
-                            f"{MAX_NAME_LENGTH} characters: it is written in configs and on the command line), got {_short(name, 40)}")
+                            f"{MAX_NAME_LENGTH}), got {_short(name, 40)}")
 
 
 def _check_spec(registry: Registry, name: str, spec: Any) -> None:
@@ -29,12 +29,10 @@ def _check_spec(registry: Registry, name: str, spec: Any) -> None:
         # a kind declared with "package.module:Class" names its spec base where users import it
         declared = registry._spec_base
         path = declared.replace(":", ".") if isinstance(declared, str) else f"{base.__module__}.{base.__name__}"
-        raise RegistryError(f"{registry.kind} {name!r}: spec {getattr(spec, '__name__', repr(spec))} must be a subclass "
-                            f"of {path} (the spec base of every {registry.kind})")
+        raise RegistryError(f"{registry.kind} {name!r}: spec {getattr(spec, '__name__', spec)} must be a subclass of {path}")
     default = spec.model_fields["name"].default if "name" in spec.model_fields else None
     if default != name:
-        raise RegistryError(f"{registry.kind} {name!r}: spec {spec.__name__}.name defaults to {default!r}; it must "
-                            f"default to {name!r} (name: Literal[{name!r}] = {name!r})")
+        raise RegistryError(f"{registry.kind} {name!r}: {spec.__name__}.name defaults to {default!r}; it must default to {name!r}")
 
 
 def _check_takes_spec(registry: Registry, name: str, obj: Any, spec: type) -> None:

@@ -136,8 +136,8 @@ class Registry(Generic[T]):
             if old.factory is obj and (spec is None and old.derived or spec is old.spec):
                 return  # the same registration again: harmless
             if old.factory is not obj and not _same_definition(old.factory, obj):
-                raise RegistryError(f"{self.kind} {name!r} is already registered (by {_describe(old.factory)}); pick "
-                                    f"another name, or pass replace=True to replace it with {_describe(obj)}")
+                raise RegistryError(f"{self.kind} {name!r} is already registered (by {_describe(old.factory)}); pick another "
+                                    "name, or pass replace=True")
             # the same definition again (a re-run cell, a reloaded module): its spec must be the
             # same kind of spec (derived again, or an explicit spec class defined again)
             if not (spec is None and old.derived or spec is not None and not old.derived
@@ -147,8 +147,7 @@ class Registry(Generic[T]):
                                     f"registering it with {now} is a different registration: pass replace=True to replace it")
         iface = self.interface
         if iface is not None and isinstance(obj, type) and not issubclass(obj, iface):
-            raise RegistryError(f"{self.kind} {name!r}: {obj.__qualname__} must derive from {_qualified(iface)} (the "
-                                f"interface of every {self.kind})")
+            raise RegistryError(f"{self.kind} {name!r}: {obj.__qualname__} must derive from {_qualified(iface)}")
         _check_wiring_accepted(self, name, obj)
         module = str(getattr(obj, "__module__", None) or "")
         if spec is None:
@@ -202,8 +201,8 @@ class Registry(Generic[T]):
         if isinstance(spec, (str, dict)):
             spec = base.model_validate(spec)
         elif not isinstance(spec, base):
-            raise TypeError(f"{self.kind} spec must be {with_article(base.__name__)}, a dict with a 'name' or a "
-                            f"registered name, got {type(spec).__name__}")
+            raise TypeError(f"{self.kind} spec must be {with_article(base.__name__)}, a dict or a registered name, got "
+                            f"{type(spec).__name__}")
         got, want = set(wiring), set(self.wiring)
         if got != want:
             diff = "; ".join(f"{w} {', '.join(sorted(n))}" for w, n in (("missing", want - got), ("unexpected", got - want)) if n)
@@ -213,8 +212,7 @@ class Registry(Generic[T]):
             v = wiring[w]
             if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
                 error = TypeError if isinstance(v, bool) or not isinstance(v, numbers.Integral) else ValueError
-                raise error(f"{self.kind} {spec.name!r}: wiring argument {w} must be a positive int (a size), got "
-                            f"{type(v).__name__} {v!r}")
+                raise error(f"{self.kind} {spec.name!r}: wiring argument {w} must be a positive int (a size), got {v!r}")
             wiring[w] = int(v)
         entry = self.get(spec.name)
         if not isinstance(spec, entry.spec):  # e.g. a spec of a since re-registered class

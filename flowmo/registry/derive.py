@@ -37,8 +37,7 @@ def _derive_spec(registry: Registry, name: str, obj: Any) -> tuple[type, tuple[s
         if p.kind is inspect.Parameter.POSITIONAL_ONLY and p.default is not inspect.Parameter.empty:
             continue  # never passed by build (e.g. an interface's optional positional spec)
         if p.kind is not inspect.Parameter.KEYWORD_ONLY:
-            raise RegistryError(f"{where}: argument {p.name!r} must be keyword-only (after `*`): a component's "
-                                "configuration is its keyword-only arguments (or register a spec class with spec=...)")
+            raise RegistryError(f"{where}: argument {p.name!r} must be keyword-only (after `*`), or give spec=...")
         why = _reserved(registry, p.name)
         if why:
             raise RegistryError(f"{where}: argument {p.name!r} is reserved ({why}); rename it")

@@ -184,8 +184,7 @@ class ComponentSpec(SpecModel):
             data = data.model_dump()
         reg = cls.registry
         if not isinstance(data, dict) or "name" not in data:
-            raise ValueError(f"expected a mapping with the 'name' of the {reg.kind} (registered: {', '.join(reg)}), got "
-                             f"{_given(data)}")
+            raise ValueError(f"expected a mapping with the 'name' of the {reg.kind} ({', '.join(reg)}), got {_given(data)}")
         entry = reg.get(data["name"])  # RegistryError (a ValueError) lists the registered names
         spec_cls = entry.spec
         if spec_cls is None or spec_cls is cls:

@@ -89,8 +89,7 @@ class MMDiTSpec(BackboneSpec):
         if self.width % self.heads:
             raise ValueError(f"width ({self.width}) must be divisible by heads ({self.heads})")
         if any(d % 2 for d in self.axes_dim) or sum(self.axes_dim) != self.head_dim:
-            raise ValueError(f"axes_dim {list(self.axes_dim)} must be even and sum to the head dim width/heads = "
-                             f"{self.width}/{self.heads} = {self.head_dim}")
+            raise ValueError(f"axes_dim {list(self.axes_dim)} must be even and sum to the head dim {self.head_dim}")
         if isinstance(self.attn_scale, float) and not 0 < self.attn_scale <= MAX_ATTN_SCALE:
             raise ValueError(f"attn_scale must be 'mup', 'standard' or a number in (0, {MAX_ATTN_SCALE:g}], got {self.attn_scale}")
         if int(self.width * self.mlp_ratio) < 1:
@@ -144,8 +143,7 @@ class LFQSpec(QuantizerSpec):
 
     def check_channels(self, channels: int) -> None:
         if channels > 62:
-            raise ValueError(f"code_channels ({channels}) must be <= 62 for LFQ (one int64 index per token): set "
-                             "code_channels (--set model.code_channels=N) to at most 62")
+            raise ValueError(f"code_channels ({channels}) must be <= 62 for LFQ (one int64 index per token)")
         if channels % self.group_bits:
             g = self.group_bits
             fits = [d for d in range(min(channels, g), 0, -1) if channels % d == 0]

@@ -166,8 +166,7 @@ class FlowMoSpec(SpecModel):
         for part, spec, terms in parts:
             for t in terms:
                 if t.name in owner:
-                    raise ValueError(f"{part} {spec.name!r} declares the loss term {t.name!r}, which {owner[t.name]} "
-                                     f"also declares; the terms of stage {stage} must have distinct names")
+                    raise ValueError(f"{part} {spec.name!r} declares the loss term {t.name!r}, as {owner[t.name]} does")
                 owner[t.name] = f"{part} {spec.name!r}"
                 out.append(t)
         return out

@@ -66,8 +66,7 @@ class KnotsGridSpec(TimeGridSpec):
         for i in range(len(v) - 1):
             # also in float32, the precision the decoder sees t in (1 > 1e-300 > 0 is not)
             if not (v[i + 1] < v[i] and np.float32(v[i + 1]) < np.float32(v[i])):
-                raise ValueError(f"times must be strictly decreasing, also in float32, but times[{i}] = {v[i]!r} and "
-                                 f"times[{i + 1}] = {v[i + 1]!r}")
+                raise ValueError(f"times must be strictly decreasing (also in float32), but times[{i}:{i + 2}] = {v[i:i + 2]}")
         return tuple(float(x) for x in v)
 
 
@@ -168,5 +167,4 @@ def resolve_preset(name: str, model_presets: Optional[Mapping[str, SamplerSpec]]
     if name in SAMPLER_PRESETS:
         return SamplerSpec.model_validate(SAMPLER_PRESETS[name])
     own = f"; this model's own: {', '.join(model_presets)}" if model_presets else ""
-    raise ValueError(f"unknown sampler preset {name!r}; available: {', '.join(SAMPLER_PRESETS)}{own} "
-                     "(or give a SamplerSpec or a dict of its fields)")
+    raise ValueError(f"unknown sampler preset {name!r}; available: {', '.join(SAMPLER_PRESETS)}{own}")
