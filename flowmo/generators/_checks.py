@@ -17,20 +17,18 @@ __all__ = ["check_int", "check_real", "check_index_tensor", "check_generator"]
 def check_int(value: Any, name: str, *, minimum: int = 1, maximum: Optional[int] = None) -> int:
     """``value`` as an int >= ``minimum`` (and <= ``maximum`` when given; bools refused)."""
     bound = f"in [{minimum}, {maximum}]" if maximum is not None else f">= {minimum}"
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int {bound}, got {type(value).__name__} {value!r}")
-    if value < minimum or (maximum is not None and value > maximum):
-        raise ValueError(f"{name} must be an int {bound}, got {value}")
+    is_int = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if not is_int or value < minimum or (maximum is not None and value > maximum):
+        raise (ValueError if is_int else TypeError)(f"{name} must be an int {bound}, got {type(value).__name__} {value!r}")
     return int(value)
 
 
 def check_real(value: Any, name: str, *, low: float, high: float = math.inf, low_open: bool = False) -> float:
     """``value`` as a finite float in [low, high] (``(low, high]`` with ``low_open``; bools refused)."""
     what = f"a finite number in {'(' if low_open else '['}{low}, {high}{')' if high == math.inf else ']'}"
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be {what}, got {type(value).__name__} {value!r}")
-    if not (math.isfinite(value) and (low < value if low_open else low <= value) and value <= high):
-        raise ValueError(f"{name} must be {what}, got {value!r}")
+    is_real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not is_real or not (math.isfinite(value) and (low < value if low_open else low <= value) and value <= high):
+        raise (ValueError if is_real else TypeError)(f"{name} must be {what}, got {type(value).__name__} {value!r}")
     return float(value)
 
 

@@ -64,11 +64,19 @@ def feature_statistics(features: ArrayLike) -> Tuple[np.ndarray, np.ndarray]:
     with np.errstate(over="ignore", invalid="ignore"):
         mu = feats.mean(axis=0)
         sigma = np.atleast_2d(np.cov(feats, rowvar=False))
-    if not (np.all(np.isfinite(mu)) and np.all(np.isfinite(sigma))):
+    if not _finite(mu, sigma):
         mu, sigma = _scaled_mean_cov(feats)  # an intermediate overflowed: redo without it
-        if not (np.all(np.isfinite(mu)) and np.all(np.isfinite(sigma))):
-            raise ValueError(f"features too large (max |x| {float(np.max(np.abs(feats))):.3g}): covariance overflows float64")
+        _check_no_overflow("the features' covariance", mu, sigma)
     return mu, sigma
+
+
+def _finite(*arrays: np.ndarray) -> bool:
+    return all(bool(np.all(np.isfinite(a))) for a in arrays)
+
+
+def _check_no_overflow(what: str, *arrays: np.ndarray) -> None:
+    if not _finite(*arrays):
+        raise ValueError(f"{what} overflow float64 (features too large or too far apart); rescale the features")
 
 
 class FeatureStats:
@@ -123,8 +131,7 @@ class FeatureStats:
             s1 = self.sum + centred.sum(axis=0) if self.sum is not None else centred.sum(axis=0)
             outer = centred.T @ centred
             s2 = self.sum_outer + outer if self.sum_outer is not None else outer
-        if not (np.all(np.isfinite(shift)) and np.all(np.isfinite(s1)) and np.all(np.isfinite(s2))):
-            raise ValueError(f"features too large (max |x| {float(np.max(np.abs(feats))):.3g}): sums overflow float64")
+        _check_no_overflow("the features' sums of outer products", shift, s1, s2)
         if self.shift is None:
             self._init(feats.shape[1], shift)
         self.count += feats.shape[0]
@@ -151,8 +158,7 @@ class FeatureStats:
         with np.errstate(over="ignore", invalid="ignore"):
             s1, s2 = other._sums_about(self.shift)
             s1, s2 = self.sum + s1, self.sum_outer + s2
-        if not (np.all(np.isfinite(s1)) and np.all(np.isfinite(s2))):
-            raise ValueError("merging other overflows float64 (features too large or too far apart); rescale them")
+        _check_no_overflow("the sums merged from other", s1, s2)
         self.count += other.count
         self.sum, self.sum_outer = s1, s2
         return self
@@ -167,8 +173,7 @@ class FeatureStats:
             cov = (self.sum_outer - n * np.outer(mean_c, mean_c)) / (n - 1)
             cov = _symmetrise(cov)
             mu = self.shift + mean_c
-        if not (np.all(np.isfinite(mu)) and np.all(np.isfinite(cov))):
-            raise ValueError("the features' mean or covariance overflows float64; rescale the features")
+        _check_no_overflow("the features' mean and covariance", mu, cov)
         return mu, cov
 
     def state_dict(self) -> dict:

@@ -47,17 +47,6 @@ def _check_takes_spec(registry: Registry, name: str, obj: Any, spec: type) -> No
                             "spec its first positional argument, or drop spec=...") from None
 
 
-def _check_wiring_accepted(registry: Registry, name: str, obj: Any) -> None:
-    if not registry.wiring:
-        return
-    params = _signature(registry.kind, name, obj).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    bad = [w for w in registry.wiring if w not in params or params[w].kind is inspect.Parameter.POSITIONAL_ONLY]
-    if bad:
-        raise RegistryError(f"{registry.kind} {name!r}: {_describe(obj)} must take the keyword argument(s) {', '.join(bad)}")
-
-
 def _signature(kind: str, name: str, obj: Any) -> inspect.Signature:
     try:
         return inspect.signature(obj)

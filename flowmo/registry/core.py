@@ -14,7 +14,7 @@ import re
 import typing
 from typing import Any, Callable, Generic, Iterator, Optional, Union
 
-from .checks import _check_name, _check_spec, _check_takes_spec, _check_wiring_accepted, _same_definition
+from .checks import _check_name, _check_spec, _check_takes_spec, _same_definition
 from .derive import _derive_spec
 from .entry import Entry, RegistryError, T, UnknownComponentError
 from .words import _describe, with_article
@@ -67,9 +67,11 @@ class Registry(Generic[T]):
                  sizes: Optional[tuple[str, ...]] = None, check: Union[str, Callable[..., None], None] = None):
         if not isinstance(kind, str) or not kind.strip():
             raise TypeError(f"kind must be a non-empty string, got {kind!r}")
-        for arg, ref in (("interface", interface), ("spec_base", spec_base)):
-            if not (ref is None or isinstance(ref, type) or isinstance(ref, str) and _REF.fullmatch(ref)):
-                raise TypeError(f"{arg} must be a class, a 'package.module:ClassName' string or None, got {ref!r}")
+        for arg, ref in (("interface", interface), ("spec_base", spec_base), ("check", check)):
+            what = "function" if arg == "check" else "class"
+            if not (ref is None or (callable(ref) if arg == "check" else isinstance(ref, type)) or isinstance(ref, str)
+                    and _REF.fullmatch(ref)):
+                raise TypeError(f"{arg} must be a {what}, a 'package.module:Name' string or None, got {ref!r}")
         if not isinstance(wiring, (tuple, list)) or not all(isinstance(w, str) and w.isidentifier() for w in wiring):
             raise TypeError(f"wiring must be a tuple of argument names, got {wiring!r}")
         if len(set(wiring)) != len(wiring) or "name" in wiring:
@@ -78,8 +80,6 @@ class Registry(Generic[T]):
             sizes = tuple(wiring)
         if not isinstance(sizes, (tuple, list)) or not set(sizes) <= set(wiring):
             raise TypeError(f"sizes must be a tuple of wiring argument names ({tuple(wiring)!r}), got {sizes!r}")
-        if not (check is None or callable(check) or isinstance(check, str) and _REF.fullmatch(check)):
-            raise TypeError(f"check must be a function, a 'package.module:name' string or None, got {check!r}")
         self.kind = kind
         self.wiring = tuple(wiring)
         self.sizes = tuple(sizes)
@@ -148,7 +148,6 @@ class Registry(Generic[T]):
         iface = self.interface
         if iface is not None and isinstance(obj, type) and not issubclass(obj, iface):
             raise RegistryError(f"{self.kind} {name!r}: {obj.__qualname__} must derive from {_qualified(iface)}")
-        _check_wiring_accepted(self, name, obj)
         module = str(getattr(obj, "__module__", None) or "")
         if spec is None:
             spec_cls, fields = _derive_spec(self, name, obj)

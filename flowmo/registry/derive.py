@@ -23,15 +23,19 @@ def _derive_spec(registry: Registry, name: str, obj: Any) -> tuple[type, tuple[s
     """The spec class of ``obj``'s keyword-only annotated arguments (wiring excluded)."""
     from pydantic import Field, ValidationError, create_model
 
-    sig = _signature(registry.kind, name, obj)
-    target = obj.__init__ if isinstance(obj, type) else obj
-    try:
-        hints = typing.get_type_hints(target, include_extras=True)
-    except Exception as e:  # an annotation naming something undefined
-        raise RegistryError(f"{registry.kind} {name!r}: the annotations of {_describe(obj)} cannot be resolved ({e})") from None
     where = f"{registry.kind} {name!r}: {_describe(obj)}"
+    params = _signature(registry.kind, name, obj).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    refused = [w for w in registry.wiring if not takes_any and (
+        w not in params or params[w].kind is inspect.Parameter.POSITIONAL_ONLY)]
+    if refused:  # build passes them as keywords
+        raise RegistryError(f"{where} must take the keyword argument(s) {', '.join(refused)}")
+    try:
+        hints = typing.get_type_hints(obj.__init__ if isinstance(obj, type) else obj, include_extras=True)
+    except Exception as e:  # an annotation naming something undefined
+        raise RegistryError(f"{where}: its annotations cannot be resolved ({e})") from None
     fields: dict[str, Any] = {}
-    for p in sig.parameters.values():
+    for p in params.values():
         if p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD) or p.name in registry.wiring:
             continue
         if p.kind is inspect.Parameter.POSITIONAL_ONLY and p.default is not inspect.Parameter.empty:

@@ -52,9 +52,7 @@ def _refuse_bool_and_str(v: Any, expected: str) -> Any:
     if _is_array(v):  # a 0-d tensor / array holds one number; anything larger is not a number
         if tuple(v.shape) != ():
             raise ValueError(f"expected {expected}, got a {type(v).__name__} of shape {tuple(v.shape)}")
-        v = v.item()
-        if isinstance(v, (str, bytes)):
-            raise ValueError(f"expected {expected}, got the string {v!r}")
+        return _refuse_bool_and_str(v.item(), expected)
     return v
 
 

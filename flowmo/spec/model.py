@@ -221,10 +221,9 @@ def _declared_terms(part: str, spec: Any) -> list[LossTerm]:
     if terms is None:
         raise ValueError(f"{where} does not declare its loss terms: give its class a classmethod `loss_terms(cls, spec)` "
                          "returning [flowmo.LossTerm(name, weight, what), ...] (or its spec class a loss_terms(self))")
-    if isinstance(terms, LossTerm):
-        raise ValueError(f"{where}: loss_terms() returned one LossTerm ({terms.name!r}); it must return a list of them")
-    if not isinstance(terms, (list, tuple)):
-        raise ValueError(f"{where}: loss_terms() must return a list of LossTerm(name, weight, what), got {terms!r}")
+    if isinstance(terms, LossTerm) or not isinstance(terms, (list, tuple)):
+        got = "one LossTerm" if isinstance(terms, LossTerm) else repr(terms)
+        raise ValueError(f"{where}: loss_terms() must return a list of LossTerm(name, weight, what), got {got}")
     out: list[LossTerm] = []
     for i, t in enumerate(terms):
         if not isinstance(t, (list, tuple)) or len(t) != 3:
