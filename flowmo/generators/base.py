@@ -306,10 +306,9 @@ def check_constructed(generator: TokenGenerator, vocab_size: int, seq_len: int, 
             v = object.__getattribute__(generator, attr)
         except AttributeError:
             raise TypeError(f"{what} does not set {attr}; set self.{attr} in its constructor") from None
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise TypeError(f"{what}.{attr} must be a python int, got {type(v).__name__} {v!r}")
-        if v != want:
-            raise ValueError(f"{what}.{attr} is {v} but it was built with {attr}={want}")
+        if isinstance(v, bool) or not isinstance(v, int) or v != want:
+            error = ValueError if isinstance(v, int) and not isinstance(v, bool) else TypeError
+            raise error(f"{what}.{attr} is {v!r} but it was built with {attr}={want} (a python int)")
     name = cls.name
     if not isinstance(name, str) or not name:
         raise TypeError(f"{what}.name must be the name it is registered under (a class attribute), got {name!r}")

@@ -143,9 +143,8 @@ def check_tokenizer(generator: TokenGenerator, tokenizer: Any, layout: Optional[
             raise ValueError(f"{e}: the folder is damaged") from None
     layout.check_tokenizer(tokenizer, what="the generator's tokens")
     if weights is not None and not makes_the_same_tokens(weights, tokenizer):
-        raise ValueError(f"the generator's tokens were made by a tokenizer of this spec with other encoder or quantizer "
-                         f"weights (same architecture, other weights: digest {weights[:16]}..., this one's "
-                         f"{token_weights_digest(tokenizer)[:16]}...): use the tokenizer it was trained on")
+        raise ValueError(f"the generator's tokens were made by a tokenizer of the same architecture, other weights (digest "
+                         f"{weights[:16]}..., not {token_weights_digest(tokenizer)[:16]}...): use the one it was trained on")
     return layout
 
 

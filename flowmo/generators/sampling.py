@@ -20,8 +20,7 @@ __all__ = ["guide", "top_k_filter", "gumbel_noise", "sample_logits"]
 
 def _check_logits(logits: Tensor, name: str = "logits") -> Tensor:
     if not isinstance(logits, Tensor) or not logits.is_floating_point() or logits.ndim < 1 or logits.shape[-1] < 1:
-        raise ValueError(f"{name} must be a floating tensor (..., V) with V >= 1, got {getattr(logits, 'dtype', logits)}"
-                         f" {tuple(getattr(logits, 'shape', ()))}")
+        raise ValueError(f"{name} must be a floating tensor (..., V), V >= 1, got {getattr(logits, 'dtype', type(logits))}")
     return logits
 
 

@@ -42,9 +42,9 @@ def _check_takes_spec(registry: Registry, name: str, obj: Any, spec: type) -> No
         sig.bind(object(), **{w: None for w in registry.wiring})
     except TypeError as e:
         wiring = "".join(f", {w}=..." for w in registry.wiring)
-        raise RegistryError(f"{registry.kind} {name!r}: registered with spec={spec.__name__}, {_describe(obj)} is called "
-                            f"as {getattr(obj, '__name__', 'factory')}(spec{wiring}), but it takes {sig} ({e}); make the "
-                            "spec its first positional argument, or drop spec=...") from None
+        raise RegistryError(f"{registry.kind} {name!r}: registered with spec={spec.__name__}, {_describe(obj)} is called as "
+                            f"{getattr(obj, '__name__', 'factory')}(spec{wiring}), but it takes {sig} ({e}): make spec its first "
+                            "positional argument") from None
 
 
 def _signature(kind: str, name: str, obj: Any) -> inspect.Signature:

@@ -32,11 +32,11 @@ def _resolve(ref: Ref) -> Optional[type]:
         return ref
     module, _, name = ref.partition(":")
     try:
-        found = vars(importlib.import_module(module))[name]
+        found: Any = vars(importlib.import_module(module))[name]
     except (ImportError, KeyError) as e:
-        raise TypeError(f"the class {ref!r} a registry names cannot be imported ({type(e).__name__}: {e})") from None
+        found = e
     if not isinstance(found, type):
-        raise TypeError(f"{ref!r}, which a registry names as a class, is {with_article(type(found).__name__)}")
+        raise TypeError(f"the class {ref!r} a registry names cannot be imported as a class ({found!r})")
     return found
 
 
@@ -136,8 +136,7 @@ class Registry(Generic[T]):
             if old.factory is obj and (spec is None and old.derived or spec is old.spec):
                 return  # the same registration again: harmless
             if old.factory is not obj and not _same_definition(old.factory, obj):
-                raise RegistryError(f"{self.kind} {name!r} is already registered (by {_describe(old.factory)}); pick another "
-                                    "name, or pass replace=True")
+                raise RegistryError(f"{self.kind} {name!r} is already registered by {_describe(old.factory)}: pick another name, or pass replace=True")
             # the same definition again (a re-run cell, a reloaded module): its spec must be the
             # same kind of spec (derived again, or an explicit spec class defined again)
             if not (spec is None and old.derived or spec is not None and not old.derived
