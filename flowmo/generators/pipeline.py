@@ -46,8 +46,6 @@ def recorded_layout(metadata: Mapping[str, Any]) -> Optional[TokenLayout]:
     """The token layout a generator folder's metadata records under ``"layout"`` (a
     :meth:`TokenLayout.to_json` string or the same object as a dict), or None when it records
     none. Raises ValueError for a malformed one."""
-    if not isinstance(metadata, Mapping):
-        raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
     raw = metadata.get("layout")
     if raw is None:
         return None

@@ -44,9 +44,13 @@ class CodeCounts:
                 for v, c in zip(vals.tolist(), cnt.tolist()):
                     d[v] = d.get(v, 0) + c
 
+    @property
+    def layout(self) -> tuple[int, int, int]:
+        """``(codebook_size, groups, tokens_per_image)``: counts merge only between equal layouts."""
+        return self.codebook_size, self.groups, self.tokens_per_image
+
     def merge(self, other: "CodeCounts") -> None:
-        if (other.codebook_size, other.groups, other.tokens_per_image) != (
-                self.codebook_size, self.groups, self.tokens_per_image):
+        if other.layout != self.layout:
             raise ValueError("cannot merge code counts of different codebook sizes / group counts / token counts")
         if self.dense:
             self.counts += other.counts
@@ -116,8 +120,7 @@ def count_tokens(codes: Optional[CodeCounts], tokens: Tensor, b: int, size: Opti
         raise ValueError(f"tokens must lie in [0, {size}), got values in [{idx.min()}, {idx.max()}]")
     if codes is None:
         codes = CodeCounts(size, g, t)
-    elif (codes.codebook_size, codes.groups, codes.tokens_per_image) != (size, g, t):
-        was = (codes.codebook_size, codes.groups, codes.tokens_per_image)
-        raise ValueError(f"tokens changed layout (codebook size, groups, tokens per image) from {was} to {(size, g, t)}")
+    elif codes.layout != (size, g, t):
+        raise ValueError(f"tokens changed layout (codebook size, groups, tokens per image) from {codes.layout} to {(size, g, t)}")
     codes.update(idx)
     return codes

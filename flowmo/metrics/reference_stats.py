@@ -24,7 +24,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -149,12 +149,16 @@ def check_network(stats: ReferenceStats, network: dict, where: str = "reference"
 
     Raises ``ValueError`` naming ``where`` when both records name weight files and their
     SHA-256 differ (features of different networks are not comparable)."""
-    theirs = stats.record.get("network", {}) if isinstance(stats.record.get("network"), dict) else {}
-    sha_then = [f.get("sha256") for f in theirs.get("files", []) if isinstance(f, dict)]
-    sha_now = [f.get("sha256") for f in network.get("files", []) if isinstance(f, dict)]
+    sha_then, sha_now = _sha256s(stats.record.get("network")), _sha256s(network)
     if sha_then and sha_now and sha_then != sha_now:
         raise ValueError(f"{where} statistics were measured with other Inception weights (SHA-256 {sha_then[0]}); remeasure")
     if sha_then and sha_now:
         return "verified: the same weight file (SHA-256) measured the reference and the generated images"
     return ("not verified: the network of the reference statistics or of this run is an explicit module, whose "
             "weights are unknown")
+
+
+def _sha256s(network: Any) -> list:
+    """The SHA-256 of each weight file a ``network`` record lists ([] for anything else)."""
+    files = network.get("files", []) if isinstance(network, dict) else []
+    return [f.get("sha256") for f in files if isinstance(f, dict)]

@@ -136,7 +136,7 @@ class Registry(Generic[T]):
             if old.factory is obj and (spec is None and old.derived or spec is old.spec):
                 return  # the same registration again: harmless
             if old.factory is not obj and not _same_definition(old.factory, obj):
-                raise RegistryError(f"{self.kind} {name!r} is already registered by {_describe(old.factory)}: pick another name, or pass replace=True")
+                raise RegistryError(f"{self.kind} {name!r} is already registered by {_describe(old.factory)}; pass replace=True to replace it")
             # the same definition again (a re-run cell, a reloaded module): its spec must be the
             # same kind of spec (derived again, or an explicit spec class defined again)
             if not (spec is None and old.derived or spec is not None and not old.derived
@@ -231,10 +231,8 @@ class Registry(Generic[T]):
                 self._check = check = vars(importlib.import_module(module))[fname]
             try:
                 check(obj, **wiring)
-            except TypeError as e:
-                raise TypeError(f"{self.kind} {spec.name!r}: {e}") from None
-            except ValueError as e:
-                raise ValueError(f"{self.kind} {spec.name!r}: {e}") from None
+            except (TypeError, ValueError) as e:
+                raise (TypeError if isinstance(e, TypeError) else ValueError)(f"{self.kind} {spec.name!r}: {e}") from None
         return obj
 
     def create(self, name: str, *args: Any, **kwargs: Any) -> Any:

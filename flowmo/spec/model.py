@@ -146,8 +146,8 @@ class FlowMoSpec(SpecModel):
         one) does not declare its terms (its spec's ``loss_terms()`` returns None) or declares
         them wrongly: the declaration must be a list or tuple of :class:`LossTerm` (or of
         ``(name, weight, what)`` triples) with non-empty str names, finite real weights and str
-        descriptions, and the names of the stage's terms must be unique across the components
-        (a quantizer's names count with their ``quantizer/`` prefix).
+        descriptions, and the names of the stage's terms must be unique, within and across the
+        components (a quantizer's names count with their ``quantizer/`` prefix).
         """
         if not isinstance(stage, str) or stage not in ("1a", "1b"):
             raise ValueError(f"stage must be '1a' or '1b', got {stage!r}")
@@ -166,7 +166,7 @@ class FlowMoSpec(SpecModel):
         for part, spec, terms in parts:
             for t in terms:
                 if t.name in owner:
-                    raise ValueError(f"{part} {spec.name!r} declares the loss term {t.name!r}, as {owner[t.name]} does")
+                    raise ValueError(f"{part} {spec.name!r} declares the loss term {t.name!r} twice (also {owner[t.name]})")
                 owner[t.name] = f"{part} {spec.name!r}"
                 out.append(t)
         return out
@@ -239,7 +239,5 @@ def _declared_terms(part: str, spec: Any) -> list[LossTerm]:
             raise ValueError(f"{where}: loss term {name!r}: the weight must be a finite number, got {weight!r}")
         if not isinstance(what, str):
             raise ValueError(f"{where}: loss term {name!r}: the description must be a str, got {what!r}")
-        if any(o.name == name for o in out):
-            raise ValueError(f"{where}: loss_terms() declares the term {name!r} twice")
         out.append(LossTerm(name, w, what))
     return out
