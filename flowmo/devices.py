@@ -46,8 +46,7 @@ class DistContext:
             if isinstance(v, bool) or not isinstance(v, int):
                 raise TypeError(f"DistContext.{name} must be an int, got {type(v).__name__} {v!r}")
         if self.world < 1 or not 0 <= self.rank < self.world or self.local_rank < 0:
-            raise ValueError(f"DistContext needs world >= 1, 0 <= rank < world and local_rank >= 0; got "
-                             f"world={self.world}, rank={self.rank}, local_rank={self.local_rank}")
+            raise ValueError(f"DistContext needs world >= 1, 0 <= rank < world and local_rank >= 0, got {self}")
 
     @property
     def enabled(self) -> bool:
@@ -70,13 +69,8 @@ class DistContext:
         def read(var: str, default: Optional[str]) -> int:
             raw = os.environ.get(var, default)
             if raw is None:
-                raise ValueError(f"environment variable {var} expected, but not set (WORLD_SIZE="
-                                 f"{os.environ.get('WORLD_SIZE')}: start several processes with torchrun, "
-                                 "or unset WORLD_SIZE for one)")
-            try:
-                value = int(raw)
-            except ValueError:
-                value = -1
+                raise ValueError(f"environment variable {var} expected, but not set (WORLD_SIZE > 1: launch with torchrun)")
+            value = int(raw) if raw.strip().isdigit() else -1
             if value < 0:
                 raise ValueError(f"environment variable {var} must be a non-negative integer, got {raw!r}")
             return value
@@ -113,11 +107,9 @@ def parse_device(value: Any, name: str = "device", *, auto: bool = False) -> Opt
     """
     if isinstance(value, torch.device):
         return value
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise ValueError(f"{name} must be a device name such as 'cpu', 'cuda', 'cuda:0' or 'mps'"
-                         f"{' (or auto)' if auto else ''}, or a torch.device; got {type(value).__name__} {value!r}")
-    if isinstance(value, int) and value < 0:
-        raise ValueError(f"{name} must be a non-negative CUDA device index, got {value}")
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or isinstance(value, int) and value < 0:
+        raise ValueError(f"{name} must be a device name such as 'cpu', 'cuda', 'cuda:0' or 'mps'{' (or auto)' if auto else ''}, "
+                         f"a torch.device or a non-negative CUDA index; got {type(value).__name__} {value!r}")
     if auto and value == "auto":
         return None
     try:
@@ -125,8 +117,8 @@ def parse_device(value: Any, name: str = "device", *, auto: bool = False) -> Opt
     except (RuntimeError, ValueError, TypeError) as e:
         reason = _reason(e)
         why = "" if reason.startswith("Expected one of") else f" ({reason})"  # torch's list of every type
-        raise ValueError(f"{name}: unknown device {value!r}{why}; expected a device such as 'cpu', 'cuda', "
-                         f"'cuda:0' or 'mps'{' (or auto)' if auto else ''}") from None
+        raise ValueError(f"{name}: unknown device {value!r}{why}; expected 'cpu', 'cuda', 'cuda:0' or 'mps'"
+                         f"{' (or auto)' if auto else ''}") from None
 
 
 def check_device(value: Any, name: str = "device", *, auto: bool = False) -> torch.device:
@@ -140,28 +132,26 @@ def check_device(value: Any, name: str = "device", *, auto: bool = False) -> tor
     if auto and isinstance(value, str) and value == "auto":
         return _auto_device(DistContext.from_env())
     dev = parse_device(value, name, auto=auto)
-    assert dev is not None  # "auto" was handled above
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"{name} {str(dev)!r} is not available (no CUDA device)")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"{name} {str(dev)!r} is not available ({torch.cuda.device_count()} CUDA devices)")
-    elif dev.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise ValueError(f"{name} {str(dev)!r} is not available (no MPS device)")
-    elif dev.type == "meta":
-        raise ValueError(f"{name} 'meta' holds no data to compute with; expected a device such as 'cpu' or 'cuda'")
-    elif dev.type == "cpu":
-        if dev.index not in (None, 0):
-            raise ValueError(f"{name} {str(dev)!r}: the CPU is one device ('cpu' or 'cpu:0')")
-    else:
-        # other backends (xpu, privateuse1, ...): torch knows whether they are present
-        module = getattr(torch, dev.type, None)
-        available = getattr(module, "is_available", None)
-        if callable(available) and not available():
-            raise ValueError(f"{name} {str(dev)!r} is not available (no {dev.type} device)")
+    count, what = _devices_here(dev.type)
+    if count == 0 or count is not None and dev.index is not None and dev.index >= count:
+        raise ValueError(f"{name} {str(dev)!r} is not available ({what})")
     return dev
+
+
+def _devices_here(kind: str) -> tuple[Optional[int], str]:
+    """How many devices of type ``kind`` this machine has (None: some, how many unknown), in words too."""
+    if kind == "cpu":
+        return 1, "the CPU is one device: 'cpu' or 'cpu:0'"
+    if kind == "meta":
+        return 0, "'meta' holds no data to compute with; expected a device such as 'cpu' or 'cuda'"
+    if kind == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        return n, f"{n} CUDA devices" if n else "no CUDA device"
+    # MPS and other backends (xpu, privateuse1, ...): torch knows whether they are present
+    module = getattr(torch.backends, "mps", None) if kind == "mps" else getattr(torch, kind, None)
+    available = getattr(module, "is_available", None)
+    present = callable(available) and available() if kind == "mps" else not callable(available) or available()
+    return (None if present else 0), f"no {kind} device"
 
 
 def resolve_device(value: Any = "auto", name: str = "device", ctx: Optional[DistContext] = None) -> torch.device:

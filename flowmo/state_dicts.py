@@ -24,22 +24,21 @@ def check_state_dict(expected: Mapping[str, Sequence[int]], got: Mapping[str, ob
 
     ``expected`` maps key -> shape; ``got`` maps key -> tensor (anything with ``.shape``).
     """
+    parts = _differences(expected, got)
+    if parts:
+        raise StateDictMismatchError(f"{source} does not fit the model: " + "; ".join(parts))
+
+
+def _differences(expected: Mapping[str, Sequence[int]], got: Mapping[str, object]) -> list[str]:
+    """How ``got`` (key -> tensor) differs from ``expected`` (key -> shape), in words: its missing
+    keys, its unexpected keys and its shape mismatches (each part present only if non-empty)."""
     missing = [k for k in expected if k not in got]
     unexpected = [k for k in got if k not in expected]
-    shapes = [
-        f"{k}: expected {tuple(expected[k])}, got {tuple(got[k].shape)}"  # type: ignore[attr-defined]
-        for k in expected
-        if k in got and tuple(getattr(got[k], "shape", ())) != tuple(expected[k])
-    ]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing key(s): {_fmt(missing)}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s): {_fmt(unexpected)}")
-        if shapes:
-            parts.append(f"{len(shapes)} shape mismatch(es): {'; '.join(shapes[:8])}")
-        raise StateDictMismatchError(f"{source} does not fit the model: " + "; ".join(parts))
+    shapes = [f"{k}: expected {tuple(expected[k])}, got {tuple(getattr(got[k], 'shape', ()))}"
+              for k in expected if k in got and tuple(getattr(got[k], "shape", ())) != tuple(expected[k])]
+    return [f"{len(keys)} {what}: {text}" for what, keys, text in (
+        ("missing key(s)", missing, _fmt(missing)), ("unexpected key(s)", unexpected, _fmt(unexpected)),
+        ("shape mismatch(es)", shapes, "; ".join(shapes[:8]))) if keys]
 
 
 def check_finite(state: Mapping[str, object], source: str) -> None:
@@ -80,12 +79,7 @@ def weights_digest(model: object) -> str:
 
     import torch
 
-    if isinstance(model, torch.nn.Module):
-        state = model.state_dict()
-    elif isinstance(model, Mapping):
-        state = model
-    else:
-        raise TypeError(f"model must be a torch.nn.Module or a state dict (a mapping), got {type(model).__name__}")
+    state = _state_of(model)
     h = hashlib.sha256()
     for name in sorted(state):
         t = state[name]
@@ -107,13 +101,18 @@ def token_weights_digest(model: object) -> str:
     fine-tuned model; a retrained or re-initialised encoder changes it. ``flowmo tokenize``
     records it (``tokenizer_weights``). Arguments and errors as :func:`weights_digest`.
     """
+    return weights_digest({k: v for k, v in _state_of(model).items() if not k.startswith("decoder.")})
+
+
+def _state_of(model: object) -> Mapping:
+    """``model``'s state dict (a module's ``state_dict()``, a mapping as it is); TypeError otherwise."""
     import torch
 
     if isinstance(model, torch.nn.Module):
-        model = model.state_dict()
-    elif not isinstance(model, Mapping):
+        return model.state_dict()
+    if not isinstance(model, Mapping):
         raise TypeError(f"model must be a torch.nn.Module or a state dict (a mapping), got {type(model).__name__}")
-    return weights_digest({k: v for k, v in model.items() if not k.startswith("decoder.")})
+    return model
 
 
 def makes_the_same_tokens(recorded: str, model: object) -> bool:

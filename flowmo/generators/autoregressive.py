@@ -16,9 +16,9 @@ from flowmo.nets.frozen import evaluating
 from flowmo.model import LossOutput
 from flowmo.registry import GENERATORS
 
-from ._checks import check_generator, check_index_tensor, check_int, set_transformer_options
+from ._checks import check_index_tensor, check_int, set_transformer_options
 from .base import GenerationOutput, TokenGenerator
-from .sampling import guide, sample_logits, top_k_filter
+from .sampling import _check_no_overflow, _draw, _guided, _top_k
 from .transformer import GeneratorBlock, SequenceRope
 
 __all__ = ["AutoregressiveGenerator"]
@@ -72,8 +72,7 @@ class AutoregressiveGenerator(TokenGenerator):
             float32 (B, n + 1, vocab_size): row i predicts token i.
         """
         if isinstance(prefix, Tensor) and prefix.ndim == 2 and prefix.shape[1] >= self.seq_len:
-            raise ValueError(f"prefix must have shape (B, n) with n < seq_len = {self.seq_len}, "
-                             f"got {tuple(prefix.shape)}")
+            raise ValueError(f"prefix must have shape (B, n) with n < seq_len = {self.seq_len}, got {tuple(prefix.shape)}")
         prefix = check_index_tensor(prefix, "prefix", (None, None), "(B, n)", self.vocab_size, "token indices",
                                     self.device)
         labels = check_index_tensor(labels, "labels", (prefix.shape[0],), f"({prefix.shape[0]},)",
@@ -100,12 +99,8 @@ class AutoregressiveGenerator(TokenGenerator):
             LossOutput: total = terms["next_token_ce"], the mean over the B * L tokens of
             -log softmax(logits)[token] (nats per token).
         """
-        tokens = self.check_tokens(tokens)
+        tokens, labels = self.training_inputs(tokens, labels, generator)
         b = tokens.shape[0]
-        check_generator(generator, tokens.device)
-        if b == 0:
-            raise ValueError("tokens must hold at least one sample (B >= 1), got B = 0")
-        labels = self.training_labels(labels, b)
         if self.num_classes and self.label_dropout > 0:  # drawn in either mode: the later draws match
             drop = torch.rand(b, generator=generator, device=tokens.device) < self.label_dropout
             if self.training:  # dropout, as nn.Dropout: training mode only
@@ -129,22 +124,24 @@ class AutoregressiveGenerator(TokenGenerator):
         labels, guided, temperature, cfg_scale, top_k = self.sampling_inputs(
             labels, batch_size, temperature, cfg_scale, top_k, generator)
         if steps is not None and check_int(steps, "steps") != self.seq_len:
-            raise ValueError(f"steps must be None or seq_len = {self.seq_len} for an autoregressive generator "
-                             f"(one token per step), got {steps}")
+            raise ValueError(f"steps must be None or seq_len = {self.seq_len} for an autoregressive generator, got {steps}")
         b = labels.shape[0]
         x = torch.zeros((b, 0), dtype=torch.long, device=self.device)
         null = torch.full_like(labels, self.null_class)
         nfe = 0
+        overflow = torch.zeros((), dtype=torch.bool, device=self.device)
         with evaluating(self):  # eval mode, no gradients; each submodule's training flag given back
             for _ in range(self.seq_len):
                 if guided:
                     both = self._logits(torch.cat((x, x)), torch.cat((labels, null)))[:, -1]
-                    cond, uncond = both.chunk(2)
-                    logits = guide(cond, uncond, cfg_scale)
+                    logits, bad = _guided(*both.chunk(2), cfg_scale)
+                    overflow |= bad
                     nfe += 2
                 else:
                     logits = self._logits(x, labels)[:, -1]
                     nfe += 1
-                nxt = sample_logits(top_k_filter(logits, top_k), temperature, generator=generator)
+                nxt, bad = _draw(_top_k(logits, top_k), temperature, generator)
+                overflow |= bad
                 x = torch.cat((x, nxt[:, None]), dim=1)
+        _check_no_overflow(overflow, cfg_scale, temperature)
         return GenerationOutput(tokens=x, forward_passes=self.seq_len, nfe=nfe, steps=self.seq_len)

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from flowmo.model import LossOutput
 
-from ._checks import check_generator, check_index_tensor, check_int, check_real, check_top_k
+from ._checks import check_generator, check_index_tensor, check_int, check_real
 from flowmo.folders.generator_folder import load_generator_folder, save_generator_folder
 
 __all__ = ["GenerationOutput", "TokenGenerator", "check_constructed"]
@@ -194,10 +194,8 @@ class TokenGenerator(nn.Module, ABC):
     def check_labels(self, labels: Any, batch: Optional[int], name: str = "labels") -> Optional[Tensor]:
         """``labels`` as int64 (batch,) in [0, num_classes), or None where allowed: always for an
         unconditional generator (where only None is allowed)."""
-        if self.num_classes == 0:
-            if labels is not None:
-                raise ValueError(f"{name} must be None: this generator is unconditional (num_classes = 0)")
-            return None
+        if self.num_classes == 0 and labels is not None:
+            raise ValueError(f"{name} must be None: this generator is unconditional (num_classes = 0)")
         if labels is None:
             return None
         layout = "(B,)" if batch is None else f"({batch},)"
@@ -210,12 +208,24 @@ class TokenGenerator(nn.Module, ABC):
             ValueError: labels missing for a class-conditional generator, or malformed.
         """
         if self.num_classes and labels is None:
-            raise ValueError(f"labels must be an int64 ({batch},) tensor of classes in [0, {self.num_classes}): "
-                             f"this generator is class-conditional (num_classes = {self.num_classes})")
+            raise ValueError(f"labels must be an int64 ({batch},) tensor of classes in [0, {self.num_classes}), got None")
         labels = self.check_labels(labels, batch)
         if labels is None:
             return torch.full((batch,), self.null_class, dtype=torch.long, device=self.device)
         return labels
+
+    def training_inputs(self, tokens: Any, labels: Any, generator: Any) -> tuple[Tensor, Tensor]:
+        """Check ``loss``'s common arguments: ``(tokens, labels)``, tokens int64 (B, seq_len) with
+        B >= 1 and labels as :meth:`training_labels` gives them.
+
+        Raises:
+            TypeError / ValueError: naming the argument (also a generator on another device type).
+        """
+        tokens = self.check_tokens(tokens)
+        check_generator(generator, tokens.device)
+        if tokens.shape[0] == 0:
+            raise ValueError("tokens must hold at least one sample (B >= 1), got B = 0")
+        return tokens, self.training_labels(labels, tokens.shape[0])
 
     def sampling_inputs(self, labels: Any, batch_size: Any, temperature: Any, cfg_scale: Any, top_k: Any,
                         generator: Any) -> tuple[Tensor, bool, float, float, Optional[int]]:
@@ -226,22 +236,17 @@ class TokenGenerator(nn.Module, ABC):
             temperature, cfg_scale, top_k).
         """
         labels = self.check_labels(labels, None)
-        if labels is None:
-            if batch_size is None:
-                raise ValueError("batch_size is required when labels is None (unconditional generation)")
-            b = check_int(batch_size, "batch_size", minimum=0)
+        conditional = labels is not None
+        b = None if batch_size is None else check_int(batch_size, "batch_size", minimum=0)
+        if b is None and not conditional or b is not None and conditional and b != labels.shape[0]:
+            raise ValueError(f"batch_size must be given without labels, and None or len(labels) with them, got {b}")
+        if not conditional:
             labels = torch.full((b,), self.null_class, dtype=torch.long, device=self.device)
-            conditional = False
-        else:
-            if batch_size is not None and check_int(batch_size, "batch_size", minimum=0) != labels.shape[0]:
-                raise ValueError(f"batch_size ({batch_size}) must be None or len(labels) = {labels.shape[0]}")
-            conditional = True
         temperature = check_real(temperature, "temperature", low=0.0)
         cfg_scale = check_real(cfg_scale, "cfg_scale", low=0.0)
         if cfg_scale != 1.0 and not conditional:
-            raise ValueError(f"cfg_scale must be 1 without labels (guidance contrasts a class with the null class), "
-                             f"got {cfg_scale}")
-        top_k = check_top_k(top_k, self.vocab_size)
+            raise ValueError(f"cfg_scale must be 1 without labels (it contrasts a class with the null class), got {cfg_scale}")
+        top_k = None if top_k is None else check_int(top_k, "top_k", maximum=self.vocab_size)
         check_generator(generator, self.device)
         return labels, cfg_scale != 1.0, temperature, cfg_scale, top_k
 
@@ -300,17 +305,13 @@ def check_constructed(generator: TokenGenerator, vocab_size: int, seq_len: int, 
         try:
             v = object.__getattribute__(generator, attr)
         except AttributeError:
-            raise TypeError(f"{what} does not set {attr}; set self.{attr} in its constructor, after "
-                            "super().__init__()") from None
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise TypeError(f"{what}.{attr} must be a python int, got {type(v).__name__} {v!r}")
-        if v != want:
-            raise ValueError(f"{what}.{attr} is {v} but it was built with {attr}={want}")
+            raise TypeError(f"{what} does not set {attr}; set self.{attr} in its constructor") from None
+        if isinstance(v, bool) or not isinstance(v, int) or v != want:
+            error = ValueError if isinstance(v, int) and not isinstance(v, bool) else TypeError
+            raise error(f"{what}.{attr} is {v!r} but it was built with {attr}={want} (a python int)")
     name = cls.name
     if not isinstance(name, str) or not name:
-        raise TypeError(f"{what}.name must be the name it is registered under (a class attribute, e.g. "
-                        f"name = \"my_gen\"), got {name!r}")
+        raise TypeError(f"{what}.name must be the name it is registered under (a class attribute), got {name!r}")
     registered = [e.name for e in GENERATORS.entries() if e.factory is cls]
     if registered and name not in registered:
-        raise ValueError(f"{what}.name is {name!r} but the class is registered as {registered[0]!r}: set "
-                         f"name = {registered[0]!r} (a saved folder names its generator by it)")
+        raise ValueError(f"{what}.name is {name!r} but the class is registered as {registered[0]!r}: set it to that")

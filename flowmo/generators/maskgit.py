@@ -27,10 +27,10 @@ from flowmo.nets.frozen import evaluating
 from flowmo.model import LossOutput
 from flowmo.registry import GENERATORS
 
-from ._checks import check_generator, check_index_tensor, check_int, check_real, set_transformer_options
+from ._checks import check_index_tensor, check_int, check_real, set_transformer_options
 from .base import GenerationOutput, TokenGenerator
-from .sampling import guide, gumbel_noise, sample_logits, top_k_filter
-from .schedule import decoding_schedule, random_mask, sample_mask_counts
+from .sampling import _check_no_overflow, _draw, _guided, _top_k, gumbel_noise
+from .schedule import _decoding_schedule, _random_mask, _sample_mask_counts
 from .transformer import GeneratorBlock, SequenceRope
 
 __all__ = ["MaskGiT"]
@@ -140,27 +140,20 @@ class MaskGiT(TokenGenerator):
             LossOutput: total = terms["masked_ce"] = the mean, over all masked positions of the
             batch, of -log softmax(logits)[token] (nats per masked token; MaskGIT's weighting).
         """
-        tokens = self.check_tokens(tokens)
+        tokens, labels = self.training_inputs(tokens, labels, generator)
         b, length = tokens.shape
-        check_generator(generator, tokens.device)
-        if b == 0:
-            raise ValueError("tokens must hold at least one sample (B >= 1), got B = 0")
-        labels = self.training_labels(labels, b)
         if self.num_classes and self.label_dropout > 0:  # drawn in either mode: the later draws match
             drop = torch.rand(b, generator=generator, device=tokens.device) < self.label_dropout
             if self.training:  # dropout, as nn.Dropout: training mode only
                 labels = labels.masked_fill(drop, self.null_class)
         if mask is None:
-            counts = sample_mask_counts(b, length, generator=generator, device=tokens.device)
-            mask = random_mask(counts, length, generator=generator)
+            counts = _sample_mask_counts(b, length, generator=generator, device=tokens.device)
+            mask = _random_mask(counts, length, generator=generator)
         else:
-            if not isinstance(mask, Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != (b, length):
-                raise ValueError(f"mask must be a bool tensor ({b}, {length}) or None, got "
-                                 f"{getattr(mask, 'dtype', type(mask).__name__)} {tuple(getattr(mask, 'shape', ()))}")
-            if mask.device != tokens.device:
-                raise ValueError(f"mask is on {mask.device} but tokens are on {tokens.device}")
-            if not bool(mask.any(dim=1).all()):
-                raise ValueError("mask must mask at least one position in every row (a row without one has no loss)")
+            ok = isinstance(mask, Tensor) and mask.dtype == torch.bool and tuple(mask.shape) == (b, length)
+            if not ok or mask.device != tokens.device or not bool(mask.any(dim=1).all()):
+                raise ValueError(f"mask must be None or a bool ({b}, {length}) tensor on {tokens.device} masking a position "
+                                 f"in every row, got {getattr(mask, 'dtype', type(mask).__name__)} {tuple(getattr(mask, 'shape', ()))}")
         logits = self._logits(tokens.masked_fill(mask, self.mask_id), labels)
         ce = F.cross_entropy(logits[mask], tokens[mask])
         return LossOutput(ce, {"masked_ce": ce})
@@ -195,26 +188,31 @@ class MaskGiT(TokenGenerator):
         """
         labels, guided, temperature, cfg_scale, top_k = self.sampling_inputs(
             labels, batch_size, temperature, cfg_scale, top_k, generator)
-        steps = min(self.default_steps, self.seq_len) if steps is None else check_int(steps, "steps")
-        schedule = decoding_schedule(self.seq_len, steps)
+        steps = (min(self.default_steps, self.seq_len) if steps is None
+                 else check_int(steps, "steps (each decodes at least one token)", maximum=self.seq_len))
+        schedule = _decoding_schedule(self.seq_len, steps)
         choice_temperature = check_real(choice_temperature, "choice_temperature", low=0.0)
         b, length, device = labels.shape[0], self.seq_len, self.device
         x = torch.full((b, length), self.mask_id, dtype=torch.long, device=device)
         null = torch.full_like(labels, self.null_class)
         passes = nfe = 0
+        overflow = torch.zeros((), dtype=torch.bool, device=device)
         with evaluating(self):  # eval mode, no gradients; each submodule's training flag given back
             for t, n_masked in enumerate(schedule):
                 unknown = x == self.mask_id
                 if guided:
                     cond, uncond = self._logits(torch.cat((x, x)), torch.cat((labels, null))).chunk(2)
-                    logits = guide(cond, uncond, cfg_scale)
+                    logits, bad = _guided(cond, uncond, cfg_scale)
+                    overflow |= bad
                     nfe += 2
                 else:
                     logits = self._logits(x, labels)
                     nfe += 1
                 passes += 1
-                logits = top_k_filter(logits, top_k)
-                sampled = torch.where(unknown, sample_logits(logits, temperature, generator=generator), x)
+                logits = _top_k(logits, top_k)
+                drawn, bad = _draw(logits, temperature, generator)
+                overflow |= bad
+                sampled = torch.where(unknown, drawn, x)
                 if n_masked > 0:
                     logp = F.log_softmax(logits, dim=-1).gather(-1, sampled[..., None])[..., 0]
                     tau = choice_temperature * (1.0 - (t + 1) / steps)
@@ -224,5 +222,6 @@ class MaskGiT(TokenGenerator):
                     lowest = confidence.argsort(dim=1, stable=True)[:, :n_masked]
                     sampled = sampled.scatter(1, lowest, self.mask_id)
                 x = sampled
+        _check_no_overflow(overflow, cfg_scale, temperature)
         return GenerationOutput(tokens=x, forward_passes=passes, nfe=nfe, steps=steps)
 

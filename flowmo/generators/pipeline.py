@@ -46,8 +46,6 @@ def recorded_layout(metadata: Mapping[str, Any]) -> Optional[TokenLayout]:
     """The token layout a generator folder's metadata records under ``"layout"`` (a
     :meth:`TokenLayout.to_json` string or the same object as a dict), or None when it records
     none. Raises ValueError for a malformed one."""
-    if not isinstance(metadata, Mapping):
-        raise TypeError(f"metadata must be a mapping, got {type(metadata).__name__}")
     raw = metadata.get("layout")
     if raw is None:
         return None
@@ -126,21 +124,15 @@ def check_tokenizer(generator: TokenGenerator, tokenizer: Any, layout: Optional[
             the encoder frozen, e.g. a few-step decoder, makes the same ones and is accepted). Without a
             recorded digest only the spec is checked.
     """
-    if layout is None:
-        layout = recorded_layout(generator.metadata)
-        if layout is None:
-            raise ValueError("the generator records no token layout (metadata \"layout\"): pass layout= (a TokenLayout, "
-                             "e.g. flowmo.data.token_layout.layout_for(tokenizer)) to say how its sequences map to the "
-                             "tokenizer's tokens")
-    elif not isinstance(layout, TokenLayout):
-        raise TypeError(f"layout must be a TokenLayout or None, got {type(layout).__name__}")
+    layout = recorded_layout(generator.metadata) if layout is None else layout
+    if not isinstance(layout, TokenLayout):
+        raise ValueError(f"layout must be a TokenLayout: the generator records no token layout, got {type(layout).__name__}")
     if (layout.seq_len, layout.vocab_size) != (generator.seq_len, generator.vocab_size):
-        raise ValueError(f"the token layout gives sequences of {layout.seq_len} tokens in [0, {layout.vocab_size}) but "
-                         f"the generator models {generator.seq_len} tokens in [0, {generator.vocab_size})")
+        raise ValueError(f"the token layout gives sequences of {layout.seq_len} tokens in [0, {layout.vocab_size}) but the "
+                         f"generator models {generator.seq_len} tokens in [0, {generator.vocab_size})")
     fp = generator.metadata.get("tokenizer_fingerprint")
     if fp is not None and fp != layout.fingerprint:
-        raise ValueError(f"the generator's metadata names the tokenizer fingerprint {fp} but its layout names "
-                         f"{layout.fingerprint}: the folder is inconsistent")
+        raise ValueError(f"the generator's metadata names the tokenizer fingerprint {fp} but its layout {layout.fingerprint}")
     weights = generator.metadata.get("tokenizer_weights")
     if weights is not None:
         try:
@@ -149,13 +141,8 @@ def check_tokenizer(generator: TokenGenerator, tokenizer: Any, layout: Optional[
             raise ValueError(f"{e}: the folder is damaged") from None
     layout.check_tokenizer(tokenizer, what="the generator's tokens")
     if weights is not None and not makes_the_same_tokens(weights, tokenizer):
-        raise ValueError(f"the generator's tokens were made by a tokenizer of the same spec (fingerprint "
-                         f"{layout.fingerprint}) but other encoder or quantizer weights: same architecture, other "
-                         f"weights (digest {weights[:16]}..., this tokenizer's {token_weights_digest(tokenizer)[:16]}"
-                         "...); decoding its tokens with this one would give wrong images: use the tokenizer whose "
-                         "tokens it was trained on (or one post-trained from it with the encoder frozen, such as a "
-                         "few-step decoder; a generator trained on tokens written before flowmo recorded the token "
-                         "digest names the whole tokenizer's weights, which only that exact tokenizer matches)")
+        raise ValueError(f"the generator's tokens were made by a tokenizer of the same architecture, other weights (digest "
+                         f"{weights[:16]}..., not {token_weights_digest(tokenizer)[:16]}...): use the one it was trained on")
     return layout
 
 
@@ -235,16 +222,12 @@ def generate_images(generator: TokenGenerator, tokenizer: Any, labels: Union[Seq
     layout = check_tokenizer(generator, tokenizer, layout)
     seed = check_int(seed, "seed", minimum=0, maximum=2**63 - 1)  # torch.Generator.manual_seed's range
     batch_size = check_int(batch_size, "batch_size")
+    if (labels is None) == (num_images is None):
+        raise ValueError("give labels or num_images, not both: num_images is required when labels is None")
     if labels is None:
-        if generator.num_classes and cfg_scale != 1.0:
-            raise ValueError("cfg_scale must be 1 without labels (guidance contrasts a class with the null class)")
-        if num_images is None:
-            raise ValueError("num_images is required when labels is None (unconditional images)")
         n = check_int(num_images, "num_images", minimum=0)
         label_t = torch.full((n,), generator.null_class, dtype=torch.long)
     else:
-        if num_images is not None:
-            raise ValueError("give labels or num_images, not both")
         if isinstance(labels, Tensor):
             label_t = labels.detach().to("cpu")
         else:

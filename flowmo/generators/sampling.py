@@ -1,6 +1,10 @@
 """Sampling pieces shared by the token generators: classifier-free guidance on logits, a top-k
 filter, Gumbel noise and temperature sampling. Pure functions of their inputs and a
-``torch.Generator``; logits are float32 (..., V) over a vocabulary of V tokens."""
+``torch.Generator``; logits are float32 (..., V) over a vocabulary of V tokens.
+
+The public functions check their arguments; the generators' decoding loops call the unchecked
+kernels (``_guided``, ``_top_k``, ``_draw``) on arguments ``generate`` checked once, and collect
+the kernels' overflow flags on the device, checked once after the loop (no host sync per step)."""
 
 from __future__ import annotations
 
@@ -15,12 +19,37 @@ __all__ = ["guide", "top_k_filter", "gumbel_noise", "sample_logits"]
 
 
 def _check_logits(logits: Tensor, name: str = "logits") -> Tensor:
-    if not isinstance(logits, Tensor):
-        raise TypeError(f"{name} must be a float torch.Tensor (..., V), got {type(logits).__name__}")
-    if not logits.is_floating_point() or logits.ndim < 1 or logits.shape[-1] < 1:
-        raise ValueError(f"{name} must be a floating tensor (..., V) with V >= 1, got {logits.dtype} "
-                         f"{tuple(logits.shape)}")
+    if not isinstance(logits, Tensor) or not logits.is_floating_point() or logits.ndim < 1 or logits.shape[-1] < 1:
+        raise ValueError(f"{name} must be a floating tensor (..., V), V >= 1, got {getattr(logits, 'dtype', type(logits))}")
     return logits
+
+
+def _guided(cond: Tensor, uncond: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    """``uncond + scale * (cond - uncond)`` and a bool scalar tensor: whether it overflowed (a
+    non-finite value from finite inputs). No checks, no host sync."""
+    out = uncond + scale * (cond - uncond)
+    overflow = ~torch.isfinite(out).all() & torch.isfinite(cond).all() & torch.isfinite(uncond).all()
+    return out, overflow
+
+
+def _top_k(logits: Tensor, k: Optional[int]) -> Tensor:
+    """:func:`top_k_filter` for k None or in [1, V] (no checks)."""
+    if k is None or k == logits.shape[-1]:
+        return logits
+    vals, idx = logits.topk(k, dim=-1)
+    return torch.full_like(logits, -torch.inf).scatter(-1, idx, vals)
+
+
+def _draw(logits: Tensor, temperature: float, generator: Optional[torch.Generator]) -> tuple[Tensor, Tensor]:
+    """:func:`sample_logits`'s tokens for a temperature >= 0 and a bool scalar tensor: whether
+    logits / temperature overflowed float32 (NaN or +inf where the logits have no +inf). No
+    checks, no host sync."""
+    if temperature == 0.0:
+        return logits.argmax(dim=-1), torch.zeros((), dtype=torch.bool, device=logits.device)
+    scaled = logits.float() / temperature
+    overflow = (torch.isnan(scaled) | torch.isposinf(scaled)).any() & ~torch.isposinf(logits).any()
+    g = gumbel_noise(tuple(logits.shape), generator=generator, device=logits.device)
+    return (scaled + g).argmax(dim=-1), overflow
 
 
 def guide(cond: Tensor, uncond: Tensor, scale: float) -> Tensor:
@@ -42,14 +71,12 @@ def guide(cond: Tensor, uncond: Tensor, scale: float) -> Tensor:
             would come out as index 0), named ``cfg_scale``.
     """
     _check_logits(cond, "cond")
-    _check_logits(uncond, "uncond")
-    if cond.shape != uncond.shape:
+    if _check_logits(uncond, "uncond").shape != cond.shape:
         raise ValueError(f"cond and uncond must have one shape, got {tuple(cond.shape)} and {tuple(uncond.shape)}")
     scale = check_real(scale, "scale", low=0.0)
-    out = uncond + scale * (cond - uncond)
-    if not bool(torch.isfinite(out).all()) and bool(torch.isfinite(cond).all() and torch.isfinite(uncond).all()):
-        raise ValueError(f"cfg_scale {scale:g} makes the guided logits overflow {out.dtype} (inf or NaN); "
-                         "use a moderate guidance scale (e.g. 1 to 10)")
+    out, overflow = _guided(cond, uncond, scale)
+    if bool(overflow):
+        raise ValueError(f"cfg_scale {scale:g} makes the guided logits overflow {out.dtype}; use a moderate scale (1 to 10)")
     return out
 
 
@@ -67,16 +94,7 @@ def top_k_filter(logits: Tensor, k: Optional[int]) -> Tensor:
         float (..., V), a new tensor unless k is None or V.
     """
     _check_logits(logits)
-    if k is None:
-        return logits
-    k = check_int(k, "k")
-    v = logits.shape[-1]
-    if k > v:
-        raise ValueError(f"k (top-k) must be None or an int in [1, {v}] (the vocabulary), got {k}")
-    if k == v:
-        return logits
-    vals, idx = logits.topk(k, dim=-1)
-    return torch.full_like(logits, -torch.inf).scatter(-1, idx, vals)
+    return _top_k(logits, None if k is None else check_int(k, "k (top-k)", maximum=logits.shape[-1]))
 
 
 def gumbel_noise(shape: tuple, *, generator: Optional[torch.Generator] = None,
@@ -105,13 +123,14 @@ def sample_logits(logits: Tensor, temperature: float, *, generator: Optional[tor
         ValueError: a temperature so small that logits / temperature overflows float32 (the
             draw would no longer be the softmax's), named ``temperature``; use 0 for argmax.
     """
-    _check_logits(logits)
-    temperature = check_real(temperature, "temperature", low=0.0)
-    if temperature == 0.0:
-        return logits.argmax(dim=-1)
-    scaled = logits.float() / temperature
-    if bool(torch.isnan(scaled).any() or torch.isposinf(scaled).any()) and not bool(torch.isposinf(logits).any()):
-        raise ValueError(f"temperature {temperature:g} is too small: logits / temperature overflows float32; "
-                         "use temperature 0 for the argmax, or a temperature >= 1e-3")
-    g = gumbel_noise(tuple(logits.shape), generator=generator, device=logits.device)
-    return (scaled + g).argmax(dim=-1)
+    tokens, overflow = _draw(_check_logits(logits), check_real(temperature, "temperature", low=0.0), generator)
+    if bool(overflow):
+        raise ValueError(f"temperature {temperature:g} is too small (logits / temperature overflow float32); use 0 for argmax")
+    return tokens
+
+
+def _check_no_overflow(overflow: Tensor, cfg_scale: float, temperature: float) -> None:
+    """After a decoding loop: ValueError if any step's guided or temperature-scaled logits
+    overflowed (the kernels' flags, or-ed on the device: one host sync per ``generate``)."""
+    if bool(overflow):
+        raise ValueError(f"cfg_scale {cfg_scale:g} or temperature {temperature:g} made the logits overflow float32")

@@ -69,8 +69,13 @@ def sample_mask_counts(batch: int, length: int, *, generator: Optional[torch.Gen
     Returns:
         int64 (batch,) on ``device``, each in [1, length].
     """
-    batch = check_int(batch, "batch", minimum=0)
-    length = check_int(length, "length")
+    return _sample_mask_counts(check_int(batch, "batch", minimum=0), check_int(length, "length"), generator=generator,
+                               device=device)
+
+
+def _sample_mask_counts(batch: int, length: int, *, generator: Optional[torch.Generator],
+                        device: Optional[torch.device]) -> Tensor:
+    """:func:`sample_mask_counts` for checked ``batch`` >= 0 and ``length`` >= 1."""
     r = torch.rand(batch, generator=generator, device=device)
     counts = torch.ceil(torch.cos(torch.pi * r / 2) * length - _TOL)
     return counts.clamp(1, length).long()
@@ -91,6 +96,11 @@ def random_mask(counts: Tensor, length: int, *, generator: Optional[torch.Genera
     length = check_int(length, "length")
     if not isinstance(counts, Tensor) or counts.ndim != 1 or counts.is_floating_point():
         raise TypeError(f"counts must be an integer tensor (B,), got {counts!r}")
+    return _random_mask(counts, length, generator=generator)
+
+
+def _random_mask(counts: Tensor, length: int, *, generator: Optional[torch.Generator]) -> Tensor:
+    """:func:`random_mask` for an integer tensor ``counts`` (B,) and ``length`` >= 1 (no checks)."""
     scores = torch.rand(counts.shape[0], length, generator=generator, device=counts.device)
     rank = scores.argsort(dim=1).argsort(dim=1)  # rank of each position's score within its row
     return rank < counts[:, None]
@@ -117,10 +127,11 @@ def decoding_schedule(length: int, steps: int) -> list[int]:
         TypeError / ValueError: ``length`` not an int >= 1; ``steps`` not an int in [1, length].
     """
     length = check_int(length, "length")
-    steps = check_int(steps, "steps")
-    if steps > length:
-        raise ValueError(f"steps must be an int in [1, {length}] (each step decodes at least one of the "
-                         f"{length} tokens), got {steps}")
+    return _decoding_schedule(length, check_int(steps, "steps (each decodes at least one token)", maximum=length))
+
+
+def _decoding_schedule(length: int, steps: int) -> list[int]:
+    """:func:`decoding_schedule` for ``length`` >= 1 and ``steps`` in [1, length] (no checks)."""
     out, prev = [], length
     for t in range(steps):
         n = 0 if t == steps - 1 else math.floor(cosine_gamma((t + 1) / steps) * length + _TOL)
@@ -132,8 +143,5 @@ def decoding_schedule(length: int, steps: int) -> list[int]:
 def decoding_mask_count(step: int, steps: int, length: int) -> int:
     """Entry ``step`` (0-based, < steps) of :func:`decoding_schedule`: the tokens still masked
     after that step; 0 after the last one."""
-    step = check_int(step, "step", minimum=0)
     schedule = decoding_schedule(length, steps)
-    if step >= len(schedule):
-        raise ValueError(f"step must be in [0, steps = {len(schedule)}), got {step}")
-    return schedule[step]
+    return schedule[check_int(step, "step", minimum=0, maximum=len(schedule) - 1)]

@@ -44,9 +44,13 @@ class CodeCounts:
                 for v, c in zip(vals.tolist(), cnt.tolist()):
                     d[v] = d.get(v, 0) + c
 
+    @property
+    def layout(self) -> tuple[int, int, int]:
+        """``(codebook_size, groups, tokens_per_image)``: counts merge only between equal layouts."""
+        return self.codebook_size, self.groups, self.tokens_per_image
+
     def merge(self, other: "CodeCounts") -> None:
-        if (other.codebook_size, other.groups, other.tokens_per_image) != (
-                self.codebook_size, self.groups, self.tokens_per_image):
+        if other.layout != self.layout:
             raise ValueError("cannot merge code counts of different codebook sizes / group counts / token counts")
         if self.dense:
             self.counts += other.counts
@@ -107,8 +111,7 @@ def count_tokens(codes: Optional[CodeCounts], tokens: Tensor, b: int, size: Opti
     if tokens.ndim not in (2, 3) or tokens.shape[0] != b:
         raise ValueError(f"tokens must have shape ({b}, T) or ({b}, T, G), got {tuple(tokens.shape)}")
     if size is None:
-        raise ValueError("codebook statistics need the codebook size: pass codebook= to update "
-                         "or codebook_size= to Evaluator")
+        raise ValueError("codebook statistics need the codebook size: pass codebook= to update or codebook_size= to Evaluator")
     size = int(size)
     t = tokens.shape[1]
     g = tokens.shape[2] if tokens.ndim == 3 else 1
@@ -117,9 +120,7 @@ def count_tokens(codes: Optional[CodeCounts], tokens: Tensor, b: int, size: Opti
         raise ValueError(f"tokens must lie in [0, {size}), got values in [{idx.min()}, {idx.max()}]")
     if codes is None:
         codes = CodeCounts(size, g, t)
-    elif (codes.codebook_size, codes.groups, codes.tokens_per_image) != (size, g, t):
-        raise ValueError("tokens changed layout between batches: codebook size, groups and tokens per image "
-                         f"were ({codes.codebook_size}, {codes.groups}, "
-                         f"{codes.tokens_per_image}), now ({size}, {g}, {t})")
+    elif codes.layout != (size, g, t):
+        raise ValueError(f"tokens changed layout (codebook size, groups, tokens per image) from {codes.layout} to {(size, g, t)}")
     codes.update(idx)
     return codes

@@ -8,7 +8,7 @@ from typing import Tuple
 
 import torch
 
-from flowmo.metrics.inputs import _check_float_images, _check_pair, _check_protocol, _compute_device
+from flowmo.metrics.inputs import _check_images, _check_pair, _check_protocol, _compute_device
 
 __all__ = ["to_uint8", "release_originals", "quantise_pair"]
 
@@ -39,7 +39,11 @@ def to_uint8(images: torch.Tensor, protocol: str = "standard") -> torch.Tensor:
     or an unknown protocol.
     """
     protocol = _check_protocol(protocol)
-    _check_float_images(images)
+    return _to_uint8(_check_images(images, "images", four_d=False), protocol)
+
+
+def _to_uint8(images: torch.Tensor, protocol: str) -> torch.Tensor:
+    """:func:`to_uint8` of finite float ``images`` under a valid ``protocol`` (no checks)."""
     if protocol == "release":
         x = images.to(torch.float32).clamp(-1.0, 1.0)
         v = ((x + 1.0) / 2.0) * 255.0  # three float32 roundings, as the release's tensors
@@ -72,20 +76,30 @@ def release_originals(originals: torch.Tensor) -> torch.Tensor:
     Returns a float32 tensor of the input's shape on the input's device.
     Raises ``ValueError`` for a non-tensor, a non-floating dtype or non-finite values.
     """
-    _check_float_images(originals, "originals")
-    u = to_uint8(originals, "standard")
+    return _release_originals(_check_images(originals, "originals", four_d=False))
+
+
+def _release_originals(originals: torch.Tensor) -> torch.Tensor:
+    """:func:`release_originals` of finite float ``originals`` (no checks)."""
+    u = _to_uint8(originals, "standard")
     device = _compute_device(originals.device)
     x = u.to(device=device, dtype=torch.float64) / 127.5 - 1.0
     return x.to(torch.float32).to(originals.device)
 
 
+def _uint8_pair(originals: torch.Tensor, reconstructions: torch.Tensor,
+                protocol: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    """:func:`quantise_pair` of a pair :func:`~flowmo.metrics.inputs._check_pair` accepted (no checks)."""
+    if protocol == "release":
+        return _to_uint8(_release_originals(originals), "release"), _to_uint8(reconstructions, "release")
+    return _to_uint8(originals, "standard"), _to_uint8(reconstructions, "standard")
+
+
 def _quantised_pair(originals: torch.Tensor, reconstructions: torch.Tensor,
                     protocol: str) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Both images in 8 bits under ``protocol``, as float64 values 0..255 on the compute device."""
-    if protocol == "release":
-        a, b = to_uint8(release_originals(originals), "release"), to_uint8(reconstructions, "release")
-    else:
-        a, b = to_uint8(originals), to_uint8(reconstructions)
+    """Both images in 8 bits under ``protocol``, as float64 values 0..255 on the compute device
+    (a checked pair, no checks)."""
+    a, b = _uint8_pair(originals, reconstructions, protocol)
     device = _compute_device(originals.device)
     return a.to(device=device, dtype=torch.float64), b.to(device=device, dtype=torch.float64)
 
@@ -101,7 +115,4 @@ def quantise_pair(originals: torch.Tensor, reconstructions: torch.Tensor,
     their device.
     """
     protocol = _check_protocol(protocol)
-    originals, reconstructions = _check_pair(originals, reconstructions)
-    if protocol == "release":
-        return to_uint8(release_originals(originals), "release"), to_uint8(reconstructions, "release")
-    return to_uint8(originals), to_uint8(reconstructions)
+    return _uint8_pair(*_check_pair(originals, reconstructions), protocol)

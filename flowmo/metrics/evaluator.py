@@ -75,9 +75,9 @@ from flowmo.metrics.codebook import count_tokens
 from flowmo.metrics.conventions import LPIPS_NETS
 from flowmo.metrics.state import Accumulated, Merged, _to_id_array, select_examples
 from flowmo.metrics.networks import file_sha256, how_to_get, name_hash_ok, resolve_net_files, unavailable
-from flowmo.metrics.eight_bit import quantise_pair, release_originals
-from flowmo.metrics.inputs import _check_protocol
-from flowmo.metrics.pixel import per_image_values
+from flowmo.metrics.eight_bit import _release_originals, _uint8_pair
+from flowmo.metrics.inputs import _check_int, _check_pair, _check_protocol
+from flowmo.metrics.pixel import _ssim_min_size, per_image_values
 
 __all__ = ["Evaluator"]
 
@@ -131,16 +131,11 @@ class Evaluator:
         self.protocol = _check_protocol(protocol)
         if isinstance(lpips, str):
             lpips = (lpips,)
-        lpips = tuple(lpips)
-        for name in lpips:
-            if name not in LPIPS_NETS:
-                raise ValueError(f"lpips heads must be among {sorted(LPIPS_NETS)}, got {name!r}")
-        lpips_nets = dict(lpips_nets or {})
-        for name in lpips_nets:
-            if name not in LPIPS_NETS:
-                raise ValueError(f"lpips_nets keys must be among {sorted(LPIPS_NETS)}, got {name!r}")
-        if isinstance(keep_examples, bool) or not isinstance(keep_examples, int) or keep_examples < 0:
-            raise ValueError(f"keep_examples must be a non-negative int, got {keep_examples!r}")
+        lpips, lpips_nets = tuple(lpips), dict(lpips_nets or {})
+        for arg, heads in (("lpips heads", lpips), ("lpips_nets keys", lpips_nets)):
+            if not set(heads) <= set(LPIPS_NETS):
+                raise ValueError(f"{arg} must be among {sorted(LPIPS_NETS)}, got {sorted(heads)}")
+        keep_examples = _check_int(keep_examples, "keep_examples", 0)
         self.weights_dir = None if weights_dir is None else Path(weights_dir).expanduser()
         if self.weights_dir is not None and not self.weights_dir.is_dir():
             raise FileNotFoundError(f"weights_dir {str(self.weights_dir)!r} is not a folder")
@@ -171,8 +166,7 @@ class Evaluator:
         if rank_by is None:
             rank_by = next((m for m in ("lpips_vgg", "lpips_alex") if m in self.nets), "psnr")
         elif rank_by not in ("psnr", "ssim") and rank_by not in self.nets:
-            raise ValueError(f"rank_by must be 'psnr', 'ssim' or an available LPIPS metric "
-                             f"({sorted(k for k in self.nets if k.startswith('lpips'))}), got {rank_by!r}")
+            raise ValueError(f"rank_by must be 'psnr', 'ssim' or one of the LPIPS metrics {sorted(self.nets)}, got {rank_by!r}")
         self.rank_by = rank_by
         self.reset()
 
@@ -208,14 +202,10 @@ class Evaluator:
             decoder_calls: decoder evaluations per image for this batch.
             seconds: time spent reconstructing this batch.
         """
-        if not isinstance(originals, Tensor) or not isinstance(reconstructions, Tensor):
-            raise TypeError("originals and reconstructions must be torch.Tensors")
-        if originals.shape != reconstructions.shape:
-            raise ValueError(f"reconstructions must have the shape of originals: {tuple(originals.shape)} vs "
-                             f"{tuple(reconstructions.shape)}")
-        if originals.ndim != 4 or originals.shape[1] != 3:
-            raise ValueError(f"images must have shape (B, 3, H, W), got {tuple(originals.shape)}")
-        b = originals.shape[0]
+        originals, reconstructions = _check_pair(originals, reconstructions)
+        b, win = originals.shape[0], _ssim_min_size(self.protocol)
+        if originals.shape[1] != 3 or b and min(originals.shape[-2:]) < win:
+            raise ValueError(f"originals must have shape (B, 3, H, W), H, W >= {win}, got {tuple(originals.shape)}")
         if b == 0:
             return
         world, rank = self._world()
@@ -228,8 +218,7 @@ class Evaluator:
         if tokens is not None:
             self._update_codes(tokens, b, codebook)
 
-        # 8 bits under the protocol (validates finiteness, dtype and device)
-        o8, r8 = quantise_pair(originals, reconstructions, self.protocol)
+        o8, r8 = _uint8_pair(originals, reconstructions, self.protocol)
         for k, v in per_image_values(o8, r8, self.protocol).items():  # psnr, ssim, mse, psnr_cap, npix
             self._acc.values[k].append(v)
 
@@ -371,7 +360,7 @@ class Evaluator:
         if self.protocol == "release":
             # the release feeds its float images: loader originals, clamped reconstructions, both
             # through (x + 1) / 2 (and back by 2 * y - 1 for LPIPS / inside the FID Inception)
-            of = release_originals(originals).to(dev)
+            of = _release_originals(originals).to(dev)
             rf = reconstructions.to(device=dev, dtype=torch.float32).clamp(-1.0, 1.0)
             return ((of + 1.0) / 2.0) * 2.0 - 1.0, ((rf + 1.0) / 2.0) * 2.0 - 1.0
         return o8.to(dev).float() / 127.5 - 1.0, r8.to(dev).float() / 127.5 - 1.0

@@ -10,7 +10,7 @@ from typing import Tuple
 import numpy as np
 import torch
 
-from flowmo.metrics.inputs import ArrayLike, _as_float64_array
+from flowmo.metrics.inputs import ArrayLike, _as_float64_array, _check_finite, _check_int, _feature_array
 
 __all__ = ["feature_statistics", "FeatureStats"]
 
@@ -60,25 +60,23 @@ def feature_statistics(features: ArrayLike) -> Tuple[np.ndarray, np.ndarray]:
     ``features`` for anything else, including features so large that their mean or
     covariance overflows float64 (rescale them).
     """
-    feats = _as_float64_array(features, "features")
-    if feats.ndim != 2:
-        raise ValueError(f"features must be 2-D (N, D), got shape {feats.shape}")
-    if feats.shape[0] < 2:
-        raise ValueError(f"features needs at least 2 rows to estimate a covariance, got {feats.shape[0]}")
-    if feats.shape[1] == 0:
-        raise ValueError("features has zero feature dimensions")
-    if not np.all(np.isfinite(feats)):
-        raise ValueError("features contains non-finite values (NaN or inf)")
+    feats = _feature_array(features, "features", min_rows=2)
     with np.errstate(over="ignore", invalid="ignore"):
         mu = feats.mean(axis=0)
         sigma = np.atleast_2d(np.cov(feats, rowvar=False))
-    if not (np.all(np.isfinite(mu)) and np.all(np.isfinite(sigma))):
+    if not _finite(mu, sigma):
         mu, sigma = _scaled_mean_cov(feats)  # an intermediate overflowed: redo without it
-        if not (np.all(np.isfinite(mu)) and np.all(np.isfinite(sigma))):
-            raise ValueError(
-                f"features are too large (max |features| = {float(np.max(np.abs(feats))):.3g}): their "
-                "covariance overflows float64; rescale the features")
+        _check_no_overflow("the features' covariance", mu, sigma)
     return mu, sigma
+
+
+def _finite(*arrays: np.ndarray) -> bool:
+    return all(bool(np.all(np.isfinite(a))) for a in arrays)
+
+
+def _check_no_overflow(what: str, *arrays: np.ndarray) -> None:
+    if not _finite(*arrays):
+        raise ValueError(f"{what} overflow float64 (features too large or too far apart); rescale the features")
 
 
 class FeatureStats:
@@ -102,10 +100,7 @@ class FeatureStats:
     """
 
     def __init__(self, dim: int | None = None):
-        if dim is not None and (isinstance(dim, (bool, np.bool_)) or not isinstance(dim, (int, np.integer))
-                                or dim <= 0):
-            raise ValueError(f"dim must be a positive int or None, got {dim!r}")
-        self.dim = None if dim is None else int(dim)
+        self.dim = _check_int(dim, "dim", allow_none=True)
         self.count = 0
         self.shift: np.ndarray | None = None
         self.sum: np.ndarray | None = None
@@ -123,15 +118,9 @@ class FeatureStats:
         Raises ``ValueError`` naming ``features`` for non-real (complex, boolean, string) or
         non-finite values, a wrong shape, or features so large that the accumulated sums of
         outer products overflow float64 (the accumulator is left unchanged)."""
-        feats = _as_float64_array(features, "features")
-        if feats.ndim != 2:
-            raise ValueError(f"features must be 2-D (N, D), got shape {feats.shape}")
+        feats = _feature_array(features, "features")
         if self.dim is not None and feats.shape[1] != self.dim:
             raise ValueError(f"features has dimension {feats.shape[1]}, expected {self.dim}")
-        if feats.shape[1] == 0:
-            raise ValueError("features has zero feature dimensions")
-        if not np.all(np.isfinite(feats)):
-            raise ValueError("features contains non-finite values (NaN or inf)")
         if feats.shape[0] == 0:
             if self.dim is None:
                 self.dim = feats.shape[1]
@@ -142,10 +131,7 @@ class FeatureStats:
             s1 = self.sum + centred.sum(axis=0) if self.sum is not None else centred.sum(axis=0)
             outer = centred.T @ centred
             s2 = self.sum_outer + outer if self.sum_outer is not None else outer
-        if not (np.all(np.isfinite(shift)) and np.all(np.isfinite(s1)) and np.all(np.isfinite(s2))):
-            raise ValueError(
-                f"features are too large (max |features| = {float(np.max(np.abs(feats))):.3g}): their "
-                "sums of outer products overflow float64; rescale the features")
+        _check_no_overflow("the features' sums of outer products", shift, s1, s2)
         if self.shift is None:
             self._init(feats.shape[1], shift)
         self.count += feats.shape[0]
@@ -161,10 +147,8 @@ class FeatureStats:
 
     def merge(self, other: "FeatureStats") -> "FeatureStats":
         """Fold ``other``'s rows into this accumulator (in place). Returns ``self``."""
-        if not isinstance(other, FeatureStats):
-            raise ValueError(f"other must be a FeatureStats, got {type(other).__name__}")
-        if other.dim is not None and self.dim is not None and other.dim != self.dim:
-            raise ValueError(f"other has dimension {other.dim}, expected {self.dim}")
+        if not isinstance(other, FeatureStats) or None not in (other.dim, self.dim) and other.dim != self.dim:
+            raise ValueError(f"other must be a FeatureStats of dimension {self.dim}, got {getattr(other, 'dim', other)}")
         if other.count == 0:
             if self.dim is None:
                 self.dim = other.dim
@@ -174,9 +158,7 @@ class FeatureStats:
         with np.errstate(over="ignore", invalid="ignore"):
             s1, s2 = other._sums_about(self.shift)
             s1, s2 = self.sum + s1, self.sum_outer + s2
-        if not (np.all(np.isfinite(s1)) and np.all(np.isfinite(s2))):
-            raise ValueError("merging other overflows float64 (features too large or too far apart); "
-                             "rescale the features")
+        _check_no_overflow("the sums merged from other", s1, s2)
         self.count += other.count
         self.sum, self.sum_outer = s1, s2
         return self
@@ -191,8 +173,7 @@ class FeatureStats:
             cov = (self.sum_outer - n * np.outer(mean_c, mean_c)) / (n - 1)
             cov = _symmetrise(cov)
             mu = self.shift + mean_c
-        if not (np.all(np.isfinite(mu)) and np.all(np.isfinite(cov))):
-            raise ValueError("the features' mean or covariance overflows float64; rescale the features")
+        _check_no_overflow("the features' mean and covariance", mu, cov)
         return mu, cov
 
     def state_dict(self) -> dict:
@@ -207,24 +188,15 @@ class FeatureStats:
         is 0); with count > 0 also ``shift`` and ``sum`` of shape (dim,) and ``sum_outer``
         of shape (dim, dim), all finite. Raises ``ValueError`` naming the key otherwise.
         """
-        if not isinstance(state, dict):
-            raise ValueError(f"state must be a dict from FeatureStats.state_dict(), got {type(state).__name__}")
-        if "count" not in state:
-            raise ValueError("state is missing the key 'count' (a FeatureStats.state_dict() has "
-                             "count, dim, shift, sum, sum_outer)")
-        count, dim = state["count"], state.get("dim")
+        if not isinstance(state, dict) or "count" not in state:
+            raise ValueError(f"state must be a FeatureStats.state_dict() with a 'count', got {type(state).__name__}")
+        count = state["count"]
         if isinstance(count, torch.Tensor) and count.numel() == 1 and not count.is_floating_point():
             count = count.item()
-        if isinstance(count, (bool, np.bool_)) or not isinstance(count, (int, np.integer)) or count < 0:
-            raise ValueError(f"state['count'] must be a non-negative int, got {count!r}")
-        if dim is not None and (isinstance(dim, (bool, np.bool_)) or not isinstance(dim, (int, np.integer))
-                                or dim <= 0):
-            raise ValueError(f"state['dim'] must be a positive int or None, got {dim!r}")
-        out = cls(dim)
+        count = _check_int(count, "state['count']", 0)
+        d = _check_int(state.get("dim"), "state['dim']", allow_none=count == 0)
+        out = cls(d)
         if count > 0:
-            if dim is None:
-                raise ValueError("state['dim'] is None but state['count'] is positive")
-            d = int(dim)
             arrays = {}
             for key, shape in (("shift", (d,)), ("sum", (d,)), ("sum_outer", (d, d))):
                 if key not in state:
@@ -232,11 +204,10 @@ class FeatureStats:
                 a = _as_float64_array(state[key], f"state[{key!r}]")
                 if a.shape != shape:
                     raise ValueError(f"state[{key!r}] must have shape {shape}, got {a.shape}")
-                if not np.all(np.isfinite(a)):
-                    raise ValueError(f"state[{key!r}] contains non-finite values (NaN or inf)")
+                _check_finite(a, f"state[{key!r}]")
                 arrays[key] = np.array(a, dtype=np.float64)
             out._init(d, arrays["shift"])
-            out.count = int(count)
+            out.count = count
             out.sum = arrays["sum"]
             out.sum_outer = arrays["sum_outer"]
         return out

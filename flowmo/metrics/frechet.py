@@ -9,7 +9,7 @@ from typing import Tuple
 import numpy as np
 
 from flowmo.metrics.feature_stats import _symmetrise
-from flowmo.metrics.inputs import ArrayLike, _as_float64_array
+from flowmo.metrics.inputs import ArrayLike, _as_float64_array, _check_finite
 
 __all__ = ["frechet_distance"]
 
@@ -23,32 +23,31 @@ _PSD_RTOL = 1e-5
 
 
 def _check_gaussian(mu, sigma, idx: int) -> Tuple[np.ndarray, np.ndarray]:
+    """``(mu, sigma)`` as float64 (D,), (D, D) finite arrays, sigma symmetric within _SYM_RTOL
+    (then symmetrised); ValueError naming ``mu{idx}`` / ``sigma{idx}`` otherwise."""
     mu_name, sigma_name = f"mu{idx}", f"sigma{idx}"
     mu = np.atleast_1d(_as_float64_array(mu, mu_name))
     sigma = np.atleast_2d(_as_float64_array(sigma, sigma_name))
-    if mu.ndim != 1:
-        raise ValueError(f"{mu_name} must be 1-D, got shape {mu.shape}")
-    if mu.shape[0] == 0:
-        raise ValueError(f"{mu_name} is empty (zero feature dimensions)")
-    if sigma.ndim != 2 or sigma.shape[0] != sigma.shape[1]:
-        raise ValueError(f"{sigma_name} must be a square 2-D matrix, got shape {sigma.shape}")
-    if sigma.shape[0] != mu.shape[0]:
-        raise ValueError(f"{sigma_name} has shape {sigma.shape} but {mu_name} has length {mu.shape[0]}")
-    if not np.all(np.isfinite(mu)):
-        raise ValueError(f"{mu_name} contains non-finite values (NaN or inf)")
-    if not np.all(np.isfinite(sigma)):
-        raise ValueError(f"{sigma_name} contains non-finite values (NaN or inf)")
-    scale = float(np.max(np.abs(sigma)))
-    if scale > 0.0:
-        # compared in units of a power of two near the largest entry: S - S^T cannot overflow
-        e = int(np.frexp(scale)[1])
-        rel = float(np.max(np.abs(np.ldexp(sigma, -e) - np.ldexp(sigma.T, -e)))) / float(np.ldexp(scale, -e))
-        if rel > _SYM_RTOL:
-            raise ValueError(
-                f"{sigma_name} is not symmetric (max |S - S^T| is {rel:.3g} of its largest entry "
-                f"{scale:.3g}): not a covariance matrix"
-            )
+    if mu.ndim != 1 or mu.shape[0] == 0:
+        raise ValueError(f"{mu_name} is empty or not 1-D: expected the means (D,) with D >= 1, got shape {mu.shape}")
+    if sigma.shape != (mu.shape[0],) * 2:
+        raise ValueError(f"{sigma_name} has shape {sigma.shape}, expected the covariance {(mu.shape[0],) * 2} of {mu_name}")
+    _check_finite(mu, mu_name)
+    _check_finite(sigma, sigma_name)
+    rel = _asymmetry(sigma)
+    if rel > _SYM_RTOL:
+        raise ValueError(f"{sigma_name} is not symmetric (max |S - S^T| is {rel:.3g} of max |S|): not a covariance")
     return mu, _symmetrise(sigma)
+
+
+def _asymmetry(sigma: np.ndarray) -> float:
+    """max |S - S^T| / max |S| of a finite square matrix (0 for the zero matrix), computed in units
+    of a power of two near the largest entry, so that S - S^T cannot overflow."""
+    scale = float(np.max(np.abs(sigma)))
+    if scale == 0.0:
+        return 0.0
+    e = int(np.frexp(scale)[1])
+    return float(np.max(np.abs(np.ldexp(sigma, -e) - np.ldexp(sigma.T, -e)))) / float(np.ldexp(scale, -e))
 
 
 def _psd_factor(sigma: np.ndarray, name: str) -> Tuple[np.ndarray, float]:
@@ -64,20 +63,15 @@ def _psd_factor(sigma: np.ndarray, name: str) -> Tuple[np.ndarray, float]:
     d = sigma.shape[0]
     try:
         w, v = np.linalg.eigh(sigma)
-    except np.linalg.LinAlgError as exc:
-        raise ValueError(f"the eigendecomposition of {name} failed ({exc}); the Frechet distance "
-                         "cannot be computed") from None
+    except np.linalg.LinAlgError:
+        w = v = np.full(1, np.nan)
     if not (np.all(np.isfinite(w)) and np.all(np.isfinite(v))):
-        raise ValueError(f"the eigendecomposition of {name} gave non-finite values (its entries are too "
-                         "large or too small for float64); rescale the features")
+        raise ValueError(f"the eigendecomposition of {name} failed or is not finite; rescale the features")
     scale = float(np.max(np.abs(w)))
     if scale == 0.0:
         return np.zeros((d, 0)), 0.0
     if w[0] < -_PSD_RTOL * scale:
-        raise ValueError(
-            f"{name} is not positive semi-definite (smallest eigenvalue {w[0]:.6g}, largest {w[-1]:.6g}): "
-            "not a covariance matrix, so the Frechet distance is undefined"
-        )
+        raise ValueError(f"{name} is not positive semi-definite (eigenvalues {w[0]:.6g} .. {w[-1]:.6g})")
     keep = w > d * np.finfo(np.float64).eps * scale
     wk = w[keep]
     return v[:, keep] * np.sqrt(wk), float(math.fsum(wk.tolist()))
@@ -134,8 +128,7 @@ def frechet_distance(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: 
     mu1, sigma1 = _check_gaussian(mu1, sigma1, 1)
     mu2, sigma2 = _check_gaussian(mu2, sigma2, 2)
     if mu1.shape != mu2.shape:
-        raise ValueError(f"mu2 has length {mu2.shape[0]} but mu1 has length {mu1.shape[0]}: "
-                         "the two feature sets have different dimensions")
+        raise ValueError(f"mu2 has length {mu2.shape[0]} but mu1 {mu1.shape[0]}: the feature sets have different dimensions")
     if np.array_equal(mu1, mu2) and np.array_equal(sigma1, sigma2):
         _psd_factor(sigma1, "sigma1")  # still refuse a matrix that is not a covariance
         return 0.0
@@ -155,20 +148,13 @@ def frechet_distance(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: 
         else:
             try:
                 sv = np.linalg.svd(b1.T @ b2, compute_uv=False)
-            except np.linalg.LinAlgError as exc:
-                raise ValueError(f"the singular value decomposition of the covariances' cross term failed "
-                                 f"({exc}); the Frechet distance cannot be computed") from None
-            if not np.all(np.isfinite(sv)):
-                raise ValueError("the covariances' cross term is not finite; the Frechet distance cannot "
-                                 "be computed (rescale the features)")
-            cross = float(math.fsum(sv.tolist()))
+            except np.linalg.LinAlgError:
+                sv = np.full(1, np.nan)
+            # a non-finite cross term makes the value NaN, refused below
+            cross = float(math.fsum(sv.tolist())) if np.all(np.isfinite(sv)) else math.nan
         # d^2 >= 0 exactly; a negative covariance part is round-off (of order eps * (tr1 + tr2)).
         cov_part = max(tr1 + tr2 - 2.0 * cross, 0.0)
         value = mean_term + float(np.ldexp(cov_part, e))
-    if math.isnan(value):
-        raise ValueError("the Frechet distance computation produced NaN; the inputs are too large or too "
-                         "small for float64 (rescale the features)")
     if not math.isfinite(value):
-        raise ValueError("the Frechet distance overflows float64 (means or covariances too large); "
-                         "rescale the features")
+        raise ValueError("the Frechet distance overflows float64 or is NaN: rescale the features")
     return max(value, 0.0)

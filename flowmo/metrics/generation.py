@@ -38,6 +38,7 @@ import torch
 
 from flowmo.metrics.feature_stats import feature_statistics
 from flowmo.metrics.frechet import frechet_distance
+from flowmo.metrics.inputs import _check_int, _feature_array
 from flowmo.nets.frozen import evaluating
 from flowmo.nets.inception import FIDInceptionV3
 
@@ -97,42 +98,10 @@ class InceptionFeatures(NamedTuple):
     logits: torch.Tensor
 
 
-# --------------------------------------------------------------------------
-# input checks
-# --------------------------------------------------------------------------
-
-
-def _as_float64(x, name: str) -> np.ndarray:
-    """``x`` (numpy array or torch tensor of real numbers) as a float64 numpy array."""
-    if isinstance(x, torch.Tensor):
-        if x.device.type == "meta":
-            raise ValueError(f"{name} is a meta tensor (it has no values)")
-        if x.is_complex() or x.dtype == torch.bool:
-            raise TypeError(f"{name} must hold real numbers, got a tensor of dtype {x.dtype}")
-        return x.detach().to("cpu", torch.float64).numpy()
-    if isinstance(x, np.ndarray):
-        if x.dtype.kind not in "iuf":
-            raise TypeError(f"{name} must hold real numbers, got a numpy array of dtype {x.dtype}")
-        return x.astype(np.float64, copy=False)
-    raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}")
-
-
-def _check_2d(arr: np.ndarray, name: str, min_rows: int = 1) -> np.ndarray:
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (N, D), got shape {tuple(arr.shape)}")
-    if arr.shape[0] < min_rows:
-        raise ValueError(f"{name} needs at least {min_rows} rows, got {arr.shape[0]}")
-    if arr.shape[1] == 0:
-        raise ValueError(f"{name} has zero columns")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains non-finite values (NaN or inf)")
-    return arr
-
-
-def _check_int(value, name: str, low: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return int(value)
+def _rows(x, name: str, min_rows: int = 1) -> np.ndarray:
+    """``x`` (a numpy array or torch tensor, (N, D) real, finite, N >= min_rows) as float64;
+    TypeError for non-array or non-real input, ValueError naming ``name`` otherwise."""
+    return _feature_array(x, name, min_rows=min_rows, error=TypeError, sequences=False)
 
 
 # --------------------------------------------------------------------------
@@ -164,20 +133,11 @@ def _score_groups(log_p: np.ndarray, p: np.ndarray, splits: int, shuffle_seed: O
     return InceptionScore(float(arr.mean()), float(arr.std()))
 
 
-def _check_splits(splits, n: int) -> int:
-    splits = _check_int(splits, "splits", 1)
-    if splits > n:
-        raise ValueError(f"splits ({splits}) must not exceed the number of samples ({n}): every group "
-                         "needs at least one sample")
-    return splits
-
-
-def _check_shuffle_seed(seed) -> Optional[int]:
-    if seed is None:
-        return None
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 32:
-        raise ValueError(f"shuffle_seed must be None or an int in [0, 2**32), got {seed!r}")
-    return int(seed)
+def _groups(splits, shuffle_seed, n: int) -> tuple[int, Optional[int]]:
+    """``(splits, shuffle_seed)`` checked: splits an int in [1, n] (a sample per group), the seed
+    None or an int in [0, 2**32); ValueError naming the argument otherwise."""
+    shuffle_seed = _check_int(shuffle_seed, "shuffle_seed", 0, 2**32, allow_none=True)
+    return _check_int(splits, f"splits (groups of {n} samples)", 1, n + 1), shuffle_seed
 
 
 def inception_score(probabilities: ArrayLike, *, splits: int = 1, shuffle_seed: Optional[int] = IS_SHUFFLE_SEED,
@@ -215,17 +175,14 @@ def inception_score(probabilities: ArrayLike, *, splits: int = 1, shuffle_seed: 
     ``shuffle_seed``. For logits use :func:`inception_score_from_logits` (more precise than
     softmax-then-log).
     """
-    p = _check_2d(_as_float64(probabilities, "probabilities"), "probabilities")
+    p = _rows(probabilities, "probabilities")
     if np.any(p < 0):
         raise ValueError(f"probabilities must be non-negative, got a minimum of {float(p.min()):.6g}")
     sums = p.sum(axis=1)
-    worst = float(np.max(np.abs(sums - 1.0)))
-    if worst > atol:
-        raise ValueError(f"each row of probabilities must sum to 1 (within atol={atol}); a row sums to "
-                         f"{float(sums[np.argmax(np.abs(sums - 1.0))]):.6g}. Pass softmax outputs, or "
-                         "logits to inception_score_from_logits")
-    splits = _check_splits(splits, p.shape[0])
-    shuffle_seed = _check_shuffle_seed(shuffle_seed)
+    worst = sums[np.argmax(np.abs(sums - 1.0))]
+    if abs(worst - 1.0) > atol:
+        raise ValueError(f"each row of probabilities must sum to 1 (atol {atol}), one sums to {worst:.6g}: give softmax")
+    splits, shuffle_seed = _groups(splits, shuffle_seed, p.shape[0])
     p = p / sums[:, None]
     with np.errstate(divide="ignore"):
         log_p = np.log(p)
@@ -242,9 +199,8 @@ def inception_score_from_logits(logits: ArrayLike, *, splits: int = 1,
     ``pool3 @ W`` without a bias (:attr:`InceptionFeatures.logits`). Raises as
     :func:`inception_score`.
     """
-    z = _check_2d(_as_float64(logits, "logits"), "logits")
-    splits = _check_splits(splits, z.shape[0])
-    shuffle_seed = _check_shuffle_seed(shuffle_seed)
+    z = _rows(logits, "logits")
+    splits, shuffle_seed = _groups(splits, shuffle_seed, z.shape[0])
     z = z - z.max(axis=1, keepdims=True)
     log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
     return _score_groups(log_p, np.exp(log_p), splits, shuffle_seed)
@@ -334,13 +290,12 @@ def precision_recall(real_features: ArrayLike, generated_features: ArrayLike, *,
     mismatched dimensions, non-finite values, too few rows for ``k``, or bad ``k`` /
     ``batch_size``.
     """
-    k = _check_int(k, "k", 1)
-    batch = _check_int(batch_size, "batch_size", 1)
-    real = _check_2d(_as_float64(real_features, "real_features"), "real_features", k + 1)
-    gen = _check_2d(_as_float64(generated_features, "generated_features"), "generated_features", k + 1)
+    k = _check_int(k, "k")
+    batch = _check_int(batch_size, "batch_size")
+    real = _rows(real_features, "real_features", k + 1)
+    gen = _rows(generated_features, "generated_features", k + 1)
     if real.shape[1] != gen.shape[1]:
-        raise ValueError(f"generated_features has dimension {gen.shape[1]} but real_features has "
-                         f"{real.shape[1]}: features of different networks or layers?")
+        raise ValueError(f"generated_features has dimension {gen.shape[1]} but real_features {real.shape[1]}")
     if device is None:
         device = real_features.device if isinstance(real_features, torch.Tensor) else torch.device("cpu")
     shift = real[0]  # a point inside the cloud; exact for integer-valued features (unlike the mean)
@@ -368,14 +323,10 @@ def frechet_distance_of_features(features_a: ArrayLike, features_b: ArrayLike) -
     of Dowson & Landau 1982 / Heusel et al. 2017). On pool features this is gFID; on
     :attr:`InceptionFeatures.spatial` it is sFID (Nash et al. 2021). For streaming many
     batches use :class:`flowmo.metrics.FeatureStats` and ``frechet_distance`` directly.
-    Each set needs >= 2 rows; raises ``ValueError`` (from those functions) naming the
-    argument otherwise, or for mismatched dimensions.
+    Each set needs >= 2 rows; raises ``ValueError`` (from those functions) otherwise, or for
+    mismatched dimensions.
     """
-    mu_a, sigma_a = feature_statistics(features_a)
-    mu_b, sigma_b = feature_statistics(features_b)
-    if mu_a.shape != mu_b.shape:
-        raise ValueError(f"features_b has dimension {mu_b.shape[0]} but features_a has {mu_a.shape[0]}")
-    return frechet_distance(mu_a, sigma_a, mu_b, sigma_b)
+    return frechet_distance(*feature_statistics(features_a), *feature_statistics(features_b))
 
 
 def inception_features(net: FIDInceptionV3, images: torch.Tensor) -> InceptionFeatures:
@@ -416,8 +367,6 @@ def inception_features(net: FIDInceptionV3, images: torch.Tensor) -> InceptionFe
             logits = pool @ net.fc.weight.T
     finally:
         handle.remove()
-    if len(captured) != 1:
-        raise RuntimeError(f"expected one Mixed_6d.branch1x1 output, the hook saw {len(captured)}")
-    fmap = captured[0]
+    fmap = captured[0]  # the network calls its Mixed_6d.branch1x1 once per forward
     spatial = fmap[:, :SPATIAL_CHANNELS].permute(0, 2, 3, 1).reshape(fmap.shape[0], -1)
     return InceptionFeatures(pool=pool, spatial=spatial, logits=logits)

@@ -49,7 +49,6 @@ from flowmo.metrics.generative_inputs import (
     CONVENTIONS,
     FEATURE_LAYERS,
     METRICS,
-    _check_int,
     _device,
     _image_handling,
     _measure,
@@ -58,6 +57,7 @@ from flowmo.metrics.generative_inputs import (
     _tqdm,
 )
 from flowmo.metrics.frechet import frechet_distance
+from flowmo.metrics.inputs import _check_int
 from flowmo.metrics.reference_stats import ReferenceStats, check_network, load_reference_stats
 
 __all__ = ["evaluate_generation", "measure_reference", "GenerationResult"]
@@ -96,10 +96,8 @@ class GenerationResult:
 
 # ---------------------------------------------------------------------------------------------- checks
 def _prepare(*, k, splits, batch_size, limit, image_size):
-    k = _check_int(k, "k", 1)
-    splits = _check_int(splits, "splits", 1)
-    batch_size = _check_int(batch_size, "batch_size", 1)
-    limit = _check_int(limit, "limit", 1, allow_none=True)
+    k, splits, batch_size = _check_int(k, "k"), _check_int(splits, "splits"), _check_int(batch_size, "batch_size")
+    limit = _check_int(limit, "limit", allow_none=True)
     if image_size is not None:
         from flowmo.data.image_sizes import check_size
 
@@ -124,8 +122,7 @@ def measure_reference(reference: Images, *, image_size: Optional[int] = None, ba
     source = _Source(reference, "reference", image_size, limit)
     net, network, missing = _network(weights, inception)
     if net is None:
-        raise MissingWeightsError(f"cannot measure the reference set: missing {', '.join(missing['missing'])}; "
-                                  f"{missing['how']}")
+        raise MissingWeightsError(f"cannot measure the reference set: missing {missing['missing']}; {missing['how']}")
     dev = _device(device)
     with _placed(net, dev):
         return _reference_stats(net, network, source, batch_size, dev, image_size, progress)
@@ -222,11 +219,9 @@ def evaluate_generation(generated: Images, reference: Union[Images, ReferenceSta
     gen_source = _Source(generated, "generated", image_size, limit)
     need_gen, need_ref = max(2, k + 1, splits), max(2, k + 1)
     if gen_source.count < need_gen:
-        raise ValueError(f"generated has {gen_source.count} images; at least {need_gen} are needed (2 for a "
-                         f"covariance, k + 1 = {k + 1} for precision/recall, splits = {splits} for the IS)")
+        raise ValueError(f"generated has {gen_source.count} images; at least {need_gen} are needed (k + 1, splits = {splits})")
     if n_ref < need_ref:
-        raise ValueError(f"reference has {n_ref} images; at least {need_ref} are needed (2 for a covariance, "
-                         f"k + 1 = {k + 1} for precision/recall)")
+        raise ValueError(f"reference has {n_ref} images; at least {need_ref} are needed (2 and k + 1)")
     dev = _device(device)
     net, network, missing = _network(weights, inception)
     protocol: dict = {

@@ -7,9 +7,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Union
+from typing import Callable, Iterator, Optional, Union
 
-import numpy as np
 import torch
 
 from flowmo.data.folder_kinds import kind_note
@@ -48,26 +47,16 @@ CONVENTIONS = {
 }
 
 
-def _check_int(value: Any, name: str, low: int, allow_none: bool = False) -> Optional[int]:
-    if value is None and allow_none:
-        return None
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}{' or None' if allow_none else ''}, got {value!r}")
-    return int(value)
-
-
 def _check_tensor(x: torch.Tensor, name: str) -> torch.Tensor:
+    """``x`` if a float (N, 3, H, W) tensor of finite values in [-1, 1] (within 0.001); TypeError /
+    ValueError naming ``name`` otherwise."""
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a float tensor (N, 3, H, W) in [-1, 1], got dtype {x.dtype}")
-    if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] < 1 or x.shape[3] < 1:
-        raise ValueError(f"{name} must have shape (N, 3, H, W), got {tuple(x.shape)}")
-    if x.device.type == "meta":
-        raise ValueError(f"{name} is a meta tensor (it has no values)")
-    if x.numel() and not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} holds non-finite values (NaN or inf)")
-    if x.numel() and (float(x.min()) < -1.001 or float(x.max()) > 1.001):
-        raise ValueError(f"{name} must hold images in [-1, 1] (e.g. 2 * x - 1 of [0, 1] images), got values in "
-                         f"[{float(x.min()):.4g}, {float(x.max()):.4g}]")
+    if x.ndim != 4 or x.shape[1] != 3 or 0 in x.shape[2:] or x.is_meta:
+        raise ValueError(f"{name} must have shape (N, 3, H, W) and values, got {tuple(x.shape)} on {x.device}")
+    lo, hi = (float(x.min()), float(x.max())) if x.numel() else (0.0, 0.0)
+    if not (-1.001 <= lo and hi <= 1.001):  # NaN fails too
+        raise ValueError(f"{name} must hold images in [-1, 1] (2 * x - 1 of [0, 1] ones), got [{lo:.4g}, {hi:.4g}]")
     return x
 
 
@@ -84,8 +73,7 @@ def _generate_record_images(root: Path) -> Optional[set]:
         doc = json.loads(path.read_text(encoding="utf-8"))
         return {str(entry["file"]) for entry in doc["images"]}
     except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{path} is damaged ({type(e).__name__}: {e}); it should list the generated images "
-                         "under 'images'") from None
+        raise ValueError(f"{path} is damaged ({type(e).__name__}: {e}); it should list the images under 'images'") from None
 
 
 class _Source:
@@ -101,22 +89,19 @@ class _Source:
             self.count = int(self.tensor.shape[0])
             return
         if not isinstance(images, (str, os.PathLike)):
-            raise TypeError(f"{name} must be an image folder (a path) or a float tensor (N, 3, H, W), "
-                            f"got {type(images).__name__}")
+            raise TypeError(f"{name} must be an image folder or a float tensor (N, 3, H, W), got {type(images).__name__}")
         from flowmo.data.listing import list_folder_images
 
         root = Path(images).expanduser()
-        if not root.exists():
-            raise FileNotFoundError(f"{name} folder {str(root)!r} does not exist")
         if not root.is_dir():
-            raise ValueError(f"{name} {str(root)!r} is not a folder")
+            what, error = ("is not a folder", ValueError) if root.exists() else ("does not exist", FileNotFoundError)
+            raise error(f"{name} folder {str(root)!r} {what}")
         files, not_regular = list_folder_images(root)
         record = _generate_record_images(root)
         if record is not None:  # a `flowmo generate` folder: its images, not its grid
             files = [(rel, path) for rel, path in files if rel in record]
         if not files:
-            raise ValueError(f"{name}: no image files found under {str(root)!r} (searched recursively)"
-                             f"{kind_note(root)}")
+            raise ValueError(f"{name}: no image files found under {str(root)!r} (searched recursively){kind_note(root)}")
         self.tensor = None
         self.files = files[:limit]
         self.info = {"source": "folder" if record is None else "folder of flowmo generate (the images its "
@@ -191,19 +176,14 @@ def _network(weights: Optional[PathLike], inception: Optional[torch.nn.Module]):
             raise ValueError("give weights or inception, not both")
         if not isinstance(inception, FIDInceptionV3):
             raise TypeError(f"inception must be a flowmo.nets.inception.FIDInceptionV3, got {type(inception).__name__}")
-        if inception.input_range != "-11" or inception.fc.out_features != 1008:
-            raise ValueError("inception must be built as the metrics use it, FIDInceptionV3(num_classes=1008, "
-                             "input_range='-11') (the generated and reference images are in [-1, 1]; the Inception "
-                             f"Score reads 1008 logits), got num_classes={inception.fc.out_features}, "
-                             f"input_range={inception.input_range!r}")
-        if any(p.device.type == "meta" for p in inception.parameters()):
-            raise ValueError("inception is on the meta device (it has no weights): load its weights first")
+        if (inception.input_range, inception.fc.out_features, inception.fc.weight.is_meta) != ("-11", 1008, False):
+            got = f"num_classes={inception.fc.out_features}, input_range={inception.input_range!r} on {inception.fc.weight.device}"
+            raise ValueError(f"inception must be FIDInceptionV3(num_classes=1008, input_range='-11') off the meta device, got {got}")
         return inception, {"name": NETWORK_NAME, "source": "explicit module given by the caller",
                            "note": "weights unknown: comparable to published numbers only if the module holds the "
                                    "standard pretrained weights", "files": []}, None
     if weights is not None and not Path(weights).expanduser().exists():
-        raise FileNotFoundError(f"weights {str(weights)!r} does not exist (give the folder holding "
-                                "pt_inception-2015-12-05-6726825d.pth, or the file)")
+        raise FileNotFoundError(f"weights {str(weights)!r} does not exist (give pt_inception-2015-12-05-6726825d.pth or its folder)")
     found, missing = resolve_net_files("inception_fid", weights)
     if missing:
         report = unavailable(missing, how_to_get("inception_fid", missing, weights))

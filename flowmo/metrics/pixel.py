@@ -12,7 +12,7 @@ import torch
 
 from flowmo.data.filters import gaussian_filter_reflect, gaussian_kernel_1d
 from flowmo.metrics.eight_bit import _quantised_pair
-from flowmo.metrics.inputs import ArrayLike, _as_float64_array, _check_pair, _check_protocol, _compute_device
+from flowmo.metrics.inputs import ArrayLike, _as_float64_array, _check_int, _check_pair, _check_protocol, _compute_device
 
 __all__ = ["psnr", "batched_psnr", "ssim", "RELEASE_PSNR_BATCH", "per_image_values"]
 
@@ -99,27 +99,20 @@ def batched_psnr(mse: Union[ArrayLike, Sequence[float]], batch_size: int = RELEA
         raise ValueError(f"mse must be a non-empty 1-D sequence of per-image MSEs, got shape {m.shape}")
     if not np.all(np.isfinite(m)) or np.any(m < 0):
         raise ValueError("mse must hold finite, non-negative values")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    counts = None
-    if values_per_image is not None:
-        if isinstance(values_per_image, bool):
-            raise ValueError(f"values_per_image must be positive int(s) or None, got {values_per_image!r}")
-        counts = np.asarray(values_per_image)
-        if counts.ndim == 0:
-            counts = np.full(m.size, counts)
-        if (counts.shape != m.shape or not np.issubdtype(counts.dtype, np.integer) or np.any(counts <= 0)):
-            raise ValueError("values_per_image must be a positive int or one positive int per image "
-                             f"({m.size}), got {values_per_image!r}")
+    batch_size = _check_int(batch_size, "batch_size")
+    counts = None if values_per_image is None else np.asarray(values_per_image)
+    if counts is not None and (counts.dtype.kind not in "iu" or counts.shape not in ((), m.shape) or np.any(counts <= 0)):
+        raise ValueError(f"values_per_image must be a positive int or one per image ({m.size}), got {values_per_image!r}")
+    counts = None if counts is None else np.broadcast_to(counts, m.shape)
     vals = []
-    for s in range(0, m.size, int(batch_size)):
-        chunk = m[s:s + int(batch_size)]
+    for s in range(0, m.size, batch_size):
+        chunk = m[s:s + batch_size]
         pooled = _pooled_mean(chunk)
         if pooled == 0:
             if counts is None:
                 vals.append(math.inf)
             else:
-                most = int(counts[s:s + int(batch_size)].max())
+                most = int(counts[s:s + batch_size].max())
                 vals.append(10.0 * math.log10(_DATA_RANGE**2 * most * chunk.size))
         else:
             vals.append(_psnr_of(pooled))
@@ -229,11 +222,7 @@ def ssim(originals: torch.Tensor, reconstructions: torch.Tensor, protocol: str =
     win = _ssim_min_size(protocol)
     _, _, h, w = originals.shape
     if h < win or w < win:
-        kind = "uniform" if protocol == "release" else "Gaussian"
-        raise ValueError(
-            f"originals/reconstructions must be at least {win}x{win} pixels for SSIM "
-            f"({protocol} protocol: {kind} window size {win}), got {h}x{w}"
-        )
+        raise ValueError(f"originals/reconstructions must be at least {win}x{win} pixels for SSIM, got {h}x{w}")
     x, y = _quantised_pair(originals, reconstructions, protocol)
     return _ssim_quantised(x, y, protocol)
 
@@ -251,13 +240,8 @@ def per_image_values(o8: torch.Tensor, r8: torch.Tensor, protocol: str) -> dict:
     :func:`ssim` give them), ``mse`` (float64, on the 0..255 scale), ``psnr_cap`` (float64, dB:
     the PSNR of the smallest non-zero MSE, one level off in one value of the image, which an
     exact reconstruction counts as in a mean) and ``npix`` (int64: values per image, C*H*W).
-    Raises ``ValueError`` for an unknown protocol or images smaller than the SSIM window.
+    The caller (:meth:`~flowmo.metrics.Evaluator.update`) has checked all of this.
     """
-    protocol = _check_protocol(protocol)
-    win = _ssim_min_size(protocol)
-    if min(o8.shape[-2:]) < win:
-        raise ValueError(f"images must be at least {win}x{win} pixels for SSIM ({protocol} protocol), "
-                         f"got {tuple(o8.shape[-2:])}")
     cdev = _compute_device(o8.device)
     a, b8 = o8.to(device=cdev, dtype=torch.float64), r8.to(device=cdev, dtype=torch.float64)
     mse = (a - b8).square().flatten(1).mean(1)

@@ -24,7 +24,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -91,7 +91,7 @@ class ReferenceStats:
 
 
 _SHAPES = {
-    "pool": None,  # (N, 2048)
+    "pool": None,  # (N >= 2, 2048)
     "pool_mu": (POOL_DIM,),
     "pool_sigma": (POOL_DIM, POOL_DIM),
     "spatial_mu": (SPATIAL_DIM,),
@@ -111,51 +111,35 @@ def load_reference_stats(path: PathLike) -> ReferenceStats:
     from safetensors import SafetensorError, safe_open
 
     p = Path(path).expanduser()
-    if not p.exists():
-        raise FileNotFoundError(f"reference statistics file {str(p)!r} does not exist")
     if not p.is_file():
-        raise ValueError(f"reference statistics {str(p)!r} is not a file")
+        what, error = ("is not a file", ValueError) if p.exists() else ("does not exist", FileNotFoundError)
+        raise error(f"reference statistics file {str(p)!r} {what}")
     name = repr(str(p))
     try:
         with safe_open(str(p), framework="pt") as f:
             meta = f.metadata() or {}
-            keys = set(f.keys())
-            if meta.get("format") != FORMAT:
-                raise ValueError(f"{name} is not a flowmo reference statistics file (its metadata 'format' is "
-                                 f"{meta.get('format')!r}, expected {FORMAT!r})")
-            if meta.get("version") != VERSION:
-                raise ValueError(f"{name} has reference statistics version {meta.get('version')!r}; this flowmo "
-                                 f"reads version {VERSION!r}")
-            missing = [k for k in _SHAPES if k not in keys]
+            if (meta.get("format"), meta.get("version")) != (FORMAT, VERSION):
+                raise ValueError(f"{name} is not a flowmo reference statistics file of version {VERSION} ({meta.get('format')!r})")
+            missing = [k for k in _SHAPES if k not in set(f.keys())]
             if missing:
                 raise ValueError(f"{name} lacks the tensors {', '.join(missing)}")
             tensors = {k: f.get_tensor(k) for k in _SHAPES}
-    except SafetensorError as e:
+    except (SafetensorError, OSError) as e:
         raise ValueError(f"{name} is not a readable safetensors file ({e})") from None
-    except OSError as e:
-        raise ValueError(f"{name} cannot be read ({e})") from None
     try:
         record = json.loads(meta.get("record", ""))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{name}: its 'record' metadata is not JSON ({e})") from None
+    except json.JSONDecodeError:
+        record = None
     if not isinstance(record, dict):
-        raise ValueError(f"{name}: its 'record' metadata must be a JSON object, got {type(record).__name__}")
-    pool = tensors["pool"]
-    if pool.dtype != torch.float32 or pool.ndim != 2 or pool.shape[1] != POOL_DIM or pool.shape[0] < 2:
-        raise ValueError(f"{name}: 'pool' must be float32 (N >= 2, {POOL_DIM}), got {pool.dtype} "
-                         f"{tuple(pool.shape)}")
-    arrays = {}
-    for k, shape in _SHAPES.items():
-        t = tensors[k]
-        if k != "pool":
-            if t.dtype != torch.float64 or tuple(t.shape) != shape:
-                raise ValueError(f"{name}: {k!r} must be float64 {shape}, got {t.dtype} {tuple(t.shape)}")
-            arrays[k] = t.numpy()
-        if not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{name}: {k!r} holds non-finite values (NaN or inf)")
-    if record.get("n_images") not in (None, pool.shape[0]):
-        raise ValueError(f"{name}: its record says {record.get('n_images')!r} images but 'pool' has {pool.shape[0]} rows")
-    return ReferenceStats(pool=pool, record=record, **arrays)
+        raise ValueError(f"{name}: its 'record' metadata must be a JSON object")
+    n = tensors["pool"].shape[0] if tensors["pool"].ndim else 0
+    for k, t in tensors.items():
+        dtype, shape = (torch.float32, (max(n, 2), POOL_DIM)) if k == "pool" else (torch.float64, _SHAPES[k])
+        if t.dtype != dtype or tuple(t.shape) != shape or not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name}: {k!r} must be finite {dtype} of shape {shape}, got {t.dtype} {tuple(t.shape)}")
+    if record.get("n_images") not in (None, n):
+        raise ValueError(f"{name}: its record says {record.get('n_images')!r} images but 'pool' has {n} rows")
+    return ReferenceStats(pool=tensors.pop("pool"), record=record, **{k: t.numpy() for k, t in tensors.items()})
 
 
 def check_network(stats: ReferenceStats, network: dict, where: str = "reference") -> str:
@@ -165,14 +149,16 @@ def check_network(stats: ReferenceStats, network: dict, where: str = "reference"
 
     Raises ``ValueError`` naming ``where`` when both records name weight files and their
     SHA-256 differ (features of different networks are not comparable)."""
-    theirs = stats.record.get("network", {}) if isinstance(stats.record.get("network"), dict) else {}
-    sha_then = [f.get("sha256") for f in theirs.get("files", []) if isinstance(f, dict)]
-    sha_now = [f.get("sha256") for f in network.get("files", []) if isinstance(f, dict)]
+    sha_then, sha_now = _sha256s(stats.record.get("network")), _sha256s(network)
+    if sha_then and sha_now and sha_then != sha_now:
+        raise ValueError(f"{where} statistics were measured with other Inception weights (SHA-256 {sha_then[0]}); remeasure")
     if sha_then and sha_now:
-        if sha_then != sha_now:
-            raise ValueError(f"{where} statistics were measured with Inception weights of SHA-256 {sha_then[0]}, "
-                             f"but the weights used now have SHA-256 {sha_now[0]}: features of different networks "
-                             "are not comparable; measure the reference set again with these weights")
         return "verified: the same weight file (SHA-256) measured the reference and the generated images"
     return ("not verified: the network of the reference statistics or of this run is an explicit module, whose "
             "weights are unknown")
+
+
+def _sha256s(network: Any) -> list:
+    """The SHA-256 of each weight file a ``network`` record lists ([] for anything else)."""
+    files = network.get("files", []) if isinstance(network, dict) else []
+    return [f.get("sha256") for f in files if isinstance(f, dict)]

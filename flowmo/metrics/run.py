@@ -16,17 +16,16 @@ from flowmo.samplers.noise import image_noise
 from flowmo.devices import check_device
 from flowmo.nets.frozen import evaluating
 from flowmo.metrics.evaluator import Evaluator
-from flowmo.metrics.inputs import _check_protocol
+from flowmo.metrics.inputs import _check_int
 from flowmo.metrics.state import _to_id_array
 
 __all__ = ["evaluate_model"]
 
 
 def _batches(data: Any, batch_size: int) -> Iterable[tuple[Tensor, Optional[Any]]]:
-    """(images, ids or None) from a tensor, or an iterable of tensors, (images, ids) pairs or dicts."""
+    """(images, ids or None) from a tensor (N, 3, H, W), or an iterable of tensors, (images, ids) pairs
+    or dicts (the images are checked where they enter the evaluator)."""
     if isinstance(data, Tensor):
-        if data.ndim != 4:
-            raise ValueError(f"data as a tensor must have shape (N, 3, H, W), got {tuple(data.shape)}")
         for s in range(0, data.shape[0], batch_size):
             yield data[s:s + batch_size], torch.arange(s, min(s + batch_size, data.shape[0]))
         return
@@ -38,8 +37,7 @@ def _batches(data: Any, batch_size: int) -> Iterable[tuple[Tensor, Optional[Any]
         elif isinstance(item, (tuple, list)) and len(item) >= 1:
             yield item[0], (item[1] if len(item) > 1 else None)
         else:
-            raise TypeError("data must yield image tensors, (images, ids) pairs or dicts with 'images' "
-                            f"(and 'ids'), got {type(item).__name__}")
+            raise TypeError(f"data must yield image tensors, (images, ids) pairs or dicts, got {type(item).__name__}")
 
 
 def _sync(device: torch.device) -> None:
@@ -95,16 +93,13 @@ def evaluate_model(
     """
     from tqdm.auto import tqdm
 
-    if protocol is not None:
-        _check_protocol(protocol)
     if evaluator is None:
         evaluator = Evaluator(**evaluator_kwargs, **({} if protocol is None else {"protocol": protocol}))
     elif evaluator_kwargs:
         raise ValueError(f"evaluator_kwargs {sorted(evaluator_kwargs)} given together with an evaluator")
     elif protocol is not None and protocol != evaluator.protocol:
         raise ValueError(f"protocol={protocol!r} but the evaluator given uses protocol {evaluator.protocol!r}")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
-        raise ValueError(f"limit must be a positive int, got {limit!r}")
+    limit = _check_int(limit, "limit", allow_none=True)
     from flowmo.model import FlowMo
 
     is_flowmo = isinstance(model, FlowMo)

@@ -174,14 +174,7 @@ def rfid(feats: Optional[dict]) -> Any:
 
 def _to_id_array(ids: Any, n: int) -> np.ndarray:
     """``ids`` (one integer per image: a tensor or a sequence of ``n``) as an int64 array."""
-    if isinstance(ids, Tensor):
-        if ids.is_floating_point():
-            raise ValueError(f"ids must be integers, got dtype {ids.dtype}")
-        arr = ids.detach().cpu().numpy()
-    else:
-        arr = np.asarray(ids)
-    if arr.ndim != 1 or arr.shape[0] != n:
-        raise ValueError(f"ids must be a 1-D sequence of {n} integers (one per image), got shape {arr.shape}")
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"ids must be integers, got dtype {arr.dtype}")
+    arr = ids.detach().cpu().numpy() if isinstance(ids, Tensor) else np.asarray(ids)
+    if arr.shape != (n,) or arr.size and arr.dtype.kind not in "iu":
+        raise ValueError(f"ids must be a 1-D sequence of {n} integers (one per image), got {arr.dtype} {arr.shape}")
     return arr.astype(np.int64)

@@ -9,7 +9,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from .entry import MAX_NAME_LENGTH, RegistryError
-from .words import _describe
+from .words import _describe, _short
 
 if TYPE_CHECKING:
     from .core import Registry
@@ -19,29 +19,20 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,%d}" % (MAX_NAME_LENGTH - 1))
 
 def _check_name(kind: str, name: Any) -> None:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
-        shown = repr(name) if not isinstance(name, str) or len(name) <= 80 else f"{name[:40]!r}... ({len(name)} chars)"
-        raise RegistryError(f"{kind} registry: name must be a non-empty string of letters, digits, '_' and "
-                            f"'-' (at most {MAX_NAME_LENGTH} characters, no spaces, dots or slashes: it is written "
-                            f"in configs and on the command line), got {shown}")
+        raise RegistryError(f"{kind} registry: name must be a non-empty string of letters, digits, '_' and '-' (at most "
+                            f"{MAX_NAME_LENGTH}), got {_short(name, 40)}")
 
 
 def _check_spec(registry: Registry, name: str, spec: Any) -> None:
     base = registry.spec_base
     if not isinstance(spec, type) or not issubclass(spec, base):
-        shown = spec.__name__ if isinstance(spec, type) else repr(spec)
         # a kind declared with "package.module:Class" names its spec base where users import it
-        # (flowmo.spec.QuantizerSpec), not in the submodule that defines it
         declared = registry._spec_base
         path = declared.replace(":", ".") if isinstance(declared, str) else f"{base.__module__}.{base.__name__}"
-        raise RegistryError(f"{registry.kind} {name!r}: spec {shown} must be a subclass of "
-                            f"{path} (the spec base of every {registry.kind})")
+        raise RegistryError(f"{registry.kind} {name!r}: spec {getattr(spec, '__name__', spec)} must be a subclass of {path}")
     default = spec.model_fields["name"].default if "name" in spec.model_fields else None
-    if not isinstance(default, str):
-        raise RegistryError(f"{registry.kind} {name!r}: spec {spec.__name__}.name has no default; it must default "
-                            f"to {name!r} (name: Literal[{name!r}] = {name!r})")
     if default != name:
-        raise RegistryError(f"{registry.kind} {name!r}: spec {spec.__name__}.name defaults to {default!r}; "
-                            f"it must default to {name!r}")
+        raise RegistryError(f"{registry.kind} {name!r}: {spec.__name__}.name defaults to {default!r}; it must default to {name!r}")
 
 
 def _check_takes_spec(registry: Registry, name: str, obj: Any, spec: type) -> None:
@@ -51,23 +42,9 @@ def _check_takes_spec(registry: Registry, name: str, obj: Any, spec: type) -> No
         sig.bind(object(), **{w: None for w in registry.wiring})
     except TypeError as e:
         wiring = "".join(f", {w}=..." for w in registry.wiring)
-        raise RegistryError(
-            f"{registry.kind} {name!r}: registered with spec={spec.__name__}, {_describe(obj)} is called as "
-            f"{getattr(obj, '__name__', 'factory')}(spec{wiring}), but it takes {sig} ({e}); make the spec its "
-            "first positional argument, or drop spec=... to derive the spec from its keyword-only arguments"
-        ) from None
-
-
-def _check_wiring_accepted(registry: Registry, name: str, obj: Any) -> None:
-    if not registry.wiring:
-        return
-    params = _signature(registry.kind, name, obj).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    bad = [w for w in registry.wiring if w not in params or params[w].kind is inspect.Parameter.POSITIONAL_ONLY]
-    if bad:
-        raise RegistryError(f"{registry.kind} {name!r}: {_describe(obj)} must take the keyword argument(s) "
-                            f"{', '.join(bad)}, which the model passes to every {registry.kind}")
+        raise RegistryError(f"{registry.kind} {name!r}: registered with spec={spec.__name__}, {_describe(obj)} is called as "
+                            f"{getattr(obj, '__name__', 'factory')}(spec{wiring}), but it takes {sig} ({e}): make spec its first "
+                            "positional argument") from None
 
 
 def _signature(kind: str, name: str, obj: Any) -> inspect.Signature:

@@ -14,7 +14,7 @@ import re
 import typing
 from typing import Any, Callable, Generic, Iterator, Optional, Union
 
-from .checks import _check_name, _check_spec, _check_takes_spec, _check_wiring_accepted, _same_definition
+from .checks import _check_name, _check_spec, _check_takes_spec, _same_definition
 from .derive import _derive_spec
 from .entry import Entry, RegistryError, T, UnknownComponentError
 from .words import _describe, with_article
@@ -32,11 +32,11 @@ def _resolve(ref: Ref) -> Optional[type]:
         return ref
     module, _, name = ref.partition(":")
     try:
-        found = vars(importlib.import_module(module))[name]
+        found: Any = vars(importlib.import_module(module))[name]
     except (ImportError, KeyError) as e:
-        raise TypeError(f"the class {ref!r} a registry names cannot be imported ({type(e).__name__}: {e})") from None
+        found = e
     if not isinstance(found, type):
-        raise TypeError(f"{ref!r}, which a registry names as a class, is {with_article(type(found).__name__)}")
+        raise TypeError(f"the class {ref!r} a registry names cannot be imported as a class ({found!r})")
     return found
 
 
@@ -67,20 +67,19 @@ class Registry(Generic[T]):
                  sizes: Optional[tuple[str, ...]] = None, check: Union[str, Callable[..., None], None] = None):
         if not isinstance(kind, str) or not kind.strip():
             raise TypeError(f"kind must be a non-empty string, got {kind!r}")
-        for arg, ref in (("interface", interface), ("spec_base", spec_base)):
-            if not (ref is None or isinstance(ref, type) or isinstance(ref, str) and _REF.fullmatch(ref)):
-                raise TypeError(f"{arg} must be a class, a 'package.module:ClassName' string or None, got {ref!r}")
-        if isinstance(wiring, str) or not isinstance(wiring, (tuple, list)) or not all(
-                isinstance(w, str) and w.isidentifier() for w in wiring):
+        for arg, ref in (("interface", interface), ("spec_base", spec_base), ("check", check)):
+            what = "function" if arg == "check" else "class"
+            if not (ref is None or (callable(ref) if arg == "check" else isinstance(ref, type)) or isinstance(ref, str)
+                    and _REF.fullmatch(ref)):
+                raise TypeError(f"{arg} must be a {what}, a 'package.module:Name' string or None, got {ref!r}")
+        if not isinstance(wiring, (tuple, list)) or not all(isinstance(w, str) and w.isidentifier() for w in wiring):
             raise TypeError(f"wiring must be a tuple of argument names, got {wiring!r}")
         if len(set(wiring)) != len(wiring) or "name" in wiring:
             raise ValueError(f"wiring must name distinct arguments other than 'name', got {tuple(wiring)!r}")
         if sizes is None:
             sizes = tuple(wiring)
-        if isinstance(sizes, str) or not isinstance(sizes, (tuple, list)) or not set(sizes) <= set(wiring):
+        if not isinstance(sizes, (tuple, list)) or not set(sizes) <= set(wiring):
             raise TypeError(f"sizes must be a tuple of wiring argument names ({tuple(wiring)!r}), got {sizes!r}")
-        if not (check is None or callable(check) or isinstance(check, str) and _REF.fullmatch(check)):
-            raise TypeError(f"check must be a function, a 'package.module:name' string or None, got {check!r}")
         self.kind = kind
         self.wiring = tuple(wiring)
         self.sizes = tuple(sizes)
@@ -116,7 +115,7 @@ class Registry(Generic[T]):
         _check_name(self.kind, name)
 
         def decorator(obj: T) -> T:
-            self.add(name, obj, spec=spec, replace=replace)
+            self._add(name, obj, spec, replace)
             return obj
 
         return decorator
@@ -124,6 +123,10 @@ class Registry(Generic[T]):
     def add(self, name: str, obj: T, *, spec: Optional[type] = None, replace: bool = False) -> None:
         """``register(name, spec=spec, replace=replace)(obj)``, for a factory defined elsewhere."""
         _check_name(self.kind, name)
+        self._add(name, obj, spec, replace)
+
+    def _add(self, name: str, obj: T, spec: Optional[type], replace: bool) -> None:
+        """:meth:`add` for a ``name`` already checked."""
         if not callable(obj):
             raise RegistryError(f"{self.kind} {name!r}: expected a class or factory function, got {obj!r}")
         if not isinstance(replace, bool):
@@ -133,27 +136,17 @@ class Registry(Generic[T]):
             if old.factory is obj and (spec is None and old.derived or spec is old.spec):
                 return  # the same registration again: harmless
             if old.factory is not obj and not _same_definition(old.factory, obj):
-                raise RegistryError(
-                    f"{self.kind} {name!r} is already registered (by {_describe(old.factory)}); pick another "
-                    f"name, or pass replace=True to replace it with {_describe(obj)}"
-                )
+                raise RegistryError(f"{self.kind} {name!r} is already registered by {_describe(old.factory)}; pass replace=True to replace it")
             # the same definition again (a re-run cell, a reloaded module): its spec must be the
             # same kind of spec (derived again, or an explicit spec class defined again)
-            if (spec is None) != old.derived or spec is not None and spec is not old.spec and not _same_definition(
-                    old.spec, spec):
-                was = "a spec derived from its arguments" if old.derived else f"the spec {_describe(old.spec)}"
-                now = "a spec derived from its arguments" if spec is None else f"the spec {_describe(spec)}"
-                raise RegistryError(
-                    f"{self.kind} {name!r} is already registered by {_describe(old.factory)} with {was}; registering "
-                    f"it with {now} is a different registration: pass replace=True to replace it"
-                )
+            if not (spec is None and old.derived or spec is not None and not old.derived
+                    and (spec is old.spec or _same_definition(old.spec, spec))):
+                was, now = (_spec_words(s) for s in (None if old.derived else old.spec, spec))
+                raise RegistryError(f"{self.kind} {name!r} is already registered by {_describe(old.factory)} with {was}; "
+                                    f"registering it with {now} is a different registration: pass replace=True to replace it")
         iface = self.interface
         if iface is not None and isinstance(obj, type) and not issubclass(obj, iface):
-            raise RegistryError(
-                f"{self.kind} {name!r}: {obj.__qualname__} must derive from {iface.__module__}.{iface.__qualname__} "
-                f"(the interface of every {self.kind})"
-            )
-        _check_wiring_accepted(self, name, obj)
+            raise RegistryError(f"{self.kind} {name!r}: {obj.__qualname__} must derive from {_qualified(iface)}")
         module = str(getattr(obj, "__module__", None) or "")
         if spec is None:
             spec_cls, fields = _derive_spec(self, name, obj)
@@ -176,12 +169,8 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except (KeyError, TypeError):
-            known = ", ".join(sorted(self._entries)) or "(none)"
-            raise UnknownComponentError(
-                f"unknown {self.kind} {name!r}; registered: {known} (a component registered in your own "
-                "module is known once that module is imported; on the command line: --import MODULE)",
-                self.kind, name,
-            ) from None
+            raise UnknownComponentError(f"unknown {self.kind} {name!r}; registered: {', '.join(self) or '(none)'} (a component "
+                                        "of your own module is known once it is imported: --import MODULE)", self.kind, name) from None
 
     def spec_type(self, name: str) -> type:
         """The spec class of the component registered under ``name``."""
@@ -210,26 +199,18 @@ class Registry(Generic[T]):
         if isinstance(spec, (str, dict)):
             spec = base.model_validate(spec)
         elif not isinstance(spec, base):
-            raise TypeError(f"{self.kind} spec must be {with_article(base.__name__)}, a dict with a 'name' or a "
-                            f"registered name, got {type(spec).__name__}")
+            raise TypeError(f"{self.kind} spec must be {with_article(base.__name__)}, a dict or a registered name, got "
+                            f"{type(spec).__name__}")
         got, want = set(wiring), set(self.wiring)
         if got != want:
-            parts = []
-            if want - got:
-                parts.append(f"missing {', '.join(sorted(want - got))}")
-            if got - want:
-                parts.append(f"unexpected {', '.join(sorted(got - want))}")
-            declared = ", ".join(self.wiring) or "none"
-            raise TypeError(f"{self.kind} {spec.name!r}: wiring arguments {'; '.join(parts)} "
-                            f"({with_article(self.kind)} takes: {declared})")
+            diff = "; ".join(f"{w} {', '.join(sorted(n))}" for w, n in (("missing", want - got), ("unexpected", got - want)) if n)
+            raise TypeError(f"{self.kind} {spec.name!r}: wiring arguments {diff} ({with_article(self.kind)} takes: "
+                            f"{', '.join(self.wiring) or 'none'})")
         for w in self.sizes:
             v = wiring[w]
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-                raise TypeError(f"{self.kind} {spec.name!r}: wiring argument {w} must be a positive int (a size), "
-                                f"got {type(v).__name__} {v!r}")
-            if v < 1:
-                raise ValueError(f"{self.kind} {spec.name!r}: wiring argument {w} must be a positive int (a size), "
-                                 f"got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+                error = TypeError if isinstance(v, bool) or not isinstance(v, numbers.Integral) else ValueError
+                raise error(f"{self.kind} {spec.name!r}: wiring argument {w} must be a positive int (a size), got {v!r}")
             wiring[w] = int(v)
         entry = self.get(spec.name)
         if not isinstance(spec, entry.spec):  # e.g. a spec of a since re-registered class
@@ -241,9 +222,8 @@ class Registry(Generic[T]):
             obj = entry.factory(spec, **wiring)
         iface = self.interface
         if iface is not None and not isinstance(obj, iface):
-            iface_name = f"{iface.__module__}.{iface.__qualname__}"
             raise TypeError(f"{self.kind} {spec.name!r}: the factory {_describe(entry.factory)} returned "
-                            f"{with_article(type(obj).__name__)}, which is not {with_article(iface_name)}")
+                            f"{with_article(type(obj).__name__)}, which is not {with_article(_qualified(iface))}")
         if self._check is not None:
             check = self._check
             if isinstance(check, str):
@@ -251,10 +231,8 @@ class Registry(Generic[T]):
                 self._check = check = vars(importlib.import_module(module))[fname]
             try:
                 check(obj, **wiring)
-            except TypeError as e:
-                raise TypeError(f"{self.kind} {spec.name!r}: {e}") from None
-            except ValueError as e:
-                raise ValueError(f"{self.kind} {spec.name!r}: {e}") from None
+            except (TypeError, ValueError) as e:
+                raise (TypeError if isinstance(e, TypeError) else ValueError)(f"{self.kind} {spec.name!r}: {e}") from None
         return obj
 
     def create(self, name: str, *args: Any, **kwargs: Any) -> Any:
@@ -283,6 +261,15 @@ class Registry(Generic[T]):
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {self.names()})"
+
+
+def _spec_words(spec: Optional[type]) -> str:
+    """A registration's spec in words (None: derived)."""
+    return "a spec derived from its arguments" if spec is None else f"the spec {_describe(spec)}"
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _generic_spec_base(registry: Registry) -> type:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 from .checks import _signature
 from .entry import RegistryError
-from .words import _describe
+from .words import _describe, _short
 
 if TYPE_CHECKING:
     from .core import Registry
@@ -23,34 +23,30 @@ def _derive_spec(registry: Registry, name: str, obj: Any) -> tuple[type, tuple[s
     """The spec class of ``obj``'s keyword-only annotated arguments (wiring excluded)."""
     from pydantic import Field, ValidationError, create_model
 
-    sig = _signature(registry.kind, name, obj)
-    target = obj.__init__ if isinstance(obj, type) else obj
-    try:
-        hints = typing.get_type_hints(target, include_extras=True)
-    except Exception as e:  # an annotation naming something undefined
-        raise RegistryError(f"{registry.kind} {name!r}: the annotations of {_describe(obj)} cannot be "
-                            f"resolved ({type(e).__name__}: {e})") from None
     where = f"{registry.kind} {name!r}: {_describe(obj)}"
+    params = _signature(registry.kind, name, obj).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    refused = [w for w in registry.wiring if not takes_any and (
+        w not in params or params[w].kind is inspect.Parameter.POSITIONAL_ONLY)]
+    if refused:  # build passes them as keywords
+        raise RegistryError(f"{where} must take the keyword argument(s) {', '.join(refused)}")
+    try:
+        hints = typing.get_type_hints(obj.__init__ if isinstance(obj, type) else obj, include_extras=True)
+    except Exception as e:  # an annotation naming something undefined
+        raise RegistryError(f"{where}: its annotations cannot be resolved ({e})") from None
     fields: dict[str, Any] = {}
-    for p in sig.parameters.values():
+    for p in params.values():
         if p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD) or p.name in registry.wiring:
             continue
         if p.kind is inspect.Parameter.POSITIONAL_ONLY and p.default is not inspect.Parameter.empty:
             continue  # never passed by build (e.g. an interface's optional positional spec)
         if p.kind is not inspect.Parameter.KEYWORD_ONLY:
-            raise RegistryError(
-                f"{where}: argument {p.name!r} must be keyword-only (after `*`): a component's configuration "
-                "is its keyword-only arguments" + (f"; the model passes {', '.join(registry.wiring)}" if registry.wiring
-                                                   else "")
-                + " (or register an explicit spec class with spec=...)")
-        if p.name == "name":
-            raise RegistryError(f"{where}: argument 'name' is reserved (every spec's 'name' is the registered name)")
+            raise RegistryError(f"{where}: argument {p.name!r} must be keyword-only (after `*`), or give spec=...")
         why = _reserved(registry, p.name)
         if why:
             raise RegistryError(f"{where}: argument {p.name!r} is reserved ({why}); rename it")
         if p.name not in hints:
-            raise RegistryError(f"{where}: argument {p.name!r} has no type annotation; annotate it "
-                                f"(e.g. `{p.name}: float = 0.1`) so that its spec can validate it")
+            raise RegistryError(f"{where}: argument {p.name!r} has no type annotation; annotate it (e.g. `{p.name}: float = 0.1`)")
         try:
             tp = _strict_type(hints[p.name])
         except _NotJSON as e:
@@ -67,8 +63,7 @@ def _derive_spec(registry: Registry, name: str, obj: Any) -> tuple[type, tuple[s
             name=(typing.Literal[name], name), **fields,
         )
     except Exception as e:  # a type pydantic cannot validate (e.g. torch.dtype)
-        raise RegistryError(f"{where}: its arguments cannot form a spec ({type(e).__name__}: {e}); specs are "
-                            "JSON data: use int, float, bool, str, tuples, lists, Literal, Optional, ...") from None
+        raise RegistryError(f"{where}: its arguments cannot form a spec ({e}); specs are JSON data: use {_JSON_TYPES}") from None
     for field, (tp, info) in fields.items():  # each default: valid, finite, and the same after JSON
         default = info.default
         if default is ...:
@@ -80,16 +75,16 @@ def _derive_spec(registry: Registry, name: str, obj: Any) -> tuple[type, tuple[s
             same = check.model_validate_json(value.model_dump_json()) == value
         except ValidationError as e:
             msgs = "; ".join(err["msg"].removeprefix("Value error, ") for err in e.errors())
-            raise RegistryError(f"{where}: the default value {_short(default)} of {field!r} is invalid for its "
-                                f"annotation: {msgs}") from None
+            raise RegistryError(f"{where}: the default value {_short(default)} of {field!r} is invalid for its annotation: {msgs}") from None
         if not same:
-            raise RegistryError(f"{where}: the default value {_short(default)} of {field!r} changes through JSON; "
-                                "use a value JSON keeps (numbers, strings, booleans, None, lists, dicts)")
+            raise RegistryError(f"{where}: the default value {_short(default)} of {field!r} changes through JSON; use a value JSON keeps")
     return spec_cls, tuple(fields)
 
 
 def _reserved(registry: Registry, arg: str) -> str:
     """Why a constructor argument cannot be a spec field (it would shadow something), or ''."""
+    if arg == "name":
+        return "every spec's 'name' is the registered name"
     if arg.startswith("_"):
         return "pydantic keeps names starting with '_' private, so no spec field can have one"
     if arg.startswith("model_"):
@@ -107,11 +102,6 @@ class _NotJSON(TypeError):
 
 _JSON_TYPES = ("int, float, bool, str, None, Literal[...], Optional[...] / Union[...], tuple[...], list[...] "
                "(stored as a tuple), dict[str, ...], Annotated[..., Field(...)] or a flowmo spec class")
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 
 def _show_type(tp: Any) -> str:

@@ -52,9 +52,7 @@ def _refuse_bool_and_str(v: Any, expected: str) -> Any:
     if _is_array(v):  # a 0-d tensor / array holds one number; anything larger is not a number
         if tuple(v.shape) != ():
             raise ValueError(f"expected {expected}, got a {type(v).__name__} of shape {tuple(v.shape)}")
-        v = v.item()
-        if isinstance(v, (str, bytes)):
-            raise ValueError(f"expected {expected}, got the string {v!r}")
+        return _refuse_bool_and_str(v.item(), expected)
     return v
 
 
@@ -80,11 +78,9 @@ def strict_literal(values: tuple) -> Callable[[Any], Any]:
         else "a number"
 
     def check(v: Any) -> Any:
-        if is_bool(v) and not any(isinstance(x, bool) and x == bool(v) for x in values):
-            raise ValueError(f"expected {expected}, {_bool_hint(v)}")
-        if isinstance(v, (str, bytes)) and not any(isinstance(x, str) for x in values):
-            _refuse_bool_and_str(v, expected)
-        return v
+        listed = (is_bool(v) and any(isinstance(x, bool) and x == bool(v) for x in values)
+                  or isinstance(v, (str, bytes)) and any(isinstance(x, str) for x in values))
+        return v if listed or not (is_bool(v) or isinstance(v, (str, bytes))) else _refuse_bool_and_str(v, expected)
 
     return check
 

@@ -182,12 +182,9 @@ class ComponentSpec(SpecModel):
             data = {"name": data}
         elif isinstance(data, BaseModel):
             data = data.model_dump()
-        if not isinstance(data, dict):
-            raise ValueError(f"expected a mapping with a 'name' field, got {type(data).__name__}")
         reg = cls.registry
-        assert reg is not None
-        if "name" not in data:
-            raise ValueError(f"missing 'name' of the {reg.kind}; registered: {', '.join(reg.names())}")
+        if not isinstance(data, dict) or "name" not in data:
+            raise ValueError(f"expected a mapping with the 'name' of the {reg.kind} ({', '.join(reg)}), got {_given(data)}")
         entry = reg.get(data["name"])  # RegistryError (a ValueError) lists the registered names
         spec_cls = entry.spec
         if spec_cls is None or spec_cls is cls:
@@ -241,8 +238,7 @@ def merge_data(cls: type[BaseModel], base: Any, changes: Mapping[str, Any], *, w
     Raises TypeError if ``changes`` is not a mapping and ValueError for unknown keys.
     """
     if not isinstance(changes, Mapping):
-        raise TypeError(f"{where or cls.__name__}: the changes must be a mapping of field names to values, "
-                        f"got {type(changes).__name__} {changes!r}")
+        raise TypeError(f"{where or cls.__name__}: the changes must be a mapping of field names to values, got {changes!r}")
     base = _as_data(cls, base)
     data: dict[str, Any] = dict(base) if isinstance(base, Mapping) else {}
     target: Optional[type[BaseModel]] = cls
@@ -304,8 +300,7 @@ def _check_keys(cls: type[BaseModel], changes: Mapping[str, Any], where: str) ->
     accepted += [k for g in _exclusive_groups(cls) for k in g if k not in accepted]
     unknown = [k for k in changes if k not in accepted]
     if unknown:
-        s = "s" if len(unknown) > 1 else ""
-        raise ValueError(f"{where}: unknown field{s} {', '.join(repr(k) for k in unknown)} "
+        raise ValueError(f"{where}: unknown field{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))} "
                          f"({cls.__name__} takes {', '.join(accepted)})")
 
 

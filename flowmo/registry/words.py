@@ -28,3 +28,9 @@ def _describe(obj: Any) -> str:
     module = getattr(obj, "__module__", None)
     qual = getattr(obj, "__qualname__", None) or repr(obj)
     return f"{module}.{qual}" if module else qual
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut after ``limit`` characters (the full length said)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"

@@ -6,7 +6,8 @@ registered class unless a spec class overrides them."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Optional, Union
+import math
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
 from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
@@ -36,6 +37,9 @@ from flowmo.registry.scalars import (
 )
 
 
+_PositiveInt = Annotated[SpecInt, Field(gt=0)]
+
+
 # ----------------------------------------------------------------------------- backbones
 class BackboneSpec(ComponentSpec):
     """Spec of a backbone component; validating this class dispatches on ``name``."""
@@ -51,7 +55,8 @@ class MMDiTSpec(BackboneSpec):
     width: SpecInt = Field(gt=0, le=MAX_WIDTH, description=f"hidden size (at most {MAX_WIDTH})")
     heads: SpecInt = Field(gt=0, le=MAX_WIDTH, description="attention heads; divides width")
     depth: SpecInt = Field(gt=0, le=MAX_DEPTH, description=f"number of double-stream blocks (at most {MAX_DEPTH})")
-    axes_dim: tuple[SpecInt, SpecInt, SpecInt] = Field(description="RoPE dims per position axis; sums to the head dim")
+    axes_dim: tuple[_PositiveInt, _PositiveInt, _PositiveInt] = Field(
+        description="RoPE dims per position axis, each even; sums to the head dim")
     mlp_ratio: SpecFloat = Field(
         4.0, gt=0, le=MAX_MLP_RATIO,
         description=f"MLP hidden size / width (at most {MAX_MLP_RATIO:g}; int(width * mlp_ratio) must be >= 1)",
@@ -83,22 +88,12 @@ class MMDiTSpec(BackboneSpec):
     def _check(self) -> "MMDiTSpec":
         if self.width % self.heads:
             raise ValueError(f"width ({self.width}) must be divisible by heads ({self.heads})")
-        hd = self.width // self.heads
-        if any(d <= 0 or d % 2 for d in self.axes_dim):
-            raise ValueError(f"every entry of axes_dim must be positive and even, got {list(self.axes_dim)}")
-        if sum(self.axes_dim) != hd:
-            raise ValueError(
-                f"axes_dim {list(self.axes_dim)} sums to {sum(self.axes_dim)} but the head dim "
-                f"width/heads = {self.width}/{self.heads} = {hd}; they must be equal"
-            )
+        if any(d % 2 for d in self.axes_dim) or sum(self.axes_dim) != self.head_dim:
+            raise ValueError(f"axes_dim {list(self.axes_dim)} must be even and sum to the head dim {self.head_dim}")
         if isinstance(self.attn_scale, float) and not 0 < self.attn_scale <= MAX_ATTN_SCALE:
-            raise ValueError(f"attn_scale must be 'mup', 'standard' or a number in (0, {MAX_ATTN_SCALE:g}], "
-                             f"got {self.attn_scale}")
+            raise ValueError(f"attn_scale must be 'mup', 'standard' or a number in (0, {MAX_ATTN_SCALE:g}], got {self.attn_scale}")
         if int(self.width * self.mlp_ratio) < 1:
-            raise ValueError(
-                f"mlp_ratio ({self.mlp_ratio}) gives an MLP hidden size int(width * mlp_ratio) = "
-                f"{int(self.width * self.mlp_ratio)}; it must be >= 1"
-            )
+            raise ValueError(f"mlp_ratio ({self.mlp_ratio}) gives an MLP hidden size int(width * mlp_ratio) < 1; it must be >= 1")
         return self
 
 
@@ -148,24 +143,20 @@ class LFQSpec(QuantizerSpec):
 
     def check_channels(self, channels: int) -> None:
         if channels > 62:
-            raise ValueError(f"code_channels ({channels}) must be <= 62 for LFQ (one int64 index per token): set "
-                             "code_channels (--set model.code_channels=N) to at most 62")
+            raise ValueError(f"code_channels ({channels}) must be <= 62 for LFQ (one int64 index per token)")
         if channels % self.group_bits:
-            fits = [d for d in range(min(channels, self.group_bits), 0, -1) if channels % d == 0]
-            lower = channels - channels % self.group_bits
-            raise ValueError(
-                f"code_channels ({channels}) must be divisible by quantizer.group_bits ({self.group_bits}): set "
-                f"code_channels to a multiple of {self.group_bits} (e.g. {max(lower, self.group_bits)}; "
-                f"--set model.code_channels=N) or quantizer.group_bits to a divisor of {channels} "
-                f"(e.g. {fits[0]}; --set model.quantizer.group_bits=G)"
-            )
+            g = self.group_bits
+            fits = [d for d in range(min(channels, g), 0, -1) if channels % d == 0]
+            raise ValueError(f"code_channels ({channels}) must be divisible by quantizer.group_bits ({g}): set code_channels "
+                             f"to a multiple of {g} (e.g. {max(channels - channels % g, g)}; --set model.code_channels=N) "
+                             f"or quantizer.group_bits to a divisor of {channels} (e.g. {fits[0]}; --set model.quantizer.group_bits=G)")
 
 
 class FSQSpec(QuantizerSpec):
     """Finite scalar quantization with per-channel level counts."""
 
     name: Literal["fsq"] = "fsq"
-    levels: tuple[SpecInt, ...] = Field(
+    levels: tuple[Annotated[SpecInt, Field(ge=2)], ...] = Field(
         (8, 8, 8, 5, 5, 5), min_length=1,
         description="levels per channel, each >= 2; their product (the codebook size) at most 2**62",
     )
@@ -173,13 +164,8 @@ class FSQSpec(QuantizerSpec):
     @field_validator("levels")
     @classmethod
     def _levels(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        if any(n < 2 for n in v):
-            raise ValueError(f"every level count must be >= 2, got {list(v)}")
-        size = 1
-        for n in v:
-            size *= n
-        if size > 2**62:
-            raise ValueError(f"the product of levels ({size}) must be <= 2**62 (one int64 index per token)")
+        if math.prod(v) > 2**62:
+            raise ValueError(f"the product of levels ({math.prod(v)}) must be <= 2**62 (one int64 index per token)")
         return v
 
     def loss_terms(self) -> list[LossTerm]:
@@ -187,12 +173,9 @@ class FSQSpec(QuantizerSpec):
 
     def check_channels(self, channels: int) -> None:
         if len(self.levels) != channels:
-            raise ValueError(
-                f"quantizer.levels has {len(self.levels)} entries but code_channels is {channels}; they must be equal "
-                f"(FSQ quantizes one channel per level count): set code_channels to {len(self.levels)} "
-                f"(--set model.code_channels={len(self.levels)}; replace(code_channels={len(self.levels)})) or give "
-                f"quantizer.levels {channels} entries (--set model.quantizer.levels=[...])"
-            )
+            n = len(self.levels)
+            raise ValueError(f"quantizer.levels has {n} entries but code_channels is {channels}; they must be equal: set "
+                             f"code_channels to {n} (--set model.code_channels={n}) or give quantizer.levels {channels} entries")
 
 
 # ----------------------------------------------------------------------------- time samplers
@@ -286,7 +269,6 @@ def _component_class(spec: ComponentSpec) -> Any:
     registered under ``spec.name``, or the kind's interface for a factory function (whose
     defaults then apply)."""
     reg = type(spec).registry
-    assert reg is not None
     factory, iface = reg.get(spec.name).factory, reg.interface
     return factory if isinstance(factory, type) and issubclass(factory, iface) else iface
 
@@ -332,8 +314,7 @@ class DistillationSpec(PosttrainSpec):
     @model_validator(mode="after")
     def _steps(self) -> "DistillationSpec":
         if self.teacher.steps < self.k:
-            raise ValueError(f"the teacher sampler has {self.teacher.steps} steps, fewer than the student's k = "
-                             f"{self.k}: each student step spans at least one teacher step")
+            raise ValueError(f"the teacher sampler has {self.teacher.steps} steps, fewer than the student's k = {self.k}")
         return self
 
     def loss_terms(self) -> list[LossTerm]:

@@ -44,19 +44,22 @@ def check_preset_name(name: Any, what: str) -> str:
     from .sampling import SAMPLER_PRESETS
 
     if not isinstance(name, str) or not PRESET_NAME.fullmatch(name):
-        raise ValueError(f"{what}: a preset name must be letters, digits, '_', '-' or '.' (starting with a letter or "
-                         f"digit, at most 64 characters), got {name!r}")
-    try:
-        json.loads(name)
-        reads_as_json = True
-    except ValueError:
-        reads_as_json = False
-    if reads_as_json or name in ("NaN", "Infinity"):
+        raise ValueError(f"{what}: a preset name must be letters, digits, '_', '-' or '.' (at most 64), got {name!r}")
+    if _reads_as_json(name):
         raise ValueError(f"{what}: the preset name {name!r} reads as a JSON value; give it a name with a letter")
     if name in SAMPLER_PRESETS:
-        raise ValueError(f"{what}: {name!r} is a global sampler preset's name; a model's own preset needs another name "
-                         "(it would silently change what the global name means for this model)")
+        raise ValueError(f"{what}: {name!r} is a global sampler preset's name; a model's own preset needs another name")
     return name
+
+
+def _reads_as_json(text: str) -> bool:
+    """Whether ``text`` parses as a JSON value (``1``, ``4.0``, ``null``, ``true``, ``NaN``), as a
+    command line's ``--sampler`` would read it."""
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 # ----------------------------------------------------------------------------- the whole model
@@ -101,9 +104,7 @@ class FlowMoSpec(SpecModel):
     @model_validator(mode="after")
     def _check(self) -> "FlowMoSpec":
         if self.image_size % self.patch_size:
-            raise ValueError(
-                f"image_size ({self.image_size}) must be divisible by patch_size ({self.patch_size})"
-            )
+            raise ValueError(f"image_size ({self.image_size}) must be divisible by patch_size ({self.patch_size})")
         for name in self.sampler_presets:
             check_preset_name(name, "sampler_presets")
         try:
@@ -145,8 +146,8 @@ class FlowMoSpec(SpecModel):
         one) does not declare its terms (its spec's ``loss_terms()`` returns None) or declares
         them wrongly: the declaration must be a list or tuple of :class:`LossTerm` (or of
         ``(name, weight, what)`` triples) with non-empty str names, finite real weights and str
-        descriptions, and the names of the stage's terms must be unique across the components
-        (a quantizer's names count with their ``quantizer/`` prefix).
+        descriptions, and the names of the stage's terms must be unique, within and across the
+        components (a quantizer's names count with their ``quantizer/`` prefix).
         """
         if not isinstance(stage, str) or stage not in ("1a", "1b"):
             raise ValueError(f"stage must be '1a' or '1b', got {stage!r}")
@@ -165,10 +166,7 @@ class FlowMoSpec(SpecModel):
         for part, spec, terms in parts:
             for t in terms:
                 if t.name in owner:
-                    raise ValueError(
-                        f"{part} {spec.name!r} declares the loss term {t.name!r}, which {owner[t.name]} "
-                        f"also declares; the terms of stage {stage} must have distinct names"
-                    )
+                    raise ValueError(f"{part} {spec.name!r} declares the loss term {t.name!r} twice (also {owner[t.name]})")
                 owner[t.name] = f"{part} {spec.name!r}"
                 out.append(t)
         return out
@@ -221,22 +219,15 @@ def _declared_terms(part: str, spec: Any) -> list[LossTerm]:
     where = f"{part} {spec.name!r}"
     terms = spec.loss_terms()
     if terms is None:
-        raise ValueError(
-            f"{where} does not declare its loss terms (its spec's loss_terms() returns None). Declare them on its "
-            "class: a classmethod `loss_terms(cls, spec)` returning [flowmo.LossTerm(name, weight, what), ...] (the "
-            "keys of the dict it returns, the weight it applied, in words what the term is; the spec holds the "
-            "configuration, e.g. spec.weight); or, registered with an explicit spec class, override that spec "
-            "class's loss_terms(self)")
-    if isinstance(terms, LossTerm):
-        raise ValueError(f"{where}: loss_terms() returned one LossTerm ({terms.name!r}); it must return a list of them")
-    if not isinstance(terms, (list, tuple)):
-        raise ValueError(f"{where}: loss_terms() must return a list of LossTerm(name, weight, what), "
-                         f"got {type(terms).__name__} {terms!r}")
+        raise ValueError(f"{where} does not declare its loss terms: give its class a classmethod `loss_terms(cls, spec)` "
+                         "returning [flowmo.LossTerm(name, weight, what), ...] (or its spec class a loss_terms(self))")
+    if isinstance(terms, LossTerm) or not isinstance(terms, (list, tuple)):
+        got = "one LossTerm" if isinstance(terms, LossTerm) else repr(terms)
+        raise ValueError(f"{where}: loss_terms() must return a list of LossTerm(name, weight, what), got {got}")
     out: list[LossTerm] = []
     for i, t in enumerate(terms):
         if not isinstance(t, (list, tuple)) or len(t) != 3:
-            raise ValueError(f"{where}: loss_terms() entry {i} must be a LossTerm(name, weight, what) "
-                             f"(or a 3-tuple), got {type(t).__name__} {t!r}")
+            raise ValueError(f"{where}: loss_terms() entry {i} must be a LossTerm(name, weight, what), got {t!r}")
         name, weight, what = t
         if not isinstance(name, str) or not name:
             raise ValueError(f"{where}: loss_terms() entry {i}: the name must be a non-empty str, got {name!r}")
@@ -248,7 +239,5 @@ def _declared_terms(part: str, spec: Any) -> list[LossTerm]:
             raise ValueError(f"{where}: loss term {name!r}: the weight must be a finite number, got {weight!r}")
         if not isinstance(what, str):
             raise ValueError(f"{where}: loss term {name!r}: the description must be a str, got {what!r}")
-        if any(o.name == name for o in out):
-            raise ValueError(f"{where}: loss_terms() declares the term {name!r} twice")
         out.append(LossTerm(name, w, what))
     return out

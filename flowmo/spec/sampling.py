@@ -7,7 +7,7 @@ import math
 import numbers
 from typing import Any, ClassVar, Literal, Mapping, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, field_validator, model_validator
+from pydantic import ConfigDict, Field, SerializeAsAny, field_validator, model_validator
 
 from ..registry import SOLVERS, TIME_GRIDS, Registry
 from flowmo.registry.spec_base import ComponentSpec, SpecModel
@@ -52,14 +52,13 @@ class KnotsGridSpec(TimeGridSpec):
     linear grid). A few-step decoder's preset records its training times this way."""
 
     name: Literal["knots"] = "knots"
-    times: tuple[SpecFloat, ...] = Field((1.0, 0.0), description="the knots: from exactly 1 (noise) down to "
-                                         "exactly 0 (data), strictly decreasing, at least two")
+    times: tuple[SpecFloat, ...] = Field((1.0, 0.0), min_length=2, max_length=MAX_SAMPLER_STEPS + 1,
+                                         description="the knots: from exactly 1 (noise) down to exactly 0 (data), "
+                                                     f"strictly decreasing, 2 .. {MAX_SAMPLER_STEPS + 1} of them")
 
     @field_validator("times")
     @classmethod
     def _times(cls, v: tuple[float, ...]) -> tuple[float, ...]:
-        if len(v) < 2 or len(v) > MAX_SAMPLER_STEPS + 1:
-            raise ValueError(f"times must hold 2 .. {MAX_SAMPLER_STEPS + 1} knots, got {len(v)}")
         if v[0] != 1.0 or v[-1] != 0.0:
             raise ValueError(f"times must run from exactly 1 (noise) to exactly 0 (data), got {v[0]!r} .. {v[-1]!r}")
         import numpy as np
@@ -67,8 +66,7 @@ class KnotsGridSpec(TimeGridSpec):
         for i in range(len(v) - 1):
             # also in float32, the precision the decoder sees t in (1 > 1e-300 > 0 is not)
             if not (v[i + 1] < v[i] and np.float32(v[i + 1]) < np.float32(v[i])):
-                raise ValueError(f"times must be strictly decreasing (also when rounded to float32, as the decoder "
-                                 f"takes them), but times[{i}] = {v[i]!r} and times[{i + 1}] = {v[i + 1]!r}")
+                raise ValueError(f"times must be strictly decreasing (also in float32), but times[{i}:{i + 2}] = {v[i:i + 2]}")
         return tuple(float(x) for x in v)
 
 
@@ -108,12 +106,11 @@ class GuidanceSpec(SpecModel):
             if "interval" in data:
                 raise ValueError("give guidance.interval (in t) or guidance.interval_sigma, not both")
             if sig is not None:
-                if (not isinstance(sig, (list, tuple)) or len(sig) != 2
-                        or not all(isinstance(x, numbers.Real) and not is_bool(x) for x in sig)):
-                    raise ValueError(f"interval_sigma must be a pair [lo, hi] of numbers, got {sig!r}")
-                lo, hi = (float(x) for x in sig)
-                if not (math.isfinite(lo) and math.isfinite(hi)) or lo < 0 or hi < lo:
-                    raise ValueError(f"interval_sigma must satisfy 0 <= lo <= hi < inf, got {sig!r}")
+                pair = isinstance(sig, (list, tuple)) and len(sig) == 2 and all(
+                    isinstance(x, numbers.Real) and not is_bool(x) for x in sig)
+                lo, hi = (float(x) for x in sig) if pair else (math.nan, math.nan)
+                if not 0 <= lo <= hi < math.inf:
+                    raise ValueError(f"interval_sigma must be a pair [lo, hi] of numbers with 0 <= lo <= hi < inf, got {sig!r}")
                 data["interval"] = (sigma_to_t(lo), sigma_to_t(hi))
             else:
                 data["interval"] = None
@@ -150,14 +147,7 @@ class SamplerSpec(SpecModel):
     @model_validator(mode="before")
     @classmethod
     def _preset_name(cls, data: Any) -> Any:
-        if not isinstance(data, str):
-            return data
-
-        if data not in SAMPLER_PRESETS:
-            raise ValueError(f"unknown sampler preset {data!r}; available: {', '.join(SAMPLER_PRESETS)} "
-                             "(or give a SamplerSpec or a dict of its fields)")
-        preset = SAMPLER_PRESETS[data]
-        return preset.model_dump() if isinstance(preset, BaseModel) else preset
+        return resolve_preset(data).model_dump() if isinstance(data, str) else data
 
 
 SAMPLER_PRESETS: dict[str, SamplerSpec] = {}
@@ -175,7 +165,6 @@ def resolve_preset(name: str, model_presets: Optional[Mapping[str, SamplerSpec]]
     if name in model_presets:
         return model_presets[name]
     if name in SAMPLER_PRESETS:
-        return SamplerSpec.model_validate(name)
+        return SamplerSpec.model_validate(SAMPLER_PRESETS[name])
     own = f"; this model's own: {', '.join(model_presets)}" if model_presets else ""
-    raise ValueError(f"unknown sampler preset {name!r}; global presets: {', '.join(SAMPLER_PRESETS)}{own} "
-                     "(or give a SamplerSpec or a dict of its fields)")
+    raise ValueError(f"unknown sampler preset {name!r}; available: {', '.join(SAMPLER_PRESETS)}{own}")
