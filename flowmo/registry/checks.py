@@ -29,7 +29,8 @@ def _check_spec(registry: Registry, name: str, spec: Any) -> None:
         # a kind declared with "package.module:Class" names its spec base where users import it
         declared = registry._spec_base
         path = declared.replace(":", ".") if isinstance(declared, str) else f"{base.__module__}.{base.__name__}"
-        raise RegistryError(f"{registry.kind} {name!r}: spec {getattr(spec, '__name__', spec)} must be a subclass of {path}")
+        shown = spec.__name__ if isinstance(spec, type) else repr(spec)
+        raise RegistryError(f"{registry.kind} {name!r}: spec {shown} must be a subclass of {path}")
     default = spec.model_fields["name"].default if "name" in spec.model_fields else None
     if default != name:
         raise RegistryError(f"{registry.kind} {name!r}: {spec.__name__}.name defaults to {default!r}; it must default to {name!r}")
