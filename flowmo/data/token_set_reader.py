@@ -68,12 +68,12 @@ def read_token_set(path: PathLike) -> TokenSet:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError (``token set '...' is <kind>, not ...``; for a file, ``token file '...' is
-            <kind>, not ...``): another kind of folder or file (a model folder, a run, model
-            weights, ...: the kind found is named), or a token file without labels.
-        ValueError (``token set '...': ...``, with the reason): incomplete (no ``index.json``: an
-            interrupted ``flowmo tokenize``), an unreadable or malformed index (``unreadable
-            index.json (...)``), a missing or inconsistent shard.
+        ValueError: another kind of folder or file (``token set '...' is <kind>, not ...``; for a
+            file, ``token file '...' is <kind>, not ...``: a model folder, a run, model weights,
+            ...), or a token file without labels; or (``token set '...': ...``, with the reason)
+            an incomplete set (no ``index.json``: an interrupted ``flowmo tokenize``), an
+            unreadable or malformed index (``unreadable index.json (...)``), a missing or
+            inconsistent shard.
     """
     from flowmo.data.folder_kinds import path_kind, wrong_kind
 
