@@ -39,3 +39,19 @@ def test_a_generator_config_with_a_field_of_the_wrong_type_is_refused(tmp_path, 
     (tmp_path / "config.json").write_text(json.dumps({**doc, field: value}))
     with pytest.raises(ValueError, match='config.json must hold "generator" \\(a name\\), "config" and "metadata"'):
         read_generator_config(tmp_path)
+
+
+def test_a_step_given_with_one_checkpoint_folder_is_refused(tmp_path):
+    """--step names a checkpoint of a run; given with one checkpoint folder it was silently ignored."""
+    import torch
+
+    from flowmo.folders.checkpoints import resolve_checkpoint, save_checkpoint
+
+    run = tmp_path / "run"
+    ckpt = save_checkpoint(run / "checkpoints", 2, {"model": {"w": torch.zeros(1)}}, {"step": 2})
+    assert resolve_checkpoint(run, 2) == (ckpt, run)
+    assert resolve_checkpoint(ckpt) == (ckpt, run)
+    with pytest.raises(ValueError, match="applies to a run folder"):
+        resolve_checkpoint(ckpt, 1)
+    with pytest.raises(TypeError, match="step must be an int"):
+        resolve_checkpoint(run, "2")

@@ -88,15 +88,17 @@ def latest_checkpoint(root: Path) -> Optional[Path]:
 
 def resolve_checkpoint(source: Path, step: Optional[int] = None, *, kind: str = "run") -> tuple[Path, Path]:
     """(checkpoint folder, run folder) for ``source``: a run folder (its newest complete
-    checkpoint, or ``step``'s) or one of its checkpoint folders (``step`` then unused).
+    checkpoint, or ``step``'s) or one of its checkpoint folders (``step`` then refused: it names one).
 
     Raises:
         FileNotFoundError: a run folder without a complete checkpoint, or a missing ``source``.
         ValueError: another kind of folder or file (the message names the kind found and
             ``kind``, e.g. "generator run").
-        ValueError: a ``step`` the run has no checkpoint of.
+        ValueError: a ``step`` the run has no checkpoint of, or one given with a checkpoint folder.
     """
     source = Path(source)
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
+        raise TypeError(f"step must be an int (a checkpoint's step) or None, got {step!r}")
     if (source / "checkpoints").is_dir():
         ckpts = dict(list_checkpoints(source / "checkpoints"))
         if not ckpts:
@@ -105,6 +107,8 @@ def resolve_checkpoint(source: Path, step: Optional[int] = None, *, kind: str = 
             raise ValueError(f"{source} has no checkpoint of step {step}; it has {sorted(ckpts)}")
         return ckpts[step if step is not None else max(ckpts)], source
     if (source / "state.json").is_file():
+        if step is not None:
+            raise ValueError(f"step {step} applies to a run folder, but {source} is one checkpoint: give its run folder")
         return source, source.parent.parent
     if not source.exists():
         raise FileNotFoundError(f"{source} does not exist (expected a {kind} folder or a checkpoint folder)")
