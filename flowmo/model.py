@@ -186,6 +186,12 @@ class FlowMo(nn.Module):
         self.quantizer.check_indices(tokens, "tokens (indices)")  # the range, under the argument's name
         return tokens
 
+    @staticmethod
+    def _check_generator(generator: Any) -> None:
+        """``generator`` must be a ``torch.Generator`` or None (TypeError, before any draw)."""
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+
     def _check_times(self, t: Any, b: int, name: str) -> Tensor:
         """Flow times: a number or a real tensor, scalar or (B,), finite, in [0, 1] -> float32 (B,)."""
         if isinstance(t, bool) or not isinstance(t, (int, float, Tensor)) or (
@@ -351,6 +357,7 @@ class FlowMo(nn.Module):
         1e300 in float64 for a float32 state) raises ``ValueError`` saying so.
         """
         code = self._check_float(code, "code", (None, self.spec.code_length, self.spec.code_channels))
+        self._check_generator(generator)
         code = self._cast(code, "code", self.dtype)
         b, s = code.shape[0], self.spec.image_size
         work = state_dtype(self.dtype)
@@ -525,6 +532,7 @@ class FlowMo(nn.Module):
         ranks must agree on that).
         """
         images = self._check_images(images)
+        self._check_generator(generator)
         b = images.shape[0]
         q = self.quantize(self._encode(images))
         if t is None:
@@ -561,6 +569,7 @@ class FlowMo(nn.Module):
         eval mode and is returned in training mode.
         """
         images = self._check_images(images)
+        self._check_generator(generator)
         b = images.shape[0]
         if noise is not None:
             self._check_float(noise, "noise", tuple(images.shape), f"the shape of images {tuple(images.shape)}")

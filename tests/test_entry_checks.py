@@ -55,3 +55,14 @@ def test_a_step_given_with_one_checkpoint_folder_is_refused(tmp_path):
         resolve_checkpoint(ckpt, 1)
     with pytest.raises(TypeError, match="step must be an int"):
         resolve_checkpoint(run, "2")
+
+
+@pytest.mark.parametrize("call", ["decode", "detokenize", "reconstruct", "loss", "posttrain_loss"])
+def test_a_generator_that_is_not_a_torch_generator_is_named_at_the_entry(call):
+    """It failed inside torch.randn / a time sampler with a multi-line torch message."""
+    m = flowmo.build("tiny")
+    s = m.spec.image_size
+    x = torch.zeros(1, 3, s, s)
+    args = {"decode": (m.encode(x),), "detokenize": (m.tokenize(x),)}.get(call, (x,))
+    with pytest.raises(TypeError, match="generator must be a torch.Generator or None, got int"):
+        getattr(m, call)(*args, generator=5)
