@@ -51,7 +51,7 @@ class GeneratorLoss(nn.Module):
     """The module DDP wraps: its forward is the generator's training loss.
 
     ``forward(tokens, labels, generator=None)`` = ``generator_model.loss(tokens, labels,
-    generator=generator)`` (a :class:`~flowmo.objectives.LossOutput`); its parameters are the
+    generator=generator)`` (a :class:`~flowmo.model.LossOutput`); its parameters are the
     generator's (named ``generator.<name>``)."""
 
     def __init__(self, generator: TokenGenerator):
