@@ -164,3 +164,33 @@ def sampler_from_args(base: Any, args: argparse.Namespace, presets: Optional[Map
         raise
     except ValueError as e:
         raise ValueError(f"invalid sampler settings: {e}") from None
+
+
+# ----------------------------------------------------------------------------- training runs
+RESUME_HELP = ("continue from the newest checkpoint in --out, with the run's settings (without --config: its "
+               "config.json); a changed setting is refused naming it, except the few that may change (train.steps, "
+               "cadences, device, ...: flowmo.train.checkpointing.RESUMABLE), which are said and recorded in --out's "
+               "config_changes.json")
+
+
+def run_overrides(args: argparse.Namespace) -> list[str]:
+    """A training command's ``--set`` overrides, then ``--device`` (``train.device``) and ``-q``
+    (no progress bar) as overrides of their own, in that order."""
+    overrides = list(args.overrides)
+    if args.device is not None:
+        overrides.append(f"train.device={json.dumps(args.device)}")
+    if args.quiet:
+        overrides.append("train.log.progress=false")
+    return overrides
+
+
+def fit(trainer: Any) -> dict:
+    """``trainer.fit()``'s summary, the trainer closed after it (without waiting for the other
+    ranks when the run failed, so that a failing rank does not hang in a barrier)."""
+    try:
+        summary = trainer.fit()
+    except BaseException:
+        trainer.close(barrier=False)
+        raise
+    trainer.close()
+    return summary

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from .command import TRAINING_INTERRUPTED, add_subcommand
-from .options import add_common_arguments
+from .options import RESUME_HELP, add_common_arguments, fit, run_overrides
 
 __all__ = ["NAME", "add_parser", "run", "main"]
 
@@ -43,11 +43,7 @@ def add_parser(sub: Optional[Any] = None) -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted override, e.g. --set train.optim.lr=5e-5 (repeatable, applied in order with the "
                         "semantics of FlowMoSpec.replace: --set model.quantizer.name=fsq takes FSQ's defaults)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from the newest checkpoint in --out, with the run's settings (without --config: "
-                        "its config.json); a changed setting is refused naming it, except the few that may change "
-                        "(train.steps, cadences, device, ...: flowmo.train.checkpointing.RESUMABLE), which are "
-                        "said and recorded in --out's config_changes.json")
+    p.add_argument("--resume", action="store_true", help=RESUME_HELP)
     p.add_argument("--export", metavar="DIR",
                    help="after training, write the EMA weights (train.ema; the raw weights when it is disabled: "
                         "the model card says which) as a model folder here (not --out itself nor its "
@@ -82,23 +78,14 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("give --config FILE (see configs/) and/or --set overrides (without --config: "
                          "--set model=PRESET --set train.steps=N; with --resume, the run's own config.json is "
                          "used when --config is not given)")
-    overrides = list(args.overrides)
-    if args.device is not None:
-        overrides.append(f"train.device={json.dumps(args.device)}")
-    if args.quiet:
-        overrides.append("train.log.progress=false")
+    overrides = run_overrides(args)
     check_folder_kind(args.out, "tokenizer-run", "--out")  # not a generator run, model folder, ...
     if args.export:  # refused before training, not after it
         check_outside_run(args.export, args.out, "--export", "--out")
         check_folder_kind(args.export, "tokenizer", "--export")
     config = load_config(args.config, overrides, imports=args.imports)
     trainer = Trainer(config, args.out, resume=args.resume, log=(lambda s: None) if args.quiet else None)
-    try:
-        summary = trainer.fit()
-    except BaseException:
-        trainer.close(barrier=False)
-        raise
-    trainer.close()
+    summary = fit(trainer)
     if summary.get("interrupted"):
         return INTERRUPTED_STATUS  # not finished: `flowmo train ... && next` must not go on
     if trainer.ctx.main:

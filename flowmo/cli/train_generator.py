@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from .command import TRAINING_INTERRUPTED, add_subcommand
-from .options import add_common_arguments
+from .options import RESUME_HELP, add_common_arguments, fit, run_overrides
 
 __all__ = ["NAME", "add_parser", "run", "main"]
 
@@ -39,11 +39,7 @@ def add_parser(sub: Optional[Any] = None) -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted override, e.g. --set train.optim.lr=3e-4 (repeatable, applied in order; a mapping "
                         "value merges: --set generator={depth: 2})")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from the newest checkpoint in --out, with the run's settings (without --config: "
-                        "its config.json); a changed setting is refused naming it, except the few that may change "
-                        "(train.steps, cadences, device, ...: flowmo.train.checkpointing.RESUMABLE), which are "
-                        "said and recorded in --out's config_changes.json")
+    p.add_argument("--resume", action="store_true", help=RESUME_HELP)
     p.add_argument("--export", metavar="DIR",
                    help="after training, write the EMA weights (train.ema; the raw weights when it is disabled: "
                         "the folder's metadata says which) as a generator folder here (config.json + "
@@ -77,22 +73,13 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("give --config FILE (see configs/generators/example.yaml) and/or --set overrides "
                          "(with --resume, the run's own config.json is used when --config is not given)")
     import_modules(args.imports)
-    overrides = list(args.overrides)
-    if args.device is not None:
-        overrides.append(f"train.device={json.dumps(args.device)}")
-    if args.quiet:
-        overrides.append("train.log.progress=false")
+    overrides = run_overrides(args)
     if args.export:  # refused before training, not after it
         check_outside_run(args.export, args.out, "--export", "--out")
         check_folder_kind(args.export, "generator", "--export")
     config = load_generator_config(args.config, overrides)
     trainer = GeneratorTrainer(config, args.out, resume=args.resume, log=(lambda s: None) if args.quiet else None)
-    try:
-        summary = trainer.fit()
-    except BaseException:
-        trainer.close(barrier=False)
-        raise
-    trainer.close()
+    summary = fit(trainer)
     if summary.get("interrupted"):
         return INTERRUPTED_STATUS  # not finished: `flowmo train ... && next` must not go on
     if trainer.ctx.main:
