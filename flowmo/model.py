@@ -158,11 +158,16 @@ class FlowMo(nn.Module):
             raise ValueError(f"{name} contains NaN or Inf values")
         return x
 
-    def _check_images(self, images: Any) -> Tensor:
+    def _check_images(self, images: Any, *, values: bool = True) -> Tensor:
         """Images (B, 3, S, S), B >= 1, floating, on the model's device, finite and in [-1, 1]
-        (1.05 tolerated), returned in the model's dtype."""
+        (1.05 tolerated), returned in the model's dtype; ``values=False`` reads no values."""
         if not isinstance(images, Tensor):
             raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+        if not values:
+            if not images.is_floating_point():
+                raise TypeError(f"images must be a floating-point torch.Tensor, got {describe(images)}")
+            self._check_layout(images, "images", (None, 3, self.spec.image_size, self.spec.image_size))
+            return images.to(self.dtype)
         self._check_float(images, "images", (None, 3, self.spec.image_size, self.spec.image_size))
         lo, hi = torch.stack(torch.aminmax(images)).tolist()
         if lo < -1.05 or hi > 1.05:
@@ -523,25 +528,35 @@ class FlowMo(nn.Module):
         return self._decoder_velocity(self._teacher, x_t, t, cond)
 
     def loss(self, images: Tensor, *, t: Union[Tensor, float, None] = None, noise: Optional[Tensor] = None,
-             cfg_dropout: bool = True, generator: Optional[torch.Generator] = None) -> LossOutput:
+             cfg_dropout: Union[bool, Tensor] = True, generator: Optional[torch.Generator] = None,
+             check_values: bool = True) -> LossOutput:
         """Stage 1A: rectified flow on the decoder plus the quantizer's (and perceptual) terms.
 
         ``t`` (a number or (B,), in [0, 1]) and ``noise`` (finite, like images) default to draws
-        from the spec's time sampler and N(0, I). A non-finite total raises ValueError in eval
-        mode and is returned in training mode (the trainer skips and counts such steps, and all
-        ranks must agree on that).
+        from the spec's time sampler and N(0, I); ``cfg_dropout`` is True (drawn from
+        ``generator``), False, or the (B,) keep mask of :meth:`loss_draws`. A non-finite total
+        raises ValueError in eval mode and is returned in training mode (the trainer skips and
+        counts such steps, and all ranks must agree on that).
+
+        ``check_values=False`` skips every check that reads values (images finite and in
+        [-1, 1], ``t`` in [0, 1], ``noise`` finite; they are skipped under ``torch.compile`` too)
+        so that the call makes no host sync: for a caller whose inputs are right by construction
+        (the trainer: its data readers check images on the host, ``t`` and ``noise`` come from
+        :meth:`loss_draws`), which then passes ``t`` as a float32 (B,) tensor and ``noise`` in
+        the images' dtype.
         """
-        images = self._check_images(images)
+        checks = check_values and not torch.compiler.is_compiling()
+        images = self._check_images(images, values=checks)
         self._check_generator(generator)
         b = images.shape[0]
         q = self.quantize(self._encode(images))
         if t is None:
             t = self.time_sampler.sample(b, generator=generator, device=images.device)
-        else:
+        elif checks:
             t = self._check_times(t, b, "t")
         if noise is None:
             noise = torch.randn(images.shape, generator=generator, device=images.device, dtype=images.dtype)
-        else:
+        elif checks:
             noise = self._check_float(noise, "noise", tuple(images.shape), f"the shape of images {tuple(images.shape)}")
             noise = self._cast(noise, "noise", images.dtype)
         terms: dict[str, Tensor] = {}
@@ -550,9 +565,25 @@ class FlowMo(nn.Module):
         _merge_terms(terms, {f"quantizer/{k}": v for k, v in q.losses.items()}, "the quantizer")
         return self._loss_output(terms)
 
+    def loss_draws(self, images: Tensor, generator: Optional[torch.Generator] = None) -> Optional[dict[str, Any]]:
+        """Every random draw of ``loss(images, generator=generator)``, made beforehand, in the
+        order :meth:`loss` makes them: ``{"t": (B,) float32, "noise": like images, "cfg_dropout":
+        (B,) bool keep mask or False}``, so that ``loss(images, **draws)`` gives what ``loss(images,
+        generator=generator)`` gives, with no generator inside (``torch.compile`` cannot trace
+        one). None when the flow loss cannot draw its dropout beforehand
+        (:meth:`flowmo.losses.FlowLoss.draw_dropout`). ``images`` are only read for their shape,
+        dtype and device (checked by :meth:`loss`)."""
+        b = images.shape[0]
+        t = self.time_sampler.sample(b, generator=generator, device=images.device)
+        noise = torch.randn(images.shape, generator=generator, device=images.device, dtype=self.dtype)
+        keep = self.flow_loss.draw_dropout(b, generator, images.device)
+        if keep is None:
+            return None
+        return {"t": t, "noise": noise, "cfg_dropout": keep}
+
     def posttrain_loss(self, images: Tensor, *, generator: Optional[torch.Generator] = None,
                        noise: Optional[Tensor] = None, u: Optional[Tensor] = None,
-                       cfg_dropout: bool = True) -> LossOutput:
+                       cfg_dropout: Union[bool, Tensor] = True, check_values: bool = True) -> LossOutput:
         """Stage 1B (the release's recipe): the flow loss (weighted by ``posttrain.flow_weight``),
         the quantizer's terms and the post-training objective's terms, with the encoder and
         quantizer frozen. The quantizer's terms are computed without gradients (nothing they
@@ -566,12 +597,14 @@ class FlowMo(nn.Module):
         raise TypeError / ValueError naming the argument. A post-training objective whose term
         names collide with the flow loss's or the quantizer's raises ValueError (a term would
         silently replace another). As in :meth:`loss`, a non-finite total raises ValueError in
-        eval mode and is returned in training mode.
+        eval mode and is returned in training mode. ``check_values=False``: as in :meth:`loss`
+        (the images' and ``noise``'s values are not read).
         """
-        images = self._check_images(images)
+        checks = check_values and not torch.compiler.is_compiling()
+        images = self._check_images(images, values=checks)
         self._check_generator(generator)
         b = images.shape[0]
-        if noise is not None:
+        if noise is not None and checks:
             self._check_float(noise, "noise", tuple(images.shape), f"the shape of images {tuple(images.shape)}")
         objective, spec = self.posttrain_objective, self.spec.posttrain
         if objective.needs_teacher and self._teacher is None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import torch
 from torch import Tensor
@@ -12,18 +12,31 @@ from ..registry import FLOW_LOSSES
 from ..spec import LossTerm, RectifiedFlowLossSpec
 from .perceptual import build_distance
 
-__all__ = ["FlowLoss", "RectifiedFlowLoss", "cfg_dropout", "VelocityFn"]
+__all__ = ["FlowLoss", "RectifiedFlowLoss", "apply_keep", "cfg_dropout", "cfg_keep", "VelocityFn"]
 
 # (x_t (B, 3, H, W), t (B,), conditioning (B, T, C + 1)) -> velocity (B, 3, H, W)
 VelocityFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
+def cfg_keep(batch: int, p: float, generator: Optional[torch.Generator] = None,
+             device: Union[str, torch.device, None] = None) -> Optional[Tensor]:
+    """Which samples keep their conditioning under classifier-free-guidance dropout of rate ``p``:
+    a bool (batch,) tensor, True with probability 1 - p (one ``torch.rand`` draw from
+    ``generator``), or None when ``p <= 0`` (nothing is dropped and nothing is drawn)."""
+    if p <= 0:
+        return None
+    return torch.rand(batch, generator=generator, device=device) >= p
+
+
+def apply_keep(cond: Tensor, keep: Tensor) -> Tensor:
+    """``cond`` (B, ...) with the samples where ``keep`` (B,) is False/0 zeroed."""
+    return cond * keep.to(cond.dtype).view(-1, *([1] * (cond.ndim - 1)))
+
+
 def cfg_dropout(cond: Tensor, p: float, generator: Optional[torch.Generator] = None) -> Tensor:
     """Zero the whole conditioning of each sample with probability ``p`` (classifier-free guidance)."""
-    if p <= 0:
-        return cond
-    keep = torch.rand(cond.shape[0], generator=generator, device=cond.device) >= p
-    return cond * keep.to(cond.dtype).view(-1, *([1] * (cond.ndim - 1)))
+    keep = cfg_keep(cond.shape[0], p, generator, cond.device)
+    return cond if keep is None else apply_keep(cond, keep)
 
 
 def _bcast(t: Tensor, like: Tensor) -> Tensor:
@@ -58,6 +71,14 @@ class FlowLoss(ABC):
         """
         return None
 
+    def draw_dropout(self, batch: int, generator: Optional[torch.Generator] = None,
+                     device: Union[str, torch.device, None] = None) -> Union[Tensor, bool, None]:
+        """The dropout draw ``__call__(..., dropout=True, generator=generator)`` would make, made
+        beforehand: a (B,) bool keep mask to pass as ``dropout``, False when the loss drops
+        nothing, or None (the default) when the loss cannot draw beforehand (a caller then passes
+        ``dropout=True`` and the generator)."""
+        return None
+
     @abstractmethod
     def __call__(
         self,
@@ -67,7 +88,7 @@ class FlowLoss(ABC):
         t: Tensor,
         noise: Tensor,
         *,
-        dropout: bool = True,
+        dropout: Union[bool, Tensor] = True,
         generator: Optional[torch.Generator] = None,
     ) -> dict[str, Tensor]:
         """The loss terms of one batch.
@@ -79,7 +100,10 @@ class FlowLoss(ABC):
             cond: the decoder's conditioning (B, T, C + 1) (the code plus a channel of ones).
             t: flow times (B,) in [0, 1] (t = 0 data, t = 1 noise).
             noise: N(0, I) draws of x's shape (the t = 1 end of the path).
-            dropout: whether to apply classifier-free-guidance dropout to ``cond``.
+            dropout: whether to apply classifier-free-guidance dropout to ``cond`` (drawn from
+                ``generator``), or the (B,) bool tensor of the samples that keep their
+                conditioning, drawn beforehand by :meth:`draw_dropout` (a compiled training
+                step takes every draw as an input: ``torch.compile`` cannot trace a generator).
             generator: the only source of randomness of the dropout (None: global RNG).
 
         Returns:
@@ -101,6 +125,11 @@ class RectifiedFlowLoss(FlowLoss):
         self.spec = spec
         self.perceptual = build_distance(spec.perceptual) if spec.perceptual is not None else None
 
+    def draw_dropout(self, batch: int, generator: Optional[torch.Generator] = None,
+                     device: Union[str, torch.device, None] = None) -> Union[Tensor, bool]:
+        keep = cfg_keep(batch, self.spec.cfg_dropout, generator, device)
+        return False if keep is None else keep
+
     def __call__(
         self,
         velocity: VelocityFn,
@@ -109,10 +138,12 @@ class RectifiedFlowLoss(FlowLoss):
         t: Tensor,
         noise: Tensor,
         *,
-        dropout: bool = True,
+        dropout: Union[bool, Tensor] = True,
         generator: Optional[torch.Generator] = None,
     ) -> dict[str, Tensor]:
-        if dropout:
+        if isinstance(dropout, Tensor):
+            cond = apply_keep(cond, dropout)
+        elif dropout:
             cond = cfg_dropout(cond, self.spec.cfg_dropout, generator)
         tb = _bcast(t, x)
         x_t = (1 - tb) * x + tb * noise

@@ -34,6 +34,9 @@ RESUMABLE: dict[str, str] = {
     "train.threads": "the CPU threads: the same numbers on some CPUs (AMD EPYC here), rounding-level differences on "
                      "others (an Intel Xeon), so as for train.device the steps after the change may equal an "
                      "uninterrupted run's up to rounding only (docs/reliability.md, section 6)",
+    "train.compile": "whether the loss runs compiled: the same computation in one fused graph, which rounds "
+                     "differently, so as for train.device the steps after the change equal an uninterrupted run's "
+                     "up to rounding",
     "train.max_nonfinite": "when the run gives up on non-finite losses, not what a step computes",
     "train.dist_timeout_s": "how long a collective waits for a dead rank",
     "train.data.workers": "the loader's processes: each item's crop and flip are drawn from (seed, epoch, index) "

@@ -5,7 +5,7 @@ blocks' Linear weights to fixed norms."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
@@ -23,11 +23,15 @@ def block_linear_weights(model: nn.Module) -> dict[str, nn.Parameter]:
 
 
 @torch.no_grad()
-def renormalize_(weights: dict[str, Tensor], targets: dict[str, Tensor]) -> None:
-    """Rescale each weight in place to its target Frobenius norm: w <- w * (n0 / ||w||)."""
+def renormalize_(weights: dict[str, Tensor], targets: dict[str, Tensor], skip: Optional[Tensor] = None) -> None:
+    """Rescale each weight in place to its target Frobenius norm: w <- w * (n0 / ||w||); where
+    ``skip`` (a bool 0-dim tensor, e.g. a skipped optimizer step) is True, w is left bitwise as
+    it is (decided on the device: no host sync)."""
     for name, w in weights.items():
-        n = torch.linalg.vector_norm(w.float())
-        w.mul_((targets[name].to(w.device) / n.clamp_min(1e-12)).to(w.dtype))
+        scale = targets[name].to(w.device) / torch.linalg.vector_norm(w.float()).clamp_min(1e-12)
+        if skip is not None:
+            scale = torch.where(skip, torch.ones_like(scale), scale)
+        w.mul_(scale.to(w.dtype))
 
 
 def ema_keep(decay: float, start: int, end: int, warmup: bool) -> float:

@@ -15,7 +15,7 @@ A subclass builds its model and supplies the model-specific parts through these 
   (seed, step, micro-batch) and a resumed run sees the same data);
 - ``_micro_loss(batch, generator)`` -> a :class:`~flowmo.model.LossOutput` through
   ``self.ddp`` (all random draws of the micro-batch from ``generator``);
-- ``_after_optimizer_step()``, ``_after_step()`` (after the EMA update), ``_before_fit(summary)``,
+- ``_after_optimizer_step(skipped)``, ``_after_step()`` (after the EMA update), ``_before_fit(summary)``,
   ``_after_log_step()`` (inside the loop, before the checkpoint), ``_after_fit(summary)``;
 - ``_ddp_module()`` (what DDP wraps; its forward computes the loss), ``_progress_desc()``,
   ``_extra_record()`` and ``_extra_summary()`` (fields added to the records and the summary);
@@ -61,6 +61,7 @@ from .checkpointing import CONFIG_CHANGES, read_history, resume_changes
 from .config import describe_differences
 from .ema import ema_keep, ema_update_
 from .sampler import derive_seed
+from torch.utils._foreach_utils import _get_fused_kernels_supported_devices as _fused_kernels_supported_devices
 
 __all__ = ["TrainerBase", "TrainingStopped", "Counters", "INTERRUPTED_STATUS"]
 
@@ -69,6 +70,15 @@ INTERRUPTED_STATUS = 143
 """The exit status of ``flowmo train`` / ``train-generator`` stopped by SIGTERM after saving its
 checkpoint: 128 + 15, the shell's and schedulers' "terminated by SIGTERM", so a job chain
 (``flowmo train ... && next``) does not take the unfinished run for done."""
+
+
+def _floats(terms: dict[str, Any]) -> dict[str, float]:
+    """Loss terms as Python floats (tensors on the device are read with one host sync)."""
+    names = [k for k, v in terms.items() if isinstance(v, Tensor)]
+    if not names:
+        return dict(terms)
+    values = torch.stack([terms[k] for k in names]).tolist()
+    return {**terms, **dict(zip(names, values))}
 
 
 class TrainingStopped(RuntimeError):
@@ -121,6 +131,9 @@ class TrainerBase:
         self.ema: dict[str, torch.Tensor] = {}
         self.ema_step = 0  # the step of the EMA's last update (or of its initialisation)
         self._data_iter = None
+        self._nonfinite: Optional[Tensor] = None  # (total, streak, stop step) on the device: _count_nonfinite
+        self._compile_pending = False  # set by a trainer that compiled its loss (train.compile)
+        self.compile_s: list[float] = []  # seconds of each step that compiled
         self._writer = None
         self._config_changes: Optional[list[dict[str, Any]]] = None  # None: a run starting at step 0
         self._config_history: list[dict[str, Any]] = []
@@ -155,8 +168,11 @@ class TrainerBase:
         o = self.tc.optim
         params = self._trainable()
         self._opt_names = {i: n for i, (n, _) in enumerate(params)}
+        # fused where the device has the kernel: one kernel per step, and a skipped step (found_inf)
+        # is decided on the device (train_step)
+        fused = self.device.type in _fused_kernels_supported_devices() and all(p.is_floating_point() for _, p in params)
         return torch.optim.Adam([p for _, p in params], lr=o.lr, betas=o.betas, eps=o.eps,
-                                weight_decay=o.weight_decay)
+                                weight_decay=o.weight_decay, fused=fused or None)
 
     def _ddp_module(self) -> nn.Module:
         """The module DDP wraps (its forward computes the loss); the model by default."""
@@ -204,24 +220,33 @@ class TrainerBase:
     def _micro_loss(self, batch: Any, generator: torch.Generator):
         raise NotImplementedError
 
-    def _after_optimizer_step(self) -> None:
-        """After a (finite) optimizer step, before the step counter moves."""
+    def _after_optimizer_step(self, skipped: Tensor) -> None:
+        """After the optimizer step, before the step counter moves; ``skipped`` (a bool 0-dim
+        tensor) says whether the step was skipped (a non-finite loss): nothing may change then."""
 
     def _after_step(self) -> None:
         """After the step counter moved and the EMA was updated."""
 
-    def train_step(self) -> dict[str, float]:
-        """One optimizer step (``grad_accum`` micro-batches). Returns the mean loss terms.
+    def train_step(self) -> dict[str, Tensor]:
+        """One optimizer step (``grad_accum`` micro-batches). Returns the mean loss terms (and
+        ``grad_norm`` with ``optim.grad_clip``, ``nonfinite_skipped``) as 0-dim float32 tensors
+        on the device: reading one is a host sync, which :meth:`fit` makes only on the steps it
+        logs or checkpoints.
 
-        Micro-batch a of rank r draws from a generator seeded by (train.seed, step, r * accum + a),
-        so the draws of a global micro-batch do not depend on how it is split across ranks."""
+        A step whose loss is not finite on some rank changes no weight and no optimizer state:
+        fused Adam skips it on the device (``found_inf``), as do the renormalisation and the
+        counters, so the step makes no host sync (without a fused Adam for the device, one
+        ``bool`` decides it on the host). Micro-batch a of rank r draws from a generator seeded
+        by (train.seed, step, r * accum + a), so the draws of a global micro-batch do not depend
+        on how it is split across ranks."""
         o = self.tc.optim
+        started = time.perf_counter()
         for g in self.optimizer.param_groups:
             g["lr"] = self._lr(self.step)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        sums: dict[str, float] = {}
-        finite = True
+        sums: dict[str, Tensor] = {}
+        bad: Optional[Tensor] = None
         for a in range(o.grad_accum):
             batch = self._next_batch()
             micro = self.ctx.rank * o.grad_accum + a
@@ -231,26 +256,22 @@ class TrainerBase:
                 with self._autocast():
                     out = self._micro_loss(batch, gen)
                 (out.total / o.grad_accum).backward()
-            finite &= bool(torch.isfinite(out.total.detach()))
-            for k, v in out.detached().items():
-                sums[k] = sums.get(k, 0.0) + v / o.grad_accum
+            total = out.total.detach().float()
+            bad = ~torch.isfinite(total) if bad is None else bad | ~torch.isfinite(total)
+            for k, v in (("total", total), *out.terms.items()):
+                sums[k] = sums.get(k, 0.0) + v.detach().float() / o.grad_accum
         self.counters.images_seen += o.batch_size * o.grad_accum * self.ctx.world
         if self.ctx.enabled:
-            flag = torch.tensor([1.0 if finite else 0.0], device=self.device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-            finite = bool(flag.item() == 1.0)
-        if finite:
-            if o.grad_clip is not None:
-                sums["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(
-                    [p for _, p in self._trainable()], o.grad_clip))
-            self.optimizer.step()
-            self._after_optimizer_step()
-            self.counters.nonfinite_streak = 0
-        else:
-            self.optimizer.zero_grad(set_to_none=True)
-            self.counters.nonfinite_total += 1
-            self.counters.nonfinite_streak += 1
+            flag = bad.to(torch.float32).reshape(1)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            bad = flag[0] > 0
+        if o.grad_clip is not None:
+            sums["grad_norm"] = torch.nn.utils.clip_grad_norm_([p for _, p in self._trainable()], o.grad_clip,
+                                                               foreach=True).float()
+        self._optimizer_step(bad)
+        self._after_optimizer_step(bad)
         self.step += 1
+        self._count_nonfinite(bad)
         e = self.tc.ema
         due = self.step % e.every == 0 or self.step == self.tc.steps
         if self.ema and due and self.step > self.ema_step:
@@ -259,13 +280,51 @@ class TrainerBase:
             ema_update_(self.ema, dict(self.model.named_parameters()), keep)
             self.ema_step = self.step
         self._after_step()
-        if self.counters.nonfinite_streak >= self.tc.max_nonfinite:
+        sums["nonfinite_skipped"] = self._nonfinite[0].float()
+        if self._compile_pending:  # the first step of a freshly compiled loss: say what compiling cost
+            self._compile_pending = False
+            self.compile_s.append(round(time.perf_counter() - started, 2))
+            if self.ctx.main:
+                self._log(f"train.compile: step {self.step} compiled the training step's loss (forward and "
+                          f"backward) in {self.compile_s[-1]:.1f} s")
+        return sums
+
+    def _optimizer_step(self, bad: Tensor) -> None:
+        """The optimizer step, skipped where ``bad`` (a bool 0-dim tensor) is True: on the device
+        by a fused Adam, else decided on the host."""
+        if getattr(self.optimizer, "_step_supports_amp_scaling", False):
+            self.optimizer.found_inf = bad.to(torch.float32)
+            try:
+                self.optimizer.step()
+            finally:
+                del self.optimizer.found_inf
+        elif not bool(bad):
+            self.optimizer.step()
+
+    def _count_nonfinite(self, bad: Tensor) -> None:
+        """Count a skipped step on the device: ``_nonfinite`` = (total, streak, the step at which
+        the streak first reached ``train.max_nonfinite``, 0 before); :meth:`_sync_counters` reads it."""
+        if self._nonfinite is None:
+            c = self.counters
+            self._nonfinite = torch.tensor([c.nonfinite_total, c.nonfinite_streak, 0], device=self.device)
+        b = bad.to(torch.int64)
+        total, streak, stop = self._nonfinite.unbind()
+        streak = (streak + 1) * b
+        stop = torch.where((streak >= self.tc.max_nonfinite) & (stop == 0), self.step, stop)
+        self._nonfinite = torch.stack([total + b, streak, stop])
+
+    def _sync_counters(self) -> None:
+        """(One host sync) Bring the device's non-finite counts into ``counters``; raise
+        TrainingStopped when ``train.max_nonfinite`` skipped steps in a row have happened."""
+        if self._nonfinite is None:
+            return
+        total, streak, stop = self._nonfinite.tolist()
+        self.counters.nonfinite_total, self.counters.nonfinite_streak = total, streak
+        if stop:
             raise TrainingStopped(
-                f"{self.counters.nonfinite_streak} non-finite losses in a row at step {self.step}; "
+                f"{self.tc.max_nonfinite} non-finite losses in a row at step {stop}; "
                 f"stopping (the last checkpoint in {self.ckpt_dir} is intact)"
             )
-        sums["nonfinite_skipped"] = float(self.counters.nonfinite_total)
-        return sums
 
     # ---------------------------------------------------------------- the loop
     def _progress_desc(self) -> str:
@@ -306,7 +365,7 @@ class TrainerBase:
             bar = tqdm(total=tc.steps, initial=self.step, desc=self._progress_desc(), dynamic_ncols=True,
                        mininterval=0.2 if sys.stderr.isatty() else 15.0)  # fewer lines in log files
         t0, seen0 = time.perf_counter(), self.counters.images_seen
-        last_terms: dict[str, float] = {}
+        last_terms: dict[str, Any] = {}
         self._stop_requested = False
         previous = self._install_sigterm()
         try:
@@ -314,14 +373,20 @@ class TrainerBase:
                 last_terms = self.train_step()
                 if bar is not None:
                     bar.update(1)
-                if self._should_stop():
+                logs = self.step % tc.log.every == 0 or self.step == tc.steps
+                saves = self.step % tc.checkpoint.every == 0 or self.step == tc.steps
+                stops = self._should_stop()
+                if logs or saves or stops:  # the steps that may read values from the device
+                    self._sync_counters()
+                    last_terms = _floats(last_terms)
+                if stops:
                     self.save()
                     summary["interrupted"] = True
                     if self.ctx.main:
                         self._log(f"SIGTERM: saved a checkpoint at step {self.step} and stopped; "
                                   "continue with --resume")
                     break
-                if self.step % tc.log.every == 0 or self.step == tc.steps:
+                if logs:
                     dt = max(time.perf_counter() - t0, 1e-9)
                     rate = (self.counters.images_seen - seen0) / dt
                     t0, seen0 = time.perf_counter(), self.counters.images_seen
@@ -334,18 +399,21 @@ class TrainerBase:
                         bar.set_postfix({"loss": f"{last_terms.get('total', float('nan')):.4f}",
                                          f"{self.unit}/s": f"{rate:.1f}"}, refresh=False)
                 self._after_log_step()
-                if self.step % tc.checkpoint.every == 0 or self.step == tc.steps:
+                if saves:
                     self.save()
         finally:
             if bar is not None:
                 bar.close()
             self._restore_sigterm(previous)
+        last_terms = _floats(last_terms)
         if summary.get("interrupted"):
             summary.update({"end_step": self.step, "last_terms": last_terms})
             return summary
         self._after_fit(summary)
         summary.update({"end_step": self.step, "last_terms": last_terms,
                         "nonfinite_skipped": self.counters.nonfinite_total})
+        if self.compile_s:
+            summary["compile_s"] = self.compile_s
         summary.update(self._extra_summary())
         if self._writer:
             self._writer.flush()
@@ -449,6 +517,9 @@ class TrainerBase:
         and the state fields ``step``, ``optimizer``, ``ema_step``, ``data_position``,
         ``counters``, ``world_size``, ``torch_rng`` and ``model_fingerprint``; a trainer adds its
         own (:meth:`_checkpoint_parts`, :meth:`_checkpoint_state`)."""
+        if self._nonfinite is not None:
+            total, streak, _ = self._nonfinite.tolist()
+            self.counters.nonfinite_total, self.counters.nonfinite_streak = total, streak
         if not self.ctx.main:
             return None
         opt_tensors, opt_meta = optimizer_to_tensors(self.optimizer, self._opt_names)
@@ -508,6 +579,7 @@ class TrainerBase:
         self._restore_extra(parts, state)
         optimizer_from_tensors(self.optimizer, self._opt_names, parts["optimizer"], state["optimizer"])
         c = state.get("counters", {})
+        self._nonfinite = None  # recounted from the restored counters
         self.counters = Counters(c.get("nonfinite_total", 0), c.get("nonfinite_streak", 0),
                                  list(c.get("skipped_images", [])), c.get("images_seen", 0))
         torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))

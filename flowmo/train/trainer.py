@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Union
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from flowmo.folders.checkpoints import CheckpointError, latest_checkpoint, load_checkpoint
 from flowmo.folders.model_folder import CONFIG_NAME, WEIGHTS_NAME
@@ -78,6 +78,7 @@ class Trainer(TrainerBase):
             self._adopt_objective_sampler()
             self.needs_teacher = self.model.posttrain_objective.needs_teacher
         self.targets: dict[str, Tensor] = {}
+        self._compiled: Optional[tuple[nn.Module, nn.Module]] = None  # (ddp, its compiled form): _loss_module
         self._eval_set: Optional[tuple[Tensor, list[int]]] = None  # the evaluation images and ids, once read
 
         ckpt = self._starting_checkpoint(resume)
@@ -313,11 +314,27 @@ class Trainer(TrainerBase):
         return images.to(self.device, non_blocking=True)
 
     def _micro_loss(self, images: Tensor, generator: torch.Generator):
-        return self.ddp(images, objective=self.objective, generator=generator)
+        # every draw is made before the loss (loss_draws: the same draws, in loss()'s order), so
+        # the loss is one graph under train.compile; images were checked where they were read
+        draws = self.model.loss_draws(images, generator) if self.objective == "flow" else None
+        kw = {"generator": generator} if draws is None else draws
+        return self._loss_module(draws is not None)(images, objective=self.objective, check_values=False, **kw)
 
-    def _after_optimizer_step(self) -> None:
+    def _loss_module(self, whole: bool) -> nn.Module:
+        """The module called for the loss: ``ddp``, or with ``train.compile`` its compiled form
+        (``fullgraph=True`` when the loss takes every draw as an input (``whole``) and DDP does
+        not split it; compiled again when ``ddp`` is rebuilt, e.g. at ``freeze_encoder_at``)."""
+        if not self.tc.compile:
+            return self.ddp
+        if self._compiled is None or self._compiled[0] is not self.ddp:
+            full = whole and not self.ctx.enabled
+            self._compiled = (self.ddp, torch.compile(self.ddp, fullgraph=full))
+            self._compile_pending = True
+        return self._compiled[1]
+
+    def _after_optimizer_step(self, skipped: Tensor) -> None:
         if self.tc.renormalize:
-            renormalize_({n: w for n, w in self.linear_weights.items() if w.requires_grad}, self.targets)
+            renormalize_({n: w for n, w in self.linear_weights.items() if w.requires_grad}, self.targets, skipped)
 
     def _after_step(self) -> None:
         self._apply_encoder_freeze()

@@ -134,7 +134,7 @@ def test_integral_floats_are_accepted_as_ints():
 
 # ----------------------------------------------------------------------------- bools
 BOOL_FIELDS = [
-    "train.renormalize", "train.data.hflip", "train.ema.enabled", "train.log.tensorboard", "train.log.progress",
+    "train.renormalize", "train.compile", "train.data.hflip", "train.ema.enabled", "train.log.tensorboard", "train.log.progress",
     "train.eval.enabled", "train.ema.warmup", "model.sampler.clip", "model.encoder.qkv_bias",
 ]
 

@@ -318,6 +318,10 @@ class TrainSpec(_TrainSection):
                     "freezes the encoder (this field is then unused)",
     )
     renormalize: SpecBool = Field(True, description="rescale block Linear weights to their initial norms after each step")
+    compile: SpecBool = Field(
+        False, description="compile the training step's loss, forward and backward, with torch.compile (one graph: "
+                           "fullgraph in Stage 1A on one process); the first step pays the compile time (logged)",
+    )
     autocast: Autocast = "auto"
     device: Device = "auto"
     threads: Threads = None
