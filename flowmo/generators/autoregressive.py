@@ -1,8 +1,14 @@
 """An autoregressive token generator in the style of LlamaGen (Sun et al. 2024, "Autoregressive
 Model Beats Diffusion"): a causal transformer whose first token is the class embedding
 (the learned null class for classifier-free guidance, trained by label dropout); position i
-predicts token i from the class and tokens < i. Sampling makes L forward passes, one token each
-(no key/value cache: each pass reruns the prefix)."""
+predicts token i from the class and tokens < i. Sampling makes L forward passes, one token each.
+
+By default sampling keeps a key/value cache (:class:`~flowmo.generators.transformer.KVCache`,
+preallocated once per call): each pass runs only the newest token through the blocks and attends
+to the cached keys and values of the class token and the earlier tokens, so token i costs O(i)
+attention and O(1) everything else. ``generate(..., use_cache=False)`` reruns the whole prefix on
+every pass instead (O(i) everything per token: O(L^2) per sample); both give the same tokens from
+the same draws (up to float rounding of the logits, which decides a draw only at an exact tie)."""
 
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ from flowmo.registry import GENERATORS
 from ._checks import check_index_tensor, check_int, set_transformer_options
 from .base import GenerationOutput, TokenGenerator
 from .sampling import _check_no_overflow, _draw, _guided, _top_k
-from .transformer import GeneratorBlock, SequenceRope
+from .transformer import GeneratorBlock, KVCache, SequenceRope
 
 __all__ = ["AutoregressiveGenerator"]
 
@@ -86,6 +92,34 @@ class AutoregressiveGenerator(TokenGenerator):
             x = block(x, None, freqs)
         return self.head(self.norm_out(x)).float()
 
+    def _new_cache(self, rows: int) -> KVCache:
+        """An empty :class:`KVCache` for ``rows`` sequences of up to seq_len positions (the class
+        token and the first seq_len - 1 tokens: the last token is never fed back)."""
+        weight = self.tok_emb.weight
+        return KVCache(self.depth, rows, self.heads, self.seq_len, self.width // self.heads, dtype=weight.dtype,
+                       device=weight.device)
+
+    def _cached_logits(self, emb: Tensor, cache: KVCache, freqs: Tensor) -> Tensor:
+        """Next-token logits after n new embedded tokens, the earlier ones read from ``cache``.
+
+        Args:
+            emb: (rows, n, width), the embeddings (class or token) of positions
+                cache.length .. cache.length + n - 1.
+            cache: from :meth:`_new_cache`; written at those positions, then advanced by n.
+            freqs: float32 (>= cache.length + n, head_dim / 2, 2), the RoPE table from position 0.
+
+        Returns:
+            float32 (rows, n, vocab_size): what :meth:`_logits` gives at these rows of the whole
+            sequence, up to float rounding. No host sync.
+        """
+        start, n = cache.length, emb.shape[1]
+        rows = freqs[start:start + n]
+        x = emb
+        for block, keys, values in zip(self.blocks, cache.keys, cache.values):
+            x = block.forward_cached(x, None, rows, keys, values, start)
+        cache.advance(n)
+        return self.head(self.norm_out(x)).float()
+
     def loss(self, tokens: Tensor, labels: Optional[Tensor] = None, *,
              generator: Optional[torch.Generator] = None) -> LossOutput:
         """Next-token cross-entropy over all L positions (teacher forcing).
@@ -111,37 +145,81 @@ class AutoregressiveGenerator(TokenGenerator):
 
     def generate(self, labels: Optional[Tensor] = None, *, batch_size: Optional[int] = None,
                  steps: Optional[int] = None, temperature: float = 1.0, cfg_scale: float = 1.0,
-                 top_k: Optional[int] = None, generator: Optional[torch.Generator] = None) -> GenerationOutput:
+                 top_k: Optional[int] = None, generator: Optional[torch.Generator] = None,
+                 use_cache: bool = True) -> GenerationOutput:
         """Sample one token per step, left to right (see :meth:`TokenGenerator.generate`).
 
         ``steps`` must be None or seq_len (one step per token). Per step: the logits of the next
-        token (guided: the cond/uncond pair stacked in one forward), top-k, then temperature
-        sampling (0: argmax; otherwise one Gumbel draw (B, V) from ``generator``).
+        token (guided: the cond/uncond pair stacked in one forward of 2B rows), top-k, then
+        temperature sampling (0: argmax; otherwise one Gumbel draw (B, V) from ``generator``).
+
+        Args:
+            use_cache: True (the default): a key/value cache of 2B (guided) or B rows, preallocated
+                once; each step runs only the newest token through the blocks (cost linear in the
+                prefix per token). False: each step reruns the class token and the whole prefix
+                (quadratic per token). Both make the same draws from ``generator`` and give the
+                same tokens up to float rounding of the logits (which decides a draw only at an
+                exact tie). Neither makes a host sync per token (one per call, after the loop).
 
         Returns:
             GenerationOutput: forward_passes = steps = seq_len; nfe = seq_len, or 2 * seq_len guided.
+
+        Raises:
+            TypeError: ``use_cache`` not a bool; the other arguments as the interface says.
         """
         labels, guided, temperature, cfg_scale, top_k = self.sampling_inputs(
             labels, batch_size, temperature, cfg_scale, top_k, generator)
         if steps is not None and check_int(steps, "steps") != self.seq_len:
             raise ValueError(f"steps must be None or seq_len = {self.seq_len} for an autoregressive generator, got {steps}")
-        b = labels.shape[0]
-        x = torch.zeros((b, 0), dtype=torch.long, device=self.device)
+        if not isinstance(use_cache, bool):
+            raise TypeError(f"use_cache must be a bool, got {type(use_cache).__name__} {use_cache!r}")
         null = torch.full_like(labels, self.null_class)
-        nfe = 0
         overflow = torch.zeros((), dtype=torch.bool, device=self.device)
         with evaluating(self):  # eval mode, no gradients; each submodule's training flag given back
-            for _ in range(self.seq_len):
-                if guided:
-                    both = self._logits(torch.cat((x, x)), torch.cat((labels, null)))[:, -1]
-                    logits, bad = _guided(*both.chunk(2), cfg_scale)
-                    overflow |= bad
-                    nfe += 2
-                else:
-                    logits = self._logits(x, labels)[:, -1]
-                    nfe += 1
-                nxt, bad = _draw(_top_k(logits, top_k), temperature, generator)
-                overflow |= bad
-                x = torch.cat((x, nxt[:, None]), dim=1)
+            loop = self._sample_cached if use_cache else self._sample_uncached
+            x = loop(labels, null, guided, temperature, cfg_scale, top_k, generator, overflow)
         _check_no_overflow(overflow, cfg_scale, temperature)
+        nfe = self.seq_len * (2 if guided else 1)
         return GenerationOutput(tokens=x, forward_passes=self.seq_len, nfe=nfe, steps=self.seq_len)
+
+    def _next_token(self, out: Tensor, guided: bool, temperature: float, cfg_scale: float, top_k: Optional[int],
+                    generator: Optional[torch.Generator], overflow: Tensor) -> Tensor:
+        """The sampled tokens int64 (B,) from one step's last-row logits ``out`` (2B stacked
+        cond/uncond rows when guided, else B); overflow flags or-ed into ``overflow`` in place."""
+        if guided:
+            out, bad = _guided(*out.chunk(2), cfg_scale)
+            overflow |= bad
+        nxt, bad = _draw(_top_k(out, top_k), temperature, generator)
+        overflow |= bad
+        return nxt
+
+    def _sample_uncached(self, labels: Tensor, null: Tensor, guided: bool, temperature: float, cfg_scale: float,
+                         top_k: Optional[int], generator: Optional[torch.Generator], overflow: Tensor) -> Tensor:
+        """The tokens (B, seq_len), each step rerunning the class token and the whole prefix."""
+        x = torch.zeros((labels.shape[0], 0), dtype=torch.long, device=labels.device)
+        for _ in range(self.seq_len):
+            if guided:
+                out = self._logits(torch.cat((x, x)), torch.cat((labels, null)))[:, -1]
+            else:
+                out = self._logits(x, labels)[:, -1]
+            nxt = self._next_token(out, guided, temperature, cfg_scale, top_k, generator, overflow)
+            x = torch.cat((x, nxt[:, None]), dim=1)
+        return x
+
+    def _sample_cached(self, labels: Tensor, null: Tensor, guided: bool, temperature: float, cfg_scale: float,
+                       top_k: Optional[int], generator: Optional[torch.Generator], overflow: Tensor) -> Tensor:
+        """The tokens (B, seq_len), each step running one new position per row through the blocks
+        over a preallocated :class:`KVCache` (the guided pair's rows share their tokens)."""
+        b = labels.shape[0]
+        cls = torch.cat((labels, null)) if guided else labels
+        cache = self._new_cache(cls.shape[0])
+        freqs = self.rope(self.seq_len, labels.device)
+        tokens = torch.empty((b, self.seq_len), dtype=torch.long, device=labels.device)
+        emb = self.class_emb(cls)[:, None]  # position 0: the class token
+        for i in range(self.seq_len):
+            out = self._cached_logits(emb, cache, freqs)[:, -1]
+            nxt = self._next_token(out, guided, temperature, cfg_scale, top_k, generator, overflow)
+            tokens[:, i] = nxt
+            if i + 1 < self.seq_len:  # the last token is never fed back
+                emb = self.tok_emb(torch.cat((nxt, nxt)) if guided else nxt)[:, None]
+        return tokens

@@ -94,7 +94,7 @@ class TokenGenerator(nn.Module, ABC):
     Subclasses implement :meth:`loss`, :meth:`generate` and :meth:`config` (the constructor's
     keyword arguments, JSON-able: ``type(g)(**g.config())`` builds the same architecture).
     Generators may add keyword-only options with defaults to ``generate`` (MaskGiT:
-    ``choice_temperature``).
+    ``choice_temperature``; autoregressive: ``use_cache``).
     """
 
     name: ClassVar[str] = ""

@@ -54,11 +54,11 @@ def test_loss_hand_worked():
     assert out.total.item() == pytest.approx(expected, rel=1e-5)
 
 
-def test_generate_one_token_per_pass():
+def test_generate_one_token_per_pass():  # the uncached path (the cached one: test_ar_cache.py)
     m = tiny()
     spy = Spy(m._logits)
     m._logits = spy
-    out = m.generate(torch.tensor([0, 2]), generator=torch.Generator().manual_seed(0))
+    out = m.generate(torch.tensor([0, 2]), generator=torch.Generator().manual_seed(0), use_cache=False)
     assert out.tokens.shape == (2, L) and ((out.tokens >= 0) & (out.tokens < V)).all()
     assert len(spy.calls) == out.forward_passes == out.nfe == out.steps == L
     for i, (prefix, _) in enumerate(spy.calls):
@@ -69,7 +69,7 @@ def test_guided_batched():
     m = tiny()
     spy = Spy(m._logits)
     m._logits = spy
-    out = m.generate(torch.tensor([1]), cfg_scale=3.0, generator=torch.Generator().manual_seed(0))
+    out = m.generate(torch.tensor([1]), cfg_scale=3.0, generator=torch.Generator().manual_seed(0), use_cache=False)
     assert len(spy.calls) == out.forward_passes == L and out.nfe == 2 * L
     assert all(torch.equal(lab, torch.tensor([1, C])) for _, lab in spy.calls)
 
