@@ -31,7 +31,8 @@ def gpu_cpu_run(tmp_path_factory):
     """``benchmarks/gpu.py`` on the CPU, tiny preset, eager only: its stdout and its JSON.
 
     The compiled variant is not run here: inductor's C++ build of the tiny model's blocks took
-    143 s on this project's 2 shared cores (it ran, every row filled), too slow for the suite.
+    143 s (float32) and 192 s (--autocast bf16) on this project's 2 shared cores with a cold
+    cache (both ran, every row filled), too slow for the suite.
     By hand: ``python benchmarks/gpu.py --device cpu --preset tiny``."""
     out = tmp_path_factory.mktemp("gpu") / "gpu.json"
     # one intra-op thread: on 2 shared cores the tiny model runs ~3x faster than with 2 threads
