@@ -11,7 +11,8 @@ the script goes on):
   CPUs (benchmarks/bench.py's ``Matmul``), its FLOP/s;
 - the Stage 1A training step (zero_grad, the loss under autocast, backward, Adam fused where the
   device has it; the parameters no loss reaches frozen first, as the trainer does), eager and
-  compiled (``FlowMo.compile``: every transformer block through ``torch.compile``): time per
+  compiled (as ``train.compile`` does: the draws made first, the loss, forward and backward, one
+  ``torch.compile`` graph): time per
   step and the fraction of the reference matmul's FLOP/s it reaches (analytic FLOPs of
   benchmarks/flops.py, backward counted as twice the forward), median and range over rounds,
   each timed between two matmuls (bench.py's ``ratio_to_matmul``); the compile time (the first
@@ -83,21 +84,22 @@ ROWS = (
 # ----------------------------------------------------------------------------- the training step
 def make_train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, *, compile: bool,
                     autocast_dtype: Optional[torch.dtype]) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor]:
-    """One Stage 1A optimizer step as a function ``step(images, generator) -> loss``.
+    """One Stage 1A optimizer step as a function ``step(images, generator) -> loss``, built as
+    flowmo's trainer builds its step (``Trainer._micro_loss`` with ``train.compile``).
 
     ``model`` is a :class:`flowmo.FlowMo` in training mode, or a DistributedDataParallel
-    wrapping one (its forward is the loss); ``compile`` compiles the model's transformer blocks
-    in place first (:meth:`flowmo.FlowMo.compile`); ``autocast_dtype`` (e.g. torch.bfloat16)
-    runs the loss under ``torch.autocast`` of the model's device type, None without autocast.
-    The step: zero_grad (to None), loss = model(images, generator=generator).total, backward,
-    optimizer.step(). ``images`` (B, 3, S, S) in [-1, 1] on the model's device; returns the
-    detached float32 loss (a 0-dim tensor, not read: the step itself adds no host sync).
-
-    The one place that builds the step: when flowmo's trainer has a compiled step of its own,
-    this function switches to it.
+    wrapping one (its forward is the loss). Every draw is made first
+    (:meth:`flowmo.FlowMo.loss_draws`), so the loss takes no generator and, with ``compile``,
+    ``torch.compile`` traces it as one graph (``fullgraph=True`` without DDP, whose buckets split
+    it); ``autocast_dtype`` (e.g. torch.bfloat16) runs the loss under ``torch.autocast`` of the
+    model's device type, None without autocast. The step: zero_grad (to None), the loss with
+    ``check_values=False``, backward, optimizer.step(). ``images`` (B, 3, S, S) in [-1, 1] on the
+    model's device; returns the detached float32 loss (a 0-dim tensor, not read: the step itself
+    adds no host sync).
     """
-    if compile:
-        getattr(model, "module", model).compile()
+    flowmo_model = getattr(model, "module", model)
+    ddp = flowmo_model is not model
+    loss_fn = torch.compile(model, fullgraph=not ddp) if compile else model
     device_type = next(model.parameters()).device.type
 
     def cast():
@@ -107,8 +109,9 @@ def make_train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, *,
 
     def step(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
+        draws = flowmo_model.loss_draws(images, generator)
         with cast():
-            loss = model(images, generator=generator).total
+            loss = loss_fn(images, check_values=False, **draws).total
         loss.backward()
         optimizer.step()
         return loss.detach()
