@@ -261,6 +261,7 @@ def bench_preset(name: str, batch: int, device: torch.device, do_compile: bool, 
         yield (name, f"reconstruction of one image ({out.decoder_calls} decoder calls)", f"{rec:.3f} s", "")
     if not train:
         return
+    yield from train_step_rows(name, spec, batch, device, do_compile, rounds)
     a = run_child(name, "1a", batch, str(device))
     b = run_child(name, "1b", batch, str(device))
     mib = lambda v: f"{v / 2**20:.0f} MiB"
@@ -269,6 +270,48 @@ def bench_preset(name: str, batch: int, device: torch.device, do_compile: bool, 
     yield ((name, "Stage 1B step (K=8, checkpointed)", f"{b['seconds']:.2f} s",
                  f"peak +{mib(b['peak_bytes'])} ({b['peak_bytes'] / max(a['peak_bytes'], 1):.2f}x 1A); "
                  f"saved {mib(b['saved_bytes'])} ({b['saved_bytes'] / max(a['saved_bytes'], 1):.2f}x 1A)"))
+
+
+def train_step(spec, batch: int, device: torch.device, *, compiled: bool, bf16: bool):
+    """A Stage 1A optimizer step as the trainer takes it (draws first, the loss with
+    ``check_values=False``, backward, fused Adam), optionally with ``train.compile``'s
+    compilation (the loss as one graph) and bf16 autocast; returns ``step()``."""
+    torch.manual_seed(0)
+    model = flowmo.build(spec).to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=True)
+    s = spec.image_size
+    x = torch.rand(batch, 3, s, s, device=device) * 2 - 1
+    g = torch.Generator(device).manual_seed(0)
+    loss = torch.compile(model, fullgraph=True) if compiled else model
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        draws = model.loss_draws(x, g)
+        with torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+            out = loss(x, check_values=False, **draws)
+        out.total.backward()
+        opt.step()
+
+    return step
+
+
+def train_step_rows(name: str, spec, batch: int, device: torch.device, do_compile: bool, rounds: int):
+    """The Stage 1A step as a fraction of the matmul rate of its dtype: eager float32 and bf16
+    autocast, and with ``do_compile`` both compiled (``train.compile``; compile time in the note).
+    FLOPs: encoder and decoder forward, backward counted as twice the forward."""
+    fl = 3 * (encoder_flops(spec) + decoder_flops(spec)) * batch
+    sync = _sync(device)
+    for compiled in ([False, True] if do_compile else [False]):
+        for bf16 in (False, True):
+            ref = Matmul(device, torch.bfloat16 if bf16 else torch.float32)
+            step = train_step(spec, batch, device, compiled=compiled, bf16=bf16)
+            first = _timed(step, sync)
+            r = ratio_to_matmul(step, fl, ref, max(2, rounds // 2))
+            what = f"Stage 1A step, {'bf16 autocast' if bf16 else 'float32'}{', compiled' if compiled else ''}"
+            yield (name, what, f"{r['best_s']:.2f} s ({batch / r['best_s']:.1f} images/s)",
+                   f"{_fmt_ratio(r)} of {'bf16' if bf16 else 'float32'} matmul; {fl / 1e9:.0f} GFLOP"
+                   + (f"; first step (compile) {first:.0f} s" if compiled else ""))
+            del step, ref
 
 
 def main(argv=None) -> None:

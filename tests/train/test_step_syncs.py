@@ -129,3 +129,27 @@ def test_the_compiled_step_gives_the_eager_loss(folder, tmp_path, accum):
         assert eager.keys() == compiled.keys()
         for k in eager:
             assert compiled[k] == pytest.approx(eager[k], rel=1e-4, abs=1e-5), k
+
+
+def test_the_stage_1a_loss_compiles_as_one_graph():
+    """torch.compile(fullgraph=True) traces FlowMo's loss given its draws (loss_draws) without a
+    graph break, forward and backward, and gives the eager loss and gradients (aot_eager: the
+    same kernels, so the tolerance is float32 rounding)."""
+    import flowmo
+
+    torch.manual_seed(0)
+    model = flowmo.build(flowmo.flowmo_tiny()).train()
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    draws = model.loss_draws(x, torch.Generator().manual_seed(2))
+    assert torch.equal(model(x, **draws).total, model(x, generator=torch.Generator().manual_seed(2)).total)
+    grads = {}
+    for name, fn in (("eager", model), ("compiled", torch.compile(model, fullgraph=True, backend="aot_eager"))):
+        model.zero_grad(set_to_none=True)
+        out = fn(x, check_values=False, **draws)
+        out.total.backward()
+        grads[name] = (out.total.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    (l0, g0), (l1, g1) = grads["eager"], grads["compiled"]
+    assert torch.allclose(l0, l1, rtol=1e-5, atol=1e-6)
+    assert g0.keys() == g1.keys() and len(g0) > 0
+    for n in g0:
+        assert torch.allclose(g0[n], g1[n], rtol=1e-4, atol=1e-6), n
