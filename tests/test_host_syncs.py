@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import flowmo
+from flowmo.devices import ValueChecks
 from flowmo.losses import Distillation, ModeSeeking
 from flowmo.registry import QUANTIZERS, SOLVERS, TIME_GRIDS
 from flowmo.samplers import SAMPLER_PRESETS
@@ -82,6 +83,28 @@ def test_every_builtin_component_has_an_example():
     assert sorted(BUILTIN_GRIDS) == sorted(GRID_EXAMPLES)
     assert sorted(BUILTIN_QUANTIZERS) == sorted(QUANTIZER_EXAMPLES)
     assert BUILTIN_SOLVERS and sorted(FEW_STEP_PRESETS) == ["distillation-2", "mode_seeking-3"]
+
+
+# ============================================================================= the one read (ValueChecks)
+def test_value_checks_read_once_and_raise_the_first_failed_check_in_order():
+    made = []
+
+    def error(i):
+        return lambda: made.append(i) or ValueError(f"check {i}")
+
+    checks = ValueChecks()
+    x = torch.tensor([1.0, float("nan"), 3.0])
+    for i, ok in enumerate((torch.isfinite(x[[0, 2]]), x > 0, torch.isfinite(x), x.new_ones(0, dtype=torch.bool))):
+        checks.add(ok, error(i))
+    with count_host_syncs() as syncs, pytest.raises(ValueError, match="check 1"):
+        checks.read()
+    assert made == [1] and len(checks) == 0  # only the failed check's message was made
+    assert syncs.count == 2, syncs.report()  # the read, and the failure path's which-one read
+    checks.add(x[[0, 2]] > 0, error(5))
+    with count_host_syncs() as syncs:
+        checks.read()
+        ValueChecks().read()  # nothing to read: no sync
+    assert syncs.count == 1 and made == [1], syncs.report()
 
 
 # ============================================================================= tokenize / encode
