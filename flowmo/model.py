@@ -218,8 +218,7 @@ class FlowMo(nn.Module):
 
     def _check_times(self, t: Any, b: int, name: str, *, checks: Optional[ValueChecks] = None) -> Tensor:
         """Flow times: a number or a real tensor, scalar or (B,), finite, in [0, 1] -> float32 (B,).
-        The range check is read now (one host sync) or added to ``checks``; a number becomes
-        a tensor on the device without a copy."""
+        The range check is read now (one host sync) or added to ``checks``."""
         if isinstance(t, bool) or not isinstance(t, (int, float, Tensor)) or (
                 isinstance(t, Tensor) and (t.is_complex() or t.dtype == torch.bool)):
             raise TypeError(f"{name} must be a number or a real torch.Tensor, got {describe(t)}")
@@ -228,8 +227,9 @@ class FlowMo(nn.Module):
         if isinstance(t, Tensor):
             t = t.to(device=self.device, dtype=torch.float32)
             t = t.expand(b) if t.ndim == 0 else t
-        else:
-            t = torch.full((b,), t, dtype=torch.float32, device=self.device)
+        else:  # filled on the device (a copy of a host scalar would wait for the device); beyond float32: inf
+            value = (math.inf if t > 0 else -math.inf) if abs(t) > torch.finfo(torch.float32).max else float(t)
+            t = torch.full((b,), value, dtype=torch.float32, device=self.device)
         if t.shape != (b,):
             raise ValueError(f"{name} must be a scalar or have shape ({b},), got {tuple(t.shape)}")
         lo, hi = torch.aminmax(t)
