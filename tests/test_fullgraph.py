@@ -63,15 +63,15 @@ def _assert_close(got, expected, what: str) -> None:
 
 
 @pytest.mark.parametrize("path", sorted(PATHS))
-@pytest.mark.parametrize("mode", ["eval", "train"])
-def test_the_forward_has_no_graph_break(model, path, mode):
+def test_the_forward_has_no_graph_break(model, path):
+    """(In training mode, fullgraph=True below fails on any break.)"""
     fn, names = PATHS[path]
-    getattr(model, mode)()
+    model.eval()
     args = [_inputs(model, 2)[n] for n in names]
     torch._dynamo.reset()
     explained = torch._dynamo.explain(fn(model))(*args)
     assert explained.graph_break_count == 0 and explained.graph_count == 1, (
-        f"{path} ({mode}): {explained.graph_count} graphs, breaks: "
+        f"{path}: {explained.graph_count} graphs, breaks: "
         f"{sorted({b.reason.splitlines()[0] for b in explained.break_reasons})}")
 
 
