@@ -16,6 +16,10 @@ so each process of a launched run uses its own GPU; an indexed one (``cuda:1``) 
 **The process group** (:func:`init_process_group`): under a launcher (``torchrun``: ``WORLD_SIZE``
 > 1, ``RANK``, ``LOCAL_RANK``) training and distributed evaluation start the default group with
 NCCL for a CUDA device and gloo otherwise, unless one is already running.
+
+**One host sync for many value checks** (:class:`ValueChecks`): a public method that checks its
+inputs' values (finite, in range) and its result gathers the checks' boolean flags on the device
+and reads them all at once, instead of making the host wait for the device once per check.
 """
 
 from __future__ import annotations
@@ -23,11 +27,12 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
+from torch import Tensor
 
-__all__ = ["parse_device", "check_device", "resolve_device", "DistContext", "init_process_group"]
+__all__ = ["parse_device", "check_device", "resolve_device", "DistContext", "init_process_group", "ValueChecks"]
 
 
 @dataclass(frozen=True)
@@ -187,3 +192,50 @@ def init_process_group(device: torch.device, ctx: Optional[DistContext] = None, 
     kwargs = {} if timeout_s is None else {"timeout": datetime.timedelta(seconds=float(timeout_s))}
     dist.init_process_group(backend, **kwargs)
     return True
+
+
+class ValueChecks:
+    """Checks of tensor values gathered on the device and read with one host sync.
+
+    Reading a flag such as ``bool(torch.isfinite(x).all())`` makes the host wait until the
+    device has computed it; a method checking three inputs and its output that way waits four
+    times. Instead each check is added here, ``add(ok, error)``, and :meth:`read` reads every
+    flag in one transfer (``flowmo.testing.syncs.count_host_syncs`` counts 1), raising the
+    error of the first check that failed, in the order the checks were added. So a method can
+    check its inputs before its work, keep going, and read those flags together with a check
+    of its result at the end (the work then runs on the bad input before the error is raised,
+    which is harmless for arithmetic; a lookup that would fail on a bad index, such as an
+    embedding table's gather, must read its check first).
+
+    ``add(ok, error)``: ``ok`` a boolean tensor (any shape: every entry must be True; a
+    float32 ``isfinite`` or a comparison; NaN compares False), ``error`` a callable taking no
+    arguments that returns the exception to raise. ``error`` runs only when its check failed,
+    so it may read values for its message (more syncs, on the failure path only). The flags
+    may live on different devices (each is moved to the first one's; one that is not on the
+    same device as the others costs a copy). :meth:`read` empties the list; reading an empty
+    one reads nothing.
+    """
+
+    def __init__(self) -> None:
+        self._checks: list[tuple[Tensor, Callable[[], BaseException]]] = []
+
+    def __len__(self) -> int:
+        return len(self._checks)
+
+    def add(self, ok: Tensor, error: Callable[[], BaseException]) -> None:
+        """Add the check "every entry of the boolean tensor ``ok`` is True" (see the class)."""
+        self._checks.append((ok.all(), error))
+
+    def read(self) -> None:
+        """Read every flag added since the last read with one host sync; raise the first failed
+        check's error (the checks are then forgotten)."""
+        checks, self._checks = self._checks, []
+        if not checks:
+            return
+        device = checks[0][0].device
+        flags = torch.stack([ok.to(device) for ok, _ in checks])
+        if bool(flags.all()):
+            return
+        for (_, error), passed in zip(checks, flags.tolist()):
+            if not passed:
+                raise error()

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from .blocks.base import Backbone
 from .blocks.embeddings import patchify, unpatchify
+from .devices import ValueChecks
 from .losses.flow import FlowLoss
 from .losses.posttrain import PosttrainObjective
 from .losses.time_samplers import TimeSampler
@@ -148,47 +149,65 @@ class FlowMo(nn.Module):
         if x.device != self.device:
             raise ValueError(f"{name} is on {x.device} but the model is on {self.device}")
 
-    def _check_float(self, x: Any, name: str, shape: tuple, what: Optional[str] = None) -> Tensor:
+    def _check_float(self, x: Any, name: str, shape: tuple, what: Optional[str] = None, *, values: bool = True,
+                     checks: Optional[ValueChecks] = None) -> Tensor:
         """``x`` must be a finite floating-point tensor of ``shape`` on the model's device
-        (:meth:`_check_layout`); TypeError / ValueError naming ``name``."""
+        (:meth:`_check_layout`); TypeError / ValueError naming ``name``. The finite check (with
+        ``values``) is read now, one host sync, or added to ``checks`` (read by the caller)."""
         if not isinstance(x, Tensor) or not x.is_floating_point():
             raise TypeError(f"{name} must be a floating-point torch.Tensor, got {describe(x)}")
         self._check_layout(x, name, shape, what)
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError(f"{name} contains NaN or Inf values")
+        if values:
+            now = ValueChecks() if checks is None else checks
+            now.add(torch.isfinite(x), lambda: ValueError(f"{name} contains NaN or Inf values"))
+            if checks is None:
+                now.read()
         return x
 
-    def _check_images(self, images: Any, *, values: bool = True) -> Tensor:
+    def _check_images(self, images: Any, *, values: bool = True, checks: Optional[ValueChecks] = None) -> Tensor:
         """Images (B, 3, S, S), B >= 1, floating, on the model's device, finite and in [-1, 1]
-        (1.05 tolerated), returned in the model's dtype; ``values=False`` reads no values."""
+        (1.05 tolerated), returned in the model's dtype.
+
+        ``values=False`` checks the type, layout, dtype and device only and reads no value (no
+        host sync); with ``values`` (the default) the finite and range checks are read together,
+        one host sync, or added to ``checks`` for the caller to read."""
         if not isinstance(images, Tensor):
             raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
-        if not values:
-            if not images.is_floating_point():
-                raise TypeError(f"images must be a floating-point torch.Tensor, got {describe(images)}")
-            self._check_layout(images, "images", (None, 3, self.spec.image_size, self.spec.image_size))
-            return images.to(self.dtype)
-        self._check_float(images, "images", (None, 3, self.spec.image_size, self.spec.image_size))
-        lo, hi = torch.stack(torch.aminmax(images)).tolist()
-        if lo < -1.05 or hi > 1.05:
-            raise ValueError(f"images must lie in [-1, 1] (uint8 x: x / 127.5 - 1), got values in [{lo:.3g}, {hi:.3g}]")
+        self._check_float(images, "images", (None, 3, self.spec.image_size, self.spec.image_size), values=False)
+        if values:
+            now = ValueChecks() if checks is None else checks
+            now.add(torch.isfinite(images), lambda: ValueError("images contains NaN or Inf values"))
+            lo, hi = torch.aminmax(images.to(state_dtype(images.dtype)))  # exact: the bounds compare in >= float32
+
+            def out_of_range() -> ValueError:
+                lo_, hi_ = torch.stack((lo, hi)).tolist()
+                return ValueError(f"images must lie in [-1, 1] (uint8 x: x / 127.5 - 1), got values in "
+                                  f"[{lo_:.3g}, {hi_:.3g}]")
+
+            now.add((lo >= -1.05) & (hi <= 1.05), out_of_range)
+            if checks is None:
+                now.read()
         return images.to(self.dtype)
 
-    def _cast(self, x: Tensor, name: str, dtype: torch.dtype) -> Tensor:
+    def _cast(self, x: Tensor, name: str, dtype: torch.dtype, *, checks: Optional[ValueChecks] = None) -> Tensor:
         """Finite ``x`` in ``dtype``; ValueError naming ``name`` where a value overflows it
-        (e.g. 1e300 in float64 to bfloat16)."""
+        (e.g. 1e300 in float64 to bfloat16): read now, or added to ``checks``."""
         y = x.to(dtype)
-        if y.dtype != x.dtype and not bool(torch.isfinite(y).all()):
-            raise ValueError(f"{name} has values beyond the range of {dtype}; scale it down")
+        if y.dtype != x.dtype:
+            now = ValueChecks() if checks is None else checks
+            now.add(torch.isfinite(y),
+                    lambda: ValueError(f"{name} has values beyond the range of {dtype}; scale it down"))
+            if checks is None:
+                now.read()
         return y
 
     def _check_tokens(self, tokens: Any) -> Tensor:
-        """Integer tokens (B, T), B >= 1, on the model's device, in [0, codebook_size)."""
+        """Integer tokens (B, T), B >= 1, on the model's device (their range, [0, codebook_size),
+        is the quantizer's to check: :meth:`_tokens_to_code`)."""
         if (not isinstance(tokens, Tensor) or tokens.is_floating_point() or tokens.is_complex()
                 or tokens.dtype == torch.bool):
             raise TypeError(f"tokens must be an int64 torch.Tensor (any integer dtype), got {describe(tokens)}")
         self._check_layout(tokens, "tokens", (None, self.spec.code_length))
-        self.quantizer.check_indices(tokens, "tokens (indices)")  # the range, under the argument's name
         return tokens
 
     @staticmethod
@@ -197,20 +216,32 @@ class FlowMo(nn.Module):
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
 
-    def _check_times(self, t: Any, b: int, name: str) -> Tensor:
-        """Flow times: a number or a real tensor, scalar or (B,), finite, in [0, 1] -> float32 (B,)."""
+    def _check_times(self, t: Any, b: int, name: str, *, checks: Optional[ValueChecks] = None) -> Tensor:
+        """Flow times: a number or a real tensor, scalar or (B,), finite, in [0, 1] -> float32 (B,).
+        The range check is read now (one host sync) or added to ``checks``."""
         if isinstance(t, bool) or not isinstance(t, (int, float, Tensor)) or (
                 isinstance(t, Tensor) and (t.is_complex() or t.dtype == torch.bool)):
             raise TypeError(f"{name} must be a number or a real torch.Tensor, got {describe(t)}")
         if isinstance(t, Tensor) and t.device != self.device and (t.ndim or t.device.type == "meta"):  # scalars move
             raise ValueError(f"{name} is on {t.device} but the model is on {self.device}")
-        t = torch.as_tensor(t, dtype=torch.float32).to(self.device)
-        t = t.expand(b) if t.ndim == 0 else t
+        if isinstance(t, Tensor):
+            t = t.to(device=self.device, dtype=torch.float32)
+            t = t.expand(b) if t.ndim == 0 else t
+        else:  # filled on the device (a copy of a host scalar would wait for the device); beyond float32: inf
+            value = (math.inf if t > 0 else -math.inf) if abs(t) > torch.finfo(torch.float32).max else float(t)
+            t = torch.full((b,), value, dtype=torch.float32, device=self.device)
         if t.shape != (b,):
             raise ValueError(f"{name} must be a scalar or have shape ({b},), got {tuple(t.shape)}")
-        lo, hi = torch.stack(torch.aminmax(t)).tolist()
-        if not 0 <= lo <= hi <= 1:
-            raise ValueError(f"{name} must lie in [0, 1] (finite), got values in [{lo:.3g}, {hi:.3g}]")
+        lo, hi = torch.aminmax(t)
+
+        def error() -> ValueError:
+            lo_, hi_ = torch.stack((lo, hi)).tolist()
+            return ValueError(f"{name} must lie in [0, 1] (finite), got values in [{lo_:.3g}, {hi_:.3g}]")
+
+        now = ValueChecks() if checks is None else checks
+        now.add((lo >= 0) & (hi <= 1), error)
+        if checks is None:
+            now.read()
         return t
 
     # ------------------------------------------------------------------ encoder and quantizer
@@ -233,15 +264,29 @@ class FlowMo(nn.Module):
     @torch.no_grad()
     def tokenize(self, images: Tensor, *, groups: bool = False) -> Tensor:
         """Images -> int64 tokens (B, T); with ``groups=True`` (LFQ only) indices per entropy
-        group (B, T, C/G) in the release's layout."""
+        group (B, T, C/G) in the release's layout. One host sync (the images' value checks,
+        read after the encoder ran)."""
         if groups and not self.quantizer.has_groups:
             raise ValueError(f"groups=True needs a quantizer with entropy groups; {self.spec.quantizer.name} has none")
-        q = self.quantize(self.encode(images), losses=False)
-        return self.quantizer.codes_to_group_indices(q.values) if groups else q.indices
+        checks = ValueChecks()
+        q = self.quantize(self._encode(self._check_images(images, checks=checks)), losses=False)
+        out = self.quantizer.codes_to_group_indices_deferred(q.values, checks) if groups else q.indices
+        checks.read()
+        return out
 
     def tokens_to_code(self, tokens: Tensor) -> Tensor:
-        """Tokens (B, T) -> quantized code (B, T, C)."""
-        return self.quantizer.indices_to_codes(self._check_tokens(tokens)).to(self.dtype)
+        """Tokens (B, T) -> quantized code (B, T, C) in the model's dtype. One host sync (the
+        tokens' range) for the built-in quantizers."""
+        checks = ValueChecks()
+        code = self._tokens_to_code(tokens, checks)
+        checks.read()
+        return code
+
+    def _tokens_to_code(self, tokens: Tensor, checks: ValueChecks) -> Tensor:
+        """:meth:`tokens_to_code` with the range check added to ``checks`` where the quantizer
+        can defer it (:meth:`Quantizer.indices_to_codes_deferred`)."""
+        self._check_tokens(tokens)
+        return self.quantizer.indices_to_codes_deferred(tokens, checks, "tokens (indices)").to(self.dtype)
 
     # ------------------------------------------------------------------ decoder
     def conditioning(self, code: Optional[Tensor], batch: Optional[int] = None) -> Tensor:
@@ -280,26 +325,31 @@ class FlowMo(nn.Module):
         ``state_dtype(self.dtype)`` (float32 for a bfloat16 / float16 model) and rounded once to
         the model's dtype. Returns (B, 3, H, W) in the model's dtype. ValueError when the
         velocity is not finite (inputs too large for the model's dtype, or non-finite weights).
+        One host sync: the inputs' value checks and the velocity's are read together, after the
+        decoder ran.
         """
+        checks = ValueChecks()  # every value check below, read once at the end
         s = self.spec.image_size
-        x_t = self._cast(self._check_float(x_t, "x_t", (None, 3, s, s)), "x_t", self.dtype)
+        x_t = self._cast(self._check_float(x_t, "x_t", (None, 3, s, s), checks=checks), "x_t", self.dtype,
+                         checks=checks)
         b = x_t.shape[0]
-        t = self._check_times(t, b, "t")
+        t = self._check_times(t, b, "t", checks=checks)
         if isinstance(guidance_scale, bool) or not (isinstance(guidance_scale, (int, float))
                                                      and math.isfinite(guidance_scale)):
             raise TypeError(f"guidance_scale must be a finite real number, got {guidance_scale!r}")
         if code is not None:
-            code = self._check_float(code, "code", (b, self.spec.code_length, self.spec.code_channels))
-            code = self._cast(code, "code", self.dtype)
+            code = self._check_float(code, "code", (b, self.spec.code_length, self.spec.code_channels), checks=checks)
+            code = self._cast(code, "code", self.dtype, checks=checks)
         cond = self.conditioning(code, b)
         v = self.decoder_velocity(x_t, t, cond)
         if guidance_scale != 1.0 and code is not None:
             v_u = self.decoder_velocity(x_t, t, torch.zeros_like(cond))
             work = state_dtype(v.dtype)
             v = (v_u.to(work) + guidance_scale * (v.to(work) - v_u.to(work))).to(v.dtype)
-        if not bool(torch.isfinite(v).all()):
-            raise ValueError(f"the velocity is not finite: x_t, code or guidance_scale ({guidance_scale}) is too large "
-                             f"for {self.dtype}, or the weights are not finite")
+        checks.add(torch.isfinite(v), lambda: ValueError(
+            f"the velocity is not finite: x_t, code or guidance_scale ({guidance_scale}) is too large for "
+            f"{self.dtype}, or the weights are not finite"))
+        checks.read()  # the call's one host sync
         return v
 
     def _sampler_spec(self, sampler: Union[SamplerSpec, dict, str, None]) -> SamplerSpec:
@@ -360,30 +410,48 @@ class FlowMo(nn.Module):
         float64 noise for a float32 / bfloat16 / float16 model rounded to float32 (it is never
         rounded to the model's own dtype). Finite noise beyond the state dtype's range (e.g.
         1e300 in float64 for a float32 state) raises ``ValueError`` saying so.
+
+        Host syncs: one per call, whatever the sampler. The value checks of ``code`` and
+        ``noise`` are read together with the sampler's own and the result's, after the last
+        step (so a bad value is reported after the sampling ran on it); the time grid is
+        Python numbers (:func:`flowmo.samplers.sample`).
         """
-        code = self._check_float(code, "code", (None, self.spec.code_length, self.spec.code_channels))
+        return self._decode(code, ValueChecks(), noise=noise, generator=generator, sampler=sampler,
+                            return_intermediates=return_intermediates, enable_grad=enable_grad)
+
+    def _decode(self, code: Tensor, checks: ValueChecks, *, noise: Optional[Tensor] = None,
+                generator: Optional[torch.Generator] = None, sampler: Union[SamplerSpec, dict, str, None] = None,
+                return_intermediates: bool = False, enable_grad: bool = False) -> SampleOutput:
+        """:meth:`decode`, its value checks added to ``checks`` (a caller's pending ones, read
+        first) and read once by the sampler."""
+        code = self._check_float(code, "code", (None, self.spec.code_length, self.spec.code_channels), checks=checks)
         self._check_generator(generator)
-        code = self._cast(code, "code", self.dtype)
+        code = self._cast(code, "code", self.dtype, checks=checks)
         b, s = code.shape[0], self.spec.image_size
         work = state_dtype(self.dtype)
         if noise is None:
             noise = torch.randn(b, 3, s, s, generator=generator, device=code.device, dtype=work)
         else:
-            noise = self._cast(self._check_float(noise, "noise", (b, 3, s, s)), "noise", work)
+            noise = self._cast(self._check_float(noise, "noise", (b, 3, s, s), checks=checks), "noise", work,
+                               checks=checks)
         cond = self.conditioning(code)
         return sample(self.decoder_velocity, noise, cond, self._sampler_spec(sampler),
                       null_cond=torch.zeros_like(cond), return_intermediates=return_intermediates,
-                      enable_grad=enable_grad, decoder_dtype=self.dtype)
+                      enable_grad=enable_grad, decoder_dtype=self.dtype, checks=checks)
 
     def detokenize(self, tokens: Tensor, **kw: Any) -> Tensor:
-        """Tokens (B, T) -> images (B, 3, H, W). Keyword arguments as for :meth:`decode`."""
-        return self.decode(self.tokens_to_code(tokens), **kw).images
+        """Tokens (B, T) -> images (B, 3, H, W). Keyword arguments as for :meth:`decode`. One
+        host sync (the tokens' range is read with the decode's checks) for the built-in quantizers."""
+        checks = ValueChecks()
+        return self._decode(self._tokens_to_code(tokens, checks), checks, **kw).images
 
     def reconstruct(self, images: Tensor, **kw: Any) -> Tensor:
-        """Encode, quantize and decode. Keyword arguments as for :meth:`decode`."""
+        """Encode, quantize and decode. Keyword arguments as for :meth:`decode`. One host sync
+        (the images' checks are read with the decode's)."""
+        checks = ValueChecks()
         with torch.no_grad():
-            code = self.quantize(self.encode(images), losses=False).values
-        return self.decode(code, **kw).images
+            code = self.quantize(self._encode(self._check_images(images, checks=checks)), losses=False).values
+        return self._decode(code, checks, **kw).images
 
     # ------------------------------------------------------------------ model folders
     def save_pretrained(self, directory: Union[str, os.PathLike], *, card: Optional[dict] = None) -> Path:

@@ -125,6 +125,16 @@ class _NoStepCheckGrid(TimeGrid):
         return torch.arange(n, -1, -1, dtype=torch.float64) / n
 
 
+class _FloatsOffGrid(TimeGrid):
+    """Its floats (what the sampler uses) are not its tensor (what the kit checks otherwise)."""
+
+    def __call__(self, steps):
+        return TimeGrid.fractions(steps)
+
+    def floats(self, steps):
+        return [t ** 2 for t in TimeGrid.fractions(steps).tolist()]
+
+
 @pytest.mark.parametrize("grid,prop,message", [
     (_ReversedGrid(), "endpoints", "runs from 0 to 1: it is reversed"),
     (_EndsAboveZeroGrid(), "endpoints", "end at exactly 0"),
@@ -133,6 +143,7 @@ class _NoStepCheckGrid(TimeGrid):
     (_Float32Grid(), "shape", "float64"),
     (_JitteredGrid(), "deterministic", "non-deterministic"),
     (_NoStepCheckGrid(), "bad_steps", "grid\\(0\\) did not raise"),
+    (_FloatsOffGrid(), "floats", "the sampler would integrate another grid"),
 ])
 def test_kit_catches_broken_time_grids(grid, prop, message):
     with pytest.raises(AssertionError, match=f"property '{prop}' failed: .*{message}"):

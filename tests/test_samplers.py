@@ -236,3 +236,53 @@ def test_solvers_directly_on_a_known_ode():
     err_euler = (Euler().solve(lambda z, t: -z, z1, times) - exact).abs().max()
     err_heun = (Heun().solve(lambda z, t: -z, z1, times) - exact).abs().max()
     assert err_heun < err_euler / 10 and err_heun < 2e-3
+
+
+# ----------------------------------------------------------------------------- the grid on the host
+@FAST
+@given(st.integers(1, 300), st.floats(0.1, 10.0), st.floats(0.05, 20.0))
+def test_builtin_grids_give_their_times_as_python_floats_equal_to_their_tensor(steps, p, shift):
+    """floats(steps) is the grid the sampler integrates through; grid(steps) is the same numbers,
+    and the formulas agree with torch's float64 arithmetic to within 2 ulp (pow's rounding)."""
+    u = torch.arange(steps, -1, -1, dtype=torch.float64) / steps
+    for spec, formula in ((TimeGridSpec.model_validate("linear"), u), (PowGridSpec(p=p), u ** (1.0 / p)),
+                          (ShiftedGridSpec(shift=shift), shift * u / (shift * u + (1 - u)))):
+        grid = build_grid(spec)
+        ts = grid.floats(steps)
+        assert type(ts) is list and all(type(t) is float for t in ts)
+        assert grid(steps).tolist() == ts and grid(steps).dtype == torch.float64
+        torch.testing.assert_close(grid(steps), formula, rtol=4.5e-16, atol=0)
+
+
+def test_the_solver_gets_the_grid_as_python_floats_and_a_tensor_grid_still_works():
+    seen = []
+
+    class Recording(Euler):
+        def solve(self, velocity, z, times, callback=None):
+            seen.append(times)
+            return super().solve(velocity, z, times, callback)
+
+    noise, cond = _inputs()
+    from flowmo.registry import SOLVERS
+
+    SOLVERS.register("test_recording_euler")(Recording)
+    try:
+        out = sample(ToyDecoder(), noise, cond, SamplerSpec(steps=4, solver={"name": "test_recording_euler"}))
+    finally:
+        SOLVERS.unregister("test_recording_euler")
+    assert type(seen[0]) is tuple and list(seen[0]) == out.times.tolist() == build_grid(PowGridSpec())(4).tolist()
+    z = torch.randn(3, dtype=torch.float64)
+    assert torch.equal(Euler().solve(lambda z_, t: -z_, z, out.times), Euler().solve(lambda z_, t: -z_, z, seen[0]))
+
+
+def test_check_times_takes_a_list_of_numbers_with_the_tensor_messages():
+    from flowmo.samplers import check_times, grid_floats
+
+    assert check_times([1, 0.5, 0.0], 2) == [1, 0.5, 0.0]
+    with pytest.raises(ValueError, match=r"returned shape \(2,\) for 2 steps; expected \(3,\)"):
+        check_times([1.0, 0.0], 2)
+    with pytest.raises(ValueError, match=r"strictly decreasing from 1 to 0: t\[1\] = 0.5, t\[2\] = 0.7"):
+        check_times((1.0, 0.5, 0.7, 0.0), 3)
+    with pytest.raises(TypeError, match="must give real numbers"):
+        check_times([1.0, torch.tensor(0.5), 0.0], 2)
+    assert grid_floats(build_grid({"name": "knots", "times": [1.0, 0.3, 0.0]}), 4) == [1.0, 0.65, 0.3, 0.15, 0.0]

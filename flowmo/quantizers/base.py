@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 import torch
 from torch import Tensor, nn
+
+from ..devices import ValueChecks
 
 if TYPE_CHECKING:
     from ..spec import LossTerm
@@ -75,6 +77,11 @@ class Quantizer(nn.Module, ABC):
             otherwise raise ValueError.
         check_indices: raises TypeError / ValueError unless the indices are an integer tensor
             with values in [0, codebook_size).
+        indices_to_codes_deferred / codes_to_group_indices_deferred: the conversions for a
+            caller that reads its value checks once, later (FlowMo's ``detokenize``,
+            ``tokens_to_code`` and ``tokenize(groups=True)``: one host sync per call); default:
+            checked at once. A quantizer whose conversion is arithmetic on any input (LFQ, FSQ)
+            adds its value checks to the caller's :class:`flowmo.devices.ValueChecks` instead.
         forward_idempotent: True: ``forward`` maps a codeword to itself (quantizing the values
             again changes nothing). A quantizer whose forward first bounds its input by a map
             that is not the identity on the codewords (FSQ's tanh) sets it to False; the
@@ -182,27 +189,65 @@ class Quantizer(nn.Module, ABC):
         small unsigned integer tensor with values in [0, codebook_size)."""
         self._check_indices(indices, name)
 
+    def indices_to_codes_deferred(self, indices: Tensor, checks: ValueChecks, name: str = "indices") -> Tensor:
+        """:meth:`indices_to_codes` for a caller that reads its value checks later, all in one
+        host sync (``checks.read()``): the range check of ``indices`` (named ``name``) may be
+        added to ``checks`` rather than read here; the type checks raise at once.
+
+        Default: ``check_indices(indices, name)`` and ``indices_to_codes(indices)``, checked at
+        once: right for a lookup that fails on an index out of range (an embedding table's
+        gather; on CUDA a device-side assert). LFQ and FSQ compute codes arithmetically from any
+        integer and defer the check."""
+        self.check_indices(indices, name)
+        return self.indices_to_codes(indices)
+
+    def codes_to_group_indices_deferred(self, codes: Tensor, checks: ValueChecks, name: str = "codes") -> Tensor:
+        """:meth:`codes_to_group_indices` with the check of the codes' values (named ``name``)
+        added to ``checks`` where the quantizer can defer it (see
+        :meth:`indices_to_codes_deferred`). Default: :meth:`codes_to_group_indices`."""
+        return self.codes_to_group_indices(codes)
+
     # -- input checks shared by every quantizer (for its public methods)
-    def _check_code(self, z: Tensor, name: str = "z", *, values: bool = False) -> None:
-        """``z`` must be a floating tensor (..., channels); with ``values``, also finite (not meta)."""
+    def _check_code(self, z: Tensor, name: str = "z", *, values: bool = False,
+                    checks: Optional[ValueChecks] = None) -> None:
+        """``z`` must be a floating tensor (..., channels); with ``values``, also finite (not
+        meta), read now (one host sync) or, with ``checks``, added to them."""
         if not isinstance(z, Tensor) or not z.is_floating_point():
             raise TypeError(f"{name} must be a floating-point torch.Tensor, got {getattr(z, 'dtype', type(z).__name__)}")
         if z.ndim < 1 or z.shape[-1] != self.channels:
             raise ValueError(f"{name} must have shape (..., {self.channels}), got {tuple(z.shape)}")
-        if values and (z.device.type == "meta" or not bool(torch.isfinite(z).all())):
+        if not values:
+            return
+        if z.device.type == "meta":
             raise ValueError(f"{name} must have finite values (no NaN or Inf, not a meta tensor)")
+        now = ValueChecks() if checks is None else checks
+        now.add(torch.isfinite(z),
+                lambda: ValueError(f"{name} must have finite values (no NaN or Inf, not a meta tensor)"))
+        if checks is None:
+            now.read()
 
-    def _check_indices(self, indices: Tensor, name: str = "indices", size: int | None = None) -> None:
+    def _check_indices(self, indices: Tensor, name: str = "indices", size: int | None = None, *,
+                       checks: Optional[ValueChecks] = None) -> None:
         """``indices`` must be an integer tensor (not uint64, not meta) in [0, size) (default
-        ``codebook_size``), checked with one device sync."""
+        ``codebook_size``), its range read now (one host sync) or, with ``checks``, added to them."""
         size = self.codebook_size if size is None else size
         if (not isinstance(indices, Tensor) or indices.is_floating_point() or indices.is_complex()
                 or indices.dtype in (torch.bool, torch.uint64) or indices.device.type == "meta"):
             raise TypeError(f"{name} must be an integer tensor with values (not bool, uint64 or meta), got "
                             f"{getattr(indices, 'dtype', type(indices).__name__)}")
-        lo, hi = torch.stack(torch.aminmax(indices.to(torch.int64))).tolist() if indices.numel() else (0, 0)
-        if lo < 0 or hi >= size:
-            raise ValueError(f"{name} must lie in [0, {size}), got values in [{lo}, {hi}]")
+        if not indices.numel():
+            return
+        lo, hi = torch.aminmax(indices.to(torch.int64))
+        ok = lo >= 0 if size > torch.iinfo(torch.int64).max else (lo >= 0) & (hi < size)
+
+        def error() -> ValueError:
+            lo_, hi_ = torch.stack((lo, hi)).tolist()
+            return ValueError(f"{name} must lie in [0, {size}), got values in [{lo_}, {hi_}]")
+
+        now = ValueChecks() if checks is None else checks
+        now.add(ok, error)
+        if checks is None:
+            now.read()
 
 
 def check_constructed(quantizer: Quantizer, channels: int) -> None:

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor
 
+from ..devices import ValueChecks
 from ..registry import QUANTIZERS
 from ..spec import FSQSpec
 from .base import Quantizer, QuantizerOutput
@@ -78,6 +79,15 @@ class FSQ(Quantizer):
     def indices_to_codes(self, indices: Tensor) -> Tensor:
         """(...) int64 indices -> (..., C) normalised codes (float32)."""
         self._check_indices(indices)
+        return self._codes(indices)
+
+    def indices_to_codes_deferred(self, indices: Tensor, checks: ValueChecks, name: str = "indices") -> Tensor:
+        """:meth:`indices_to_codes` with the range check added to ``checks`` (the codes are
+        integer arithmetic, defined for any integer until the check is read)."""
+        self._check_indices(indices, name, checks=checks)
+        return self._codes(indices)
+
+    def _codes(self, indices: Tensor) -> Tensor:
         level = (indices.long()[..., None] // self._basis) % self._levels
         return (level.float() - self._half_width) / self._half_width
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..devices import ValueChecks
 from ..registry import QUANTIZERS
 from ..spec import LFQSpec
 from .base import Quantizer, QuantizerOutput
@@ -118,12 +119,29 @@ class LFQ(Quantizer):
     def indices_to_codes(self, indices: Tensor) -> Tensor:
         """(...) int64 token indices -> (..., C) codes in {-1, +1} (float32)."""
         self._check_indices(indices)
+        return self._codes(indices)
+
+    def indices_to_codes_deferred(self, indices: Tensor, checks: ValueChecks, name: str = "indices") -> Tensor:
+        """:meth:`indices_to_codes` with the range check added to ``checks`` (the codes are bit
+        arithmetic, defined for any integer until the check is read)."""
+        self._check_indices(indices, name, checks=checks)
+        return self._codes(indices)
+
+    def _codes(self, indices: Tensor) -> Tensor:
         bits = (indices.long()[..., None] >> torch.arange(self.channels, device=indices.device)) & 1
         return bits.float() * 2 - 1
 
     def codes_to_group_indices(self, codes: Tensor) -> Tensor:
         """(..., C) codes -> (..., C/G) int64 indices per entropy group (the release's layout)."""
         self._check_code(codes, "codes", values=True)
+        return self._group_indices(codes)
+
+    def codes_to_group_indices_deferred(self, codes: Tensor, checks: ValueChecks, name: str = "codes") -> Tensor:
+        """:meth:`codes_to_group_indices` with the finite check added to ``checks``."""
+        self._check_code(codes, name, values=True, checks=checks)
+        return self._group_indices(codes)
+
+    def _group_indices(self, codes: Tensor) -> Tensor:
         g = self.to_groups(codes > 0).long()
         return (g * _bit_weights(self.group_bits, codes.device)).sum(-1)
 

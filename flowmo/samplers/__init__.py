@@ -1,6 +1,6 @@
 """Samplers: time grids, ODE solvers and classifier-free guidance."""
 
-from .grids import KnotsGrid, LinearGrid, PowGrid, ShiftedGrid, TimeGrid, build_grid, check_times
+from .grids import KnotsGrid, LinearGrid, PowGrid, ShiftedGrid, TimeGrid, build_grid, check_times, grid_floats
 from .sampler import GuidedVelocity, SampleOutput, sample, state_dtype
 from .solvers import Euler, Heun, Solver, build_solver
 from flowmo.spec.sampling import SAMPLER_PRESETS, SamplerSpec, resolve_preset
@@ -16,6 +16,7 @@ SAMPLER_PRESETS.update({
 })
 
 __all__ = [
-    "TimeGrid", "LinearGrid", "KnotsGrid", "PowGrid", "ShiftedGrid", "build_grid", "check_times", "Solver", "Euler", "Heun",
+    "TimeGrid", "LinearGrid", "KnotsGrid", "PowGrid", "ShiftedGrid", "build_grid", "check_times",
+    "grid_floats", "Solver", "Euler", "Heun",
     "build_solver", "sample", "SampleOutput", "GuidedVelocity", "SAMPLER_PRESETS", "resolve_preset", "state_dtype",
 ]

@@ -7,6 +7,11 @@ called with its inputs cast to its own dtype (``decoder_dtype``, e.g. a bfloat16
 and its velocity is cast back to the state dtype before any arithmetic. So a model loaded in
 bfloat16 or float16 rounds only its own computation; the solver does not round the state to
 8 (or 11) bits on every step, and the returned images are in the state dtype (float32).
+
+Host syncs: one per :func:`sample` call. The time grid is computed on the host as Python
+floats (:func:`flowmo.samplers.grids.grid_floats`) before the loop, so no step reads a tensor;
+the checks of the inputs' values (finite, castable to the decoder's dtype) and of the result
+are gathered in a :class:`flowmo.devices.ValueChecks` and read once, after the last step.
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
+from ..devices import ValueChecks
 from ..spec import GuidanceSpec, SamplerSpec
-from .grids import build_grid, check_times, describe
+from .grids import build_grid, describe, grid_floats
 from .solvers import build_solver
 
 __all__ = ["sample", "SampleOutput", "GuidedVelocity", "state_dtype", "check_float_batch"]
@@ -101,18 +107,22 @@ class GuidedVelocity:
         return self._decode(z, torch.full((b,), t, device=z.device, dtype=torch.float32), self.cond)
 
 
-def check_float_batch(x: object, name: str) -> None:
+def check_float_batch(x: object, name: str, checks: Optional[ValueChecks] = None) -> None:
     """Check that ``x`` is a real floating-point tensor with a batch dimension of size >= 1,
     with values (not on the meta device), all finite. Raises TypeError (not a real float
-    tensor) or ValueError (no batch, meta, NaN/Inf), naming ``name``."""
+    tensor) or ValueError (no batch, meta, NaN/Inf), naming ``name``. With ``checks``, the
+    finite check is added to it (read later by its owner, with its other checks) instead of
+    read now (one host sync)."""
     if not isinstance(x, Tensor) or not x.is_floating_point():
         raise TypeError(f"{name} must be a real floating-point torch.Tensor, got {describe(x)}")
     if x.device.type == "meta":
         raise ValueError(f"{name} is a meta tensor (it has no values)")
     if x.ndim < 1 or x.shape[0] == 0:
         raise ValueError(f"{name} must have a batch dimension of size >= 1, got shape {tuple(x.shape)}")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} contains NaN or Inf values")
+    now = ValueChecks() if checks is None else checks
+    now.add(torch.isfinite(x), lambda: ValueError(f"{name} contains NaN or Inf values"))
+    if checks is None:
+        now.read()
 
 
 def sample(
@@ -125,6 +135,7 @@ def sample(
     return_intermediates: bool = False,
     enable_grad: bool = False,
     decoder_dtype: Optional[torch.dtype] = None,
+    checks: Optional[ValueChecks] = None,
 ) -> SampleOutput:
     """Integrate from ``noise`` (t = 1) to an image (t = 0) conditioned on ``cond``.
 
@@ -152,8 +163,16 @@ def sample(
     not (steps + 1,) times running strictly down from exactly 1 to exactly 0
     (:func:`flowmo.samplers.grids.check_times`; a grid running 0 -> 1 would integrate the
     wrong way).
+
+    One host sync per call: the grid's times are Python floats (computed on the host before
+    the loop, :func:`flowmo.samplers.grids.grid_floats`; the solver gets them as a tuple), and
+    the value checks (noise, cond and null_cond finite and castable, the result finite) are
+    read together after the last step, so a bad value is reported after the sampling ran on
+    it. ``checks``: the caller's own pending value checks (e.g. :meth:`flowmo.FlowMo.decode`'s
+    of its arguments), read in that same sync, before sample's own (their errors win).
     """
-    spec = _check_inputs(decoder, noise, cond, spec, null_cond)
+    checks = ValueChecks() if checks is None else checks
+    spec = _check_inputs(decoder, noise, cond, spec, null_cond, checks)
     own = _module_dtype(decoder)
     if not (decoder_dtype is None or isinstance(decoder_dtype, torch.dtype) and decoder_dtype.is_floating_point):
         raise TypeError(f"decoder_dtype must be a floating-point torch.dtype or None, got {decoder_dtype!r}")
@@ -162,8 +181,8 @@ def sample(
     if null_cond is None:
         null_cond = torch.zeros_like(cond)
     dd = decoder_dtype or own or noise.dtype
-    cond, null_cond = _to_decoder_dtype(cond, "cond", dd), _to_decoder_dtype(null_cond, "null_cond", dd)
-    times = check_times(build_grid(spec.grid)(spec.steps), spec.steps, f"time grid {spec.grid.name!r}")
+    cond, null_cond = _to_decoder_dtype(cond, "cond", dd, checks), _to_decoder_dtype(null_cond, "null_cond", dd, checks)
+    times = tuple(grid_floats(build_grid(spec.grid), spec.steps, f"time grid {spec.grid.name!r}"))
     solver = build_solver(spec.solver)
     velocity = GuidedVelocity(decoder, cond, null_cond, spec.guidance, dd)
     work = state_dtype(noise.dtype)
@@ -171,12 +190,13 @@ def sample(
     cb = (lambda i, z: inter.append(z)) if return_intermediates else None
     with (nullcontext() if enable_grad else torch.no_grad()):
         z = solver.solve(velocity, noise.to(work), times, cb)  # the state's shape and dtype (check_solver)
-        if not bool(torch.isfinite(z).all()):
-            raise ValueError(f"sampling produced non-finite images: noise, cond or guidance ({spec.guidance.scale}) is "
-                             f"too large for {dd}, or the weights are not finite")
+        checks.add(torch.isfinite(z), lambda: ValueError(
+            f"sampling produced non-finite images: noise, cond or guidance ({spec.guidance.scale}) is too large for "
+            f"{dd}, or the weights are not finite"))
+        checks.read()  # the call's one host sync
         if spec.clip:
             z = z.clamp(-1.0, 1.0)
-    return SampleOutput(z, velocity.calls, times, inter)
+    return SampleOutput(z, velocity.calls, torch.tensor(times, dtype=torch.float64), inter)
 
 
 def _module_dtype(decoder) -> Optional[torch.dtype]:
@@ -189,23 +209,26 @@ def _module_dtype(decoder) -> Optional[torch.dtype]:
     return dtypes.pop() if len(dtypes) == 1 else None
 
 
-def _to_decoder_dtype(x: Tensor, name: str, dtype: torch.dtype) -> Tensor:
-    """``x`` (finite) cast to the decoder's dtype; ValueError naming ``name`` if that overflows."""
+def _to_decoder_dtype(x: Tensor, name: str, dtype: torch.dtype, checks: ValueChecks) -> Tensor:
+    """``x`` (finite) cast to the decoder's dtype; adds to ``checks`` a ValueError naming
+    ``name`` for values that overflow it."""
     y = x.to(dtype)
-    if y.dtype != x.dtype and not bool(torch.isfinite(y).all()):
-        raise ValueError(f"{name} has values beyond the range of the decoder's dtype {dtype}; scale it down")
+    if y.dtype != x.dtype:
+        checks.add(torch.isfinite(y), lambda: ValueError(
+            f"{name} has values beyond the range of the decoder's dtype {dtype}; scale it down"))
     return y
 
 
-def _check_inputs(decoder, noise, cond, spec, null_cond) -> SamplerSpec:
-    """Validate sample()'s arguments (ValueError / TypeError naming the argument); returns the spec."""
+def _check_inputs(decoder, noise, cond, spec, null_cond, checks: ValueChecks) -> SamplerSpec:
+    """Validate sample()'s arguments (ValueError / TypeError naming the argument; the value
+    checks go to ``checks``); returns the spec."""
     spec = SamplerSpec.model_validate(spec) if isinstance(spec, (dict, str)) else spec
     if not isinstance(spec, SamplerSpec) or not callable(decoder):
         raise TypeError(f"spec must be a SamplerSpec, a dict or a sampler preset name and decoder a callable, got "
                         f"{describe(spec)} and {describe(decoder)}")
     for name, x in (("noise", noise), ("cond", cond), ("null_cond", null_cond)):
         if x is not None or name != "null_cond":
-            check_float_batch(x, name)
+            check_float_batch(x, name, checks)
     if (cond.shape[0], cond.device) != (noise.shape[0], noise.device) or (
             null_cond is not None and (null_cond.shape, null_cond.device) != (cond.shape, cond.device)):
         raise ValueError(f"cond must have noise's batch and device, null_cond cond's shape and device; got noise "

@@ -11,7 +11,7 @@ written with plain tensor arithmetic gets full-precision steps for free.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence, Union
 
 from torch import Tensor
 
@@ -36,11 +36,15 @@ class Solver(ABC):
     (``check_solver(MySolver(), order=2)`` for a second-order one;
     ``check_component(spec, options={"order": 2})``).
 
-    ``solve(velocity, z, times, callback)``: z any shape, floating dtype; times a float64
-    (steps + 1,) grid from 1 to 0. Returns z at t = 0, same shape and dtype (the input is not
-    modified). Calls ``callback(i, z)`` after every step (for intermediates). The built-in
-    solvers cast each velocity to z's dtype, so a lower-precision velocity (a bfloat16
-    decoder called directly) does not lower the precision of the step.
+    ``solve(velocity, z, times, callback)``: z any shape, floating dtype; times the
+    (steps + 1,) grid from 1 to 0, float64 values: a tuple of Python floats from
+    :func:`flowmo.samplers.sample` (the grid computed on the host, so that no step reads a
+    tensor: a solver that overrides ``solve`` takes the times with ``len``, indexing and
+    ``float``, or converts them once) or a float64 tensor (read once, before the loop).
+    Returns z at t = 0, same shape and dtype (the input is not modified). Calls
+    ``callback(i, z)`` after every step (for intermediates). The built-in solvers cast each
+    velocity to z's dtype, so a lower-precision velocity (a bfloat16 decoder called directly)
+    does not lower the precision of the step.
     """
 
     @abstractmethod
@@ -56,9 +60,11 @@ class Solver(ABC):
             The state at ``t_next``: a new tensor of z's shape and dtype (z is not modified).
         """
 
-    def solve(self, velocity: Velocity, z: Tensor, times: Tensor,
+    def solve(self, velocity: Velocity, z: Tensor, times: Union[Tensor, Sequence[float]],
               callback: Optional[Callable[[int, Tensor], None]] = None) -> Tensor:
-        ts = [float(x) for x in times]
+        """Run :meth:`step` along ``times`` (see the class); the steps' times are Python floats,
+        taken from the grid once before the loop (one read of a tensor grid, none of a list)."""
+        ts = times.tolist() if isinstance(times, Tensor) else [float(x) for x in times]
         for i in range(len(ts) - 1):
             z = self.step(velocity, z, ts[i], ts[i + 1])
             if callback is not None:

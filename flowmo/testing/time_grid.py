@@ -23,6 +23,9 @@ def check_time_grid(grid: Any, *, max_examples: int = 25, max_steps: int = 4096)
       increase integrates the wrong way), naming the first offending step.
     - ``deterministic``: two calls give the same grid, whatever the global RNG state.
     - ``bad_steps``: steps = 0 and -1 raise ValueError or TypeError.
+    - ``floats``: where the grid gives its times as Python floats (``grid.floats(steps)`` not
+      None: what the sampler integrates through), they are a list of ``float`` equal to
+      ``grid(steps).tolist()``.
 
     Returns ``{property: examples run}``.
     """
@@ -86,10 +89,24 @@ def check_time_grid(grid: Any, *, max_examples: int = 25, max_steps: int = 4096)
                 continue
             raise AssertionError(f"grid({bad}) did not raise ValueError (steps must be a positive int)")
 
+    def p_floats(steps: int) -> None:
+        ts = grid.floats(steps)
+        if ts is None:
+            return
+        if not isinstance(ts, list) or any(type(t) is not float for t in ts):
+            raise AssertionError(f"grid.floats({steps}) must return a list of Python floats (or None), got "
+                                 f"{type(ts).__name__} {ts!r:.80}")
+        expected = times(steps).tolist()
+        if ts != expected:
+            i = next((i for i, (a, b) in enumerate(zip(ts, expected)) if a != b), min(len(ts), len(expected)))
+            raise AssertionError(f"grid.floats({steps}) differs from grid({steps}) at t[{i}] (or in length "
+                                 f"{len(ts)} vs {len(expected)}): the sampler would integrate another grid")
+
     steps = st.one_of(st.integers(1, min(64, max_steps)), st.integers(1, max_steps))
     ck.run("shape", steps, p_shape)
     ck.run("endpoints", steps, p_endpoints)
     ck.run("monotone", steps, p_monotone)
     ck.run("deterministic", steps, p_deterministic, max_examples=min(max_examples, 10))
     ck.once("bad_steps", p_bad_steps)
+    ck.run("floats", steps, p_floats)
     return ck.report
