@@ -2,6 +2,7 @@
 
     python benchmarks/bench.py                    # small and medium presets on the CPU
     python benchmarks/bench.py --presets medium --batch 4 --compile --device cuda
+    python benchmarks/bench.py --only-step --compile  # the Stage 1A step against the matmul rate, eager and compiled
 
 Prints a markdown table. Every speed is measured in this run next to the dense-matmul
 FLOP/s of the same device and dtype: each "of matmul" figure is the median over rounds of
@@ -322,6 +323,8 @@ def main(argv=None) -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd blocks (slow to compile on CPUs)")
     p.add_argument("--no-train", action="store_true", help="skip the Stage 1A/1B training-step rows")
+    p.add_argument("--only-step", action="store_true",
+                   help="only the Stage 1A step rows against the matmul rate (float32 and bf16; with --compile also compiled)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.child:
@@ -340,7 +343,9 @@ def main(argv=None) -> None:
     print("| preset | measurement | result | of matmul FLOP/s / notes |")
     print("|---|---|---|---|")
     for name in a.presets:
-        for row in bench_preset(name, a.batch, device, a.compile, a.rounds, train=not a.no_train):
+        rows = (train_step_rows(name, flowmo.get_preset(name), a.batch, device, a.compile, a.rounds) if a.only_step
+                else bench_preset(name, a.batch, device, a.compile, a.rounds, train=not a.no_train))
+        for row in rows:
             print("| " + " | ".join(row) + " |", flush=True)
     print(f"\ndense matmul {n}^3 at the end: {rates()}")
     print(f"benchmark wall time: {time.perf_counter() - start:.0f} s")

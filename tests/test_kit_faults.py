@@ -448,3 +448,19 @@ class _InferenceModifiesInput(_SafeCommitment):
 def test_a_quantize_that_disagrees_with_forward_is_caught(cls, words):
     with pytest.raises(AssertionError, match=r"property 'inference' failed: " + words):
         check_quantizer(cls, 4, max_examples=5)
+
+
+def test_a_flow_loss_whose_drawn_dropout_differs_from_its_own_draw_is_caught():
+    """check_flow_loss's drawn_dropout: draw_dropout must make the draw dropout=True makes (a
+    compiled training step uses it in place of the generator); the built-in passes."""
+    from flowmo.losses import RectifiedFlowLoss
+    from flowmo.spec import RectifiedFlowLossSpec
+    from flowmo.testing import check_flow_loss
+
+    class KeepsAll(RectifiedFlowLoss):
+        def draw_dropout(self, batch, generator=None, device=None):
+            return torch.ones(batch, dtype=torch.bool)
+
+    with pytest.raises(AssertionError, match="drawn_dropout"):
+        check_flow_loss(KeepsAll(RectifiedFlowLossSpec(cfg_dropout=0.5)))
+    assert check_flow_loss(RectifiedFlowLoss(RectifiedFlowLossSpec(cfg_dropout=0.5)))["drawn_dropout"] > 0

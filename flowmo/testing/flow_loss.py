@@ -24,6 +24,9 @@ def check_flow_loss(loss: Any, *, image_size: int = 8, code_shape: tuple[int, in
     - ``gradients``: the summed terms give the decoder finite, not all-zero gradients.
     - ``deterministic``: the same arguments and seeded generator give the same terms (the
       generator must be the only source of randomness).
+    - ``drawn_dropout``: where the loss draws its dropout beforehand (``draw_dropout`` does not
+      return None), ``dropout=<its draw>`` gives the terms of ``dropout=True`` with a generator
+      in the same state (what a compiled training step relies on).
 
     Returns ``{property: examples run}``.
     """
@@ -63,7 +66,21 @@ def check_flow_loss(loss: Any, *, image_size: int = 8, code_shape: tuple[int, in
         b, _ = run(ex)
         _same_terms(a, b, "two calls with the same arguments and generator seed")
 
+    def p_drawn_dropout(ex) -> None:
+        batch, seed, t_kind, _ = ex
+        drawn = fn.draw_dropout(batch, _seeded(seed))
+        if drawn is None:
+            return
+        a, _ = run((batch, seed, t_kind, True))
+        x, cond = _loss_inputs(seed, batch, image_size, code_shape)
+        g = _seeded(seed + 1)
+        t = {"random": torch.rand(batch, generator=g), "zero": torch.zeros(batch), "one": torch.ones(batch)}[t_kind]
+        noise = torch.randn(x.shape, generator=g)
+        b = fn(_ToyDecoder(x.shape, cond.shape, "flow loss"), x, cond, t, noise, dropout=drawn, generator=None)
+        _same_terms(a, _check_terms(b, "the flow loss"), "dropout=True and dropout=draw_dropout(...) of the same generator")
+
     ck.run("terms", examples, p_terms)
     ck.run("gradients", examples, p_gradients)
     ck.run("deterministic", examples, p_deterministic)
+    ck.run("drawn_dropout", examples, p_drawn_dropout)
     return ck.report

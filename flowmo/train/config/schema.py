@@ -113,7 +113,9 @@ Threads = Annotated[Optional[SpecInt], Field(
 MaxNonfinite = Annotated[SpecInt, Field(
     gt=0, le=MAX_STEPS,
     description="stop the run (TrainingStopped) once N consecutive steps had a non-finite loss (each is skipped: no "
-                "weight change); 1: at the first one; N > train.steps: never within the run",
+                "weight change), at the first step from there that logs or checkpoints (where the counters are read "
+                "from the device), naming the step the streak reached N; 1: after the first one; N > train.steps: "
+                "never within the run",
 )]
 DistTimeout = Annotated[SpecInt, Field(
     gt=0, le=MAX_TIMEOUT_S,
