@@ -33,6 +33,7 @@ import torch
 from flowmo.train import Trainer, load_config
 steps, out, threads = int(sys.argv[1]), sys.argv[2], sys.argv[4]
 cfg = load_config(sys.argv[3], [f"train.steps={steps}", f"train.threads={threads}", "train.eval.enabled=false",
+                                "train.compile=false", "train.autocast=off",
                                 "train.log.progress=false",
                                 "train.log.tensorboard=false", "train.log.images_every=100000",
                                 f"train.checkpoint.every={steps}"])
@@ -50,8 +51,9 @@ print(json.dumps({"hash": h.hexdigest(), "threads": torch.get_num_threads(),
 
 
 def _run(tmp_path, name, steps, threads="null", **env):
-    """``threads``: the run's ``train.threads`` (the demo config sets 1; "null" keeps the
-    process's own count, i.e. OMP_NUM_THREADS when set)."""
+    """``threads``: the run's ``train.threads`` (the demo config sets 2; "null" keeps the
+    process's own count, i.e. OMP_NUM_THREADS when set). The demo's step runs eager in float32
+    here (its compile would take a minute per process, and the tolerances below are float32's)."""
     out = tmp_path / name
     full_env = {**os.environ, **env}
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(steps), str(out), str(DEMO), threads], env=full_env,
