@@ -32,7 +32,8 @@ from typing import Any, Callable, Optional
 import torch
 from torch import Tensor
 
-__all__ = ["parse_device", "check_device", "resolve_device", "DistContext", "init_process_group", "ValueChecks"]
+__all__ = ["parse_device", "check_device", "resolve_device", "DistContext", "init_process_group", "ValueChecks",
+           "native_bf16"]
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,18 @@ def init_process_group(device: torch.device, ctx: Optional[DistContext] = None, 
     kwargs = {} if timeout_s is None else {"timeout": datetime.timedelta(seconds=float(timeout_s))}
     dist.init_process_group(backend, **kwargs)
     return True
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 matmuls natively, so that bf16 autocast speeds it up:
+    a CUDA device that supports bf16, or a CPU with AVX512-BF16 or AMX (other CPUs emulate bf16,
+    about 2-3x slower than their float32: docs/performance.md). False for other devices."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+    return False
 
 
 class ValueChecks:

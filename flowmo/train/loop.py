@@ -55,7 +55,7 @@ from flowmo.folders.checkpoints import (
 )
 
 from ..data.files import atomic_write_text
-from ..devices import DistContext, init_process_group, resolve_device
+from ..devices import DistContext, init_process_group, native_bf16, resolve_device
 from ..state_dicts import check_finite, check_state_dict
 from .checkpointing import CONFIG_CHANGES, read_history, resume_changes
 from .config import describe_differences
@@ -190,7 +190,8 @@ class TrainerBase:
     # ---------------------------------------------------------------- one step
     def _autocast(self):
         mode = self.tc.autocast
-        use = mode == "bf16" or (mode == "auto" and self.device.type == "cuda")
+        use = (mode == "bf16" or (mode == "auto" and self.device.type == "cuda")
+               or (mode == "native" and native_bf16(self.device)))
         if not use:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)

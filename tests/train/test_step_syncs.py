@@ -153,3 +153,22 @@ def test_the_stage_1a_loss_compiles_as_one_graph():
     assert g0.keys() == g1.keys() and len(g0) > 0
     for n in g0:
         assert torch.allclose(g0[n], g1[n], rtol=1e-4, atol=1e-6), n
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_autocast_native_is_bf16_only_where_the_device_has_native_bf16(folder, tmp_path, monkeypatch, native):
+    import flowmo.train.loop as loop
+
+    monkeypatch.setattr(loop, "native_bf16", lambda device: native)
+    t = trainer(folder, tmp_path / "run", autocast="native")
+    with t._autocast():
+        assert torch.is_autocast_enabled("cpu") is native
+        if native:
+            assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
+def test_native_bf16_answers_for_every_device_kind():
+    from flowmo.devices import native_bf16
+
+    assert isinstance(native_bf16(torch.device("cpu")), bool)
+    assert native_bf16(torch.device("meta")) is False

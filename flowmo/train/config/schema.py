@@ -96,7 +96,10 @@ Seed = Annotated[SpecInt, Field(
     ge=0, le=MAX_SEED,
     description="0 .. 2**63 - 1: the initial weights, the data order and every random draw of every step",
 )]
-Autocast = Annotated[Literal["auto", "bf16", "off"], Field(description="auto: bf16 on CUDA, off on CPU")]
+Autocast = Annotated[Literal["auto", "bf16", "native", "off"], Field(
+    description="auto: bf16 on CUDA, off on CPU; native: bf16 where the device computes it natively (CUDA, CPUs with "
+                "AVX512-BF16 or AMX), off elsewhere (other CPUs emulate bf16, slower than float32); bf16: always",
+)]
 Device = Annotated[str, BeforeValidator(_device_name), Field(
     description="auto: cuda (LOCAL_RANK) when available, else cpu; or a torch device name (cpu, cuda, cuda:1, mps): "
                 "its spelling is checked here, its presence when the trainer starts",
