@@ -391,14 +391,14 @@ def test_eval_every_evaluates_at_the_start_after_multiples_and_at_the_end(folder
 def test_eval_steps_sets_the_evaluation_sampler_steps(folder, tmp_path, steps, monkeypatch):
     t = trainer(folder, tmp_path / "run", steps=1, eval={"enabled": True, "steps": steps})
     grids = []
-    real = t.model.decode
+    real = t.model._decode  # reconstruct's decode (decode() itself checks its input first)
 
     def decode(*a, **kw):
         out = real(*a, **kw)
         grids.append(len(out.times) - 1)
         return out
 
-    monkeypatch.setattr(t.model, "decode", decode)
+    monkeypatch.setattr(t.model, "_decode", decode)
     t.evaluate()
     assert grids == [steps or t.model.spec.sampler.steps]  # None: the model spec's sampler
 
