@@ -61,6 +61,13 @@ def main(argv=None) -> None:
     ap.add_argument("--every", type=int, default=10, help="steps per log interval")
     ap.add_argument("--set", action="append", default=[], help="an override for the new side (repeatable)")
     a = ap.parse_args(argv)
+    if a.rounds < 1 or a.every < 1:
+        ap.error(f"--rounds and --every must be at least 1, got {a.rounds} and {a.every}")
+    if a.steps < 2 * a.every:
+        ap.error(f"--steps must be at least twice --every (the first log interval is dropped), got {a.steps} and {a.every}")
+    base = a.baseline_checkout
+    if base is not None and not (base / "configs" / "demo.yaml").is_file():
+        ap.error(f"--baseline-checkout must be a flowmo checkout with configs/demo.yaml, got {base}")
     base_repo = (a.baseline_checkout or REPO).resolve()
     base_over = [] if a.baseline_checkout else EAGER
     sides = {"baseline": [], "new": []}

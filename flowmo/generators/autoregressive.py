@@ -159,7 +159,8 @@ class AutoregressiveGenerator(TokenGenerator):
                 prefix per token). False: each step reruns the class token and the whole prefix
                 (quadratic per token). Both make the same draws from ``generator`` and give the
                 same tokens up to float rounding of the logits (which decides a draw only at an
-                exact tie). Neither makes a host sync per token (one per call, after the loop).
+                exact tie). Neither makes a host sync per token (two per call: the labels' check before the loop and the
+                overflow check after it).
 
         Returns:
             GenerationOutput: forward_passes = steps = seq_len; nfe = seq_len, or 2 * seq_len guided.

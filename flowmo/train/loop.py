@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from contextlib import nullcontext
@@ -134,6 +135,7 @@ class TrainerBase:
         self._nonfinite: Optional[Tensor] = None  # (total, streak, stop step) on the device: _count_nonfinite
         self._compile_pending = False  # set by a trainer that compiled its loss (train.compile)
         self.compile_s: list[float] = []  # seconds of each step that compiled
+        self._untimed_s = 0.0  # compile seconds since the last log, left out of its images/s
         self._writer = None
         self._config_changes: Optional[list[dict[str, Any]]] = None  # None: a run starting at step 0
         self._config_history: list[dict[str, Any]] = []
@@ -188,13 +190,14 @@ class TrainerBase:
         return DDP(module, device_ids=ids, broadcast_buffers=False)
 
     # ---------------------------------------------------------------- one step
-    def _autocast(self):
+    def _uses_bf16(self) -> bool:
+        """Whether ``train.autocast`` turns bf16 autocast on for this run's device."""
         mode = self.tc.autocast
-        use = (mode == "bf16" or (mode == "auto" and self.device.type == "cuda")
-               or (mode == "native" and native_bf16(self.device)))
-        if not use:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return (mode == "bf16" or (mode == "auto" and self.device.type == "cuda")
+                or (mode == "native" and native_bf16(self.device)))
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self._uses_bf16() else nullcontext()
 
     def _lr(self, step: int) -> float:
         """The learning rate of the step taken when the counter reads ``step`` (0-based; the step
@@ -285,6 +288,7 @@ class TrainerBase:
         if self._compile_pending:  # the first step of a freshly compiled loss: say what compiling cost
             self._compile_pending = False
             self.compile_s.append(round(time.perf_counter() - started, 2))
+            self._untimed_s += self.compile_s[-1]
             if self.ctx.main:
                 self._log(f"train.compile: step {self.step} compiled the training step's loss (forward and "
                           f"backward) in {self.compile_s[-1]:.1f} s")
@@ -340,6 +344,19 @@ class TrainerBase:
         """Fields a subclass adds at the end of a completed run's summary."""
         return {}
 
+    def _note_busy_machine(self) -> None:
+        """Say so when other work already loads the CPU cores this run's threads need: several
+        intra-op threads then wait for each other (the demo measured 8x slower at 2 threads on
+        2 busy cores, 1.3x at 1 thread)."""
+        cores = os.cpu_count() or 1
+        threads = torch.get_num_threads()
+        if self.device.type != "cpu" or threads < 2 or not hasattr(os, "getloadavg"):
+            return
+        load = os.getloadavg()[0]
+        if load > cores - threads + 0.75:
+            self._log(f"note: the load average is {load:.1f} on {cores} CPU cores; {threads} intra-op threads "
+                      f"can run many times slower beside other work than 1: consider train.threads=1")
+
     def _before_fit(self, summary: dict[str, Any]) -> None:
         """Before the first step of ``fit`` (e.g. an evaluation at step 0)."""
 
@@ -358,6 +375,12 @@ class TrainerBase:
             self._log(f"note: train.optim.warmup_steps ({tc.optim.warmup_steps}) exceeds train.steps ({tc.steps}): "
                       f"the learning rate never reaches train.optim.lr (at most "
                       f"{tc.optim.lr * tc.steps / tc.optim.warmup_steps:.3g})")
+        precision = "bf16 autocast" if self._uses_bf16() else "float32"
+        summary["precision"] = precision
+        if self.ctx.main:
+            if tc.autocast in ("auto", "native"):
+                self._log(f"train.autocast {tc.autocast}: training in {precision} on {self.device}")
+            self._note_busy_machine()
         self._before_fit(summary)
         bar = None
         if self.ctx.main and tc.log.progress:
@@ -388,9 +411,10 @@ class TrainerBase:
                                   "continue with --resume")
                     break
                 if logs:
-                    dt = max(time.perf_counter() - t0, 1e-9)
+                    # a compile's seconds are not training time (logged apart: train.compile)
+                    dt = max(time.perf_counter() - t0 - self._untimed_s, 1e-9)
                     rate = (self.counters.images_seen - seen0) / dt
-                    t0, seen0 = time.perf_counter(), self.counters.images_seen
+                    t0, seen0, self._untimed_s = time.perf_counter(), self.counters.images_seen, 0.0
                     rec = {f"loss/{k}": v for k, v in last_terms.items()}
                     # the lr the step just taken used (the optimizer may have been rebuilt since)
                     rec.update({f"{self.rate_name}_per_s": rate, "lr": self._lr(self.step - 1)})
