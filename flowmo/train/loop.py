@@ -237,7 +237,8 @@ class TrainerBase:
         on the device: reading one is a host sync, which :meth:`fit` makes only on the steps it
         logs or checkpoints.
 
-        A step whose loss is not finite on some rank changes no weight and no optimizer state:
+        A step whose loss or gradient norm is not finite on some rank changes no weight and no
+        optimizer state (the EMA still takes its update, towards the unchanged weights):
         fused Adam skips it on the device (``found_inf``), as do the renormalisation and the
         counters, so the step makes no host sync (without a fused Adam for the device, one
         ``bool`` decides it on the host). Micro-batch a of rank r draws from a generator seeded
@@ -265,13 +266,18 @@ class TrainerBase:
             for k, v in (("total", total), *out.terms.items()):
                 sums[k] = sums.get(k, 0.0) + v.detach().float() / o.grad_accum
         self.counters.images_seen += o.batch_size * o.grad_accum * self.ctx.world
+        # a finite loss can still give non-finite gradients: the total gradient norm says so
+        params = [p for _, p in self._trainable()]
+        if o.grad_clip is not None:
+            norm = torch.nn.utils.clip_grad_norm_(params, o.grad_clip, foreach=True)
+            sums["grad_norm"] = norm.float()
+        else:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None], foreach=True)
+        bad = bad | ~torch.isfinite(norm)
         if self.ctx.enabled:
             flag = bad.to(torch.float32).reshape(1)
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
             bad = flag[0] > 0
-        if o.grad_clip is not None:
-            sums["grad_norm"] = torch.nn.utils.clip_grad_norm_([p for _, p in self._trainable()], o.grad_clip,
-                                                               foreach=True).float()
         self._optimizer_step(bad)
         self._after_optimizer_step(bad)
         self.step += 1
@@ -326,10 +332,11 @@ class TrainerBase:
         total, streak, stop = self._nonfinite.tolist()
         self.counters.nonfinite_total, self.counters.nonfinite_streak = total, streak
         if stop:
-            raise TrainingStopped(
-                f"{self.tc.max_nonfinite} non-finite losses in a row at step {stop}; "
-                f"stopping (the last checkpoint in {self.ckpt_dir} is intact)"
-            )
+            last = latest_checkpoint(self.ckpt_dir) if self.ckpt_dir.is_dir() else None
+            where = (f"the last checkpoint, {last}, holds the weights of before the skipped steps" if last
+                     else "no checkpoint was written")
+            raise TrainingStopped(f"{self.tc.max_nonfinite} non-finite steps in a row at step {stop} (a non-finite "
+                                  f"loss or gradient; each skipped, train.max_nonfinite); stopping ({where})")
 
     # ---------------------------------------------------------------- the loop
     def _progress_desc(self) -> str:

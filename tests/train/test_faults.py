@@ -55,7 +55,7 @@ def test_nonfinite_loss_skips_the_step_and_too_many_stop_the_run(tmp_path, folde
         return out
 
     t.model.forward = forward
-    with pytest.raises(TrainingStopped, match="3 non-finite losses in a row"):
+    with pytest.raises(TrainingStopped, match="3 non-finite steps in a row"):
         t.fit()
     assert t.counters.nonfinite_total == 4
     # the step that stopped the run was not saved; skipped steps changed no weight

@@ -431,7 +431,7 @@ def test_max_nonfinite_stops_after_n_in_a_row(folder, tmp_path, n, bad, stops_at
         t.fit()
         assert t.step == STEPS and t.counters.nonfinite_total == len(bad)
     else:
-        with pytest.raises(TrainingStopped, match=f"{n} non-finite losses in a row at step {stops_at}"):
+        with pytest.raises(TrainingStopped, match=f"{n} non-finite steps in a row at step {stops_at}"):
             t.fit()
         assert t.step == stops_at
 

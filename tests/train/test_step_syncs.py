@@ -109,9 +109,45 @@ def test_nonfinite_steps_are_skipped_on_the_device_and_stop_the_run_when_read(fo
     assert syncs.count == 0, syncs.report()
     assert all(torch.equal(p, before[n]) for n, p in t.model.named_parameters())
     assert all(torch.equal(v, t.optimizer.state_dict()["state"][0][k]) for k, v in moments.items())
-    with pytest.raises(TrainingStopped, match="2 non-finite losses in a row at step 3"):
+    with pytest.raises(TrainingStopped, match="2 non-finite steps in a row at step 3"):
         t.fit()
     assert t.step == 4 and t.counters.nonfinite_total == 2
+
+
+@pytest.mark.parametrize("clip", [None, 1.0])
+def test_a_finite_loss_with_non_finite_gradients_is_skipped_too(folder, tmp_path, clip):
+    """A gradient made infinite by a hook (the loss stays finite) skips the step like a NaN loss:
+    weights and Adam state unchanged, counted, no host sync; the run stops at the limit naming
+    the last checkpoint, whose weights are finite."""
+    t = trainer(folder, tmp_path / "run", max_nonfinite=2, steps=6, optim={"grad_clip": clip},
+                checkpoint={"every": 1})
+    p0 = next(p for _, p in t._trainable())
+    p0.register_hook(lambda g: g * float("inf") if t.step + 1 in (2, 3) else g)
+    t.train_step()
+    before = {n: p.detach().clone() for n, p in t.model.named_parameters()}
+    prefetched(t)
+    with count_host_syncs() as syncs:
+        terms = t.train_step()
+    assert syncs.count == 0, syncs.report()
+    assert torch.isfinite(terms["total"]) and terms["nonfinite_skipped"] == 1
+    assert all(torch.equal(p, before[n]) for n, p in t.model.named_parameters())
+    t.save()  # step 2's checkpoint: the stop names it
+    with pytest.raises(TrainingStopped, match="2 non-finite steps in a row at step 3.*ckpt-0*2,"):
+        t.fit()
+    assert all(torch.isfinite(p).all() for p in t.model.parameters())
+
+
+def test_the_stop_says_when_no_checkpoint_was_written(folder, tmp_path):
+    t = trainer(folder, tmp_path / "run", max_nonfinite=1, steps=4, checkpoint={"every": 100}, log={"every": 2})
+    real = t.model.forward
+
+    def forward(*a, **k):
+        out = real(*a, **k)
+        return LossOutput(out.total * float("nan"), out.terms)
+
+    t.model.forward = forward
+    with pytest.raises(TrainingStopped, match="no checkpoint was written"):
+        t.fit()
 
 
 @pytest.mark.parametrize("accum", [1, 2])
