@@ -29,7 +29,7 @@ from .registry import BACKBONES, FLOW_LOSSES, POSTTRAIN_OBJECTIVES, QUANTIZERS, 
 from .samplers.grids import describe
 from .spec.sampling import resolve_preset
 from .samplers.sampler import SampleOutput, sample, state_dtype
-from .spec import FlowMoSpec, SamplerSpec, replace_spec
+from .spec import FlowMoSpec, SamplerSpec, no_tokens_error, replace_spec
 
 __all__ = ["FlowMo", "LossOutput", "build"]
 
@@ -95,10 +95,17 @@ class FlowMo(nn.Module):
     """The FlowMo tokenizer.
 
     Images are float tensors (B, 3, H, W) in [-1, 1] with H = W = ``spec.image_size``.
-    ``encode`` gives the continuous code (B, T, C); ``quantize`` the discrete one; ``tokenize``
-    integer tokens (B, T); ``detokenize`` / ``decode`` sample images with the spec's sampler
-    (override per call with ``sampler=``); ``reconstruct`` does both. ``loss`` is the Stage 1A
-    training loss, ``posttrain_loss`` the Stage 1B one.
+    ``encode`` gives the encoder's output (B, T, E) (E = C but for ``kl``: 2C); ``quantize``
+    the code (B, T, C) the decoder receives; ``tokenize`` integer tokens (B, T);
+    ``detokenize`` / ``decode`` sample images with the spec's sampler (override per call with
+    ``sampler=``); ``reconstruct`` does both. ``loss`` is the Stage 1A training loss,
+    ``posttrain_loss`` the Stage 1B one.
+
+    A continuous bottleneck (``spec.quantizer`` ``kl`` or ``identity``:
+    ``quantizer.discrete`` False, the paper's continuous FlowMo) has no tokens: ``tokenize``,
+    ``detokenize`` and ``tokens_to_code`` raise ValueError saying so
+    (:func:`flowmo.spec.no_tokens_error`); ``encode``, ``quantize``, ``decode``,
+    ``reconstruct``, the losses and the model folders work as for a discrete one.
 
     State-dict keys are the release's (``encoder.*``, ``decoder.*``).
     """
@@ -108,11 +115,16 @@ class FlowMo(nn.Module):
         self.spec = spec
         p, c = spec.patch_size, spec.code_channels
         patch_dim = 3 * p * p
-        self.encoder: Backbone = BACKBONES.build(spec.encoder, patch_dim=patch_dim, txt_in_dim=c, txt_out_dim=c)
+        e = spec.quantizer.encoder_channels(c)  # what the quantizer takes: C, or 2C for kl (mean, log-variance)
+        # the encoder's latent stream gets zeros of C channels (only its input bias matters) and outputs E
+        self.encoder: Backbone = BACKBONES.build(spec.encoder, patch_dim=patch_dim, txt_in_dim=c, txt_out_dim=e)
         # the decoder's latent stream gets the code plus one channel of ones (the "mask")
         self.decoder: Backbone = BACKBONES.build(spec.decoder, patch_dim=patch_dim, txt_in_dim=c + 1,
                                                  txt_out_dim=c + 1)
         self.quantizer: Quantizer = QUANTIZERS.build(spec.quantizer, channels=c)
+        if self.quantizer.input_channels != e:
+            raise ValueError(f"quantizer {spec.quantizer.name!r}: its input_channels ({self.quantizer.input_channels}) "
+                             f"differ from its class's encoder_channels(spec, {c}) ({e}); declare the same width in both")
         self.time_sampler: TimeSampler = TIME_SAMPLERS.build(spec.time_sampler)
         # loss objects may need weight files (network distances): built on first use only
         self._flow_loss: Optional[FlowLoss] = None
@@ -201,6 +213,12 @@ class FlowMo(nn.Module):
                 now.read()
         return y
 
+    def _require_tokens(self, what: str) -> None:
+        """ValueError (:func:`flowmo.spec.no_tokens_error`) when the bottleneck is continuous: ``what`` (a
+        token path: ``tokenize``, ...) needs a discrete quantizer. Called first by each."""
+        if not self.quantizer.discrete:
+            raise no_tokens_error(self.spec.quantizer.name, what)
+
     def _check_tokens(self, tokens: Any) -> Tensor:
         """Integer tokens (B, T), B >= 1, on the model's device (their range, [0, codebook_size),
         is the quantizer's to check: :meth:`_tokens_to_code`)."""
@@ -246,26 +264,67 @@ class FlowMo(nn.Module):
 
     # ------------------------------------------------------------------ encoder and quantizer
     def encode(self, images: Tensor) -> Tensor:
-        """Images (B, 3, H, W) in [-1, 1] -> continuous code (B, T, C)."""
+        """Images (B, 3, H, W) in [-1, 1] -> the encoder's continuous output (B, T, E), the
+        quantizer's input: E = C (``spec.code_channels``) for every built-in quantizer but
+        ``kl``, whose E = 2C holds the posterior's mean and log-variance
+        (``spec.quantizer.encoder_channels(C)``). ``quantize`` turns it into the code (B, T, C)."""
         return self._encode(self._check_images(images))
 
     def _encode(self, images: Tensor) -> Tensor:
-        """:meth:`encode` of images already checked (and cast) by :meth:`_check_images`."""
+        """:meth:`encode` of images already checked (and cast) by :meth:`_check_images`:
+        (B, T, E)."""
         txt = images.new_zeros(images.shape[0], self.spec.code_length, self.spec.code_channels)
         _, code = self.encoder(patchify(images, self.spec.patch_size), txt, None, self.grid, outputs=("txt",))
         return code
 
-    def quantize(self, code: Tensor, *, losses: bool = True) -> QuantizerOutput:
-        """Continuous code -> :class:`QuantizerOutput`, with the quantizer's loss terms (in either
-        mode); ``losses=False`` leaves them out where the quantizer can (``Quantizer.quantize``:
-        for inference, as ``tokenize`` and ``reconstruct`` do)."""
-        return self.quantizer(code) if losses else self.quantizer.quantize(code)
+    def quantize(self, code: Tensor, *, losses: bool = True, noise: Optional[Tensor] = None,
+                 generator: Optional[torch.Generator] = None) -> QuantizerOutput:
+        """The encoder's output (B, T, E) -> :class:`QuantizerOutput` (``values``: the code
+        (B, T, C)), with the quantizer's loss terms (in either mode); ``losses=False`` leaves them
+        out where the quantizer can (``Quantizer.quantize``: for inference, as ``tokenize`` and
+        ``reconstruct`` do; deterministic: ``kl`` gives its mean in either mode).
+
+        A stochastic quantizer (``kl``) in training mode (with ``losses``) samples: with
+        ``noise`` (its ``draw_noise``'s draws, float32 (B, T, C)) or else draws from
+        ``generator`` (None: torch's global generator). A deterministic quantizer takes no
+        noise (ValueError when it is given)."""
+        self._check_generator(generator)
+        if not losses:
+            return self.quantizer.quantize(code)
+        sized = isinstance(code, Tensor) and code.ndim == 3  # else the quantizer refuses the code
+        if noise is not None and sized:
+            noise = self._check_quantizer_noise(noise, code.shape[0], "noise")
+        elif noise is None and sized and self.quantizer.stochastic and self.quantizer.training:
+            noise = self._draw_quantizer_noise(code.shape[0], generator, code.device)
+        return self._quantize(code, noise)
+
+    def _quantize(self, code: Tensor, noise: Optional[Tensor]) -> QuantizerOutput:
+        """The quantizer's forward, given ``noise`` only when there is one (a deterministic
+        quantizer's forward may not take the argument: ``Quantizer.draw_noise``)."""
+        return self.quantizer(code) if noise is None else self.quantizer(code, noise=noise)
+
+    def _draw_quantizer_noise(self, b: int, generator: Optional[torch.Generator], device: torch.device
+                              ) -> Optional[Tensor]:
+        """The quantizer's draws for a batch of ``b`` (None for a deterministic quantizer)."""
+        return self.quantizer.draw_noise(b, self.spec.code_length, generator=generator, device=device)
+
+    def _check_quantizer_noise(self, noise: Any, b: int, name: str, *, values: bool = True) -> Tensor:
+        """A given quantizer noise (argument ``name``): a stochastic quantizer's draws, a finite
+        floating (b, T, C) tensor on the model's device (its finite check, with ``values``, read
+        now: one host sync); TypeError / ValueError naming ``name``, and ValueError for a
+        deterministic quantizer, which draws none."""
+        if not self.quantizer.stochastic:
+            raise ValueError(f"{name} is for a stochastic quantizer (kl); {self.spec.quantizer.name!r} draws none: "
+                             "leave it None")
+        shape = (b, self.spec.code_length, self.spec.code_channels)
+        return self._check_float(noise, name, shape, values=values)
 
     @torch.no_grad()
     def tokenize(self, images: Tensor, *, groups: bool = False) -> Tensor:
         """Images -> int64 tokens (B, T); with ``groups=True`` (LFQ only) indices per entropy
         group (B, T, C/G) in the release's layout. One host sync (the images' value checks,
-        read after the encoder ran)."""
+        read after the encoder ran). ValueError for a continuous bottleneck (no tokens)."""
+        self._require_tokens("tokenize")
         if groups and not self.quantizer.has_groups:
             raise ValueError(f"groups=True needs a quantizer with entropy groups; {self.spec.quantizer.name} has none")
         checks = ValueChecks()
@@ -276,7 +335,9 @@ class FlowMo(nn.Module):
 
     def tokens_to_code(self, tokens: Tensor) -> Tensor:
         """Tokens (B, T) -> quantized code (B, T, C) in the model's dtype. One host sync (the
-        tokens' range) for the built-in quantizers."""
+        tokens' range) for the built-in quantizers. ValueError for a continuous bottleneck (no
+        tokens)."""
+        self._require_tokens("tokens_to_code")
         checks = ValueChecks()
         code = self._tokens_to_code(tokens, checks)
         checks.read()
@@ -441,13 +502,16 @@ class FlowMo(nn.Module):
 
     def detokenize(self, tokens: Tensor, **kw: Any) -> Tensor:
         """Tokens (B, T) -> images (B, 3, H, W). Keyword arguments as for :meth:`decode`. One
-        host sync (the tokens' range is read with the decode's checks) for the built-in quantizers."""
+        host sync (the tokens' range is read with the decode's checks) for the built-in quantizers.
+        ValueError for a continuous bottleneck (no tokens)."""
+        self._require_tokens("detokenize")
         checks = ValueChecks()
         return self._decode(self._tokens_to_code(tokens, checks), checks, **kw).images
 
     def reconstruct(self, images: Tensor, **kw: Any) -> Tensor:
         """Encode, quantize and decode. Keyword arguments as for :meth:`decode`. One host sync
-        (the images' checks are read with the decode's)."""
+        (the images' checks are read with the decode's). The code is the quantizer's inference
+        code (``Quantizer.quantize``: deterministic in either mode; ``kl`` decodes its mean)."""
         checks = ValueChecks()
         with torch.no_grad():
             code = self.quantize(self._encode(self._check_images(images, checks=checks)), losses=False).values
@@ -596,28 +660,36 @@ class FlowMo(nn.Module):
         return self._decoder_velocity(self._teacher, x_t, t, cond)
 
     def loss(self, images: Tensor, *, t: Union[Tensor, float, None] = None, noise: Optional[Tensor] = None,
-             cfg_dropout: Union[bool, Tensor] = True, generator: Optional[torch.Generator] = None,
-             check_values: bool = True) -> LossOutput:
+             cfg_dropout: Union[bool, Tensor] = True, quantizer_noise: Optional[Tensor] = None,
+             generator: Optional[torch.Generator] = None, check_values: bool = True) -> LossOutput:
         """Stage 1A: rectified flow on the decoder plus the quantizer's (and perceptual) terms.
 
         ``t`` (a number or (B,), in [0, 1]) and ``noise`` (finite, like images) default to draws
         from the spec's time sampler and N(0, I); ``cfg_dropout`` is True (drawn from
-        ``generator``), False, or the (B,) keep mask of :meth:`loss_draws`. A non-finite total
-        raises ValueError in eval mode and is returned in training mode (the trainer skips and
-        counts such steps, and all ranks must agree on that).
+        ``generator``), False, or the (B,) keep mask of :meth:`loss_draws`;
+        ``quantizer_noise`` (a stochastic quantizer's draws, ``kl``'s eps: finite float (B, T,
+        C); refused for a deterministic quantizer) defaults to the quantizer's ``draw_noise``
+        from ``generator`` (used in training mode). The draws are made in this order:
+        ``quantizer_noise``, ``t``, ``noise``, then the flow loss's dropout (:meth:`loss_draws`
+        makes the same). A non-finite total raises ValueError in eval mode and is returned in
+        training mode (the trainer skips and counts such steps, and all ranks must agree on that).
 
         ``check_values=False`` skips every check that reads values (images finite and in
-        [-1, 1], ``t`` in [0, 1], ``noise`` finite; they are skipped under ``torch.compile`` too)
-        so that the call makes no host sync: for a caller whose inputs are right by construction
-        (the trainer: its data readers check images on the host, ``t`` and ``noise`` come from
-        :meth:`loss_draws`), which then passes ``t`` as a float32 (B,) tensor and ``noise`` in
-        the images' dtype.
+        [-1, 1], ``t`` in [0, 1], ``noise`` and ``quantizer_noise`` finite; they are skipped
+        under ``torch.compile`` too) so that the call makes no host sync: for a caller whose
+        inputs are right by construction (the trainer: its data readers check images on the
+        host, ``t``, ``noise`` and ``quantizer_noise`` come from :meth:`loss_draws`), which then
+        passes ``t`` as a float32 (B,) tensor and ``noise`` in the images' dtype.
         """
         checks = check_values and not torch.compiler.is_compiling()
         images = self._check_images(images, values=checks)
         self._check_generator(generator)
         b = images.shape[0]
-        q = self.quantize(self._encode(images))
+        if quantizer_noise is None:
+            quantizer_noise = self._draw_quantizer_noise(b, generator, images.device)
+        else:
+            quantizer_noise = self._check_quantizer_noise(quantizer_noise, b, "quantizer_noise", values=checks)
+        q = self._quantize(self._encode(images), quantizer_noise)
         if t is None:
             t = self.time_sampler.sample(b, generator=generator, device=images.device)
         elif checks:
@@ -635,23 +707,26 @@ class FlowMo(nn.Module):
 
     def loss_draws(self, images: Tensor, generator: Optional[torch.Generator] = None) -> Optional[dict[str, Any]]:
         """Every random draw of ``loss(images, generator=generator)``, made beforehand, in the
-        order :meth:`loss` makes them: ``{"t": (B,) float32, "noise": like images, "cfg_dropout":
-        (B,) bool keep mask or False}``, so that ``loss(images, **draws)`` gives what ``loss(images,
-        generator=generator)`` gives, with no generator inside (``torch.compile`` cannot trace
-        one). None when the flow loss cannot draw its dropout beforehand
-        (:meth:`flowmo.losses.FlowLoss.draw_dropout`). ``images`` are only read for their shape,
-        dtype and device (checked by :meth:`loss`)."""
+        order :meth:`loss` makes them: ``{"quantizer_noise": a stochastic quantizer's draws
+        (``kl``: float32 (B, T, C)) or None, "t": (B,) float32, "noise": like images,
+        "cfg_dropout": (B,) bool keep mask or False}``, so that ``loss(images, **draws)`` gives
+        what ``loss(images, generator=generator)`` gives, with no generator inside
+        (``torch.compile`` cannot trace one). None when the flow loss cannot draw its dropout
+        beforehand (:meth:`flowmo.losses.FlowLoss.draw_dropout`). ``images`` are only read for
+        their shape, dtype and device (checked by :meth:`loss`)."""
         b = images.shape[0]
+        quantizer_noise = self._draw_quantizer_noise(b, generator, images.device)
         t = self.time_sampler.sample(b, generator=generator, device=images.device)
         noise = torch.randn(images.shape, generator=generator, device=images.device, dtype=self.dtype)
         keep = self.flow_loss.draw_dropout(b, generator, images.device)
         if keep is None:
             return None
-        return {"t": t, "noise": noise, "cfg_dropout": keep}
+        return {"quantizer_noise": quantizer_noise, "t": t, "noise": noise, "cfg_dropout": keep}
 
     def posttrain_loss(self, images: Tensor, *, generator: Optional[torch.Generator] = None,
                        noise: Optional[Tensor] = None, u: Optional[Tensor] = None,
-                       cfg_dropout: Union[bool, Tensor] = True, check_values: bool = True) -> LossOutput:
+                       cfg_dropout: Union[bool, Tensor] = True, quantizer_noise: Optional[Tensor] = None,
+                       check_values: bool = True) -> LossOutput:
         """Stage 1B (the release's recipe): the flow loss (weighted by ``posttrain.flow_weight``),
         the quantizer's terms and the post-training objective's terms, with the encoder and
         quantizer frozen. The quantizer's terms are computed without gradients (nothing they
@@ -661,7 +736,9 @@ class FlowMo(nn.Module):
         ``noise`` (the chain's starting noise) must be a finite floating tensor of the images'
         shape on the model's device; ``u`` (the objective's draws) goes to the objective, which
         documents and checks it (``mode_seeking``: (B, K + 1), finite, non-negative, each row's
-        entries 1..K with a positive sum); both default to draws from ``generator``. Bad values
+        entries 1..K with a positive sum); both default to draws from ``generator``.
+        ``quantizer_noise``: as in :meth:`loss` (a stochastic quantizer, ``kl``, samples its code
+        in training mode here too, as the decoder saw it in Stage 1A; drawn first). Bad values
         raise TypeError / ValueError naming the argument. A post-training objective whose term
         names collide with the flow loss's or the quantizer's raises ValueError (a term would
         silently replace another). As in :meth:`loss`, a non-finite total raises ValueError in
@@ -677,8 +754,12 @@ class FlowMo(nn.Module):
         objective, spec = self.posttrain_objective, self.spec.posttrain
         if objective.needs_teacher and self._teacher is None:
             raise ValueError(f"the posttrain objective {spec.name!r} needs a teacher: call model.set_teacher() first")
+        if quantizer_noise is None:
+            quantizer_noise = self._draw_quantizer_noise(b, generator, images.device)
+        else:
+            quantizer_noise = self._check_quantizer_noise(quantizer_noise, b, "quantizer_noise", values=checks)
         with torch.no_grad():
-            q = self.quantizer(self._encode(images))
+            q = self._quantize(self._encode(images), quantizer_noise)
         cond = self.conditioning(q.values)
         terms: dict[str, Tensor] = {}
         if spec.flow_weight > 0:

@@ -35,6 +35,8 @@ GRID_EXAMPLES = {
 QUANTIZER_EXAMPLES = {
     "lfq": {"name": "lfq", "group_bits": 9},
     "fsq": {"name": "fsq", "levels": [2] * 18},
+    "kl": {"name": "kl"},
+    "identity": {"name": "identity"},
 }
 BUILTIN_SOLVERS = [e.name for e in SOLVERS.entries() if e.builtin]
 BUILTIN_GRIDS = [e.name for e in TIME_GRIDS.entries() if e.builtin]
@@ -111,6 +113,12 @@ def test_value_checks_read_once_and_raise_the_first_failed_check_in_order():
 @pytest.mark.parametrize("quantizer", BUILTIN_QUANTIZERS)
 def test_tokenize_encode_and_tokens_to_code_make_one_sync(quantizer, images):
     m = _model(quantizer)
+    if not m.quantizer.discrete:  # no tokens: encode, and reconstruct (the inference code) instead
+        _, syncs = _syncs(m.encode, images)
+        _within(ONE, syncs, "encode")
+        _, syncs = _syncs(m.reconstruct, images, sampler={"steps": 2})
+        _within(ONE, syncs, "reconstruct")
+        return
     tokens, syncs = _syncs(m.tokenize, images)
     _within(ONE, syncs, "tokenize")
     _, syncs = _syncs(m.encode, images)

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from flowmo.samplers.noise import image_noise
     from flowmo.state_dicts import makes_the_same_tokens, token_weights_digest
 
-    from .io import batches, model_from_args, output_folder, output_names, save_image
+    from .io import batches, model_from_args, output_folder, output_names, require_tokens, save_image
     from .options import sampler_from_args
 
     ctx = Context(args)
@@ -51,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     tf = read_tokens(args.tokens)
     names = output_names(tf.sources)
     model, device = model_from_args(args)
+    require_tokens(model, "flowmo detokenize")
     fp = model.spec.fingerprint()
     if tf.fingerprint != fp:
         raise CLIError(f"tokens in {args.tokens!r} were made by a model with spec fingerprint {tf.fingerprint}, "

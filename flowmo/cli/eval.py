@@ -309,8 +309,10 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             line = ", ".join(f"{k.upper().replace('_', '-')} {_fmt(metrics.get(k), 3 if k in ('psnr', 'rfid') else 4)}"
                              for k in SUMMARY_KEYS if k in metrics)
+            bpp = metrics["bits_per_pixel"]
+            code = "continuous" if bpp is None else f"{bpp:.4f} bpp"  # a continuous bottleneck has no bits
             print(f"{model_info['path']}, {model_info['kind']}; {metrics['n_images']} images, "
-                  f"{metrics['bits_per_pixel']:.4f} bpp, {args.protocol} protocol: {line}")
+                  f"{code}, {args.protocol} protocol: {line}")
             for k in SUMMARY_KEYS:
                 v = metrics.get(k)
                 if isinstance(v, dict) and v.get("missing"):

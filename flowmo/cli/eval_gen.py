@@ -120,7 +120,7 @@ def _generate(args: argparse.Namespace, device: Any, progress: bool) -> tuple[An
     from flowmo.folders.generator_folder import load_generator
     from flowmo.generators.pipeline import class_names, generate_images, resolve_classes
 
-    from .io import load_model
+    from .io import load_model, require_tokens
     from .options import sampler_from_args
 
     if args.seed < 0:
@@ -141,6 +141,7 @@ def _generate(args: argparse.Namespace, device: Any, progress: bool) -> tuple[An
             raise ValueError("--classes: this generator is unconditional (num_classes = 0); omit --classes")
         indices, labels = [], None
     tokenizer = load_model(args.tokenizer, device=device)
+    require_tokens(tokenizer, "flowmo eval-gen", "--tokenizer")
     sampler = sampler_from_args(tokenizer.spec.sampler, argparse.Namespace(
         sampler=None, steps=args.decoder_steps, solver=None, grid=None, cfg_scale=None), tokenizer.spec.sampler_presets)
     from tqdm.auto import tqdm

@@ -175,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
     from flowmo.folders.imports import import_modules
     from flowmo.generators import class_names, generate_images, load_generator, resolve_classes
 
-    from .io import load_model, resolve_device, save_image
+    from .io import load_model, require_tokens, resolve_device, save_image
     from .options import sampler_from_args
 
     ctx = Context(args)
@@ -202,6 +202,7 @@ def run(args: argparse.Namespace) -> int:
             raise CLIError("--cfg must be 1 for an unconditional generator (guidance contrasts a class with none)")
         rows = [(None, "sample")]
     tokenizer = load_model(args.tokenizer, device=device)
+    require_tokens(tokenizer, "flowmo generate", "--tokenizer")
     sampler = sampler_from_args(tokenizer.spec.sampler, argparse.Namespace(
         sampler=args.sampler, steps=args.decoder_steps, solver=None, grid=None, cfg_scale=args.decoder_cfg), tokenizer.spec.sampler_presets)
     n = args.per_class

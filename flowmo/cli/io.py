@@ -282,6 +282,17 @@ def model_from_args(args: argparse.Namespace) -> tuple[Any, torch.device]:
     return model, device
 
 
+def require_tokens(model: Any, command: str, argument: str = "--model") -> None:
+    """CLIError when ``model`` (given as ``argument``) has a continuous bottleneck (``kl``,
+    ``identity``): ``command`` (e.g. ``"flowmo tokenize"``) works on tokens, which it has none
+    of. Called right after the model is loaded, before any work."""
+    from flowmo.spec import no_tokens_error
+
+    if not model.quantizer.discrete:
+        raise CLIError(str(no_tokens_error(model.spec.quantizer.name, command, owner=f"{argument}'s",
+                                           fix="use flowmo reconstruct or flowmo eval")))
+
+
 def input_images(inputs: Sequence[PathLike]) -> tuple[list[ImageFile], list[tuple[int, int]]]:
     """The images of ``inputs`` (:func:`list_images`) and their stored (width, height), each
     header checked (:func:`check_image_header`) before any model work."""

@@ -127,10 +127,11 @@ def _tokenize_images(args: argparse.Namespace, ctx: Context) -> int:
     from flowmo.data.tokens import write_tokens
     from flowmo.state_dicts import token_weights_digest
 
-    from .io import input_images, load_image, model_from_args, resize_note
+    from .io import input_images, load_image, model_from_args, require_tokens, resize_note
 
     files, sizes = input_images(args.input)
     model, device = model_from_args(args)
+    require_tokens(model, "flowmo tokenize")
     size = model.spec.image_size
     read = (lambda a, b: torch.stack([load_image(f.path, size) for f in files[a:b]]))
     parts: list = []
@@ -154,9 +155,10 @@ def _tokenize_shards(args: argparse.Namespace, ctx: Context) -> int:
     from flowmo.data.tokens import write_tokens
     from flowmo.state_dicts import token_weights_digest
 
-    from .io import model_from_args
+    from .io import model_from_args, require_tokens
 
     model, device = model_from_args(args)
+    require_tokens(model, "flowmo tokenize")
     ds = TarShardDataset(list(args.input), model.spec.image_size, train=False)
     read = (lambda a, b: torch.stack([ds[i] for i in range(a, b)]))
     parts: list = []
@@ -182,7 +184,7 @@ def _tokenize_class_folders(args: argparse.Namespace, ctx: Context) -> int:
     from flowmo.data.token_layout import layout_for
     from flowmo.state_dicts import token_weights_digest
 
-    from .io import check_image_header, load_image, model_from_args, resize_note
+    from .io import check_image_header, load_image, model_from_args, require_tokens, resize_note
 
     if len(args.input) != 1:
         raise CLIError(f"--classes takes one --input, the class-folder tree (one sub-folder per class); "
@@ -194,6 +196,7 @@ def _tokenize_class_folders(args: argparse.Namespace, ctx: Context) -> int:
     _note_suspicious_classes(root, classes, items, ctx)
     sizes = [check_image_header(p) for p, _ in items]  # every header checked before any model work
     model, device = model_from_args(args)
+    require_tokens(model, "flowmo tokenize")
     layout = layout_for(model, args.layout or "auto")
     size = model.spec.image_size
     names = [p.relative_to(root).as_posix() for p, _ in items]

@@ -29,6 +29,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from flowmo.spec import no_tokens_error
+
 __all__ = ["TokenLayout", "LAYOUT_KINDS", "MAX_VOCAB", "layout_for"]
 
 LAYOUT_KINDS = ("token", "group")
@@ -142,12 +144,16 @@ def layout_for(tokenizer: Any, kind: str = "auto") -> TokenLayout:
         kind: ``"token"``, ``"group"`` or ``"auto"`` (``"token"`` when the codebook has at most
             :data:`MAX_VOCAB` entries, else ``"group"`` when the quantizer has entropy groups).
     Raises:
-        ValueError: unknown ``kind``; ``"token"`` with a codebook over MAX_VOCAB; ``"group"``
-            for a quantizer without entropy groups; ``"auto"`` when neither fits.
+        ValueError: a tokenizer whose bottleneck is continuous (``kl``, ``identity``: no tokens);
+            unknown ``kind``; ``"token"`` with a codebook over MAX_VOCAB; ``"group"`` for a
+            quantizer without entropy groups; ``"auto"`` when neither fits.
     """
+    q = tokenizer.quantizer
+    if not q.discrete:
+        raise no_tokens_error(tokenizer.spec.quantizer.name, "a token layout", owner="the tokenizer's",
+                              fix="generators model the tokens of a discrete tokenizer")
     if kind not in (*LAYOUT_KINDS, "auto"):
         raise ValueError(f"layout kind must be one of {(*LAYOUT_KINDS, 'auto')}, got {kind!r}")
-    q = tokenizer.quantizer
     tokens = tokenizer.spec.code_length
     fp = tokenizer.spec.fingerprint()
     if kind == "auto":

@@ -42,6 +42,7 @@ from .listing import list_folder_images
 from flowmo.data.token_layout import TokenLayout
 from .tokens import _check_labels, _names, write_tokens
 from flowmo.data.folder_kinds import TOKEN_SET_FORMAT
+from flowmo.spec import no_tokens_error
 
 __all__ = [
     "TokenSet", "TokenShardWriter", "class_folder_images", "TOKEN_SET_VERSION", "INDEX_NAME",
@@ -160,6 +161,9 @@ class TokenShardWriter:
 
         if not isinstance(spec, FlowMoSpec):
             raise TypeError(f"spec must be a flowmo.FlowMoSpec (the tokenizer's), got {type(spec).__name__}")
+        if not spec.quantizer.discrete:
+            raise no_tokens_error(spec.quantizer.name, "a token set", owner="the spec's",
+                                  fix="write token sets of a discrete tokenizer")
         if not isinstance(layout, TokenLayout):
             raise TypeError(f"layout must be a TokenLayout (parse JSON with TokenLayout.from_json), got {layout!r:.40}")
         if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:

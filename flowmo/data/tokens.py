@@ -17,6 +17,10 @@ tokens (:func:`flowmo.state_dicts.token_weights_digest`, the encoder's and quant
 characters; files written before it record the whole model's :func:`~flowmo.state_dicts.weights_digest`,
 also accepted), so tokens are not decoded by a tokenizer of the same spec but another encoder; files without it read with ``tokenizer_weights``
 None (only the spec fingerprint is then checked).
+
+Only a discrete tokenizer has tokens: writing a token file for a spec whose bottleneck is
+continuous (``kl``, ``identity``), or reading one that records such a spec, raises ValueError
+saying so (:func:`flowmo.spec.no_tokens_error`).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from torch import Tensor
 
 from .files import atomic_write
 from flowmo.data.token_layout import TokenLayout
+from flowmo.spec import no_tokens_error
 from flowmo.data.folder_kinds import TOKEN_FORMAT
 
 __all__ = ["TokenFile", "TOKEN_FORMAT_VERSION", "write_tokens", "read_tokens", "check_weights_digest"]
@@ -70,8 +75,13 @@ def write_tokens(path: PathLike, tokens: Tensor, *, spec: Any, sources: Sequence
     fingerprint must be ``spec``'s; ``tokenizer_weights`` is the tokenizer's
     :func:`~flowmo.state_dicts.token_weights_digest` (64 hex characters) or None (not recorded).
     TypeError / ValueError naming the argument otherwise (ValueError from
-    :func:`~flowmo.data.files.atomic_write` for a ``path`` that is a folder)."""
+    :func:`~flowmo.data.files.atomic_write` for a ``path`` that is a folder); ValueError for a
+    ``spec`` whose bottleneck is continuous (no tokens)."""
     from safetensors.torch import save_file
+
+    if not spec.quantizer.discrete:
+        raise no_tokens_error(spec.quantizer.name, "a token file", owner="the spec's",
+                              fix="write token files of a discrete tokenizer")
 
     dims = 3 if groups else 2
     if tokens.dtype != torch.int64 or tokens.ndim != dims or len(sources) != tokens.shape[0]:
@@ -102,6 +112,19 @@ def write_tokens(path: PathLike, tokens: Tensor, *, spec: Any, sources: Sequence
     if layout is not None:
         meta["layout"] = layout.to_json()
     return atomic_write(Path(path), lambda tmp: save_file(data, str(tmp), metadata=meta))
+
+
+def _continuous_bottleneck(spec_json: str) -> Optional[str]:
+    """The quantizer's name when ``spec_json`` (a token file's ``spec`` metadata) names a
+    registered continuous bottleneck; None otherwise, also for a spec that cannot be read here
+    (a component registered by a module not imported: the fingerprint checks speak for it)."""
+    from flowmo.spec import QuantizerSpec
+
+    try:
+        quantizer = QuantizerSpec.model_validate(json.loads(spec_json)["quantizer"])
+    except Exception:  # malformed JSON, no quantizer, an unregistered or invalid one
+        return None
+    return None if quantizer.discrete else quantizer.name
 
 
 def check_weights_digest(value: Any, name: str) -> str:
@@ -167,6 +190,10 @@ def read_tokens(path: PathLike) -> TokenFile:
     if meta.get("format") != TOKEN_FORMAT or "fingerprint" not in meta or version != TOKEN_FORMAT_VERSION:
         raise ValueError(f"{str(path)!r} is not a flowmo token file of version {TOKEN_FORMAT_VERSION} (format "
                          f"{meta.get('format')!r}, version {version!r}); write it with this flowmo's flowmo tokenize")
+    bottleneck = _continuous_bottleneck(meta.get("spec", ""))
+    if bottleneck is not None:
+        raise no_tokens_error(bottleneck, "a token file", owner=f"{str(path)!r} records a tokenizer whose",
+                              fix="tokenize the images with a discrete tokenizer")
     groups = meta.get("groups", "false")
     if groups not in ("true", "false") or tokens.dtype != torch.int64 or tokens.ndim != (3 if groups == "true" else 2):
         raise ValueError(f"{str(path)!r}: tokens must be int64 of 2 dims, or 3 with 'groups' metadata \"true\", got "

@@ -53,8 +53,14 @@ def model_card(spec: Any, *, parameters: Optional[int] = None, license: str = "o
     for arg, v in (("training", training), ("evaluation", evaluation)):
         if v is not None and not isinstance(v, Mapping):
             raise TypeError(f"{arg} must be a mapping or None, got {type(v).__name__}")
-    bits_token = spec.bits_per_token
-    bits_image = bits_token * spec.code_length
+    bits_token = spec.bits_per_token  # None: a continuous bottleneck (kl, identity), no tokens
+    if bits_token is None:
+        code_line = (f"- code: {spec.code_length} vectors of {spec.code_channels} channels per image, continuous "
+                     f"({spec.quantizer.name} bottleneck: no tokens, no bits per pixel)")
+    else:
+        code_line = (f"- tokens: {spec.code_length} per image, {bits_token:g} bits each ({spec.quantizer.name} "
+                     f"quantizer, {spec.code_channels} channels): {bits_token * spec.code_length:g} bits per image, "
+                     f"{spec.bits_per_pixel:.4g} bits per pixel")
     from huggingface_hub import ModelCardData
 
     header = ModelCardData(library_name="flowmo", license=license,
@@ -62,12 +68,12 @@ def model_card(spec: Any, *, parameters: Optional[int] = None, license: str = "o
     lines = ["---", header, "---", "",
              f"# {name or 'FlowMo tokenizer'}", "",
              "A FlowMo image tokenizer (Sargent et al., \"Flow to the Mode\", arXiv 2503.11056): a transformer "
-             "diffusion autoencoder that turns an image into a short sequence of discrete tokens and back, "
-             "saved by the flowmo library (`FlowMo.save_pretrained`).", "",
+             "diffusion autoencoder that turns an image into a short sequence of "
+             + ("discrete tokens" if bits_token is not None else "continuous latent vectors")
+             + " and back, saved by the flowmo library (`FlowMo.save_pretrained`).", "",
              "## The model", "",
              f"- images: {spec.image_size} x {spec.image_size} RGB, patch {spec.patch_size}",
-             f"- tokens: {spec.code_length} per image, {bits_token:g} bits each ({spec.quantizer.name} quantizer, "
-             f"{spec.code_channels} channels): {bits_image:g} bits per image, {spec.bits_per_pixel:.4g} bits per pixel",
+             code_line,
              f"- encoder: {spec.encoder.name}, width {spec.encoder.width}, depth {spec.encoder.depth}; decoder: "
              f"{spec.decoder.name}, width {spec.decoder.width}, depth {spec.decoder.depth}"]
     if parameters is not None:
@@ -83,9 +89,12 @@ def model_card(spec: Any, *, parameters: Optional[int] = None, license: str = "o
         if evaluation else ["not recorded"]
     where = name or "path/to/this/folder"
     lines += ["", "## Use", "", "```python", "import flowmo", "",
-              f"model = flowmo.FlowMo.from_pretrained({where!r})  # a local folder or a Hub repository id",
-              "tokens = model.tokenize(images)          # images (B, 3, H, W) in [-1, 1] -> (B, T) int64",
-              "images = model.detokenize(tokens)        # the default sampler", "```", "",
+              f"model = flowmo.FlowMo.from_pretrained({where!r})  # a local folder or a Hub repository id"]
+    lines += (["tokens = model.tokenize(images)          # images (B, 3, H, W) in [-1, 1] -> (B, T) int64",
+               "images = model.detokenize(tokens)        # the default sampler"] if bits_token is not None else
+              ["code = model.quantize(model.encode(images), losses=False).values  # (B, T, C), continuous",
+               "images = model.decode(code).images       # the default sampler; or model.reconstruct(images)"])
+    lines += ["```", "",
               f"License: {license}.", ""]
     return "\n".join(lines)
 

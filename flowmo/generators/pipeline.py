@@ -30,6 +30,7 @@ from flowmo.samplers.noise import image_noise
 from flowmo.data.token_layout import TokenLayout
 from flowmo.data.tokens import check_weights_digest
 from flowmo.nets.frozen import evaluating
+from flowmo.spec import no_tokens_error
 from flowmo.state_dicts import makes_the_same_tokens, token_weights_digest
 
 from ._checks import check_int
@@ -114,8 +115,9 @@ def check_tokenizer(generator: TokenGenerator, tokenizer: Any, layout: Optional[
         layout: the layout (default: the one the generator's metadata records).
 
     Raises:
-        ValueError: no layout given or recorded; the layout's sequence length or vocabulary is not
-            the generator's; the tokenizer is not the one the layout (and the metadata's
+        ValueError: a tokenizer whose bottleneck is continuous (``kl``, ``identity``: no
+            tokens); no layout given or recorded; the layout's sequence length or vocabulary is
+            not the generator's; the tokenizer is not the one the layout (and the metadata's
             ``"tokenizer_fingerprint"``) names, with the reason (:meth:`TokenLayout.check_tokenizer`);
             the metadata records the tokenizer's weights digest (``"tokenizer_weights"``) and this
             tokenizer does not make the same tokens (:func:`flowmo.state_dicts.makes_the_same_tokens`:
@@ -124,6 +126,9 @@ def check_tokenizer(generator: TokenGenerator, tokenizer: Any, layout: Optional[
             the encoder frozen, e.g. a few-step decoder, makes the same ones and is accepted). Without a
             recorded digest only the spec is checked.
     """
+    if not tokenizer.quantizer.discrete:
+        raise no_tokens_error(tokenizer.spec.quantizer.name, "a token generator", owner="the tokenizer's",
+                              fix="a generator decodes through the discrete tokenizer it was trained on")
     layout = recorded_layout(generator.metadata) if layout is None else layout
     if not isinstance(layout, TokenLayout):
         raise ValueError(f"layout must be a TokenLayout: the generator records no token layout, got {type(layout).__name__}")

@@ -68,7 +68,8 @@ def evaluate_model(
     ``model`` is a :class:`~flowmo.FlowMo` (encoded, quantized and decoded with ``sampler``;
     image ``i`` is decoded from the noise :func:`image_noise` ``(seed, i)``, so results depend on
     batching or ranks only through float rounding; tokens, decoder calls and bits per pixel are
-    recorded) or any
+    recorded; a continuous bottleneck, ``kl`` or ``identity``, has neither tokens nor bits per
+    pixel: ``bits_per_pixel`` and ``codebook`` stay None) or any
     callable ``images -> reconstructions`` (a tensor, or an object with ``.images`` and
     optionally ``.decoder_calls``, or a dict with ``"images"``), with ``tokens_fn`` giving tokens.
     A FlowMo's reconstructions are clamped to [-1, 1] (any sampler, ``clip=False`` included: the
@@ -106,9 +107,10 @@ def evaluate_model(
     if device is None:
         device = model.device if is_flowmo else (evaluator.device or torch.device("cpu"))
     device = check_device(device, "device")
-    if is_flowmo and evaluator.bits_per_pixel is None:
+    discrete = is_flowmo and model.quantizer.discrete  # a continuous bottleneck has no tokens, no bits per pixel
+    if discrete and evaluator.bits_per_pixel is None:
         evaluator.bits_per_pixel = float(model.spec.bits_per_pixel)
-    group_fn = model.quantizer.codes_to_group_indices if is_flowmo and model.quantizer.has_groups else None
+    group_fn = model.quantizer.codes_to_group_indices if discrete and model.quantizer.has_groups else None
     world, rank = evaluator._world()
     amp = (torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype is not None
            else nullcontext())
@@ -158,7 +160,7 @@ def evaluate_model(
                             recon, calls = out.images, getattr(out, "decoder_calls", None)
                 _sync(device)
                 seconds = time.perf_counter() - t0
-                if is_flowmo:
+                if discrete:
                     if groups and group_fn is not None:
                         tokens, codebook = group_fn(q.values.float()), int(model.quantizer.group_codebook_size)
                     else:

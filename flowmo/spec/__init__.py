@@ -34,6 +34,7 @@ from .components import (
     RectifiedFlowLossSpec,
     TimeSamplerSpec,
     UniformTimeSpec,
+    no_tokens_error,
 )
 from flowmo.registry.spec_base import merge_data, replace_spec
 from .model import FlowMoSpec
@@ -87,6 +88,7 @@ __all__ = [
     "sigma_to_t",
     "replace_spec",
     "merge_data",
+    "no_tokens_error",
 ]
 
 # importable from here as before the split, though not in ``__all__`` (``import *`` is unchanged)

@@ -101,12 +101,13 @@ class MMDiTSpec(BackboneSpec):
 class QuantizerSpec(ComponentSpec):
     """Spec of a quantizer; validating this class dispatches on ``name``.
 
-    Two hooks, which an explicit spec class (``register(name, spec=MySpec)``) may override and
+    Three hooks, which an explicit spec class (``register(name, spec=MySpec)``) may override and
     which otherwise ask the registered class (:class:`flowmo.quantizers.Quantizer`'s
     classmethods of the same names, so a quantizer registered with one decorator line declares
     them on its class): ``check_channels`` validates the spec against the code's channel count
     (FlowMoSpec calls it with ``code_channels``), ``loss_terms`` lists the quantizer's
-    loss terms.
+    loss terms, ``encoder_channels`` gives the channels the encoder outputs. ``discrete`` is the
+    registered class's declaration (:attr:`flowmo.quantizers.Quantizer.discrete`).
     """
 
     kind_base: ClassVar[bool] = True
@@ -123,6 +124,34 @@ class QuantizerSpec(ComponentSpec):
         ``quantizer/`` prefix); default: the registered class's ``loss_terms(spec)``, which
         is ``[]`` (no auxiliary loss) unless the class declares its terms."""
         return _component_class(self).loss_terms(self)
+
+    def encoder_channels(self, channels: int) -> int:
+        """The channels per token the encoder must output for a code of ``channels`` channels
+        (default: the registered class's ``encoder_channels(spec, channels)``: ``channels``
+        unless the class declares otherwise; ``kl``: ``2 * channels``). Raises TypeError naming
+        the quantizer when the declaration is not a positive python int."""
+        e = _component_class(self).encoder_channels(self, channels)
+        if isinstance(e, bool) or not isinstance(e, int) or e < 1:
+            raise TypeError(f"quantizer {self.name!r}: encoder_channels(spec, {channels}) must return a positive "
+                            f"python int (the encoder's output channels), got {e!r}")
+        return e
+
+    @property
+    def discrete(self) -> bool:
+        """Whether the quantizer has tokens: the registered class's ``discrete`` (True for LFQ
+        and FSQ, False for the continuous ``kl`` and ``identity``)."""
+        return bool(_component_class(self).discrete)
+
+
+def no_tokens_error(bottleneck: str, what: str, *, owner: str = "this FlowMo's",
+                    fix: str = "use encode/decode or reconstruct") -> ValueError:
+    """The one error of a token path (``what``: e.g. ``"tokenize"``) given a model whose
+    bottleneck (its quantizer's registered name, ``bottleneck``) is continuous, raised where
+    the call enters: ``"this FlowMo's bottleneck 'kl' is continuous: it has no tokens (tokenize
+    needs a discrete quantizer such as lfq); use encode/decode or reconstruct"``. ``owner``
+    words whose bottleneck it is, ``fix`` what to do instead."""
+    return ValueError(f"{owner} bottleneck {bottleneck!r} is continuous: it has no tokens ({what} needs a discrete "
+                      f"quantizer such as lfq); {fix}")
 
 
 class LFQSpec(QuantizerSpec):

@@ -9,7 +9,7 @@ import json
 import math
 import numbers
 import re
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 from pydantic import ConfigDict, Field, SerializeAsAny, model_validator
 
@@ -119,19 +119,23 @@ class FlowMoSpec(SpecModel):
         return self.image_size // self.patch_size
 
     @property
-    def bits_per_pixel(self) -> float:
-        """Bits of the discrete code per image pixel: code_length * bits per token / image_size**2.
+    def bits_per_pixel(self) -> Optional[float]:
+        """Bits of the discrete code per image pixel: code_length * bits per token / image_size**2;
+        None for a continuous bottleneck (``kl``, ``identity``: no tokens, so no count of bits).
 
         Bits per token are the quantizer's :attr:`flowmo.quantizers.Quantizer.bits_per_token`
         (log2 of its codebook size unless the quantizer declares otherwise; LFQ: code_channels,
         FSQ: sum of log2 of its levels), read from the quantizer this spec builds.
         """
-        return self.code_length * self.bits_per_token / (self.image_size**2)
+        bits = self.bits_per_token
+        return None if bits is None else self.code_length * bits / (self.image_size**2)
 
     @property
-    def bits_per_token(self) -> float:
-        """Bits of one token: the quantizer's ``bits_per_token`` (built from this spec, no weights loaded)."""
-        return float(QUANTIZERS.build(self.quantizer, channels=self.code_channels).bits_per_token)
+    def bits_per_token(self) -> Optional[float]:
+        """Bits of one token: the quantizer's ``bits_per_token`` (built from this spec, no weights
+        loaded); None for a continuous bottleneck."""
+        bits = QUANTIZERS.build(self.quantizer, channels=self.code_channels).bits_per_token
+        return None if bits is None else float(bits)
 
     def loss_terms(self, stage: Literal["1a", "1b"] = "1a") -> list[LossTerm]:
         """The terms of the training loss of ``stage``, as :meth:`flowmo.FlowMo.loss` ("1a")

@@ -41,7 +41,8 @@ install it with ``pip install hypothesis``.
 The package holds one module per kind's check (``quantizer``, ``time_sampler``, ``solver``,
 ``time_grid``, ``flow_loss``, ``posttrain``, ``distance``, ``backbone``, ``generator``), the dispatcher
 (``component``), and what the checks share: ``checker`` (the hypothesis runner and tensor
-comparisons), ``quantizer_probe`` (the quantizer's calls, validated) and ``loss_harness`` (the
+comparisons), ``quantizer_probe`` (the quantizer's calls, validated), ``quantizer_stochastic`` (the
+quantizer check's properties for continuous and stochastic bottlenecks) and ``loss_harness`` (the
 stand-in decoder the loss kinds run against). Import the checks from ``flowmo.testing``.
 
 .. _hypothesis: https://hypothesis.readthedocs.io

@@ -42,7 +42,8 @@ def check_component(spec: Any, *, max_examples: Optional[int] = None, options: O
     For a quantizer, flow loss or post-training objective the spec's declared loss terms
     (``spec.loss_terms()``, see :class:`flowmo.quantizers.Quantizer`) are checked too
     (property ``declared_loss_terms``): they must be declared (not None) and name exactly the
-    terms the component returns.
+    terms the component returns. For a quantizer, also ``encoder_channels``: the spec's
+    ``encoder_channels(channels)`` is the built quantizer's ``input_channels``.
 
     Returns the check's report (``{property: examples run}``).
     """
@@ -70,7 +71,26 @@ def check_component(spec: Any, *, max_examples: Optional[int] = None, options: O
     if kind in ("quantizer", "flow_loss", "posttrain"):
         _check_declared_terms(kind, spec, obj, wiring)
         report["declared_loss_terms"] = 1
+    if kind == "quantizer":
+        _check_encoder_channels(spec, obj, wiring["channels"])
+        report["encoder_channels"] = 1
     return report
+
+
+def _check_encoder_channels(spec: Any, obj: Any, channels: int) -> None:
+    """Property ``encoder_channels`` of :func:`check_component` for a quantizer: the spec's
+    ``encoder_channels(channels)`` (the class's declaration, which sizes the model's encoder) is
+    the built quantizer's ``input_channels`` (the width its forward takes)."""
+    ck = _Checker("check_component", 1)
+
+    def body() -> None:
+        declared = spec.encoder_channels(channels)
+        if declared != obj.input_channels:
+            raise AssertionError(f"the quantizer {spec.name!r} declares encoder_channels(spec, {channels}) = {declared} "
+                                 f"but its input_channels is {obj.input_channels}: the model's encoder would output "
+                                 "another width than forward takes; declare the same in both")
+
+    ck.once("encoder_channels", body)
 
 
 def _check_options(check: Callable[..., Any], options: Any, wiring: set[str]) -> dict[str, Any]:
@@ -114,7 +134,7 @@ def _check_declared_terms(kind: str, spec: Any, obj: Any, wiring: dict[str, Any]
             obj.train()
             try:
                 with torch.no_grad():
-                    got = obj(torch.randn(2, 3, wiring["channels"], generator=g).to(device)).losses
+                    got = obj(torch.randn(2, 3, obj.input_channels, generator=g).to(device)).losses
             finally:
                 obj.train(was_training)
         else:

@@ -11,6 +11,7 @@ from torch import Tensor
 from ..quantizers.base import Quantizer
 from .checker import _Checker, _mismatch, _same, _seeded
 from .quantizer_probe import _QuantizerProbe
+from .quantizer_stochastic import check_continuous, check_stochastic
 
 LARGE = (8, 16)
 """(samples, tokens) of the largest drawn inputs; every property of drawn inputs also runs on one
@@ -21,14 +22,21 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
                     forward_idempotent: Optional[bool] = None) -> dict[str, int]:
     """Check a :class:`flowmo.quantizers.Quantizer` (an instance, or a zero-argument factory).
 
-    Properties (each run on ``max_examples`` drawn examples; inputs (B, T, channels) of
-    several magnitudes, with exact zeros and codewords among them, B in [1, 8] and T in
-    [1, 16]; every property of such inputs also runs first on one of the largest size,
-    :data:`LARGE` = 8 samples x 16 tokens, so that paths taken only for larger batches are
-    checked however few examples are drawn):
+    Properties (each run on ``max_examples`` drawn examples; inputs (B, T, E), E the
+    quantizer's ``input_channels`` (``channels`` but for e.g. ``kl``), of several magnitudes,
+    with exact zeros and codewords among them, B in [1, 8] and T in [1, 16]; every property of
+    such inputs also runs first on one of the largest size, :data:`LARGE` = 8 samples x 16
+    tokens, so that paths taken only for larger batches are checked however few examples are
+    drawn). A stochastic quantizer (``stochastic``: ``kl``) gets, in every training-mode call
+    below, ``noise`` drawn by its ``draw_noise`` from a fixed seed, so that its calls are
+    reproducible; its sampling is checked by the properties of
+    :func:`~flowmo.testing.quantizer_stochastic.check_stochastic`. A continuous quantizer
+    (``discrete`` False: ``kl``, ``identity``) skips the index properties (``indices_roundtrip``,
+    ``codes_roundtrip``, ``idempotent``, the index parts of the others) and passes those of
+    :func:`~flowmo.testing.quantizer_stochastic.check_continuous` instead.
 
     - ``output``: ``forward`` returns a QuantizerOutput; values (B, T, C) with the input's
-      dtype, finite; indices (B, T) int64 in [0, codebook_size).
+      dtype, finite; indices (B, T) int64 in [0, codebook_size) (None: continuous).
     - ``batch_independent``: in eval mode each sample's values and indices are those it gets
       alone (a quantizer that normalises over the batch fails). Checked, on as many examples,
       before the properties below, which a batch-dependent quantizer may fail too (``idempotent``
@@ -55,12 +63,13 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
       fine-tuning loop that forgot ``.train()``: a loaded model is in eval mode).
     - ``inference``: :meth:`Quantizer.quantize` (what tokenize and reconstruct call), under
       ``no_grad``, gives exactly forward's values and indices (same dtypes and shapes), in either
-      mode, and leaves its input unchanged.
+      mode (a stochastic quantizer: eval-mode forward's, in either mode), and leaves its input
+      unchanged.
     - ``deterministic``: the same input gives the same values, indices and losses (a failure
       says "non-deterministic" and where the two calls differ).
     - ``bfloat16``: a bfloat16 input gives bfloat16 values and the indices of the float32
       version of the same (bfloat16-representable) input; its values are those codewords
-      to bfloat16 precision.
+      to bfloat16 precision (a continuous quantizer: the float32 version's values).
     - ``all_zero``: tokens whose channels are all exactly 0 (the whole batch, or some tokens
       among others) give finite codewords and valid indices (codes round-trip) in eval mode,
       and finite losses in training mode (e.g. no 0 / 0 from normalising a zero vector).
@@ -76,8 +85,11 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
       == values.
 
     Also checked first (property ``attributes``): ``channels`` equals ``channels``,
-    ``codebook_size`` is a python int in [1, 2**63], ``bits_per_token`` a finite number in
-    (0, log2(codebook_size)] (or 0 for a codebook of one), ``has_groups`` a bool.
+    ``input_channels`` is a positive int, ``discrete``, ``stochastic`` and ``has_groups`` are
+    bools; a discrete quantizer's ``codebook_size`` is a python int in [1, 2**63] and its
+    ``bits_per_token`` a finite number in (0, log2(codebook_size)] (or 0 for a codebook of
+    one); a continuous one's ``codebook_size`` and ``bits_per_token`` are None and
+    ``has_groups`` False.
 
     The class's declarations (``loss_terms``, ``check_channels``) are checked by
     :func:`flowmo.testing.check_component`, which runs this too: use it for a registered quantizer.
@@ -87,7 +99,8 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
     ck = _Checker("check_quantizer", max_examples)
     st = ck.st
     probe = _QuantizerProbe(ck, make, channels)
-    q, C, cs, device = probe.q, probe.C, probe.cs, probe.device
+    q, C, E, cs, device = probe.q, probe.C, probe.E, probe.cs, probe.device
+    discrete, stochastic = probe.discrete, probe.stochastic
     quantize, codewords, to_indices = probe.quantize, probe.codewords, probe.to_indices
     check_output, check_terms = probe.check_output, probe.check_terms
     check_roundtrip, check_codes = probe.check_roundtrip, probe.check_codes
@@ -96,27 +109,29 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
     was_training = q.training
 
     # --- strategies
-    index_lists = st.integers(1, 3).flatmap(
+    index_lists = None if not discrete else st.integers(1, 3).flatmap(
         lambda b: st.integers(1, 4).flatmap(
             lambda t: st.tuples(st.just((b, t)), st.lists(st.integers(0, cs - 1), min_size=b * t, max_size=b * t))))
 
     sizes = st.tuples(st.integers(1, LARGE[0]), st.integers(1, LARGE[1]))
 
     def make_input(b: int, t: int, seed: int, scale: float) -> Tensor:
-        return torch.randn(b, t, C, generator=_seeded(seed), dtype=torch.float64) * scale
+        return torch.randn(b, t, E, generator=_seeded(seed), dtype=torch.float64) * scale
+
+    with_codewords = discrete and E == C  # codewords are inputs only where forward takes the code's width
 
     @st.composite
     def inputs(draw, scales=(1e-3, 0.1, 1.0, 3.0, 30.0, 1e3), specials=("none", "zeros", "codewords")):
         b, t = draw(sizes)
         g = _seeded(draw(st.integers(0, 2**32 - 1)))
         scale = draw(st.sampled_from(scales))
-        z = torch.randn(b, t, C, generator=g, dtype=torch.float64) * scale
+        z = torch.randn(b, t, E, generator=g, dtype=torch.float64) * scale
         special = draw(st.sampled_from(specials))
         if special == "zeros":  # exact +0 and -0 entries among the others
-            mask = torch.rand(b, t, C, generator=g) < 0.5
-            sign = torch.rand(b, t, C, generator=g) < 0.5
+            mask = torch.rand(b, t, E, generator=g) < 0.5
+            sign = torch.rand(b, t, E, generator=g) < 0.5
             z = torch.where(mask, torch.where(sign, 0.0, -0.0).to(z.dtype), z)
-        elif special == "codewords":  # inputs that are codewords already
+        elif special == "codewords" and with_codewords:  # inputs that are codewords already
             idx = torch.randint(0, min(cs, 2**62), (b, t), generator=g)
             z = codewords(idx.to(device)).double().cpu()
         return z.float().to(device)
@@ -218,8 +233,9 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
 
     def p_inference(z: Tensor) -> None:
         for mode in ("eval", "train"):
-            q.train(mode == "train")
+            q.train(mode == "train" and not stochastic)  # a stochastic quantizer infers as in eval mode
             full = quantize(z)
+            q.train(mode == "train")
             before = z.clone()
             with torch.no_grad():  # as tokenize calls it
                 fast = q.quantize(z)
@@ -227,7 +243,9 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
                 raise AssertionError(f"quantize returned {type(fast).__name__}, not a QuantizerOutput")
             if own_quantize and not torch.equal(z, before):  # the default is forward: input_unchanged's
                 raise AssertionError("quantize modified its input in place")
-            for what in ("indices", "values"):
+            if not discrete and fast.indices is not None:
+                raise AssertionError(f"quantize ({mode} mode) of a continuous quantizer must give indices None")
+            for what in ("indices", "values") if discrete else ("values",):
                 a, b = getattr(full, what), getattr(fast, what)
                 if a.dtype != b.dtype or a.shape != b.shape:
                     raise AssertionError(f"quantize ({mode} mode) gives {what} of dtype {b.dtype} and shape "
@@ -241,7 +259,7 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
             q.train(mode == "train")
             a, b = quantize(z.clone()), quantize(z.clone())
             where = f"non-deterministic: two {mode}-mode calls on the same input gave different"
-            if not torch.equal(a.indices, b.indices):
+            if discrete and not torch.equal(a.indices, b.indices):
                 raise AssertionError(f"{where} indices: {_mismatch(a.indices, b.indices)}")
             if not torch.equal(a.values, b.values):
                 raise AssertionError(f"{where} values: {_mismatch(a.values, b.values)}")
@@ -250,7 +268,7 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
 
     def p_all_zero(ex) -> None:
         (b, t), seed, whole = ex
-        z = torch.randn(b, t, C, generator=_seeded(seed)).to(device)
+        z = torch.randn(b, t, E, generator=_seeded(seed)).to(device)
         if whole:
             z.zero_()
         else:
@@ -268,8 +286,8 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
     def p_extreme(ex) -> None:
         (b, t), seed, magnitude = ex
         g = _seeded(seed)
-        z = torch.randn(b, t, C, generator=g, dtype=torch.float64)
-        huge = torch.rand(b, t, C, generator=g) < 0.5
+        z = torch.randn(b, t, E, generator=g, dtype=torch.float64)
+        huge = torch.rand(b, t, E, generator=g) < 0.5
         z = torch.where(huge, torch.sign(z) * magnitude, z).float().to(device)
         q.eval()
         check_codes(quantize(z), z, f"inputs of magnitude {magnitude:.3g}")
@@ -293,14 +311,16 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
         together = quantize(z)
         for i in range(z.shape[0]):
             alone = quantize(z[i:i + 1].clone())
-            for what, a, b in (("indices", together.indices[i:i + 1], alone.indices),
-                               ("values", together.values[i:i + 1].detach(), alone.values.detach())):
+            pairs = [("values", together.values[i:i + 1].detach(), alone.values.detach())]
+            if discrete:
+                pairs.insert(0, ("indices", together.indices[i:i + 1], alone.indices))
+            for what, a, b in pairs:
                 if not torch.equal(a, b):
                     raise AssertionError(f"sample {i}'s {what} depend on the rest of the batch (eval mode: each "
                                          f"token is quantized on its own): {_mismatch(a, b)}")
 
     def p_empty() -> None:
-        for shape in ((0, 2, C), (2, 0, C), (0, 0, C)):
+        for shape in ((0, 2, E), (2, 0, E), (0, 0, E)):
             z = torch.zeros(shape, device=device)
             for mode in ("eval", "train"):
                 q.train(mode == "train")
@@ -333,6 +353,11 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
         zb = z.to(torch.bfloat16)
         ob, of = quantize(zb), quantize(zb.float())
         check_output(ob, zb)
+        if not discrete:  # the code itself: the float32 version's, to bfloat16 precision
+            vb, vf = ob.values.detach().float(), of.values.detach().float()
+            if not torch.allclose(vb, vf, rtol=2**-7, atol=1e-6):
+                raise AssertionError(f"bfloat16 values differ from the float32 version's: {_mismatch(vb, vf)}")
+            return
         if not torch.equal(ob.indices, of.indices):
             raise AssertionError("bfloat16 input gives other indices than the same values in float32: "
                                  f"{_mismatch(ob.indices, of.indices)}")
@@ -347,9 +372,12 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
         ck.run("deterministic", inputs(), p_deterministic, examples=large)
         ck.run("inference", inputs(), p_inference, examples=large)
         ck.run("batch_independent", inputs(), p_batch_independent, examples=large)
-        ck.run("indices_roundtrip", index_lists, p_indices_roundtrip)
-        ck.run("codes_roundtrip", inputs(), p_codes_roundtrip, examples=large)
-        ck.run("idempotent", inputs(), p_idempotent, examples=large)
+        if discrete:
+            ck.run("indices_roundtrip", index_lists, p_indices_roundtrip)
+            ck.run("codes_roundtrip", inputs(), p_codes_roundtrip, examples=large)
+            ck.run("idempotent", inputs(), p_idempotent, examples=large)
+        else:
+            check_continuous(ck, probe, inputs(), large)
         ck.run("gradients", inputs(scales=(0.1, 0.5, 1.0), specials=("none",)), p_gradients, examples=large)
         if learnable:
             ck.run("parameter_gradients", inputs(scales=(0.1, 0.5, 1.0), specials=("none",)), p_parameter_gradients,
@@ -365,6 +393,7 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
         ck.once("empty", p_empty)
         if q.has_groups:
             ck.run("groups", inputs(), p_groups, examples=large)
+        check_stochastic(ck, probe, inputs(scales=(0.1, 1.0, 3.0), specials=("none",)), large, few)
     finally:
         q.train(was_training)
     return ck.report

@@ -1,6 +1,7 @@
 """The quantizer under :func:`~flowmo.testing.check_quantizer`: built, its attributes checked
 (property ``attributes``), and its interface called with every result validated (shapes, dtypes,
-index ranges, round trips through the codebook), so that the properties state only what they check."""
+index ranges, round trips through the codebook; a continuous quantizer's missing indices), so
+that the properties state only what they check."""
 
 from __future__ import annotations
 
@@ -10,16 +11,18 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from .checker import _Checker, _mismatch
+from .checker import _Checker, _mismatch, _seeded
 
 if TYPE_CHECKING:
     from ..quantizers.base import QuantizerOutput
 
 
 class _QuantizerProbe:
-    """A quantizer under test: ``q`` (the instance), ``C`` (its channels, (B, T, C) inputs),
-    ``cs`` (its codebook size) and ``device`` (of its parameters/buffers; the CPU without any).
-    Each method calls the quantizer and raises AssertionError naming what breaks the interface.
+    """A quantizer under test: ``q`` (the instance), ``C`` (its channels: (B, T, C) values),
+    ``E`` (its input channels: (B, T, E) inputs), ``cs`` (its codebook size; None for a
+    continuous quantizer), ``discrete`` and ``stochastic`` (its declarations) and ``device`` (of
+    its parameters/buffers; the CPU without any). Each method calls the quantizer and raises
+    AssertionError naming what breaks the interface.
 
     ``make`` is a Quantizer or a zero-argument factory returning one. Raises TypeError for a
     ``make`` that is neither, ValueError for ``channels`` not a positive int, and AssertionError
@@ -42,12 +45,35 @@ class _QuantizerProbe:
             raise AssertionError(f"check_quantizer: expected a flowmo.quantizers.Quantizer, got {type(q).__name__}")
         if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
             raise ValueError(f"channels must be a positive int, got {channels!r}")
+        for flag, value in (("discrete", q.discrete), ("stochastic", q.stochastic), ("has_groups", q.has_groups)):
+            if not isinstance(value, bool):
+                ck.fail("attributes", f"{flag} must be a bool, got {value!r}")
         try:
             q_channels, cs = q.channels, q.codebook_size
         except AttributeError as e:  # the interface's required attributes
-            ck.fail("attributes", f"the quantizer must set channels and codebook_size in its constructor ({e})")
+            ck.fail("attributes", f"the quantizer must set channels (and codebook_size, if discrete) in its "
+                                  f"constructor ({e})")
         if q_channels != channels:
             ck.fail("attributes", f"quantizer.channels is {q_channels} but channels={channels} was given")
+        e = q.input_channels
+        if isinstance(e, bool) or not isinstance(e, int) or e < 1:
+            ck.fail("attributes", f"input_channels must be a positive python int, got {e!r}")
+        if q.discrete:
+            self._check_codebook(ck, q, cs)
+        else:
+            self._check_continuous(ck, q, cs)
+        self.q, self.C, self.E, self.cs = q, channels, e, cs
+        self.discrete, self.stochastic = q.discrete, q.stochastic
+        self.device = next((t.device for t in list(q.parameters()) + list(q.buffers())), torch.device("cpu"))
+        drawn = q.draw_noise(1, 1, generator=_seeded(0), device=self.device)
+        if (drawn is None) == q.stochastic:
+            ck.fail("attributes", f"stochastic is {q.stochastic} but draw_noise returns "
+                                  f"{'None' if drawn is None else 'draws'}: a stochastic quantizer (and only one) "
+                                  "returns the draws of its training-mode forward")
+
+    @staticmethod
+    def _check_codebook(ck: _Checker, q: Any, cs: Any) -> None:
+        """A discrete quantizer's codebook size and bits per token (property ``attributes``)."""
         if isinstance(cs, bool) or not isinstance(cs, int) or cs < 1:
             ck.fail("attributes", f"codebook_size must be a positive python int, got {cs!r}")
         if cs > 2**63:
@@ -57,13 +83,32 @@ class _QuantizerProbe:
                 or bits > math.log2(cs) + 1e-9 or (bits == 0 and cs > 1)):
             ck.fail("attributes", f"bits_per_token must be a number in (0, log2(codebook_size) = "
                                   f"{math.log2(cs):g}], got {bits!r}")
-        if not isinstance(q.has_groups, bool):
-            ck.fail("attributes", f"has_groups must be a bool, got {q.has_groups!r}")
-        self.q, self.C, self.cs = q, channels, cs
-        self.device = next((t.device for t in list(q.parameters()) + list(q.buffers())), torch.device("cpu"))
 
-    def quantize(self, z: Tensor, what: str = "forward") -> QuantizerOutput:
-        out = self.q(z)
+    @staticmethod
+    def _check_continuous(ck: _Checker, q: Any, cs: Any) -> None:
+        """A continuous quantizer has no codebook, bits per token or entropy groups (property
+        ``attributes``)."""
+        if cs is not None:
+            ck.fail("attributes", f"a continuous quantizer (discrete False) has no codebook: codebook_size must be "
+                                  f"None, got {cs!r}")
+        if q.bits_per_token is not None:
+            ck.fail("attributes", f"a continuous quantizer's bits_per_token must be None, got {q.bits_per_token!r}")
+        if q.has_groups:
+            ck.fail("attributes", "a continuous quantizer has no entropy groups: has_groups must be False")
+
+    def noise(self, b: int, t: int, seed: int) -> Any:
+        """A stochastic quantizer's draws for (b, t) tokens from a generator seeded with ``seed``
+        (None for a deterministic one)."""
+        return self.q.draw_noise(b, t, generator=_seeded(seed), device=self.device) if self.stochastic else None
+
+    def quantize(self, z: Tensor, what: str = "forward", *, seed: Any = 0) -> QuantizerOutput:
+        """``forward(z)``; a stochastic quantizer in training mode gets ``noise=`` drawn from a
+        generator seeded with ``seed`` (so that the properties' calls are reproducible), or
+        none with ``seed=None`` (it then draws its own)."""
+        if self.stochastic and self.q.training and seed is not None and z.ndim == 3:
+            out = self.q(z, noise=self.noise(z.shape[0], z.shape[1], seed))
+        else:
+            out = self.q(z)
         if not isinstance(out, self.output_type):
             raise AssertionError(f"{what} returned {type(out).__name__}, not a QuantizerOutput")
         return out
@@ -88,6 +133,8 @@ class _QuantizerProbe:
         return idx
 
     def check_output(self, out: QuantizerOutput, z: Tensor) -> None:
+        """Values (B, T, C) in z's dtype, finite; indices (B, T) int64 in [0, codebook_size), or
+        None for a continuous quantizer."""
         b, t = z.shape[:2]
         v, i = out.values, out.indices
         C, cs = self.C, self.cs
@@ -97,6 +144,11 @@ class _QuantizerProbe:
             raise AssertionError(f"values dtype {v.dtype} differs from the input's {z.dtype}")
         if not torch.isfinite(v).all():
             raise AssertionError("values are not all finite")
+        if not self.discrete:
+            if i is not None:
+                raise AssertionError(f"a continuous quantizer (discrete False) has no tokens: indices must be None, "
+                                     f"got {type(i).__name__}")
+            return
         if not isinstance(i, Tensor) or tuple(i.shape) != (b, t):
             raise AssertionError(f"indices shape {tuple(getattr(i, 'shape', ()))}, expected {(b, t)}")
         if i.dtype != torch.int64:
@@ -130,9 +182,11 @@ class _QuantizerProbe:
             raise AssertionError(f"indices_to_codes(indices) != values: {_mismatch(codes.float(), v.float())}")
 
     def check_codes(self, out: QuantizerOutput, z: Tensor, what: str) -> None:
-        """Valid output whose values and indices round-trip through the codebook."""
+        """Valid output whose values and indices round-trip through the codebook (a continuous
+        quantizer: valid output)."""
         try:
             self.check_output(out, z)
-            self.check_roundtrip(out)
+            if self.discrete:
+                self.check_roundtrip(out)
         except AssertionError as e:
             raise AssertionError(f"{what}: {e}") from None

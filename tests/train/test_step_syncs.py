@@ -22,9 +22,9 @@ def folder(tmp_path_factory):
     return random_png_folder(tmp_path_factory.mktemp("imgs"), 6, seed=3)
 
 
-def trainer(folder, out, **train) -> Trainer:
+def trainer(folder, out, model="tiny", **train) -> Trainer:
     cfg = {
-        "model": "tiny",
+        "model": model,
         "train": {
             "steps": 8, "seed": 1, "device": "cpu", "data": {"folder": str(folder)},
             "optim": {"lr": 1e-3, "batch_size": 2},
@@ -60,6 +60,19 @@ def test_a_training_step_makes_no_host_sync(folder, tmp_path, train):
         terms = t.train_step()
     assert syncs.count == 0, syncs.report()
     assert all(isinstance(v, torch.Tensor) and v.ndim == 0 for v in terms.values())
+
+
+@pytest.mark.parametrize("quantizer", ["kl", "identity"])
+def test_a_continuous_models_training_step_makes_no_host_sync(folder, tmp_path, quantizer):
+    """The continuous bottlenecks: kl's posterior sample (its eps drawn before the loss, with
+    the step's other draws) and identity's code."""
+    t = trainer(folder, tmp_path / "run", model={"preset": "tiny", "quantizer": {"name": quantizer}})
+    t.train_step()
+    prefetched(t)
+    with count_host_syncs() as syncs:
+        terms = t.train_step()
+    assert syncs.count == 0, syncs.report()
+    assert ("quantizer/kl" in terms) == (quantizer == "kl")
 
 
 def test_a_posttraining_step_makes_no_host_sync(folder, tmp_path):
@@ -167,16 +180,19 @@ def test_the_compiled_step_gives_the_eager_loss(folder, tmp_path, accum):
             assert compiled[k] == pytest.approx(eager[k], rel=1e-4, abs=1e-5), k
 
 
-def test_the_stage_1a_loss_compiles_as_one_graph():
+@pytest.mark.parametrize("quantizer", ["lfq", "kl"])
+def test_the_stage_1a_loss_compiles_as_one_graph(quantizer):
     """torch.compile(fullgraph=True) traces FlowMo's loss given its draws (loss_draws) without a
     graph break, forward and backward, and gives the eager loss and gradients (aot_eager: the
-    same kernels, so the tolerance is float32 rounding)."""
+    same kernels, so the tolerance is float32 rounding); kl's posterior sample takes its eps
+    from the draws too."""
     import flowmo
 
     torch.manual_seed(0)
-    model = flowmo.build(flowmo.flowmo_tiny()).train()
+    model = flowmo.build(flowmo.flowmo_tiny().replace(quantizer={"name": quantizer})).train()
     x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
     draws = model.loss_draws(x, torch.Generator().manual_seed(2))
+    assert (draws["quantizer_noise"] is None) == (quantizer == "lfq")
     assert torch.equal(model(x, **draws).total, model(x, generator=torch.Generator().manual_seed(2)).total)
     grads = {}
     for name, fn in (("eager", model), ("compiled", torch.compile(model, fullgraph=True, backend="aot_eager"))):
