@@ -9,7 +9,7 @@ import torch
 
 import flowmo
 from flowmo.quantizers import LFQ, Quantizer, QuantizerOutput
-from flowmo.quantizers.lfq import LOSS_CLAMP
+from flowmo.quantizers.common import LOSS_CLAMP
 from flowmo.samplers import Euler, Heun, Solver, TimeGrid
 from flowmo.spec import LFQSpec
 from flowmo.testing import check_quantizer, check_solver, check_time_grid

@@ -141,13 +141,13 @@ def test_a_loaded_model_trains_with_the_quantizer_terms(tmp_path):
 def test_tokenize_and_reconstruct_skip_the_quantizer_loss_terms(monkeypatch):
     """Inference reads only the codewords: LFQ's entropy (tokens x groups x 2^G scores) is not
     computed by tokenize or reconstruct, and their tokens are the loss path's."""
-    from flowmo.quantizers import lfq
+    from flowmo.quantizers import binary
 
     model = flowmo.build(flowmo.flowmo_tiny()).eval()
     x = images(2, 32)
     with_losses = model.quantize(model.encode(x))
     calls = []
-    monkeypatch.setattr(lfq, "lfq_entropy_terms", lambda *a: calls.append(1) or (_ for _ in ()).throw(AssertionError))
+    monkeypatch.setattr(binary, "lfq_entropy_terms", lambda *a: calls.append(1) or (_ for _ in ()).throw(AssertionError))
     assert torch.equal(model.tokenize(x), with_losses.indices)
     assert torch.equal(model.quantize(model.encode(x), losses=False).values, with_losses.values)
     model.reconstruct(x, sampler={"steps": 1}, generator=torch.Generator().manual_seed(0))

@@ -1,7 +1,8 @@
 """Quantizers: every one returns a :class:`QuantizerOutput`."""
 
 from .base import Quantizer, QuantizerOutput
+from .binary import BinaryQuantizer, lfq_entropy_terms
 from .fsq import FSQ
-from .lfq import LFQ, lfq_entropy_terms
+from .lfq import LFQ
 
-__all__ = ["Quantizer", "QuantizerOutput", "LFQ", "FSQ", "lfq_entropy_terms"]
+__all__ = ["Quantizer", "QuantizerOutput", "BinaryQuantizer", "LFQ", "FSQ", "lfq_entropy_terms"]
