@@ -2,7 +2,8 @@
 
 from .base import Quantizer, QuantizerOutput
 from .binary import BinaryQuantizer, lfq_entropy_terms
+from .bsq import BSQ
 from .fsq import FSQ
 from .lfq import LFQ
 
-__all__ = ["Quantizer", "QuantizerOutput", "BinaryQuantizer", "LFQ", "FSQ", "lfq_entropy_terms"]
+__all__ = ["Quantizer", "QuantizerOutput", "BinaryQuantizer", "LFQ", "BSQ", "FSQ", "lfq_entropy_terms"]
