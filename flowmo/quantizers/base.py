@@ -86,6 +86,18 @@ class Quantizer(nn.Module, ABC):
             again changes nothing). A quantizer whose forward first bounds its input by a map
             that is not the identity on the codewords (FSQ's tanh) sets it to False; the
             conformance kit then checks idempotence through the codebook only.
+        updated_state: (): the names (keys of the quantizer's own ``state_dict``: persistent
+            buffers) of the state a training-mode ``forward`` updates in place, without
+            gradients (an EMA codebook and its statistics: VQ with ``ema=True``); empty for a
+            quantizer whose forward changes no state. A quantizer that declares state computes
+            its outputs from the state as the call starts and updates it afterwards, only in
+            training mode and never in :meth:`quantize`; the state is saved with the weights
+            (model folders, checkpoints) and is not averaged by the trainer's EMA of the weights
+            (which averages parameters only). FlowMo's Stage 1B loss calls the quantizer in eval
+            mode (the quantizer is frozen there), and the trainer puts the state back after a
+            step it skips (a non-finite loss). The conformance kit checks that eval-mode calls
+            change no parameter or buffer, that training-mode ones change only the declared
+            state, and that the state round-trips through safetensors bitwise.
 
     Check a new quantizer with :func:`flowmo.testing.check_quantizer`.
     """
@@ -95,6 +107,7 @@ class Quantizer(nn.Module, ABC):
     has_groups: ClassVar[bool] = False
     group_codebook_size: int = 0
     forward_idempotent: ClassVar[bool] = True
+    updated_state: tuple[str, ...] = ()
 
     @abstractmethod
     def forward(self, z: Tensor) -> QuantizerOutput:
@@ -110,7 +123,9 @@ class Quantizer(nn.Module, ABC):
             named, already-weighted scalar terms; ``stats``: named detached diagnostics. The
             same z gives the same result (deterministic), in train and eval mode alike: a loss
             term that read ``self.training`` would silently vanish from a fine-tuning loop that
-            forgot ``.train()`` (a loaded model is in eval mode).
+            forgot ``.train()`` (a loaded model is in eval mode). For a quantizer that declares
+            ``updated_state``: the same z and the same state give the same result; a
+            training-mode call then updates the state (after computing its result).
         """
 
     @abstractmethod
@@ -159,8 +174,9 @@ class Quantizer(nn.Module, ABC):
     def quantize(self, z: Tensor) -> QuantizerOutput:
         """Quantize for inference: ``values`` and ``indices`` exactly as :meth:`forward` gives
         them for ``z``; ``losses`` and ``stats`` may be empty. FlowMo's ``tokenize`` and
-        ``reconstruct`` call it. Default: ``forward(z)``; override when the loss terms cost
-        more than the quantization (LFQ's entropy scores all 2^G codewords of every group)."""
+        ``reconstruct`` call it; it never updates ``updated_state``. Default: ``forward(z)``;
+        override when the loss terms cost more than the quantization (LFQ's entropy scores all
+        2^G codewords of every group) or when ``forward`` updates state."""
         return self(z)
 
     @property
