@@ -5,5 +5,6 @@ from .binary import BinaryQuantizer, lfq_entropy_terms
 from .bsq import BSQ
 from .fsq import FSQ
 from .lfq import LFQ
+from .vq import VQ, VQSpec
 
-__all__ = ["Quantizer", "QuantizerOutput", "BinaryQuantizer", "LFQ", "BSQ", "FSQ", "lfq_entropy_terms"]
+__all__ = ["Quantizer", "QuantizerOutput", "BinaryQuantizer", "LFQ", "BSQ", "FSQ", "VQ", "VQSpec", "lfq_entropy_terms"]
