@@ -31,7 +31,8 @@ def unit_sphere(x: Tensor) -> Tensor:
     does not change when x is scaled), so the squares neither overflow (|x| ~ 1e19 and beyond)
     nor underflow (|x| ~ 1e-20); the scaled norm is then >= 1 for any non-zero vector, and the
     floor max(norm, 1) only acts on an all-zero vector, whose result and gradient stay finite
-    (F.normalize's eps floor gives a gradient of 1/eps there).
+    (F.normalize's eps floor gives a gradient of 1/eps there). Elsewhere the gradient is
+    x / ||x||'s, of magnitude 1 / ||x||: it overflows float32 only for ||x|| below ~1e-38.
     """
     xf = x.float()
     peak = xf.detach().abs().amax(-1, keepdim=True)
