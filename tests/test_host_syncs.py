@@ -35,6 +35,8 @@ GRID_EXAMPLES = {
 QUANTIZER_EXAMPLES = {
     "lfq": {"name": "lfq", "group_bits": 9},
     "fsq": {"name": "fsq", "levels": [2] * 18},
+    "bsq": {"name": "bsq", "group_bits": 9},
+    "vq": {"name": "vq", "codebook_size": 64, "ema": True, "l2_normalize": True, "dead_code_threshold": 1.0},
 }
 BUILTIN_SOLVERS = [e.name for e in SOLVERS.entries() if e.builtin]
 BUILTIN_GRIDS = [e.name for e in TIME_GRIDS.entries() if e.builtin]

@@ -101,14 +101,20 @@ def _same_terms(a, b):
 
 
 @pytest.mark.parametrize("quantizer", [{"code_channels": 18, "quantizer": "lfq"},
-                                       {"code_channels": 6, "quantizer": "fsq"}], ids=["lfq", "fsq"])
+                                       {"code_channels": 6, "quantizer": "fsq"},
+                                       {"code_channels": 18, "quantizer": "bsq"},
+                                       {"code_channels": 18, "quantizer": "vq"},
+                                       {"code_channels": 18, "quantizer": {"name": "vq", "ema": True}}],
+                         ids=["lfq", "fsq", "bsq", "vq", "vq-ema"])
 def test_the_loss_terms_do_not_depend_on_the_mode(quantizer):
     """Issue 22: a loaded model is in eval mode; a fine-tuning loop that forgets .train() must get
-    the same loss: the quantizer's terms included (LFQ's entropy and commitment)."""
+    the same loss: the quantizer's terms included (LFQ's entropy and commitment). An EMA codebook
+    is updated by the training-mode call, after computing its terms: the eval-mode call comes
+    first, so both see the same codebook."""
     spec = flowmo.flowmo_tiny().replace(**quantizer)
     model = flowmo.build(spec)
     x = images(2, 32)
-    out = {mode: model.train(mode).loss(x, generator=torch.Generator().manual_seed(0)) for mode in (True, False)}
+    out = {mode: model.train(mode).loss(x, generator=torch.Generator().manual_seed(0)) for mode in (False, True)}
     assert set(out[False].terms) == {t.name for t in spec.loss_terms("1a")}
     _same_terms(out[True], out[False])
 
