@@ -423,8 +423,10 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
         ck.once("empty", p_empty)
         if q.has_groups:
             ck.run("groups", inputs(), p_groups, examples=large)
-        ck.run("state", inputs(), p_state, max_examples=few, examples=large)
-        ck.run("state_roundtrip", st.integers(0, 2**32 - 1), p_state_roundtrip, max_examples=min(max_examples, 3))
+        # every call above was checked for the state it changed already: these two add quantize's
+        # calls in training mode and the round trip, on a few examples
+        ck.run("state", inputs(), p_state, max_examples=min(max_examples, 3), examples=large)
+        ck.run("state_roundtrip", st.integers(0, 2**32 - 1), p_state_roundtrip, max_examples=min(max_examples, 2))
     finally:
         probe.restore()
         q.train(was_training)
