@@ -174,7 +174,9 @@ def test_the_spec_checks_and_declares_its_terms():
     assert VQSpec(ema=True, codebook_weight=0.0).codebook_weight == 0.0
     tiny = flowmo.flowmo_tiny()
     spec = tiny.replace(quantizer={"name": "vq", "codebook_size": 256})
+    rng = torch.get_rng_state()
     assert spec.bits_per_token == 8
+    assert torch.equal(torch.get_rng_state(), rng)  # building the codebook to ask it drew nothing from torch's RNG
     assert [t.name for t in spec.loss_terms("1a")] == ["diffusion", "quantizer/commitment", "quantizer/codebook"]
     spec = tiny.replace(quantizer={"name": "vq", "ema": True, "beta": 0.5})
     assert [(t.name, t.weight) for t in spec.loss_terms("1a")][1:] == [("quantizer/commitment", 0.5)]

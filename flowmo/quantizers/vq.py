@@ -141,7 +141,9 @@ class VQ(Quantizer):
     torch's global generator when the module is built (the trainer seeds that from
     ``train.seed``), the counter counts the updates; so a resumed run repeats the draws bitwise. With
     several ranks, the replacements are rank 0's (its inputs, broadcast), so every rank holds the
-    same codebook.
+    same codebook. The per-code sums are ``index_add_``: deterministic on the CPU; on CUDA atomic
+    adds, whose order (and so the last bit of a sum) varies from run to run unless
+    ``torch.use_deterministic_algorithms(True)`` (the ranks still agree: they share the all-reduced sums).
 
     State: the ``codebook`` ((K, C) float32; a parameter without ``ema``, a buffer with it) and,
     with ``ema``, the buffers ``cluster_size`` (K,), ``embed_sum`` (K, C) and ``draws`` (2,) int64:
@@ -153,7 +155,7 @@ class VQ(Quantizer):
     Initialisation: the codes are drawn from N(0, 1) per channel (the scale of an O(1) encoder
     output; normalised with ``l2_normalize``) from torch's global generator, like every weight of
     the model; the EMA statistics start at N_k = 1 and m_k = e_k, so that e_k = m_k / N_k holds
-    from the start and an unused code stays where it is while its usage decays.
+    from the start and an unused code stays where it is (up to the smoothing) while its usage decays.
 
     Forward is deterministic for a given z and state; a training-mode forward with ``ema`` then
     updates the state (``quantize`` never does). Every rank must call a training-mode forward the

@@ -130,8 +130,13 @@ class FlowMoSpec(SpecModel):
 
     @property
     def bits_per_token(self) -> float:
-        """Bits of one token: the quantizer's ``bits_per_token`` (built from this spec, no weights loaded)."""
-        return float(QUANTIZERS.build(self.quantizer, channels=self.code_channels).bits_per_token)
+        """Bits of one token: the quantizer's ``bits_per_token`` (built from this spec, no weights
+        loaded; built under ``torch.random.fork_rng``, so that a quantizer that draws its initial
+        codebook leaves torch's global generator as it was)."""
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            return float(QUANTIZERS.build(self.quantizer, channels=self.code_channels).bits_per_token)
 
     def loss_terms(self, stage: Literal["1a", "1b"] = "1a") -> list[LossTerm]:
         """The terms of the training loss of ``stage``, as :meth:`flowmo.FlowMo.loss` ("1a")
