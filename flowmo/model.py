@@ -6,13 +6,14 @@ and :meth:`FlowMo.from_pretrained` hand the model folder's files to :mod:`flowmo
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Iterator, Mapping, Optional, Union
 
 import torch
 import torch.utils.checkpoint
@@ -54,6 +55,18 @@ def _merge_terms(terms: dict, new: Any, source: str) -> None:
     if terms.keys() & new.keys():
         raise ValueError(f"{source} returns a term named {min(terms.keys() & new.keys())!r}, already used; rename it")
     terms.update(new)
+
+
+@contextlib.contextmanager
+def _frozen(module: nn.Module) -> Iterator[None]:
+    """``module`` in eval mode for the block (a stateful quantizer then updates nothing), its
+    mode restored after."""
+    was = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was)
 
 
 def _check_teacher_capability(objective: Any) -> None:
@@ -730,8 +743,9 @@ class FlowMo(nn.Module):
         """Stage 1B (the release's recipe): the flow loss (weighted by ``posttrain.flow_weight``),
         the quantizer's terms and the post-training objective's terms, with the encoder and
         quantizer frozen. The quantizer's terms are computed without gradients (nothing they
-        depend on trains in Stage 1B); they are reported, as the release's Stage 1B loss holds
-        them. ``spec.loss_terms("1b")`` lists the terms.
+        depend on trains in Stage 1B), with the quantizer in eval mode (a stateful quantizer's
+        state, e.g. VQ's EMA codebook, is not updated; its outputs and terms are those of
+        training mode); they are reported, as the release's Stage 1B loss holds them. ``spec.loss_terms("1b")`` lists the terms.
 
         ``noise`` (the chain's starting noise) must be a finite floating tensor of the images'
         shape on the model's device; ``u`` (the objective's draws) goes to the objective, which
@@ -758,7 +772,7 @@ class FlowMo(nn.Module):
             quantizer_noise = self._draw_quantizer_noise(b, generator, images.device)
         else:
             quantizer_noise = self._check_quantizer_noise(quantizer_noise, b, "quantizer_noise", values=checks)
-        with torch.no_grad():
+        with torch.no_grad(), _frozen(self.quantizer):  # eval mode: no codebook update; kl's mean
             q = self._quantize(self._encode(images), quantizer_noise)
         cond = self.conditioning(q.values)
         terms: dict[str, Tensor] = {}

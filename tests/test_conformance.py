@@ -13,7 +13,7 @@ from flowmo.testing import check_quantizer, check_solver, check_time_sampler
 
 QUANTIZER_PROPERTIES = {"output", "indices_roundtrip", "codes_roundtrip", "idempotent", "gradients", "losses",
                         "deterministic", "inference", "bfloat16", "all_zero", "extreme", "input_unchanged", "batch_independent",
-                        "empty"}
+                        "empty", "state", "state_roundtrip"}
 
 
 # ----------------------------------------------------------------------------- our components pass

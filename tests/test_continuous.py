@@ -24,7 +24,7 @@ from conftest import random_png_folder
 
 NO_TOKENS = r"bottleneck 'kl' is continuous: it has no tokens \(.* needs a discrete quantizer such as lfq\)"
 COMMON = {"output", "deterministic", "inference", "batch_independent", "gradients", "losses", "bfloat16", "all_zero",
-          "extreme", "input_unchanged", "empty", "continuous"}
+          "extreme", "input_unchanged", "empty", "continuous", "state", "state_roundtrip"}
 
 
 def kl_spec(**changes) -> flowmo.FlowMoSpec:

@@ -37,6 +37,8 @@ QUANTIZER_EXAMPLES = {
     "fsq": {"name": "fsq", "levels": [2] * 18},
     "kl": {"name": "kl"},
     "identity": {"name": "identity"},
+    "bsq": {"name": "bsq", "group_bits": 9},
+    "vq": {"name": "vq", "codebook_size": 64, "ema": True, "l2_normalize": True, "dead_code_threshold": 1.0},
 }
 BUILTIN_SOLVERS = [e.name for e in SOLVERS.entries() if e.builtin]
 BUILTIN_GRIDS = [e.name for e in TIME_GRIDS.entries() if e.builtin]

@@ -9,7 +9,7 @@ import torch
 
 import flowmo
 from flowmo.quantizers import LFQ, Quantizer, QuantizerOutput
-from flowmo.quantizers.lfq import LOSS_CLAMP
+from flowmo.quantizers.common import LOSS_CLAMP
 from flowmo.samplers import Euler, Heun, Solver, TimeGrid
 from flowmo.spec import LFQSpec
 from flowmo.testing import check_quantizer, check_solver, check_time_grid
@@ -448,6 +448,96 @@ class _InferenceModifiesInput(_SafeCommitment):
 def test_a_quantize_that_disagrees_with_forward_is_caught(cls, words):
     with pytest.raises(AssertionError, match=r"property 'inference' failed: " + words):
         check_quantizer(cls, 4, max_examples=5)
+
+
+# ----------------------------------------------------------------------------- stateful quantizers
+class _Counting(_SafeCommitment):
+    """Stateful done right: a persistent buffer that training-mode forward updates, declared in
+    updated_state; quantize does not update it."""
+
+    def __init__(self, channels=4):
+        super().__init__(channels)
+        self.register_buffer("calls", torch.zeros((), dtype=torch.int64))
+        self.updated_state = ("calls",)
+
+    def forward(self, z):
+        out = super().forward(z)
+        if self.training:
+            with torch.no_grad():
+                self.calls += 1
+        return out
+
+    def quantize(self, z):
+        return _SafeCommitment.forward(self, z)
+
+
+class _UndeclaredState(_Counting):
+    def __init__(self, channels=4):
+        super().__init__(channels)
+        self.updated_state = ()
+
+
+class _UpdatesInEvalMode(_Counting):
+    def forward(self, z):
+        out = _SafeCommitment.forward(self, z)
+        with torch.no_grad():
+            self.calls += 1
+        return out
+
+
+class _NonPersistentState(_Counting):
+    def __init__(self, channels=4):
+        super().__init__(channels)
+        self.register_buffer("calls", torch.zeros((), dtype=torch.int64), persistent=False)
+
+
+class _StateOutsideTheStateDict(_Counting):
+    """Its update depends on a python counter the state dict does not hold."""
+
+    def __init__(self, channels=4):
+        super().__init__(channels)
+        self.hidden = 0
+
+    def forward(self, z):
+        out = _SafeCommitment.forward(self, z)
+        if self.training:
+            self.hidden += 1
+            with torch.no_grad():
+                self.calls += self.hidden
+        return out
+
+
+class _QuantizeUpdatesState(_Counting):
+    quantize = Quantizer.quantize  # the default, forward: updates the state in training mode
+
+
+def test_a_stateful_quantizer_that_declares_its_state_passes():
+    report = check_quantizer(_Counting, 4, max_examples=4)
+    assert report["state"] >= 1 and report["state_roundtrip"] >= 1 and report["deterministic"] >= 1
+
+
+@pytest.mark.parametrize("cls, words", [
+    (_UndeclaredState, r"property '\w+' failed: forward \(training mode\) changed \['calls'\]: a training-mode "
+                       r"forward may change only the state the quantizer declares in updated_state \(\[\]\)"),
+    (_UpdatesInEvalMode, r"property 'output' failed: forward \(eval mode\) changed \['calls'\]: an eval-mode call "
+                         r"must change no parameter or buffer"),
+    (_NonPersistentState, r"property 'attributes' failed: updated_state names 'calls', which is not a persistent "
+                          r"buffer"),
+    (_StateOutsideTheStateDict, r"property 'state_roundtrip' failed: after a training-mode forward, the fresh "
+                                r"instance that loaded the saved state has another 'calls'"),
+    (_QuantizeUpdatesState, r"property 'inference' failed: quantize \(training mode\) changed \['calls'\]: "
+                            r"quantize never updates state"),
+])
+def test_a_stateful_quantizer_that_breaks_the_state_contract_is_caught(cls, words):
+    with pytest.raises(AssertionError, match=words):
+        check_quantizer(cls, 4, max_examples=4)
+
+
+def test_the_kit_leaves_a_stateful_quantizer_as_it_was_given():
+    q = _Counting()
+    q.calls += 5
+    check_quantizer(q, 4, max_examples=3)
+    assert int(q.calls) == 5 and q.training
 
 
 def test_a_flow_loss_whose_drawn_dropout_differs_from_its_own_draw_is_caught():

@@ -101,14 +101,20 @@ def _same_terms(a, b):
 
 
 @pytest.mark.parametrize("quantizer", [{"code_channels": 18, "quantizer": "lfq"},
-                                       {"code_channels": 6, "quantizer": "fsq"}], ids=["lfq", "fsq"])
+                                       {"code_channels": 6, "quantizer": "fsq"},
+                                       {"code_channels": 18, "quantizer": "bsq"},
+                                       {"code_channels": 18, "quantizer": "vq"},
+                                       {"code_channels": 18, "quantizer": {"name": "vq", "ema": True}}],
+                         ids=["lfq", "fsq", "bsq", "vq", "vq-ema"])
 def test_the_loss_terms_do_not_depend_on_the_mode(quantizer):
     """Issue 22: a loaded model is in eval mode; a fine-tuning loop that forgets .train() must get
-    the same loss: the quantizer's terms included (LFQ's entropy and commitment)."""
+    the same loss: the quantizer's terms included (LFQ's entropy and commitment). An EMA codebook
+    is updated by the training-mode call, after computing its terms: the eval-mode call comes
+    first, so both see the same codebook."""
     spec = flowmo.flowmo_tiny().replace(**quantizer)
     model = flowmo.build(spec)
     x = images(2, 32)
-    out = {mode: model.train(mode).loss(x, generator=torch.Generator().manual_seed(0)) for mode in (True, False)}
+    out = {mode: model.train(mode).loss(x, generator=torch.Generator().manual_seed(0)) for mode in (False, True)}
     assert set(out[False].terms) == {t.name for t in spec.loss_terms("1a")}
     _same_terms(out[True], out[False])
 
@@ -141,13 +147,13 @@ def test_a_loaded_model_trains_with_the_quantizer_terms(tmp_path):
 def test_tokenize_and_reconstruct_skip_the_quantizer_loss_terms(monkeypatch):
     """Inference reads only the codewords: LFQ's entropy (tokens x groups x 2^G scores) is not
     computed by tokenize or reconstruct, and their tokens are the loss path's."""
-    from flowmo.quantizers import lfq
+    from flowmo.quantizers import binary
 
     model = flowmo.build(flowmo.flowmo_tiny()).eval()
     x = images(2, 32)
     with_losses = model.quantize(model.encode(x))
     calls = []
-    monkeypatch.setattr(lfq, "lfq_entropy_terms", lambda *a: calls.append(1) or (_ for _ in ()).throw(AssertionError))
+    monkeypatch.setattr(binary, "lfq_entropy_terms", lambda *a: calls.append(1) or (_ for _ in ()).throw(AssertionError))
     assert torch.equal(model.tokenize(x), with_losses.indices)
     assert torch.equal(model.quantize(model.encode(x), losses=False).values, with_losses.values)
     model.reconstruct(x, sampler={"steps": 1}, generator=torch.Generator().manual_seed(0))

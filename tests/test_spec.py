@@ -55,7 +55,7 @@ def test_release_presets_sizes():
         ({"image_size": 30}, ["image_size", "patch_size"]),
         ({"code_channels": 20}, ["code_channels", "group_bits"]),
         ({"quantizer": {"name": "fsq", "levels": (8, 5)}}, ["quantizer", "levels", "code_channels"]),
-        ({"quantizer": {"name": "vq"}}, ["quantizer", "unknown", "lfq", "fsq"]),
+        ({"quantizer": {"name": "rvq"}}, ["quantizer", "unknown", "lfq", "fsq", "bsq", "vq"]),
         ({"quantizer": {"group_bits": 9}}, ["quantizer", "name"]),
         ({"patch_size": 0}, ["patch_size"]),
         ({"extra_field": 1}, ["extra_field"]),

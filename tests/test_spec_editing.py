@@ -141,8 +141,8 @@ def test_unknown_keys_are_refused_naming_them(changes, words):
 
 
 def test_invalid_results_are_validation_errors_naming_the_field():
-    with pytest.raises(ValidationError, match="unknown quantizer 'vq'"):
-        flowmo.flowmo_tiny().replace(quantizer={"name": "vq"})
+    with pytest.raises(ValidationError, match="unknown quantizer 'rvq'"):
+        flowmo.flowmo_tiny().replace(quantizer={"name": "rvq"})
     with pytest.raises(ValidationError, match="levels has 6 entries but code_channels is 18"):
         flowmo.flowmo_tiny().replace(quantizer="fsq")
     with pytest.raises(ValidationError, match="depth"):

@@ -127,6 +127,18 @@ class Quantizer(nn.Module, ABC):
             that is not the identity on the codewords (FSQ's tanh) sets it to False; the
             conformance kit then checks idempotence through the codebook only (discrete
             quantizers only).
+        updated_state: (): the names (keys of the quantizer's own ``state_dict``: persistent
+            buffers) of the state a training-mode ``forward`` updates in place, without
+            gradients (an EMA codebook and its statistics: VQ with ``ema=True``); empty for a
+            quantizer whose forward changes no state. A quantizer that declares state computes
+            its outputs from the state as the call starts and updates it afterwards, only in
+            training mode and never in :meth:`quantize`; the state is saved with the weights
+            (model folders, checkpoints) and is not averaged by the trainer's EMA of the weights
+            (which averages parameters only). FlowMo's Stage 1B loss calls the quantizer in eval
+            mode (the quantizer is frozen there), and the trainer puts the state back after a
+            step it skips (a non-finite loss). The conformance kit checks that eval-mode calls
+            change no parameter or buffer, that training-mode ones change only the declared
+            state, and that the state round-trips through safetensors bitwise.
 
     Check a new quantizer with :func:`flowmo.testing.check_quantizer`.
     """
@@ -138,6 +150,7 @@ class Quantizer(nn.Module, ABC):
     has_groups: ClassVar[bool] = False
     group_codebook_size: int = 0
     forward_idempotent: ClassVar[bool] = True
+    updated_state: tuple[str, ...] = ()
 
     @abstractmethod
     def forward(self, z: Tensor, noise: Optional[Tensor] = None) -> QuantizerOutput:
@@ -162,6 +175,9 @@ class Quantizer(nn.Module, ABC):
             and the loss terms are the same in train and eval mode: a loss term that read
             ``self.training`` would silently vanish from a fine-tuning loop that forgot
             ``.train()`` (a loaded model is in eval mode).
+            For a quantizer that declares ``updated_state``: the same z and the same state give
+            the same result; a training-mode call then updates the state (after computing its
+            result).
         """
 
     @abstractmethod
@@ -248,7 +264,8 @@ class Quantizer(nn.Module, ABC):
         empty. FlowMo's ``tokenize`` and ``reconstruct`` call it. Default: ``forward(z)`` (right
         for a deterministic quantizer; a stochastic one overrides it); override when the loss
         terms cost more than the quantization (LFQ's entropy scores all 2^G codewords of every
-        group)."""
+        group). It never updates ``updated_state``; override it too when
+        ``forward`` updates state."""
         return self(z)
 
     @property

@@ -171,14 +171,22 @@ class LFQSpec(QuantizerSpec):
         ]
 
     def check_channels(self, channels: int) -> None:
-        if channels > 62:
-            raise ValueError(f"code_channels ({channels}) must be <= 62 for LFQ (one int64 index per token)")
-        if channels % self.group_bits:
-            g = self.group_bits
-            fits = [d for d in range(min(channels, g), 0, -1) if channels % d == 0]
-            raise ValueError(f"code_channels ({channels}) must be divisible by quantizer.group_bits ({g}): set code_channels "
-                             f"to a multiple of {g} (e.g. {max(channels - channels % g, g)}; --set model.code_channels=N) "
-                             f"or quantizer.group_bits to a divisor of {channels} (e.g. {fits[0]}; --set model.quantizer.group_bits=G)")
+        check_binary_channels(channels, self.group_bits, "LFQ")
+
+
+def check_binary_channels(channels: int, group_bits: int, quantizer: str) -> None:
+    """Raise ValueError (saying what to change) unless a binary quantizer (one bit per channel,
+    entropy groups of ``group_bits`` bits: LFQ, BSQ; ``quantizer`` names it in the message) can
+    take ``channels`` channels: at most 62 (one int64 index per token) and a multiple of
+    ``group_bits``."""
+    if channels > 62:
+        raise ValueError(f"code_channels ({channels}) must be <= 62 for {quantizer} (one int64 index per token)")
+    if channels % group_bits:
+        g = group_bits
+        fits = [d for d in range(min(channels, g), 0, -1) if channels % d == 0]
+        raise ValueError(f"code_channels ({channels}) must be divisible by quantizer.group_bits ({g}): set code_channels "
+                         f"to a multiple of {g} (e.g. {max(channels - channels % g, g)}; --set model.code_channels=N) "
+                         f"or quantizer.group_bits to a divisor of {channels} (e.g. {fits[0]}; --set model.quantizer.group_bits=G)")
 
 
 class FSQSpec(QuantizerSpec):

@@ -133,8 +133,12 @@ class FlowMoSpec(SpecModel):
     @property
     def bits_per_token(self) -> Optional[float]:
         """Bits of one token: the quantizer's ``bits_per_token`` (built from this spec, no weights
-        loaded); None for a continuous bottleneck."""
-        bits = QUANTIZERS.build(self.quantizer, channels=self.code_channels).bits_per_token
+        loaded; built under ``torch.random.fork_rng``, so that a quantizer that draws its initial
+        codebook leaves torch's global generator as it was); None for a continuous bottleneck."""
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            bits = QUANTIZERS.build(self.quantizer, channels=self.code_channels).bits_per_token
         return None if bits is None else float(bits)
 
     def loss_terms(self, stage: Literal["1a", "1b"] = "1a") -> list[LossTerm]:

@@ -83,6 +83,17 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
       the NaN of a mean over nothing), in both modes.
     - ``groups`` (when ``has_groups``): group_indices_to_codes(codes_to_group_indices(values))
       == values.
+    - ``state``: an eval-mode ``forward`` and ``quantize`` (in either mode) change no parameter
+      or buffer; a training-mode ``forward`` changes only the state the quantizer declares in
+      :attr:`Quantizer.updated_state` (an EMA codebook). This holds for every call the kit
+      makes: each starts from the state the quantizer was built with (a training-mode call's
+      updates are undone before the next call), so the properties above hold for a given state.
+    - ``state_roundtrip``: after a few training-mode calls (which update a stateful
+      quantizer's state), the state dict, written and read with safetensors, is the same bitwise,
+      and a fresh instance (``make()`` again, or a copy of the quantizer as given) that loads it
+      gives the same values, indices and losses in eval and training mode, and the same state
+      bitwise after a further training-mode call (so the state dict holds all the state that
+      updates depend on: a resumed run continues as an uninterrupted one).
 
     Also checked first (property ``attributes``): ``channels`` equals ``channels``,
     ``input_channels`` is a positive int, ``discrete``, ``stochastic`` and ``has_groups`` are
@@ -94,7 +105,8 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
     The class's declarations (``loss_terms``, ``check_channels``) are checked by
     :func:`flowmo.testing.check_component`, which runs this too: use it for a registered quantizer.
 
-    Returns ``{property: examples run}``. Restores the module's train/eval mode.
+    Returns ``{property: examples run}``. Restores the module's train/eval mode and its state
+    (parameters and buffers as given).
     """
     ck = _Checker("check_quantizer", max_examples)
     st = ck.st
@@ -238,7 +250,7 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
             q.train(mode == "train")
             before = z.clone()
             with torch.no_grad():  # as tokenize calls it
-                fast = q.quantize(z)
+                fast = probe.call(q.quantize, z, what="quantize", forward=False)
             if not isinstance(fast, probe.output_type):
                 raise AssertionError(f"quantize returned {type(fast).__name__}, not a QuantizerOutput")
             if own_quantize and not torch.equal(z, before):  # the default is forward: input_unchanged's
@@ -366,6 +378,54 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
         if not torch.allclose(vb, codes, rtol=2**-7, atol=1e-6):
             raise AssertionError(f"bfloat16 values are not the codewords of their indices: {_mismatch(vb, codes)}")
 
+    def p_state(z: Tensor) -> None:
+        for mode in ("eval", "train"):
+            q.train(mode == "train")
+            quantize(z)
+            with torch.no_grad():
+                probe.call(q.quantize, z, what="quantize", forward=False)
+
+    def p_state_roundtrip(seed: int) -> None:
+        from safetensors.torch import load as st_load
+        from safetensors.torch import save as st_save
+
+        g = _seeded(seed)
+        q.train()
+        probe.restore()
+        for i in range(3):  # the state evolves (each call checked for what it may change)
+            z = torch.randn(2, 5, probe.E, generator=g).to(device)
+            probe.call(q, z, what=f"training-mode forward {i + 1} of 3", forward=True, restore=False)
+        state = {k: v.detach().to("cpu").contiguous().clone() for k, v in q.state_dict().items()}
+        read = st_load(st_save(state))
+        if set(read) != set(state):
+            raise AssertionError(f"the state dict's keys change through safetensors: {sorted(state)} -> {sorted(read)}")
+        for k, v in state.items():
+            if read[k].dtype != v.dtype or read[k].shape != v.shape or not torch.equal(read[k], v):
+                raise AssertionError(f"the state dict's entry {k!r} changes through safetensors")
+        other = probe.fresh()
+        other.load_state_dict({k: v.to(device) for k, v in read.items()})
+        other.to(device)
+        z = torch.randn(2, 5, probe.E, generator=g).to(device)
+        for mode in ("eval", "train"):
+            q.train(mode == "train")
+            other.train(mode == "train")
+            # a stochastic quantizer gets the same draws in both (training mode samples)
+            kw = {"noise": probe.noise(2, 5, seed)} if probe.stochastic and mode == "train" else {}
+            a, b = q(z.clone(), **kw), other(z.clone(), **kw)
+            where = f"after loading the saved state into a fresh instance, {mode}-mode forward gives other"
+            for what in (("indices", "values") if probe.discrete else ("values",)):
+                if not torch.equal(getattr(a, what).detach(), getattr(b, what).detach()):
+                    raise AssertionError(f"{where} {what}: {_mismatch(getattr(a, what).detach(), getattr(b, what).detach())}")
+            if set(a.losses) != set(b.losses) or any(not _same(a.losses[k], b.losses[k]) for k in a.losses):
+                raise AssertionError(f"{where} losses: {a.losses} vs {b.losses}")
+        mine = {**dict(q.named_parameters()), **dict(q.named_buffers())}
+        theirs = {**dict(other.named_parameters()), **dict(other.named_buffers())}
+        for k, v in mine.items():
+            if k not in theirs or not torch.equal(v.detach(), theirs[k].detach().to(v.device)):
+                raise AssertionError(f"after a training-mode forward, the fresh instance that loaded the saved state "
+                                     f"has another {k!r}: state that updates depend on is missing from the state dict")
+        probe.restore()
+
     try:
         few = min(max_examples, 10)
         ck.run("output", inputs(), p_output, examples=large)
@@ -394,6 +454,11 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
         if q.has_groups:
             ck.run("groups", inputs(), p_groups, examples=large)
         check_stochastic(ck, probe, inputs(scales=(0.1, 1.0, 3.0), specials=("none",)), large, few)
+        # every call above was checked for the state it changed already: these two add quantize's
+        # calls in training mode and the round trip, on a few examples
+        ck.run("state", inputs(), p_state, max_examples=min(max_examples, 3), examples=large)
+        ck.run("state_roundtrip", st.integers(0, 2**32 - 1), p_state_roundtrip, max_examples=min(max_examples, 2))
     finally:
+        probe.restore()
         q.train(was_training)
     return ck.report

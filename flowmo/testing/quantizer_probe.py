@@ -1,12 +1,13 @@
 """The quantizer under :func:`~flowmo.testing.check_quantizer`: built, its attributes checked
 (property ``attributes``), and its interface called with every result validated (shapes, dtypes,
-index ranges, round trips through the codebook; a continuous quantizer's missing indices), so
-that the properties state only what they check."""
+index ranges, round trips through the codebook; a continuous quantizer's missing indices; the
+state a call may change), so that the properties state only what they check."""
 
 from __future__ import annotations
 
+import copy
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 from torch import Tensor
@@ -27,7 +28,16 @@ class _QuantizerProbe:
     ``make`` is a Quantizer or a zero-argument factory returning one. Raises TypeError for a
     ``make`` that is neither, ValueError for ``channels`` not a positive int, and AssertionError
     for an object that is not a :class:`flowmo.quantizers.Quantizer` or (through ``ck``,
-    property ``attributes``) has invalid attributes.
+    property ``attributes``) has invalid attributes (``updated_state`` included: a tuple of
+    names of persistent buffers, which the state dict saves).
+
+    State: the probe keeps the quantizer's parameters and buffers as they were built (the
+    baseline). Every call through :meth:`call` (and so :meth:`quantize`) starts from the baseline
+    (a stateful quantizer's earlier training-mode calls are undone first, so that every property
+    sees the same state), and fails when the call changed a parameter or buffer it may not: an
+    eval-mode call or ``quantize`` none, a training-mode ``forward`` only the declared
+    ``updated_state``. :meth:`restore` puts the baseline back; :meth:`fresh` builds another
+    instance as the quantizer was built (``make()`` again, or a copy taken before any call).
     """
 
     def __init__(self, ck: _Checker, make: Any, channels: int):
@@ -70,6 +80,19 @@ class _QuantizerProbe:
             ck.fail("attributes", f"stochastic is {q.stochastic} but draw_noise returns "
                                   f"{'None' if drawn is None else 'draws'}: a stochastic quantizer (and only one) "
                                   "returns the draws of its training-mode forward")
+        declared = q.updated_state
+        buffers = dict(q.named_buffers())
+        saved = set(q.state_dict())
+        if not isinstance(declared, tuple) or not all(isinstance(n, str) for n in declared):
+            ck.fail("attributes", f"updated_state must be a tuple of state_dict keys, got {declared!r}")
+        for n in declared:
+            if n not in buffers or n not in saved:
+                ck.fail("attributes", f"updated_state names {n!r}, which is not a persistent buffer of the quantizer "
+                                      "(register the state with register_buffer(name, tensor), persistent, so that "
+                                      "model folders and checkpoints save it)")
+        self._make = make if not isinstance(make, torch.nn.Module) else None
+        self._pristine = copy.deepcopy(q) if self._make is None else None
+        self.baseline = self.snapshot()
 
     @staticmethod
     def _check_codebook(ck: _Checker, q: Any, cs: Any) -> None:
@@ -96,6 +119,56 @@ class _QuantizerProbe:
         if q.has_groups:
             ck.fail("attributes", "a continuous quantizer has no entropy groups: has_groups must be False")
 
+    # -- state
+    def tensors(self) -> dict[str, Tensor]:
+        """Every parameter and buffer of the quantizer (persistent or not), by name."""
+        return {**dict(self.q.named_parameters()), **dict(self.q.named_buffers())}
+
+    def snapshot(self) -> dict[str, Tensor]:
+        return {n: t.detach().clone() for n, t in self.tensors().items()}
+
+    def changed(self, before: dict[str, Tensor]) -> list[str]:
+        """The names of the parameters and buffers that differ (bitwise) from ``before``."""
+        now = self.tensors()
+        return [n for n in sorted(set(before) | set(now))
+                if n not in before or n not in now or before[n].dtype != now[n].dtype
+                or before[n].shape != now[n].shape or not torch.equal(before[n], now[n].detach())]
+
+    def restore(self) -> None:
+        """Put the baseline's values back (in place, without gradient) where they changed."""
+        now = self.tensors()
+        with torch.no_grad():
+            for n in self.changed(self.baseline):
+                if n in now and now[n].shape == self.baseline[n].shape:
+                    now[n].copy_(self.baseline[n])
+
+    def fresh(self) -> Any:
+        """Another instance, built as the quantizer under test was."""
+        return self._make() if self._make is not None else copy.deepcopy(self._pristine)
+
+    def call(self, fn: Callable[..., Any], *args: Any, what: str, forward: bool, restore: bool = True) -> Any:
+        """``fn(*args)`` (``forward``: it is the quantizer's forward, which may update the declared
+        state in training mode), from the baseline state (``restore``) and with the state it may
+        change checked. The result is returned as it is."""
+        if restore:
+            self.restore()
+        before = self.snapshot() if not restore else self.baseline
+        out = fn(*args)
+        changed = self.changed(before)
+        mode = "training" if self.q.training else "eval"
+        allowed = set(self.q.updated_state) if forward and self.q.training else set()
+        bad = [n for n in changed if n not in allowed]
+        if bad:
+            if not forward:
+                why = "quantize never updates state (it serves tokenize and reconstruct)"
+            elif not self.q.training:
+                why = "an eval-mode call must change no parameter or buffer"
+            else:
+                why = (f"a training-mode forward may change only the state the quantizer declares in updated_state "
+                       f"({list(self.q.updated_state)}): declare it there (persistent buffers)")
+            raise AssertionError(f"{what} ({mode} mode) changed {bad}: {why}")
+        return out
+
     def noise(self, b: int, t: int, seed: int) -> Any:
         """A stochastic quantizer's draws for (b, t) tokens from a generator seeded with ``seed``
         (None for a deterministic one)."""
@@ -106,15 +179,16 @@ class _QuantizerProbe:
         generator seeded with ``seed`` (so that the properties' calls are reproducible), or
         none with ``seed=None`` (it then draws its own)."""
         if self.stochastic and self.q.training and seed is not None and z.ndim == 3:
-            out = self.q(z, noise=self.noise(z.shape[0], z.shape[1], seed))
+            noise = self.noise(z.shape[0], z.shape[1], seed)
+            out = self.call(lambda x: self.q(x, noise=noise), z, what=what, forward=True)
         else:
-            out = self.q(z)
+            out = self.call(self.q, z, what=what, forward=True)
         if not isinstance(out, self.output_type):
             raise AssertionError(f"{what} returned {type(out).__name__}, not a QuantizerOutput")
         return out
 
     def codewords(self, idx: Tensor) -> Tensor:
-        codes = self.q.indices_to_codes(idx)
+        codes = self.call(self.q.indices_to_codes, idx, what="indices_to_codes", forward=False)
         if not isinstance(codes, Tensor) or not codes.is_floating_point():
             raise AssertionError(f"indices_to_codes must return a floating-point tensor, got {codes!r:.80}")
         if tuple(codes.shape) != tuple(idx.shape) + (self.C,):
@@ -123,7 +197,7 @@ class _QuantizerProbe:
         return codes
 
     def to_indices(self, codes: Tensor) -> Tensor:
-        idx = self.q.codes_to_indices(codes)
+        idx = self.call(self.q.codes_to_indices, codes, what="codes_to_indices", forward=False)
         if not isinstance(idx, Tensor) or idx.dtype != torch.int64:
             raise AssertionError(f"codes_to_indices must return an int64 tensor, got "
                                  f"{getattr(idx, 'dtype', type(idx).__name__)}")

@@ -39,12 +39,13 @@ def export_checkpoint(source: Path, out: Path, *, weights: str = "ema", step: Op
     part = "ema" if weights == "ema" and (ckpt / "ema.safetensors").is_file() else "model"
     if weights == "ema" and part == "model":
         raise CheckpointError(f"{ckpt} has no EMA weights (EMA was disabled); use --raw")
-    parts, state = load_checkpoint(ckpt, [part])
+    parts, state = load_checkpoint(ckpt, sorted({part, "model"}))
     # the config of the exported step (a later --resume may have changed the evaluation or sampler)
     config = type(config).model_validate(config_at_step(run, config.model_dump(mode="json"), int(state.get("step", 0))))
     model = FlowMo(config.model)
     sd = model.state_dict()
-    model.load_state_dict({k: parts[part][k].to(v.dtype) for k, v in sd.items()})
+    # the EMA holds the parameters; the buffers (a quantizer's EMA codebook) are the trained model's
+    model.load_state_dict({k: parts[part].get(k, parts["model"][k]).to(v.dtype) for k, v in sd.items()})
     return model.save_pretrained(out, card=_card_facts(config, run, int(state.get("step", 0)), weights))
 
 

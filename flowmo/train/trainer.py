@@ -80,6 +80,7 @@ class Trainer(TrainerBase):
         self.targets: dict[str, Tensor] = {}
         self._compiled: Optional[tuple[nn.Module, nn.Module]] = None  # (ddp, its compiled form): _loss_module
         self._eval_set: Optional[tuple[Tensor, list[int]]] = None  # the evaluation images and ids, once read
+        self._quantizer_state: dict[str, Tensor] = {}  # the quantizer's state as the step started: train_step
 
         ckpt = self._starting_checkpoint(resume)
         if ckpt is not None:
@@ -196,13 +197,18 @@ class Trainer(TrainerBase):
         """Parameters no loss can change are found with one dry-run backward on random images and
         frozen: those without a gradient or with an exactly zero one (the encoder's time and
         modulation layers, heads whose output is unused, the encoder's latent input weight, whose
-        input is all zeros, ...). DDP then needs no unused-parameter search."""
+        input is all zeros, ...). DDP then needs no unused-parameter search. The buffers are put
+        back after it: the dry run must not update a stateful quantizer's state (an EMA codebook)."""
         s = self.config.model.image_size
         g = torch.Generator(self.device).manual_seed(derive_seed(self.tc.seed, "dry-run"))
         x = torch.rand(2, 3, s, s, generator=g, device=self.device) * 2 - 1
+        buffers = {n: b.clone() for n, b in self.model.named_buffers()}
         self.model.train()
         out = self.model(x, objective=self.objective, generator=g, cfg_dropout=False)
         out.total.backward()
+        with torch.no_grad():
+            for n, b in self.model.named_buffers():
+                b.copy_(buffers[n])
         self.unused = [n for n, p in self.model.named_parameters()
                        if p.requires_grad and (p.grad is None or not bool(p.grad.any()))]
         for n, p in self.model.named_parameters():
@@ -332,7 +338,25 @@ class Trainer(TrainerBase):
             self._compile_pending = True
         return self._compiled[1]
 
+    def train_step(self) -> dict[str, Tensor]:
+        """:meth:`TrainerBase.train_step`, with the quantizer's declared state (an EMA codebook,
+        which its training-mode forward updates) kept as the step started when the step is
+        skipped (a non-finite loss): like the weights, it does not change then (decided on the
+        device, no host sync)."""
+        q = self.model.quantizer
+        live = dict(q.named_buffers())
+        self._quantizer_state = {n: live[n].clone() for n in q.updated_state}
+        try:
+            return super().train_step()
+        finally:
+            self._quantizer_state = {}
+
     def _after_optimizer_step(self, skipped: Tensor) -> None:
+        if self._quantizer_state:
+            live = dict(self.model.quantizer.named_buffers())
+            with torch.no_grad():
+                for n, before in self._quantizer_state.items():
+                    live[n].copy_(torch.where(skipped, before, live[n]))
         if self.tc.renormalize:
             renormalize_({n: w for n, w in self.linear_weights.items() if w.requires_grad}, self.targets, skipped)
 

@@ -75,6 +75,23 @@ def test_a_continuous_models_training_step_makes_no_host_sync(folder, tmp_path, 
     assert ("quantizer/kl" in terms) == (quantizer == "kl")
 
 
+@pytest.mark.parametrize("quantizer", [
+    {"name": "fsq", "levels": [2] * 18},
+    {"name": "bsq"},
+    {"name": "vq", "codebook_size": 64},
+    {"name": "vq", "codebook_size": 64, "ema": True, "l2_normalize": True, "dead_code_threshold": 1.0},
+], ids=["fsq", "bsq", "vq", "vq-ema"])
+def test_a_training_step_makes_no_host_sync_with_every_quantizer(folder, tmp_path, quantizer):
+    """The quantizer's forward in the step (its losses; VQ's EMA update and dead-code
+    replacement, decided with torch.where on the device) reads nothing on the host."""
+    t = trainer(folder, tmp_path / "run", model={"preset": "tiny", "quantizer": quantizer})
+    t.train_step()
+    prefetched(t)
+    with count_host_syncs() as syncs:
+        t.train_step()
+    assert syncs.count == 0, syncs.report()
+
+
 def test_a_posttraining_step_makes_no_host_sync(folder, tmp_path):
     first = trainer(folder, tmp_path / "1a", steps=1)
     first.fit()
