@@ -241,15 +241,28 @@ class FlowMo(nn.Module):
         self._check_layout(tokens, "tokens", (None, self.spec.code_length))
         return tokens
 
+    def _check_cfg_dropout(self, cfg_dropout: Any, b: int) -> None:
+        """``cfg_dropout``: a bool, or the (B,) bool keep mask of :meth:`loss_draws` on the
+        model's device (TypeError / ValueError; reads no value)."""
+        if isinstance(cfg_dropout, bool):
+            return
+        if not isinstance(cfg_dropout, Tensor) or cfg_dropout.dtype != torch.bool or tuple(cfg_dropout.shape) != (b,):
+            raise TypeError(f"cfg_dropout must be a bool or a ({b},) bool tensor (the keep mask of loss_draws), "
+                            f"got {describe(cfg_dropout)}")
+        if cfg_dropout.device != self.device:
+            raise ValueError(f"cfg_dropout is on {cfg_dropout.device} but the model is on {self.device}")
+
     @staticmethod
     def _check_generator(generator: Any) -> None:
         """``generator`` must be a ``torch.Generator`` or None (TypeError, before any draw)."""
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
 
-    def _check_times(self, t: Any, b: int, name: str, *, checks: Optional[ValueChecks] = None) -> Tensor:
+    def _check_times(self, t: Any, b: int, name: str, *, checks: Optional[ValueChecks] = None,
+                     values: bool = True) -> Tensor:
         """Flow times: a number or a real tensor, scalar or (B,), finite, in [0, 1] -> float32 (B,).
-        The range check is read now (one host sync) or added to ``checks``."""
+        The range check is read now (one host sync), added to ``checks``, or (``values=False``)
+        not made."""
         if isinstance(t, bool) or not isinstance(t, (int, float, Tensor)) or (
                 isinstance(t, Tensor) and (t.is_complex() or t.dtype == torch.bool)):
             raise TypeError(f"{name} must be a number or a real torch.Tensor, got {describe(t)}")
@@ -263,6 +276,8 @@ class FlowMo(nn.Module):
             t = torch.full((b,), value, dtype=torch.float32, device=self.device)
         if t.shape != (b,):
             raise ValueError(f"{name} must be a scalar or have shape ({b},), got {tuple(t.shape)}")
+        if not values:
+            return t
         lo, hi = torch.aminmax(t)
 
         def error() -> ValueError:
@@ -691,13 +706,19 @@ class FlowMo(nn.Module):
         [-1, 1], ``t`` in [0, 1], ``noise`` and ``quantizer_noise`` finite; they are skipped
         under ``torch.compile`` too) so that the call makes no host sync: for a caller whose
         inputs are right by construction (the trainer: its data readers check images on the
-        host, ``t``, ``noise`` and ``quantizer_noise`` come from :meth:`loss_draws`), which then
-        passes ``t`` as a float32 (B,) tensor and ``noise`` in the images' dtype.
+        host, ``t``, ``noise`` and ``quantizer_noise`` come from :meth:`loss_draws`). The
+        checks of types, shapes and devices read no value and are always made.
+
+        Raises:
+            TypeError / ValueError: an argument of the wrong type, shape, dtype or device
+                (``cfg_dropout``: a bool or a (B,) bool tensor), or, with ``check_values``, a
+                value out of its range; each names the argument.
         """
         checks = check_values and not torch.compiler.is_compiling()
         images = self._check_images(images, values=checks)
         self._check_generator(generator)
         b = images.shape[0]
+        self._check_cfg_dropout(cfg_dropout, b)
         if quantizer_noise is None:
             quantizer_noise = self._draw_quantizer_noise(b, generator, images.device)
         else:
@@ -705,13 +726,14 @@ class FlowMo(nn.Module):
         q = self._quantize(self._encode(images), quantizer_noise)
         if t is None:
             t = self.time_sampler.sample(b, generator=generator, device=images.device)
-        elif checks:
-            t = self._check_times(t, b, "t")
+        else:
+            t = self._check_times(t, b, "t", values=checks)
         if noise is None:
             noise = torch.randn(images.shape, generator=generator, device=images.device, dtype=images.dtype)
-        elif checks:
-            noise = self._check_float(noise, "noise", tuple(images.shape), f"the shape of images {tuple(images.shape)}")
-            noise = self._cast(noise, "noise", images.dtype)
+        else:
+            noise = self._check_float(noise, "noise", tuple(images.shape), f"the shape of images {tuple(images.shape)}",
+                                      values=checks)
+            noise = self._cast(noise, "noise", images.dtype) if checks else noise.to(images.dtype)
         terms: dict[str, Tensor] = {}
         _merge_terms(terms, dict(self.flow_loss(self.decoder_velocity, images, self.conditioning(q.values), t,
                                                 noise, dropout=cfg_dropout, generator=generator)), "the flow loss")
@@ -721,12 +743,15 @@ class FlowMo(nn.Module):
     def loss_draws(self, images: Tensor, generator: Optional[torch.Generator] = None) -> Optional[dict[str, Any]]:
         """Every random draw of ``loss(images, generator=generator)``, made beforehand, in the
         order :meth:`loss` makes them: ``{"quantizer_noise": a stochastic quantizer's draws
-        (``kl``: float32 (B, T, C)) or None, "t": (B,) float32, "noise": like images,
+        (``kl``: float32 (B, T, C)) or None, "t": (B,) float32, "noise": (B, 3, H, W) in the model's dtype,
         "cfg_dropout": (B,) bool keep mask or False}``, so that ``loss(images, **draws)`` gives
         what ``loss(images, generator=generator)`` gives, with no generator inside
         (``torch.compile`` cannot trace one). None when the flow loss cannot draw its dropout
         beforehand (:meth:`flowmo.losses.FlowLoss.draw_dropout`). ``images`` are only read for
-        their shape, dtype and device (checked by :meth:`loss`)."""
+        their shape, dtype and device (checked here without reading values: TypeError /
+        ValueError as in :meth:`loss`); ``noise`` has the model's dtype."""
+        images = self._check_images(images, values=False)
+        self._check_generator(generator)
         b = images.shape[0]
         quantizer_noise = self._draw_quantizer_noise(b, generator, images.device)
         t = self.time_sampler.sample(b, generator=generator, device=images.device)
@@ -763,8 +788,10 @@ class FlowMo(nn.Module):
         images = self._check_images(images, values=checks)
         self._check_generator(generator)
         b = images.shape[0]
-        if noise is not None and checks:
-            self._check_float(noise, "noise", tuple(images.shape), f"the shape of images {tuple(images.shape)}")
+        self._check_cfg_dropout(cfg_dropout, b)
+        if noise is not None:
+            self._check_float(noise, "noise", tuple(images.shape), f"the shape of images {tuple(images.shape)}",
+                              values=checks)
         objective, spec = self.posttrain_objective, self.spec.posttrain
         if objective.needs_teacher and self._teacher is None:
             raise ValueError(f"the posttrain objective {spec.name!r} needs a teacher: call model.set_teacher() first")
