@@ -799,7 +799,10 @@ class FlowMo(nn.Module):
             quantizer_noise = self._draw_quantizer_noise(b, generator, images.device)
         else:
             quantizer_noise = self._check_quantizer_noise(quantizer_noise, b, "quantizer_noise", values=checks)
-        with torch.no_grad(), _frozen(self.quantizer):  # eval mode: no codebook update; kl's mean
+        # a quantizer with state (VQ's EMA codebook) runs in eval mode: the frozen tokenizer's state
+        # does not move; a stochastic one (kl) samples in training mode, as in Stage 1A
+        frozen = _frozen(self.quantizer) if self.quantizer.updated_state else contextlib.nullcontext()
+        with torch.no_grad(), frozen:
             q = self._quantize(self._encode(images), quantizer_noise)
         cond = self.conditioning(q.values)
         terms: dict[str, Tensor] = {}

@@ -84,7 +84,7 @@ def test_kl_samples_in_training_mode_and_gives_the_mean_at_inference():
         q.train(mode)
         assert torch.equal(q.quantize(z).values, z[..., :3])  # inference: the mean, in either mode
     assert torch.equal(q.eval()(z, noise=torch.randn(2, 4, 3)).values, z[..., :3])
-    with pytest.raises(ValueError, match=r"noise must be a floating tensor of shape \(2, 4, 3\)"):
+    with pytest.raises(ValueError, match=r"noise must have shape \(2, 4, 3\)"):
         q.train()(z, noise=torch.randn(2, 4, 6))
 
 
@@ -246,9 +246,12 @@ def test_posttraining_samples_the_code_and_few_step_objectives_run(kl_model, ima
     model = flowmo.build(kl_spec().replace(posttrain={"name": "distillation", "k": 1, "teacher": {"steps": 2}}))
     model.set_teacher()
     model.train()
-    eps = torch.zeros(2, 16, 18)
+    eps = torch.randn(2, 16, 18, generator=torch.Generator().manual_seed(3))
     out = model.posttrain_loss(images, generator=torch.Generator().manual_seed(0), quantizer_noise=eps)
     assert set(out.terms) == {"quantizer/kl", "distillation"} and torch.isfinite(out.total)
+    # the code is sampled with the given draws (as in Stage 1A): other draws, another loss
+    other = model.posttrain_loss(images, generator=torch.Generator().manual_seed(0), quantizer_noise=2 * eps)
+    assert not torch.equal(out.total, other.total)
     out.total.backward()
     assert all(p.grad is None for p in model.encoder.parameters())  # the encoder is frozen in Stage 1B
 
@@ -436,3 +439,11 @@ def test_the_cli_trains_both_stages_exports_reconstructs_and_evaluates(png_folde
     assert rc == 0 and "continuous, standard protocol" in out, out
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())["metrics"]
     assert metrics["bits_per_pixel"] is None and metrics["n_images"] == 4
+
+
+def test_kl_refuses_a_code_without_tokens_and_integer_noise():
+    q = flowmo.QUANTIZERS.build({"name": "kl"}, channels=3).train()
+    with pytest.raises(ValueError, match=r"^z must have shape \(B, T, 6\), got \(2, 6\)"):
+        q(torch.randn(2, 6))
+    with pytest.raises(TypeError, match=r"^noise must be a floating-point torch.Tensor .*int64"):
+        q(torch.randn(2, 4, 6), noise=torch.zeros(2, 4, 3, dtype=torch.long))

@@ -46,7 +46,7 @@ class QuantizerOutput:
 
 class Quantizer(nn.Module, ABC):
     """The interface of every quantizer, the model's bottleneck: the encoder's output (B, T, E)
-    -> the code (B, T, C) the decoder receives. Discrete quantizers (LFQ, FSQ) map each token to
+    -> the code (B, T, C) the decoder receives. Discrete quantizers (LFQ, BSQ, FSQ, VQ) map each token to
     a codeword with an index (the model's tokens); continuous ones (``kl``, ``identity``:
     :attr:`discrete` False) pass a continuous code and have no tokens.
 

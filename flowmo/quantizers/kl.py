@@ -108,13 +108,17 @@ class DiagonalGaussian(Quantizer):
     # -- forward
     def forward(self, z: Tensor, noise: Optional[Tensor] = None) -> QuantizerOutput:
         self._check_code(z, channels=self.input_channels)
+        if z.ndim != 3:
+            raise ValueError(f"z must have shape (B, T, {self.input_channels}), got {tuple(z.shape)}")
         mean, logvar = self.posterior(z)
         if self.training:
             if noise is None:
                 noise = self.draw_noise(mean.shape[0], mean.shape[1], device=z.device)
-            elif not isinstance(noise, Tensor) or not noise.is_floating_point() or noise.shape != mean.shape:
-                raise ValueError(f"noise must be a floating tensor of shape {tuple(mean.shape)} (draw_noise's), got "
-                                 f"{tuple(noise.shape) if isinstance(noise, Tensor) else type(noise).__name__}")
+            elif not isinstance(noise, Tensor) or not noise.is_floating_point():
+                raise TypeError(f"noise must be a floating-point torch.Tensor (draw_noise's), got "
+                                f"{getattr(noise, 'dtype', type(noise).__name__)}")
+            elif noise.shape != mean.shape:
+                raise ValueError(f"noise must have shape {tuple(mean.shape)} (draw_noise's), got {tuple(noise.shape)}")
             sample = mean + torch.exp(0.5 * logvar) * noise.to(mean.dtype)
         else:
             sample = mean

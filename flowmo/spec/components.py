@@ -144,11 +144,12 @@ class QuantizerSpec(ComponentSpec):
 
 
 def no_tokens_error(bottleneck: str, what: str, *, owner: str = "this FlowMo's",
-                    fix: str = "use encode/decode or reconstruct") -> ValueError:
+                    fix: str = ("use reconstruct, or encode, quantize and decode "
+                                    "(model.decode(model.quantize(model.encode(x), losses=False).values))")) -> ValueError:
     """The one error of a token path (``what``: e.g. ``"tokenize"``) given a model whose
     bottleneck (its quantizer's registered name, ``bottleneck``) is continuous, raised where
     the call enters: ``"this FlowMo's bottleneck 'kl' is continuous: it has no tokens (tokenize
-    needs a discrete quantizer such as lfq); use encode/decode or reconstruct"``. ``owner``
+    needs a discrete quantizer such as lfq); use reconstruct, or encode, quantize and decode (...)"``. ``owner``
     words whose bottleneck it is, ``fix`` what to do instead."""
     return ValueError(f"{owner} bottleneck {bottleneck!r} is continuous: it has no tokens ({what} needs a discrete "
                       f"quantizer such as lfq); {fix}")
