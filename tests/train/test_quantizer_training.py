@@ -23,6 +23,8 @@ from flowmo.testing.syncs import count_host_syncs
 from flowmo.train import Trainer, load_config
 from flowmo.train.sampler import derive_seed
 
+from .test_trainer import raw_config as trainer_raw_config
+
 QUANTIZERS = {
     "bsq": {"name": "bsq"},
     "vq": {"name": "vq", "codebook_size": 64},
@@ -40,24 +42,12 @@ def image_folder(tmp_path_factory):
 
 
 def raw_config(folder, quantizer, **train) -> dict:
-    base = {
-        "model": {"preset": "tiny", "quantizer": quantizer},
-        "train": {
-            "steps": 1, "seed": 3, "device": "cpu",
-            "data": {"folder": str(folder)},
-            "optim": {"lr": 1e-3, "batch_size": 2},
-            "ema": {"decay": 0.9, "every": 1},
-            "checkpoint": {"every": 1, "keep_last": 10},
-            "log": {"every": 1, "images_every": 1000, "tensorboard": False, "progress": False},
-            "eval": {"enabled": False},
-        },
-    }
-    for k, v in train.items():
-        if isinstance(v, dict):
-            base["train"].setdefault(k, {}).update(v)
-        else:
-            base["train"][k] = v
-    return base
+    """test_trainer's tiny run with ``quantizer``: on the CPU, 1 step, EMA and a checkpoint every
+    step (``train`` sections merged over those)."""
+    cfg = trainer_raw_config(folder, **{"steps": 1, "device": "cpu", "ema": {"every": 1},
+                                         "checkpoint": {"every": 1}, **train})
+    cfg["model"] = {"preset": "tiny", "quantizer": quantizer}
+    return cfg
 
 
 def _images(folder, n=2):
