@@ -315,9 +315,12 @@ class FlowMo(nn.Module):
         A stochastic quantizer (``kl``) in training mode (with ``losses``) samples: with
         ``noise`` (its ``draw_noise``'s draws, float32 (B, T, C)) or else draws from
         ``generator`` (None: torch's global generator). A deterministic quantizer takes no
-        noise (ValueError when it is given)."""
+        noise (ValueError when it is given, and with ``losses=False``)."""
         self._check_generator(generator)
         if not losses:
+            if noise is not None:
+                raise ValueError("noise is used only with losses=True (a training-mode sample); losses=False gives "
+                                 "the deterministic inference code: leave noise None")
             return self.quantizer.quantize(code)
         sized = isinstance(code, Tensor) and code.ndim == 3  # else the quantizer refuses the code
         if noise is not None and sized:

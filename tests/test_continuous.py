@@ -198,6 +198,53 @@ def test_the_kit_catches_broken_continuous_and_stochastic_bottlenecks(cls, prop,
         check_quantizer(lambda: cls(channels=3), 3, max_examples=3)
 
 
+class _RunningShift(DiagonalGaussian):
+    """Stochastic and stateful: the values are shifted by a running mean of the posterior's
+    means, updated by every training-mode call (declared state): the kit's stochastic properties
+    must each start from the same state, or the same draws give other values."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.register_buffer("shift", torch.zeros(()))
+
+    @property
+    def updated_state(self):
+        return ("shift",)
+
+    def forward(self, z, noise=None):
+        out = super().forward(z, noise)
+        out.values = out.values - self.shift.to(out.values.dtype)
+        if self.training and z.numel():
+            self.shift.mul_(0.5).add_(0.5 * self.posterior(z)[0].detach().float().mean())
+        return out
+
+    def quantize(self, z):
+        out = super().quantize(z)
+        out.values = out.values - self.shift.to(out.values.dtype)
+        return out
+
+    def moments(self, z):
+        mean, var = super().moments(z)
+        return mean - self.shift, var
+
+
+def test_the_kit_runs_each_stochastic_property_from_the_baseline_state():
+    report = check_quantizer(lambda: _RunningShift(channels=3), 3, max_examples=3)
+    assert report["noise"] >= 1 and report["moments"] >= 1 and report["state"] >= 1
+
+
+@pytest.mark.parametrize("args,error,words", [
+    ((-1, 2), ValueError, "batch must be an int >= 0, got int -1"),
+    ((2, 1.5), TypeError, "tokens must be an int >= 0, got float 1.5"),
+    ((True, 2), TypeError, "batch must be an int >= 0, got bool True"),
+    ((2, 2, 7), TypeError, "generator must be a torch.Generator or None, got int"),
+])
+def test_draw_noise_names_a_bad_argument(args, error, words):
+    b, t, *g = args
+    with pytest.raises(error, match=words):
+        DiagonalGaussian(channels=3).draw_noise(b, t, generator=g[0] if g else None)
+
+
 # ----------------------------------------------------------------------------- the model
 @pytest.fixture(scope="module")
 def kl_model() -> flowmo.FlowMo:
@@ -240,6 +287,12 @@ def test_quantizer_noise_is_refused_for_a_deterministic_quantizer(images):
     model = flowmo.build(flowmo.flowmo_tiny())
     with pytest.raises(ValueError, match="quantizer_noise is for a stochastic quantizer \\(kl\\); 'lfq' draws none"):
         model.loss(images, quantizer_noise=torch.zeros(2, 16, 18))
+
+
+def test_quantize_refuses_noise_without_losses(kl_model, images):
+    z = kl_model.encode(images)
+    with pytest.raises(ValueError, match="noise is used only with losses=True"):
+        kl_model.quantize(z, losses=False, noise=torch.zeros(2, 16, 18))
 
 
 def test_posttraining_samples_the_code_and_few_step_objectives_run(kl_model, images):
@@ -360,12 +413,9 @@ def test_the_token_commands_refuse_a_continuous_model(kl_folder, png_folder, tmp
     tokens = write_tokens(tmp_path / "t.safetensors", torch.zeros(1, 16, dtype=torch.int64), spec=lfq.spec,
                           sources=["a"], groups=False)
     gen = _generator().save_pretrained(tmp_path / "gen") if command == "generate" else None
-    tree = tmp_path / "tree"
-    if command == "tokenize-classes":  # a class-folder tree: one class of two images
-        random_png_folder(tree / "a", 2, seed=2)
     argv = {
         "tokenize": ["tokenize", "--model", kl_folder, "--input", png_folder, "--output", tmp_path / "o.safetensors"],
-        "tokenize-classes": ["tokenize", "--model", kl_folder, "--input", tree, "--output", tmp_path / "s", "--classes"],
+        "tokenize-classes": ["tokenize", "--model", kl_folder, "--input", png_folder, "--output", tmp_path / "s", "--classes"],  # not a class tree: the model is refused first
         "detokenize": ["detokenize", "--model", kl_folder, "--tokens", tokens, "--output", tmp_path / "o"],
         "generate": ["generate", "--generator", gen, "--tokenizer", kl_folder, "--per-class", 1, "--out", tmp_path / "o"],
     }[command]
@@ -408,7 +458,8 @@ def test_a_continuous_flowmo_trains_both_stages_saves_loads_and_evaluates(png_fo
     folder = export_checkpoint(tmp_path / "1b", tmp_path / "model", weights="ema")
     model = flowmo.FlowMo.from_pretrained(folder)
     assert model.spec.quantizer.name == quantizer and not model.quantizer.discrete
-    assert "continuous" in (folder / "README.md").read_text()
+    card = (folder / "README.md").read_text()
+    assert "continuous" in card and "fingerprint" not in card and "model.tokenize(" not in card
     images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
     metrics = evaluate_model(model, images, sampler={"steps": 2}, lpips=(), fid=False, progress=False)
     assert metrics["bits_per_pixel"] is None and metrics["codebook"] is None and math.isfinite(metrics["psnr"])

@@ -122,6 +122,21 @@ def test_the_ema_update_is_the_explicit_recurrence(seed, l2, decay, eps, steps):
     assert all(torch.equal(b, before[n]) for n, b in q.named_buffers())
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("dead", [0.0, 2.0])
+def test_a_non_finite_input_leaves_the_ema_state_as_it_was(bad, dead):
+    q = _vq(codebook_size=8, ema=True, dead_code_threshold=dead).train()
+    z = torch.randn(2, 3, 6, generator=torch.Generator().manual_seed(0))
+    z[1, 2, 4] = bad
+    before = {n: b.clone() for n, b in q.named_buffers() if n != "draws"}
+    with count_host_syncs() as syncs:
+        q(z)
+    assert syncs.count == 0
+    assert all(torch.equal(b, before[n]) for n, b in q.named_buffers() if n != "draws")
+    q(z.nan_to_num(posinf=0.0))  # the next finite batch updates it
+    assert not torch.equal(q.codebook, before["codebook"])
+
+
 def test_dead_codes_are_replaced_by_drawn_inputs_of_the_batch():
     """Codes 4..7 unused (usage 0): below the threshold after the update, each is replaced by
     the input draw_indices picks (its sum = threshold x input, its usage = threshold); codes

@@ -129,9 +129,9 @@ def _tokenize_images(args: argparse.Namespace, ctx: Context) -> int:
 
     from .io import input_images, load_image, model_from_args, require_tokens, resize_note
 
-    files, sizes = input_images(args.input)
     model, device = model_from_args(args)
-    require_tokens(model, "flowmo tokenize")
+    require_tokens(model, "flowmo tokenize")  # before the inputs: no fixing them for a model without tokens
+    files, sizes = input_images(args.input)
     size = model.spec.image_size
     read = (lambda a, b: torch.stack([load_image(f.path, size) for f in files[a:b]]))
     parts: list = []
@@ -191,12 +191,12 @@ def _tokenize_class_folders(args: argparse.Namespace, ctx: Context) -> int:
                        f"got {len(args.input)} paths")
     if args.groups:
         raise CLIError("--groups is for single token files; with --classes choose the layout with --layout group")
+    model, device = model_from_args(args)
+    require_tokens(model, "flowmo tokenize")  # before the inputs: no fixing them for a model without tokens
     root = Path(args.input[0]).expanduser()
     classes, items = class_folder_images(root, argument="--input")
     _note_suspicious_classes(root, classes, items, ctx)
-    sizes = [check_image_header(p) for p, _ in items]  # every header checked before any model work
-    model, device = model_from_args(args)
-    require_tokens(model, "flowmo tokenize")
+    sizes = [check_image_header(p) for p, _ in items]  # every header checked before tokenizing
     layout = layout_for(model, args.layout or "auto")
     size = model.spec.image_size
     names = [p.relative_to(root).as_posix() for p, _ in items]

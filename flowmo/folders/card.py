@@ -78,7 +78,8 @@ def model_card(spec: Any, *, parameters: Optional[int] = None, license: str = "o
              f"{spec.decoder.name}, width {spec.decoder.width}, depth {spec.decoder.depth}"]
     if parameters is not None:
         lines.append(f"- parameters: {parameters:,}")
-    lines.append(f"- spec fingerprint (tokens are valid between equal fingerprints): {spec.fingerprint()}")
+    if bits_token is not None:
+        lines.append(f"- spec fingerprint (tokens are valid between equal fingerprints): {spec.fingerprint()}")
     lines += ["", "## Decoding", "", f"- default sampler: {_sampler_words(spec.sampler)}"]
     for preset, s in spec.sampler_presets.items():
         lines.append(f"- preset `{preset}`: {_sampler_words(s)} (`sampler=\"{preset}\"`)")

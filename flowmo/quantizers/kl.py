@@ -96,7 +96,14 @@ class DiagonalGaussian(Quantizer):
 
     def draw_noise(self, batch: int, tokens: int, *, generator: Optional[torch.Generator] = None,
                    device: Optional[torch.device] = None) -> Tensor:
-        """eps ~ N(0, I): float32 (batch, tokens, C) from ``generator`` on ``device``."""
+        """eps ~ N(0, I): float32 (batch, tokens, C) from ``generator`` on ``device``. TypeError /
+        ValueError naming ``batch``, ``tokens`` (ints >= 0) or ``generator`` (a torch.Generator or None)."""
+        for name, n in (("batch", batch), ("tokens", tokens)):
+            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                raise (ValueError if isinstance(n, int) and not isinstance(n, bool) else TypeError)(
+                    f"{name} must be an int >= 0, got {type(n).__name__} {n!r}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
         return torch.randn(batch, tokens, self.channels, generator=generator, device=device, dtype=torch.float32)
 
     def moments(self, z: Tensor) -> tuple[Tensor, Tensor]:

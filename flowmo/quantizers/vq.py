@@ -130,6 +130,9 @@ class VQ(Quantizer):
         m_k <- decay m_k + (1 - decay) s_k          (embed_sum)
         e_k <- m_k / ((N_k + eps) / (sum_j N_j + K eps) * sum_j N_j)   (Laplace-smoothed counts)
 
+    A call with a non-finite input (any rank's) leaves the EMA state as it was (a ``torch.where``,
+    no host sync).
+
     Dead codes (``dead_code_threshold`` t > 0): after the update, every code with N_k < t (its
     EMA usage in tokens per call, summed over ranks) is replaced by an input of the batch:
     e_k <- x_j, m_k <- t x_j, N_k <- t, with j = :func:`draw_indices` (draws, k) of the local
@@ -250,20 +253,22 @@ class VQ(Quantizer):
         p = usage / usage.sum().clamp_min(1.0)
         stats["perplexity"] = torch.exp(-(p * torch.log(p.clamp_min(1e-30))).sum())
         if self.training and self.spec.ema and flat.numel():
-            self._ema_update(xc.detach().reshape(-1, self.channels), flat, usage)
+            self._ema_update(xc.detach().reshape(-1, self.channels), flat, usage, torch.isfinite(x).all())
         return QuantizerOutput(values, indices, losses, stats)
 
     @torch.no_grad()
-    def _ema_update(self, x: Tensor, indices: Tensor, counts: Tensor) -> None:
+    def _ema_update(self, x: Tensor, indices: Tensor, counts: Tensor, finite: Tensor) -> None:
         """One EMA step (see the class docstring) from the batch's points x (N, C) float32, their
-        codes' indices (N,) and the codes' usage counts (K,) on this rank."""
+        codes' indices (N,), the codes' usage counts (K,) on this rank and whether this rank's
+        input was finite (a bool scalar: else no rank updates)."""
         k, s = self.codebook_size, self.spec
         sums = torch.zeros(k, self.channels, device=x.device).index_add_(0, indices, x)
-        counts = counts.clone()
+        counts = torch.cat([counts, (~finite).float()[None]])  # the last entry: ranks with a non-finite input
         world = _world_size()
         if world > 1:
             dist.all_reduce(counts)
             dist.all_reduce(sums)
+        finite, counts = counts[-1] == 0, counts[:-1]
         size = self.cluster_size.float() * s.decay + counts * (1 - s.decay)
         embed_sum = self.embed_sum.float() * s.decay + sums * (1 - s.decay)
         total = size.sum()
@@ -278,9 +283,9 @@ class VQ(Quantizer):
             codebook = torch.where(dead[:, None], candidates, codebook)
             embed_sum = torch.where(dead[:, None], candidates * t, embed_sum)
             size = torch.where(dead, torch.full_like(size, t), size)
-        self.cluster_size.copy_(size)
-        self.embed_sum.copy_(embed_sum)
-        self.codebook.copy_(codebook)
+        self.cluster_size.copy_(torch.where(finite, size, self.cluster_size))
+        self.embed_sum.copy_(torch.where(finite, embed_sum, self.embed_sum))
+        self.codebook.copy_(torch.where(finite, codebook, self.codebook))
         self.draws[1] += 1
 
     # -- codes <-> indices

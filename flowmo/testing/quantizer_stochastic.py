@@ -90,7 +90,10 @@ def check_stochastic(ck: _Checker, probe: _QuantizerProbe, inputs: Any, large: l
             return
         if torch.equal(n1, other):
             raise AssertionError("draw_noise gives the same draws for two generator seeds: it must draw from generator")
-        a, a2, c = q(z, noise=n1), q(z, noise=n1.clone()), q(z, noise=other)
+        def fwd(noise: Tensor, what: str) -> Any:  # from the baseline state, its changes checked
+            return probe.call(lambda x: q(x, noise=noise), z, what=what, forward=True)
+
+        a, a2, c = fwd(n1, "forward(z, noise)"), fwd(n1.clone(), "forward(z, noise)"), fwd(other, "forward(z, noise)")
         if not torch.equal(a.values, a2.values):
             raise AssertionError(f"non-deterministic: training-mode forward with the same noise gave different values: "
                                  f"{_mismatch(a.values, a2.values)}")
@@ -98,7 +101,7 @@ def check_stochastic(ck: _Checker, probe: _QuantizerProbe, inputs: Any, large: l
             raise AssertionError("training-mode forward gives the same values for two different noise draws: it does "
                                  "not sample (a stochastic quantizer samples in training mode)")
         q.eval()
-        with_noise, without = q(z, noise=n1), q(z)
+        with_noise, without = fwd(n1, "forward(z, noise)"), probe.call(q, z, what="forward(z)", forward=True)
         if not torch.equal(with_noise.values, without.values):
             raise AssertionError(f"eval-mode forward uses the noise it is given: {_mismatch(with_noise.values, without.values)}"
                                  " (eval mode is deterministic: ignore noise there)")
@@ -113,8 +116,9 @@ def check_stochastic(ck: _Checker, probe: _QuantizerProbe, inputs: Any, large: l
         n = MOMENT_DRAWS
         reps = z.repeat(n, 1, 1)  # sample i of repeat r is row r * 2 + i: each value n times, independently
         q.train()
+        noise = q.draw_noise(2 * n, 3, generator=_seeded(seed + 1), device=device)
         with torch.no_grad():
-            values = q(reps, noise=q.draw_noise(2 * n, 3, generator=_seeded(seed + 1), device=device)).values
+            values = probe.call(lambda x: q(x, noise=noise), reps, what="forward(z, noise)", forward=True).values
         draws = values.double().cpu().reshape(n, 2, 3, C)
         got_mean, got_var = draws.mean(0), draws.var(0)
         mean_tol = MOMENT_SIGMAS * (var / n).sqrt() + 1e-6 * (1 + mean.abs())
@@ -127,7 +131,7 @@ def check_stochastic(ck: _Checker, probe: _QuantizerProbe, inputs: Any, large: l
                                  f"variance (within {MOMENT_SIGMAS:g} standard errors): {_mismatch(got_var, var)}")
         q.eval()
         with torch.no_grad():
-            ev = q(z).values
+            ev = probe.call(q, z, what="forward(z)", forward=True).values
         if not torch.equal(ev, mean.to(ev.dtype).to(ev.device)):
             raise AssertionError(f"eval-mode values are not the declared mean: {_mismatch(ev, mean.to(ev.dtype))}")
 
