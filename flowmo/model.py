@@ -30,6 +30,7 @@ from .registry import BACKBONES, FLOW_LOSSES, POSTTRAIN_OBJECTIVES, QUANTIZERS, 
 from .samplers.grids import describe
 from .spec.sampling import resolve_preset
 from .samplers.sampler import SampleOutput, sample, state_dtype
+from .samplers.tiles import TiledDecoder, TiledTokens, TileGrid, tile_grid
 from .spec import FlowMoSpec, SamplerSpec, no_tokens_error, replace_spec
 
 __all__ = ["FlowMo", "LossOutput", "build"]
@@ -189,16 +190,19 @@ class FlowMo(nn.Module):
                 now.read()
         return x
 
-    def _check_images(self, images: Any, *, values: bool = True, checks: Optional[ValueChecks] = None) -> Tensor:
+    def _check_images(self, images: Any, *, values: bool = True, checks: Optional[ValueChecks] = None,
+                      any_size: bool = False) -> Tensor:
         """Images (B, 3, S, S), B >= 1, floating, on the model's device, finite and in [-1, 1]
-        (1.05 tolerated), returned in the model's dtype.
+        (1.05 tolerated), returned in the model's dtype. ``any_size``: any H x W (the caller
+        checked the layout: :meth:`_check_any_size`).
 
         ``values=False`` checks the type, layout, dtype and device only and reads no value (no
         host sync); with ``values`` (the default) the finite and range checks are read together,
         one host sync, or added to ``checks`` for the caller to read."""
         if not isinstance(images, Tensor):
             raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
-        self._check_float(images, "images", (None, 3, self.spec.image_size, self.spec.image_size), values=False)
+        if not any_size:
+            self._check_float(images, "images", (None, 3, self.spec.image_size, self.spec.image_size), values=False)
         if values:
             now = ValueChecks() if checks is None else checks
             now.add(torch.isfinite(images), lambda: ValueError("images contains NaN or Inf values"))
@@ -232,13 +236,13 @@ class FlowMo(nn.Module):
         if not self.quantizer.discrete:
             raise no_tokens_error(self.spec.quantizer.name, what)
 
-    def _check_tokens(self, tokens: Any) -> Tensor:
-        """Integer tokens (B, T), B >= 1, on the model's device (their range, [0, codebook_size),
-        is the quantizer's to check: :meth:`_tokens_to_code`)."""
+    def _check_tokens(self, tokens: Any, shape: Optional[tuple] = None) -> Tensor:
+        """Integer tokens (B, T) (or ``shape``), B >= 1, on the model's device (their range,
+        [0, codebook_size), is the quantizer's to check: :meth:`_tokens_to_code`)."""
         if (not isinstance(tokens, Tensor) or tokens.is_floating_point() or tokens.is_complex()
                 or tokens.dtype == torch.bool):
             raise TypeError(f"tokens must be an int64 torch.Tensor (any integer dtype), got {describe(tokens)}")
-        self._check_layout(tokens, "tokens", (None, self.spec.code_length))
+        self._check_layout(tokens, "tokens", shape or (None, self.spec.code_length))
         return tokens
 
     def _check_cfg_dropout(self, cfg_dropout: Any, b: int) -> None:
@@ -547,6 +551,128 @@ class FlowMo(nn.Module):
         with torch.no_grad():
             code = self.quantize(self._encode(self._check_images(images, checks=checks)), losses=False).values
         return self._decode(code, checks, **kw).images
+
+    # ------------------------------------------------------------------ tiles: images of any size
+    def tile_grid(self, height: int, width: int, *, overlap: Optional[int] = None) -> TileGrid:
+        """The grid of ``spec.image_size`` tiles covering a ``height`` x ``width`` image
+        (:func:`flowmo.samplers.tiles.tile_grid`; ``overlap`` pixels at least between neighbours,
+        default ``image_size // 4``). ValueError for an image smaller than the model's size."""
+        s = self.spec.image_size
+        return tile_grid(height, width, s, s // 4 if overlap is None else overlap)
+
+    def _check_grid(self, grid: Any) -> TileGrid:
+        if not isinstance(grid, TileGrid) or grid.tile != self.spec.image_size:
+            raise TypeError(f"grid must be a TileGrid of tiles of the model's image size ({self.spec.image_size}; "
+                            f"FlowMo.tile_grid makes one), got {describe(grid) if not isinstance(grid, TileGrid) else f'tiles of {grid.tile}'}")
+        return grid
+
+    def _check_any_size(self, images: Any, overlap: Optional[int], checks: ValueChecks) -> tuple[Tensor, TileGrid]:
+        """Images (B, 3, H, W) of any H, W >= the model's size (checked as :meth:`_check_images`
+        checks, values into ``checks``) and their tile grid."""
+        s = self.spec.image_size
+        if not isinstance(images, Tensor):
+            raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+        self._check_float(images, "images", (None, 3, None, None), f"shape (B, 3, H, W) with H, W >= {s}",
+                          values=False)
+        try:
+            grid = self.tile_grid(images.shape[2], images.shape[3], overlap=overlap)
+        except ValueError as e:
+            raise ValueError(f"images: {e}") from None
+        return self._check_images(images, checks=checks, any_size=True), grid
+
+    @torch.no_grad()
+    def tokenize_tiled(self, images: Tensor, *, overlap: Optional[int] = None) -> TiledTokens:
+        """Images (B, 3, H, W) in [-1, 1] of any size with H, W >= ``spec.image_size`` -> their
+        :class:`~flowmo.samplers.tiles.TiledTokens`: int64 tokens (B, rows, cols, T), one token
+        sequence per tile of :meth:`tile_grid` (``overlap`` as there), and the grid. An image of
+        exactly the model's size is one tile with :meth:`tokenize`'s tokens. One host sync.
+        ValueError for a smaller image (naming its size) and a continuous bottleneck."""
+        self._require_tokens("tokenize_tiled")
+        checks = ValueChecks()
+        images, grid = self._check_any_size(images, overlap, checks)
+        tiles = grid.crop(images).flatten(0, 1)
+        tokens = self.quantize(self._encode(tiles), losses=False).indices
+        checks.read()
+        return TiledTokens(tokens.unflatten(0, (images.shape[0], grid.rows, grid.cols)), grid)
+
+    def detokenize_tiled(self, tokens: Any, grid: Optional[TileGrid] = None, **kw: Any) -> Tensor:
+        """Tiled tokens -> images (B, 3, H, W): ``tokens`` a :class:`TiledTokens`, or int64
+        (B, rows, cols, T) with their ``grid``. Keyword arguments as for :meth:`decode_tiled`.
+        One host sync. ValueError for a continuous bottleneck."""
+        self._require_tokens("detokenize_tiled")
+        if isinstance(tokens, TiledTokens):
+            if grid is not None and grid != tokens.grid:
+                raise ValueError("grid differs from the TiledTokens' own grid: give one of them")
+            tokens, grid = tokens.tokens, tokens.grid
+        grid = self._check_grid(grid)
+        checks = ValueChecks()
+        self._check_tokens(tokens, (None, grid.rows, grid.cols, self.spec.code_length))
+        code = self.quantizer.indices_to_codes_deferred(tokens.flatten(0, 2), checks, "tokens (indices)")
+        code = code.to(self.dtype).unflatten(0, tokens.shape[:3])
+        return self._decode_tiled(code, grid, checks, **kw).images
+
+    def reconstruct_tiled(self, images: Tensor, *, overlap: Optional[int] = None, **kw: Any) -> Tensor:
+        """Images (B, 3, H, W) of any size with H, W >= ``spec.image_size`` -> reconstructions of
+        their size: each tile of :meth:`tile_grid` encoded and quantized (the inference code, as
+        :meth:`reconstruct`), then :meth:`decode_tiled` (keyword arguments as there). An image of
+        exactly the model's size equals :meth:`reconstruct`'s. One host sync; works for continuous
+        bottlenecks too."""
+        checks = ValueChecks()
+        images, grid = self._check_any_size(images, overlap, checks)
+        with torch.no_grad():
+            code = self.quantize(self._encode(grid.crop(images).flatten(0, 1)), losses=False).values
+        return self._decode_tiled(code.unflatten(0, (images.shape[0], grid.rows, grid.cols)), grid, checks, **kw).images
+
+    def decode_tiled(self, code: Tensor, grid: TileGrid, *, joint: bool = True, noise: Optional[Tensor] = None,
+                     generator: Optional[torch.Generator] = None, sampler: Union[SamplerSpec, dict, str, None] = None,
+                     return_intermediates: bool = False, enable_grad: bool = False) -> SampleOutput:
+        """Sample an image of ``grid``'s size from one code per tile: ``code`` (B, rows, cols, T,
+        C), finite, on the model's device.
+
+        ``joint`` (default): the whole image is one ODE state (``noise`` (B, 3, H, W), default
+        N(0, I) from ``generator``); at every solver step every tile's crop of it is decoded,
+        conditioned on its own code, in one batch of B * rows * cols tiles, and the tiles'
+        velocities are blended with the grid's partition-of-unity weights
+        (:class:`~flowmo.samplers.tiles.TiledDecoder`), so overlapping tiles move together and
+        no seam is left. ``joint=False``: each tile decoded on its own from its crop of the same
+        noise, the results blended with the same weights (the baseline the joint decode
+        improves on). Other arguments, precision and the one host sync as for :meth:`decode`;
+        ``decoder_calls`` counts per tile (each joint call runs every tile); intermediates are
+        whole images. An image of exactly the model's size (one tile) equals :meth:`decode`'s.
+        """
+        return self._decode_tiled(code, grid, ValueChecks(), joint=joint, noise=noise, generator=generator,
+                                  sampler=sampler, return_intermediates=return_intermediates, enable_grad=enable_grad)
+
+    def _decode_tiled(self, code: Tensor, grid: Any, checks: ValueChecks, *, joint: bool = True,
+                      noise: Optional[Tensor] = None, generator: Optional[torch.Generator] = None,
+                      sampler: Union[SamplerSpec, dict, str, None] = None, return_intermediates: bool = False,
+                      enable_grad: bool = False) -> SampleOutput:
+        grid = self._check_grid(grid)
+        if not isinstance(joint, bool):
+            raise TypeError(f"joint must be a bool, got {describe(joint)}")
+        t, c = self.spec.code_length, self.spec.code_channels
+        code = self._check_float(code, "code", (None, grid.rows, grid.cols, t, c), checks=checks)
+        self._check_generator(generator)
+        code = self._cast(code, "code", self.dtype, checks=checks)
+        b, work = code.shape[0], state_dtype(self.dtype)
+        shape = (b, 3, grid.height, grid.width)
+        if noise is None:
+            noise = torch.randn(shape, generator=generator, device=code.device, dtype=work)
+        else:
+            noise = self._cast(self._check_float(noise, "noise", shape, checks=checks), "noise", work, checks=checks)
+        cond = self.conditioning(code.flatten(0, 2)).unflatten(0, (b, grid.count))
+        spec = self._sampler_spec(sampler)
+        kw = dict(return_intermediates=return_intermediates, enable_grad=enable_grad, decoder_dtype=self.dtype,
+                  checks=checks)
+        weights = grid.weights(device=noise.device, dtype=work)
+        if joint:
+            velocity = TiledDecoder(self.decoder_velocity, grid, weights)
+            return sample(velocity, noise, cond, spec, null_cond=torch.zeros_like(cond), **kw)
+        tiles = cond.flatten(0, 1)
+        out = sample(self.decoder_velocity, grid.crop(noise).flatten(0, 1), tiles, spec,
+                     null_cond=torch.zeros_like(tiles), **kw)
+        whole = lambda z: grid.blend(z.unflatten(0, (b, grid.count)), weights)
+        return SampleOutput(whole(out.images), out.decoder_calls, out.times, [whole(z) for z in out.intermediates])
 
     # ------------------------------------------------------------------ model folders
     def save_pretrained(self, directory: Union[str, os.PathLike], *, card: Optional[dict] = None) -> Path:

@@ -3,6 +3,8 @@ that made it.
 
     flowmo detokenize --model M --tokens FILE.safetensors --output DIR [sampler options] [--seed S]
 
+A tiled token file (``flowmo tokenize --tiled``) decodes each image at its own size, its tiles
+jointly (:meth:`flowmo.FlowMo.detokenize_tiled`), from ``image_noise(S, [i], (3, H, W))``.
 A model of another spec fingerprint, or of the same spec with other encoder or quantizer
 weights (the file's token weights digest), is refused with the reason. Row i decodes from the
 noise ``flowmo eval --seed S`` gives image i.
@@ -73,6 +75,15 @@ def run(args: argparse.Namespace) -> int:
     sampler = sampler_from_args(model.spec.sampler, args, model.spec.sampler_presets)
     out = output_folder(args.output)
     size = model.spec.image_size
+    if tf.tiles is not None:  # a tiled file: each image at its size, its tiles decoded jointly
+        with torch.no_grad(), ctx.progress(len(tf.tiles), "detokenize") as bar:
+            for i, grid in enumerate(tf.tiles):
+                tok = tf.tokens[tf.rows(i)].to(device).unflatten(0, (grid.rows, grid.cols))[None]
+                noise = image_noise(args.seed, [i], (3, grid.height, grid.width), device=device, dtype=model.dtype)
+                save_image(model.detokenize_tiled(tok, grid, noise=noise, sampler=sampler)[0], out / names[i])
+                bar.update(1)
+        ctx.say(f"wrote {len(tf.tiles)} tiled image{'s' if len(tf.tiles) != 1 else ''} to {out}")
+        return 0
     n = tf.tokens.shape[0]
     with torch.no_grad(), ctx.progress(n, "detokenize") as bar:
         for a, b in batches(n, args.batch_size):

@@ -154,11 +154,12 @@ def _unreadable(path: PathLike, e: BaseException) -> ValueError:
     return ValueError(f"{str(path)!r} is not a readable image ({_reason(e)})")
 
 
-def load_image(path: PathLike, size: int) -> Tensor:
+def load_image(path: PathLike, size: Optional[int]) -> Tensor:
     """Decode ``path`` with :func:`flowmo.data.images.decode_image` (the library's one decoder:
     every Pillow mode by documented rules, EXIF orientation, transparency over white, 16-bit
     grey at full precision), resize its short side to ``size`` (bicubic, antialiased when
     shrinking), centre crop to ``size`` x ``size``: float32 (3, size, size) in [-1, 1].
+    ``size`` None: the image as it is, float32 (3, H, W) (for tiles).
 
     Raises ValueError naming ``size`` unless it is a positive int with ``size x size`` within
     :func:`flowmo.data.image_sizes.pixel_limit` (9,459 at Pillow's default limit);
@@ -170,12 +171,14 @@ def load_image(path: PathLike, size: int) -> Tensor:
     from flowmo.data.image_sizes import center_crop, check_size, resize_short_side, resized_size
     from flowmo.data.images import decode_image, image_to_tensor
 
-    size = check_size(size)
+    size = None if size is None else check_size(size)
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"image {str(path)!r} does not exist")
     try:
         img = decode_image(path)
+        if size is None:
+            return image_to_tensor(img)
         resized_size(*img.size, size, name=repr(str(path)))  # refused before any pixel is resized
         return image_to_tensor(center_crop(resize_short_side(img, size), size))
     except Exception as e:  # noqa: BLE001 - any failure of this one file

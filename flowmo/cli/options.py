@@ -112,6 +112,38 @@ def add_decoding_arguments(parser: argparse.ArgumentParser, item: str = "input i
     add_sampler_arguments(parser)
 
 
+TILED_HELP = ("keep each image at its own size (at least the model's image size in each dimension) and cover it "
+              "with overlapping tiles of the model's size, decoded jointly (FlowMo.tile_grid, "
+              "FlowMo.reconstruct_tiled)")
+
+
+def add_tiling_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--tiled`` and ``--overlap`` (images of any size: :meth:`flowmo.FlowMo.tile_grid`)."""
+    g = parser.add_argument_group("images of any size")
+    g.add_argument("--tiled", action="store_true", help=TILED_HELP)
+    g.add_argument("--overlap", type=int, default=None, metavar="PX",
+                   help="with --tiled: pixels shared by neighbouring tiles, at least (0 .. image size - 1; default "
+                        "image size / 4)")
+
+
+def check_tiling_arguments(args: argparse.Namespace, model_size: int, sizes: Any, files: Any) -> None:
+    """CLIError (before any model work) for ``--overlap`` without ``--tiled`` or outside
+    [0, model_size), and, with ``--tiled``, for an input smaller than the model's size (naming
+    it): ``sizes`` are the inputs' stored (width, height)."""
+    from .errors import CLIError
+
+    if args.overlap is not None and not args.tiled:
+        raise CLIError("--overlap applies only with --tiled")
+    if args.overlap is not None and not 0 <= args.overlap < model_size:
+        raise CLIError(f"--overlap must be in [0, {model_size - 1}] (below the model's image size), got {args.overlap}")
+    if args.tiled:
+        for f, (w, h) in zip(files, sizes):
+            if min(w, h) < model_size:
+                raise CLIError(f"--tiled: {str(f.path)!r} is {w} x {h} pixels, smaller than the model's image size "
+                               f"({model_size}) in a dimension; tiles cannot cover it (resize it up, or leave out "
+                               "--tiled to resize every input to the model's size)")
+
+
 def sampler_from_args(base: Any, args: argparse.Namespace, presets: Optional[Mapping[str, Any]] = None) -> Any:
     """The sampler ``base`` (a :class:`flowmo.SamplerSpec`, the model's) with the command line's
     edits, validated.

@@ -1,10 +1,13 @@
 """``flowmo reconstruct``: encode, quantize and decode images; one PNG per input, named as it is.
 
     flowmo reconstruct --model M --input PATHS... --output DIR [sampler options] [--seed S] [--batch-size B]
+                       [--tiled [--overlap PX]]
 
 Input image i (inputs in the order given, a folder's files sorted by relative name) decodes from
 the noise ``flowmo eval --seed S`` gives image i. An output that would replace an input image is
-refused before any work.
+refused before any work. With ``--tiled`` every image keeps its size (at least the model's in
+each dimension) and is reconstructed in tiles decoded jointly (:meth:`flowmo.FlowMo.reconstruct_tiled`),
+one image at a time, from ``image_noise(S, [i], (3, H, W))``.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from typing import Any, Optional
 
 from .command import Context, add_subcommand
 from .errors import CLIError
-from .options import DEVICE_HELP, RESIZE_HELP, add_common_arguments, add_decoding_arguments, add_model_arguments
+from .options import (DEVICE_HELP, RESIZE_HELP, add_common_arguments, add_decoding_arguments, add_model_arguments,
+                      add_tiling_arguments)
 
 __all__ = ["NAME", "add_parser", "run"]
 
@@ -33,6 +37,7 @@ def add_parser(sub: Optional[Any] = None) -> argparse.ArgumentParser:
                    help="image files and/or folders (recursive); resized and centre-cropped to the model's image size")
     p.add_argument("--output", required=True, metavar="DIR", help="output folder")
     add_decoding_arguments(p)
+    add_tiling_arguments(p)
     add_common_arguments(p, device=DEVICE_HELP)
     return p
 
@@ -58,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .io import (batches, input_images, load_image, model_from_args, output_folder, output_names, resize_note,
                      save_image)
-    from .options import sampler_from_args
+    from .options import check_tiling_arguments, sampler_from_args
 
     ctx = Context(args)
     import_modules(args.imports)
@@ -66,9 +71,20 @@ def run(args: argparse.Namespace) -> int:
     names = output_names([f.name for f in files])
     _refuse_overwriting_inputs(args.output, names, [f.path for f in files])
     model, device = model_from_args(args)
+    size = model.spec.image_size
+    check_tiling_arguments(args, size, sizes, files)
     sampler = sampler_from_args(model.spec.sampler, args, model.spec.sampler_presets)
     out = output_folder(args.output)
-    size = model.spec.image_size
+    if args.tiled:
+        with torch.no_grad(), ctx.progress(len(files), "reconstruct") as bar:
+            for i, f in enumerate(files):
+                x = load_image(f.path, None)[None].to(device=device, dtype=model.dtype)
+                noise = image_noise(args.seed, [i], tuple(x.shape[1:]), device=device, dtype=model.dtype)
+                y = model.reconstruct_tiled(x, overlap=args.overlap, noise=noise, sampler=sampler)
+                save_image(y[0], out / names[i])
+                bar.update(1)
+        ctx.say(f"wrote {len(files)} tiled reconstruction{'s' if len(files) != 1 else ''} to {out}")
+        return 0
     with torch.no_grad(), ctx.progress(len(files), "reconstruct") as bar:
         for a, b in batches(len(files), args.batch_size):
             x = torch.stack([load_image(f.path, size) for f in files[a:b]]).to(device=device, dtype=model.dtype)

@@ -33,7 +33,7 @@ from typing import Any, Optional
 
 from .command import Context, add_subcommand
 from .errors import CLIError
-from .options import DEVICE_HELP, RESIZE_HELP, add_common_arguments, add_model_arguments, positive_int
+from .options import DEVICE_HELP, RESIZE_HELP, add_common_arguments, add_model_arguments, add_tiling_arguments, positive_int
 
 __all__ = ["NAME", "add_parser", "run", "DEFAULT_SHARD_SIZE"]
 
@@ -74,6 +74,7 @@ def add_parser(sub: Optional[Any] = None) -> argparse.ArgumentParser:
                    help="also tokenize each image mirrored left-right (its row follows the original's; its source "
                         "name ends in '#hflip'; the set records augment: [hflip])")
     g.add_argument("--overwrite", action="store_true", help="replace a token set already in --output")
+    add_tiling_arguments(p)
     add_common_arguments(p, device=DEVICE_HELP)
     return p
 
@@ -85,6 +86,10 @@ def run(args: argparse.Namespace) -> int:
 
     ctx = Context(args)
     import_modules(args.imports)
+    if args.tiled and (args.classes or args.groups):
+        raise CLIError(f"--tiled writes single token files of plain tokens: not with {'--classes' if args.classes else '--groups'}")
+    if args.overlap is not None and not args.tiled:
+        raise CLIError("--overlap applies only with --tiled")
     if args.classes:
         return _tokenize_class_folders(args, ctx)
     for dest in _SET_ONLY_OPTIONS:
@@ -95,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
     if any(shards):
         if not all(shards):
             raise CLIError("--input mixes tar shards with other paths; give shards (.tar files or patterns) or images")
+        if args.tiled:
+            raise CLIError("--tiled reads image files and folders, not tar shards")
         return _tokenize_shards(args, ctx)
     return _tokenize_images(args, ctx)
 
@@ -133,6 +140,8 @@ def _tokenize_images(args: argparse.Namespace, ctx: Context) -> int:
     require_tokens(model, "flowmo tokenize")  # before the inputs: no fixing them for a model without tokens
     files, sizes = input_images(args.input)
     size = model.spec.image_size
+    if args.tiled:
+        return _tokenize_tiled(args, ctx, model, device, files, sizes)
     read = (lambda a, b: torch.stack([load_image(f.path, size) for f in files[a:b]]))
     parts: list = []
     _tokenize(model, device, len(files), read, lambda a, b, t: parts.append(t), ctx, batch_size=args.batch_size,
@@ -142,6 +151,33 @@ def _tokenize_images(args: argparse.Namespace, ctx: Context) -> int:
     path = write_tokens(args.output, tokens, spec=model.spec, sources=[f.name for f in files], groups=args.groups,
                         tokenizer_weights=token_weights_digest(model))
     ctx.say(f"wrote tokens {tuple(tokens.shape)} of {len(files)} image{'s' if len(files) != 1 else ''} to {path} "
+            f"(model fingerprint {model.spec.fingerprint()})")
+    return 0
+
+
+def _tokenize_tiled(args: argparse.Namespace, ctx: Context, model: Any, device: Any, files: list, sizes: list) -> int:
+    """Images of any size -> one tiled token file (a row per tile, the grids in its metadata)."""
+    import torch
+
+    from flowmo.data.tokens import write_tokens
+    from flowmo.state_dicts import token_weights_digest
+
+    from .io import load_image
+    from .options import check_tiling_arguments
+
+    check_tiling_arguments(args, model.spec.image_size, sizes, files)
+    rows, grids = [], []
+    with torch.no_grad(), ctx.progress(len(files), "tokenize") as bar:
+        for f in files:
+            x = load_image(f.path, None)[None].to(device=device, dtype=model.dtype)
+            tiled = model.tokenize_tiled(x, overlap=args.overlap)
+            rows.append(tiled.tokens[0].flatten(0, 1).to("cpu", torch.int64))
+            grids.append(tiled.grid)
+            bar.update(1)
+    tokens = torch.cat(rows)
+    path = write_tokens(args.output, tokens, spec=model.spec, sources=[f.name for f in files], groups=False,
+                        tokenizer_weights=token_weights_digest(model), tiles=grids)
+    ctx.say(f"wrote tokens of {len(files)} image{'s' if len(files) != 1 else ''} in {tokens.shape[0]} tiles to {path} "
             f"(model fingerprint {model.spec.fingerprint()})")
     return 0
 

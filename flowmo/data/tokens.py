@@ -18,6 +18,13 @@ characters; files written before it record the whole model's :func:`~flowmo.stat
 also accepted), so tokens are not decoded by a tokenizer of the same spec but another encoder; files without it read with ``tokenizer_weights``
 None (only the spec fingerprint is then checked).
 
+Tiled token files (``flowmo tokenize --tiled``: images larger than the model, in tiles of its
+size, :meth:`flowmo.FlowMo.tokenize_tiled`) add the metadata ``tiles``: a JSON list with one
+:meth:`~flowmo.samplers.tiles.TileGrid.to_dict` per source; the tokens then hold one row per
+tile, the sources' tiles one after another, each source's row-major (so ``tokens`` has
+``sum(grid.count)`` rows and ``sources`` one name per image). Files without it read with
+``tiles`` None.
+
 Only a discrete tokenizer has tokens: writing a token file for a spec whose bottleneck is
 continuous (``kl``, ``identity``), or reading one that records such a spec, raises ValueError
 saying so (:func:`flowmo.spec.no_tokens_error`).
@@ -36,6 +43,7 @@ from torch import Tensor
 
 from .files import atomic_write
 from flowmo.data.token_layout import TokenLayout
+from flowmo.samplers.tiles import TileGrid
 from flowmo.spec import no_tokens_error
 from flowmo.data.folder_kinds import TOKEN_FORMAT
 
@@ -62,18 +70,29 @@ class TokenFile:
     classes: Optional[list[str]] = None
     layout: Optional[str] = None  # TokenLayout JSON
     tokenizer_weights: Optional[str] = None  # flowmo.state_dicts.token_weights_digest of the tokenizer
+    tiles: Optional[list[TileGrid]] = None  # one grid per source; the rows are the sources' tiles in order
+
+    def rows(self, i: int) -> slice:
+        """The token rows of source ``i``: its tiles' rows in a tiled file, else row ``i``."""
+        if self.tiles is None:
+            return slice(i, i + 1)
+        start = sum(g.count for g in self.tiles[:i])
+        return slice(start, start + self.tiles[i].count)
 
 
 def write_tokens(path: PathLike, tokens: Tensor, *, spec: Any, sources: Sequence[str], groups: bool,
                  labels: Optional[Tensor] = None, classes: Optional[Sequence[str]] = None,
-                 layout: Optional[Any] = None, tokenizer_weights: Optional[str] = None) -> Path:
+                 layout: Optional[Any] = None, tokenizer_weights: Optional[str] = None,
+                 tiles: Optional[Sequence[TileGrid]] = None) -> Path:
     """Write a token file (see module docstring), atomically, creating parent folders.
 
     ``tokens``: int64 (N, T), or (N, T, G) when ``groups``; ``sources``: N names. ``labels``
     (int64 (N,), in [0, len(classes))) and ``classes`` (distinct names) come together or not at
     all; ``layout`` is a :class:`~flowmo.data.token_layout.TokenLayout` (or its JSON) whose
     fingerprint must be ``spec``'s; ``tokenizer_weights`` is the tokenizer's
-    :func:`~flowmo.state_dicts.token_weights_digest` (64 hex characters) or None (not recorded).
+    :func:`~flowmo.state_dicts.token_weights_digest` (64 hex characters) or None (not recorded);
+    ``tiles`` one :class:`~flowmo.samplers.tiles.TileGrid` per source (tiles of the spec's image
+    size), the tokens then a row per tile (module docstring; not with ``groups`` or labels).
     TypeError / ValueError naming the argument otherwise (ValueError from
     :func:`~flowmo.data.files.atomic_write` for a ``path`` that is a folder); ValueError for a
     ``spec`` whose bottleneck is continuous (no tokens)."""
@@ -84,8 +103,17 @@ def write_tokens(path: PathLike, tokens: Tensor, *, spec: Any, sources: Sequence
                               fix="write token files of a discrete tokenizer")
 
     dims = 3 if groups else 2
-    if tokens.dtype != torch.int64 or tokens.ndim != dims or len(sources) != tokens.shape[0]:
-        raise ValueError(f"tokens must be int64 of {dims} dims, a row per source, got {tokens.dtype} {tokens.shape}")
+    rows = len(sources)
+    if tiles is not None:
+        tiles = list(tiles)
+        if groups or labels is not None or len(tiles) != len(sources) or not all(
+                isinstance(g, TileGrid) and g.tile == spec.image_size for g in tiles):
+            raise ValueError(f"tiles must hold one TileGrid of {spec.image_size}-pixel tiles per source "
+                             f"({len(sources)}), without groups or labels")
+        rows = sum(g.count for g in tiles)
+    if tokens.dtype != torch.int64 or tokens.ndim != dims or rows != tokens.shape[0]:
+        raise ValueError(f"tokens must be int64 of {dims} dims, {'a row per tile' if tiles else 'a row per source'} "
+                         f"({rows}), got {tokens.dtype} {tuple(tokens.shape)}")
     if tokenizer_weights is not None:
         check_weights_digest(tokenizer_weights, "tokenizer_weights")
     if (labels is None) != (classes is None):
@@ -111,6 +139,8 @@ def write_tokens(path: PathLike, tokens: Tensor, *, spec: Any, sources: Sequence
         data["labels"] = labels.detach().cpu().contiguous()
     if layout is not None:
         meta["layout"] = layout.to_json()
+    if tiles is not None:
+        meta["tiles"] = json.dumps([g.to_dict() for g in tiles])
     return atomic_write(Path(path), lambda tmp: save_file(data, str(tmp), metadata=meta))
 
 
@@ -203,10 +233,13 @@ def read_tokens(path: PathLike) -> TokenFile:
         sources = json.loads(meta.get("sources", "null"))
     except json.JSONDecodeError:
         sources = None
+    tiles = _read_tiles(path, meta, tokens.shape[0], groups or labels is not None)
     if sources is None:
-        sources = [f"{i:06d}" for i in range(tokens.shape[0])]
-    if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources) or len(sources) != len(tokens):
-        raise ValueError(f"{str(path)!r}: the 'sources' metadata must list one name per token row ({len(tokens)})")
+        sources = [f"{i:06d}" for i in range(tokens.shape[0] if tiles is None else len(tiles))]
+    n = len(tokens) if tiles is None else len(tiles)
+    if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources) or len(sources) != n:
+        raise ValueError(f"{str(path)!r}: the 'sources' metadata must list one name per "
+                         f"{'token row' if tiles is None else 'tiled image'} ({n})")
     classes = None
     if labels is not None or "classes" in meta:
         try:
@@ -225,4 +258,23 @@ def read_tokens(path: PathLike) -> TokenFile:
     if parsed is not None and (parsed.fingerprint != meta["fingerprint"] or (parsed.kind == "group") != groups):
         raise ValueError(f"{str(path)!r}: its layout does not match its fingerprint and groups")
     return TokenFile(tokens, meta["fingerprint"], meta.get("spec", ""), sources, groups, labels, classes, layout,
-                     weights)
+                     weights, tiles)
+
+
+def _read_tiles(path: Path, meta: dict, rows: int, grouped_or_labelled: bool) -> Optional[list[TileGrid]]:
+    """The ``tiles`` metadata's grids (None when absent); ValueError naming the file when it is
+    malformed or does not fit the tokens' rows."""
+    if "tiles" not in meta:
+        return None
+    try:
+        entries = json.loads(meta["tiles"])
+        if not isinstance(entries, list) or not entries:
+            raise ValueError("it must be a non-empty list of tile grids")
+        grids = [TileGrid.from_dict(d, f"tile grid {i}") for i, d in enumerate(entries)]
+        size = json.loads(meta.get("spec", "{}")).get("image_size")
+    except (json.JSONDecodeError, AttributeError, TypeError, ValueError) as e:
+        raise ValueError(f"{str(path)!r}: bad 'tiles' metadata ({e})") from None
+    if grouped_or_labelled or any(g.tile != size for g in grids) or sum(g.count for g in grids) != rows:
+        raise ValueError(f"{str(path)!r}: its 'tiles' metadata does not fit its tokens ({rows} rows; grids of "
+                         f"{size}-pixel tiles with {sum(g.count for g in grids)} tiles in all, no groups or labels)")
+    return grids
