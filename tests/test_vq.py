@@ -186,7 +186,13 @@ def test_the_spec_checks_and_declares_its_terms():
         VQSpec(codebook_size=1)
     with pytest.raises(ValueError, match="decay"):
         VQSpec(ema=True, decay=1.0)
-    assert VQSpec(ema=True, codebook_weight=0.0).codebook_weight == 0.0
+    for kw, words in (({"ema": True, "codebook_weight": 0.0}, r"codebook_weight \(0\) applies only with ema: false"),
+                      ({"decay": 0.5}, r"decay \(0.5\) applies only with ema: true"),
+                      ({"epsilon": 0.1}, r"epsilon \(0.1\) applies only with ema: true")):
+        with pytest.raises(ValueError, match=words):
+            VQSpec(**kw)
+    for spec in (VQSpec(), VQSpec(ema=True, decay=0.5)):  # every field dumped, defaults included: still valid
+        assert VQSpec.model_validate(spec.model_dump()) == spec
     tiny = flowmo.flowmo_tiny()
     spec = tiny.replace(quantizer={"name": "vq", "codebook_size": 256})
     rng = torch.get_rng_state()

@@ -112,9 +112,10 @@ def _table(metrics: dict) -> list[str]:
     return rows
 
 
-def _generate(args: argparse.Namespace, device: Any, progress: bool) -> tuple[Any, dict]:
+def _generate(args: argparse.Namespace, device: Any, progress: bool, ready: Any) -> Optional[tuple[Any, dict]]:
     """Images from ``--generator`` and ``--tokenizer`` (both given: :func:`run` checked) (float32
-    (N, 3, S, S) in [-1, 1], CPU) and a record of how they were made."""
+    (N, 3, S, S) in [-1, 1], CPU) and a record of how they were made; None, without generating,
+    when ``ready()`` (called once both are loaded and checked) says False."""
     import torch
 
     from flowmo.folders.generator_folder import load_generator
@@ -142,6 +143,8 @@ def _generate(args: argparse.Namespace, device: Any, progress: bool) -> tuple[An
         indices, labels = [], None
     tokenizer = load_model(args.tokenizer, device=device)
     require_tokens(tokenizer, "flowmo eval-gen", "--tokenizer")
+    if not ready():
+        return None
     sampler = sampler_from_args(tokenizer.spec.sampler, argparse.Namespace(
         sampler=None, steps=args.decoder_steps, solver=None, grid=None, cfg_scale=None), tokenizer.spec.sampler_presets)
     from tqdm.auto import tqdm
@@ -219,10 +222,17 @@ def run(args: argparse.Namespace) -> int:
         if args.tokenizer is None or args.per_class is None:
             raise ValueError("--generator needs --tokenizer and --per-class")
         missing = resolve_net_files("inception_fid", args.weights_dir)[1]
-        if missing:  # generating first would only waste the time: nothing could be measured
-            raise FileNotFoundError(f"--generator: the Inception weights are missing, so nothing could be measured; "
-                                    f"{how_to_get('inception_fid', missing, args.weights_dir)}")
-        generated, made = _generate(args, device, progress)
+
+        def ready() -> bool:  # generating would only waste the time when nothing can be measured
+            if missing:
+                print(f"flowmo eval-gen: nothing measured: the Inception weights are missing; "
+                      f"{how_to_get('inception_fid', missing, args.weights_dir)}", file=sys.stderr)
+            return not missing
+
+        done = _generate(args, device, progress, ready)
+        if done is None:
+            return NOTHING_MEASURED
+        generated, made = done
     result = evaluate_generation(generated, str(ref), k=args.k, splits=args.splits, **common)
     record = result.to_dict()
     if made is not None:

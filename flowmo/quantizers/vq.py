@@ -48,6 +48,12 @@ class VQSpec(QuantizerSpec):
         if not self.ema and self.dead_code_threshold > 0:
             raise ValueError(f"dead_code_threshold ({self.dead_code_threshold:g}) needs ema: true (dead codes are "
                              "replaced in the EMA statistics): set quantizer.ema to true or dead_code_threshold to 0")
+        fields = type(self).model_fields
+        ignored = ["codebook_weight"] if self.ema else ["decay", "epsilon"]
+        for name in ignored:  # a non-default value of a setting the mode ignores: surely a mistake
+            if getattr(self, name) != fields[name].default:
+                raise ValueError(f"{name} ({getattr(self, name):g}) applies only with ema: {str(not self.ema).lower()}; "
+                                 f"leave it out or set quantizer.ema to {str(not self.ema).lower()}")
         if not self.ema and self.codebook_weight == 0:
             raise ValueError("codebook_weight must be > 0 with ema: false (the codebook loss is what trains the "
                              "codebook): give it a weight (e.g. 1.0) or set quantizer.ema to true")

@@ -263,18 +263,22 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
                     raise AssertionError(f"quantize ({mode} mode) gives {what} of dtype {b.dtype} and shape "
                                          f"{tuple(b.shape)} where forward gives {a.dtype} {tuple(a.shape)}")
                 if not torch.equal(a, b):
-                    raise AssertionError(f"quantize ({mode} mode) gives other {what} than forward, which tokenize "
-                                         f"and the loss would then disagree on: {_mismatch(a, b)}")
+                    ref = "eval-mode forward (a stochastic quantizer infers without sampling)" if stochastic else "forward"
+                    raise AssertionError(f"quantize ({mode} mode) gives other {what} than {ref}, which tokenize "
+                                         f"and the loss would then disagree on: {_mismatch(a, b)}; override quantize "
+                                         "to return those outputs in either mode")
 
     def p_deterministic(z: Tensor) -> None:
         for mode in ("eval", "train"):
             q.train(mode == "train")
             a, b = quantize(z.clone()), quantize(z.clone())
             where = f"non-deterministic: two {mode}-mode calls on the same input gave different"
+            hint = "" if stochastic else ("; a quantizer that samples declares stochastic = True and draw_noise, and "
+                                          "samples from forward's noise argument")
             if discrete and not torch.equal(a.indices, b.indices):
-                raise AssertionError(f"{where} indices: {_mismatch(a.indices, b.indices)}")
+                raise AssertionError(f"{where} indices: {_mismatch(a.indices, b.indices)}{hint}")
             if not torch.equal(a.values, b.values):
-                raise AssertionError(f"{where} values: {_mismatch(a.values, b.values)}")
+                raise AssertionError(f"{where} values: {_mismatch(a.values, b.values)}{hint}")
             if set(a.losses) != set(b.losses) or any(not _same(a.losses[k], b.losses[k]) for k in a.losses):
                 raise AssertionError(f"{where} losses: {a.losses} vs {b.losses}")
 

@@ -160,7 +160,8 @@ class _QuantizerProbe:
         bad = [n for n in changed if n not in allowed]
         if bad:
             if not forward:
-                why = "quantize never updates state (it serves tokenize and reconstruct)"
+                why = ("quantize never updates state (it serves tokenize and reconstruct): override quantize to give "
+                       "forward's outputs without the update")
             elif not self.q.training:
                 why = "an eval-mode call must change no parameter or buffer"
             else:

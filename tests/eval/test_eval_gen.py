@@ -441,3 +441,40 @@ def test_images_listed_class_by_class_measured_by_a_callers_network_in_training_
     after = _buffers(grey_net)
     assert all(torch.equal(after[k], v) for k, v in buffers.items())
     assert next(grey_net.parameters()).device == torch.device("cpu")
+
+
+@pytest.mark.parametrize("bottleneck", ["lfq", "kl"])
+def test_eval_gen_without_inception_weights_refuses_a_continuous_tokenizer_first_else_measures_nothing(
+        tmp_path, monkeypatch, capsys, bottleneck):
+    """Exit 3 (nothing measured, before generating) when the Inception weights are absent; a
+    tokenizer without tokens is refused first (exit 2), so the user is not sent for weights."""
+    import flowmo
+    from flowmo.cli import main
+    from flowmo.data.token_layout import layout_for
+    from flowmo.generators import MaskGiT
+
+    monkeypatch.delenv("FLOWMO_WEIGHTS_DIR", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    (tmp_path / "w").mkdir()
+    torch.manual_seed(0)
+    lfq = flowmo.build(flowmo.flowmo_tiny())
+    layout = layout_for(lfq)
+    gen = MaskGiT(vocab_size=layout.vocab_size, seq_len=layout.seq_len, num_classes=0, width=32, depth=1, heads=2,
+                  mlp_ratio=2.0)
+    gen.save_pretrained(tmp_path / "gen", metadata={"layout": layout.to_json(),
+                                                    "tokenizer_fingerprint": lfq.spec.fingerprint(),
+                                                    "tokenizer_spec": lfq.spec.model_dump(mode="json")})
+    tok = lfq if bottleneck == "lfq" else flowmo.build(flowmo.flowmo_tiny().replace(quantizer={"name": "kl"}))
+    tok.save_pretrained(tmp_path / "tok")
+    (tmp_path / "ref").mkdir()
+    from PIL import Image
+    Image.new("RGB", (32, 32)).save(tmp_path / "ref" / "a.png")
+    rc = main(["eval-gen", "--generator", str(tmp_path / "gen"), "--tokenizer", str(tmp_path / "tok"),
+               "--per-class", "1", "--reference", str(tmp_path / "ref"), "--weights-dir", str(tmp_path / "w"),
+               "--output", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    if bottleneck == "kl":
+        assert rc == 2 and "--tokenizer's bottleneck 'kl' is continuous: it has no tokens" in err, err
+    else:
+        assert rc == 3 and "nothing measured: the Inception weights are missing" in err, err
+        assert not (tmp_path / "out").exists()
