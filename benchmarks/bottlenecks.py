@@ -109,6 +109,7 @@ class Fashion:
         self.images = root / "images"
         train_x, train_y = load_fashion_mnist(data, "train")
         if not (self.images / "done").exists():
+            print(f"writing 2,000 training images per class to {self.images} ...", file=sys.stderr, flush=True)
             write_class_folders(self.images, train_x, train_y, size=32, limit_per_class=2000)
             (self.images / "done").write_text("")
         test_x, _ = load_fashion_mnist(data, "test")
@@ -116,6 +117,8 @@ class Fashion:
         if (root / "classifier" / "classifier.json").exists():
             self.classifier = load_classifier(root / "classifier")
         else:
+            print("training the measuring classifier (2 epochs, 60,000 images; kept with --keep) ...", file=sys.stderr,
+                  flush=True)
             self.classifier = train_classifier(padded(train_x, 32), torch.from_numpy(train_y), epochs=2, generator=0,
                                                class_names=list(CLASS_NAMES))
             self.classifier.save(root / "classifier", extra=self.classifier.training_record)

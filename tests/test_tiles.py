@@ -305,3 +305,35 @@ def test_the_cli_refuses_bad_tiling_in_one_line(model_folder, tmp_path, capsys, 
     out = tmp_path / ("o.safetensors" if argv[0] == "tokenize" else "o")
     rc, err = _cli([argv[0], "--model", model_folder, "--input", tmp_path / "in", "--output", out, *argv[1:]], capsys)
     assert rc == 2 and len(err.strip().splitlines()) == 1 and re.search(words, err), err
+
+
+def test_eval_tiled_measures_each_image_at_its_size_as_reconstruct_tiled_makes_it(model, model_folder, tmp_path,
+                                                                                  capsys):
+    import csv
+
+    from flowmo.cli.io import load_image
+    from flowmo.metrics.pixel import psnr
+    from flowmo.samplers.noise import image_noise
+
+    sizes = [(40, 32), (32, 64), (50, 45)]
+    for i, (w, h) in enumerate(sizes):
+        _png(tmp_path / "in" / f"{i}.png", w, h, seed=i)
+    rc, err = _cli(["eval", "--model", model_folder, "--data", tmp_path / "in", "--tiled", "--overlap", 6, "--lpips",
+                    "none", "--no-fid", "--steps", 2, "--seed", 3, "--output", tmp_path / "ev", "--quiet"], capsys)
+    assert rc == 0, err
+    record = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert record["metrics"]["bits_per_pixel"] is None and record["protocol"]["tiled"]["overlap"] == 6
+    assert not (tmp_path / "ev" / "best_worst.png").exists()
+    rows = list(csv.DictReader(open(tmp_path / "ev" / "per_image.csv")))
+    for row in rows:
+        i = int(row["id"])
+        x = load_image(tmp_path / "in" / row["image"], None)[None]
+        y = model.reconstruct_tiled(x, overlap=6, noise=image_noise(3, [i], tuple(x.shape[1:])), sampler={"steps": 2})
+        assert float(row["psnr"]) == pytest.approx(psnr(x, y.clamp(-1, 1)).item(), abs=1e-9)
+    _png(tmp_path / "in" / "small.png", 20, 40)
+    rc, err = _cli(["eval", "--model", model_folder, "--data", tmp_path / "in", "--tiled", "--lpips", "none",
+                    "--no-fid", "--output", tmp_path / "ev2", "--quiet"], capsys)
+    assert rc == 2 and "smaller than the model's image size (32)" in err
+    rc, err = _cli(["eval", "--model", model_folder, "--data", "builtin", "--tiled", "--output", tmp_path / "ev3"],
+                   capsys)
+    assert rc == 2 and "--tiled evaluates an image folder" in err

@@ -57,6 +57,13 @@ def add_parser(sub: Optional[Any] = None) -> argparse.ArgumentParser:
                         "float32 truncation, scikit-image's default SSIM (7x7 uniform window), PSNR over batches of "
                         "5, LPIPS/Inception on the float images, torchvision-style bilinear resize + centre crop "
                         "for a folder. See docs/evaluation.md")
+    p.add_argument("--tiled", action="store_true",
+                   help="an image folder of any sizes (each at least the model's image size): every image "
+                        "reconstructed at its own size in tiles decoded jointly (FlowMo.reconstruct_tiled), one "
+                        "image per batch; metrics at the images' sizes (rFID's InceptionV3 resizes to 299 x 299); "
+                        "no bits per pixel, codebook usage or best_worst.png (the sizes differ)")
+    p.add_argument("--overlap", type=int, default=None, metavar="PX",
+                   help="with --tiled: pixels shared by neighbouring tiles, at least (default image size / 4)")
     p.add_argument("--examples", type=int, default=8, metavar="K",
                    help="best and worst K in best_worst.png (default 8)")
     p.add_argument("--rank-by", choices=("auto", "lpips_vgg", "lpips_alex", "psnr", "ssim"), default="auto",
@@ -167,6 +174,21 @@ def _png(examples: dict, path: Path) -> Optional[Path]:
     return save_image_rows(rows, path)
 
 
+def _native_size_images(folder: Any, ids: list, size: int) -> Any:
+    """(image (1, 3, H, W) at its own size, id tensor (1,)) for every id of the folder listing;
+    ValueError naming a file smaller than ``size`` in a dimension."""
+    import torch
+
+    from .io import load_image
+
+    for i in ids:
+        x = load_image(folder.files[i], None)
+        if min(x.shape[1:]) < size:
+            raise ValueError(f"--tiled: {str(folder.files[i])!r} is {x.shape[2]} x {x.shape[1]} pixels, smaller than "
+                             f"the model's image size ({size}) in a dimension; tiles cannot cover it")
+        yield x[None], torch.tensor([i])
+
+
 def _fmt(v: Any, digits: int = 4) -> str:
     return f"{v:.{digits}f}" if isinstance(v, float) else "unavailable"
 
@@ -214,9 +236,16 @@ def run(args: argparse.Namespace) -> int:
     from flowmo.metrics.evaluator import Evaluator
     from flowmo.metrics.run import evaluate_model
 
+    if args.overlap is not None and not args.tiled:
+        raise ValueError("--overlap applies only with --tiled")
+    if args.tiled and (data_arg == "builtin" or is_shard_pattern(data_arg) or args.protocol == "release"):
+        raise ValueError("--tiled evaluates an image folder with the standard protocol (not builtin, tar shards or "
+                         "--protocol release)")
     model, model_info = load_model(args.model, raw=args.raw)
     sampler = sampler_from_args(model, args)
     size = model.spec.image_size
+    if args.overlap is not None and not 0 <= args.overlap < size:
+        raise ValueError(f"--overlap must be in [0, {size - 1}] (below the model's image size), got {args.overlap}")
 
     # the data: every image gets a global id (its index in sorted order)
     source = open_images(data_arg, size, args.protocol)
@@ -229,7 +258,9 @@ def run(args: argparse.Namespace) -> int:
         model.to(device)
         local_ids = list(range(n_total))[rank::world]
         skipped: list[str] = []
-        if source.folder is None:
+        if args.tiled:
+            data = _native_size_images(source.folder, local_ids, size)
+        elif source.folder is None:
             sel = torch.tensor(local_ids, dtype=torch.long)
             data = [(source.images[sel[s:s + args.batch_size]], sel[s:s + args.batch_size])
                     for s in range(0, len(local_ids), args.batch_size)]
@@ -243,7 +274,7 @@ def run(args: argparse.Namespace) -> int:
         metrics = evaluate_model(model, data, evaluator=evaluator, sampler=sampler, seed=args.seed, device=device,
                                  batch_size=args.batch_size, autocast_dtype=autocast,
                                  progress=not args.quiet and sys.stderr.isatty(),
-                                 total=len(local_ids))
+                                 total=len(local_ids), tiled=args.tiled, overlap=args.overlap)
         per_image = evaluator.per_image()
         examples = evaluator.examples()
         if world > 1:
@@ -253,7 +284,7 @@ def run(args: argparse.Namespace) -> int:
 
         out = Path(args.output).expanduser()
         out.mkdir(parents=True, exist_ok=True)
-        png = _png(examples, out / "best_worst.png")
+        png = None if args.tiled else _png(examples, out / "best_worst.png")
         csv_path = out / "per_image.csv"
         cols = [c for c in ("psnr", "ssim", "lpips_vgg", "lpips_alex", "mse") if c in per_image]
         with open(csv_path, "w", newline="") as f:
@@ -278,6 +309,8 @@ def run(args: argparse.Namespace) -> int:
             },
             "quantisation": QUANTISATION[args.protocol],
             "sampler": sampler.model_dump(mode="json"),
+            "tiled": {"overlap": size // 4 if args.overlap is None else args.overlap,
+                      "decode": "joint (FlowMo.reconstruct_tiled)"} if args.tiled else None,
             "seed": args.seed,
             "noise": "image i decodes from torch.randn(3, S, S) of a CPU torch.Generator seeded from "
                      "numpy SeedSequence([seed, i]) (flowmo.metrics.image_noise)",
@@ -310,7 +343,8 @@ def run(args: argparse.Namespace) -> int:
             line = ", ".join(f"{k.upper().replace('_', '-')} {_fmt(metrics.get(k), 3 if k in ('psnr', 'rfid') else 4)}"
                              for k in SUMMARY_KEYS if k in metrics)
             bpp = metrics["bits_per_pixel"]
-            code = "continuous" if bpp is None else f"{bpp:.4f} bpp"  # a continuous bottleneck has no bits
+            code = ("tiled: no bits per pixel" if args.tiled else  # a continuous bottleneck has no bits
+                    "continuous" if bpp is None else f"{bpp:.4f} bpp")
             print(f"{model_info['path']}, {model_info['kind']}; {metrics['n_images']} images, "
                   f"{code}, {args.protocol} protocol: {line}")
             for k in SUMMARY_KEYS:

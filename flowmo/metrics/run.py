@@ -61,6 +61,8 @@ def evaluate_model(
     progress: bool = True,
     total: Optional[int] = None,
     protocol: Optional[str] = None,
+    tiled: bool = False,
+    overlap: Optional[int] = None,
     **evaluator_kwargs: Any,
 ) -> dict:
     """Reconstruct every image of ``data`` with ``model`` and return ``evaluator.compute()``.
@@ -88,6 +90,13 @@ def evaluate_model(
     ``device`` (default: the model's, else the evaluator's, else the CPU): a malformed or
     unavailable one raises ValueError naming ``device``.
 
+    ``tiled`` (a FlowMo only): every batch's images, of any one size at least the model's, are
+    reconstructed at their size in tiles (:meth:`~flowmo.FlowMo.decode_tiled`, the joint decode
+    of :meth:`~flowmo.FlowMo.tile_grid`'s tiles with ``overlap``; image ``i`` from
+    ``image_noise(seed, [i], (3, H, W))``), so a data source of mixed sizes yields one size per
+    batch (e.g. one image per batch); neither the codebook usage nor ``bits_per_pixel`` is
+    reported (the tokens per image depend on each image's size and the overlap).
+
     ``protocol`` (``"standard"`` or ``"release"``, see :class:`Evaluator`) is passed to the
     evaluator that is built (default ``"standard"``); with an ``evaluator`` it must equal
     ``evaluator.protocol`` (or be None), else ``ValueError``.
@@ -108,7 +117,9 @@ def evaluate_model(
         device = model.device if is_flowmo else (evaluator.device or torch.device("cpu"))
     device = check_device(device, "device")
     discrete = is_flowmo and model.quantizer.discrete  # a continuous bottleneck has no tokens, no bits per pixel
-    if discrete and evaluator.bits_per_pixel is None:
+    if tiled and not is_flowmo:
+        raise ValueError(f"tiled=True needs a FlowMo model, got {type(model).__name__}")
+    if discrete and evaluator.bits_per_pixel is None and not tiled:
         evaluator.bits_per_pixel = float(model.spec.bits_per_pixel)
     group_fn = model.quantizer.codes_to_group_indices if discrete and model.quantizer.has_groups else None
     world, rank = evaluator._world()
@@ -143,7 +154,14 @@ def evaluate_model(
                 _sync(device)
                 t0 = time.perf_counter()
                 with torch.no_grad(), amp:
-                    if is_flowmo:
+                    if is_flowmo and tiled:
+                        grid = model.tile_grid(x.shape[2], x.shape[3], overlap=overlap)
+                        q = model.quantize(model.encode(grid.crop(x).flatten(0, 1)), losses=False)
+                        noise = image_noise(seed, ids_arr.tolist(), x.shape[1:], device=device, dtype=q.values.dtype)
+                        out = model.decode_tiled(q.values.unflatten(0, (b, grid.rows, grid.cols)), grid, noise=noise,
+                                                 sampler=sampler)
+                        recon, calls = out.images.clamp(-1.0, 1.0), out.decoder_calls
+                    elif is_flowmo:
                         q = model.quantize(model.encode(x), losses=False)
                         noise = image_noise(seed, ids_arr.tolist(), x.shape[1:], device=device, dtype=q.values.dtype)
                         out = model.decode(q.values, noise=noise, sampler=sampler)
@@ -160,11 +178,12 @@ def evaluate_model(
                             recon, calls = out.images, getattr(out, "decoder_calls", None)
                 _sync(device)
                 seconds = time.perf_counter() - t0
-                if discrete:
+                if discrete and not tiled:
                     if groups and group_fn is not None:
                         tokens, codebook = group_fn(q.values.float()), int(model.quantizer.group_codebook_size)
                     else:
                         tokens, codebook = q.indices, int(model.quantizer.codebook_size)
+
                 elif tokens_fn is not None:
                     tokens = tokens_fn(x)
                 evaluator.update(x.float(), recon.float(), ids=ids_arr, tokens=tokens, codebook=codebook,
