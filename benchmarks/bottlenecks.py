@@ -61,7 +61,7 @@ FASHION: dict[str, tuple[str, list[str]]] = {
     "lfq": ("LFQ, 16 tokens x 12 bits (the Fashion demo)", []),
     "fsq": ("FSQ, 16 tokens x 4 channels of 8 levels (12 bits)",
             ["model.code_channels=4", "model.quantizer={name: fsq, levels: [8, 8, 8, 8]}"]),
-    "bsq": ("BSQ, 16 tokens x 12 bits", ["model.quantizer={name: bsq}"]),
+    "bsq": ("BSQ, 16 tokens x 12 bits", ["model.quantizer={name: bsq, group_bits: 6}"]),
     "vq": ("VQ, 16 tokens of 4096 codes (12 bits), EMA, l2-normalised",
            ["model.quantizer={name: vq, codebook_size: 4096, ema: true, l2_normalize: true, dead_code_threshold: 1.0}"]),
     "kl": ("kl (continuous), 16 tokens x 12 channels", ["model.quantizer={name: kl}"]),
@@ -71,7 +71,11 @@ DATASETS = {"demo": ("demo.yaml", DEMO), "fashion": ("fashion_tokenizer.yaml", F
 
 
 def train(config: str, overrides: list[str], out: Path, *, export: bool) -> float:
-    """Train one variant in a fresh process; the seconds it took."""
+    """Train one variant in a fresh process; the seconds it took. A variant whose run under
+    ``--keep`` finished before (its ``bench.json``) is not trained again: its seconds are read."""
+    done_file = out / "bench.json"
+    if done_file.exists():
+        return json.loads(done_file.read_text())["seconds"]
     cmd = [sys.executable, "-m", "flowmo", "train", "--config", str(REPO / "configs" / config), "--out", str(out)]
     if export:
         cmd += ["--export", str(out / "model")]
@@ -81,7 +85,9 @@ def train(config: str, overrides: list[str], out: Path, *, export: bool) -> floa
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{out.name}: flowmo train failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    done_file.write_text(json.dumps({"seconds": seconds}) + "\n")
+    return seconds
 
 
 def demo_figures(out: Path) -> dict:
@@ -91,6 +97,9 @@ def demo_figures(out: Path) -> dict:
         rec = json.loads(line)
         if "eval/ema/psnr" in rec:
             last = rec
+    if not last:
+        raise SystemExit(f"{out.name}: the run logged no held-out EMA figures (eval/ema/psnr): keep train.eval and "
+                         "train.ema enabled")
     return {"psnr": last["eval/ema/psnr"], "ssim": last["eval/ema/ssim"]}
 
 
@@ -159,14 +168,18 @@ def main(argv=None) -> None:
     p.add_argument("--only", nargs="+", choices=sorted(DEMO), default=list(DEMO))
     p.add_argument("--steps", type=int, default=None, help="train.steps for every variant (default: the config's)")
     p.add_argument("--set", action="append", default=[], help="an override for every variant (repeatable)")
-    p.add_argument("--keep", type=Path, default=None, help="keep the runs under this folder")
+    p.add_argument("--keep", type=Path, default=None,
+                   help="keep the runs under this folder; a variant whose run there finished is measured again, not "
+                        "retrained (so an interrupted comparison continues)")
     p.add_argument("--data", type=Path, default=None, help="Fashion-MNIST's IDX folder (default: the usual lookup)")
     a = p.parse_args(argv)
     if a.steps is not None and a.steps < 1:
         p.error(f"--steps must be a positive number of steps, got {a.steps}")
     config, variants = DATASETS[a.dataset]
     overrides = list(a.set) + ([f"train.steps={a.steps}"] if a.steps else [])
-    root = a.keep or Path(tempfile.mkdtemp(prefix="flowmo-bottlenecks-"))
+    root = (a.keep or Path(tempfile.mkdtemp(prefix="flowmo-bottlenecks-"))).resolve()  # the runs' cwd is REPO
+    a.data = a.data.resolve() if a.data else None
+    a.only = list(dict.fromkeys(a.only))  # each variant once
     fashion = Fashion(root, a.data) if a.dataset == "fashion" else None
     extra = [f"train.data.folder={fashion.images}"] if fashion else []
     rows = []

@@ -319,8 +319,16 @@ class FlowMo(nn.Module):
         A stochastic quantizer (``kl``) in training mode (with ``losses``) samples: with
         ``noise`` (its ``draw_noise``'s draws, float32 (B, T, C)) or else draws from
         ``generator`` (None: torch's global generator). A deterministic quantizer takes no
-        noise (ValueError when it is given, and with ``losses=False``)."""
+        noise (ValueError when it is given, and with ``losses=False``). ``code`` must be (B, T, E)
+        with T = ``spec.code_length`` and E the quantizer's input width, on the model's device
+        (ValueError naming it); its values are the quantizer's to check."""
         self._check_generator(generator)
+        if not isinstance(losses, bool):
+            raise TypeError(f"losses must be a bool, got {describe(losses)}")
+        if isinstance(code, Tensor):
+            self._check_layout(code, "code", (None, self.spec.code_length, self.quantizer.input_channels),
+                               f"shape (B, {self.spec.code_length}, {self.quantizer.input_channels}) (the encoder's "
+                               "output), batch not empty")
         if not losses:
             if noise is not None:
                 raise ValueError("noise is used only with losses=True (a training-mode sample); losses=False gives "
@@ -352,7 +360,8 @@ class FlowMo(nn.Module):
             raise ValueError(f"{name} is for a stochastic quantizer (kl); {self.spec.quantizer.name!r} draws none: "
                              "leave it None")
         shape = (b, self.spec.code_length, self.spec.code_channels)
-        return self._check_float(noise, name, shape, values=values)
+        noise = self._check_float(noise, name, shape, values=values)
+        return self._cast(noise, name, torch.float32) if values else noise
 
     @torch.no_grad()
     def tokenize(self, images: Tensor, *, groups: bool = False) -> Tensor:

@@ -20,14 +20,14 @@ def backbone_specs(draw):
 
 @st.composite
 def quantizer_specs(draw, channels):
-    name = draw(st.sampled_from(["lfq", "fsq", "bsq", "vq"]))
+    name = draw(st.sampled_from(["lfq", "fsq", "bsq", "vq"] if channels > 1 else ["lfq", "fsq", "vq"]))  # BSQ: C >= 2
     if name in ("lfq", "bsq"):
         divisors = [g for g in range(1, min(channels, 8) + 1) if channels % g == 0]
         return {"name": name, "group_bits": draw(st.sampled_from(divisors))}
     if name == "vq":
         ema = draw(st.booleans())
         return {"name": "vq", "codebook_size": draw(st.sampled_from([2, 16, 100])), "ema": ema,
-                "l2_normalize": draw(st.booleans()), "dead_code_threshold": 1.0 if ema else 0.0}
+                "l2_normalize": channels > 1 and draw(st.booleans()), "dead_code_threshold": 1.0 if ema else 0.0}
     return {"name": "fsq", "levels": tuple(draw(st.lists(st.integers(2, 9), min_size=channels, max_size=channels)))}
 
 

@@ -87,3 +87,16 @@ def test_a_failing_row_becomes_an_error_row_and_the_table_goes_on(capsys):
     assert lines[2] == "| first | error | RuntimeError: CUDA out of memory \\| tried to allocate 2 GiB |"
     assert lines[3] == "| second | 1.5 s | fine |"
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_every_bottleneck_variant_is_a_valid_config_of_its_dataset():
+    """benchmarks/bottlenecks.py trains each variant in turn: one invalid override would fail the
+    comparison hours in (the Fashion-MNIST BSQ once had group_bits 9 for 12 channels)."""
+    from benchmarks import bottlenecks
+    from flowmo.train.config.reading import load_config
+
+    for config, variants in bottlenecks.DATASETS.values():
+        for name, (_, overrides) in variants.items():
+            cfg = load_config(str(ROOT / "configs" / config), [*bottlenecks.QUIET, *overrides, "train.data.folder=x"])
+            assert cfg.model.quantizer.name == ("lfq" if name == "lfq" else name), (config, name)
+        assert set(variants) == set(bottlenecks.DEMO)

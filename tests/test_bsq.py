@@ -22,7 +22,7 @@ from flowmo.spec import LFQSpec
 FAST = settings(max_examples=20, deadline=None, derandomize=True, database=None)
 
 # (channels, group_bits) combinations valid for BSQ (as for LFQ)
-SHAPES = [(18, 9), (6, 3), (6, 2), (4, 4), (12, 3), (62, 2), (1, 1)]
+SHAPES = [(18, 9), (6, 3), (6, 2), (4, 4), (12, 3), (62, 2), (2, 1)]  # 1 channel is refused (no gradient)
 
 
 def _bsq(channels, group_bits, **kw) -> BSQ:
@@ -148,3 +148,13 @@ def test_the_spec_refuses_channels_bsq_cannot_take():
         tiny.replace(code_channels=64, quantizer={"name": "bsq", "group_bits": 8})
     with pytest.raises(ValueError, match="inv_temperature"):
         tiny.replace(quantizer={"name": "bsq", "inv_temperature": 0.0})
+
+
+@pytest.mark.parametrize("quantizer", [{"name": "bsq", "group_bits": 1}, {"name": "vq", "l2_normalize": True}])
+def test_one_channel_on_the_unit_sphere_is_refused_where_the_spec_is_built(quantizer):
+    """z / |z| of one channel is its sign: the encoder would get no gradient (the trainer would
+    then freeze it without a word)."""
+    with pytest.raises(ValueError, match=r"code_channels \(1\) must be >= 2 .*no gradient to the encoder"):
+        flowmo.flowmo_tiny().replace(code_channels=1, quantizer=quantizer)
+    with pytest.raises(ValueError, match=r"code_channels \(1\) must be >= 2"):
+        QUANTIZERS.build(quantizer, channels=1)

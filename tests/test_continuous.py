@@ -498,3 +498,109 @@ def test_kl_refuses_a_code_without_tokens_and_integer_noise():
         q(torch.randn(2, 6))
     with pytest.raises(TypeError, match=r"^noise must be a floating-point torch.Tensor .*int64"):
         q(torch.randn(2, 4, 6), noise=torch.zeros(2, 4, 3, dtype=torch.long))
+
+
+@pytest.mark.parametrize("call,error,words", [
+    (lambda m: m.quantize(torch.zeros(2, 5, 36)), ValueError, r"code must have shape \(B, 16, 36\) \(the encoder's output\)"),
+    (lambda m: m.quantize(torch.zeros(2, 5, 36), noise=torch.zeros(2, 5, 18)), ValueError, r"code must have shape \(B, 16, 36\)"),
+    (lambda m: m.quantize(torch.zeros(2, 36)), ValueError, r"code must have shape \(B, 16, 36\)"),
+    (lambda m: m.quantize(torch.zeros(2, 16, 36, device="meta")), ValueError, "code is on meta but the model is on cpu"),
+    (lambda m: m.quantize(torch.zeros(2, 16, 36), losses="no"), TypeError, "losses must be a bool"),
+    (lambda m: m.quantize(torch.zeros(2, 16, 36), noise=torch.full((2, 16, 18), 1e300, dtype=torch.float64)),
+     ValueError, "noise has values beyond the range of torch.float32"),
+])
+def test_quantize_names_a_bad_code_or_noise(kl_model, call, error, words):
+    kl_model.train()
+    try:
+        with pytest.raises(error, match=words):
+            call(kl_model)
+    finally:
+        kl_model.eval()
+
+
+class _SumPairsSign(flowmo.quantizers.Quantizer):
+    """Discrete, E = 2C: the sign of channel pairs' sums (a correct quantizer the kit must pass)."""
+
+    def __init__(self, *, channels):
+        super().__init__()
+        self.channels, self.codebook_size = channels, 2 ** channels
+
+    @classmethod
+    def encoder_channels(cls, spec, channels):
+        return 2 * channels
+
+    @property
+    def input_channels(self):
+        return 2 * self.channels
+
+    def _idx(self, c):
+        return ((c > 0).long() * (2 ** torch.arange(self.channels, device=c.device))).sum(-1)
+
+    def forward(self, z):
+        self._check_code(z, channels=self.input_channels)
+        p = z[..., :self.channels] + z[..., self.channels:]
+        q = torch.where(p > 0, 1.0, -1.0).to(z.dtype)
+        return QuantizerOutput(q + (p - p.detach()), self._idx(q))
+
+    def codes_to_indices(self, codes):
+        self._check_code(codes, "codes", values=True)
+        return self._idx(codes)
+
+    def indices_to_codes(self, idx):
+        self._check_indices(idx)
+        return (((idx.long()[..., None] >> torch.arange(self.channels, device=idx.device)) & 1).float() * 2 - 1)
+
+
+def test_the_kit_passes_a_correct_discrete_quantizer_wider_at_its_input():
+    report = check_quantizer(lambda: _SumPairsSign(channels=3), 3, max_examples=3)
+    assert report["idempotent"] >= 1
+
+
+class _NoisySign(DiagonalGaussian):
+    """Discrete and stochastic: the sign of z + 0.1 eps in training mode (a small noise often
+    lands on the same codes: the kit must not call that 'does not sample')."""
+
+    discrete = True
+
+    def __init__(self, *, channels):
+        super().__init__(channels=channels)
+        self.codebook_size = 2 ** channels
+
+    @classmethod
+    def encoder_channels(cls, spec, channels):
+        return channels
+
+    @property
+    def input_channels(self):
+        return self.channels
+
+    def moments(self, z):
+        return None
+
+    def _sign(self, x):
+        return torch.where(x > 0, 1.0, -1.0).to(x.dtype)
+
+    def forward(self, z, noise=None):
+        self._check_code(z, channels=self.channels)
+        p = z + 0.1 * noise.to(z.dtype) if self.training and noise is not None else z
+        q = self._sign(p)
+        return QuantizerOutput(q + (z - z.detach()), self.codes_to_indices(q.detach()), {}, {})
+
+    def quantize(self, z):
+        q = self._sign(z)
+        return QuantizerOutput(q + (z - z.detach()), self.codes_to_indices(q.detach()), {}, {})
+
+    def codes_to_indices(self, codes):
+        return ((codes > 0).long() * (2 ** torch.arange(self.channels, device=codes.device))).sum(-1)
+
+    def indices_to_codes(self, idx):
+        return (((idx.long()[..., None] >> torch.arange(self.channels, device=idx.device)) & 1).float() * 2 - 1)
+
+    @property
+    def loss_terms(self):
+        return []
+
+
+def test_the_kit_passes_a_discrete_stochastic_quantizer_whose_draws_may_keep_the_codes():
+    report = check_quantizer(lambda: _NoisySign(channels=3), 3, max_examples=4)
+    assert report["noise"] >= 1

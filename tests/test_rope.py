@@ -45,3 +45,14 @@ def test_apply_rope_refuses_a_table_of_the_wrong_form():
         apply_rope(x, freqs[:, :3])
     with pytest.raises(ValueError, match="freqs must be float32"):
         apply_rope(x, torch.polar(torch.ones(4, 4), torch.zeros(4, 4)))
+
+
+def test_a_table_first_built_under_inference_mode_serves_training():
+    import flowmo
+
+    torch.manual_seed(0)
+    m = flowmo.build("tiny")
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.inference_mode():
+        m.eval().reconstruct(x, sampler={"steps": 1})
+    m.train().loss(x).total.backward()  # the cached RoPE tables are ordinary tensors

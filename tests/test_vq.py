@@ -315,3 +315,12 @@ def test_two_gloo_ranks_hold_the_same_codebook(tmp_path):
             assert replaced.any()
             for code in r0["codebook"][replaced]:
                 assert (rank0 == code).all(-1).any()
+
+
+def test_a_float16_ema_codebook_skips_an_update_that_would_overflow():
+    """n_k x beyond 65504 in float16: the update is skipped, the codebook stays finite."""
+    q = QUANTIZERS.build({"name": "vq", "codebook_size": 4, "ema": True, "decay": 0.5}, channels=2).half().train()
+    g = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        out = q((torch.randn(1, 4096, 2, generator=g) * 0.1 + 30).half())
+    assert all(bool(torch.isfinite(b).all()) for b in (q.codebook, q.embed_sum, q.cluster_size, out.values))

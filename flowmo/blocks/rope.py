@@ -174,9 +174,11 @@ class RopeTable:
         ck = (key, str(device))
         hit = self._cache.get(ck)
         if hit is None:
-            # float64 on the CPU (not every device has float64), then float32 on ``device``
-            angles = rope_angles(make_positions(torch.device("cpu")), self.axes_dim, self.theta)
-            hit = rope_freqs(angles).to(device)
+            # float64 on the CPU (not every device has float64), then float32 on ``device``; outside
+            # inference mode, so that a table first built under torch.inference_mode serves training too
+            with torch.inference_mode(False):
+                angles = rope_angles(make_positions(torch.device("cpu")), self.axes_dim, self.theta)
+                hit = rope_freqs(angles).to(device)
             if len(self._cache) >= self.max_entries:
                 self._cache.pop(next(iter(self._cache)))
             self._cache[ck] = hit

@@ -19,6 +19,14 @@ from .common import unit_sphere
 __all__ = ["BSQ"]
 
 
+def _check_sphere_channels(channels: int, quantizer: str) -> None:
+    """ValueError for one channel: its unit sphere is {-1, 1}, z / |z| is z's sign, and the
+    encoder would get no gradient through it."""
+    if channels < 2:
+        raise ValueError(f"code_channels ({channels}) must be >= 2 for {quantizer} on the unit sphere: one channel "
+                         "normalised is its sign, which passes no gradient to the encoder")
+
+
 @QUANTIZERS.register("bsq")
 class BSQ(BinaryQuantizer):
     """Each token projected onto the unit sphere, then quantized by sign to the nearest corner of
@@ -75,6 +83,7 @@ class BSQ(BinaryQuantizer):
                  commit_weight: Annotated[float, Field(ge=0)] = 0.000625,
                  channels: int):
         check_binary_channels(channels, group_bits, "BSQ")
+        _check_sphere_channels(channels, "BSQ")
         super().__init__(channels=channels, group_bits=group_bits, scale=1.0 / math.sqrt(channels))
         self.inv_temperature = inv_temperature
         self.entropy_weight = entropy_weight
@@ -93,6 +102,7 @@ class BSQ(BinaryQuantizer):
     @classmethod
     def check_channels(cls, spec: Any, channels: int) -> None:
         check_binary_channels(channels, spec.group_bits, "BSQ")
+        _check_sphere_channels(channels, "BSQ")
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, inv_temperature={self.inv_temperature:g}"

@@ -59,6 +59,11 @@ class VQSpec(QuantizerSpec):
                              "codebook): give it a weight (e.g. 1.0) or set quantizer.ema to true")
         return self
 
+    def check_channels(self, channels: int) -> None:
+        if self.l2_normalize and channels < 2:
+            raise ValueError(f"code_channels ({channels}) must be >= 2 with l2_normalize: one channel normalised is "
+                             "its sign, which passes no gradient to the encoder")
+
     def loss_terms(self) -> list[LossTerm]:
         terms = [LossTerm("commitment", self.beta, "mean((z - sg(e))^2), e the nearest code (VQ-VAE's commitment "
                                                    "loss; z and e on the unit sphere with l2_normalize)")]
@@ -136,8 +141,9 @@ class VQ(Quantizer):
         m_k <- decay m_k + (1 - decay) s_k          (embed_sum)
         e_k <- m_k / ((N_k + eps) / (sum_j N_j + K eps) * sum_j N_j)   (Laplace-smoothed counts)
 
-    A call with a non-finite input (any rank's) leaves the EMA state as it was (a ``torch.where``,
-    no host sync).
+    A call with a non-finite input (any rank's), or whose update would overflow the state's dtype
+    (float16's 65504: keep an EMA codebook in float32 or bfloat16), leaves the EMA state as it was
+    (a ``torch.where``, no host sync).
 
     Dead codes (``dead_code_threshold`` t > 0): after the update, every code with N_k < t (its
     EMA usage in tokens per call, summed over ranks) is replaced by an input of the batch:
@@ -174,6 +180,7 @@ class VQ(Quantizer):
     """
 
     def __init__(self, spec: VQSpec, *, channels: int):
+        spec.check_channels(channels)
         super().__init__()
         self.spec = spec
         self.channels = channels
@@ -289,6 +296,9 @@ class VQ(Quantizer):
             codebook = torch.where(dead[:, None], candidates, codebook)
             embed_sum = torch.where(dead[:, None], candidates * t, embed_sum)
             size = torch.where(dead, torch.full_like(size, t), size)
+        size, embed_sum = size.to(self.cluster_size.dtype), embed_sum.to(self.embed_sum.dtype)
+        codebook = codebook.to(self.codebook.dtype)  # in float16 an update may overflow: then it is skipped too
+        finite = finite & torch.isfinite(size).all() & torch.isfinite(embed_sum).all() & torch.isfinite(codebook).all()
         self.cluster_size.copy_(torch.where(finite, size, self.cluster_size))
         self.embed_sum.copy_(torch.where(finite, embed_sum, self.embed_sum))
         self.codebook.copy_(torch.where(finite, codebook, self.codebook))

@@ -47,7 +47,8 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
       indices_to_codes(indices) == values exactly (the values are codewords).
     - ``idempotent``: quantizing the values again gives the same values and indices. The
       values are always re-quantized through the codebook (codes_to_indices then
-      indices_to_codes); with ``forward_idempotent`` also through ``forward``. Its default
+      indices_to_codes); with ``forward_idempotent`` also through ``forward`` (when its input
+      width E is the code's C). Its default
       (None) is the quantizer's own declaration, :attr:`Quantizer.forward_idempotent` (False
       for quantizers whose forward bounds its input by a map that is not the identity on the
       codewords, like FSQ's tanh, so that forward(values) may land on another codeword).
@@ -173,7 +174,7 @@ def check_quantizer(make: Union[Any, Callable[[], Any]], channels: int, *, max_e
         again = codewords(to_indices(v))
         if not torch.equal(again.to(v.dtype), v):
             raise AssertionError(f"re-quantizing values through the codebook moved them: {_mismatch(again, v)}")
-        if forward_idempotent:
+        if forward_idempotent and E == C:  # forward takes E channels: values (C) are its inputs only when E == C
             out2 = quantize(v.clone(), "forward(values)")
             for what, a, b in (("indices", out2.indices, out.indices), ("values", out2.values.detach(), v)):
                 if not torch.equal(a, b):  # batch dependence, which would also show here, was checked before
