@@ -337,3 +337,19 @@ def test_eval_tiled_measures_each_image_at_its_size_as_reconstruct_tiled_makes_i
     rc, err = _cli(["eval", "--model", model_folder, "--data", "builtin", "--tiled", "--output", tmp_path / "ev3"],
                    capsys)
     assert rc == 2 and "--tiled evaluates an image folder" in err
+
+
+def test_the_512_example_runs_on_a_small_model_and_names_absent_weights(model, tmp_path, capsys, monkeypatch):
+    """examples/tiles/hi_512.py with the tiny model (the released flowmo_hi is not here): it
+    writes its three images; with a released name offline it says which file is missing."""
+    from examples.tiles import hi_512
+
+    folder = flowmo.build(flowmo.flowmo_tiny().replace(sampler={"steps": 1})).save_pretrained(tmp_path / "m")
+    assert hi_512.main(["--model", str(folder), "--overlap", "0", "--out", str(tmp_path / "o"), "--device", "cpu"]) == 0
+    assert {p.name for p in (tmp_path / "o").iterdir()} == {"original.png", "joint.png", "pasted.png"}
+    assert "joint: 16 x 16 tiles of 32 px (overlap 0)" in capsys.readouterr().out
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("FLOWMO_CACHE", str(tmp_path / "fc"))
+    assert hi_512.main(["--out", str(tmp_path / "o2"), "--device", "cpu"]) == 2
+    assert "flowmo_hi.pth" in capsys.readouterr().err
