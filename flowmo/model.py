@@ -634,7 +634,8 @@ class FlowMo(nn.Module):
 
     def decode_tiled(self, code: Tensor, grid: TileGrid, *, joint: bool = True, noise: Optional[Tensor] = None,
                      generator: Optional[torch.Generator] = None, sampler: Union[SamplerSpec, dict, str, None] = None,
-                     return_intermediates: bool = False, enable_grad: bool = False) -> SampleOutput:
+                     return_intermediates: bool = False, enable_grad: bool = False,
+                     tile_batch: Optional[int] = None) -> SampleOutput:
         """Sample an image of ``grid``'s size from one code per tile: ``code`` (B, rows, cols, T,
         C), finite, on the model's device.
 
@@ -648,17 +649,22 @@ class FlowMo(nn.Module):
         improves on). Other arguments, precision and the one host sync as for :meth:`decode`;
         ``decoder_calls`` counts per tile (each joint call runs every tile); intermediates are
         whole images. An image of exactly the model's size (one tile) equals :meth:`decode`'s.
+        ``tile_batch`` (joint): at most this many tiles per decoder call (None: all B * rows * cols
+        at once), to bound a large image's memory; the images are the same.
         """
         return self._decode_tiled(code, grid, ValueChecks(), joint=joint, noise=noise, generator=generator,
-                                  sampler=sampler, return_intermediates=return_intermediates, enable_grad=enable_grad)
+                                  sampler=sampler, return_intermediates=return_intermediates, enable_grad=enable_grad,
+                                  tile_batch=tile_batch)
 
     def _decode_tiled(self, code: Tensor, grid: Any, checks: ValueChecks, *, joint: bool = True,
                       noise: Optional[Tensor] = None, generator: Optional[torch.Generator] = None,
                       sampler: Union[SamplerSpec, dict, str, None] = None, return_intermediates: bool = False,
-                      enable_grad: bool = False) -> SampleOutput:
+                      enable_grad: bool = False, tile_batch: Optional[int] = None) -> SampleOutput:
         grid = self._check_grid(grid)
         if not isinstance(joint, bool):
             raise TypeError(f"joint must be a bool, got {describe(joint)}")
+        if tile_batch is not None and (isinstance(tile_batch, bool) or not isinstance(tile_batch, int) or tile_batch < 1):
+            raise ValueError(f"tile_batch must be a positive int or None, got {describe(tile_batch)}")
         t, c = self.spec.code_length, self.spec.code_channels
         code = self._check_float(code, "code", (None, grid.rows, grid.cols, t, c), checks=checks)
         self._check_generator(generator)
@@ -675,7 +681,7 @@ class FlowMo(nn.Module):
                   checks=checks)
         weights = grid.weights(device=noise.device, dtype=work)
         if joint:
-            velocity = TiledDecoder(self.decoder_velocity, grid, weights)
+            velocity = TiledDecoder(self.decoder_velocity, grid, weights, tile_batch)
             return sample(velocity, noise, cond, spec, null_cond=torch.zeros_like(cond), **kw)
         tiles = cond.flatten(0, 1)
         out = sample(self.decoder_velocity, grid.crop(noise).flatten(0, 1), tiles, spec,

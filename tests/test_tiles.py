@@ -353,3 +353,24 @@ def test_the_512_example_runs_on_a_small_model_and_names_absent_weights(model, t
     monkeypatch.setenv("FLOWMO_CACHE", str(tmp_path / "fc"))
     assert hi_512.main(["--out", str(tmp_path / "o2"), "--device", "cpu"]) == 2
     assert "flowmo_hi.pth" in capsys.readouterr().err
+
+
+def test_tile_batch_bounds_the_decoder_calls_and_gives_the_same_images(model):
+    x = _images(2, 40, 72)
+    noise = torch.randn(2, 3, 40, 72, generator=torch.Generator().manual_seed(5))
+    calls = []
+    original = model.decoder_velocity
+
+    def counting(x_t, t, cond):
+        calls.append(x_t.shape[0])
+        return original(x_t, t, cond)
+
+    model.decoder_velocity = counting
+    try:
+        a = model.reconstruct_tiled(x, noise=noise, sampler={"steps": 2}, tile_batch=5)
+    finally:
+        del model.decoder_velocity
+    assert max(calls) <= 5 and sum(calls) == 2 * 2 * model.tile_grid(40, 72).count  # 2 steps, 2 images
+    torch.testing.assert_close(a, model.reconstruct_tiled(x, noise=noise, sampler={"steps": 2}), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="tile_batch must be a positive int or None"):
+        model.reconstruct_tiled(x, tile_batch=0)

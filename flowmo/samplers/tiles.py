@@ -181,13 +181,16 @@ class TiledDecoder:
     ``x`` goes through ``decoder`` in one batch of B * N tiles, each with its own conditioning
     ``cond[:, k]``, and the tiles' velocities are blended (:meth:`TileGrid.blend`) into one
     velocity (B, C, H, W). So the sampler integrates one state for the whole image, the tiles
-    share it where they overlap, and every solver, time grid and guidance works unchanged."""
+    share it where they overlap, and every solver, time grid and guidance works unchanged.
+    ``tile_batch``: at most this many tiles per decoder call (None: all at once), to bound the
+    memory of a large image; the result is the same."""
 
-    def __init__(self, decoder: Any, grid: TileGrid, weights: Tensor):
-        self.decoder, self.grid, self.weights = decoder, grid, weights
+    def __init__(self, decoder: Any, grid: TileGrid, weights: Tensor, tile_batch: Optional[int] = None):
+        self.decoder, self.grid, self.weights, self.tile_batch = decoder, grid, weights, tile_batch
 
     def __call__(self, x: Tensor, t: Tensor, cond: Tensor) -> Tensor:
         b, n = x.shape[0], self.grid.count
-        tiles = self.grid.crop(x).flatten(0, 1)
-        v = self.decoder(tiles, t.repeat_interleave(n), cond.flatten(0, 1))
+        tiles, tt, cc = self.grid.crop(x).flatten(0, 1), t.repeat_interleave(n), cond.flatten(0, 1)
+        k = tiles.shape[0] if self.tile_batch is None else self.tile_batch
+        v = torch.cat([self.decoder(tiles[a:a + k], tt[a:a + k], cc[a:a + k]) for a in range(0, tiles.shape[0], k)])
         return self.grid.blend(v.unflatten(0, (b, n)), self.weights).to(v.dtype)
