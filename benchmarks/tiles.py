@@ -118,7 +118,7 @@ def main(argv=None) -> None:
     kw = {"sampler": a.sampler} if a.sampler else {}
     print(f"model {a.model} ({size} px), sampler {a.sampler or 'the model'}'s, overlap "
           f"{a.overlap if a.overlap is not None else size // 4} px; held-out photos, 5 crops each\n")
-    print("| size (W x H) | tiles | method | PSNR (dB) | SSIM | seam index | patch-edge index |")
+    print("| size (W x H) | tiles (rows x cols) | method | PSNR (dB) | SSIM | seam index | patch-edge index |")
     print("|---|---|---|---|---|---|---|")
     torch.manual_seed(0)
     with torch.no_grad():

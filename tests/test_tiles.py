@@ -276,7 +276,7 @@ def test_the_cli_reconstructs_tokenizes_and_detokenizes_at_each_images_size(mode
     assert _cli(["tokenize", "--model", model_folder, "--input", tmp_path / "in", "--output", tmp_path / "t.safetensors",
                  "--tiled", "--overlap", 4], capsys)[0] == 0
     assert _cli(["detokenize", "--model", model_folder, "--tokens", tmp_path / "t.safetensors", "--output",
-                 tmp_path / "d", *steps], capsys)[0] == 0
+                 tmp_path / "d", "--tile-batch", 3, *steps], capsys)[0] == 0  # 3 tiles per call: the same images
     tf = read_tokens(tmp_path / "t.safetensors")
     assert [(g.width, g.height) for g in tf.tiles] == list(sizes.values()) and all(g.overlap == 4 for g in tf.tiles)
     for i, (name, (w, h)) in enumerate(sizes.items()):
@@ -292,7 +292,8 @@ def test_the_cli_reconstructs_tokenizes_and_detokenizes_at_each_images_size(mode
 @pytest.mark.parametrize("argv,words", [
     (["reconstruct", "--overlap", 4], "--overlap applies only with --tiled"),
     (["reconstruct", "--tiled", "--overlap", 32], r"--overlap must be in \[0, 31\]"),
-    (["reconstruct", "--tiled"], "is 40 x 20 pixels, smaller than the model's image size \\(32\\)"),
+    (["reconstruct", "--tiled"], "is 40 x 20 pixels, its height below the model's image size \\(32\\)"),
+    (["reconstruct", "--tile-batch", 2], "--tile-batch applies only with --tiled"),
     (["tokenize", "--tiled", "--groups"], "not with --groups"),
     (["tokenize", "--overlap", 3], "--overlap applies only with --tiled"),
 ])
@@ -300,7 +301,7 @@ def test_the_cli_refuses_bad_tiling_in_one_line(model_folder, tmp_path, capsys, 
     import re
 
     _png(tmp_path / "in" / "a.png", 48, 40)
-    if "smaller" in words:
+    if "below the model" in words:
         _png(tmp_path / "in" / "small.png", 40, 20)
     out = tmp_path / ("o.safetensors" if argv[0] == "tokenize" else "o")
     rc, err = _cli([argv[0], "--model", model_folder, "--input", tmp_path / "in", "--output", out, *argv[1:]], capsys)

@@ -41,7 +41,8 @@ def main(argv=None) -> int:
     try:
         model = FlowMo.from_pretrained(a.model).to(a.device).eval()
     except (FileNotFoundError, OSError, ValueError) as e:  # e.g. the released weights absent, offline
-        print(f"hi_512: cannot load --model {a.model!r}: {e}", file=sys.stderr)
+        print(f"hi_512: cannot load --model {a.model!r}: {e} (download the release's file, e.g. flowmo_hi.pth, "
+              "and pass --model path/to/flowmo_hi.pth)", file=sys.stderr)
         return 2
     photo = torch.from_numpy(np.array(load_photo("astronaut"))).permute(2, 0, 1).float() / 127.5 - 1
     x = photo[None].to(a.device)  # (1, 3, 512, 512)

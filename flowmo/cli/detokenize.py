@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 from .command import Context, add_subcommand
 from .errors import CLIError
-from .options import DEVICE_HELP, add_common_arguments, add_decoding_arguments, add_model_arguments
+from .options import DEVICE_HELP, add_common_arguments, add_decoding_arguments, add_model_arguments, positive_int
 
 __all__ = ["NAME", "add_parser", "run"]
 
@@ -31,7 +31,10 @@ def add_parser(sub: Optional[Any] = None) -> argparse.ArgumentParser:
     add_model_arguments(p)
     p.add_argument("--tokens", required=True, metavar="FILE", help="token file (.safetensors)")
     p.add_argument("--output", required=True, metavar="DIR", help="output folder")
-    add_decoding_arguments(p, "row i of the token file")
+    add_decoding_arguments(p, "row i of the token file (of a tiled file: source image i)")
+    p.add_argument("--tile-batch", type=positive_int, default=None, metavar="N",
+                   help="a tiled token file: at most N tiles per decoder call (default: all of an image's tiles at "
+                        "once); bounds the memory of a large image, same result")
     add_common_arguments(p, device=DEVICE_HELP)
     return p
 
@@ -75,12 +78,15 @@ def run(args: argparse.Namespace) -> int:
     sampler = sampler_from_args(model.spec.sampler, args, model.spec.sampler_presets)
     out = output_folder(args.output)
     size = model.spec.image_size
+    if args.tile_batch is not None and tf.tiles is None:
+        raise CLIError(f"--tile-batch applies to a tiled token file (flowmo tokenize --tiled); {args.tokens!r} is not one")
     if tf.tiles is not None:  # a tiled file: each image at its size, its tiles decoded jointly
         with torch.no_grad(), ctx.progress(len(tf.tiles), "detokenize") as bar:
             for i, grid in enumerate(tf.tiles):
                 tok = tf.tokens[tf.rows(i)].to(device).unflatten(0, (grid.rows, grid.cols))[None]
                 noise = image_noise(args.seed, [i], (3, grid.height, grid.width), device=device, dtype=model.dtype)
-                save_image(model.detokenize_tiled(tok, grid, noise=noise, sampler=sampler)[0], out / names[i])
+                y = model.detokenize_tiled(tok, grid, noise=noise, sampler=sampler, tile_batch=args.tile_batch)
+                save_image(y[0], out / names[i])
                 bar.update(1)
         ctx.say(f"wrote {len(tf.tiles)} tiled image{'s' if len(tf.tiles) != 1 else ''} to {out}")
         return 0

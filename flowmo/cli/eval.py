@@ -64,6 +64,8 @@ def add_parser(sub: Optional[Any] = None) -> argparse.ArgumentParser:
                         "no bits per pixel, codebook usage or best_worst.png (the sizes differ)")
     p.add_argument("--overlap", type=int, default=None, metavar="PX",
                    help="with --tiled: pixels shared by neighbouring tiles, at least (default image size / 4)")
+    p.add_argument("--tile-batch", type=int, default=None, metavar="N",
+                   help="with --tiled: at most N tiles per decoder call (default: all of an image's tiles at once)")
     p.add_argument("--examples", type=int, default=8, metavar="K",
                    help="best and worst K in best_worst.png (default 8)")
     p.add_argument("--rank-by", choices=("auto", "lpips_vgg", "lpips_alex", "psnr", "ssim"), default="auto",
@@ -185,7 +187,8 @@ def _native_size_images(folder: Any, ids: list, size: int) -> Any:
         x = load_image(folder.files[i], None)
         if min(x.shape[1:]) < size:
             raise ValueError(f"--tiled: {str(folder.files[i])!r} is {x.shape[2]} x {x.shape[1]} pixels, smaller than "
-                             f"the model's image size ({size}) in a dimension; tiles cannot cover it")
+                             f"the model's image size ({size}) in a dimension; tiles cannot cover it (resize it up, "
+                             "or leave out --tiled to resize every image to the model's size)")
         yield x[None], torch.tensor([i])
 
 
@@ -236,8 +239,11 @@ def run(args: argparse.Namespace) -> int:
     from flowmo.metrics.evaluator import Evaluator
     from flowmo.metrics.run import evaluate_model
 
-    if args.overlap is not None and not args.tiled:
-        raise ValueError("--overlap applies only with --tiled")
+    for flag, value in (("--overlap", args.overlap), ("--tile-batch", args.tile_batch)):
+        if value is not None and not args.tiled:
+            raise ValueError(f"{flag} applies only with --tiled")
+    if args.tile_batch is not None and args.tile_batch < 1:
+        raise ValueError(f"--tile-batch must be a positive number of tiles, got {args.tile_batch}")
     if args.tiled and (data_arg == "builtin" or is_shard_pattern(data_arg) or args.protocol == "release"):
         raise ValueError("--tiled evaluates an image folder with the standard protocol (not builtin, tar shards or "
                          "--protocol release)")
@@ -274,7 +280,8 @@ def run(args: argparse.Namespace) -> int:
         metrics = evaluate_model(model, data, evaluator=evaluator, sampler=sampler, seed=args.seed, device=device,
                                  batch_size=args.batch_size, autocast_dtype=autocast,
                                  progress=not args.quiet and sys.stderr.isatty(),
-                                 total=len(local_ids), tiled=args.tiled, overlap=args.overlap)
+                                 total=len(local_ids), tiled=args.tiled, overlap=args.overlap,
+                                 tile_batch=args.tile_batch)
         per_image = evaluator.per_image()
         examples = evaluator.examples()
         if world > 1:
@@ -298,7 +305,8 @@ def run(args: argparse.Namespace) -> int:
         protocol = {
             "n_images": metrics["n_images"],
             "data": data_info,
-            "crop": crop,
+            "crop": {"image_size": None, "method": "none (--tiled): each image at its own size, RGB (EXIF orientation "
+                                                  "applied, transparency on white)"} if args.tiled else crop,
             "metric_protocol": {
                 "name": args.protocol,
                 "description": ("the released FlowMo evaluation's conventions (flowmo/evaluate.py of the release, "
@@ -312,7 +320,7 @@ def run(args: argparse.Namespace) -> int:
             "tiled": {"overlap": size // 4 if args.overlap is None else args.overlap,
                       "decode": "joint (FlowMo.reconstruct_tiled)"} if args.tiled else None,
             "seed": args.seed,
-            "noise": "image i decodes from torch.randn(3, S, S) of a CPU torch.Generator seeded from "
+            "noise": f"image i decodes from torch.randn({'3, H, W (its size)' if args.tiled else '3, S, S'}) of a CPU torch.Generator seeded from "
                      "numpy SeedSequence([seed, i]) (flowmo.metrics.image_noise)",
             "weights": evaluator.weight_files(hashes=True),
             "model": {
@@ -322,7 +330,7 @@ def run(args: argparse.Namespace) -> int:
                 "files": [{"path": str(f), "sha256": _hash(f)} for f in model_info["files"]],
                 "spec": model.spec.model_dump(mode="json"),
             },
-            "device": str(device), "world_size": world, "batch_size_per_rank": args.batch_size,
+            "device": str(device), "world_size": world, "batch_size_per_rank": 1 if args.tiled else args.batch_size,
             "autocast": "bfloat16" if args.bf16 else None,
             "versions": {"flowmo": __version__, "torch": torch.__version__, "python": platform.python_version()},
             "command": args.command_line,

@@ -27,7 +27,7 @@ __all__ = ["add_common_arguments", "add_model_arguments", "add_sampler_arguments
 DEVICE_HELP = "torch device (default: auto = cuda, mps or cpu)"
 RESIZE_HELP = ("each image's short side is resized to the model's image size (bicubic, antialiased) and the "
                "centre square cropped, as flowmo eval and training do; a note says so when an input was not "
-               "already of that size")
+               "already of that size (with --tiled each image keeps its own size)")
 
 SAMPLER_OPTIONS_HELP = (
     "decoding options (default: the model's sampler). --sampler takes a preset name (release, fast), which "
@@ -113,17 +113,21 @@ def add_decoding_arguments(parser: argparse.ArgumentParser, item: str = "input i
 
 
 TILED_HELP = ("keep each image at its own size (at least the model's image size in each dimension) and cover it "
-              "with overlapping tiles of the model's size, decoded jointly (FlowMo.tile_grid, "
-              "FlowMo.reconstruct_tiled)")
+              "with overlapping tiles of the model's size (FlowMo.tile_grid)")
 
 
-def add_tiling_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--tiled`` and ``--overlap`` (images of any size: :meth:`flowmo.FlowMo.tile_grid`)."""
+def add_tiling_arguments(parser: argparse.ArgumentParser, what: str, *, decodes: bool = True) -> None:
+    """``--tiled`` (``what``: what the command does with the tiles), ``--overlap`` and, when the
+    command ``decodes``, ``--tile-batch`` (images of any size: :meth:`flowmo.FlowMo.tile_grid`)."""
     g = parser.add_argument_group("images of any size")
-    g.add_argument("--tiled", action="store_true", help=TILED_HELP)
+    g.add_argument("--tiled", action="store_true", help=f"{TILED_HELP}: {what}")
     g.add_argument("--overlap", type=int, default=None, metavar="PX",
                    help="with --tiled: pixels shared by neighbouring tiles, at least (0 .. image size - 1; default "
                         "image size / 4)")
+    if decodes:
+        g.add_argument("--tile-batch", type=positive_int, default=None, metavar="N",
+                       help="at most N tiles per decoder call (default: all of an image's tiles at once); bounds the "
+                            "memory of a large image, same result")
 
 
 def check_tiling_arguments(args: argparse.Namespace, model_size: int, sizes: Any, files: Any) -> None:
@@ -132,16 +136,17 @@ def check_tiling_arguments(args: argparse.Namespace, model_size: int, sizes: Any
     it): ``sizes`` are the inputs' stored (width, height)."""
     from .errors import CLIError
 
-    if args.overlap is not None and not args.tiled:
-        raise CLIError("--overlap applies only with --tiled")
+    for flag, value in (("--overlap", args.overlap), ("--tile-batch", getattr(args, "tile_batch", None))):
+        if value is not None and not args.tiled:
+            raise CLIError(f"{flag} applies only with --tiled")
     if args.overlap is not None and not 0 <= args.overlap < model_size:
         raise CLIError(f"--overlap must be in [0, {model_size - 1}] (below the model's image size), got {args.overlap}")
     if args.tiled:
         for f, (w, h) in zip(files, sizes):
             if min(w, h) < model_size:
-                raise CLIError(f"--tiled: {str(f.path)!r} is {w} x {h} pixels, smaller than the model's image size "
-                               f"({model_size}) in a dimension; tiles cannot cover it (resize it up, or leave out "
-                               "--tiled to resize every input to the model's size)")
+                raise CLIError(f"--tiled: {str(f.path)!r} is {w} x {h} pixels, its {'width' if w < model_size else 'height'} "
+                               f"below the model's image size ({model_size}); tiles cannot cover it (resize it up, or "
+                               "leave out --tiled to resize every input to the model's size)")
 
 
 def sampler_from_args(base: Any, args: argparse.Namespace, presets: Optional[Mapping[str, Any]] = None) -> Any:

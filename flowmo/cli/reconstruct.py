@@ -34,10 +34,11 @@ def add_parser(sub: Optional[Any] = None) -> argparse.ArgumentParser:
                                    "Inputs: " + RESIZE_HELP + ".")
     add_model_arguments(p)
     p.add_argument("--input", required=True, nargs="+", metavar="PATH",
-                   help="image files and/or folders (recursive); resized and centre-cropped to the model's image size")
+                   help="image files and/or folders (recursive); resized and centre-cropped to the model's image size "
+                        "(unless --tiled)")
     p.add_argument("--output", required=True, metavar="DIR", help="output folder")
     add_decoding_arguments(p)
-    add_tiling_arguments(p)
+    add_tiling_arguments(p, "each reconstructed at its size, the tiles decoded jointly (FlowMo.reconstruct_tiled)")
     add_common_arguments(p, device=DEVICE_HELP)
     return p
 
@@ -80,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
             for i, f in enumerate(files):
                 x = load_image(f.path, None)[None].to(device=device, dtype=model.dtype)
                 noise = image_noise(args.seed, [i], tuple(x.shape[1:]), device=device, dtype=model.dtype)
-                y = model.reconstruct_tiled(x, overlap=args.overlap, noise=noise, sampler=sampler)
+                y = model.reconstruct_tiled(x, overlap=args.overlap, noise=noise, sampler=sampler,
+                                            tile_batch=args.tile_batch)
                 save_image(y[0], out / names[i])
                 bar.update(1)
         ctx.say(f"wrote {len(files)} tiled reconstruction{'s' if len(files) != 1 else ''} to {out}")

@@ -55,7 +55,8 @@ def add_parser(sub: Optional[Any] = None) -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, nargs="+", metavar="PATH",
                    help="image files and/or folders (recursive), or tar shards of images (.tar files or brace "
                         "patterns such as 'train-{000..009}.tar', items in shard order); resized and centre-cropped "
-                        "to the model's image size. With --classes: ONE folder whose sub-folders are the classes")
+                        "to the model's image size (unless --tiled). With --classes: ONE folder whose sub-folders are the "
+                        "classes")
     p.add_argument("--output", required=True, metavar="FILE",
                    help="output .safetensors file; with --classes: the token set folder")
     p.add_argument("--groups", action="store_true", help="write entropy-group indices (N, T, G) instead of (N, T) "
@@ -74,7 +75,8 @@ def add_parser(sub: Optional[Any] = None) -> argparse.ArgumentParser:
                    help="also tokenize each image mirrored left-right (its row follows the original's; its source "
                         "name ends in '#hflip'; the set records augment: [hflip])")
     g.add_argument("--overwrite", action="store_true", help="replace a token set already in --output")
-    add_tiling_arguments(p)
+    add_tiling_arguments(p, "a token row per tile, the tile grids recorded in the token file (which flowmo "
+                            "detokenize decodes back at each image's size)", decodes=False)
     add_common_arguments(p, device=DEVICE_HELP)
     return p
 

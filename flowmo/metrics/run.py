@@ -63,6 +63,7 @@ def evaluate_model(
     protocol: Optional[str] = None,
     tiled: bool = False,
     overlap: Optional[int] = None,
+    tile_batch: Optional[int] = None,
     **evaluator_kwargs: Any,
 ) -> dict:
     """Reconstruct every image of ``data`` with ``model`` and return ``evaluator.compute()``.
@@ -92,7 +93,8 @@ def evaluate_model(
 
     ``tiled`` (a FlowMo only): every batch's images, of any one size at least the model's, are
     reconstructed at their size in tiles (:meth:`~flowmo.FlowMo.decode_tiled`, the joint decode
-    of :meth:`~flowmo.FlowMo.tile_grid`'s tiles with ``overlap``; image ``i`` from
+    of :meth:`~flowmo.FlowMo.tile_grid`'s tiles with ``overlap``, ``tile_batch`` tiles per
+    decoder call at most; image ``i`` from
     ``image_noise(seed, [i], (3, H, W))``), so a data source of mixed sizes yields one size per
     batch (e.g. one image per batch); neither the codebook usage nor ``bits_per_pixel`` is
     reported (the tokens per image depend on each image's size and the overlap).
@@ -159,7 +161,7 @@ def evaluate_model(
                         q = model.quantize(model.encode(grid.crop(x).flatten(0, 1)), losses=False)
                         noise = image_noise(seed, ids_arr.tolist(), x.shape[1:], device=device, dtype=q.values.dtype)
                         out = model.decode_tiled(q.values.unflatten(0, (b, grid.rows, grid.cols)), grid, noise=noise,
-                                                 sampler=sampler)
+                                                 sampler=sampler, tile_batch=tile_batch)
                         recon, calls = out.images.clamp(-1.0, 1.0), out.decoder_calls
                     elif is_flowmo:
                         q = model.quantize(model.encode(x), losses=False)
