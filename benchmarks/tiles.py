@@ -70,6 +70,8 @@ def resize(x: torch.Tensor, width: int, height: int) -> torch.Tensor:
 def seam_index(recon: torch.Tensor, orig: torch.Tensor, seams: tuple) -> float:
     """(mean |step| across seams / the originals') / (the same elsewhere); module docstring."""
     rows, cols = seams
+    if not rows and not cols:
+        return float("nan")  # one tile: no seam
     dy = lambda x: (x[..., 1:, :] - x[..., :-1, :]).abs()  # step between row r-1 and r at index r-1
     dx = lambda x: (x[..., :, 1:] - x[..., :, :-1]).abs()
     ratios = []
@@ -115,6 +117,13 @@ def main(argv=None) -> None:
     size = model.spec.image_size
     if any(min(w, h) < size for w, h in sizes):
         p.error(f"--sizes must be at least the model's image size ({size}) in each dimension, got {a.sizes}")
+    if a.overlap is not None and not 0 <= a.overlap < size:
+        p.error(f"--overlap must be in [0, {size - 1}] (below the model's image size), got {a.overlap}")
+    if a.sampler:
+        try:
+            model._sampler_spec(a.sampler)
+        except (TypeError, ValueError) as e:
+            p.error(f"--sampler: {e}")
     kw = {"sampler": a.sampler} if a.sampler else {}
     print(f"model {a.model} ({size} px), sampler {a.sampler or 'the model'}'s, overlap "
           f"{a.overlap if a.overlap is not None else size // 4} px; held-out photos, 5 crops each\n")

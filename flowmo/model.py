@@ -581,8 +581,9 @@ class FlowMo(nn.Module):
         s = self.spec.image_size
         if not isinstance(images, Tensor):
             raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
-        self._check_float(images, "images", (None, 3, None, None), f"shape (B, 3, H, W) with H, W >= {s}",
-                          values=False)
+        self._check_float(images, "images", (None, 3, None, None), f"shape (B, 3, H, W) with H, W >= {s}, batch not "
+                          "empty", values=False)
+        self.tile_grid(s, s, overlap=overlap)  # the overlap's own errors name it
         try:
             grid = self.tile_grid(images.shape[2], images.shape[3], overlap=overlap)
         except ValueError as e:
@@ -679,7 +680,7 @@ class FlowMo(nn.Module):
         spec = self._sampler_spec(sampler)
         kw = dict(return_intermediates=return_intermediates, enable_grad=enable_grad, decoder_dtype=self.dtype,
                   checks=checks)
-        weights = grid.weights(device=noise.device, dtype=work)
+        weights = (grid.window(device=noise.device, dtype=work), grid.coverage(device=noise.device, dtype=work))
         if joint:
             velocity = TiledDecoder(self.decoder_velocity, grid, weights, tile_batch)
             return sample(velocity, noise, cond, spec, null_cond=torch.zeros_like(cond), **kw)

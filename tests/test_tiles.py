@@ -44,8 +44,12 @@ def test_the_tiles_cover_the_image_with_at_least_the_overlap(g):
 def test_the_blend_weights_are_a_partition_of_unity(g):
     w = g.weights(dtype=torch.float64)
     assert w.shape == (g.count, 1, g.tile, g.tile) and bool((w > 0).all())
+    placed = torch.zeros(g.height, g.width, dtype=torch.float64)
+    for k, (y, x) in enumerate(g.positions()):
+        placed[y:y + g.tile, x:x + g.tile] += w[k, 0]
+    torch.testing.assert_close(placed, torch.ones_like(placed))
     ones = torch.ones(1, g.count, 1, g.tile, g.tile, dtype=torch.float64)
-    torch.testing.assert_close(g.blend(ones, w), torch.ones(1, 1, g.height, g.width, dtype=torch.float64))
+    torch.testing.assert_close(g.blend(ones), torch.ones(1, 1, g.height, g.width, dtype=torch.float64))
 
 
 @FAST
@@ -63,7 +67,7 @@ def test_crops_blend_and_paste_back_to_the_image(g, seed):
 def test_a_grid_round_trips_through_json_and_tampered_offsets_are_refused(g):
     d = json.loads(json.dumps(g.to_dict()))
     assert TileGrid.from_dict(d) == g
-    with pytest.raises(ValueError, match="are not the tile grid of its sizes"):
+    with pytest.raises(ValueError, match=r"ys \(.*\) are not the \d+ tile offsets of a"):
         TileGrid.from_dict({**d, "ys": [v + 1 for v in d["ys"]]})
 
 
@@ -233,7 +237,7 @@ def test_a_token_file_with_bad_tiles_metadata_is_refused(model, tmp_path):
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
     data = load_file(str(path))
-    for bad, words in ((json.dumps([{**grids[0].to_dict(), "width": 80}]), "offsets .* are not the tile grid"),
+    for bad, words in ((json.dumps([{**grids[0].to_dict(), "width": 80}]), "are not the \\d+ tile offsets"),
                        ("[1, 2", "bad 'tiles' metadata"),
                        (json.dumps([model.tile_grid(64, 64).to_dict()]), "does not fit its tokens")):
         save_file(data, str(tmp_path / "bad.safetensors"), metadata={**meta, "tiles": bad})
@@ -375,3 +379,68 @@ def test_tile_batch_bounds_the_decoder_calls_and_gives_the_same_images(model):
     torch.testing.assert_close(a, model.reconstruct_tiled(x, noise=noise, sampler={"steps": 2}), rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="tile_batch must be a positive int or None"):
         model.reconstruct_tiled(x, tile_batch=0)
+
+
+def test_a_huge_or_hand_built_grid_is_refused_fast_and_named(model):
+    import time
+
+    t0 = time.process_time()
+    with pytest.raises(ValueError, match=r"grid: ys \(0,\) are not the \d+ tile offsets"):
+        TileGrid.from_dict({"height": 10**12, "width": 50, "tile": 32, "overlap": 8, "ys": [0], "xs": [0, 18]})
+    assert time.process_time() - t0 < 5  # counted, not built (was: minutes and gigabytes)
+    for ys, xs in (((0, 4), (0, 5)), ((0, 20), (0, 18)), ((0, -1), (0, 18)), ((0, 8.0), (0, 18))):
+        with pytest.raises(ValueError, match="are not the 2 tile offsets of a 40 x 50 image"):
+            TileGrid(40, 50, 32, 8, ys, xs)
+    with pytest.raises(TypeError, match="height must be an int >= 1"):
+        TileGrid("40", 50, 32, 8, (0,), (0,))
+
+
+def test_the_overlap_and_an_empty_batch_are_named_as_such(model):
+    with pytest.raises(ValueError, match="^overlap must be below the tile size"):
+        model.reconstruct_tiled(_images(1, 40, 40), overlap=32)
+    with pytest.raises(TypeError, match="^overlap must be an int"):
+        model.reconstruct_tiled(_images(1, 40, 40), overlap=1.5)
+    with pytest.raises(ValueError, match="batch not empty"):
+        model.reconstruct_tiled(torch.empty(0, 3, 40, 50))
+
+
+def test_evaluate_model_checks_its_tiled_arguments(model):
+    from flowmo.metrics.run import evaluate_model
+
+    kw = dict(lpips=(), fid=False, progress=False)
+    with pytest.raises(TypeError, match="tiled must be a bool"):
+        evaluate_model(model, _images(1, 40, 40), tiled="no", **kw)
+    with pytest.raises(ValueError, match="overlap and tile_batch apply only with tiled=True"):
+        evaluate_model(model, _images(1, 32, 32), overlap=4, **kw)
+    with pytest.raises(ValueError, match=r"images: height \(20\) must be at least"):
+        evaluate_model(model, _images(1, 20, 40), tiled=True, **kw)
+    with pytest.raises(ValueError, match=r"images must be \(B, 3, H, W\) tensors for tiled=True"):
+        evaluate_model(model, torch.rand(2, 4, 40, 40) * 2 - 1, tiled=True, **kw)
+
+
+def test_token_file_rows_are_indexed_and_empty_tiles_refused(model, tmp_path):
+    grids = [model.tile_grid(40, 40)] * 3
+    path = write_tokens(tmp_path / "t.safetensors", torch.zeros(12, 16, dtype=torch.int64), spec=model.spec,
+                        sources=["a", "b", "c"], groups=False, tiles=grids)
+    tf = read_tokens(path)
+    assert [tf.rows(i) for i in range(3)] == [slice(0, 4), slice(4, 8), slice(8, 12)]
+    with pytest.raises(IndexError, match="source index 3 out of range for 3 sources"):
+        tf.rows(3)
+    for bad in ([], grids[0]):
+        with pytest.raises(TypeError, match="tiles must be a non-empty list of TileGrid"):
+            write_tokens(tmp_path / "u.safetensors", torch.zeros(4, 16, dtype=torch.int64), spec=model.spec,
+                         sources=["a"], groups=False, tiles=bad)
+
+
+def test_eval_tiled_checks_every_size_first_and_skips_unreadable_files(model_folder, tmp_path, capsys):
+    _png(tmp_path / "in" / "a.png", 48, 40)
+    (tmp_path / "in" / "b.png").write_bytes(b"not a png")
+    rc, err = _cli(["eval", "--model", model_folder, "--data", tmp_path / "in", "--tiled", "--lpips", "none",
+                    "--no-fid", "--steps", 1, "--output", tmp_path / "ev", "--quiet"], capsys)
+    assert rc == 0, err
+    record = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert record["metrics"]["n_images"] == 1 and record["protocol"]["data"]["skipped_unreadable"][0].endswith("b.png")
+    _png(tmp_path / "in" / "z_small.png", 20, 40)
+    rc, err = _cli(["eval", "--model", model_folder, "--data", tmp_path / "in", "--tiled", "--lpips", "none",
+                    "--no-fid", "--output", tmp_path / "ev2", "--quiet"], capsys)
+    assert rc == 2 and "z_small.png" in err and not (tmp_path / "ev2").exists()

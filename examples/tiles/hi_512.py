@@ -44,6 +44,14 @@ def main(argv=None) -> int:
         print(f"hi_512: cannot load --model {a.model!r}: {e} (download the release's file, e.g. flowmo_hi.pth, "
               "and pass --model path/to/flowmo_hi.pth)", file=sys.stderr)
         return 2
+    size = model.spec.image_size
+    if a.overlap is not None and not 0 <= a.overlap < size:
+        p.error(f"--overlap must be in [0, {size - 1}] (below the model's image size), got {a.overlap}")
+    if a.sampler:
+        try:
+            model._sampler_spec(a.sampler)
+        except (TypeError, ValueError) as e:
+            p.error(f"--sampler: {e}")
     photo = torch.from_numpy(np.array(load_photo("astronaut"))).permute(2, 0, 1).float() / 127.5 - 1
     x = photo[None].to(a.device)  # (1, 3, 512, 512)
     kw = {"sampler": a.sampler} if a.sampler else {}

@@ -176,19 +176,40 @@ def _png(examples: dict, path: Path) -> Optional[Path]:
     return save_image_rows(rows, path)
 
 
-def _native_size_images(folder: Any, ids: list, size: int) -> Any:
+def _check_native_sizes(folder: Any, ids: list, size: int, skipped: list) -> list:
+    """The ids whose files' headers are readable (the others go to ``skipped``, as a folder's
+    unreadable images do), all checked before any model work: ValueError naming a file smaller
+    than ``size`` in a dimension."""
+    from .io import check_image_header
+
+    kept = []
+    for i in ids:
+        try:
+            w, h = check_image_header(folder.files[i])
+        except ValueError:
+            skipped.append(str(folder.files[i]))
+            continue
+        if min(w, h) < size:
+            raise ValueError(f"--tiled: {str(folder.files[i])!r} is {w} x {h} pixels, smaller than the model's image "
+                             f"size ({size}) in a dimension; tiles cannot cover it (resize it up, or leave out "
+                             "--tiled to resize every image to the model's size)")
+        kept.append(i)
+    return kept
+
+
+def _native_size_images(folder: Any, ids: list, skipped: list) -> Any:
     """(image (1, 3, H, W) at its own size, id tensor (1,)) for every id of the folder listing;
-    ValueError naming a file smaller than ``size`` in a dimension."""
+    a file that cannot be decoded goes to ``skipped``."""
     import torch
 
     from .io import load_image
 
     for i in ids:
-        x = load_image(folder.files[i], None)
-        if min(x.shape[1:]) < size:
-            raise ValueError(f"--tiled: {str(folder.files[i])!r} is {x.shape[2]} x {x.shape[1]} pixels, smaller than "
-                             f"the model's image size ({size}) in a dimension; tiles cannot cover it (resize it up, "
-                             "or leave out --tiled to resize every image to the model's size)")
+        try:
+            x = load_image(folder.files[i], None)
+        except ValueError:
+            skipped.append(str(folder.files[i]))
+            continue
         yield x[None], torch.tensor([i])
 
 
@@ -265,7 +286,8 @@ def run(args: argparse.Namespace) -> int:
         local_ids = list(range(n_total))[rank::world]
         skipped: list[str] = []
         if args.tiled:
-            data = _native_size_images(source.folder, local_ids, size)
+            local_ids = _check_native_sizes(source.folder, local_ids, size, skipped)
+            data = _native_size_images(source.folder, local_ids, skipped)
         elif source.folder is None:
             sel = torch.tensor(local_ids, dtype=torch.long)
             data = [(source.images[sel[s:s + args.batch_size]], sel[s:s + args.batch_size])
@@ -340,7 +362,8 @@ def run(args: argparse.Namespace) -> int:
             "metrics": metrics,
             "protocol": protocol,
             "best_worst": {"ranked_by": examples["ranked_by"],
-                           "png_rows": "best originals, best reconstructions, worst originals, worst reconstructions",
+                           "png_rows": None if png is None else
+                           "best originals, best reconstructions, worst originals, worst reconstructions",
                            "best": [describe(e) for e in examples["best"]],
                            "worst": [describe(e) for e in examples["worst"]]},
             "outputs": {"metrics": str(out / "metrics.json"), "best_worst_png": None if png is None else str(png),

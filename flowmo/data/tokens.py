@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -73,11 +74,21 @@ class TokenFile:
     tiles: Optional[list[TileGrid]] = None  # one grid per source; the rows are the sources' tiles in order
 
     def rows(self, i: int) -> slice:
-        """The token rows of source ``i``: its tiles' rows in a tiled file, else row ``i``."""
+        """The token rows of source ``i`` (0 <= i < len(sources)): its tiles' rows in a tiled
+        file, else row ``i``. IndexError outside."""
+        if not 0 <= i < len(self.sources):
+            raise IndexError(f"source index {i} out of range for {len(self.sources)} sources")
         if self.tiles is None:
             return slice(i, i + 1)
-        start = sum(g.count for g in self.tiles[:i])
-        return slice(start, start + self.tiles[i].count)
+        return slice(self._starts[i], self._starts[i] + self.tiles[i].count)
+
+    @cached_property
+    def _starts(self) -> list[int]:
+        out, start = [], 0
+        for g in self.tiles or ():
+            out.append(start)
+            start += g.count
+        return out
 
 
 def write_tokens(path: PathLike, tokens: Tensor, *, spec: Any, sources: Sequence[str], groups: bool,
@@ -105,6 +116,8 @@ def write_tokens(path: PathLike, tokens: Tensor, *, spec: Any, sources: Sequence
     dims = 3 if groups else 2
     rows = len(sources)
     if tiles is not None:
+        if not isinstance(tiles, (list, tuple)) or not tiles:
+            raise TypeError(f"tiles must be a non-empty list of TileGrid (one per source), got {type(tiles).__name__}")
         tiles = list(tiles)
         if groups or labels is not None or len(tiles) != len(sources) or not all(
                 isinstance(g, TileGrid) and g.tile == spec.image_size for g in tiles):

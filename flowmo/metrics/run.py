@@ -119,8 +119,12 @@ def evaluate_model(
         device = model.device if is_flowmo else (evaluator.device or torch.device("cpu"))
     device = check_device(device, "device")
     discrete = is_flowmo and model.quantizer.discrete  # a continuous bottleneck has no tokens, no bits per pixel
+    if not isinstance(tiled, bool):
+        raise TypeError(f"tiled must be a bool, got {type(tiled).__name__} {tiled!r}")
     if tiled and not is_flowmo:
         raise ValueError(f"tiled=True needs a FlowMo model, got {type(model).__name__}")
+    if not tiled and (overlap is not None or tile_batch is not None):
+        raise ValueError("overlap and tile_batch apply only with tiled=True")
     if discrete and evaluator.bits_per_pixel is None and not tiled:
         evaluator.bits_per_pixel = float(model.spec.bits_per_pixel)
     group_fn = model.quantizer.codes_to_group_indices if discrete and model.quantizer.has_groups else None
@@ -157,7 +161,13 @@ def evaluate_model(
                 t0 = time.perf_counter()
                 with torch.no_grad(), amp:
                     if is_flowmo and tiled:
-                        grid = model.tile_grid(x.shape[2], x.shape[3], overlap=overlap)
+                        if not isinstance(x, Tensor) or x.ndim != 4 or x.shape[1] != 3:
+                            raise ValueError(f"images must be (B, 3, H, W) tensors for tiled=True, got "
+                                             f"{tuple(getattr(x, 'shape', ())) or type(x).__name__}")
+                        try:
+                            grid = model.tile_grid(x.shape[2], x.shape[3], overlap=overlap)
+                        except ValueError as e:
+                            raise ValueError(f"images: {e}") from None
                         q = model.quantize(model.encode(grid.crop(x).flatten(0, 1)), losses=False)
                         noise = image_noise(seed, ids_arr.tolist(), x.shape[1:], device=device, dtype=q.values.dtype)
                         out = model.decode_tiled(q.values.unflatten(0, (b, grid.rows, grid.cols)), grid, noise=noise,

@@ -29,11 +29,14 @@ from torch import Tensor
 __all__ = ["TileGrid", "TiledTokens", "tile_grid", "TiledDecoder"]
 
 
+def _count(length: int, tile: int, overlap: int) -> int:
+    """How many tiles cover ``length`` pixels (module docstring)."""
+    return 1 if length == tile else math.ceil((length - overlap) / (tile - overlap))
+
+
 def _offsets(length: int, tile: int, overlap: int) -> tuple[int, ...]:
-    if length == tile:
-        return (0,)
-    n = math.ceil((length - overlap) / (tile - overlap))
-    return tuple(round(i * (length - tile) / (n - 1)) for i in range(n))
+    n = _count(length, tile, overlap)
+    return (0,) if n == 1 else tuple(round(i * (length - tile) / (n - 1)) for i in range(n))
 
 
 def _int(value: Any, name: str, minimum: int) -> int:
@@ -43,28 +46,36 @@ def _int(value: Any, name: str, minimum: int) -> int:
     return int(value)
 
 
-def tile_grid(height: int, width: int, tile: int, overlap: int) -> "TileGrid":
-    """The grid of ``tile`` x ``tile`` tiles covering a ``height`` x ``width`` image with at least
-    ``overlap`` pixels shared by neighbours (module docstring). TypeError / ValueError naming the
-    argument: ints, ``tile`` >= 1, 0 <= ``overlap`` < ``tile``, and ``height`` and ``width`` at
-    least ``tile`` (a smaller image has no tile that fits in it: resize it up first)."""
+def _check_sizes(height: Any, width: Any, tile: Any, overlap: Any) -> tuple[int, int, int, int]:
     tile = _int(tile, "tile", 1)
     overlap = _int(overlap, "overlap", 0)
     if overlap >= tile:
         raise ValueError(f"overlap must be below the tile size ({tile}), got {overlap}")
+    sizes = []
     for name, n in (("height", height), ("width", width)):
         n = _int(n, name, 1)
         if n < tile:
             raise ValueError(f"{name} ({n}) must be at least the model's image size ({tile}): tiles of {tile} x "
                              f"{tile} pixels cannot cover a smaller image (resize it up first)")
-    return TileGrid(int(height), int(width), tile, overlap, _offsets(height, tile, overlap),
-                    _offsets(width, tile, overlap))
+        sizes.append(n)
+    return sizes[0], sizes[1], tile, overlap
+
+
+def tile_grid(height: int, width: int, tile: int, overlap: int) -> "TileGrid":
+    """The grid of ``tile`` x ``tile`` tiles covering a ``height`` x ``width`` image with at least
+    ``overlap`` pixels shared by neighbours (module docstring). TypeError / ValueError naming the
+    argument: ints, ``tile`` >= 1, 0 <= ``overlap`` < ``tile``, and ``height`` and ``width`` at
+    least ``tile`` (a smaller image has no tile that fits in it: resize it up first)."""
+    h, w, tile, overlap = _check_sizes(height, width, tile, overlap)
+    return TileGrid(h, w, tile, overlap, _offsets(h, tile, overlap), _offsets(w, tile, overlap))
 
 
 @dataclass(frozen=True)
 class TileGrid:
     """Where the tiles of one image size lie (build with :func:`tile_grid`): ``ys`` / ``xs`` the
-    tiles' top / left offsets, ``rows`` x ``cols`` tiles, ``count`` in all, row-major."""
+    tiles' top / left offsets, ``rows`` x ``cols`` tiles, ``count`` in all, row-major. A grid
+    built by hand must be the one :func:`tile_grid` gives for its sizes (TypeError / ValueError
+    otherwise), so that every grid covers its image and tokens made on it decode on it."""
 
     height: int
     width: int
@@ -72,6 +83,16 @@ class TileGrid:
     overlap: int
     ys: tuple[int, ...]
     xs: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        h, w, tile, overlap = _check_sizes(self.height, self.width, self.tile, self.overlap)
+        for name, got, length in (("ys", self.ys, h), ("xs", self.xs, w)):
+            n = _count(length, tile, overlap)  # before building the offsets: a huge size fails fast
+            if (not isinstance(got, tuple) or len(got) != n or not all(type(v) is int for v in got)
+                    or got != _offsets(length, tile, overlap)):
+                shown = repr(got) if len(repr(got)) < 80 else repr(got)[:77] + "..."
+                raise ValueError(f"{name} {shown} are not the {n} tile offsets of a {h} x {w} image in tiles of {tile} "
+                                 f"with overlap {overlap} (build grids with tile_grid)")
 
     @property
     def rows(self) -> int:
@@ -101,14 +122,12 @@ class TileGrid:
         keys = ("height", "width", "tile", "overlap", "ys", "xs")
         if not isinstance(d, dict) or set(d) != set(keys):
             raise ValueError(f"{name} must be a dict with keys {', '.join(keys)}, got {d!r:.120}")
+        if not all(isinstance(d[k], list) for k in ("ys", "xs")):
+            raise ValueError(f"{name}: ys and xs must be lists of offsets")
         try:
-            grid = tile_grid(d["height"], d["width"], d["tile"], d["overlap"])
+            return cls(d["height"], d["width"], d["tile"], d["overlap"], tuple(d["ys"]), tuple(d["xs"]))
         except (TypeError, ValueError) as e:
             raise ValueError(f"{name}: {e}") from None
-        if list(grid.ys) != d["ys"] or list(grid.xs) != d["xs"]:
-            raise ValueError(f"{name}'s offsets ys={d['ys']!r:.60}, xs={d['xs']!r:.60} are not the tile grid of its "
-                             f"sizes (ys={list(grid.ys)}, xs={list(grid.xs)})")
-        return grid
 
     def check_image(self, x: Tensor, name: str) -> None:
         """ValueError naming ``name`` unless ``x`` is (B, C, height, width)."""
@@ -122,27 +141,44 @@ class TileGrid:
         s = self.tile
         return torch.stack([images[..., y:y + s, x:x + s] for y, x in self.positions()], dim=1)
 
-    def weights(self, *, device: Any = None, dtype: torch.dtype = torch.float32) -> Tensor:
-        """The blend's per-tile weights (N, 1, S, S): a partition of unity (module docstring)."""
-        s = self.tile
-        h = torch.sin(math.pi * (torch.arange(s, dtype=torch.float64) + 0.5) / s) ** 2
-        w = h[:, None] * h[None, :]
-        total = torch.zeros(self.height, self.width, dtype=torch.float64)
+    def window(self, *, device: Any = None, dtype: torch.dtype = torch.float32) -> Tensor:
+        """A tile's window h(y) h(x) (S, S), made on ``device``."""
+        h = torch.sin(math.pi * (torch.arange(self.tile, device=device, dtype=dtype) + 0.5) / self.tile) ** 2
+        return h[:, None] * h[None, :]
+
+    def coverage(self, *, device: Any = None, dtype: torch.dtype = torch.float32) -> Tensor:
+        """The sum of the windows covering each pixel, (H, W), made on ``device`` (no copy from the
+        host: no synchronisation); the weight of tile k at a pixel is its window over this (so a
+        pixel of one tile has weight exactly 1)."""
+        w, s = self.window(device=device, dtype=dtype), self.tile
+        total = torch.zeros(self.height, self.width, device=device, dtype=dtype)
         for y, x in self.positions():
             total[y:y + s, x:x + s] += w
-        out = torch.stack([w / total[y:y + s, x:x + s] for y, x in self.positions()])
-        return out[:, None].to(device=device, dtype=dtype)
+        return total
 
-    def blend(self, tiles: Tensor, weights: Optional[Tensor] = None) -> Tensor:
+    def weights(self, *, device: Any = None, dtype: torch.dtype = torch.float32) -> Tensor:
+        """The blend's per-tile weights (N, 1, S, S): a partition of unity (module docstring).
+        (N S^2 values: the blend itself needs only :meth:`window` and :meth:`coverage`.)"""
+        w, inv, s = self.window(device=device, dtype=dtype), self.coverage(device=device, dtype=dtype), self.tile
+        return torch.stack([w / inv[y:y + s, x:x + s] for y, x in self.positions()])[:, None]
+
+    def blend(self, tiles: Tensor, weights: Optional[tuple[Tensor, Tensor]] = None, *, out: Optional[Tensor] = None,
+              start: int = 0) -> Tensor:
         """Tiles (B, N, C, S, S) -> the image (B, C, H, W), each pixel the weighted sum of the
-        tiles covering it (``weights``: :meth:`weights`, made here when None), computed in the
-        tiles' dtype promoted to at least float32."""
+        tiles covering it, computed in the tiles' dtype promoted to at least float32.
+        ``weights``: (:meth:`window`, :meth:`coverage`) in that dtype (made here when None).
+        ``out`` / ``start``: add tiles ``start .. start + n - 1`` of the grid into ``out`` (a
+        blend made in parts; ``out`` starts at zeros)."""
         work = torch.promote_types(tiles.dtype, torch.float32)
-        w = self.weights(device=tiles.device, dtype=work) if weights is None else weights.to(work)
+        w, inv = weights if weights is not None else (self.window(device=tiles.device, dtype=work),
+                                                      self.coverage(device=tiles.device, dtype=work))
         s = self.tile
-        out = tiles.new_zeros(tiles.shape[0], tiles.shape[2], self.height, self.width, dtype=work)
-        for k, (y, x) in enumerate(self.positions()):
-            out[..., y:y + s, x:x + s] += tiles[:, k].to(work) * w[k]
+        if out is None:
+            out = tiles.new_zeros(tiles.shape[0], tiles.shape[2], self.height, self.width, dtype=work)
+        positions = self.positions()
+        for k in range(tiles.shape[1]):
+            y, x = positions[start + k]
+            out[..., y:y + s, x:x + s] += tiles[:, k].to(work) * (w / inv[y:y + s, x:x + s])
         return out
 
     def seams(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -177,20 +213,30 @@ class TiledTokens:
 
 class TiledDecoder:
     """The joint decode's velocity: ``decoder(x_t, t, cond)`` of one tile lifted to the whole
-    image. Called as ``(x (B, C, H, W), t (B,), cond (B, N, T, C' ))``: every tile's crop of
-    ``x`` goes through ``decoder`` in one batch of B * N tiles, each with its own conditioning
-    ``cond[:, k]``, and the tiles' velocities are blended (:meth:`TileGrid.blend`) into one
-    velocity (B, C, H, W). So the sampler integrates one state for the whole image, the tiles
-    share it where they overlap, and every solver, time grid and guidance works unchanged.
-    ``tile_batch``: at most this many tiles per decoder call (None: all at once), to bound the
-    memory of a large image; the result is the same."""
+    image. Called as ``(x (B, C, H, W), t (B,), cond (B, N, T, C'))``: every tile's crop of
+    ``x`` goes through ``decoder`` with its own conditioning ``cond[:, k]``, and the tiles'
+    velocities are blended (:meth:`TileGrid.blend`) into one velocity (B, C, H, W). So the
+    sampler integrates one state for the whole image, the tiles share it where they overlap,
+    and every solver, time grid and guidance works unchanged. ``weights``: the grid's
+    (:meth:`TileGrid.window`, :meth:`TileGrid.coverage`). ``tile_batch``: at most this many tiles
+    per decoder call (None: all B * N at once), each batch cropped and blended on its own, so
+    the memory is that of ``tile_batch`` tiles and the image; the result is the same."""
 
-    def __init__(self, decoder: Any, grid: TileGrid, weights: Tensor, tile_batch: Optional[int] = None):
+    def __init__(self, decoder: Any, grid: TileGrid, weights: tuple[Tensor, Tensor], tile_batch: Optional[int] = None):
         self.decoder, self.grid, self.weights, self.tile_batch = decoder, grid, weights, tile_batch
 
     def __call__(self, x: Tensor, t: Tensor, cond: Tensor) -> Tensor:
-        b, n = x.shape[0], self.grid.count
-        tiles, tt, cc = self.grid.crop(x).flatten(0, 1), t.repeat_interleave(n), cond.flatten(0, 1)
-        k = tiles.shape[0] if self.tile_batch is None else self.tile_batch
-        v = torch.cat([self.decoder(tiles[a:a + k], tt[a:a + k], cc[a:a + k]) for a in range(0, tiles.shape[0], k)])
-        return self.grid.blend(v.unflatten(0, (b, n)), self.weights).to(v.dtype)
+        b, n, s = x.shape[0], self.grid.count, self.grid.tile
+        positions = self.grid.positions()
+        tt, cc = t.repeat_interleave(n), cond.flatten(0, 1)  # pair j = (image j // n, tile j % n)
+        k = b * n if self.tile_batch is None else self.tile_batch
+        out = None
+        for a in range(0, b * n, k):
+            e = min(a + k, b * n)
+            crops = torch.stack([x[j // n, :, y:y + s, c:c + s] for j in range(a, e) for y, c in (positions[j % n],)])
+            v = self.decoder(crops, tt[a:e], cc[a:e])
+            if out is None:
+                out = x.new_zeros(x.shape, dtype=torch.promote_types(v.dtype, torch.float32))
+            for j, vj in zip(range(a, e), v):
+                self.grid.blend(vj[None, None], self.weights, out=out[j // n:j // n + 1], start=j % n)
+        return out.to(v.dtype)
