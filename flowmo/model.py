@@ -30,7 +30,8 @@ from .registry import BACKBONES, FLOW_LOSSES, POSTTRAIN_OBJECTIVES, QUANTIZERS, 
 from .samplers.grids import describe
 from .spec.sampling import resolve_preset
 from .samplers.sampler import SampleOutput, sample, state_dtype
-from .samplers.tiles import TiledDecoder, TiledTokens, TileGrid, tile_grid
+from .data.tiles import TiledTokens, TileGrid, tile_grid
+from .samplers.tiles import TiledDecoder
 from .spec import FlowMoSpec, SamplerSpec, no_tokens_error, replace_spec
 
 __all__ = ["FlowMo", "LossOutput", "build"]
@@ -564,7 +565,7 @@ class FlowMo(nn.Module):
     # ------------------------------------------------------------------ tiles: images of any size
     def tile_grid(self, height: int, width: int, *, overlap: Optional[int] = None) -> TileGrid:
         """The grid of ``spec.image_size`` tiles covering a ``height`` x ``width`` image
-        (:func:`flowmo.samplers.tiles.tile_grid`; ``overlap`` pixels at least between neighbours,
+        (:func:`flowmo.data.tiles.tile_grid`; ``overlap`` pixels at least between neighbours,
         default ``image_size // 4``). ValueError for an image smaller than the model's size."""
         s = self.spec.image_size
         return tile_grid(height, width, s, s // 4 if overlap is None else overlap)
@@ -593,7 +594,7 @@ class FlowMo(nn.Module):
     @torch.no_grad()
     def tokenize_tiled(self, images: Tensor, *, overlap: Optional[int] = None) -> TiledTokens:
         """Images (B, 3, H, W) in [-1, 1] of any size with H, W >= ``spec.image_size`` -> their
-        :class:`~flowmo.samplers.tiles.TiledTokens`: int64 tokens (B, rows, cols, T), one token
+        :class:`~flowmo.data.tiles.TiledTokens`: int64 tokens (B, rows, cols, T), one token
         sequence per tile of :meth:`tile_grid` (``overlap`` as there), and the grid. An image of
         exactly the model's size is one tile with :meth:`tokenize`'s tokens. One host sync.
         ValueError for a smaller image (naming its size) and a continuous bottleneck."""

@@ -407,8 +407,11 @@ def test_cli_refuses_bombs_and_long_thin_images_with_one_line_and_exit_2(tmp_pat
 def test_cli_refuses_a_named_pipe_input(tmp_path, capsys):
     from flowmo import cli
 
+    import flowmo
+
     os.mkfifo(tmp_path / "p.png")
-    rc = _NoHang(tmp_path / "p.png")(cli.main, ["tokenize", "--model", str(tmp_path / "nomodel"), "--input",
+    flowmo.build(flowmo.flowmo_tiny()).save_pretrained(tmp_path / "model")  # tokenize loads the model first
+    rc = _NoHang(tmp_path / "p.png")(cli.main, ["tokenize", "--model", str(tmp_path / "model"), "--input",
                                                 str(tmp_path / "p.png"), "--output", str(tmp_path / "t")])
     err = capsys.readouterr().err
     assert rc == 2 and "p.png" in err and "neither a file nor a folder" in err

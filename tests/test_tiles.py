@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import flowmo
 from flowmo import cli
 from flowmo.data.tokens import read_tokens, write_tokens
-from flowmo.samplers.tiles import TileGrid, TiledTokens, tile_grid
+from flowmo.data.tiles import TileGrid, TiledTokens, tile_grid
 from flowmo.testing.syncs import count_host_syncs
 
 from conftest import random_png_folder

@@ -20,7 +20,7 @@ None (only the spec fingerprint is then checked).
 
 Tiled token files (``flowmo tokenize --tiled``: images larger than the model, in tiles of its
 size, :meth:`flowmo.FlowMo.tokenize_tiled`) add the metadata ``tiles``: a JSON list with one
-:meth:`~flowmo.samplers.tiles.TileGrid.to_dict` per source; the tokens then hold one row per
+:meth:`~flowmo.data.tiles.TileGrid.to_dict` per source; the tokens then hold one row per
 tile, the sources' tiles one after another, each source's row-major (so ``tokens`` has
 ``sum(grid.count)`` rows and ``sources`` one name per image). Files without it read with
 ``tiles`` None.
@@ -44,7 +44,7 @@ from torch import Tensor
 
 from .files import atomic_write
 from flowmo.data.token_layout import TokenLayout
-from flowmo.samplers.tiles import TileGrid
+from flowmo.data.tiles import TileGrid
 from flowmo.spec import no_tokens_error
 from flowmo.data.folder_kinds import TOKEN_FORMAT
 
@@ -102,7 +102,7 @@ def write_tokens(path: PathLike, tokens: Tensor, *, spec: Any, sources: Sequence
     all; ``layout`` is a :class:`~flowmo.data.token_layout.TokenLayout` (or its JSON) whose
     fingerprint must be ``spec``'s; ``tokenizer_weights`` is the tokenizer's
     :func:`~flowmo.state_dicts.token_weights_digest` (64 hex characters) or None (not recorded);
-    ``tiles`` one :class:`~flowmo.samplers.tiles.TileGrid` per source (tiles of the spec's image
+    ``tiles`` one :class:`~flowmo.data.tiles.TileGrid` per source (tiles of the spec's image
     size), the tokens then a row per tile (module docstring; not with ``groups`` or labels).
     TypeError / ValueError naming the argument otherwise (ValueError from
     :func:`~flowmo.data.files.atomic_write` for a ``path`` that is a folder); ValueError for a
