@@ -23,6 +23,7 @@ from .spec import (
     FatLogitNormalTimeSpec,
     FlowLossSpec,
     FlowMoSpec,
+    NestedDropoutSpec,
     FSQSpec,
     GeneratorSpec,
     GuidanceSpec,
@@ -66,5 +67,5 @@ __all__ = [
     "BackboneSpec", "MMDiTSpec", "QuantizerSpec", "LFQSpec", "FSQSpec", "TimeSamplerSpec", "UniformTimeSpec",
     "LogitNormalTimeSpec", "FatLogitNormalTimeSpec", "PerceptualSpec", "FlowLossSpec", "RectifiedFlowLossSpec",
     "TimeGridSpec", "PowGridSpec", "ShiftedGridSpec", "KnotsGridSpec", "SolverSpec", "GuidanceSpec", "SamplerSpec",
-    "PosttrainSpec", "ModeSeekingSpec", "DistillationSpec", "GeneratorSpec", "LossTerm",
+    "PosttrainSpec", "ModeSeekingSpec", "DistillationSpec", "GeneratorSpec", "LossTerm", "NestedDropoutSpec",
 ]

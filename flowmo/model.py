@@ -395,15 +395,22 @@ class FlowMo(nn.Module):
         return self.quantizer.indices_to_codes_deferred(tokens, checks, "tokens (indices)").to(self.dtype)
 
     # ------------------------------------------------------------------ decoder
-    def conditioning(self, code: Optional[Tensor], batch: Optional[int] = None) -> Tensor:
+    def conditioning(self, code: Optional[Tensor], batch: Optional[int] = None,
+                     num_tokens: Optional[Tensor] = None) -> Tensor:
         """The decoder's latent input: code (B, T, C) plus a channel of ones; None gives the
-        all-zero (unconditional) input, mask included, of ``batch`` (required then) samples."""
+        all-zero (unconditional) input, mask included, of ``batch`` (required then) samples.
+        ``num_tokens`` (B,) int64: image b's tokens from index k_b on are absent, their code and
+        mask channel exactly 0 (as the unconditional input has them; nested dropout)."""
         if code is None:
             if batch is None:
                 raise ValueError("batch is needed for the unconditional (code=None) input")
             return torch.zeros(batch, self.spec.code_length, self.spec.code_channels + 1,
                                device=self.device, dtype=self.dtype)
-        return torch.cat((code, torch.ones_like(code[..., :1])), dim=-1)
+        cond = torch.cat((code, torch.ones_like(code[..., :1])), dim=-1)
+        if num_tokens is None:
+            return cond
+        present = torch.arange(cond.shape[1], device=cond.device) < num_tokens[:, None]
+        return torch.where(present[..., None], cond, torch.zeros((), dtype=cond.dtype, device=cond.device))
 
     def decoder_velocity(self, x_t: Tensor, t: Tensor, cond: Tensor) -> Tensor:
         """The raw decoder: noisy image (B, 3, H, W) with H = W = ``spec.image_size``, t (B,),
@@ -476,8 +483,15 @@ class FlowMo(nn.Module):
 
     def decode(self, code: Tensor, *, noise: Optional[Tensor] = None, generator: Optional[torch.Generator] = None,
                sampler: Union[SamplerSpec, dict, str, None] = None, return_intermediates: bool = False,
-               enable_grad: bool = False) -> SampleOutput:
+               enable_grad: bool = False, num_tokens: Union[int, Tensor, None] = None) -> SampleOutput:
         """Sample images from a quantized code (B, T, C) with the spec's sampler (or ``sampler``).
+
+        Prefixes (ordered tokens, a model trained with ``spec.nested_dropout``): ``num_tokens``
+        k (an int, or a (B,) integer tensor, each in [1, T]) conditions the decoder on each
+        image's first k tokens only, the others absent (:meth:`conditioning`; their values do
+        not matter); a code of fewer than T tokens, (B, k, C), is such a prefix. A model trained
+        without nested dropout decodes prefixes too, but its tokens have no order, so a prefix
+        of them is not a coarse version of the image.
 
         Args:
             code: the quantized code (B, T, C), a floating-point tensor on the model's device
@@ -523,13 +537,27 @@ class FlowMo(nn.Module):
         Python numbers (:func:`flowmo.samplers.sample`).
         """
         return self._decode(code, ValueChecks(), noise=noise, generator=generator, sampler=sampler,
-                            return_intermediates=return_intermediates, enable_grad=enable_grad)
+                            return_intermediates=return_intermediates, enable_grad=enable_grad, num_tokens=num_tokens)
+
+    def _prefix(self, x: Any, name: str, num_tokens: Any) -> tuple[Any, Any]:
+        """A prefix of k < T tokens (a tensor with k on axis 1) padded with zeros to T, and k as
+        ``num_tokens`` (ValueError when both disagree); anything else as it is."""
+        t = self.spec.code_length
+        if not isinstance(x, Tensor) or x.ndim < 2 or not 1 <= x.shape[1] < t:
+            return x, num_tokens
+        k = x.shape[1]
+        if num_tokens is not None and not (isinstance(num_tokens, int) and num_tokens == k):
+            raise ValueError(f"{name} is a prefix of {k} tokens: leave num_tokens None (or {k}), got {describe(num_tokens)}")
+        pad = x.new_zeros(x.shape[0], t - k, *x.shape[2:])
+        return torch.cat((x, pad), dim=1), k
 
     def _decode(self, code: Tensor, checks: ValueChecks, *, noise: Optional[Tensor] = None,
                 generator: Optional[torch.Generator] = None, sampler: Union[SamplerSpec, dict, str, None] = None,
-                return_intermediates: bool = False, enable_grad: bool = False) -> SampleOutput:
+                return_intermediates: bool = False, enable_grad: bool = False,
+                num_tokens: Union[int, Tensor, None] = None) -> SampleOutput:
         """:meth:`decode`, its value checks added to ``checks`` (a caller's pending ones, read
         first) and read once by the sampler."""
+        code, num_tokens = self._prefix(code, "code", num_tokens)
         code = self._check_float(code, "code", (None, self.spec.code_length, self.spec.code_channels), checks=checks)
         self._check_generator(generator)
         code = self._cast(code, "code", self.dtype, checks=checks)
@@ -540,17 +568,25 @@ class FlowMo(nn.Module):
         else:
             noise = self._cast(self._check_float(noise, "noise", (b, 3, s, s), checks=checks), "noise", work,
                                checks=checks)
-        cond = self.conditioning(code)
+        kept = None
+        if num_tokens is not None:
+            kept = self._check_num_tokens(num_tokens, b, "num_tokens", values=False)
+            t = self.spec.code_length
+            checks.add((kept >= 1) & (kept <= t), lambda: ValueError(
+                f"num_tokens must lie in [1, {t}] (the model's code_length)"))
+        cond = self.conditioning(code, num_tokens=kept)
         return sample(self.decoder_velocity, noise, cond, self._sampler_spec(sampler),
                       null_cond=torch.zeros_like(cond), return_intermediates=return_intermediates,
                       enable_grad=enable_grad, decoder_dtype=self.dtype, checks=checks)
 
     def detokenize(self, tokens: Tensor, **kw: Any) -> Tensor:
-        """Tokens (B, T) -> images (B, 3, H, W). Keyword arguments as for :meth:`decode`. One
+        """Tokens (B, T) -> images (B, 3, H, W). Keyword arguments as for :meth:`decode`; a
+        prefix (B, k), k < T, decodes from those k tokens only (``num_tokens``, as there). One
         host sync (the tokens' range is read with the decode's checks) for the built-in quantizers.
         ValueError for a continuous bottleneck (no tokens)."""
         self._require_tokens("detokenize")
         checks = ValueChecks()
+        tokens, kw["num_tokens"] = self._prefix(tokens, "tokens", kw.get("num_tokens"))
         return self._decode(self._tokens_to_code(tokens, checks), checks, **kw).images
 
     def reconstruct(self, images: Tensor, **kw: Any) -> Tensor:
@@ -835,7 +871,8 @@ class FlowMo(nn.Module):
 
     def loss(self, images: Tensor, *, t: Union[Tensor, float, None] = None, noise: Optional[Tensor] = None,
              cfg_dropout: Union[bool, Tensor] = True, quantizer_noise: Optional[Tensor] = None,
-             generator: Optional[torch.Generator] = None, check_values: bool = True) -> LossOutput:
+             generator: Optional[torch.Generator] = None, check_values: bool = True,
+             num_tokens: Union[bool, Tensor] = True) -> LossOutput:
         """Stage 1A: rectified flow on the decoder plus the quantizer's (and perceptual) terms.
 
         ``t`` (a number or (B,), in [0, 1]) and ``noise`` (finite, like images) default to draws
@@ -844,8 +881,11 @@ class FlowMo(nn.Module):
         ``quantizer_noise`` (a stochastic quantizer's draws, ``kl``'s eps: finite float (B, T,
         C); refused for a deterministic quantizer) defaults to the quantizer's ``draw_noise``
         from ``generator`` (used in training mode). The draws are made in this order:
-        ``quantizer_noise``, ``t``, ``noise``, then the flow loss's dropout (:meth:`loss_draws`
-        makes the same). A non-finite total raises ValueError in eval mode and is returned in
+        ``quantizer_noise``, ``t``, ``noise``, then the flow loss's dropout, then (with
+        ``spec.nested_dropout``) the tokens kept (:meth:`loss_draws` makes the same).
+        ``num_tokens`` (a model with ``spec.nested_dropout`` only): True draws each image's k
+        (:meth:`draw_num_tokens`), False keeps all T, or the (B,) int64 k in [1, T] of
+        :meth:`loss_draws`; the decoder is conditioned on each image's first k tokens only. A non-finite total raises ValueError in eval mode and is returned in
         training mode (the trainer skips and counts such steps, and all ranks must agree on that).
 
         ``check_values=False`` skips every check that reads values (images finite and in
@@ -881,16 +921,62 @@ class FlowMo(nn.Module):
                                       values=checks)
             noise = self._cast(noise, "noise", images.dtype) if checks else noise.to(images.dtype)
         terms: dict[str, Tensor] = {}
-        _merge_terms(terms, dict(self.flow_loss(self.decoder_velocity, images, self.conditioning(q.values), t,
+        kept = self._num_tokens(num_tokens, b, images.device, checks)
+        if kept is True:  # the draws in loss_draws' order: the flow loss's dropout, then k
+            drawn = self.flow_loss.draw_dropout(b, generator, images.device) if cfg_dropout is True else None
+            cfg_dropout = cfg_dropout if drawn is None else drawn
+            kept = self.draw_num_tokens(b, generator=generator, device=images.device)
+        cond = self.conditioning(q.values, num_tokens=kept)
+        _merge_terms(terms, dict(self.flow_loss(self.decoder_velocity, images, cond, t,
                                                 noise, dropout=cfg_dropout, generator=generator)), "the flow loss")
         _merge_terms(terms, {f"quantizer/{k}": v for k, v in q.losses.items()}, "the quantizer")
         return self._loss_output(terms)
+
+    def draw_num_tokens(self, batch: int, *, generator: Optional[torch.Generator] = None,
+                        device: Any = None) -> Tensor:
+        """k for each of ``batch`` images, int64 (batch,), uniform over
+        ``spec.nested_dropout.choices(T)`` (:class:`~flowmo.spec.NestedDropoutSpec`), from
+        ``generator`` on ``device``. ValueError for a model without ``nested_dropout``."""
+        nd = self.spec.nested_dropout
+        if nd is None:
+            raise ValueError("draw_num_tokens is for a model trained with nested dropout (spec.nested_dropout); "
+                             "this one keeps all its tokens")
+        choices = torch.tensor(nd.choices(self.spec.code_length), dtype=torch.int64)
+        pick = torch.randint(len(choices), (batch,), generator=generator, device=device)
+        return choices.to(pick.device)[pick]
+
+    def _num_tokens(self, num_tokens: Any, b: int, device: torch.device, checks: bool) -> Union[bool, Tensor, None]:
+        """The loss's ``num_tokens``: True (draw; only with nested dropout), None (all tokens) or
+        a checked (b,) int64 tensor."""
+        if isinstance(num_tokens, bool):
+            return True if num_tokens and self.spec.nested_dropout is not None else None
+        if self.spec.nested_dropout is None:
+            raise ValueError("num_tokens is for a model with spec.nested_dropout; this one keeps all its tokens: "
+                             "leave it True")
+        return self._check_num_tokens(num_tokens, b, "num_tokens", values=checks)
+
+    def _check_num_tokens(self, k: Any, b: int, name: str, *, values: bool = True) -> Tensor:
+        """An int or an integer (b,) tensor of tokens kept, each in [1, T], on the model's device
+        -> int64 (b,) (the range read now with ``values``: one host sync)."""
+        t = self.spec.code_length
+        if isinstance(k, int) and not isinstance(k, bool):
+            if not 1 <= k <= t:
+                raise ValueError(f"{name} must be in [1, {t}] (the model's code_length), got {k}")
+            return torch.full((b,), k, dtype=torch.int64, device=self.device)
+        if not isinstance(k, Tensor) or k.is_floating_point() or k.is_complex() or k.dtype == torch.bool:
+            raise TypeError(f"{name} must be an int or a ({b},) integer tensor of tokens kept, got {describe(k)}")
+        self._check_layout(k, name, (b,), f"shape ({b},)")
+        if values and k.numel() and not bool(((k >= 1) & (k <= t)).all()):
+            raise ValueError(f"{name} must lie in [1, {t}] (the model's code_length), got values in "
+                             f"[{int(k.min())}, {int(k.max())}]")
+        return k.long()
 
     def loss_draws(self, images: Tensor, generator: Optional[torch.Generator] = None) -> Optional[dict[str, Any]]:
         """Every random draw of ``loss(images, generator=generator)``, made beforehand, in the
         order :meth:`loss` makes them: ``{"quantizer_noise": a stochastic quantizer's draws
         (``kl``: float32 (B, T, C)) or None, "t": (B,) float32, "noise": (B, 3, H, W) in the model's dtype,
-        "cfg_dropout": (B,) bool keep mask or False}``, so that ``loss(images, **draws)`` gives
+        "cfg_dropout": (B,) bool keep mask or False}`` (and, with ``spec.nested_dropout``,
+        ``"num_tokens"``: (B,) int64), so that ``loss(images, **draws)`` gives
         what ``loss(images, generator=generator)`` gives, with no generator inside
         (``torch.compile`` cannot trace one). None when the flow loss cannot draw its dropout
         beforehand (:meth:`flowmo.losses.FlowLoss.draw_dropout`). ``images`` are only read for
@@ -905,7 +991,10 @@ class FlowMo(nn.Module):
         keep = self.flow_loss.draw_dropout(b, generator, images.device)
         if keep is None:
             return None
-        return {"quantizer_noise": quantizer_noise, "t": t, "noise": noise, "cfg_dropout": keep}
+        draws = {"quantizer_noise": quantizer_noise, "t": t, "noise": noise, "cfg_dropout": keep}
+        if self.spec.nested_dropout is not None:
+            draws["num_tokens"] = self.draw_num_tokens(b, generator=generator, device=images.device)
+        return draws
 
     def posttrain_loss(self, images: Tensor, *, generator: Optional[torch.Generator] = None,
                        noise: Optional[Tensor] = None, u: Optional[Tensor] = None,

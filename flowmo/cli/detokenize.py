@@ -17,7 +17,8 @@ from typing import Any, Optional
 
 from .command import Context, add_subcommand
 from .errors import CLIError
-from .options import DEVICE_HELP, add_common_arguments, add_decoding_arguments, add_model_arguments, positive_int
+from .options import (DEVICE_HELP, add_common_arguments, add_decoding_arguments, add_model_arguments,
+                      add_num_tokens_argument, positive_int)
 
 __all__ = ["NAME", "add_parser", "run"]
 
@@ -32,6 +33,7 @@ def add_parser(sub: Optional[Any] = None) -> argparse.ArgumentParser:
     p.add_argument("--tokens", required=True, metavar="FILE", help="token file (.safetensors)")
     p.add_argument("--output", required=True, metavar="DIR", help="output folder")
     add_decoding_arguments(p, "row i of the token file (of a tiled file: source image i)")
+    add_num_tokens_argument(p, "decode from")
     p.add_argument("--tile-batch", type=positive_int, default=None, metavar="N",
                    help="a tiled token file: at most N tiles per decoder call (default: all of an image's tiles at "
                         "once); bounds the memory of a large image, same result")
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from flowmo.state_dicts import makes_the_same_tokens, token_weights_digest
 
     from .io import batches, model_from_args, output_folder, output_names, require_tokens, save_image
-    from .options import sampler_from_args
+    from .options import check_num_tokens, sampler_from_args
 
     ctx = Context(args)
     import_modules(args.imports)
@@ -70,8 +72,12 @@ def run(args: argparse.Namespace) -> int:
                        "written before flowmo recorded the token digest names the whole model's weights, which only "
                        "that exact model matches: re-tokenize the images to use it with a fine-tuned model)")
     t = model.spec.code_length
-    if tf.tokens.shape[1] != t:
-        raise CLIError(f"tokens have {tf.tokens.shape[1]} per image but the model expects {t}")
+    if tf.tokens.shape[1] > t:
+        raise CLIError(f"tokens have {tf.tokens.shape[1]} per image but the model has {t}")
+    check_num_tokens(args, model, tf.tokens.shape[1])  # a file of prefixes (tokenize --num-tokens) holds fewer
+    if tf.tiles is not None and (args.num_tokens is not None or tf.tokens.shape[1] < t):
+        raise CLIError("prefixes of tokens apply to whole images, not to a tiled token file")
+    kept = args.num_tokens or tf.tokens.shape[1]
     if tf.groups and not model.quantizer.has_groups:
         raise CLIError(f"the tokens are entropy-group indices but the model's quantizer "
                        f"{model.spec.quantizer.name!r} has no groups")
@@ -93,11 +99,11 @@ def run(args: argparse.Namespace) -> int:
     n = tf.tokens.shape[0]
     with torch.no_grad(), ctx.progress(n, "detokenize") as bar:
         for a, b in batches(n, args.batch_size):
-            tok = tf.tokens[a:b].to(device)
+            tok = tf.tokens[a:b, :kept].to(device)
             if tf.groups:
                 code = model.quantizer.group_indices_to_codes(tok).to(model.dtype)
             else:
-                code = model.tokens_to_code(tok)
+                code = model.tokens_to_code(torch.cat([tok, tok.new_zeros(b - a, t - kept)], 1))[:, :kept]
             noise = image_noise(args.seed, range(a, b), (3, size, size), device=device, dtype=model.dtype)
             y = model.decode(code, noise=noise, sampler=sampler).images
             for img, name in zip(y, names[a:b]):

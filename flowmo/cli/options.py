@@ -112,6 +112,13 @@ def add_decoding_arguments(parser: argparse.ArgumentParser, item: str = "input i
     add_sampler_arguments(parser)
 
 
+def add_num_tokens_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--num-tokens K``: the first K tokens only (``what`` says what the command does with them)."""
+    parser.add_argument("--num-tokens", type=positive_int, default=None, metavar="K",
+                        help=f"{what} the first K tokens only (ordered tokens: a model trained with nested dropout, "
+                             "spec.nested_dropout; default all of them)")
+
+
 TILED_HELP = ("keep each image at its own size (at least the model's image size in each dimension) and cover it "
               "with overlapping tiles of the model's size (FlowMo.tile_grid)")
 
@@ -128,6 +135,16 @@ def add_tiling_arguments(parser: argparse.ArgumentParser, what: str, *, decodes:
         g.add_argument("--tile-batch", type=positive_int, default=None, metavar="N",
                        help="at most N tiles per decoder call (default: all of an image's tiles at once); bounds the "
                             "memory of a large image, same result")
+
+
+def check_num_tokens(args: argparse.Namespace, model: Any, available: Optional[int] = None) -> None:
+    """CLIError for ``--num-tokens`` above the tokens there are (``available``, default the
+    model's code_length)."""
+    from .errors import CLIError
+
+    t = model.spec.code_length if available is None else available
+    if args.num_tokens is not None and args.num_tokens > t:
+        raise CLIError(f"--num-tokens ({args.num_tokens}) must be at most the tokens per image ({t})")
 
 
 def check_tiling_arguments(args: argparse.Namespace, model_size: int, sizes: Any, files: Any) -> None:

@@ -20,7 +20,7 @@ from typing import Any, Optional
 from .command import Context, add_subcommand
 from .errors import CLIError
 from .options import (DEVICE_HELP, RESIZE_HELP, add_common_arguments, add_decoding_arguments, add_model_arguments,
-                      add_tiling_arguments)
+                      add_num_tokens_argument, add_tiling_arguments)
 
 __all__ = ["NAME", "add_parser", "run"]
 
@@ -38,6 +38,7 @@ def add_parser(sub: Optional[Any] = None) -> argparse.ArgumentParser:
                         "(unless --tiled)")
     p.add_argument("--output", required=True, metavar="DIR", help="output folder")
     add_decoding_arguments(p)
+    add_num_tokens_argument(p, "decode from")
     add_tiling_arguments(p, "each reconstructed at its size, the tiles decoded jointly (FlowMo.reconstruct_tiled)")
     add_common_arguments(p, device=DEVICE_HELP)
     return p
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .io import (batches, input_images, load_image, model_from_args, output_folder, output_names, resize_note,
                      save_image)
-    from .options import check_tiling_arguments, sampler_from_args
+    from .options import check_num_tokens, check_tiling_arguments, sampler_from_args
 
     ctx = Context(args)
     import_modules(args.imports)
@@ -74,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
     model, device = model_from_args(args)
     size = model.spec.image_size
     check_tiling_arguments(args, size, sizes, files)
+    check_num_tokens(args, model)
+    if args.tiled and args.num_tokens is not None:
+        raise CLIError("--num-tokens applies to whole images, not with --tiled")
     sampler = sampler_from_args(model.spec.sampler, args, model.spec.sampler_presets)
     out = output_folder(args.output)
     if args.tiled:
@@ -91,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         for a, b in batches(len(files), args.batch_size):
             x = torch.stack([load_image(f.path, size) for f in files[a:b]]).to(device=device, dtype=model.dtype)
             noise = image_noise(args.seed, range(a, b), (3, size, size), device=device, dtype=model.dtype)
-            y = model.reconstruct(x, noise=noise, sampler=sampler)
+            y = model.reconstruct(x, noise=noise, sampler=sampler, num_tokens=args.num_tokens)
             for img, name in zip(y, names[a:b]):
                 save_image(img, out / name)
             bar.update(b - a)

@@ -33,7 +33,8 @@ from typing import Any, Optional
 
 from .command import Context, add_subcommand
 from .errors import CLIError
-from .options import DEVICE_HELP, RESIZE_HELP, add_common_arguments, add_model_arguments, add_tiling_arguments, positive_int
+from .options import (DEVICE_HELP, RESIZE_HELP, add_common_arguments, add_model_arguments, add_num_tokens_argument,
+                      add_tiling_arguments, positive_int)
 
 __all__ = ["NAME", "add_parser", "run", "DEFAULT_SHARD_SIZE"]
 
@@ -75,6 +76,7 @@ def add_parser(sub: Optional[Any] = None) -> argparse.ArgumentParser:
                    help="also tokenize each image mirrored left-right (its row follows the original's; its source "
                         "name ends in '#hflip'; the set records augment: [hflip])")
     g.add_argument("--overwrite", action="store_true", help="replace a token set already in --output")
+    add_num_tokens_argument(p, "write")
     add_tiling_arguments(p, "a token row per tile, the tile grids recorded in the token file (which flowmo "
                             "detokenize decodes back at each image's size)", decodes=False)
     add_common_arguments(p, device=DEVICE_HELP)
@@ -92,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--tiled writes single token files of plain tokens: not with {'--classes' if args.classes else '--groups'}")
     if args.overlap is not None and not args.tiled:
         raise CLIError("--overlap applies only with --tiled")
+    if args.num_tokens is not None and (args.classes or args.tiled):
+        raise CLIError(f"--num-tokens writes a single token file of prefixes: not with {'--classes' if args.classes else '--tiled'}")
     if args.classes:
         return _tokenize_class_folders(args, ctx)
     for dest in _SET_ONLY_OPTIONS:
@@ -137,9 +141,11 @@ def _tokenize_images(args: argparse.Namespace, ctx: Context) -> int:
     from flowmo.state_dicts import token_weights_digest
 
     from .io import input_images, load_image, model_from_args, require_tokens, resize_note
+    from .options import check_num_tokens
 
     model, device = model_from_args(args)
     require_tokens(model, "flowmo tokenize")  # before the inputs: no fixing them for a model without tokens
+    check_num_tokens(args, model)
     files, sizes = input_images(args.input)
     size = model.spec.image_size
     if args.tiled:
@@ -148,7 +154,7 @@ def _tokenize_images(args: argparse.Namespace, ctx: Context) -> int:
     parts: list = []
     _tokenize(model, device, len(files), read, lambda a, b, t: parts.append(t), ctx, batch_size=args.batch_size,
               groups=args.groups)
-    tokens = torch.cat(parts)
+    tokens = torch.cat(parts)[:, :args.num_tokens]  # --num-tokens: the prefixes
     resize_note(ctx, sizes, size)
     path = write_tokens(args.output, tokens, spec=model.spec, sources=[f.name for f in files], groups=args.groups,
                         tokenizer_weights=token_weights_digest(model))
@@ -194,15 +200,17 @@ def _tokenize_shards(args: argparse.Namespace, ctx: Context) -> int:
     from flowmo.state_dicts import token_weights_digest
 
     from .io import model_from_args, require_tokens
+    from .options import check_num_tokens
 
     model, device = model_from_args(args)
     require_tokens(model, "flowmo tokenize")
+    check_num_tokens(args, model)
     ds = TarShardDataset(list(args.input), model.spec.image_size, train=False)
     read = (lambda a, b: torch.stack([ds[i] for i in range(a, b)]))
     parts: list = []
     _tokenize(model, device, len(ds), read, lambda a, b, t: parts.append(t), ctx, batch_size=args.batch_size,
               groups=args.groups)
-    tokens = torch.cat(parts)
+    tokens = torch.cat(parts)[:, :args.num_tokens]  # --num-tokens: the prefixes
     if ds.bad_paths:
         bad = sorted(ds.bad_paths)
         raise CLIError(f"{len(bad)} item(s) of the shards cannot be read as images: {', '.join(bad[:5])}"

@@ -37,7 +37,7 @@ from .components import (
     no_tokens_error,
 )
 from flowmo.registry.spec_base import merge_data, replace_spec
-from .model import FlowMoSpec
+from .model import FlowMoSpec, NestedDropoutSpec
 from .sampling import GuidanceSpec, KnotsGridSpec, PowGridSpec, SamplerSpec, ShiftedGridSpec, SolverSpec, TimeGridSpec, sigma_to_t
 from flowmo.registry.scalars import (
     MAX_ATTN_SCALE,
@@ -83,6 +83,7 @@ __all__ = [
     "DistillationSpec",
     "GeneratorSpec",
     "FlowMoSpec",
+    "NestedDropoutSpec",
     "LossTerm",
     "SpecModel",
     "sigma_to_t",

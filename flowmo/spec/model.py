@@ -63,6 +63,28 @@ def _reads_as_json(text: str) -> bool:
 
 
 # ----------------------------------------------------------------------------- the whole model
+class NestedDropoutSpec(SpecModel):
+    """Nested token dropout (FlexTok: Bachmann et al., ICML 2025, Sec. 3): in the Stage 1A loss
+    each image keeps only its first k of the T latent tokens in the decoder's conditioning, the
+    others absent (their code and their mask channel zero, as the unconditional input has them),
+    so that one model decodes any prefix and the first tokens learn the coarse content. k is
+    drawn per image: ``pow2`` uniformly among the powers of two from ``min_tokens`` up to T
+    (and T itself when it is not one: FlexTok's 1, 2, 4, ..., 256), ``uniform`` uniformly in
+    ``min_tokens`` .. T."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    distribution: Literal["pow2", "uniform"] = Field("pow2", description="how k, the tokens kept, is drawn")
+    min_tokens: SpecInt = Field(1, ge=1, le=MAX_TOKENS, description="the fewest tokens kept")
+
+    def choices(self, tokens: int) -> list[int]:
+        """The values k is drawn from uniformly, for T = ``tokens``."""
+        if self.distribution == "uniform":
+            return list(range(self.min_tokens, tokens + 1))
+        ks = [2 ** i for i in range(tokens.bit_length()) if self.min_tokens <= 2 ** i <= tokens]
+        return ks + ([tokens] if tokens not in ks else [])
+
+
 class FlowMoSpec(SpecModel):
     """Everything that determines a FlowMo model. Round-trips through JSON."""
 
@@ -91,6 +113,9 @@ class FlowMoSpec(SpecModel):
     posttrain: SerializeAsAny[PosttrainSpec] = Field(
         default_factory=lambda: ModeSeekingSpec()
     )
+    nested_dropout: Optional[NestedDropoutSpec] = Field(
+        None, description="nested token dropout in the Stage 1A loss (ordered, variable-rate tokens); None: off, "
+                          "as the release")
 
     @model_validator(mode="before")
     @classmethod
@@ -111,6 +136,9 @@ class FlowMoSpec(SpecModel):
             self.quantizer.check_channels(self.code_channels)
         except ValueError as e:
             raise ValueError(f"quantizer: {e}") from None
+        if self.nested_dropout is not None and self.nested_dropout.min_tokens > self.code_length:
+            raise ValueError(f"nested_dropout.min_tokens ({self.nested_dropout.min_tokens}) must be at most "
+                             f"code_length ({self.code_length})")
         return self
 
     # -- conveniences

@@ -1,0 +1,186 @@
+"""Ordered, variable-rate tokens (issue 27): nested token dropout in the Stage 1A loss
+(spec.nested_dropout) and decoding a prefix of the tokens: absent tokens do not reach the
+decoder, a full-length prefix is ordinary decoding, the draws of k, save/load, training."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import flowmo
+
+FAST = settings(max_examples=20, deadline=None, derandomize=True, database=None)
+
+
+def nested_spec(**nd) -> flowmo.FlowMoSpec:
+    return flowmo.flowmo_tiny().replace(nested_dropout=nd)
+
+
+@pytest.fixture(scope="module")
+def model() -> flowmo.FlowMo:
+    torch.manual_seed(0)
+    return flowmo.build(nested_spec()).eval()
+
+
+def _images(b=2, seed=1):
+    return torch.rand(b, 3, 32, 32, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+@pytest.mark.parametrize("distribution,t,min_tokens,expected", [
+    ("pow2", 16, 1, [1, 2, 4, 8, 16]), ("pow2", 12, 1, [1, 2, 4, 8, 12]), ("pow2", 256, 4, [4, 8, 16, 32, 64, 128, 256]),
+    ("uniform", 5, 2, [2, 3, 4, 5]), ("pow2", 1, 1, [1]),
+])
+def test_the_choices_of_k(distribution, t, min_tokens, expected):
+    assert flowmo.NestedDropoutSpec(distribution=distribution, min_tokens=min_tokens).choices(t) == expected
+
+
+def test_the_spec_is_off_by_default_round_trips_and_checks_min_tokens():
+    assert flowmo.flowmo_tiny().nested_dropout is None and flowmo.flowmo_lo().nested_dropout is None
+    spec = nested_spec(distribution="uniform", min_tokens=2)
+    assert flowmo.FlowMoSpec.from_json(spec.to_json()) == spec
+    assert spec.fingerprint() == flowmo.flowmo_tiny().fingerprint()  # a training option: same architecture
+    with pytest.raises(ValueError, match=r"nested_dropout.min_tokens \(17\) must be at most code_length \(16\)"):
+        nested_spec(min_tokens=17)
+    with pytest.raises(ValueError, match="distribution"):
+        nested_spec(distribution="geometric")
+
+
+@FAST
+@given(st.integers(0, 2**31 - 1), st.integers(1, 6))
+def test_absent_tokens_do_not_reach_the_decoder(model, seed, k):
+    """A changed absent token gives bitwise the same velocity."""
+    g = torch.Generator().manual_seed(seed)
+    code = model.tokens_to_code(torch.randint(0, 2**18, (2, 16), generator=g))
+    other = code.clone()
+    other[:, k:] = model.tokens_to_code(torch.randint(0, 2**18, (2, 16), generator=g))[:, k:]
+    kept = torch.tensor([k, k])
+    x, t = torch.randn(2, 3, 32, 32, generator=g), torch.rand(2, generator=g)
+    with torch.no_grad():
+        a = model.decoder_velocity(x, t, model.conditioning(code, num_tokens=kept))
+        b = model.decoder_velocity(x, t, model.conditioning(other, num_tokens=kept))
+        c = model.decoder_velocity(x, t, model.conditioning(other))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_a_full_length_prefix_is_ordinary_decoding_and_a_prefix_is_its_padded_tokens(model):
+    x, noise = _images(), torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    kw = {"noise": noise, "sampler": {"steps": 2}}
+    tokens = model.tokenize(x)
+    full = model.detokenize(tokens, **kw)
+    assert torch.equal(model.detokenize(tokens, num_tokens=16, **kw), full)
+    assert torch.equal(model.detokenize(tokens, num_tokens=torch.tensor([16, 16]), **kw), full)
+    prefix = model.detokenize(tokens[:, :4], **kw)
+    assert torch.equal(prefix, model.detokenize(tokens, num_tokens=4, **kw))
+    code = model.tokens_to_code(tokens)
+    assert torch.equal(model.decode(code[:, :4], **kw).images, prefix)
+    assert not torch.equal(prefix, full)
+    mixed = model.detokenize(tokens, num_tokens=torch.tensor([4, 16]), **kw)  # per image
+    assert torch.equal(mixed[0], prefix[0]) and torch.equal(mixed[1], full[1])
+
+
+def test_the_draws_of_k_come_from_the_generator_in_loss_draws_order(model):
+    g = lambda: torch.Generator().manual_seed(7)
+    k = model.draw_num_tokens(4000, generator=g())
+    assert torch.equal(k, model.draw_num_tokens(4000, generator=g()))
+    counts = {c: int((k == c).sum()) for c in (1, 2, 4, 8, 16)}
+    assert sum(counts.values()) == 4000 and all(abs(n - 800) < 4 * math.sqrt(800) for n in counts.values())
+    model.train()
+    try:
+        x = _images()
+        draws = model.loss_draws(x, g())
+        assert set(draws) == {"quantizer_noise", "t", "noise", "cfg_dropout", "num_tokens"}
+        assert torch.equal(model.loss(x, generator=g()).total, model.loss(x, **draws).total)
+        plain = flowmo.build(flowmo.flowmo_tiny())  # off: no draw of k, the draws before are unchanged
+        assert "num_tokens" not in plain.loss_draws(x, g())
+        assert torch.equal(plain.loss_draws(x, g())["noise"], draws["noise"])
+    finally:
+        model.eval()
+
+
+def test_the_loss_conditions_on_the_kept_prefix(model):
+    """num_tokens=k for every image equals the loss of codes whose tokens after k are changed."""
+    x = _images()
+    draws = model.loss_draws(x, torch.Generator().manual_seed(3))
+    one = {**draws, "num_tokens": torch.tensor([1, 1])}
+    full = {**draws, "num_tokens": False}
+    assert not torch.equal(model.loss(x, **one).total, model.loss(x, **full).total)
+    assert torch.equal(model.loss(x, **full).total, model.loss(x, **{**draws, "num_tokens": torch.tensor([16, 16])}).total)
+
+
+@pytest.mark.parametrize("call,error,words", [
+    (lambda m: m.detokenize(torch.zeros(1, 16, dtype=torch.int64), num_tokens=0), ValueError, r"num_tokens must be in \[1, 16\]"),
+    (lambda m: m.detokenize(torch.zeros(1, 16, dtype=torch.int64), num_tokens=1.5), TypeError, "num_tokens must be an int"),
+    (lambda m: m.detokenize(torch.zeros(1, 16, dtype=torch.int64), num_tokens=torch.tensor([0])), ValueError,
+     r"num_tokens must lie in \[1, 16\]"),
+    (lambda m: m.detokenize(torch.zeros(1, 4, dtype=torch.int64), num_tokens=8), ValueError, "tokens is a prefix of 4"),
+    (lambda m: m.loss(_images(), num_tokens=torch.tensor([1, 17])), ValueError, r"num_tokens must lie in \[1, 16\]"),
+    (lambda m: flowmo.build(flowmo.flowmo_tiny()).loss(_images(), num_tokens=torch.tensor([1, 2])), ValueError,
+     "num_tokens is for a model with spec.nested_dropout"),
+    (lambda m: flowmo.build(flowmo.flowmo_tiny()).draw_num_tokens(2), ValueError, "trained with nested dropout"),
+])
+def test_bad_num_tokens_are_named(model, call, error, words):
+    with pytest.raises(error, match=words):
+        call(model)
+
+
+def test_a_nested_model_saves_loads_and_trains(tmp_path):
+    from flowmo.train import Trainer, load_config
+
+    from conftest import random_png_folder
+
+    folder = random_png_folder(tmp_path / "png", 4, seed=1)
+    config = {"model": {"preset": "tiny", "nested_dropout": {"distribution": "pow2"}},
+              "train": {"steps": 2, "seed": 3, "device": "cpu", "data": {"folder": str(folder)},
+                        "optim": {"lr": 1e-3, "batch_size": 2}, "ema": {"decay": 0.9, "every": 1},
+                        "checkpoint": {"every": 1, "keep_last": 1},
+                        "log": {"every": 1, "images_every": 1000, "tensorboard": False, "progress": False},
+                        "eval": {"enabled": False}}}
+    trainer = Trainer(load_config(config), tmp_path / "run")
+    assert math.isfinite(trainer.fit()["last_terms"]["total"])
+    model = trainer.model.eval()
+    path = model.save_pretrained(tmp_path / "m")
+    loaded = flowmo.FlowMo.from_pretrained(path)
+    assert loaded.spec.nested_dropout == model.spec.nested_dropout
+    x, noise = _images(), torch.randn(2, 3, 32, 32)
+    tokens = model.tokenize(x)
+    assert torch.equal(loaded.detokenize(tokens[:, :2], noise=noise), model.detokenize(tokens[:, :2], noise=noise))
+
+
+def test_the_cli_writes_and_decodes_prefixes(model, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from flowmo import cli
+    from flowmo.cli.io import load_image
+    from flowmo.data.tokens import read_tokens
+    from flowmo.samplers.noise import image_noise
+
+    folder = model.save_pretrained(tmp_path / "m")
+    for i in range(3):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    imgs = [str(tmp_path / f"{i}.png") for i in range(3)]
+    run = lambda *argv: cli.main([str(a) for a in argv])
+    assert run("tokenize", "--model", folder, "--input", *imgs, "--output", tmp_path / "t.safetensors", "--num-tokens", 4) == 0
+    tf = read_tokens(tmp_path / "t.safetensors")
+    x = torch.stack([load_image(p, 32) for p in imgs])
+    assert torch.equal(tf.tokens, model.tokenize(x)[:, :4])
+    assert run("detokenize", "--model", folder, "--tokens", tmp_path / "t.safetensors", "--output", tmp_path / "d",
+               "--steps", 2) == 0
+    assert run("reconstruct", "--model", folder, "--input", *imgs, "--output", tmp_path / "r", "--steps", 2,
+               "--num-tokens", 4) == 0
+    for i in range(3):
+        d, r = (np.asarray(Image.open(tmp_path / k / f"{i}.png")) for k in ("d", "r"))
+        y = model.detokenize(tf.tokens[i:i + 1], noise=image_noise(0, [i], (3, 32, 32)), sampler={"steps": 2})[0]
+        expected = ((y.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        assert np.array_equal(d, expected) and np.array_equal(r, expected)
+    capsys.readouterr()
+    assert run("detokenize", "--model", folder, "--tokens", tmp_path / "t.safetensors", "--output", tmp_path / "e",
+               "--num-tokens", 5) == 2
+    assert "--num-tokens (5) must be at most the tokens per image (4)" in capsys.readouterr().err
+    assert run("tokenize", "--model", folder, "--input", *imgs, "--output", tmp_path / "u.safetensors", "--tiled",
+               "--num-tokens", 4) == 2
+    assert "not with --tiled" in capsys.readouterr().err
