@@ -489,9 +489,10 @@ class FlowMo(nn.Module):
         Prefixes (ordered tokens, a model trained with ``spec.nested_dropout``): ``num_tokens``
         k (an int, or a (B,) integer tensor, each in [1, T]) conditions the decoder on each
         image's first k tokens only, the others absent (:meth:`conditioning`; their values do
-        not matter); a code of fewer than T tokens, (B, k, C), is such a prefix. A model trained
-        without nested dropout decodes prefixes too, but its tokens have no order, so a prefix
-        of them is not a coarse version of the image.
+        not matter); for such a model a code of fewer than T tokens, (B, k, C), is such a prefix.
+        A model trained without nested dropout takes ``num_tokens`` too (an experiment: its
+        tokens have no order, so a prefix of them is not a coarse version of the image), but a
+        shorter code is refused there as a shape error.
 
         Args:
             code: the quantized code (B, T, C), a floating-point tensor on the model's device
@@ -543,8 +544,8 @@ class FlowMo(nn.Module):
         """A prefix of k < T tokens (a tensor with k on axis 1) padded with zeros to T, and k as
         ``num_tokens`` (ValueError when both disagree); anything else as it is."""
         t = self.spec.code_length
-        if not isinstance(x, Tensor) or x.ndim < 2 or not 1 <= x.shape[1] < t:
-            return x, num_tokens
+        if self.spec.nested_dropout is None or not isinstance(x, Tensor) or x.ndim < 2 or not 1 <= x.shape[1] < t:
+            return x, num_tokens  # only a nested model takes a shorter tensor as a prefix (else: a shape error)
         k = x.shape[1]
         if num_tokens is not None and not (isinstance(num_tokens, int) and num_tokens == k):
             raise ValueError(f"{name} is a prefix of {k} tokens: leave num_tokens None (or {k}), got {describe(num_tokens)}")

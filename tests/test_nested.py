@@ -184,3 +184,13 @@ def test_the_cli_writes_and_decodes_prefixes(model, tmp_path, capsys):
     assert run("tokenize", "--model", folder, "--input", *imgs, "--output", tmp_path / "u.safetensors", "--tiled",
                "--num-tokens", 4) == 2
     assert "not with --tiled" in capsys.readouterr().err
+
+
+def test_a_model_without_nested_dropout_refuses_short_tokens_but_takes_num_tokens():
+    torch.manual_seed(0)
+    plain = flowmo.build(flowmo.flowmo_tiny()).eval()
+    tokens = plain.tokenize(_images())
+    with pytest.raises(ValueError, match=r"tokens must have shape \(batch, 16\)"):
+        plain.detokenize(tokens[:, :4])  # a shape error, not a silent prefix
+    noise = torch.randn(2, 3, 32, 32)
+    assert plain.detokenize(tokens, num_tokens=4, noise=noise).shape == (2, 3, 32, 32)  # deliberate: allowed

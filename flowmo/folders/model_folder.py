@@ -34,7 +34,8 @@ __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "save_model_folder", "write_model_fold
 
 CONFIG_NAME = "config.json"
 # fields added after folders were first written: a folder without them takes the default
-OPTIONAL_FIELDS = frozenset({"sampler_presets"})
+# fields added after folders were written whose default is what those folders meant
+OPTIONAL_FIELDS = frozenset({"sampler_presets", "nested_dropout"})
 WEIGHTS_NAME = "model.safetensors"
 TOKENIZER_FOLDER = f"a tokenizer model folder ({CONFIG_NAME} + {WEIGHTS_NAME})"
 
