@@ -16,7 +16,8 @@ evaluation noise). Equal bits: the demo's LFQ is 16 tokens x 36 bits = 576 bits 
 16 x 12 channels of 8 levels (36 bits); BSQ 16 x 36 channels; VQ 36 tokens of a 65536-code
 codebook (16 bits, EMA updates, l2-normalised codes, dead codes replaced: a larger codebook per
 token would be a search over 2^36 codes). Continuous: 16 tokens x 36 channels, kl (a diagonal
-Gaussian, the encoder 72 wide) and identity.
+Gaussian, the encoder 72 wide; at the release's kl_weight 1 and at 0.001: ``kl_small``) and
+identity.
 
 ``--dataset fashion``: the Fashion-MNIST demo's tokenizer (2,000 training images per class,
 written once under the run folder from Debian's ``dataset-fashion-mnist`` or
@@ -26,7 +27,8 @@ and SSIM against the padded originals, and the Fréchet distance in the feature 
 :mod:`examples.fashion.classifier` (trained once, 2 epochs on the 60,000 training images) to
 test images 0-999; the floor is real test images 2000-2999 against the same. Equal bits: 16
 tokens x 12 bits = 192 bits per image (LFQ and BSQ 12 channels, FSQ 4 channels of 8 levels, VQ
-a 4096-code codebook per token); continuous: 16 tokens x 12 channels.
+a 4096-code codebook per token); continuous: 16 tokens x 12 channels (kl at weights 1 and
+0.001, identity).
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ DEMO: dict[str, tuple[str, list[str]]] = {
            ["model.code_length=36",
             "model.quantizer={name: vq, codebook_size: 65536, ema: true, l2_normalize: true, dead_code_threshold: 1.0}"]),
     "kl": ("kl (continuous), 16 tokens x 36 channels", ["model.quantizer={name: kl}"]),
+    "kl_small": ("kl (continuous), 16 tokens x 36 channels, kl_weight 0.001",
+                 ["model.quantizer={name: kl, kl_weight: 0.001}"]),
     "identity": ("identity (continuous), 16 tokens x 36 channels", ["model.quantizer={name: identity}"]),
 }
 FASHION: dict[str, tuple[str, list[str]]] = {
@@ -65,6 +69,8 @@ FASHION: dict[str, tuple[str, list[str]]] = {
     "vq": ("VQ, 16 tokens of 4096 codes (12 bits), EMA, l2-normalised",
            ["model.quantizer={name: vq, codebook_size: 4096, ema: true, l2_normalize: true, dead_code_threshold: 1.0}"]),
     "kl": ("kl (continuous), 16 tokens x 12 channels", ["model.quantizer={name: kl}"]),
+    "kl_small": ("kl (continuous), 16 tokens x 12 channels, kl_weight 0.001",
+                 ["model.quantizer={name: kl, kl_weight: 0.001}"]),
     "identity": ("identity (continuous), 16 tokens x 12 channels", ["model.quantizer={name: identity}"]),
 }
 DATASETS = {"demo": ("demo.yaml", DEMO), "fashion": ("fashion_tokenizer.yaml", FASHION)}
