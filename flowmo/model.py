@@ -942,9 +942,13 @@ class FlowMo(nn.Module):
         if nd is None:
             raise ValueError("draw_num_tokens is for a model trained with nested dropout (spec.nested_dropout); "
                              "this one keeps all its tokens")
-        choices = torch.tensor(nd.choices(self.spec.code_length), dtype=torch.int64)
+        choices = nd.choices(self.spec.code_length)
         pick = torch.randint(len(choices), (batch,), generator=generator, device=device)
-        return choices.to(pick.device)[pick]
+        k = pick + choices[0]  # uniform: min_tokens .. T; pow2: mapped below (made on the device: no host copy)
+        if nd.distribution == "pow2":
+            for j, c in enumerate(choices):
+                k = torch.where(pick == j, c, k)
+        return k
 
     def _num_tokens(self, num_tokens: Any, b: int, device: torch.device, checks: bool) -> Union[bool, Tensor, None]:
         """The loss's ``num_tokens``: True (draw; only with nested dropout), None (all tokens) or

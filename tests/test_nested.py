@@ -194,3 +194,17 @@ def test_a_model_without_nested_dropout_refuses_short_tokens_but_takes_num_token
         plain.detokenize(tokens[:, :4])  # a shape error, not a silent prefix
     noise = torch.randn(2, 3, 32, 32)
     assert plain.detokenize(tokens, num_tokens=4, noise=noise).shape == (2, 3, 32, 32)  # deliberate: allowed
+
+
+def test_the_draws_make_no_host_sync_and_uniform_covers_min_to_t():
+    from flowmo.testing.syncs import count_host_syncs
+
+    torch.manual_seed(0)
+    m = flowmo.build(nested_spec(distribution="uniform", min_tokens=3)).train()
+    k = m.draw_num_tokens(5000, generator=torch.Generator().manual_seed(0))
+    assert set(k.tolist()) == set(range(3, 17))
+    x = _images()
+    with count_host_syncs() as syncs:
+        draws = m.loss_draws(x, torch.Generator().manual_seed(1))
+        m.loss(x, **draws, check_values=False).total.backward()
+    assert syncs.count == 0, syncs.report()
