@@ -129,12 +129,6 @@ class TileGrid:
         except (TypeError, ValueError) as e:
             raise ValueError(f"{name}: {e}") from None
 
-    def check_image(self, x: Tensor, name: str) -> None:
-        """ValueError naming ``name`` unless ``x`` is (B, C, height, width)."""
-        if x.ndim != 4 or tuple(x.shape[2:]) != (self.height, self.width):
-            raise ValueError(f"{name} must be (B, C, {self.height}, {self.width}) (the tile grid's image), got "
-                             f"{tuple(x.shape)}")
-
     # -- tiles <-> images
     def crop(self, images: Tensor) -> Tensor:
         """(B, C, H, W) -> the tiles (B, N, C, S, S), row-major."""
@@ -159,8 +153,8 @@ class TileGrid:
     def weights(self, *, device: Any = None, dtype: torch.dtype = torch.float32) -> Tensor:
         """The blend's per-tile weights (N, 1, S, S): a partition of unity (module docstring).
         (N S^2 values: the blend itself needs only :meth:`window` and :meth:`coverage`.)"""
-        w, inv, s = self.window(device=device, dtype=dtype), self.coverage(device=device, dtype=dtype), self.tile
-        return torch.stack([w / inv[y:y + s, x:x + s] for y, x in self.positions()])[:, None]
+        w, cover, s = self.window(device=device, dtype=dtype), self.coverage(device=device, dtype=dtype), self.tile
+        return torch.stack([w / cover[y:y + s, x:x + s] for y, x in self.positions()])[:, None]
 
     def blend(self, tiles: Tensor, weights: Optional[tuple[Tensor, Tensor]] = None, *, out: Optional[Tensor] = None,
               start: int = 0) -> Tensor:
@@ -170,7 +164,7 @@ class TileGrid:
         ``out`` / ``start``: add tiles ``start .. start + n - 1`` of the grid into ``out`` (a
         blend made in parts; ``out`` starts at zeros)."""
         work = torch.promote_types(tiles.dtype, torch.float32)
-        w, inv = weights if weights is not None else (self.window(device=tiles.device, dtype=work),
+        w, cover = weights if weights is not None else (self.window(device=tiles.device, dtype=work),
                                                       self.coverage(device=tiles.device, dtype=work))
         s = self.tile
         if out is None:
@@ -178,7 +172,7 @@ class TileGrid:
         positions = self.positions()
         for k in range(tiles.shape[1]):
             y, x = positions[start + k]
-            out[..., y:y + s, x:x + s] += tiles[:, k].to(work) * (w / inv[y:y + s, x:x + s])
+            out[..., y:y + s, x:x + s] += tiles[:, k].to(work) * (w / cover[y:y + s, x:x + s])
         return out
 
     def seams(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
