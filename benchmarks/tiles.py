@@ -43,6 +43,7 @@ from flowmo.data.images import image_to_tensor  # noqa: E402
 from flowmo.data.photos import DEFAULT_HOLDOUT, available_photos, load_photo  # noqa: E402
 from flowmo.metrics.pixel import psnr, ssim  # noqa: E402
 from flowmo.samplers.noise import image_noise  # noqa: E402
+from flowmo.spec.sampling import resolve_preset  # noqa: E402
 
 BICUBIC = Image.Resampling.BICUBIC
 
@@ -117,13 +118,12 @@ def main(argv=None) -> None:
     size = model.spec.image_size
     if any(min(w, h) < size for w, h in sizes):
         p.error(f"--sizes must be at least the model's image size ({size}) in each dimension, got {a.sizes}")
-    if a.overlap is not None and not 0 <= a.overlap < size:
-        p.error(f"--overlap must be in [0, {size - 1}] (below the model's image size), got {a.overlap}")
-    if a.sampler:
+    for flag, check in (("--overlap", lambda: model.tile_grid(size, size, overlap=a.overlap)),  # the model's checks
+                        ("--sampler", lambda: a.sampler and resolve_preset(a.sampler, model.spec.sampler_presets))):
         try:
-            model._sampler_spec(a.sampler)
+            check()
         except (TypeError, ValueError) as e:
-            p.error(f"--sampler: {e}")
+            p.error(f"{flag}: {e}")
     kw = {"sampler": a.sampler} if a.sampler else {}
     print(f"model {a.model} ({size} px), sampler {a.sampler or 'the model'}'s, overlap "
           f"{a.overlap if a.overlap is not None else size // 4} px; held-out photos, 5 crops each\n")

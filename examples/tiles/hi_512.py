@@ -37,6 +37,7 @@ def main(argv=None) -> int:
     from flowmo.data.photos import load_photo
     from flowmo.metrics.pixel import psnr, ssim
     from flowmo.samplers.noise import image_noise
+    from flowmo.spec.sampling import resolve_preset
 
     try:
         model = FlowMo.from_pretrained(a.model).to(a.device).eval()
@@ -45,13 +46,12 @@ def main(argv=None) -> int:
               "and pass --model path/to/flowmo_hi.pth)", file=sys.stderr)
         return 2
     size = model.spec.image_size
-    if a.overlap is not None and not 0 <= a.overlap < size:
-        p.error(f"--overlap must be in [0, {size - 1}] (below the model's image size), got {a.overlap}")
-    if a.sampler:
+    for flag, check in (("--overlap", lambda: model.tile_grid(size, size, overlap=a.overlap)),  # the model's checks
+                        ("--sampler", lambda: a.sampler and resolve_preset(a.sampler, model.spec.sampler_presets))):
         try:
-            model._sampler_spec(a.sampler)
+            check()
         except (TypeError, ValueError) as e:
-            p.error(f"--sampler: {e}")
+            p.error(f"{flag}: {e}")
     photo = torch.from_numpy(np.array(load_photo("astronaut"))).permute(2, 0, 1).float() / 127.5 - 1
     x = photo[None].to(a.device)  # (1, 3, 512, 512)
     kw = {"sampler": a.sampler} if a.sampler else {}
