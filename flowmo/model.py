@@ -935,9 +935,11 @@ class FlowMo(nn.Module):
 
     def draw_num_tokens(self, batch: int, *, generator: Optional[torch.Generator] = None,
                         device: Any = None) -> Tensor:
-        """k for each of ``batch`` images, int64 (batch,), uniform over
-        ``spec.nested_dropout.choices(T)`` (:class:`~flowmo.spec.NestedDropoutSpec`), from
-        ``generator`` on ``device``. ValueError for a model without ``nested_dropout``."""
+        """k for each of ``batch`` images, int64 (batch,): T with probability
+        ``full_probability``, else uniform over ``spec.nested_dropout.choices(T)``
+        (:class:`~flowmo.spec.NestedDropoutSpec`), from ``generator`` on ``device`` (the choice
+        drawn first, then, when ``full_probability`` > 0, one uniform per image). ValueError for
+        a model without ``nested_dropout``."""
         nd = self.spec.nested_dropout
         if nd is None:
             raise ValueError("draw_num_tokens is for a model trained with nested dropout (spec.nested_dropout); "
@@ -948,6 +950,9 @@ class FlowMo(nn.Module):
         if nd.distribution == "pow2":
             for j, c in enumerate(choices):
                 k = torch.where(pick == j, c, k)
+        if nd.full_probability > 0:
+            full = torch.rand(batch, generator=generator, device=device) < nd.full_probability
+            k = torch.where(full, self.spec.code_length, k)
         return k
 
     def _num_tokens(self, num_tokens: Any, b: int, device: torch.device, checks: bool) -> Union[bool, Tensor, None]:

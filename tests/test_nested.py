@@ -208,3 +208,16 @@ def test_the_draws_make_no_host_sync_and_uniform_covers_min_to_t():
         draws = m.loss_draws(x, torch.Generator().manual_seed(1))
         m.loss(x, **draws, check_values=False).total.backward()
     assert syncs.count == 0, syncs.report()
+
+
+def test_full_probability_keeps_all_tokens_that_often_and_zero_changes_no_draw():
+    g = lambda: torch.Generator().manual_seed(11)
+    half = flowmo.build(nested_spec(full_probability=0.5)).draw_num_tokens(6000, generator=g())
+    off = flowmo.build(nested_spec()).draw_num_tokens(6000, generator=g())
+    full = half == 16
+    # T with probability 0.5 + 0.5 / 5; elsewhere the choice drawn first, as without the option
+    assert abs(int(full.sum()) - 3600) < 4 * math.sqrt(6000 * 0.6 * 0.4)
+    assert torch.equal(half[~full], off[~full])
+    assert torch.equal(flowmo.build(nested_spec(full_probability=1.0)).draw_num_tokens(50, generator=g()),
+                       torch.full((50,), 16))
+    assert torch.equal(flowmo.build(nested_spec(full_probability=0.0)).draw_num_tokens(50, generator=g()), off[:50])

@@ -28,7 +28,7 @@ from .components import (
 )
 from flowmo.registry.spec_base import replace_spec
 from .sampling import SamplerSpec
-from flowmo.registry.scalars import MAX_IMAGE_SIZE, MAX_TOKENS, SpecInt, is_bool
+from flowmo.registry.scalars import MAX_IMAGE_SIZE, MAX_TOKENS, SpecFloat, SpecInt, is_bool
 
 
 PRESET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -70,12 +70,15 @@ class NestedDropoutSpec(SpecModel):
     so that one model decodes any prefix and the first tokens learn the coarse content. k is
     drawn per image: ``pow2`` uniformly among the powers of two from ``min_tokens`` up to T
     (and T itself when it is not one: FlexTok's 1, 2, 4, ..., 256), ``uniform`` uniformly in
-    ``min_tokens`` .. T."""
+    ``min_tokens`` .. T; with probability ``full_probability`` an image keeps all T instead
+    (ours, not FlexTok's: it gives full-length decoding more of a short budget)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     distribution: Literal["pow2", "uniform"] = Field("pow2", description="how k, the tokens kept, is drawn")
     min_tokens: SpecInt = Field(1, ge=1, le=MAX_TOKENS, description="the fewest tokens kept")
+    full_probability: SpecFloat = Field(0.0, ge=0.0, le=1.0,
+                                    description="the probability that an image keeps all T tokens (else k is drawn)")
 
     def choices(self, tokens: int) -> list[int]:
         """The values k is drawn from uniformly, for T = ``tokens``."""
