@@ -221,3 +221,184 @@ def test_full_probability_keeps_all_tokens_that_often_and_zero_changes_no_draw()
     assert torch.equal(flowmo.build(nested_spec(full_probability=1.0)).draw_num_tokens(50, generator=g()),
                        torch.full((50,), 16))
     assert torch.equal(flowmo.build(nested_spec(full_probability=0.0)).draw_num_tokens(50, generator=g()), off[:50])
+
+
+# ----------------------------------------------------------------------------- generators on prefixes
+def _group_layout_model():
+    torch.manual_seed(0)
+    return flowmo.build(nested_spec().replace(code_channels=4, quantizer={"group_bits": 2})).eval()
+
+
+def test_a_layout_of_prefixes_checks_against_its_tokenizer():
+    from flowmo.data.token_layout import layout_for
+
+    m = _group_layout_model()
+    full = layout_for(m, "group")
+    four = layout_for(m, "group", 4)
+    assert (four.tokens, four.groups, four.seq_len, four.vocab_size) == (4, 2, 8, full.vocab_size)
+    assert four == full.prefix(4) and full.prefix(16) == full
+    four.check_tokenizer(m)
+    full.check_tokenizer(m)
+    with pytest.raises(ValueError, match=r"num_tokens must be in \[1, 16\]"):
+        layout_for(m, "group", 17)
+    with pytest.raises(ValueError, match=r"num_tokens must be in \[1, 4\]"):
+        four.prefix(5)
+    with pytest.raises(TypeError, match="num_tokens must be an int"):
+        four.prefix(2.0)
+    longer = flowmo.data.token_layout.TokenLayout("group", 17, 2, full.vocab_size, full.fingerprint)
+    with pytest.raises(ValueError, match="but this tokenizer gives"):
+        longer.check_tokenizer(m)
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_an_autoregressive_generator_stops_after_length_tokens_with_the_same_draws(use_cache):
+    from flowmo.generators import AutoregressiveGenerator
+
+    torch.manual_seed(0)
+    g = AutoregressiveGenerator(vocab_size=16, seq_len=10, num_classes=3, width=32, depth=1, heads=2)
+    rng = lambda: torch.Generator().manual_seed(5)
+    labels = torch.tensor([0, 2])
+    whole = g.generate(labels, cfg_scale=2.0, generator=rng(), use_cache=use_cache)
+    for length in (1, 3, 10):
+        part = g.generate(labels, cfg_scale=2.0, generator=rng(), use_cache=use_cache, length=length)
+        assert torch.equal(part.tokens, whole.tokens[:, :length])
+        assert (part.steps, part.forward_passes, part.nfe) == (length, length, 2 * length)
+    assert g.generate(labels, generator=rng(), length=3, steps=3).tokens.shape == (2, 3)
+    for bad, error, words in ((0, ValueError, r"length must be an int in \[1, 10\]"), (11, ValueError, "length"),
+                              (2.0, TypeError, "length must be an int"), (True, TypeError, "length")):
+        with pytest.raises(error, match=words):
+            g.generate(labels, length=bad)
+    with pytest.raises(ValueError, match="steps must be None or length = 3"):
+        g.generate(labels, length=3, steps=10)
+
+
+def test_generate_images_decodes_the_first_k_tokens_with_the_rest_absent():
+    from flowmo.data.token_layout import layout_for
+    from flowmo.generators import AutoregressiveGenerator, MaskGiT, generate_images, sequences_to_code
+    from flowmo.samplers.noise import image_noise
+
+    m = _group_layout_model()
+    layout = layout_for(m, "group")
+    meta = {"layout": layout.to_json(), "tokenizer_fingerprint": m.spec.fingerprint()}
+    torch.manual_seed(1)
+    ar = AutoregressiveGenerator(vocab_size=layout.vocab_size, seq_len=layout.seq_len, num_classes=2, width=32,
+                                 depth=1, heads=2)
+    ar.metadata = meta
+    kw = {"seed": 3, "sampler": {"steps": 2}}
+    whole = generate_images(ar, m, [0, 1], **kw)
+    four = generate_images(ar, m, [0, 1], num_tokens=4, **kw)
+    assert torch.equal(four.tokens, whole.tokens[:, :8]) and four.nfe == 8
+    code = sequences_to_code(m, layout.prefix(4), four.tokens)
+    assert code.shape == (2, 4, 4)
+    expected = m.decode(torch.cat((code, torch.zeros(2, 12, 4)), 1), num_tokens=4,
+                        noise=image_noise(3, [0, 1], (3, 32, 32)), sampler={"steps": 2}).images.clamp(-1, 1)
+    assert torch.equal(four.images, expected) and not torch.equal(four.images, whole.images)
+    assert torch.equal(generate_images(ar, m, [0, 1], num_tokens=16, **kw).images, whole.images)
+    mg = MaskGiT(vocab_size=layout.vocab_size, seq_len=layout.seq_len, num_classes=2, width=32, depth=1, heads=2)
+    mg.metadata = meta
+    with pytest.raises(ValueError, match="samples every position at once; train it on a token set of prefixes"):
+        generate_images(mg, m, [0], num_tokens=4)
+    with pytest.raises(ValueError, match=r"num_tokens must be in \[1, 16\]"):
+        generate_images(ar, m, [0], num_tokens=17)
+
+
+def test_a_token_set_of_prefixes_trains_a_generator_that_generates_and_decodes_them(tmp_path, capsys):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from flowmo import cli
+    from flowmo.cli.io import load_image
+    from flowmo.data.token_set_reader import read_token_set
+    from flowmo.generators import generate_images, load_generator
+
+    m = _group_layout_model()
+    folder = m.save_pretrained(tmp_path / "m")
+    tree = tmp_path / "tree"
+    for c in ("a", "b"):
+        (tree / c).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.random.default_rng(i + 7 * (c == "b")).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                            ).save(tree / c / f"{i}.png")
+    run = lambda *argv: cli.main([str(a) for a in argv])
+    assert run("tokenize", "--model", folder, "--classes", "--input", tree, "--output", tmp_path / "set",
+               "--layout", "group", "--num-tokens", 4, "-q") == 0
+    ts = read_token_set(tmp_path / "set")
+    x = torch.stack([load_image(tree / c / f"{i}.png", 32) for c in ("a", "b") for i in range(2)])
+    assert ts.layout.tokens == 4 and torch.equal(ts.sequences, m.tokenize(x, groups=True)[:, :4].reshape(4, 8))
+    cfg = {"generator": {"name": "autoregressive", "width": 32, "depth": 1, "heads": 2},
+           "train": {"tokens": str(tmp_path / "set"), "steps": 2, "device": "cpu", "optim": {"batch_size": 2},
+                     "log": {"tensorboard": False, "progress": False}}}
+    (tmp_path / "g.json").write_text(json.dumps(cfg))
+    assert run("train-generator", "--config", tmp_path / "g.json", "--out", tmp_path / "run", "--export",
+               tmp_path / "gen", "-q") == 0
+    gen = load_generator(tmp_path / "gen")
+    assert gen.seq_len == 8
+    assert run("generate", "--generator", tmp_path / "gen", "--tokenizer", folder, "--classes", "a", "b",
+               "--per-class", 1, "--decoder-steps", 2, "--out", tmp_path / "g1", "-q") == 0
+    expected = generate_images(gen, m, [0, 1], sampler={"steps": 2}).images
+    for i, name in enumerate(("0_a_000.png", "1_b_000.png")):
+        png = np.asarray(Image.open(tmp_path / "g1" / name))
+        assert np.array_equal(png, ((expected[i] + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy())
+    assert run("generate", "--generator", tmp_path / "gen", "--tokenizer", folder, "--classes", "a", "--per-class", 1,
+               "--decoder-steps", 2, "--num-tokens", 2, "--out", tmp_path / "g2", "-q") == 0
+    assert json.loads((tmp_path / "g2" / "generate.json").read_text())["settings"]["num_tokens"] == 2
+    capsys.readouterr()
+    assert run("generate", "--generator", tmp_path / "gen", "--tokenizer", folder, "--classes", "a", "--per-class", 1,
+               "--num-tokens", 5, "--out", tmp_path / "g3", "-q") == 2
+    assert "--num-tokens (5) must be at most the 4 tokens per image the generator models" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- an ordered (causal) encoder
+def test_a_causal_mmdit_makes_no_latent_token_depend_on_a_later_one():
+    from flowmo.blocks import MMDiT, latent_causal_mask
+
+    spec = flowmo.flowmo_tiny().encoder
+    g = torch.Generator().manual_seed(0)
+    img, txt = torch.randn(2, 16, 48, generator=g), torch.randn(2, 6, 18, generator=g)
+    for attention in ("causal", "full"):
+        torch.manual_seed(0)
+        net = MMDiT(spec.model_copy(update={"latent_attention": attention}), patch_dim=48, txt_in_dim=18,
+                    txt_out_dim=18, time_conditioning=False, outputs=("img", "txt")).eval()
+        with torch.no_grad():
+            base_img, base_txt = net(img, txt, None, (4, 4))
+            for j in range(6):
+                other = txt.clone()
+                other[:, j] = torch.randn(2, 18, generator=g)
+                out_img, out_txt = net(img, other, None, (4, 4))
+                same = torch.equal(out_txt[:, :j], base_txt[:, :j]) and torch.equal(out_img, base_img)
+                assert same == (attention == "causal") or j == 0, (attention, j)
+                assert not torch.equal(out_txt[:, j], base_txt[:, j])
+    mask = latent_causal_mask(3, 2)
+    assert mask.tolist() == [[1, 0, 0, 1, 1], [1, 1, 0, 1, 1], [1, 1, 1, 1, 1], [0, 0, 0, 1, 1], [0, 0, 0, 1, 1]]
+
+
+def test_the_causal_encoder_is_in_the_fingerprint_and_refused_in_the_decoder():
+    spec = flowmo.flowmo_tiny()
+    causal = spec.replace(encoder={"latent_attention": "causal"})
+    assert causal.fingerprint() != spec.fingerprint()
+    assert "latent_attention" not in spec.architecture()["encoder"]  # the default: the fingerprints before it stand
+    assert flowmo.FlowMoSpec.model_validate_json(causal.to_json()) == causal
+    with pytest.raises(ValueError, match="decoder.latent_attention must be 'full'"):
+        spec.replace(decoder={"latent_attention": "causal"})
+    with pytest.raises(ValueError, match="latent_attention"):
+        spec.replace(encoder={"latent_attention": "left"})
+
+
+def test_a_causal_encoder_compiles_without_a_graph_break_and_checks_its_mask():
+    from flowmo.blocks import DoubleStreamBlock
+
+    torch.manual_seed(0)
+    m = flowmo.build(flowmo.flowmo_tiny().replace(encoder={"latent_attention": "causal"})).eval()
+    x = _images()
+    with torch.no_grad():
+        compiled = torch.compile(m._encode, fullgraph=True, backend="aot_eager")(x)  # past the input checks
+        torch.testing.assert_close(compiled, m.encode(x), atol=1e-5, rtol=0)
+    block = DoubleStreamBlock(32, 2, modulation=False)
+    img, txt = torch.randn(1, 4, 32), torch.randn(1, 2, 32)
+    freqs = flowmo.blocks.rope_freqs(torch.zeros(6, 8))  # head dim 16
+    with pytest.raises(ValueError, match=r"mask must be None or a bool \(6, 6\) tensor"):
+        block(img, txt, None, freqs, torch.ones(5, 5, dtype=torch.bool))
+    with pytest.raises(ValueError, match="of torch.float32"):
+        block(img, txt, None, freqs, torch.ones(6, 6))

@@ -10,7 +10,8 @@ import flowmo
 
 ROOT = Path(__file__).parent / "data" / "previous_version"
 # spec fields added after those folders were written, with the value that means "as before"
-ADDED_SINCE = {("sampler_presets",): {}, ("posttrain", "grid"): None, ("nested_dropout",): None}
+ADDED_SINCE = {("sampler_presets",): {}, ("posttrain", "grid"): None, ("nested_dropout",): None,
+               ("encoder", "latent_attention"): "full", ("decoder", "latent_attention"): "full"}
 
 
 @pytest.mark.parametrize("name", ["lfq", "fsq"])

@@ -11,7 +11,7 @@ Conventions shared by every piece (each ``forward`` documents its own shapes):
 Bad input raises TypeError / ValueError naming the argument.
 """
 
-from .attention import QKNorm, RMSNorm, SelfAttention, attention
+from .attention import QKNorm, RMSNorm, SelfAttention, attention, latent_causal_mask
 from .backbone import MMDiT
 from .base import Backbone
 from .double_block import DoubleStreamBlock, mlp
@@ -21,7 +21,7 @@ from .output import FinalLayer
 from .rope import RopeTable, apply_rope, flowmo_positions, rope_angles, rope_freqs
 
 __all__ = [
-    "Backbone", "MMDiT", "DoubleStreamBlock", "mlp", "SelfAttention", "QKNorm", "RMSNorm", "attention",
+    "Backbone", "MMDiT", "DoubleStreamBlock", "mlp", "SelfAttention", "QKNorm", "RMSNorm", "attention", "latent_causal_mask",
     "TimeEmbedding", "timestep_embedding", "patchify", "unpatchify", "Modulation", "ModulationOut",
     "modulate", "FinalLayer", "RopeTable", "apply_rope", "rope_angles", "rope_freqs", "flowmo_positions",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from ._checks import check_positive_int, check_positive_real, check_table, check_tensor
 from .rope import _rotate
 
-__all__ = ["RMSNorm", "QKNorm", "SelfAttention", "attention"]
+__all__ = ["RMSNorm", "QKNorm", "SelfAttention", "attention", "latent_causal_mask"]
 
 
 class RMSNorm(nn.Module):
@@ -161,9 +161,24 @@ def attention(q: Tensor, k: Tensor, v: Tensor, freqs: Tensor, scale: float,
     return _attend(q, k, v, freqs, scale, q_freqs)
 
 
-def _attend(q: Tensor, k: Tensor, v: Tensor, freqs: Tensor, scale: float, q_freqs: Optional[Tensor] = None) -> Tensor:
-    """:func:`attention` of arguments already checked."""
+def _attend(q: Tensor, k: Tensor, v: Tensor, freqs: Tensor, scale: float, q_freqs: Optional[Tensor] = None,
+            mask: Optional[Tensor] = None) -> Tensor:
+    """:func:`attention` of arguments already checked; ``mask``: None or bool (M, N), True where
+    a query attends to a key (every row has one)."""
     q = _rotate(q, freqs if q_freqs is None else q_freqs).to(v.dtype)
     k = _rotate(k, freqs).to(v.dtype)
-    out = F.scaled_dot_product_attention(q, k, v, scale=scale)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
     return rearrange(out, "b h n d -> b n (h d)")
+
+
+def latent_causal_mask(latent: int, image: int, device: Any = None) -> Tensor:
+    """The attention mask of an ordered encoder over the tokens [latent, image]: bool
+    (latent + image, latent + image), True where the row's token attends to the column's.
+    Latent token i attends to latent tokens 0..i and to every image token; image tokens attend
+    to image tokens only (else a later latent token would reach an earlier one through them in
+    the next block). So latent token i depends on the image and on no later latent token
+    (FlexTok's causal register tokens, Bachmann et al. 2025; ``MMDiTSpec.latent_attention``)."""
+    n = latent + image
+    rows = torch.arange(n, device=device)[:, None]
+    cols = torch.arange(n, device=device)[None, :]
+    return ((rows >= latent) & (cols >= latent)) | ((rows < latent) & ((cols >= latent) | (cols <= rows)))

@@ -12,6 +12,7 @@ from ..registry import BACKBONES
 from ..spec import MMDiTSpec
 from ._checks import check_grid, check_like, check_positive_int, check_streams, check_tensor, first_parameter, shape_of
 from .base import Backbone
+from .attention import latent_causal_mask
 from .double_block import DoubleStreamBlock
 from .embeddings import TimeEmbedding
 from .output import FinalLayer
@@ -42,6 +43,9 @@ class MMDiT(Backbone):
             gets a gradient. FlowMo builds both heads in each backbone (the release's layout)
             and skips the unused one in ``forward``, so there that head and the last block's
             weights of that stream get no gradient (the trainer freezes them).
+
+    With ``spec.latent_attention="causal"`` every block attends under :func:`latent_causal_mask`
+    (an ordered encoder: no latent token depends on a later one).
 
     Keys follow the release (``img_in``, ``txt_in``, ``time_in``, ``double_blocks.N``,
     ``final_layer_img``, ``final_layer_txt``).
@@ -139,12 +143,13 @@ class MMDiT(Backbone):
         vec = self.time_in(t) if t is not None else None
         img = self.img_in(img)
         txt = self.txt_in(txt)
+        mask = latent_causal_mask(txt.shape[1], img.shape[1], img.device) if self.spec.latent_attention == "causal" else None
         ckpt = self.spec.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.double_blocks:
             if ckpt:
-                img, txt = checkpoint(block, img, txt, vec, freqs, use_reentrant=False)
+                img, txt = checkpoint(block, img, txt, vec, freqs, mask, use_reentrant=False)
             else:
-                img, txt = block(img, txt, vec, freqs)
+                img, txt = block(img, txt, vec, freqs, mask)
         img_out = self.final_layer_img(img, vec) if "img" in outputs else None
         txt_out = self.final_layer_txt(txt, vec) if "txt" in outputs else None
         return img_out, txt_out

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._checks import (check_like, check_positive_int, check_positive_real, check_streams, check_table, check_tensor,
-                      check_vec, first_parameter)
+                      check_vec, first_parameter, shape_of)
 from .attention import SelfAttention, _attend
 from .modulation import Modulation, ModulationOut, modulate
 
@@ -106,7 +106,7 @@ class DoubleStreamBlock(nn.Module):
                 setattr(self, f"{s}_mlp", mlp(width, mlp_ratio))
 
     def forward(self, img: Tensor, txt: Tensor, vec: Optional[Tensor],
-                freqs: Tensor) -> tuple[Optional[Tensor], Optional[Tensor]]:
+                freqs: Tensor, mask: Optional[Tensor] = None) -> tuple[Optional[Tensor], Optional[Tensor]]:
         """One block over both streams.
 
         Args:
@@ -116,6 +116,9 @@ class DoubleStreamBlock(nn.Module):
                 or None for no conditioning (the only choice with ``modulation=False``).
             freqs: float32 RoPE table (N_txt + N_img, head_dim / 2, 2) covering every token,
                 latent rows first, then image rows.
+            mask: None (every token attends to every token) or bool (N_txt + N_img, N_txt + N_img),
+                True where the row's token attends to the column's, in the table's order
+                (:func:`latent_causal_mask`).
 
         Returns:
             (img, txt): the updated streams, shapes of the inputs, in the inputs' dtype (which
@@ -131,7 +134,7 @@ class DoubleStreamBlock(nn.Module):
                 another dtype outside ``torch.autocast`` (TypeError: cast the block with
                 ``block.to(dtype)`` or the inputs).
         """
-        self._check_inputs(img, txt, vec, freqs)
+        self._check_inputs(img, txt, vec, freqs, mask)
         n_txt = txt.shape[1]
         img_m1 = img_m2 = txt_m1 = txt_m2 = None
         if vec is not None:
@@ -144,12 +147,14 @@ class DoubleStreamBlock(nn.Module):
         k = torch.cat((tk, ik), dim=2)
         v = torch.cat((tv, iv), dim=2)
         if iq is not None and tq is not None:
-            out = _attend(torch.cat((tq, iq), dim=2), k, v, freqs, self.softmax_scale)
+            out = _attend(torch.cat((tq, iq), dim=2), k, v, freqs, self.softmax_scale, mask=mask)
             txt_a, img_a = out[:, :n_txt], out[:, n_txt:]
         elif tq is not None:  # only the latent tokens ask
-            txt_a, img_a = _attend(tq, k, v, freqs, self.softmax_scale, q_freqs=freqs[:n_txt]), None
+            txt_a, img_a = _attend(tq, k, v, freqs, self.softmax_scale, q_freqs=freqs[:n_txt],
+                                   mask=None if mask is None else mask[:n_txt]), None
         else:  # only the image tokens ask
-            txt_a, img_a = None, _attend(iq, k, v, freqs, self.softmax_scale, q_freqs=freqs[n_txt:])
+            txt_a, img_a = None, _attend(iq, k, v, freqs, self.softmax_scale, q_freqs=freqs[n_txt:],
+                                         mask=None if mask is None else mask[n_txt:])
 
         if img_a is not None:
             img = _residual(img, self.img_attn.proj(img_a), img_m1)
@@ -159,7 +164,8 @@ class DoubleStreamBlock(nn.Module):
             txt = _residual(txt, self.txt_mlp(modulate(self.txt_norm2(txt), txt_m2)), txt_m2)
         return (img if img_a is not None else None), (txt if txt_a is not None else None)
 
-    def _check_inputs(self, img: Tensor, txt: Tensor, vec: Optional[Tensor], freqs: Tensor) -> None:
+    def _check_inputs(self, img: Tensor, txt: Tensor, vec: Optional[Tensor], freqs: Tensor,
+                      mask: Optional[Tensor]) -> None:
         """The block's one input check (metadata only; see :meth:`forward`'s Raises)."""
         for name, x in (("img", img), ("txt", txt)):
             check_tensor(x, name, f"(B, N, {self.width})", 3, self.width)
@@ -173,6 +179,11 @@ class DoubleStreamBlock(nn.Module):
                     f"{n_txt} + {n_img} = {n_txt + n_img} tokens",
                     f"this block's head dim is {self.head_dim} (width / heads)")
         check_like(first_parameter(self), "the block", dict(img=img, txt=txt, vec=vec, freqs=freqs), ("freqs",))
+        n = n_txt + n_img
+        if mask is not None and (not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.shape != (n, n)
+                                 or mask.device != img.device):
+            raise ValueError(f"mask must be None or a bool ({n}, {n}) tensor (N_txt + N_img tokens) on {img.device}, "
+                             f"got {shape_of(mask)}{' of ' + str(mask.dtype) if isinstance(mask, Tensor) else ''}")
 
 
 def _triples(mods: list[ModulationOut]) -> tuple[ModulationOut, Optional[ModulationOut]]:

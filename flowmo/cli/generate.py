@@ -1,7 +1,7 @@
 """``flowmo generate``: images from a token generator folder and the tokenizer it was trained on.
 
     flowmo generate --generator DIR --tokenizer DIR --classes NAMES_OR_INDICES --per-class N --out DIR
-                    [--cfg S] [--steps N] [--temperature T] [--top-k K] [--seed S] [--batch-size B]
+                    [--cfg S] [--steps N] [--temperature T] [--top-k K] [--seed S] [--batch-size B] [--num-tokens K]
                     [--sampler PRESET_OR_JSON] [--decoder-steps N] [--device D] [--import MODULE] [--overwrite]
 
 Writes one PNG per image (``<class index>_<class name>_<k>.png``; ``sample_<k>.png`` for an
@@ -95,6 +95,10 @@ def add_parser(sub: Optional[Any] = None) -> argparse.ArgumentParser:
                         "[i])) (default 0)")
     g.add_argument("--batch-size", type=positive_int, default=16, metavar="B",
                    help="images per batch (default 16; the token draws depend on it)")
+    g.add_argument("--num-tokens", type=positive_int, default=None, metavar="K",
+                   help="generate only the first K tokens of each image and decode them with the rest absent (an "
+                        "autoregressive generator stops early; ordered tokens: a tokenizer trained with nested "
+                        "dropout)")
     d = p.add_argument_group("tokenizer decoding (default: the tokenizer's sampler)")
     d.add_argument("--sampler", default=None, metavar="PRESET_OR_JSON",
                    help="a sampler preset name (release, fast, or one of the tokenizer's own, e.g. distillation-4) "
@@ -173,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
     from flowmo.data.grids import save_image_rows
     from flowmo.devices import DistContext
     from flowmo.folders.imports import import_modules
-    from flowmo.generators import class_names, generate_images, load_generator, resolve_classes
+    from flowmo.generators import check_tokenizer, class_names, generate_images, load_generator, resolve_classes
 
     from .io import load_model, require_tokens, resolve_device, save_image
     from .options import sampler_from_args
@@ -205,12 +209,22 @@ def run(args: argparse.Namespace) -> int:
     require_tokens(tokenizer, "flowmo generate", "--tokenizer")
     sampler = sampler_from_args(tokenizer.spec.sampler, argparse.Namespace(
         sampler=args.sampler, steps=args.decoder_steps, solver=None, grid=None, cfg_scale=args.decoder_cfg), tokenizer.spec.sampler_presets)
+    if args.num_tokens is not None:
+        layout = check_tokenizer(generator, tokenizer)
+        if args.num_tokens > layout.tokens:
+            raise CLIError(f"--num-tokens ({args.num_tokens}) must be at most the {layout.tokens} tokens per image the "
+                           "generator models")
+        if args.num_tokens < layout.tokens and not generator.samples_prefixes:
+            raise CLIError(f"--num-tokens: a {type(generator).name} generator samples every position at once; only an "
+                           "autoregressive one stops early (or train this one on a token set of prefixes: flowmo "
+                           "tokenize --classes --num-tokens K)")
     n = args.per_class
     labels = None if generator.num_classes == 0 else [i for i, _ in rows for _ in range(n)]
     with ctx.progress(n * len(rows), "generate") as bar:
         result = generate_images(generator, tokenizer, labels, num_images=n if labels is None else None,
                                  steps=args.steps, temperature=args.temperature, cfg_scale=args.cfg, top_k=args.top_k,
-                                 seed=args.seed, batch_size=args.batch_size, sampler=sampler, progress=bar.update)
+                                 seed=args.seed, batch_size=args.batch_size, sampler=sampler,
+                                 num_tokens=args.num_tokens, progress=bar.update)
     for path in previous:  # the previous generate's images, grid, then its record (last: a crash keeps it)
         path.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -233,7 +247,8 @@ def run(args: argparse.Namespace) -> int:
         "classes": [{"label": i, "name": name} for i, name in rows],
         "per_class": n,
         "settings": {"cfg": args.cfg, "steps": args.steps, "temperature": args.temperature, "top_k": args.top_k,
-                     "seed": args.seed, "batch_size": args.batch_size, "device": str(device),
+                     "seed": args.seed, "batch_size": args.batch_size, "num_tokens": args.num_tokens,
+                     "device": str(device),
                      "decoder_sampler": sampler.model_dump(mode="json")},
         "generator_steps": result.steps, "forward_passes": result.forward_passes, "nfe_per_image": result.nfe,
         "decoder_calls_per_image": result.decoder_calls,

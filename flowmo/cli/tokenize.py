@@ -4,6 +4,9 @@ labelled token set.
     flowmo tokenize --model M --input PATHS... --output FILE.safetensors [--groups]
     flowmo tokenize --model M --input TREE --output DIR --classes [--layout L] [--shard-size N] [--hflip] [--overwrite]
 
+``--num-tokens K`` keeps the first K tokens of each image (a file or set of prefixes: ordered
+tokens of a model trained with nested dropout).
+
 A token file (:mod:`flowmo.data.tokens`) holds the tokens of image files, folders (recursive)
 or tar shards (``.tar`` files or brace patterns, items in shard order, each source named
 ``"<shard>/<member>"``; an unreadable item is refused, naming it, since a row per readable item
@@ -94,8 +97,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"--tiled writes single token files of plain tokens: not with {'--classes' if args.classes else '--groups'}")
     if args.overlap is not None and not args.tiled:
         raise CLIError("--overlap applies only with --tiled")
-    if args.num_tokens is not None and (args.classes or args.tiled):
-        raise CLIError(f"--num-tokens writes a single token file of prefixes: not with {'--classes' if args.classes else '--tiled'}")
+    if args.num_tokens is not None and args.tiled:
+        raise CLIError("--num-tokens writes prefixes of whole images' tokens: not with --tiled")
     if args.classes:
         return _tokenize_class_folders(args, ctx)
     for dest in _SET_ONLY_OPTIONS:
@@ -231,6 +234,7 @@ def _tokenize_class_folders(args: argparse.Namespace, ctx: Context) -> int:
     from flowmo.state_dicts import token_weights_digest
 
     from .io import check_image_header, load_image, model_from_args, require_tokens, resize_note
+    from .options import check_num_tokens
 
     if len(args.input) != 1:
         raise CLIError(f"--classes takes one --input, the class-folder tree (one sub-folder per class); "
@@ -243,7 +247,8 @@ def _tokenize_class_folders(args: argparse.Namespace, ctx: Context) -> int:
     classes, items = class_folder_images(root, argument="--input")
     _note_suspicious_classes(root, classes, items, ctx)
     sizes = [check_image_header(p) for p, _ in items]  # every header checked before tokenizing
-    layout = layout_for(model, args.layout or "auto")
+    check_num_tokens(args, model)
+    layout = layout_for(model, args.layout or "auto", args.num_tokens)  # --num-tokens: a token set of prefixes
     size = model.spec.image_size
     names = [p.relative_to(root).as_posix() for p, _ in items]
     out = Path(args.output).expanduser()
@@ -259,7 +264,7 @@ def _tokenize_class_folders(args: argparse.Namespace, ctx: Context) -> int:
         if args.hflip:
             labels = labels.repeat_interleave(2)
             sources = [s for name in sources for s in (name, f"{name}#hflip")]
-        writer.add(tokens, labels, sources)
+        writer.add(tokens[:, :layout.tokens], labels, sources)
 
     with writer:
         _tokenize(model, device, len(items), read, add, ctx, batch_size=args.batch_size,

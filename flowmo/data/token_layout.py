@@ -15,6 +15,10 @@ so a layout says which of two views it models:
     to (N, T * G) (token 0's groups first, in the quantizer's group order), the vocabulary
     ``group_codebook_size``.
 
+A layout may hold a prefix: ``tokens`` below the tokenizer's T, the first k latent tokens of
+each image (``layout_for(..., num_tokens=k)``; ordered tokens of a model trained with nested
+dropout, decoded with the rest absent: ``FlowMo.decode(..., num_tokens=k)``).
+
 A layout also carries the tokenizer's spec fingerprint (:meth:`flowmo.FlowMoSpec.fingerprint`),
 so tokens are never decoded, nor a generator sampled, through a tokenizer other than the one
 that made them: :meth:`TokenLayout.check_tokenizer` refuses with the reason.
@@ -23,8 +27,8 @@ that made them: :meth:`TokenLayout.check_tokenizer` refuses with the reason.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal, Optional
 
 import torch
 from torch import Tensor
@@ -43,7 +47,7 @@ class TokenLayout:
 
     Attributes:
         kind: ``"token"`` or ``"group"``.
-        tokens: T, latent tokens per image (>= 1).
+        tokens: latent tokens per image (>= 1): the tokenizer's T, or k < T for a prefix.
         groups: G, sequence elements per latent token: 1 for ``"token"``, the entropy groups
             for ``"group"``.
         vocab_size: the values one sequence element takes: [0, vocab_size).
@@ -72,6 +76,18 @@ class TokenLayout:
     def seq_len(self) -> int:
         """L = tokens * groups, the length of one image's sequence."""
         return self.tokens * self.groups
+
+    def prefix(self, num_tokens: int) -> "TokenLayout":
+        """This layout over the first ``num_tokens`` latent tokens only (an int in [1, tokens]).
+
+        Raises:
+            ValueError: ``num_tokens`` out of range (TypeError: not an int).
+        """
+        if type(num_tokens) is not int:
+            raise TypeError(f"num_tokens must be an int, got {type(num_tokens).__name__} {num_tokens!r}")
+        if not 1 <= num_tokens <= self.tokens:
+            raise ValueError(f"num_tokens must be in [1, {self.tokens}] (the layout's tokens), got {num_tokens}")
+        return replace(self, tokens=num_tokens)
 
     # ------------------------------------------------------------------ conversions
     def to_sequence(self, indices: Tensor, name: str = "indices") -> Tensor:
@@ -125,28 +141,32 @@ class TokenLayout:
     def check_tokenizer(self, tokenizer: Any, what: str = "these tokens") -> None:
         """Raise ValueError, with the reason, unless ``tokenizer`` (a FlowMo model or a
         FlowMoSpec) is the one this layout's tokens came from: the same spec fingerprint, and a
-        quantizer giving this layout's shape and vocabulary."""
+        quantizer giving this layout's shape and vocabulary (of at most its T tokens: a prefix)."""
         is_model = isinstance(tokenizer, torch.nn.Module)
         fp = (tokenizer.spec if is_model else tokenizer).fingerprint()
         if fp != self.fingerprint:
             raise ValueError(f"{what} were made by the tokenizer with spec fingerprint {self.fingerprint}, not by this "
                              f"one ({fp}): decoding them with it would give garbage; use the tokenizer that wrote them")
         expected = layout_for(tokenizer, self.kind) if is_model else None
+        if expected is not None and self.tokens < expected.tokens:
+            expected = expected.prefix(self.tokens)
         if expected is not None and expected != self:
             raise ValueError(f"{what} have layout {self.to_json()}, but this tokenizer gives {expected.to_json()}")
 
 
-def layout_for(tokenizer: Any, kind: str = "auto") -> TokenLayout:
+def layout_for(tokenizer: Any, kind: str = "auto", num_tokens: Optional[int] = None) -> TokenLayout:
     """The layout of a FlowMo tokenizer's tokens.
 
     Args:
         tokenizer: a :class:`flowmo.FlowMo` model.
         kind: ``"token"``, ``"group"`` or ``"auto"`` (``"token"`` when the codebook has at most
             :data:`MAX_VOCAB` entries, else ``"group"`` when the quantizer has entropy groups).
+        num_tokens: the layout of the first k of the T tokens (an int in [1, T]; default all T).
     Raises:
         ValueError: a tokenizer whose bottleneck is continuous (``kl``, ``identity``: no tokens);
             unknown ``kind``; ``"token"`` with a codebook over MAX_VOCAB; ``"group"`` for a
-            quantizer without entropy groups; ``"auto"`` when neither fits.
+            quantizer without entropy groups; ``"auto"`` when neither fits; ``num_tokens`` out
+            of [1, T].
     """
     q = tokenizer.quantizer
     if not q.discrete:
@@ -162,10 +182,12 @@ def layout_for(tokenizer: Any, kind: str = "auto") -> TokenLayout:
         if q.codebook_size > MAX_VOCAB:
             raise ValueError(f"the 'token' layout needs a codebook of at most {MAX_VOCAB} entries, got {q.codebook_size}"
                              + ("; use the 'group' layout" if q.has_groups else ""))
-        return TokenLayout("token", tokens, 1, int(q.codebook_size), fp)
-    if not q.has_groups:
-        raise ValueError(f"the 'group' layout needs a quantizer with entropy groups, got {type(q).__name__}")
-    with torch.no_grad():
-        probe = q.indices_to_codes(torch.zeros(1, 1, dtype=torch.int64))
-        groups = int(q.codes_to_group_indices(probe).shape[-1])
-    return TokenLayout("group", tokens, groups, int(q.group_codebook_size), fp)
+        layout = TokenLayout("token", tokens, 1, int(q.codebook_size), fp)
+    else:
+        if not q.has_groups:
+            raise ValueError(f"the 'group' layout needs a quantizer with entropy groups, got {type(q).__name__}")
+        with torch.no_grad():
+            probe = q.indices_to_codes(torch.zeros(1, 1, dtype=torch.int64))
+            groups = int(q.codes_to_group_indices(probe).shape[-1])
+        layout = TokenLayout("group", tokens, groups, int(q.group_codebook_size), fp)
+    return layout if num_tokens is None else layout.prefix(num_tokens)

@@ -44,6 +44,7 @@ class AutoregressiveGenerator(TokenGenerator):
 
     name = "autoregressive"
     default_steps = None
+    samples_prefixes = True
 
     def __init__(self, *, vocab_size: int, seq_len: int, num_classes: int = 0, width: int = 256, depth: int = 6,
                  heads: int = 4, mlp_ratio: float = 4.0, label_dropout: float = 0.1, rope_theta: float = 10000.0):
@@ -146,10 +147,10 @@ class AutoregressiveGenerator(TokenGenerator):
     def generate(self, labels: Optional[Tensor] = None, *, batch_size: Optional[int] = None,
                  steps: Optional[int] = None, temperature: float = 1.0, cfg_scale: float = 1.0,
                  top_k: Optional[int] = None, generator: Optional[torch.Generator] = None,
-                 use_cache: bool = True) -> GenerationOutput:
+                 use_cache: bool = True, length: Optional[int] = None) -> GenerationOutput:
         """Sample one token per step, left to right (see :meth:`TokenGenerator.generate`).
 
-        ``steps`` must be None or seq_len (one step per token). Per step: the logits of the next
+        ``steps`` must be None or the length sampled (one step per token). Per step: the logits of the next
         token (guided: the cond/uncond pair stacked in one forward of 2B rows), top-k, then
         temperature sampling (0: argmax; otherwise one Gumbel draw (B, V) from ``generator``).
 
@@ -161,27 +162,34 @@ class AutoregressiveGenerator(TokenGenerator):
                 same tokens up to float rounding of the logits (which decides a draw only at an
                 exact tie). Neither makes a host sync per token (two per call: the labels' check before the loop and the
                 overflow check after it).
+            length: stop after the first ``length`` tokens (an int in [1, seq_len]; default seq_len):
+                they are drawn as in a whole sequence (the same draws from ``generator``), the
+                rest never made. An ordered tokenizer's prefix (nested dropout) decodes from them.
 
         Returns:
-            GenerationOutput: forward_passes = steps = seq_len; nfe = seq_len, or 2 * seq_len guided.
+            GenerationOutput: tokens (B, length); forward_passes = steps = length; nfe = length,
+            or 2 * length guided.
 
         Raises:
             TypeError: ``use_cache`` not a bool; the other arguments as the interface says.
+            ValueError: ``length`` out of [1, seq_len].
         """
         labels, guided, temperature, cfg_scale, top_k = self.sampling_inputs(
             labels, batch_size, temperature, cfg_scale, top_k, generator)
-        if steps is not None and check_int(steps, "steps") != self.seq_len:
-            raise ValueError(f"steps must be None or seq_len = {self.seq_len} for an autoregressive generator, got {steps}")
+        length = self.seq_len if length is None else check_int(length, "length", maximum=self.seq_len)
+        if steps is not None and check_int(steps, "steps") != length:
+            what = "seq_len" if length == self.seq_len else "length"
+            raise ValueError(f"steps must be None or {what} = {length} for an autoregressive generator, got {steps}")
         if not isinstance(use_cache, bool):
             raise TypeError(f"use_cache must be a bool, got {type(use_cache).__name__} {use_cache!r}")
         null = torch.full_like(labels, self.null_class)
         overflow = torch.zeros((), dtype=torch.bool, device=self.device)
         with evaluating(self):  # eval mode, no gradients; each submodule's training flag given back
             loop = self._sample_cached if use_cache else self._sample_uncached
-            x = loop(labels, null, guided, temperature, cfg_scale, top_k, generator, overflow)
+            x = loop(labels, null, guided, temperature, cfg_scale, top_k, generator, overflow, length)
         _check_no_overflow(overflow, cfg_scale, temperature)
-        nfe = self.seq_len * (2 if guided else 1)
-        return GenerationOutput(tokens=x, forward_passes=self.seq_len, nfe=nfe, steps=self.seq_len)
+        nfe = length * (2 if guided else 1)
+        return GenerationOutput(tokens=x, forward_passes=length, nfe=nfe, steps=length)
 
     def _next_token(self, out: Tensor, guided: bool, temperature: float, cfg_scale: float, top_k: Optional[int],
                     generator: Optional[torch.Generator], overflow: Tensor) -> Tensor:
@@ -195,10 +203,11 @@ class AutoregressiveGenerator(TokenGenerator):
         return nxt
 
     def _sample_uncached(self, labels: Tensor, null: Tensor, guided: bool, temperature: float, cfg_scale: float,
-                         top_k: Optional[int], generator: Optional[torch.Generator], overflow: Tensor) -> Tensor:
-        """The tokens (B, seq_len), each step rerunning the class token and the whole prefix."""
+                         top_k: Optional[int], generator: Optional[torch.Generator], overflow: Tensor,
+                         length: int) -> Tensor:
+        """The tokens (B, length), each step rerunning the class token and the whole prefix."""
         x = torch.zeros((labels.shape[0], 0), dtype=torch.long, device=labels.device)
-        for _ in range(self.seq_len):
+        for _ in range(length):
             if guided:
                 out = self._logits(torch.cat((x, x)), torch.cat((labels, null)))[:, -1]
             else:
@@ -208,19 +217,20 @@ class AutoregressiveGenerator(TokenGenerator):
         return x
 
     def _sample_cached(self, labels: Tensor, null: Tensor, guided: bool, temperature: float, cfg_scale: float,
-                       top_k: Optional[int], generator: Optional[torch.Generator], overflow: Tensor) -> Tensor:
-        """The tokens (B, seq_len), each step running one new position per row through the blocks
+                       top_k: Optional[int], generator: Optional[torch.Generator], overflow: Tensor,
+                       length: int) -> Tensor:
+        """The tokens (B, length), each step running one new position per row through the blocks
         over a preallocated :class:`KVCache` (the guided pair's rows share their tokens)."""
         b = labels.shape[0]
         cls = torch.cat((labels, null)) if guided else labels
         cache = self._new_cache(cls.shape[0])
         freqs = self.rope(self.seq_len, labels.device)
-        tokens = torch.empty((b, self.seq_len), dtype=torch.long, device=labels.device)
+        tokens = torch.empty((b, length), dtype=torch.long, device=labels.device)
         emb = self.class_emb(cls)[:, None]  # position 0: the class token
-        for i in range(self.seq_len):
+        for i in range(length):
             out = self._cached_logits(emb, cache, freqs)[:, -1]
             nxt = self._next_token(out, guided, temperature, cfg_scale, top_k, generator, overflow)
             tokens[:, i] = nxt
-            if i + 1 < self.seq_len:  # the last token is never fed back
+            if i + 1 < length:  # the last token is never fed back
                 emb = self.tok_emb(torch.cat((nxt, nxt)) if guided else nxt)[:, None]
         return tokens

@@ -86,6 +86,8 @@ class TokenGenerator(nn.Module, ABC):
             is registered under (:func:`flowmo.generators.load_generator` finds the class by it).
         default_steps (int | None): ``generate``'s steps when none is given (None: the generator's own
             fixed count, e.g. L for an autoregressive one).
+        samples_prefixes (bool): ``generate`` takes ``length`` (sample only the first tokens:
+            an autoregressive generator; :func:`flowmo.generators.generate_images`'s ``num_tokens``).
 
     Instance attribute ``metadata`` (a dict): what the folder it was loaded from records
     (:meth:`from_pretrained`; ``{}`` for a generator built in memory), e.g. the token layout and
@@ -99,6 +101,7 @@ class TokenGenerator(nn.Module, ABC):
 
     name: ClassVar[str] = ""
     default_steps: ClassVar[Optional[int]] = None
+    samples_prefixes: ClassVar[bool] = False
     vocab_size: int
     seq_len: int
     num_classes: int

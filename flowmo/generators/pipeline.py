@@ -152,9 +152,10 @@ def check_tokenizer(generator: TokenGenerator, tokenizer: Any, layout: Optional[
 
 
 def sequences_to_code(tokenizer: Any, layout: TokenLayout, sequences: Tensor) -> Tensor:
-    """Generator sequences int64 (N, L) -> the tokenizer's quantized code (N, T, C) in its dtype,
-    on its device: :meth:`TokenLayout.from_sequence`, then ``tokens_to_code`` (``"token"``
-    layout) or ``quantizer.group_indices_to_codes`` (``"group"``). Errors as those raise."""
+    """Generator sequences int64 (N, L) -> the tokenizer's quantized code (N, k, C) in its dtype,
+    on its device, k = ``layout.tokens`` (T, or fewer for a layout of prefixes):
+    :meth:`TokenLayout.from_sequence`, then ``tokens_to_code`` (``"token"`` layout) or
+    ``quantizer.group_indices_to_codes`` (``"group"``). Errors as those raise."""
     indices = layout.from_sequence(sequences, "sequences").to(tokenizer.device)
     if layout.kind == "group":
         return tokenizer.quantizer.group_indices_to_codes(indices).to(tokenizer.dtype)
@@ -190,6 +191,7 @@ def generate_images(generator: TokenGenerator, tokenizer: Any, labels: Union[Seq
                     cfg_scale: float = 1.0, top_k: Optional[int] = None, seed: int = 0,
                     rng: Optional[torch.Generator] = None, batch_size: int = 16, sampler: Any = None,
                     layout: Optional[TokenLayout] = None, image_ids: Optional[Sequence[int]] = None,
+                    num_tokens: Optional[int] = None,
                     progress: Optional[Callable[[int], None]] = None) -> GeneratedImages:
     """Sample token sequences with ``generator`` and decode them to images with ``tokenizer``.
 
@@ -210,6 +212,11 @@ def generate_images(generator: TokenGenerator, tokenizer: Any, labels: Union[Seq
         sampler: the tokenizer's sampler, as ``FlowMo.decode`` takes it (None: its spec's).
         layout: the token layout (default: the generator's recorded one).
         image_ids: the ids of the images for the decoding noise (default 0 .. N-1).
+        num_tokens: generate only the first k latent tokens of each image (an int in [1, the
+            layout's tokens]; an autoregressive generator stops early) and decode them with the
+            rest absent (``FlowMo.decode(num_tokens=k)``: ordered tokens, nested dropout).
+            A layout of prefixes (a generator trained on ``tokenize --num-tokens`` tokens)
+            decodes the same way without it.
         progress: called with the number of images finished after each batch.
 
     Returns:
@@ -217,7 +224,9 @@ def generate_images(generator: TokenGenerator, tokenizer: Any, labels: Union[Seq
 
     Raises:
         ValueError: a tokenizer other than the generator's (the reason: fingerprint or layout;
-            :func:`check_tokenizer`), bad labels / counts / settings (naming the argument).
+            :func:`check_tokenizer`), bad labels / counts / settings (naming the argument);
+            ``num_tokens`` below the layout's tokens for a generator that samples every position
+            at once (MaskGiT: train it on a token set of prefixes instead).
         TypeError: arguments of the wrong type.
     """
     if not isinstance(generator, TokenGenerator):
@@ -225,6 +234,15 @@ def generate_images(generator: TokenGenerator, tokenizer: Any, labels: Union[Seq
     if not isinstance(tokenizer, torch.nn.Module) or not hasattr(type(tokenizer), "decode"):
         raise TypeError(f"tokenizer must be a flowmo.FlowMo model, got {type(tokenizer).__name__}")
     layout = check_tokenizer(generator, tokenizer, layout)
+    early: dict[str, int] = {}
+    if num_tokens is not None:
+        layout = layout.prefix(num_tokens)
+        if layout.seq_len < generator.seq_len:
+            if not generator.samples_prefixes:
+                raise ValueError(f"num_tokens ({num_tokens}) below the {generator.seq_len // layout.groups} tokens a "
+                                 f"{generator.name} generator models: it samples every position at once; train it "
+                                 "on a token set of prefixes (flowmo tokenize --classes --num-tokens K) instead")
+            early = {"length": layout.seq_len}
     seed = check_int(seed, "seed", minimum=0, maximum=2**63 - 1)  # torch.Generator.manual_seed's range
     batch_size = check_int(batch_size, "batch_size")
     if (labels is None) == (num_images is None):
@@ -257,12 +275,16 @@ def generate_images(generator: TokenGenerator, tokenizer: Any, labels: Union[Seq
             lab = label_t[a:b].to(generator.device)
             out = generator.generate(None if labels is None else lab, batch_size=b - a if labels is None else None,
                                      steps=steps, temperature=temperature, cfg_scale=cfg_scale, top_k=top_k,
-                                     generator=rng)
+                                     generator=rng, **early)
             passes += out.forward_passes
             nfe, made_steps = out.nfe, out.steps
             code = sequences_to_code(tokenizer, layout, out.tokens)
+            kept = code.shape[1]
+            if kept < tokenizer.spec.code_length:  # a prefix: the rest absent
+                code = torch.cat((code, code.new_zeros(code.shape[0], tokenizer.spec.code_length - kept, code.shape[2])), 1)
             noise = image_noise(seed, ids[a:b], (3, size, size), device=tokenizer.device, dtype=tokenizer.dtype)
-            decoded = tokenizer.decode(code, noise=noise, sampler=sampler)
+            decoded = tokenizer.decode(code, noise=noise, sampler=sampler,
+                                       num_tokens=kept if kept < tokenizer.spec.code_length else None)
             calls = int(decoded.decoder_calls)
             images.append(decoded.images.float().clamp(-1, 1))
             tokens.append(out.tokens)
@@ -271,6 +293,6 @@ def generate_images(generator: TokenGenerator, tokenizer: Any, labels: Union[Seq
     s = size
     return GeneratedImages(
         images=torch.cat(images) if images else torch.empty(0, 3, s, s, device=tokenizer.device),
-        tokens=torch.cat(tokens) if tokens else torch.empty(0, generator.seq_len, dtype=torch.long,
+        tokens=torch.cat(tokens) if tokens else torch.empty(0, layout.seq_len, dtype=torch.long,
                                                             device=generator.device),
         labels=label_t, forward_passes=passes, nfe=nfe, steps=made_steps, decoder_calls=calls)

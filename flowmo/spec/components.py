@@ -71,6 +71,10 @@ class MMDiTSpec(BackboneSpec):
                                    description=f"t is multiplied by this before the sinusoidal embedding (in (0, "
                                                f"{MAX_TIME_FACTOR:g}])")
     gradient_checkpointing: SpecBool = Field(False, description="recompute each block in backward (saves memory)")
+    latent_attention: Literal["full", "causal"] = Field(
+        "full", description="'full': every token attends to every token (the release); 'causal': latent token i "
+                            "attends to the image tokens and latent tokens 0..i, image tokens to image tokens only, so "
+                            "no latent token depends on a later one (an ordered encoder, for nested dropout)")
 
     @property
     def head_dim(self) -> int:

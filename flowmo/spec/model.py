@@ -142,6 +142,9 @@ class FlowMoSpec(SpecModel):
         if self.nested_dropout is not None and self.nested_dropout.min_tokens > self.code_length:
             raise ValueError(f"nested_dropout.min_tokens ({self.nested_dropout.min_tokens}) must be at most "
                              f"code_length ({self.code_length})")
+        if getattr(self.decoder, "latent_attention", "full") == "causal":
+            raise ValueError("decoder.latent_attention must be 'full': under 'causal' the image tokens never attend to "
+                             "the latent tokens, so the decoder would ignore the code (the option orders an encoder)")
         return self
 
     # -- conveniences
@@ -227,6 +230,8 @@ class FlowMoSpec(SpecModel):
                                                   "encoder", "decoder", "quantizer"})
         for k in ("encoder", "decoder"):
             d[k].pop("gradient_checkpointing", None)
+            if d[k].get("latent_attention") == "full":  # the default: absent, as before the field existed
+                del d[k]["latent_attention"]
         return d
 
     def fingerprint(self) -> str:
