@@ -100,3 +100,21 @@ def test_every_bottleneck_variant_is_a_valid_config_of_its_dataset():
             cfg = load_config(str(ROOT / "configs" / config), [*bottlenecks.QUIET, *overrides, "train.data.folder=x"])
             assert cfg.model.quantizer.name == name.split("_")[0], (config, name)
         assert set(variants) == set(bottlenecks.DEMO)
+
+
+def test_every_nested_variant_is_a_valid_config_of_each_dataset():
+    """benchmarks/nested.py: each variant's overrides validate on both datasets' configs, and
+    name what they say (fixed_k: k tokens; nested*: nested dropout, causal only where named)."""
+    from benchmarks import nested
+    from flowmo.train.config.reading import load_config
+
+    for config in nested.CONFIGS.values():
+        for name, (_, overrides) in nested.VARIANTS.items():
+            cfg = load_config(str(ROOT / "configs" / config), [*nested.QUIET, *overrides, "train.data.folder=x"])
+            model = cfg.model
+            if name.startswith("fixed_"):
+                assert model.code_length == int(name.split("_")[1]) and model.nested_dropout is None
+            else:
+                assert model.code_length == 16 and model.nested_dropout is not None
+                assert (model.encoder.latent_attention == "causal") == ("causal" in name)
+                assert model.nested_dropout.full_probability == (0.0 if name == "nested" else 0.5)

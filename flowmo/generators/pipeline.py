@@ -156,10 +156,10 @@ def sequences_to_code(tokenizer: Any, layout: TokenLayout, sequences: Tensor) ->
     on its device, k = ``layout.tokens`` (T, or fewer for a layout of prefixes):
     :meth:`TokenLayout.from_sequence`, then ``tokens_to_code`` (``"token"`` layout) or
     ``quantizer.group_indices_to_codes`` (``"group"``). Errors as those raise."""
-    indices = layout.from_sequence(sequences, "sequences").to(tokenizer.device)
+    indices = layout.from_sequence(sequences, "sequences").to(tokenizer.device)  # its values checked there
     if layout.kind == "group":
         return tokenizer.quantizer.group_indices_to_codes(indices).to(tokenizer.dtype)
-    return tokenizer.tokens_to_code(indices)
+    return tokenizer.quantizer.indices_to_codes(indices).to(tokenizer.dtype)  # a prefix too (any tokenizer)
 
 
 # ----------------------------------------------------------------------------- generation
