@@ -416,3 +416,56 @@ def test_a_causal_encoder_compiles_without_a_graph_break_and_checks_its_mask():
         block(img, txt, None, freqs, torch.ones(5, 5, dtype=torch.bool))
     with pytest.raises(ValueError, match="of torch.float32"):
         block(img, txt, None, freqs, torch.ones(6, 6))
+
+
+# ----------------------------------------------------------------------------- evaluation at a rate
+def test_evaluate_model_and_flowmo_eval_decode_the_first_k_tokens(model, tmp_path, capsys):
+    import csv
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from flowmo import cli
+    from flowmo.cli.io import load_image
+    from flowmo.metrics.pixel import psnr
+    from flowmo.metrics.run import evaluate_model
+    from flowmo.samplers.noise import image_noise
+
+    kw = dict(lpips=(), fid=False, progress=False, sampler={"steps": 2}, seed=3)
+    x = _images(3)
+    four = evaluate_model(model, x, num_tokens=4, **kw)
+    y = model.detokenize(model.tokenize(x), num_tokens=4, noise=image_noise(3, [0, 1, 2], (3, 32, 32)),
+                         sampler={"steps": 2}).clamp(-1, 1)
+    assert four["psnr"] == pytest.approx(psnr(x, y).mean().item(), abs=1e-6)
+    full = evaluate_model(model, x, **kw)
+    assert four["bits_per_pixel"] == pytest.approx(full["bits_per_pixel"] / 4)
+    assert evaluate_model(model, x, num_tokens=16, **kw)["psnr"] == full["psnr"]
+    for bad in (0, 17, 2.0, True):
+        with pytest.raises(ValueError, match=r"num_tokens must be an int in \[1, 16\]"):
+            evaluate_model(model, x, num_tokens=bad, **kw)
+    with pytest.raises(ValueError, match="num_tokens needs a FlowMo with tokens"):
+        evaluate_model(flowmo.build(flowmo.flowmo_tiny().replace(quantizer={"name": "kl"})), x, num_tokens=2, **kw)
+
+    folder = model.save_pretrained(tmp_path / "m")
+    (tmp_path / "in").mkdir()
+    for i in range(3):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "in" / f"{i}.png")
+    run = lambda *argv: cli.main([str(a) for a in argv])
+    base = ["eval", "--model", folder, "--data", tmp_path / "in", "--lpips", "none", "--no-fid", "--steps", 2,
+            "--seed", 3, "--quiet"]
+    assert run(*base, "--num-tokens", 2, "--output", tmp_path / "ev") == 0
+    record = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert record["protocol"]["num_tokens"] == 2
+    assert record["metrics"]["bits_per_pixel"] == pytest.approx(model.spec.bits_per_pixel * 2 / 16)
+    for row in csv.DictReader(open(tmp_path / "ev" / "per_image.csv")):
+        i = int(row["id"])
+        img = load_image(tmp_path / "in" / row["image"], 32)[None]
+        rec = model.detokenize(model.tokenize(img), num_tokens=2, noise=image_noise(3, [i], (3, 32, 32)),
+                               sampler={"steps": 2}).clamp(-1, 1)
+        assert float(row["psnr"]) == pytest.approx(psnr(img, rec).item(), abs=1e-5)
+    capsys.readouterr()
+    assert run(*base, "--num-tokens", 17, "--output", tmp_path / "ev2") == 2
+    assert "--num-tokens (17) must be at most the tokens per image (16)" in capsys.readouterr().err
+    assert run(*base, "--num-tokens", 2, "--tiled", "--output", tmp_path / "ev3") == 2
+    assert "not with --tiled" in capsys.readouterr().err

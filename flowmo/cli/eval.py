@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from .command import add_subcommand
-from .options import add_common_arguments, add_sampler_arguments
+from .options import add_common_arguments, add_num_tokens_argument, add_sampler_arguments
 
 __all__ = ["NAME", "add_parser", "run", "main", "load_model", "sampler_from_args"]
 
@@ -66,6 +66,7 @@ def add_parser(sub: Optional[Any] = None) -> argparse.ArgumentParser:
                    help="with --tiled: pixels shared by neighbouring tiles, at least (default image size / 4)")
     p.add_argument("--tile-batch", type=int, default=None, metavar="N",
                    help="with --tiled: at most N tiles per decoder call (default: all of an image's tiles at once)")
+    add_num_tokens_argument(p, "decode from")
     p.add_argument("--examples", type=int, default=8, metavar="K",
                    help="best and worst K in best_worst.png (default 8)")
     p.add_argument("--rank-by", choices=("auto", "lpips_vgg", "lpips_alex", "psnr", "ssim"), default="auto",
@@ -263,6 +264,8 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--overlap", args.overlap), ("--tile-batch", args.tile_batch)):
         if value is not None and not args.tiled:
             raise ValueError(f"{flag} applies only with --tiled")
+    if args.num_tokens is not None and args.tiled:
+        raise ValueError("--num-tokens decodes a prefix of whole images' tokens: not with --tiled")
     if args.tile_batch is not None and args.tile_batch < 1:
         raise ValueError(f"--tile-batch must be a positive number of tiles, got {args.tile_batch}")
     if args.tiled and (data_arg == "builtin" or is_shard_pattern(data_arg) or args.protocol == "release"):
@@ -271,6 +274,13 @@ def run(args: argparse.Namespace) -> int:
     model, model_info = load_model(args.model, raw=args.raw)
     sampler = sampler_from_args(model, args)
     size = model.spec.image_size
+    if args.num_tokens is not None:
+        if not model.quantizer.discrete:
+            raise ValueError(f"--num-tokens: the model's bottleneck {model.spec.quantizer.name!r} is continuous: it has "
+                             "no tokens to keep a prefix of")
+        if args.num_tokens > model.spec.code_length:
+            raise ValueError(f"--num-tokens ({args.num_tokens}) must be at most the tokens per image "
+                             f"({model.spec.code_length})")
     if args.overlap is not None and not 0 <= args.overlap < size:
         raise ValueError(f"--overlap must be in [0, {size - 1}] (below the model's image size), got {args.overlap}")
 
@@ -303,7 +313,7 @@ def run(args: argparse.Namespace) -> int:
                                  batch_size=args.batch_size, autocast_dtype=autocast,
                                  progress=not args.quiet and sys.stderr.isatty(),
                                  total=len(local_ids), tiled=args.tiled, overlap=args.overlap,
-                                 tile_batch=args.tile_batch)
+                                 tile_batch=args.tile_batch, num_tokens=args.num_tokens)
         per_image = evaluator.per_image()
         examples = evaluator.examples()
         if world > 1:
@@ -342,6 +352,7 @@ def run(args: argparse.Namespace) -> int:
             "tiled": {"overlap": size // 4 if args.overlap is None else args.overlap,
                       "decode": "joint (FlowMo.reconstruct_tiled)"} if args.tiled else None,
             "seed": args.seed,
+            "num_tokens": args.num_tokens,
             "noise": f"image i decodes from torch.randn({'3, H, W (its size)' if args.tiled else '3, S, S'}) of a CPU torch.Generator seeded from "
                      "numpy SeedSequence([seed, i]) (flowmo.metrics.image_noise)",
             "weights": evaluator.weight_files(hashes=True),

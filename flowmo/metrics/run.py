@@ -64,6 +64,7 @@ def evaluate_model(
     tiled: bool = False,
     overlap: Optional[int] = None,
     tile_batch: Optional[int] = None,
+    num_tokens: Optional[int] = None,
     **evaluator_kwargs: Any,
 ) -> dict:
     """Reconstruct every image of ``data`` with ``model`` and return ``evaluator.compute()``.
@@ -99,6 +100,11 @@ def evaluate_model(
     batch (e.g. one image per batch); neither the codebook usage nor ``bits_per_pixel`` is
     reported (the tokens per image depend on each image's size and the overlap).
 
+    ``num_tokens`` (a FlowMo with tokens, not tiled; an int in [1, T]): each image is decoded
+    from its first k tokens, the rest absent (``FlowMo.decode(num_tokens=k)``: ordered tokens,
+    ``spec.nested_dropout``); the codebook usage counts those k, and bits per pixel are k / T
+    of the model's.
+
     ``protocol`` (``"standard"`` or ``"release"``, see :class:`Evaluator`) is passed to the
     evaluator that is built (default ``"standard"``); with an ``evaluator`` it must equal
     ``evaluator.protocol`` (or be None), else ``ValueError``.
@@ -125,8 +131,15 @@ def evaluate_model(
         raise ValueError(f"tiled=True needs a FlowMo model, got {type(model).__name__}")
     if not tiled and (overlap is not None or tile_batch is not None):
         raise ValueError("overlap and tile_batch apply only with tiled=True")
+    if num_tokens is not None:
+        if not discrete or tiled:
+            raise ValueError("num_tokens needs a FlowMo with tokens (a discrete bottleneck) and tiled=False")
+        t = model.spec.code_length
+        if isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or not 1 <= num_tokens <= t:
+            raise ValueError(f"num_tokens must be an int in [1, {t}] (the model's code_length), got {num_tokens!r}")
     if discrete and evaluator.bits_per_pixel is None and not tiled:
-        evaluator.bits_per_pixel = float(model.spec.bits_per_pixel)
+        kept = model.spec.code_length if num_tokens is None else num_tokens
+        evaluator.bits_per_pixel = float(model.spec.bits_per_pixel) * kept / model.spec.code_length
     group_fn = model.quantizer.codes_to_group_indices if discrete and model.quantizer.has_groups else None
     world, rank = evaluator._world()
     amp = (torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype is not None
@@ -176,7 +189,7 @@ def evaluate_model(
                     elif is_flowmo:
                         q = model.quantize(model.encode(x), losses=False)
                         noise = image_noise(seed, ids_arr.tolist(), x.shape[1:], device=device, dtype=q.values.dtype)
-                        out = model.decode(q.values, noise=noise, sampler=sampler)
+                        out = model.decode(q.values, noise=noise, sampler=sampler, num_tokens=num_tokens)
                         # the model's own [-1, 1] output: clamped here (as a clipping sampler does), so
                         # an unclipped sampler's overshoot never trips the metrics' value range check
                         recon, calls = out.images.clamp(-1.0, 1.0), out.decoder_calls
@@ -195,6 +208,7 @@ def evaluate_model(
                         tokens, codebook = group_fn(q.values.float()), int(model.quantizer.group_codebook_size)
                     else:
                         tokens, codebook = q.indices, int(model.quantizer.codebook_size)
+                    tokens = tokens if num_tokens is None else tokens[:, :num_tokens]  # the tokens decoded
 
                 elif tokens_fn is not None:
                     tokens = tokens_fn(x)
