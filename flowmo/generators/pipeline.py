@@ -154,8 +154,9 @@ def check_tokenizer(generator: TokenGenerator, tokenizer: Any, layout: Optional[
 def sequences_to_code(tokenizer: Any, layout: TokenLayout, sequences: Tensor) -> Tensor:
     """Generator sequences int64 (N, L) -> the tokenizer's quantized code (N, k, C) in its dtype,
     on its device, k = ``layout.tokens`` (T, or fewer for a layout of prefixes):
-    :meth:`TokenLayout.from_sequence`, then ``tokens_to_code`` (``"token"`` layout) or
-    ``quantizer.group_indices_to_codes`` (``"group"``). Errors as those raise."""
+    :meth:`TokenLayout.from_sequence` (which checks the values), then the quantizer's
+    ``indices_to_codes`` (``"token"`` layout) or ``group_indices_to_codes`` (``"group"``). Errors
+    as those raise."""
     indices = layout.from_sequence(sequences, "sequences").to(tokenizer.device)  # its values checked there
     if layout.kind == "group":
         return tokenizer.quantizer.group_indices_to_codes(indices).to(tokenizer.dtype)
