@@ -379,19 +379,22 @@ class FlowMo(nn.Module):
         return out
 
     def tokens_to_code(self, tokens: Tensor) -> Tensor:
-        """Tokens (B, T) -> quantized code (B, T, C) in the model's dtype. One host sync (the
+        """Tokens (B, T) -> quantized code (B, T, C) in the model's dtype; a model trained with
+        nested dropout also takes a prefix (B, k), k < T -> (B, k, C). One host sync (the
         tokens' range) for the built-in quantizers. ValueError for a continuous bottleneck (no
         tokens)."""
         self._require_tokens("tokens_to_code")
         checks = ValueChecks()
-        code = self._tokens_to_code(tokens, checks)
+        prefix = (self.spec.nested_dropout is not None and isinstance(tokens, Tensor) and tokens.ndim == 2
+                  and 1 <= tokens.shape[1] < self.spec.code_length)
+        code = self._tokens_to_code(tokens, checks, (None, tokens.shape[1]) if prefix else None)
         checks.read()
         return code
 
-    def _tokens_to_code(self, tokens: Tensor, checks: ValueChecks) -> Tensor:
+    def _tokens_to_code(self, tokens: Tensor, checks: ValueChecks, shape: Optional[tuple] = None) -> Tensor:
         """:meth:`tokens_to_code` with the range check added to ``checks`` where the quantizer
         can defer it (:meth:`Quantizer.indices_to_codes_deferred`)."""
-        self._check_tokens(tokens)
+        self._check_tokens(tokens, shape)
         return self.quantizer.indices_to_codes_deferred(tokens, checks, "tokens (indices)").to(self.dtype)
 
     # ------------------------------------------------------------------ decoder
@@ -489,10 +492,10 @@ class FlowMo(nn.Module):
         Prefixes (ordered tokens, a model trained with ``spec.nested_dropout``): ``num_tokens``
         k (an int, or a (B,) integer tensor, each in [1, T]) conditions the decoder on each
         image's first k tokens only, the others absent (:meth:`conditioning`; their values do
-        not matter); for such a model a code of fewer than T tokens, (B, k, C), is such a prefix.
-        A model trained without nested dropout takes ``num_tokens`` too (an experiment: its
-        tokens have no order, so a prefix of them is not a coarse version of the image), but a
-        shorter code is refused there as a shape error.
+        not matter); for such a model a code of fewer than T tokens, (B, k, C), is such a prefix
+        (``num_tokens`` then at most k). A model trained without nested dropout takes
+        ``num_tokens`` too (an experiment: its tokens have no order, so a prefix of them is not a
+        coarse version of the image), but refuses a shorter code, saying so.
 
         Args:
             code: the quantized code (B, T, C), a floating-point tensor on the model's device
@@ -540,17 +543,29 @@ class FlowMo(nn.Module):
         return self._decode(code, ValueChecks(), noise=noise, generator=generator, sampler=sampler,
                             return_intermediates=return_intermediates, enable_grad=enable_grad, num_tokens=num_tokens)
 
-    def _prefix(self, x: Any, name: str, num_tokens: Any) -> tuple[Any, Any]:
-        """A prefix of k < T tokens (a tensor with k on axis 1) padded with zeros to T, and k as
-        ``num_tokens`` (ValueError when both disagree); anything else as it is."""
+    def _prefix(self, x: Any, name: str, num_tokens: Any, tail: tuple[int, ...], checks: ValueChecks
+                ) -> tuple[Any, Any]:
+        """A prefix of k < T tokens (a tensor (B, k, *tail)) padded with zeros to T, and
+        ``num_tokens`` (default k; at most k: an int checked now, a tensor's values added to
+        ``checks``); anything else as it is (the shape check names it)."""
         t = self.spec.code_length
-        if self.spec.nested_dropout is None or not isinstance(x, Tensor) or x.ndim < 2 or not 1 <= x.shape[1] < t:
-            return x, num_tokens  # only a nested model takes a shorter tensor as a prefix (else: a shape error)
+        if (not isinstance(x, Tensor) or x.ndim != 2 + len(tail) or tuple(x.shape[2:]) != tail
+                or not 1 <= x.shape[1] < t):
+            return x, num_tokens
         k = x.shape[1]
-        if num_tokens is not None and not (isinstance(num_tokens, int) and num_tokens == k):
-            raise ValueError(f"{name} is a prefix of {k} tokens: leave num_tokens None (or {k}), got {describe(num_tokens)}")
+        if self.spec.nested_dropout is None:
+            raise ValueError(f"{name} holds {k} tokens per image, not the model's {t}: only a model trained with nested "
+                             f"dropout (spec.nested_dropout) takes a prefix; to try one on this model anyway, pad it "
+                             f"to {t} tokens and pass num_tokens={k} (its tokens have no order)")
+        if num_tokens is None:
+            num_tokens = k
+        elif isinstance(num_tokens, int) and not isinstance(num_tokens, bool) and num_tokens > k:
+            raise ValueError(f"num_tokens must be at most {k}: {name} is a prefix of {k} tokens, got {num_tokens}")
+        elif isinstance(num_tokens, Tensor):
+            checks.add(num_tokens <= k, lambda: ValueError(f"num_tokens must lie in [1, {k}]: {name} is a prefix of "
+                                                           f"{k} tokens"))
         pad = x.new_zeros(x.shape[0], t - k, *x.shape[2:])
-        return torch.cat((x, pad), dim=1), k
+        return torch.cat((x, pad), dim=1), num_tokens
 
     def _decode(self, code: Tensor, checks: ValueChecks, *, noise: Optional[Tensor] = None,
                 generator: Optional[torch.Generator] = None, sampler: Union[SamplerSpec, dict, str, None] = None,
@@ -558,7 +573,7 @@ class FlowMo(nn.Module):
                 num_tokens: Union[int, Tensor, None] = None) -> SampleOutput:
         """:meth:`decode`, its value checks added to ``checks`` (a caller's pending ones, read
         first) and read once by the sampler."""
-        code, num_tokens = self._prefix(code, "code", num_tokens)
+        code, num_tokens = self._prefix(code, "code", num_tokens, (self.spec.code_channels,), checks)
         code = self._check_float(code, "code", (None, self.spec.code_length, self.spec.code_channels), checks=checks)
         self._check_generator(generator)
         code = self._cast(code, "code", self.dtype, checks=checks)
@@ -587,7 +602,7 @@ class FlowMo(nn.Module):
         ValueError for a continuous bottleneck (no tokens)."""
         self._require_tokens("detokenize")
         checks = ValueChecks()
-        tokens, kw["num_tokens"] = self._prefix(tokens, "tokens", kw.get("num_tokens"))
+        tokens, kw["num_tokens"] = self._prefix(tokens, "tokens", kw.get("num_tokens"), (), checks)
         return self._decode(self._tokens_to_code(tokens, checks), checks, **kw).images
 
     def reconstruct(self, images: Tensor, **kw: Any) -> Tensor:

@@ -116,7 +116,8 @@ def test_the_loss_conditions_on_the_kept_prefix(model):
     (lambda m: m.detokenize(torch.zeros(1, 16, dtype=torch.int64), num_tokens=1.5), TypeError, "num_tokens must be an int"),
     (lambda m: m.detokenize(torch.zeros(1, 16, dtype=torch.int64), num_tokens=torch.tensor([0])), ValueError,
      r"num_tokens must lie in \[1, 16\]"),
-    (lambda m: m.detokenize(torch.zeros(1, 4, dtype=torch.int64), num_tokens=8), ValueError, "tokens is a prefix of 4"),
+    (lambda m: m.detokenize(torch.zeros(1, 4, dtype=torch.int64), num_tokens=8), ValueError,
+     "num_tokens must be at most 4: tokens is a prefix of 4"),
     (lambda m: m.loss(_images(), num_tokens=torch.tensor([1, 17])), ValueError, r"num_tokens must lie in \[1, 16\]"),
     (lambda m: flowmo.build(flowmo.flowmo_tiny()).loss(_images(), num_tokens=torch.tensor([1, 2])), ValueError,
      "num_tokens is for a model with spec.nested_dropout"),
@@ -145,6 +146,7 @@ def test_a_nested_model_saves_loads_and_trains(tmp_path):
     path = model.save_pretrained(tmp_path / "m")
     loaded = flowmo.FlowMo.from_pretrained(path)
     assert loaded.spec.nested_dropout == model.spec.nested_dropout
+    assert "ordered tokens (trained with nested dropout" in (path / "README.md").read_text()
     x, noise = _images(), torch.randn(2, 3, 32, 32)
     tokens = model.tokenize(x)
     assert torch.equal(loaded.detokenize(tokens[:, :2], noise=noise), model.detokenize(tokens[:, :2], noise=noise))
@@ -190,10 +192,35 @@ def test_a_model_without_nested_dropout_refuses_short_tokens_but_takes_num_token
     torch.manual_seed(0)
     plain = flowmo.build(flowmo.flowmo_tiny()).eval()
     tokens = plain.tokenize(_images())
+    with pytest.raises(ValueError, match="tokens holds 4 tokens per image, not the model's 16: only a model trained "
+                                         "with nested dropout"):
+        plain.detokenize(tokens[:, :4])  # refused, not a silent prefix
+    with pytest.raises(ValueError, match="code holds 4 tokens per image"):
+        plain.decode(plain.tokens_to_code(tokens)[:, :4])
     with pytest.raises(ValueError, match=r"tokens must have shape \(batch, 16\)"):
-        plain.detokenize(tokens[:, :4])  # a shape error, not a silent prefix
+        plain.tokens_to_code(tokens[:, :4])
     noise = torch.randn(2, 3, 32, 32)
     assert plain.detokenize(tokens, num_tokens=4, noise=noise).shape == (2, 3, 32, 32)  # deliberate: allowed
+
+
+def test_a_prefix_takes_a_smaller_num_tokens_and_shape_errors_name_the_shape_given(model):
+    x, noise = _images(), torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    tokens = model.tokenize(x)
+    kw = {"noise": noise, "sampler": {"steps": 1}}
+    two = model.detokenize(tokens, num_tokens=2, **kw)
+    assert torch.equal(model.detokenize(tokens[:, :4], num_tokens=2, **kw), two)
+    mixed = model.detokenize(tokens[:, :4], num_tokens=torch.tensor([2, 4]), **kw)
+    assert torch.equal(mixed[0], two[0]) and torch.equal(mixed[1], model.detokenize(tokens[:, :4], **kw)[1])
+    assert torch.equal(model.tokens_to_code(tokens[:, :4]), model.tokens_to_code(tokens)[:, :4])  # a nested model
+    with pytest.raises(ValueError, match=r"num_tokens must be at most 4: tokens is a prefix of 4 tokens, got 5"):
+        model.detokenize(tokens[:, :4], num_tokens=5)
+    with pytest.raises(ValueError, match=r"num_tokens must lie in \[1, 4\]: tokens is a prefix of 4 tokens"):
+        model.detokenize(tokens[:, :4], num_tokens=torch.tensor([2, 5]))
+    code = model.tokens_to_code(tokens)
+    with pytest.raises(ValueError, match=r"got \(2, 4, 5\)"):
+        model.decode(code[:, :4, :5])
+    with pytest.raises(ValueError, match=r"got \(2, 4, 2\)"):
+        model.detokenize(torch.zeros(2, 4, 2, dtype=torch.int64))
 
 
 def test_the_draws_make_no_host_sync_and_uniform_covers_min_to_t():
@@ -310,7 +337,7 @@ def test_generate_images_decodes_the_first_k_tokens_with_the_rest_absent():
     assert torch.equal(generate_images(ar, m, [0, 1], num_tokens=16, **kw).images, whole.images)
     mg = MaskGiT(vocab_size=layout.vocab_size, seq_len=layout.seq_len, num_classes=2, width=32, depth=1, heads=2)
     mg.metadata = meta
-    with pytest.raises(ValueError, match="samples every position at once; train it on a token set of prefixes"):
+    with pytest.raises(ValueError, match="samples all at once: it cannot stop early"):
         generate_images(mg, m, [0], num_tokens=4)
     with pytest.raises(ValueError, match=r"num_tokens must be in \[1, 16\]"):
         generate_images(ar, m, [0], num_tokens=17)
@@ -357,7 +384,10 @@ def test_a_token_set_of_prefixes_trains_a_generator_that_generates_and_decodes_t
         assert np.array_equal(png, ((expected[i] + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy())
     assert run("generate", "--generator", tmp_path / "gen", "--tokenizer", folder, "--classes", "a", "--per-class", 1,
                "--decoder-steps", 2, "--num-tokens", 2, "--out", tmp_path / "g2", "-q") == 0
-    assert json.loads((tmp_path / "g2" / "generate.json").read_text())["settings"]["num_tokens"] == 2
+    settings = json.loads((tmp_path / "g2" / "generate.json").read_text())["settings"]
+    assert (settings["num_tokens"], settings["tokens_per_image"], settings["tokenizer_tokens"]) == (2, 2, 16)
+    settings = json.loads((tmp_path / "g1" / "generate.json").read_text())["settings"]
+    assert (settings["num_tokens"], settings["tokens_per_image"]) == (None, 4)  # a generator of prefixes
     capsys.readouterr()
     assert run("generate", "--generator", tmp_path / "gen", "--tokenizer", folder, "--classes", "a", "--per-class", 1,
                "--num-tokens", 5, "--out", tmp_path / "g3", "-q") == 2
@@ -469,3 +499,30 @@ def test_evaluate_model_and_flowmo_eval_decode_the_first_k_tokens(model, tmp_pat
     assert "--num-tokens (17) must be at most the tokens per image (16)" in capsys.readouterr().err
     assert run(*base, "--num-tokens", 2, "--tiled", "--output", tmp_path / "ev3") == 2
     assert "not with --tiled" in capsys.readouterr().err
+
+
+def test_the_cli_decodes_an_unordered_models_prefix_file_with_a_note(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from flowmo import cli
+    from flowmo.samplers.noise import image_noise
+
+    torch.manual_seed(0)
+    plain = flowmo.build(flowmo.flowmo_tiny()).eval()
+    folder = plain.save_pretrained(tmp_path / "m")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "0.png")
+    run = lambda *argv: cli.main([str(a) for a in argv])
+    capsys.readouterr()
+    assert run("tokenize", "--model", folder, "--input", tmp_path / "0.png", "--output", tmp_path / "t.safetensors",
+               "--num-tokens", 4) == 0
+    assert "trained without nested dropout" in capsys.readouterr().err
+    assert run("detokenize", "--model", folder, "--tokens", tmp_path / "t.safetensors", "--output", tmp_path / "d",
+               "--steps", 1) == 0
+    assert "4 of its 16 tokens decode poorly" in capsys.readouterr().err
+    from flowmo.cli.io import load_image
+
+    x = load_image(tmp_path / "0.png", 32)[None]
+    y = plain.detokenize(plain.tokenize(x), num_tokens=4, noise=image_noise(0, [0], (3, 32, 32)), sampler={"steps": 1})
+    png = np.asarray(Image.open(tmp_path / "d" / "0.png"))
+    assert np.array_equal(png, ((y[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy())

@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     t = model.spec.code_length
     if tf.tokens.shape[1] > t:
         raise CLIError(f"tokens have {tf.tokens.shape[1]} per image but the model has {t}")
-    check_num_tokens(args, model, tf.tokens.shape[1])  # a file of prefixes (tokenize --num-tokens) holds fewer
+    check_num_tokens(args, model, ctx, tf.tokens.shape[1])  # a file of prefixes (tokenize --num-tokens) holds fewer
     if tf.tiles is not None and (args.num_tokens is not None or tf.tokens.shape[1] < t):
         raise CLIError("prefixes of tokens apply to whole images, not to a tiled token file")
     kept = args.num_tokens or tf.tokens.shape[1]
@@ -104,8 +104,10 @@ def run(args: argparse.Namespace) -> int:
                 code = model.quantizer.group_indices_to_codes(tok).to(model.dtype)
             else:
                 code = model.tokens_to_code(torch.cat([tok, tok.new_zeros(b - a, t - kept)], 1))[:, :kept]
+            if kept < t:  # a prefix, padded: the rest absent (any model; nested dropout orders them)
+                code = torch.cat([code, code.new_zeros(b - a, t - kept, code.shape[2])], 1)
             noise = image_noise(args.seed, range(a, b), (3, size, size), device=device, dtype=model.dtype)
-            y = model.decode(code, noise=noise, sampler=sampler).images
+            y = model.decode(code, noise=noise, sampler=sampler, num_tokens=kept if kept < t else None).images
             for img, name in zip(y, names[a:b]):
                 save_image(img, out / name)
             bar.update(b - a)

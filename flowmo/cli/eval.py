@@ -67,8 +67,8 @@ def add_parser(sub: Optional[Any] = None) -> argparse.ArgumentParser:
     p.add_argument("--tile-batch", type=int, default=None, metavar="N",
                    help="with --tiled: at most N tiles per decoder call (default: all of an image's tiles at once)")
     add_num_tokens_argument(p, "decode from")
-    p.add_argument("--examples", type=int, default=8, metavar="K",
-                   help="best and worst K in best_worst.png (default 8)")
+    p.add_argument("--examples", type=int, default=8, metavar="N",
+                   help="best and worst N in best_worst.png (default 8)")
     p.add_argument("--rank-by", choices=("auto", "lpips_vgg", "lpips_alex", "psnr", "ssim"), default="auto",
                    help="metric ordering best_worst.png (auto: LPIPS-VGG, else LPIPS-Alex, else PSNR)")
     p.add_argument("--bf16", action="store_true", help="reconstruct under bfloat16 autocast (metrics stay float32/64)")

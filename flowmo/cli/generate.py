@@ -209,15 +209,15 @@ def run(args: argparse.Namespace) -> int:
     require_tokens(tokenizer, "flowmo generate", "--tokenizer")
     sampler = sampler_from_args(tokenizer.spec.sampler, argparse.Namespace(
         sampler=args.sampler, steps=args.decoder_steps, solver=None, grid=None, cfg_scale=args.decoder_cfg), tokenizer.spec.sampler_presets)
+    modelled = check_tokenizer(generator, tokenizer).tokens  # tokens per image the generator models
     if args.num_tokens is not None:
-        layout = check_tokenizer(generator, tokenizer)
-        if args.num_tokens > layout.tokens:
-            raise CLIError(f"--num-tokens ({args.num_tokens}) must be at most the {layout.tokens} tokens per image the "
+        if args.num_tokens > modelled:
+            raise CLIError(f"--num-tokens ({args.num_tokens}) must be at most the {modelled} tokens per image the "
                            "generator models")
-        if args.num_tokens < layout.tokens and not generator.samples_prefixes:
-            raise CLIError(f"--num-tokens: a {type(generator).name} generator samples every position at once; only an "
-                           "autoregressive one stops early (or train this one on a token set of prefixes: flowmo "
-                           "tokenize --classes --num-tokens K)")
+        if args.num_tokens < modelled and not generator.samples_prefixes:
+            raise CLIError(f"--num-tokens: a {type(generator).name} generator samples all its {modelled} tokens at once "
+                           "and cannot stop early (an autoregressive one can); for fewer, train one on a token set of "
+                           "that many (flowmo tokenize --classes --num-tokens K)")
     n = args.per_class
     labels = None if generator.num_classes == 0 else [i for i, _ in rows for _ in range(n)]
     with ctx.progress(n * len(rows), "generate") as bar:
@@ -248,6 +248,7 @@ def run(args: argparse.Namespace) -> int:
         "per_class": n,
         "settings": {"cfg": args.cfg, "steps": args.steps, "temperature": args.temperature, "top_k": args.top_k,
                      "seed": args.seed, "batch_size": args.batch_size, "num_tokens": args.num_tokens,
+                     "tokens_per_image": args.num_tokens or modelled, "tokenizer_tokens": tokenizer.spec.code_length,
                      "device": str(device),
                      "decoder_sampler": sampler.model_dump(mode="json")},
         "generator_steps": result.steps, "forward_passes": result.forward_passes, "nfe_per_image": result.nfe,

@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     model, device = model_from_args(args)
     size = model.spec.image_size
     check_tiling_arguments(args, size, sizes, files)
-    check_num_tokens(args, model)
+    check_num_tokens(args, model, ctx)
     if args.tiled and args.num_tokens is not None:
         raise CLIError("--num-tokens applies to whole images, not with --tiled")
     sampler = sampler_from_args(model.spec.sampler, args, model.spec.sampler_presets)

@@ -148,7 +148,7 @@ def _tokenize_images(args: argparse.Namespace, ctx: Context) -> int:
 
     model, device = model_from_args(args)
     require_tokens(model, "flowmo tokenize")  # before the inputs: no fixing them for a model without tokens
-    check_num_tokens(args, model)
+    check_num_tokens(args, model, ctx)
     files, sizes = input_images(args.input)
     size = model.spec.image_size
     if args.tiled:
@@ -207,7 +207,7 @@ def _tokenize_shards(args: argparse.Namespace, ctx: Context) -> int:
 
     model, device = model_from_args(args)
     require_tokens(model, "flowmo tokenize")
-    check_num_tokens(args, model)
+    check_num_tokens(args, model, ctx)
     ds = TarShardDataset(list(args.input), model.spec.image_size, train=False)
     read = (lambda a, b: torch.stack([ds[i] for i in range(a, b)]))
     parts: list = []
@@ -247,7 +247,7 @@ def _tokenize_class_folders(args: argparse.Namespace, ctx: Context) -> int:
     classes, items = class_folder_images(root, argument="--input")
     _note_suspicious_classes(root, classes, items, ctx)
     sizes = [check_image_header(p) for p, _ in items]  # every header checked before tokenizing
-    check_num_tokens(args, model)
+    check_num_tokens(args, model, ctx)
     layout = layout_for(model, args.layout or "auto", args.num_tokens)  # --num-tokens: a token set of prefixes
     size = model.spec.image_size
     names = [p.relative_to(root).as_posix() for p, _ in items]

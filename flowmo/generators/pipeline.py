@@ -240,9 +240,10 @@ def generate_images(generator: TokenGenerator, tokenizer: Any, labels: Union[Seq
         layout = layout.prefix(num_tokens)
         if layout.seq_len < generator.seq_len:
             if not generator.samples_prefixes:
-                raise ValueError(f"num_tokens ({num_tokens}) below the {generator.seq_len // layout.groups} tokens a "
-                                 f"{generator.name} generator models: it samples every position at once; train it "
-                                 "on a token set of prefixes (flowmo tokenize --classes --num-tokens K) instead")
+                raise ValueError(f"num_tokens ({num_tokens}) is below the {generator.seq_len // layout.groups} tokens "
+                                 f"a {generator.name} generator samples all at once: it cannot stop early (an "
+                                 "autoregressive one can); for fewer, train one on a token set of that many (flowmo "
+                                 "tokenize --classes --num-tokens K)")
             early = {"length": layout.seq_len}
     seed = check_int(seed, "seed", minimum=0, maximum=2**63 - 1)  # torch.Generator.manual_seed's range
     batch_size = check_int(batch_size, "batch_size")
