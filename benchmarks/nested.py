@@ -42,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # benchmarks.bottlenecks, examples.fashion
 
 from benchmarks.bottlenecks import QUIET, Fashion, train  # noqa: E402
+from examples.fashion.data import FashionMNISTNotFound  # noqa: E402
 
 KS = (1, 2, 4, 8, 16)
 NESTED = "model.nested_dropout={distribution: pow2}"
@@ -140,7 +141,8 @@ def main(argv=None) -> None:
     p.add_argument("--set", action="append", default=[], help="an override for every variant (repeatable)")
     p.add_argument("--keep", type=Path, default=None,
                    help="keep the runs under this folder; a variant whose run there finished is measured again, not "
-                        "retrained (so an interrupted comparison continues)")
+                        "retrained (so an interrupted comparison continues; other --set or --steps need another "
+                        "folder: a finished run is reused as it is)")
     p.add_argument("--data", type=Path, default=None, help="Fashion-MNIST's IDX folder (default: the usual lookup)")
     p.add_argument("--generators", action="store_true",
                    help="(fashion) also the autoregressive generator on fixed_16's and --ordered's tokens")
@@ -153,13 +155,22 @@ def main(argv=None) -> None:
         p.error(f"--steps must be a positive number of steps, got {a.steps}")
     if a.generators and a.dataset != "fashion":
         p.error("--generators measures class accuracy: it needs --dataset fashion")
+    owned = ("model", "model.code_length", "model.nested_dropout", "model.encoder.latent_attention")
+    for o in a.set:
+        key = o.split("=", 1)[0].strip()
+        if any(key == k or key.startswith(k + ".") for k in owned[1:]) or key == owned[0]:
+            p.error(f"--set {o!r}: the variants set the code length, nested dropout and the encoder's attention "
+                    "themselves (and model= would replace the whole model)")
     a.only = list(dict.fromkeys(a.only))
     if a.generators:
         a.only += [v for v in ("fixed_16", a.ordered) if v not in a.only]
     config = CONFIGS[a.dataset]
     overrides = list(a.set) + ([f"train.steps={a.steps}"] if a.steps else [])
     root = (a.keep or Path(tempfile.mkdtemp(prefix="flowmo-nested-"))).resolve()  # the runs' cwd is REPO
-    fashion = Fashion(root, a.data.resolve() if a.data else None) if a.dataset == "fashion" else None
+    try:
+        fashion = Fashion(root, a.data.resolve() if a.data else None) if a.dataset == "fashion" else None
+    except FashionMNISTNotFound as e:
+        raise SystemExit(f"benchmarks/nested.py: {e}") from None
     extra = [f"train.data.folder={fashion.images}"] if fashion else []
     results: dict = {}
     for name in a.only:
@@ -174,7 +185,11 @@ def main(argv=None) -> None:
               file=sys.stderr, flush=True)
     generators = ({v: generator_figures(fashion, root, v, a.generator_set) for v in ("fixed_16", a.ordered)}
                   if a.generators else {})
-    (root / "results.json").write_text(json.dumps({"results": results, "generators": generators}, indent=1) + "\n")
+    record = root / "results.json"  # merged with an earlier comparison's in this folder (--keep)
+    before = json.loads(record.read_text()) if record.exists() else {}
+    merged = {"results": {**before.get("results", {}), **json.loads(json.dumps(results))},
+              "generators": {**before.get("generators", {}), **json.loads(json.dumps(generators))}}
+    record.write_text(json.dumps(merged, indent=1) + "\n")
 
     cols = [n for n in a.only if n != "fixed_16" and not n.startswith("fixed_")] + (
         ["fixed_16"] if "fixed_16" in a.only else [])

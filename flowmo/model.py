@@ -385,9 +385,8 @@ class FlowMo(nn.Module):
         tokens)."""
         self._require_tokens("tokens_to_code")
         checks = ValueChecks()
-        prefix = (self.spec.nested_dropout is not None and isinstance(tokens, Tensor) and tokens.ndim == 2
-                  and 1 <= tokens.shape[1] < self.spec.code_length)
-        code = self._tokens_to_code(tokens, checks, (None, tokens.shape[1]) if prefix else None)
+        k = self._prefix_length(tokens, "tokens", ()) if self.spec.nested_dropout is not None else None
+        code = self._tokens_to_code(tokens, checks, None if k is None else (None, k))
         checks.read()
         return code
 
@@ -399,11 +398,39 @@ class FlowMo(nn.Module):
 
     # ------------------------------------------------------------------ decoder
     def conditioning(self, code: Optional[Tensor], batch: Optional[int] = None,
-                     num_tokens: Optional[Tensor] = None) -> Tensor:
+                     num_tokens: Union[int, Tensor, None] = None) -> Tensor:
         """The decoder's latent input: code (B, T, C) plus a channel of ones; None gives the
         all-zero (unconditional) input, mask included, of ``batch`` (required then) samples.
-        ``num_tokens`` (B,) int64: image b's tokens from index k_b on are absent, their code and
-        mask channel exactly 0 (as the unconditional input has them; nested dropout)."""
+        ``num_tokens`` (an int or a (B,) integer tensor in [1, T]; with a code only): image
+        b's tokens from index k_b on are absent, their code and mask channel exactly 0 (as the
+        unconditional input has them; nested dropout).
+
+        Raises:
+            ValueError / TypeError: ``code`` not a finite floating (B, T, C) tensor on the
+                model's device, ``batch`` missing for None, ``num_tokens`` not as above (the
+                values read now: one host sync).
+        """
+        if code is None:
+            if num_tokens is not None:
+                raise ValueError("num_tokens applies to a code: the unconditional (code=None) input has no tokens")
+            if isinstance(batch, bool) or not isinstance(batch, int) or batch < 0:
+                raise ValueError(f"batch must be the number of samples (an int >= 0) for the unconditional (code=None) "
+                                 f"input, got {batch!r}")
+        else:
+            checks = ValueChecks()
+            code = self._check_float(code, "code", (None, self.spec.code_length, self.spec.code_channels), checks=checks)
+            if num_tokens is not None:
+                num_tokens = kept = self._check_num_tokens(num_tokens, code.shape[0], "num_tokens", values=False)
+                t = self.spec.code_length
+                checks.add((kept >= 1) & (kept <= t), lambda: ValueError(
+                    f"num_tokens must lie in [1, {t}] (the model's code_length), got values in [{int(kept.min())}, "
+                    f"{int(kept.max())}]"))
+            checks.read()
+        return self._conditioning(code, batch, num_tokens)
+
+    def _conditioning(self, code: Optional[Tensor], batch: Optional[int] = None,
+                      num_tokens: Optional[Tensor] = None) -> Tensor:
+        """:meth:`conditioning` of arguments already checked (``num_tokens`` an int64 (B,) tensor)."""
         if code is None:
             if batch is None:
                 raise ValueError("batch is needed for the unconditional (code=None) input")
@@ -456,7 +483,7 @@ class FlowMo(nn.Module):
         if code is not None:
             code = self._check_float(code, "code", (b, self.spec.code_length, self.spec.code_channels), checks=checks)
             code = self._cast(code, "code", self.dtype, checks=checks)
-        cond = self.conditioning(code, b)
+        cond = self._conditioning(code, b)
         v = self.decoder_velocity(x_t, t, cond)
         if guidance_scale != 1.0 and code is not None:
             v_u = self.decoder_velocity(x_t, t, torch.zeros_like(cond))
@@ -493,9 +520,10 @@ class FlowMo(nn.Module):
         k (an int, or a (B,) integer tensor, each in [1, T]) conditions the decoder on each
         image's first k tokens only, the others absent (:meth:`conditioning`; their values do
         not matter); for such a model a code of fewer than T tokens, (B, k, C), is such a prefix
-        (``num_tokens`` then at most k). A model trained without nested dropout takes
-        ``num_tokens`` too (an experiment: its tokens have no order, so a prefix of them is not a
-        coarse version of the image), but refuses a shorter code, saying so.
+        (``num_tokens`` then at most k; any (B, k, C) with k < T is read so, another tokenizer's
+        shorter code too). A model trained without nested dropout takes ``num_tokens`` too (an
+        experiment: its tokens have no order, so a prefix of them is not a coarse version of the
+        image), but refuses a shorter code, saying so.
 
         Args:
             code: the quantized code (B, T, C), a floating-point tensor on the model's device
@@ -543,29 +571,20 @@ class FlowMo(nn.Module):
         return self._decode(code, ValueChecks(), noise=noise, generator=generator, sampler=sampler,
                             return_intermediates=return_intermediates, enable_grad=enable_grad, num_tokens=num_tokens)
 
-    def _prefix(self, x: Any, name: str, num_tokens: Any, tail: tuple[int, ...], checks: ValueChecks
-                ) -> tuple[Any, Any]:
-        """A prefix of k < T tokens (a tensor (B, k, *tail)) padded with zeros to T, and
-        ``num_tokens`` (default k; at most k: an int checked now, a tensor's values added to
-        ``checks``); anything else as it is (the shape check names it)."""
+    def _prefix_length(self, x: Any, name: str, tail: tuple[int, ...]) -> Optional[int]:
+        """k when ``x`` is a prefix (B, k, *tail), 1 <= k < T, for a model trained with nested
+        dropout (the checks then use k); None otherwise (the usual shape checks name what is
+        wrong). A model without nested dropout refuses such a tensor, saying why."""
         t = self.spec.code_length
         if (not isinstance(x, Tensor) or x.ndim != 2 + len(tail) or tuple(x.shape[2:]) != tail
                 or not 1 <= x.shape[1] < t):
-            return x, num_tokens
+            return None
         k = x.shape[1]
         if self.spec.nested_dropout is None:
             raise ValueError(f"{name} holds {k} tokens per image, not the model's {t}: only a model trained with nested "
                              f"dropout (spec.nested_dropout) takes a prefix; to try one on this model anyway, pad it "
                              f"to {t} tokens and pass num_tokens={k} (its tokens have no order)")
-        if num_tokens is None:
-            num_tokens = k
-        elif isinstance(num_tokens, int) and not isinstance(num_tokens, bool) and num_tokens > k:
-            raise ValueError(f"num_tokens must be at most {k}: {name} is a prefix of {k} tokens, got {num_tokens}")
-        elif isinstance(num_tokens, Tensor):
-            checks.add(num_tokens <= k, lambda: ValueError(f"num_tokens must lie in [1, {k}]: {name} is a prefix of "
-                                                           f"{k} tokens"))
-        pad = x.new_zeros(x.shape[0], t - k, *x.shape[2:])
-        return torch.cat((x, pad), dim=1), num_tokens
+        return k
 
     def _decode(self, code: Tensor, checks: ValueChecks, *, noise: Optional[Tensor] = None,
                 generator: Optional[torch.Generator] = None, sampler: Union[SamplerSpec, dict, str, None] = None,
@@ -573,8 +592,9 @@ class FlowMo(nn.Module):
                 num_tokens: Union[int, Tensor, None] = None) -> SampleOutput:
         """:meth:`decode`, its value checks added to ``checks`` (a caller's pending ones, read
         first) and read once by the sampler."""
-        code, num_tokens = self._prefix(code, "code", num_tokens, (self.spec.code_channels,), checks)
-        code = self._check_float(code, "code", (None, self.spec.code_length, self.spec.code_channels), checks=checks)
+        t, c = self.spec.code_length, self.spec.code_channels
+        k = self._prefix_length(code, "code", (c,))
+        code = self._check_float(code, "code", (None, k or t, c), checks=checks)
         self._check_generator(generator)
         code = self._cast(code, "code", self.dtype, checks=checks)
         b, s = code.shape[0], self.spec.image_size
@@ -585,12 +605,18 @@ class FlowMo(nn.Module):
             noise = self._cast(self._check_float(noise, "noise", (b, 3, s, s), checks=checks), "noise", work,
                                checks=checks)
         kept = None
+        if k is not None:  # a prefix: padded (the padding absent), num_tokens at most k
+            code = torch.cat((code, code.new_zeros(b, t - k, c)), dim=1)
+            if num_tokens is None:
+                num_tokens = k
+            elif isinstance(num_tokens, int) and not isinstance(num_tokens, bool) and num_tokens > k:
+                raise ValueError(f"num_tokens must be at most {k}: the input is a prefix of {k} tokens, got {num_tokens}")
         if num_tokens is not None:
             kept = self._check_num_tokens(num_tokens, b, "num_tokens", values=False)
-            t = self.spec.code_length
-            checks.add((kept >= 1) & (kept <= t), lambda: ValueError(
-                f"num_tokens must lie in [1, {t}] (the model's code_length)"))
-        cond = self.conditioning(code, num_tokens=kept)
+            top, why = (t, "the model's code_length") if k is None else (k, f"the input is a prefix of {k} tokens")
+            checks.add((kept >= 1) & (kept <= top), lambda: ValueError(
+                f"num_tokens must lie in [1, {top}] ({why}), got values in [{int(kept.min())}, {int(kept.max())}]"))
+        cond = self._conditioning(code, num_tokens=kept)
         return sample(self.decoder_velocity, noise, cond, self._sampler_spec(sampler),
                       null_cond=torch.zeros_like(cond), return_intermediates=return_intermediates,
                       enable_grad=enable_grad, decoder_dtype=self.dtype, checks=checks)
@@ -602,8 +628,8 @@ class FlowMo(nn.Module):
         ValueError for a continuous bottleneck (no tokens)."""
         self._require_tokens("detokenize")
         checks = ValueChecks()
-        tokens, kw["num_tokens"] = self._prefix(tokens, "tokens", kw.get("num_tokens"), (), checks)
-        return self._decode(self._tokens_to_code(tokens, checks), checks, **kw).images
+        k = self._prefix_length(tokens, "tokens", ())
+        return self._decode(self._tokens_to_code(tokens, checks, None if k is None else (None, k)), checks, **kw).images
 
     def reconstruct(self, images: Tensor, **kw: Any) -> Tensor:
         """Encode, quantize and decode. Keyword arguments as for :meth:`decode`. One host sync
@@ -729,7 +755,7 @@ class FlowMo(nn.Module):
             noise = torch.randn(shape, generator=generator, device=code.device, dtype=work)
         else:
             noise = self._cast(self._check_float(noise, "noise", shape, checks=checks), "noise", work, checks=checks)
-        cond = self.conditioning(code.flatten(0, 2)).unflatten(0, (b, grid.count))
+        cond = self._conditioning(code.flatten(0, 2)).unflatten(0, (b, grid.count))
         spec = self._sampler_spec(sampler)
         kw = dict(return_intermediates=return_intermediates, enable_grad=enable_grad, decoder_dtype=self.dtype,
                   checks=checks)
@@ -942,7 +968,7 @@ class FlowMo(nn.Module):
             drawn = self.flow_loss.draw_dropout(b, generator, images.device) if cfg_dropout is True else None
             cfg_dropout = cfg_dropout if drawn is None else drawn
             kept = self.draw_num_tokens(b, generator=generator, device=images.device)
-        cond = self.conditioning(q.values, num_tokens=kept)
+        cond = self._conditioning(q.values, num_tokens=kept)
         _merge_terms(terms, dict(self.flow_loss(self.decoder_velocity, images, cond, t,
                                                 noise, dropout=cfg_dropout, generator=generator)), "the flow loss")
         _merge_terms(terms, {f"quantizer/{k}": v for k, v in q.losses.items()}, "the quantizer")
@@ -959,6 +985,9 @@ class FlowMo(nn.Module):
         if nd is None:
             raise ValueError("draw_num_tokens is for a model trained with nested dropout (spec.nested_dropout); "
                              "this one keeps all its tokens")
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 0:
+            raise ValueError(f"batch must be the number of images (an int >= 0), got {batch!r}")
+        self._check_generator(generator)
         choices = nd.choices(self.spec.code_length)
         pick = torch.randint(len(choices), (batch,), generator=generator, device=device)
         k = pick + choices[0]  # uniform: min_tokens .. T; pow2: mapped below (made on the device: no host copy)
@@ -978,6 +1007,9 @@ class FlowMo(nn.Module):
         if self.spec.nested_dropout is None:
             raise ValueError("num_tokens is for a model with spec.nested_dropout; this one keeps all its tokens: "
                              "leave it True")
+        if num_tokens is None:
+            raise TypeError(f"num_tokens must be True (draw k), False (all tokens) or a ({b},) integer tensor of "
+                            "tokens kept, got None")
         return self._check_num_tokens(num_tokens, b, "num_tokens", values=checks)
 
     def _check_num_tokens(self, k: Any, b: int, name: str, *, values: bool = True) -> Tensor:
@@ -1064,7 +1096,7 @@ class FlowMo(nn.Module):
         frozen = _frozen(self.quantizer) if self.quantizer.updated_state else contextlib.nullcontext()
         with torch.no_grad(), frozen:
             q = self._quantize(self._encode(images), quantizer_noise)
-        cond = self.conditioning(q.values)
+        cond = self._conditioning(q.values)
         terms: dict[str, Tensor] = {}
         if spec.flow_weight > 0:
             t = self.time_sampler.sample(b, generator=generator, device=images.device)

@@ -117,7 +117,7 @@ def test_the_loss_conditions_on_the_kept_prefix(model):
     (lambda m: m.detokenize(torch.zeros(1, 16, dtype=torch.int64), num_tokens=torch.tensor([0])), ValueError,
      r"num_tokens must lie in \[1, 16\]"),
     (lambda m: m.detokenize(torch.zeros(1, 4, dtype=torch.int64), num_tokens=8), ValueError,
-     "num_tokens must be at most 4: tokens is a prefix of 4"),
+     "num_tokens must be at most 4: the input is a prefix of 4"),
     (lambda m: m.loss(_images(), num_tokens=torch.tensor([1, 17])), ValueError, r"num_tokens must lie in \[1, 16\]"),
     (lambda m: flowmo.build(flowmo.flowmo_tiny()).loss(_images(), num_tokens=torch.tensor([1, 2])), ValueError,
      "num_tokens is for a model with spec.nested_dropout"),
@@ -212,15 +212,47 @@ def test_a_prefix_takes_a_smaller_num_tokens_and_shape_errors_name_the_shape_giv
     mixed = model.detokenize(tokens[:, :4], num_tokens=torch.tensor([2, 4]), **kw)
     assert torch.equal(mixed[0], two[0]) and torch.equal(mixed[1], model.detokenize(tokens[:, :4], **kw)[1])
     assert torch.equal(model.tokens_to_code(tokens[:, :4]), model.tokens_to_code(tokens)[:, :4])  # a nested model
-    with pytest.raises(ValueError, match=r"num_tokens must be at most 4: tokens is a prefix of 4 tokens, got 5"):
+    with pytest.raises(ValueError, match=r"num_tokens must be at most 4: the input is a prefix of 4 tokens, got 5"):
         model.detokenize(tokens[:, :4], num_tokens=5)
-    with pytest.raises(ValueError, match=r"num_tokens must lie in \[1, 4\]: tokens is a prefix of 4 tokens"):
+    with pytest.raises(ValueError, match=r"num_tokens must lie in \[1, 4\] \(the input is a prefix of 4 tokens\), got values in \[2, 5\]"):
         model.detokenize(tokens[:, :4], num_tokens=torch.tensor([2, 5]))
     code = model.tokens_to_code(tokens)
     with pytest.raises(ValueError, match=r"got \(2, 4, 5\)"):
         model.decode(code[:, :4, :5])
     with pytest.raises(ValueError, match=r"got \(2, 4, 2\)"):
         model.detokenize(torch.zeros(2, 4, 2, dtype=torch.int64))
+    with pytest.raises(TypeError, match=r"got torch.float32 \(2, 4\)"):
+        model.detokenize(tokens[:, :4].float())
+    with pytest.raises(ValueError, match=r"got \(0, 4\)"):
+        model.detokenize(tokens[:0, :4])
+    with pytest.raises(ValueError, match=r"got values in \[[1-9]\d+, "):  # the values given (no padding's 0)
+        model.detokenize(tokens[:, :4] + 2**18)
+
+
+def test_conditioning_and_draw_num_tokens_check_their_arguments(model):
+    code = model.tokens_to_code(model.tokenize(_images()))
+    assert torch.equal(model.conditioning(code, num_tokens=4), model.conditioning(code, num_tokens=torch.tensor([4, 4])))
+    assert model.conditioning(code, num_tokens=4)[:, 4:].abs().sum() == 0
+    for bad, error, words in (([4, 4], TypeError, r"num_tokens must be an int or a \(2,\) integer tensor"),
+                              (torch.tensor([4.5, 4.0]), TypeError, "integer tensor"),
+                              (torch.tensor([0, 4]), ValueError, r"num_tokens must lie in \[1, 16\]"),
+                              (17, ValueError, r"num_tokens must be in \[1, 16\]")):
+        with pytest.raises(error, match=words):
+            model.conditioning(code, num_tokens=bad)
+    with pytest.raises(ValueError, match=r"code must have shape \(batch, 16, 18\)"):
+        model.conditioning(code[:, :4], num_tokens=4)
+    with pytest.raises(ValueError, match="num_tokens applies to a code"):
+        model.conditioning(None, 2, num_tokens=4)
+    with pytest.raises(ValueError, match="batch must be the number of samples"):
+        model.conditioning(None)
+    for bad in (-1, True, 2.0):
+        with pytest.raises(ValueError, match="batch must be the number of images"):
+            model.draw_num_tokens(bad)
+    with pytest.raises(TypeError, match="generator must be a torch.Generator"):
+        model.draw_num_tokens(2, generator=0)
+    with pytest.raises(TypeError, match="num_tokens must be True"):
+        model.train().loss(_images(), num_tokens=None)
+    model.eval()
 
 
 def test_the_draws_make_no_host_sync_and_uniform_covers_min_to_t():
@@ -341,6 +373,10 @@ def test_generate_images_decodes_the_first_k_tokens_with_the_rest_absent():
         generate_images(mg, m, [0], num_tokens=4)
     with pytest.raises(ValueError, match=r"num_tokens must be in \[1, 16\]"):
         generate_images(ar, m, [0], num_tokens=17)
+    with pytest.raises(ValueError, match="steps must be None or 8 with num_tokens=4: an autoregressive generator makes "
+                                         "one step per sequence element \\(2 per token\\)"):
+        generate_images(ar, m, [0], num_tokens=4, steps=4)
+    assert generate_images(ar, m, [0, 1], num_tokens=4, steps=8, **kw).nfe == 8
 
 
 def test_a_token_set_of_prefixes_trains_a_generator_that_generates_and_decodes_them(tmp_path, capsys):
@@ -414,6 +450,9 @@ def test_a_causal_mmdit_makes_no_latent_token_depend_on_a_later_one():
                 same = torch.equal(out_txt[:, :j], base_txt[:, :j]) and torch.equal(out_img, base_img)
                 assert same == (attention == "causal") or j == 0, (attention, j)
                 assert not torch.equal(out_txt[:, j], base_txt[:, j])
+    for bad in (-1, 2.0, True):
+        with pytest.raises(ValueError, match="latent must be a number of tokens"):
+            latent_causal_mask(bad, 4)
     mask = latent_causal_mask(3, 2)
     assert mask.tolist() == [[1, 0, 0, 1, 1], [1, 1, 0, 1, 1], [1, 1, 1, 1, 1], [0, 0, 0, 1, 1], [0, 0, 0, 1, 1]]
 
@@ -471,11 +510,20 @@ def test_evaluate_model_and_flowmo_eval_decode_the_first_k_tokens(model, tmp_pat
     full = evaluate_model(model, x, **kw)
     assert four["bits_per_pixel"] == pytest.approx(full["bits_per_pixel"] / 4)
     assert evaluate_model(model, x, num_tokens=16, **kw)["psnr"] == full["psnr"]
-    for bad in (0, 17, 2.0, True):
-        with pytest.raises(ValueError, match=r"num_tokens must be an int in \[1, 16\]"):
+    for bad, error in ((0, ValueError), (17, ValueError), (2.0, TypeError), (True, TypeError)):
+        with pytest.raises(error, match=r"num_tokens must be an int in \[1, 16\]"):
             evaluate_model(model, x, num_tokens=bad, **kw)
-    with pytest.raises(ValueError, match="num_tokens needs a FlowMo with tokens"):
-        evaluate_model(flowmo.build(flowmo.flowmo_tiny().replace(quantizer={"name": "kl"})), x, num_tokens=2, **kw)
+    with pytest.raises(ValueError, match="num_tokens needs a FlowMo model and tiled=False"):
+        evaluate_model(lambda im: im, x, num_tokens=2, **kw)
+    kl = flowmo.build(flowmo.flowmo_tiny().replace(quantizer={"name": "kl"})).eval()
+    assert evaluate_model(kl, x, num_tokens=2, **kw)["bits_per_pixel"] is None  # a continuous code's prefix
+    from flowmo.metrics.evaluator import Evaluator
+
+    ev = Evaluator(lpips=(), fid=False)  # reused: each call reports its own rate
+    kw.pop("lpips"), kw.pop("fid")
+    assert evaluate_model(model, x, evaluator=ev, **kw)["bits_per_pixel"] == full["bits_per_pixel"]
+    ev.reset()
+    assert evaluate_model(model, x, evaluator=ev, num_tokens=4, **kw)["bits_per_pixel"] == four["bits_per_pixel"]
 
     folder = model.save_pretrained(tmp_path / "m")
     (tmp_path / "in").mkdir()

@@ -177,7 +177,14 @@ def latent_causal_mask(latent: int, image: int, device: Any = None) -> Tensor:
     Latent token i attends to latent tokens 0..i and to every image token; image tokens attend
     to image tokens only (else a later latent token would reach an earlier one through them in
     the next block). So latent token i depends on the image and on no later latent token
-    (FlexTok's causal register tokens, Bachmann et al. 2025; ``MMDiTSpec.latent_attention``)."""
+    (FlexTok's causal register tokens, Bachmann et al. 2025; ``MMDiTSpec.latent_attention``).
+
+    Raises:
+        ValueError: ``latent`` or ``image`` not an int >= 0.
+    """
+    for name, v in (("latent", latent), ("image", image)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"{name} must be a number of tokens (an int >= 0), got {v!r}")
     n = latent + image
     rows = torch.arange(n, device=device)[:, None]
     cols = torch.arange(n, device=device)[None, :]

@@ -275,9 +275,6 @@ def run(args: argparse.Namespace) -> int:
     sampler = sampler_from_args(model, args)
     size = model.spec.image_size
     if args.num_tokens is not None:
-        if not model.quantizer.discrete:
-            raise ValueError(f"--num-tokens: the model's bottleneck {model.spec.quantizer.name!r} is continuous: it has "
-                             "no tokens to keep a prefix of")
         if args.num_tokens > model.spec.code_length:
             raise ValueError(f"--num-tokens ({args.num_tokens}) must be at most the tokens per image "
                              f"({model.spec.code_length})")

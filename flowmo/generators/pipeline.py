@@ -245,6 +245,10 @@ def generate_images(generator: TokenGenerator, tokenizer: Any, labels: Union[Seq
                                  "autoregressive one can); for fewer, train one on a token set of that many (flowmo "
                                  "tokenize --classes --num-tokens K)")
             early = {"length": layout.seq_len}
+            if steps is not None and steps != layout.seq_len:
+                raise ValueError(f"steps must be None or {layout.seq_len} with num_tokens={num_tokens}: an "
+                                 f"autoregressive generator makes one step per sequence element ({layout.groups} per "
+                                 "token)")
     seed = check_int(seed, "seed", minimum=0, maximum=2**63 - 1)  # torch.Generator.manual_seed's range
     batch_size = check_int(batch_size, "batch_size")
     if (labels is None) == (num_images is None):

@@ -100,7 +100,8 @@ def evaluate_model(
     batch (e.g. one image per batch); neither the codebook usage nor ``bits_per_pixel`` is
     reported (the tokens per image depend on each image's size and the overlap).
 
-    ``num_tokens`` (a FlowMo with tokens, not tiled; an int in [1, T]): each image is decoded
+    A FlowMo's bits per pixel are set on ``evaluator`` by every call (its rate; None tiled or
+    continuous). ``num_tokens`` (a FlowMo, not tiled; an int in [1, T]): each image is decoded
     from its first k tokens, the rest absent (``FlowMo.decode(num_tokens=k)``: ordered tokens,
     ``spec.nested_dropout``); the codebook usage counts those k, and bits per pixel are k / T
     of the model's.
@@ -132,14 +133,18 @@ def evaluate_model(
     if not tiled and (overlap is not None or tile_batch is not None):
         raise ValueError("overlap and tile_batch apply only with tiled=True")
     if num_tokens is not None:
-        if not discrete or tiled:
-            raise ValueError("num_tokens needs a FlowMo with tokens (a discrete bottleneck) and tiled=False")
+        if not is_flowmo or tiled:
+            raise ValueError("num_tokens needs a FlowMo model and tiled=False")
         t = model.spec.code_length
-        if isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or not 1 <= num_tokens <= t:
-            raise ValueError(f"num_tokens must be an int in [1, {t}] (the model's code_length), got {num_tokens!r}")
-    if discrete and evaluator.bits_per_pixel is None and not tiled:
+        if isinstance(num_tokens, bool) or not isinstance(num_tokens, int):
+            raise TypeError(f"num_tokens must be an int in [1, {t}] or None, got {type(num_tokens).__name__} "
+                            f"{num_tokens!r}")
+        if not 1 <= num_tokens <= t:
+            raise ValueError(f"num_tokens must be an int in [1, {t}] (the model's code_length), got {num_tokens}")
+    if is_flowmo:  # the model's rate, set on every call (a reused evaluator keeps no earlier call's)
         kept = model.spec.code_length if num_tokens is None else num_tokens
-        evaluator.bits_per_pixel = float(model.spec.bits_per_pixel) * kept / model.spec.code_length
+        evaluator.bits_per_pixel = (float(model.spec.bits_per_pixel) * kept / model.spec.code_length
+                                    if discrete and not tiled else None)
     group_fn = model.quantizer.codes_to_group_indices if discrete and model.quantizer.has_groups else None
     world, rank = evaluator._world()
     amp = (torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype is not None
