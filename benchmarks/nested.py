@@ -12,7 +12,8 @@ process; ``--keep`` continues a comparison, as in benchmarks/bottlenecks.py):
 - ``fixed_k`` (k = 1, 2, 4, 8, 16): ``model.code_length=k``, decoded with all its k tokens;
   ``fixed_16`` also decodes its first k (an unordered model's prefix, the rest absent).
 - ``nested``: ``nested_dropout={distribution: pow2}`` (FlexTok's k uniform over 1, 2, 4, 8, 16).
-- ``nested_full``: the same with ``full_probability: 0.5`` (half the images keep all 16).
+- ``nested_full``: the same with ``full_probability: 0.5`` (half the images keep all 16);
+  ``nested_full80``: 0.8.
 - ``nested_causal``: ``nested_full`` with an ordered encoder (``encoder.latent_attention: causal``).
 
 Measured: ``--dataset demo``: the 10 held-out photo crops (:func:`flowmo.data.photos.held_out_photos`)
@@ -52,6 +53,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     **{f"fixed_{k}": (f"fixed length, {k} token{'s' * (k > 1)}", [f"model.code_length={k}"]) for k in KS},
     "nested": ("nested dropout (k uniform over 1, 2, 4, 8, 16)", [NESTED]),
     "nested_full": ("nested dropout, half the images keep all 16", [NESTED_FULL]),
+    "nested_full80": ("nested dropout, 80% of the images keep all 16",
+                      ["model.nested_dropout={distribution: pow2, full_probability: 0.8}"]),
     "nested_causal": ("nested dropout, half keep all 16, causal encoder",
                       [NESTED_FULL, "model.encoder={latent_attention: causal}"]),
 }

@@ -117,4 +117,4 @@ def test_every_nested_variant_is_a_valid_config_of_each_dataset():
             else:
                 assert model.code_length == 16 and model.nested_dropout is not None
                 assert (model.encoder.latent_attention == "causal") == ("causal" in name)
-                assert model.nested_dropout.full_probability == (0.0 if name == "nested" else 0.5)
+                assert model.nested_dropout.full_probability == {"nested": 0.0, "nested_full80": 0.8}.get(name, 0.5)
