@@ -581,9 +581,10 @@ class FlowMo(nn.Module):
             return None
         k = x.shape[1]
         if self.spec.nested_dropout is None:
-            raise ValueError(f"{name} holds {k} tokens per image, not the model's {t}: only a model trained with nested "
-                             f"dropout (spec.nested_dropout) takes a prefix; to try one on this model anyway, pad it "
-                             f"to {t} tokens and pass num_tokens={k} (its tokens have no order)")
+            want = ", ".join(["batch", str(t), *map(str, tail)])
+            raise ValueError(f"{name} must have shape ({want}), got {tuple(x.shape)}: only a model trained with nested "
+                             f"dropout (spec.nested_dropout) takes a prefix of fewer tokens; to try one on this model "
+                             f"anyway, pad it to {t} tokens and pass num_tokens={k} (its tokens have no order)")
         return k
 
     def _decode(self, code: Tensor, checks: ValueChecks, *, noise: Optional[Tensor] = None,

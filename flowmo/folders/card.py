@@ -76,7 +76,7 @@ def model_card(spec: Any, *, parameters: Optional[int] = None, license: str = "o
              code_line,
              f"- encoder: {spec.encoder.name}, width {spec.encoder.width}, depth {spec.encoder.depth}; decoder: "
              f"{spec.decoder.name}, width {spec.decoder.width}, depth {spec.decoder.depth}"]
-    nd = getattr(spec, "nested_dropout", None)
+    nd = spec.nested_dropout
     if nd is not None and bits_token is not None:
         lines.append(f"- ordered tokens (trained with nested dropout, k {nd.distribution} from {nd.min_tokens}): it "
                      f"decodes any prefix of its tokens, `detokenize(tokens[:, :k])` or `num_tokens=k`")

@@ -20,6 +20,7 @@ from .components import (
     FatLogitNormalTimeSpec,
     FlowLossSpec,
     LFQSpec,
+    MMDiTSpec,
     ModeSeekingSpec,
     PosttrainSpec,
     QuantizerSpec,
@@ -142,7 +143,7 @@ class FlowMoSpec(SpecModel):
         if self.nested_dropout is not None and self.nested_dropout.min_tokens > self.code_length:
             raise ValueError(f"nested_dropout.min_tokens ({self.nested_dropout.min_tokens}) must be at most "
                              f"code_length ({self.code_length})")
-        if getattr(self.decoder, "latent_attention", "full") == "causal":
+        if isinstance(self.decoder, MMDiTSpec) and self.decoder.latent_attention == "causal":
             raise ValueError("decoder.latent_attention must be 'full': under 'causal' the image tokens never attend to "
                              "the latent tokens, so the decoder would ignore the code (the option orders an encoder)")
         return self
