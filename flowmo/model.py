@@ -420,11 +420,7 @@ class FlowMo(nn.Module):
             checks = ValueChecks()
             code = self._check_float(code, "code", (None, self.spec.code_length, self.spec.code_channels), checks=checks)
             if num_tokens is not None:
-                num_tokens = kept = self._check_num_tokens(num_tokens, code.shape[0], "num_tokens", values=False)
-                t = self.spec.code_length
-                checks.add((kept >= 1) & (kept <= t), lambda: ValueError(
-                    f"num_tokens must lie in [1, {t}] (the model's code_length), got values in [{int(kept.min())}, "
-                    f"{int(kept.max())}]"))
+                num_tokens = self._check_num_tokens(num_tokens, code.shape[0], "num_tokens", checks=checks)
             checks.read()
         return self._conditioning(code, batch, num_tokens)
 
@@ -613,10 +609,8 @@ class FlowMo(nn.Module):
             elif isinstance(num_tokens, int) and not isinstance(num_tokens, bool) and num_tokens > k:
                 raise ValueError(f"num_tokens must be at most {k}: the input is a prefix of {k} tokens, got {num_tokens}")
         if num_tokens is not None:
-            kept = self._check_num_tokens(num_tokens, b, "num_tokens", values=False)
-            top, why = (t, "the model's code_length") if k is None else (k, f"the input is a prefix of {k} tokens")
-            checks.add((kept >= 1) & (kept <= top), lambda: ValueError(
-                f"num_tokens must lie in [1, {top}] ({why}), got values in [{int(kept.min())}, {int(kept.max())}]"))
+            prefix = {} if k is None else {"top": k, "why": f"the input is a prefix of {k} tokens"}
+            kept = self._check_num_tokens(num_tokens, b, "num_tokens", checks=checks, **prefix)
         cond = self._conditioning(code, num_tokens=kept)
         return sample(self.decoder_velocity, noise, cond, self._sampler_spec(sampler),
                       null_cond=torch.zeros_like(cond), return_intermediates=return_intermediates,
@@ -1013,9 +1007,12 @@ class FlowMo(nn.Module):
                             "tokens kept, got None")
         return self._check_num_tokens(num_tokens, b, "num_tokens", values=checks)
 
-    def _check_num_tokens(self, k: Any, b: int, name: str, *, values: bool = True) -> Tensor:
+    def _check_num_tokens(self, k: Any, b: int, name: str, *, values: bool = True,
+                          checks: Optional[ValueChecks] = None, top: Optional[int] = None,
+                          why: str = "the model's code_length") -> Tensor:
         """An int or an integer (b,) tensor of tokens kept, each in [1, T], on the model's device
-        -> int64 (b,) (the range read now with ``values``: one host sync)."""
+        -> int64 (b,). With ``values`` a tensor's range, [1, ``top``] (default T; ``why`` says
+        whence the bound), is read now (one host sync) or added to ``checks``."""
         t = self.spec.code_length
         if isinstance(k, int) and not isinstance(k, bool):
             if not 1 <= k <= t:
@@ -1024,9 +1021,14 @@ class FlowMo(nn.Module):
         if not isinstance(k, Tensor) or k.is_floating_point() or k.is_complex() or k.dtype == torch.bool:
             raise TypeError(f"{name} must be an int or a ({b},) integer tensor of tokens kept, got {describe(k)}")
         self._check_layout(k, name, (b,), f"shape ({b},)")
-        if values and k.numel() and not bool(((k >= 1) & (k <= t)).all()):
-            raise ValueError(f"{name} must lie in [1, {t}] (the model's code_length), got values in "
-                             f"[{int(k.min())}, {int(k.max())}]")
+        if values:
+            top = t if top is None else top
+            bad = lambda: ValueError(f"{name} must lie in [1, {top}] ({why}), got values in [{int(k.min())}, "
+                                     f"{int(k.max())}]")
+            if checks is not None:
+                checks.add((k >= 1) & (k <= top), bad)
+            elif k.numel() and not bool(((k >= 1) & (k <= top)).all()):
+                raise bad()
         return k.long()
 
     def loss_draws(self, images: Tensor, generator: Optional[torch.Generator] = None) -> Optional[dict[str, Any]]:

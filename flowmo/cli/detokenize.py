@@ -100,12 +100,12 @@ def run(args: argparse.Namespace) -> int:
     with torch.no_grad(), ctx.progress(n, "detokenize") as bar:
         for a, b in batches(n, args.batch_size):
             tok = tf.tokens[a:b, :kept].to(device)
+            if kept < t:  # a prefix, padded; num_tokens makes the padding absent (any model; nested dropout orders them)
+                tok = torch.cat([tok, tok.new_zeros(b - a, t - kept, *tok.shape[2:])], 1)
             if tf.groups:
                 code = model.quantizer.group_indices_to_codes(tok).to(model.dtype)
             else:
-                code = model.tokens_to_code(torch.cat([tok, tok.new_zeros(b - a, t - kept)], 1))[:, :kept]
-            if kept < t:  # a prefix, padded: the rest absent (any model; nested dropout orders them)
-                code = torch.cat([code, code.new_zeros(b - a, t - kept, code.shape[2])], 1)
+                code = model.tokens_to_code(tok)
             noise = image_noise(args.seed, range(a, b), (3, size, size), device=device, dtype=model.dtype)
             y = model.decode(code, noise=noise, sampler=sampler, num_tokens=kept if kept < t else None).images
             for img, name in zip(y, names[a:b]):

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from .command import add_subcommand
-from .options import add_common_arguments, add_num_tokens_argument, add_sampler_arguments
+from .options import add_common_arguments, add_num_tokens_argument, add_sampler_arguments, check_num_tokens
 
 __all__ = ["NAME", "add_parser", "run", "main", "load_model", "sampler_from_args"]
 
@@ -274,10 +274,7 @@ def run(args: argparse.Namespace) -> int:
     model, model_info = load_model(args.model, raw=args.raw)
     sampler = sampler_from_args(model, args)
     size = model.spec.image_size
-    if args.num_tokens is not None:
-        if args.num_tokens > model.spec.code_length:
-            raise ValueError(f"--num-tokens ({args.num_tokens}) must be at most the tokens per image "
-                             f"({model.spec.code_length})")
+    check_num_tokens(args, model)
     if args.overlap is not None and not 0 <= args.overlap < size:
         raise ValueError(f"--overlap must be in [0, {size - 1}] (below the model's image size), got {args.overlap}")
 

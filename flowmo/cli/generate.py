@@ -177,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
     from flowmo.data.grids import save_image_rows
     from flowmo.devices import DistContext
     from flowmo.folders.imports import import_modules
-    from flowmo.generators import check_tokenizer, class_names, generate_images, load_generator, resolve_classes
+    from flowmo.generators import class_names, generate_images, load_generator, recorded_layout, resolve_classes
 
     from .io import load_model, require_tokens, resolve_device, save_image
     from .options import sampler_from_args
@@ -209,8 +209,9 @@ def run(args: argparse.Namespace) -> int:
     require_tokens(tokenizer, "flowmo generate", "--tokenizer")
     sampler = sampler_from_args(tokenizer.spec.sampler, argparse.Namespace(
         sampler=args.sampler, steps=args.decoder_steps, solver=None, grid=None, cfg_scale=args.decoder_cfg), tokenizer.spec.sampler_presets)
-    modelled = check_tokenizer(generator, tokenizer).tokens  # tokens per image the generator models
-    if args.num_tokens is not None:
+    recorded = recorded_layout(generator.metadata)  # generate_images checks it against the tokenizer
+    modelled = None if recorded is None else recorded.tokens  # tokens per image the generator models
+    if args.num_tokens is not None and modelled is not None:
         if args.num_tokens > modelled:
             raise CLIError(f"--num-tokens ({args.num_tokens}) must be at most the {modelled} tokens per image the "
                            "generator models")

@@ -137,17 +137,17 @@ def add_tiling_arguments(parser: argparse.ArgumentParser, what: str, *, decodes:
                             "memory of a large image, same result")
 
 
-def check_num_tokens(args: argparse.Namespace, model: Any, ctx: Any, available: Optional[int] = None) -> None:
+def check_num_tokens(args: argparse.Namespace, model: Any, ctx: Any = None, available: Optional[int] = None) -> None:
     """CLIError for ``--num-tokens`` above the tokens there are (``available``, default the
-    model's code_length); a note on ``ctx`` when fewer than the model's tokens are kept and the
-    model was trained without nested dropout (its tokens have no order)."""
+    model's code_length); a note on ``ctx`` (when given) when fewer than the model's tokens are
+    kept and the model was trained without nested dropout (its tokens have no order)."""
     from .errors import CLIError
 
     t = model.spec.code_length if available is None else available
     if args.num_tokens is not None and args.num_tokens > t:
         raise CLIError(f"--num-tokens ({args.num_tokens}) must be at most the tokens per image ({t})")
     kept = args.num_tokens or t
-    if kept < model.spec.code_length and model.spec.nested_dropout is None:
+    if ctx is not None and kept < model.spec.code_length and model.spec.nested_dropout is None:
         ctx.note(f"the model was trained without nested dropout (spec.nested_dropout): its tokens have no order, so "
                  f"{kept} of its {model.spec.code_length} tokens decode poorly")
 
