@@ -147,14 +147,20 @@ class Fashion:
     def figures(self, out: Path) -> dict:
         """The exported model's reconstructions of test images 1000-1999: PSNR, SSIM, Fréchet."""
         from flowmo import FlowMo
+
+        return self.measure(FlowMo.from_pretrained(out / "model").eval())
+
+    def measure(self, model, num_tokens: int | None = None) -> dict:
+        """``model``'s reconstructions of test images 1000-1999 (from its first ``num_tokens``
+        tokens, the rest absent, when given): PSNR, SSIM, Fréchet."""
         from flowmo.metrics.pixel import psnr, ssim
         from flowmo.samplers.noise import image_noise
 
-        model = FlowMo.from_pretrained(out / "model").eval()
         originals = self.test[self.RECON]
         ids = range(self.RECON.start, self.RECON.stop)
         recon = torch.cat([
-            model.reconstruct(originals[a:a + 100], noise=image_noise(0, list(ids[a:a + 100]), (3, 32, 32))).clamp(-1, 1)
+            model.reconstruct(originals[a:a + 100], noise=image_noise(0, list(ids[a:a + 100]), (3, 32, 32)),
+                              num_tokens=num_tokens).clamp(-1, 1)
             for a in range(0, len(ids), 100)])
         return {"psnr": psnr(originals, recon).mean().item(), "ssim": ssim(originals, recon).mean().item(),
                 "frechet": self.frechet(recon)}
@@ -168,24 +174,38 @@ def bits_per_image(config: dict) -> str:
     return "continuous" if bits is None else f"{bits * spec.code_length:.0f}"
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", choices=sorted(DATASETS), default="demo")
-    p.add_argument("--only", nargs="+", choices=sorted(DEMO), default=list(DEMO))
+def comparison_parser(doc: str, datasets: list[str], variants: list[str]) -> argparse.ArgumentParser:
+    """The arguments a comparison script shares (this one and benchmarks/nested.py)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", choices=sorted(datasets), default="demo")
+    p.add_argument("--only", nargs="+", choices=variants, default=list(variants))
     p.add_argument("--steps", type=int, default=None, help="train.steps for every variant (default: the config's)")
     p.add_argument("--set", action="append", default=[], help="an override for every variant (repeatable)")
     p.add_argument("--keep", type=Path, default=None,
                    help="keep the runs under this folder; a variant whose run there finished is measured again, not "
-                        "retrained (so an interrupted comparison continues)")
+                        "retrained (so an interrupted comparison continues; other --set or --steps need another "
+                        "folder: a finished run is reused as it is)")
     p.add_argument("--data", type=Path, default=None, help="Fashion-MNIST's IDX folder (default: the usual lookup)")
-    a = p.parse_args(argv)
+    return p
+
+
+def comparison_setup(p: argparse.ArgumentParser, a: argparse.Namespace, prefix: str) -> tuple[list[str], Path]:
+    """Check and normalise the shared arguments (``--only`` each variant once, ``--data``
+    absolute); the overrides for every variant and the runs' folder (a new temporary one,
+    named with ``prefix``, without ``--keep``)."""
     if a.steps is not None and a.steps < 1:
         p.error(f"--steps must be a positive number of steps, got {a.steps}")
-    config, variants = DATASETS[a.dataset]
-    overrides = list(a.set) + ([f"train.steps={a.steps}"] if a.steps else [])
-    root = (a.keep or Path(tempfile.mkdtemp(prefix="flowmo-bottlenecks-"))).resolve()  # the runs' cwd is REPO
+    a.only = list(dict.fromkeys(a.only))
     a.data = a.data.resolve() if a.data else None
-    a.only = list(dict.fromkeys(a.only))  # each variant once
+    overrides = list(a.set) + ([f"train.steps={a.steps}"] if a.steps else [])
+    return overrides, (a.keep or Path(tempfile.mkdtemp(prefix=prefix))).resolve()  # the runs' cwd is REPO
+
+
+def main(argv=None) -> None:
+    p = comparison_parser(__doc__, list(DATASETS), sorted(DEMO))
+    a = p.parse_args(argv)
+    overrides, root = comparison_setup(p, a, "flowmo-bottlenecks-")
+    config, variants = DATASETS[a.dataset]
     fashion = Fashion(root, a.data) if a.dataset == "fashion" else None
     extra = [f"train.data.folder={fashion.images}"] if fashion else []
     rows = []

@@ -29,11 +29,9 @@ classes asked and the Fréchet distance to the 1,000 reference test images.
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -42,7 +40,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # benchmarks.bottlenecks, examples.fashion
 
-from benchmarks.bottlenecks import QUIET, Fashion, train  # noqa: E402
+from benchmarks.bottlenecks import QUIET, Fashion, comparison_parser, comparison_setup, train  # noqa: E402
 from examples.fashion.data import FashionMNISTNotFound  # noqa: E402
 
 KS = (1, 2, 4, 8, 16)
@@ -79,22 +77,6 @@ def demo_figures(model, k: int) -> dict:
     with torch.no_grad():
         y = model.detokenize(model.tokenize(x), noise=noise, num_tokens=k).clamp(-1, 1)
     return {"psnr": psnr(x, y).mean().item(), "ssim": ssim(x, y).mean().item()}
-
-
-def fashion_figures(fashion: Fashion, model, k: int) -> dict:
-    """bottlenecks.Fashion's measurement of the reconstructions from the first k tokens."""
-    from flowmo.metrics.pixel import psnr, ssim
-    from flowmo.samplers.noise import image_noise
-
-    originals = fashion.test[fashion.RECON]
-    ids = range(fashion.RECON.start, fashion.RECON.stop)
-    with torch.no_grad():
-        recon = torch.cat([
-            model.detokenize(model.tokenize(originals[a:a + 100]), num_tokens=k,
-                             noise=image_noise(0, list(ids[a:a + 100]), (3, 32, 32))).clamp(-1, 1)
-            for a in range(0, len(ids), 100)])
-    return {"psnr": psnr(originals, recon).mean().item(), "ssim": ssim(originals, recon).mean().item(),
-            "frechet": fashion.frechet(recon)}
 
 
 def run_cli(*argv: str) -> None:
@@ -137,16 +119,7 @@ def generator_figures(fashion: Fashion, root: Path, tokenizer: str, overrides: l
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", choices=sorted(CONFIGS), default="demo")
-    p.add_argument("--only", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
-    p.add_argument("--steps", type=int, default=None, help="train.steps for every variant (default: the config's)")
-    p.add_argument("--set", action="append", default=[], help="an override for every variant (repeatable)")
-    p.add_argument("--keep", type=Path, default=None,
-                   help="keep the runs under this folder; a variant whose run there finished is measured again, not "
-                        "retrained (so an interrupted comparison continues; other --set or --steps need another "
-                        "folder: a finished run is reused as it is)")
-    p.add_argument("--data", type=Path, default=None, help="Fashion-MNIST's IDX folder (default: the usual lookup)")
+    p = comparison_parser(__doc__, list(CONFIGS), list(VARIANTS))
     p.add_argument("--generators", action="store_true",
                    help="(fashion) also the autoregressive generator on fixed_16's and --ordered's tokens")
     p.add_argument("--generator-set", action="append", default=[],
@@ -154,8 +127,6 @@ def main(argv=None) -> None:
     p.add_argument("--ordered", choices=[v for v in VARIANTS if v.startswith("nested")], default="nested_causal",
                    help="the nested variant whose tokens the ordered generator models (default nested_causal)")
     a = p.parse_args(argv)
-    if a.steps is not None and a.steps < 1:
-        p.error(f"--steps must be a positive number of steps, got {a.steps}")
     if a.generators and a.dataset != "fashion":
         p.error("--generators measures class accuracy: it needs --dataset fashion")
     owned = ("model", "model.code_length", "model.nested_dropout", "model.encoder.latent_attention")
@@ -164,14 +135,12 @@ def main(argv=None) -> None:
         if any(key == k or key.startswith(k + ".") for k in owned[1:]) or key == owned[0]:
             p.error(f"--set {o!r}: the variants set the code length, nested dropout and the encoder's attention "
                     "themselves (and model= would replace the whole model)")
-    a.only = list(dict.fromkeys(a.only))
+    overrides, root = comparison_setup(p, a, "flowmo-nested-")
     if a.generators:
         a.only += [v for v in ("fixed_16", a.ordered) if v not in a.only]
     config = CONFIGS[a.dataset]
-    overrides = list(a.set) + ([f"train.steps={a.steps}"] if a.steps else [])
-    root = (a.keep or Path(tempfile.mkdtemp(prefix="flowmo-nested-"))).resolve()  # the runs' cwd is REPO
     try:
-        fashion = Fashion(root, a.data.resolve() if a.data else None) if a.dataset == "fashion" else None
+        fashion = Fashion(root, a.data) if a.dataset == "fashion" else None
     except FashionMNISTNotFound as e:
         raise SystemExit(f"benchmarks/nested.py: {e}") from None
     extra = [f"train.data.folder={fashion.images}"] if fashion else []
@@ -182,7 +151,7 @@ def main(argv=None) -> None:
         model = load(out)
         t = model.spec.code_length
         ks = [k for k in KS if k <= t] if (model.spec.nested_dropout or name == "fixed_16") else [t]
-        figures = {k: (fashion_figures(fashion, model, k) if fashion else demo_figures(model, k)) for k in ks}
+        figures = {k: (fashion.measure(model, k) if fashion else demo_figures(model, k)) for k in ks}
         results[name] = {"seconds": seconds, "figures": figures}
         print(f"{name}: " + "; ".join(f"k={k} {f['psnr']:.2f} dB" for k, f in figures.items()) + f" ({seconds:.0f} s)",
               file=sys.stderr, flush=True)
